@@ -1,0 +1,83 @@
+"""Recipe file -> validated `schemas.Recipe`, with every problem reported at its YAML position."""
+
+from __future__ import annotations
+
+import typing
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from pydantic import BaseModel, ValidationError
+
+from recipe_runner.errors import Path_, Problem, RecipeError, dotted
+from recipe_runner.schema_errors import problems_from_validation
+from recipe_runner.yaml_source import SourcedTree, apply_overrides, load_tree
+from schemas import Recipe
+from schemas.base import PathMarker
+
+
+@dataclass
+class LoadedRecipe:
+    """A validated recipe and where each of its values was written (for later error messages)."""
+
+    recipe: Recipe
+    file: Path
+    tree: SourcedTree
+
+    def problem(self, path: Path_, message: str) -> Problem:
+        return Problem(self.tree.position_of(path), dotted(path), message)
+
+
+def _path_marker(field: Any) -> PathMarker | None:
+    for meta in field.metadata:
+        if isinstance(meta, PathMarker):
+            return meta
+    for arg in typing.get_args(field.annotation):
+        for meta in getattr(arg, "__metadata__", ()):
+            if isinstance(meta, PathMarker):
+                return meta
+    return None
+
+
+def _looks_local(value: str) -> bool:
+    return value.startswith((".", "/", "~")) or value.endswith((".json", ".txt", ".jsonl")) or value.count("/") != 1
+
+
+def _resolve_paths(node: Any, path: Path_, tree: SourcedTree) -> None:
+    """Relative paths are relative to the file that wrote them, also through `extends`."""
+    if isinstance(node, list):
+        for index, item in enumerate(node):
+            _resolve_paths(item, path + (index,), tree)
+        return
+    if not isinstance(node, BaseModel):
+        return
+    for name, field in type(node).model_fields.items():
+        value = getattr(node, name)
+        marker = _path_marker(field)
+        if marker is not None and isinstance(value, str):
+            origin = tree.position_of(path + (name,)).file
+            base = Path(origin).parent if Path(origin).is_file() else Path.cwd()
+            candidate = (base / Path(value).expanduser()).resolve()
+            if marker.must_be_local or candidate.exists() or _looks_local(value):
+                object.__setattr__(node, name, str(candidate))
+        else:
+            _resolve_paths(value, path + (name,), tree)
+
+
+def load_recipe(file: str | Path, overrides: list[str] | tuple[str, ...] = (), check: bool = True) -> LoadedRecipe:
+    """Parse, merge `extends`, apply `--set`, validate, resolve paths and run the semantic checks."""
+    tree = load_tree(Path(file))
+    apply_overrides(tree, overrides)
+    try:
+        recipe = Recipe.model_validate(tree.data)
+    except ValidationError as exc:
+        raise RecipeError(problems_from_validation(exc, tree, Recipe)) from None
+    _resolve_paths(recipe, (), tree)
+    loaded = LoadedRecipe(recipe, Path(file).resolve(), tree)
+    if check:
+        from recipe_runner.checks import semantic_problems
+
+        problems = semantic_problems(loaded)
+        if problems:
+            raise RecipeError(problems)
+    return loaded

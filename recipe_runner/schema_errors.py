@@ -1,0 +1,128 @@
+"""Pydantic errors rewritten for people: the YAML position, the field as written, and a suggestion."""
+
+from __future__ import annotations
+
+import difflib
+import types
+import typing
+from typing import Any
+
+from pydantic import BaseModel, ValidationError
+
+from recipe_runner.errors import Path_, Problem, dotted
+from recipe_runner.yaml_source import SourcedTree
+
+
+def _suggest(word: str, choices: list[str]) -> str:
+    close = difflib.get_close_matches(str(word), choices, n=1, cutoff=0.6)
+    return f"; did you mean {close[0]!r}?" if close else ""
+
+
+def _members(tp: Any) -> list[Any]:
+    """Flatten Annotated/Optional/Union into the concrete types a value may take."""
+    origin = typing.get_origin(tp)
+    if origin is typing.Annotated:
+        return _members(typing.get_args(tp)[0])
+    if origin in (typing.Union, types.UnionType):
+        return [m for arg in typing.get_args(tp) for m in _members(arg)]
+    return [] if tp is type(None) else [tp]
+
+
+def _tag_of(model: type[BaseModel]) -> str | None:
+    field = model.model_fields.get("type")
+    if field is None:
+        return None
+    args = typing.get_args(field.annotation)
+    return args[0] if args else None
+
+
+def _walk(root: type[BaseModel], path: Path_) -> list[Any]:
+    """Types that may stand at `path` of the schema (pydantic locs also carry union tags; they are skipped)."""
+    candidates: list[Any] = [root]
+    for part in path:
+        nxt: list[Any] = []
+        for tp in candidates:
+            origin = typing.get_origin(tp)
+            if isinstance(tp, type) and issubclass(tp, BaseModel):
+                if isinstance(part, str) and part in tp.model_fields:
+                    nxt += _members(tp.model_fields[part].annotation)
+                elif part == _tag_of(tp):
+                    nxt.append(tp)
+            elif origin in (list, tuple) and isinstance(part, int):
+                nxt += [m for arg in typing.get_args(tp) if arg is not Ellipsis for m in _members(arg)]
+            elif origin is dict:
+                nxt += _members(typing.get_args(tp)[1])
+        candidates = nxt
+    return candidates
+
+
+def _known_keys(root: type[BaseModel], path: Path_) -> list[str]:
+    return sorted({name for tp in _walk(root, path) if isinstance(tp, type) for name in getattr(tp, "model_fields", {})})
+
+
+def _data_path(data: Any, loc: Path_) -> Path_:
+    """Drop union-tag segments from a pydantic loc so it matches the YAML tree."""
+    out: list[str | int] = []
+    node = data
+    for part in loc:
+        if isinstance(node, dict) and part not in node and node.get("type") == part:
+            continue
+        out.append(part)
+        if isinstance(node, dict):
+            node = node.get(part)
+        elif isinstance(node, list) and isinstance(part, int) and part < len(node):
+            node = node[part]
+        else:
+            node = None
+    return tuple(out)
+
+
+def _describe(value: Any) -> str:
+    text = repr(value)
+    return text if len(text) <= 60 else text[:57] + "..."
+
+
+def _message(err: dict[str, Any], root: type[BaseModel], path: Path_) -> str:
+    kind, ctx = err["type"], err.get("ctx") or {}
+    value = err.get("input")
+    if kind == "extra_forbidden":
+        known = _known_keys(root, tuple(err["loc"][:-1]))
+        return f"unknown key {path[-1]!r}{_suggest(str(path[-1]), known)} (allowed: {', '.join(known)})"
+    if kind == "missing":
+        return "required field is missing"
+    if kind == "union_tag_invalid":
+        tags = [t.strip(" '") for t in str(ctx.get("expected_tags", "")).split(",")]
+        return f"unknown type {ctx.get('tag')!r}{_suggest(str(ctx.get('tag')), tags)} (known: {', '.join(tags)})"
+    if kind == "union_tag_not_found":
+        return "needs a `type:` key naming what this entry is"
+    if kind == "literal_error":
+        allowed = [a.strip(" '") for a in str(ctx.get("expected", "")).replace(" or ", ",").split(",")]
+        return f"{_describe(value)} is not allowed{_suggest(str(value), allowed)} (allowed: {ctx.get('expected')})"
+    bounds = {
+        "greater_than": "must be > {gt}",
+        "greater_than_equal": "must be >= {ge}",
+        "less_than": "must be < {lt}",
+        "less_than_equal": "must be <= {le}",
+        "too_short": "needs at least {min_length} item(s)",
+        "too_long": "allows at most {max_length} item(s)",
+    }
+    if kind in bounds:
+        return bounds[kind].format(**ctx) + (f", got {_describe(value)}" if kind not in ("too_short", "too_long") else "")
+    if kind == "value_error":
+        return str(ctx.get("error", err["msg"]))
+    if kind.endswith(("_type", "_parsing")):
+        wanted = kind.split("_")[0].replace("int", "an integer").replace("float", "a number")
+        wanted = {"bool": "true or false", "string": "a string", "dict": "a mapping", "list": "a list"}.get(
+            wanted, wanted
+        )
+        return f"expected {wanted}, got {_describe(value)}"
+    return err["msg"][0].lower() + err["msg"][1:]
+
+
+def problems_from_validation(exc: ValidationError, tree: SourcedTree, root: type[BaseModel]) -> list[Problem]:
+    problems = []
+    for err in exc.errors(include_url=False):
+        loc = _data_path(tree.data, tuple(err["loc"]))
+        position = tree.position_of(loc)
+        problems.append(Problem(position, dotted(loc), _message(err, root, loc)))
+    return problems

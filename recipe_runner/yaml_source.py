@@ -1,0 +1,186 @@
+"""YAML text -> plain data plus the file position of every node, with `extends` and `--set` applied."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from ruamel.yaml import YAML
+from ruamel.yaml.comments import CommentedMap, CommentedSeq
+from ruamel.yaml.error import MarkedYAMLError
+
+from recipe_runner.errors import Path_, Position, Problem, RecipeError, dotted
+
+
+@dataclass
+class SourcedTree:
+    """Plain dicts/lists/scalars and, for every path in them, where it was written."""
+
+    data: dict[str, Any]
+    positions: dict[Path_, Position] = field(default_factory=dict)
+
+    def position_of(self, path: Path_) -> Position:
+        """The closest known position: the node itself, else its nearest written ancestor."""
+        for cut in range(len(path), -1, -1):
+            found = self.positions.get(tuple(path[:cut]))
+            if found is not None:
+                return found
+        return Position("<recipe>")
+
+
+def _yaml() -> YAML:
+    yaml = YAML(typ="rt")
+    yaml.allow_duplicate_keys = False
+    return yaml
+
+
+def _to_plain(node: Any, file: str, path: Path_, positions: dict[Path_, Position]) -> Any:
+    if isinstance(node, CommentedMap):
+        out: dict[Any, Any] = {}
+        for key, value in node.items():
+            line, col = node.lc.key(key)
+            positions[path + (key,)] = Position(file, line + 1, col + 1)
+            out[key] = _to_plain(value, file, path + (key,), positions)
+        return out
+    if isinstance(node, CommentedSeq):
+        items = []
+        for index, value in enumerate(node):
+            line, col = node.lc.item(index)
+            positions[path + (index,)] = Position(file, line + 1, col + 1)
+            items.append(_to_plain(value, file, path + (index,), positions))
+        return items
+    if hasattr(node, "__float__") and type(node).__name__ == "ScalarFloat":
+        return float(node)
+    if isinstance(node, str):
+        return str(node)
+    if isinstance(node, bool):
+        return bool(node)
+    if isinstance(node, int):
+        return int(node)
+    return node
+
+
+def _parse_file(file: Path) -> SourcedTree:
+    name = str(file)
+    try:
+        text = file.read_text(encoding="utf-8")
+    except FileNotFoundError:
+        raise RecipeError.single(Position(name), "<recipe>", "file not found") from None
+    except (OSError, UnicodeDecodeError) as exc:
+        raise RecipeError.single(Position(name), "<recipe>", f"cannot read: {exc}") from None
+    try:
+        node = _yaml().load(text)
+    except MarkedYAMLError as exc:
+        mark = exc.problem_mark or exc.context_mark
+        where = Position(name, mark.line + 1, mark.column + 1) if mark else Position(name)
+        what = " ".join(part for part in (exc.context, exc.problem) if part)
+        raise RecipeError.single(where, "<yaml>", f"YAML syntax error: {what}") from None
+    except Exception as exc:  # ruamel raises several unrelated classes for duplicate keys etc.
+        raise RecipeError.single(Position(name), "<yaml>", f"YAML error: {exc}") from None
+    if node is None:
+        node = CommentedMap()
+    if not isinstance(node, CommentedMap):
+        raise RecipeError.single(Position(name, 1, 1), "<recipe>", "a recipe must be a mapping of sections")
+    positions: dict[Path_, Position] = {(): Position(name, 1, 1)}
+    return SourcedTree(_to_plain(node, name, (), positions), positions)
+
+
+def _merge(base: SourcedTree, child: SourcedTree) -> SourcedTree:
+    """Mappings merge deeply and lists replace, so a tiny variant states only what differs."""
+    positions = dict(base.positions)
+
+    def merge(a: dict[str, Any], b: dict[str, Any], path: Path_) -> dict[str, Any]:
+        out = dict(a)
+        for key, value in b.items():
+            here = path + (key,)
+            if isinstance(value, dict) and isinstance(out.get(key), dict):
+                positions[here] = child.positions[here]
+                out[key] = merge(out[key], value, here)
+                continue
+            for known in [p for p in positions if p[: len(here)] == here]:
+                del positions[known]
+            positions.update({p: pos for p, pos in child.positions.items() if p[: len(here)] == here})
+            out[key] = value
+        return out
+
+    data = merge(base.data, child.data, ())
+    positions[()] = child.positions[()]
+    return SourcedTree(data, positions)
+
+
+def load_tree(file: Path, _chain: tuple[Path, ...] = ()) -> SourcedTree:
+    """Read a recipe file and everything it `extends`, innermost first."""
+    file = file.resolve()
+    if file in _chain:
+        cycle = " -> ".join(p.name for p in (*_chain, file))
+        raise RecipeError.single(Position(str(_chain[-1])), "extends", f"extends cycle: {cycle}")
+    tree = _parse_file(file)
+    extends = tree.data.pop("extends", None)
+    if extends is None:
+        return tree
+    bases = [extends] if isinstance(extends, str) else extends
+    where = tree.positions[("extends",)]
+    if not isinstance(bases, list) or not all(isinstance(b, str) for b in bases):
+        raise RecipeError.single(where, "extends", "must be a file name or a list of file names")
+    merged: SourcedTree | None = None
+    for base_name in bases:
+        base_file = (file.parent / base_name).resolve()
+        if not base_file.exists():
+            raise RecipeError.single(where, "extends", f"base recipe {base_name!r} not found (looked at {base_file})")
+        base = load_tree(base_file, (*_chain, file))
+        merged = base if merged is None else _merge(merged, base)
+    assert merged is not None
+    tree.positions = {p: pos for p, pos in tree.positions.items() if p[:1] != ("extends",)}
+    return _merge(merged, tree)
+
+
+def _parse_override(text: str) -> tuple[Path_, Any]:
+    if "=" not in text:
+        raise ValueError("expected KEY.PATH=VALUE, e.g. stages.0.lr.student=1e-5")
+    key, raw = text.split("=", 1)
+    parts: list[str | int] = [int(p) if p.isdigit() else p for p in key.strip().split(".")]
+    if not key.strip() or any(p == "" for p in parts):
+        raise ValueError(f"bad key path {key!r}")
+    value = YAML(typ="safe", pure=True).load(raw) if raw.strip() else ""
+    return tuple(parts), value
+
+
+def apply_overrides(tree: SourcedTree, overrides: list[str] | tuple[str, ...]) -> None:
+    """`--set a.b.0.c=VALUE`: VALUE is read as YAML, then checked by the schema like any other value."""
+    problems: list[Problem] = []
+    for number, text in enumerate(overrides, 1):
+        where = Position(f"--set #{number} ({text})")
+        try:
+            path, value = _parse_override(text)
+        except Exception as exc:
+            problems.append(Problem(where, "--set", str(exc)))
+            continue
+        node: Any = tree.data
+        for depth, part in enumerate(path[:-1]):
+            nxt = _child(node, part)
+            if nxt is None and isinstance(node, dict) and isinstance(part, str):
+                nxt = node[part] = {}
+            if not isinstance(nxt, (dict, list)):
+                problems.append(Problem(where, dotted(path[: depth + 1]), "cannot set a key below this value"))
+                break
+            node = nxt
+        else:
+            last = path[-1]
+            if isinstance(node, list) and not (isinstance(last, int) and last < len(node)):
+                problems.append(Problem(where, dotted(path), f"no list item {last!r} (list has {len(node)} items)"))
+                continue
+            node[last] = value
+            for known in [p for p in tree.positions if p[: len(path)] == path]:
+                del tree.positions[known]
+            tree.positions[path] = where
+    if problems:
+        raise RecipeError(problems)
+
+
+def _child(node: Any, part: str | int) -> Any:
+    if isinstance(node, dict):
+        return node.get(part)
+    if isinstance(node, list) and isinstance(part, int) and part < len(node):
+        return node[part]
+    return None

@@ -1,0 +1,39 @@
+"""Prompt data: plain text (one prompt per line) or JSON lines with a text field."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from pydantic import Field, model_validator
+
+from schemas.base import LocalPath, StrictModel
+
+
+class DataFile(StrictModel):
+    """One prompt file; a bare string in YAML is shorthand for `{path: ...}`."""
+
+    path: LocalPath = Field(description="A .txt (one prompt per line) or .jsonl file, relative to the recipe.")
+    field: str = Field(default="text", description="Key holding the prompt in each .jsonl record.")
+    limit: int | None = Field(default=None, gt=0, description="Use only the first N prompts.")
+
+    @model_validator(mode="before")
+    @classmethod
+    def _from_string(cls, value: Any) -> Any:
+        return {"path": value} if isinstance(value, str) else value
+
+    @model_validator(mode="after")
+    def _known_suffix(self) -> DataFile:
+        if not self.path.endswith((".txt", ".jsonl")):
+            raise ValueError(f"unsupported data file {self.path!r}: use .txt (one prompt per line) or .jsonl")
+        return self
+
+
+class Data(StrictModel):
+    """Training and held-out prompts."""
+
+    train: DataFile = Field(description="Training prompts.")
+    eval: DataFile | None = Field(default=None, description="Held-out prompts for evaluation.")
+    eval_fraction: float = Field(
+        default=0.0, ge=0, lt=1, description="Split this fraction off `train` for evaluation when `eval` is absent."
+    )
+    shuffle: bool = Field(default=True, description="Shuffle training prompts every epoch.")

@@ -1,0 +1,32 @@
+"""How and where training runs."""
+
+from __future__ import annotations
+
+from typing import Literal
+
+from pydantic import Field
+
+from schemas.base import StrictModel
+
+
+class Hardware(StrictModel):
+    """Precision, batch shape and backend; the plan checks memory against `vram_gb`."""
+
+    device: Literal["auto", "cpu", "cuda"] = Field(default="auto", description="auto picks CUDA when present.")
+    precision: Literal["fp32", "bf16", "fp16"] = Field(default="bf16", description="Mixed-precision mode.")
+    batch_size: int = Field(default=16, gt=0, description="Prompts per micro-batch per process.")
+    grad_accum: int = Field(default=1, gt=0, description="Micro-batches per optimizer step.")
+    gradient_checkpointing: bool = Field(default=False, description="Recompute student activations to save memory.")
+    backend: Literal["accelerate", "unsloth"] = Field(
+        default="accelerate", description="Training backend; unsloth needs the `unsloth` extra and a GPU."
+    )
+    distributed: Literal["none", "ddp", "fsdp"] = Field(
+        default="none", description="Multi-process strategy under `accelerate launch`."
+    )
+    attention: Literal["sdpa", "eager", "flash_attention_2"] = Field(
+        default="sdpa", description="Attention kernel of the student and teacher."
+    )
+    vram_gb: float | None = Field(default=None, gt=0, description="Memory budget per device the plan checks against.")
+    compile: bool = Field(default=False, description="torch.compile the student and bolt-on.")
+    seed: int = Field(default=0, ge=0, description="Seed for weights init, shuffling and dropout.")
+    num_workers: int = Field(default=0, ge=0, description="Data-loader worker processes (tokenize and align).")

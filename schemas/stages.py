@@ -1,0 +1,136 @@
+"""Training stages: what trains, how fast, and against which weighted losses."""
+
+from __future__ import annotations
+
+from typing import Annotated, Literal, Union
+
+from pydantic import Field, model_validator
+
+from schemas.alignment import Tier
+from schemas.base import StrictModel
+
+Part = Literal["student", "bolt_on"]
+PARTS: tuple[Part, ...] = ("student", "bolt_on")
+
+
+class PerPart(StrictModel):
+    """A value per trainable part; a part left out falls back to the stage-wide rule."""
+
+    student: float | None = Field(default=None, ge=0, description="Value for the student (or its LoRA adapters).")
+    bolt_on: float | None = Field(default=None, ge=0, description="Value for the bolt-on layers.")
+
+    def get(self, part: Part) -> float | None:
+        return getattr(self, part)
+
+
+class LoRA(StrictModel):
+    """Train low-rank adapters of the student instead of its full weights (peft)."""
+
+    r: int = Field(default=16, gt=0, description="Adapter rank.")
+    alpha: float = Field(default=32.0, gt=0, description="Adapter scaling numerator (scale = alpha / r).")
+    dropout: float = Field(default=0.0, ge=0, lt=1, description="Dropout on the adapter input.")
+    target_modules: list[str] = Field(
+        default_factory=lambda: ["q_proj", "k_proj", "v_proj", "o_proj"],
+        min_length=1,
+        description="Module names (suffixes) that receive adapters.",
+    )
+
+
+class AdamW(StrictModel):
+    """AdamW with decoupled weight decay."""
+
+    type: Literal["adamw"] = Field(description="Optimizer kind.")
+    weight_decay: float = Field(default=0.01, ge=0, description="Decoupled weight decay.")
+    betas: tuple[float, float] = Field(default=(0.9, 0.999), description="Adam beta1 and beta2.")
+    eps: float = Field(default=1e-8, gt=0, description="Adam epsilon.")
+    fused: bool | None = Field(default=None, description="Fused CUDA kernel; null picks it on CUDA automatically.")
+
+
+Optimizer = Annotated[Union[AdamW], Field(discriminator="type")]
+
+
+class ConstantSchedule(StrictModel):
+    """Constant learning rate after warmup."""
+
+    type: Literal["constant"] = Field(description="Schedule kind.")
+
+
+class LinearSchedule(StrictModel):
+    """Linear decay from lr to min_lr over the stage."""
+
+    type: Literal["linear"] = Field(description="Schedule kind.")
+
+
+class CosineSchedule(StrictModel):
+    """One cosine from lr down to min_lr over the stage."""
+
+    type: Literal["cosine"] = Field(description="Schedule kind.")
+
+
+class CosineRestartsSchedule(StrictModel):
+    """Cosine from lr to min_lr, restarting every cycle (SGDR)."""
+
+    type: Literal["cosine_restarts"] = Field(description="Schedule kind.")
+    cycle_steps: int = Field(gt=0, description="Optimizer steps in the first cycle.")
+    cycle_mult: float = Field(default=1.0, ge=1, description="Each cycle is this many times longer than the last.")
+
+
+Schedule = Annotated[
+    Union[ConstantSchedule, LinearSchedule, CosineSchedule, CosineRestartsSchedule], Field(discriminator="type")
+]
+
+
+class _TierLoss(StrictModel):
+    on: Tier = Field(description="Alignment tier the loss compares.")
+    weight: float = Field(default=1.0, ge=0, description="Multiplier of this term in the stage loss.")
+
+
+class HuberLoss(_TierLoss):
+    """Smooth L1 between aligned student and teacher vectors."""
+
+    type: Literal["huber"] = Field(description="Loss kind.")
+    delta: float = Field(default=1.0, gt=0, description="Point where the loss turns from quadratic to linear.")
+
+
+class CosineLoss(_TierLoss):
+    """1 - cosine similarity of aligned vectors."""
+
+    type: Literal["cosine"] = Field(description="Loss kind.")
+
+
+class MSELoss(_TierLoss):
+    """Mean squared error of aligned vectors."""
+
+    type: Literal["mse"] = Field(description="Loss kind.")
+
+
+Loss = Annotated[Union[HuberLoss, CosineLoss, MSELoss], Field(discriminator="type")]
+
+
+class Stage(StrictModel):
+    """One training phase; stages run in order, each with its own trainable parts and losses."""
+
+    name: str = Field(min_length=1, description="Stage name, used in logs and checkpoint names.")
+    epochs: float | None = Field(default=None, gt=0, description="Passes over the training data.")
+    steps: int | None = Field(default=None, gt=0, description="Optimizer steps (instead of epochs).")
+    trainable: list[Part] = Field(min_length=1, description="Parts whose weights this stage updates.")
+    student_lora: LoRA | None = Field(default=None, description="Train the student through LoRA adapters.")
+    lr: PerPart = Field(description="Peak learning rate per trainable part.")
+    min_lr: PerPart = Field(default_factory=PerPart, description="Floor of the schedule per part (default lr/10).")
+    optimizer: Optimizer = Field(default_factory=lambda: AdamW(type="adamw"), description="Optimizer.")
+    schedule: Schedule = Field(
+        default_factory=lambda: ConstantSchedule(type="constant"), description="Learning-rate schedule."
+    )
+    warmup_steps: int = Field(default=0, ge=0, description="Linear warmup from 0 to lr.")
+    grad_clip: float | None = Field(default=1.0, gt=0, description="Clip the global gradient norm; null disables.")
+    losses: list[Loss] = Field(min_length=1, description="Weighted loss terms summed into the stage loss.")
+
+    @model_validator(mode="after")
+    def _length(self) -> Stage:
+        if (self.epochs is None) == (self.steps is None):
+            raise ValueError("give exactly one of `epochs` and `steps`")
+        return self
+
+    def min_lr_for(self, part: Part) -> float:
+        explicit = self.min_lr.get(part)
+        return explicit if explicit is not None else (self.lr.get(part) or 0.0) / 10
