@@ -123,6 +123,8 @@ def problems_from_validation(exc: ValidationError, tree: SourcedTree, root: type
     problems = []
     for err in exc.errors(include_url=False):
         loc = _data_path(tree.data, tuple(err["loc"]))
+        if err["type"] == "union_tag_invalid" and loc + ("type",) in tree.positions:
+            loc = loc + ("type",)
         position = tree.position_of(loc)
         problems.append(Problem(position, dotted(loc), _message(err, root, loc)))
     return problems

@@ -1,0 +1,86 @@
+"""Where a model comes from (inline config, local directory, hub id) and its architecture config, offline."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Literal
+
+from transformers import AutoConfig, PretrainedConfig
+
+from components.models.known_architectures import known_config_dict
+from schemas.models import ModelSource
+
+
+class ModelSourceError(Exception):
+    """A model, config or tokenizer cannot be found or read without the network; the message says what to do."""
+
+
+@dataclass(frozen=True)
+class Location:
+    """Resolved `model`/`tokenizer` reference: a directory or file on disk, or a hub id (offline: cache only)."""
+
+    kind: Literal["local", "hub"]
+    ref: str
+
+
+def locate(reference: str) -> Location:
+    """A hub id is `org/name` that is not on disk; everything else must exist locally."""
+    path = Path(reference).expanduser()
+    if path.exists():
+        return Location("local", str(path))
+    if reference.count("/") == 1 and not reference.startswith((".", "/", "~")):
+        return Location("hub", reference)
+    raise ModelSourceError(f"local path {reference!r} does not exist")
+
+
+def unknown_hub_id_message(hub_id: str) -> str:
+    return (
+        f"unknown hub id {hub_id!r}: no local copy and not in the known-architecture table; "
+        f"download it first (huggingface-cli download {hub_id}) or give a local path / inline config"
+    )
+
+
+def config_from_dict(values: dict[str, Any], origin: str) -> PretrainedConfig:
+    """config.json contents -> the config class of its `model_type` (the dict is not modified)."""
+    rest = dict(values)
+    model_type = rest.pop("model_type", None)
+    if not isinstance(model_type, str):
+        raise ModelSourceError(f"{origin}: needs a `model_type` string, e.g. model_type: t5")
+    try:
+        return AutoConfig.for_model(model_type, **rest)
+    except (ValueError, KeyError, TypeError) as exc:
+        raise ModelSourceError(f"{origin}: {exc}") from exc
+
+
+def _from_disk_or_cache(ref: str, source: ModelSource) -> PretrainedConfig:
+    return AutoConfig.from_pretrained(
+        ref, revision=source.revision, trust_remote_code=source.trust_remote_code, local_files_only=True
+    )
+
+
+def resolve_config(source: ModelSource) -> PretrainedConfig:
+    """The architecture without touching the network: inline config, local dir, known table, then the HF cache.
+
+    The known table describes each model's main branch, so a pinned `revision` prefers the cached copy.
+    """
+    if source.config is not None:
+        return config_from_dict(source.config, "inline config")
+    assert source.model is not None  # the schema guarantees one of model/config
+    location = locate(source.model)
+    if location.kind == "local":
+        if not (Path(location.ref) / "config.json").is_file():
+            raise ModelSourceError(f"{location.ref}: not a model directory (no config.json)")
+        try:
+            return _from_disk_or_cache(location.ref, source)
+        except (OSError, ValueError) as exc:
+            raise ModelSourceError(f"{location.ref}: cannot read config.json: {exc}") from exc
+    known = known_config_dict(location.ref)
+    if known is not None and source.revision is None:
+        return config_from_dict(known, f"known architecture {location.ref}")
+    try:
+        return _from_disk_or_cache(location.ref, source)
+    except (OSError, ValueError) as exc:
+        if known is not None:
+            return config_from_dict(known, f"known architecture {location.ref}")
+        raise ModelSourceError(unknown_hub_id_message(location.ref)) from exc

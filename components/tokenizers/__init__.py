@@ -1,0 +1,1 @@
+"""Tiny tokenizers and prompt files shipped with the repo, rebuilt deterministically."""

@@ -1,0 +1,163 @@
+"""Semantic checks: a recipe that validates must not fail later for a reason visible now."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from recipe_runner.errors import Problem
+from recipe_runner.loader import LoadedRecipe
+from schemas import Recipe
+from schemas.bolt_on import RMSNormLayer, TransformerLayer
+from schemas.models import ModelSource
+
+
+def _widths(loaded: LoadedRecipe) -> tuple[dict[str, int], list[Problem]]:
+    """Hidden widths of teacher and student from their configs (no weights are read)."""
+    from components.models import ModelSourceError, hidden_width, resolve_config
+
+    widths: dict[str, int] = {}
+    problems = []
+    for role in ("teacher", "student"):
+        source: ModelSource = getattr(loaded.recipe, role)
+        try:
+            widths[role] = hidden_width(resolve_config(source))
+        except ModelSourceError as exc:
+            field = "model" if source.model is not None else "config"
+            problems.append(loaded.problem((role, field), str(exc)))
+        except Exception as exc:  # transformers raises many kinds for a bad inline config
+            field = "model" if source.model is not None else "config"
+            problems.append(loaded.problem((role, field), f"cannot read the architecture: {exc}"))
+    return widths, problems
+
+
+def _bolt_on_problems(loaded: LoadedRecipe, widths: dict[str, int]) -> list[Problem]:
+    from components.bolt_on import width_chain
+
+    recipe = loaded.recipe
+    student, teacher = widths["student"], widths["teacher"]
+    problems = []
+    current = student
+    for index, layer_in, layer_out in width_chain(recipe.bolt_on, student):
+        layer = recipe.bolt_on.layers[index]
+        here = ("bolt_on", "layers", index)
+        if isinstance(layer, TransformerLayer):
+            if layer.dim != layer_in:
+                problems.append(
+                    loaded.problem(
+                        here + ("dim",),
+                        f"transformer width {layer.dim} does not match its input width {layer_in} "
+                        f"(from {'the student' if index == 0 else f'layer {index - 1}'}); "
+                        f"put a linear layer with out_dim: {layer.dim} before it or set dim: {layer_in}",
+                    )
+                )
+            if layer.dim % layer.heads:
+                problems.append(loaded.problem(here + ("heads",), f"{layer.heads} heads do not divide dim {layer.dim}"))
+            if layer.positions == "sinusoidal" and layer.max_positions < recipe.student.max_length:
+                problems.append(
+                    loaded.problem(
+                        here + ("max_positions",),
+                        f"max_positions {layer.max_positions} is shorter than student.max_length "
+                        f"{recipe.student.max_length}",
+                    )
+                )
+        if isinstance(layer, RMSNormLayer) and layer.init_from == "teacher.final_norm" and layer_in != teacher:
+            problems.append(
+                loaded.problem(
+                    here + ("init_from",),
+                    f"teacher.final_norm has width {teacher} but this layer's width is {layer_in}; "
+                    "place the rms_norm where the width equals the teacher's, or drop init_from",
+                )
+            )
+        current = layer_out
+    if current != teacher:
+        where = ("bolt_on", "layers", len(recipe.bolt_on.layers) - 1) if recipe.bolt_on.layers else ("bolt_on",)
+        problems.append(
+            loaded.problem(
+                where,
+                f"bolt-on output width {current} must equal the teacher width {teacher} "
+                f"(student width {student}); end the stack with a layer of out_dim: {teacher}",
+            )
+        )
+    return problems
+
+
+def _stage_problems(loaded: LoadedRecipe) -> list[Problem]:
+    recipe: Recipe = loaded.recipe
+    problems = []
+    has_bolt_on = bool(recipe.bolt_on.layers) or recipe.bolt_on.skip is not None
+    tiers = set(recipe.alignment.tiers)
+    for index, stage in enumerate(recipe.stages):
+        here = ("stages", index)
+        for part_index, part in enumerate(stage.trainable):
+            if part == "bolt_on" and not has_bolt_on:
+                problems.append(loaded.problem(here + ("trainable", part_index), "the recipe has no bolt_on layers"))
+            lr = stage.lr.get(part)
+            if lr is None:
+                problems.append(loaded.problem(here + ("lr",), f"no learning rate for trainable part {part!r}"))
+            elif stage.min_lr.get(part) is not None and stage.min_lr.get(part) > lr:
+                problems.append(
+                    loaded.problem(here + ("min_lr", part), f"min_lr {stage.min_lr.get(part)} is above lr {lr}")
+                )
+        if stage.student_lora is not None and "student" not in stage.trainable:
+            problems.append(loaded.problem(here + ("student_lora",), "LoRA needs `student` in `trainable`"))
+        for loss_index, loss in enumerate(stage.losses):
+            if loss.on not in tiers:
+                problems.append(
+                    loaded.problem(
+                        here + ("losses", loss_index, "on"),
+                        f"tier {loss.on!r} is not computed; alignment.tiers is {sorted(tiers)}",
+                    )
+                )
+        if all(loss.weight == 0 for loss in stage.losses):
+            problems.append(loaded.problem(here + ("losses",), "all loss weights are zero: nothing would train"))
+    return problems
+
+
+def _file_problems(loaded: LoadedRecipe) -> list[Problem]:
+    recipe = loaded.recipe
+    problems = []
+    for name in ("train", "eval"):
+        spec = getattr(recipe.data, name)
+        if spec is not None and not Path(spec.path).is_file():
+            problems.append(loaded.problem(("data", name), f"data file not found: {spec.path}"))
+    for role in ("teacher", "student"):
+        source: ModelSource = getattr(recipe, role)
+        for field in ("model", "tokenizer"):
+            value = getattr(source, field)
+            if value is not None and Path(value).is_absolute() and not Path(value).exists():
+                problems.append(loaded.problem((role, field), f"path not found: {value}"))
+    cache = recipe.teacher.cache
+    if cache is not None and Path(cache.dir).is_file():
+        problems.append(loaded.problem(("teacher", "cache", "dir"), f"{cache.dir} is a file, not a directory"))
+    if cache is not None and Path(cache.dir) == Path(recipe.output.dir):
+        problems.append(loaded.problem(("teacher", "cache", "dir"), "the cache must not share the output directory"))
+    return problems
+
+
+def _hardware_problems(loaded: LoadedRecipe) -> list[Problem]:
+    import torch
+
+    hw = loaded.recipe.hardware
+    problems = []
+    if hw.device == "cpu" and hw.precision == "fp16":
+        problems.append(loaded.problem(("hardware", "precision"), "fp16 needs a GPU; use bf16 or fp32 on the CPU"))
+    if hw.device == "cuda" and torch.cuda.is_available() and hw.precision == "bf16":
+        if not torch.cuda.is_bf16_supported():
+            problems.append(loaded.problem(("hardware", "precision"), "this GPU has no bf16; use fp16 or fp32"))
+    if hw.distributed == "fsdp" and hw.backend == "unsloth":
+        problems.append(loaded.problem(("hardware", "distributed"), "the unsloth backend runs on one GPU only"))
+    return problems
+
+
+def semantic_problems(loaded: LoadedRecipe) -> list[Problem]:
+    """All semantic problems at once (width checks need both architectures to be readable)."""
+    widths, problems = _widths(loaded)
+    if len(widths) == 2:
+        problems += _bolt_on_problems(loaded, widths)
+    problems += _stage_problems(loaded)
+    problems += _file_problems(loaded)
+    problems += _hardware_problems(loaded)
+    from components.cache.manifest import cache_problems
+
+    problems += cache_problems(loaded)
+    return problems

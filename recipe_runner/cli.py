@@ -1,0 +1,120 @@
+"""`recipe` command line: every verb reports recipe problems as file:line:col and exits with code 2."""
+
+from __future__ import annotations
+
+import functools
+import json
+import sys
+from collections.abc import Callable
+from typing import Any
+
+import click
+
+from recipe_runner.errors import RecipeError
+
+EXIT_RECIPE_ERROR = 2
+
+overrides_option = click.option(
+    "--set",
+    "overrides",
+    multiple=True,
+    metavar="KEY.PATH=VALUE",
+    help="Override a recipe value, e.g. --set stages.0.lr.student=1e-5 (repeatable).",
+)
+
+
+def exit_with_problems(exc: RecipeError) -> None:
+    """Print every problem on stderr and exit with code 2."""
+    for problem in exc.problems:
+        click.echo(str(problem), err=True)
+    count = len(exc.problems)
+    click.echo(f"{count} problem{'s' if count != 1 else ''} found.", err=True)
+    sys.exit(EXIT_RECIPE_ERROR)
+
+
+def reports_recipe_errors(func: Callable[..., Any]) -> Callable[..., Any]:
+    """Turn a RecipeError into its messages on stderr and exit code 2, never a traceback."""
+
+    @functools.wraps(func)
+    def wrapper(*args: Any, **kwargs: Any) -> Any:
+        try:
+            return func(*args, **kwargs)
+        except RecipeError as exc:
+            exit_with_problems(exc)
+
+    return wrapper
+
+
+@click.group(context_settings={"help_option_names": ["-h", "--help"]})
+@click.version_option(package_name="recipe")
+def main() -> None:
+    """Declarative model distillation: validate, plan, run and render from one YAML recipe."""
+
+
+@main.command()
+@click.argument("files", nargs=-1, required=True, type=click.Path(dir_okay=False))
+@overrides_option
+def validate(files: tuple[str, ...], overrides: tuple[str, ...]) -> None:
+    """Check recipes; print every problem with its file:line:col."""
+    from recipe_runner.loader import load_recipe
+
+    problems = []
+    for file in files:
+        try:
+            load_recipe(file, overrides)
+            click.echo(f"{file}: ok")
+        except RecipeError as exc:
+            problems += exc.problems
+    if problems:
+        exit_with_problems(RecipeError(problems))
+
+
+@main.command()
+@click.argument("file", type=click.Path(dir_okay=False))
+@overrides_option
+@reports_recipe_errors
+def show(file: str, overrides: tuple[str, ...]) -> None:
+    """Print the fully resolved recipe (after extends, --set and defaults)."""
+    from ruamel.yaml import YAML
+
+    from recipe_runner.loader import load_recipe
+
+    loaded = load_recipe(file, overrides, check=False)
+    yaml = YAML()
+    yaml.default_flow_style = False
+    yaml.dump(json.loads(loaded.recipe.model_dump_json()), sys.stdout)
+
+
+@main.command()
+def schema() -> None:
+    """Print the JSON Schema of recipes (for editor completion)."""
+    from schemas import Recipe
+
+    click.echo(json.dumps(Recipe.model_json_schema(), indent=2))
+
+
+@main.command()
+@click.argument("file", type=click.Path(dir_okay=False))
+@overrides_option
+@reports_recipe_errors
+def plan(file: str, overrides: tuple[str, ...]) -> None:
+    """Build every model on the meta device and print sizes, trainable parts and a memory estimate."""
+    from recipe_runner.loader import load_recipe
+    from recipe_runner.plan import build_plan, format_plan
+
+    loaded = load_recipe(file, overrides)
+    click.echo(format_plan(build_plan(loaded.recipe)))
+
+
+def _register_optional_commands() -> None:
+    """Commands live in their own modules so that `recipe validate` never imports torch-heavy code."""
+    from recipe_runner.commands import COMMANDS
+
+    for command in COMMANDS:
+        main.add_command(command)
+
+
+_register_optional_commands()
+
+if __name__ == "__main__":
+    main()
