@@ -57,7 +57,9 @@ def _walk(root: type[BaseModel], path: Path_) -> list[Any]:
 
 
 def _known_keys(root: type[BaseModel], path: Path_) -> list[str]:
-    return sorted({name for tp in _walk(root, path) if isinstance(tp, type) for name in getattr(tp, "model_fields", {})})
+    return sorted(
+        {name for tp in _walk(root, path) if isinstance(tp, type) for name in getattr(tp, "model_fields", {})}
+    )
 
 
 def _data_path(data: Any, loc: Path_) -> Path_:
@@ -107,7 +109,9 @@ def _message(err: dict[str, Any], root: type[BaseModel], path: Path_) -> str:
         "too_long": "allows at most {max_length} item(s)",
     }
     if kind in bounds:
-        return bounds[kind].format(**ctx) + (f", got {_describe(value)}" if kind not in ("too_short", "too_long") else "")
+        return bounds[kind].format(**ctx) + (
+            f", got {_describe(value)}" if kind not in ("too_short", "too_long") else ""
+        )
     if kind == "value_error":
         return str(ctx.get("error", err["msg"]))
     if kind.endswith(("_type", "_parsing")):

@@ -35,19 +35,27 @@ def _yaml() -> YAML:
     return yaml
 
 
+def _mark(lookup: Any, key: Any, file: str, parent: Position | None) -> Position:
+    """Line and column ruamel recorded for a key or item; keys from a `<<:` merge and `!!omap` items have
+    none, so they take the position of the mapping that holds them."""
+    try:
+        line, col = lookup(key)
+    except (KeyError, TypeError, IndexError):
+        return parent or Position(file)
+    return Position(file, line + 1, col + 1)
+
+
 def _to_plain(node: Any, file: str, path: Path_, positions: dict[Path_, Position]) -> Any:
     if isinstance(node, CommentedMap):
         out: dict[Any, Any] = {}
         for key, value in node.items():
-            line, col = node.lc.key(key)
-            positions[path + (key,)] = Position(file, line + 1, col + 1)
+            positions[path + (key,)] = _mark(node.lc.key, key, file, positions.get(path))
             out[key] = _to_plain(value, file, path + (key,), positions)
         return out
     if isinstance(node, CommentedSeq):
         items = []
         for index, value in enumerate(node):
-            line, col = node.lc.item(index)
-            positions[path + (index,)] = Position(file, line + 1, col + 1)
+            positions[path + (index,)] = _mark(node.lc.item, index, file, positions.get(path))
             items.append(_to_plain(value, file, path + (index,), positions))
         return items
     if hasattr(node, "__float__") and type(node).__name__ == "ScalarFloat":
@@ -126,6 +134,9 @@ def load_tree(file: Path, _chain: tuple[Path, ...] = ()) -> SourcedTree:
     merged: SourcedTree | None = None
     for base_name in bases:
         base_file = (file.parent / base_name).resolve()
+        if base_file in (*_chain, file):
+            cycle = " -> ".join(p.name for p in (*_chain, file, base_file))
+            raise RecipeError.single(where, "extends", f"extends cycle: {cycle}")
         if not base_file.exists():
             raise RecipeError.single(where, "extends", f"base recipe {base_name!r} not found (looked at {base_file})")
         base = load_tree(base_file, (*_chain, file))
@@ -142,7 +153,10 @@ def _parse_override(text: str) -> tuple[Path_, Any]:
     parts: list[str | int] = [int(p) if p.isdigit() else p for p in key.strip().split(".")]
     if not key.strip() or any(p == "" for p in parts):
         raise ValueError(f"bad key path {key!r}")
-    value = YAML(typ="safe", pure=True).load(raw) if raw.strip() else ""
+    try:
+        value = YAML(typ="safe", pure=True).load(raw) if raw.strip() else ""
+    except MarkedYAMLError as exc:
+        raise ValueError(f"value {raw.strip()!r} is not valid YAML: {exc.problem or exc}") from None
     return tuple(parts), value
 
 
@@ -159,6 +173,11 @@ def apply_overrides(tree: SourcedTree, overrides: list[str] | tuple[str, ...]) -
         node: Any = tree.data
         for depth, part in enumerate(path[:-1]):
             nxt = _child(node, part)
+            if isinstance(node, list) and not (isinstance(part, int) and part < len(node)):
+                problems.append(
+                    Problem(where, dotted(path[: depth + 1]), f"no list item {part!r} (list has {len(node)} items)")
+                )
+                break
             if nxt is None and isinstance(node, dict) and isinstance(part, str):
                 nxt = node[part] = {}
             if not isinstance(nxt, (dict, list)):

@@ -6,7 +6,7 @@ import importlib
 
 import click
 
-_MODULES = ("infer",)
+_MODULES = ("run", "infer")
 
 
 def _load() -> list[click.Command]:

@@ -1,0 +1,25 @@
+"""Cross-tokenizer token alignment: tiers computed in data workers, gathered on the device."""
+
+from components.alignment.batch import BatchAlignment, collate_alignments, tier_vectors, window_accept
+from components.alignment.cross_tokenizer import (
+    CrossTokenizerAligner,
+    SampleAlignment,
+    TokenView,
+    token_view,
+    token_views,
+)
+from components.alignment.report import coverage_report, format_report
+
+__all__ = [
+    "BatchAlignment",
+    "CrossTokenizerAligner",
+    "SampleAlignment",
+    "TokenView",
+    "collate_alignments",
+    "coverage_report",
+    "format_report",
+    "tier_vectors",
+    "token_view",
+    "token_views",
+    "window_accept",
+]

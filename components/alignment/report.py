@@ -1,0 +1,93 @@
+"""How much of the student's text each alignment tier reaches, so a recipe's tier weights can be judged."""
+
+from __future__ import annotations
+
+import argparse
+from pathlib import Path
+from typing import Any
+
+from components.alignment.cross_tokenizer import CrossTokenizerAligner, token_views
+from schemas.alignment import CrossTokenizerAlignment
+
+COVERAGE_KEYS = ("matched", "split", "window", "any")
+
+
+def coverage_report(
+    texts: list[str],
+    student_tokenizer: Any,
+    teacher_tokenizer: Any,
+    spec: CrossTokenizerAlignment,
+    student_max_length: int,
+    teacher_max_length: int,
+) -> dict[str, Any]:
+    """Per-tier fraction of student real tokens covered over ``texts`` (window: candidates before the cosine gate)."""
+    aligner = CrossTokenizerAligner(spec)
+    student_views = token_views(student_tokenizer, texts, student_max_length)
+    teacher_views = token_views(teacher_tokenizer, texts, teacher_max_length)
+    covered = dict.fromkeys(COVERAGE_KEYS, 0)
+    pairs = {"matched_pairs": 0, "split_groups": 0, "split_student_tokens": 0, "split_teacher_tokens": 0}
+    pairs["window_candidates"] = 0
+    student_tokens = teacher_tokens = 0
+    for text, student, teacher in zip(texts, student_views, teacher_views, strict=True):
+        alignment = aligner.align(text, student, teacher)
+        student_tokens += student.n_real
+        teacher_tokens += teacher.n_real
+        for tier, positions in alignment.covered_student_tokens().items():
+            covered[tier] += len(positions)
+        pairs["matched_pairs"] += len(alignment.matched_s)
+        pairs["split_groups"] += alignment.n_split_groups
+        pairs["split_student_tokens"] += len(alignment.split_s)
+        pairs["split_teacher_tokens"] += len(alignment.split_t)
+        pairs["window_candidates"] += len(alignment.window_s)
+    coverage = {tier: (count / student_tokens if student_tokens else 0.0) for tier, count in covered.items()}
+    return {
+        "texts": len(texts),
+        "tiers": list(spec.tiers),
+        "student_real_tokens": student_tokens,
+        "teacher_real_tokens": teacher_tokens,
+        "covered_student_tokens": covered,
+        "coverage": coverage,
+        "pairs": pairs,
+    }
+
+
+def format_report(report: dict[str, Any]) -> str:
+    """A plain-text table: one row per tier with covered tokens and percentage."""
+    lines = [
+        f"texts: {report['texts']}   student real tokens: {report['student_real_tokens']}   "
+        f"teacher real tokens: {report['teacher_real_tokens']}",
+        f"{'tier':<10}{'tokens':>10}{'coverage':>11}",
+    ]
+    for tier in COVERAGE_KEYS:
+        lines.append(f"{tier:<10}{report['covered_student_tokens'][tier]:>10}{report['coverage'][tier]:>10.1%}")
+    if "sequence" in report["tiers"]:
+        lines.append(f"{'sequence':<10}{'(all)':>10}{'100.0%' if report['student_real_tokens'] else '0.0%':>11}")
+    lines.append("pairs: " + ", ".join(f"{name} {count}" for name, count in report["pairs"].items()))
+    return "\n".join(lines)
+
+
+def main(argv: list[str] | None = None) -> None:
+    """``python -m components.alignment.report --student DIR --teacher DIR --texts FILE``"""
+    from transformers import AutoTokenizer
+
+    parser = argparse.ArgumentParser(description="Alignment coverage of two tokenizers on a prompt file.")
+    parser.add_argument("--student", required=True)
+    parser.add_argument("--teacher", required=True)
+    parser.add_argument("--texts", type=Path, required=True)
+    parser.add_argument("--student-max-length", type=int, default=512)
+    parser.add_argument("--teacher-max-length", type=int, default=512)
+    args = parser.parse_args(argv)
+    texts = [line for line in args.texts.read_text(encoding="utf-8").splitlines() if line.strip()]
+    report = coverage_report(
+        texts,
+        AutoTokenizer.from_pretrained(args.student),
+        AutoTokenizer.from_pretrained(args.teacher),
+        CrossTokenizerAlignment(type="cross_tokenizer"),
+        args.student_max_length,
+        args.teacher_max_length,
+    )
+    print(format_report(report))
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,1 @@
+"""Teacher outputs encoded once into sharded safetensors and read back memory-mapped."""

@@ -1,0 +1,1 @@
+"""Prompt data: reading files, tokenising and aligning in loader workers, length-bucketed batches."""

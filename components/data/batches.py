@@ -1,0 +1,28 @@
+"""Length-bucketed batches: prompts of similar length share a batch, so little compute goes to padding."""
+
+from __future__ import annotations
+
+import numpy as np
+
+
+def bucketed_batches(
+    lengths: list[int], batch_size: int, *, shuffle: bool, seed: int, epoch: int, bucket_batches: int = 50
+) -> list[list[int]]:
+    """Deterministic per (seed, epoch): shuffle, sort within windows of `bucket_batches` batches, shuffle batches."""
+    rng = np.random.default_rng([seed, epoch])
+    order = rng.permutation(len(lengths)) if shuffle else np.arange(len(lengths))
+    window = batch_size * bucket_batches
+    batches: list[list[int]] = []
+    for start in range(0, len(order), window):
+        chunk = order[start : start + window]
+        chunk = chunk[np.argsort([lengths[i] for i in chunk], kind="stable")]
+        batches += [chunk[i : i + batch_size].tolist() for i in range(0, len(chunk), batch_size)]
+    if shuffle:
+        batches = [batches[i] for i in rng.permutation(len(batches))]
+    return batches
+
+
+def shard_batches(batches: list[list[int]], rank: int, world: int) -> list[list[int]]:
+    """Every process gets the same number of batches, so no process waits on a collective forever."""
+    usable = len(batches) - len(batches) % world if world > 1 else len(batches)
+    return batches[rank:usable:world]

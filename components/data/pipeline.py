@@ -1,0 +1,121 @@
+"""Tokenise both sides and align them inside loader workers; the training step only gathers."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+from torch.utils.data import Dataset
+
+from components.alignment import CrossTokenizerAligner, collate_alignments, token_view
+from components.alignment.batch import BatchAlignment
+from components.cache.reader import CachedTeacher
+
+
+@dataclass
+class DistillBatch:
+    """One padded batch; masks are boolean with True for real tokens."""
+
+    indices: torch.Tensor
+    student_ids: torch.Tensor
+    student_mask: torch.Tensor
+    teacher_ids: torch.Tensor
+    teacher_mask: torch.Tensor
+    teacher_hidden: torch.Tensor | None
+    alignment: BatchAlignment
+    student_tokens: int
+    teacher_tokens: int
+
+    def to(self, device: torch.device) -> DistillBatch:
+        move = {"non_blocking": True}
+        return DistillBatch(
+            self.indices,
+            self.student_ids.to(device, **move),
+            self.student_mask.to(device, **move),
+            self.teacher_ids.to(device, **move),
+            self.teacher_mask.to(device, **move),
+            None if self.teacher_hidden is None else self.teacher_hidden.to(device, **move),
+            self.alignment.to(device),
+            self.student_tokens,
+            self.teacher_tokens,
+        )
+
+
+class PromptPairs(Dataset):
+    """Prompt i -> student ids, teacher ids, their alignment and (when cached) the teacher's hidden states."""
+
+    def __init__(
+        self,
+        prompts: list[str],
+        student_tokenizer,
+        teacher_tokenizer,
+        aligner: CrossTokenizerAligner,
+        student_max_length: int,
+        teacher_max_length: int,
+        cache: CachedTeacher | None = None,
+    ) -> None:
+        self.prompts = prompts
+        self.student_tokenizer = student_tokenizer
+        self.teacher_tokenizer = teacher_tokenizer
+        self.aligner = aligner
+        self.student_max_length = student_max_length
+        self.teacher_max_length = teacher_max_length
+        self.cache = cache
+
+    def __len__(self) -> int:
+        return len(self.prompts)
+
+    def __getitem__(self, index: int) -> dict:
+        text = self.prompts[index]
+        student = token_view(self.student_tokenizer, text, self.student_max_length)
+        teacher = token_view(self.teacher_tokenizer, text, self.teacher_max_length)
+        item = {
+            "index": index,
+            "student_ids": student.ids,
+            "teacher_ids": teacher.ids,
+            "alignment": self.aligner.align(text, student, teacher),
+        }
+        if self.cache is not None:
+            item["teacher_hidden"] = self.cache[index]
+        return item
+
+
+def _pad(rows: list, width: int, pad_id: int) -> tuple[torch.Tensor, torch.Tensor]:
+    ids = torch.full((len(rows), width), pad_id, dtype=torch.long)
+    mask = torch.zeros((len(rows), width), dtype=torch.bool)
+    for row, values in enumerate(rows):
+        ids[row, : len(values)] = torch.as_tensor(values, dtype=torch.long)
+        mask[row, : len(values)] = True
+    return ids, mask
+
+
+class Collator:
+    """Pads to the longest prompt of the batch (plus one teacher position when Chroma keeps a pad visible)."""
+
+    def __init__(self, student_pad_id: int, teacher_pad_id: int, teacher_extra_pad: bool) -> None:
+        self.student_pad_id = student_pad_id
+        self.teacher_pad_id = teacher_pad_id
+        self.teacher_extra_pad = teacher_extra_pad
+
+    def __call__(self, items: list[dict]) -> DistillBatch:
+        s_width = max(len(item["student_ids"]) for item in items)
+        t_width = max(len(item["teacher_ids"]) for item in items) + int(self.teacher_extra_pad)
+        student_ids, student_mask = _pad([item["student_ids"] for item in items], s_width, self.student_pad_id)
+        teacher_ids, teacher_mask = _pad([item["teacher_ids"] for item in items], t_width, self.teacher_pad_id)
+        hidden = None
+        if "teacher_hidden" in items[0]:
+            dim = items[0]["teacher_hidden"].shape[-1]
+            hidden = torch.zeros((len(items), t_width, dim), dtype=items[0]["teacher_hidden"].dtype)
+            for row, item in enumerate(items):
+                hidden[row, : item["teacher_hidden"].shape[0]] = item["teacher_hidden"]
+        return DistillBatch(
+            indices=torch.tensor([item["index"] for item in items]),
+            student_ids=student_ids,
+            student_mask=student_mask,
+            teacher_ids=teacher_ids,
+            teacher_mask=teacher_mask,
+            teacher_hidden=hidden,
+            alignment=collate_alignments([item["alignment"] for item in items]),
+            student_tokens=int(student_mask.sum()),
+            teacher_tokens=int(teacher_mask.sum()),
+        )

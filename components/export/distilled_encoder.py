@@ -1,0 +1,220 @@
+"""The exported distilled encoder: one directory (student, tokenizer, bolt-on, encoder.json) loaded with one call.
+
+Layout of an export directory::
+
+    encoder.json           EncoderManifest: bolt-on spec, widths, max_length, student layer, inference defaults
+    student/               student.save_pretrained (safetensors) and its tokenizer
+    bolt_on.safetensors    bolt-on weights
+"""
+
+from __future__ import annotations
+
+import copy
+import logging
+import warnings
+from pathlib import Path
+
+import torch
+from pydantic import Field, ValidationError
+from safetensors.torch import load_model, save_model
+from torch import nn
+
+from components.atomic_files import atomic_directory
+from schemas import Recipe
+from schemas.base import StrictModel
+from schemas.bolt_on import BoltOn
+from schemas.inference import Inference
+from schemas.models import HiddenStatesStudent, Teacher
+
+log = logging.getLogger(__name__)
+
+FORMAT_VERSION = 1
+MANIFEST = "encoder.json"
+STUDENT_DIR = "student"
+BOLT_ON_FILE = "bolt_on.safetensors"
+_DTYPE_NAMES = {torch.float32: "float32", torch.bfloat16: "bfloat16", torch.float16: "float16"}
+
+
+class ExportError(Exception):
+    """An export directory is missing, incomplete or written by an incompatible version."""
+
+
+class EncoderManifest(StrictModel):
+    """encoder.json: everything needed to rebuild the encoder, and to render without the recipe."""
+
+    format_version: int = Field(description="Layout version of the export directory.")
+    recipe: str = Field(description="Name of the recipe that produced the export.")
+    student_width: int = Field(gt=0, description="Hidden width of the student (bolt-on input).")
+    output_width: int = Field(gt=0, description="Width of the produced embeddings (teacher width).")
+    max_length: int = Field(gt=0, description="Tokens kept per prompt.")
+    student_layer: int = Field(description="Student hidden-state index fed to the bolt-on; -1 is the last layer.")
+    bolt_on: BoltOn = Field(description="Bolt-on layer stack.")
+    inference: Inference | None = Field(default=None, description="Rendering defaults of the recipe.")
+    teacher: Teacher | None = Field(default=None, description="Teacher source, for rendering with the T5 path.")
+
+
+def _unmerged(student: nn.Module) -> nn.Module:
+    """A peft model is saved with its adapters merged, on a copy so the training model keeps its adapters."""
+    if hasattr(student, "merge_and_unload"):
+        return copy.deepcopy(student).merge_and_unload()
+    return student
+
+
+@torch.no_grad()
+def _output_width(bolt_on: nn.Module, student_width: int) -> int:
+    """Measured with one dummy token: the bolt-on module is the authority on its own output width."""
+    param = next(bolt_on.parameters(), None)
+    device, dtype = (param.device, param.dtype) if param is not None else (torch.device("cpu"), torch.float32)
+    was_training = bolt_on.training
+    bolt_on.eval()
+    try:
+        hidden = torch.zeros(1, 1, student_width, device=device, dtype=dtype)
+        out = bolt_on(hidden, torch.ones(1, 1, dtype=torch.bool, device=device))
+    finally:
+        bolt_on.train(was_training)
+    return int(out.shape[-1])
+
+
+def build_manifest(recipe: Recipe, student_width: int, output_width: int) -> EncoderManifest:
+    """The manifest an export of `recipe` carries; also used for an in-memory DistilledEncoder."""
+    return EncoderManifest(
+        format_version=FORMAT_VERSION,
+        recipe=recipe.recipe,
+        student_width=student_width,
+        output_width=output_width,
+        max_length=recipe.student.max_length,
+        student_layer=recipe.student.layer,
+        bolt_on=recipe.bolt_on,
+        inference=recipe.inference,
+        teacher=recipe.teacher,
+    )
+
+
+def export_encoder(out_dir: str | Path, recipe: Recipe, student: nn.Module, bolt_on: nn.Module, tokenizer) -> Path:
+    """Write the export to a temporary sibling and rename it into place, so `out_dir` is never half-written;
+    an existing export stays in place until the new one is complete."""
+    from components.models.loading import hidden_width
+
+    out_dir = Path(out_dir).resolve()
+    out_dir.parent.mkdir(parents=True, exist_ok=True)
+    student_width = hidden_width(student.config)
+    manifest = build_manifest(recipe, student_width, _output_width(bolt_on, student_width))
+    with atomic_directory(out_dir) as tmp:
+        _unmerged(student).save_pretrained(tmp / STUDENT_DIR)
+        tokenizer.save_pretrained(tmp / STUDENT_DIR)
+        save_model(bolt_on, str(tmp / BOLT_ON_FILE))
+        (tmp / MANIFEST).write_text(manifest.model_dump_json(indent=2) + "\n")
+    log.info("exported distilled encoder to %s", out_dir)
+    return out_dir
+
+
+def read_manifest(directory: str | Path) -> EncoderManifest:
+    """encoder.json validated back into its pydantic spec; a clear ExportError when it is missing or wrong."""
+    directory = Path(directory)
+    file = directory / MANIFEST
+    if not file.is_file():
+        raise ExportError(
+            f"no exported encoder at {directory}: run `recipe run RECIPE` (or `recipe export RECIPE`) first"
+        )
+    try:
+        manifest = EncoderManifest.model_validate_json(file.read_text())
+    except ValidationError as exc:
+        raise ExportError(f"{file}: not a valid encoder manifest:\n{exc}") from None
+    if manifest.format_version != FORMAT_VERSION:
+        raise ExportError(
+            f"{file}: export format version {manifest.format_version}, this recipe version reads {FORMAT_VERSION}"
+        )
+    return manifest
+
+
+class DistilledEncoder:
+    """Student + bolt-on + tokenizer: prompts in, teacher-width embeddings and a boolean mask out."""
+
+    def __init__(self, student: nn.Module, bolt_on: nn.Module, tokenizer, manifest: EncoderManifest) -> None:
+        self.student = student.eval()
+        self.bolt_on = bolt_on.eval()
+        self.tokenizer = tokenizer
+        self.manifest = manifest
+        # Right padding keeps real tokens at positions 0..n-1 whatever the batch, as in an unpadded forward.
+        self.tokenizer.padding_side = "right"
+
+    @classmethod
+    def load(cls, directory: str | Path, device: str | torch.device = "cpu", dtype: torch.dtype = torch.float32):
+        """Rebuild the encoder from an export directory written by `export_encoder`."""
+        from components.bolt_on.stack import build_bolt_on
+        from components.models.loading import build_model
+        from components.models.tokenizer import load_tokenizer
+
+        directory = Path(directory)
+        manifest = read_manifest(directory)
+        if dtype not in _DTYPE_NAMES:
+            raise ExportError(f"dtype {dtype}: use one of {', '.join(_DTYPE_NAMES.values())}")
+        for part in (STUDENT_DIR, BOLT_ON_FILE):
+            if not (directory / part).exists():
+                raise ExportError(f"export at {directory} is incomplete: {part} is missing")
+        source = HiddenStatesStudent(
+            type="hidden_states",
+            model=str(directory / STUDENT_DIR),
+            dtype=_DTYPE_NAMES[dtype],
+            max_length=manifest.max_length,
+            layer=manifest.student_layer,
+        )
+        student = build_model(source, "student", device=str(device)).to(device=device, dtype=dtype)
+        bolt_on = build_bolt_on(manifest.bolt_on, manifest.student_width, manifest.output_width)
+        missing, unexpected = load_model(bolt_on, str(directory / BOLT_ON_FILE), strict=False)
+        if missing or unexpected:
+            raise ExportError(
+                f"{directory / BOLT_ON_FILE} does not match the bolt-on spec in {MANIFEST}: "
+                f"missing {sorted(missing)[:5]}, unexpected {sorted(unexpected)[:5]}"
+            )
+        return cls(student, bolt_on.to(device=device, dtype=dtype), load_tokenizer(source), manifest)
+
+    @property
+    def device(self) -> torch.device:
+        return next(self.student.parameters()).device
+
+    def _check(self, prompts: list[str], allow_empty: bool) -> None:
+        if isinstance(prompts, str) or not prompts:
+            raise ValueError("encode() takes a non-empty list of prompt strings")
+        for index, prompt in enumerate(prompts):
+            if not isinstance(prompt, str):
+                raise ValueError(f"prompt {index} is {type(prompt).__name__}, not a string")
+            if not allow_empty and not prompt.strip():
+                raise ValueError(f"prompt {index} is empty: give some text to encode")
+
+    def _warn_truncated(self, prompts: list[str], max_length: int) -> None:
+        lengths = [len(ids) for ids in self.tokenizer(prompts)["input_ids"]]
+        long = [(i, n) for i, n in enumerate(lengths) if n > max_length]
+        if long:
+            shown = ", ".join(f"prompt {i} ({n} tokens)" for i, n in long[:5])
+            message = f"{shown} truncated to max_length {max_length} tokens"
+            warnings.warn(message, stacklevel=3)
+            log.warning(message)
+
+    @torch.inference_mode()
+    def encode(
+        self, prompts: list[str], max_length: int | None = None, *, allow_empty: bool = False
+    ) -> tuple[torch.Tensor, torch.Tensor]:
+        """Embeddings [B, L, D] (float32) and mask [B, L] (bool, True = real token).
+
+        `allow_empty` is for negative prompts: an empty one that tokenizes to nothing becomes a single
+        masked-out position (no conditioning) instead of an error.
+        """
+        self._check(prompts, allow_empty)
+        max_length = max_length or self.manifest.max_length
+        self._warn_truncated(prompts, max_length)
+        batch = self.tokenizer(prompts, padding=True, truncation=True, max_length=max_length, return_tensors="pt")
+        ids = batch["input_ids"].to(self.device)
+        mask = batch["attention_mask"].to(self.device).bool()
+        if ids.shape[1] == 0:
+            width = self.manifest.output_width
+            return torch.zeros(len(prompts), 1, width, device=self.device), torch.zeros(
+                len(prompts), 1, dtype=torch.bool, device=self.device
+            )
+        layer = self.manifest.student_layer
+        out = self.student(input_ids=ids, attention_mask=mask.long(), output_hidden_states=layer != -1)
+        hidden = out.last_hidden_state if layer == -1 else out.hidden_states[layer]
+        bolt_dtype = next(self.bolt_on.parameters(), hidden).dtype
+        embeds = self.bolt_on(hidden.to(bolt_dtype), mask).float()
+        # Zeros at padding: whatever sits there must never reach a consumer that forgets the mask (or NaN).
+        return embeds.masked_fill(~mask.unsqueeze(-1), 0.0), mask

@@ -1,0 +1,73 @@
+"""The reference path: T5 encoder embeddings with Chroma's mask (real tokens plus exactly one padding token).
+
+Matches `ChromaPipeline._get_t5_prompt_embeds` (diffusers 0.42.1): the encoder runs with the tokenizer mask,
+then the mask handed to the transformer is `arange(L) <= n_real`, i.e. the first padding token stays visible.
+Unlike diffusers we keep that mask boolean: the transformer multiplies the mask into a [B,1,L,L] matrix
+and a float one reaches attention as an additive bias (+0 / +1), leaving padding unmasked.
+Padding to the longest prompt + 1 instead of 512 gives the same visible embeddings (padding is masked in T5).
+"""
+
+from __future__ import annotations
+
+import warnings
+
+import torch
+from torch import nn
+
+from components.inference.chroma import Conditioning, InferenceError, release_memory, split
+from schemas.models import T5EncoderTeacher
+
+
+def chroma_mask(lengths: torch.Tensor, seq_len: int) -> torch.Tensor:
+    """Boolean [B, seq_len]: the first `length` tokens plus one padding token (when there is room) are True."""
+    positions = torch.arange(seq_len, device=lengths.device).unsqueeze(0)
+    return positions <= lengths.unsqueeze(1)
+
+
+def check_prompts(prompts: list[str], *, allow_empty: bool = False) -> None:
+    """A clear error before any model runs."""
+    if isinstance(prompts, str) or not prompts:
+        raise InferenceError("no prompts: give at least one prompt")
+    for index, prompt in enumerate(prompts):
+        if not isinstance(prompt, str):
+            raise InferenceError(f"prompt {index} is {type(prompt).__name__}, not a string")
+        if not allow_empty and not prompt.strip():
+            raise InferenceError(f"prompt {index} is empty: give some text to render")
+
+
+@torch.inference_mode()
+def encode_t5(
+    teacher: nn.Module, tokenizer, prompts: list[str], max_length: int, *, allow_empty: bool = False
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """Embeddings [B, L, D] (float32) and the Chroma mask [B, L] (bool), L = min(longest + 1, max_length)."""
+    check_prompts(prompts, allow_empty=allow_empty)
+    device = next(teacher.parameters()).device
+    lengths = [len(ids) for ids in tokenizer(prompts)["input_ids"]]
+    if max(lengths) > max_length:
+        warnings.warn(f"prompts longer than {max_length} T5 tokens are truncated", stacklevel=2)
+    seq_len = min(max(lengths) + 1, max_length)
+    batch = tokenizer(prompts, padding="max_length", max_length=seq_len, truncation=True, return_tensors="pt").to(
+        device
+    )
+    token_mask = batch["attention_mask"]
+    embeds = teacher(input_ids=batch["input_ids"], attention_mask=token_mask)[0]
+    return embeds.float(), chroma_mask(token_mask.sum(dim=1), seq_len)
+
+
+def encode_with_teacher(
+    source: T5EncoderTeacher, prompts: list[str], negative_prompt: str, device: str | torch.device
+) -> tuple[list[Conditioning], Conditioning]:
+    """Build the teacher, encode prompts and the negative prompt, and free the teacher before rendering."""
+    from components.models.loading import build_model, freeze
+    from components.models.tokenizer import load_tokenizer
+
+    check_prompts(prompts)
+    tokenizer = load_tokenizer(source)
+    teacher = freeze(build_model(source, "teacher", device=device))
+    try:
+        embeds, mask = encode_t5(teacher, tokenizer, prompts, source.max_length)
+        negative = encode_t5(teacher, tokenizer, [negative_prompt], source.max_length, allow_empty=True)
+    finally:
+        del teacher
+        release_memory(device)
+    return split(embeds, mask), split(*negative)[0]

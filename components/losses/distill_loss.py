@@ -1,0 +1,83 @@
+"""The stage loss: a weighted sum of pair losses over alignment tiers, with no host sync in the step."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+import torch.nn.functional as F
+
+from components.alignment.batch import BatchAlignment, tier_vectors, window_accept
+from components.losses.vector_losses import PAIR_LOSSES
+from schemas.alignment import CrossTokenizerAlignment
+from schemas.stages import Loss
+
+
+@dataclass
+class TierPairs:
+    """Aligned vectors of one tier; `weight` is 1 for a used pair and 0 for a rejected window candidate."""
+
+    student: torch.Tensor
+    teacher: torch.Tensor
+    weight: torch.Tensor
+
+
+def _masked_mean(hidden: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+    mask = mask.to(hidden.dtype).unsqueeze(-1)
+    return (hidden * mask).sum(dim=1) / mask.sum(dim=1).clamp(min=1.0)
+
+
+def tier_pairs(
+    tier: str,
+    student_out: torch.Tensor,
+    student_mask: torch.Tensor,
+    teacher_out: torch.Tensor,
+    teacher_mask: torch.Tensor,
+    alignment: BatchAlignment,
+    spec: CrossTokenizerAlignment,
+) -> TierPairs:
+    """Vectors compared by one tier, in float32 so that the distances are not rounded away."""
+    student_out, teacher_out = student_out.float(), teacher_out.float()
+    if tier == "sequence":
+        s, t = _masked_mean(student_out, student_mask), _masked_mean(teacher_out, teacher_mask)
+        return TierPairs(s, t, torch.ones(s.shape[0], device=s.device))
+    s, t = tier_vectors(student_out, teacher_out, alignment, tier)
+    if tier == "window":
+        weight = window_accept(s.detach(), t, spec.min_cosine).to(s.dtype)
+    else:
+        weight = torch.ones(s.shape[0], device=s.device, dtype=s.dtype)
+    return TierPairs(s, t, weight)
+
+
+class DistillLoss:
+    """Sum of `weight * mean pair loss` over the stage's loss terms; empty tiers contribute zero."""
+
+    def __init__(self, losses: list[Loss], alignment: CrossTokenizerAlignment) -> None:
+        self.losses = losses
+        self.alignment = alignment
+        self.tiers = sorted({loss.on for loss in losses})
+
+    def pairs(self, student_out, student_mask, teacher_out, teacher_mask, alignment) -> dict[str, TierPairs]:
+        return {
+            tier: tier_pairs(tier, student_out, student_mask, teacher_out, teacher_mask, alignment, self.alignment)
+            for tier in self.tiers
+        }
+
+    def __call__(self, pairs: dict[str, TierPairs]) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
+        """Total loss and each term (detached tensors: reading them is left to the logging cadence)."""
+        total = None
+        terms: dict[str, torch.Tensor] = {}
+        for loss in self.losses:
+            tier = pairs[loss.on]
+            values = PAIR_LOSSES[type(loss)](loss, tier.student, tier.teacher)
+            term = (values * tier.weight).sum() / tier.weight.sum().clamp(min=1.0)
+            terms[f"{loss.on}/{loss.type}"] = term.detach()
+            total = loss.weight * term if total is None else total + loss.weight * term
+        assert total is not None
+        return total, terms
+
+
+def mean_cosine(pairs: TierPairs) -> tuple[torch.Tensor, torch.Tensor]:
+    """Sum and count of cosine similarities of used pairs (summed over batches before dividing)."""
+    cos = F.cosine_similarity(pairs.student, pairs.teacher, dim=-1, eps=1e-6)
+    return (cos * pairs.weight).sum(), pairs.weight.sum()

@@ -1,0 +1,25 @@
+"""Per-pair distances between student and teacher vectors; the registry maps each schema class to one."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+
+import torch
+import torch.nn.functional as F
+
+from schemas.stages import CosineLoss, HuberLoss, MSELoss
+
+
+def huber(spec: HuberLoss, student: torch.Tensor, teacher: torch.Tensor) -> torch.Tensor:
+    return F.huber_loss(student, teacher, reduction="none", delta=spec.delta).mean(dim=-1)
+
+
+def cosine(spec: CosineLoss, student: torch.Tensor, teacher: torch.Tensor) -> torch.Tensor:
+    return 1.0 - F.cosine_similarity(student, teacher, dim=-1, eps=1e-6)
+
+
+def mse(spec: MSELoss, student: torch.Tensor, teacher: torch.Tensor) -> torch.Tensor:
+    return (student - teacher).pow(2).mean(dim=-1)
+
+
+PAIR_LOSSES: dict[type, Callable[..., torch.Tensor]] = {HuberLoss: huber, CosineLoss: cosine, MSELoss: mse}

@@ -1,0 +1,124 @@
+"""Teacher and student modules from a `ModelSource`: real weights from disk, random weights, or meta (for planning)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Literal
+
+import torch
+from torch import nn
+from transformers import AutoModel, PretrainedConfig, PreTrainedModel, T5EncoderModel
+
+from components.models.source import ModelSourceError, locate, resolve_config
+from schemas.models import ModelSource
+
+Role = Literal["teacher", "student"]
+Attention = Literal["sdpa", "eager", "flash_attention_2"]
+
+# (role, recipe `type`) -> transformers class: the closed registry of model kinds.
+_CLASSES: dict[tuple[Role, str], type] = {
+    ("teacher", "t5_encoder"): T5EncoderModel,
+    ("student", "hidden_states"): AutoModel,
+}
+_DEFAULT_TYPE: dict[Role, str] = {"teacher": "t5_encoder", "student": "hidden_states"}
+
+# Attribute paths of the last normalisation layer, tried in order (T5 encoder, Qwen/Llama base, causal-LM wrappers).
+_FINAL_NORM_PATHS = (
+    "encoder.final_layer_norm",
+    "final_layer_norm",
+    "norm",
+    "model.norm",
+    "model.encoder.final_layer_norm",
+)
+
+
+def hidden_width(config: PretrainedConfig) -> int:
+    """Width of the hidden states a model emits (`d_model` for T5, `hidden_size` for most others)."""
+    for name in ("d_model", "hidden_size"):
+        value = getattr(config, name, None)
+        if isinstance(value, int):
+            return value
+    text_config = getattr(config, "text_config", None)
+    if isinstance(text_config, PretrainedConfig):
+        return hidden_width(text_config)
+    raise ModelSourceError(f"{type(config).__name__} has neither d_model nor hidden_size")
+
+
+def final_norm(model: nn.Module) -> nn.Module:
+    """The final norm whose weight sets the scale of the model's output (the bolt-on's RMSNorm copies it)."""
+    for path in _FINAL_NORM_PATHS:
+        module: object = model
+        for name in path.split("."):
+            module = getattr(module, name, None)
+        if isinstance(module, nn.Module):
+            return module
+    raise ValueError(f"{type(model).__name__}: no final norm found (looked for {', '.join(_FINAL_NORM_PATHS)})")
+
+
+def freeze(model: nn.Module) -> nn.Module:
+    """Eval mode (no dropout) and no gradients: a frozen teacher costs weights only, no optimizer state."""
+    model.eval()
+    model.requires_grad_(False)
+    return model
+
+
+def model_class(source: ModelSource, role: Role) -> type:
+    kind = getattr(source, "type", None) or _DEFAULT_TYPE[role]
+    try:
+        return _CLASSES[(role, kind)]
+    except KeyError:
+        raise ModelSourceError(f"no {role} model of type {kind!r}") from None
+
+
+def _from_config(cls: type, config: PretrainedConfig, source: ModelSource, attention: str) -> PreTrainedModel:
+    dtype = getattr(torch, source.dtype)
+    if cls is AutoModel:
+        return AutoModel.from_config(
+            config, dtype=dtype, attn_implementation=attention, trust_remote_code=source.trust_remote_code
+        )
+    return cls._from_config(config, dtype=dtype, attn_implementation=attention)
+
+
+def _from_pretrained(cls: type, ref: str, source: ModelSource, attention: str) -> PreTrainedModel:
+    kwargs: dict[str, object] = {"dtype": getattr(torch, source.dtype), "attn_implementation": attention}
+    if cls is AutoModel:
+        kwargs["trust_remote_code"] = source.trust_remote_code
+    try:
+        return cls.from_pretrained(ref, revision=source.revision, local_files_only=True, **kwargs)
+    except OSError as exc:
+        if Path(ref).exists():
+            raise ModelSourceError(f"{ref}: cannot load weights: {exc}") from exc
+        raise ModelSourceError(
+            f"no local copy of {ref!r}: training needs its weights; download it first "
+            f"(huggingface-cli download {ref}) or give a local path / inline config"
+        ) from exc
+
+
+def build_model(
+    source: ModelSource,
+    role: Role,
+    *,
+    device: str | torch.device = "cpu",
+    meta: bool = False,
+    attention: Attention = "sdpa",
+    seed: int = 0,
+) -> PreTrainedModel:
+    """Teacher (`t5_encoder` -> T5EncoderModel) or student (`hidden_states` -> AutoModel, no LM head).
+
+    `meta=True` allocates nothing and reads nothing but a config (planning). An inline config gets random
+    weights from `seed` without touching the global RNG; a local dir or cached hub id loads real weights offline.
+    """
+    cls = model_class(source, role)
+    if meta:
+        config = resolve_config(source)
+        with torch.device("meta"):
+            return _from_config(cls, config, source, "sdpa" if attention == "flash_attention_2" else attention)
+    if source.config is not None:
+        config = resolve_config(source)
+        with torch.random.fork_rng(devices=[]):
+            torch.manual_seed(seed)
+            model = _from_config(cls, config, source, attention)
+    else:
+        assert source.model is not None
+        model = _from_pretrained(cls, locate(source.model).ref, source, attention)
+    return model.to(device)

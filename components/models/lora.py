@@ -1,0 +1,33 @@
+"""LoRA adapter size without applying peft: the plan counts adapters on a meta model in microseconds."""
+
+from __future__ import annotations
+
+from torch import nn
+
+from schemas.stages import LoRA
+
+
+def lora_targets(model: nn.Module, lora: LoRA) -> list[str]:
+    """Module names that receive adapters, matched as peft matches a list: the full name or a `.suffix`."""
+    return [
+        name
+        for name, _ in model.named_modules()
+        if any(name == target or name.endswith(f".{target}") for target in lora.target_modules)
+    ]
+
+
+def lora_parameter_count(model: nn.Module, lora: LoRA) -> int:
+    """r * (in + out) per adapted Linear (A: r x in, B: out x r) and r * (rows + dim) per adapted Embedding."""
+    modules = dict(model.named_modules())
+    total = 0
+    for name in lora_targets(model, lora):
+        module = modules[name]
+        if isinstance(module, nn.Linear):
+            total += lora.r * (module.in_features + module.out_features)
+        elif isinstance(module, nn.Embedding):
+            total += lora.r * (module.num_embeddings + module.embedding_dim)
+        else:
+            raise ValueError(
+                f"LoRA target {name!r} is a {type(module).__name__}; only Linear and Embedding are adapted"
+            )
+    return total

@@ -1,0 +1,208 @@
+"""`recipe infer`: render with Chroma from the distilled encoder (qwen), the teacher (t5), or both side by side."""
+
+from __future__ import annotations
+
+import sys
+from dataclasses import dataclass
+from pathlib import Path
+
+import click
+
+from recipe_runner.errors import RecipeError
+from schemas.inference import Inference
+from schemas.models import T5EncoderTeacher
+
+EXIT_ERROR = 2
+LABELS = {"t5": "t5 (teacher)", "qwen": "qwen (distilled)"}
+
+
+@dataclass(frozen=True)
+class InferJob:
+    """Everything `infer` will do, resolved and checked before any model is loaded."""
+
+    spec: Inference  # recipe (or export) defaults with command-line overrides applied
+    encoders: tuple[str, ...]
+    prompts: tuple[str, ...]
+    export_dir: Path | None
+    teacher: T5EncoderTeacher | None
+    device: str
+    out: Path
+
+
+def _read_prompts(prompts: tuple[str, ...], prompts_file: str | None) -> tuple[str, ...]:
+    from components.inference import InferenceError
+
+    collected = list(prompts)
+    if prompts_file is not None:
+        try:
+            lines = Path(prompts_file).read_text(encoding="utf-8").splitlines()
+        except OSError as exc:
+            raise InferenceError(f"--prompts {prompts_file}: cannot read: {exc.strerror}") from None
+        collected += [line.strip() for line in lines if line.strip()]
+    if not collected:
+        raise InferenceError("no prompt: give --prompt TEXT or --prompts FILE (one prompt per line)")
+    for index, prompt in enumerate(collected):
+        if not prompt.strip():
+            raise InferenceError(f"prompt {index + 1} is empty: give some text to render")
+    return tuple(collected)
+
+
+def _override(spec: Inference, values: dict) -> Inference:
+    """Command-line values replace recipe defaults; the result is validated like the recipe was."""
+    from pydantic import ValidationError
+
+    from components.inference import InferenceError
+
+    updates = {key: value for key, value in values.items() if value is not None}
+    try:
+        return Inference.model_validate({**spec.model_dump(), **updates})
+    except ValidationError as exc:
+        messages = "; ".join(f"{'.'.join(map(str, e['loc'])) or 'inference'}: {e['msg']}" for e in exc.errors())
+        raise InferenceError(f"invalid inference settings: {messages}") from None
+
+
+def _resolve(recipe_file, overrides, options: dict) -> InferJob:
+    """Recipe (or export manifest) defaults + command-line options -> a checked InferJob."""
+    from components.export import read_manifest
+    from components.inference import InferenceError
+
+    checkpoint = options["checkpoint"]
+    if recipe_file is not None:
+        from recipe_runner.loader import load_recipe
+
+        recipe = load_recipe(recipe_file, overrides).recipe
+        if recipe.inference is None:
+            raise InferenceError(f"{recipe_file}: no `inference:` section (pipeline, steps, guidance, size)")
+        spec, teacher = recipe.inference, recipe.teacher
+        export_dir = Path(checkpoint) if checkpoint else Path(recipe.output.dir) / "export"
+        default_dir = Path(recipe.output.dir) / "images"
+    else:
+        if checkpoint is None:
+            raise InferenceError("give a RECIPE, or --checkpoint DIR naming an exported encoder")
+        manifest = read_manifest(checkpoint)
+        if manifest.inference is None:
+            raise InferenceError(f"the export at {checkpoint} records no inference settings: give the RECIPE too")
+        spec, teacher, export_dir, default_dir = manifest.inference, manifest.teacher, Path(checkpoint), Path(".")
+    width, height = options["width"], options["height"]
+    size = None if width is None and height is None else (width or spec.size[0], height or spec.size[1])
+    spec = _override(
+        spec,
+        {
+            "encoder": options["encoder"],
+            "steps": options["steps"],
+            "guidance": options["guidance"],
+            "size": size,
+            "negative_prompt": options["negative_prompt"],
+            "seed": options["seed"],
+        },
+    )
+    encoders = ("t5", "qwen") if options["compare"] else (spec.encoder,)
+    if "t5" in encoders and teacher is None:
+        raise InferenceError("the t5 path needs the teacher: give the RECIPE (the export does not record it)")
+    device = options["device"] or _default_device()
+    name = "compare" if options["compare"] else spec.encoder
+    out = Path(options["out"]) if options["out"] else default_dir / f"{name}.png"
+    prompts = _read_prompts(options["prompts"], options["prompts_file"])
+    return InferJob(spec, encoders, prompts, export_dir, teacher, device, out)
+
+
+def _default_device() -> str:
+    import torch
+
+    return "cuda" if torch.cuda.is_available() else "cpu"
+
+
+def _check_widths(job: InferJob) -> None:
+    """Fail on a width mismatch before spending time on any encoder."""
+    from components.export import read_manifest
+    from components.inference import InferenceError, check_width, joint_attention_dim
+    from components.models import hidden_width, resolve_config
+
+    try:
+        expected = joint_attention_dim(job.spec)
+    except OSError as exc:
+        raise InferenceError(f"cannot read the Chroma transformer config of {job.spec.pipeline}: {exc}") from None
+    if "qwen" in job.encoders:
+        check_width(read_manifest(job.export_dir).output_width, expected, f"distilled encoder at {job.export_dir}")
+    if "t5" in job.encoders:
+        check_width(hidden_width(resolve_config(job.teacher)), expected, "teacher (t5)")
+
+
+def _encode(job: InferJob, encoder: str):
+    from components.inference import encode_with_export, encode_with_teacher
+
+    if encoder == "qwen":
+        return encode_with_export(job.export_dir, list(job.prompts), job.spec.negative_prompt, job.device)
+    return encode_with_teacher(job.teacher, list(job.prompts), job.spec.negative_prompt, job.device)
+
+
+def _numbered(out: Path, index: int, count: int) -> Path:
+    if count == 1:
+        return out
+    return out.with_name(f"{out.stem}_{index + 1:0{max(2, len(str(count)))}d}{out.suffix or '.png'}")
+
+
+def run_job(job: InferJob) -> list[Path]:
+    """Encode with each encoder (freeing it before the next), then load the pipeline and render."""
+    from components.inference import build_chroma_pipeline, compare_grid, render
+
+    _check_widths(job)
+    encoded = {encoder: _encode(job, encoder) for encoder in job.encoders}
+    pipeline = build_chroma_pipeline(job.spec, job.device)
+    spec, written = job.spec, []
+    width, height = spec.size
+    for index in range(len(job.prompts)):
+        images = {}
+        for encoder, (conditionings, negative) in encoded.items():
+            cond = conditionings[index]
+            images[LABELS[encoder]] = render(
+                pipeline, cond.embeds, cond.mask, negative.embeds, negative.mask,
+                spec.steps, spec.guidance, width, height, spec.seed,
+            )  # fmt: skip
+        image = compare_grid(images) if len(images) > 1 else next(iter(images.values()))
+        path = _numbered(job.out, index, len(job.prompts))
+        path.parent.mkdir(parents=True, exist_ok=True)
+        image.save(path)
+        written.append(path)
+    return written
+
+
+def _fail(lines: list[str]) -> None:
+    for line in lines:
+        click.echo(line, err=True)
+    sys.exit(EXIT_ERROR)
+
+
+@click.command("infer")
+@click.argument("recipe", required=False, type=click.Path(dir_okay=False))
+@click.option("--prompt", "prompts", multiple=True, metavar="TEXT", help="Prompt to render (repeatable).")
+@click.option("--prompts", "prompts_file", type=click.Path(dir_okay=False), help="File with one prompt per line.")
+@click.option("--encoder", type=click.Choice(["qwen", "t5"]), help="Text encoder (default: recipe inference.encoder).")
+@click.option("--negative-prompt", help="Negative prompt (default: recipe inference.negative_prompt).")
+@click.option("--seed", type=int, help="Noise seed.")
+@click.option("--steps", type=int, help="Denoising steps.")
+@click.option("--guidance", type=float, help="Classifier-free guidance scale.")
+@click.option("--width", type=int, help="Image width in pixels (multiple of 16).")
+@click.option("--height", type=int, help="Image height in pixels (multiple of 16).")
+@click.option("--out", type=click.Path(dir_okay=False), help="PNG path; several prompts give numbered files.")
+@click.option(
+    "--checkpoint", type=click.Path(file_okay=False), help="Exported encoder dir (default: <output.dir>/export)."
+)
+@click.option("--compare", is_flag=True, help="Render with t5 and qwen, same seed, side by side in one PNG.")
+@click.option("--device", help="cpu, cuda, cuda:1, ... (default: cuda when available).")
+@click.option("--set", "overrides", multiple=True, metavar="KEY.PATH=VALUE", help="Override a recipe value.")
+def infer(recipe: str | None, overrides: tuple[str, ...], **options) -> None:
+    """Render PROMPTs with Chroma using the distilled encoder (or the T5 teacher, or both with --compare)."""
+    from components.export import ExportError
+    from components.inference import InferenceError
+    from components.models import ModelSourceError
+
+    try:
+        written = run_job(_resolve(recipe, overrides, options))
+    except RecipeError as exc:
+        count = len(exc.problems)
+        _fail([str(p) for p in exc.problems] + [f"{count} problem{'s' if count != 1 else ''} found."])
+    except (InferenceError, ExportError, ModelSourceError) as exc:
+        _fail([f"error: {exc}"])
+    for path in written:
+        click.echo(str(path))

@@ -1,0 +1,36 @@
+"""`recipe run`: train every stage, checkpointing as it goes, then export the distilled encoder."""
+
+from __future__ import annotations
+
+import sys
+
+import click
+
+from recipe_runner.cli_support import overrides_option, reports_recipe_errors
+
+
+@click.command("run")
+@click.argument("file", type=click.Path(dir_okay=False))
+@overrides_option
+@click.option("--resume", is_flag=True, help="Continue from the last complete checkpoint in output.dir.")
+@click.option("--no-progress", is_flag=True, help="No progress bar (metrics still go to metrics.jsonl).")
+@reports_recipe_errors
+def run(file: str, overrides: tuple[str, ...], resume: bool, no_progress: bool) -> None:
+    """Train the recipe's stages in order and export the encoder."""
+    from recipe_runner.loader import load_recipe
+    from recipe_runner.trainer.loop import Trainer, TrainingDiverged, TrainingInterrupted
+    from recipe_runner.trainer.parts import RunSetupError
+
+    loaded = load_recipe(file, overrides)
+    try:
+        summary = Trainer(loaded.recipe, resume=resume, progress=not no_progress).run()
+    except TrainingInterrupted as exc:
+        click.echo(str(exc), err=True)
+        sys.exit(130)
+    except (RunSetupError, TrainingDiverged) as exc:
+        click.echo(f"error: {exc}", err=True)
+        sys.exit(1)
+    shown = ", ".join(f"{k}={v:.4f}" for k, v in summary.metrics.items())
+    click.echo(f"finished at step {summary.global_step}. {shown}")
+    if summary.export_dir is not None:
+        click.echo(f"exported encoder: {summary.export_dir}")

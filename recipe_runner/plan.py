@@ -1,0 +1,235 @@
+"""`recipe plan`: build every model on the meta device and report sizes, trainable parameters and memory.
+
+Nothing is downloaded or allocated: architectures come from inline configs, local config.json files, the
+shipped known-architecture table or the local HF cache (components.models.resolve_config).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+from torch import nn
+
+from components.bolt_on import build_bolt_on, width_chain
+from components.models import build_model, hidden_width, lora_parameter_count, lora_targets
+from recipe_runner.memory import GIB, MemoryEstimate, Sizes, StackShape, estimate_memory
+from schemas import Recipe
+from schemas.models import ModelSource
+from schemas.stages import Part, Stage
+
+
+@dataclass(frozen=True)
+class ComponentPlan:
+    """One of teacher, student, bolt-on: where it comes from, its size, storage dtype and output width."""
+
+    name: str
+    source: str
+    architecture: str
+    params: int
+    dtype: str
+    width: int
+
+
+@dataclass(frozen=True)
+class LayerPlan:
+    """One bolt-on layer (or the skip path, index None) with its widths and parameters."""
+
+    index: int | None
+    kind: str
+    in_width: int
+    out_width: int
+    params: int
+
+
+@dataclass(frozen=True)
+class StagePlan:
+    """What a stage trains (LoRA adapters count for the student when set) and its peak memory."""
+
+    name: str
+    trainable: dict[Part, int]
+    lora: bool
+    memory: MemoryEstimate
+
+    @property
+    def total_trainable(self) -> int:
+        return sum(self.trainable.values())
+
+
+@dataclass(frozen=True)
+class Plan:
+    """The compiled view of a recipe `recipe plan` prints; `warnings` say what will not fit or not work."""
+
+    recipe: str
+    teacher: ComponentPlan
+    student: ComponentPlan
+    bolt_on: ComponentPlan
+    bolt_on_layers: tuple[LayerPlan, ...]
+    stages: tuple[StagePlan, ...]
+    warnings: tuple[str, ...]
+
+    @property
+    def peak(self) -> StagePlan:
+        return max(self.stages, key=lambda stage: stage.memory.total_bytes)
+
+
+def _count(module: nn.Module) -> int:
+    return sum(parameter.numel() for parameter in module.parameters())
+
+
+def _source_name(source: ModelSource) -> str:
+    if source.config is not None:
+        return f"inline {source.config['model_type']} config (random weights)"
+    return str(source.model)
+
+
+def _component(name: str, source: ModelSource, model: nn.Module, width: int) -> ComponentPlan:
+    return ComponentPlan(name, _source_name(source), type(model).__name__, _count(model), source.dtype, width)
+
+
+def _layer_plans(recipe: Recipe, stack: nn.Module, in_width: int, out_width: int) -> tuple[LayerPlan, ...]:
+    chain = width_chain(recipe.bolt_on, in_width)
+    layers = [
+        LayerPlan(index, spec.type, width_in, width_out, _count(module))
+        for spec, module, (index, width_in, width_out) in zip(recipe.bolt_on.layers, stack.layers, chain, strict=True)
+    ]
+    if stack.skip is not None:
+        layers.append(LayerPlan(None, f"skip x{recipe.bolt_on.skip.scale:g}", in_width, out_width, _count(stack.skip)))
+    return tuple(layers)
+
+
+def _memory_warning(stage: StagePlan, recipe: Recipe) -> str:
+    hints = []
+    if not recipe.hardware.gradient_checkpointing:
+        hints.append("hardware.gradient_checkpointing: true")
+    if recipe.teacher.cache is None:
+        hints.append("teacher.cache")
+    if "student" in stage.trainable and not stage.lora:
+        hints.append("student_lora")
+    hints.append("a smaller hardware.batch_size with grad_accum")
+    return (
+        f"stage {stage.name!r}: estimated peak {stage.memory.total_gib:.1f} GiB exceeds "
+        f"hardware.vram_gb {recipe.hardware.vram_gb:g} GiB; try {', '.join(hints)}"
+    )
+
+
+def _stage_plan(recipe: Recipe, stage: Stage, student: nn.Module, sizes: Sizes, warnings: list[str]) -> StagePlan:
+    """Trainable counts and memory of one stage; LoRA problems are appended to `warnings`."""
+    lora = stage.student_lora if "student" in stage.trainable else None
+    student_trainable = sizes.student_params
+    if lora is not None:
+        try:
+            student_trainable = lora_parameter_count(student, lora)
+        except ValueError as exc:
+            warnings.append(f"stage {stage.name!r}: student_lora: {exc}")
+        if not lora_targets(student, lora):
+            warnings.append(
+                f"stage {stage.name!r}: student_lora.target_modules {lora.target_modules} "
+                f"match no module of {type(student).__name__}"
+            )
+    trainable: dict[Part, int] = {}
+    if "student" in stage.trainable:
+        trainable["student"] = student_trainable
+    if "bolt_on" in stage.trainable:
+        trainable["bolt_on"] = sizes.bolt_on_params
+    return StagePlan(stage.name, trainable, lora is not None, estimate_memory(recipe, stage, sizes, student_trainable))
+
+
+def build_plan(recipe: Recipe) -> Plan:
+    """Teacher, student and bolt-on on the meta device -> counts, per-stage trainables and memory estimates."""
+    teacher = build_model(recipe.teacher, "teacher", meta=True)
+    student = build_model(recipe.student, "student", meta=True)
+    teacher_width, student_width = hidden_width(teacher.config), hidden_width(student.config)
+    with torch.device("meta"):
+        stack = build_bolt_on(recipe.bolt_on, student_width, teacher_width)
+    sizes = Sizes(
+        teacher_params=_count(teacher),
+        teacher=StackShape.of(teacher.config),
+        student_params=_count(student),
+        student=StackShape.of(student.config),
+        bolt_on_params=_count(stack),
+    )
+    warnings: list[str] = []
+    stages = [_stage_plan(recipe, stage, student, sizes, warnings) for stage in recipe.stages]
+    warnings.extend(_memory_warning(stage, recipe) for stage in stages if stage.memory.over_budget)
+    return Plan(
+        recipe=recipe.recipe,
+        teacher=_component("teacher", recipe.teacher, teacher, teacher_width),
+        student=_component("student", recipe.student, student, student_width),
+        bolt_on=ComponentPlan(
+            "bolt_on",
+            f"{len(recipe.bolt_on.layers)} layers",
+            "BoltOnStack",
+            sizes.bolt_on_params,
+            "float32",
+            teacher_width,
+        ),
+        bolt_on_layers=_layer_plans(recipe, stack, student_width, teacher_width),
+        stages=tuple(stages),
+        warnings=tuple(warnings),
+    )
+
+
+def _params(count: int) -> str:
+    """Human-scale parameter count: 4.76B, 595.8M, 12.3K."""
+    for scale, suffix in ((1e9, "B"), (1e6, "M"), (1e3, "K")):
+        if count >= scale:
+            return f"{count / scale:.2f}{suffix}" if suffix == "B" else f"{count / scale:.1f}{suffix}"
+    return str(count)
+
+
+def _table(header: tuple[str, ...], rows: list[tuple[str, ...]]) -> list[str]:
+    """Left-aligned columns two spaces apart, a dashed rule under the header."""
+    widths = [max(len(row[i]) for row in (header, *rows)) for i in range(len(header))]
+
+    def line(row: tuple[str, ...]) -> str:
+        return "  ".join(cell.ljust(width) for cell, width in zip(row, widths, strict=True)).rstrip()
+
+    return [line(header), line(tuple("-" * width for width in widths)), *(line(row) for row in rows)]
+
+
+def _stage_row(stage: StagePlan) -> tuple[str, ...]:
+    student = stage.trainable.get("student")
+    bolt_on = stage.trainable.get("bolt_on")
+    return (
+        stage.name,
+        "frozen" if student is None else _params(student) + (" (LoRA)" if stage.lora else ""),
+        "frozen" if bolt_on is None else _params(bolt_on),
+        _params(stage.total_trainable),
+        f"{stage.memory.total_gib:.1f} GiB",
+    )
+
+
+def format_plan(plan: Plan) -> str:
+    """The plan as text: components, bolt-on widths layer by layer, trainables per stage, memory, warnings."""
+    out = [f"recipe {plan.recipe}", ""]
+    components = (plan.teacher, plan.student, plan.bolt_on)
+    out += _table(
+        ("component", "source", "class", "params", "dtype", "width"),
+        [(c.name, c.source, c.architecture, _params(c.params), c.dtype, str(c.width)) for c in components],
+    )
+    out += ["", f"bolt-on {plan.student.width} -> {plan.bolt_on.width}"]
+    out += _table(
+        ("#", "layer", "in", "out", "params"),
+        [
+            (
+                "" if layer.index is None else str(layer.index),
+                layer.kind,
+                str(layer.in_width),
+                str(layer.out_width),
+                _params(layer.params),
+            )
+            for layer in plan.bolt_on_layers
+        ],
+    )
+    out += [""]
+    out += _table(
+        ("stage", "student", "bolt_on", "trainable", "peak memory"),
+        [_stage_row(stage) for stage in plan.stages],
+    )
+    peak = plan.peak.memory
+    budget = f" of {peak.budget_gb:g} GiB budget" if peak.budget_gb is not None else " (no hardware.vram_gb budget)"
+    out += ["", f"peak memory, stage {peak.stage!r}: {peak.total_gib:.1f} GiB{budget}"]
+    out += _table(("item", "GiB"), [(item.label, f"{item.bytes / GIB:.2f}") for item in peak.items])
+    out += [f"warning: {warning}" for warning in plan.warnings]
+    return "\n".join(out) + "\n"

@@ -1,0 +1,1 @@
+"""The staged distillation trainer on accelerate."""

@@ -1,0 +1,126 @@
+"""Checkpoints in safetensors + JSON (no pickle), written under a temporary name and renamed when complete."""
+
+from __future__ import annotations
+
+import json
+import random
+import re
+import shutil
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+import numpy as np
+import torch
+from safetensors.torch import load_file, load_model, save_file, save_model
+
+from components.atomic_files import atomic_directory
+
+STEP_DIR = re.compile(r"^step-(\d{8})$")
+COMPLETE = "trainer_state.json"
+
+
+@dataclass
+class Position:
+    """Where training stands: stage, optimizer step within it, and the next batch of the data order."""
+
+    stage: int = 0
+    stage_step: int = 0
+    global_step: int = 0
+    epoch: int = 0
+    batch: int = 0
+    best_eval: float | None = None
+
+
+def _optimizer_tensors(state: dict) -> tuple[dict[str, torch.Tensor], dict]:
+    tensors, scalars = {}, {}
+    for index, values in state["state"].items():
+        for key, value in values.items():
+            if torch.is_tensor(value):
+                tensors[f"{index}.{key}"] = value
+            else:
+                scalars[f"{index}.{key}"] = value
+    return tensors, {"param_groups": state["param_groups"], "scalars": scalars}
+
+
+def _optimizer_state(tensors: dict[str, torch.Tensor], meta: dict) -> dict:
+    state: dict[int, dict] = {}
+    for name, value in [*tensors.items(), *meta["scalars"].items()]:
+        index, key = name.split(".", 1)
+        state.setdefault(int(index), {})[key] = value
+    return {"state": state, "param_groups": meta["param_groups"]}
+
+
+def _rng_state() -> tuple[dict[str, torch.Tensor], dict]:
+    tensors = {"torch_cpu": torch.get_rng_state()}
+    if torch.cuda.is_available():
+        for index, state in enumerate(torch.cuda.get_rng_state_all()):
+            tensors[f"torch_cuda_{index}"] = state
+    py = random.getstate()
+    return tensors, {"python": [py[0], list(py[1]), py[2]], "numpy": np.random.get_state(legacy=False)}
+
+
+def _set_rng_state(tensors: dict[str, torch.Tensor], meta: dict) -> None:
+    torch.set_rng_state(tensors["torch_cpu"])
+    if torch.cuda.is_available():
+        states = [tensors[k] for k in sorted(tensors) if k.startswith("torch_cuda_")]
+        if len(states) == torch.cuda.device_count():
+            torch.cuda.set_rng_state_all(states)
+    version, internal, gauss = meta["python"]
+    random.setstate((version, tuple(internal), gauss))
+    np.random.set_state(meta["numpy"])
+
+
+def _json_default(value):
+    if isinstance(value, np.ndarray):
+        return value.tolist()
+    if isinstance(value, (np.integer, np.floating)):
+        return value.item()
+    raise TypeError(f"cannot store {type(value).__name__} in a checkpoint")
+
+
+def save_checkpoint(
+    final: Path, model: torch.nn.Module, optimizer: torch.optim.Optimizer, scheduler, position: Position
+) -> None:
+    """All files go to a temporary directory that is renamed to `final` only once every file is written."""
+    with atomic_directory(final) as tmp:
+        save_model(model, str(tmp / "model.safetensors"))
+        opt_tensors, opt_meta = _optimizer_tensors(optimizer.state_dict())
+        save_file({k: v.contiguous() for k, v in opt_tensors.items()}, str(tmp / "optimizer.safetensors"))
+        rng_tensors, rng_meta = _rng_state()
+        save_file(rng_tensors, str(tmp / "rng.safetensors"))
+        meta = {"optimizer": opt_meta, "scheduler": scheduler.state_dict(), "rng": rng_meta}
+        (tmp / "state.json").write_text(json.dumps(meta, default=_json_default))
+        (tmp / COMPLETE).write_text(json.dumps(asdict(position), indent=2))
+
+
+def load_checkpoint(directory: Path, model: torch.nn.Module, optimizer: torch.optim.Optimizer, scheduler) -> Position:
+    """Restore model, optimizer, schedule and RNG; returns where to continue."""
+    load_model(model, str(directory / "model.safetensors"), device=str(next(model.parameters()).device))
+    meta = json.loads((directory / "state.json").read_text())
+    opt_tensors = load_file(str(directory / "optimizer.safetensors"), device="cpu")
+    optimizer.load_state_dict(_optimizer_state(opt_tensors, meta["optimizer"]))
+    scheduler.load_state_dict(meta["scheduler"])
+    _set_rng_state(load_file(str(directory / "rng.safetensors")), meta["rng"])
+    return read_position(directory)
+
+
+def read_position(directory: Path) -> Position:
+    return Position(**json.loads((directory / COMPLETE).read_text()))
+
+
+def step_checkpoints(root: Path) -> list[Path]:
+    """Complete step checkpoints, oldest first (temporary directories never match the name)."""
+    if not root.is_dir():
+        return []
+    found = [p for p in root.iterdir() if STEP_DIR.match(p.name) and (p / COMPLETE).is_file()]
+    return sorted(found, key=lambda p: p.name)
+
+
+def checkpoint_name(global_step: int) -> str:
+    return f"step-{global_step:08d}"
+
+
+def prune(root: Path, keep_last: int) -> None:
+    """Delete all but the newest `keep_last` step checkpoints (the best one lives elsewhere)."""
+    for old in step_checkpoints(root)[:-keep_last]:
+        shutil.rmtree(old, ignore_errors=True)

@@ -1,0 +1,63 @@
+"""Held-out metrics: per-tier Huber and cosine, and the mean aligned cosine similarity."""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterable
+
+import torch
+import torch.nn.functional as F
+
+from components.data.pipeline import DistillBatch
+from components.losses import DistillLoss
+from components.losses.distill_loss import TierPairs
+
+ALIGNED_TIERS = ("matched", "split", "window")
+
+
+def _accumulate(sums: dict[str, torch.Tensor], key: str, value: torch.Tensor) -> None:
+    sums[key] = sums[key] + value if key in sums else value
+
+
+@torch.no_grad()
+def evaluate(
+    student_forward: Callable[[DistillBatch], torch.Tensor],
+    teacher_forward: Callable[[DistillBatch], torch.Tensor],
+    batches: Iterable[DistillBatch],
+    loss: DistillLoss,
+    all_tiers: list[str],
+) -> dict[str, float]:
+    """Sums stay on the device until the end: one host sync per evaluation, not per batch."""
+    sums: dict[str, torch.Tensor] = {}
+    measure = DistillLoss([], loss.alignment)
+    measure.tiers = list(all_tiers)
+    for batch in batches:
+        out = student_forward(batch).float()
+        teacher = teacher_forward(batch).float()
+        pairs = measure.pairs(out, batch.student_mask, teacher, batch.teacher_mask, batch.alignment)
+        total, _ = loss({tier: pairs[tier] for tier in loss.tiers})
+        _accumulate(sums, "loss", total)
+        _accumulate(sums, "batches", torch.ones((), device=total.device))
+        for tier, tier_pairs in pairs.items():
+            _add_tier(sums, tier, tier_pairs)
+    if not sums:
+        return {}
+    values = {k: v.item() for k, v in sums.items()}
+    metrics = {"eval/loss": values["loss"] / values["batches"]}
+    for tier in all_tiers:
+        count = values.get(f"{tier}/count", 0.0)
+        if count:
+            metrics[f"eval/{tier}/huber"] = values[f"{tier}/huber"] / count
+            metrics[f"eval/{tier}/cosine_sim"] = values[f"{tier}/cos"] / count
+    aligned = sum(values.get(f"{tier}/count", 0.0) for tier in ALIGNED_TIERS)
+    if aligned:
+        metrics["eval/aligned_cosine"] = sum(values.get(f"{tier}/cos", 0.0) for tier in ALIGNED_TIERS) / aligned
+    return metrics
+
+
+def _add_tier(sums: dict[str, torch.Tensor], tier: str, pairs: TierPairs) -> None:
+    weight = pairs.weight
+    huber = F.huber_loss(pairs.student, pairs.teacher, reduction="none", delta=1.0).mean(-1)
+    cos = F.cosine_similarity(pairs.student, pairs.teacher, dim=-1, eps=1e-6)
+    _accumulate(sums, f"{tier}/huber", (huber * weight).sum())
+    _accumulate(sums, f"{tier}/cos", (cos * weight).sum())
+    _accumulate(sums, f"{tier}/count", weight.sum())

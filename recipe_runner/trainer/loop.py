@@ -1,0 +1,327 @@
+"""The staged training loop: accelerate for devices and precision, safe checkpoints, clean interrupts."""
+
+from __future__ import annotations
+
+import math
+import signal
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+from torch.utils.data import DataLoader
+from tqdm.auto import tqdm
+
+from components.data.batches import bucketed_batches, shard_batches
+from components.data.pipeline import Collator, DistillBatch, PromptPairs
+from components.losses import DistillLoss
+from components.teacher_outputs import encode_teacher
+from recipe_runner.trainer.checkpoint import (
+    Position,
+    checkpoint_name,
+    load_checkpoint,
+    prune,
+    read_position,
+    save_checkpoint,
+    step_checkpoints,
+)
+from recipe_runner.trainer.evaluation import evaluate
+from recipe_runner.trainer.optim import build_optimizer
+from recipe_runner.trainer.parts import RunParts, RunSetupError, build_parts
+from recipe_runner.trainer.run_log import MetricsLog, write_run_info
+from recipe_runner.trainer.stage_setup import enter_stage, leave_stage, parameters_by_part
+from schemas import Recipe
+from schemas.stages import Stage
+
+
+class TrainingDiverged(RuntimeError):
+    """The loss became NaN or infinite; the last good checkpoint is kept."""
+
+
+class TrainingInterrupted(RuntimeError):
+    """Ctrl-C or SIGTERM: a checkpoint was saved and the run can be resumed."""
+
+
+@dataclass
+class RunSummary:
+    global_step: int
+    metrics: dict[str, float]
+    export_dir: Path | None
+
+
+class _StopFlag:
+    """Set by SIGINT/SIGTERM; the loop checks it between optimizer steps, never mid-step."""
+
+    def __init__(self) -> None:
+        self.raised = False
+        self._previous: dict[int, object] = {}
+
+    def __enter__(self) -> _StopFlag:
+        for sig in (signal.SIGINT, signal.SIGTERM):
+            try:
+                self._previous[sig] = signal.signal(sig, self._handle)
+            except ValueError:  # not the main thread (e.g. inside some test runners)
+                pass
+        return self
+
+    def _handle(self, signum, frame) -> None:
+        if self.raised:  # a second Ctrl-C means "now"
+            raise KeyboardInterrupt
+        self.raised = True
+
+    def __exit__(self, *exc) -> None:
+        for sig, handler in self._previous.items():
+            signal.signal(sig, handler)
+
+
+def _accelerator(recipe: Recipe):
+    from accelerate import Accelerator
+    from accelerate.utils import set_seed
+
+    hw = recipe.hardware
+    use_cpu = hw.device == "cpu" or (hw.device == "auto" and not torch.cuda.is_available())
+    if hw.device == "cuda" and not torch.cuda.is_available():
+        raise RunSetupError("hardware.device is cuda but no CUDA device is visible")
+    precision = {"fp32": "no", "bf16": "bf16", "fp16": "fp16"}[hw.precision]
+    accelerator = Accelerator(mixed_precision=precision, cpu=use_cpu, gradient_accumulation_steps=hw.grad_accum)
+    set_seed(hw.seed)
+    return accelerator
+
+
+class Trainer:
+    """Runs every stage of a recipe in order; resumable from any complete checkpoint."""
+
+    def __init__(self, recipe: Recipe, resume: bool = False, progress: bool = True) -> None:
+        self.recipe = recipe
+        self.out = Path(recipe.output.dir)
+        self.checkpoints = self.out / "checkpoints"
+        existing = step_checkpoints(self.checkpoints)
+        if existing and not resume:
+            raise RunSetupError(
+                f"{self.out} already holds checkpoints (latest {existing[-1].name}); use `recipe run --resume` to "
+                "continue, or choose another output.dir (e.g. --set output.dir=runs/new)"
+            )
+        self.resume_from = existing[-1] if existing else None
+        self.progress = progress
+        self.accelerator = _accelerator(recipe)
+        self.parts: RunParts = build_parts(recipe, self.accelerator.device)
+        self.metrics = MetricsLog(self.out, self.accelerator.is_main_process)
+        self.lengths = [
+            len(ids)
+            for ids in self.parts.student_tokenizer(
+                self.parts.train.prompts, truncation=True, max_length=recipe.student.max_length
+            )["input_ids"]
+        ]
+        self.collate = Collator(
+            _pad_id(self.parts.student_tokenizer), _pad_id(self.parts.teacher_tokenizer), recipe.teacher.chroma_mask
+        )
+
+    def _batches(self, dataset: PromptPairs, order: list[list[int]]) -> Iterator[DistillBatch]:
+        hw = self.recipe.hardware
+        loader = DataLoader(
+            dataset,
+            batch_sampler=order,
+            collate_fn=self.collate,
+            num_workers=hw.num_workers,
+            pin_memory=self.accelerator.device.type == "cuda",
+        )
+        for batch in loader:
+            yield batch.to(self.accelerator.device)
+
+    def _epoch_order(self, stage_index: int, epoch: int) -> list[list[int]]:
+        batches = bucketed_batches(
+            self.lengths,
+            self.recipe.hardware.batch_size,
+            shuffle=self.recipe.data.shuffle,
+            seed=self.recipe.hardware.seed + 1000 * stage_index,
+            epoch=epoch,
+        )
+        return shard_batches(batches, self.accelerator.process_index, self.accelerator.num_processes)
+
+    def _stream(self, stage_index: int, position: Position) -> Iterator[tuple[DistillBatch, int, int]]:
+        """Batches forever, with the (epoch, next batch) position after each one, for exact resumption."""
+        epoch, start = position.epoch, position.batch
+        while True:
+            order = self._epoch_order(stage_index, epoch)
+            for offset, batch in enumerate(self._batches(self.parts.train, order[start:]), start + 1):
+                yield batch, epoch, offset
+            epoch, start = epoch + 1, 0
+
+    def total_steps(self, stage_index: int, stage: Stage) -> int:
+        if stage.steps is not None:
+            return stage.steps
+        per_epoch = len(self._epoch_order(stage_index, 0)) / self.recipe.hardware.grad_accum
+        return max(1, math.ceil(stage.epochs * per_epoch))
+
+    def _teacher_hidden(self, batch: DistillBatch) -> torch.Tensor:
+        if batch.teacher_hidden is not None:
+            return batch.teacher_hidden
+        if self.parts.teacher is None:
+            raise RunSetupError("teacher outputs are neither cached nor computable")
+        return encode_teacher(self.parts.teacher, batch.teacher_ids, batch.teacher_mask)
+
+    def _evaluate(self, loss: DistillLoss) -> dict[str, float]:
+        if self.parts.eval is None:
+            return {}
+        model = self.accelerator.unwrap_model(self.prepared)
+        model.eval()
+        order = [
+            list(range(i, min(i + self.recipe.hardware.batch_size, len(self.parts.eval))))
+            for i in range(0, len(self.parts.eval), self.recipe.hardware.batch_size)
+        ]
+        with self.accelerator.autocast():
+            metrics = evaluate(
+                lambda b: model(b.student_ids, b.student_mask),
+                self._teacher_hidden,
+                self._batches(self.parts.eval, order),
+                loss,
+                list(self.recipe.alignment.tiers),
+            )
+        model.train()
+        return metrics
+
+    def _save(self, position: Position, name: str | None = None) -> None:
+        self.accelerator.wait_for_everyone()
+        if self.accelerator.is_main_process:
+            target = self.checkpoints / (name or checkpoint_name(position.global_step))
+            save_checkpoint(
+                target, self.accelerator.unwrap_model(self.prepared), self.optimizer, self.scheduler, position
+            )
+            if name is None:
+                prune(self.checkpoints, self.recipe.output.keep_last)
+        self.accelerator.wait_for_everyone()
+
+    def run(self) -> RunSummary:
+        if self.accelerator.is_main_process:
+            write_run_info(self.out, self.recipe)
+        position = read_position(self.resume_from) if self.resume_from else Position()
+        last_metrics: dict[str, float] = {}
+        with _StopFlag() as stop:
+            for stage_index in range(position.stage, len(self.recipe.stages)):
+                if stage_index != position.stage:
+                    position = Position(
+                        stage=stage_index, global_step=position.global_step, best_eval=position.best_eval
+                    )
+                last_metrics = self._run_stage(stage_index, position, stop)
+        export_dir = self._export()
+        self.metrics.close()
+        return RunSummary(position.global_step, last_metrics, export_dir)
+
+    def _run_stage(self, stage_index: int, position: Position, stop: _StopFlag) -> dict[str, float]:
+        recipe, accelerator = self.recipe, self.accelerator
+        stage = recipe.stages[stage_index]
+        total = self.total_steps(stage_index, stage)
+        enter_stage(self.parts.model, stage)
+        optimizer, self.scheduler, _ = build_optimizer(
+            stage, parameters_by_part(self.parts.model), total, accelerator.device.type == "cuda"
+        )
+        accelerator.free_memory()
+        self.prepared, self.optimizer = accelerator.prepare(self.parts.model, optimizer)
+        resuming = self.resume_from is not None and read_position(self.resume_from).stage == stage_index
+        if resuming:
+            load_checkpoint(self.resume_from, accelerator.unwrap_model(self.prepared), self.optimizer, self.scheduler)
+            self.resume_from = None
+        loss_fn = DistillLoss(stage.losses, recipe.alignment)
+        if position.stage_step == 0:
+            last = self._evaluate(loss_fn)
+            self.metrics.write(position.global_step, {"stage": stage.name, **last})
+        last = {}
+        stream = self._stream(stage_index, position)
+        bar = tqdm(
+            total=total,
+            initial=position.stage_step,
+            desc=stage.name,
+            dynamic_ncols=True,
+            disable=not (self.progress and accelerator.is_main_process),
+        )
+        nonfinite = torch.zeros((), dtype=torch.bool, device=accelerator.device)
+        loss_sum = torch.zeros((), device=accelerator.device)
+        window_loss_steps, window_tokens, window_start = 0, 0, time.perf_counter()
+        self.prepared.train()
+        while position.stage_step < total:
+            for _ in range(recipe.hardware.grad_accum):
+                batch, position.epoch, position.batch = next(stream)
+                with accelerator.accumulate(self.prepared), accelerator.autocast():
+                    out = self.prepared(batch.student_ids, batch.student_mask)
+                    pairs = loss_fn.pairs(
+                        out, batch.student_mask, self._teacher_hidden(batch), batch.teacher_mask, batch.alignment
+                    )
+                    loss, _ = loss_fn(pairs)
+                    accelerator.backward(loss)
+                    if accelerator.sync_gradients and stage.grad_clip is not None:
+                        accelerator.clip_grad_norm_(self.prepared.parameters(), stage.grad_clip)
+                    self.optimizer.step()
+                    self.optimizer.zero_grad(set_to_none=True)
+                nonfinite |= ~torch.isfinite(loss.detach())
+                loss_sum += loss.detach()
+                window_tokens += batch.student_tokens
+            self.scheduler.step()
+            position.stage_step += 1
+            position.global_step += 1
+            window_loss_steps += 1
+            bar.update(1)
+            step = position.global_step
+            at_end = position.stage_step == total
+            if step % recipe.output.log_every_steps == 0 or at_end:
+                self._check_finite(nonfinite, step)
+                elapsed = time.perf_counter() - window_start
+                values = {
+                    "stage": stage.name,
+                    "loss": (loss_sum / (window_loss_steps * recipe.hardware.grad_accum)).item(),
+                    "tokens_per_s": window_tokens * accelerator.num_processes / max(elapsed, 1e-9),
+                    **{f"lr/{i}": lr for i, lr in enumerate(self.scheduler.get_last_lr())},
+                }
+                self.metrics.write(step, values)
+                bar.set_postfix(
+                    loss=f"{values['loss']:.4f}",
+                    lr=f"{self.scheduler.get_last_lr()[0]:.2e}",
+                    tok_s=f"{values['tokens_per_s']:.0f}",
+                )
+                loss_sum.zero_()
+                window_loss_steps, window_tokens, window_start = 0, 0, time.perf_counter()
+            if step % recipe.output.eval_every_steps == 0 or at_end:
+                last = self._evaluate(loss_fn) or last
+                if last:
+                    self.metrics.write(step, {"stage": stage.name, **last})
+                    if recipe.output.keep_best and (
+                        position.best_eval is None or last["eval/loss"] < position.best_eval
+                    ):
+                        position.best_eval = last["eval/loss"]
+                        self._check_finite(nonfinite, step)
+                        self._save(position, name="best")
+            if step % recipe.output.save_every_steps == 0 or at_end or stop.raised:
+                self._check_finite(nonfinite, step)
+                self._save(position)
+            if stop.raised:
+                bar.close()
+                raise TrainingInterrupted(
+                    f"interrupted at step {step}; checkpoint saved in {self.checkpoints / checkpoint_name(step)}; "
+                    "continue with `recipe run RECIPE --resume`"
+                )
+        bar.close()
+        leave_stage(self.parts.model, stage)
+        return last
+
+    def _check_finite(self, nonfinite: torch.Tensor, step: int) -> None:
+        if bool(nonfinite):
+            kept = step_checkpoints(self.checkpoints)
+            where = f"the last good checkpoint is {kept[-1]}" if kept else "no checkpoint had been written yet"
+            raise TrainingDiverged(
+                f"loss became NaN or inf before step {step}; stopped without saving: {where}. "
+                "Lower the learning rate, use bf16 instead of fp16, or enable grad_clip."
+            )
+
+    def _export(self) -> Path | None:
+        if not self.recipe.output.export or not self.accelerator.is_main_process:
+            return None
+        from components.export import export_encoder
+
+        model = self.accelerator.unwrap_model(self.prepared)
+        return export_encoder(
+            self.out / "export", self.recipe, model.student, model.bolt_on, self.parts.student_tokenizer
+        )
+
+
+def _pad_id(tokenizer) -> int:
+    return tokenizer.pad_token_id if tokenizer.pad_token_id is not None else 0

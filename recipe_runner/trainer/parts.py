@@ -1,0 +1,120 @@
+"""Build what a run trains and reads from a typed recipe: models, tokenizers, aligner, datasets."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+from torch import nn
+
+from components.alignment import CrossTokenizerAligner
+from components.bolt_on import build_bolt_on
+from components.cache.reader import CachedTeacher, CacheIncompleteError
+from components.data.pipeline import PromptPairs
+from components.data.prompts import read_prompts
+from components.models import build_model, freeze, hidden_width, load_tokenizer
+from schemas import Recipe
+
+
+class RunSetupError(RuntimeError):
+    """Something a run needs is missing; the message says what to do."""
+
+
+class DistillModel(nn.Module):
+    """Student plus bolt-on as one module, so accelerate wraps and syncs them together."""
+
+    def __init__(self, student: nn.Module, bolt_on: nn.Module, hidden_layer: int) -> None:
+        super().__init__()
+        self.student = student
+        self.bolt_on = bolt_on
+        self.hidden_layer = hidden_layer
+
+    def forward(self, input_ids: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+        if self.hidden_layer == -1:
+            hidden = self.student(input_ids=input_ids, attention_mask=mask.long()).last_hidden_state
+        else:
+            out = self.student(input_ids=input_ids, attention_mask=mask.long(), output_hidden_states=True)
+            hidden = out.hidden_states[self.hidden_layer]
+        return self.bolt_on(hidden, mask)
+
+
+@dataclass
+class RunParts:
+    """Everything a run needs before the first step."""
+
+    model: DistillModel
+    teacher: nn.Module | None
+    student_tokenizer: object
+    teacher_tokenizer: object
+    train: PromptPairs
+    eval: PromptPairs | None
+
+
+def split_prompts(recipe: Recipe) -> tuple[list[str], list[str]]:
+    """Train and eval prompts; without an eval file, a fixed fraction of train is held out."""
+    train = read_prompts(recipe.data.train)
+    if recipe.data.eval is not None:
+        return train, read_prompts(recipe.data.eval)
+    if recipe.data.eval_fraction > 0:
+        held = max(1, int(len(train) * recipe.data.eval_fraction))
+        return train[held:], train[:held]
+    return train, []
+
+
+def open_cache(recipe: Recipe, split: str, count: int) -> CachedTeacher | None:
+    """The split's cache when complete; `require: true` turns a missing cache into an error."""
+    spec = recipe.teacher.cache
+    if spec is None:
+        return None
+    split_dir = Path(spec.dir) / split
+    try:
+        cache = CachedTeacher(split_dir)
+    except CacheIncompleteError as exc:
+        if spec.require:
+            raise RunSetupError(f"{exc}; run `recipe cache RECIPE` first") from None
+        return None
+    if len(cache) != count:
+        raise RunSetupError(f"cache {split_dir} holds {len(cache)} prompts, the data has {count}: rerun `recipe cache`")
+    return cache
+
+
+def build_parts(recipe: Recipe, device: torch.device) -> RunParts:
+    """Real weights (or seeded random ones for inline configs); the teacher is skipped when fully cached."""
+    seed = recipe.hardware.seed
+    attention = recipe.hardware.attention
+    student_tok = load_tokenizer(recipe.student)
+    teacher_tok = load_tokenizer(recipe.teacher)
+    train_prompts, eval_prompts = split_prompts(recipe)
+    caches = {"train": open_cache(recipe, "train", len(train_prompts))}
+    caches["eval"] = open_cache(recipe, "eval", len(eval_prompts)) if eval_prompts else None
+    student = build_model(recipe.student, "student", device=device, attention=attention, seed=seed)
+    teacher = build_model(recipe.teacher, "teacher", device=device, attention=attention, seed=seed)
+    freeze(teacher)
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(seed)
+        bolt_on = build_bolt_on(recipe.bolt_on, hidden_width(student.config), hidden_width(teacher.config))
+    bolt_on.init_from_teacher(teacher)
+    bolt_on.to(device)
+    fully_cached = caches["train"] is not None and (not eval_prompts or caches["eval"] is not None)
+    if fully_cached:
+        del teacher
+        teacher = None
+    aligner = CrossTokenizerAligner(recipe.alignment)
+
+    def pairs(prompts: list[str], cache: CachedTeacher | None) -> PromptPairs:
+        return PromptPairs(
+            prompts, student_tok, teacher_tok, aligner, recipe.student.max_length, recipe.teacher.max_length, cache
+        )
+
+    if recipe.hardware.gradient_checkpointing and hasattr(student, "gradient_checkpointing_enable"):
+        student.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
+    model = DistillModel(student, bolt_on, recipe.student.layer)
+    return RunParts(
+        model=model,
+        teacher=teacher,
+        student_tokenizer=student_tok,
+        teacher_tokenizer=teacher_tok,
+        train=pairs(train_prompts, caches["train"]),
+        eval=pairs(eval_prompts, caches["eval"]) if eval_prompts else None,
+    )

@@ -1,0 +1,32 @@
+"""Per-stage switches: which parts train, and LoRA adapters wrapped on entry and merged on exit."""
+
+from __future__ import annotations
+
+import torch
+
+from recipe_runner.trainer.parts import DistillModel
+from schemas.stages import Part, Stage
+
+
+def parameters_by_part(model: DistillModel) -> dict[Part, list[torch.nn.Parameter]]:
+    return {"student": list(model.student.parameters()), "bolt_on": list(model.bolt_on.parameters())}
+
+
+def enter_stage(model: DistillModel, stage: Stage) -> None:
+    """Freeze what the stage does not train; a LoRA stage trains only the student's adapters."""
+    model.bolt_on.requires_grad_("bolt_on" in stage.trainable)
+    model.student.requires_grad_("student" in stage.trainable and stage.student_lora is None)
+    if stage.student_lora is not None:
+        from peft import LoraConfig, get_peft_model
+
+        lora = stage.student_lora
+        config = LoraConfig(
+            r=lora.r, lora_alpha=lora.alpha, lora_dropout=lora.dropout, target_modules=lora.target_modules
+        )
+        model.student = get_peft_model(model.student, config)
+
+
+def leave_stage(model: DistillModel, stage: Stage) -> None:
+    """Merge adapters into the student so later stages and the export see plain weights."""
+    if stage.student_lora is not None:
+        model.student = model.student.merge_and_unload()

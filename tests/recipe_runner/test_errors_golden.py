@@ -1,0 +1,289 @@
+"""Golden error messages: every broken fixture under tests/assets/broken/ reports exactly these problems.
+
+Each fixture `extends` the valid tests/assets/broken/base.yaml (tiny inline configs, the repo's tiny
+tokenizers and prompt files) and breaks one thing. A message is rendered as
+`FILE:LINE:COL: field: message`, with FILE reduced to its name (or the `--set #N (...)` origin of an
+override) and `{broken}` standing for the absolute fixture directory.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+from click.testing import CliRunner
+
+from recipe_runner.cli import main
+from recipe_runner.errors import Problem, RecipeError
+from recipe_runner.loader import load_recipe
+
+BROKEN = Path(__file__).resolve().parents[1] / "assets" / "broken"
+BASE = BROKEN / "base.yaml"
+
+HARDWARE_KEYS = (
+    "attention, backend, batch_size, compile, device, distributed, grad_accum, gradient_checkpointing, "
+    "num_workers, precision, seed, vram_gb"
+)
+RECIPE_KEYS = "alignment, bolt_on, data, description, hardware, inference, output, recipe, stages, student, teacher"
+
+# fixture file -> (--set overrides, expected problems in reported order)
+GOLDEN: dict[str, tuple[tuple[str, ...], list[str]]] = {
+    "typo_key.yaml": (
+        (),
+        [
+            "typo_key.yaml:4:3: hardware.batch_sise: unknown key 'batch_sise'; did you mean 'batch_size'? "
+            f"(allowed: {HARDWARE_KEYS})"
+        ],
+    ),
+    "unknown_type.yaml": (
+        (),
+        [
+            "unknown_type.yaml:6:8: bolt_on.layers[1].type: unknown type 'linaer'; did you mean 'linear'? "
+            "(known: linear, mlp, transformer, residual_mlp, rms_norm)"
+        ],
+    ),
+    "bad_literal.yaml": (
+        (),
+        [
+            "bad_literal.yaml:4:3: hardware.precision: 'bf61' is not allowed; did you mean 'bf16'? "
+            "(allowed: 'fp32', 'bf16' or 'fp16')"
+        ],
+    ),
+    "wrong_value_type.yaml": (
+        (),
+        ["wrong_value_type.yaml:4:3: hardware.batch_size: expected an integer, got 'lots'"],
+    ),
+    "negative_weight.yaml": (
+        (),
+        ["negative_weight.yaml:10:37: stages[0].losses[1].weight: must be >= 0.0, got -0.5"],
+    ),
+    "zero_weights.yaml": (
+        (),
+        ["zero_weights.yaml:8:5: stages[0].losses: all loss weights are zero: nothing would train"],
+    ),
+    "width_mismatch.yaml": (
+        (),
+        [
+            "width_mismatch.yaml:6:7: bolt_on.layers[1]: bolt-on output width 32 must equal the teacher width 64 "
+            "(student width 48); end the stack with a layer of out_dim: 64"
+        ],
+    ),
+    "init_from_mismatch.yaml": (
+        (),
+        [
+            "init_from_mismatch.yaml:6:24: bolt_on.layers[1].init_from: teacher.final_norm has width 64 but this "
+            "layer's width is 32; place the rms_norm where the width equals the teacher's, or drop init_from"
+        ],
+    ),
+    "transformer_dim.yaml": (
+        (),
+        [
+            "transformer_dim.yaml:6:38: bolt_on.layers[1].dim: transformer width 40 does not match its input "
+            "width 32 (from layer 0); put a linear layer with out_dim: 40 before it or set dim: 32"
+        ],
+    ),
+    "heads_do_not_divide.yaml": (
+        (),
+        ["heads_do_not_divide.yaml:6:47: bolt_on.layers[1].heads: 5 heads do not divide dim 32"],
+    ),
+    "unknown_tier.yaml": (
+        (),
+        [
+            "unknown_tier.yaml:12:23: stages[0].losses[1].on: tier 'split' is not computed; "
+            "alignment.tiers is ['matched', 'sequence']"
+        ],
+    ),
+    "min_lr_above_lr.yaml": (
+        (),
+        ["min_lr_above_lr.yaml:8:31: stages[0].min_lr.bolt_on: min_lr 0.002 is above lr 0.001"],
+    ),
+    "missing_lr.yaml": (
+        (),
+        ["missing_lr.yaml:7:5: stages[0].lr: no learning rate for trainable part 'bolt_on'"],
+    ),
+    "missing_data.yaml": (
+        (),
+        ["missing_data.yaml:4:3: data.train: data file not found: {broken}/no_such_prompts.txt"],
+    ),
+    "cycle_a.yaml": (
+        (),
+        ["cycle_b.yaml:2:1: extends: extends cycle: cycle_a.yaml -> cycle_b.yaml -> cycle_a.yaml"],
+    ),
+    "cycle_b.yaml": (
+        (),
+        ["cycle_a.yaml:2:1: extends: extends cycle: cycle_b.yaml -> cycle_a.yaml -> cycle_b.yaml"],
+    ),
+    "missing_base.yaml": (
+        (),
+        [
+            "missing_base.yaml:2:1: extends: base recipe 'no_such_base.yaml' not found "
+            "(looked at {broken}/no_such_base.yaml)"
+        ],
+    ),
+    "base.yaml": (
+        ("stages.2.name=late", "hardware=", "recipe"),
+        [
+            "--set #1 (stages.2.name=late): stages[2]: no list item 2 (list has 1 items)",
+            "--set #3 (recipe): --set: expected KEY.PATH=VALUE, e.g. stages.0.lr.student=1e-5",
+        ],
+    ),
+    "yaml_syntax.yaml": (
+        (),
+        ["yaml_syntax.yaml:4:7: <yaml>: YAML syntax error: while parsing a flow mapping expected ',' or '}', but got ':'"],
+    ),
+    "duplicate_key.yaml": (
+        (),
+        [
+            'duplicate_key.yaml:5:3: <yaml>: YAML syntax error: while constructing a mapping found duplicate key '
+            '"batch_size" with value "4" (original value: "2")'
+        ],
+    ),
+    "model_and_config.yaml": (
+        (),
+        [
+            "model_and_config.yaml:3:1: teacher: give only one of `model` and `config` "
+            "(set `model: null` to replace an inherited one)"
+        ],
+    ),
+    "epochs_and_steps.yaml": (
+        (),
+        ["epochs_and_steps.yaml:4:5: stages[0]: give exactly one of `epochs` and `steps`"],
+    ),
+    "many_problems.yaml": (
+        (),
+        [
+            f"many_problems.yaml:3:1: stage: unknown key 'stage'; did you mean 'stages'? (allowed: {RECIPE_KEYS})",
+            "many_problems.yaml:5:3: hardware.batch_size: must be > 0, got 0",
+            "many_problems.yaml:6:3: hardware.precison: unknown key 'precison'; did you mean 'precision'? "
+            f"(allowed: {HARDWARE_KEYS})",
+            "many_problems.yaml:8:3: output.save_every_steps: expected an integer, got 'often'",
+        ],
+    ),
+    "many_semantic_problems.yaml": (
+        (),
+        [
+            "many_semantic_problems.yaml:4:3: data.eval: data file not found: {broken}/missing_eval.txt",
+            "many_semantic_problems.yaml:9:5: stages[0].lr: no learning rate for trainable part 'bolt_on'",
+            "many_semantic_problems.yaml:10:14: stages[0].min_lr.student: min_lr 0.001 is above lr 0.0001",
+            "many_semantic_problems.yaml:11:5: stages[0].losses: all loss weights are zero: nothing would train",
+            "many_semantic_problems.yaml:12:23: stages[0].losses[0].on: tier 'window' is not computed; "
+            "alignment.tiers is ['matched', 'sequence', 'split']",
+        ],
+    ),
+}
+
+
+def render(problem: Problem) -> str:
+    position = problem.position
+    shown = Path(position.file).name if position.line else position.file
+    where = f"{shown}:{position.line}:{position.col}" if position.line else shown
+    return f"{where}: {problem.field}: {problem.message}"
+
+
+def expected(lines: list[str]) -> list[str]:
+    return [line.replace("{broken}", str(BROKEN)) for line in lines]
+
+
+def test_every_broken_fixture_has_a_golden_case() -> None:
+    fixtures = {file.name for file in BROKEN.glob("*.yaml")}
+    assert fixtures == set(GOLDEN)
+    assert len([name for name in GOLDEN if name != "base.yaml"]) >= 14
+
+
+def test_base_is_valid() -> None:
+    loaded = load_recipe(BASE)
+    assert loaded.recipe.recipe == "broken_base"
+    assert Path(loaded.recipe.teacher.tokenizer or "").is_dir()
+    assert Path(loaded.recipe.data.train.path).is_file()
+
+
+@pytest.mark.parametrize("name", sorted(GOLDEN))
+def test_golden_message(name: str) -> None:
+    overrides, lines = GOLDEN[name]
+    with pytest.raises(RecipeError) as exc:
+        load_recipe(BROKEN / name, overrides)
+    assert [render(p) for p in exc.value.problems] == expected(lines)
+
+
+def test_every_message_has_line_and_column_except_overrides() -> None:
+    for name, (overrides, _) in GOLDEN.items():
+        with pytest.raises(RecipeError) as exc:
+            load_recipe(BROKEN / name, overrides)
+        for problem in exc.value.problems:
+            assert problem.position.line > 0 or problem.position.file.startswith("--set #"), (name, problem)
+            assert "Traceback" not in problem.message
+
+
+def test_schema_problems_are_reported_without_running_semantic_checks() -> None:
+    with pytest.raises(RecipeError) as exc:
+        load_recipe(BROKEN / "many_problems.yaml", check=False)
+    assert len(exc.value.problems) == 4
+
+
+def test_semantic_problems_need_check() -> None:
+    loaded = load_recipe(BROKEN / "many_semantic_problems.yaml", check=False)
+    assert loaded.recipe.stages[0].losses[0].on == "window"
+
+
+# --- the command line ------------------------------------------------------------------------------------------
+
+
+def invoke(*args: str):
+    return CliRunner().invoke(main, list(args))
+
+
+def test_cli_validate_ok() -> None:
+    result = invoke("validate", str(BASE))
+    assert result.exit_code == 0, result.output
+    assert result.stdout.strip() == f"{BASE}: ok"
+    assert result.stderr == ""
+
+
+@pytest.mark.parametrize("name", ["typo_key.yaml", "width_mismatch.yaml", "yaml_syntax.yaml", "many_problems.yaml"])
+def test_cli_validate_reports_problems_on_stderr_with_exit_code_2(name: str) -> None:
+    result = invoke("validate", str(BROKEN / name))
+    assert result.exit_code == 2
+    assert result.exception is None or isinstance(result.exception, SystemExit)
+    assert "Traceback" not in result.output
+    lines = expected(GOLDEN[name][1])
+    for line in lines:
+        assert line in result.stderr
+    assert result.stderr.rstrip().endswith(f"{len(lines)} problem{'s' if len(lines) != 1 else ''} found.")
+    assert "ok" not in result.stdout
+
+
+def test_cli_validate_several_files_in_one_call() -> None:
+    result = invoke(
+        "validate", str(BASE), str(BROKEN / "typo_key.yaml"), str(BROKEN / "many_semantic_problems.yaml")
+    )
+    assert result.exit_code == 2
+    assert f"{BASE}: ok" in result.stdout
+    for line in expected(GOLDEN["typo_key.yaml"][1] + GOLDEN["many_semantic_problems.yaml"][1]):
+        assert line in result.stderr
+    assert "6 problems found." in result.stderr
+    assert "Traceback" not in result.output
+
+
+def test_cli_validate_several_valid_files() -> None:
+    result = invoke("validate", str(BASE), str(BASE))
+    assert result.exit_code == 0, result.output
+    assert result.stdout.count(": ok") == 2
+
+
+def test_cli_validate_with_bad_override() -> None:
+    result = invoke("validate", str(BASE), "--set", "stages.0.lr.student=-1")
+    assert result.exit_code == 2
+    assert "--set #1 (stages.0.lr.student=-1): stages[0].lr.student: must be >= 0.0, got -1" in result.stderr
+
+
+def test_cli_validate_missing_file_exits_2() -> None:
+    result = invoke("validate", str(BROKEN / "no_such_recipe.yaml"))
+    assert result.exit_code == 2
+    assert "no_such_recipe.yaml: <recipe>: file not found" in result.stderr
+    assert "Traceback" not in result.output
+
+
+def test_cli_show_reports_problems_with_exit_code_2() -> None:
+    result = invoke("show", str(BROKEN / "typo_key.yaml"))
+    assert result.exit_code == 2
+    assert expected(GOLDEN["typo_key.yaml"][1])[0] in result.stderr

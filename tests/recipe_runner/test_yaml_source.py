@@ -1,0 +1,455 @@
+"""YAML with positions, `extends` deep merge and `--set` overrides (recipe_runner.yaml_source)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from recipe_runner.errors import Position, Problem, RecipeError
+from recipe_runner.loader import load_recipe
+from recipe_runner.yaml_source import SourcedTree, apply_overrides, load_tree
+
+BASE_RECIPE = Path(__file__).resolve().parents[1] / "assets" / "broken" / "base.yaml"
+
+
+def write(directory: Path, name: str, text: str) -> Path:
+    file = directory / name
+    file.write_text(text, encoding="utf-8")
+    return file
+
+
+def where(position: Position) -> tuple[str, int, int]:
+    return Path(position.file).name, position.line, position.col
+
+
+def only_problem(exc: pytest.ExceptionInfo[RecipeError]) -> Problem:
+    assert len(exc.value.problems) == 1, exc.value.problems
+    return exc.value.problems[0]
+
+
+# --- positions -------------------------------------------------------------------------------------------------
+
+
+def test_positions_of_keys_and_list_items(tmp_path: Path) -> None:
+    file = write(
+        tmp_path,
+        "r.yaml",
+        "recipe: x\n"  # 1
+        "stages:\n"  # 2
+        "  - name: a\n"  # 3
+        "    losses:\n"  # 4
+        "      - {type: huber, on: matched}\n"  # 5
+        "  - name: b\n"  # 6
+        "tiers: [matched, split]\n",  # 7
+    )
+    tree = load_tree(file)
+    assert tree.data["stages"][1] == {"name": "b"}
+    assert where(tree.positions[()]) == ("r.yaml", 1, 1)
+    assert where(tree.positions[("recipe",)]) == ("r.yaml", 1, 1)
+    assert where(tree.positions[("stages",)]) == ("r.yaml", 2, 1)
+    assert where(tree.positions[("stages", 0)]) == ("r.yaml", 3, 5)
+    assert where(tree.positions[("stages", 0, "name")]) == ("r.yaml", 3, 5)
+    assert where(tree.positions[("stages", 0, "losses")]) == ("r.yaml", 4, 5)
+    assert where(tree.positions[("stages", 0, "losses", 0)]) == ("r.yaml", 5, 9)
+    assert where(tree.positions[("stages", 0, "losses", 0, "on")]) == ("r.yaml", 5, 23)
+    assert where(tree.positions[("stages", 1, "name")]) == ("r.yaml", 6, 5)
+    assert where(tree.positions[("tiers", 0)]) == ("r.yaml", 7, 9)
+    assert where(tree.positions[("tiers", 1)]) == ("r.yaml", 7, 18)
+
+
+def test_position_of_falls_back_to_nearest_written_ancestor(tmp_path: Path) -> None:
+    tree = load_tree(write(tmp_path, "r.yaml", "hardware:\n  batch_size: 2\n"))
+    assert where(tree.position_of(("hardware", "batch_size"))) == ("r.yaml", 2, 3)
+    assert where(tree.position_of(("hardware", "precision"))) == ("r.yaml", 1, 1)
+    assert where(tree.position_of(("output", "dir"))) == ("r.yaml", 1, 1)
+    assert str(SourcedTree({}).position_of(("a",))) == "<recipe>"
+
+
+def test_position_string_is_file_line_col(tmp_path: Path) -> None:
+    assert str(Position("x.yaml", 3, 7)) == "x.yaml:3:7"
+    assert str(Position("--set #1 (a=1)")) == "--set #1 (a=1)"
+    problem = Problem(Position("x.yaml", 3, 7), "stages[0].lr", "must be >= 0")
+    assert str(problem) == "x.yaml:3:7: stages[0].lr: must be >= 0"
+
+
+def test_scalars_become_plain_python_values(tmp_path: Path) -> None:
+    tree = load_tree(write(tmp_path, "r.yaml", "a: 1\nb: 1.5e-4\nc: true\nd: text\ne: null\nf: [1, x]\n"))
+    assert tree.data == {"a": 1, "b": 1.5e-4, "c": True, "d": "text", "e": None, "f": [1, "x"]}
+    assert type(tree.data["a"]) is int
+    assert type(tree.data["b"]) is float
+    assert type(tree.data["d"]) is str
+    assert type(tree.data["f"]) is list
+
+
+def test_anchor_merge_keys_and_omap_keep_a_position(tmp_path: Path) -> None:
+    file = write(
+        tmp_path,
+        "r.yaml",
+        "defaults: &d {batch_size: 2, seed: 1}\nhardware:\n  <<: *d\n  seed: 3\nordered: !!omap [a: 1]\n",
+    )
+    tree = load_tree(file)
+    assert tree.data["hardware"] == {"batch_size": 2, "seed": 3}
+    assert where(tree.positions[("hardware", "seed")]) == ("r.yaml", 4, 3)
+    assert tree.positions[("hardware", "batch_size")].file == str(file.resolve())
+    assert tree.positions[("ordered", "a")].file == str(file.resolve())
+
+
+# --- extends ---------------------------------------------------------------------------------------------------
+
+
+def test_extends_merges_mappings_replaces_lists_and_null_replaces(tmp_path: Path) -> None:
+    write(
+        tmp_path,
+        "base.yaml",
+        "recipe: base\n"
+        "hardware: {batch_size: 2, precision: fp32}\n"
+        "teacher:\n"
+        "  model: org/teacher\n"
+        "  cache: {dir: c, shard_size: 8}\n"
+        "tiers: [matched, split, sequence]\n"
+        "keep: [1, 2]\n",
+    )
+    child = write(
+        tmp_path,
+        "child.yaml",
+        "extends: base.yaml\n"
+        "recipe: child\n"
+        "hardware: {batch_size: 4}\n"
+        "teacher:\n"
+        "  model: null\n"
+        "  cache: {shard_size: 16}\n"
+        "tiers: [sequence]\n",
+    )
+    tree = load_tree(child)
+    assert tree.data == {
+        "recipe": "child",
+        "hardware": {"batch_size": 4, "precision": "fp32"},
+        "teacher": {"model": None, "cache": {"dir": "c", "shard_size": 16}},
+        "tiers": ["sequence"],
+        "keep": [1, 2],
+    }
+    assert "extends" not in tree.data
+    # Overridden values point into the child, inherited ones into the base.
+    assert where(tree.positions[("hardware", "batch_size")]) == ("child.yaml", 3, 12)
+    assert where(tree.positions[("hardware", "precision")]) == ("base.yaml", 2, 27)
+    assert where(tree.positions[("teacher", "model")]) == ("child.yaml", 5, 3)
+    assert where(tree.positions[("teacher", "cache", "dir")]) == ("base.yaml", 5, 11)
+    assert where(tree.positions[("tiers", 0)]) == ("child.yaml", 7, 9)
+    # A replaced list leaves no stale positions of the base's longer list behind.
+    assert ("tiers", 1) not in tree.positions
+    assert ("tiers", 2) not in tree.positions
+    assert where(tree.positions[("keep", 1)]) == ("base.yaml", 7, 11)
+    assert not any(path[:1] == ("extends",) for path in tree.positions)
+
+
+def test_mapping_replaced_by_scalar_and_scalar_by_mapping(tmp_path: Path) -> None:
+    write(tmp_path, "base.yaml", "a: {x: 1, y: 2}\nb: 5\n")
+    child = write(tmp_path, "child.yaml", "extends: base.yaml\na: 3\nb: {z: 1}\n")
+    tree = load_tree(child)
+    assert tree.data == {"a": 3, "b": {"z": 1}}
+    assert ("a", "x") not in tree.positions
+    assert where(tree.positions[("b", "z")]) == ("child.yaml", 3, 5)
+
+
+def test_extends_chain_and_list_of_bases(tmp_path: Path) -> None:
+    write(tmp_path, "root.yaml", "a: {x: 1, y: 1, z: 1}\n")
+    (tmp_path / "sub").mkdir()
+    write(tmp_path / "sub", "mid.yaml", "extends: ../root.yaml\na: {y: 2}\n")
+    write(tmp_path, "other.yaml", "a: {z: 3}\nb: 1\n")
+    child = write(tmp_path, "child.yaml", "extends: [sub/mid.yaml, other.yaml]\na: {x: 4}\n")
+    tree = load_tree(child)
+    assert tree.data == {"a": {"x": 4, "y": 2, "z": 3}, "b": 1}
+    assert where(tree.positions[("a", "y")]) == ("mid.yaml", 2, 5)
+    assert where(tree.positions[("a", "z")]) == ("other.yaml", 1, 5)
+    assert where(tree.positions[("a", "x")]) == ("child.yaml", 2, 5)
+
+
+def test_syntax_error_in_extended_file_points_into_that_file(tmp_path: Path) -> None:
+    write(tmp_path, "base.yaml", "a: 1\nb: [1, 2\nc: 3\n")
+    child = write(tmp_path, "child.yaml", "extends: base.yaml\na: 2\n")
+    with pytest.raises(RecipeError) as exc:
+        load_tree(child)
+    problem = only_problem(exc)
+    assert Path(problem.position.file).name == "base.yaml"
+    assert problem.position.line == 3
+    assert "YAML syntax error" in problem.message
+
+
+def test_schema_error_in_inherited_value_points_into_the_base(tmp_path: Path) -> None:
+    base = BASE_RECIPE.read_text(encoding="utf-8").replace("batch_size: 2", "batch_size: -3")
+    base = base.replace("../../../", str(BASE_RECIPE.parents[3]) + "/")
+    line = next(n for n, text in enumerate(base.splitlines(), 1) if "batch_size: -3" in text)
+    write(tmp_path, "base.yaml", base)
+    child = write(tmp_path, "child.yaml", "extends: base.yaml\nrecipe: child\n")
+    with pytest.raises(RecipeError) as exc:
+        load_recipe(child, check=False)
+    problem = only_problem(exc)
+    assert where(problem.position) == ("base.yaml", line, 3)
+    assert problem.field == "hardware.batch_size"
+    assert problem.message == "must be > 0, got -3"
+
+
+def test_extends_cycle_is_reported_with_the_chain(tmp_path: Path) -> None:
+    write(tmp_path, "a.yaml", "extends: b.yaml\n")
+    write(tmp_path, "b.yaml", "x: 1\nextends: c.yaml\n")
+    write(tmp_path, "c.yaml", "extends: a.yaml\n")
+    with pytest.raises(RecipeError) as exc:
+        load_tree(tmp_path / "a.yaml")
+    problem = only_problem(exc)
+    assert problem.field == "extends"
+    assert problem.message == "extends cycle: a.yaml -> b.yaml -> c.yaml -> a.yaml"
+    assert where(problem.position) == ("c.yaml", 1, 1)
+
+
+def test_a_file_extending_itself_is_a_cycle(tmp_path: Path) -> None:
+    write(tmp_path, "self.yaml", "recipe: x\nextends: ./self.yaml\n")
+    with pytest.raises(RecipeError) as exc:
+        load_tree(tmp_path / "self.yaml")
+    problem = only_problem(exc)
+    assert problem.message == "extends cycle: self.yaml -> self.yaml"
+    assert where(problem.position) == ("self.yaml", 2, 1)
+
+
+def test_diamond_extends_is_not_a_cycle(tmp_path: Path) -> None:
+    write(tmp_path, "root.yaml", "a: 1\n")
+    write(tmp_path, "left.yaml", "extends: root.yaml\nb: 2\n")
+    write(tmp_path, "right.yaml", "extends: root.yaml\nc: 3\n")
+    child = write(tmp_path, "child.yaml", "extends: [left.yaml, right.yaml]\n")
+    assert load_tree(child).data == {"a": 1, "b": 2, "c": 3}
+
+
+def test_missing_base_file(tmp_path: Path) -> None:
+    child = write(tmp_path, "child.yaml", "recipe: x\nextends: nowhere.yaml\n")
+    with pytest.raises(RecipeError) as exc:
+        load_tree(child)
+    problem = only_problem(exc)
+    assert where(problem.position) == ("child.yaml", 2, 1)
+    assert problem.field == "extends"
+    assert "base recipe 'nowhere.yaml' not found" in problem.message
+
+
+@pytest.mark.parametrize("value", ["3", "{a: b.yaml}", "[a.yaml, 3]"])
+def test_extends_must_name_files(tmp_path: Path, value: str) -> None:
+    child = write(tmp_path, "child.yaml", f"extends: {value}\n")
+    with pytest.raises(RecipeError) as exc:
+        load_tree(child)
+    problem = only_problem(exc)
+    assert where(problem.position) == ("child.yaml", 1, 1)
+    assert problem.message == "must be a file name or a list of file names"
+
+
+# --- --set overrides -------------------------------------------------------------------------------------------
+
+
+def tree_for_overrides(tmp_path: Path) -> SourcedTree:
+    return load_tree(
+        write(
+            tmp_path,
+            "r.yaml",
+            "recipe: x\n"
+            "hardware: {batch_size: 2}\n"
+            "stages:\n"
+            "  - name: a\n"
+            "    lr: {student: 1.0e-4}\n"
+            "    losses:\n"
+            "      - {type: huber, on: matched}\n",
+        )
+    )
+
+
+def test_override_nested_key(tmp_path: Path) -> None:
+    tree = tree_for_overrides(tmp_path)
+    apply_overrides(tree, ["hardware.batch_size=8", "hardware.precision=bf16"])
+    assert tree.data["hardware"] == {"batch_size": 8, "precision": "bf16"}
+    assert str(tree.positions[("hardware", "batch_size")]) == "--set #1 (hardware.batch_size=8)"
+    assert str(tree.positions[("hardware", "precision")]) == "--set #2 (hardware.precision=bf16)"
+
+
+def test_override_creates_missing_mappings(tmp_path: Path) -> None:
+    tree = tree_for_overrides(tmp_path)
+    apply_overrides(tree, ["output.dir=runs/x"])
+    assert tree.data["output"] == {"dir": "runs/x"}
+
+
+def test_override_list_index(tmp_path: Path) -> None:
+    tree = tree_for_overrides(tmp_path)
+    apply_overrides(tree, ["stages.0.lr.student=1e-5", "stages.0.losses.0.on=split"])
+    assert tree.data["stages"][0]["lr"]["student"] == pytest.approx(1e-5)
+    assert tree.data["stages"][0]["losses"][0] == {"type": "huber", "on": "split"}
+
+
+@pytest.mark.parametrize(
+    ("text", "expected"),
+    [
+        ("recipe=42", 42),
+        ("recipe=4.5", 4.5),
+        ("recipe=true", True),
+        ("recipe=null", None),
+        ("recipe='007'", "007"),
+        ("recipe=a=b", "a=b"),
+        ("recipe=", ""),
+        ("recipe=[1, two]", [1, "two"]),
+        ("recipe={a: 1, b: [x]}", {"a": 1, "b": ["x"]}),
+    ],
+)
+def test_override_value_is_parsed_as_yaml(tmp_path: Path, text: str, expected: object) -> None:
+    tree = tree_for_overrides(tmp_path)
+    apply_overrides(tree, [text])
+    assert tree.data["recipe"] == expected
+
+
+def test_override_replacing_a_subtree_drops_its_old_positions(tmp_path: Path) -> None:
+    tree = tree_for_overrides(tmp_path)
+    apply_overrides(tree, ["stages.0.losses=[]"])
+    assert tree.data["stages"][0]["losses"] == []
+    assert not any(p[:4] == ("stages", 0, "losses", 0) for p in tree.positions)
+    assert tree.position_of(("stages", 0, "losses", 0, "type")).file.startswith("--set #1")
+
+
+def override_problem(tmp_path: Path, text: str) -> Problem:
+    tree = tree_for_overrides(tmp_path)
+    with pytest.raises(RecipeError) as exc:
+        apply_overrides(tree, [text])
+    problem = only_problem(exc)
+    assert str(problem.position) == f"--set #1 ({text})"
+    return problem
+
+
+def test_override_without_equals_sign(tmp_path: Path) -> None:
+    problem = override_problem(tmp_path, "hardware.batch_size")
+    assert problem.field == "--set"
+    assert problem.message == "expected KEY.PATH=VALUE, e.g. stages.0.lr.student=1e-5"
+
+
+@pytest.mark.parametrize("text", ["=3", "a..b=3", ".a=3", "a.=3"])
+def test_override_with_bad_key_path(tmp_path: Path, text: str) -> None:
+    problem = override_problem(tmp_path, text)
+    assert problem.field == "--set"
+    assert problem.message.startswith("bad key path")
+
+
+def test_override_with_invalid_yaml_value(tmp_path: Path) -> None:
+    problem = override_problem(tmp_path, "stages.0.lr=[1,")
+    assert problem.field == "--set"
+    assert problem.message.startswith("value '[1,' is not valid YAML")
+    assert "\n" not in problem.message
+
+
+def test_override_list_index_out_of_range(tmp_path: Path) -> None:
+    problem = override_problem(tmp_path, "stages.3=x")
+    assert problem.field == "stages[3]"
+    assert problem.message == "no list item 3 (list has 1 items)"
+
+
+def test_override_list_index_out_of_range_in_the_middle(tmp_path: Path) -> None:
+    problem = override_problem(tmp_path, "stages.3.name=x")
+    assert problem.field == "stages[3]"
+    assert problem.message == "no list item 3 (list has 1 items)"
+
+
+def test_override_name_where_a_list_index_belongs(tmp_path: Path) -> None:
+    problem = override_problem(tmp_path, "stages.first.name=x")
+    assert problem.field == "stages.first"
+    assert problem.message == "no list item 'first' (list has 1 items)"
+
+
+def test_override_below_a_scalar(tmp_path: Path) -> None:
+    problem = override_problem(tmp_path, "hardware.batch_size.value=3")
+    assert problem.field == "hardware.batch_size"
+    assert problem.message == "cannot set a key below this value"
+
+
+def test_all_bad_overrides_are_reported_at_once(tmp_path: Path) -> None:
+    tree = tree_for_overrides(tmp_path)
+    with pytest.raises(RecipeError) as exc:
+        apply_overrides(tree, ["nonsense", "hardware.batch_size=4", "stages.9.name=x", "recipe.x=1"])
+    shown = [str(p) for p in exc.value.problems]
+    assert len(shown) == 3
+    assert any(s.startswith("--set #1 (nonsense): --set:") for s in shown)
+    assert any(s.startswith("--set #3 (stages.9.name=x): stages[9]:") for s in shown)
+    assert any(s.startswith("--set #4 (recipe.x=1): recipe:") for s in shown)
+
+
+def test_overridden_value_is_checked_by_the_schema_at_the_override() -> None:
+    with pytest.raises(RecipeError) as exc:
+        load_recipe(BASE_RECIPE, ["hardware.batch_size=0", "stages.0.lr.student=fast"], check=False)
+    shown = sorted(str(p) for p in exc.value.problems)
+    assert shown == [
+        "--set #1 (hardware.batch_size=0): hardware.batch_size: must be > 0, got 0",
+        "--set #2 (stages.0.lr.student=fast): stages[0].lr.student: expected a number, got 'fast'",
+    ]
+
+
+def test_override_applies_on_top_of_extends() -> None:
+    loaded = load_recipe(BASE_RECIPE, ["hardware.batch_size=5", "stages.0.steps=7"], check=False)
+    assert loaded.recipe.hardware.batch_size == 5
+    assert loaded.recipe.stages[0].steps == 7
+
+
+# --- files that are not recipes --------------------------------------------------------------------------------
+
+
+def test_yaml_syntax_error_has_line_and_column(tmp_path: Path) -> None:
+    file = write(tmp_path, "bad.yaml", "recipe: x\nhardware:\n  batch_size: [1, 2\n  seed: 3\n")
+    with pytest.raises(RecipeError) as exc:
+        load_tree(file)
+    problem = only_problem(exc)
+    assert where(problem.position) == ("bad.yaml", 4, 7)
+    assert problem.field == "<yaml>"
+    assert problem.message.startswith("YAML syntax error:")
+
+
+def test_tab_indentation_is_a_syntax_error(tmp_path: Path) -> None:
+    file = write(tmp_path, "bad.yaml", "recipe: x\n\tseed: 3\n")
+    with pytest.raises(RecipeError) as exc:
+        load_tree(file)
+    problem = only_problem(exc)
+    assert where(problem.position) == ("bad.yaml", 2, 1)
+    assert "'\\t'" in problem.message
+
+
+def test_duplicate_keys_are_an_error(tmp_path: Path) -> None:
+    file = write(tmp_path, "dup.yaml", "recipe: x\nhardware:\n  seed: 1\n  seed: 2\n")
+    with pytest.raises(RecipeError) as exc:
+        load_tree(file)
+    problem = only_problem(exc)
+    assert where(problem.position) == ("dup.yaml", 4, 3)
+    assert 'duplicate key "seed"' in problem.message
+
+
+@pytest.mark.parametrize("text", ["", "# only a comment\n", "---\n"])
+def test_empty_file_is_an_empty_recipe(tmp_path: Path, text: str) -> None:
+    file = write(tmp_path, "empty.yaml", text)
+    assert load_tree(file).data == {}
+    with pytest.raises(RecipeError) as exc:
+        load_recipe(file, check=False)
+    missing = {p.field for p in exc.value.problems if p.message == "required field is missing"}
+    assert {"recipe", "teacher", "student", "alignment", "data", "stages", "output"} <= missing
+    assert all(where(p.position) == ("empty.yaml", 1, 1) for p in exc.value.problems)
+
+
+@pytest.mark.parametrize("text", ["- a\n- b\n", "just text\n", "42\n"])
+def test_top_level_must_be_a_mapping(tmp_path: Path, text: str) -> None:
+    file = write(tmp_path, "list.yaml", text)
+    with pytest.raises(RecipeError) as exc:
+        load_tree(file)
+    problem = only_problem(exc)
+    assert where(problem.position) == ("list.yaml", 1, 1)
+    assert problem.message == "a recipe must be a mapping of sections"
+
+
+def test_missing_file(tmp_path: Path) -> None:
+    with pytest.raises(RecipeError) as exc:
+        load_tree(tmp_path / "absent.yaml")
+    problem = only_problem(exc)
+    assert Path(problem.position.file).name == "absent.yaml"
+    assert problem.message == "file not found"
+
+
+def test_undecodable_file(tmp_path: Path) -> None:
+    file = tmp_path / "latin1.yaml"
+    file.write_bytes("recipe: caf\xe9\n".encode("latin-1"))
+    with pytest.raises(RecipeError) as exc:
+        load_tree(file)
+    assert only_problem(exc).message.startswith("cannot read:")
