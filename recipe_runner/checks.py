@@ -26,7 +26,8 @@ def _widths(loaded: LoadedRecipe) -> tuple[dict[str, int], list[Problem]]:
             problems.append(loaded.problem((role, field), str(exc)))
         except Exception as exc:  # transformers raises many kinds for a bad inline config
             field = "model" if source.model is not None else "config"
-            problems.append(loaded.problem((role, field), f"cannot read the architecture: {exc}"))
+            message = " ".join(str(exc).split())  # one line: transformers' messages span several
+            problems.append(loaded.problem((role, field), f"cannot read the architecture: {message}"))
     return widths, problems
 
 

@@ -43,11 +43,11 @@ def _looks_local(value: str) -> bool:
     return value.startswith((".", "/", "~")) or value.endswith((".json", ".txt", ".jsonl")) or value.count("/") != 1
 
 
-def _resolve_paths(node: Any, path: Path_, tree: SourcedTree) -> None:
+def _resolve_paths(node: Any, path: Path_, tree: SourcedTree, problems: list[Problem]) -> None:
     """Relative paths are relative to the file that wrote them, also through `extends`."""
     if isinstance(node, list):
         for index, item in enumerate(node):
-            _resolve_paths(item, path + (index,), tree)
+            _resolve_paths(item, path + (index,), tree, problems)
         return
     if not isinstance(node, BaseModel):
         return
@@ -57,11 +57,17 @@ def _resolve_paths(node: Any, path: Path_, tree: SourcedTree) -> None:
         if marker is not None and isinstance(value, str):
             origin = tree.position_of(path + (name,)).file
             base = Path(origin).parent if Path(origin).is_file() else Path.cwd()
-            candidate = (base / Path(value).expanduser()).resolve()
+            try:
+                candidate = (base / Path(value).expanduser()).resolve()
+            except (RuntimeError, ValueError, OSError) as exc:  # `~nobody/x`, a NUL byte, a symlink loop
+                problems.append(
+                    Problem(tree.position_of(path + (name,)), dotted(path + (name,)), f"bad path {value!r}: {exc}")
+                )
+                continue
             if marker.must_be_local or candidate.exists() or _looks_local(value):
                 object.__setattr__(node, name, str(candidate))
         else:
-            _resolve_paths(value, path + (name,), tree)
+            _resolve_paths(value, path + (name,), tree, problems)
 
 
 def load_recipe(file: str | Path, overrides: list[str] | tuple[str, ...] = (), check: bool = True) -> LoadedRecipe:
@@ -72,7 +78,10 @@ def load_recipe(file: str | Path, overrides: list[str] | tuple[str, ...] = (), c
         recipe = Recipe.model_validate(tree.data)
     except ValidationError as exc:
         raise RecipeError(problems_from_validation(exc, tree, Recipe)) from None
-    _resolve_paths(recipe, (), tree)
+    path_problems: list[Problem] = []
+    _resolve_paths(recipe, (), tree, path_problems)
+    if path_problems:
+        raise RecipeError(path_problems)
     loaded = LoadedRecipe(recipe, Path(file).resolve(), tree)
     if check:
         from recipe_runner.checks import semantic_problems

@@ -15,7 +15,8 @@ Formula (bytes; b = hardware.batch_size, s = max_length, a = activation bytes: 2
                      bias and scores b x heads x s^2 x a x 2; its targets b x s x d x a stay for the loss
   loss buffers       b x s x teacher width x 4 x 2 (fp32 output and its gradient)
   runtime            1 GiB for the CUDA context, cuBLAS workspace and allocator slack
-The budget `hardware.vram_gb` is read as GiB. It is an estimate: expect +-20%.
+The budget `hardware.vram_gb` is read as GiB. This is a formula, not yet checked against a measured run:
+use it to compare configurations and to catch recipes that cannot fit.
 """
 
 from __future__ import annotations

@@ -8,94 +8,18 @@ numpy so it runs in DataLoader workers; the device only ever sees the index arra
 from __future__ import annotations
 
 import re
-from collections.abc import Sequence
 from dataclasses import dataclass, field
-from typing import Any
 
 import numpy as np
 
+from components.alignment.views import INDEX_DTYPE, TokenView, token_view, token_views
 from schemas.alignment import ALL_TIERS, CrossTokenizerAlignment, Tier
+
+__all__ = ["CrossTokenizerAligner", "SampleAlignment", "TokenView", "token_view", "token_views"]
 
 WORD_PATTERN = re.compile(r"\w+|[^\w\s]")
 """Base words: runs of letters/digits, or one punctuation mark; tokens crossing them later merge them into units."""
 NON_SPACE = re.compile(r"\S")
-INDEX_DTYPE = np.int64
-
-
-@dataclass(frozen=True)
-class TokenView:
-    """One tokenized text as the aligner needs it: ids, character spans into the text, and which tokens are special.
-
-    ``unknown`` marks the tokenizer's unknown token: its span says which characters it stands for, but not what the
-    model saw, so it never counts as "identical text".
-    """
-
-    ids: np.ndarray
-    offsets: np.ndarray
-    special: np.ndarray
-    unknown: np.ndarray
-
-    @classmethod
-    def build(
-        cls,
-        ids: Sequence[int],
-        offsets: Sequence[tuple[int, int]],
-        special: Sequence[bool] | None = None,
-        unknown: Sequence[bool] | None = None,
-    ) -> TokenView:
-        """Builds a view from lists; specials default to tokens with an empty span."""
-        offsets_array = np.asarray(offsets, dtype=INDEX_DTYPE).reshape(-1, 2)
-        n_tokens = len(offsets_array)
-        special_array = (
-            offsets_array[:, 0] == offsets_array[:, 1] if special is None else np.asarray(special, dtype=bool)
-        )
-        unknown_array = np.zeros(n_tokens, dtype=bool) if unknown is None else np.asarray(unknown, dtype=bool)
-        return cls(np.asarray(ids, dtype=INDEX_DTYPE), offsets_array, special_array, unknown_array)
-
-    def __len__(self) -> int:
-        return len(self.ids)
-
-    @property
-    def n_real(self) -> int:
-        """Tokens that stand for text (not padding, BOS/EOS, CLS/SEP)."""
-        return int(len(self.special) - self.special.sum())
-
-
-def _encoding_to_view(ids: list[int], offsets: list[tuple[int, int]], special: list[int], unk_id: int | None):
-    unknown = [unk_id is not None and token_id == unk_id for token_id in ids]
-    return TokenView.build(ids, offsets, [bool(flag) for flag in special], unknown)
-
-
-def _encode(tokenizer: Any, texts: str | list[str], max_length: int) -> Any:
-    return tokenizer(
-        texts,
-        truncation=True,
-        max_length=max_length,
-        return_offsets_mapping=True,
-        return_special_tokens_mask=True,
-        return_attention_mask=False,
-    )
-
-
-def token_view(tokenizer: Any, text: str, max_length: int) -> TokenView:
-    """Tokenizes ``text`` with a fast (offset-capable) transformers tokenizer, truncated as the model will see it."""
-    encoding = _encode(tokenizer, text, max_length)
-    return _encoding_to_view(
-        encoding["input_ids"], encoding["offset_mapping"], encoding["special_tokens_mask"], tokenizer.unk_token_id
-    )
-
-
-def token_views(tokenizer: Any, texts: list[str], max_length: int) -> list[TokenView]:
-    """Batch form of :func:`token_view`; one tokenizer call is much cheaper than one per text."""
-    if not texts:
-        return []
-    encoding = _encode(tokenizer, texts, max_length)
-    return [
-        _encoding_to_view(ids, offsets, special, tokenizer.unk_token_id)
-        for ids, offsets, special in zip(
-            encoding["input_ids"], encoding["offset_mapping"], encoding["special_tokens_mask"], strict=True
-        )
-    ]
 
 
 def _empty_index() -> np.ndarray:
@@ -195,7 +119,8 @@ def _read_side(text: str, view: TokenView, lowercase: bool) -> _Side:
         core_start = start + len(raw) - len(stripped)
         stripped = stripped.rstrip()
         core_end = core_start + len(stripped)
-        side.add(position, core_start, core_end, stripped.lower() if lowercase else stripped, not unknown, False)
+        token_text = stripped.lower() if lowercase else stripped
+        side.add(position, core_start, core_end, token_text, not unknown, False)
         index = len(side.position) - 1
         if previous >= 0 and core_start < side.end[previous]:
             side.matchable[previous] = False
@@ -203,6 +128,21 @@ def _read_side(text: str, view: TokenView, lowercase: bool) -> _Side:
         previous = index
         side.visible_end = max(side.visible_end, core_end)
     return side
+
+
+def _absorb_lone_spaces(side: _Side, other: _Side) -> None:
+    """A lone space token the other side has no counterpart for (" " + "3" against " 3" or "3").
+
+    The word's first token on this side then stays out of tier 1, so the split tier compares lone space plus that
+    token with the other side's token(s) as a group instead of leaving the lone space unpaired.
+    """
+    other_markers = {start for start, marker in zip(other.start, other.marker, strict=True) if marker}
+    for index in range(len(side.position) - 1):
+        start = side.start[index]
+        if side.marker[index] and start not in other_markers:
+            follower = index + 1
+            if side.start[follower] == start and not side.marker[follower]:
+                side.matchable[follower] = False
 
 
 @dataclass(frozen=True)
@@ -351,6 +291,8 @@ class CrossTokenizerAligner:
         t_side = _read_side(text, teacher, self.spec.lowercase)
         if not s_side.position or not t_side.position:
             return SampleAlignment(tiers=self.tiers)
+        _absorb_lone_spaces(s_side, t_side)
+        _absorb_lone_spaces(t_side, s_side)
         units = _assign_units(text, s_side, t_side)
         # Units cut by truncation on either side take part in no tier.
         common_end = min(s_side.visible_end, t_side.visible_end)

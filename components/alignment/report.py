@@ -2,11 +2,10 @@
 
 from __future__ import annotations
 
-import argparse
-from pathlib import Path
 from typing import Any
 
-from components.alignment.cross_tokenizer import CrossTokenizerAligner, token_views
+from components.alignment.cross_tokenizer import CrossTokenizerAligner
+from components.alignment.views import token_views
 from schemas.alignment import CrossTokenizerAlignment
 
 COVERAGE_KEYS = ("matched", "split", "window", "any")
@@ -64,30 +63,3 @@ def format_report(report: dict[str, Any]) -> str:
         lines.append(f"{'sequence':<10}{'(all)':>10}{'100.0%' if report['student_real_tokens'] else '0.0%':>11}")
     lines.append("pairs: " + ", ".join(f"{name} {count}" for name, count in report["pairs"].items()))
     return "\n".join(lines)
-
-
-def main(argv: list[str] | None = None) -> None:
-    """``python -m components.alignment.report --student DIR --teacher DIR --texts FILE``"""
-    from transformers import AutoTokenizer
-
-    parser = argparse.ArgumentParser(description="Alignment coverage of two tokenizers on a prompt file.")
-    parser.add_argument("--student", required=True)
-    parser.add_argument("--teacher", required=True)
-    parser.add_argument("--texts", type=Path, required=True)
-    parser.add_argument("--student-max-length", type=int, default=512)
-    parser.add_argument("--teacher-max-length", type=int, default=512)
-    args = parser.parse_args(argv)
-    texts = [line for line in args.texts.read_text(encoding="utf-8").splitlines() if line.strip()]
-    report = coverage_report(
-        texts,
-        AutoTokenizer.from_pretrained(args.student),
-        AutoTokenizer.from_pretrained(args.teacher),
-        CrossTokenizerAlignment(type="cross_tokenizer"),
-        args.student_max_length,
-        args.teacher_max_length,
-    )
-    print(format_report(report))
-
-
-if __name__ == "__main__":
-    main()

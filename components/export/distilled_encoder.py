@@ -135,8 +135,6 @@ class DistilledEncoder:
         self.bolt_on = bolt_on.eval()
         self.tokenizer = tokenizer
         self.manifest = manifest
-        # Right padding keeps real tokens at positions 0..n-1 whatever the batch, as in an unpadded forward.
-        self.tokenizer.padding_side = "right"
 
     @classmethod
     def load(cls, directory: str | Path, device: str | torch.device = "cpu", dtype: torch.dtype = torch.float32):
@@ -176,15 +174,15 @@ class DistilledEncoder:
     def _check(self, prompts: list[str], allow_empty: bool) -> None:
         if isinstance(prompts, str) or not prompts:
             raise ValueError("encode() takes a non-empty list of prompt strings")
-        for index, prompt in enumerate(prompts):
+        for number, prompt in enumerate(prompts, 1):
             if not isinstance(prompt, str):
-                raise ValueError(f"prompt {index} is {type(prompt).__name__}, not a string")
+                raise ValueError(f"prompt {number} is {type(prompt).__name__}, not a string")
             if not allow_empty and not prompt.strip():
-                raise ValueError(f"prompt {index} is empty: give some text to encode")
+                raise ValueError(f"prompt {number} is empty: give some text to encode")
 
     def _warn_truncated(self, prompts: list[str], max_length: int) -> None:
         lengths = [len(ids) for ids in self.tokenizer(prompts)["input_ids"]]
-        long = [(i, n) for i, n in enumerate(lengths) if n > max_length]
+        long = [(i, n) for i, n in enumerate(lengths, 1) if n > max_length]
         if long:
             shown = ", ".join(f"prompt {i} ({n} tokens)" for i, n in long[:5])
             message = f"{shown} truncated to max_length {max_length} tokens"
@@ -203,7 +201,10 @@ class DistilledEncoder:
         self._check(prompts, allow_empty)
         max_length = max_length or self.manifest.max_length
         self._warn_truncated(prompts, max_length)
-        batch = self.tokenizer(prompts, padding=True, truncation=True, max_length=max_length, return_tensors="pt")
+        # Right padding keeps real tokens at positions 0..n-1 whatever the batch, as in an unpadded forward.
+        batch = self.tokenizer(
+            prompts, padding=True, padding_side="right", truncation=True, max_length=max_length, return_tensors="pt"
+        )
         ids = batch["input_ids"].to(self.device)
         mask = batch["attention_mask"].to(self.device).bool()
         if ids.shape[1] == 0:

@@ -63,7 +63,10 @@ def joint_attention_dim(spec: Inference) -> int:
     """Text width the transformer expects, read from its config alone (no weights), to fail before encoding."""
     if spec.pipeline_config is not None:
         return int(dict(spec.pipeline_config.get("transformer") or {}).get("joint_attention_dim", 4096))
-    config = _diffusers().ChromaTransformer2DModel.load_config(spec.pipeline, subfolder="transformer")
+    try:
+        config = _diffusers().ChromaTransformer2DModel.load_config(spec.pipeline, subfolder="transformer")
+    except OSError as exc:
+        raise InferenceError(f"cannot read the Chroma transformer config of {spec.pipeline}: {exc}") from None
     return int(config.get("joint_attention_dim", 4096))
 
 
@@ -140,9 +143,7 @@ def build_chroma_pipeline(spec: Inference, device: str | torch.device = "cpu", d
     else:
         d = _diffusers()
         try:
-            pipeline = d.ChromaPipeline.from_pretrained(
-                spec.pipeline, text_encoder=None, tokenizer=None, torch_dtype=dtype
-            )
+            pipeline = d.ChromaPipeline.from_pretrained(spec.pipeline, text_encoder=None, tokenizer=None, dtype=dtype)
         except (OSError, ValueError) as exc:
             where = "directory" if Path(str(spec.pipeline)).exists() else "hub id (not in the local cache?)"
             raise InferenceError(f"cannot load the Chroma pipeline from {where} {spec.pipeline}: {exc}") from None

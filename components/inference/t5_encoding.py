@@ -28,11 +28,11 @@ def check_prompts(prompts: list[str], *, allow_empty: bool = False) -> None:
     """A clear error before any model runs."""
     if isinstance(prompts, str) or not prompts:
         raise InferenceError("no prompts: give at least one prompt")
-    for index, prompt in enumerate(prompts):
+    for number, prompt in enumerate(prompts, 1):
         if not isinstance(prompt, str):
-            raise InferenceError(f"prompt {index} is {type(prompt).__name__}, not a string")
+            raise InferenceError(f"prompt {number} is {type(prompt).__name__}, not a string")
         if not allow_empty and not prompt.strip():
-            raise InferenceError(f"prompt {index} is empty: give some text to render")
+            raise InferenceError(f"prompt {number} is empty: give some text to render")
 
 
 @torch.inference_mode()

@@ -9,7 +9,9 @@ from __future__ import annotations
 
 import argparse
 import json
+import math
 import os
+from collections import Counter
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -20,6 +22,11 @@ from tokenizers import Regex, Tokenizer, decoders, models, normalizers, pre_toke
 REPO_ROOT = Path(__file__).resolve().parents[2]
 TRAIN_PROMPTS = Path("data/prompts/train.txt")
 MODEL_MAX_LENGTH = 512
+T5_VOCAB_SIZE = 2000
+T5_SPECIALS = ("<pad>", "</s>", "<unk>")
+WORDPIECE_SPECIALS = ("[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]")
+# After Metaspace: runs of letters, of digits, or of other symbols, each optionally led by "▁".
+SENTENCEPIECE_CLASS_PATTERN = r"▁?\p{L}+|▁?\p{N}+|▁?[^\p{L}\p{N}▁]+|▁"
 
 # The pre-tokenizer regex of Qwen2/Qwen3: digits one by one, punctuation may lead a word ("-up", "(dog").
 QWEN_SPLIT_PATTERN = (
@@ -36,26 +43,66 @@ class TinyTokenizerSpec:
     special_tokens: dict[str, str]
 
 
-def build_t5_style(lines: list[str]) -> Tokenizer:
-    """SentencePiece-like Unigram; ``</s>`` appended to every sequence as T5 does."""
-    tokenizer = Tokenizer(models.Unigram())
-    tokenizer.normalizer = normalizers.Sequence(
-        [normalizers.NFKC(), normalizers.Strip(), normalizers.Replace(Regex(" {2,}"), " ")]
-    )
+def _t5_normalizer() -> normalizers.Normalizer:
+    return normalizers.Sequence([normalizers.NFKC(), normalizers.Strip(), normalizers.Replace(Regex(" {2,}"), " ")])
+
+
+def _t5_pre_tokenizer() -> pre_tokenizers.PreTokenizer:
     # As in T5's converted tokenizer.json: a space becomes "▁" in place, so a lone "▁" token's offsets are that space.
-    tokenizer.pre_tokenizer = pre_tokenizers.Metaspace(replacement="▁", prepend_scheme="always")
-    tokenizer.decoder = decoders.Metaspace(replacement="▁", prepend_scheme="always")
-    trainer = trainers.UnigramTrainer(
-        vocab_size=2000,
-        special_tokens=["<pad>", "</s>", "<unk>"],
-        unk_token="<unk>",
-        max_piece_length=16,
-        show_progress=False,
+    return pre_tokenizers.Metaspace(replacement="▁", prepend_scheme="always")
+
+
+def _unigram_seed_pieces(lines: list[str], seed_size: int) -> list[str]:
+    """Candidate pieces from a BPE run, in id order.
+
+    HF's UnigramTrainer seeds only substrings shared by two distinct words, so on a corpus this small frequent whole
+    words ("▁with") never enter its vocabulary. Pieces never mix letters, digits and punctuation, like
+    SentencePiece's split_by_unicode_script / split_by_number.
+    """
+    seed = Tokenizer(models.BPE())
+    seed.normalizer = _t5_normalizer()
+    seed.pre_tokenizer = pre_tokenizers.Sequence(
+        [_t5_pre_tokenizer(), pre_tokenizers.Split(Regex(SENTENCEPIECE_CLASS_PATTERN), behavior="isolated")]
     )
-    tokenizer.train_from_iterator(lines, trainer=trainer, length=len(lines))
-    eos_id = tokenizer.token_to_id("</s>")
+    seed.train_from_iterator(lines, trainer=trainers.BpeTrainer(vocab_size=seed_size, show_progress=False))
+    return [piece for piece, _ in sorted(seed.get_vocab().items(), key=lambda item: item[1])]
+
+
+def _viterbi_em_scores(pieces: list[str], words: list[tuple[str, int]], rounds: int) -> dict[str, float]:
+    """Unigram log-probabilities by hard EM: segment every word by Viterbi, re-estimate from the piece counts."""
+    scores = dict.fromkeys(pieces, 0.0)
+    for _ in range(rounds):
+        model = models.Unigram(list(scores.items()), unk_id=None, byte_fallback=False)
+        counts: Counter[str] = Counter()
+        for word, frequency in words:
+            for token in model.tokenize(word):
+                counts[token.value] += frequency
+        total = sum(counts.values())
+        # Unused multi-character pieces drop out; single characters stay so nothing becomes unknown.
+        scores = {
+            piece: math.log(max(counts[piece], 0.5) / total) for piece in scores if counts[piece] > 0 or len(piece) == 1
+        }
+    return scores
+
+
+def build_t5_style(lines: list[str]) -> Tokenizer:
+    """SentencePiece-like Unigram with Metaspace; ``</s>`` appended to every sequence as T5 does."""
+    normalizer, pre_tokenizer = _t5_normalizer(), _t5_pre_tokenizer()
+    word_counts: Counter[str] = Counter()
+    for line in lines:
+        word_counts.update(word for word, _ in pre_tokenizer.pre_tokenize_str(normalizer.normalize_str(line)))
+    scores = _viterbi_em_scores(_unigram_seed_pieces(lines, seed_size=3000), sorted(word_counts.items()), rounds=4)
+    ranked = sorted(scores.items(), key=lambda item: (-item[1], item[0]))
+    characters = [item for item in ranked if len(item[0]) == 1]
+    longer = [item for item in ranked if len(item[0]) > 1][: T5_VOCAB_SIZE - len(T5_SPECIALS) - len(characters)]
+    vocab = [(token, 0.0) for token in T5_SPECIALS] + sorted(characters + longer, key=lambda i: (-i[1], i[0]))
+    tokenizer = Tokenizer(models.Unigram(vocab, unk_id=T5_SPECIALS.index("<unk>"), byte_fallback=False))
+    tokenizer.normalizer = normalizer
+    tokenizer.pre_tokenizer = pre_tokenizer
+    tokenizer.decoder = decoders.Metaspace(replacement="▁", prepend_scheme="always")
+    tokenizer.add_special_tokens(list(T5_SPECIALS))
     tokenizer.post_processor = processors.TemplateProcessing(
-        single="$A </s>", pair="$A </s> $B </s>", special_tokens=[("</s>", eos_id)]
+        single="$A </s>", pair="$A </s> $B </s>", special_tokens=[("</s>", tokenizer.token_to_id("</s>"))]
     )
     return tokenizer
 
@@ -95,18 +142,21 @@ def build_qwen_style(lines: list[str]) -> Tokenizer:
 
 
 def build_bert_style(lines: list[str]) -> Tokenizer:
-    """Lower-casing, accent-stripping WordPiece with ``[CLS] ... [SEP]``; offsets still point into the raw text."""
-    tokenizer = Tokenizer(models.WordPiece(unk_token="[UNK]"))
-    tokenizer.normalizer = normalizers.BertNormalizer(lowercase=True)
-    tokenizer.pre_tokenizer = pre_tokenizers.BertPreTokenizer()
+    """Lower-casing, accent-stripping WordPiece with ``[CLS] ... [SEP]``; offsets still point into the raw text.
+
+    HF's WordPieceTrainer numbers ``##`` symbols in hash-map order, so its merge ties (and files) change from run to
+    run. The pieces come from a plain BPE run instead (deterministic), each kept as word start and as ``##`` piece.
+    """
+    normalizer, pre_tokenizer = normalizers.BertNormalizer(lowercase=True), pre_tokenizers.BertPreTokenizer()
+    seed = Tokenizer(models.BPE())
+    seed.normalizer, seed.pre_tokenizer = normalizer, pre_tokenizer
+    seed.train_from_iterator(lines, trainer=trainers.BpeTrainer(vocab_size=400, show_progress=False))
+    pieces = [piece for piece, _ in sorted(seed.get_vocab().items(), key=lambda item: item[1])]
+    ordered = list(WORDPIECE_SPECIALS) + [form for piece in pieces for form in (piece, "##" + piece)]
+    tokenizer = Tokenizer(models.WordPiece({piece: index for index, piece in enumerate(ordered)}, unk_token="[UNK]"))
+    tokenizer.normalizer, tokenizer.pre_tokenizer = normalizer, pre_tokenizer
     tokenizer.decoder = decoders.WordPiece(prefix="##")
-    trainer = trainers.WordPieceTrainer(
-        vocab_size=800,
-        special_tokens=["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]"],
-        continuing_subword_prefix="##",
-        show_progress=False,
-    )
-    tokenizer.train_from_iterator(lines, trainer=trainer, length=len(lines))
+    tokenizer.add_special_tokens(list(WORDPIECE_SPECIALS))
     cls_id, sep_id = tokenizer.token_to_id("[CLS]"), tokenizer.token_to_id("[SEP]")
     tokenizer.post_processor = processors.TemplateProcessing(
         single="[CLS] $A [SEP]",

@@ -6,7 +6,7 @@ import importlib
 
 import click
 
-_MODULES = ("run", "infer")
+_MODULES = ("run", "cache", "infer", "align_report", "export")
 
 
 def _load() -> list[click.Command]:

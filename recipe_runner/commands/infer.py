@@ -115,13 +115,10 @@ def _default_device() -> str:
 def _check_widths(job: InferJob) -> None:
     """Fail on a width mismatch before spending time on any encoder."""
     from components.export import read_manifest
-    from components.inference import InferenceError, check_width, joint_attention_dim
+    from components.inference import check_width, joint_attention_dim
     from components.models import hidden_width, resolve_config
 
-    try:
-        expected = joint_attention_dim(job.spec)
-    except OSError as exc:
-        raise InferenceError(f"cannot read the Chroma transformer config of {job.spec.pipeline}: {exc}") from None
+    expected = joint_attention_dim(job.spec)
     if "qwen" in job.encoders:
         check_width(read_manifest(job.export_dir).output_width, expected, f"distilled encoder at {job.export_dir}")
     if "t5" in job.encoders:

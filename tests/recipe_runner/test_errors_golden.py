@@ -129,12 +129,15 @@ GOLDEN: dict[str, tuple[tuple[str, ...], list[str]]] = {
     ),
     "yaml_syntax.yaml": (
         (),
-        ["yaml_syntax.yaml:4:7: <yaml>: YAML syntax error: while parsing a flow mapping expected ',' or '}', but got ':'"],
+        [
+            "yaml_syntax.yaml:4:7: <yaml>: YAML syntax error: while parsing a flow mapping "
+            "expected ',' or '}', but got ':'"
+        ],
     ),
     "duplicate_key.yaml": (
         (),
         [
-            'duplicate_key.yaml:5:3: <yaml>: YAML syntax error: while constructing a mapping found duplicate key '
+            "duplicate_key.yaml:5:3: <yaml>: YAML syntax error: while constructing a mapping found duplicate key "
             '"batch_size" with value "4" (original value: "2")'
         ],
     ),
@@ -253,9 +256,7 @@ def test_cli_validate_reports_problems_on_stderr_with_exit_code_2(name: str) -> 
 
 
 def test_cli_validate_several_files_in_one_call() -> None:
-    result = invoke(
-        "validate", str(BASE), str(BROKEN / "typo_key.yaml"), str(BROKEN / "many_semantic_problems.yaml")
-    )
+    result = invoke("validate", str(BASE), str(BROKEN / "typo_key.yaml"), str(BROKEN / "many_semantic_problems.yaml"))
     assert result.exit_code == 2
     assert f"{BASE}: ok" in result.stdout
     for line in expected(GOLDEN["typo_key.yaml"][1] + GOLDEN["many_semantic_problems.yaml"][1]):
@@ -287,3 +288,13 @@ def test_cli_show_reports_problems_with_exit_code_2() -> None:
     result = invoke("show", str(BROKEN / "typo_key.yaml"))
     assert result.exit_code == 2
     assert expected(GOLDEN["typo_key.yaml"][1])[0] in result.stderr
+
+
+def test_unreadable_inline_config_is_one_line_at_the_config() -> None:
+    with pytest.raises(RecipeError) as exc:
+        load_recipe(BASE, ["teacher.config.d_model=true"])
+    problem = exc.value.problems[0]
+    assert len(exc.value.problems) == 1
+    assert render(problem).startswith("base.yaml:8:3: teacher.config: cannot read the architecture: ")
+    assert "d_model" in problem.message
+    assert "\n" not in problem.message

@@ -453,3 +453,30 @@ def test_undecodable_file(tmp_path: Path) -> None:
     with pytest.raises(RecipeError) as exc:
         load_tree(file)
     assert only_problem(exc).message.startswith("cannot read:")
+
+
+# --- paths -----------------------------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("override", "field"),
+    [
+        ("data.train=~no_such_user_xyz/prompts.txt", "data.train.path"),
+        ('student.tokenizer="tok\\0"', "student.tokenizer"),
+        ("output.dir=~no_such_user_xyz/out", "output.dir"),
+    ],
+)
+def test_unusable_path_is_a_problem_not_a_crash(override: str, field: str) -> None:
+    with pytest.raises(RecipeError) as exc:
+        load_recipe(BASE_RECIPE, [override], check=False)
+    problem = only_problem(exc)
+    assert problem.field == field
+    assert problem.message.startswith("bad path ")
+    assert str(problem.position) == f"--set #1 ({override})"
+
+
+def test_relative_paths_are_relative_to_the_file_that_wrote_them(tmp_path: Path) -> None:
+    child = write(tmp_path, "child.yaml", f"extends: {BASE_RECIPE}\noutput: {{dir: here}}\n")
+    loaded = load_recipe(child, check=False)
+    assert loaded.recipe.output.dir == str(tmp_path.resolve() / "here")
+    assert loaded.recipe.data.train.path == str(BASE_RECIPE.parents[3] / "data" / "prompts" / "train.txt")

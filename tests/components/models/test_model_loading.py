@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 import torch
-from transformers import Qwen3Model, T5EncoderModel
+from transformers import Qwen3Config, Qwen3ForCausalLM, Qwen3Model, T5Config, T5EncoderModel, T5ForConditionalGeneration
 
 from components.models import ModelSourceError, build_model, final_norm, freeze
 from schemas.models import HiddenStatesStudent, T5EncoderTeacher
@@ -72,7 +72,9 @@ def test_t5_encoder_round_trips_through_a_local_directory(tmp_path) -> None:
     assert isinstance(loaded, T5EncoderModel)
     ids, mask = batch()
     with torch.no_grad():
-        assert torch.equal(built(ids, attention_mask=mask).last_hidden_state, loaded(ids, attention_mask=mask).last_hidden_state)
+        assert torch.equal(
+            built(ids, attention_mask=mask).last_hidden_state, loaded(ids, attention_mask=mask).last_hidden_state
+        )
 
 
 def test_qwen3_student_round_trips_through_a_local_directory(tmp_path) -> None:
@@ -82,10 +84,12 @@ def test_qwen3_student_round_trips_through_a_local_directory(tmp_path) -> None:
     loaded = build_model(student(model=str(tmp_path)), "student").eval()
     ids, mask = batch()
     with torch.no_grad():
-        assert torch.equal(built(ids, attention_mask=mask).last_hidden_state, loaded(ids, attention_mask=mask).last_hidden_state)
+        assert torch.equal(
+            built(ids, attention_mask=mask).last_hidden_state, loaded(ids, attention_mask=mask).last_hidden_state
+        )
 
 
-def test_dtype_comes_from_the_source(tmp_path) -> None:
+def test_dtype_comes_from_the_source() -> None:
     model = build_model(
         HiddenStatesStudent(type="hidden_states", config=TINY_QWEN3, tokenizer="tok.json", dtype="bfloat16"), "student"
     )
@@ -116,3 +120,22 @@ def test_freeze_turns_off_grads_and_dropout() -> None:
     model = build_model(teacher(config=TINY_T5, tokenizer="tok.json"), "teacher").train()
     assert freeze(model) is model
     assert not model.training and not any(p.requires_grad for p in model.parameters())
+
+
+def test_full_checkpoints_load_as_encoder_and_base_model(tmp_path) -> None:
+    """Hub checkpoints are T5ForConditionalGeneration / Qwen3ForCausalLM: the teacher keeps the encoder, the
+    student the base model without its LM head."""
+    torch.manual_seed(0)
+    t5_full = T5ForConditionalGeneration(T5Config(**{k: v for k, v in TINY_T5.items() if k != "model_type"})).eval()
+    t5_full.save_pretrained(tmp_path / "t5")
+    qwen_full = Qwen3ForCausalLM(Qwen3Config(**{k: v for k, v in TINY_QWEN3.items() if k != "model_type"})).eval()
+    qwen_full.save_pretrained(tmp_path / "qwen")
+    encoder = build_model(teacher(model=str(tmp_path / "t5")), "teacher").eval()
+    base = build_model(student(model=str(tmp_path / "qwen")), "student").eval()
+    assert isinstance(encoder, T5EncoderModel) and isinstance(base, Qwen3Model)
+    ids, mask = batch()
+    with torch.no_grad():
+        expected = t5_full.encoder(input_ids=ids, attention_mask=mask).last_hidden_state
+        torch.testing.assert_close(encoder(ids, attention_mask=mask).last_hidden_state, expected)
+        expected = qwen_full.model(input_ids=ids, attention_mask=mask).last_hidden_state
+        torch.testing.assert_close(base(ids, attention_mask=mask).last_hidden_state, expected)

@@ -26,7 +26,9 @@ def tiny_student():
     return build_model(source, "student")
 
 
-@pytest.mark.parametrize("targets", [["q_proj", "k_proj", "v_proj", "o_proj"], ["gate_proj", "down_proj", "embed_tokens"]])
+@pytest.mark.parametrize(
+    "targets", [["q_proj", "k_proj", "v_proj", "o_proj"], ["gate_proj", "down_proj", "embed_tokens"]]
+)
 def test_analytic_count_matches_peft(targets: list[str]) -> None:
     lora = LoRA(r=4, target_modules=targets)
     expected = lora_parameter_count(tiny_student(), lora)

@@ -39,7 +39,14 @@ def test_inline_config_with_unknown_model_type_is_a_source_error() -> None:
 def test_reference_models_come_from_the_known_table() -> None:
     t5 = resolve_config(T5EncoderTeacher(type="t5_encoder", model="google/t5-v1_1-xxl"))
     assert isinstance(t5, T5Config)
-    assert (t5.d_model, t5.num_layers, t5.d_ff, t5.num_heads, t5.d_kv, t5.vocab_size) == (4096, 24, 10240, 64, 64, 32128)
+    assert (t5.d_model, t5.num_layers, t5.d_ff, t5.num_heads, t5.d_kv, t5.vocab_size) == (
+        4096,
+        24,
+        10240,
+        64,
+        64,
+        32128,
+    )
     assert t5.feed_forward_proj == "gated-gelu" and t5.is_gated_act
     qwen = resolve_config(student("Qwen/Qwen3-Embedding-0.6B"))
     assert isinstance(qwen, Qwen3Config)

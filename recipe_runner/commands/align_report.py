@@ -1,0 +1,54 @@
+"""`recipe align-report`: how much of the student's text each alignment tier reaches on the recipe's prompts."""
+
+from __future__ import annotations
+
+import sys
+
+import click
+
+from recipe_runner.cli_support import overrides_option, reports_recipe_errors
+
+
+@click.command("align-report")
+@click.argument("file", type=click.Path(dir_okay=False))
+@overrides_option
+@click.option(
+    "--split",
+    type=click.Choice(["train", "eval"]),
+    default="train",
+    show_default=True,
+    help="Which prompts to align (eval: data.eval, or the held-out data.eval_fraction of train).",
+)
+@reports_recipe_errors
+def align_report(file: str, overrides: tuple[str, ...], split: str) -> None:
+    """Print per-tier token coverage of the recipe's alignment between student and teacher tokenizers."""
+    from components.alignment.report import coverage_report, format_report
+    from components.models import ModelSourceError, load_tokenizer
+    from recipe_runner.loader import load_recipe
+    from recipe_runner.trainer.parts import split_prompts
+
+    recipe = load_recipe(file, overrides).recipe
+    train, held_out = split_prompts(recipe)
+    prompts = train if split == "train" else held_out
+    if not prompts:
+        click.echo(
+            f"error: the {split} split has no prompts (set data.eval, or data.eval_fraction to hold some out)",
+            err=True,
+        )
+        sys.exit(1)
+    try:
+        student_tokenizer = load_tokenizer(recipe.student)
+        teacher_tokenizer = load_tokenizer(recipe.teacher)
+    except ModelSourceError as exc:
+        click.echo(f"error: {exc}", err=True)
+        sys.exit(1)
+    report = coverage_report(
+        prompts,
+        student_tokenizer,
+        teacher_tokenizer,
+        recipe.alignment,
+        recipe.student.max_length,
+        recipe.teacher.max_length,
+    )
+    click.echo(f"{split} split of {recipe.recipe}")
+    click.echo(format_report(report))

@@ -1,0 +1,33 @@
+"""`recipe cache`: run the teacher once over the data and keep its outputs on disk."""
+
+from __future__ import annotations
+
+import sys
+
+import click
+
+from recipe_runner.cli_support import overrides_option, reports_recipe_errors
+
+
+@click.command("cache")
+@click.argument("file", type=click.Path(dir_okay=False))
+@overrides_option
+@click.option("--batch-size", type=int, default=None, help="Prompts per teacher forward (default: hardware.batch_size).")
+@click.option("--no-progress", is_flag=True, help="No progress bar.")
+@reports_recipe_errors
+def cache(file: str, overrides: tuple[str, ...], batch_size: int | None, no_progress: bool) -> None:
+    """Encode train and eval prompts with the teacher into teacher.cache.dir (resumes if interrupted)."""
+    from recipe_runner.loader import load_recipe
+    from recipe_runner.teacher_cache import CacheSetupError, build_teacher_cache
+
+    loaded = load_recipe(file, overrides)
+    try:
+        reports = build_teacher_cache(loaded.recipe, batch_size=batch_size, progress=not no_progress)
+    except CacheSetupError as exc:
+        click.echo(f"error: {exc}", err=True)
+        sys.exit(1)
+    for split, report in reports.items():
+        click.echo(
+            f"{split}: {report['count']} prompts, {report['shards_written']} shard(s) written, "
+            f"{report['tokens']} tokens, {report['bytes']} bytes on disk ({report['bytes_per_prompt']:.0f} per prompt)"
+        )

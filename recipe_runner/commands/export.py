@@ -1,0 +1,122 @@
+"""`recipe export`: write the distilled encoder of a run from one of its checkpoints (as `recipe run` does at its end)."""
+
+from __future__ import annotations
+
+import json
+import sys
+from pathlib import Path
+
+import click
+
+from recipe_runner.cli_support import overrides_option, reports_recipe_errors
+
+
+class ExportSetupError(RuntimeError):
+    """No usable checkpoint, or one that does not fit the recipe; the message says what to do."""
+
+
+def _is_complete(directory: Path) -> bool:
+    from recipe_runner.trainer.checkpoint import COMPLETE
+
+    return (directory / COMPLETE).is_file() and (directory / "model.safetensors").is_file()
+
+
+def find_checkpoint(out_dir: Path) -> Path:
+    """`checkpoints/best` when a run kept one, else the newest complete step checkpoint."""
+    from recipe_runner.trainer.checkpoint import step_checkpoints
+
+    root = out_dir / "checkpoints"
+    if _is_complete(root / "best"):
+        return root / "best"
+    found = [p for p in step_checkpoints(root) if _is_complete(p)]
+    if not found:
+        raise ExportSetupError(
+            f"no checkpoint in {root}: train one first with `recipe run RECIPE` (checkpoints are written every "
+            "output.save_every_steps and at the end of each stage), or pass --checkpoint DIR"
+        )
+    return found[-1]
+
+
+def load_checkpointed_model(recipe, checkpoint: Path):
+    """The recipe's student + bolt-on with the checkpoint's weights, LoRA adapters merged; returns (model, stage)."""
+    import torch
+    from safetensors.torch import load_model
+
+    from components.bolt_on import build_bolt_on
+    from components.models import build_model, hidden_width, resolve_config
+    from recipe_runner.trainer.checkpoint import COMPLETE
+    from recipe_runner.trainer.parts import DistillModel
+    from recipe_runner.trainer.stage_setup import enter_stage, leave_stage
+
+    try:
+        stage_index = int(json.loads((checkpoint / COMPLETE).read_text())["stage"])
+    except (OSError, ValueError, KeyError, TypeError) as exc:
+        raise ExportSetupError(f"{checkpoint / COMPLETE}: unreadable training state: {exc}") from None
+    if not 0 <= stage_index < len(recipe.stages):
+        raise ExportSetupError(
+            f"{checkpoint} was saved in stage {stage_index}, but the recipe has {len(recipe.stages)} stage(s): "
+            "is this checkpoint from another recipe?"
+        )
+    # The same construction as the trainer's (seeded inline weights, same widths), without the teacher's
+    # weights: every value is overwritten by the checkpoint, so the teacher's config is all that is needed.
+    seed = recipe.hardware.seed
+    student = build_model(recipe.student, "student", device="cpu", seed=seed)
+    teacher_width = hidden_width(resolve_config(recipe.teacher))
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(seed)
+        bolt_on = build_bolt_on(recipe.bolt_on, hidden_width(student.config), teacher_width)
+    model = DistillModel(student, bolt_on, recipe.student.layer)
+    stage = recipe.stages[stage_index]
+    # A checkpoint written during a LoRA stage holds the peft-wrapped student: wrap the same way, load, merge.
+    enter_stage(model, stage)
+    try:
+        load_model(model, str(checkpoint / "model.safetensors"), strict=True, device="cpu")
+    except RuntimeError as exc:
+        raise ExportSetupError(
+            f"{checkpoint / 'model.safetensors'} does not fit the recipe's student and bolt-on "
+            f"(stage {stage_index} {stage.name!r}): {str(exc).splitlines()[0][:300]}"
+        ) from None
+    leave_stage(model, stage)
+    model.requires_grad_(False)
+    return model.eval(), stage_index
+
+
+@click.command("export")
+@click.argument("file", type=click.Path(dir_okay=False))
+@overrides_option
+@click.option(
+    "--checkpoint",
+    "checkpoint_dir",
+    type=click.Path(file_okay=False),
+    default=None,
+    help="Checkpoint directory (default: <output.dir>/checkpoints/best, else the newest step checkpoint).",
+)
+@click.option(
+    "--out", "out_dir", type=click.Path(file_okay=False), default=None, help="Export directory (default: <output.dir>/export)."
+)
+@reports_recipe_errors
+def export(file: str, overrides: tuple[str, ...], checkpoint_dir: str | None, out_dir: str | None) -> None:
+    """Write the distilled encoder (student, tokenizer, bolt-on, encoder.json) from a training checkpoint."""
+    from components.export import export_encoder
+    from components.models import ModelSourceError, load_tokenizer
+    from recipe_runner.loader import load_recipe
+
+    recipe = load_recipe(file, overrides).recipe
+    run_dir = Path(recipe.output.dir)
+    try:
+        if checkpoint_dir is not None:
+            checkpoint = Path(checkpoint_dir)
+            if not _is_complete(checkpoint):
+                raise ExportSetupError(
+                    f"{checkpoint} is not a complete checkpoint (needs model.safetensors and trainer_state.json)"
+                )
+        else:
+            checkpoint = find_checkpoint(run_dir)
+        model, stage_index = load_checkpointed_model(recipe, checkpoint)
+        tokenizer = load_tokenizer(recipe.student)
+    except (ExportSetupError, ModelSourceError) as exc:
+        click.echo(f"error: {exc}", err=True)
+        sys.exit(1)
+    target = Path(out_dir) if out_dir is not None else run_dir / "export"
+    written = export_encoder(target, recipe, model.student, model.bolt_on, tokenizer)
+    click.echo(f"exported encoder: {written} (from {checkpoint}, stage {stage_index} {recipe.stages[stage_index].name!r})")

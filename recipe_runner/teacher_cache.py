@@ -1,0 +1,66 @@
+"""Fill the teacher cache of a recipe: both data splits, resuming shard by shard."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import torch
+from tqdm.auto import tqdm
+
+from components.cache.manifest import teacher_identity
+from components.cache.writer import CacheMismatchError, prepare_split, write_split
+from components.data.prompts import prompts_digest
+from components.models import build_model, freeze, load_tokenizer
+from recipe_runner.trainer.parts import split_prompts
+from schemas import Recipe
+
+
+class CacheSetupError(RuntimeError):
+    """The recipe asks for no cache, or an existing cache was made differently."""
+
+
+def _device(recipe: Recipe) -> torch.device:
+    wanted = recipe.hardware.device
+    if wanted == "cuda" or (wanted == "auto" and torch.cuda.is_available()):
+        return torch.device("cuda")
+    return torch.device("cpu")
+
+
+def build_teacher_cache(recipe: Recipe, batch_size: int | None = None, progress: bool = True) -> dict[str, dict]:
+    """Returns per split: prompt count, shards written, tokens, seconds, bytes on disk."""
+    spec = recipe.teacher.cache
+    if spec is None:
+        raise CacheSetupError("the recipe has no teacher.cache section; add `cache: {dir: ...}` to the teacher")
+    train, held_out = split_prompts(recipe)
+    tokenizer = load_tokenizer(recipe.teacher)
+    device = _device(recipe)
+    teacher = None
+    identity = teacher_identity(recipe)
+    reports = {}
+    for split, prompts in (("train", train), ("eval", held_out)):
+        if not prompts:
+            continue
+        split_dir = Path(spec.dir) / split
+        try:
+            prepare_split(split_dir, identity, prompts_digest(prompts), len(prompts), spec.shard_size)
+        except CacheMismatchError as exc:
+            raise CacheSetupError(f"{exc}; delete it or point teacher.cache.dir elsewhere") from None
+        if teacher is None:
+            teacher = freeze(build_model(recipe.teacher, "teacher", device=device, seed=recipe.hardware.seed))
+        ids = tokenizer(prompts, truncation=True, max_length=recipe.teacher.max_length)["input_ids"]
+        with tqdm(total=len(prompts), desc=f"cache {split}", disable=not progress) as bar:
+            report = write_split(
+                split_dir,
+                ids,
+                teacher,
+                shard_size=spec.shard_size,
+                batch_size=batch_size or recipe.hardware.batch_size,
+                chroma_mask=recipe.teacher.chroma_mask,
+                dtype=spec.dtype,
+                pad_id=tokenizer.pad_token_id or 0,
+                device=device,
+                progress=bar.update,
+            )
+        size = sum(f.stat().st_size for f in split_dir.glob("shard-*.safetensors"))
+        reports[split] = {**report, "count": len(prompts), "bytes": size, "bytes_per_prompt": size / len(prompts)}
+    return reports

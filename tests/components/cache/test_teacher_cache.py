@@ -1,0 +1,205 @@
+"""Teacher cache on the tiny recipe: shards + manifest, equality with the online teacher, resume, refusals."""
+
+from __future__ import annotations
+
+import json
+import shutil
+from pathlib import Path
+
+import pytest
+import torch
+
+from components.alignment import CrossTokenizerAligner
+from components.cache.manifest import teacher_identity
+from components.cache.reader import CachedTeacher, CacheIncompleteError
+from components.cache.writer import CacheMismatchError, prepare_split, shard_name
+from components.data.pipeline import Collator, PromptPairs
+from components.data.prompts import prompts_digest
+from components.models import build_model, freeze, load_tokenizer
+from components.teacher_outputs import encode_teacher
+from recipe_runner.errors import RecipeError
+from recipe_runner.loader import load_recipe
+from recipe_runner.teacher_cache import CacheSetupError, build_teacher_cache
+from recipe_runner.trainer.parts import RunSetupError, build_parts, split_prompts
+
+ROOT = Path(__file__).parents[3]
+TINY = ROOT / "recipes" / "examples" / "t5_to_qwen_tiny.yaml"
+PROMPTS = ROOT / "data" / "prompts"
+TRAIN, EVAL, SHARD = 10, 3, 4
+
+
+def _load(cache_dir: Path, *extra: str):
+    return load_recipe(
+        TINY,
+        [
+            f"teacher.cache.dir={cache_dir}",
+            f"teacher.cache.shard_size={SHARD}",
+            f"output.dir={cache_dir.parent / 'run'}",
+            f"data.train={{path: {PROMPTS / 'train.txt'}, limit: {TRAIN}}}",
+            f"data.eval={{path: {PROMPTS / 'eval.txt'}, limit: {EVAL}}}",
+            *extra,
+        ],
+    ).recipe
+
+
+@pytest.fixture(scope="module")
+def built(tmp_path_factory):
+    """One cache built once; tests that change it work on a copy."""
+    cache_dir = tmp_path_factory.mktemp("built") / "cache"
+    recipe = _load(cache_dir)
+    reports = build_teacher_cache(recipe, batch_size=4, progress=False)
+    return recipe, cache_dir, reports
+
+
+@pytest.fixture
+def copy(built, tmp_path):
+    _, cache_dir, _ = built
+    target = tmp_path / "cache"
+    shutil.copytree(cache_dir, target)
+    return _load(target), target
+
+
+def test_writes_shards_and_a_manifest_per_split(built):
+    recipe, cache_dir, reports = built
+    assert sorted(p.name for p in cache_dir.iterdir()) == ["eval", "train"]
+    train_files = sorted(p.name for p in (cache_dir / "train").iterdir())
+    assert train_files == ["manifest.json", shard_name(0), shard_name(1), shard_name(2)]
+    assert sorted(p.name for p in (cache_dir / "eval").iterdir()) == ["manifest.json", shard_name(0)]
+    assert reports["train"]["count"] == TRAIN and reports["train"]["shards_written"] == 3
+    assert reports["eval"]["count"] == EVAL and reports["eval"]["shards_written"] == 1
+    manifest = json.loads((cache_dir / "train" / "manifest.json").read_text())
+    train, _ = split_prompts(recipe)
+    assert manifest["count"] == TRAIN and manifest["shard_size"] == SHARD
+    assert manifest["prompts_sha256"] == prompts_digest(train)
+    assert manifest["identity"] == json.loads(json.dumps(teacher_identity(recipe)))
+    assert len(CachedTeacher(cache_dir / "train")) == TRAIN
+
+
+def test_no_temporary_files_remain(built):
+    _, cache_dir, _ = built
+    leftovers = [p for p in cache_dir.rglob("*") if p.name.endswith(".tmp") or p.name.startswith(".")]
+    assert leftovers == []
+
+
+def test_cached_hidden_states_equal_the_online_teacher(built):
+    recipe, cache_dir, _ = built
+    assert recipe.teacher.chroma_mask
+    teacher = freeze(build_model(recipe.teacher, "teacher", seed=recipe.hardware.seed))
+    teacher_tok, student_tok = load_tokenizer(recipe.teacher), load_tokenizer(recipe.student)
+    train, _ = split_prompts(recipe)
+    cache = CachedTeacher(cache_dir / "train")
+    aligner = CrossTokenizerAligner(recipe.alignment)
+    online = PromptPairs(train, student_tok, teacher_tok, aligner, 128, recipe.teacher.max_length)
+    cached = PromptPairs(train, student_tok, teacher_tok, aligner, 128, recipe.teacher.max_length, cache)
+    collate = Collator(student_tok.pad_token_id or 0, teacher_tok.pad_token_id or 0, True)
+    rows = [0, 3, 4, 9]  # across three shards, in the order a training batch might take them
+    online_batch = collate([online[i] for i in rows])
+    cached_batch = collate([cached[i] for i in rows])
+    assert online_batch.teacher_hidden is None
+    expected = encode_teacher(teacher, online_batch.teacher_ids, online_batch.teacher_mask)
+    assert cached_batch.teacher_hidden.shape == expected.shape
+
+    for row, index in enumerate(rows):
+        n = int(online_batch.teacher_mask[row].sum())
+        stored = cache[index]
+        assert stored.shape == (n + 1, 64), "real tokens plus exactly one (padding) position"
+        torch.testing.assert_close(stored[:n], expected[row, :n], atol=1e-5, rtol=1e-5)
+        torch.testing.assert_close(stored[n], expected[row, n], atol=1e-5, rtol=1e-5)
+        alone = encode_teacher(teacher, online_batch.teacher_ids[row : row + 1, :n], torch.ones(1, n, dtype=torch.bool))
+        torch.testing.assert_close(stored[:n], alone[0], atol=1e-5, rtol=1e-5)
+        torch.testing.assert_close(cached_batch.teacher_hidden[row, : n + 1], stored)
+
+
+def test_without_chroma_mask_only_real_tokens_are_kept(tmp_path):
+    recipe = _load(tmp_path / "cache", "teacher.chroma_mask=false", "data.eval=null", "teacher.cache.shard_size=16")
+    build_teacher_cache(recipe, batch_size=5, progress=False)
+    tokenizer = load_tokenizer(recipe.teacher)
+    train, _ = split_prompts(recipe)
+    lengths = [len(ids) for ids in tokenizer(train, truncation=True, max_length=128)["input_ids"]]
+    cache = CachedTeacher(tmp_path / "cache" / "train")
+    assert [cache[i].shape[0] for i in range(len(cache))] == lengths
+    assert not (tmp_path / "cache" / "eval").exists()
+
+
+def test_a_deleted_shard_is_the_only_one_rewritten(copy):
+    recipe, cache_dir = copy
+    victim = cache_dir / "train" / shard_name(1)
+    original = {name: (cache_dir / "train" / name).stat().st_mtime_ns for name in (shard_name(0), shard_name(2))}
+    reference = CachedTeacher(cache_dir / "train")
+    before = [reference[i].clone() for i in range(SHARD, 2 * SHARD)]
+    victim.unlink()
+    with pytest.raises(CacheIncompleteError, match="1 of 3 shards missing"):
+        CachedTeacher(cache_dir / "train")
+
+    reports = build_teacher_cache(recipe, batch_size=3, progress=False)
+
+    assert reports["train"]["shards_written"] == 1
+    assert reports["eval"]["shards_written"] == 0
+    assert victim.is_file()
+    for name, mtime in original.items():
+        assert (cache_dir / "train" / name).stat().st_mtime_ns == mtime, f"{name} was rewritten"
+    after = CachedTeacher(cache_dir / "train")
+    for offset, tensor in enumerate(before):
+        torch.testing.assert_close(after[SHARD + offset], tensor, atol=1e-5, rtol=1e-5)
+    assert not [p for p in cache_dir.rglob("*") if p.name.endswith(".tmp")]
+
+
+def test_a_recipe_with_another_max_length_is_refused_at_load(built):
+    _, cache_dir, _ = built
+    with pytest.raises(RecipeError) as caught:
+        _load(cache_dir, "teacher.max_length=64")
+    messages = [str(problem) for problem in caught.value.problems]
+    assert messages and all("max_length" in message for message in messages)
+    assert any("teacher.cache.dir" in message for message in messages)
+
+
+def test_other_prompts_are_a_mismatch(built, tmp_path):
+    recipe, cache_dir, _ = built
+    identity = json.loads(json.dumps(teacher_identity(recipe)))
+    train, _ = split_prompts(recipe)
+    split_dir = cache_dir / "train"
+    assert prepare_split(split_dir, identity, prompts_digest(train), TRAIN, SHARD)["count"] == TRAIN
+    with pytest.raises(CacheMismatchError, match="prompts_sha256"):
+        prepare_split(split_dir, identity, prompts_digest(["something else", *train[1:]]), TRAIN, SHARD)
+    with pytest.raises(CacheMismatchError, match="shard_size"):
+        prepare_split(split_dir, identity, prompts_digest(train), TRAIN, SHARD + 1)
+
+
+def test_build_refuses_a_cache_of_other_prompts(copy):
+    _, cache_dir = copy
+    other = load_recipe(
+        TINY,
+        [
+            f"teacher.cache.dir={cache_dir}",
+            f"teacher.cache.shard_size={SHARD}",
+            f"output.dir={cache_dir.parent / 'run'}",
+            f"data.train={{path: {PROMPTS / 'eval.txt'}, limit: {TRAIN}}}",
+            "data.eval=null",
+        ],
+    ).recipe
+    with pytest.raises(CacheSetupError, match="prompts_sha256"):
+        build_teacher_cache(other, progress=False)
+
+
+def test_a_cache_without_manifest_or_shards_is_incomplete(tmp_path):
+    with pytest.raises(CacheIncompleteError, match="no cache manifest"):
+        CachedTeacher(tmp_path / "nothing")
+    recipe = _load(tmp_path / "cache")
+    train, _ = split_prompts(recipe)
+    prepare_split(tmp_path / "cache" / "train", teacher_identity(recipe), prompts_digest(train), TRAIN, SHARD)
+    with pytest.raises(CacheIncompleteError, match="3 of 3 shards missing"):
+        CachedTeacher(tmp_path / "cache" / "train")
+
+
+def test_require_without_a_cache_stops_the_run_setup(tmp_path):
+    recipe = _load(tmp_path / "empty_cache", "teacher.cache.require=true")
+    with pytest.raises(RunSetupError, match="recipe cache"):
+        build_parts(recipe, torch.device("cpu"))
+
+
+def test_a_complete_cache_replaces_the_teacher_in_a_run(built):
+    recipe, _, _ = built
+    parts = build_parts(recipe, torch.device("cpu"))
+    assert parts.teacher is None
+    assert parts.train.cache is not None and parts.eval is not None and parts.eval.cache is not None
+    assert parts.train[2]["teacher_hidden"].shape[-1] == 64

@@ -1,0 +1,143 @@
+"""Rendering with the tiny inline Chroma pipeline: sizes, determinism, masking, loading and errors."""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+from components.inference import InferenceError, build_chroma_pipeline, joint_attention_dim, render
+from recipe_runner.loader import load_recipe
+from schemas.inference import Inference
+
+RECIPE = Path(__file__).parent / "assets" / "tiny_chroma.yaml"
+
+
+@pytest.fixture(scope="module")
+def spec() -> Inference:
+    return load_recipe(RECIPE).recipe.inference
+
+
+@pytest.fixture(scope="module")
+def pipeline(spec):
+    return build_chroma_pipeline(spec, "cpu")
+
+
+def _conditioning(length: int = 8, visible: int = 5, seed: int = 0, width: int = 64):
+    generator = torch.Generator().manual_seed(seed)
+    embeds = torch.randn(1, length, width, generator=generator)
+    mask = torch.zeros(1, length, dtype=torch.bool)
+    mask[:, :visible] = True
+    return embeds, mask
+
+
+def _render(pipeline, embeds, mask, seed=0, width=64, height=64, negative=None):
+    negative = negative or _conditioning(length=2, visible=2, seed=99)
+    return render(pipeline, embeds, mask, *negative, steps=4, guidance=4.0, width=width, height=height, seed=seed)
+
+
+def test_renders_the_requested_size(pipeline):
+    embeds, mask = _conditioning()
+    assert _render(pipeline, embeds, mask).size == (64, 64)
+    assert _render(pipeline, embeds, mask, width=48, height=32).size == (48, 32)
+
+
+def test_a_fixed_seed_gives_the_same_image(pipeline):
+    embeds, mask = _conditioning()
+    first = np.asarray(_render(pipeline, embeds, mask, seed=7))
+    second = np.asarray(_render(pipeline, embeds, mask, seed=7))
+    other = np.asarray(_render(pipeline, embeds, mask, seed=8))
+    assert np.array_equal(first, second)
+    assert not np.array_equal(first, other)
+
+
+def test_the_prompt_changes_the_image(pipeline):
+    first = np.asarray(_render(pipeline, *_conditioning(seed=1)))
+    second = np.asarray(_render(pipeline, *_conditioning(seed=2)))
+    assert not np.array_equal(first, second)
+
+
+def test_masked_positions_do_not_change_the_image(pipeline):
+    embeds, mask = _conditioning(length=10, visible=4)
+    changed = embeds.clone()
+    changed[:, 4:] = 100.0 * torch.randn_like(changed[:, 4:])
+    reference = np.asarray(_render(pipeline, embeds, mask))
+    assert np.array_equal(reference, np.asarray(_render(pipeline, changed, mask)))
+    trimmed = np.asarray(_render(pipeline, embeds[:, :4], mask[:, :4])).astype(int)
+    assert np.abs(reference - trimmed).max() <= 2, "padding length does not matter either (up to float rounding)"
+
+
+def test_a_float_mask_is_treated_as_a_boolean_mask(pipeline):
+    embeds, mask = _conditioning(length=10, visible=4)
+    embeds[:, 4:] = 50.0
+    as_bool = np.asarray(_render(pipeline, embeds, mask))
+    as_float = np.asarray(_render(pipeline, embeds, mask.float()))
+    assert np.array_equal(as_bool, as_float)
+
+
+def test_width_mismatch_names_both_widths(pipeline):
+    embeds, mask = _conditioning(width=32)
+    with pytest.raises(InferenceError, match=r"width 32 .* joint_attention_dim 64"):
+        _render(pipeline, embeds, mask)
+    with pytest.raises(InferenceError, match=r"negative prompt embedding width 32"):
+        _render(pipeline, *_conditioning(), negative=_conditioning(width=32))
+
+
+def test_empty_prompt_and_bad_size_are_clear_errors(pipeline):
+    embeds, mask = _conditioning()
+    with pytest.raises(InferenceError, match="every token is masked out"):
+        _render(pipeline, embeds, torch.zeros_like(mask))
+    with pytest.raises(InferenceError, match="multiples of 16"):
+        _render(pipeline, embeds, mask, width=40)
+    with pytest.raises(InferenceError, match=r"expected embeddings \[1, L, D\]"):
+        _render(pipeline, embeds.repeat(2, 1, 1), mask.repeat(2, 1))
+
+
+def test_inline_weights_are_seeded(spec):
+    first = build_chroma_pipeline(spec, "cpu").transformer.x_embedder.weight
+    second = build_chroma_pipeline(spec, "cpu").transformer.x_embedder.weight
+    assert torch.equal(first, second)
+
+
+def test_a_saved_pipeline_directory_loads_and_renders_the_same(pipeline, spec, tmp_path):
+    pipeline.save_pretrained(tmp_path / "chroma")
+    local = Inference(pipeline=str(tmp_path / "chroma"), dtype="float32", steps=4, size=(64, 64))
+    loaded = build_chroma_pipeline(local, "cpu")
+    assert loaded.text_encoder is None and loaded.tokenizer is None
+    assert joint_attention_dim(local) == joint_attention_dim(spec) == 64
+    embeds, mask = _conditioning()
+    assert np.array_equal(np.asarray(_render(pipeline, embeds, mask)), np.asarray(_render(loaded, embeds, mask)))
+
+
+def test_an_uncached_hub_id_is_a_clear_error(monkeypatch):
+    import huggingface_hub.constants
+
+    monkeypatch.setattr(huggingface_hub.constants, "HF_HUB_OFFLINE", True)
+    with pytest.raises(InferenceError, match="cannot load the Chroma pipeline from hub id"):
+        build_chroma_pipeline(Inference(pipeline="someorg/not-a-chroma"), "cpu")
+    with pytest.raises(InferenceError, match="cannot read the Chroma transformer config of someorg/not-a-chroma"):
+        joint_attention_dim(Inference(pipeline="someorg/not-a-chroma"))
+
+
+@pytest.mark.parametrize(
+    ("change", "message"),
+    [
+        ({"unet": {}}, "unknown keys: \\['unet'\\]"),
+        ({"transformer": {"in_channels": 12}}, "must be 4 x vae.latent_channels"),
+        ({"transformer": {"in_channels": 16, "no_such_option": 1}}, "pipeline_config: .*no_such_option"),
+    ],
+)
+def test_bad_inline_configs_are_clear_errors(spec, change, message):
+    config = {**spec.pipeline_config, **change}
+    bad = spec.model_copy(update={"pipeline_config": config})
+    with pytest.raises(InferenceError, match=message):
+        build_chroma_pipeline(bad, "cpu")
+
+
+def test_missing_diffusers_says_how_to_install(spec, monkeypatch):
+    monkeypatch.setitem(sys.modules, "diffusers", None)
+    with pytest.raises(InferenceError, match=r"pip install 'recipe\[diffusers\]'"):
+        build_chroma_pipeline(spec, "cpu")

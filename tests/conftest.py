@@ -1,0 +1,27 @@
+"""Test-wide settings: never reach a model hub, and keep tokenizers single-threaded on 2 cores."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import pytest
+
+os.environ.setdefault("HF_HUB_OFFLINE", "1")
+os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
+os.environ.setdefault("HF_DATASETS_OFFLINE", "1")
+os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+
+REPO = Path(__file__).resolve().parent.parent
+TINY_RECIPE = REPO / "recipes" / "examples" / "t5_to_qwen_tiny.yaml"
+
+
+@pytest.fixture
+def tiny_recipe_path() -> Path:
+    return TINY_RECIPE
+
+
+@pytest.fixture
+def tiny_overrides(tmp_path: Path) -> list[str]:
+    """Send everything a tiny run writes into the test's own directory."""
+    return [f"output.dir={tmp_path / 'run'}", f"teacher.cache.dir={tmp_path / 'cache'}"]

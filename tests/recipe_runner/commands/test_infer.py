@@ -1,0 +1,143 @@
+"""`recipe infer` end to end on the tiny recipe: qwen, t5, --compare, numbering, and errors with exit code 2."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pytest
+from click.testing import CliRunner
+from PIL import Image
+
+from components.bolt_on.stack import build_bolt_on
+from components.export import export_encoder
+from components.models import build_model, load_tokenizer
+from recipe_runner.commands.infer import infer
+from recipe_runner.loader import load_recipe
+
+RECIPE = Path(__file__).parents[2] / "components" / "inference" / "assets" / "tiny_chroma.yaml"
+
+
+@pytest.fixture(scope="module")
+def run_dir(tmp_path_factory) -> Path:
+    """A run directory holding an export of random tiny modules, as `recipe run` leaves it."""
+    run = tmp_path_factory.mktemp("run")
+    recipe = load_recipe(RECIPE, [f"output.dir={run}"]).recipe
+    student = build_model(recipe.student, "student")
+    export_encoder(
+        run / "export", recipe, student, build_bolt_on(recipe.bolt_on, 32, 64), load_tokenizer(recipe.student)
+    )
+    return run
+
+
+def _infer(run_dir: Path, *args: str):
+    result = CliRunner().invoke(infer, [str(RECIPE), "--set", f"output.dir={run_dir}", *args])
+    return result
+
+
+def _ok(result) -> list[Path]:
+    assert result.exit_code == 0, result.output + repr(result.exception)
+    return [Path(line) for line in result.stdout.splitlines()]
+
+
+@pytest.mark.parametrize("encoder", ["qwen", "t5"])
+def test_renders_a_png_of_the_requested_size(run_dir, tmp_path, encoder):
+    out = tmp_path / f"{encoder}.png"
+    args = ["--prompt", "a red fox", "--encoder", encoder, "--width", "48", "--height", "32", "--out", str(out)]
+    assert _ok(_infer(run_dir, *args)) == [out]
+    image = Image.open(out)
+    assert image.format == "PNG" and image.size == (48, 32)
+
+
+def test_defaults_come_from_the_recipe(run_dir):
+    written = _ok(_infer(run_dir, "--prompt", "a red fox"))
+    assert written == [run_dir / "images" / "qwen.png"]
+    assert Image.open(written[0]).size == (64, 64)
+
+
+def test_the_same_seed_gives_the_same_image(run_dir, tmp_path):
+    images = []
+    for name, seed in (("a", "3"), ("b", "3"), ("c", "4")):
+        _ok(_infer(run_dir, "--prompt", "a red fox", "--seed", seed, "--out", str(tmp_path / f"{name}.png")))
+        images.append(np.asarray(Image.open(tmp_path / f"{name}.png")))
+    assert np.array_equal(images[0], images[1])
+    assert not np.array_equal(images[0], images[2])
+
+
+def test_compare_puts_both_encoders_side_by_side(run_dir, tmp_path):
+    for encoder in ("t5", "qwen"):
+        _ok(_infer(run_dir, "--prompt", "a red fox", "--encoder", encoder, "--out", str(tmp_path / f"{encoder}.png")))
+    _ok(_infer(run_dir, "--prompt", "a red fox", "--compare", "--out", str(tmp_path / "both.png")))
+
+    grid = np.asarray(Image.open(tmp_path / "both.png").convert("RGB"))
+    single = {encoder: np.asarray(Image.open(tmp_path / f"{encoder}.png").convert("RGB")) for encoder in ("t5", "qwen")}
+    assert grid.shape[0] > 64 and grid.shape[1] >= 2 * 64
+    body = grid[-64:]
+    for encoder, image in single.items():
+        found = any(np.array_equal(body[:, x : x + 64], image) for x in range(grid.shape[1] - 63))
+        assert found, f"the {encoder} panel is the {encoder} render (same seed)"
+    assert (grid[: grid.shape[0] - 64] < 128).any(), "labels above the panels"
+
+
+def test_several_prompts_give_numbered_files(run_dir, tmp_path):
+    prompts = tmp_path / "prompts.txt"
+    prompts.write_text("a red fox\n\na blue house\n")
+    written = _ok(_infer(run_dir, "--prompts", str(prompts), "--prompt", "a cat", "--out", str(tmp_path / "img.png")))
+    assert written == [tmp_path / "img_01.png", tmp_path / "img_02.png", tmp_path / "img_03.png"]
+    assert all(path.is_file() for path in written)
+
+
+def test_an_export_alone_is_enough(run_dir, tmp_path):
+    out = tmp_path / "alone.png"
+    result = CliRunner().invoke(infer, ["--checkpoint", str(run_dir / "export"), "--prompt", "cat", "--out", str(out)])
+    assert _ok(result) == [out]
+    result = CliRunner().invoke(
+        infer, ["--checkpoint", str(run_dir / "export"), "--prompt", "cat", "--compare", "--out", str(out)]
+    )
+    assert _ok(result) == [out] and Image.open(out).width > 64
+
+
+def _fails(result, *fragments: str) -> None:
+    assert result.exit_code == 2, result.output
+    assert isinstance(result.exception, SystemExit), "no traceback"
+    assert "Traceback" not in result.output
+    for fragment in fragments:
+        assert fragment in result.stderr, result.stderr
+
+
+def test_no_export_says_how_to_make_one(tmp_path):
+    result = _infer(tmp_path / "empty_run", "--prompt", "cat")
+    _fails(result, "no exported encoder at", "run `recipe run RECIPE` (or `recipe export RECIPE`) first")
+
+
+def test_width_mismatch_names_both_numbers(run_dir):
+    result = _infer(run_dir, "--prompt", "cat", "--set", "inference.pipeline_config.transformer.joint_attention_dim=32")
+    _fails(result, "width 64", "joint_attention_dim 32")
+
+
+@pytest.mark.parametrize(
+    ("args", "message"),
+    [
+        ([], "no prompt: give --prompt TEXT or --prompts FILE"),
+        (["--prompt", "  "], "prompt 1 is empty"),
+        (["--prompt", "cat", "--width", "50"], "multiples of 16"),
+        (["--prompt", "cat", "--steps", "0"], "steps"),
+        (["--prompts", "/no/such/file.txt"], "cannot read"),
+    ],
+)
+def test_bad_options_are_clear_errors(run_dir, args, message):
+    _fails(_infer(run_dir, *args), message)
+
+
+def test_recipe_problems_are_reported_with_positions(run_dir):
+    result = CliRunner().invoke(infer, [str(RECIPE), "--set", "stages.0.lr.student=-1", "--prompt", "cat"])
+    _fails(result, "stages[0].lr.student", "problem")
+
+
+def test_recipe_or_checkpoint_is_required():
+    _fails(CliRunner().invoke(infer, ["--prompt", "cat"]), "give a RECIPE, or --checkpoint DIR")
+
+
+def test_recipe_without_inference_section(run_dir):
+    result = _infer(run_dir, "--prompt", "cat", "--set", "inference=null")
+    _fails(result, "no `inference:` section")

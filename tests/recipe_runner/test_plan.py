@@ -1,0 +1,83 @@
+"""`recipe plan` works offline for the reference recipe and accounts LoRA, caching and budgets."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from recipe_runner.loader import load_recipe
+from recipe_runner.memory import GIB
+from recipe_runner.plan import build_plan, format_plan
+from schemas import Recipe
+from schemas.stages import LoRA
+
+REFERENCE = Path(__file__).parents[2] / "recipes" / "t5_to_qwen.yaml"
+
+
+@pytest.fixture(autouse=True)
+def _offline(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+
+
+@pytest.fixture(scope="module")
+def reference() -> Recipe:
+    return load_recipe(REFERENCE, check=False).recipe
+
+
+def with_stage(recipe: Recipe, **changes: object) -> Recipe:
+    return recipe.model_copy(update={"stages": [recipe.stages[0].model_copy(update=changes)]})
+
+
+def memory_items(plan) -> dict[str, float]:
+    return {item.label: item.bytes / GIB for item in plan.stages[0].memory.items}
+
+
+def test_reference_recipe_plan(reference: Recipe) -> None:
+    plan = build_plan(reference)
+    assert plan.teacher.params == pytest.approx(4.76e9, rel=0.02)
+    assert plan.student.params == pytest.approx(0.60e9, rel=0.02)
+    assert plan.bolt_on.params == 410_213_376
+    assert (plan.teacher.width, plan.student.width, plan.bolt_on.width) == (4096, 1024, 4096)
+    assert plan.stages[0].trainable == {"student": plan.student.params, "bolt_on": plan.bolt_on.params}
+    items = memory_items(plan)
+    assert "teacher weights (frozen)" not in items  # teacher.cache is set: targets come from disk
+    assert items["trainable: fp32 weights + grads + AdamW states (16 B/param)"] == pytest.approx(15.0, abs=0.1)
+    assert 16 < plan.peak.memory.total_gib < 24 and plan.warnings == ()
+    text = format_plan(plan)
+    for expected in ("4.76B", "595.8M", "410.2M", "1024 -> 4096", "transformer   3072  3072", "peak memory"):
+        assert expected in text
+    assert "warning" not in text
+
+
+def test_lora_stage_trains_adapters_and_keeps_frozen_student_weights(reference: Recipe) -> None:
+    lora = LoRA(r=8)
+    plan = build_plan(with_stage(reference, student_lora=lora))
+    per_layer = 8 * ((1024 + 2048) + (1024 + 1024) * 2 + (2048 + 1024))  # q, k, v, o of one Qwen3 layer
+    assert plan.stages[0].trainable["student"] == 28 * per_layer
+    assert plan.stages[0].lora
+    assert memory_items(plan)["student weights (frozen)"] == pytest.approx(595_776_512 * 2 / GIB)
+    assert "(LoRA)" in format_plan(plan)
+
+
+def test_lora_targets_that_match_nothing_warn(reference: Recipe) -> None:
+    plan = build_plan(with_stage(reference, student_lora=LoRA(target_modules=["query"])))
+    assert any("match no module" in warning for warning in plan.warnings)
+
+
+def test_online_teacher_and_small_budget_warn(reference: Recipe) -> None:
+    teacher = reference.teacher.model_copy(update={"cache": None})
+    hardware = reference.hardware.model_copy(update={"vram_gb": 16.0, "gradient_checkpointing": False})
+    plan = build_plan(reference.model_copy(update={"teacher": teacher, "hardware": hardware}))
+    assert memory_items(plan)["teacher weights (frozen)"] == pytest.approx(4_762_310_656 * 2 / GIB)
+    assert plan.peak.memory.over_budget
+    (warning,) = plan.warnings
+    assert "exceeds hardware.vram_gb 16 GiB" in warning and "gradient_checkpointing" in warning
+    assert f"warning: {warning}" in format_plan(plan)
+
+
+def test_bolt_on_only_stage_freezes_the_student(reference: Recipe) -> None:
+    plan = build_plan(with_stage(reference, trainable=["bolt_on"]))
+    assert plan.stages[0].trainable == {"bolt_on": plan.bolt_on.params}
+    assert "student activations (no grad, one layer)" in memory_items(plan)
+    assert "frozen" in format_plan(plan)

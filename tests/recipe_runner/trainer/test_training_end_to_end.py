@@ -1,0 +1,201 @@
+"""Real tiny training through the CLI: quality rises, runs resume after SIGKILL, Ctrl-C saves, DDP works."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+import torch
+
+from recipe_runner.loader import load_recipe
+from recipe_runner.trainer.checkpoint import STEP_DIR, step_checkpoints
+from recipe_runner.trainer.loop import Trainer, TrainingDiverged
+from recipe_runner.trainer.parts import RunSetupError
+
+pytestmark = pytest.mark.slow
+
+
+def _recipe_cmd(*args: str) -> list[str]:
+    return [sys.executable, "-m", "recipe_runner.cli", *args]
+
+
+def _metrics(run_dir: Path) -> list[dict]:
+    return [json.loads(line) for line in (run_dir / "metrics.jsonl").read_text().splitlines()]
+
+
+def _env() -> dict[str, str]:
+    return {**os.environ, "HF_HUB_OFFLINE": "1", "TOKENIZERS_PARALLELISM": "false", "OMP_NUM_THREADS": "1"}
+
+
+def test_tiny_recipe_learns_and_exports(tiny_recipe_path, tiny_overrides, tmp_path):
+    from components.export import DistilledEncoder
+
+    summary = Trainer(load_recipe(tiny_recipe_path, tiny_overrides).recipe, progress=False).run()
+    run_dir = tmp_path / "run"
+    evals = [m for m in _metrics(run_dir) if "eval/aligned_cosine" in m]
+    assert evals[0]["step"] == 0 and evals[0]["eval/aligned_cosine"] < 0.5
+    assert summary.metrics["eval/aligned_cosine"] >= 0.8, summary.metrics
+    assert (run_dir / "resolved_recipe.yaml").is_file() and (run_dir / "versions.json").is_file()
+    assert (run_dir / "checkpoints" / "best" / "trainer_state.json").is_file()
+    encoder = DistilledEncoder.load(summary.export_dir)
+    embeds, mask = encoder.encode(["a red fox in snow", "a cat"])
+    assert embeds.shape[-1] == 64 and mask.dtype == torch.bool
+    assert mask.sum(1).tolist()[0] > mask.sum(1).tolist()[1]
+
+
+def _short(tiny_overrides: list[str], steps: int, save_every: int) -> list[str]:
+    return [
+        *tiny_overrides,
+        "stages.0.epochs=null",
+        f"stages.0.steps={steps}",
+        f"output.save_every_steps={save_every}",
+        "output.eval_every_steps=1000",
+        "output.keep_last=10",
+    ]
+
+
+def _wait_for_checkpoint(proc: subprocess.Popen, root: Path, at_least: int, timeout: float = 120) -> None:
+    deadline = time.time() + timeout
+    while time.time() < deadline:
+        done = [int(STEP_DIR.match(p.name).group(1)) for p in step_checkpoints(root)]
+        if done and max(done) >= at_least:
+            return
+        if proc.poll() is not None:
+            raise AssertionError(f"run ended early: {proc.communicate()}")
+        time.sleep(0.05)
+    raise AssertionError("no checkpoint appeared in time")
+
+
+def _final_loss(run_dir: Path) -> float:
+    return [m for m in _metrics(run_dir) if "loss" in m][-1]["loss"]
+
+
+def test_sigkill_then_resume_reaches_same_final_step(tiny_recipe_path, tiny_overrides, tmp_path):
+    overrides = _short(tiny_overrides, steps=120, save_every=10)
+    sets = [arg for o in overrides for arg in ("--set", o)]
+    run_dir = tmp_path / "run"
+    proc = subprocess.Popen(
+        _recipe_cmd("run", str(tiny_recipe_path), "--no-progress", *sets),
+        env=_env(),
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    _wait_for_checkpoint(proc, run_dir / "checkpoints", at_least=30)
+    proc.send_signal(signal.SIGKILL)
+    proc.wait()
+    # Whatever the kill interrupted, every directory under a final name is complete.
+    for entry in (run_dir / "checkpoints").iterdir():
+        if STEP_DIR.match(entry.name):
+            assert (entry / "trainer_state.json").is_file(), entry
+    killed_at = int(STEP_DIR.match(step_checkpoints(run_dir / "checkpoints")[-1].name).group(1))
+    assert killed_at < 120
+
+    refused = subprocess.run(
+        _recipe_cmd("run", str(tiny_recipe_path), "--no-progress", *sets), env=_env(), capture_output=True, text=True
+    )
+    assert refused.returncode == 1 and "--resume" in refused.stderr
+
+    resumed = subprocess.run(
+        _recipe_cmd("run", str(tiny_recipe_path), "--no-progress", "--resume", *sets),
+        env=_env(),
+        capture_output=True,
+        text=True,
+    )
+    assert resumed.returncode == 0, resumed.stderr
+    assert "finished at step 120" in resumed.stdout
+    steps_logged = [m["step"] for m in _metrics(run_dir) if "loss" in m]
+    assert steps_logged[-1] == 120
+
+    # The resumed run is the same computation as one that was never interrupted.
+    straight = tmp_path / "straight"
+    sets_straight = [*sets, "--set", f"output.dir={straight}"]
+    subprocess.run(
+        _recipe_cmd("run", str(tiny_recipe_path), "--no-progress", *sets_straight),
+        env=_env(),
+        check=True,
+        capture_output=True,
+    )
+    assert _final_loss(run_dir) == pytest.approx(_final_loss(straight), rel=1e-4)
+
+
+def test_ctrl_c_saves_a_checkpoint_and_exits_cleanly(tiny_recipe_path, tiny_overrides, tmp_path):
+    overrides = _short(tiny_overrides, steps=400, save_every=20)
+    sets = [arg for o in overrides for arg in ("--set", o)]
+    proc = subprocess.Popen(
+        _recipe_cmd("run", str(tiny_recipe_path), "--no-progress", *sets),
+        env=_env(),
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    _wait_for_checkpoint(proc, tmp_path / "run" / "checkpoints", at_least=20)
+    proc.send_signal(signal.SIGINT)
+    out, err = proc.communicate(timeout=60)
+    assert proc.returncode == 130, err
+    assert "interrupted at step" in err and "--resume" in err and "Traceback" not in err
+    interrupted = int(err.split("interrupted at step ")[1].split(";")[0])
+    assert any(p.name == f"step-{interrupted:08d}" for p in step_checkpoints(tmp_path / "run" / "checkpoints"))
+
+
+def test_nan_loss_stops_and_keeps_last_good_checkpoint(tiny_recipe_path, tiny_overrides, tmp_path, monkeypatch):
+    from components.losses import distill_loss
+
+    recipe = load_recipe(tiny_recipe_path, _short(tiny_overrides, steps=40, save_every=10)).recipe
+    trainer = Trainer(recipe, progress=False)
+    calls = {"n": 0}
+    original = distill_loss.DistillLoss.__call__
+
+    def poisoned(self, pairs):
+        total, terms = original(self, pairs)
+        calls["n"] += 1
+        return (total * float("nan") if calls["n"] > 25 else total), terms
+
+    monkeypatch.setattr(distill_loss.DistillLoss, "__call__", poisoned)
+    with pytest.raises(TrainingDiverged, match="NaN or inf"):
+        trainer.run()
+    kept = step_checkpoints(tmp_path / "run" / "checkpoints")
+    assert [p.name for p in kept] == ["step-00000010", "step-00000020"]
+
+
+def test_existing_checkpoints_are_not_overwritten(tiny_recipe_path, tiny_overrides, tmp_path):
+    recipe = load_recipe(tiny_recipe_path, _short(tiny_overrides, steps=2, save_every=1)).recipe
+    Trainer(recipe, progress=False).run()
+    with pytest.raises(RunSetupError, match="--resume"):
+        Trainer(recipe, progress=False)
+
+
+def test_two_process_ddp_run(tiny_recipe_path, tiny_overrides, tmp_path):
+    sets = [arg for o in _short(tiny_overrides, steps=6, save_every=3) for arg in ("--set", o)]
+    cmd = [
+        sys.executable,
+        "-m",
+        "accelerate.commands.launch",
+        "--num_processes",
+        "2",
+        "--cpu",
+        "--num_machines",
+        "1",
+        "--mixed_precision",
+        "no",
+        "--dynamo_backend",
+        "no",
+        "-m",
+        "recipe_runner.cli",
+        "run",
+        str(tiny_recipe_path),
+        "--no-progress",
+        *sets,
+        "--set",
+        "hardware.distributed=ddp",
+    ]
+    done = subprocess.run(cmd, env=_env(), capture_output=True, text=True, timeout=300)
+    assert done.returncode == 0, done.stderr[-3000:]
+    assert "finished at step 6" in done.stdout
+    assert step_checkpoints(tmp_path / "run" / "checkpoints")[-1].name == "step-00000006"

@@ -1,0 +1,126 @@
+"""The DSL documents itself: every field has a description, every section forbids unknown keys."""
+
+from __future__ import annotations
+
+import json
+import typing
+from typing import Any
+
+import pytest
+from click.testing import CliRunner
+from pydantic import BaseModel
+
+from recipe_runner.cli import main
+from schemas import Recipe
+
+
+def _models_in(annotation: Any) -> list[type[BaseModel]]:
+    """pydantic models inside a field annotation (through Annotated, Optional, Union, list, tuple, dict)."""
+    if isinstance(annotation, type) and issubclass(annotation, BaseModel):
+        return [annotation]
+    origin = typing.get_origin(annotation)
+    args = typing.get_args(annotation)
+    if origin is typing.Annotated:
+        return _models_in(args[0])
+    if origin is not None:  # Union, Optional, list, tuple, dict (Literal has no models among its args)
+        return [model for arg in args if arg is not Ellipsis for model in _models_in(arg)]
+    return []
+
+
+def reachable_models() -> list[type[BaseModel]]:
+    seen: list[type[BaseModel]] = []
+    todo: list[type[BaseModel]] = [Recipe]
+    while todo:
+        model = todo.pop()
+        if model in seen:
+            continue
+        seen.append(model)
+        for field in model.model_fields.values():
+            todo += _models_in(field.annotation)
+    return seen
+
+
+MODELS = reachable_models()
+FIELDS = [(model, name) for model in MODELS for name in model.model_fields]
+
+
+def test_walk_finds_every_section() -> None:
+    names = {model.__name__ for model in MODELS}
+    expected = {
+        "Recipe",
+        "T5EncoderTeacher",
+        "HiddenStatesStudent",
+        "TeacherCache",
+        "BoltOn",
+        "LinearLayer",
+        "MLPLayer",
+        "TransformerLayer",
+        "ResidualMLPLayer",
+        "RMSNormLayer",
+        "SkipPath",
+        "CrossTokenizerAlignment",
+        "Data",
+        "DataFile",
+        "Stage",
+        "PerPart",
+        "LoRA",
+        "AdamW",
+        "ConstantSchedule",
+        "CosineRestartsSchedule",
+        "HuberLoss",
+        "CosineLoss",
+        "MSELoss",
+        "Hardware",
+        "Output",
+        "Inference",
+    }
+    assert expected <= names
+
+
+@pytest.mark.parametrize(("model", "name"), FIELDS, ids=[f"{m.__name__}.{n}" for m, n in FIELDS])
+def test_every_field_has_a_description(model: type[BaseModel], name: str) -> None:
+    description = model.model_fields[name].description
+    assert description is not None and description.strip(), f"{model.__name__}.{name} has no description"
+
+
+@pytest.mark.parametrize("model", MODELS, ids=[m.__name__ for m in MODELS])
+def test_every_section_forbids_unknown_keys(model: type[BaseModel]) -> None:
+    assert model.model_config.get("extra") == "forbid", f"{model.__name__} accepts unknown keys"
+
+
+@pytest.mark.parametrize("model", MODELS, ids=[m.__name__ for m in MODELS])
+def test_every_section_has_a_docstring(model: type[BaseModel]) -> None:
+    assert (model.__doc__ or "").strip(), f"{model.__name__} has no docstring (it becomes the schema description)"
+
+
+def test_unknown_key_is_rejected_in_every_section() -> None:
+    from pydantic import ValidationError
+
+    for model in MODELS:
+        with pytest.raises(ValidationError) as exc:
+            model.model_validate({"surely_not_a_key": 1})
+        assert any(err["type"] == "extra_forbidden" for err in exc.value.errors()), model.__name__
+
+
+def test_recipe_schema_command_prints_json_schema() -> None:
+    result = CliRunner().invoke(main, ["schema"])
+    assert result.exit_code == 0, result.output
+    schema = json.loads(result.stdout)
+    assert schema["title"] == "Recipe"
+    assert schema["type"] == "object"
+    assert "$defs" in schema and schema["$defs"]
+    assert {"teacher", "student", "stages"} <= set(schema["properties"])
+    assert set(schema["required"]) >= {"recipe", "teacher", "student", "alignment", "data", "stages", "output"}
+    for name, definition in [("Recipe", schema), *schema["$defs"].items()]:
+        if definition.get("type") != "object":
+            continue
+        assert definition.get("additionalProperties") is False, name
+        for key, prop in definition.get("properties", {}).items():
+            assert prop.get("description"), f"{name}.{key} has no description in the JSON schema"
+
+
+def test_json_schema_references_resolve() -> None:
+    schema = json.loads(CliRunner().invoke(main, ["schema"]).stdout)
+    text = json.dumps(schema)
+    refs = {part.split('"')[0] for part in text.split('"$ref": "#/$defs/')[1:]}
+    assert refs and refs <= set(schema["$defs"])
