@@ -7,6 +7,7 @@ numpy so it runs in DataLoader workers; the device only ever sees the index arra
 
 from __future__ import annotations
 
+import math
 import re
 from dataclasses import dataclass, field
 
@@ -349,7 +350,7 @@ class CrossTokenizerAligner:
             if s in covered_s or not student.matchable[s]:
                 continue
             proportional = (rank_s + 0.5) * scale - 0.5
-            centre = int(np.floor(proportional + 0.5))
+            centre = math.floor(proportional + 0.5)
             for rank_t in range(max(0, centre - reach), min(len(ranked_t), centre + reach + 1)):
                 t = ranked_t[rank_t]
                 if (

@@ -1,4 +1,4 @@
-"""`recipe export`: write the distilled encoder of a run from one of its checkpoints (as `recipe run` does at its end)."""
+"""`recipe export`: write a run's distilled encoder from one of its checkpoints, as `recipe run` does at its end."""
 
 from __future__ import annotations
 
@@ -92,7 +92,11 @@ def load_checkpointed_model(recipe, checkpoint: Path):
     help="Checkpoint directory (default: <output.dir>/checkpoints/best, else the newest step checkpoint).",
 )
 @click.option(
-    "--out", "out_dir", type=click.Path(file_okay=False), default=None, help="Export directory (default: <output.dir>/export)."
+    "--out",
+    "out_dir",
+    type=click.Path(file_okay=False),
+    default=None,
+    help="Export directory (default: <output.dir>/export).",
 )
 @reports_recipe_errors
 def export(file: str, overrides: tuple[str, ...], checkpoint_dir: str | None, out_dir: str | None) -> None:
@@ -119,4 +123,6 @@ def export(file: str, overrides: tuple[str, ...], checkpoint_dir: str | None, ou
         sys.exit(1)
     target = Path(out_dir) if out_dir is not None else run_dir / "export"
     written = export_encoder(target, recipe, model.student, model.bolt_on, tokenizer)
-    click.echo(f"exported encoder: {written} (from {checkpoint}, stage {stage_index} {recipe.stages[stage_index].name!r})")
+    click.echo(
+        f"exported encoder: {written} (from {checkpoint}, stage {stage_index} {recipe.stages[stage_index].name!r})"
+    )

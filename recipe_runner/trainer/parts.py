@@ -10,9 +10,10 @@ from torch import nn
 
 from components.alignment import CrossTokenizerAligner
 from components.bolt_on import build_bolt_on
+from components.cache.manifest import read_manifest
 from components.cache.reader import CachedTeacher, CacheIncompleteError
 from components.data.pipeline import PromptPairs
-from components.data.prompts import read_prompts
+from components.data.prompts import prompts_digest, read_prompts
 from components.models import build_model, freeze, hidden_width, load_tokenizer
 from schemas import Recipe
 
@@ -62,7 +63,7 @@ def split_prompts(recipe: Recipe) -> tuple[list[str], list[str]]:
     return train, []
 
 
-def open_cache(recipe: Recipe, split: str, count: int) -> CachedTeacher | None:
+def open_cache(recipe: Recipe, split: str, prompts: list[str]) -> CachedTeacher | None:
     """The split's cache when complete; `require: true` turns a missing cache into an error."""
     spec = recipe.teacher.cache
     if spec is None:
@@ -74,8 +75,13 @@ def open_cache(recipe: Recipe, split: str, count: int) -> CachedTeacher | None:
         if spec.require:
             raise RunSetupError(f"{exc}; run `recipe cache RECIPE` first") from None
         return None
-    if len(cache) != count:
-        raise RunSetupError(f"cache {split_dir} holds {len(cache)} prompts, the data has {count}: rerun `recipe cache`")
+    # Teacher outputs of other prompts would be paired with these prompts silently: same count is not enough.
+    made_from = (read_manifest(split_dir) or {}).get("prompts_sha256")
+    if len(cache) != len(prompts) or made_from != prompts_digest(prompts):
+        raise RunSetupError(
+            f"cache {split_dir} was made from other prompts than data.{split} ({len(cache)} cached, "
+            f"{len(prompts)} now): delete it and rerun `recipe cache`, or point teacher.cache.dir elsewhere"
+        )
     return cache
 
 
@@ -86,9 +92,12 @@ def build_parts(recipe: Recipe, device: torch.device) -> RunParts:
     student_tok = load_tokenizer(recipe.student)
     teacher_tok = load_tokenizer(recipe.teacher)
     train_prompts, eval_prompts = split_prompts(recipe)
-    caches = {"train": open_cache(recipe, "train", len(train_prompts))}
-    caches["eval"] = open_cache(recipe, "eval", len(eval_prompts)) if eval_prompts else None
+    caches = {"train": open_cache(recipe, "train", train_prompts)}
+    caches["eval"] = open_cache(recipe, "eval", eval_prompts) if eval_prompts else None
     student = build_model(recipe.student, "student", device=device, attention=attention, seed=seed)
+    if any("student" in stage.trainable for stage in recipe.stages):
+        # Trained weights stay float32 masters; autocast gives bf16/fp16 compute (accelerate mixed precision).
+        student.float()
     teacher = build_model(recipe.teacher, "teacher", device=device, attention=attention, seed=seed)
     freeze(teacher)
     with torch.random.fork_rng(devices=[]):

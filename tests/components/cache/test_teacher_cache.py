@@ -28,6 +28,15 @@ PROMPTS = ROOT / "data" / "prompts"
 TRAIN, EVAL, SHARD = 10, 3, 4
 
 
+@pytest.fixture(scope="module", autouse=True)
+def _one_thread():
+    """Tiny matrices: one intra-op thread is many times faster than two fighting over shared cores."""
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)
+
+
 def _load(cache_dir: Path, *extra: str):
     return load_recipe(
         TINY,
@@ -179,6 +188,16 @@ def test_build_refuses_a_cache_of_other_prompts(copy):
     ).recipe
     with pytest.raises(CacheSetupError, match="prompts_sha256"):
         build_teacher_cache(other, progress=False)
+
+
+def test_a_run_refuses_a_cache_of_other_prompts_even_of_the_same_count(copy):
+    _, cache_dir = copy
+    shuffled = _load(cache_dir, f"data.train={{path: {PROMPTS / 'eval.txt'}, limit: {TRAIN}}}")
+    with pytest.raises(RunSetupError, match="other prompts than data.train"):
+        build_parts(shuffled, torch.device("cpu"))
+    fewer = _load(cache_dir, f"data.eval={{path: {PROMPTS / 'eval.txt'}, limit: {EVAL - 1}}}")
+    with pytest.raises(RunSetupError, match="other prompts than data.eval"):
+        build_parts(fewer, torch.device("cpu"))
 
 
 def test_a_cache_without_manifest_or_shards_is_incomplete(tmp_path):

@@ -14,7 +14,10 @@ from recipe_runner.loader import load_recipe
 ROOT = Path(__file__).parents[3]
 TINY = ROOT / "recipes" / "examples" / "t5_to_qwen_tiny.yaml"
 PROMPTS = ROOT / "data" / "prompts"
-SMALL = [f"data.train={{path: {PROMPTS / 'train.txt'}, limit: 12}}", f"data.eval={{path: {PROMPTS / 'eval.txt'}, limit: 5}}"]
+SMALL = [
+    f"data.train={{path: {PROMPTS / 'train.txt'}, limit: 12}}",
+    f"data.eval={{path: {PROMPTS / 'eval.txt'}, limit: 5}}",
+]
 
 
 def _invoke(*args: str):

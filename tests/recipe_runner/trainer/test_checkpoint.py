@@ -62,7 +62,7 @@ def _assert_same(a: dict, b: dict) -> None:
     assert a["lrs"] == b["lrs"]
     for key in a["weights"]:
         assert torch.equal(a["weights"][key], b["weights"][key]), key
-    for x, y in zip(a["exp_avg"], b["exp_avg"]):
+    for x, y in zip(a["exp_avg"], b["exp_avg"], strict=True):
         assert torch.equal(x, y)
 
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import math
+from itertools import pairwise
 from types import SimpleNamespace
 
 import pytest
@@ -44,7 +45,7 @@ def test_linear_goes_from_lr_to_min_lr():
     assert lrs[0] == pytest.approx(1e-3)
     assert lrs[50] == pytest.approx(1e-4 + 0.5 * 9e-4)
     assert lrs[100] == pytest.approx(1e-4)
-    assert all(a >= b for a, b in zip(lrs, lrs[1:]))
+    assert all(a >= b for a, b in pairwise(lrs))
 
 
 def test_cosine_follows_half_a_cosine_down_to_min_lr():
@@ -112,7 +113,7 @@ def test_one_group_per_part_and_no_weight_decay_on_1d_params():
     stage = _stage({"type": "constant"}, optimizer={"type": "adamw", "weight_decay": 0.05})
     optimizer, _, parts = build_optimizer(stage, model.by_part(), 10, use_cuda=False)
     assert parts == ["student", "student", "bolt_on", "bolt_on"]
-    for group, part in zip(optimizer.param_groups, parts):
+    for group, part in zip(optimizer.param_groups, parts, strict=True):
         assert group["lr"] == pytest.approx(LR[part])
         assert all(p.ndim == (2 if group["weight_decay"] else 1) for p in group["params"])
     decayed = {id(p) for g in optimizer.param_groups if g["weight_decay"] == 0.05 for p in g["params"]}

@@ -1,0 +1,141 @@
+"""`recipe export` after a 3-step tiny run: best or latest checkpoint, --checkpoint/--out, LoRA merge, errors."""
+
+from __future__ import annotations
+
+import shutil
+from pathlib import Path
+
+import pytest
+import torch
+from click.testing import CliRunner
+
+from components.export import DistilledEncoder
+from recipe_runner.cli import main
+from recipe_runner.loader import load_recipe
+from recipe_runner.trainer.loop import Trainer
+
+ROOT = Path(__file__).parents[3]
+TINY = ROOT / "recipes" / "examples" / "t5_to_qwen_tiny.yaml"
+PROMPTS_DIR = ROOT / "data" / "prompts"
+PROMPTS = ["a red fox in the snow", "cat", "an old lighthouse at dusk, oil painting"]
+
+
+@pytest.fixture(scope="module", autouse=True)
+def _one_thread():
+    """Tiny matrices: one intra-op thread is many times faster than two fighting over shared cores."""
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)
+
+
+def _overrides(out: Path, *extra: str) -> list[str]:
+    return [
+        f"output.dir={out}",
+        "teacher.cache=null",
+        f"data.train={{path: {PROMPTS_DIR / 'train.txt'}, limit: 8}}",
+        f"data.eval={{path: {PROMPTS_DIR / 'eval.txt'}, limit: 4}}",
+        "hardware.batch_size=4",
+        "stages.0.steps=3",
+        "stages.0.epochs=null",
+        "stages.0.warmup_steps=0",
+        "output.save_every_steps=2",
+        *extra,
+    ]
+
+
+def _train(out: Path, *extra: str) -> tuple[list[str], tuple[torch.Tensor, torch.Tensor]]:
+    """A 3-step run; returns its overrides and what its own export encodes, then removes that export."""
+    overrides = _overrides(out, *extra)
+    Trainer(load_recipe(TINY, overrides).recipe, progress=False).run()
+    embeds = DistilledEncoder.load(out / "export").encode(PROMPTS)
+    shutil.rmtree(out / "export")
+    return overrides, embeds
+
+
+@pytest.fixture(scope="module")
+def trained(tmp_path_factory):
+    out = tmp_path_factory.mktemp("export") / "run"
+    overrides, embeds = _train(out)
+    return out, overrides, embeds
+
+
+def _export(overrides: list[str], *args: str):
+    sets = [arg for override in overrides for arg in ("--set", override)]
+    return CliRunner().invoke(main, ["export", str(TINY), *sets, *args])
+
+
+def test_exports_the_best_checkpoint_by_default(trained):
+    out, overrides, (expected, expected_mask) = trained
+    assert (out / "checkpoints" / "best").is_dir()
+    assert not (out / "export").exists()
+
+    result = _export(overrides)
+    assert result.exit_code == 0, result.output + repr(result.exception)
+    assert str(out / "checkpoints" / "best") in result.stdout
+
+    embeds, mask = DistilledEncoder.load(out / "export").encode(PROMPTS)
+    assert embeds.shape[-1] == 64 and embeds.shape[:2] == mask.shape
+    assert mask.dtype == torch.bool
+    assert torch.equal(mask, expected_mask)
+    # best was saved at the final step (its eval is the first kept), so it is the run's own export
+    torch.testing.assert_close(embeds, expected, atol=1e-5, rtol=1e-5)
+
+
+def test_checkpoint_and_out_options(trained, tmp_path):
+    out, overrides, (expected, _) = trained
+    earlier = out / "checkpoints" / "step-00000002"
+    assert earlier.is_dir()
+    result = _export(overrides, "--checkpoint", str(earlier), "--out", str(tmp_path / "enc"))
+    assert result.exit_code == 0, result.output + repr(result.exception)
+    embeds, mask = DistilledEncoder.load(tmp_path / "enc").encode(PROMPTS)
+    assert embeds.shape[-1] == 64 and mask.dtype == torch.bool
+    assert not torch.allclose(embeds, expected), "step 2 weights differ from the final ones"
+
+
+def test_without_best_the_newest_step_checkpoint_is_used(trained, tmp_path):
+    out, overrides, (expected, _) = trained
+    copy = tmp_path / "run"
+    shutil.copytree(out / "checkpoints", copy / "checkpoints", ignore=shutil.ignore_patterns("best"))
+    (copy / "checkpoints" / ".step-00000009.x.tmp").mkdir()  # an unfinished write is never picked
+    result = _export([*overrides, f"output.dir={copy}"])
+    assert result.exit_code == 0, result.output + repr(result.exception)
+    assert "step-00000003" in result.stdout
+    embeds, _ = DistilledEncoder.load(copy / "export").encode(PROMPTS)
+    torch.testing.assert_close(embeds, expected, atol=1e-5, rtol=1e-5)
+
+
+def test_no_checkpoint_is_a_clear_error(tmp_path):
+    result = _export(_overrides(tmp_path / "never_trained"))
+    assert result.exit_code == 1
+    assert "no checkpoint" in result.stderr and "recipe run" in result.stderr
+    assert "Traceback" not in result.output
+    assert not (tmp_path / "never_trained" / "export").exists()
+
+
+def test_an_incomplete_checkpoint_is_refused(trained, tmp_path):
+    _, overrides, _ = trained
+    (tmp_path / "half").mkdir()
+    result = _export(overrides, "--checkpoint", str(tmp_path / "half"), "--out", str(tmp_path / "enc"))
+    assert result.exit_code == 1
+    assert "not a complete checkpoint" in result.stderr
+
+
+def test_a_checkpoint_of_another_architecture_is_refused(trained, tmp_path):
+    out, overrides, _ = trained
+    wider = [*overrides, "bolt_on.layers.0.out_dim=80"]
+    result = _export(wider, "--checkpoint", str(out / "checkpoints" / "best"), "--out", str(tmp_path / "enc"))
+    assert result.exit_code == 1, result.output
+    assert "does not fit" in result.stderr
+    assert "Traceback" not in result.output
+
+
+def test_a_lora_stage_checkpoint_is_merged(tmp_path):
+    out = tmp_path / "run"
+    overrides, (expected, _) = _train(out, "stages.0.student_lora={r: 4, alpha: 8}", "stages.0.lr.student=0.05")
+    result = _export(overrides, "--checkpoint", str(out / "checkpoints" / "step-00000003"))
+    assert result.exit_code == 0, result.output + repr(result.exception)
+    encoder = DistilledEncoder.load(out / "export")
+    assert not any("lora" in name for name, _ in encoder.student.named_parameters())
+    embeds, _ = encoder.encode(PROMPTS)
+    torch.testing.assert_close(embeds, expected, atol=1e-5, rtol=1e-5)
