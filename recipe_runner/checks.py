@@ -142,11 +142,15 @@ def _hardware_problems(loaded: LoadedRecipe) -> list[Problem]:
     problems = []
     if hw.device == "cpu" and hw.precision == "fp16":
         problems.append(loaded.problem(("hardware", "precision"), "fp16 needs a GPU; use bf16 or fp32 on the CPU"))
-    if hw.device == "cuda" and torch.cuda.is_available() and hw.precision == "bf16":
-        if not torch.cuda.is_bf16_supported():
-            problems.append(loaded.problem(("hardware", "precision"), "this GPU has no bf16; use fp16 or fp32"))
-    if hw.distributed == "fsdp" and hw.backend == "unsloth":
-        problems.append(loaded.problem(("hardware", "distributed"), "the unsloth backend runs on one GPU only"))
+    gpu_without_bf16 = torch.cuda.is_available() and not torch.cuda.is_bf16_supported()
+    if hw.device == "cuda" and hw.precision == "bf16" and gpu_without_bf16:
+        problems.append(loaded.problem(("hardware", "precision"), "this GPU has no bf16; use fp16 or fp32"))
+    if hw.backend == "unsloth":
+        problems.append(loaded.problem(("hardware", "backend"), "unsloth is not supported yet; use accelerate"))
+    if hw.distributed == "fsdp":
+        problems.append(
+            loaded.problem(("hardware", "distributed"), "fsdp is not supported yet; use ddp (accelerate launch) or none")
+        )
     return problems
 
 

@@ -53,7 +53,10 @@ def read_manifest(split_dir: Path) -> dict[str, Any] | None:
     file = split_dir / MANIFEST
     if not file.is_file():
         return None
-    return json.loads(file.read_text(encoding="utf-8"))
+    data = json.loads(file.read_text(encoding="utf-8"))
+    if not isinstance(data, dict):
+        raise json.JSONDecodeError("manifest is not a JSON object", "", 0)
+    return data
 
 
 def mismatches(manifest: dict[str, Any], expected: dict[str, Any]) -> list[str]:

@@ -218,6 +218,9 @@ class Trainer:
         )
         accelerator.free_memory()
         self.prepared, self.optimizer = accelerator.prepare(self.parts.model, optimizer)
+        if recipe.hardware.compile:
+            # Batches are length-bucketed, so shapes vary: dynamic shapes avoid a recompile per length.
+            self.prepared = torch.compile(self.prepared, dynamic=True)
         resuming = self.resume_from is not None and read_position(self.resume_from).stage == stage_index
         if resuming:
             load_checkpoint(self.resume_from, accelerator.unwrap_model(self.prepared), self.optimizer, self.scheduler)
