@@ -149,7 +149,9 @@ def _hardware_problems(loaded: LoadedRecipe) -> list[Problem]:
         problems.append(loaded.problem(("hardware", "backend"), "unsloth is not supported yet; use accelerate"))
     if hw.distributed == "fsdp":
         problems.append(
-            loaded.problem(("hardware", "distributed"), "fsdp is not supported yet; use ddp (accelerate launch) or none")
+            loaded.problem(
+                ("hardware", "distributed"), "fsdp is not supported yet; use ddp (accelerate launch) or none"
+            )
         )
     return problems
 

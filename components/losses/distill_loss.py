@@ -5,9 +5,8 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 import torch
-import torch.nn.functional as F
 
-from components.alignment.batch import BatchAlignment, tier_vectors, window_accept
+from components.alignment.batch import BatchAlignment, sequence_vectors, tier_vectors, window_accept
 from components.losses.vector_losses import PAIR_LOSSES
 from schemas.alignment import CrossTokenizerAlignment
 from schemas.stages import Loss
@@ -22,11 +21,6 @@ class TierPairs:
     weight: torch.Tensor
 
 
-def _masked_mean(hidden: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
-    mask = mask.to(hidden.dtype).unsqueeze(-1)
-    return (hidden * mask).sum(dim=1) / mask.sum(dim=1).clamp(min=1.0)
-
-
 def tier_pairs(
     tier: str,
     student_out: torch.Tensor,
@@ -39,7 +33,7 @@ def tier_pairs(
     """Vectors compared by one tier, in float32 so that the distances are not rounded away."""
     student_out, teacher_out = student_out.float(), teacher_out.float()
     if tier == "sequence":
-        s, t = _masked_mean(student_out, student_mask), _masked_mean(teacher_out, teacher_mask)
+        s, t = sequence_vectors(student_out, student_mask, teacher_out, teacher_mask)
         return TierPairs(s, t, torch.ones(s.shape[0], device=s.device))
     s, t = tier_vectors(student_out, teacher_out, alignment, tier)
     if tier == "window":
@@ -75,9 +69,3 @@ class DistillLoss:
             total = loss.weight * term if total is None else total + loss.weight * term
         assert total is not None
         return total, terms
-
-
-def mean_cosine(pairs: TierPairs) -> tuple[torch.Tensor, torch.Tensor]:
-    """Sum and count of cosine similarities of used pairs (summed over batches before dividing)."""
-    cos = F.cosine_similarity(pairs.student, pairs.teacher, dim=-1, eps=1e-6)
-    return (cos * pairs.weight).sum(), pairs.weight.sum()

@@ -12,7 +12,7 @@ from recipe_runner.cli_support import overrides_option, reports_recipe_errors
 @click.command("cache")
 @click.argument("file", type=click.Path(dir_okay=False))
 @overrides_option
-@click.option("--batch-size", type=int, default=None, help="Prompts per teacher forward (default: hardware.batch_size).")
+@click.option("--batch-size", type=int, default=None, help="Prompts per teacher forward (default: batch_size).")
 @click.option("--no-progress", is_flag=True, help="No progress bar.")
 @reports_recipe_errors
 def cache(file: str, overrides: tuple[str, ...], batch_size: int | None, no_progress: bool) -> None:

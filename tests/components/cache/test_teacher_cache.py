@@ -28,15 +28,6 @@ PROMPTS = ROOT / "data" / "prompts"
 TRAIN, EVAL, SHARD = 10, 3, 4
 
 
-@pytest.fixture(scope="module", autouse=True)
-def _one_thread():
-    """Tiny matrices: one intra-op thread is many times faster than two fighting over shared cores."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
-
-
 def _load(cache_dir: Path, *extra: str):
     return load_recipe(
         TINY,

@@ -20,15 +20,6 @@ PROMPTS_DIR = ROOT / "data" / "prompts"
 PROMPTS = ["a red fox in the snow", "cat", "an old lighthouse at dusk, oil painting"]
 
 
-@pytest.fixture(scope="module", autouse=True)
-def _one_thread():
-    """Tiny matrices: one intra-op thread is many times faster than two fighting over shared cores."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
-
-
 def _overrides(out: Path, *extra: str) -> list[str]:
     return [
         f"output.dir={out}",

@@ -1,0 +1,142 @@
+"""The recipe's architectures with random weights: nothing is downloaded, the same builders run.
+
+Hub ids and local directories become inline configs (from `resolve_config`, offline), so `build_model` takes its
+random-weight path. `--small` divides every width by one factor (teacher width -> 256 at most), keeps head
+widths, caps depth at 2 layers and vocabularies at 8192, so the widths still chain student -> bolt-on -> teacher.
+"""
+
+from __future__ import annotations
+
+import math
+
+import torch
+from torch import nn
+from transformers import PreTrainedModel
+
+from components.models import build_model, hidden_width, resolve_config
+from components.models.loading import Role
+from schemas import Recipe
+from schemas.bolt_on import BoltOn, LinearLayer, MLPLayer, ResidualMLPLayer, TransformerLayer
+from schemas.hardware import Hardware
+from schemas.models import ModelSource
+
+SMALL_TEACHER_WIDTH = 256
+SMALL_MAX_LAYERS = 2
+SMALL_MAX_VOCAB = 8192
+# Config keys that name a model's origin rather than its shape; an inline config does without them.
+_ORIGIN_KEYS = ("_name_or_path", "architectures", "transformers_version", "id2label", "label2id", "dtype")
+_WIDTH_KEYS = ("hidden_size", "d_model", "intermediate_size", "d_ff")
+_LAYER_KEYS = ("num_hidden_layers", "num_layers", "num_decoder_layers")
+
+
+def bench_device(hardware: Hardware) -> torch.device:
+    """The device a run of this recipe would use (auto: CUDA when visible)."""
+    if hardware.device == "cuda" or (hardware.device == "auto" and torch.cuda.is_available()):
+        return torch.device("cuda")
+    return torch.device("cpu")
+
+
+def config_dict(source: ModelSource) -> dict:
+    """The architecture as an inline config, resolved without the network."""
+    if source.config is not None:
+        return dict(source.config)
+    values = resolve_config(source).to_dict()
+    return {key: value for key, value in values.items() if key not in _ORIGIN_KEYS}
+
+
+def shrink_factor(recipe: Recipe) -> int:
+    """One divisor for every width, so that the teacher is at most SMALL_TEACHER_WIDTH wide."""
+    width = config_dict(recipe.teacher).get("d_model") or config_dict(recipe.teacher).get("hidden_size") or 1
+    return max(1, math.ceil(width / SMALL_TEACHER_WIDTH))
+
+
+def _heads(heads: int, factor: int, width: int | None = None) -> int:
+    count = max(1, heads // factor)
+    while width is not None and width % count:
+        count -= 1
+    return count
+
+
+def shrink_config(values: dict, factor: int) -> dict:
+    """Widths / factor, head counts / factor (head widths kept), depth <= 2, vocabulary <= 8192."""
+    out = dict(values)
+    out.pop("layer_types", None)  # per-layer list sized to the old depth; the config rebuilds it
+    for key in _WIDTH_KEYS:
+        if isinstance(out.get(key), int):
+            out[key] = max(1, out[key] // factor)
+    for key in _LAYER_KEYS:
+        if isinstance(out.get(key), int):
+            out[key] = min(out[key], SMALL_MAX_LAYERS)
+    if isinstance(out.get("num_attention_heads"), int):
+        out["num_attention_heads"] = _heads(out["num_attention_heads"], factor)
+        kv = out.get("num_key_value_heads")
+        if isinstance(kv, int):
+            out["num_key_value_heads"] = _heads(kv, factor, out["num_attention_heads"])
+    if isinstance(out.get("num_heads"), int):
+        out["num_heads"] = _heads(out["num_heads"], factor)
+    if isinstance(out.get("vocab_size"), int):
+        out["vocab_size"] = min(out["vocab_size"], SMALL_MAX_VOCAB)
+        for key in ("bos_token_id", "eos_token_id", "pad_token_id", "decoder_start_token_id"):
+            if isinstance(out.get(key), int) and out[key] >= out["vocab_size"]:
+                out[key] = None  # a special id beyond the capped vocabulary; random ids never use it
+    return out
+
+
+def shrink_bolt_on(spec: BoltOn, factor: int) -> BoltOn:
+    """Every bolt-on width / factor; transformer heads / factor, still dividing the width."""
+    layers = []
+    for layer in spec.layers:
+        if isinstance(layer, LinearLayer):
+            layer = layer.model_copy(update={"out_dim": max(1, layer.out_dim // factor)})
+        elif isinstance(layer, MLPLayer):
+            hidden = [max(1, width // factor) for width in layer.hidden_dims]
+            layer = layer.model_copy(update={"hidden_dims": hidden, "out_dim": max(1, layer.out_dim // factor)})
+        elif isinstance(layer, TransformerLayer):
+            dim = max(1, layer.dim // factor)
+            update = {"dim": dim, "ffn_dim": max(1, layer.ffn_dim // factor), "heads": _heads(layer.heads, factor, dim)}
+            layer = layer.model_copy(update=update)
+        elif isinstance(layer, ResidualMLPLayer):
+            layer = layer.model_copy(update={"hidden_dim": max(1, layer.hidden_dim // factor)})
+        layers.append(layer)
+    return spec.model_copy(update={"layers": layers})
+
+
+def _inline(source: ModelSource, values: dict) -> ModelSource:
+    data = source.model_dump() | {"model": None, "config": values, "tokenizer": source.tokenizer or source.model}
+    return type(source).model_validate(data)
+
+
+def random_weights_recipe(recipe: Recipe, small: bool) -> tuple[Recipe, int]:
+    """The recipe with inline configs (random weights) and, for `small`, shrunk; returns the shrink factor too."""
+    factor = shrink_factor(recipe) if small else 1
+    teacher, student = config_dict(recipe.teacher), config_dict(recipe.student)
+    bolt_on = recipe.bolt_on
+    if small:
+        teacher, student = shrink_config(teacher, factor), shrink_config(student, factor)
+        bolt_on = shrink_bolt_on(bolt_on, factor)
+    update = {"teacher": _inline(recipe.teacher, teacher), "student": _inline(recipe.student, student)}
+    return recipe.model_copy(update={**update, "bolt_on": bolt_on}), factor
+
+
+def build_random(source: ModelSource, role: Role, device: torch.device, seed: int) -> PreTrainedModel:
+    """Random weights allocated straight on `device` (no host copy of a multi-GB model first)."""
+    with torch.device(device):
+        return build_model(source, role, device=device, seed=seed)
+
+
+def embedding_params(model: nn.Module) -> int:
+    """Parameters of lookup tables (token and T5 relative-position embeddings): memory, but no matmul FLOPs."""
+    return sum(p.numel() for module in model.modules() if isinstance(module, nn.Embedding) for p in module.parameters())
+
+
+def weight_bytes(model: nn.Module) -> int:
+    return sum(p.numel() * p.element_size() for p in model.parameters())
+
+
+def attention_shape(model: PreTrainedModel) -> tuple[int, int]:
+    """(layers, attention width = heads x head dim) of a transformers model, for the attention FLOP term."""
+    config = model.config
+    layers = getattr(config, "num_hidden_layers", None) or getattr(config, "num_layers", 0)
+    heads = getattr(config, "num_attention_heads", None) or getattr(config, "num_heads", 0)
+    head_dim = getattr(config, "head_dim", None) or getattr(config, "d_kv", None) or hidden_width(config) // heads
+    return int(layers), int(heads * head_dim)
