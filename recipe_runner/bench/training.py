@@ -1,0 +1,228 @@
+"""Training-step throughput on length-distributed batches, built and stepped the way the trainer does it.
+
+Batches: random token ids with lengths from the shipped distribution, length-bucketed (`bucketed_batches`) and
+collated by the trainer's `Collator` (padding to the batch's longest prompt). Teacher targets are random tensors
+in the cache dtype, shaped as the cache stores them (real tokens + 1 pad); without a cache the teacher runs
+online. Alignment is synthetic: 4 of 5 real tokens matched 1:1 by position, the 5th in 1:1 split groups, no
+window candidates; the loss gathers cost the same per pair as with real alignments.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import torch
+from pydantic import Field
+
+from components.alignment import SampleAlignment, collate_alignments  # noqa: F401  (collate via Collator)
+from components.bolt_on import build_bolt_on
+from components.cache.writer import DTYPES
+from components.data.batches import bucketed_batches
+from components.data.pipeline import Collator, DistillBatch
+from components.losses import DistillLoss
+from components.models import freeze, hidden_width, resolve_config
+from components.teacher_outputs import encode_teacher
+from recipe_runner.bench.flops import FlopPart, peak_flops, step_flops
+from recipe_runner.bench.models import attention_shape, build_random, embedding_params
+from recipe_runner.bench.spec import BenchSpec
+from recipe_runner.bench.timing import PeakMemory, device_name, now
+from recipe_runner.plan import build_plan
+from recipe_runner.trainer.optim import build_optimizer
+from recipe_runner.trainer.parts import DistillModel
+from recipe_runner.trainer.stage_setup import enter_stage, parameters_by_part
+from schemas import Recipe
+from schemas.base import StrictModel
+from schemas.bolt_on import TransformerLayer
+
+_AUTOCAST = {"bf16": torch.bfloat16, "fp16": torch.float16}
+
+
+class TrainingResult(StrictModel):
+    """Figures of the timed optimizer steps (after warmup)."""
+
+    stage: str
+    batch_size: int
+    grad_accum: int
+    precision: str
+    gradient_checkpointing: bool
+    warmup_steps: int
+    timed_steps: int
+    step_time_s: float = Field(description="Mean wall time of one optimizer step.")
+    real_tokens_per_s: float = Field(description="Non-padding student tokens per second.")
+    real_tokens_per_step: float
+    padding_fraction: float = Field(description="Share of the padded student positions that are padding.")
+    peak_memory_bytes: int
+    peak_memory_method: str
+    plan_estimate_bytes: int = Field(description="`recipe plan` formula (padding to max_length; worst case).")
+    model_flops_per_step: float
+    achieved_tflops: float
+    peak_tflops: float | None
+    peak_source: str
+    mfu: float | None = Field(description="achieved / peak FLOP/s; null when the peak is unknown.")
+    flop_parts: list[FlopPart]
+    teacher_targets: str
+    last_loss: float
+
+
+def _sample(n: int, rng: np.random.Generator, vocab: int, chroma: bool, width: int, dtype: torch.dtype) -> dict:
+    """One item as `PromptPairs` + a cache would give it, with random contents."""
+    positions = np.arange(n, dtype=np.int64)
+    split = positions[positions % 5 == 4]
+    alignment = SampleAlignment(
+        matched_s=positions[positions % 5 != 4],
+        matched_t=positions[positions % 5 != 4],
+        split_s=split,
+        split_s_group=np.arange(len(split), dtype=np.int64),
+        split_t=split,
+        split_t_group=np.arange(len(split), dtype=np.int64),
+    )
+    hidden = torch.from_numpy(rng.standard_normal((n + int(chroma), width), dtype=np.float32)).to(dtype)
+    return {
+        "student_ids": rng.integers(0, vocab, n),
+        "teacher_ids": rng.integers(0, vocab, n),
+        "alignment": alignment,
+        "teacher_hidden": hidden,
+    }
+
+
+def _batches(recipe: Recipe, lengths: list[int], count: int, vocab: int, width: int, cached: bool) -> list[DistillBatch]:
+    """`count` collated micro-batches in the trainer's bucketed order (epochs repeat when one is not enough)."""
+    hw = recipe.hardware
+    capped = [min(n, recipe.student.max_length, recipe.teacher.max_length) for n in lengths]
+    rng = np.random.default_rng(hw.seed)
+    dtype = DTYPES[recipe.teacher.cache.dtype if recipe.teacher.cache else "bfloat16"]
+    collate = Collator(0, 0, recipe.teacher.chroma_mask)
+    out: list[DistillBatch] = []
+    epoch = 0
+    while len(out) < count:
+        for indices in bucketed_batches(capped, hw.batch_size, shuffle=True, seed=hw.seed, epoch=epoch):
+            items = [
+                {"index": i, **_sample(capped[i], rng, vocab, recipe.teacher.chroma_mask, width, dtype)}
+                for i in indices
+            ]
+            if not cached:
+                for item in items:
+                    del item["teacher_hidden"]
+            out.append(collate(items))
+            if len(out) == count:
+                break
+        epoch += 1
+    return out
+
+
+def _flop_parts(model: DistillModel, recipe: Recipe, student_attention: int, teacher) -> list[FlopPart]:
+    """Trained / frozen-but-backpropagated / forward-only parameter counts per part (see flops.FLOP_FORMULA)."""
+    bolt_attention = sum(layer.layers * layer.dim for layer in recipe.bolt_on.layers if isinstance(layer, TransformerLayer))
+    parts: list[FlopPart] = []
+    upstream_trains = False
+    for name, module, attention in (
+        ("student", model.student, student_attention),
+        ("bolt_on", model.bolt_on, bolt_attention),
+    ):
+        embedding_ids = {id(p) for m in module.modules() if isinstance(m, torch.nn.Embedding) for p in m.parameters()}
+        dense = [p for p in module.parameters() if id(p) not in embedding_ids]
+        trained = sum(p.numel() for p in dense if p.requires_grad)
+        frozen = sum(p.numel() for p in dense if not p.requires_grad)
+        upstream_trains = upstream_trains or trained > 0
+        if trained:
+            parts.append(FlopPart(name=name, role="trained", dense_params=trained, attention=0 if frozen else attention))
+        if frozen:
+            role = "frozen_backprop" if upstream_trains else "frozen_forward"
+            parts.append(FlopPart(name=f"{name} (frozen)", role=role, dense_params=frozen, attention=attention))
+    if teacher is not None:
+        layers, width = attention_shape(teacher)
+        dense = sum(p.numel() for p in teacher.parameters()) - embedding_params(teacher)
+        parts.append(FlopPart(name="teacher (online)", role="frozen_forward", dense_params=dense, attention=layers * width))
+    return parts
+
+
+def run_training(recipe: Recipe, spec: BenchSpec, lengths: list[int], device: torch.device) -> TrainingResult:
+    """Warmup steps, then timed optimizer steps between two device synchronisations."""
+    hw, stage = recipe.hardware, recipe.stages[0]
+    student = build_random(recipe.student, "student", device, hw.seed)
+    if "student" in stage.trainable:
+        student.float()  # fp32 master weights, autocast compute: as the trainer does
+    student_layers, student_width = attention_shape(student)
+    teacher_width = hidden_width(resolve_config(recipe.teacher))
+    cached = recipe.teacher.cache is not None
+    teacher = None if cached else freeze(build_random(recipe.teacher, "teacher", device, hw.seed))
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(hw.seed)
+        bolt_on = build_bolt_on(recipe.bolt_on, hidden_width(student.config), teacher_width).to(device)
+    if hw.gradient_checkpointing and hasattr(student, "gradient_checkpointing_enable"):
+        student.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
+    model = DistillModel(student, bolt_on, recipe.student.layer)
+    enter_stage(model, stage)
+    total = spec.warmup_steps + spec.timed_steps
+    optimizer, scheduler, _ = build_optimizer(stage, parameters_by_part(model), total, device.type == "cuda")
+    forward = torch.compile(model, dynamic=True) if hw.compile else model
+    loss_fn = DistillLoss(stage.losses, recipe.alignment)
+    vocab = min(student.config.vocab_size, resolve_config(recipe.teacher).vocab_size)
+    batches = _batches(recipe, lengths, total * hw.grad_accum, vocab, teacher_width, cached)
+    autocast = torch.autocast(device.type, dtype=_AUTOCAST.get(hw.precision), enabled=hw.precision != "fp32")
+    scaler = torch.amp.GradScaler(device.type, enabled=hw.precision == "fp16")
+    model.train()
+    memory = PeakMemory(device)
+    loss = torch.zeros(())
+
+    def step(index: int) -> torch.Tensor:
+        for micro in range(hw.grad_accum):
+            batch = batches[index * hw.grad_accum + micro].to(device)
+            with autocast:
+                out = forward(batch.student_ids, batch.student_mask)
+                target = batch.teacher_hidden
+                if teacher is not None:
+                    target = encode_teacher(teacher, batch.teacher_ids, batch.teacher_mask)
+                pairs = loss_fn.pairs(out, batch.student_mask, target, batch.teacher_mask, batch.alignment)
+                loss, _ = loss_fn(pairs)
+            scaler.scale(loss / hw.grad_accum).backward()
+        if stage.grad_clip is not None:
+            scaler.unscale_(optimizer)
+            torch.nn.utils.clip_grad_norm_(model.parameters(), stage.grad_clip)
+        scaler.step(optimizer)
+        scaler.update()
+        optimizer.zero_grad(set_to_none=True)
+        scheduler.step()
+        return loss.detach()
+
+    for index in range(spec.warmup_steps):
+        step(index)
+    memory.start()
+    started = now(device)
+    for index in range(spec.warmup_steps, total):
+        loss = step(index)
+    elapsed = now(device) - started
+    timed = batches[spec.warmup_steps * hw.grad_accum :]
+    real = [int(n) for batch in timed for n in batch.student_mask.sum(dim=1).tolist()]
+    padded = sum(batch.student_mask.numel() for batch in timed)
+    parts = _flop_parts(model, recipe, student_layers * student_width, teacher)
+    flops = step_flops(parts, real) / spec.timed_steps
+    step_time = elapsed / spec.timed_steps
+    peak, source = peak_flops(device_name(device), hw.precision, spec.peak_tflops)
+    return TrainingResult(
+        stage=stage.name,
+        batch_size=hw.batch_size,
+        grad_accum=hw.grad_accum,
+        precision=hw.precision,
+        gradient_checkpointing=hw.gradient_checkpointing,
+        warmup_steps=spec.warmup_steps,
+        timed_steps=spec.timed_steps,
+        step_time_s=step_time,
+        real_tokens_per_s=sum(real) / elapsed,
+        real_tokens_per_step=sum(real) / spec.timed_steps,
+        padding_fraction=1 - sum(real) / padded,
+        peak_memory_bytes=memory.peak_bytes(),
+        peak_memory_method=memory.method,
+        plan_estimate_bytes=build_plan(recipe).stages[0].memory.total_bytes,
+        model_flops_per_step=flops,
+        achieved_tflops=flops / step_time / 1e12,
+        peak_tflops=None if peak is None else peak / 1e12,
+        peak_source=source,
+        mfu=None if peak is None else flops / step_time / peak,
+        flop_parts=parts,
+        teacher_targets=(
+            f"random tensors in the cache dtype ({recipe.teacher.cache.dtype}), real tokens + 1 pad per prompt"
+            if cached
+            else "online teacher forward (no teacher.cache)"
+        ),
+        last_loss=float(loss),
+    )

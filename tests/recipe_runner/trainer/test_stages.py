@@ -1,0 +1,65 @@
+"""Stages run in order with their own trainable parts; LoRA adapters are merged when their stage ends."""
+
+from __future__ import annotations
+
+import json
+import shutil
+from pathlib import Path
+
+import pytest
+import torch
+
+from recipe_runner.loader import load_recipe
+from recipe_runner.trainer.checkpoint import read_position, step_checkpoints
+from recipe_runner.trainer.loop import Trainer
+
+pytestmark = pytest.mark.slow
+
+TWO_STAGES = Path(__file__).parents[2] / "assets" / "recipes" / "two_stage_tiny.yaml"
+
+
+def test_two_stages_freeze_train_and_merge(tmp_path, monkeypatch):
+    recipe = load_recipe(TWO_STAGES, [f"output.dir={tmp_path / 'run'}", f"teacher.cache.dir={tmp_path / 'c'}"]).recipe
+    trainer = Trainer(recipe, progress=False)
+    student_before = {k: v.clone() for k, v in trainer.parts.model.student.state_dict().items()}
+    bolt_before = {k: v.clone() for k, v in trainer.parts.model.bolt_on.state_dict().items()}
+
+    seen: dict[str, dict] = {}
+    original = Trainer._run_stage
+
+    def spy(self, stage_index, position, stop):
+        result = original(self, stage_index, position, stop)
+        seen[self.recipe.stages[stage_index].name] = {
+            "student": {k: v.clone() for k, v in self.parts.model.student.state_dict().items()},
+            "bolt_on": {k: v.clone() for k, v in self.parts.model.bolt_on.state_dict().items()},
+        }
+        return result
+
+    monkeypatch.setattr(Trainer, "_run_stage", spy)
+    summary = trainer.run()
+
+    assert summary.global_step == 12
+    warm = seen["bolt_on_warmup"]
+    assert all(torch.equal(warm["student"][k], student_before[k]) for k in student_before)
+    assert any(not torch.equal(warm["bolt_on"][k], bolt_before[k]) for k in bolt_before)
+    merged = seen["student_lora"]["student"]
+    assert not any("lora" in key for key in merged), "adapters must be merged into the student"
+    assert any(not torch.equal(merged[k], student_before[k]) for k in student_before)
+
+    stages_logged = {json.loads(line).get("stage") for line in (tmp_path / "run" / "metrics.jsonl").open()}
+    assert {"bolt_on_warmup", "student_lora"} <= stages_logged
+    last = step_checkpoints(tmp_path / "run" / "checkpoints")[-1]
+    assert read_position(last).stage == 1 and read_position(last).stage_step == 6
+
+
+def test_resume_inside_a_lora_stage(tmp_path):
+    overrides = [f"output.dir={tmp_path / 'run'}", f"teacher.cache.dir={tmp_path / 'c'}", "output.keep_last=10"]
+    recipe = load_recipe(TWO_STAGES, overrides).recipe
+    Trainer(recipe, progress=False).run()
+    checkpoints = tmp_path / "run" / "checkpoints"
+    for later in step_checkpoints(checkpoints):
+        if int(later.name.split("-")[1]) > 9:
+            shutil.rmtree(later)
+    assert read_position(step_checkpoints(checkpoints)[-1]).stage == 1
+    summary = Trainer(recipe, resume=True, progress=False).run()
+    assert summary.global_step == 12
