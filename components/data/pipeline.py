@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, fields
 
 import torch
 from torch.utils.data import Dataset
@@ -26,19 +26,19 @@ class DistillBatch:
     student_tokens: int
     teacher_tokens: int
 
+    def _map(self, move) -> DistillBatch:
+        values = {}
+        for item in fields(self):
+            value = getattr(self, item.name)
+            values[item.name] = move(value) if isinstance(value, (torch.Tensor, BatchAlignment)) else value
+        return DistillBatch(**values)
+
     def to(self, device: torch.device) -> DistillBatch:
-        move = {"non_blocking": True}
-        return DistillBatch(
-            self.indices,
-            self.student_ids.to(device, **move),
-            self.student_mask.to(device, **move),
-            self.teacher_ids.to(device, **move),
-            self.teacher_mask.to(device, **move),
-            None if self.teacher_hidden is None else self.teacher_hidden.to(device, **move),
-            self.alignment.to(device),
-            self.student_tokens,
-            self.teacher_tokens,
-        )
+        return self._map(lambda value: value.to(device, non_blocking=True))
+
+    def pin_memory(self) -> DistillBatch:
+        """Called by DataLoader(pin_memory=True) so host-to-GPU copies overlap compute."""
+        return self._map(lambda value: value.pin_memory())
 
 
 class PromptPairs(Dataset):
