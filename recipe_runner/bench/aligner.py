@@ -22,7 +22,10 @@ from schemas.base import StrictModel
 from schemas.data import DataFile
 from schemas.models import ModelSource
 
-SHIPPED_TOKENIZERS = {"student": REPO_DATA / "tokenizers" / "tiny_qwen", "teacher": REPO_DATA / "tokenizers" / "tiny_t5"}
+SHIPPED_TOKENIZERS = {
+    "student": REPO_DATA / "tokenizers" / "tiny_qwen",
+    "teacher": REPO_DATA / "tokenizers" / "tiny_t5",
+}
 SHIPPED_PROMPTS = REPO_DATA / "prompts" / "train.txt"
 
 
@@ -41,8 +44,8 @@ class AlignerResult(StrictModel):
 def _tokenizers(recipe: Recipe) -> tuple[object, object, str]:
     try:
         student, teacher = load_tokenizer(recipe.student), load_tokenizer(recipe.teacher)
-        names = f"recipe's: {recipe.student.tokenizer or recipe.student.model}, {recipe.teacher.tokenizer or recipe.teacher.model}"
-        return student, teacher, names
+        names = [source.tokenizer or source.model for source in (recipe.student, recipe.teacher)]
+        return student, teacher, f"recipe's: {names[0]}, {names[1]}"
     except ModelSourceError as exc:
         shipped = {
             role: load_tokenizer(ModelSource(config={"model_type": "t5"}, tokenizer=str(path)))

@@ -24,6 +24,7 @@ FLOP_FORMULA = (
 # Dense bf16/fp16 tensor-core peaks by device-name fragment, most specific first (vendor datasheets).
 _PEAK_HALF: tuple[tuple[str, float], ...] = (
     ("H100 PCIe", 756e12),
+    ("H100 NVL", 835e12),
     ("H100", 989e12),
     ("H200", 989e12),
     ("A100", 312e12),

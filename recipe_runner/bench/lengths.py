@@ -30,16 +30,22 @@ MIN_TOKENS = 4
 MIXTURE: tuple[tuple[float, float, float], ...] = ((0.45, 45.0, 0.45), (0.40, 100.0, 0.35), (0.15, 230.0, 0.40))
 
 
+def _component(draw: float) -> tuple[float, float]:
+    """(median, sigma) of the mixture part that a uniform draw in [0, 1) falls into."""
+    cumulative = 0.0
+    for weight, median, sigma in MIXTURE:
+        cumulative += weight
+        if draw < cumulative:
+            return median, sigma
+    return MIXTURE[-1][1], MIXTURE[-1][2]
+
+
 def generate_lengths(count: int = COUNT, seed: int = SEED) -> list[int]:
     """Deterministic draw from MIXTURE; a length outside [MIN_TOKENS, MAX_TOKENS] is drawn again."""
     rng = random.Random(seed)
     lengths: list[int] = []
     while len(lengths) < count:
-        pick, cumulative = rng.random(), 0.0
-        for weight, median, sigma in MIXTURE:
-            cumulative += weight
-            if pick < cumulative:
-                break
+        median, sigma = _component(rng.random())
         length = round(rng.lognormvariate(math.log(median), sigma))
         if MIN_TOKENS <= length <= MAX_TOKENS:
             lengths.append(length)

@@ -14,7 +14,7 @@ from torch import nn
 from transformers import PreTrainedModel
 
 from components.models import build_model, hidden_width, resolve_config
-from components.models.loading import Role
+from components.models.loading import Attention, Role
 from schemas import Recipe
 from schemas.bolt_on import BoltOn, LinearLayer, MLPLayer, ResidualMLPLayer, TransformerLayer
 from schemas.hardware import Hardware
@@ -118,15 +118,19 @@ def random_weights_recipe(recipe: Recipe, small: bool) -> tuple[Recipe, int]:
     return recipe.model_copy(update={**update, "bolt_on": bolt_on}), factor
 
 
-def build_random(source: ModelSource, role: Role, device: torch.device, seed: int) -> PreTrainedModel:
+def build_random(
+    source: ModelSource, role: Role, device: torch.device, seed: int, attention: Attention = "sdpa"
+) -> PreTrainedModel:
     """Random weights allocated straight on `device` (no host copy of a multi-GB model first)."""
     with torch.device(device):
-        return build_model(source, role, device=device, seed=seed)
+        return build_model(source, role, device=device, attention=attention, seed=seed)
 
 
-def embedding_params(model: nn.Module) -> int:
-    """Parameters of lookup tables (token and T5 relative-position embeddings): memory, but no matmul FLOPs."""
-    return sum(p.numel() for module in model.modules() if isinstance(module, nn.Embedding) for p in module.parameters())
+def dense_parameters(model: nn.Module) -> list[nn.Parameter]:
+    """Parameters outside lookup tables (token and T5 relative-position embeddings, tied copies included):
+    the ones that multiply activations, so the ones the FLOP count sees."""
+    tables = {id(p) for module in model.modules() if isinstance(module, nn.Embedding) for p in module.parameters()}
+    return [p for p in model.parameters() if id(p) not in tables]
 
 
 def weight_bytes(model: nn.Module) -> int:

@@ -44,7 +44,8 @@ class TeacherResult(StrictModel):
 
 def run_teacher(recipe: Recipe, spec: BenchSpec, lengths: list[int], device: torch.device) -> TeacherResult:
     """Encode `spec.teacher_prompts` random prompts of shipped lengths into a temporary cache split."""
-    teacher = freeze(build_random(recipe.teacher, "teacher", device, recipe.hardware.seed))
+    hw = recipe.hardware
+    teacher = freeze(build_random(recipe.teacher, "teacher", device, hw.seed, hw.attention))
     max_length = recipe.teacher.max_length
     drawn = sample_lengths(lengths, spec.teacher_prompts, recipe.hardware.seed, max_length)
     rng = np.random.default_rng(recipe.hardware.seed)

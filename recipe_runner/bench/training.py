@@ -13,7 +13,7 @@ import numpy as np
 import torch
 from pydantic import Field
 
-from components.alignment import SampleAlignment, collate_alignments  # noqa: F401  (collate via Collator)
+from components.alignment import SampleAlignment
 from components.bolt_on import build_bolt_on
 from components.cache.writer import DTYPES
 from components.data.batches import bucketed_batches
@@ -22,7 +22,7 @@ from components.losses import DistillLoss
 from components.models import freeze, hidden_width, resolve_config
 from components.teacher_outputs import encode_teacher
 from recipe_runner.bench.flops import FlopPart, peak_flops, step_flops
-from recipe_runner.bench.models import attention_shape, build_random, embedding_params
+from recipe_runner.bench.models import attention_shape, build_random, dense_parameters
 from recipe_runner.bench.spec import BenchSpec
 from recipe_runner.bench.timing import PeakMemory, device_name, now
 from recipe_runner.plan import build_plan
@@ -84,7 +84,9 @@ def _sample(n: int, rng: np.random.Generator, vocab: int, chroma: bool, width: i
     }
 
 
-def _batches(recipe: Recipe, lengths: list[int], count: int, vocab: int, width: int, cached: bool) -> list[DistillBatch]:
+def _batches(
+    recipe: Recipe, lengths: list[int], count: int, vocab: int, width: int, cached: bool
+) -> list[DistillBatch]:
     """`count` collated micro-batches in the trainer's bucketed order (epochs repeat when one is not enough)."""
     hw = recipe.hardware
     capped = [min(n, recipe.student.max_length, recipe.teacher.max_length) for n in lengths]
@@ -111,45 +113,59 @@ def _batches(recipe: Recipe, lengths: list[int], count: int, vocab: int, width: 
 
 def _flop_parts(model: DistillModel, recipe: Recipe, student_attention: int, teacher) -> list[FlopPart]:
     """Trained / frozen-but-backpropagated / forward-only parameter counts per part (see flops.FLOP_FORMULA)."""
-    bolt_attention = sum(layer.layers * layer.dim for layer in recipe.bolt_on.layers if isinstance(layer, TransformerLayer))
+    bolt_attention = sum(
+        layer.layers * layer.dim for layer in recipe.bolt_on.layers if isinstance(layer, TransformerLayer)
+    )
     parts: list[FlopPart] = []
     upstream_trains = False
     for name, module, attention in (
         ("student", model.student, student_attention),
         ("bolt_on", model.bolt_on, bolt_attention),
     ):
-        embedding_ids = {id(p) for m in module.modules() if isinstance(m, torch.nn.Embedding) for p in m.parameters()}
-        dense = [p for p in module.parameters() if id(p) not in embedding_ids]
+        dense = dense_parameters(module)
         trained = sum(p.numel() for p in dense if p.requires_grad)
         frozen = sum(p.numel() for p in dense if not p.requires_grad)
         upstream_trains = upstream_trains or trained > 0
         if trained:
-            parts.append(FlopPart(name=name, role="trained", dense_params=trained, attention=0 if frozen else attention))
+            parts.append(
+                FlopPart(name=name, role="trained", dense_params=trained, attention=0 if frozen else attention)
+            )
         if frozen:
             role = "frozen_backprop" if upstream_trains else "frozen_forward"
             parts.append(FlopPart(name=f"{name} (frozen)", role=role, dense_params=frozen, attention=attention))
     if teacher is not None:
         layers, width = attention_shape(teacher)
-        dense = sum(p.numel() for p in teacher.parameters()) - embedding_params(teacher)
-        parts.append(FlopPart(name="teacher (online)", role="frozen_forward", dense_params=dense, attention=layers * width))
+        dense = sum(p.numel() for p in dense_parameters(teacher))
+        parts.append(
+            FlopPart(name="teacher (online)", role="frozen_forward", dense_params=dense, attention=layers * width)
+        )
     return parts
+
+
+def _checkpoint(student: torch.nn.Module) -> None:
+    """The trainer's gradient checkpointing (non-reentrant), through the non-deprecated name when there is one."""
+    student.config.use_cache = False
+    if hasattr(student, "activation_checkpointing_enable"):
+        student.activation_checkpointing_enable(activation_checkpointing_kwargs={"use_reentrant": False})
+    elif hasattr(student, "gradient_checkpointing_enable"):
+        student.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
 
 
 def run_training(recipe: Recipe, spec: BenchSpec, lengths: list[int], device: torch.device) -> TrainingResult:
     """Warmup steps, then timed optimizer steps between two device synchronisations."""
     hw, stage = recipe.hardware, recipe.stages[0]
-    student = build_random(recipe.student, "student", device, hw.seed)
-    if "student" in stage.trainable:
+    student = build_random(recipe.student, "student", device, hw.seed, hw.attention)
+    if any("student" in later.trainable for later in recipe.stages):
         student.float()  # fp32 master weights, autocast compute: as the trainer does
     student_layers, student_width = attention_shape(student)
     teacher_width = hidden_width(resolve_config(recipe.teacher))
     cached = recipe.teacher.cache is not None
-    teacher = None if cached else freeze(build_random(recipe.teacher, "teacher", device, hw.seed))
+    teacher = None if cached else freeze(build_random(recipe.teacher, "teacher", device, hw.seed, hw.attention))
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(hw.seed)
         bolt_on = build_bolt_on(recipe.bolt_on, hidden_width(student.config), teacher_width).to(device)
-    if hw.gradient_checkpointing and hasattr(student, "gradient_checkpointing_enable"):
-        student.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
+    if hw.gradient_checkpointing:
+        _checkpoint(student)
     model = DistillModel(student, bolt_on, recipe.student.layer)
     enter_stage(model, stage)
     total = spec.warmup_steps + spec.timed_steps
@@ -158,6 +174,8 @@ def run_training(recipe: Recipe, spec: BenchSpec, lengths: list[int], device: to
     loss_fn = DistillLoss(stage.losses, recipe.alignment)
     vocab = min(student.config.vocab_size, resolve_config(recipe.teacher).vocab_size)
     batches = _batches(recipe, lengths, total * hw.grad_accum, vocab, teacher_width, cached)
+    if device.type == "cuda":  # the trainer's loader pins, so its host-to-GPU copies are asynchronous
+        batches = [batch.pin_memory() for batch in batches]
     autocast = torch.autocast(device.type, dtype=_AUTOCAST.get(hw.precision), enabled=hw.precision != "fp32")
     scaler = torch.amp.GradScaler(device.type, enabled=hw.precision == "fp16")
     model.train()

@@ -6,7 +6,7 @@ import importlib
 
 import click
 
-_MODULES = ("run", "cache", "infer", "align_report", "export")
+_MODULES = ("run", "cache", "infer", "align_report", "export", "bench")
 
 
 def _load() -> list[click.Command]:

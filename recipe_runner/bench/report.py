@@ -1,0 +1,145 @@
+"""The benchmark report: one typed object, written as JSON (every figure, units in the names) and as a table."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from components.atomic_files import write_json_atomic
+from recipe_runner.bench.aligner import AlignerResult
+from recipe_runner.bench.inference import InferenceResult
+from recipe_runner.bench.teacher import TeacherResult
+from recipe_runner.bench.training import TrainingResult
+from schemas.base import StrictModel
+
+
+class Environment(StrictModel):
+    device: str
+    device_name: str
+    torch_version: str
+    transformers_version: str
+    cpu_threads: int
+
+
+class LengthSummary(StrictModel):
+    """The prompt-length distribution that drove the run (tokens)."""
+
+    source: str
+    count: int
+    median: float
+    p90: float
+    max: int
+    mean: float
+
+
+class BenchReport(StrictModel):
+    recipe: str
+    small: bool
+    shrink_factor: int
+    environment: Environment
+    precision: str
+    teacher_dtype: str
+    student_dtype: str
+    batch_size: int
+    lengths: LengthSummary
+    flop_formula: str
+    units: dict[str, str]
+    notes: list[str]
+    training: TrainingResult | None = None
+    teacher: TeacherResult | None = None
+    aligner: AlignerResult | None = None
+    inference: InferenceResult | None = None
+
+
+def write_json(report: BenchReport, path: Path) -> None:
+    write_json_atomic(path, report.model_dump(mode="json"))
+
+
+def _bytes(value: float) -> str:
+    for scale, unit in ((1 << 30, "GiB"), (1 << 20, "MiB"), (1 << 10, "KiB")):
+        if abs(value) >= scale:
+            return f"{value / scale:.2f} {unit}"
+    return f"{value:.0f} B"
+
+
+def _rate(value: float, unit: str) -> str:
+    return f"{value:,.0f} {unit}" if value >= 100 else f"{value:.3g} {unit}"
+
+
+def _training_rows(t: TrainingResult) -> list[tuple[str, str]]:
+    mfu = "n/a (" + t.peak_source + ")" if t.mfu is None else f"{t.mfu:.1%} of {t.peak_tflops:g} TFLOP/s"
+    return [
+        ("batch", f"{t.batch_size} x {t.grad_accum} accum, {t.precision}, checkpointing {t.gradient_checkpointing}"),
+        ("step time", f"{t.step_time_s * 1000:.1f} ms (mean of {t.timed_steps}, after {t.warmup_steps} warmup)"),
+        ("real tokens/s", _rate(t.real_tokens_per_s, "tokens/s")),
+        ("real tokens/step", f"{t.real_tokens_per_step:,.0f} (padding {t.padding_fraction:.1%})"),
+        ("model FLOP/s", f"{t.achieved_tflops:.4g} TFLOP/s"),
+        ("MFU", mfu),
+        ("peak memory", _bytes(t.peak_memory_bytes)),
+        ("plan estimate", f"{_bytes(t.plan_estimate_bytes)} (`recipe plan`: max_length padding, 1 GiB CUDA runtime)"),
+        ("teacher targets", t.teacher_targets),
+        ("last loss", f"{t.last_loss:.4f}"),
+    ]
+
+
+def _teacher_rows(t: TeacherResult) -> list[tuple[str, str]]:
+    return [
+        ("prompts", f"{t.prompts} in batches of {t.batch_size}, cache dtype {t.cache_dtype}"),
+        ("real tokens/s", _rate(t.real_tokens_per_s, "tokens/s") + " (incl. host copy + disk write)"),
+        ("prompts/s", _rate(t.prompts_per_s, "prompts/s")),
+        ("bytes/prompt", _bytes(t.bytes_per_prompt)),
+        ("vs padded bf16", f"{t.ratio_vs_padded_bf16:.1%} of {_bytes(t.padded_bf16_bytes_per_prompt)} (target <= 25%)"),
+        ("vs padded, same dtype", f"{t.ratio_vs_padded_same_dtype:.1%}"),
+    ]
+
+
+def _aligner_rows(a: AlignerResult) -> list[tuple[str, str]]:
+    return [
+        ("prompts/s", _rate(a.prompts_per_s, "prompts/s") + " per worker"),
+        ("tokens/prompt", f"student {a.student_tokens_per_prompt:.1f}, teacher {a.teacher_tokens_per_prompt:.1f}"),
+        ("tokenizers", a.tokenizers),
+        ("prompts", f"{a.prompts} from {a.prompts_file}"),
+    ]
+
+
+def _inference_rows(i: InferenceResult) -> list[tuple[str, str]]:
+    rows = []
+    for name, path in (("qwen", i.qwen), ("t5", i.t5)):
+        rows.append(
+            (
+                f"{name} latency",
+                f"{path.median_latency_ms:.2f} ms median, {path.p90_latency_ms:.2f} ms p90 "
+                f"({path.prompts} prompts, median {path.median_prompt_tokens:.0f} tokens, {path.dtype})",
+            )
+        )
+        rows.append(
+            (f"{name} weights", f"{_bytes(path.weight_bytes)} (full size {_bytes(path.full_size_weight_bytes)})")
+        )
+    return rows
+
+
+def format_report(report: BenchReport) -> str:
+    """Readable table: one block per section, then the formula and the notes."""
+    env = report.environment
+    size = f"SMALL, widths / {report.shrink_factor}" if report.small else "real sizes"
+    lines = [
+        f"recipe bench {report.recipe}: {size}, {env.device} ({env.device_name}, {env.cpu_threads} threads), "
+        f"torch {env.torch_version}",
+        f"lengths: {report.lengths.count} from {report.lengths.source}; median {report.lengths.median:g}, "
+        f"p90 {report.lengths.p90:g}, max {report.lengths.max} tokens",
+    ]
+    sections = (
+        ("training", report.training, _training_rows),
+        ("teacher cache", report.teacher, _teacher_rows),
+        ("aligner", report.aligner, _aligner_rows),
+        ("inference", report.inference, _inference_rows),
+    )
+    for title, result, rows in sections:
+        if result is None:
+            continue
+        body = rows(result)
+        width = max(len(label) for label, _ in body)
+        lines += ["", title, "-" * len(title)]
+        lines += [f"{label.ljust(width)}  {value}" for label, value in body]
+    lines += ["", f"FLOPs: {report.flop_formula}"]
+    lines += [f"note: {note}" for note in report.notes]
+    return "\n".join(lines) + "\n"

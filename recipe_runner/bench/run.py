@@ -1,0 +1,101 @@
+"""`recipe bench` end to end: random-weight models of the recipe, each requested section, one typed report."""
+
+from __future__ import annotations
+
+import statistics
+from collections.abc import Callable
+
+import torch
+import transformers
+
+from recipe_runner.bench.aligner import run_aligner
+from recipe_runner.bench.flops import FLOP_FORMULA
+from recipe_runner.bench.inference import run_inference
+from recipe_runner.bench.lengths import LENGTHS_FILE, load_lengths, percentile
+from recipe_runner.bench.models import SMALL_MAX_LAYERS, SMALL_MAX_VOCAB, bench_device, random_weights_recipe
+from recipe_runner.bench.report import BenchReport, Environment, LengthSummary
+from recipe_runner.bench.spec import BenchSpec
+from recipe_runner.bench.teacher import run_teacher
+from recipe_runner.bench.timing import device_name
+from recipe_runner.bench.training import run_training
+from schemas import Recipe
+
+UNITS = {
+    "*_s (time)": "seconds",
+    "*_per_s": "items per second (tokens, prompts)",
+    "*_ms": "milliseconds",
+    "*_bytes, bytes_per_prompt": "bytes",
+    "*_tflops": "1e12 FLOP per second",
+    "model_flops_per_step": "FLOP",
+    "mfu, padding_fraction, ratio_*": "fraction (0..1)",
+    "*_tokens": "tokens",
+}
+
+
+def _notes(recipe: Recipe, spec: BenchSpec, factor: int, device: torch.device) -> list[str]:
+    notes = ["random weights, no download: speed and memory do not depend on weight values"]
+    if spec.small:
+        widths = f"widths / {factor}" if factor > 1 else "widths as written (already small)"
+        notes.append(
+            f"--small: {widths}, at most {SMALL_MAX_LAYERS} layers, vocabularies <= {SMALL_MAX_VOCAB}, "
+            "short runs: these figures are NOT those of the real model sizes"
+        )
+    if device.type == "cpu":
+        notes.append(
+            "CPU run: peak memory is max-RSS growth, MFU needs --peak-tflops; the CUDA path (synchronize, "
+            "max_memory_allocated, datasheet peaks) was not exercised by this run"
+        )
+    notes.append(
+        "training alignment is synthetic (4/5 tokens matched 1:1, the rest in 1:1 split groups); "
+        "student and teacher get the same per-prompt length"
+    )
+    notes.append("inference latency excludes tokenisation; the aligner section times the tokenizers")
+    return notes
+
+
+def run_bench(original: Recipe, spec: BenchSpec, progress: Callable[[str], None] = lambda _: None) -> BenchReport:
+    """Every section in `spec.only`, in a fixed order; `progress` hears which one starts."""
+    recipe, factor = random_weights_recipe(original, spec.small)
+    device = bench_device(recipe.hardware)
+    lengths = load_lengths()
+    results: dict[str, object] = {}
+    if "training" in spec.only:
+        progress("training step")
+        results["training"] = run_training(recipe, spec, lengths, device)
+    if "teacher" in spec.only:
+        progress("teacher encoding (cache)")
+        results["teacher"] = run_teacher(recipe, spec, lengths, device)
+    if "aligner" in spec.only:
+        progress("aligner (CPU)")
+        results["aligner"] = run_aligner(original, spec)
+    if "inference" in spec.only:
+        progress("inference text encoding")
+        results["inference"] = run_inference(recipe, original, spec, lengths, device)
+    return BenchReport(
+        recipe=original.recipe,
+        small=spec.small,
+        shrink_factor=factor,
+        environment=Environment(
+            device=device.type,
+            device_name=device_name(device),
+            torch_version=torch.__version__,
+            transformers_version=transformers.__version__,
+            cpu_threads=torch.get_num_threads(),
+        ),
+        precision=recipe.hardware.precision,
+        teacher_dtype=recipe.teacher.dtype,
+        student_dtype=recipe.student.dtype,
+        batch_size=recipe.hardware.batch_size,
+        lengths=LengthSummary(
+            source=str(LENGTHS_FILE) if LENGTHS_FILE.is_file() else "generated (recipe_runner.bench.lengths)",
+            count=len(lengths),
+            median=statistics.median(lengths),
+            p90=percentile(lengths, 0.9),
+            max=max(lengths),
+            mean=statistics.fmean(lengths),
+        ),
+        flop_formula=FLOP_FORMULA,
+        units=UNITS,
+        notes=_notes(recipe, spec, factor, device),
+        **results,
+    )

@@ -1,0 +1,55 @@
+"""`recipe bench`: measure what a recipe costs on this machine, before renting the big one."""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+
+import click
+
+from recipe_runner.cli_support import overrides_option, reports_recipe_errors
+
+_SECTIONS = ("training", "teacher", "aligner", "inference")
+
+
+@click.command("bench")
+@click.argument("file", type=click.Path(dir_okay=False))
+@overrides_option
+@click.option("--small", is_flag=True, help="Shrunk architectures and short runs: seconds on a CPU (not real sizes).")
+@click.option("--steps", type=click.IntRange(min=1), default=None, help="Timed training steps (default 20; 4 small).")
+@click.option("--json", "json_path", type=click.Path(dir_okay=False), default=None, help="Write every figure here.")
+@click.option(
+    "--peak-tflops",
+    type=click.FloatRange(min=0, min_open=True),
+    default=None,
+    help="Peak TFLOP/s of this device for MFU (default: datasheet table for H100/H200/A100).",
+)
+@click.option("--only", multiple=True, type=click.Choice(_SECTIONS), help="Run only these sections (repeatable).")
+@reports_recipe_errors
+def bench(
+    file: str,
+    overrides: tuple[str, ...],
+    small: bool,
+    steps: int | None,
+    json_path: str | None,
+    peak_tflops: float | None,
+    only: tuple[str, ...],
+) -> None:
+    """Training tokens/s, MFU and memory; teacher cache tokens/s and size; aligner and inference speed."""
+    from components.models import ModelSourceError
+    from recipe_runner.bench.report import format_report, write_json
+    from recipe_runner.bench.run import run_bench
+    from recipe_runner.bench.spec import BenchSpec
+    from recipe_runner.loader import load_recipe
+
+    loaded = load_recipe(file, overrides)
+    spec = BenchSpec(small=small, steps=steps, peak_tflops=peak_tflops, only=list(only or _SECTIONS))
+    try:
+        report = run_bench(loaded.recipe, spec, progress=lambda name: click.echo(f"bench: {name} ...", err=True))
+    except ModelSourceError as exc:
+        click.echo(f"error: {exc}", err=True)
+        sys.exit(1)
+    click.echo(format_report(report), nl=False)
+    if json_path is not None:
+        write_json(report, Path(json_path))
+        click.echo(f"wrote {json_path}")

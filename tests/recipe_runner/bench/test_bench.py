@@ -1,0 +1,107 @@
+"""`recipe bench`: the --small CLI run end to end, the shipped length distribution, the FLOP formula."""
+
+from __future__ import annotations
+
+import json
+import statistics
+from pathlib import Path
+
+import pytest
+from click.testing import CliRunner
+
+from recipe_runner.bench.aligner import run_aligner
+from recipe_runner.bench.flops import FlopPart, part_flops, peak_flops, step_flops
+from recipe_runner.bench.lengths import LENGTHS_FILE, generate_lengths, load_lengths
+from recipe_runner.bench.models import random_weights_recipe
+from recipe_runner.bench.spec import BenchSpec
+from recipe_runner.cli import main
+from recipe_runner.loader import load_recipe
+from recipe_runner.plan import build_plan
+
+REPO = Path(__file__).resolve().parents[3]
+TINY = REPO / "recipes" / "examples" / "t5_to_qwen_tiny.yaml"
+REAL = REPO / "recipes" / "t5_to_qwen.yaml"
+
+
+def _bench(tmp_path: Path, recipe: Path, *extra: str) -> dict:
+    out = tmp_path / "bench.json"
+    result = CliRunner().invoke(main, ["bench", str(recipe), "--small", "--json", str(out), *extra])
+    assert result.exit_code == 0, result.output
+    assert "training" in result.output and "SMALL" in result.output
+    return json.loads(out.read_text())
+
+
+def test_small_tiny_bench_reports_every_figure(tmp_path: Path) -> None:
+    report = _bench(tmp_path, TINY, "--peak-tflops", "1")
+    assert report["small"] is True and report["environment"]["device"] == "cpu"
+    assert report["environment"]["torch_version"] and report["batch_size"] == 16
+    assert "6N" in report["flop_formula"] and report["units"]
+    training = report["training"]
+    assert training["timed_steps"] == 4 and training["step_time_s"] > 0
+    assert training["real_tokens_per_s"] > 0 and training["model_flops_per_step"] > 0
+    assert 0 <= training["padding_fraction"] < 0.5  # length-bucketed, not padded to 512
+    assert training["mfu"] == pytest.approx(training["achieved_tflops"] / 1.0)
+    assert training["peak_memory_bytes"] >= 0 and training["plan_estimate_bytes"] > 0
+    assert training["last_loss"] == training["last_loss"]  # finite, not NaN
+    teacher = report["teacher"]
+    assert teacher["real_tokens_per_s"] > 0 and teacher["bytes_per_prompt"] > 0
+    assert 0 < teacher["ratio_vs_padded_same_dtype"] < 1
+    aligner = report["aligner"]
+    assert aligner["prompts_per_s"] > 0 and aligner["tokenizers"].startswith("recipe's")
+    for path in ("qwen", "t5"):
+        figures = report["inference"][path]
+        assert figures["median_latency_ms"] > 0 and figures["p90_latency_ms"] >= figures["median_latency_ms"]
+        assert figures["weight_bytes"] == figures["full_size_weight_bytes"] > 0  # tiny: nothing to shrink
+
+
+def test_small_real_recipe_meets_cache_size_target(tmp_path: Path) -> None:
+    report = _bench(tmp_path, REAL, "--only", "teacher", "--only", "inference")
+    assert report["shrink_factor"] == 16 and report["training"] is None
+    assert report["teacher"]["ratio_vs_padded_bf16"] <= 0.25
+    assert report["inference"]["t5"]["full_size_weight_bytes"] > 9e9  # 4.76B bf16, counted on meta
+    assert report["inference"]["qwen"]["weight_bytes"] < report["inference"]["qwen"]["full_size_weight_bytes"]
+
+
+def test_shipped_lengths_have_the_promised_shape() -> None:
+    lengths = load_lengths()
+    assert LENGTHS_FILE.is_file() and lengths == generate_lengths()
+    assert len(lengths) == 2000
+    assert 20 <= statistics.median(lengths) <= 150
+    assert max(lengths) <= 512 and sum(n > 256 for n in lengths) >= 40
+    assert sum(20 <= n <= 150 for n in lengths) / len(lengths) > 0.7
+
+
+def test_flop_formula_hand_computed() -> None:
+    trained = FlopPart(name="student", role="trained", dense_params=1000, attention=2 * 64)
+    frozen = FlopPart(name="teacher", role="frozen_forward", dense_params=500)
+    lora_base = FlopPart(name="base", role="frozen_backprop", dense_params=100)
+    lengths = [10, 20]
+    # trained: 3 * (2*1000*30 + 4*128*(100+400)) = 3 * (60_000 + 256_000)
+    assert part_flops(trained, lengths) == 948_000
+    assert part_flops(frozen, lengths) == 2 * 500 * 30
+    assert part_flops(lora_base, lengths) == 2 * (2 * 100 * 30)
+    assert step_flops([trained, frozen], lengths) == 978_000
+
+
+def test_peak_table_and_override() -> None:
+    assert peak_flops("NVIDIA H100 80GB HBM3", "bf16", None)[0] == 989e12
+    assert peak_flops("NVIDIA H100 PCIe", "bf16", None)[0] == 756e12
+    assert peak_flops("NVIDIA A100-SXM4-80GB", "fp16", None)[0] == 312e12
+    assert peak_flops("x86_64", "bf16", None)[0] is None
+    assert peak_flops("NVIDIA H100 80GB HBM3", "fp32", None)[0] is None
+    assert peak_flops("x86_64", "fp32", 2.5)[0] == 2.5e12
+
+
+def test_small_keeps_widths_chained_and_full_size_is_untouched() -> None:
+    recipe = load_recipe(REAL).recipe
+    small, factor = random_weights_recipe(recipe, small=True)
+    plan = build_plan(small)  # widths chain student -> bolt-on -> teacher, on the meta device
+    assert factor == 16 and plan.teacher.width == 256 and plan.student.width == 64
+    assert small.teacher.config is not None and small.teacher.model is None
+    full, _ = random_weights_recipe(recipe, small=False)
+    assert build_plan(full).teacher.params == build_plan(recipe).teacher.params
+
+
+def test_aligner_falls_back_to_shipped_tokenizers_offline() -> None:
+    result = run_aligner(load_recipe(REAL).recipe, BenchSpec(small=True))
+    assert result.tokenizers.startswith("shipped") and result.prompts_per_s > 0
