@@ -49,3 +49,14 @@ def prompts_digest(prompts: list[str]) -> str:
         digest.update(prompt.encode("utf-8"))
         digest.update(b"\0")
     return digest.hexdigest()
+
+
+def check_prompts(prompts: list[str], *, allow_empty: bool = False, error: type[Exception] = ValueError) -> None:
+    """A clear error before any model runs (`error` lets each caller keep its own exception type)."""
+    if isinstance(prompts, str) or not prompts:
+        raise error("no prompts: give at least one prompt")
+    for number, prompt in enumerate(prompts, 1):
+        if not isinstance(prompt, str):
+            raise error(f"prompt {number} is {type(prompt).__name__}, not a string")
+        if not allow_empty and not prompt.strip():
+            raise error(f"prompt {number} is empty: give some text to encode")

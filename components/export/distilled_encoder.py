@@ -20,6 +20,7 @@ from safetensors.torch import load_model, save_model
 from torch import nn
 
 from components.atomic_files import atomic_directory
+from components.data.prompts import check_prompts
 from schemas import Recipe
 from schemas.base import StrictModel
 from schemas.bolt_on import BoltOn
@@ -171,15 +172,6 @@ class DistilledEncoder:
     def device(self) -> torch.device:
         return next(self.student.parameters()).device
 
-    def _check(self, prompts: list[str], allow_empty: bool) -> None:
-        if isinstance(prompts, str) or not prompts:
-            raise ValueError("encode() takes a non-empty list of prompt strings")
-        for number, prompt in enumerate(prompts, 1):
-            if not isinstance(prompt, str):
-                raise ValueError(f"prompt {number} is {type(prompt).__name__}, not a string")
-            if not allow_empty and not prompt.strip():
-                raise ValueError(f"prompt {number} is empty: give some text to encode")
-
     def _warn_truncated(self, prompts: list[str], max_length: int) -> None:
         lengths = [len(ids) for ids in self.tokenizer(prompts)["input_ids"]]
         long = [(i, n) for i, n in enumerate(lengths, 1) if n > max_length]
@@ -198,7 +190,7 @@ class DistilledEncoder:
         `allow_empty` is for negative prompts: an empty one that tokenizes to nothing becomes a single
         masked-out position (no conditioning) instead of an error.
         """
-        self._check(prompts, allow_empty)
+        check_prompts(prompts, allow_empty=allow_empty)
         max_length = max_length or self.manifest.max_length
         self._warn_truncated(prompts, max_length)
         # Right padding keeps real tokens at positions 0..n-1 whatever the batch, as in an unpadded forward.

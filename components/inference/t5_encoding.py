@@ -14,6 +14,7 @@ import warnings
 import torch
 from torch import nn
 
+from components.data.prompts import check_prompts as check_text
 from components.inference.chroma import Conditioning, InferenceError, release_memory, split
 from schemas.models import T5EncoderTeacher
 
@@ -25,14 +26,8 @@ def chroma_mask(lengths: torch.Tensor, seq_len: int) -> torch.Tensor:
 
 
 def check_prompts(prompts: list[str], *, allow_empty: bool = False) -> None:
-    """A clear error before any model runs."""
-    if isinstance(prompts, str) or not prompts:
-        raise InferenceError("no prompts: give at least one prompt")
-    for number, prompt in enumerate(prompts, 1):
-        if not isinstance(prompt, str):
-            raise InferenceError(f"prompt {number} is {type(prompt).__name__}, not a string")
-        if not allow_empty and not prompt.strip():
-            raise InferenceError(f"prompt {number} is empty: give some text to render")
+    """Prompt checks raising InferenceError, which the CLI reports without a traceback."""
+    check_text(prompts, allow_empty=allow_empty, error=InferenceError)
 
 
 @torch.inference_mode()

@@ -159,7 +159,7 @@ def test_empty_prompt_is_a_clear_error(recipe):
     encoder = DistilledEncoder(*_modules(recipe), build_manifest(recipe, 32, 64))
     with pytest.raises(ValueError, match="prompt 2 is empty"):
         encoder.encode(["a cat", "   "])
-    with pytest.raises(ValueError, match="non-empty list"):
+    with pytest.raises(ValueError, match="no prompts"):
         encoder.encode([])
     embeds, mask = encoder.encode([""], allow_empty=True)
     assert embeds.shape[0] == 1 and mask.shape == embeds.shape[:2]
