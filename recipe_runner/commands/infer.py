@@ -3,11 +3,13 @@
 from __future__ import annotations
 
 import sys
+import warnings
 from dataclasses import dataclass
 from pathlib import Path
 
 import click
 
+from recipe_runner.cli_support import exit_with_problems, overrides_option
 from recipe_runner.errors import RecipeError
 from schemas.inference import Inference
 from schemas.models import T5EncoderTeacher
@@ -187,7 +189,7 @@ def _fail(lines: list[str]) -> None:
 )
 @click.option("--compare", is_flag=True, help="Render with t5 and qwen, same seed, side by side in one PNG.")
 @click.option("--device", help="cpu, cuda, cuda:1, ... (default: cuda when available).")
-@click.option("--set", "overrides", multiple=True, metavar="KEY.PATH=VALUE", help="Override a recipe value.")
+@overrides_option
 def infer(recipe: str | None, overrides: tuple[str, ...], **options) -> None:
     """Render PROMPTs with Chroma using the distilled encoder (or the T5 teacher, or both with --compare)."""
     from components.export import ExportError
@@ -195,10 +197,12 @@ def infer(recipe: str | None, overrides: tuple[str, ...], **options) -> None:
     from components.models import ModelSourceError
 
     try:
-        written = run_job(_resolve(recipe, overrides, options))
+        with warnings.catch_warnings():
+            # Deprecation notices from inside diffusers are not actionable by someone rendering an image.
+            warnings.filterwarnings("ignore", category=FutureWarning, module="diffusers")
+            written = run_job(_resolve(recipe, overrides, options))
     except RecipeError as exc:
-        count = len(exc.problems)
-        _fail([str(p) for p in exc.problems] + [f"{count} problem{'s' if count != 1 else ''} found."])
+        exit_with_problems(exc)
     except (InferenceError, ExportError, ModelSourceError) as exc:
         _fail([f"error: {exc}"])
     for path in written:

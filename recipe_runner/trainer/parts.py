@@ -98,14 +98,16 @@ def build_parts(recipe: Recipe, device: torch.device) -> RunParts:
     if any("student" in stage.trainable for stage in recipe.stages):
         # Trained weights stay float32 masters; autocast gives bf16/fp16 compute (accelerate mixed precision).
         student.float()
-    teacher = build_model(recipe.teacher, "teacher", device=device, attention=attention, seed=seed)
+    fully_cached = caches["train"] is not None and (not eval_prompts or caches["eval"] is not None)
+    # A fully cached teacher is only read for its final norm: keep it off the accelerator meanwhile.
+    teacher_device = torch.device("cpu") if fully_cached else device
+    teacher = build_model(recipe.teacher, "teacher", device=teacher_device, attention=attention, seed=seed)
     freeze(teacher)
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(seed)
         bolt_on = build_bolt_on(recipe.bolt_on, hidden_width(student.config), hidden_width(teacher.config))
     bolt_on.init_from_teacher(teacher)
     bolt_on.to(device)
-    fully_cached = caches["train"] is not None and (not eval_prompts or caches["eval"] is not None)
     if fully_cached:
         del teacher
         teacher = None
