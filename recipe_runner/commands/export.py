@@ -39,13 +39,11 @@ def find_checkpoint(out_dir: Path) -> Path:
 
 def load_checkpointed_model(recipe, checkpoint: Path):
     """The recipe's student + bolt-on with the checkpoint's weights, LoRA adapters merged; returns (model, stage)."""
-    import torch
     from safetensors.torch import load_model
 
-    from components.bolt_on import build_bolt_on
-    from components.models import build_model, hidden_width, resolve_config
+    from components.models import hidden_width, resolve_config
     from recipe_runner.trainer.checkpoint import COMPLETE
-    from recipe_runner.trainer.parts import DistillModel
+    from recipe_runner.trainer.parts import build_distill_model
     from recipe_runner.trainer.stage_setup import enter_stage, leave_stage
 
     try:
@@ -57,15 +55,9 @@ def load_checkpointed_model(recipe, checkpoint: Path):
             f"{checkpoint} was saved in stage {stage_index}, but the recipe has {len(recipe.stages)} stage(s): "
             "is this checkpoint from another recipe?"
         )
-    # The same construction as the trainer's (seeded inline weights, same widths), without the teacher's
-    # weights: every value is overwritten by the checkpoint, so the teacher's config is all that is needed.
-    seed = recipe.hardware.seed
-    student = build_model(recipe.student, "student", device="cpu", seed=seed)
-    teacher_width = hidden_width(resolve_config(recipe.teacher))
-    with torch.random.fork_rng(devices=[]):
-        torch.manual_seed(seed)
-        bolt_on = build_bolt_on(recipe.bolt_on, hidden_width(student.config), teacher_width)
-    model = DistillModel(student, bolt_on, recipe.student.layer)
+    # The trainer's own construction, without the teacher's weights: every value is overwritten by the
+    # checkpoint, so the teacher's config (its width) is all that is needed.
+    model = build_distill_model(recipe, "cpu", hidden_width(resolve_config(recipe.teacher)))
     stage = recipe.stages[stage_index]
     # A checkpoint written during a LoRA stage holds the peft-wrapped student: wrap the same way, load, merge.
     enter_stage(model, stage)

@@ -85,6 +85,19 @@ def open_cache(recipe: Recipe, split: str, prompts: list[str]) -> CachedTeacher 
     return cache
 
 
+def build_distill_model(recipe: Recipe, device: torch.device | str, teacher_width: int) -> DistillModel:
+    """Student + seeded bolt-on exactly as training builds them (the export rebuilds from a checkpoint with it)."""
+    seed = recipe.hardware.seed
+    student = build_model(recipe.student, "student", device=device, attention=recipe.hardware.attention, seed=seed)
+    if any("student" in stage.trainable for stage in recipe.stages):
+        # Trained weights stay float32 masters; autocast gives bf16/fp16 compute (accelerate mixed precision).
+        student.float()
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(seed)
+        bolt_on = build_bolt_on(recipe.bolt_on, hidden_width(student.config), teacher_width)
+    return DistillModel(student, bolt_on.to(device), recipe.student.layer)
+
+
 def build_parts(recipe: Recipe, device: torch.device) -> RunParts:
     """Real weights (or seeded random ones for inline configs); the teacher is skipped when fully cached."""
     seed = recipe.hardware.seed
@@ -94,20 +107,13 @@ def build_parts(recipe: Recipe, device: torch.device) -> RunParts:
     train_prompts, eval_prompts = split_prompts(recipe)
     caches = {"train": open_cache(recipe, "train", train_prompts)}
     caches["eval"] = open_cache(recipe, "eval", eval_prompts) if eval_prompts else None
-    student = build_model(recipe.student, "student", device=device, attention=attention, seed=seed)
-    if any("student" in stage.trainable for stage in recipe.stages):
-        # Trained weights stay float32 masters; autocast gives bf16/fp16 compute (accelerate mixed precision).
-        student.float()
     fully_cached = caches["train"] is not None and (not eval_prompts or caches["eval"] is not None)
     # A fully cached teacher is only read for its final norm: keep it off the accelerator meanwhile.
     teacher_device = torch.device("cpu") if fully_cached else device
     teacher = build_model(recipe.teacher, "teacher", device=teacher_device, attention=attention, seed=seed)
     freeze(teacher)
-    with torch.random.fork_rng(devices=[]):
-        torch.manual_seed(seed)
-        bolt_on = build_bolt_on(recipe.bolt_on, hidden_width(student.config), hidden_width(teacher.config))
-    bolt_on.init_from_teacher(teacher)
-    bolt_on.to(device)
+    model = build_distill_model(recipe, device, hidden_width(teacher.config))
+    model.bolt_on.init_from_teacher(teacher)
     if fully_cached:
         del teacher
         teacher = None
@@ -118,9 +124,9 @@ def build_parts(recipe: Recipe, device: torch.device) -> RunParts:
             prompts, student_tok, teacher_tok, aligner, recipe.student.max_length, recipe.teacher.max_length, cache
         )
 
+    student = model.student
     if recipe.hardware.gradient_checkpointing and hasattr(student, "gradient_checkpointing_enable"):
         student.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
-    model = DistillModel(student, bolt_on, recipe.student.layer)
     return RunParts(
         model=model,
         teacher=teacher,
