@@ -4,12 +4,12 @@ from __future__ import annotations
 
 from pathlib import Path
 
-import torch
 from tqdm.auto import tqdm
 
 from components.cache.manifest import teacher_identity
 from components.cache.writer import CacheMismatchError, prepare_split, write_split
 from components.data.prompts import prompts_digest
+from components.devices import resolve_device
 from components.models import build_model, freeze, load_tokenizer
 from recipe_runner.trainer.parts import split_prompts
 from schemas import Recipe
@@ -19,13 +19,6 @@ class CacheSetupError(RuntimeError):
     """The recipe asks for no cache, or an existing cache was made differently."""
 
 
-def _device(recipe: Recipe) -> torch.device:
-    wanted = recipe.hardware.device
-    if wanted == "cuda" or (wanted == "auto" and torch.cuda.is_available()):
-        return torch.device("cuda")
-    return torch.device("cpu")
-
-
 def build_teacher_cache(recipe: Recipe, batch_size: int | None = None, progress: bool = True) -> dict[str, dict]:
     """Returns per split: prompt count, shards written, tokens, seconds, bytes on disk."""
     spec = recipe.teacher.cache
@@ -33,7 +26,7 @@ def build_teacher_cache(recipe: Recipe, batch_size: int | None = None, progress:
         raise CacheSetupError("the recipe has no teacher.cache section; add `cache: {dir: ...}` to the teacher")
     train, held_out = split_prompts(recipe)
     tokenizer = load_tokenizer(recipe.teacher)
-    device = _device(recipe)
+    device = resolve_device(recipe.hardware)
     teacher = None
     identity = teacher_identity(recipe)
     reports = {}

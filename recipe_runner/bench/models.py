@@ -17,7 +17,6 @@ from components.models import build_model, hidden_width, resolve_config
 from components.models.loading import Attention, Role
 from schemas import Recipe
 from schemas.bolt_on import BoltOn, LinearLayer, MLPLayer, ResidualMLPLayer, TransformerLayer
-from schemas.hardware import Hardware
 from schemas.models import ModelSource
 
 SMALL_TEACHER_WIDTH = 256
@@ -27,13 +26,6 @@ SMALL_MAX_VOCAB = 8192
 _ORIGIN_KEYS = ("_name_or_path", "architectures", "transformers_version", "id2label", "label2id", "dtype")
 _WIDTH_KEYS = ("hidden_size", "d_model", "intermediate_size", "d_ff")
 _LAYER_KEYS = ("num_hidden_layers", "num_layers", "num_decoder_layers")
-
-
-def bench_device(hardware: Hardware) -> torch.device:
-    """The device a run of this recipe would use (auto: CUDA when visible)."""
-    if hardware.device == "cuda" or (hardware.device == "auto" and torch.cuda.is_available()):
-        return torch.device("cuda")
-    return torch.device("cpu")
 
 
 def config_dict(source: ModelSource) -> dict:

@@ -8,11 +8,12 @@ from collections.abc import Callable
 import torch
 import transformers
 
+from components.devices import resolve_device
 from recipe_runner.bench.aligner import run_aligner
 from recipe_runner.bench.flops import FLOP_FORMULA
 from recipe_runner.bench.inference import run_inference
 from recipe_runner.bench.lengths import LENGTHS_FILE, load_lengths, percentile
-from recipe_runner.bench.models import SMALL_MAX_LAYERS, SMALL_MAX_VOCAB, bench_device, random_weights_recipe
+from recipe_runner.bench.models import SMALL_MAX_LAYERS, SMALL_MAX_VOCAB, random_weights_recipe
 from recipe_runner.bench.report import BenchReport, Environment, LengthSummary
 from recipe_runner.bench.spec import BenchSpec
 from recipe_runner.bench.teacher import run_teacher
@@ -56,7 +57,7 @@ def _notes(recipe: Recipe, spec: BenchSpec, factor: int, device: torch.device) -
 def run_bench(original: Recipe, spec: BenchSpec, progress: Callable[[str], None] = lambda _: None) -> BenchReport:
     """Every section in `spec.only`, in a fixed order; `progress` hears which one starts."""
     recipe, factor = random_weights_recipe(original, spec.small)
-    device = bench_device(recipe.hardware)
+    device = resolve_device(recipe.hardware)
     lengths = load_lengths()
     results: dict[str, object] = {}
     if "training" in spec.only:

@@ -16,6 +16,7 @@ from tqdm.auto import tqdm
 
 from components.data.batches import bucketed_batches, shard_batches
 from components.data.pipeline import Collator, DistillBatch, PromptPairs
+from components.devices import resolve_device
 from components.losses import DistillLoss
 from components.teacher_outputs import encode_teacher
 from recipe_runner.trainer.checkpoint import (
@@ -79,7 +80,7 @@ def _accelerator(recipe: Recipe):
     from accelerate.utils import set_seed
 
     hw = recipe.hardware
-    use_cpu = hw.device == "cpu" or (hw.device == "auto" and not torch.cuda.is_available())
+    use_cpu = resolve_device(hw).type == "cpu"
     if hw.device == "cuda" and not torch.cuda.is_available():
         raise RunSetupError("hardware.device is cuda but no CUDA device is visible")
     precision = {"fp32": "no", "bf16": "bf16", "fp16": "fp16"}[hw.precision]
