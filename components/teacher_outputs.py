@@ -4,8 +4,11 @@ from __future__ import annotations
 
 import torch
 
+from components.attention_backends import shape_stable_attention
+
 
 @torch.no_grad()
+@shape_stable_attention()
 def encode_teacher(model: torch.nn.Module, input_ids: torch.Tensor, real_mask: torch.Tensor) -> torch.Tensor:
     """Last hidden state of the frozen teacher with padding hidden from attention.
 

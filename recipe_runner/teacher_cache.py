@@ -19,7 +19,7 @@ class CacheSetupError(RuntimeError):
     """The recipe asks for no cache, or an existing cache was made differently."""
 
 
-def build_teacher_cache(recipe: Recipe, batch_size: int | None = None, progress: bool = True) -> dict[str, dict]:
+def build_teacher_cache(recipe: Recipe, batch_tokens: int | None = None, progress: bool = True) -> dict[str, dict]:
     """Returns per split: prompt count, shards written, tokens, seconds, bytes on disk."""
     spec = recipe.teacher.cache
     if spec is None:
@@ -47,7 +47,7 @@ def build_teacher_cache(recipe: Recipe, batch_size: int | None = None, progress:
                 ids,
                 teacher,
                 shard_size=spec.shard_size,
-                batch_size=batch_size or recipe.hardware.batch_size,
+                batch_tokens=batch_tokens or spec.batch_tokens,
                 chroma_mask=recipe.teacher.chroma_mask,
                 dtype=spec.dtype,
                 pad_id=tokenizer.pad_token_id or 0,

@@ -17,6 +17,12 @@ class TeacherCache(StrictModel):
     dir: LocalPath = Field(description="Directory of the sharded safetensors cache, relative to the recipe file.")
     shard_size: int = Field(default=1024, gt=0, description="Prompts per shard file.")
     dtype: DType = Field(default="bfloat16", description="Storage dtype of cached hidden states.")
+    batch_tokens: int = Field(
+        default=16384,
+        gt=0,
+        description="Padded tokens per teacher forward while writing (prompts sorted by length, so padding "
+        "stays small); larger fills a big GPU better, smaller fits a small one.",
+    )
     require: bool = Field(
         default=False,
         description="Fail instead of running the teacher online when the cache is missing or incomplete.",

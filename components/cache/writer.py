@@ -10,6 +10,7 @@ import torch
 
 from components.atomic_files import save_safetensors_atomic, write_json_atomic
 from components.cache.manifest import mismatches, read_manifest
+from components.data.batches import token_budget_batches
 from components.teacher_outputs import encode_teacher
 
 DTYPES = {"bfloat16": torch.bfloat16, "float16": torch.float16, "float32": torch.float32}
@@ -46,7 +47,7 @@ def write_split(
     teacher: torch.nn.Module,
     *,
     shard_size: int,
-    batch_size: int,
+    batch_tokens: int,
     chroma_mask: bool,
     dtype: str,
     pad_id: int,
@@ -58,6 +59,7 @@ def write_split(
     tokens = 0
     started = time.perf_counter()
     written = 0
+    padded = [len(ids) + int(chroma_mask) for ids in token_ids]
     for shard in range((count + shard_size - 1) // shard_size):
         final = split_dir / shard_name(shard)
         lo, hi = shard * shard_size, min(count, (shard + 1) * shard_size)
@@ -67,8 +69,7 @@ def write_split(
             continue
         pieces: dict[int, torch.Tensor] = {}
         order = sorted(range(lo, hi), key=lambda i: len(token_ids[i]))
-        for start in range(0, len(order), batch_size):
-            batch = order[start : start + batch_size]
+        for batch in token_budget_batches(order, padded, batch_tokens):
             width = max(len(token_ids[i]) for i in batch) + (1 if chroma_mask else 0)
             ids = torch.full((len(batch), width), pad_id, dtype=torch.long)
             real = torch.zeros((len(batch), width), dtype=torch.bool)

@@ -22,6 +22,27 @@ def bucketed_batches(
     return batches
 
 
+def token_budget_batches(ordered: list[int], lengths: list[int], budget: int) -> list[list[int]]:
+    """Consecutive runs of `ordered` (sorted by length) whose padded size, count x longest, stays within `budget`.
+
+    Inference-only passes (the teacher cache) fill the GPU by tokens, not by a prompt count: short prompts go
+    many to a batch, long ones few. A prompt longer than the budget gets a batch of its own.
+    """
+    batches: list[list[int]] = []
+    current: list[int] = []
+    longest = 0
+    for index in ordered:
+        widest = max(longest, lengths[index])
+        if current and widest * (len(current) + 1) > budget:
+            batches.append(current)
+            current, widest = [], lengths[index]
+        current.append(index)
+        longest = widest
+    if current:
+        batches.append(current)
+    return batches
+
+
 def shard_batches(batches: list[list[int]], rank: int, world: int) -> list[list[int]]:
     """Every process gets the same number of batches, so no process waits on a collective forever."""
     usable = len(batches) - len(batches) % world if world > 1 else len(batches)

@@ -20,6 +20,7 @@ from safetensors.torch import load_model, save_model
 from torch import nn
 
 from components.atomic_files import atomic_directory
+from components.attention_backends import shape_stable_attention
 from components.data.prompts import check_prompts
 from schemas import Recipe
 from schemas.base import StrictModel
@@ -182,6 +183,7 @@ class DistilledEncoder:
             log.warning(message)
 
     @torch.inference_mode()
+    @shape_stable_attention()
     def encode(
         self, prompts: list[str], max_length: int | None = None, *, allow_empty: bool = False
     ) -> tuple[torch.Tensor, torch.Tensor]:

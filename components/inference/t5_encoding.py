@@ -14,6 +14,7 @@ import warnings
 import torch
 from torch import nn
 
+from components.attention_backends import shape_stable_attention
 from components.data.prompts import check_prompts as check_text
 from components.inference.chroma import Conditioning, InferenceError, release_memory, split
 from schemas.models import T5EncoderTeacher
@@ -31,6 +32,7 @@ def check_prompts(prompts: list[str], *, allow_empty: bool = False) -> None:
 
 
 @torch.inference_mode()
+@shape_stable_attention()
 def encode_t5(
     teacher: nn.Module, tokenizer, prompts: list[str], max_length: int, *, allow_empty: bool = False
 ) -> tuple[torch.Tensor, torch.Tensor]:

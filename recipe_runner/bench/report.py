@@ -65,8 +65,14 @@ def _rate(value: float, unit: str) -> str:
     return f"{value:,.0f} {unit}" if value >= 100 else f"{value:.3g} {unit}"
 
 
+def _mfu(mfu: float | None, achieved_tflops: float, peak_tflops: float | None, why: str = "peak unknown") -> str:
+    if mfu is None or peak_tflops is None:
+        return f"n/a ({why}); {achieved_tflops:.4g} TFLOP/s achieved"
+    return f"{mfu:.1%} of {peak_tflops:g} TFLOP/s ({achieved_tflops:.4g} achieved)"
+
+
 def _training_rows(t: TrainingResult) -> list[tuple[str, str]]:
-    mfu = "n/a (" + t.peak_source + ")" if t.mfu is None else f"{t.mfu:.1%} of {t.peak_tflops:g} TFLOP/s"
+    mfu = _mfu(t.mfu, t.achieved_tflops, t.peak_tflops, t.peak_source)
     return [
         ("batch", f"{t.batch_size} x {t.grad_accum} accum, {t.precision}, checkpointing {t.gradient_checkpointing}"),
         ("step time", f"{t.step_time_s * 1000:.1f} ms (mean of {t.timed_steps}, after {t.warmup_steps} warmup)"),
@@ -83,7 +89,9 @@ def _training_rows(t: TrainingResult) -> list[tuple[str, str]]:
 
 def _teacher_rows(t: TeacherResult) -> list[tuple[str, str]]:
     return [
-        ("prompts", f"{t.prompts} in batches of {t.batch_size}, cache dtype {t.cache_dtype}"),
+        ("prompts", f"{t.prompts} in batches of <= {t.batch_tokens:,} padded tokens, cache dtype {t.cache_dtype}"),
+        ("forward tokens/s", _rate(t.forward_real_tokens_per_s, "tokens/s") + " (teacher forward alone)"),
+        ("forward MFU", _mfu(t.forward_mfu, t.forward_tflops, t.forward_peak_tflops)),
         ("real tokens/s", _rate(t.real_tokens_per_s, "tokens/s") + " (incl. host copy + disk write)"),
         ("prompts/s", _rate(t.prompts_per_s, "prompts/s")),
         ("bytes/prompt", _bytes(t.bytes_per_prompt)),

@@ -8,6 +8,7 @@ from collections.abc import Callable
 import torch
 import transformers
 
+from components.attention_backends import shape_stable_attention
 from components.devices import resolve_device
 from recipe_runner.bench.aligner import run_aligner
 from recipe_runner.bench.flops import FLOP_FORMULA
@@ -54,6 +55,7 @@ def _notes(recipe: Recipe, spec: BenchSpec, factor: int, device: torch.device) -
     return notes
 
 
+@shape_stable_attention()
 def run_bench(original: Recipe, spec: BenchSpec, progress: Callable[[str], None] = lambda _: None) -> BenchReport:
     """Every section in `spec.only`, in a fixed order; `progress` hears which one starts."""
     recipe, factor = random_weights_recipe(original, spec.small)

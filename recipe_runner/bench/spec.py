@@ -18,6 +18,9 @@ class BenchSpec(StrictModel):
     small: bool = Field(default=False, description="Shrunk architectures and short runs (not the real sizes).")
     steps: int | None = Field(default=None, gt=0, description="Timed training steps (default 20, small 4).")
     peak_tflops: float | None = Field(default=None, gt=0, description="Peak TFLOP/s for MFU on unlisted devices.")
+    profile: str | None = Field(
+        default=None, description="Write a torch.profiler table of the timed training steps to this file."
+    )
     only: list[Section] = Field(default_factory=lambda: list(SECTIONS), min_length=1, description="Sections to run.")
 
     @property

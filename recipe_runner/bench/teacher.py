@@ -8,38 +8,80 @@ from __future__ import annotations
 
 import tempfile
 from pathlib import Path
+from typing import NamedTuple
 
 import numpy as np
 import torch
 from pydantic import Field
 
 from components.cache.writer import DTYPES, write_split
+from components.data.batches import token_budget_batches
 from components.models import freeze, hidden_width
 from components.teacher_outputs import encode_teacher
+from recipe_runner.bench.flops import FlopPart, part_flops, peak_flops
 from recipe_runner.bench.lengths import sample_lengths
-from recipe_runner.bench.models import build_random
+from recipe_runner.bench.models import attention_shape, build_random, dense_parameters
 from recipe_runner.bench.spec import BenchSpec
-from recipe_runner.bench.timing import synchronize
+from recipe_runner.bench.timing import device_name, now, synchronize
 from schemas import Recipe
 from schemas.base import StrictModel
+from schemas.models import TeacherCache
 
 _REFERENCE_DTYPE = "bfloat16"
 
 
 class TeacherResult(StrictModel):
-    """Cache-writing throughput and the size of what it writes."""
+    """Teacher forward speed and MFU, cache-writing throughput, and the size of what it writes."""
 
     prompts: int
-    batch_size: int
+    batch_tokens: int = Field(description="Padded tokens per teacher forward (teacher.cache.batch_tokens).")
     cache_dtype: str
     real_tokens: int
     seconds: float
+    forward_real_tokens_per_s: float = Field(description="Teacher forward passes alone, same batches as the writer.")
+    forward_tflops: float = Field(description="Model FLOP/s of those forward passes, real tokens only.")
+    forward_peak_tflops: float | None
+    forward_mfu: float | None = Field(description="forward_tflops / peak; null when the peak is unknown.")
     real_tokens_per_s: float = Field(description="Includes the device->host copy and the shard writes.")
     prompts_per_s: float
     bytes_per_prompt: float = Field(description="Shard bytes on disk / prompts (safetensors header included).")
     padded_bf16_bytes_per_prompt: int = Field(description="max_length x width x 2: padding every prompt to 512.")
     ratio_vs_padded_bf16: float = Field(description="bytes_per_prompt / padded_bf16_bytes_per_prompt; target <= 0.25.")
     ratio_vs_padded_same_dtype: float = Field(description="The same, with the padded reference in the cache dtype.")
+
+
+class _ForwardTiming(NamedTuple):
+    tokens: int
+    flops: float
+    seconds: float
+
+
+def _time_forward(
+    teacher: torch.nn.Module, token_ids: list[list[int]], batch_tokens: int, chroma: bool, device: torch.device
+) -> _ForwardTiming:
+    """The writer's batches (length-sorted, token budget) through the teacher alone, between two syncs."""
+    lengths = [len(ids) + int(chroma) for ids in token_ids]
+    order = sorted(range(len(token_ids)), key=lengths.__getitem__)
+    batches = []
+    for batch in token_budget_batches(order, lengths, batch_tokens):
+        width = max(lengths[i] for i in batch)
+        ids = torch.zeros((len(batch), width), dtype=torch.long)
+        real = torch.zeros((len(batch), width), dtype=torch.bool)
+        for row, i in enumerate(batch):
+            ids[row, : len(token_ids[i])] = torch.tensor(token_ids[i])
+            real[row, : len(token_ids[i])] = True
+        batches.append((ids.to(device), real.to(device)))
+    started = now(device)
+    for ids, real in batches:
+        encode_teacher(teacher, ids, real)
+    seconds = now(device) - started
+    layers, width = attention_shape(teacher)
+    dense = sum(p.numel() for p in dense_parameters(teacher))
+    real_lengths = [len(ids) for ids in token_ids]
+    flops = part_flops(
+        FlopPart(name="teacher", role="frozen_forward", dense_params=dense, attention=layers * width), real_lengths
+    )
+    return _ForwardTiming(sum(real_lengths), flops, seconds)
 
 
 def run_teacher(recipe: Recipe, spec: BenchSpec, lengths: list[int], device: torch.device) -> TeacherResult:
@@ -53,17 +95,20 @@ def run_teacher(recipe: Recipe, spec: BenchSpec, lengths: list[int], device: tor
     token_ids = [rng.integers(0, vocab, n).tolist() for n in drawn]
     cache = recipe.teacher.cache
     dtype = cache.dtype if cache is not None else _REFERENCE_DTYPE
-    batch_size = recipe.hardware.batch_size
-    warm = torch.randint(0, vocab, (batch_size, max(drawn)), device=device)
+    batch_tokens = cache.batch_tokens if cache is not None else TeacherCache.model_fields["batch_tokens"].default
+    longest = max(drawn) + 1
+    warm = torch.randint(0, vocab, (max(1, batch_tokens // longest), longest), device=device)
     encode_teacher(teacher, warm, torch.ones_like(warm, dtype=torch.bool))  # kernels picked outside the clock
     synchronize(device)
+    forward = _time_forward(teacher, token_ids, batch_tokens, recipe.teacher.chroma_mask, device)
+    peak, _ = peak_flops(device_name(device), "bf16" if teacher.dtype == torch.bfloat16 else "fp32", spec.peak_tflops)
     with tempfile.TemporaryDirectory(prefix="recipe-bench-cache-") as tmp:
         report = write_split(
             Path(tmp),
             token_ids,
             teacher,
             shard_size=cache.shard_size if cache is not None else 1024,
-            batch_size=batch_size,
+            batch_tokens=batch_tokens,
             chroma_mask=recipe.teacher.chroma_mask,
             dtype=dtype,
             pad_id=0,
@@ -77,10 +122,14 @@ def run_teacher(recipe: Recipe, spec: BenchSpec, lengths: list[int], device: tor
     seconds = float(report["seconds"])
     return TeacherResult(
         prompts=len(drawn),
-        batch_size=batch_size,
+        batch_tokens=batch_tokens,
         cache_dtype=dtype,
         real_tokens=int(report["tokens"]),
         seconds=seconds,
+        forward_real_tokens_per_s=forward.tokens / forward.seconds,
+        forward_tflops=forward.flops / forward.seconds / 1e12,
+        forward_peak_tflops=None if peak is None else peak / 1e12,
+        forward_mfu=None if peak is None else forward.flops / forward.seconds / peak,
         real_tokens_per_s=report["tokens"] / seconds,
         prompts_per_s=len(drawn) / seconds,
         bytes_per_prompt=per_prompt,

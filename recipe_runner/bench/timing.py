@@ -6,6 +6,9 @@ import platform
 import resource
 import sys
 import time
+from collections.abc import Iterator
+from contextlib import contextmanager, nullcontext
+from pathlib import Path
 
 import torch
 
@@ -64,3 +67,19 @@ class PeakMemory:
     @staticmethod
     def process_max_rss_bytes() -> int:
         return _max_rss_bytes()
+
+
+@contextmanager
+def profiled(path: str | None, device: torch.device) -> Iterator[None]:
+    """Profile the enclosed region and write the kernels that cost most to `path` (nothing when None)."""
+    if path is None:
+        with nullcontext():
+            yield
+        return
+    activities = [torch.profiler.ProfilerActivity.CPU]
+    if device.type == "cuda":
+        activities.append(torch.profiler.ProfilerActivity.CUDA)
+    with torch.profiler.profile(activities=activities) as profiler:
+        yield
+    key = "self_cuda_time_total" if device.type == "cuda" else "self_cpu_time_total"
+    Path(path).write_text(profiler.key_averages().table(sort_by=key, row_limit=60), encoding="utf-8")

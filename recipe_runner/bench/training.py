@@ -20,11 +20,12 @@ from components.data.batches import bucketed_batches
 from components.data.pipeline import Collator, DistillBatch
 from components.losses import DistillLoss
 from components.models import freeze, hidden_width, resolve_config
+from components.models.compilation import compile_for_varied_lengths
 from components.teacher_outputs import encode_teacher
 from recipe_runner.bench.flops import FlopPart, peak_flops, step_flops
 from recipe_runner.bench.models import attention_shape, build_random, dense_parameters
 from recipe_runner.bench.spec import BenchSpec
-from recipe_runner.bench.timing import PeakMemory, device_name, now
+from recipe_runner.bench.timing import PeakMemory, device_name, now, profiled
 from recipe_runner.plan import build_plan
 from recipe_runner.trainer.optim import build_optimizer
 from recipe_runner.trainer.parts import DistillModel
@@ -170,7 +171,7 @@ def run_training(recipe: Recipe, spec: BenchSpec, lengths: list[int], device: to
     enter_stage(model, stage)
     total = spec.warmup_steps + spec.timed_steps
     optimizer, scheduler, _ = build_optimizer(stage, parameters_by_part(model), total, device.type == "cuda")
-    forward = torch.compile(model, dynamic=True) if hw.compile else model
+    forward = compile_for_varied_lengths(model) if hw.compile else model
     loss_fn = DistillLoss(stage.losses, recipe.alignment)
     vocab = min(student.config.vocab_size, resolve_config(recipe.teacher).vocab_size)
     batches = _batches(recipe, lengths, total * hw.grad_accum, vocab, teacher_width, cached)
@@ -205,10 +206,11 @@ def run_training(recipe: Recipe, spec: BenchSpec, lengths: list[int], device: to
     for index in range(spec.warmup_steps):
         step(index)
     memory.start()
-    started = now(device)
-    for index in range(spec.warmup_steps, total):
-        loss = step(index)
-    elapsed = now(device) - started
+    with profiled(spec.profile, device):
+        started = now(device)
+        for index in range(spec.warmup_steps, total):
+            loss = step(index)
+        elapsed = now(device) - started
     timed = batches[spec.warmup_steps * hw.grad_accum :]
     real = [int(n) for batch in timed for n in batch.student_mask.sum(dim=1).tolist()]
     padded = sum(batch.student_mask.numel() for batch in timed)

@@ -24,6 +24,7 @@ _SECTIONS = ("training", "teacher", "aligner", "inference")
     default=None,
     help="Peak TFLOP/s of this device for MFU (default: datasheet table for H100/H200/A100).",
 )
+@click.option("--profile", type=click.Path(dir_okay=False), default=None, help="Profile the timed training steps.")
 @click.option("--only", multiple=True, type=click.Choice(_SECTIONS), help="Run only these sections (repeatable).")
 @reports_recipe_errors
 def bench(
@@ -33,6 +34,7 @@ def bench(
     steps: int | None,
     json_path: str | None,
     peak_tflops: float | None,
+    profile: str | None,
     only: tuple[str, ...],
 ) -> None:
     """Training tokens/s, MFU and memory; teacher cache tokens/s and size; aligner and inference speed."""
@@ -43,7 +45,7 @@ def bench(
     from recipe_runner.loader import load_recipe
 
     loaded = load_recipe(file, overrides)
-    spec = BenchSpec(small=small, steps=steps, peak_tflops=peak_tflops, only=list(only or _SECTIONS))
+    spec = BenchSpec(small=small, steps=steps, peak_tflops=peak_tflops, profile=profile, only=list(only or _SECTIONS))
     try:
         report = run_bench(loaded.recipe, spec, progress=lambda name: click.echo(f"bench: {name} ...", err=True))
     except ModelSourceError as exc:

@@ -12,17 +12,22 @@ from recipe_runner.cli_support import overrides_option, reports_recipe_errors
 @click.command("cache")
 @click.argument("file", type=click.Path(dir_okay=False))
 @overrides_option
-@click.option("--batch-size", type=int, default=None, help="Prompts per teacher forward (default: batch_size).")
+@click.option(
+    "--batch-tokens",
+    type=click.IntRange(min=1),
+    default=None,
+    help="Padded tokens per teacher forward (default: teacher.cache.batch_tokens).",
+)
 @click.option("--no-progress", is_flag=True, help="No progress bar.")
 @reports_recipe_errors
-def cache(file: str, overrides: tuple[str, ...], batch_size: int | None, no_progress: bool) -> None:
+def cache(file: str, overrides: tuple[str, ...], batch_tokens: int | None, no_progress: bool) -> None:
     """Encode train and eval prompts with the teacher into teacher.cache.dir (resumes if interrupted)."""
     from recipe_runner.loader import load_recipe
     from recipe_runner.teacher_cache import CacheSetupError, build_teacher_cache
 
     loaded = load_recipe(file, overrides)
     try:
-        reports = build_teacher_cache(loaded.recipe, batch_size=batch_size, progress=not no_progress)
+        reports = build_teacher_cache(loaded.recipe, batch_tokens=batch_tokens, progress=not no_progress)
     except CacheSetupError as exc:
         click.echo(f"error: {exc}", err=True)
         sys.exit(1)

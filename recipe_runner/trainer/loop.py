@@ -14,10 +14,12 @@ import torch
 from torch.utils.data import DataLoader
 from tqdm.auto import tqdm
 
+from components.attention_backends import shape_stable_attention
 from components.data.batches import bucketed_batches, shard_batches
 from components.data.pipeline import Collator, DistillBatch, PromptPairs
 from components.devices import resolve_device
 from components.losses import DistillLoss
+from components.models.compilation import compile_for_varied_lengths
 from components.teacher_outputs import encode_teacher
 from recipe_runner.trainer.checkpoint import (
     Position,
@@ -197,7 +199,7 @@ class Trainer:
             write_run_info(self.out, self.recipe)
         position = read_position(self.resume_from) if self.resume_from else Position()
         last_metrics: dict[str, float] = {}
-        with _StopFlag() as stop:
+        with _StopFlag() as stop, shape_stable_attention():
             for stage_index in range(position.stage, len(self.recipe.stages)):
                 if stage_index != position.stage:
                     position = Position(
@@ -219,8 +221,7 @@ class Trainer:
         accelerator.free_memory()
         self.prepared, self.optimizer = accelerator.prepare(self.parts.model, optimizer)
         if recipe.hardware.compile:
-            # Batches are length-bucketed, so shapes vary: dynamic shapes avoid a recompile per length.
-            self.prepared = torch.compile(self.prepared, dynamic=True)
+            self.prepared = compile_for_varied_lengths(self.prepared)
         resuming = self.resume_from is not None and read_position(self.resume_from).stage == stage_index
         if resuming:
             load_checkpoint(self.resume_from, accelerator.unwrap_model(self.prepared), self.optimizer, self.scheduler)

@@ -27,6 +27,10 @@ class DistillModel(nn.Module):
 
     def __init__(self, student: nn.Module, bolt_on: nn.Module, hidden_layer: int) -> None:
         super().__init__()
+        if getattr(student.config, "use_cache", None):
+            # A KV cache is for generation: in a training forward it costs a concatenation per layer, memory,
+            # and (compiled) a recompile per layer as each cache layer initialises.
+            student.config.use_cache = False
         self.student = student
         self.bolt_on = bolt_on
         self.hidden_layer = hidden_layer

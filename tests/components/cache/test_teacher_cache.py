@@ -47,7 +47,7 @@ def built(tmp_path_factory):
     """One cache built once; tests that change it work on a copy."""
     cache_dir = tmp_path_factory.mktemp("built") / "cache"
     recipe = _load(cache_dir)
-    reports = build_teacher_cache(recipe, batch_size=4, progress=False)
+    reports = build_teacher_cache(recipe, batch_tokens=96, progress=False)
     return recipe, cache_dir, reports
 
 
@@ -112,7 +112,7 @@ def test_cached_hidden_states_equal_the_online_teacher(built):
 
 def test_without_chroma_mask_only_real_tokens_are_kept(tmp_path):
     recipe = _load(tmp_path / "cache", "teacher.chroma_mask=false", "data.eval=null", "teacher.cache.shard_size=16")
-    build_teacher_cache(recipe, batch_size=5, progress=False)
+    build_teacher_cache(recipe, batch_tokens=120, progress=False)
     tokenizer = load_tokenizer(recipe.teacher)
     train, _ = split_prompts(recipe)
     lengths = [len(ids) for ids in tokenizer(train, truncation=True, max_length=128)["input_ids"]]
@@ -131,7 +131,7 @@ def test_a_deleted_shard_is_the_only_one_rewritten(copy):
     with pytest.raises(CacheIncompleteError, match="1 of 3 shards missing"):
         CachedTeacher(cache_dir / "train")
 
-    reports = build_teacher_cache(recipe, batch_size=3, progress=False)
+    reports = build_teacher_cache(recipe, batch_tokens=72, progress=False)
 
     assert reports["train"]["shards_written"] == 1
     assert reports["eval"]["shards_written"] == 0
