@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import importlib.util
 from pathlib import Path
 
 from recipe_runner.errors import Problem
@@ -145,6 +146,14 @@ def _hardware_problems(loaded: LoadedRecipe) -> list[Problem]:
     gpu_without_bf16 = torch.cuda.is_available() and not torch.cuda.is_bf16_supported()
     if hw.device == "cuda" and hw.precision == "bf16" and gpu_without_bf16:
         problems.append(loaded.problem(("hardware", "precision"), "this GPU has no bf16; use fp16 or fp32"))
+    if hw.trained_weights == "bf16_stochastic":
+        where = ("hardware", "trained_weights")
+        if hw.precision != "bf16":
+            problems.append(loaded.problem(where, f"bf16_stochastic needs precision: bf16 (not {hw.precision})"))
+        if importlib.util.find_spec("torchao") is None:
+            problems.append(
+                loaded.problem(where, "bf16_stochastic needs torchao: pip install 'recipe[lowmem]', or use fp32")
+            )
     if hw.backend == "unsloth":
         problems.append(loaded.problem(("hardware", "backend"), "unsloth is not supported yet; use accelerate"))
     if hw.distributed == "fsdp":

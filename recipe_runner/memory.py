@@ -4,7 +4,8 @@ Formula (bytes; b = hardware.batch_size, s = max_length, a = activation bytes: 2
   frozen weights     teacher params x teacher dtype (0 with `teacher.cache`: targets come from disk);
                      student params x student dtype when the student is frozen or trained through LoRA;
                      bolt-on params x 4 when the stage does not train it
-  trainable state    16 x trainable params: fp32 master weight 4 + fp32 grad 4 + AdamW exp_avg 4 + exp_avg_sq 4
+  trainable state    16 x trainable params: fp32 master weight 4 + fp32 grad 4 + AdamW exp_avg 4 + exp_avg_sq 4;
+                     8 with trained_weights bf16_stochastic (bf16 weight, grad and both moments)
   student acts       b x s x L x (10 h + 3 f) x a      (h hidden, f MLP width, L layers; SDPA keeps no s x s scores;
                                                          10 h: norms, q/k/v/o inputs and outputs; 3 f: gate, up, act)
                      with gradient_checkpointing: b x s x L x h x a (layer inputs) + one layer's worth;
@@ -137,7 +138,10 @@ def estimate_memory(recipe: Recipe, stage: Stage, sizes: Sizes, student_trainabl
     if not trains_bolt_on:
         items.append(MemoryItem("bolt-on weights (frozen, fp32)", sizes.bolt_on_params * 4))
     trainable = (student_trainable if trains_student else 0) + (sizes.bolt_on_params if trains_bolt_on else 0)
-    items.append(MemoryItem("trainable: fp32 weights + grads + AdamW states (16 B/param)", 16 * trainable))
+    if hardware.trained_weights == "bf16_stochastic":
+        items.append(MemoryItem("trainable: bf16 weights + grads + AdamW states (8 B/param)", 8 * trainable))
+    else:
+        items.append(MemoryItem("trainable: fp32 weights + grads + AdamW states (16 B/param)", 16 * trainable))
 
     st = sizes.student
     per_layer = b * s_student * (10 * st.hidden + 3 * st.ffn) * a

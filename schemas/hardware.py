@@ -8,6 +8,8 @@ from pydantic import Field
 
 from schemas.base import StrictModel
 
+TrainedWeights = Literal["fp32", "bf16_stochastic"]
+
 
 class Hardware(StrictModel):
     """Precision, batch shape and backend; the plan checks memory against `vram_gb`."""
@@ -27,6 +29,13 @@ class Hardware(StrictModel):
         default="sdpa", description="Attention kernel of the student and teacher."
     )
     vram_gb: float | None = Field(default=None, gt=0, description="Memory budget per device the plan checks against.")
+    trained_weights: TrainedWeights = Field(
+        default="fp32",
+        description="fp32: float32 master weights, gradients and AdamW moments with autocast compute (16 bytes per "
+        "trained parameter). bf16_stochastic: bfloat16 weights, gradients and moments, each update rounded "
+        "stochastically so small steps are not lost (torchao's AdamW; 8 bytes per parameter; needs precision bf16 "
+        "and the `lowmem` extra).",
+    )
     compile: bool = Field(default=False, description="torch.compile the student and bolt-on.")
     seed: int = Field(default=0, ge=0, description="Seed for weights init, shuffling and dropout.")
     num_workers: int = Field(default=0, ge=0, description="Data-loader worker processes (tokenize and align).")

@@ -28,7 +28,7 @@ from recipe_runner.bench.spec import BenchSpec
 from recipe_runner.bench.timing import PeakMemory, device_name, now, profiled
 from recipe_runner.plan import build_plan
 from recipe_runner.trainer.optim import build_optimizer
-from recipe_runner.trainer.parts import DistillModel
+from recipe_runner.trainer.parts import DistillModel, set_trained_dtype
 from recipe_runner.trainer.stage_setup import enter_stage, parameters_by_part
 from schemas import Recipe
 from schemas.base import StrictModel
@@ -156,8 +156,6 @@ def run_training(recipe: Recipe, spec: BenchSpec, lengths: list[int], device: to
     """Warmup steps, then timed optimizer steps between two device synchronisations."""
     hw, stage = recipe.hardware, recipe.stages[0]
     student = build_random(recipe.student, "student", device, hw.seed, hw.attention)
-    if any("student" in later.trainable for later in recipe.stages):
-        student.float()  # fp32 master weights, autocast compute: as the trainer does
     student_layers, student_width = attention_shape(student)
     teacher_width = hidden_width(resolve_config(recipe.teacher))
     cached = recipe.teacher.cache is not None
@@ -167,10 +165,12 @@ def run_training(recipe: Recipe, spec: BenchSpec, lengths: list[int], device: to
         bolt_on = build_bolt_on(recipe.bolt_on, hidden_width(student.config), teacher_width).to(device)
     if hw.gradient_checkpointing:
         _checkpoint(student)
-    model = DistillModel(student, bolt_on, recipe.student.layer)
+    model = set_trained_dtype(DistillModel(student, bolt_on, recipe.student.layer), recipe)
     enter_stage(model, stage)
     total = spec.warmup_steps + spec.timed_steps
-    optimizer, scheduler, _ = build_optimizer(stage, parameters_by_part(model), total, device.type == "cuda")
+    optimizer, scheduler, _ = build_optimizer(
+        stage, parameters_by_part(model), total, device.type == "cuda", hw.trained_weights
+    )
     forward = compile_for_varied_lengths(model) if hw.compile else model
     loss_fn = DistillLoss(stage.losses, recipe.alignment)
     vocab = min(student.config.vocab_size, resolve_config(recipe.teacher).vocab_size)

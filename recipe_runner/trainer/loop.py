@@ -216,7 +216,11 @@ class Trainer:
         total = self.total_steps(stage_index, stage)
         enter_stage(self.parts.model, stage)
         optimizer, self.scheduler, _ = build_optimizer(
-            stage, parameters_by_part(self.parts.model), total, accelerator.device.type == "cuda"
+            stage,
+            parameters_by_part(self.parts.model),
+            total,
+            accelerator.device.type == "cuda",
+            recipe.hardware.trained_weights,
         )
         accelerator.free_memory()
         self.prepared, self.optimizer = accelerator.prepare(self.parts.model, optimizer)

@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
+import logging
 import math
 from collections.abc import Callable
 
 import torch
 from torch.optim.lr_scheduler import LambdaLR
 
+from schemas.hardware import TrainedWeights
 from schemas.stages import (
     AdamW,
     ConstantSchedule,
@@ -51,8 +53,25 @@ def lr_multiplier(stage: Stage, part: Part, total_steps: int) -> Callable[[int],
     return factor
 
 
+def _stochastic_rounding_adamw():
+    """torchao's AdamW, imported only when a recipe asks for bf16_stochastic weights."""
+    logging.getLogger("torchao").setLevel(logging.ERROR)  # it reports kernels it has no GPU for at import
+    try:
+        from torchao.optim import _AdamW
+    except ImportError as exc:
+        raise ImportError(
+            "hardware.trained_weights: bf16_stochastic needs torchao: pip install 'recipe[lowmem]' "
+            f"(or set trained_weights: fp32); import failed: {exc}"
+        ) from exc
+    return _AdamW
+
+
 def build_optimizer(
-    stage: Stage, params_by_part: dict[Part, list[torch.nn.Parameter]], total_steps: int, use_cuda: bool
+    stage: Stage,
+    params_by_part: dict[Part, list[torch.nn.Parameter]],
+    total_steps: int,
+    use_cuda: bool,
+    trained_weights: TrainedWeights = "fp32",
 ) -> tuple[torch.optim.Optimizer, LambdaLR, list[Part]]:
     """One parameter group per trainable part (in `stage.trainable` order); biases and norms get no decay."""
     spec = stage.optimizer
@@ -67,7 +86,10 @@ def build_optimizer(
             if chunk:
                 groups.append({"params": chunk, "lr": stage.lr.get(part), "weight_decay": weight_decay})
                 parts.append(part)
-    fused = spec.fused if spec.fused is not None else use_cuda
-    optimizer = torch.optim.AdamW(groups, betas=spec.betas, eps=spec.eps, fused=fused or None)
+    if trained_weights == "bf16_stochastic":
+        optimizer = _stochastic_rounding_adamw()(groups, betas=spec.betas, eps=spec.eps, bf16_stochastic_round=True)
+    else:
+        fused = spec.fused if spec.fused is not None else use_cuda
+        optimizer = torch.optim.AdamW(groups, betas=spec.betas, eps=spec.eps, fused=fused or None)
     scheduler = LambdaLR(optimizer, [lr_multiplier(stage, part, total_steps) for part in parts])
     return optimizer, scheduler, parts

@@ -93,13 +93,20 @@ def build_distill_model(recipe: Recipe, device: torch.device | str, teacher_widt
     """Student + seeded bolt-on exactly as training builds them (the export rebuilds from a checkpoint with it)."""
     seed = recipe.hardware.seed
     student = build_model(recipe.student, "student", device=device, attention=recipe.hardware.attention, seed=seed)
-    if any("student" in stage.trainable for stage in recipe.stages):
-        # Trained weights stay float32 masters; autocast gives bf16/fp16 compute (accelerate mixed precision).
-        student.float()
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(seed)
         bolt_on = build_bolt_on(recipe.bolt_on, hidden_width(student.config), teacher_width)
-    return DistillModel(student, bolt_on.to(device), recipe.student.layer)
+    return set_trained_dtype(DistillModel(student, bolt_on.to(device), recipe.student.layer), recipe)
+
+
+def set_trained_dtype(model: DistillModel, recipe: Recipe) -> DistillModel:
+    """fp32: trained parts become float32 masters and autocast computes in bf16/fp16 (accelerate mixed precision).
+    bf16_stochastic: trained parts are stored in bfloat16 and the optimizer rounds each update stochastically."""
+    dtype = torch.bfloat16 if recipe.hardware.trained_weights == "bf16_stochastic" else torch.float32
+    if any("student" in stage.trainable for stage in recipe.stages):
+        model.student.to(dtype)
+    model.bolt_on.to(dtype)
+    return model
 
 
 def build_parts(recipe: Recipe, device: torch.device) -> RunParts:
