@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import logging
 import sys
 
 import click
@@ -15,6 +16,13 @@ from recipe_runner.errors import RecipeError
 @click.version_option(package_name="recipe")
 def main() -> None:
     """Declarative model distillation: validate, plan, run and render from one YAML recipe."""
+    # transformers imports torchao whenever it is installed; its notices (prebuilt kernels for other torch
+    # builds, a deprecation between torch and torchao) are for their developers, not for a recipe's user.
+    for name in _LIBRARY_DEVELOPER_LOGGERS:
+        logging.getLogger(name).setLevel(logging.ERROR)
+
+
+_LIBRARY_DEVELOPER_LOGGERS = ("torchao", "torch.utils._pytree")
 
 
 @main.command()

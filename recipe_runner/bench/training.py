@@ -85,30 +85,39 @@ def _sample(n: int, rng: np.random.Generator, vocab: int, chroma: bool, width: i
     }
 
 
+def _batch_indices(capped: list[int], hw, count: int, first_timed: int) -> list[list[int]]:
+    """`count` batches in the trainer's bucketed order, with the distribution's largest batch (padded tokens)
+    among the timed ones, so that peak memory is that of the worst batch and not of a lucky draw."""
+    epochs: list[list[int]] = []
+    epoch = 0
+    while len(epochs) < count:
+        epochs += bucketed_batches(capped, hw.batch_size, shuffle=True, seed=hw.seed, epoch=epoch)
+        epoch += 1
+    chosen = epochs[:count]
+    largest = max(epochs, key=lambda batch: len(batch) * max(capped[i] for i in batch))
+    if all(batch is not largest for batch in chosen[first_timed:]):
+        chosen[first_timed] = largest
+    return chosen
+
+
 def _batches(
-    recipe: Recipe, lengths: list[int], count: int, vocab: int, width: int, cached: bool
+    recipe: Recipe, lengths: list[int], count: int, first_timed: int, vocab: int, width: int, cached: bool
 ) -> list[DistillBatch]:
-    """`count` collated micro-batches in the trainer's bucketed order (epochs repeat when one is not enough)."""
+    """`count` collated micro-batches (see `_batch_indices`) with random contents."""
     hw = recipe.hardware
     capped = [min(n, recipe.student.max_length, recipe.teacher.max_length) for n in lengths]
     rng = np.random.default_rng(hw.seed)
     dtype = DTYPES[recipe.teacher.cache.dtype if recipe.teacher.cache else "bfloat16"]
     collate = Collator(0, 0, recipe.teacher.chroma_mask)
     out: list[DistillBatch] = []
-    epoch = 0
-    while len(out) < count:
-        for indices in bucketed_batches(capped, hw.batch_size, shuffle=True, seed=hw.seed, epoch=epoch):
-            items = [
-                {"index": i, **_sample(capped[i], rng, vocab, recipe.teacher.chroma_mask, width, dtype)}
-                for i in indices
-            ]
-            if not cached:
-                for item in items:
-                    del item["teacher_hidden"]
-            out.append(collate(items))
-            if len(out) == count:
-                break
-        epoch += 1
+    for indices in _batch_indices(capped, hw, count, first_timed):
+        items = [
+            {"index": i, **_sample(capped[i], rng, vocab, recipe.teacher.chroma_mask, width, dtype)} for i in indices
+        ]
+        if not cached:
+            for item in items:
+                del item["teacher_hidden"]
+        out.append(collate(items))
     return out
 
 
@@ -174,7 +183,8 @@ def run_training(recipe: Recipe, spec: BenchSpec, lengths: list[int], device: to
     forward = compile_for_varied_lengths(model) if hw.compile else model
     loss_fn = DistillLoss(stage.losses, recipe.alignment)
     vocab = min(student.config.vocab_size, resolve_config(recipe.teacher).vocab_size)
-    batches = _batches(recipe, lengths, total * hw.grad_accum, vocab, teacher_width, cached)
+    first_timed = spec.warmup_steps * hw.grad_accum
+    batches = _batches(recipe, lengths, total * hw.grad_accum, first_timed, vocab, teacher_width, cached)
     if device.type == "cuda":  # the trainer's loader pins, so its host-to-GPU copies are asynchronous
         batches = [batch.pin_memory() for batch in batches]
     autocast = torch.autocast(device.type, dtype=_AUTOCAST.get(hw.precision), enabled=hw.precision != "fp32")

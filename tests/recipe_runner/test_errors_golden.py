@@ -22,7 +22,7 @@ BASE = BROKEN / "base.yaml"
 
 HARDWARE_KEYS = (
     "attention, backend, batch_size, compile, device, distributed, grad_accum, gradient_checkpointing, "
-    "num_workers, precision, seed, vram_gb"
+    "num_workers, precision, seed, trained_weights, vram_gb"
 )
 RECIPE_KEYS = "alignment, bolt_on, data, description, hardware, inference, output, recipe, stages, student, teacher"
 
@@ -96,6 +96,13 @@ GOLDEN: dict[str, tuple[tuple[str, ...], list[str]]] = {
     "min_lr_above_lr.yaml": (
         (),
         ["min_lr_above_lr.yaml:8:31: stages[0].min_lr.bolt_on: min_lr 0.002 is above lr 0.001"],
+    ),
+    "stochastic_weights_fp32.yaml": (
+        (),
+        [
+            "stochastic_weights_fp32.yaml:5:3: hardware.trained_weights: bf16_stochastic needs precision: bf16 "
+            "(not fp32)"
+        ],
     ),
     "missing_lr.yaml": (
         (),

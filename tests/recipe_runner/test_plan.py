@@ -81,3 +81,14 @@ def test_bolt_on_only_stage_freezes_the_student(reference: Recipe) -> None:
     assert plan.stages[0].trainable == {"bolt_on": plan.bolt_on.params}
     assert "student activations (no grad, one layer)" in memory_items(plan)
     assert "frozen" in format_plan(plan)
+
+
+def test_bf16_stochastic_weights_halve_the_trainable_state(reference: Recipe) -> None:
+    lowmem = reference.model_copy(
+        update={"hardware": reference.hardware.model_copy(update={"trained_weights": "bf16_stochastic"})}
+    )
+    full, half = build_plan(reference).stages[0], build_plan(lowmem).stages[0]
+    trainable = sum(full.trainable.values())
+    label = "trainable: bf16 weights + grads + AdamW states (8 B/param)"
+    assert memory_items(build_plan(lowmem))[label] == pytest.approx(8 * trainable / GIB)
+    assert full.memory.total_bytes - half.memory.total_bytes == 8 * trainable

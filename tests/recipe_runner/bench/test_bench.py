@@ -32,7 +32,8 @@ def _bench(tmp_path: Path, recipe: Path, *extra: str) -> dict:
 
 
 def test_small_tiny_bench_reports_every_figure(tmp_path: Path) -> None:
-    report = _bench(tmp_path, TINY, "--peak-tflops", "1")
+    report = _bench(tmp_path, TINY, "--peak-tflops", "1", "--profile", str(tmp_path / "profile.txt"))
+    assert "aten::" in (tmp_path / "profile.txt").read_text()  # the timed steps, per operator
     assert report["small"] is True and report["environment"]["device"] == "cpu"
     assert report["environment"]["torch_version"] and report["batch_size"] == 16
     assert "6N" in report["flop_formula"] and report["units"]
@@ -45,6 +46,8 @@ def test_small_tiny_bench_reports_every_figure(tmp_path: Path) -> None:
     assert training["last_loss"] == training["last_loss"]  # finite, not NaN
     teacher = report["teacher"]
     assert teacher["real_tokens_per_s"] > 0 and teacher["bytes_per_prompt"] > 0
+    assert teacher["forward_real_tokens_per_s"] > 0
+    assert teacher["forward_mfu"] == pytest.approx(teacher["forward_tflops"] / 1.0)
     assert 0 < teacher["ratio_vs_padded_same_dtype"] < 1
     aligner = report["aligner"]
     assert aligner["prompts_per_s"] > 0 and aligner["tokenizers"].startswith("recipe's")

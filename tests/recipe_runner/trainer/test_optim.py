@@ -170,3 +170,26 @@ def test_parameters_keep_their_dtype_and_train():
     optimizer.step()
     scheduler.step()
     assert not torch.equal(before, model.bolt_on[0].weight)
+
+
+def _drift_of_small_updates(trained_weights: str) -> float:
+    """Mean move of bf16 weights at 1.0 after 20 AdamW steps of lr 1e-3, a quarter of bf16's spacing there."""
+    weight = nn.Parameter(torch.ones(4096, 2, dtype=torch.bfloat16))
+    stage = _stage(
+        {"type": "constant"},
+        trainable=["bolt_on"],
+        lr={"bolt_on": 1e-3},
+        optimizer={"type": "adamw", "weight_decay": 0},
+    )
+    optimizer, scheduler, _ = build_optimizer(stage, {"bolt_on": [weight]}, 20, False, trained_weights)
+    torch.manual_seed(0)
+    for _ in range(20):
+        weight.grad = torch.ones_like(weight)
+        optimizer.step()
+        scheduler.step()
+    return 1.0 - weight.float().mean().item()
+
+
+def test_bf16_stochastic_rounding_keeps_updates_smaller_than_bf16_spacing():
+    assert _drift_of_small_updates("fp32") == 0.0  # plain AdamW on bf16 weights rounds every step away
+    assert _drift_of_small_updates("bf16_stochastic") == pytest.approx(20 * 1e-3, rel=0.1)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import math
 import os
 import signal
 import subprocess
@@ -199,3 +200,23 @@ def test_two_process_ddp_run(tiny_recipe_path, tiny_overrides, tmp_path):
     assert done.returncode == 0, done.stderr[-3000:]
     assert "finished at step 6" in done.stdout
     assert step_checkpoints(tmp_path / "run" / "checkpoints")[-1].name == "step-00000006"
+
+
+def test_bf16_stochastic_weights_train_and_resume(tiny_recipe_path, tiny_overrides, tmp_path):
+    """In a subprocess: accelerate's mixed-precision state is per process. A resume that lost torchao's tensor
+    learning rates would fail at its first optimizer step ("lr was changed to a non-Tensor object")."""
+    from safetensors.torch import load_file
+
+    lowmem = ["hardware.precision=bf16", "hardware.trained_weights=bf16_stochastic"]
+    for steps, extra in ((20, ()), (30, ("--resume",))):
+        sets = [arg for value in [*_short(tiny_overrides, steps, 10), *lowmem] for arg in ("--set", value)]
+        done = subprocess.run(
+            _recipe_cmd("run", str(tiny_recipe_path), *sets, *extra), env=_env(), capture_output=True, text=True
+        )
+        assert done.returncode == 0, done.stderr[-3000:]
+    run_dir = tmp_path / "run"
+    latest = step_checkpoints(run_dir / "checkpoints")[-1]
+    assert latest.name == "step-00000030"
+    assert {t.dtype for t in load_file(str(latest / "model.safetensors")).values()} == {torch.bfloat16}
+    losses = [m["loss"] for m in _metrics(run_dir) if "loss" in m]
+    assert all(math.isfinite(loss) for loss in losses) and losses[-1] < losses[0]
