@@ -8,6 +8,7 @@ from typing import Literal
 import torch
 from torch import nn
 from transformers import AutoModel, PretrainedConfig, PreTrainedModel, T5EncoderModel
+from transformers.activations import GELUTanh, NewGELUActivation
 
 from components.models.source import ModelSourceError, locate, resolve_config
 from schemas.models import ModelSource
@@ -121,4 +122,15 @@ def build_model(
     else:
         assert source.model is not None
         model = _from_pretrained(cls, locate(source.model).ref, source, attention)
-    return model.to(device)
+    return use_fused_activations(model).to(device)
+
+
+def use_fused_activations(model: nn.Module) -> nn.Module:
+    """Swap transformers' eager tanh-GELU (T5 v1.1's `gelu_new`: about eight elementwise kernels, each a pass
+    over the widest activation, rounded to bf16 after every step) for PyTorch's one-kernel `gelu(approximate=
+    "tanh")`: the same function, computed in float32 inside the kernel and rounded once."""
+    for parent in list(model.modules()):
+        for name, child in list(parent.named_children()):
+            if type(child) is NewGELUActivation:
+                setattr(parent, name, GELUTanh())
+    return model
