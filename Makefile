@@ -5,7 +5,7 @@ BIN := $(VENV)/bin
 TORCH ?= torch==2.13.0
 PROMPT ?= a red fox in snow
 
-.PHONY: setup demo test lint clean-demo
+.PHONY: setup demo test lint clean-demo bench-gpu
 
 $(BIN)/recipe: pyproject.toml
 	$(PY) -m venv $(VENV)
@@ -30,3 +30,16 @@ test: setup
 
 lint: setup
 	$(BIN)/ruff check . && $(BIN)/ruff format --check .
+
+## On a GPU machine: the configurations of README's benchmark tables, one JSON each under $(BENCH_OUT).
+BENCH_OUT ?= bench-results
+bench-gpu: setup
+	mkdir -p $(BENCH_OUT)
+	$(BIN)/recipe bench recipes/t5_to_qwen.yaml --json $(BENCH_OUT)/reference.json --profile $(BENCH_OUT)/reference-profile.txt
+	$(BIN)/recipe bench recipes/t5_to_qwen.yaml --only training --set hardware.gradient_checkpointing=false \
+		--json $(BENCH_OUT)/no-checkpointing.json
+	$(BIN)/recipe bench recipes/examples/t5_to_qwen_lowmem.yaml --only training --json $(BENCH_OUT)/lowmem.json
+	$(BIN)/recipe bench recipes/t5_to_qwen.yaml --only teacher --set teacher.cache.batch_tokens=32768 \
+		--json $(BENCH_OUT)/teacher-32k.json
+	$(BIN)/recipe bench recipes/t5_to_qwen.yaml --only training --set hardware.compile=true --steps 100 \
+		--json $(BENCH_OUT)/compiled.json

@@ -45,6 +45,8 @@ class TrainingResult(StrictModel):
     grad_accum: int
     precision: str
     gradient_checkpointing: bool
+    trained_weights: str = Field(description="hardware.trained_weights: fp32 masters or bf16_stochastic.")
+    compiled: bool = Field(description="hardware.compile: regional torch.compile of student and bolt-on.")
     warmup_steps: int
     timed_steps: int
     step_time_s: float = Field(description="Mean wall time of one optimizer step.")
@@ -234,6 +236,8 @@ def run_training(recipe: Recipe, spec: BenchSpec, lengths: list[int], device: to
         grad_accum=hw.grad_accum,
         precision=hw.precision,
         gradient_checkpointing=hw.gradient_checkpointing,
+        trained_weights=hw.trained_weights,
+        compiled=hw.compile,
         warmup_steps=spec.warmup_steps,
         timed_steps=spec.timed_steps,
         step_time_s=step_time,
