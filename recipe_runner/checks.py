@@ -146,6 +146,13 @@ def _hardware_problems(loaded: LoadedRecipe) -> list[Problem]:
     gpu_without_bf16 = torch.cuda.is_available() and not torch.cuda.is_bf16_supported()
     if hw.device == "cuda" and hw.precision == "bf16" and gpu_without_bf16:
         problems.append(loaded.problem(("hardware", "precision"), "this GPU has no bf16; use fp16 or fp32"))
+    if hw.checkpoint_min_tokens is not None and not hw.gradient_checkpointing:
+        problems.append(
+            loaded.problem(
+                ("hardware", "checkpoint_min_tokens"),
+                "has no effect without gradient_checkpointing: true; set that or remove this",
+            )
+        )
     if hw.trained_weights == "bf16_stochastic":
         where = ("hardware", "trained_weights")
         if hw.precision != "bf16":

@@ -9,6 +9,7 @@ Formula (bytes; b = hardware.batch_size, s = max_length, a = activation bytes: 2
   student acts       b x s x L x (10 h + 3 f) x a      (h hidden, f MLP width, L layers; SDPA keeps no s x s scores;
                                                          10 h: norms, q/k/v/o inputs and outputs; 3 f: gate, up, act)
                      with gradient_checkpointing: b x s x L x h x a (layer inputs) + one layer's worth;
+                     with checkpoint_min_tokens T as well: the larger of that and T - 1 tokens unrecomputed;
                      a stage that trains only the bolt-on runs the student without grad: one layer's worth
   bolt-on acts       b x s x a x per-token elements: a projection keeps in + 3 out (input, pre-activation, norm,
                      dropout), a transformer block 10 d + 2 f, a residual MLP 2 d + 2 h, an RMSNorm d, the skip in
@@ -148,8 +149,16 @@ def estimate_memory(recipe: Recipe, stage: Stage, sizes: Sizes, student_trainabl
     if not trains_student:
         items.append(MemoryItem("student activations (no grad, one layer)", per_layer))
     elif hardware.gradient_checkpointing:
-        checkpoints = b * s_student * st.layers * st.hidden * a
-        items.append(MemoryItem("student activations (checkpointed)", checkpoints + per_layer))
+        checkpointed = b * s_student * st.layers * st.hidden * a + per_layer
+        threshold = hardware.checkpoint_min_tokens
+        unrecomputed = (
+            0 if threshold is None else min(b * s_student, threshold - 1) * st.layers * per_layer // (b * s_student)
+        )
+        if unrecomputed > checkpointed:
+            label = f"student activations (batches under {threshold} tokens, not recomputed)"
+            items.append(MemoryItem(label, unrecomputed))
+        else:
+            items.append(MemoryItem("student activations (checkpointed)", checkpointed))
     else:
         items.append(MemoryItem("student activations", st.layers * per_layer))
     items.append(MemoryItem("bolt-on activations", b * s_student * a * _bolt_on_elements(recipe, st.hidden)))

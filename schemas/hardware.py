@@ -19,6 +19,13 @@ class Hardware(StrictModel):
     batch_size: int = Field(default=16, gt=0, description="Prompts per micro-batch per process.")
     grad_accum: int = Field(default=1, gt=0, description="Micro-batches per optimizer step.")
     gradient_checkpointing: bool = Field(default=False, description="Recompute student activations to save memory.")
+    checkpoint_min_tokens: int | None = Field(
+        default=None,
+        gt=0,
+        description="With gradient_checkpointing: recompute only batches of at least this many padded student "
+        "tokens (batch x longest prompt); shorter batches keep their activations and skip the recompute. "
+        "null recomputes every batch.",
+    )
     backend: Literal["accelerate", "unsloth"] = Field(
         default="accelerate", description="Training backend; unsloth needs the `unsloth` extra and a GPU."
     )

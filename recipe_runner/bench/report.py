@@ -74,7 +74,8 @@ def _mfu(mfu: float | None, achieved_tflops: float, peak_tflops: float | None, w
 def _training_rows(t: TrainingResult) -> list[tuple[str, str]]:
     mfu = _mfu(t.mfu, t.achieved_tflops, t.peak_tflops, t.peak_source)
     return [
-        ("batch", f"{t.batch_size} x {t.grad_accum} accum, {t.precision}, checkpointing {t.gradient_checkpointing}"),
+        ("batch", f"{t.batch_size} x {t.grad_accum} accum, {t.precision}"),
+        ("checkpointing", f"{t.gradient_checkpointing} ({t.checkpointed_fraction:.0%} of timed batches recomputed)"),
         ("weights", f"{t.trained_weights} trained weights, compile {t.compiled}"),
         ("step time", f"{t.step_time_s * 1000:.1f} ms (mean of {t.timed_steps}, after {t.warmup_steps} warmup)"),
         ("real tokens/s", _rate(t.real_tokens_per_s, "tokens/s")),

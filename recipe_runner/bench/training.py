@@ -20,6 +20,7 @@ from components.data.batches import bucketed_batches
 from components.data.pipeline import Collator, DistillBatch
 from components.losses import DistillLoss
 from components.models import freeze, hidden_width, resolve_config
+from components.models.checkpointing import StudentCheckpointing
 from components.models.compilation import compile_for_varied_lengths
 from components.teacher_outputs import encode_teacher
 from recipe_runner.bench.flops import FlopPart, peak_flops, step_flops
@@ -45,6 +46,7 @@ class TrainingResult(StrictModel):
     grad_accum: int
     precision: str
     gradient_checkpointing: bool
+    checkpointed_fraction: float = Field(description="Share of timed micro-batches that recomputed activations.")
     trained_weights: str = Field(description="hardware.trained_weights: fp32 masters or bf16_stochastic.")
     compiled: bool = Field(description="hardware.compile: regional torch.compile of student and bolt-on.")
     warmup_steps: int
@@ -154,15 +156,6 @@ def _flop_parts(model: DistillModel, recipe: Recipe, student_attention: int, tea
     return parts
 
 
-def _checkpoint(student: torch.nn.Module) -> None:
-    """The trainer's gradient checkpointing (non-reentrant), through the non-deprecated name when there is one."""
-    student.config.use_cache = False
-    if hasattr(student, "activation_checkpointing_enable"):
-        student.activation_checkpointing_enable(activation_checkpointing_kwargs={"use_reentrant": False})
-    elif hasattr(student, "gradient_checkpointing_enable"):
-        student.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
-
-
 def run_training(recipe: Recipe, spec: BenchSpec, lengths: list[int], device: torch.device) -> TrainingResult:
     """Warmup steps, then timed optimizer steps between two device synchronisations."""
     hw, stage = recipe.hardware, recipe.stages[0]
@@ -174,8 +167,8 @@ def run_training(recipe: Recipe, spec: BenchSpec, lengths: list[int], device: to
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(hw.seed)
         bolt_on = build_bolt_on(recipe.bolt_on, hidden_width(student.config), teacher_width).to(device)
-    if hw.gradient_checkpointing:
-        _checkpoint(student)
+    checkpointing = StudentCheckpointing(student, hw.gradient_checkpointing, hw.checkpoint_min_tokens)
+    recomputed: list[bool] = []
     model = set_trained_dtype(DistillModel(student, bolt_on, recipe.student.layer), recipe)
     enter_stage(model, stage)
     total = spec.warmup_steps + spec.timed_steps
@@ -198,6 +191,7 @@ def run_training(recipe: Recipe, spec: BenchSpec, lengths: list[int], device: to
     def step(index: int) -> torch.Tensor:
         for micro in range(hw.grad_accum):
             batch = batches[index * hw.grad_accum + micro].to(device)
+            recomputed.append(checkpointing.for_batch(batch.student_ids.numel()))
             with autocast:
                 out = forward(batch.student_ids, batch.student_mask)
                 target = batch.teacher_hidden
@@ -218,6 +212,7 @@ def run_training(recipe: Recipe, spec: BenchSpec, lengths: list[int], device: to
     for index in range(spec.warmup_steps):
         step(index)
     memory.start()
+    recomputed.clear()
     with profiled(spec.profile, device):
         started = now(device)
         for index in range(spec.warmup_steps, total):
@@ -236,6 +231,7 @@ def run_training(recipe: Recipe, spec: BenchSpec, lengths: list[int], device: to
         grad_accum=hw.grad_accum,
         precision=hw.precision,
         gradient_checkpointing=hw.gradient_checkpointing,
+        checkpointed_fraction=sum(recomputed) / max(1, len(recomputed)),
         trained_weights=hw.trained_weights,
         compiled=hw.compile,
         warmup_steps=spec.warmup_steps,

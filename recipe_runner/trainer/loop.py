@@ -250,6 +250,7 @@ class Trainer:
         while position.stage_step < total:
             for _ in range(recipe.hardware.grad_accum):
                 batch, position.epoch, position.batch = next(stream)
+                self.parts.checkpointing.for_batch(batch.student_ids.numel())
                 with accelerator.accumulate(self.prepared), accelerator.autocast():
                     out = self.prepared(batch.student_ids, batch.student_mask)
                     pairs = loss_fn.pairs(

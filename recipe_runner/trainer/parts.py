@@ -15,6 +15,7 @@ from components.cache.reader import CachedTeacher, CacheIncompleteError
 from components.data.pipeline import PromptPairs
 from components.data.prompts import prompts_digest, read_prompts
 from components.models import build_model, freeze, hidden_width, load_tokenizer
+from components.models.checkpointing import StudentCheckpointing
 from schemas import Recipe
 
 
@@ -49,6 +50,7 @@ class RunParts:
     """Everything a run needs before the first step."""
 
     model: DistillModel
+    checkpointing: StudentCheckpointing
     teacher: nn.Module | None
     student_tokenizer: object
     teacher_tokenizer: object
@@ -135,11 +137,10 @@ def build_parts(recipe: Recipe, device: torch.device) -> RunParts:
             prompts, student_tok, teacher_tok, aligner, recipe.student.max_length, recipe.teacher.max_length, cache
         )
 
-    student = model.student
-    if recipe.hardware.gradient_checkpointing and hasattr(student, "gradient_checkpointing_enable"):
-        student.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
+    hw = recipe.hardware
     return RunParts(
         model=model,
+        checkpointing=StudentCheckpointing(model.student, hw.gradient_checkpointing, hw.checkpoint_min_tokens),
         teacher=teacher,
         student_tokenizer=student_tok,
         teacher_tokenizer=teacher_tok,

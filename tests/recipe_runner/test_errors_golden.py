@@ -21,7 +21,8 @@ BROKEN = Path(__file__).resolve().parents[1] / "assets" / "broken"
 BASE = BROKEN / "base.yaml"
 
 HARDWARE_KEYS = (
-    "attention, backend, batch_size, compile, device, distributed, grad_accum, gradient_checkpointing, "
+    "attention, backend, batch_size, checkpoint_min_tokens, compile, device, distributed, grad_accum, "
+    "gradient_checkpointing, "
     "num_workers, precision, seed, trained_weights, vram_gb"
 )
 RECIPE_KEYS = "alignment, bolt_on, data, description, hardware, inference, output, recipe, stages, student, teacher"
@@ -96,6 +97,13 @@ GOLDEN: dict[str, tuple[tuple[str, ...], list[str]]] = {
     "min_lr_above_lr.yaml": (
         (),
         ["min_lr_above_lr.yaml:8:31: stages[0].min_lr.bolt_on: min_lr 0.002 is above lr 0.001"],
+    ),
+    "checkpoint_threshold_without_checkpointing.yaml": (
+        (),
+        [
+            "checkpoint_threshold_without_checkpointing.yaml:4:3: hardware.checkpoint_min_tokens: has no effect "
+            "without gradient_checkpointing: true; set that or remove this"
+        ],
     ),
     "stochastic_weights_fp32.yaml": (
         (),

@@ -92,3 +92,16 @@ def test_bf16_stochastic_weights_halve_the_trainable_state(reference: Recipe) ->
     label = "trainable: bf16 weights + grads + AdamW states (8 B/param)"
     assert memory_items(build_plan(lowmem))[label] == pytest.approx(8 * trainable / GIB)
     assert full.memory.total_bytes - half.memory.total_bytes == 8 * trainable
+
+
+def test_checkpoint_threshold_counts_the_largest_unrecomputed_batch(reference: Recipe) -> None:
+    def with_threshold(tokens: int | None) -> Recipe:
+        hardware = reference.hardware.model_copy(update={"checkpoint_min_tokens": tokens})
+        return reference.model_copy(update={"hardware": hardware})
+
+    every = build_plan(with_threshold(None)).stages[0].memory.total_bytes
+    small = build_plan(with_threshold(64)).stages[0].memory.total_bytes  # 63 tokens kept: under the checkpoints
+    large = memory_items(build_plan(with_threshold(4096)))
+    assert small == every
+    assert large["student activations (batches under 4096 tokens, not recomputed)"] > 0
+    assert "student activations (checkpointed)" not in large
