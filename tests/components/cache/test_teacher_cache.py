@@ -8,6 +8,7 @@ from pathlib import Path
 
 import pytest
 import torch
+from safetensors.torch import load_file
 
 from components.alignment import CrossTokenizerAligner
 from components.cache.manifest import teacher_identity
@@ -213,3 +214,38 @@ def test_a_complete_cache_replaces_the_teacher_in_a_run(built):
     assert parts.teacher is None
     assert parts.train.cache is not None and parts.eval is not None and parts.eval.cache is not None
     assert parts.train[2]["teacher_hidden"].shape[-1] == 64
+
+
+class _IdsAsHidden(torch.nn.Module):
+    """A stand-in teacher whose hidden state at a position is its token id: rows are easy to check."""
+
+    def forward(self, input_ids, attention_mask):
+        return type("Out", (), {"last_hidden_state": input_ids.float().unsqueeze(-1).repeat(1, 1, 3)})()
+
+
+def test_background_shard_writes_keep_every_row_and_surface_a_failed_write(tmp_path, monkeypatch):
+    import components.cache.writer as writer
+
+    token_ids = [[5 + i] * (1 + i % 7) for i in range(10)]
+    common = {"shard_size": 4, "batch_tokens": 8, "chroma_mask": False, "dtype": "float32", "pad_id": 0}
+    report = writer.write_split(tmp_path / "ok", token_ids, _IdsAsHidden(), device=torch.device("cpu"), **common)
+    assert report["shards_written"] == 3
+    for shard in range(3):
+        saved = load_file(str(tmp_path / "ok" / writer.shard_name(shard)))
+        offsets = saved["offsets"].tolist()
+        for row, first in enumerate(range(4 * shard, min(10, 4 * shard + 4))):
+            rows = saved["hidden"][offsets[row] : offsets[row + 1]]
+            assert rows.shape == (len(token_ids[first]), 3) and bool((rows == 5 + first).all())
+
+    real_save = writer.save_safetensors_atomic
+
+    def disk_full_on_second(final, tensors, metadata=None):
+        if final.name == writer.shard_name(1):
+            raise OSError("No space left on device")
+        real_save(final, tensors, metadata=metadata)
+
+    monkeypatch.setattr(writer, "save_safetensors_atomic", disk_full_on_second)
+    with pytest.raises(OSError, match="No space left"):
+        writer.write_split(tmp_path / "full", token_ids, _IdsAsHidden(), device=torch.device("cpu"), **common)
+    assert (tmp_path / "full" / writer.shard_name(0)).is_file()
+    assert not (tmp_path / "full" / writer.shard_name(1)).exists()
