@@ -42,6 +42,19 @@ def prepare_split(split_dir: Path, identity: dict, prompts_sha: str, count: int,
     return expected
 
 
+def padded_batch(
+    token_ids: list[list[int]], batch: list[int], chroma_mask: bool, pad_id: int
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """Token ids padded to the batch's longest prompt (plus Chroma's one visible pad) and the real-token mask."""
+    width = max(len(token_ids[i]) for i in batch) + (1 if chroma_mask else 0)
+    ids = torch.full((len(batch), width), pad_id, dtype=torch.long)
+    real = torch.zeros((len(batch), width), dtype=torch.bool)
+    for row, i in enumerate(batch):
+        ids[row, : len(token_ids[i])] = torch.tensor(token_ids[i])
+        real[row, : len(token_ids[i])] = True
+    return ids, real
+
+
 def _host_batches(
     teacher: torch.nn.Module,
     token_ids: list[list[int]],
@@ -57,12 +70,7 @@ def _host_batches(
     while the host slices rows and fills shards."""
     pending: tuple[list[int], torch.Tensor, Callable[[], None]] | None = None
     for batch in batches:
-        width = max(len(token_ids[i]) for i in batch) + (1 if chroma_mask else 0)
-        ids = torch.full((len(batch), width), pad_id, dtype=torch.long)
-        real = torch.zeros((len(batch), width), dtype=torch.bool)
-        for row, i in enumerate(batch):
-            ids[row, : len(token_ids[i])] = torch.tensor(token_ids[i])
-            real[row, : len(token_ids[i])] = True
+        ids, real = padded_batch(token_ids, batch, chroma_mask, pad_id)
         hidden = encode_teacher(teacher, ids.to(device), real.to(device)).to(dtype)
         host = hidden.to("cpu", non_blocking=device.type == "cuda")
         copied = _copy_done(device)

@@ -14,7 +14,7 @@ import numpy as np
 import torch
 from pydantic import Field
 
-from components.cache.writer import DTYPES, write_split
+from components.cache.writer import DTYPES, padded_batch, write_split
 from components.data.batches import token_budget_batches
 from components.models import freeze, hidden_width
 from components.teacher_outputs import encode_teacher
@@ -64,12 +64,7 @@ def _time_forward(
     order = sorted(range(len(token_ids)), key=lengths.__getitem__)
     batches = []
     for batch in token_budget_batches(order, lengths, batch_tokens):
-        width = max(lengths[i] for i in batch)
-        ids = torch.zeros((len(batch), width), dtype=torch.long)
-        real = torch.zeros((len(batch), width), dtype=torch.bool)
-        for row, i in enumerate(batch):
-            ids[row, : len(token_ids[i])] = torch.tensor(token_ids[i])
-            real[row, : len(token_ids[i])] = True
+        ids, real = padded_batch(token_ids, batch, chroma, pad_id=0)
         batches.append((ids.to(device), real.to(device)))
     started = now(device)
     for ids, real in batches:
