@@ -3,7 +3,7 @@
 Formula (bytes; b = hardware.batch_size, s = max_length, a = activation bytes: 2 for bf16/fp16, 4 for fp32):
   frozen weights     teacher params x teacher dtype (0 with `teacher.cache`: targets come from disk);
                      student params x student dtype when the student is frozen or trained through LoRA;
-                     bolt-on params x 4 when the stage does not train it
+                     bolt-on params x 4 (x 2 with bf16_stochastic) when the stage does not train it
   trainable state    16 x trainable params: fp32 master weight 4 + fp32 grad 4 + AdamW exp_avg 4 + exp_avg_sq 4;
                      8 with trained_weights bf16_stochastic (bf16 weight, grad and both moments)
   student acts       b x s x L x (10 h + 3 f) x a      (h hidden, f MLP width, L layers; SDPA keeps no s x s scores;
@@ -137,7 +137,9 @@ def estimate_memory(recipe: Recipe, stage: Stage, sizes: Sizes, student_trainabl
     if not trains_student or lora:
         items.append(MemoryItem("student weights (frozen)", sizes.student_params * _DTYPE_BYTES[recipe.student.dtype]))
     if not trains_bolt_on:
-        items.append(MemoryItem("bolt-on weights (frozen, fp32)", sizes.bolt_on_params * 4))
+        bf16 = hardware.trained_weights == "bf16_stochastic"
+        label = f"bolt-on weights (frozen, {'bf16' if bf16 else 'fp32'})"
+        items.append(MemoryItem(label, sizes.bolt_on_params * (2 if bf16 else 4)))
     trainable = (student_trainable if trains_student else 0) + (sizes.bolt_on_params if trains_bolt_on else 0)
     if hardware.trained_weights == "bf16_stochastic":
         items.append(MemoryItem("trainable: bf16 weights + grads + AdamW states (8 B/param)", 8 * trainable))
