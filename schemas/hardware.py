@@ -43,6 +43,10 @@ class Hardware(StrictModel):
         "stochastically so small steps are not lost (torchao's AdamW; 8 bytes per parameter; needs precision bf16 "
         "and the `lowmem` extra).",
     )
-    compile: bool = Field(default=False, description="torch.compile the student and bolt-on.")
+    compile: bool = Field(
+        default=False,
+        description="Regional torch.compile of student and bolt-on (each repeated block compiled once, dynamic "
+        "shapes); pays off on long runs, its warm-up takes minutes.",
+    )
     seed: int = Field(default=0, ge=0, description="Seed for weights init, shuffling and dropout.")
     num_workers: int = Field(default=0, ge=0, description="Data-loader worker processes (tokenize and align).")
