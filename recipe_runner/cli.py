@@ -16,13 +16,14 @@ from recipe_runner.errors import RecipeError
 @click.version_option(package_name="recipe")
 def main() -> None:
     """Declarative model distillation: validate, plan, run and render from one YAML recipe."""
-    # transformers imports torchao whenever it is installed; its notices (prebuilt kernels for other torch
-    # builds, a deprecation between torch and torchao) are for their developers, not for a recipe's user.
+    # transformers and diffusers import torchao whenever it is installed; the notices that follow (prebuilt
+    # kernels for other torch builds, a deprecation between torch and torchao, torchao tensor types for
+    # quantized checkpoints) are for their developers, not for a recipe's user.
     for name in _LIBRARY_DEVELOPER_LOGGERS:
         logging.getLogger(name).setLevel(logging.ERROR)
 
 
-_LIBRARY_DEVELOPER_LOGGERS = ("torchao", "torch.utils._pytree")
+_LIBRARY_DEVELOPER_LOGGERS = ("torchao", "torch.utils._pytree", "diffusers.quantizers.torchao.torchao_quantizer")
 
 
 @main.command()
