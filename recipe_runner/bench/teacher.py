@@ -59,7 +59,8 @@ class _ForwardTiming(NamedTuple):
 def _time_forward(
     teacher: torch.nn.Module, token_ids: list[list[int]], batch_tokens: int, chroma: bool, device: torch.device
 ) -> _ForwardTiming:
-    """The writer's batches (length-sorted, token budget) through the teacher alone, between two syncs."""
+    """Length-sorted token-budget batches, as the writer forms them (here over all prompts rather than per shard),
+    through the teacher alone, between two syncs."""
     lengths = [len(ids) + int(chroma) for ids in token_ids]
     order = sorted(range(len(token_ids)), key=lengths.__getitem__)
     batches = []
@@ -96,7 +97,8 @@ def run_teacher(recipe: Recipe, spec: BenchSpec, lengths: list[int], device: tor
     encode_teacher(teacher, warm, torch.ones_like(warm, dtype=torch.bool))  # kernels picked outside the clock
     synchronize(device)
     forward = _time_forward(teacher, token_ids, batch_tokens, recipe.teacher.chroma_mask, device)
-    peak, _ = peak_flops(device_name(device), "bf16" if teacher.dtype == torch.bfloat16 else "fp32", spec.peak_tflops)
+    precision = {torch.bfloat16: "bf16", torch.float16: "fp16"}.get(teacher.dtype, "fp32")
+    peak, _ = peak_flops(device_name(device), precision, spec.peak_tflops)
     with tempfile.TemporaryDirectory(prefix="recipe-bench-cache-") as tmp:
         report = write_split(
             Path(tmp),

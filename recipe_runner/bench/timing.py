@@ -7,7 +7,7 @@ import resource
 import sys
 import time
 from collections.abc import Iterator
-from contextlib import contextmanager, nullcontext
+from contextlib import contextmanager
 from pathlib import Path
 
 import torch
@@ -73,8 +73,7 @@ class PeakMemory:
 def profiled(path: str | None, device: torch.device) -> Iterator[None]:
     """Profile the enclosed region and write the kernels that cost most to `path` (nothing when None)."""
     if path is None:
-        with nullcontext():
-            yield
+        yield
         return
     activities = [torch.profiler.ProfilerActivity.CPU]
     if device.type == "cuda":

@@ -34,6 +34,7 @@ from recipe_runner.trainer.stage_setup import enter_stage, parameters_by_part
 from schemas import Recipe
 from schemas.base import StrictModel
 from schemas.bolt_on import TransformerLayer
+from schemas.hardware import Hardware, TrainedWeights
 
 _AUTOCAST = {"bf16": torch.bfloat16, "fp16": torch.float16}
 
@@ -47,7 +48,7 @@ class TrainingResult(StrictModel):
     precision: str
     gradient_checkpointing: bool
     checkpointed_fraction: float = Field(description="Share of timed micro-batches that recomputed activations.")
-    trained_weights: str = Field(description="hardware.trained_weights: fp32 masters or bf16_stochastic.")
+    trained_weights: TrainedWeights = Field(description="hardware.trained_weights: fp32 masters or bf16_stochastic.")
     compiled: bool = Field(description="hardware.compile: regional torch.compile of student and bolt-on.")
     warmup_steps: int
     timed_steps: int
@@ -89,16 +90,16 @@ def _sample(n: int, rng: np.random.Generator, vocab: int, chroma: bool, width: i
     }
 
 
-def _batch_indices(capped: list[int], hw, count: int, first_timed: int) -> list[list[int]]:
+def _batch_indices(capped: list[int], hw: Hardware, count: int, first_timed: int) -> list[list[int]]:
     """`count` batches in the trainer's bucketed order, with the distribution's largest batch (padded tokens)
     among the timed ones, so that peak memory is that of the worst batch and not of a lucky draw."""
-    epochs: list[list[int]] = []
+    batches: list[list[int]] = []
     epoch = 0
-    while len(epochs) < count:
-        epochs += bucketed_batches(capped, hw.batch_size, shuffle=True, seed=hw.seed, epoch=epoch)
+    while len(batches) < count:
+        batches += bucketed_batches(capped, hw.batch_size, shuffle=True, seed=hw.seed, epoch=epoch)
         epoch += 1
-    chosen = epochs[:count]
-    largest = max(epochs, key=lambda batch: len(batch) * max(capped[i] for i in batch))
+    chosen = batches[:count]
+    largest = max(batches, key=lambda batch: len(batch) * max(capped[i] for i in batch))
     if all(batch is not largest for batch in chosen[first_timed:]):
         chosen[first_timed] = largest
     return chosen

@@ -61,6 +61,10 @@ def _short(tiny_overrides: list[str], steps: int, save_every: int) -> list[str]:
     ]
 
 
+def _set_args(overrides: list[str]) -> list[str]:
+    return [arg for value in overrides for arg in ("--set", value)]
+
+
 def _wait_for_checkpoint(proc: subprocess.Popen, root: Path, at_least: int, timeout: float = 120) -> None:
     deadline = time.time() + timeout
     while time.time() < deadline:
@@ -79,7 +83,7 @@ def _final_loss(run_dir: Path) -> float:
 
 def test_sigkill_then_resume_reaches_same_final_step(tiny_recipe_path, tiny_overrides, tmp_path):
     overrides = _short(tiny_overrides, steps=120, save_every=10)
-    sets = [arg for o in overrides for arg in ("--set", o)]
+    sets = _set_args(overrides)
     run_dir = tmp_path / "run"
     proc = subprocess.Popen(
         _recipe_cmd("run", str(tiny_recipe_path), "--no-progress", *sets),
@@ -128,7 +132,7 @@ def test_sigkill_then_resume_reaches_same_final_step(tiny_recipe_path, tiny_over
 
 def test_ctrl_c_saves_a_checkpoint_and_exits_cleanly(tiny_recipe_path, tiny_overrides, tmp_path):
     overrides = _short(tiny_overrides, steps=400, save_every=20)
-    sets = [arg for o in overrides for arg in ("--set", o)]
+    sets = _set_args(overrides)
     proc = subprocess.Popen(
         _recipe_cmd("run", str(tiny_recipe_path), "--no-progress", *sets),
         env=_env(),
@@ -173,7 +177,7 @@ def test_existing_checkpoints_are_not_overwritten(tiny_recipe_path, tiny_overrid
 
 
 def test_two_process_ddp_run(tiny_recipe_path, tiny_overrides, tmp_path):
-    sets = [arg for o in _short(tiny_overrides, steps=6, save_every=3) for arg in ("--set", o)]
+    sets = _set_args(_short(tiny_overrides, steps=6, save_every=3))
     cmd = [
         sys.executable,
         "-m",
@@ -209,7 +213,7 @@ def test_bf16_stochastic_weights_train_and_resume(tiny_recipe_path, tiny_overrid
 
     lowmem = ["hardware.precision=bf16", "hardware.trained_weights=bf16_stochastic"]
     for steps, extra in ((20, ()), (30, ("--resume",))):
-        sets = [arg for value in [*_short(tiny_overrides, steps, 10), *lowmem] for arg in ("--set", value)]
+        sets = _set_args([*_short(tiny_overrides, steps, 10), *lowmem])
         done = subprocess.run(
             _recipe_cmd("run", str(tiny_recipe_path), *sets, *extra), env=_env(), capture_output=True, text=True
         )
