@@ -39,7 +39,10 @@ def build_teacher_cache(recipe: Recipe, batch_tokens: int | None = None, progres
         except CacheMismatchError as exc:
             raise CacheSetupError(f"{exc}; delete it or point teacher.cache.dir elsewhere") from None
         if teacher is None:
-            teacher = freeze(build_model(recipe.teacher, "teacher", device=device, seed=recipe.hardware.seed))
+            hw = recipe.hardware
+            teacher = freeze(
+                build_model(recipe.teacher, "teacher", device=device, seed=hw.seed, fused_kernels=hw.fused_kernels)
+            )
         ids = tokenizer(prompts, truncation=True, max_length=recipe.teacher.max_length)["input_ids"]
         with tqdm(total=len(prompts), desc=f"cache {split}", disable=not progress) as bar:
             report = write_split(

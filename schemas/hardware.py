@@ -43,6 +43,12 @@ class Hardware(StrictModel):
         "stochastically so small steps are not lost (torchao's AdamW; 8 bytes per parameter; needs precision bf16 "
         "and the `lowmem` extra).",
     )
+    fused_kernels: bool = Field(
+        default=True,
+        description="Run transformers' eager RMSNorm and tanh-GELU blocks as torch's one-kernel equivalents "
+        "(F.rms_norm, gelu(approximate='tanh')): the same functions in fewer launches; weights and checkpoints "
+        "are unchanged. false keeps the models exactly as transformers builds them.",
+    )
     compile: bool = Field(
         default=False,
         description="Regional torch.compile of student and bolt-on (each repeated block compiled once, dynamic "

@@ -7,6 +7,7 @@ from itertools import pairwise
 import torch
 from torch import Tensor, nn
 
+from components.rms_norm import rms_norm
 from schemas.bolt_on import Activation, LinearLayer, MLPLayer, ResidualMLPLayer, RMSNormLayer
 
 _ACTIVATIONS: dict[str, type[nn.Module]] = {"gelu": nn.GELU, "silu": nn.SiLU, "relu": nn.ReLU, "tanh": nn.Tanh}
@@ -83,7 +84,7 @@ class ResidualMLPBlock(nn.Module):
 
 
 class RMSNorm(nn.Module):
-    """T5-style RMSNorm (no mean subtraction, no bias), computed in fp32 so bf16 inputs keep their scale."""
+    """T5-style RMSNorm (no mean subtraction, no bias); the fused kernel keeps float32 statistics for bf16 inputs."""
 
     def __init__(self, spec: RMSNormLayer, in_dim: int) -> None:
         super().__init__()
@@ -92,9 +93,7 @@ class RMSNorm(nn.Module):
         self.weight = nn.Parameter(torch.ones(in_dim))
 
     def forward(self, hidden: Tensor, mask: Tensor) -> Tensor:
-        variance = hidden.float().pow(2).mean(-1, keepdim=True)
-        normed = (hidden.float() * torch.rsqrt(variance + self.eps)).to(hidden.dtype)
-        return self.weight.to(hidden.dtype) * normed
+        return rms_norm(hidden, self.weight, self.eps, hidden.dtype)
 
     @torch.no_grad()
     def copy_weight(self, weight: Tensor) -> None:

@@ -8,8 +8,8 @@ from typing import Literal
 import torch
 from torch import nn
 from transformers import AutoModel, PretrainedConfig, PreTrainedModel, T5EncoderModel
-from transformers.activations import GELUTanh, NewGELUActivation
 
+from components.models.fused_kernels import use_fused_kernels
 from components.models.source import ModelSourceError, locate, resolve_config
 from schemas.models import ModelSource
 
@@ -103,11 +103,13 @@ def build_model(
     meta: bool = False,
     attention: Attention = "sdpa",
     seed: int = 0,
+    fused_kernels: bool = True,
 ) -> PreTrainedModel:
     """Teacher (`t5_encoder` -> T5EncoderModel) or student (`hidden_states` -> AutoModel, no LM head).
 
     `meta=True` allocates nothing and reads nothing but a config (planning). An inline config gets random
     weights from `seed` without touching the global RNG; a local dir or cached hub id loads real weights offline.
+    `fused_kernels` swaps eager RMSNorm / tanh-GELU blocks for one-kernel equivalents (see `fused_kernels`).
     """
     cls = model_class(source, role)
     if meta:
@@ -122,15 +124,4 @@ def build_model(
     else:
         assert source.model is not None
         model = _from_pretrained(cls, locate(source.model).ref, source, attention)
-    return use_fused_activations(model).to(device)
-
-
-def use_fused_activations(model: nn.Module) -> nn.Module:
-    """Swap transformers' eager tanh-GELU (T5 v1.1's `gelu_new`: about eight elementwise kernels, each a pass
-    over the widest activation, rounded to bf16 after every step) for PyTorch's one-kernel `gelu(approximate=
-    "tanh")`: the same function, computed in float32 inside the kernel and rounded once."""
-    for parent in list(model.modules()):
-        for name, child in list(parent.named_children()):
-            if type(child) is NewGELUActivation:
-                setattr(parent, name, GELUTanh())
-    return model
+    return (use_fused_kernels(model) if fused_kernels else model).to(device)

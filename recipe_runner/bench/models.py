@@ -111,11 +111,16 @@ def random_weights_recipe(recipe: Recipe, small: bool) -> tuple[Recipe, int]:
 
 
 def build_random(
-    source: ModelSource, role: Role, device: torch.device, seed: int, attention: Attention = "sdpa"
+    source: ModelSource,
+    role: Role,
+    device: torch.device,
+    seed: int,
+    attention: Attention = "sdpa",
+    fused_kernels: bool = True,
 ) -> PreTrainedModel:
     """Random weights allocated straight on `device` (no host copy of a multi-GB model first)."""
     with torch.device(device):
-        return build_model(source, role, device=device, attention=attention, seed=seed)
+        return build_model(source, role, device=device, attention=attention, seed=seed, fused_kernels=fused_kernels)
 
 
 def dense_parameters(model: nn.Module) -> list[nn.Parameter]:

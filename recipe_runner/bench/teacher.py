@@ -83,7 +83,7 @@ def _time_forward(
 def run_teacher(recipe: Recipe, spec: BenchSpec, lengths: list[int], device: torch.device) -> TeacherResult:
     """Encode `spec.teacher_prompts` random prompts of shipped lengths into a temporary cache split."""
     hw = recipe.hardware
-    teacher = freeze(build_random(recipe.teacher, "teacher", device, hw.seed, hw.attention))
+    teacher = freeze(build_random(recipe.teacher, "teacher", device, hw.seed, hw.attention, hw.fused_kernels))
     max_length = recipe.teacher.max_length
     drawn = sample_lengths(lengths, spec.teacher_prompts, recipe.hardware.seed, max_length)
     rng = np.random.default_rng(recipe.hardware.seed)

@@ -160,11 +160,15 @@ def _flop_parts(model: DistillModel, recipe: Recipe, student_attention: int, tea
 def run_training(recipe: Recipe, spec: BenchSpec, lengths: list[int], device: torch.device) -> TrainingResult:
     """Warmup steps, then timed optimizer steps between two device synchronisations."""
     hw, stage = recipe.hardware, recipe.stages[0]
-    student = build_random(recipe.student, "student", device, hw.seed, hw.attention)
+    student = build_random(recipe.student, "student", device, hw.seed, hw.attention, hw.fused_kernels)
     student_layers, student_width = attention_shape(student)
     teacher_width = hidden_width(resolve_config(recipe.teacher))
     cached = recipe.teacher.cache is not None
-    teacher = None if cached else freeze(build_random(recipe.teacher, "teacher", device, hw.seed, hw.attention))
+    teacher = (
+        None
+        if cached
+        else freeze(build_random(recipe.teacher, "teacher", device, hw.seed, hw.attention, hw.fused_kernels))
+    )
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(hw.seed)
         bolt_on = build_bolt_on(recipe.bolt_on, hidden_width(student.config), teacher_width).to(device)

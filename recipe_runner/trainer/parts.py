@@ -94,7 +94,10 @@ def open_cache(recipe: Recipe, split: str, prompts: list[str]) -> CachedTeacher 
 def build_distill_model(recipe: Recipe, device: torch.device | str, teacher_width: int) -> DistillModel:
     """Student + seeded bolt-on exactly as training builds them (the export rebuilds from a checkpoint with it)."""
     seed = recipe.hardware.seed
-    student = build_model(recipe.student, "student", device=device, attention=recipe.hardware.attention, seed=seed)
+    hw = recipe.hardware
+    student = build_model(
+        recipe.student, "student", device=device, attention=hw.attention, seed=seed, fused_kernels=hw.fused_kernels
+    )
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(seed)
         bolt_on = build_bolt_on(recipe.bolt_on, hidden_width(student.config), teacher_width)
@@ -123,7 +126,14 @@ def build_parts(recipe: Recipe, device: torch.device) -> RunParts:
     fully_cached = caches["train"] is not None and (not eval_prompts or caches["eval"] is not None)
     # A fully cached teacher is only read for its final norm: keep it off the accelerator meanwhile.
     teacher_device = torch.device("cpu") if fully_cached else device
-    teacher = build_model(recipe.teacher, "teacher", device=teacher_device, attention=attention, seed=seed)
+    teacher = build_model(
+        recipe.teacher,
+        "teacher",
+        device=teacher_device,
+        attention=attention,
+        seed=seed,
+        fused_kernels=recipe.hardware.fused_kernels,
+    )
     freeze(teacher)
     model = build_distill_model(recipe, device, hidden_width(teacher.config))
     model.bolt_on.init_from_teacher(teacher)

@@ -21,7 +21,7 @@ BROKEN = Path(__file__).resolve().parents[1] / "assets" / "broken"
 BASE = BROKEN / "base.yaml"
 
 HARDWARE_KEYS = (
-    "attention, backend, batch_size, checkpoint_min_tokens, compile, device, distributed, grad_accum, "
+    "attention, backend, batch_size, checkpoint_min_tokens, compile, device, distributed, fused_kernels, grad_accum, "
     "gradient_checkpointing, "
     "num_workers, precision, seed, trained_weights, vram_gb"
 )
