@@ -11,6 +11,7 @@ from components.cache.writer import CacheMismatchError, prepare_split, write_spl
 from components.data.prompts import prompts_digest
 from components.devices import resolve_device
 from components.models import build_model, freeze, load_tokenizer
+from components.models.compilation import compile_for_varied_lengths
 from recipe_runner.trainer.parts import split_prompts
 from schemas import Recipe
 
@@ -43,6 +44,8 @@ def build_teacher_cache(recipe: Recipe, batch_tokens: int | None = None, progres
             teacher = freeze(
                 build_model(recipe.teacher, "teacher", device=device, seed=hw.seed, fused_kernels=hw.fused_kernels)
             )
+            if hw.compile:
+                compile_for_varied_lengths(teacher)
         ids = tokenizer(prompts, truncation=True, max_length=recipe.teacher.max_length)["input_ids"]
         with tqdm(total=len(prompts), desc=f"cache {split}", disable=not progress) as bar:
             report = write_split(

@@ -51,8 +51,9 @@ class Hardware(StrictModel):
     )
     compile: bool = Field(
         default=False,
-        description="Regional torch.compile of student and bolt-on (each repeated block compiled once, dynamic "
-        "shapes); pays off on long runs, its warm-up takes minutes.",
+        description="torch.compile the repeated blocks (student and bolt-on transformer layers in training, teacher "
+        "layers in `recipe cache`), dynamic shapes: one compile per block class, reused by every layer and length; "
+        "pays off on long runs, its warm-up takes minutes.",
     )
     seed: int = Field(default=0, ge=0, description="Seed for weights init, shuffling and dropout.")
     num_workers: int = Field(default=0, ge=0, description="Data-loader worker processes (tokenize and align).")

@@ -71,12 +71,20 @@ def _mfu(mfu: float | None, achieved_tflops: float, peak_tflops: float | None, w
     return f"{mfu:.1%} of {peak_tflops:g} TFLOP/s ({achieved_tflops:.4g} achieved)"
 
 
+def _compiled(warmup_s: float | None, graphs_while_timed: int | None = None) -> str:
+    if warmup_s is None:
+        return "off"
+    late = f", {graphs_while_timed} graphs compiled while timed" if graphs_while_timed else ""
+    return f"on ({warmup_s:.1f} s of warm-up and compiling before the clock{late})"
+
+
 def _training_rows(t: TrainingResult) -> list[tuple[str, str]]:
     mfu = _mfu(t.mfu, t.achieved_tflops, t.peak_tflops, t.peak_source)
     return [
         ("batch", f"{t.batch_size} x {t.grad_accum} accum, {t.precision}"),
         ("checkpointing", f"{t.gradient_checkpointing} ({t.checkpointed_fraction:.0%} of timed batches recomputed)"),
-        ("weights", f"{t.trained_weights} trained weights, compile {t.compiled}"),
+        ("weights", f"{t.trained_weights} trained weights"),
+        ("compile", _compiled(t.compile_warmup_s, t.graphs_compiled_while_timed)),
         ("step time", f"{t.step_time_s * 1000:.1f} ms (mean of {t.timed_steps}, after {t.warmup_steps} warmup)"),
         ("real tokens/s", _rate(t.real_tokens_per_s, "tokens/s")),
         ("real tokens/step", f"{t.real_tokens_per_step:,.0f} (padding {t.padding_fraction:.1%})"),
@@ -94,6 +102,7 @@ def _teacher_rows(t: TeacherResult) -> list[tuple[str, str]]:
         ("prompts", f"{t.prompts} in batches of <= {t.batch_tokens:,} padded tokens, cache dtype {t.cache_dtype}"),
         ("forward tokens/s", _rate(t.forward_real_tokens_per_s, "tokens/s") + " (teacher forward alone)"),
         ("forward MFU", _mfu(t.forward_mfu, t.forward_tflops, t.forward_peak_tflops)),
+        ("compile", _compiled(t.compile_warmup_s)),
         ("real tokens/s", _rate(t.real_tokens_per_s, "tokens/s") + " (incl. host copy + disk write)"),
         ("prompts/s", _rate(t.prompts_per_s, "prompts/s")),
         ("bytes/prompt", _bytes(t.bytes_per_prompt)),

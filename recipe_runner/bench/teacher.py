@@ -17,6 +17,7 @@ from pydantic import Field
 from components.cache.writer import DTYPES, padded_batch, write_split
 from components.data.batches import token_budget_batches
 from components.models import freeze, hidden_width
+from components.models.compilation import compile_for_varied_lengths
 from components.teacher_outputs import encode_teacher
 from recipe_runner.bench.flops import FlopPart, part_flops, peak_flops
 from recipe_runner.bench.lengths import sample_lengths
@@ -38,6 +39,10 @@ class TeacherResult(StrictModel):
     cache_dtype: str
     real_tokens: int
     seconds: float
+    compile_warmup_s: float | None = Field(
+        description="With hardware.compile: one untimed forward pass over the same batches (compiling for their "
+        "shapes); null without compile."
+    )
     forward_real_tokens_per_s: float = Field(description="Teacher forward passes alone, same batches as the writer.")
     forward_tflops: float = Field(description="Model FLOP/s of those forward passes, real tokens only.")
     forward_peak_tflops: float | None
@@ -54,19 +59,31 @@ class _ForwardTiming(NamedTuple):
     tokens: int
     flops: float
     seconds: float
+    warmup_seconds: float | None
 
 
 def _time_forward(
-    teacher: torch.nn.Module, token_ids: list[list[int]], batch_tokens: int, chroma: bool, device: torch.device
+    teacher: torch.nn.Module,
+    token_ids: list[list[int]],
+    batch_tokens: int,
+    chroma: bool,
+    device: torch.device,
+    compiled: bool,
 ) -> _ForwardTiming:
     """Length-sorted token-budget batches, as the writer forms them (here over all prompts rather than per shard),
-    through the teacher alone, between two syncs."""
+    through the teacher alone, between two syncs; a compiled teacher first makes one untimed pass."""
     lengths = [len(ids) + int(chroma) for ids in token_ids]
     order = sorted(range(len(token_ids)), key=lengths.__getitem__)
     batches = []
     for batch in token_budget_batches(order, lengths, batch_tokens):
         ids, real = padded_batch(token_ids, batch, chroma, pad_id=0)
         batches.append((ids.to(device), real.to(device)))
+    warmup = None
+    if compiled:
+        started = now(device)
+        for ids, real in batches:
+            encode_teacher(teacher, ids, real)
+        warmup = now(device) - started
     started = now(device)
     for ids, real in batches:
         encode_teacher(teacher, ids, real)
@@ -77,13 +94,15 @@ def _time_forward(
     flops = part_flops(
         FlopPart(name="teacher", role="frozen_forward", dense_params=dense, attention=layers * width), real_lengths
     )
-    return _ForwardTiming(sum(real_lengths), flops, seconds)
+    return _ForwardTiming(sum(real_lengths), flops, seconds, warmup)
 
 
 def run_teacher(recipe: Recipe, spec: BenchSpec, lengths: list[int], device: torch.device) -> TeacherResult:
     """Encode `spec.teacher_prompts` random prompts of shipped lengths into a temporary cache split."""
     hw = recipe.hardware
     teacher = freeze(build_random(recipe.teacher, "teacher", device, hw.seed, hw.attention, hw.fused_kernels))
+    if hw.compile:
+        compile_for_varied_lengths(teacher)
     max_length = recipe.teacher.max_length
     drawn = sample_lengths(lengths, spec.teacher_prompts, recipe.hardware.seed, max_length)
     rng = np.random.default_rng(recipe.hardware.seed)
@@ -96,7 +115,7 @@ def run_teacher(recipe: Recipe, spec: BenchSpec, lengths: list[int], device: tor
     warm = torch.randint(0, vocab, (max(1, batch_tokens // longest), longest), device=device)
     encode_teacher(teacher, warm, torch.ones_like(warm, dtype=torch.bool))  # kernels picked outside the clock
     synchronize(device)
-    forward = _time_forward(teacher, token_ids, batch_tokens, recipe.teacher.chroma_mask, device)
+    forward = _time_forward(teacher, token_ids, batch_tokens, recipe.teacher.chroma_mask, device, hw.compile)
     precision = {torch.bfloat16: "bf16", torch.float16: "fp16"}.get(teacher.dtype, "fp32")
     peak, _ = peak_flops(device_name(device), precision, spec.peak_tflops)
     with tempfile.TemporaryDirectory(prefix="recipe-bench-cache-") as tmp:
@@ -123,6 +142,7 @@ def run_teacher(recipe: Recipe, spec: BenchSpec, lengths: list[int], device: tor
         cache_dtype=dtype,
         real_tokens=int(report["tokens"]),
         seconds=seconds,
+        compile_warmup_s=forward.warmup_seconds,
         forward_real_tokens_per_s=forward.tokens / forward.seconds,
         forward_tflops=forward.flops / forward.seconds / 1e12,
         forward_peak_tflops=None if peak is None else peak / 1e12,

@@ -21,7 +21,7 @@ from components.data.pipeline import Collator, DistillBatch
 from components.losses import DistillLoss
 from components.models import freeze, hidden_width, resolve_config
 from components.models.checkpointing import StudentCheckpointing
-from components.models.compilation import compile_for_varied_lengths
+from components.models.compilation import compile_for_varied_lengths, compiled_graphs
 from components.teacher_outputs import encode_teacher
 from recipe_runner.bench.flops import FlopPart, peak_flops, step_flops
 from recipe_runner.bench.models import attention_shape, build_random, dense_parameters
@@ -49,7 +49,15 @@ class TrainingResult(StrictModel):
     gradient_checkpointing: bool
     checkpointed_fraction: float = Field(description="Share of timed micro-batches that recomputed activations.")
     trained_weights: TrainedWeights = Field(description="hardware.trained_weights: fp32 masters or bf16_stochastic.")
-    compiled: bool = Field(description="hardware.compile: regional torch.compile of student and bolt-on.")
+    compiled: bool = Field(description="hardware.compile: the repeated blocks of student and bolt-on compiled.")
+    compile_warmup_s: float | None = Field(
+        description="With compile: wall time of the warmup steps plus one untimed pass over the timed batches, "
+        "so that compiling and recompiling for their shapes stays outside the clock; null without compile."
+    )
+    graphs_compiled_while_timed: int | None = Field(
+        description="torch.compile graphs built during the timed steps (0 when the warm-up covered every shape); "
+        "null without compile."
+    )
     warmup_steps: int
     timed_steps: int
     step_time_s: float = Field(description="Mean wall time of one optimizer step.")
@@ -214,10 +222,17 @@ def run_training(recipe: Recipe, spec: BenchSpec, lengths: list[int], device: to
         scheduler.step()
         return loss.detach()
 
+    started = now(device)
     for index in range(spec.warmup_steps):
         step(index)
+    compile_warmup = None
+    if hw.compile:  # compiling and recompiling for the timed batches' shapes happens here, not inside the clock
+        for index in range(spec.warmup_steps, total):
+            step(index)
+        compile_warmup = now(device) - started
     memory.start()
     recomputed.clear()
+    graphs_before = compiled_graphs()
     with profiled(spec.profile, device):
         started = now(device)
         for index in range(spec.warmup_steps, total):
@@ -239,6 +254,8 @@ def run_training(recipe: Recipe, spec: BenchSpec, lengths: list[int], device: to
         checkpointed_fraction=sum(recomputed) / max(1, len(recomputed)),
         trained_weights=hw.trained_weights,
         compiled=hw.compile,
+        compile_warmup_s=compile_warmup,
+        graphs_compiled_while_timed=compiled_graphs() - graphs_before if hw.compile else None,
         warmup_steps=spec.warmup_steps,
         timed_steps=spec.timed_steps,
         step_time_s=step_time,

@@ -249,3 +249,16 @@ def test_background_shard_writes_keep_every_row_and_surface_a_failed_write(tmp_p
         writer.write_split(tmp_path / "full", token_ids, _IdsAsHidden(), device=torch.device("cpu"), **common)
     assert (tmp_path / "full" / writer.shard_name(0)).is_file()
     assert not (tmp_path / "full" / writer.shard_name(1)).exists()
+
+
+@pytest.mark.slow
+def test_a_compiled_teacher_writes_the_same_cache(built, tmp_path):
+    recipe, cache_dir, _ = built
+    compiled_dir = tmp_path / "compiled"
+    build_teacher_cache(_load(compiled_dir, "hardware.compile=true"), batch_tokens=96, progress=False)
+    for split in ("train", "eval"):
+        for shard in sorted((cache_dir / split).glob("shard-*")):
+            eager, compiled = load_file(str(shard)), load_file(str(compiled_dir / split / shard.name))
+            assert eager.keys() == compiled.keys()
+            for key in eager:
+                torch.testing.assert_close(compiled[key], eager[key], atol=1e-4, rtol=1e-4)

@@ -1,28 +1,62 @@
-"""Regional compilation of student + bolt-on: same numbers as eager, any sequence length."""
+"""Compiling the repeated blocks: same numbers as eager at any length, one graph per block class, weights untouched."""
 
 from __future__ import annotations
 
 import pytest
 import torch
+from torch._dynamo.utils import counters
 
-from components.models.compilation import compile_for_varied_lengths
+from components.models.compilation import compile_for_varied_lengths, repeated_blocks
 from recipe_runner.loader import load_recipe
 from recipe_runner.trainer.parts import build_distill_model
 
 pytestmark = pytest.mark.slow
 
 
-def test_compiled_model_matches_eager_on_changing_lengths(tiny_recipe_path, tiny_overrides):
+def _inputs(length: int, generator: torch.Generator) -> tuple[torch.Tensor, torch.Tensor]:
+    ids = torch.randint(0, 500, (2, length), generator=generator)
+    mask = torch.ones_like(ids, dtype=torch.bool)
+    mask[1, length // 2 :] = False
+    return ids, mask
+
+
+def test_compiled_model_matches_eager_on_changing_lengths_with_one_graph_per_block_class(
+    tiny_recipe_path, tiny_overrides
+):
     recipe = load_recipe(tiny_recipe_path, tiny_overrides).recipe
     model = build_distill_model(recipe, "cpu", teacher_width=64).eval()
-    compiled = compile_for_varied_lengths(model)
     assert model.student.config.use_cache is False  # no KV cache built in a training forward
+    lengths = (7, 13, 29)
     generator = torch.Generator().manual_seed(0)
-    for length in (7, 13, 29):
-        ids = torch.randint(0, 500, (2, length), generator=generator)
-        mask = torch.ones_like(ids, dtype=torch.bool)
-        mask[1, length // 2 :] = False
-        with torch.no_grad():
-            eager, fast = model(ids, mask), compiled(ids, mask)
-        torch.testing.assert_close(fast, eager, rtol=1e-4, atol=1e-4)
-    assert sum(p.numel() for p in compiled.parameters()) == sum(p.numel() for p in model.parameters())
+    batches = [_inputs(length, generator) for length in lengths]
+    with torch.no_grad():
+        eager = [model(ids, mask) for ids, mask in batches]
+    keys = list(model.state_dict())
+    blocks = repeated_blocks(model)
+    bolt_on_blocks = [layer.layers for layer in recipe.bolt_on.layers if layer.type == "transformer"]
+    assert len(blocks) == recipe.student.config["num_hidden_layers"] + sum(bolt_on_blocks)
+
+    torch._dynamo.reset()
+    counters.clear()
+    compiled = compile_for_varied_lengths(model)
+    assert compiled is model and list(model.state_dict()) == keys
+    with torch.no_grad():
+        for (ids, mask), expected in zip(batches, eager, strict=True):
+            torch.testing.assert_close(model(ids, mask), expected, rtol=1e-4, atol=1e-4)
+    # Student layers share one graph, bolt-on transformer layers another; new lengths reuse them.
+    assert counters["stats"]["unique_graphs"] == 2
+
+
+def _block() -> torch.nn.Module:
+    return torch.nn.Sequential(
+        torch.nn.Linear(2, 2), torch.nn.ModuleList([torch.nn.LayerNorm(2), torch.nn.LayerNorm(2)])
+    )
+
+
+def test_only_stacks_of_composite_blocks_of_one_class_are_compiled():
+    mixed = torch.nn.ModuleList([_block(), torch.nn.ReLU()])
+    leaves = torch.nn.ModuleList([torch.nn.Linear(2, 2), torch.nn.Linear(2, 2)])
+    stack = torch.nn.ModuleList([_block(), _block()])
+    model = torch.nn.ModuleDict({"mixed": mixed, "leaves": leaves, "stack": stack})
+    # the first member of `mixed` is searched: its norm list holds leaves only; `stack`'s own norms are not listed
+    assert repeated_blocks(model) == list(stack)

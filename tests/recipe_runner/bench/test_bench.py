@@ -44,6 +44,7 @@ def test_small_tiny_bench_reports_every_figure(tmp_path: Path) -> None:
     assert training["mfu"] == pytest.approx(training["achieved_tflops"] / 1.0)
     assert training["peak_memory_bytes"] >= 0 and training["plan_estimate_bytes"] > 0
     assert training["last_loss"] == training["last_loss"]  # finite, not NaN
+    assert training["compile_warmup_s"] is None and training["graphs_compiled_while_timed"] is None
     teacher = report["teacher"]
     assert teacher["real_tokens_per_s"] > 0 and teacher["bytes_per_prompt"] > 0
     assert teacher["forward_real_tokens_per_s"] > 0
@@ -55,6 +56,15 @@ def test_small_tiny_bench_reports_every_figure(tmp_path: Path) -> None:
         figures = report["inference"][path]
         assert figures["median_latency_ms"] > 0 and figures["p90_latency_ms"] >= figures["median_latency_ms"]
         assert figures["weight_bytes"] == figures["full_size_weight_bytes"] > 0  # tiny: nothing to shrink
+
+
+@pytest.mark.slow
+def test_compiled_bench_compiles_before_the_clock(tmp_path: Path) -> None:
+    report = _bench(tmp_path, TINY, "--only", "training", "--only", "teacher", "--set", "hardware.compile=true")
+    training, teacher = report["training"], report["teacher"]
+    assert training["compiled"] and training["compile_warmup_s"] > 0
+    assert training["graphs_compiled_while_timed"] == 0
+    assert teacher["compile_warmup_s"] > 0 and teacher["forward_real_tokens_per_s"] > 0
 
 
 def test_small_real_recipe_meets_cache_size_target(tmp_path: Path) -> None:

@@ -224,3 +224,21 @@ def test_bf16_stochastic_weights_train_and_resume(tiny_recipe_path, tiny_overrid
     assert {t.dtype for t in load_file(str(latest / "model.safetensors")).values()} == {torch.bfloat16}
     losses = [m["loss"] for m in _metrics(run_dir) if "loss" in m]
     assert all(math.isfinite(loss) for loss in losses) and losses[-1] < losses[0]
+
+
+def test_compiled_run_trains_checkpoints_and_resumes(tiny_recipe_path, tiny_overrides, tmp_path):
+    """Blocks are compiled in place, so checkpoints hold the same keys and a resumed run loads them."""
+    from safetensors.torch import load_file
+
+    for steps, extra in ((6, ()), (8, ("--resume",))):
+        sets = _set_args([*_short(tiny_overrides, steps, 3), "hardware.compile=true"])
+        done = subprocess.run(
+            _recipe_cmd("run", str(tiny_recipe_path), *sets, *extra), env=_env(), capture_output=True, text=True
+        )
+        assert done.returncode == 0, done.stderr[-3000:]
+    checkpoints = step_checkpoints(tmp_path / "run" / "checkpoints")
+    assert checkpoints[-1].name == "step-00000008"
+    keys = set(load_file(str(checkpoints[-1] / "model.safetensors")))
+    assert keys == set(load_file(str(checkpoints[0] / "model.safetensors"))) and not any("_orig_mod" in k for k in keys)
+    losses = [m["loss"] for m in _metrics(tmp_path / "run") if "loss" in m]
+    assert all(math.isfinite(loss) for loss in losses)
