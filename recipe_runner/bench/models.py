@@ -2,7 +2,8 @@
 
 Hub ids and local directories become inline configs (from `resolve_config`, offline), so `build_model` takes its
 random-weight path. `--small` divides every width by one factor (teacher width -> 256 at most), keeps head
-widths, caps depth at 2 layers and vocabularies at 8192, so the widths still chain student -> bolt-on -> teacher.
+widths, caps depth at 2 layers (unless `--full-depth`) and vocabularies at 8192, so the widths still chain
+student -> bolt-on -> teacher.
 """
 
 from __future__ import annotations
@@ -49,15 +50,15 @@ def _heads(heads: int, factor: int, width: int | None = None) -> int:
     return count
 
 
-def shrink_config(values: dict, factor: int) -> dict:
-    """Widths / factor, head counts / factor (head widths kept), depth <= 2, vocabulary <= 8192."""
+def shrink_config(values: dict, factor: int, keep_depth: bool = False) -> dict:
+    """Widths / factor, head counts / factor (head widths kept), depth <= 2 unless `keep_depth`, vocabulary <= 8192."""
     out = dict(values)
     out.pop("layer_types", None)  # per-layer list sized to the old depth; the config rebuilds it
     for key in _WIDTH_KEYS:
         if isinstance(out.get(key), int):
             out[key] = max(1, out[key] // factor)
     for key in _LAYER_KEYS:
-        if isinstance(out.get(key), int):
+        if isinstance(out.get(key), int) and not keep_depth:
             out[key] = min(out[key], SMALL_MAX_LAYERS)
     if isinstance(out.get("num_attention_heads"), int):
         out["num_attention_heads"] = _heads(out["num_attention_heads"], factor)
@@ -98,13 +99,14 @@ def _inline(source: ModelSource, values: dict) -> ModelSource:
     return type(source).model_validate(data)
 
 
-def random_weights_recipe(recipe: Recipe, small: bool) -> tuple[Recipe, int]:
-    """The recipe with inline configs (random weights) and, for `small`, shrunk; returns the shrink factor too."""
+def random_weights_recipe(recipe: Recipe, small: bool, keep_depth: bool = False) -> tuple[Recipe, int]:
+    """The recipe with inline configs (random weights) and, for `small`, shrunk (every layer kept with
+    `keep_depth`, so per-step launch and compile counts are those of the real model); returns the factor too."""
     factor = shrink_factor(recipe) if small else 1
     teacher, student = config_dict(recipe.teacher), config_dict(recipe.student)
     bolt_on = recipe.bolt_on
     if small:
-        teacher, student = shrink_config(teacher, factor), shrink_config(student, factor)
+        teacher, student = shrink_config(teacher, factor, keep_depth), shrink_config(student, factor, keep_depth)
         bolt_on = shrink_bolt_on(bolt_on, factor)
     update = {"teacher": _inline(recipe.teacher, teacher), "student": _inline(recipe.student, student)}
     return recipe.model_copy(update={**update, "bolt_on": bolt_on}), factor

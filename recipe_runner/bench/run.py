@@ -38,8 +38,9 @@ def _notes(recipe: Recipe, spec: BenchSpec, factor: int, device: torch.device) -
     notes = ["random weights, no download: speed and memory do not depend on weight values"]
     if spec.small:
         widths = f"widths / {factor}" if factor > 1 else "widths as written (already small)"
+        depth = "every layer (--full-depth)" if spec.full_depth else f"at most {SMALL_MAX_LAYERS} layers"
         notes.append(
-            f"--small: {widths}, at most {SMALL_MAX_LAYERS} layers, vocabularies <= {SMALL_MAX_VOCAB}, "
+            f"--small: {widths}, {depth}, vocabularies <= {SMALL_MAX_VOCAB}, "
             "short runs: these figures are NOT those of the real model sizes"
         )
     if device.type == "cpu":
@@ -58,7 +59,7 @@ def _notes(recipe: Recipe, spec: BenchSpec, factor: int, device: torch.device) -
 @shape_stable_attention()
 def run_bench(original: Recipe, spec: BenchSpec, progress: Callable[[str], None] = lambda _: None) -> BenchReport:
     """Every section in `spec.only`, in a fixed order; `progress` hears which one starts."""
-    recipe, factor = random_weights_recipe(original, spec.small)
+    recipe, factor = random_weights_recipe(original, spec.small, spec.full_depth)
     device = resolve_device(recipe.hardware)
     lengths = load_lengths()
     results: dict[str, object] = {}

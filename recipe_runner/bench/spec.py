@@ -16,6 +16,11 @@ class BenchSpec(StrictModel):
     """Sizes and step counts; `small` shrinks the models and counts so the bench runs on a CPU in seconds."""
 
     small: bool = Field(default=False, description="Shrunk architectures and short runs (not the real sizes).")
+    full_depth: bool = Field(
+        default=False,
+        description="With small: keep every layer (widths still shrunk), so that the number of kernels a step launches "
+        "and the graphs compile builds are those of the real model.",
+    )
     steps: int | None = Field(default=None, gt=0, description="Timed training steps (default 20, small 4).")
     peak_tflops: float | None = Field(default=None, gt=0, description="Peak TFLOP/s for MFU on unlisted devices.")
     profile: str | None = Field(

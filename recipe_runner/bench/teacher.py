@@ -40,8 +40,8 @@ class TeacherResult(StrictModel):
     real_tokens: int
     seconds: float
     compile_warmup_s: float | None = Field(
-        description="With hardware.compile: one untimed forward pass over the same batches (compiling for their "
-        "shapes); null without compile."
+        description="With hardware.compile: a first batch plus one untimed forward pass over the timed batches "
+        "(compiling for their shapes); null without compile."
     )
     forward_real_tokens_per_s: float = Field(description="Teacher forward passes alone, same batches as the writer.")
     forward_tflops: float = Field(description="Model FLOP/s of those forward passes, real tokens only.")
@@ -113,7 +113,9 @@ def run_teacher(recipe: Recipe, spec: BenchSpec, lengths: list[int], device: tor
     batch_tokens = cache.batch_tokens if cache is not None else TeacherCache.model_fields["batch_tokens"].default
     longest = max(drawn) + 1
     warm = torch.randint(0, vocab, (max(1, batch_tokens // longest), longest), device=device)
+    warm_started = now(device)
     encode_teacher(teacher, warm, torch.ones_like(warm, dtype=torch.bool))  # kernels picked outside the clock
+    warm_seconds = now(device) - warm_started
     synchronize(device)
     forward = _time_forward(teacher, token_ids, batch_tokens, recipe.teacher.chroma_mask, device, hw.compile)
     precision = {torch.bfloat16: "bf16", torch.float16: "fp16"}.get(teacher.dtype, "fp32")
@@ -142,7 +144,7 @@ def run_teacher(recipe: Recipe, spec: BenchSpec, lengths: list[int], device: tor
         cache_dtype=dtype,
         real_tokens=int(report["tokens"]),
         seconds=seconds,
-        compile_warmup_s=forward.warmup_seconds,
+        compile_warmup_s=None if forward.warmup_seconds is None else warm_seconds + forward.warmup_seconds,
         forward_real_tokens_per_s=forward.tokens / forward.seconds,
         forward_tflops=forward.flops / forward.seconds / 1e12,
         forward_peak_tflops=None if peak is None else peak / 1e12,

@@ -16,6 +16,9 @@ _SECTIONS = ("training", "teacher", "aligner", "inference")
 @click.argument("file", type=click.Path(dir_okay=False))
 @overrides_option
 @click.option("--small", is_flag=True, help="Shrunk architectures and short runs: seconds on a CPU (not real sizes).")
+@click.option(
+    "--full-depth", is_flag=True, help="With --small: keep every layer (real launch and compile counts, slower)."
+)
 @click.option("--steps", type=click.IntRange(min=1), default=None, help="Timed training steps (default 20; 4 small).")
 @click.option("--json", "json_path", type=click.Path(dir_okay=False), default=None, help="Write every figure here.")
 @click.option(
@@ -31,6 +34,7 @@ def bench(
     file: str,
     overrides: tuple[str, ...],
     small: bool,
+    full_depth: bool,
     steps: int | None,
     json_path: str | None,
     peak_tflops: float | None,
@@ -45,7 +49,16 @@ def bench(
     from recipe_runner.loader import load_recipe
 
     loaded = load_recipe(file, overrides)
-    spec = BenchSpec(small=small, steps=steps, peak_tflops=peak_tflops, profile=profile, only=list(only or _SECTIONS))
+    if full_depth and not small:
+        raise click.UsageError("--full-depth keeps the layers of --small models; without --small every layer is kept")
+    spec = BenchSpec(
+        small=small,
+        full_depth=full_depth,
+        steps=steps,
+        peak_tflops=peak_tflops,
+        profile=profile,
+        only=list(only or _SECTIONS),
+    )
     try:
         report = run_bench(loaded.recipe, spec, progress=lambda name: click.echo(f"bench: {name} ...", err=True))
     except ModelSourceError as exc:

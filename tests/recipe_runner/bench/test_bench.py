@@ -111,8 +111,17 @@ def test_small_keeps_widths_chained_and_full_size_is_untouched() -> None:
     plan = build_plan(small)  # widths chain student -> bolt-on -> teacher, on the meta device
     assert factor == 16 and plan.teacher.width == 256 and plan.student.width == 64
     assert small.teacher.config is not None and small.teacher.model is None
+    assert small.student.config["num_hidden_layers"] == 2 and small.teacher.config["num_layers"] == 2
+    deep, _ = random_weights_recipe(recipe, small=True, keep_depth=True)
+    assert deep.student.config["num_hidden_layers"] == 28 and deep.teacher.config["num_layers"] == 24
+    assert deep.student.config["hidden_size"] == small.student.config["hidden_size"]
     full, _ = random_weights_recipe(recipe, small=False)
     assert build_plan(full).teacher.params == build_plan(recipe).teacher.params
+
+
+def test_full_depth_needs_small() -> None:
+    result = CliRunner().invoke(main, ["bench", str(TINY), "--full-depth"])
+    assert result.exit_code == 2 and "--full-depth" in result.output
 
 
 def test_aligner_falls_back_to_shipped_tokenizers_offline() -> None:
