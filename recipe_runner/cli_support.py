@@ -1,4 +1,5 @@
-"""Shared pieces of the CLI verbs: the --set option and turning recipe problems into exit code 2."""
+"""Shared pieces of the CLI verbs: the --set option, and problems reported without a traceback (a recipe's
+problems: exit code 2; a missing model, file, cache or package: `error: ...`, exit code 1)."""
 
 from __future__ import annotations
 
@@ -9,9 +10,11 @@ from typing import Any
 
 import click
 
+from components.errors import UserFacingError
 from recipe_runner.errors import RecipeError
 
 EXIT_RECIPE_ERROR = 2
+EXIT_SETUP_ERROR = 1
 
 overrides_option = click.option(
     "--set",
@@ -32,7 +35,7 @@ def exit_with_problems(exc: RecipeError) -> None:
 
 
 def reports_recipe_errors(func: Callable[..., Any]) -> Callable[..., Any]:
-    """Turn a RecipeError into its messages on stderr and exit code 2, never a traceback."""
+    """A RecipeError becomes its messages and exit code 2; any other UserFacingError `error: ...` and exit code 1."""
 
     @functools.wraps(func)
     def wrapper(*args: Any, **kwargs: Any) -> Any:
@@ -40,5 +43,8 @@ def reports_recipe_errors(func: Callable[..., Any]) -> Callable[..., Any]:
             return func(*args, **kwargs)
         except RecipeError as exc:
             exit_with_problems(exc)
+        except UserFacingError as exc:
+            click.echo(f"error: {exc}", err=True)
+            sys.exit(EXIT_SETUP_ERROR)
 
     return wrapper

@@ -10,13 +10,14 @@ from components.cache.manifest import teacher_identity
 from components.cache.writer import CacheMismatchError, prepare_split, write_split
 from components.data.prompts import prompts_digest
 from components.devices import resolve_device
+from components.errors import UserFacingError
 from components.models import build_model, freeze, load_tokenizer
 from components.models.compilation import compile_for_varied_lengths
 from recipe_runner.trainer.parts import split_prompts
 from schemas import Recipe
 
 
-class CacheSetupError(RuntimeError):
+class CacheSetupError(UserFacingError, RuntimeError):
     """The recipe asks for no cache, or an existing cache was made differently."""
 
 

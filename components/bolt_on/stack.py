@@ -9,6 +9,7 @@ from torch import Tensor, nn
 
 from components.bolt_on.layers import LinearBlock, MLPBlock, ResidualMLPBlock, RMSNorm
 from components.bolt_on.transformer import TransformerBlock
+from components.errors import UserFacingError
 from schemas.bolt_on import BoltOn, BoltOnLayer, LinearLayer, MLPLayer, ResidualMLPLayer, RMSNormLayer, TransformerLayer
 
 # Spec class -> module class: one hop from a YAML `type:` to its implementation.
@@ -35,7 +36,7 @@ class WidthProblem(NamedTuple):
     message: str
 
 
-class BoltOnWidthError(ValueError):
+class BoltOnWidthError(UserFacingError, ValueError):
     """The layer widths do not chain from the student width to the teacher width."""
 
 

@@ -9,9 +9,10 @@ from safetensors import safe_open
 
 from components.cache.manifest import read_manifest
 from components.cache.writer import shard_name
+from components.errors import UserFacingError
 
 
-class CacheIncompleteError(RuntimeError):
+class CacheIncompleteError(UserFacingError, RuntimeError):
     """Some shards are missing: the cache command was interrupted."""
 
 

@@ -12,12 +12,13 @@ import torch
 from components.atomic_files import save_safetensors_atomic, write_json_atomic
 from components.cache.manifest import mismatches, read_manifest
 from components.data.batches import token_budget_batches
+from components.errors import UserFacingError
 from components.teacher_outputs import encode_teacher
 
 DTYPES = {"bfloat16": torch.bfloat16, "float16": torch.float16, "float32": torch.float32}
 
 
-class CacheMismatchError(RuntimeError):
+class CacheMismatchError(UserFacingError, RuntimeError):
     """The cache on disk was made from other settings or other prompts."""
 
 

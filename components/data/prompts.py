@@ -6,10 +6,11 @@ import hashlib
 import json
 from pathlib import Path
 
+from components.errors import UserFacingError
 from schemas.data import DataFile
 
 
-class DataFileError(ValueError):
+class DataFileError(UserFacingError, ValueError):
     """A prompt file that cannot be used, with the place that is wrong."""
 
 

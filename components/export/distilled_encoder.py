@@ -22,6 +22,7 @@ from torch import nn
 from components.atomic_files import atomic_directory
 from components.attention_backends import shape_stable_attention
 from components.data.prompts import check_prompts
+from components.errors import UserFacingError
 from schemas import Recipe
 from schemas.base import StrictModel
 from schemas.bolt_on import BoltOn
@@ -37,7 +38,7 @@ BOLT_ON_FILE = "bolt_on.safetensors"
 _DTYPE_NAMES = {torch.float32: "float32", torch.bfloat16: "bfloat16", torch.float16: "float16"}
 
 
-class ExportError(Exception):
+class ExportError(UserFacingError):
     """An export directory is missing, incomplete or written by an incompatible version."""
 
 

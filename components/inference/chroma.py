@@ -12,6 +12,7 @@ from typing import Any
 
 import torch
 
+from components.errors import UserFacingError
 from schemas.inference import Inference
 
 _INSTALL = "install the `diffusers` extra: pip install 'recipe[diffusers]'"
@@ -26,7 +27,7 @@ _VAE_DEFAULTS: dict[str, Any] = {
 }
 
 
-class InferenceError(ValueError):
+class InferenceError(UserFacingError, ValueError):
     """Rendering cannot start: the message says what to change (the CLI prints it and exits with code 2)."""
 
 

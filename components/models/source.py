@@ -8,11 +8,12 @@ from typing import Any, Literal
 
 from transformers import AutoConfig, PretrainedConfig
 
+from components.errors import UserFacingError
 from components.models.known_architectures import known_config_dict
 from schemas.models import ModelSource
 
 
-class ModelSourceError(Exception):
+class ModelSourceError(UserFacingError):
     """A model, config or tokenizer cannot be found or read without the network; the message says what to do."""
 
 

@@ -23,7 +23,7 @@ from recipe_runner.cli_support import overrides_option, reports_recipe_errors
 def align_report(file: str, overrides: tuple[str, ...], split: str) -> None:
     """Print per-tier token coverage of the recipe's alignment between student and teacher tokenizers."""
     from components.alignment.report import coverage_report, format_report
-    from components.models import ModelSourceError, load_tokenizer
+    from components.models import load_tokenizer
     from recipe_runner.loader import load_recipe
     from recipe_runner.trainer.parts import split_prompts
 
@@ -36,12 +36,8 @@ def align_report(file: str, overrides: tuple[str, ...], split: str) -> None:
             err=True,
         )
         sys.exit(1)
-    try:
-        student_tokenizer = load_tokenizer(recipe.student)
-        teacher_tokenizer = load_tokenizer(recipe.teacher)
-    except ModelSourceError as exc:
-        click.echo(f"error: {exc}", err=True)
-        sys.exit(1)
+    student_tokenizer = load_tokenizer(recipe.student)
+    teacher_tokenizer = load_tokenizer(recipe.teacher)
     report = coverage_report(
         prompts,
         student_tokenizer,

@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import sys
-
 import click
 
 from recipe_runner.cli_support import overrides_option, reports_recipe_errors
@@ -23,14 +21,10 @@ from recipe_runner.cli_support import overrides_option, reports_recipe_errors
 def cache(file: str, overrides: tuple[str, ...], batch_tokens: int | None, no_progress: bool) -> None:
     """Encode train and eval prompts with the teacher into teacher.cache.dir (resumes if interrupted)."""
     from recipe_runner.loader import load_recipe
-    from recipe_runner.teacher_cache import CacheSetupError, build_teacher_cache
+    from recipe_runner.teacher_cache import build_teacher_cache
 
     loaded = load_recipe(file, overrides)
-    try:
-        reports = build_teacher_cache(loaded.recipe, batch_tokens=batch_tokens, progress=not no_progress)
-    except CacheSetupError as exc:
-        click.echo(f"error: {exc}", err=True)
-        sys.exit(1)
+    reports = build_teacher_cache(loaded.recipe, batch_tokens=batch_tokens, progress=not no_progress)
     for split, report in reports.items():
         click.echo(
             f"{split}: {report['count']} prompts, {report['shards_written']} shard(s) written, "

@@ -3,15 +3,15 @@
 from __future__ import annotations
 
 import json
-import sys
 from pathlib import Path
 
 import click
 
+from components.errors import UserFacingError
 from recipe_runner.cli_support import overrides_option, reports_recipe_errors
 
 
-class ExportSetupError(RuntimeError):
+class ExportSetupError(UserFacingError, RuntimeError):
     """No usable checkpoint, or one that does not fit the recipe; the message says what to do."""
 
 
@@ -94,25 +94,21 @@ def load_checkpointed_model(recipe, checkpoint: Path):
 def export(file: str, overrides: tuple[str, ...], checkpoint_dir: str | None, out_dir: str | None) -> None:
     """Write the distilled encoder (student, tokenizer, bolt-on, encoder.json) from a training checkpoint."""
     from components.export import export_encoder
-    from components.models import ModelSourceError, load_tokenizer
+    from components.models import load_tokenizer
     from recipe_runner.loader import load_recipe
 
     recipe = load_recipe(file, overrides).recipe
     run_dir = Path(recipe.output.dir)
-    try:
-        if checkpoint_dir is not None:
-            checkpoint = Path(checkpoint_dir)
-            if not _is_complete(checkpoint):
-                raise ExportSetupError(
-                    f"{checkpoint} is not a complete checkpoint (needs model.safetensors and trainer_state.json)"
-                )
-        else:
-            checkpoint = find_checkpoint(run_dir)
-        model, stage_index = load_checkpointed_model(recipe, checkpoint)
-        tokenizer = load_tokenizer(recipe.student)
-    except (ExportSetupError, ModelSourceError) as exc:
-        click.echo(f"error: {exc}", err=True)
-        sys.exit(1)
+    if checkpoint_dir is not None:
+        checkpoint = Path(checkpoint_dir)
+        if not _is_complete(checkpoint):
+            raise ExportSetupError(
+                f"{checkpoint} is not a complete checkpoint (needs model.safetensors and trainer_state.json)"
+            )
+    else:
+        checkpoint = find_checkpoint(run_dir)
+    model, stage_index = load_checkpointed_model(recipe, checkpoint)
+    tokenizer = load_tokenizer(recipe.student)
     target = Path(out_dir) if out_dir is not None else run_dir / "export"
     written = export_encoder(target, recipe, model.student, model.bolt_on, tokenizer)
     click.echo(

@@ -18,8 +18,7 @@ from recipe_runner.cli_support import overrides_option, reports_recipe_errors
 def run(file: str, overrides: tuple[str, ...], resume: bool, no_progress: bool) -> None:
     """Train the recipe's stages in order and export the encoder."""
     from recipe_runner.loader import load_recipe
-    from recipe_runner.trainer.loop import Trainer, TrainingDiverged, TrainingInterrupted
-    from recipe_runner.trainer.parts import RunSetupError
+    from recipe_runner.trainer.loop import Trainer, TrainingInterrupted
 
     loaded = load_recipe(file, overrides)
     try:
@@ -27,9 +26,6 @@ def run(file: str, overrides: tuple[str, ...], resume: bool, no_progress: bool) 
     except TrainingInterrupted as exc:
         click.echo(str(exc), err=True)
         sys.exit(130)
-    except (RunSetupError, TrainingDiverged) as exc:
-        click.echo(f"error: {exc}", err=True)
-        sys.exit(1)
     shown = ", ".join(f"{k}={v:.4f}" for k, v in summary.metrics.items())
     click.echo(f"finished at step {summary.global_step}. {shown}")
     if summary.export_dir is not None:

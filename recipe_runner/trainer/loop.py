@@ -18,6 +18,7 @@ from components.attention_backends import shape_stable_attention
 from components.data.batches import bucketed_batches, shard_batches
 from components.data.pipeline import Collator, DistillBatch, PromptPairs
 from components.devices import resolve_device
+from components.errors import UserFacingError
 from components.losses import DistillLoss
 from components.models.compilation import compile_for_varied_lengths
 from components.teacher_outputs import encode_teacher
@@ -39,7 +40,7 @@ from schemas import Recipe
 from schemas.stages import Stage
 
 
-class TrainingDiverged(RuntimeError):
+class TrainingDiverged(UserFacingError, RuntimeError):
     """The loss became NaN or infinite; the last good checkpoint is kept."""
 
 

@@ -14,12 +14,13 @@ from components.cache.manifest import read_manifest
 from components.cache.reader import CachedTeacher, CacheIncompleteError
 from components.data.pipeline import PromptPairs
 from components.data.prompts import prompts_digest, read_prompts
+from components.errors import UserFacingError
 from components.models import build_model, freeze, hidden_width, load_tokenizer
 from components.models.checkpointing import StudentCheckpointing
 from schemas import Recipe
 
 
-class RunSetupError(RuntimeError):
+class RunSetupError(UserFacingError, RuntimeError):
     """Something a run needs is missing; the message says what to do."""
 
 

@@ -1,0 +1,35 @@
+"""Every verb reports a missing model, tokenizer or checkpoint as one `error:` line with what to do, exit code 1."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+from click.testing import CliRunner
+
+from recipe_runner.cli import main
+
+REAL = Path(__file__).resolve().parents[3] / "recipes" / "t5_to_qwen.yaml"
+
+
+@pytest.mark.parametrize(
+    ("verb", "fragment"),
+    [
+        ("run", "no local copy of tokenizer 'Qwen/Qwen3-Embedding-0.6B'"),
+        ("cache", "no local copy of tokenizer 'google/t5-v1_1-xxl'"),
+        ("align-report", "no local copy of tokenizer"),
+        ("export", "no checkpoint"),
+    ],
+)
+def test_missing_weights_or_checkpoints_are_one_line_not_a_traceback(verb, fragment, tmp_path, monkeypatch):
+    from accelerate.state import AcceleratorState
+
+    AcceleratorState._reset_state(reset_partial_state=True)  # `run` builds its own; earlier tests left theirs
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    monkeypatch.setenv("HF_HOME", str(tmp_path / "hf"))  # an empty hub cache, whatever this machine holds
+    sets = ["--set", f"output.dir={tmp_path / 'run'}", "--set", f"teacher.cache.dir={tmp_path / 'cache'}"]
+    result = CliRunner().invoke(main, [verb, str(REAL), *sets])
+    assert result.exit_code == 1, result.output
+    assert isinstance(result.exception, SystemExit), "no traceback"
+    assert result.stderr.startswith("error: ") and fragment in result.stderr, result.stderr
+    assert "Traceback" not in result.output
