@@ -5,6 +5,7 @@ from __future__ import annotations
 import contextlib
 import math
 import signal
+import sys
 import time
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -42,6 +43,10 @@ from schemas.stages import Stage
 
 class TrainingDiverged(UserFacingError, RuntimeError):
     """The loss became NaN or infinite; the last good checkpoint is kept."""
+
+
+class TrainingOutOfMemory(UserFacingError, RuntimeError):
+    """A batch did not fit on the device; the message names the batch and the settings that would make it fit."""
 
 
 class TrainingInterrupted(RuntimeError):
@@ -142,14 +147,28 @@ class Trainer:
         )
         return shard_batches(batches, self.accelerator.process_index, self.accelerator.num_processes)
 
-    def _stream(self, stage_index: int, position: Position) -> Iterator[tuple[DistillBatch, int, int]]:
-        """Batches forever, with the (epoch, next batch) position after each one, for exact resumption."""
+    def _stream(self, stage_index: int, position: Position) -> Iterator[tuple[DistillBatch, int, int, int]]:
+        """Batches forever, with the (epoch, next batch, batches in the epoch) position after each one, for exact
+        resumption."""
         epoch, start = position.epoch, position.batch
         while True:
             order = self._epoch_order(stage_index, epoch)
             for offset, batch in enumerate(self._batches(self.parts.train, order[start:]), start + 1):
-                yield batch, epoch, offset
+                yield batch, epoch, offset, len(order)
             epoch, start = epoch + 1, 0
+
+    def _rescale_position(self, stage_index: int, position: Position) -> None:
+        """A run resumed with another batch_size (say after running out of memory) has another number of batches
+        per epoch: continue at the same fraction of the epoch rather than at the same batch number."""
+        now = len(self._epoch_order(stage_index, position.epoch))
+        if position.epoch_batches and now != position.epoch_batches:
+            batch = min(now, round(position.batch * now / position.epoch_batches))
+            tqdm.write(
+                f"resuming with {now} batches per epoch instead of {position.epoch_batches} (batch_size changed): "
+                f"epoch {position.epoch} continues at batch {batch} instead of {position.batch}",
+                file=sys.stderr,
+            )
+            position.batch, position.epoch_batches = batch, now
 
     def total_steps(self, stage_index: int, stage: Stage) -> int:
         if stage.steps is not None:
@@ -231,6 +250,7 @@ class Trainer:
         if resuming:
             load_checkpoint(self.resume_from, accelerator.unwrap_model(self.prepared), self.optimizer, self.scheduler)
             self.resume_from = None
+            self._rescale_position(stage_index, position)
         loss_fn = DistillLoss(stage.losses, recipe.alignment)
         if position.stage_step == 0:
             last = self._evaluate(loss_fn)
@@ -250,19 +270,12 @@ class Trainer:
         self.prepared.train()
         while position.stage_step < total:
             for _ in range(recipe.hardware.grad_accum):
-                batch, position.epoch, position.batch = next(stream)
-                self.parts.checkpointing.for_batch(batch.student_ids.numel())
-                with accelerator.accumulate(self.prepared), accelerator.autocast():
-                    out = self.prepared(batch.student_ids, batch.student_mask)
-                    pairs = loss_fn.pairs(
-                        out, batch.student_mask, self._teacher_hidden(batch), batch.teacher_mask, batch.alignment
-                    )
-                    loss, _ = loss_fn(pairs)
-                    accelerator.backward(loss)
-                    if accelerator.sync_gradients and stage.grad_clip is not None:
-                        accelerator.clip_grad_norm_(self.prepared.parameters(), stage.grad_clip)
-                    self.optimizer.step()
-                    self.optimizer.zero_grad(set_to_none=True)
+                batch, position.epoch, position.batch, position.epoch_batches = next(stream)
+                try:
+                    loss = self._micro_step(batch, loss_fn, stage)
+                except torch.OutOfMemoryError:
+                    bar.close()
+                    raise self._out_of_memory(batch, position.global_step + 1) from None
                 nonfinite |= ~torch.isfinite(loss.detach())
                 loss_sum += loss.detach()
                 window_tokens += batch.student_tokens
@@ -313,6 +326,47 @@ class Trainer:
         bar.close()
         leave_stage(self.parts.model, stage)
         return last
+
+    def _micro_step(self, batch: DistillBatch, loss_fn: DistillLoss, stage: Stage) -> torch.Tensor:
+        """Forward, loss and backward of one micro-batch; the optimizer steps when accelerate says it is time."""
+        accelerator = self.accelerator
+        self.parts.checkpointing.for_batch(batch.student_ids.numel())
+        with accelerator.accumulate(self.prepared), accelerator.autocast():
+            out = self.prepared(batch.student_ids, batch.student_mask)
+            pairs = loss_fn.pairs(
+                out, batch.student_mask, self._teacher_hidden(batch), batch.teacher_mask, batch.alignment
+            )
+            loss, _ = loss_fn(pairs)
+            accelerator.backward(loss)
+            if accelerator.sync_gradients and stage.grad_clip is not None:
+                accelerator.clip_grad_norm_(self.prepared.parameters(), stage.grad_clip)
+            self.optimizer.step()
+            self.optimizer.zero_grad(set_to_none=True)
+        return loss
+
+    def _out_of_memory(self, batch: DistillBatch, step: int) -> TrainingOutOfMemory:
+        """What did not fit, what was kept, and the settings that lower the peak, most effective first."""
+        hw = self.recipe.hardware
+        prompts, length = batch.student_ids.shape
+        remedies = [f"lower hardware.batch_size (now {hw.batch_size}) and raise grad_accum to keep the step size"]
+        if not hw.gradient_checkpointing:
+            remedies.append("set hardware.gradient_checkpointing: true")
+        elif hw.checkpoint_min_tokens is not None and prompts * length < hw.checkpoint_min_tokens:
+            remedies.append(
+                f"lower hardware.checkpoint_min_tokens (now {hw.checkpoint_min_tokens}): this batch of "
+                f"{prompts * length} padded tokens kept its activations"
+            )
+        if hw.trained_weights == "fp32" and hw.precision == "bf16":
+            remedies.append("set hardware.trained_weights: bf16_stochastic (half the optimizer memory)")
+        if self.recipe.student.max_length > length:
+            remedies.append(f"or lower student.max_length (now {self.recipe.student.max_length})")
+        kept = step_checkpoints(self.checkpoints)
+        where = f"the last checkpoint is {kept[-1]}" if kept else "no checkpoint had been written yet"
+        return TrainingOutOfMemory(
+            f"out of {self.accelerator.device.type} memory at step {step} on a batch of {prompts} prompts x "
+            f"{length} tokens; {where}. To fit: " + "; ".join(remedies) + ". `recipe plan` estimates the peak, "
+            "`recipe bench` measures it on the largest batch; then continue with `recipe run RECIPE --resume`."
+        )
 
     def _check_finite(self, nonfinite: torch.Tensor, step: int) -> None:
         if bool(nonfinite):

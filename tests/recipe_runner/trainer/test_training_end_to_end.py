@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import math
 import os
+import re
 import signal
 import subprocess
 import sys
@@ -16,7 +17,7 @@ import torch
 
 from recipe_runner.loader import load_recipe
 from recipe_runner.trainer.checkpoint import STEP_DIR, step_checkpoints
-from recipe_runner.trainer.loop import Trainer, TrainingDiverged
+from recipe_runner.trainer.loop import Trainer, TrainingDiverged, TrainingOutOfMemory
 from recipe_runner.trainer.parts import RunSetupError
 
 pytestmark = pytest.mark.slow
@@ -167,6 +168,45 @@ def test_nan_loss_stops_and_keeps_last_good_checkpoint(tiny_recipe_path, tiny_ov
         trainer.run()
     kept = step_checkpoints(tmp_path / "run" / "checkpoints")
     assert [p.name for p in kept] == ["step-00000010", "step-00000020"]
+
+
+def test_out_of_memory_names_the_batch_and_a_smaller_batch_resumes_mid_epoch(
+    tiny_recipe_path, tiny_overrides, tmp_path, monkeypatch, capsys
+):
+    from recipe_runner.trainer.parts import DistillModel
+
+    # Fail on the 8th step, after the checkpoint at step 5.
+    recipe = load_recipe(tiny_recipe_path, _short(tiny_overrides, steps=8, save_every=5)).recipe
+    calls = {"n": 0}
+    original = DistillModel.forward
+
+    def runs_out(self, *args, **kwargs):
+        if self.training:
+            calls["n"] += 1
+            if calls["n"] == 8:
+                raise torch.OutOfMemoryError("CUDA out of memory. Tried to allocate 2.00 GiB")
+        return original(self, *args, **kwargs)
+
+    monkeypatch.setattr(DistillModel, "forward", runs_out)
+    with pytest.raises(TrainingOutOfMemory) as caught:
+        Trainer(recipe, progress=False).run()
+    message = str(caught.value)
+    assert "at step 8 on a batch of" in message and "step-00000005" in message
+    assert "hardware.batch_size (now 16)" in message and "gradient_checkpointing: true" in message
+    assert "--resume" in message
+    assert [p.name for p in step_checkpoints(tmp_path / "run" / "checkpoints")] == ["step-00000005"]
+    monkeypatch.setattr(DistillModel, "forward", original)
+
+    smaller = load_recipe(
+        tiny_recipe_path, [*_short(tiny_overrides, steps=8, save_every=5), "hardware.batch_size=8"]
+    ).recipe
+    summary = Trainer(smaller, resume=True, progress=False).run()
+    assert summary.global_step == 8
+    notice = re.search(
+        r"with (\d+) batches per epoch instead of (\d+) .* at batch (\d+) instead of 5", capsys.readouterr().err
+    )
+    now, before, batch = (int(value) for value in notice.groups())
+    assert now > before and batch == round(5 * now / before)  # the same fraction of the epoch
 
 
 def test_existing_checkpoints_are_not_overwritten(tiny_recipe_path, tiny_overrides, tmp_path):
