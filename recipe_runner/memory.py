@@ -6,11 +6,18 @@ Formula (bytes; b = hardware.batch_size, s = max_length, a = activation bytes: 2
                      bolt-on params x 4 (x 2 with bf16_stochastic) when the stage does not train it
   trainable state    16 x trainable params: fp32 master weight 4 + fp32 grad 4 + AdamW exp_avg 4 + exp_avg_sq 4;
                      8 with trained_weights bf16_stochastic (bf16 weight, grad and both moments)
-  student acts       b x s x L x (10 h + 3 f) x a      (h hidden, f MLP width, L layers; SDPA keeps no s x s scores;
-                                                         10 h: norms, q/k/v/o inputs and outputs; 3 f: gate, up, act)
-                     with gradient_checkpointing: b x s x L x h x a (layer inputs) + one layer's worth;
-                     with checkpoint_min_tokens T as well: the larger of that and T - 1 tokens unrecomputed;
-                     a stage that trains only the bolt-on runs the student without grad: one layer's worth
+  student acts       per token and layer, with r the residual-stream bytes (4 when fp32 weights run under
+                     autocast, else a): 2 (4 + r) h (two RMSNorms: float32 input and normalised input)
+                     + 2 h a, or 5 h a when r != a (linear inputs: the norm outputs, or the copies autocast makes
+                     for q, k, v, gate and up) + (2 q + 2 kv) a (attention q, k, v and o_proj's input)
+                     + 4 f a (gate, SiLU, up, product) + (4 + a)(q + kv) with per-head q/k norms, plus 4-byte
+                     statistics (1/rms, softmax log-sum-exp); h hidden, q = heads x head_dim, kv = kv heads x
+                     head_dim, f MLP width; SDPA keeps no s x s scores. Times b x s x L, plus the final norm.
+                     transformers' eager norms keep exactly this (tests/recipe_runner/test_memory.py counts the
+                     saved tensors on a CPU; Qwen3-0.6B: 2253 KiB per token estimated and counted); torch's fused
+                     RMSNorm on CUDA keeps less. With gradient_checkpointing: b x s x L x h x r (layer inputs) +
+                     one layer; with checkpoint_min_tokens T as well: the larger of that and T - 1 tokens
+                     unrecomputed; a stage that trains only the bolt-on runs the student without grad: one layer
   bolt-on acts       b x s x a x per-token elements: a projection keeps in + 3 out (input, pre-activation, norm,
                      dropout), a transformer block 10 d + 2 f, a residual MLP 2 d + 2 h, an RMSNorm d, the skip in
   teacher forward    without a cache, one T5 layer under no_grad: b x s x (6 d + 3 f) x a plus the relative-position
@@ -18,10 +25,10 @@ Formula (bytes; b = hardware.batch_size, s = max_length, a = activation bytes: 2
   loss buffers       b x s x teacher width x 4 x 2 (fp32 output and its gradient)
   runtime            1 GiB for the CUDA context, cuBLAS workspace and allocator slack
 The budget `hardware.vram_gb` is read as GiB. Against `recipe bench` on an H100 (peaks over 20 timed
-length-distributed batches, not every prompt at max_length): reference 20.8 estimated / 18.57 measured,
-bf16_stochastic 13.3 / 11.19, but without checkpointing 28.4 / 35.2, so the per-token activations of an
-uncheckpointed student are larger than 10 h + 3 f. Use it to compare configurations and to catch recipes that
-cannot fit, not as a guarantee.
+length-distributed batches, not every prompt at max_length; eager norms): reference 21.6 estimated / 18.57
+measured, bf16_stochastic 13.5 / 11.19, without checkpointing 38.4 / 35.2 (the earlier per-layer term 10 h + 3 f
+gave 28.4 there: it counted half of what an uncheckpointed Qwen3 layer keeps). Use it to compare configurations
+and to catch recipes that cannot fit, not as a guarantee.
 """
 
 from __future__ import annotations
@@ -29,7 +36,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from itertools import pairwise
 
-from transformers import PretrainedConfig
+from torch import nn
 
 from components.bolt_on import width_chain
 from schemas import Recipe
@@ -49,9 +56,14 @@ class StackShape:
     hidden: int
     ffn: int
     heads: int
+    query: int = 0  # heads x head_dim (0: hidden)
+    kv: int = 0  # kv heads x head_dim (0: query)
+    qk_norm: bool = False  # a norm over each head's queries and keys (Qwen3)
 
     @classmethod
-    def of(cls, config: PretrainedConfig) -> StackShape:
+    def of(cls, model: nn.Module) -> StackShape:
+        config = model.config
+
         def first(*names: str) -> int:
             for name in names:
                 value = getattr(config, name, None)
@@ -59,12 +71,40 @@ class StackShape:
                     return value
             raise ValueError(f"{type(config).__name__} has none of {names}")
 
+        hidden = first("d_model", "hidden_size")
+        heads = first("num_attention_heads", "num_heads")
+        head_dim = getattr(config, "head_dim", None) or getattr(config, "d_kv", None) or hidden // heads
+        kv_heads = getattr(config, "num_key_value_heads", None) or heads
         return cls(
             layers=first("num_hidden_layers", "num_layers"),
-            hidden=first("d_model", "hidden_size"),
+            hidden=hidden,
             ffn=first("intermediate_size", "d_ff", "ffn_dim"),
-            heads=first("num_attention_heads", "num_heads"),
+            heads=heads,
+            query=heads * head_dim,
+            kv=kv_heads * head_dim,
+            qk_norm=any(name.endswith(".q_norm") for name, _ in model.named_modules()),
         )
+
+    def layer_bytes_per_token(self, a: int, r: int) -> int:
+        """Bytes one layer keeps per token for backward (see the module docstring); a: compute, r: residual."""
+        query, kv = self.query or self.hidden, self.kv or self.query or self.hidden
+        norms = 2 * self._norm_bytes(r)
+        # Linear inputs: the norm outputs themselves, or the low-precision copies autocast makes for q, k, v, gate, up.
+        inputs = 2 * self.hidden * a if r == a else 5 * self.hidden * a
+        total = norms + inputs + (2 * query + 2 * kv) * a + 4 * self.ffn * a + 4 * self.heads  # + softmax stats
+        if self.qk_norm:
+            head_dim = query // self.heads
+            total += (4 + a) * (query + kv) + 4 * (query + kv) // head_dim
+        return total
+
+    def bytes_per_token(self, a: int, r: int) -> int:
+        """Every layer, the final norm, the token id and the rotary tables' row."""
+        head_dim = (self.query or self.hidden) // self.heads
+        return self.layers * self.layer_bytes_per_token(a, r) + self._norm_bytes(r) + 8 + 2 * head_dim * a
+
+    def _norm_bytes(self, r: int) -> int:
+        """An RMSNorm keeps its input as float32, its normalised input in the residual dtype and 1/rms."""
+        return (4 + r) * self.hidden + 4
 
 
 @dataclass(frozen=True)
@@ -150,11 +190,14 @@ def estimate_memory(recipe: Recipe, stage: Stage, sizes: Sizes, student_trainabl
         items.append(MemoryItem("trainable: fp32 weights + grads + AdamW states (16 B/param)", 16 * trainable))
 
     st = sizes.student
-    per_layer = b * s_student * (10 * st.hidden + 3 * st.ffn) * a
+    # fp32 master weights under autocast keep the residual stream in fp32; bf16 weights keep it in bf16.
+    fp32_weights = hardware.trained_weights == "fp32" and trains_student and not lora
+    r = 4 if fp32_weights or hardware.precision == "fp32" else min(a, _DTYPE_BYTES[recipe.student.dtype])
+    per_layer = b * s_student * st.layer_bytes_per_token(a, r)
     if not trains_student:
         items.append(MemoryItem("student activations (no grad, one layer)", per_layer))
     elif hardware.gradient_checkpointing:
-        checkpointed = b * s_student * st.layers * st.hidden * a + per_layer
+        checkpointed = b * s_student * st.layers * st.hidden * r + per_layer
         threshold = hardware.checkpoint_min_tokens
         unrecomputed = (
             0 if threshold is None else min(b * s_student, threshold - 1) * st.layers * per_layer // (b * s_student)
@@ -165,7 +208,7 @@ def estimate_memory(recipe: Recipe, stage: Stage, sizes: Sizes, student_trainabl
         else:
             items.append(MemoryItem("student activations (checkpointed)", checkpointed))
     else:
-        items.append(MemoryItem("student activations", st.layers * per_layer))
+        items.append(MemoryItem("student activations", b * s_student * st.bytes_per_token(a, r)))
     items.append(MemoryItem("bolt-on activations", b * s_student * a * _bolt_on_elements(recipe, st.hidden)))
 
     te = sizes.teacher

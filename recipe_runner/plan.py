@@ -144,9 +144,9 @@ def build_plan(recipe: Recipe) -> Plan:
         stack = build_bolt_on(recipe.bolt_on, student_width, teacher_width)
     sizes = Sizes(
         teacher_params=_count(teacher),
-        teacher=StackShape.of(teacher.config),
+        teacher=StackShape.of(teacher),
         student_params=_count(student),
-        student=StackShape.of(student.config),
+        student=StackShape.of(student),
         bolt_on_params=_count(stack),
     )
     warnings: list[str] = []
