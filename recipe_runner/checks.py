@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import importlib.util
 from pathlib import Path
 
 from recipe_runner.errors import Problem
@@ -153,14 +152,9 @@ def _hardware_problems(loaded: LoadedRecipe) -> list[Problem]:
                 "has no effect without gradient_checkpointing: true; set that or remove this",
             )
         )
-    if hw.trained_weights == "bf16_stochastic":
+    if hw.trained_weights == "bf16_stochastic" and hw.precision != "bf16":
         where = ("hardware", "trained_weights")
-        if hw.precision != "bf16":
-            problems.append(loaded.problem(where, f"bf16_stochastic needs precision: bf16 (not {hw.precision})"))
-        if importlib.util.find_spec("torchao") is None:
-            problems.append(
-                loaded.problem(where, "bf16_stochastic needs torchao: pip install 'recipe[lowmem]', or use fp32")
-            )
+        problems.append(loaded.problem(where, f"bf16_stochastic needs precision: bf16 (not {hw.precision})"))
     if hw.backend == "unsloth":
         problems.append(loaded.problem(("hardware", "backend"), "unsloth is not supported yet; use accelerate"))
     if hw.distributed == "fsdp":

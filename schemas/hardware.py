@@ -40,8 +40,7 @@ class Hardware(StrictModel):
         default="fp32",
         description="fp32: float32 master weights, gradients and AdamW moments with autocast compute (16 bytes per "
         "trained parameter). bf16_stochastic: bfloat16 weights, gradients and moments, each update rounded "
-        "stochastically so small steps are not lost (torchao's AdamW; 8 bytes per parameter; needs precision bf16 "
-        "and the `lowmem` extra).",
+        "stochastically so small steps are not lost (8 bytes per parameter; needs precision bf16).",
     )
     fused_kernels: bool = Field(
         default=True,

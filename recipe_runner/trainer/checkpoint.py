@@ -76,8 +76,6 @@ def _json_default(value):
         return value.tolist()
     if isinstance(value, (np.integer, np.floating)):
         return value.item()
-    if torch.is_tensor(value) and value.numel() == 1:
-        return value.item()  # torchao's AdamW keeps lr as a 0-d tensor (restored as one by load_checkpoint)
     raise TypeError(f"cannot store {type(value).__name__} in a checkpoint")
 
 
@@ -101,11 +99,7 @@ def load_checkpoint(directory: Path, model: torch.nn.Module, optimizer: torch.op
     load_model(model, str(directory / "model.safetensors"), device=str(next(model.parameters()).device))
     meta = json.loads((directory / "state.json").read_text())
     opt_tensors = load_file(str(directory / "optimizer.safetensors"), device="cpu")
-    tensor_lr = [torch.is_tensor(group["lr"]) for group in optimizer.param_groups]
     optimizer.load_state_dict(_optimizer_state(opt_tensors, meta["optimizer"]))
-    for group, was_tensor in zip(optimizer.param_groups, tensor_lr, strict=True):
-        if was_tensor and not torch.is_tensor(group["lr"]):
-            group["lr"] = torch.tensor(group["lr"], dtype=torch.float32)
     scheduler.load_state_dict(meta["scheduler"])
     _set_rng_state(load_file(str(directory / "rng.safetensors")), meta["rng"])
     return read_position(directory)

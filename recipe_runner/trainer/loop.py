@@ -293,8 +293,7 @@ class Trainer:
                     "stage": stage.name,
                     "loss": (loss_sum / (window_loss_steps * recipe.hardware.grad_accum)).item(),
                     "tokens_per_s": window_tokens * accelerator.num_processes / max(elapsed, 1e-9),
-                    # float(): torchao's AdamW keeps learning rates as 0-d tensors
-                    **{f"lr/{i}": float(lr) for i, lr in enumerate(self.scheduler.get_last_lr())},
+                    **{f"lr/{i}": lr for i, lr in enumerate(self.scheduler.get_last_lr())},
                 }
                 self.metrics.write(step, values)
                 bar.set_postfix(

@@ -2,13 +2,13 @@
 
 from __future__ import annotations
 
-import logging
 import math
 from collections.abc import Callable
 
 import torch
 from torch.optim.lr_scheduler import LambdaLR
 
+from recipe_runner.trainer.stochastic_adamw import StochasticRoundingAdamW
 from schemas.hardware import TrainedWeights
 from schemas.stages import (
     AdamW,
@@ -53,19 +53,6 @@ def lr_multiplier(stage: Stage, part: Part, total_steps: int) -> Callable[[int],
     return factor
 
 
-def _stochastic_rounding_adamw():
-    """torchao's AdamW, imported only when a recipe asks for bf16_stochastic weights."""
-    logging.getLogger("torchao").setLevel(logging.ERROR)  # it reports kernels it has no GPU for at import
-    try:
-        from torchao.optim import _AdamW
-    except ImportError as exc:
-        raise ImportError(
-            "hardware.trained_weights: bf16_stochastic needs torchao: pip install 'recipe[lowmem]' "
-            f"(or set trained_weights: fp32); import failed: {exc}"
-        ) from exc
-    return _AdamW
-
-
 def build_optimizer(
     stage: Stage,
     params_by_part: dict[Part, list[torch.nn.Parameter]],
@@ -87,7 +74,7 @@ def build_optimizer(
                 groups.append({"params": chunk, "lr": stage.lr.get(part), "weight_decay": weight_decay})
                 parts.append(part)
     if trained_weights == "bf16_stochastic":
-        optimizer = _stochastic_rounding_adamw()(groups, betas=spec.betas, eps=spec.eps, bf16_stochastic_round=True)
+        optimizer = StochasticRoundingAdamW(groups, betas=spec.betas, eps=spec.eps)
     else:
         fused = spec.fused if spec.fused is not None else use_cuda
         optimizer = torch.optim.AdamW(groups, betas=spec.betas, eps=spec.eps, fused=fused or None)
