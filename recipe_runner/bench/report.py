@@ -86,6 +86,7 @@ def _training_rows(t: TrainingResult) -> list[tuple[str, str]]:
         ("weights", f"{t.trained_weights} trained weights"),
         ("compile", _compiled(t.compile_warmup_s, t.graphs_compiled_while_timed)),
         ("step time", f"{t.step_time_s * 1000:.1f} ms (mean of {t.timed_steps}, after {t.warmup_steps} warmup)"),
+        ("update time", f"{t.update_time_s * 1000:.1f} ms of it: clip, optimizer step, zero grads (timed apart)"),
         ("real tokens/s", _rate(t.real_tokens_per_s, "tokens/s")),
         ("real tokens/step", f"{t.real_tokens_per_step:,.0f} (padding {t.padding_fraction:.1%})"),
         ("model FLOP/s", f"{t.achieved_tflops:.4g} TFLOP/s"),

@@ -9,6 +9,8 @@ window candidates; the loss gathers cost the same per pair as with real alignmen
 
 from __future__ import annotations
 
+import statistics
+
 import numpy as np
 import torch
 from pydantic import Field
@@ -36,6 +38,7 @@ from schemas.base import StrictModel
 from schemas.bolt_on import TransformerLayer
 from schemas.hardware import Hardware, TrainedWeights
 
+_UPDATES_TIMED = 3
 _AUTOCAST = {"bf16": torch.bfloat16, "fp16": torch.float16}
 
 
@@ -61,6 +64,10 @@ class TrainingResult(StrictModel):
     warmup_steps: int
     timed_steps: int
     step_time_s: float = Field(description="Mean wall time of one optimizer step.")
+    update_time_s: float = Field(
+        description="Of which the update alone (gradient clipping, optimizer step, zeroing), timed apart after the "
+        f"timed steps: median of {_UPDATES_TIMED} runs between device synchronisations."
+    )
     real_tokens_per_s: float = Field(description="Non-padding student tokens per second.")
     real_tokens_per_step: float
     padding_fraction: float = Field(description="Share of the padded student positions that are padding.")
@@ -201,7 +208,7 @@ def run_training(recipe: Recipe, spec: BenchSpec, lengths: list[int], device: to
     memory = PeakMemory(device)
     loss = torch.zeros(())
 
-    def step(index: int) -> torch.Tensor:
+    def accumulate(index: int) -> torch.Tensor:
         for micro in range(hw.grad_accum):
             batch = batches[index * hw.grad_accum + micro].to(device)
             recomputed.append(checkpointing.for_batch(batch.student_ids.numel()))
@@ -213,6 +220,9 @@ def run_training(recipe: Recipe, spec: BenchSpec, lengths: list[int], device: to
                 pairs = loss_fn.pairs(out, batch.student_mask, target, batch.teacher_mask, batch.alignment)
                 loss, _ = loss_fn(pairs)
             scaler.scale(loss / hw.grad_accum).backward()
+        return loss.detach()
+
+    def update() -> None:
         if stage.grad_clip is not None:
             scaler.unscale_(optimizer)
             torch.nn.utils.clip_grad_norm_(model.parameters(), stage.grad_clip)
@@ -220,7 +230,11 @@ def run_training(recipe: Recipe, spec: BenchSpec, lengths: list[int], device: to
         scaler.update()
         optimizer.zero_grad(set_to_none=True)
         scheduler.step()
-        return loss.detach()
+
+    def step(index: int) -> torch.Tensor:
+        loss = accumulate(index)
+        update()
+        return loss
 
     started = now(device)
     for index in range(spec.warmup_steps):
@@ -238,6 +252,12 @@ def run_training(recipe: Recipe, spec: BenchSpec, lengths: list[int], device: to
         for index in range(spec.warmup_steps, total):
             loss = step(index)
         elapsed = now(device) - started
+    update_seconds = []
+    for index in range(spec.warmup_steps, spec.warmup_steps + _UPDATES_TIMED):
+        accumulate(index)
+        started = now(device)
+        update()
+        update_seconds.append(now(device) - started)
     timed = batches[spec.warmup_steps * hw.grad_accum :]
     real = [int(n) for batch in timed for n in batch.student_mask.sum(dim=1).tolist()]
     padded = sum(batch.student_mask.numel() for batch in timed)
@@ -259,6 +279,7 @@ def run_training(recipe: Recipe, spec: BenchSpec, lengths: list[int], device: to
         warmup_steps=spec.warmup_steps,
         timed_steps=spec.timed_steps,
         step_time_s=step_time,
+        update_time_s=statistics.median(update_seconds),
         real_tokens_per_s=sum(real) / elapsed,
         real_tokens_per_step=sum(real) / spec.timed_steps,
         padding_fraction=1 - sum(real) / padded,
