@@ -31,15 +31,15 @@ test: setup
 lint: setup
 	$(BIN)/ruff check . && $(BIN)/ruff format --check .
 
-## On a GPU machine: the configurations of README's benchmark tables, one JSON each under $(BENCH_OUT).
+## On a GPU machine: README's benchmark tables and the A/B runs of each speed setting, one JSON each.
 BENCH_OUT ?= bench-results
+BENCH = $(BIN)/recipe bench recipes/t5_to_qwen.yaml
 bench-gpu: setup
 	mkdir -p $(BENCH_OUT)
-	$(BIN)/recipe bench recipes/t5_to_qwen.yaml --json $(BENCH_OUT)/reference.json --profile $(BENCH_OUT)/reference-profile.txt
-	$(BIN)/recipe bench recipes/t5_to_qwen.yaml --only training --set hardware.gradient_checkpointing=false \
-		--json $(BENCH_OUT)/no-checkpointing.json
+	$(BENCH) --json $(BENCH_OUT)/reference.json --profile $(BENCH_OUT)/reference-profile.txt
+	$(BENCH) --only training --only teacher --set hardware.fused_kernels=false --json $(BENCH_OUT)/unfused.json
+	$(BENCH) --only training --set hardware.gradient_checkpointing=false --json $(BENCH_OUT)/no-checkpointing.json
+	$(BENCH) --only training --set hardware.checkpoint_min_tokens=2048 --json $(BENCH_OUT)/checkpoint-2048.json
 	$(BIN)/recipe bench recipes/examples/t5_to_qwen_lowmem.yaml --only training --json $(BENCH_OUT)/lowmem.json
-	$(BIN)/recipe bench recipes/t5_to_qwen.yaml --only teacher --set teacher.cache.batch_tokens=32768 \
-		--json $(BENCH_OUT)/teacher-32k.json
-	$(BIN)/recipe bench recipes/t5_to_qwen.yaml --only training --set hardware.compile=true --steps 100 \
-		--json $(BENCH_OUT)/compiled.json
+	$(BENCH) --only teacher --set teacher.cache.batch_tokens=32768 --json $(BENCH_OUT)/teacher-32k.json
+	$(BENCH) --only training --only teacher --set hardware.compile=true --json $(BENCH_OUT)/compiled.json
