@@ -267,11 +267,13 @@ def test_bf16_stochastic_weights_train_and_resume(tiny_recipe_path, tiny_overrid
 
 
 def test_compiled_run_trains_checkpoints_and_resumes(tiny_recipe_path, tiny_overrides, tmp_path):
-    """Blocks are compiled in place, so checkpoints hold the same keys and a resumed run loads them."""
+    """Blocks are compiled in place (and recomputed under checkpointing, in autocast), so checkpoints hold the
+    same keys and a resumed run loads them."""
     from safetensors.torch import load_file
 
     for steps, extra in ((6, ()), (8, ("--resume",))):
-        sets = _set_args([*_short(tiny_overrides, steps, 3), "hardware.compile=true"])
+        compiled = ["hardware.compile=true", "hardware.gradient_checkpointing=true", "hardware.precision=bf16"]
+        sets = _set_args([*_short(tiny_overrides, steps, 3), *compiled])
         done = subprocess.run(
             _recipe_cmd("run", str(tiny_recipe_path), *sets, *extra), env=_env(), capture_output=True, text=True
         )
