@@ -44,9 +44,10 @@ class Hardware(StrictModel):
     )
     fused_kernels: bool = Field(
         default=True,
-        description="Run transformers' eager RMSNorm and tanh-GELU blocks as torch's one-kernel equivalents "
-        "(F.rms_norm, gelu(approximate='tanh')): the same functions in fewer launches; weights and checkpoints "
-        "are unchanged. false keeps the models exactly as transformers builds them.",
+        description="Run transformers' eager tanh-GELU as torch's one-kernel gelu(approximate='tanh') and, on CUDA, "
+        "its eager RMSNorm as F.rms_norm (one fused kernel each way; a CPU has none, so there it stays): the same "
+        "functions in fewer launches; weights and checkpoints are unchanged. false keeps the models exactly as "
+        "transformers builds them.",
     )
     compile: bool = Field(
         default=False,

@@ -48,20 +48,22 @@ class FusedRMSNorm(nn.Module):
         return f"{tuple(self.weight.shape)}, eps={self.variance_epsilon}, dtype_rule={self.dtype_rule}"
 
 
-def _replacement(child: nn.Module) -> nn.Module | None:
+def _replacement(child: nn.Module, norms: bool) -> nn.Module | None:
     if type(child) is NewGELUActivation:
         return GELUTanh()
     rule = _RMS_NORM_CLASSES.get(type(child).__name__)
-    if rule is not None and type(child).__module__.startswith("transformers.models."):
+    if norms and rule is not None and type(child).__module__.startswith("transformers.models."):
         return FusedRMSNorm(child.weight, child.variance_epsilon, rule)
     return None
 
 
-def use_fused_kernels(model: nn.Module) -> nn.Module:
-    """Swap, in place, every known eager RMSNorm and tanh-GELU of `model` for its one-kernel equivalent."""
+def use_fused_kernels(model: nn.Module, norms: bool = True) -> nn.Module:
+    """Swap, in place, every known eager tanh-GELU of `model` and (with `norms`) RMSNorm for its one-kernel
+    equivalent. Pass norms=False for a model that runs on a CPU: torch has no fused RMSNorm kernel there, and
+    its decomposition is slower and keeps more for backward than transformers' own code."""
     for parent in list(model.modules()):
         for name, child in list(parent.named_children()):
-            replacement = _replacement(child)
+            replacement = _replacement(child, norms)
             if replacement is not None:
                 setattr(parent, name, replacement)
     return model

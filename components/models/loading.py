@@ -109,7 +109,8 @@ def build_model(
 
     `meta=True` allocates nothing and reads nothing but a config (planning). An inline config gets random
     weights from `seed` without touching the global RNG; a local dir or cached hub id loads real weights offline.
-    `fused_kernels` swaps eager RMSNorm / tanh-GELU blocks for one-kernel equivalents (see `fused_kernels`).
+    `fused_kernels` swaps eager tanh-GELU blocks, and on CUDA RMSNorm, for one-kernel equivalents (see
+    `fused_kernels`).
     """
     cls = model_class(source, role)
     if meta:
@@ -124,4 +125,6 @@ def build_model(
     else:
         assert source.model is not None
         model = _from_pretrained(cls, locate(source.model).ref, source, attention)
-    return (use_fused_kernels(model) if fused_kernels else model).to(device)
+    if fused_kernels:
+        use_fused_kernels(model, norms=torch.device(device).type == "cuda")
+    return model.to(device)

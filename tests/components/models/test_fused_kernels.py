@@ -17,7 +17,7 @@ from transformers.models.t5.modeling_t5 import T5LayerNorm
 
 from components.models import build_model
 from components.models.fused_kernels import FusedRMSNorm, use_fused_kernels
-from schemas.models import HiddenStatesStudent
+from schemas.models import T5EncoderTeacher
 
 NORMS = [Qwen3RMSNorm, Qwen2RMSNorm, LlamaRMSNorm, T5LayerNorm]
 BF16_ULP = 2.0**-7  # relative spacing of bfloat16: the fused kernel rounds once where the eager code rounds twice
@@ -151,11 +151,15 @@ def test_t5_gets_the_one_kernel_tanh_gelu_with_the_same_output() -> None:
     torch.testing.assert_close(got, expected, rtol=1e-5, atol=1e-5)
 
 
-def test_build_model_swaps_unless_the_recipe_turns_it_off() -> None:
-    config = {"model_type": "qwen3", "hidden_size": 32, "intermediate_size": 64, "num_hidden_layers": 1}
-    config |= {"num_attention_heads": 4, "num_key_value_heads": 2, "head_dim": 8, "vocab_size": 99}
-    source = HiddenStatesStudent(type="hidden_states", dtype="float32", config=config, tokenizer="unused")
-    assert any(type(m) is FusedRMSNorm for m in build_model(source, "student").modules())
-    plain = build_model(source, "student", fused_kernels=False)
-    assert not any(type(m) is FusedRMSNorm for m in plain.modules())
-    assert any(type(m) is Qwen3RMSNorm for m in plain.modules())
+def test_build_model_swaps_norms_on_cuda_only_and_not_when_turned_off() -> None:
+    config = {"model_type": "t5", "d_model": 32, "d_ff": 64, "d_kv": 8, "num_heads": 4, "num_layers": 1}
+    config |= {"vocab_size": 99, "feed_forward_proj": "gated-gelu"}  # T5 v1.1: gelu_new
+    source = T5EncoderTeacher(type="t5_encoder", dtype="float32", config=config, tokenizer="unused")
+    on_cpu = build_model(source, "teacher")
+    assert any(type(m) is GELUTanh for m in on_cpu.modules())  # one kernel on a CPU too
+    assert any(type(m) is T5LayerNorm for m in on_cpu.modules())  # no fused RMSNorm kernel on a CPU
+    plain = build_model(source, "teacher", fused_kernels=False)
+    assert any(type(m) is NewGELUActivation for m in plain.modules())
+    with torch.device("meta"):
+        cuda_like = use_fused_kernels(T5EncoderModel(T5Config(**config)), norms=True)
+    assert not any(type(m) is T5LayerNorm for m in cuda_like.modules())
