@@ -12,6 +12,8 @@ from __future__ import annotations
 import copy
 import logging
 import warnings
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 import torch
@@ -93,6 +95,20 @@ def build_manifest(recipe: Recipe, student_width: int, output_width: int) -> Enc
     )
 
 
+@contextmanager
+def _quiet_transformers_bars() -> Iterator[None]:
+    """No "Writing model shards" bar for a one-file save: the caller reports where the export went."""
+    from transformers.utils import logging as transformers_logging
+
+    was_enabled = transformers_logging.is_progress_bar_enabled()
+    transformers_logging.disable_progress_bar()
+    try:
+        yield
+    finally:
+        if was_enabled:
+            transformers_logging.enable_progress_bar()
+
+
 def export_encoder(out_dir: str | Path, recipe: Recipe, student: nn.Module, bolt_on: nn.Module, tokenizer) -> Path:
     """Write the export to a temporary sibling and rename it into place, so `out_dir` is never half-written;
     an existing export stays in place until the new one is complete."""
@@ -102,7 +118,7 @@ def export_encoder(out_dir: str | Path, recipe: Recipe, student: nn.Module, bolt
     out_dir.parent.mkdir(parents=True, exist_ok=True)
     student_width = hidden_width(student.config)
     manifest = build_manifest(recipe, student_width, _output_width(bolt_on, student_width))
-    with atomic_directory(out_dir) as tmp:
+    with atomic_directory(out_dir) as tmp, _quiet_transformers_bars():
         _unmerged(student).save_pretrained(tmp / STUDENT_DIR)
         tokenizer.save_pretrained(tmp / STUDENT_DIR)
         save_model(bolt_on, str(tmp / BOLT_ON_FILE))
