@@ -78,16 +78,15 @@ def _time_forward(
     for batch in token_budget_batches(order, lengths, batch_tokens):
         ids, real = padded_batch(token_ids, batch, chroma, pad_id=0)
         batches.append((ids.to(device), real.to(device)))
-    warmup = None
-    if compiled:
+
+    def encode_all() -> float:
         started = now(device)
         for ids, real in batches:
             encode_teacher(teacher, ids, real)
-        warmup = now(device) - started
-    started = now(device)
-    for ids, real in batches:
-        encode_teacher(teacher, ids, real)
-    seconds = now(device) - started
+        return now(device) - started
+
+    warmup = encode_all() if compiled else None
+    seconds = encode_all()
     layers, width = attention_shape(teacher)
     dense = sum(p.numel() for p in dense_parameters(teacher))
     real_lengths = [len(ids) for ids in token_ids]

@@ -252,6 +252,7 @@ def run_training(recipe: Recipe, spec: BenchSpec, lengths: list[int], device: to
         for index in range(spec.warmup_steps, total):
             loss = step(index)
         elapsed = now(device) - started
+    checkpointed_fraction = sum(recomputed) / max(1, len(recomputed))
     update_seconds = []
     for index in range(spec.warmup_steps, spec.warmup_steps + _UPDATES_TIMED):
         accumulate(index)
@@ -271,7 +272,7 @@ def run_training(recipe: Recipe, spec: BenchSpec, lengths: list[int], device: to
         grad_accum=hw.grad_accum,
         precision=hw.precision,
         gradient_checkpointing=hw.gradient_checkpointing,
-        checkpointed_fraction=sum(recomputed) / max(1, len(recomputed)),
+        checkpointed_fraction=checkpointed_fraction,
         trained_weights=hw.trained_weights,
         compiled=hw.compile,
         compile_warmup_s=compile_warmup,

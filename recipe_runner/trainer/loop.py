@@ -357,8 +357,7 @@ class Trainer:
             )
         if hw.trained_weights == "fp32" and hw.precision == "bf16":
             remedies.append("set hardware.trained_weights: bf16_stochastic (half the optimizer memory)")
-        if self.recipe.student.max_length > length:
-            remedies.append(f"or lower student.max_length (now {self.recipe.student.max_length})")
+        remedies.append(f"or lower student.max_length (now {self.recipe.student.max_length}; this batch: {length})")
         kept = step_checkpoints(self.checkpoints)
         where = f"the last checkpoint is {kept[-1]}" if kept else "no checkpoint had been written yet"
         return TrainingOutOfMemory(
