@@ -49,6 +49,10 @@ class TrainingOutOfMemory(UserFacingError, RuntimeError):
     """A batch did not fit on the device; the message names the batch and the settings that would make it fit."""
 
 
+class CheckpointWriteError(UserFacingError, RuntimeError):
+    """A checkpoint or the export could not be written (disk full, say); what was written before is intact."""
+
+
 class TrainingInterrupted(RuntimeError):
     """Ctrl-C or SIGTERM: a checkpoint was saved and the run can be resumed."""
 
@@ -207,9 +211,12 @@ class Trainer:
         self.accelerator.wait_for_everyone()
         if self.accelerator.is_main_process:
             target = self.checkpoints / (name or checkpoint_name(position.global_step))
-            save_checkpoint(
-                target, self.accelerator.unwrap_model(self.prepared), self.optimizer, self.scheduler, position
-            )
+            try:
+                save_checkpoint(
+                    target, self.accelerator.unwrap_model(self.prepared), self.optimizer, self.scheduler, position
+                )
+            except OSError as exc:
+                raise self._write_failed(target, exc, "then continue with `recipe run RECIPE --resume`") from None
             if name is None:
                 prune(self.checkpoints, self.recipe.output.keep_last)
         self.accelerator.wait_for_everyone()
@@ -381,8 +388,24 @@ class Trainer:
         from components.export import export_encoder
 
         model = self.accelerator.unwrap_model(self.prepared)
-        return export_encoder(
-            self.out / "export", self.recipe, model.student, model.bolt_on, self.parts.student_tokenizer
+        try:
+            return export_encoder(
+                self.out / "export", self.recipe, model.student, model.bolt_on, self.parts.student_tokenizer
+            )
+        except OSError as exc:
+            raise self._write_failed(self.out / "export", exc, "then `recipe export RECIPE` writes it") from None
+
+    def _write_failed(self, target: Path, exc: OSError, then: str) -> CheckpointWriteError:
+        """Names what failed, what is intact (the write went to a temporary name) and how much room it needs."""
+        kept = step_checkpoints(self.checkpoints)
+        if kept:
+            size = sum(file.stat().st_size for file in kept[-1].rglob("*") if file.is_file())
+            intact = f"{kept[-1]} is intact (a checkpoint takes {size / (1 << 30):.2f} GiB)"
+        else:
+            intact = "no earlier checkpoint exists"
+        return CheckpointWriteError(
+            f"could not write {target}: {exc.strerror or exc}; nothing partial was left and {intact}. "
+            f"Free space there (or lower output.keep_last), {then}."
         )
 
 

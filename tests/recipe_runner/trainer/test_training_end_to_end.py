@@ -17,7 +17,7 @@ import torch
 
 from recipe_runner.loader import load_recipe
 from recipe_runner.trainer.checkpoint import STEP_DIR, step_checkpoints
-from recipe_runner.trainer.loop import Trainer, TrainingDiverged, TrainingOutOfMemory
+from recipe_runner.trainer.loop import CheckpointWriteError, Trainer, TrainingDiverged, TrainingOutOfMemory
 from recipe_runner.trainer.parts import RunSetupError
 
 pytestmark = pytest.mark.slow
@@ -207,6 +207,31 @@ def test_out_of_memory_names_the_batch_and_a_smaller_batch_resumes_mid_epoch(
     )
     now, before, batch = (int(value) for value in notice.groups())
     assert now > before and batch == round(5 * now / before)  # the same fraction of the epoch
+
+
+def test_a_full_disk_stops_with_the_intact_checkpoint_named(tiny_recipe_path, tiny_overrides, tmp_path, monkeypatch):
+    import errno
+
+    from recipe_runner.trainer import checkpoint
+
+    recipe = load_recipe(tiny_recipe_path, _short(tiny_overrides, steps=8, save_every=3)).recipe
+    writes = {"n": 0}
+    original = checkpoint.save_file
+
+    def fills_up(*args, **kwargs):
+        writes["n"] += 1
+        if writes["n"] > 3:  # the first checkpoint fits; the second runs out of room half-way through
+            raise OSError(errno.ENOSPC, "No space left on device")
+        return original(*args, **kwargs)
+
+    monkeypatch.setattr(checkpoint, "save_file", fills_up)
+    with pytest.raises(CheckpointWriteError) as caught:
+        Trainer(recipe, progress=False).run()
+    message = str(caught.value)
+    assert "step-00000006" in message and "No space left on device" in message
+    assert "step-00000003 is intact" in message and "--resume" in message
+    root = tmp_path / "run" / "checkpoints"
+    assert [p.name for p in root.iterdir()] == ["step-00000003"]  # no temporary directory left behind
 
 
 def test_existing_checkpoints_are_not_overwritten(tiny_recipe_path, tiny_overrides, tmp_path):
