@@ -26,7 +26,7 @@ Formula (bytes; b = hardware.batch_size, s = max_length, a = activation bytes: 2
   runtime            1 GiB for the CUDA context, cuBLAS workspace and allocator slack
 The budget `hardware.vram_gb` is read as GiB. Against `recipe bench` on an H100 (peaks over 20 timed
 length-distributed batches, not every prompt at max_length; eager norms): reference 21.6 estimated / 18.57
-measured, bf16_stochastic 13.5 / 11.19, without checkpointing 38.4 / 35.2 (the earlier per-layer term 10 h + 3 f
+measured, bf16_stochastic 13.6 / 11.19, without checkpointing 37.7 / 35.2 (the earlier per-layer term 10 h + 3 f
 gave 28.4 there: it counted half of what an uncheckpointed Qwen3 layer keeps). Use it to compare configurations
 and to catch recipes that cannot fit, not as a guarantee.
 """

@@ -50,6 +50,7 @@ class StagePlan:
     trainable: dict[Part, int]
     lora: bool
     memory: MemoryEstimate
+    hint: str | None = None  # a faster setting that still fits the budget
 
     @property
     def total_trainable(self) -> int:
@@ -67,6 +68,7 @@ class Plan:
     bolt_on_layers: tuple[LayerPlan, ...]
     stages: tuple[StagePlan, ...]
     warnings: tuple[str, ...]
+    hints: tuple[str, ...] = ()
 
     @property
     def peak(self) -> StagePlan:
@@ -113,6 +115,44 @@ def _memory_warning(stage: StagePlan, recipe: Recipe) -> str:
     )
 
 
+_HINT_GRANULE = 256  # suggested thresholds are rounded down to this many tokens
+
+
+def _with_hardware(recipe: Recipe, **changes: object) -> Recipe:
+    return recipe.model_copy(update={"hardware": recipe.hardware.model_copy(update=changes)})
+
+
+def _checkpoint_hint(recipe: Recipe, stage: Stage, sizes: Sizes, student_trainable: int) -> str | None:
+    """Recomputing activations costs about a third more compute per step. When the budget allows it, say how
+    much of it can go: all of it, or every batch under some number of padded tokens (most image prompts)."""
+    hw = recipe.hardware
+    if hw.vram_gb is None or not hw.gradient_checkpointing or "student" not in stage.trainable:
+        return None
+
+    def fits(candidate: Recipe) -> tuple[bool, float]:
+        memory = estimate_memory(candidate, stage, sizes, student_trainable)
+        return not memory.over_budget, memory.total_gib
+
+    off_fits, off_gib = fits(_with_hardware(recipe, gradient_checkpointing=False, checkpoint_min_tokens=None))
+    if off_fits:
+        return (
+            f"stage {stage.name!r}: without gradient_checkpointing the estimate is {off_gib:.1f} GiB, within "
+            f"hardware.vram_gb {hw.vram_gb:g}: recomputing costs about a third more compute per step"
+        )
+    low, high = 0, hw.batch_size * recipe.student.max_length  # the largest T that fits lies in [low, high)
+    while high - low > 1:
+        middle = (low + high) // 2
+        low, high = (middle, high) if fits(_with_hardware(recipe, checkpoint_min_tokens=middle))[0] else (low, middle)
+    threshold = low // _HINT_GRANULE * _HINT_GRANULE
+    if threshold < _HINT_GRANULE or (hw.checkpoint_min_tokens or 0) >= threshold:
+        return None
+    gib = fits(_with_hardware(recipe, checkpoint_min_tokens=threshold))[1]
+    return (
+        f"stage {stage.name!r}: hardware.checkpoint_min_tokens: {threshold} still fits hardware.vram_gb "
+        f"{hw.vram_gb:g} (estimate {gib:.1f} GiB): batches under {threshold} padded tokens then skip the recompute"
+    )
+
+
 def _stage_plan(recipe: Recipe, stage: Stage, student: nn.Module, sizes: Sizes, warnings: list[str]) -> StagePlan:
     """Trainable counts and memory of one stage; LoRA problems are appended to `warnings`."""
     lora = stage.student_lora if "student" in stage.trainable else None
@@ -132,7 +172,9 @@ def _stage_plan(recipe: Recipe, stage: Stage, student: nn.Module, sizes: Sizes, 
         trainable["student"] = student_trainable
     if "bolt_on" in stage.trainable:
         trainable["bolt_on"] = sizes.bolt_on_params
-    return StagePlan(stage.name, trainable, lora is not None, estimate_memory(recipe, stage, sizes, student_trainable))
+    memory = estimate_memory(recipe, stage, sizes, student_trainable)
+    hint = None if memory.over_budget else _checkpoint_hint(recipe, stage, sizes, student_trainable)
+    return StagePlan(stage.name, trainable, lora is not None, memory, hint)
 
 
 def build_plan(recipe: Recipe) -> Plan:
@@ -167,6 +209,7 @@ def build_plan(recipe: Recipe) -> Plan:
         bolt_on_layers=_layer_plans(recipe, stack, student_width, teacher_width),
         stages=tuple(stages),
         warnings=tuple(warnings),
+        hints=tuple(stage.hint for stage in stages if stage.hint is not None),
     )
 
 
@@ -232,4 +275,5 @@ def format_plan(plan: Plan) -> str:
     out += ["", f"peak memory, stage {peak.stage!r}: {peak.total_gib:.1f} GiB{budget}"]
     out += _table(("item", "GiB"), [(item.label, f"{item.bytes / GIB:.2f}") for item in peak.items])
     out += [f"warning: {warning}" for warning in plan.warnings]
+    out += [f"hint: {hint}" for hint in plan.hints]
     return "\n".join(out) + "\n"

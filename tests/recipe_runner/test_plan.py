@@ -111,3 +111,25 @@ def test_checkpoint_threshold_counts_the_largest_unrecomputed_batch(reference: R
     assert small == every
     assert large["student activations (batches under 4096 tokens, not recomputed)"] > 0
     assert "student activations (checkpointed)" not in large
+
+
+def test_plan_suggests_the_largest_checkpoint_threshold_that_fits(reference: Recipe) -> None:
+    plan = build_plan(reference)  # 24 GiB budget: checkpointing is needed, but not for every batch
+    (hint,) = plan.hints
+    threshold = int(hint.split("checkpoint_min_tokens: ")[1].split()[0])
+    assert threshold % 256 == 0 and 256 <= threshold < 16 * 512
+    assert f"hint: {hint}" in format_plan(plan)
+
+    def total(tokens: int) -> float:
+        hardware = reference.hardware.model_copy(update={"checkpoint_min_tokens": tokens})
+        return build_plan(reference.model_copy(update={"hardware": hardware})).stages[0].memory.total_gib
+
+    assert total(threshold) <= 24 < total(threshold + 256)  # the largest multiple of 256 that fits
+
+
+def test_plan_says_when_checkpointing_is_not_needed_and_stays_quiet_without_a_budget(reference: Recipe) -> None:
+    roomy = reference.model_copy(update={"hardware": reference.hardware.model_copy(update={"vram_gb": 80.0})})
+    (hint,) = build_plan(roomy).hints
+    assert "without gradient_checkpointing" in hint and "within hardware.vram_gb 80" in hint
+    unbudgeted = reference.model_copy(update={"hardware": reference.hardware.model_copy(update={"vram_gb": None})})
+    assert build_plan(unbudgeted).hints == ()
