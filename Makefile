@@ -39,7 +39,7 @@ bench-gpu: setup
 	$(BENCH) --json $(BENCH_OUT)/reference.json --profile $(BENCH_OUT)/reference-profile.txt
 	$(BENCH) --only training --only teacher --set hardware.fused_kernels=false --json $(BENCH_OUT)/unfused.json
 	$(BENCH) --only training --set hardware.gradient_checkpointing=false --json $(BENCH_OUT)/no-checkpointing.json
-	$(BENCH) --only training --set hardware.checkpoint_min_tokens=2048 --json $(BENCH_OUT)/checkpoint-2048.json
+	$(BENCH) --only training --set hardware.checkpoint_min_tokens=1792 --json $(BENCH_OUT)/checkpoint-1792.json
 	$(BIN)/recipe bench recipes/examples/t5_to_qwen_lowmem.yaml --only training --json $(BENCH_OUT)/lowmem.json
 	$(BENCH) --only teacher --set teacher.cache.batch_tokens=32768 --json $(BENCH_OUT)/teacher-32k.json
 	$(BENCH) --only training --only teacher --set hardware.compile=true --json $(BENCH_OUT)/compiled.json
