@@ -18,7 +18,8 @@ from recipe_runner.cli_support import overrides_option, reports_recipe_errors
 def run(file: str, overrides: tuple[str, ...], resume: bool, no_progress: bool) -> None:
     """Train the recipe's stages in order and export the encoder."""
     from recipe_runner.loader import load_recipe
-    from recipe_runner.trainer.loop import Trainer, TrainingInterrupted
+    from recipe_runner.trainer.loop import Trainer
+    from recipe_runner.trainer.stops import TrainingInterrupted
 
     loaded = load_recipe(file, overrides)
     try:

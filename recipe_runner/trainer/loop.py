@@ -19,7 +19,6 @@ from components.attention_backends import shape_stable_attention
 from components.data.batches import bucketed_batches, shard_batches
 from components.data.pipeline import Collator, DistillBatch, PromptPairs
 from components.devices import resolve_device
-from components.errors import UserFacingError
 from components.losses import DistillLoss
 from components.models.compilation import compile_for_varied_lengths
 from components.teacher_outputs import encode_teacher
@@ -37,24 +36,9 @@ from recipe_runner.trainer.optim import build_optimizer
 from recipe_runner.trainer.parts import RunParts, RunSetupError, build_parts
 from recipe_runner.trainer.run_log import MetricsLog, write_run_info
 from recipe_runner.trainer.stage_setup import enter_stage, leave_stage, parameters_by_part
+from recipe_runner.trainer.stops import TrainingInterrupted, diverged, out_of_memory, write_failed
 from schemas import Recipe
 from schemas.stages import Stage
-
-
-class TrainingDiverged(UserFacingError, RuntimeError):
-    """The loss became NaN or infinite; the last good checkpoint is kept."""
-
-
-class TrainingOutOfMemory(UserFacingError, RuntimeError):
-    """A batch did not fit on the device; the message names the batch and the settings that would make it fit."""
-
-
-class CheckpointWriteError(UserFacingError, RuntimeError):
-    """A checkpoint or the export could not be written (disk full, say); what was written before is intact."""
-
-
-class TrainingInterrupted(RuntimeError):
-    """Ctrl-C or SIGTERM: a checkpoint was saved and the run can be resumed."""
 
 
 @dataclass
@@ -216,7 +200,8 @@ class Trainer:
                     target, self.accelerator.unwrap_model(self.prepared), self.optimizer, self.scheduler, position
                 )
             except OSError as exc:
-                raise self._write_failed(target, exc, "then continue with `recipe run RECIPE --resume`") from None
+                then = "then continue with `recipe run RECIPE --resume`"
+                raise write_failed(self.checkpoints, target, exc, then) from None
             if name is None:
                 prune(self.checkpoints, self.recipe.output.keep_last)
         self.accelerator.wait_for_everyone()
@@ -282,7 +267,9 @@ class Trainer:
                     loss = self._micro_step(batch, loss_fn, stage)
                 except torch.OutOfMemoryError:
                     bar.close()
-                    raise self._out_of_memory(batch, position.global_step + 1) from None
+                    shape = tuple(batch.student_ids.shape)
+                    device = accelerator.device.type
+                    raise out_of_memory(recipe, self.checkpoints, device, shape, position.global_step + 1) from None
                 nonfinite |= ~torch.isfinite(loss.detach())
                 loss_sum += loss.detach()
                 window_tokens += batch.student_tokens
@@ -350,37 +337,9 @@ class Trainer:
             self.optimizer.zero_grad(set_to_none=True)
         return loss
 
-    def _out_of_memory(self, batch: DistillBatch, step: int) -> TrainingOutOfMemory:
-        """What did not fit, what was kept, and the settings that lower the peak, most effective first."""
-        hw = self.recipe.hardware
-        prompts, length = batch.student_ids.shape
-        remedies = [f"lower hardware.batch_size (now {hw.batch_size}) and raise grad_accum to keep the step size"]
-        if not hw.gradient_checkpointing:
-            remedies.append("set hardware.gradient_checkpointing: true")
-        elif hw.checkpoint_min_tokens is not None and prompts * length < hw.checkpoint_min_tokens:
-            remedies.append(
-                f"lower hardware.checkpoint_min_tokens (now {hw.checkpoint_min_tokens}): this batch of "
-                f"{prompts * length} padded tokens kept its activations"
-            )
-        if hw.trained_weights == "fp32" and hw.precision == "bf16":
-            remedies.append("set hardware.trained_weights: bf16_stochastic (half the optimizer memory)")
-        remedies.append(f"or lower student.max_length (now {self.recipe.student.max_length}; this batch: {length})")
-        kept = step_checkpoints(self.checkpoints)
-        where = f"the last checkpoint is {kept[-1]}" if kept else "no checkpoint had been written yet"
-        return TrainingOutOfMemory(
-            f"out of {self.accelerator.device.type} memory at step {step} on a batch of {prompts} prompts x "
-            f"{length} tokens; {where}. To fit: " + "; ".join(remedies) + ". `recipe plan` estimates the peak, "
-            "`recipe bench` measures it on the largest batch; then continue with `recipe run RECIPE --resume`."
-        )
-
     def _check_finite(self, nonfinite: torch.Tensor, step: int) -> None:
         if bool(nonfinite):
-            kept = step_checkpoints(self.checkpoints)
-            where = f"the last good checkpoint is {kept[-1]}" if kept else "no checkpoint had been written yet"
-            raise TrainingDiverged(
-                f"loss became NaN or inf before step {step}; stopped without saving: {where}. "
-                "Lower the learning rate, use bf16 instead of fp16, or enable grad_clip."
-            )
+            raise diverged(self.checkpoints, step)
 
     def _export(self) -> Path | None:
         if not self.recipe.output.export or not self.accelerator.is_main_process:
@@ -393,20 +352,8 @@ class Trainer:
                 self.out / "export", self.recipe, model.student, model.bolt_on, self.parts.student_tokenizer
             )
         except OSError as exc:
-            raise self._write_failed(self.out / "export", exc, "then `recipe export RECIPE` writes it") from None
-
-    def _write_failed(self, target: Path, exc: OSError, then: str) -> CheckpointWriteError:
-        """Names what failed, what is intact (the write went to a temporary name) and how much room it needs."""
-        kept = step_checkpoints(self.checkpoints)
-        if kept:
-            size = sum(file.stat().st_size for file in kept[-1].rglob("*") if file.is_file())
-            intact = f"{kept[-1]} is intact (a checkpoint takes {size / (1 << 30):.2f} GiB)"
-        else:
-            intact = "no earlier checkpoint exists"
-        return CheckpointWriteError(
-            f"could not write {target}: {exc.strerror or exc}; nothing partial was left and {intact}. "
-            f"Free space there (or lower output.keep_last), {then}."
-        )
+            then = "then `recipe export RECIPE` writes it"
+            raise write_failed(self.checkpoints, self.out / "export", exc, then) from None
 
 
 def _pad_id(tokenizer) -> int:

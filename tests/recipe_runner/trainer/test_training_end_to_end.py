@@ -17,8 +17,9 @@ import torch
 
 from recipe_runner.loader import load_recipe
 from recipe_runner.trainer.checkpoint import STEP_DIR, step_checkpoints
-from recipe_runner.trainer.loop import CheckpointWriteError, Trainer, TrainingDiverged, TrainingOutOfMemory
+from recipe_runner.trainer.loop import Trainer
 from recipe_runner.trainer.parts import RunSetupError
+from recipe_runner.trainer.stops import CheckpointWriteError, TrainingDiverged, TrainingOutOfMemory
 
 pytestmark = pytest.mark.slow
 

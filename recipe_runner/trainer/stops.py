@@ -1,0 +1,77 @@
+"""Why a run stopped early, said so that nothing is lost: what failed, which checkpoint is intact, what to change."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from components.errors import UserFacingError
+from recipe_runner.trainer.checkpoint import step_checkpoints
+from schemas import Recipe
+
+
+class TrainingDiverged(UserFacingError, RuntimeError):
+    """The loss became NaN or infinite; the last good checkpoint is kept."""
+
+
+class TrainingOutOfMemory(UserFacingError, RuntimeError):
+    """A batch did not fit on the device; the message names the batch and the settings that would make it fit."""
+
+
+class CheckpointWriteError(UserFacingError, RuntimeError):
+    """A checkpoint or the export could not be written (disk full, say); what was written before is intact."""
+
+
+class TrainingInterrupted(RuntimeError):
+    """Ctrl-C or SIGTERM: a checkpoint was saved and the run can be resumed."""
+
+
+def _last_checkpoint(checkpoints: Path, label: str) -> str:
+    kept = step_checkpoints(checkpoints)
+    return f"{label} is {kept[-1]}" if kept else "no checkpoint had been written yet"
+
+
+def diverged(checkpoints: Path, step: int) -> TrainingDiverged:
+    return TrainingDiverged(
+        f"loss became NaN or inf before step {step}; stopped without saving: "
+        f"{_last_checkpoint(checkpoints, 'the last good checkpoint')}. "
+        "Lower the learning rate, use bf16 instead of fp16, or enable grad_clip."
+    )
+
+
+def out_of_memory(
+    recipe: Recipe, checkpoints: Path, device: str, shape: tuple[int, ...], step: int
+) -> TrainingOutOfMemory:
+    """What did not fit, what was kept, and the settings that lower the peak, most effective first."""
+    hw = recipe.hardware
+    prompts, length = shape
+    remedies = [f"lower hardware.batch_size (now {hw.batch_size}) and raise grad_accum to keep the step size"]
+    if not hw.gradient_checkpointing:
+        remedies.append("set hardware.gradient_checkpointing: true")
+    elif hw.checkpoint_min_tokens is not None and prompts * length < hw.checkpoint_min_tokens:
+        remedies.append(
+            f"lower hardware.checkpoint_min_tokens (now {hw.checkpoint_min_tokens}): this batch of "
+            f"{prompts * length} padded tokens kept its activations"
+        )
+    if hw.trained_weights == "fp32" and hw.precision == "bf16":
+        remedies.append("set hardware.trained_weights: bf16_stochastic (half the optimizer memory)")
+    remedies.append(f"or lower student.max_length (now {recipe.student.max_length}; this batch: {length})")
+    return TrainingOutOfMemory(
+        f"out of {device} memory at step {step} on a batch of {prompts} prompts x {length} tokens; "
+        f"{_last_checkpoint(checkpoints, 'the last checkpoint')}. To fit: " + "; ".join(remedies) + ". "
+        "`recipe plan` estimates the peak, `recipe bench` measures it on the largest batch; then continue with "
+        "`recipe run RECIPE --resume`."
+    )
+
+
+def write_failed(checkpoints: Path, target: Path, exc: OSError, then: str) -> CheckpointWriteError:
+    """Names what failed, what is intact (the write went to a temporary name) and how much room it needs."""
+    kept = step_checkpoints(checkpoints)
+    if kept:
+        size = sum(file.stat().st_size for file in kept[-1].rglob("*") if file.is_file())
+        intact = f"{kept[-1]} is intact (a checkpoint takes {size / (1 << 30):.2f} GiB)"
+    else:
+        intact = "no earlier checkpoint exists"
+    return CheckpointWriteError(
+        f"could not write {target}: {exc.strerror or exc}; nothing partial was left and {intact}. "
+        f"Free space there (or lower output.keep_last), {then}."
+    )
