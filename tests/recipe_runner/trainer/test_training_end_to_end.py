@@ -272,18 +272,23 @@ def test_two_process_ddp_run(tiny_recipe_path, tiny_overrides, tmp_path):
     assert step_checkpoints(tmp_path / "run" / "checkpoints")[-1].name == "step-00000006"
 
 
+def _run_then_resume(recipe: Path, overrides: list[str], steps: tuple[int, int], save_every: int, sets: list[str]):
+    """`recipe run` to steps[0], then `--resume` to steps[1], each in its own process (accelerate's state is
+    per process)."""
+    for total, extra in ((steps[0], ()), (steps[1], ("--resume",))):
+        args = _set_args([*_short(overrides, total, save_every), *sets])
+        done = subprocess.run(
+            _recipe_cmd("run", str(recipe), *args, *extra), env=_env(), capture_output=True, text=True
+        )
+        assert done.returncode == 0, done.stderr[-3000:]
+
+
 def test_bf16_stochastic_weights_train_and_resume(tiny_recipe_path, tiny_overrides, tmp_path):
-    """In a subprocess: accelerate's mixed-precision state is per process. A resume that lost torchao's tensor
-    learning rates would fail at its first optimizer step ("lr was changed to a non-Tensor object")."""
+    """bf16 weights and the stochastic-rounding AdamW's bf16 moments and step counts survive a resume."""
     from safetensors.torch import load_file
 
     lowmem = ["hardware.precision=bf16", "hardware.trained_weights=bf16_stochastic"]
-    for steps, extra in ((20, ()), (30, ("--resume",))):
-        sets = _set_args([*_short(tiny_overrides, steps, 10), *lowmem])
-        done = subprocess.run(
-            _recipe_cmd("run", str(tiny_recipe_path), *sets, *extra), env=_env(), capture_output=True, text=True
-        )
-        assert done.returncode == 0, done.stderr[-3000:]
+    _run_then_resume(tiny_recipe_path, tiny_overrides, (20, 30), 10, lowmem)
     run_dir = tmp_path / "run"
     latest = step_checkpoints(run_dir / "checkpoints")[-1]
     assert latest.name == "step-00000030"
@@ -297,13 +302,8 @@ def test_compiled_run_trains_checkpoints_and_resumes(tiny_recipe_path, tiny_over
     same keys and a resumed run loads them."""
     from safetensors.torch import load_file
 
-    for steps, extra in ((6, ()), (8, ("--resume",))):
-        compiled = ["hardware.compile=true", "hardware.gradient_checkpointing=true", "hardware.precision=bf16"]
-        sets = _set_args([*_short(tiny_overrides, steps, 3), *compiled])
-        done = subprocess.run(
-            _recipe_cmd("run", str(tiny_recipe_path), *sets, *extra), env=_env(), capture_output=True, text=True
-        )
-        assert done.returncode == 0, done.stderr[-3000:]
+    compiled = ["hardware.compile=true", "hardware.gradient_checkpointing=true", "hardware.precision=bf16"]
+    _run_then_resume(tiny_recipe_path, tiny_overrides, (6, 8), 3, compiled)
     checkpoints = step_checkpoints(tmp_path / "run" / "checkpoints")
     assert checkpoints[-1].name == "step-00000008"
     keys = set(load_file(str(checkpoints[-1] / "model.safetensors")))
