@@ -293,6 +293,10 @@ def test_bf16_stochastic_weights_train_and_resume(tiny_recipe_path, tiny_overrid
     latest = step_checkpoints(run_dir / "checkpoints")[-1]
     assert latest.name == "step-00000030"
     assert {t.dtype for t in load_file(str(latest / "model.safetensors")).values()} == {torch.bfloat16}
+    moments = load_file(str(latest / "optimizer.safetensors"))
+    assert moments and {t.dtype for t in moments.values()} == {torch.bfloat16}
+    steps = json.loads((latest / "state.json").read_text())["optimizer"]["scalars"]
+    assert set(steps.values()) == {30}  # every parameter's step count went on across the resume
     losses = [m["loss"] for m in _metrics(run_dir) if "loss" in m]
     assert all(math.isfinite(loss) for loss in losses) and losses[-1] < losses[0]
 
