@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 from tqdm.auto import tqdm
@@ -19,6 +21,19 @@ from schemas import Recipe
 
 class CacheSetupError(UserFacingError, RuntimeError):
     """The recipe asks for no cache, or an existing cache was made differently."""
+
+
+@contextmanager
+def _write_errors(split_dir: Path) -> Iterator[None]:
+    """A shard that cannot be written (disk full, say) is one clear line: finished shards are complete files."""
+    try:
+        yield
+    except OSError as exc:
+        done = len(list(split_dir.glob("shard-*.safetensors")))
+        raise CacheSetupError(
+            f"could not write a shard into {split_dir}: {exc.strerror or exc}; the {done} finished shard(s) are "
+            "complete and nothing partial was left: free space and rerun `recipe cache`, it goes on from there"
+        ) from None
 
 
 def build_teacher_cache(recipe: Recipe, batch_tokens: int | None = None, progress: bool = True) -> dict[str, dict]:
@@ -48,7 +63,7 @@ def build_teacher_cache(recipe: Recipe, batch_tokens: int | None = None, progres
             if hw.compile:
                 compile_for_varied_lengths(teacher)
         ids = tokenizer(prompts, truncation=True, max_length=recipe.teacher.max_length)["input_ids"]
-        with tqdm(total=len(prompts), desc=f"cache {split}", disable=not progress) as bar:
+        with tqdm(total=len(prompts), desc=f"cache {split}", disable=not progress) as bar, _write_errors(split_dir):
             report = write_split(
                 split_dir,
                 ids,

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from concurrent.futures import Future, ThreadPoolExecutor
 from pathlib import Path
 
@@ -56,32 +56,44 @@ def padded_batch(
     return ids, real
 
 
-def _host_batches(
+def _shard_rows(
     teacher: torch.nn.Module,
     token_ids: list[list[int]],
-    batches: list[list[int]],
+    lo: int,
+    hi: int,
     *,
+    batch_tokens: int,
     chroma_mask: bool,
     dtype: torch.dtype,
     pad_id: int,
     device: torch.device,
-) -> Iterator[tuple[list[int], torch.Tensor]]:
-    """(prompt indices, hidden states on the host) per batch, one batch late on CUDA: the copy of batch k to
-    pinned host memory is waited for only after batch k+1's forward is queued, so the GPU is not left idle
-    while the host slices rows and fills shards."""
-    pending: tuple[list[int], torch.Tensor, Callable[[], None]] | None = None
-    for batch in batches:
+    progress: Callable[[int], None] | None,
+) -> tuple[torch.Tensor, torch.Tensor, int]:
+    """Prompts lo..hi-1 through the teacher in length-sorted token-budget batches: their kept rows in prompt
+    order, concatenated on `device` (so a GPU, not the host, does the gathering copy), their offsets and the
+    real-token count."""
+    padded = [len(ids) + int(chroma_mask) for ids in token_ids[lo:hi]]
+    pieces: dict[int, torch.Tensor] = {}
+    tokens = 0
+    for local in token_budget_batches(sorted(range(hi - lo), key=padded.__getitem__), padded, batch_tokens):
+        batch = [lo + j for j in local]
         ids, real = padded_batch(token_ids, batch, chroma_mask, pad_id)
         hidden = encode_teacher(teacher, ids.to(device), real.to(device)).to(dtype)
-        host = hidden.to("cpu", non_blocking=device.type == "cuda")
-        copied = _copy_done(device)
-        if pending is not None:
-            pending[2]()
-            yield pending[0], pending[1]
-        pending = (batch, host, copied)
-    if pending is not None:
-        pending[2]()
-        yield pending[0], pending[1]
+        for row, i in enumerate(batch):
+            # Chroma keeps one padding position visible; a batch's longest prompt has it as its last column.
+            pieces[i] = hidden[row, : len(token_ids[i]) + int(chroma_mask)]
+            tokens += len(token_ids[i])
+        if progress:
+            progress(len(batch))
+    lengths = torch.tensor([pieces[i].shape[0] for i in range(lo, hi)], dtype=torch.long)
+    offsets = torch.zeros(hi - lo + 1, dtype=torch.long)
+    offsets[1:] = torch.cumsum(lengths, 0)
+    return torch.cat([pieces[i] for i in range(lo, hi)], dim=0), offsets, tokens
+
+
+def _write_when_copied(copied: Callable[[], None], final: Path, tensors: dict, first: int) -> None:
+    copied()
+    save_safetensors_atomic(final, tensors, metadata={"first": str(first)})
 
 
 def _copy_done(device: torch.device) -> Callable[[], None]:
@@ -108,15 +120,14 @@ def write_split(
 ) -> dict[str, float]:
     """Encode every missing shard; returns timing and size figures for reporting.
 
-    A finished shard is written by a background thread while the next one is encoded (at most one write in
-    flight, so at most two shards are held in memory); an error in a write surfaces here, and an interrupted
-    write leaves only a temporary file, so a rerun encodes that shard again.
+    A finished shard is copied to the host and written by a background thread while the next one is encoded
+    (at most one write in flight, so at most two shards are held in host memory); an error in a write surfaces
+    here, and an interrupted write leaves only a temporary file, so a rerun encodes that shard again.
     """
     count = len(token_ids)
     tokens = 0
     started = time.perf_counter()
     written = 0
-    padded = [len(ids) + int(chroma_mask) for ids in token_ids]
     with ThreadPoolExecutor(max_workers=1, thread_name_prefix="cache-shard-writer") as disk:
         writing: Future | None = None
         for shard in range((count + shard_size - 1) // shard_size):
@@ -126,27 +137,26 @@ def write_split(
                 if progress:
                     progress(hi - lo)
                 continue
-            pieces: dict[int, torch.Tensor] = {}
-            order = sorted(range(lo, hi), key=lambda i: len(token_ids[i]))
-            batches = token_budget_batches(order, padded, batch_tokens)
-            for batch, hidden in _host_batches(
-                teacher, token_ids, batches, chroma_mask=chroma_mask, dtype=DTYPES[dtype], pad_id=pad_id, device=device
-            ):
-                width = hidden.shape[1]
-                for row, i in enumerate(batch):
-                    keep = len(token_ids[i]) + (1 if chroma_mask and len(token_ids[i]) < width else 0)
-                    pieces[i] = hidden[row, :keep]
-                    tokens += len(token_ids[i])
-                if progress:
-                    progress(len(batch))
-            lengths = torch.tensor([pieces[i].shape[0] for i in range(lo, hi)], dtype=torch.long)
-            offsets = torch.zeros(hi - lo + 1, dtype=torch.long)
-            offsets[1:] = torch.cumsum(lengths, 0)
-            hidden_all = torch.cat([pieces[i] for i in range(lo, hi)], dim=0)
+            hidden, offsets, shard_tokens = _shard_rows(
+                teacher,
+                token_ids,
+                lo,
+                hi,
+                batch_tokens=batch_tokens,
+                chroma_mask=chroma_mask,
+                dtype=DTYPES[dtype],
+                pad_id=pad_id,
+                device=device,
+                progress=progress,
+            )
+            tokens += shard_tokens
+            # Into pinned host memory without waiting: the next shard's forward is queued behind the copy, and
+            # the writer thread waits for it before writing.
+            host = hidden.to("cpu", non_blocking=device.type == "cuda")
+            copied = _copy_done(device)
             if writing is not None:
                 writing.result()
-            tensors = {"hidden": hidden_all, "offsets": offsets}
-            writing = disk.submit(save_safetensors_atomic, final, tensors, metadata={"first": str(lo)})
+            writing = disk.submit(_write_when_copied, copied, final, {"hidden": host, "offsets": offsets}, lo)
             written += 1
         if writing is not None:
             writing.result()

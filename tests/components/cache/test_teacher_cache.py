@@ -251,6 +251,27 @@ def test_background_shard_writes_keep_every_row_and_surface_a_failed_write(tmp_p
     assert not (tmp_path / "full" / writer.shard_name(1)).exists()
 
 
+def test_a_full_disk_is_one_clear_error_and_a_rerun_goes_on(tmp_path, monkeypatch):
+    import components.cache.writer as writer
+
+    recipe = _load(tmp_path / "cache")
+    real_save = writer.save_safetensors_atomic
+
+    def disk_full_on_second(final, tensors, metadata=None):
+        if final.name == writer.shard_name(1):
+            raise OSError(28, "No space left on device")
+        real_save(final, tensors, metadata=metadata)
+
+    monkeypatch.setattr(writer, "save_safetensors_atomic", disk_full_on_second)
+    with pytest.raises(CacheSetupError, match="No space left on device; the 1 finished shard") as caught:
+        build_teacher_cache(recipe, batch_tokens=96, progress=False)
+    assert "rerun `recipe cache`" in str(caught.value)
+    monkeypatch.setattr(writer, "save_safetensors_atomic", real_save)
+    reports = build_teacher_cache(recipe, batch_tokens=96, progress=False)
+    assert reports["train"]["shards_written"] == 2  # shard 0 was kept, shards 1 and 2 written now
+    assert len(CachedTeacher(tmp_path / "cache" / "train")) == TRAIN
+
+
 @pytest.mark.slow
 def test_a_compiled_teacher_writes_the_same_cache(built, tmp_path):
     recipe, cache_dir, _ = built
