@@ -7,6 +7,7 @@ from collections.abc import Callable
 from concurrent.futures import Future, ThreadPoolExecutor
 from pathlib import Path
 
+import numpy as np
 import torch
 
 from components.atomic_files import save_safetensors_atomic, write_json_atomic
@@ -69,26 +70,33 @@ def _shard_rows(
     device: torch.device,
     progress: Callable[[int], None] | None,
 ) -> tuple[torch.Tensor, torch.Tensor, int]:
-    """Prompts lo..hi-1 through the teacher in length-sorted token-budget batches: their kept rows in prompt
-    order, concatenated on `device` (so a GPU, not the host, does the gathering copy), their offsets and the
-    real-token count."""
-    padded = [len(ids) + int(chroma_mask) for ids in token_ids[lo:hi]]
-    pieces: dict[int, torch.Tensor] = {}
-    tokens = 0
-    for local in token_budget_batches(sorted(range(hi - lo), key=padded.__getitem__), padded, batch_tokens):
-        batch = [lo + j for j in local]
-        ids, real = padded_batch(token_ids, batch, chroma_mask, pad_id)
+    """Prompts lo..hi-1 through the teacher in length-sorted token-budget batches; returns their kept rows in
+    prompt order in one tensor on `device`, the per-prompt offsets and the real-token count.
+
+    Each batch's kept rows are copied straight to their place in a shard buffer allocated once (two indexed
+    copies per batch, index arrays built on the host, no device sync), so a GPU does the gathering, the host
+    copies nothing, and device memory holds the shard once rather than its batches plus a concatenation.
+    """
+    kept = np.array([len(ids) + int(chroma_mask) for ids in token_ids[lo:hi]], dtype=np.int64)
+    offsets = np.zeros(hi - lo + 1, dtype=np.int64)
+    np.cumsum(kept, out=offsets[1:])
+    shard: torch.Tensor | None = None
+    for local in token_budget_batches(sorted(range(hi - lo), key=kept.__getitem__), kept.tolist(), batch_tokens):
+        ids, real = padded_batch(token_ids, [lo + j for j in local], chroma_mask, pad_id)
         hidden = encode_teacher(teacher, ids.to(device), real.to(device)).to(dtype)
-        for row, i in enumerate(batch):
-            # Chroma keeps one padding position visible; a batch's longest prompt has it as its last column.
-            pieces[i] = hidden[row, : len(token_ids[i]) + int(chroma_mask)]
-            tokens += len(token_ids[i])
+        width = hidden.shape[1]
+        # Row r keeps its first kept[r] positions (Chroma's one visible pad is the column after its last token).
+        source = np.concatenate([row * width + np.arange(kept[j]) for row, j in enumerate(local)])
+        target = np.concatenate([offsets[j] + np.arange(kept[j]) for j in local])
+        if shard is None:
+            shard = torch.empty(int(offsets[-1]), hidden.shape[-1], dtype=dtype, device=device)
+        rows = hidden.reshape(-1, hidden.shape[-1]).index_select(0, torch.from_numpy(source).to(device))
+        shard.index_copy_(0, torch.from_numpy(target).to(device), rows)
         if progress:
-            progress(len(batch))
-    lengths = torch.tensor([pieces[i].shape[0] for i in range(lo, hi)], dtype=torch.long)
-    offsets = torch.zeros(hi - lo + 1, dtype=torch.long)
-    offsets[1:] = torch.cumsum(lengths, 0)
-    return torch.cat([pieces[i] for i in range(lo, hi)], dim=0), offsets, tokens
+            progress(len(local))
+    assert shard is not None
+    tokens = int(kept.sum()) - int(chroma_mask) * (hi - lo)
+    return shard, torch.from_numpy(offsets), tokens
 
 
 def _write_when_copied(copied: Callable[[], None], final: Path, tensors: dict, first: int) -> None:
