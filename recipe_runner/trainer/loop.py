@@ -77,8 +77,6 @@ def _accelerator(recipe: Recipe):
 
     hw = recipe.hardware
     use_cpu = resolve_device(hw).type == "cpu"
-    if hw.device == "cuda" and not torch.cuda.is_available():
-        raise RunSetupError("hardware.device is cuda but no CUDA device is visible")
     precision = {"fp32": "no", "bf16": "bf16", "fp16": "fp16"}[hw.precision]
     accelerator = Accelerator(mixed_precision=precision, cpu=use_cpu, gradient_accumulation_steps=hw.grad_accum)
     set_seed(hw.seed)

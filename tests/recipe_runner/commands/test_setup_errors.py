@@ -5,6 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
+import torch
 from click.testing import CliRunner
 
 from recipe_runner.cli import main
@@ -33,3 +34,19 @@ def test_missing_weights_or_checkpoints_are_one_line_not_a_traceback(verb, fragm
     assert isinstance(result.exception, SystemExit), "no traceback"
     assert result.stderr.startswith("error: ") and fragment in result.stderr, result.stderr
     assert "Traceback" not in result.output
+
+
+TINY = REAL.parent / "examples" / "t5_to_qwen_tiny.yaml"
+
+
+@pytest.mark.skipif(torch.cuda.is_available(), reason="needs a machine without CUDA")
+@pytest.mark.parametrize("verb", ["run", "cache", "bench"])
+def test_asking_for_cuda_without_one_is_one_line(verb, tmp_path):
+    from accelerate.state import AcceleratorState
+
+    AcceleratorState._reset_state(reset_partial_state=True)
+    sets = ["--set", "hardware.device=cuda", "--set", f"output.dir={tmp_path / 'run'}"]
+    sets += ["--set", f"teacher.cache.dir={tmp_path / 'cache'}", *(["--small"] if verb == "bench" else [])]
+    result = CliRunner().invoke(main, [verb, str(TINY), *sets])
+    assert result.exit_code == 1 and isinstance(result.exception, SystemExit), result.output
+    assert "hardware.device is cuda but no CUDA device is visible" in result.stderr
