@@ -101,17 +101,29 @@ def _resolve(recipe_file, overrides, options: dict) -> InferJob:
     encoders = ("t5", "qwen") if options["compare"] else (spec.encoder,)
     if "t5" in encoders and teacher is None:
         raise InferenceError("the t5 path needs the teacher: give the RECIPE (the export does not record it)")
-    device = options["device"] or _default_device()
+    device = _checked_device(options["device"])
     name = "compare" if options["compare"] else spec.encoder
     out = Path(options["out"]) if options["out"] else default_dir / f"{name}.png"
     prompts = _read_prompts(options["prompts"], options["prompts_file"])
     return InferJob(spec, encoders, prompts, export_dir, teacher, device, out)
 
 
-def _default_device() -> str:
+def _checked_device(requested: str | None) -> str:
+    """--device as torch reads it, or cuda when one is visible; a name torch cannot use is an InferenceError."""
     import torch
 
-    return "cuda" if torch.cuda.is_available() else "cpu"
+    from components.inference import InferenceError
+
+    if requested is None:
+        return "cuda" if torch.cuda.is_available() else "cpu"
+    try:
+        device = torch.device(requested)
+    except RuntimeError:
+        raise InferenceError(f"--device {requested}: not a device name; use cpu, cuda or cuda:N") from None
+    if device.type == "cuda" and (not torch.cuda.is_available() or (device.index or 0) >= torch.cuda.device_count()):
+        visible = torch.cuda.device_count() if torch.cuda.is_available() else 0
+        raise InferenceError(f"--device {requested}: this machine has {visible} visible CUDA device(s); use cpu")
+    return requested
 
 
 def _check_widths(job: InferJob) -> None:

@@ -6,6 +6,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+import torch
 from click.testing import CliRunner
 from PIL import Image
 
@@ -141,3 +142,11 @@ def test_recipe_or_checkpoint_is_required():
 def test_recipe_without_inference_section(run_dir):
     result = _infer(run_dir, "--prompt", "cat", "--set", "inference=null")
     _fails(result, "no `inference:` section")
+
+
+@pytest.mark.skipif(torch.cuda.is_available(), reason="needs a machine without CUDA")
+@pytest.mark.parametrize(
+    ("device", "fragment"), [("cuda", "this machine has 0 visible CUDA device(s)"), ("banana", "not a device name")]
+)
+def test_a_device_this_machine_cannot_use_is_one_line(run_dir, device, fragment):
+    _fails(_infer(run_dir, "--prompt", "cat", "--device", device), f"--device {device}: {fragment}")
