@@ -21,8 +21,12 @@ from components.rms_norm import rms_norm
 # transformers RMSNorm classes computing weight * (x / rms(x)) with float32 statistics, checked against
 # F.rms_norm by the tests. T5 returns the weight's dtype when the weight is half precision, float32 otherwise;
 # the others return the promotion of weight and input dtypes.
-_RMS_NORM_CLASSES = {"Qwen3RMSNorm": "promote", "Qwen2RMSNorm": "promote", "LlamaRMSNorm": "promote"}
-_RMS_NORM_CLASSES |= {"T5LayerNorm": "half_weight"}
+_RMS_NORM_CLASSES = {
+    "Qwen3RMSNorm": "promote",
+    "Qwen2RMSNorm": "promote",
+    "LlamaRMSNorm": "promote",
+    "T5LayerNorm": "half_weight",
+}
 _HALF = (torch.float16, torch.bfloat16)
 
 

@@ -23,7 +23,7 @@ from recipe_runner.bench.flops import FlopPart, part_flops, peak_flops
 from recipe_runner.bench.lengths import sample_lengths
 from recipe_runner.bench.models import attention_shape, build_random, dense_parameters
 from recipe_runner.bench.spec import BenchSpec
-from recipe_runner.bench.timing import device_name, now, synchronize
+from recipe_runner.bench.timing import device_name, now
 from schemas import Recipe
 from schemas.base import StrictModel
 from schemas.models import TeacherCache
@@ -115,7 +115,6 @@ def run_teacher(recipe: Recipe, spec: BenchSpec, lengths: list[int], device: tor
     warm_started = now(device)
     encode_teacher(teacher, warm, torch.ones_like(warm, dtype=torch.bool))  # kernels picked outside the clock
     warm_seconds = now(device) - warm_started
-    synchronize(device)
     forward = _time_forward(teacher, token_ids, batch_tokens, recipe.teacher.chroma_mask, device, hw.compile)
     precision = {torch.bfloat16: "bf16", torch.float16: "fp16"}.get(teacher.dtype, "fp32")
     peak, _ = peak_flops(device_name(device), precision, spec.peak_tflops)

@@ -41,6 +41,17 @@ def _flat(tensor: Tensor, start: int, stop: int) -> Tensor:
     return tensor.view(-1)[start:stop]
 
 
+def _gather(tensors: list[Tensor], chunk: list[tuple[int, int, int]]) -> Tensor:
+    """The chunk's slices of `tensors`, concatenated and in float32."""
+    return torch.cat([_flat(tensors[i], start, stop) for i, start, stop in chunk]).float()
+
+
+def _scatter(tensors: list[Tensor], values: Tensor, chunk: list[tuple[int, int, int]]) -> None:
+    """Write flat `values` back into the chunk's slices of `tensors`."""
+    targets = [_flat(tensors[i], start, stop) for i, start, stop in chunk]
+    torch._foreach_copy_(targets, list(values.split([stop - start for _, start, stop in chunk])))
+
+
 def _pieces(params: list[Tensor], budget: int) -> Iterator[list[tuple[int, int, int]]]:
     """(parameter index, start, stop) slices of the flattened parameters, grouped into chunks of <= budget."""
     chunk: list[tuple[int, int, int]] = []
@@ -110,22 +121,13 @@ class StochasticRoundingAdamW(torch.optim.Optimizer):
         averages = [self.state[param]["exp_avg"] for param in params]
         squares = [self.state[param]["exp_avg_sq"] for param in params]
         for chunk in _pieces(params, self.chunk_elements):
-
-            def gather(tensors: list[Tensor], chunk=chunk) -> Tensor:
-                return torch.cat([_flat(tensors[i], start, stop) for i, start, stop in chunk]).float()
-
-            def scatter(tensors: list[Tensor], values: Tensor, chunk=chunk) -> None:
-                sizes = [stop - start for _, start, stop in chunk]
-                targets = [_flat(tensors[i], start, stop) for i, start, stop in chunk]
-                torch._foreach_copy_(targets, list(values.split(sizes)))
-
-            grad = gather(grads)
-            average = gather(averages).lerp_(grad, 1 - beta1)
-            square = gather(squares).mul_(beta2).addcmul_(grad, grad, value=1 - beta2)
+            grad = _gather(grads, chunk)
+            average = _gather(averages, chunk).lerp_(grad, 1 - beta1)
+            square = _gather(squares, chunk).mul_(beta2).addcmul_(grad, grad, value=1 - beta2)
             del grad
-            scatter(averages, average.to(torch.bfloat16))
-            scatter(squares, square.to(torch.bfloat16))
+            _scatter(averages, average.to(torch.bfloat16), chunk)
+            _scatter(squares, square.to(torch.bfloat16), chunk)
             denominator = square.sqrt_().div_(root_correction).add_(eps)
-            weights = gather(params).mul_(1 - lr * decay).addcdiv_(average, denominator, value=-step_size)
+            weights = _gather(params, chunk).mul_(1 - lr * decay).addcdiv_(average, denominator, value=-step_size)
             del average, denominator
-            scatter(params, stochastic_round_(weights))
+            _scatter(params, stochastic_round_(weights), chunk)
