@@ -152,6 +152,7 @@ def _hardware_problems(loaded: LoadedRecipe) -> list[Problem]:
                 "has no effect without gradient_checkpointing: true; set that or remove this",
             )
         )
+    problems += _batch_token_problems(loaded)
     if hw.trained_weights == "bf16_stochastic" and hw.precision != "bf16":
         where = ("hardware", "trained_weights")
         problems.append(loaded.problem(where, f"bf16_stochastic needs precision: bf16 (not {hw.precision})"))
@@ -164,6 +165,31 @@ def _hardware_problems(loaded: LoadedRecipe) -> list[Problem]:
             )
         )
     return problems
+
+
+def _batch_token_problems(loaded: LoadedRecipe) -> list[Problem]:
+    hw, longest = loaded.recipe.hardware, loaded.recipe.student.max_length
+    where = ("hardware", "batch_tokens")
+    if hw.batch_tokens is None:
+        return []
+    if hw.batch_tokens < longest:
+        return [
+            loaded.problem(
+                where,
+                f"{hw.batch_tokens} is below student.max_length {longest}: a prompt of that length would not fit "
+                f"a batch; raise it to at least {longest} or lower student.max_length",
+            )
+        ]
+    if hw.batch_tokens >= hw.batch_size * longest:
+        return [
+            loaded.problem(
+                where,
+                f"has no effect: batch_size {hw.batch_size} x student.max_length {longest} = "
+                f"{hw.batch_size * longest} tokens never exceeds it; raise batch_size (the prompt cap) to let short "
+                "prompts fill the budget, or remove this",
+            )
+        ]
+    return []
 
 
 def semantic_problems(loaded: LoadedRecipe) -> list[Problem]:

@@ -1,6 +1,7 @@
 """Peak training memory of one stage on one device, from parameter counts and shapes (no allocation).
 
-Formula (bytes; b = hardware.batch_size, s = max_length, a = activation bytes: 2 for bf16/fp16, 4 for fp32):
+Formula (bytes; b x s = the padded tokens of the largest micro-batch: hardware.batch_size x max_length, or at
+most hardware.batch_tokens; a = activation bytes: 2 for bf16/fp16, 4 for fp32):
   frozen weights     teacher params x teacher dtype (0 with `teacher.cache`: targets come from disk);
                      student params x student dtype when the student is frozen or trained through LoRA;
                      bolt-on params x 4 (x 2 with bf16_stochastic) when the stage does not train it
@@ -21,7 +22,7 @@ Formula (bytes; b = hardware.batch_size, s = max_length, a = activation bytes: 2
   bolt-on acts       b x s x a x per-token elements: a projection keeps in + 3 out (input, pre-activation, norm,
                      dropout), a transformer block 10 d + 2 f, a residual MLP 2 d + 2 h, an RMSNorm d, the skip in
   teacher forward    without a cache, one T5 layer under no_grad: b x s x (6 d + 3 f) x a plus the relative-position
-                     bias and scores b x heads x s^2 x a x 2; its targets b x s x d x a stay for the loss
+                     bias and scores (b x s) x heads x s x a x 2; its targets b x s x d x a stay for the loss
   loss buffers       b x s x teacher width x 4 x 2 (fp32 output and its gradient)
   runtime            1 GiB for the CUDA context, cuBLAS workspace and allocator slack
 The budget `hardware.vram_gb` is read as GiB. Against `recipe bench` on an H100 (peaks over 20 timed
@@ -131,6 +132,7 @@ class MemoryEstimate:
     stage: str
     items: tuple[MemoryItem, ...]
     budget_gb: float | None
+    batch_tokens: int  # padded student tokens of the largest micro-batch the estimate is for
 
     @property
     def total_bytes(self) -> int:
@@ -167,9 +169,11 @@ def estimate_memory(recipe: Recipe, stage: Stage, sizes: Sizes, student_trainabl
     """Itemised peak memory of `stage`; `student_trainable` is the student's (or its LoRA adapters') trainable count."""
     hardware = recipe.hardware
     a = 4 if hardware.precision == "fp32" else 2
-    b = hardware.batch_size
-    s_student = recipe.student.max_length
     s_teacher = recipe.teacher.max_length
+    # Padded tokens of the largest micro-batch (b x s, or the batch_tokens budget); the budget counts student
+    # tokens, and a prompt's teacher tokenisation is taken to scale with its student one.
+    tokens = hardware.batch_token_bound(recipe.student.max_length)
+    teacher_tokens = min(hardware.batch_size * s_teacher, tokens * s_teacher // recipe.student.max_length)
     trains_student = "student" in stage.trainable
     trains_bolt_on = "bolt_on" in stage.trainable
     lora = trains_student and stage.student_lora is not None
@@ -193,30 +197,28 @@ def estimate_memory(recipe: Recipe, stage: Stage, sizes: Sizes, student_trainabl
     # fp32 master weights under autocast keep the residual stream in fp32; bf16 weights keep it in bf16.
     fp32_weights = hardware.trained_weights == "fp32" and trains_student and not lora
     r = 4 if fp32_weights or hardware.precision == "fp32" else min(a, _DTYPE_BYTES[recipe.student.dtype])
-    per_layer = b * s_student * st.layer_bytes_per_token(a, r)
+    per_layer = tokens * st.layer_bytes_per_token(a, r)
     if not trains_student:
         items.append(MemoryItem("student activations (no grad, one layer)", per_layer))
     elif hardware.gradient_checkpointing:
-        checkpointed = b * s_student * st.layers * st.hidden * r + per_layer
+        checkpointed = tokens * st.layers * st.hidden * r + per_layer
         threshold = hardware.checkpoint_min_tokens
-        unrecomputed = (
-            0 if threshold is None else min(b * s_student, threshold - 1) * st.layers * per_layer // (b * s_student)
-        )
+        unrecomputed = 0 if threshold is None else min(tokens, threshold - 1) * st.layers * per_layer // tokens
         if unrecomputed > checkpointed:
             label = f"student activations (batches under {threshold} tokens, not recomputed)"
             items.append(MemoryItem(label, unrecomputed))
         else:
             items.append(MemoryItem("student activations (checkpointed)", checkpointed))
     else:
-        items.append(MemoryItem("student activations", b * s_student * st.bytes_per_token(a, r)))
-    items.append(MemoryItem("bolt-on activations", b * s_student * a * _bolt_on_elements(recipe, st.hidden)))
+        items.append(MemoryItem("student activations", tokens * st.bytes_per_token(a, r)))
+    items.append(MemoryItem("bolt-on activations", tokens * a * _bolt_on_elements(recipe, st.hidden)))
 
     te = sizes.teacher
     if recipe.teacher.cache is None:
-        forward = b * s_teacher * (6 * te.hidden + 3 * te.ffn) * a + 2 * b * te.heads * s_teacher**2 * a
+        forward = teacher_tokens * (6 * te.hidden + 3 * te.ffn) * a + 2 * te.heads * teacher_tokens * s_teacher * a
         items.append(MemoryItem("teacher forward (one layer, no grad)", forward))
     target_bytes = _DTYPE_BYTES[recipe.teacher.cache.dtype if recipe.teacher.cache else recipe.teacher.dtype]
-    items.append(MemoryItem("teacher targets", b * s_teacher * te.hidden * target_bytes))
-    items.append(MemoryItem("loss buffers (fp32 output + grad)", b * s_student * te.hidden * 4 * 2))
+    items.append(MemoryItem("teacher targets", teacher_tokens * te.hidden * target_bytes))
+    items.append(MemoryItem("loss buffers (fp32 output + grad)", tokens * te.hidden * 4 * 2))
     items.append(MemoryItem("runtime (CUDA context, workspace)", _RUNTIME_BYTES))
-    return MemoryEstimate(stage.name, tuple(items), hardware.vram_gb)
+    return MemoryEstimate(stage.name, tuple(items), hardware.vram_gb, tokens)

@@ -108,7 +108,8 @@ def _memory_warning(stage: StagePlan, recipe: Recipe) -> str:
         hints.append("teacher.cache")
     if "student" in stage.trainable and not stage.lora:
         hints.append("student_lora")
-    hints.append("a smaller hardware.batch_size with grad_accum")
+    smaller = "batch_tokens" if recipe.hardware.batch_tokens is not None else "batch_size"
+    hints.append(f"a smaller hardware.{smaller} with grad_accum")
     return (
         f"stage {stage.name!r}: estimated peak {stage.memory.total_gib:.1f} GiB exceeds "
         f"hardware.vram_gb {recipe.hardware.vram_gb:g} GiB; try {', '.join(hints)}"
@@ -139,7 +140,7 @@ def _checkpoint_hint(recipe: Recipe, stage: Stage, sizes: Sizes, student_trainab
             f"stage {stage.name!r}: without gradient_checkpointing the estimate is {off_gib:.1f} GiB, within "
             f"hardware.vram_gb {hw.vram_gb:g}: recomputing costs about a third more compute per step"
         )
-    low, high = 0, hw.batch_size * recipe.student.max_length  # the largest T that fits lies in [low, high)
+    low, high = 0, hw.batch_token_bound(recipe.student.max_length)  # the largest T that fits lies in [low, high)
     while high - low > 1:
         middle = (low + high) // 2
         low, high = (middle, high) if fits(_with_hardware(recipe, checkpoint_min_tokens=middle))[0] else (low, middle)
@@ -272,7 +273,8 @@ def format_plan(plan: Plan) -> str:
     )
     peak = plan.peak.memory
     budget = f" of {peak.budget_gb:g} GiB budget" if peak.budget_gb is not None else " (no hardware.vram_gb budget)"
-    out += ["", f"peak memory, stage {peak.stage!r}: {peak.total_gib:.1f} GiB{budget}"]
+    batch = f"largest micro-batch {peak.batch_tokens:,} padded tokens"
+    out += ["", f"peak memory, stage {peak.stage!r} ({batch}): {peak.total_gib:.1f} GiB{budget}"]
     out += _table(("item", "GiB"), [(item.label, f"{item.bytes / GIB:.2f}") for item in peak.items])
     out += [f"warning: {warning}" for warning in plan.warnings]
     out += [f"hint: {hint}" for hint in plan.hints]

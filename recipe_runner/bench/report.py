@@ -78,10 +78,18 @@ def _compiled(warmup_s: float | None, graphs_while_timed: int | None = None) -> 
     return f"on ({warmup_s:.1f} s of warm-up and compiling before the clock{late})"
 
 
+def _batch(t: TrainingResult) -> str:
+    size = (
+        f"{t.batch_size}" if t.batch_tokens is None else f"<= {t.batch_size} prompts and <= {t.batch_tokens:,} tokens"
+    )
+    prompts = f"{t.real_prompts_per_step:.1f} prompts per step"
+    return f"{size} x {t.grad_accum} accum, {t.precision} ({prompts})"
+
+
 def _training_rows(t: TrainingResult) -> list[tuple[str, str]]:
     mfu = _mfu(t.mfu, t.achieved_tflops, t.peak_tflops, t.peak_source)
     return [
-        ("batch", f"{t.batch_size} x {t.grad_accum} accum, {t.precision}"),
+        ("batch", _batch(t)),
         ("checkpointing", f"{t.gradient_checkpointing} ({t.checkpointed_fraction:.0%} of timed batches recomputed)"),
         ("weights", f"{t.trained_weights} trained weights"),
         ("compile", _compiled(t.compile_warmup_s, t.graphs_compiled_while_timed)),

@@ -47,6 +47,8 @@ class TrainingResult(StrictModel):
 
     stage: str
     batch_size: int
+    batch_tokens: int | None = Field(description="hardware.batch_tokens: the padded-token cap of a micro-batch.")
+    real_prompts_per_step: float = Field(description="Prompts per timed optimizer step (all micro-batches).")
     grad_accum: int
     precision: str
     gradient_checkpointing: bool
@@ -111,7 +113,9 @@ def _batch_indices(capped: list[int], hw: Hardware, count: int, first_timed: int
     batches: list[list[int]] = []
     epoch = 0
     while len(batches) < count:
-        batches += bucketed_batches(capped, hw.batch_size, shuffle=True, seed=hw.seed, epoch=epoch)
+        batches += bucketed_batches(
+            capped, hw.batch_size, shuffle=True, seed=hw.seed, epoch=epoch, batch_tokens=hw.batch_tokens
+        )
         epoch += 1
     chosen = batches[:count]
     largest = max(batches, key=lambda batch: len(batch) * max(capped[i] for i in batch))
@@ -269,6 +273,8 @@ def run_training(recipe: Recipe, spec: BenchSpec, lengths: list[int], device: to
     return TrainingResult(
         stage=stage.name,
         batch_size=hw.batch_size,
+        batch_tokens=hw.batch_tokens,
+        real_prompts_per_step=len(real) / spec.timed_steps,
         grad_accum=hw.grad_accum,
         precision=hw.precision,
         gradient_checkpointing=hw.gradient_checkpointing,

@@ -101,15 +101,23 @@ class Trainer:
         self.accelerator = _accelerator(recipe)
         self.parts: RunParts = build_parts(recipe, self.accelerator.device)
         self.metrics = MetricsLog(self.out, self.accelerator.is_main_process)
-        self.lengths = [
-            len(ids)
-            for ids in self.parts.student_tokenizer(
-                self.parts.train.prompts, truncation=True, max_length=recipe.student.max_length
-            )["input_ids"]
-        ]
+        self.lengths = self._student_lengths(self.parts.train.prompts)
+        self.eval_order = self._eval_order()
         self.collate = Collator(
             _pad_id(self.parts.student_tokenizer), _pad_id(self.parts.teacher_tokenizer), recipe.teacher.chroma_mask
         )
+
+    def _student_lengths(self, prompts: list[str]) -> list[int]:
+        tokenized = self.parts.student_tokenizer(prompts, truncation=True, max_length=self.recipe.student.max_length)
+        return [len(ids) for ids in tokenized["input_ids"]]
+
+    def _eval_order(self) -> list[list[int]]:
+        """Eval batches in file order; under a token budget, length-sorted so that they keep to it too."""
+        hw, prompts = self.recipe.hardware, self.parts.eval.prompts if self.parts.eval else []
+        if hw.batch_tokens is None:
+            return [list(range(i, min(i + hw.batch_size, len(prompts)))) for i in range(0, len(prompts), hw.batch_size)]
+        lengths = self._student_lengths(prompts)
+        return bucketed_batches(lengths, hw.batch_size, shuffle=False, seed=0, epoch=0, batch_tokens=hw.batch_tokens)
 
     def _batches(self, dataset: PromptPairs, order: list[list[int]]) -> Iterator[DistillBatch]:
         hw = self.recipe.hardware
@@ -124,12 +132,14 @@ class Trainer:
             yield batch.to(self.accelerator.device)
 
     def _epoch_order(self, stage_index: int, epoch: int) -> list[list[int]]:
+        hw = self.recipe.hardware
         batches = bucketed_batches(
             self.lengths,
-            self.recipe.hardware.batch_size,
+            hw.batch_size,
             shuffle=self.recipe.data.shuffle,
-            seed=self.recipe.hardware.seed + 1000 * stage_index,
+            seed=hw.seed + 1000 * stage_index,
             epoch=epoch,
+            batch_tokens=hw.batch_tokens,
         )
         return shard_batches(batches, self.accelerator.process_index, self.accelerator.num_processes)
 
@@ -144,13 +154,13 @@ class Trainer:
             epoch, start = epoch + 1, 0
 
     def _rescale_position(self, stage_index: int, position: Position) -> None:
-        """A run resumed with another batch_size (say after running out of memory) has another number of batches
-        per epoch: continue at the same fraction of the epoch rather than at the same batch number."""
+        """A run resumed with another batch_size or batch_tokens (say after running out of memory) has another
+        number of batches per epoch: continue at the same fraction of the epoch rather than at the same batch."""
         now = len(self._epoch_order(stage_index, position.epoch))
         if position.epoch_batches and now != position.epoch_batches:
             batch = min(now, round(position.batch * now / position.epoch_batches))
             tqdm.write(
-                f"resuming with {now} batches per epoch instead of {position.epoch_batches} (batch_size changed): "
+                f"resuming with {now} batches per epoch instead of {position.epoch_batches} (batching changed): "
                 f"epoch {position.epoch} continues at batch {batch} instead of {position.batch}",
                 file=sys.stderr,
             )
@@ -159,8 +169,12 @@ class Trainer:
     def total_steps(self, stage_index: int, stage: Stage) -> int:
         if stage.steps is not None:
             return stage.steps
-        per_epoch = len(self._epoch_order(stage_index, 0)) / self.recipe.hardware.grad_accum
-        return max(1, math.ceil(stage.epochs * per_epoch))
+        # With batch_tokens the count of batches differs a little between epochs (each shuffles anew): add them up.
+        whole, fraction = divmod(stage.epochs, 1)
+        batches = sum(len(self._epoch_order(stage_index, epoch)) for epoch in range(int(whole)))
+        if fraction:
+            batches += fraction * len(self._epoch_order(stage_index, int(whole)))
+        return max(1, math.ceil(batches / self.recipe.hardware.grad_accum))
 
     def _teacher_hidden(self, batch: DistillBatch) -> torch.Tensor:
         if batch.teacher_hidden is not None:
@@ -174,10 +188,7 @@ class Trainer:
             return {}
         model = self.accelerator.unwrap_model(self.prepared)
         model.eval()
-        order = [
-            list(range(i, min(i + self.recipe.hardware.batch_size, len(self.parts.eval))))
-            for i in range(0, len(self.parts.eval), self.recipe.hardware.batch_size)
-        ]
+        order = self.eval_order
         with self.accelerator.autocast():
             metrics = evaluate(
                 lambda b: model(b.student_ids, b.student_mask),

@@ -44,7 +44,11 @@ def out_of_memory(
     """What did not fit, what was kept, and the settings that lower the peak, most effective first."""
     hw = recipe.hardware
     prompts, length = shape
-    remedies = [f"lower hardware.batch_size (now {hw.batch_size}) and raise grad_accum to keep the step size"]
+    if hw.batch_tokens is not None and prompts * length <= hw.batch_tokens:
+        first = f"lower hardware.batch_tokens (now {hw.batch_tokens}; this batch: {prompts * length} padded tokens)"
+    else:
+        first = f"lower hardware.batch_size (now {hw.batch_size})"
+    remedies = [f"{first} and raise grad_accum to keep the step size"]
     if not hw.gradient_checkpointing:
         remedies.append("set hardware.gradient_checkpointing: true")
     elif hw.checkpoint_min_tokens is not None and prompts * length < hw.checkpoint_min_tokens:

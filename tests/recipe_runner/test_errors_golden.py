@@ -21,8 +21,8 @@ BROKEN = Path(__file__).resolve().parents[1] / "assets" / "broken"
 BASE = BROKEN / "base.yaml"
 
 HARDWARE_KEYS = (
-    "attention, backend, batch_size, checkpoint_min_tokens, compile, device, distributed, fused_kernels, grad_accum, "
-    "gradient_checkpointing, "
+    "attention, backend, batch_size, batch_tokens, checkpoint_min_tokens, compile, device, distributed, "
+    "fused_kernels, grad_accum, gradient_checkpointing, "
     "num_workers, precision, seed, trained_weights, vram_gb"
 )
 RECIPE_KEYS = "alignment, bolt_on, data, description, hardware, inference, output, recipe, stages, student, teacher"
@@ -103,6 +103,21 @@ GOLDEN: dict[str, tuple[tuple[str, ...], list[str]]] = {
         [
             "checkpoint_threshold_without_checkpointing.yaml:4:3: hardware.checkpoint_min_tokens: has no effect "
             "without gradient_checkpointing: true; set that or remove this"
+        ],
+    ),
+    "batch_tokens_below_max_length.yaml": (
+        (),
+        [
+            "batch_tokens_below_max_length.yaml:4:3: hardware.batch_tokens: 16 is below student.max_length 64: "
+            "a prompt of that length would not fit a batch; raise it to at least 64 or lower student.max_length"
+        ],
+    ),
+    "batch_tokens_without_effect.yaml": (
+        (),
+        [
+            "batch_tokens_without_effect.yaml:5:3: hardware.batch_tokens: has no effect: batch_size 4 x "
+            "student.max_length 64 = 256 tokens never exceeds it; raise batch_size (the prompt cap) to let "
+            "short prompts fill the budget, or remove this"
         ],
     ),
     "stochastic_weights_fp32.yaml": (

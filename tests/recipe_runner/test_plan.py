@@ -133,3 +133,30 @@ def test_plan_says_when_checkpointing_is_not_needed_and_stays_quiet_without_a_bu
     assert "without gradient_checkpointing" in hint and "within hardware.vram_gb 80" in hint
     unbudgeted = reference.model_copy(update={"hardware": reference.hardware.model_copy(update={"vram_gb": None})})
     assert build_plan(unbudgeted).hints == ()
+
+
+def _with_batching(recipe: Recipe, **changes: object) -> Recipe:
+    return recipe.model_copy(update={"hardware": recipe.hardware.model_copy(update=changes)})
+
+
+def test_a_token_budget_bounds_the_planned_batch_whatever_the_prompt_cap(reference: Recipe) -> None:
+    # 16 prompts at max_length 512 and a 8192-token budget over up to 256 prompts plan the same worst batch.
+    by_prompts = memory_items(build_plan(_with_batching(reference, batch_size=16)))
+    by_tokens = memory_items(build_plan(_with_batching(reference, batch_size=256, batch_tokens=8192)))
+    assert by_tokens == pytest.approx(by_prompts)
+    half = memory_items(build_plan(_with_batching(reference, batch_size=256, batch_tokens=4096)))
+    assert half["loss buffers (fp32 output + grad)"] == pytest.approx(
+        by_prompts["loss buffers (fp32 output + grad)"] / 2
+    )
+    assert half["student activations (checkpointed)"] < by_prompts["student activations (checkpointed)"]
+    # The prompt cap still binds when it is the smaller bound.
+    capped = memory_items(build_plan(_with_batching(reference, batch_size=4, batch_tokens=4096)))
+    loss = "loss buffers (fp32 output + grad)"
+    assert capped[loss] == pytest.approx(by_prompts[loss] / 4)  # 4 x 512 tokens, under the 4096 budget
+    assert _with_batching(reference, batch_size=4, batch_tokens=8192).hardware.batch_token_bound(512) == 2048
+
+
+def test_over_budget_advice_names_the_batching_knob_in_use(reference: Recipe) -> None:
+    tight = _with_batching(reference, vram_gb=4.0, batch_size=256, batch_tokens=8192)
+    assert "a smaller hardware.batch_tokens with grad_accum" in " ".join(build_plan(tight).warnings)
+    assert "a smaller hardware.batch_size" in " ".join(build_plan(_with_batching(reference, vram_gb=4.0)).warnings)

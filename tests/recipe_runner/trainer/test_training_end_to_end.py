@@ -210,6 +210,34 @@ def test_out_of_memory_names_the_batch_and_a_smaller_batch_resumes_mid_epoch(
     assert now > before and batch == round(5 * now / before)  # the same fraction of the epoch
 
 
+def test_a_token_budget_fills_every_batch_up_to_it_and_sets_the_step_count(
+    tiny_recipe_path, tiny_overrides, monkeypatch
+):
+    from recipe_runner.trainer.parts import DistillModel
+
+    budget = 256
+    overrides = [*tiny_overrides, "stages.0.epochs=2", "hardware.batch_size=64", f"hardware.batch_tokens={budget}"]
+    recipe = load_recipe(tiny_recipe_path, overrides).recipe
+    shapes = {"train": [], "eval": []}
+    original = DistillModel.forward
+
+    def records(self, input_ids, mask):
+        shapes["train" if self.training else "eval"].append(tuple(input_ids.shape))
+        return original(self, input_ids, mask)
+
+    monkeypatch.setattr(DistillModel, "forward", records)
+    trainer = Trainer(recipe, progress=False)
+    epochs = [trainer._epoch_order(0, epoch) for epoch in (0, 1)]
+    summary = trainer.run()
+    assert summary.global_step == trainer.total_steps(0, recipe.stages[0]) == sum(map(len, epochs))
+    for prompts, length in shapes["train"] + shapes["eval"]:
+        assert prompts <= 64 and (prompts == 1 or prompts * length <= budget)
+    # The budget, not the prompt cap, closes the batches: short prompts go more than 16 to a batch.
+    assert max(prompts for prompts, _ in shapes["train"]) > 16
+    assert len(shapes["train"]) == summary.global_step
+    assert math.isfinite(summary.metrics["eval/loss"])
+
+
 def test_a_full_disk_stops_with_the_intact_checkpoint_named(tiny_recipe_path, tiny_overrides, tmp_path, monkeypatch):
     import errno
 

@@ -1,0 +1,23 @@
+"""Stop messages name the setting that would have helped, for the batching in use."""
+
+from __future__ import annotations
+
+from recipe_runner.loader import load_recipe
+from recipe_runner.trainer.stops import out_of_memory
+
+
+def test_out_of_memory_under_a_token_budget_asks_for_a_smaller_budget(tiny_recipe_path, tiny_overrides, tmp_path):
+    budgeted = load_recipe(tiny_recipe_path, [*tiny_overrides, "hardware.batch_size=64", "hardware.batch_tokens=512"])
+    message = str(out_of_memory(budgeted.recipe, tmp_path, "cuda", (8, 60), step=3))
+    assert "lower hardware.batch_tokens (now 512; this batch: 480 padded tokens)" in message
+    assert "hardware.batch_size" not in message
+    # A single prompt longer than the budget is not the budget's doing.
+    long_one = str(out_of_memory(budgeted.recipe, tmp_path, "cuda", (1, 600), step=3))
+    assert "lower hardware.batch_size (now 64)" in long_one
+
+
+def test_out_of_memory_by_prompt_count_asks_for_a_smaller_batch_size(tiny_recipe_path, tiny_overrides, tmp_path):
+    recipe = load_recipe(tiny_recipe_path, tiny_overrides).recipe
+    message = str(out_of_memory(recipe, tmp_path, "cuda", (16, 40), step=1))
+    assert "lower hardware.batch_size (now 16) and raise grad_accum" in message
+    assert "batch_tokens" not in message
