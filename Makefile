@@ -41,5 +41,7 @@ bench-gpu: setup
 	$(BENCH) --only training --set hardware.gradient_checkpointing=false --json $(BENCH_OUT)/no-checkpointing.json
 	$(BENCH) --only training --set hardware.checkpoint_min_tokens=1792 --json $(BENCH_OUT)/checkpoint-1792.json
 	$(BIN)/recipe bench recipes/examples/t5_to_qwen_lowmem.yaml --only training --json $(BENCH_OUT)/lowmem.json
+	$(BIN)/recipe bench recipes/examples/t5_to_qwen_token_batches.yaml --only training \
+		--json $(BENCH_OUT)/token-batches.json
 	$(BENCH) --only teacher --set teacher.cache.batch_tokens=32768 --json $(BENCH_OUT)/teacher-32k.json
 	$(BENCH) --only training --only teacher --set hardware.compile=true --json $(BENCH_OUT)/compiled.json
