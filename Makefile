@@ -43,5 +43,7 @@ bench-gpu: setup
 	$(BIN)/recipe bench recipes/examples/t5_to_qwen_lowmem.yaml --only training --json $(BENCH_OUT)/lowmem.json
 	$(BIN)/recipe bench recipes/examples/t5_to_qwen_token_batches.yaml --only training \
 		--json $(BENCH_OUT)/token-batches.json
+	$(BIN)/recipe bench recipes/examples/t5_to_qwen_token_batches.yaml --only training --set hardware.compile=true \
+		--json $(BENCH_OUT)/token-batches-compiled.json
 	$(BENCH) --only teacher --set teacher.cache.batch_tokens=32768 --json $(BENCH_OUT)/teacher-32k.json
 	$(BENCH) --only training --only teacher --set hardware.compile=true --json $(BENCH_OUT)/compiled.json
