@@ -160,3 +160,10 @@ def test_over_budget_advice_names_the_batching_knob_in_use(reference: Recipe) ->
     tight = _with_batching(reference, vram_gb=4.0, batch_size=256, batch_tokens=8192)
     assert "a smaller hardware.batch_tokens with grad_accum" in " ".join(build_plan(tight).warnings)
     assert "a smaller hardware.batch_size" in " ".join(build_plan(_with_batching(reference, vram_gb=4.0)).warnings)
+
+
+def test_the_lowmem_example_plans_its_worst_batch_within_12_gib() -> None:
+    lowmem = load_recipe(REFERENCE.parent / "examples" / "t5_to_qwen_lowmem.yaml", check=False).recipe
+    memory = build_plan(lowmem).stages[0].memory
+    assert memory.batch_tokens == lowmem.hardware.batch_tokens < 16 * 512
+    assert not memory.over_budget and memory.total_gib <= 12.0
