@@ -28,7 +28,7 @@ class Position:
     global_step: int = 0
     epoch: int = 0
     batch: int = 0
-    epoch_batches: int | None = None  # batches in that epoch's order, to rescale `batch` if batch_size changes
+    epoch_batches: int | None = None  # batches in that epoch's order, to rescale `batch` if the batching changes
     best_eval: float | None = None
 
 
