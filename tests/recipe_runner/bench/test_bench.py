@@ -67,6 +67,15 @@ def test_compiled_bench_compiles_before_the_clock(tmp_path: Path) -> None:
     assert teacher["compile_warmup_s"] > 0 and teacher["forward_real_tokens_per_s"] > 0
 
 
+def test_token_batches_carry_more_prompts_and_less_padding_than_16_prompts(tmp_path: Path) -> None:
+    by_prompts = _bench(tmp_path, TINY, "--only", "training")["training"]
+    budget = ("--set", "hardware.batch_size=256", "--set", "hardware.batch_tokens=4096")
+    by_tokens = _bench(tmp_path, TINY, "--only", "training", *budget)["training"]
+    assert by_prompts["batch_tokens"] is None and by_prompts["real_prompts_per_step"] == 16
+    assert by_tokens["batch_tokens"] == 4096 and by_tokens["real_prompts_per_step"] > 16
+    assert by_tokens["padding_fraction"] < by_prompts["padding_fraction"]
+
+
 def test_small_real_recipe_meets_cache_size_target(tmp_path: Path) -> None:
     report = _bench(tmp_path, REAL, "--only", "teacher", "--only", "inference")
     assert report["shrink_factor"] == 16 and report["training"] is None
