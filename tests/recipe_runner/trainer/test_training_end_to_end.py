@@ -67,6 +67,17 @@ def _set_args(overrides: list[str]) -> list[str]:
     return [arg for value in overrides for arg in ("--set", value)]
 
 
+def _start_run(recipe: Path, sets: list[str]) -> subprocess.Popen:
+    """`recipe run` in its own process, so that a test can kill or interrupt it."""
+    return subprocess.Popen(
+        _recipe_cmd("run", str(recipe), "--no-progress", *sets),
+        env=_env(),
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+
+
 def _wait_for_checkpoint(proc: subprocess.Popen, root: Path, at_least: int, timeout: float = 120) -> None:
     deadline = time.time() + timeout
     while time.time() < deadline:
@@ -87,13 +98,7 @@ def test_sigkill_then_resume_reaches_same_final_step(tiny_recipe_path, tiny_over
     overrides = _short(tiny_overrides, steps=120, save_every=10)
     sets = _set_args(overrides)
     run_dir = tmp_path / "run"
-    proc = subprocess.Popen(
-        _recipe_cmd("run", str(tiny_recipe_path), "--no-progress", *sets),
-        env=_env(),
-        stdout=subprocess.PIPE,
-        stderr=subprocess.PIPE,
-        text=True,
-    )
+    proc = _start_run(tiny_recipe_path, sets)
     _wait_for_checkpoint(proc, run_dir / "checkpoints", at_least=30)
     proc.send_signal(signal.SIGKILL)
     proc.wait()
@@ -135,13 +140,7 @@ def test_sigkill_then_resume_reaches_same_final_step(tiny_recipe_path, tiny_over
 def test_ctrl_c_saves_a_checkpoint_and_exits_cleanly(tiny_recipe_path, tiny_overrides, tmp_path):
     overrides = _short(tiny_overrides, steps=400, save_every=20)
     sets = _set_args(overrides)
-    proc = subprocess.Popen(
-        _recipe_cmd("run", str(tiny_recipe_path), "--no-progress", *sets),
-        env=_env(),
-        stdout=subprocess.PIPE,
-        stderr=subprocess.PIPE,
-        text=True,
-    )
+    proc = _start_run(tiny_recipe_path, sets)
     _wait_for_checkpoint(proc, tmp_path / "run" / "checkpoints", at_least=20)
     proc.send_signal(signal.SIGINT)
     out, err = proc.communicate(timeout=60)
