@@ -21,7 +21,10 @@ class StudentCheckpointing:
         if not enabled:
             return
         student.config.use_cache = False
-        if hasattr(student, "gradient_checkpointing_enable"):
+        # transformers 5.x renamed the switch (the old name warns and goes in v6); older releases have only the old.
+        if hasattr(student, "activation_checkpointing_enable"):
+            student.activation_checkpointing_enable(activation_checkpointing_kwargs={"use_reentrant": False})
+        elif hasattr(student, "gradient_checkpointing_enable"):
             student.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
         # transformers keeps the switch as a per-layer attribute read at call time, so flipping it is free.
         self.layers = [m for m in student.modules() if getattr(m, "gradient_checkpointing", None) is True]
