@@ -22,12 +22,11 @@ def _is_complete(directory: Path) -> bool:
 
 
 def find_checkpoint(out_dir: Path) -> Path:
-    """`checkpoints/best` when a run kept one, else the newest complete step checkpoint."""
+    """The newest complete step checkpoint: the state `recipe run` exports at its end, so both give one encoder.
+    `best` (kept per stage by eval loss) is exported only when asked for with --checkpoint."""
     from recipe_runner.trainer.checkpoint import step_checkpoints
 
     root = out_dir / "checkpoints"
-    if _is_complete(root / "best"):
-        return root / "best"
     found = [p for p in step_checkpoints(root) if _is_complete(p)]
     if not found:
         raise ExportSetupError(
@@ -81,7 +80,8 @@ def load_checkpointed_model(recipe, checkpoint: Path):
     "checkpoint_dir",
     type=click.Path(file_okay=False),
     default=None,
-    help="Checkpoint directory (default: <output.dir>/checkpoints/best, else the newest step checkpoint).",
+    help="Checkpoint directory (default: the newest step checkpoint, the final state `recipe run` exports; "
+    "<output.dir>/checkpoints/best for the best eval loss of the last stage).",
 )
 @click.option(
     "--out",

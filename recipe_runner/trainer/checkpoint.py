@@ -17,6 +17,7 @@ from components.atomic_files import atomic_directory
 
 STEP_DIR = re.compile(r"^step-(\d{8})$")
 COMPLETE = "trainer_state.json"
+RECORD = "run_record.json"  # the resolved recipe and train-prompt digest it was trained with (see resume.py)
 
 
 @dataclass
@@ -80,10 +81,17 @@ def _json_default(value):
 
 
 def save_checkpoint(
-    final: Path, model: torch.nn.Module, optimizer: torch.optim.Optimizer, scheduler, position: Position
+    final: Path,
+    model: torch.nn.Module,
+    optimizer: torch.optim.Optimizer,
+    scheduler,
+    position: Position,
+    record: dict | None = None,
 ) -> None:
     """All files go to a temporary directory that is renamed to `final` only once every file is written."""
     with atomic_directory(final) as tmp:
+        if record is not None:
+            (tmp / RECORD).write_text(json.dumps(record, indent=1))
         save_model(model, str(tmp / "model.safetensors"))
         opt_tensors, opt_meta = _optimizer_tensors(optimizer.state_dict())
         save_file({k: v.contiguous() for k, v in opt_tensors.items()}, str(tmp / "optimizer.safetensors"))
@@ -107,6 +115,12 @@ def load_checkpoint(directory: Path, model: torch.nn.Module, optimizer: torch.op
 
 def read_position(directory: Path) -> Position:
     return Position(**json.loads((directory / COMPLETE).read_text()))
+
+
+def read_record(directory: Path) -> dict | None:
+    """The run record, or None for a checkpoint written before records existed."""
+    path = directory / RECORD
+    return json.loads(path.read_text()) if path.is_file() else None
 
 
 def step_checkpoints(root: Path) -> list[Path]:

@@ -18,25 +18,35 @@ from tqdm.auto import tqdm
 from components.attention_backends import shape_stable_attention
 from components.data.batches import bucketed_batches, shard_batches
 from components.data.pipeline import Collator, DistillBatch, PromptPairs
+from components.data.prompts import prompts_digest
 from components.devices import resolve_device
 from components.losses import DistillLoss
 from components.models.compilation import compile_for_varied_lengths
 from components.teacher_outputs import encode_teacher
+from recipe_runner.trainer import resume
 from recipe_runner.trainer.checkpoint import (
     Position,
     checkpoint_name,
     load_checkpoint,
     prune,
     read_position,
+    read_record,
     save_checkpoint,
     step_checkpoints,
 )
 from recipe_runner.trainer.evaluation import evaluate
 from recipe_runner.trainer.optim import build_optimizer
-from recipe_runner.trainer.parts import RunParts, RunSetupError, build_parts
+from recipe_runner.trainer.parts import RunParts, RunSetupError, build_parts, split_prompts
+from recipe_runner.trainer.run_dir import RunDirLock, refuse_fresh_start, remove_stale_temporaries
 from recipe_runner.trainer.run_log import MetricsLog, write_run_info
 from recipe_runner.trainer.stage_setup import enter_stage, leave_stage, parameters_by_part
-from recipe_runner.trainer.stops import TrainingInterrupted, diverged, out_of_memory, write_failed
+from recipe_runner.trainer.stops import (
+    TrainingInterrupted,
+    damaged_checkpoint,
+    diverged,
+    out_of_memory,
+    write_failed,
+)
 from schemas import Recipe
 from schemas.stages import Stage
 
@@ -90,22 +100,49 @@ class Trainer:
         self.recipe = recipe
         self.out = Path(recipe.output.dir)
         self.checkpoints = self.out / "checkpoints"
+        self.lock = RunDirLock(self.out).acquire()
+        try:
+            self._prepare(resume, progress)
+        except BaseException:
+            self.lock.release()  # a run that never started must not keep the directory
+            raise
+
+    def _prepare(self, resume: bool, progress: bool) -> None:
+        recipe = self.recipe
         existing = step_checkpoints(self.checkpoints)
-        if existing and not resume:
-            raise RunSetupError(
-                f"{self.out} already holds checkpoints (latest {existing[-1].name}); use `recipe run --resume` to "
-                "continue, or choose another output.dir (e.g. --set output.dir=runs/new)"
-            )
+        if resume and not existing:
+            tqdm.write(f"--resume: no checkpoint in {self.checkpoints}; starting from step 0", file=sys.stderr)
+        if not (resume and existing):
+            refuse_fresh_start(self.out)
         self.resume_from = existing[-1] if existing else None
+        self.train_prompts_sha = prompts_digest(split_prompts(recipe)[0])
+        self.resume_changes = self._check_resume() if self.resume_from else None
         self.progress = progress
         self.accelerator = _accelerator(recipe)
+        if self.resume_from is not None and self.accelerator.is_main_process:
+            remove_stale_temporaries(self.checkpoints)
         self.parts: RunParts = build_parts(recipe, self.accelerator.device)
-        self.metrics = MetricsLog(self.out, self.accelerator.is_main_process)
+        resume_step = read_position(self.resume_from).global_step if self.resume_from else None
+        self.metrics = MetricsLog(self.out, self.accelerator.is_main_process, resume_step)
         self.lengths = self._student_lengths(self.parts.train.prompts)
         self.eval_order = self._eval_order()
         self.collate = Collator(
             _pad_id(self.parts.student_tokenizer), _pad_id(self.parts.teacher_tokenizer), recipe.teacher.chroma_mask
         )
+
+    def _check_resume(self) -> str | None:
+        """Stop before anything is loaded or written when the checkpoint cannot continue under this recipe;
+        returns the line that lists the recipe values that changed since (None: none, or an older checkpoint)."""
+        assert self.resume_from is not None
+        try:
+            position, record = read_position(self.resume_from), read_record(self.resume_from)
+        except (OSError, ValueError, TypeError) as exc:
+            raise damaged_checkpoint(self.resume_from, exc) from None
+        if record is None:
+            return None
+        report = resume.compare(record, self.recipe, self.train_prompts_sha, position.stage)
+        resume.check_resumable(self.resume_from, report)
+        return resume.describe_changes(report)
 
     def _student_lengths(self, prompts: list[str]) -> list[int]:
         tokenized = self.parts.student_tokenizer(prompts, truncation=True, max_length=self.recipe.student.max_length)
@@ -206,7 +243,12 @@ class Trainer:
             target = self.checkpoints / (name or checkpoint_name(position.global_step))
             try:
                 save_checkpoint(
-                    target, self.accelerator.unwrap_model(self.prepared), self.optimizer, self.scheduler, position
+                    target,
+                    self.accelerator.unwrap_model(self.prepared),
+                    self.optimizer,
+                    self.scheduler,
+                    position,
+                    resume.run_record(self.recipe, self.train_prompts_sha),
                 )
             except OSError as exc:
                 then = "then continue with `recipe run RECIPE --resume`"
@@ -216,20 +258,39 @@ class Trainer:
         self.accelerator.wait_for_everyone()
 
     def run(self) -> RunSummary:
-        if self.accelerator.is_main_process:
+        if self.accelerator.is_main_process and self.resume_from is None:
             write_run_info(self.out, self.recipe)
         position = read_position(self.resume_from) if self.resume_from else Position()
         last_metrics: dict[str, float] = {}
-        with _StopFlag() as stop, shape_stable_attention():
-            for stage_index in range(position.stage, len(self.recipe.stages)):
-                if stage_index != position.stage:
-                    position = Position(
-                        stage=stage_index, global_step=position.global_step, best_eval=position.best_eval
-                    )
-                last_metrics = self._run_stage(stage_index, position, stop)
-        export_dir = self._export()
-        self.metrics.close()
+        try:
+            with _StopFlag() as stop, shape_stable_attention():
+                for stage_index in range(position.stage, len(self.recipe.stages)):
+                    if stage_index != position.stage:
+                        # Each stage weighs its losses its own way: its best is compared within the stage only.
+                        position = Position(stage=stage_index, global_step=position.global_step)
+                    last_metrics = self._run_stage(stage_index, position, stop)
+            export_dir = self._export()
+        finally:
+            self.metrics.close()
+            self.lock.release()
         return RunSummary(position.global_step, last_metrics, export_dir)
+
+    def _load_resume_checkpoint(self, stage_index: int, position: Position) -> None:
+        """Weights, moments, schedule step and RNG from the checkpoint; every setting from the recipe."""
+        assert self.resume_from is not None
+        settings, base_lrs = resume.hyperparameters(self.optimizer), list(self.scheduler.base_lrs)
+        model = self.accelerator.unwrap_model(self.prepared)
+        try:
+            load_checkpoint(self.resume_from, model, self.optimizer, self.scheduler)
+        except Exception as exc:  # a truncated or foreign file: name it rather than show a loader traceback
+            raise damaged_checkpoint(self.resume_from, exc) from None
+        resume.reapply(self.optimizer, self.scheduler, settings, base_lrs)
+        if self.resume_changes:
+            tqdm.write(self.resume_changes, file=sys.stderr)
+        if self.accelerator.is_main_process:
+            write_run_info(self.out, self.recipe, resumed_at=position.global_step)
+        self.resume_from = None
+        self._rescale_position(stage_index, position)
 
     def _run_stage(self, stage_index: int, position: Position, stop: _StopFlag) -> dict[str, float]:
         recipe, accelerator = self.recipe, self.accelerator
@@ -249,9 +310,7 @@ class Trainer:
             self.prepared = compile_for_varied_lengths(self.prepared)
         resuming = self.resume_from is not None and read_position(self.resume_from).stage == stage_index
         if resuming:
-            load_checkpoint(self.resume_from, accelerator.unwrap_model(self.prepared), self.optimizer, self.scheduler)
-            self.resume_from = None
-            self._rescale_position(stage_index, position)
+            self._load_resume_checkpoint(stage_index, position)
         loss_fn = DistillLoss(stage.losses, recipe.alignment)
         if position.stage_step == 0:
             last = self._evaluate(loss_fn)

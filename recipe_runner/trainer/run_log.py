@@ -3,13 +3,16 @@
 from __future__ import annotations
 
 import importlib.metadata
+import io
 import json
+import os
 import platform
 import time
 from pathlib import Path
 
 from ruamel.yaml import YAML
 
+from components.atomic_files import atomic_path, write_json_atomic
 from schemas import Recipe
 
 PACKAGES = ("recipe", "torch", "transformers", "accelerate", "peft", "safetensors", "tokenizers", "diffusers")
@@ -25,29 +28,56 @@ def library_versions() -> dict[str, str | None]:
     return versions
 
 
-def write_run_info(out_dir: Path, recipe: Recipe) -> None:
-    """The resolved recipe and library versions, so a result can be reproduced later."""
+def write_run_info(out_dir: Path, recipe: Recipe, resumed_at: int | None = None) -> None:
+    """The resolved recipe and library versions, so a result can be reproduced later.
+
+    A resumed run whose recipe differs keeps the earlier one as `resolved_recipe.until-step-N.yaml`: the steps
+    before N were trained with it."""
     out_dir.mkdir(parents=True, exist_ok=True)
     yaml = YAML()
     yaml.default_flow_style = False
-    with (out_dir / "resolved_recipe.yaml").open("w", encoding="utf-8") as handle:
-        yaml.dump(json.loads(recipe.model_dump_json()), handle)
-    (out_dir / "versions.json").write_text(json.dumps(library_versions(), indent=2))
+    buffer = io.StringIO()
+    yaml.dump(json.loads(recipe.model_dump_json()), buffer)
+    target = out_dir / "resolved_recipe.yaml"
+    if resumed_at is not None and target.is_file() and target.read_text(encoding="utf-8") != buffer.getvalue():
+        os.replace(target, out_dir / f"resolved_recipe.until-step-{resumed_at:08d}.yaml")
+    with atomic_path(target) as tmp:
+        tmp.write_text(buffer.getvalue(), encoding="utf-8")
+    write_json_atomic(out_dir / "versions.json", library_versions())
+
+
+def _drop_rows_after(file: Path, step: int) -> None:
+    """Rows logged after the checkpoint a run resumes from describe steps that are trained again: drop them, so
+    each step appears once (a torn last line from a killed process goes too)."""
+    kept = []
+    for line in file.read_text(encoding="utf-8").splitlines():
+        try:
+            record = json.loads(line)
+        except json.JSONDecodeError:
+            continue
+        if isinstance(record, dict) and isinstance(record.get("step"), int) and record["step"] <= step:
+            kept.append(line)
+    with atomic_path(file) as tmp:
+        tmp.write_text("".join(f"{line}\n" for line in kept), encoding="utf-8")
 
 
 class MetricsLog:
-    """Appends one JSON object per line; only the main process writes."""
+    """Appends one JSON object per line; only the main process writes. `resume_step`: the step of the checkpoint
+    a run continues from; what was logged after it is dropped (here and in TensorBoard)."""
 
-    def __init__(self, out_dir: Path, enabled: bool) -> None:
+    def __init__(self, out_dir: Path, enabled: bool, resume_step: int | None = None) -> None:
         self.enabled = enabled
         self.file = out_dir / "metrics.jsonl"
         self.started = time.time()
         self.tensorboard = None
+        if enabled and resume_step is not None and self.file.is_file():
+            _drop_rows_after(self.file, resume_step)
         if enabled:
             try:
                 from torch.utils.tensorboard import SummaryWriter
 
-                self.tensorboard = SummaryWriter(str(out_dir / "tensorboard"))
+                purge = None if resume_step is None else resume_step + 1
+                self.tensorboard = SummaryWriter(str(out_dir / "tensorboard"), purge_step=purge)
             except ImportError:
                 self.tensorboard = None
 

@@ -21,6 +21,10 @@ class CheckpointWriteError(UserFacingError, RuntimeError):
     """A checkpoint or the export could not be written (disk full, say); what was written before is intact."""
 
 
+class DamagedCheckpoint(UserFacingError, RuntimeError):
+    """The checkpoint to resume from cannot be read; earlier ones may still be whole."""
+
+
 class TrainingInterrupted(RuntimeError):
     """Ctrl-C or SIGTERM: a checkpoint was saved and the run can be resumed."""
 
@@ -78,4 +82,19 @@ def write_failed(checkpoints: Path, target: Path, exc: OSError, then: str) -> Ch
     return CheckpointWriteError(
         f"could not write {target}: {exc.strerror or exc}; nothing partial was left and {intact}. "
         f"Free space there (or lower output.keep_last), {then}."
+    )
+
+
+def damaged_checkpoint(checkpoint: Path, exc: Exception) -> DamagedCheckpoint:
+    """Names the unreadable checkpoint and the one a resume would use once it is moved away."""
+    earlier = [p for p in step_checkpoints(checkpoint.parent) if p.name < checkpoint.name]
+    then = (
+        f"`recipe run RECIPE --resume` then continues from {earlier[-1].name}"
+        if earlier
+        else ("no earlier checkpoint exists, so the run would start again from step 0")
+    )
+    reason = (str(exc).strip().splitlines() or [type(exc).__name__])[0][:300]
+    return DamagedCheckpoint(
+        f"cannot resume from {checkpoint}: {type(exc).__name__}: {reason}. It is damaged or was written by another "
+        f"recipe; move it out of {checkpoint.parent} (keep it if you want to inspect it) and {then}"
     )

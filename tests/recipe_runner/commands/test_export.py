@@ -1,4 +1,4 @@
-"""`recipe export` after a 3-step tiny run: best or latest checkpoint, --checkpoint/--out, LoRA merge, errors."""
+"""`recipe export` after a 3-step tiny run: the final checkpoint by default, --checkpoint/--out, LoRA merge, errors."""
 
 from __future__ import annotations
 
@@ -56,20 +56,18 @@ def _export(overrides: list[str], *args: str):
     return CliRunner().invoke(main, ["export", str(TINY), *sets, *args])
 
 
-def test_exports_the_best_checkpoint_by_default(trained):
+def test_exports_the_final_checkpoint_by_default_as_run_does(trained):
     out, overrides, (expected, expected_mask) = trained
-    assert (out / "checkpoints" / "best").is_dir()
     assert not (out / "export").exists()
 
     result = _export(overrides)
     assert result.exit_code == 0, result.output + repr(result.exception)
-    assert str(out / "checkpoints" / "best") in result.stdout
+    assert str(out / "checkpoints" / "step-00000003") in result.stdout
 
     embeds, mask = DistilledEncoder.load(out / "export").encode(PROMPTS)
     assert embeds.shape[-1] == 64 and embeds.shape[:2] == mask.shape
     assert mask.dtype == torch.bool
     assert torch.equal(mask, expected_mask)
-    # best was saved at the final step (its eval is the first kept), so it is the run's own export
     torch.testing.assert_close(embeds, expected, atol=1e-5, rtol=1e-5)
 
 
@@ -84,10 +82,11 @@ def test_checkpoint_and_out_options(trained, tmp_path):
     assert not torch.allclose(embeds, expected), "step 2 weights differ from the final ones"
 
 
-def test_without_best_the_newest_step_checkpoint_is_used(trained, tmp_path):
+def test_an_older_best_is_not_what_the_default_exports(trained, tmp_path):
     out, overrides, (expected, _) = trained
     copy = tmp_path / "run"
     shutil.copytree(out / "checkpoints", copy / "checkpoints", ignore=shutil.ignore_patterns("best"))
+    shutil.copytree(out / "checkpoints" / "step-00000002", copy / "checkpoints" / "best")
     (copy / "checkpoints" / ".step-00000009.x.tmp").mkdir()  # an unfinished write is never picked
     result = _export([*overrides, f"output.dir={copy}"])
     assert result.exit_code == 0, result.output + repr(result.exception)

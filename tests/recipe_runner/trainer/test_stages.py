@@ -63,3 +63,14 @@ def test_resume_inside_a_lora_stage(tmp_path):
     assert read_position(step_checkpoints(checkpoints)[-1]).stage == 1
     summary = Trainer(recipe, resume=True, progress=False).run()
     assert summary.global_step == 12
+
+
+def test_best_is_kept_per_stage(tmp_path):
+    """Stage 1 weighs its loss 100 times: compared with stage 0's best it would never be saved as best."""
+    overrides = [
+        f"output.dir={tmp_path / 'run'}",
+        f"teacher.cache.dir={tmp_path / 'c'}",
+        "stages.1.losses.0.weight=100",
+    ]
+    Trainer(load_recipe(TWO_STAGES, overrides).recipe, progress=False).run()
+    assert read_position(tmp_path / "run" / "checkpoints" / "best").stage == 1

@@ -1,0 +1,139 @@
+"""Whether a checkpoint can continue under the recipe as it is now, and what the recipe now changes.
+
+A checkpoint records the resolved recipe and a digest of the train prompts it was trained on. On `--resume`
+the weights, moments and data position come from the checkpoint, and every hyperparameter from the recipe:
+lowering the learning rate after a divergence and resuming must take effect. What would make the saved state
+meaningless (other train prompts, fewer stages, another set of trained parts, another weight format) stops the
+run before anything is loaded or overwritten; every other difference is listed so the log says what changed.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from components.errors import UserFacingError
+from schemas import Recipe
+
+_SHOWN = 8
+
+
+class ResumeMismatchError(UserFacingError, RuntimeError):
+    """The checkpoint's state cannot continue under this recipe; the message lists why and what to do."""
+
+
+@dataclass
+class ResumeReport:
+    """Differences between the checkpoint's recipe and this one: the blocking ones and the rest."""
+
+    blocking: list[str] = field(default_factory=list)
+    changes: list[str] = field(default_factory=list)
+
+
+def run_record(recipe: Recipe, train_prompts_sha256: str) -> dict[str, Any]:
+    """What a checkpoint stores about the run that wrote it."""
+    return {"recipe": recipe.model_dump(mode="json"), "train_prompts_sha256": train_prompts_sha256}
+
+
+def _flatten(value: Any, prefix: str = "") -> dict[str, Any]:
+    if isinstance(value, dict):
+        out: dict[str, Any] = {}
+        for key, item in value.items():
+            out.update(_flatten(item, f"{prefix}.{key}" if prefix else str(key)))
+        return out
+    if isinstance(value, list) and value and all(isinstance(item, dict) for item in value):
+        out = {}
+        for index, item in enumerate(value):
+            out.update(_flatten(item, f"{prefix}.{index}"))
+        out[f"{prefix}.#"] = len(value)
+        return out
+    return {prefix: value}
+
+
+def _differences(saved: dict[str, Any], now: dict[str, Any]) -> list[str]:
+    flat_saved, flat_now = _flatten(saved), _flatten(now)
+    lines = []
+    for key in sorted(set(flat_saved) | set(flat_now)):
+        before, after = flat_saved.get(key, "(not set)"), flat_now.get(key, "(not set)")
+        if before != after:
+            name = key.removesuffix(".#") + (" (count)" if key.endswith(".#") else "")
+            lines.append(f"{name}: {before!r} -> {after!r}")
+    return lines
+
+
+def compare(record: dict[str, Any], recipe: Recipe, train_prompts_sha256: str, stage_index: int) -> ResumeReport:
+    """Blocking differences first (see the module docstring), then every other changed recipe value."""
+    saved = record["recipe"]
+    now = recipe.model_dump(mode="json")
+    report = ResumeReport()
+    if record.get("train_prompts_sha256") not in (None, train_prompts_sha256):
+        report.blocking.append(
+            f"the train prompts ({recipe.data.train}) are not the ones it was trained on: its data position "
+            "would point at other prompts"
+        )
+    if stage_index >= len(recipe.stages):
+        report.blocking.append(
+            f"it was saved in stage {stage_index}, but the recipe now has {len(recipe.stages)} stage(s)"
+        )
+    else:
+        for name in ("trainable", "student_lora"):
+            before = saved["stages"][stage_index].get(name) if stage_index < len(saved["stages"]) else None
+            after = now["stages"][stage_index][name]
+            if before != after:
+                report.blocking.append(f"stages.{stage_index}.{name}: {before!r} -> {after!r}")
+    weights = ("hardware", "trained_weights")
+    if saved[weights[0]][weights[1]] != now[weights[0]][weights[1]]:
+        report.blocking.append(
+            f"hardware.trained_weights: {saved['hardware']['trained_weights']!r} -> "
+            f"{now['hardware']['trained_weights']!r} (the optimizer state is stored in the old format)"
+        )
+    report.changes = _differences(saved, now)
+    return report
+
+
+def check_resumable(checkpoint: Path, report: ResumeReport) -> None:
+    """Stop with every blocking difference, before any file of the run is touched."""
+    if not report.blocking:
+        return
+    shown = report.blocking[:_SHOWN]
+    more = len(report.blocking) - len(shown)
+    raise ResumeMismatchError(
+        f"{checkpoint} cannot continue under this recipe: "
+        + "; ".join(shown)
+        + (f"; and {more} more" if more > 0 else "")
+        + f". Resume with the recipe it was trained with ({checkpoint.parent.parent / 'resolved_recipe.yaml'}), "
+        "or start a new run in another output.dir (--set output.dir=...)"
+    )
+
+
+def describe_changes(report: ResumeReport) -> str | None:
+    """One line for the log: the recipe values that differ from the checkpoint's and now apply."""
+    if not report.changes:
+        return None
+    shown = report.changes[:_SHOWN]
+    more = len(report.changes) - len(shown)
+    return (
+        "resuming with recipe changes (they apply from here on): "
+        + "; ".join(shown)
+        + (f"; and {more} more" if more > 0 else "")
+    )
+
+
+def hyperparameters(optimizer: torch.optim.Optimizer) -> list[dict[str, Any]]:
+    """Every setting of each parameter group except its tensors and its current lr."""
+    return [{k: v for k, v in group.items() if k not in ("params", "lr")} for group in optimizer.param_groups]
+
+
+def reapply(optimizer: torch.optim.Optimizer, scheduler, settings: list[dict[str, Any]], base_lrs: list[float]) -> None:
+    """After loading a checkpoint, put back the recipe's settings (loading restored the saved ones) and the lr the
+    recipe's schedule gives at the restored step, so the optimizer moments and the step count are all that carry
+    over."""
+    for group, values in zip(optimizer.param_groups, settings, strict=True):
+        group.update(values)
+    scheduler.base_lrs = list(base_lrs)
+    for group, base, factor in zip(optimizer.param_groups, base_lrs, scheduler.lr_lambdas, strict=True):
+        group["lr"] = base * factor(scheduler.last_epoch)
+    scheduler._last_lr = [group["lr"] for group in optimizer.param_groups]

@@ -1,0 +1,89 @@
+"""One run per output directory: a lock against a second process, and no fresh start over an earlier run's files.
+
+Two `recipe run`s into one directory interleave their checkpoints, prune each other's and mix their metrics; a
+fresh run into a directory that holds a `best` checkpoint, an export or metrics of an earlier run replaces them.
+Both are refused here, with what to do instead.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+from pathlib import Path
+
+from recipe_runner.trainer.checkpoint import step_checkpoints
+from recipe_runner.trainer.parts import RunSetupError
+
+LOCK_NAME = ".recipe-run.lock"
+# What an earlier run leaves besides step checkpoints; a fresh run would replace each of them.
+_EARLIER_RUN = ("checkpoints/best", "export", "metrics.jsonl")
+
+
+class RunDirLock:
+    """An exclusive advisory lock (flock) on `<output.dir>/.recipe-run.lock`, held while the run lives.
+
+    The kernel drops it when the process dies, so a killed run never leaves a stale lock behind."""
+
+    def __init__(self, out_dir: Path) -> None:
+        self.path = Path(out_dir) / LOCK_NAME
+        self._handle = None
+
+    def acquire(self) -> RunDirLock:
+        # Under `accelerate launch` every process runs this before the Accelerator exists: the first one (RANK 0,
+        # set by the launcher) holds the lock for all of them.
+        if os.environ.get("RANK", "0") != "0":
+            return self
+        try:
+            import fcntl
+        except ImportError:  # no flock on this platform: run unguarded rather than not at all
+            return self
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        handle = self.path.open("a+", encoding="utf-8")
+        try:
+            fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            handle.seek(0)
+            holder = handle.read().strip() or "another process"
+            handle.close()
+            raise RunSetupError(
+                f"{self.path.parent} is in use by another `recipe run` ({holder}): wait for it to end, or choose "
+                "another output.dir (e.g. --set output.dir=runs/new)"
+            ) from None
+        handle.seek(0)
+        handle.truncate()
+        handle.write(f"pid {os.getpid()}")
+        handle.flush()
+        self._handle = handle
+        return self
+
+    def release(self) -> None:
+        if self._handle is not None:
+            self._handle.close()  # closing drops the flock
+            self._handle = None
+
+
+def refuse_fresh_start(out_dir: Path) -> None:
+    """A run without --resume may only start where no earlier run left checkpoints, an export or metrics."""
+    existing = step_checkpoints(out_dir / "checkpoints")
+    if existing:
+        raise RunSetupError(
+            f"{out_dir} already holds checkpoints (latest {existing[-1].name}); use `recipe run --resume` to "
+            "continue, or choose another output.dir (e.g. --set output.dir=runs/new)"
+        )
+    found = [name for name in _EARLIER_RUN if (out_dir / name).exists()]
+    if found:
+        raise RunSetupError(
+            f"{out_dir} holds an earlier run's {', '.join(found)}, which a new run would replace: choose another "
+            "output.dir (e.g. --set output.dir=runs/new), or move them away first"
+        )
+
+
+def remove_stale_temporaries(checkpoints: Path) -> list[Path]:
+    """Half-written checkpoint directories of a killed run (`.step-*.tmp`, `.best.*.tmp`): only ever partial
+    copies, never read, and as large as a checkpoint each. Call with the run lock held."""
+    if not checkpoints.is_dir():
+        return []
+    stale = [p for p in checkpoints.iterdir() if p.is_dir() and p.name.startswith(".") and p.name.endswith(".tmp")]
+    for path in stale:
+        shutil.rmtree(path, ignore_errors=True)
+    return stale

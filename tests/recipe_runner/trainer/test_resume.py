@@ -1,0 +1,143 @@
+"""--resume takes its state from the checkpoint and its settings from the recipe; what cannot continue is refused
+before anything is written; one run per output directory; nothing of an earlier run is replaced."""
+
+from __future__ import annotations
+
+import json
+import shutil
+from pathlib import Path
+
+import pytest
+
+from recipe_runner.loader import load_recipe
+from recipe_runner.trainer.checkpoint import step_checkpoints
+from recipe_runner.trainer.loop import Trainer
+from recipe_runner.trainer.parts import RunSetupError
+from recipe_runner.trainer.resume import ResumeMismatchError
+from recipe_runner.trainer.run_dir import RunDirLock
+from recipe_runner.trainer.stops import DamagedCheckpoint
+
+pytestmark = pytest.mark.slow
+
+PROMPTS = Path(__file__).parents[3] / "data" / "prompts" / "train.txt"
+
+
+def _short(tiny_overrides: list[str], steps: int, *extra: str) -> list[str]:
+    return [
+        *tiny_overrides,
+        "stages.0.epochs=null",
+        f"stages.0.steps={steps}",
+        "stages.0.warmup_steps=0",
+        "stages.0.schedule={type: constant}",
+        "output.save_every_steps=2",
+        "output.eval_every_steps=1000",
+        "output.log_every_steps=1",
+        "output.keep_last=10",
+        *extra,
+    ]
+
+
+def _train(recipe_path: Path, overrides: list[str], resume: bool = False):
+    return Trainer(load_recipe(recipe_path, overrides).recipe, resume=resume, progress=False).run()
+
+
+def _rows(run_dir: Path) -> list[dict]:
+    return [json.loads(line) for line in (run_dir / "metrics.jsonl").read_text().splitlines()]
+
+
+def test_a_new_learning_rate_applies_after_resume_and_the_old_recipe_is_kept(
+    tiny_recipe_path, tiny_overrides, tmp_path, capsys
+):
+    run_dir = tmp_path / "run"
+    _train(tiny_recipe_path, _short(tiny_overrides, 4))
+    # Continue to step 6 with a tenth of the student's learning rate (as after a divergence).
+    lowered = _short(tiny_overrides, 6, "stages.0.lr.student=1.0e-4")
+    _train(tiny_recipe_path, lowered, resume=True)
+
+    lrs = {row["step"]: row["lr/0"] for row in _rows(run_dir) if "lr/0" in row}
+    assert lrs[4] == pytest.approx(1.0e-3) and lrs[5] == pytest.approx(1.0e-4) and lrs[6] == pytest.approx(1.0e-4)
+    err = capsys.readouterr().err
+    assert "resuming with recipe changes" in err and "stages.0.lr.student: 0.001 -> 0.0001" in err
+    assert "stages.0.steps: 4 -> 6" in err
+    earlier = run_dir / "resolved_recipe.until-step-00000004.yaml"
+    assert "0.001" in earlier.read_text() and "0.0001" in (run_dir / "resolved_recipe.yaml").read_text()
+
+
+def test_other_train_prompts_or_trained_parts_are_refused_before_anything_is_written(
+    tiny_recipe_path, tiny_overrides, tmp_path
+):
+    run_dir = tmp_path / "run"
+    _train(tiny_recipe_path, _short(tiny_overrides, 2))
+    before = {name: (run_dir / name).read_bytes() for name in ("metrics.jsonl", "resolved_recipe.yaml")}
+
+    with pytest.raises(ResumeMismatchError, match="train prompts") as caught:
+        _train(tiny_recipe_path, _short(tiny_overrides, 4, f"data.train={{path: {PROMPTS}, limit: 100}}"), resume=True)
+    assert "step-00000002" in str(caught.value) and "resolved_recipe.yaml" in str(caught.value)
+    with pytest.raises(ResumeMismatchError, match=r"stages\.0\.trainable"):
+        _train(tiny_recipe_path, _short(tiny_overrides, 4, "stages.0.trainable=[bolt_on]"), resume=True)
+    with pytest.raises(ResumeMismatchError, match="trained_weights"):
+        _train(
+            tiny_recipe_path,
+            _short(tiny_overrides, 4, "hardware.trained_weights=bf16_stochastic", "hardware.precision=bf16"),
+            resume=True,
+        )
+
+    assert {name: (run_dir / name).read_bytes() for name in before} == before
+    assert [p.name for p in step_checkpoints(run_dir / "checkpoints")] == ["step-00000002"]
+
+
+def test_a_damaged_checkpoint_is_named_with_the_earlier_one_to_use(tiny_recipe_path, tiny_overrides, tmp_path):
+    run_dir = tmp_path / "run"
+    _train(tiny_recipe_path, _short(tiny_overrides, 4))
+    model_file = run_dir / "checkpoints" / "step-00000004" / "model.safetensors"
+    model_file.write_bytes(model_file.read_bytes()[:100])
+
+    with pytest.raises(DamagedCheckpoint) as caught:
+        _train(tiny_recipe_path, _short(tiny_overrides, 6), resume=True)
+    message = str(caught.value)
+    assert "step-00000004" in message and "continues from step-00000002" in message
+
+    shutil.move(str(model_file.parent), str(tmp_path / "inspect"))
+    summary = _train(tiny_recipe_path, _short(tiny_overrides, 6), resume=True)
+    assert summary.global_step == 6
+
+
+def test_steps_logged_after_the_checkpoint_are_logged_once_after_resume(tiny_recipe_path, tiny_overrides, tmp_path):
+    run_dir = tmp_path / "run"
+    _train(tiny_recipe_path, _short(tiny_overrides, 4))
+    # As if killed after logging step 4 but before its checkpoint was complete.
+    shutil.rmtree(run_dir / "checkpoints" / "step-00000004")
+    (run_dir / "checkpoints" / ".step-00000004.abc.tmp").mkdir()  # what a killed save leaves
+    with (run_dir / "metrics.jsonl").open("a") as handle:
+        handle.write('{"step": 4, "loss": 1.0')  # torn last line
+
+    _train(tiny_recipe_path, _short(tiny_overrides, 4), resume=True)
+    steps = [row["step"] for row in _rows(run_dir) if "loss" in row]
+    assert steps == [1, 2, 3, 4]
+    assert not list((run_dir / "checkpoints").glob(".*.tmp"))
+
+
+def test_a_fresh_run_never_replaces_an_earlier_runs_export_best_or_metrics(tiny_recipe_path, tiny_overrides, tmp_path):
+    run_dir = tmp_path / "run"
+    (run_dir / "export").mkdir(parents=True)
+    (run_dir / "export" / "notes.md").write_text("mine")
+    with pytest.raises(RunSetupError, match="export"):
+        Trainer(load_recipe(tiny_recipe_path, _short(tiny_overrides, 2)).recipe, progress=False)
+    assert (run_dir / "export" / "notes.md").read_text() == "mine"
+
+
+def test_resume_without_a_checkpoint_says_it_starts_from_step_0(tiny_recipe_path, tiny_overrides, capsys):
+    summary = _train(tiny_recipe_path, _short(tiny_overrides, 2), resume=True)
+    assert summary.global_step == 2
+    assert "--resume: no checkpoint in" in capsys.readouterr().err
+
+
+def test_a_second_run_into_a_directory_in_use_is_refused(tiny_recipe_path, tiny_overrides, tmp_path):
+    held = RunDirLock(tmp_path / "run").acquire()
+    try:
+        with pytest.raises(RunSetupError, match="in use by another `recipe run`"):
+            Trainer(load_recipe(tiny_recipe_path, _short(tiny_overrides, 2)).recipe, progress=False)
+    finally:
+        held.release()
+    summary = _train(tiny_recipe_path, _short(tiny_overrides, 2))  # free again once the first one ends
+    assert summary.global_step == 2
