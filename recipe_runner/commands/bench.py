@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 
 import click
@@ -9,6 +10,21 @@ import click
 from recipe_runner.cli_support import overrides_option, reports_recipe_errors
 
 _SECTIONS = ("training", "teacher", "aligner", "inference")
+
+
+def _writable_target(path: str | None, option: str) -> None:
+    """Fail before minutes of measuring, not after them, when a result could not be written."""
+    if path is None:
+        return
+    target = Path(path)
+    try:
+        target.parent.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        raise click.BadParameter(
+            f"cannot create its folder {target.parent}: {exc.strerror or exc}", param_hint=option
+        ) from None
+    if target.is_dir() or not os.access(target.parent, os.W_OK) or (target.exists() and not os.access(target, os.W_OK)):
+        raise click.BadParameter(f"{target} cannot be written", param_hint=option)
 
 
 @click.command("bench")
@@ -46,6 +62,10 @@ def bench(
     from recipe_runner.bench.spec import BenchSpec
     from recipe_runner.loader import load_recipe
 
+    if profile is not None and only and "training" not in only:
+        raise click.UsageError("--profile profiles the training steps: add --only training, or drop --profile")
+    _writable_target(json_path, "--json")
+    _writable_target(profile, "--profile")
     loaded = load_recipe(file, overrides)
     if full_depth and not small:
         raise click.UsageError("--full-depth keeps the layers of --small models; without --small every layer is kept")

@@ -133,6 +133,16 @@ def test_full_depth_needs_small() -> None:
     assert result.exit_code == 2 and "--full-depth" in result.output
 
 
+def test_unwritable_outputs_and_a_profile_without_training_fail_before_measuring(tmp_path: Path) -> None:
+    blocker = tmp_path / "a_file"
+    blocker.write_text("x")
+    for option in ("--json", "--profile"):
+        result = CliRunner().invoke(main, ["bench", str(TINY), "--small", option, str(blocker / "out.txt")])
+        assert result.exit_code == 2 and option in result.output and "bench:" not in result.output, result.output
+    result = CliRunner().invoke(main, ["bench", str(TINY), "--small", "--only", "aligner", "--profile", "p.txt"])
+    assert result.exit_code == 2 and "--only training" in result.output
+
+
 def test_aligner_falls_back_to_shipped_tokenizers_offline() -> None:
     result = run_aligner(load_recipe(REAL).recipe, BenchSpec(small=True))
     assert result.tokenizers.startswith("shipped") and result.prompts_per_s > 0
