@@ -83,7 +83,7 @@ def save_checkpoint(
     final: Path, model: torch.nn.Module, optimizer: torch.optim.Optimizer, scheduler, position: Position
 ) -> None:
     """All files go to a temporary directory that is renamed to `final` only once every file is written."""
-    with atomic_directory(final) as tmp:
+    with atomic_directory(final, COMPLETE, "checkpoint") as tmp:
         save_model(model, str(tmp / "model.safetensors"))
         opt_tensors, opt_meta = _optimizer_tensors(optimizer.state_dict())
         save_file({k: v.contiguous() for k, v in opt_tensors.items()}, str(tmp / "optimizer.safetensors"))
