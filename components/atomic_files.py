@@ -1,4 +1,9 @@
-"""Write-then-rename helpers: a file or directory appears under its final name only when complete."""
+"""Write-then-rename helpers: a file or directory appears under its final name only when complete.
+
+What they write gets the permissions a plain `open`/`mkdir` would (under the umask), not the private 0600/0700
+of mkstemp, mkdtemp or safetensors (which saves through its own temporary), so colleagues on a shared machine
+can read exports, checkpoints and caches as they could any other file.
+"""
 
 from __future__ import annotations
 
@@ -10,6 +15,27 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
+
+from components.errors import UserFacingError
+
+
+class ForeignDirectoryError(UserFacingError):
+    """A directory write would replace something that is not an earlier output of the same kind."""
+
+
+def current_umask() -> int:
+    """The process umask; reading it means setting it, so it is put back at once."""
+    mask = os.umask(0o077)
+    os.umask(mask)
+    return mask
+
+
+def _as_if_plainly_made(root: Path) -> None:
+    """Modes as a plain open/mkdir under the umask would give, on `root` and (a directory) all it holds."""
+    mask = current_umask()
+    for path in [root, *(root.rglob("*") if root.is_dir() else [])]:
+        if not path.is_symlink():
+            os.chmod(path, (0o777 if path.is_dir() else 0o666) & ~mask)
 
 
 def _fsync_dir(path: Path) -> None:
@@ -25,6 +51,17 @@ def _fsync_dir(path: Path) -> None:
         os.close(fd)
 
 
+def _remove(path: Path) -> None:
+    if path.is_dir() and not path.is_symlink():
+        shutil.rmtree(path)
+    else:
+        path.unlink()
+
+
+def _old(final: Path) -> Path:
+    return final.parent / f".{final.name}.old"
+
+
 @contextmanager
 def atomic_path(final: Path) -> Iterator[Path]:
     """Yield a temporary sibling path; on success it replaces `final` in one rename."""
@@ -35,6 +72,7 @@ def atomic_path(final: Path) -> Iterator[Path]:
     tmp = Path(tmp_name)
     try:
         yield tmp
+        _as_if_plainly_made(tmp)  # after writing: a writer may have replaced `tmp` by a file of its own
         with open(tmp, "rb+") as handle:
             os.fsync(handle.fileno())
         os.replace(tmp, final)
@@ -56,24 +94,67 @@ def save_safetensors_atomic(final: Path, tensors: dict, metadata: dict[str, str]
         save_file({k: v.contiguous() for k, v in tensors.items()}, str(tmp), metadata=metadata)
 
 
-@contextmanager
-def atomic_directory(final: Path) -> Iterator[Path]:
-    """Build a directory under a temporary name; swap it in only once complete (the old one survives a crash)."""
+def recover_directory(final: Path, marker: str) -> bool:
+    """Put back the last complete version of `final` after a crash between the two renames of a swap.
+
+    Then `final` is missing and `.NAME.old` holds the complete earlier version (it has `marker`); returns
+    whether it was restored. Call it before reading `final`, so a reader never misses what a crash hid.
+    """
+    final, old = Path(final), _old(Path(final))
+    if final.exists() or final.is_symlink() or not (old / marker).is_file():
+        return False
+    os.replace(old, final)
+    _fsync_dir(final.parent)
+    return True
+
+
+def check_replaceable(
+    final: Path, marker: str, kind: str = "output directory", remedy: str = "choose another output.dir"
+) -> None:
+    """Refuse a target that holds anything but an earlier `kind` (one with `marker`): it may be a user's own files.
+
+    A missing or empty directory is fine. `remedy` says where to choose another place (e.g. "--out").
+    """
     final = Path(final)
+    recover_directory(final, marker)
+    if not (final.exists() or final.is_symlink()):
+        return
+    if final.is_dir() and ((final / marker).is_file() or not any(final.iterdir())):
+        return
+    what = "a directory" if final.is_dir() else "a file"
+    raise ForeignDirectoryError(
+        f"{final} is {what} but not a previous {kind} (it has no {marker}); nothing was written, so as not to "
+        f"replace what is there: {remedy}, or move it away"
+    )
+
+
+@contextmanager
+def atomic_directory(
+    final: Path, marker: str, kind: str = "output directory", remedy: str = "choose another output.dir"
+) -> Iterator[Path]:
+    """Build a directory under a temporary name; swap it in only once complete (the old one survives a crash).
+
+    Only an earlier directory of the same kind (it holds `marker`, which the caller writes last) or an empty one
+    is ever replaced; anything else raises ForeignDirectoryError before a byte is written.
+    """
+    final = Path(final)
+    check_replaceable(final, marker, kind, remedy)
     final.parent.mkdir(parents=True, exist_ok=True)
     tmp = Path(tempfile.mkdtemp(prefix=f".{final.name}.", suffix=".tmp", dir=final.parent))
-    old = final.parent / f".{final.name}.old"
+    old = _old(final)
     try:
         yield tmp
+        _as_if_plainly_made(tmp)
         _fsync_dir(tmp)
-        if final.exists():
-            if old.exists():
-                shutil.rmtree(old)
+        check_replaceable(final, marker, kind, remedy)  # again: the target may have changed while `tmp` was built
+        if final.exists() or final.is_symlink():
+            if old.exists() or old.is_symlink():
+                _remove(old)
             os.replace(final, old)
         os.replace(tmp, final)
         _fsync_dir(final.parent)
-        if old.exists():
-            shutil.rmtree(old)
+        if old.exists() or old.is_symlink():
+            _remove(old)
     finally:
         if tmp.exists():
             shutil.rmtree(tmp, ignore_errors=True)

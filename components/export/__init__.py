@@ -6,6 +6,7 @@ from components.export.distilled_encoder import (
     EncoderManifest,
     ExportError,
     build_manifest,
+    check_export_target,
     export_encoder,
     read_manifest,
 )
@@ -16,6 +17,7 @@ __all__ = [
     "EncoderManifest",
     "ExportError",
     "build_manifest",
+    "check_export_target",
     "export_encoder",
     "read_manifest",
 ]

@@ -21,7 +21,7 @@ from pydantic import Field, ValidationError
 from safetensors.torch import load_model, save_model
 from torch import nn
 
-from components.atomic_files import atomic_directory
+from components.atomic_files import atomic_directory, check_replaceable, recover_directory
 from components.attention_backends import shape_stable_attention
 from components.data.prompts import check_prompts
 from components.errors import UserFacingError
@@ -37,6 +37,9 @@ FORMAT_VERSION = 1
 MANIFEST = "encoder.json"
 STUDENT_DIR = "student"
 BOLT_ON_FILE = "bolt_on.safetensors"
+CHECKPOINT_MARKER = "trainer_state.json"  # recipe_runner.trainer.checkpoint.COMPLETE: a training checkpoint
+# What an export replaces: only an earlier export, recognised by its manifest (written last).
+_REPLACES = {"marker": MANIFEST, "kind": "export", "remedy": "choose another --out (or output.dir)"}
 _DTYPE_NAMES = {torch.float32: "float32", torch.bfloat16: "bfloat16", torch.float16: "float16"}
 
 
@@ -109,16 +112,21 @@ def _quiet_transformers_bars() -> Iterator[None]:
             transformers_logging.enable_progress_bar()
 
 
+def check_export_target(out_dir: str | Path) -> None:
+    """Refuse, before any work, an `out_dir` that holds anything but an earlier export (the export replaces it)."""
+    check_replaceable(Path(out_dir).resolve(), **_REPLACES)
+
+
 def export_encoder(out_dir: str | Path, recipe: Recipe, student: nn.Module, bolt_on: nn.Module, tokenizer) -> Path:
     """Write the export to a temporary sibling and rename it into place, so `out_dir` is never half-written;
-    an existing export stays in place until the new one is complete."""
+    an existing export stays in place until the new one is complete. Anything else at `out_dir` is refused."""
     from components.models.loading import hidden_width
 
     out_dir = Path(out_dir).resolve()
-    out_dir.parent.mkdir(parents=True, exist_ok=True)
+    check_export_target(out_dir)
     student_width = hidden_width(student.config)
     manifest = build_manifest(recipe, student_width, _output_width(bolt_on, student_width))
-    with atomic_directory(out_dir) as tmp, _quiet_transformers_bars():
+    with atomic_directory(out_dir, **_REPLACES) as tmp, _quiet_transformers_bars():
         _unmerged(student).save_pretrained(tmp / STUDENT_DIR)
         tokenizer.save_pretrained(tmp / STUDENT_DIR)
         save_model(bolt_on, str(tmp / BOLT_ON_FILE))
@@ -130,7 +138,13 @@ def export_encoder(out_dir: str | Path, recipe: Recipe, student: nn.Module, bolt
 def read_manifest(directory: str | Path) -> EncoderManifest:
     """encoder.json validated back into its pydantic spec; a clear ExportError when it is missing or wrong."""
     directory = Path(directory)
+    recover_directory(directory, MANIFEST)
     file = directory / MANIFEST
+    if not file.is_file() and (directory / CHECKPOINT_MARKER).is_file():
+        raise ExportError(
+            f"{directory} is a training checkpoint, not an exported encoder: export it with "
+            f"`recipe export RECIPE --checkpoint {directory} --out DIR`, then pass --checkpoint DIR"
+        )
     if not file.is_file():
         raise ExportError(
             f"no exported encoder at {directory}: run `recipe run RECIPE` (or `recipe export RECIPE`) first"

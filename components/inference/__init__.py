@@ -11,12 +11,15 @@ from components.inference.chroma import (
     render,
 )
 from components.inference.grid import compare_grid
+from components.inference.image_files import FORMATS, check_image_path, free_name, numbered, save_image
 from components.inference.t5_encoding import check_prompts, chroma_mask, encode_t5, encode_with_teacher
 
 __all__ = [
+    "FORMATS",
     "Conditioning",
     "InferenceError",
     "build_chroma_pipeline",
+    "check_image_path",
     "check_prompts",
     "check_width",
     "chroma_mask",
@@ -24,7 +27,10 @@ __all__ = [
     "encode_t5",
     "encode_with_export",
     "encode_with_teacher",
+    "free_name",
     "joint_attention_dim",
+    "numbered",
     "release_memory",
     "render",
+    "save_image",
 ]

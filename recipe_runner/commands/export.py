@@ -88,17 +88,19 @@ def load_checkpointed_model(recipe, checkpoint: Path):
     "out_dir",
     type=click.Path(file_okay=False),
     default=None,
-    help="Export directory (default: <output.dir>/export).",
+    help="Export directory (default: <output.dir>/export); an earlier export there is replaced, anything else refused.",
 )
 @reports_recipe_errors
 def export(file: str, overrides: tuple[str, ...], checkpoint_dir: str | None, out_dir: str | None) -> None:
     """Write the distilled encoder (student, tokenizer, bolt-on, encoder.json) from a training checkpoint."""
-    from components.export import export_encoder
+    from components.export import check_export_target, export_encoder
     from components.models import load_tokenizer
     from recipe_runner.loader import load_recipe
 
     recipe = load_recipe(file, overrides).recipe
     run_dir = Path(recipe.output.dir)
+    target = Path(out_dir) if out_dir is not None else run_dir / "export"
+    check_export_target(target)  # before loading anything: only an earlier export may be replaced
     if checkpoint_dir is not None:
         checkpoint = Path(checkpoint_dir)
         if not _is_complete(checkpoint):
@@ -109,7 +111,6 @@ def export(file: str, overrides: tuple[str, ...], checkpoint_dir: str | None, ou
         checkpoint = find_checkpoint(run_dir)
     model, stage_index = load_checkpointed_model(recipe, checkpoint)
     tokenizer = load_tokenizer(recipe.student)
-    target = Path(out_dir) if out_dir is not None else run_dir / "export"
     written = export_encoder(target, recipe, model.student, model.bolt_on, tokenizer)
     click.echo(
         f"exported encoder: {written} (from {checkpoint}, stage {stage_index} {recipe.stages[stage_index].name!r})"

@@ -16,6 +16,19 @@ from schemas.models import T5EncoderTeacher
 
 EXIT_ERROR = 2
 LABELS = {"t5": "t5 (teacher)", "qwen": "qwen (distilled)"}
+SIZE_MULTIPLE = 16  # as schemas.inference.Inference requires of `size`
+
+
+class ImageSide(click.ParamType):
+    """--width/--height: a positive multiple of 16, reported by click as a usage error naming the option."""
+
+    name = "pixels"
+
+    def convert(self, value, param, ctx) -> int:
+        number = click.INT.convert(value, param, ctx)
+        if number <= 0 or number % SIZE_MULTIPLE:
+            self.fail(f"{number}: must be a positive multiple of {SIZE_MULTIPLE}", param, ctx)
+        return number
 
 
 @dataclass(frozen=True)
@@ -28,7 +41,8 @@ class InferJob:
     export_dir: Path | None
     teacher: T5EncoderTeacher | None
     device: str
-    out: Path
+    out: Path  # numbered per prompt when there are several
+    overwrite: bool  # --out was given: the user chose that path; a default path never replaces an earlier image
 
 
 def _read_prompts(prompts: tuple[str, ...], prompts_file: str | None) -> tuple[str, ...]:
@@ -86,7 +100,10 @@ def _resolve(recipe_file, overrides, options: dict) -> InferJob:
             raise InferenceError(f"the export at {checkpoint} records no inference settings: give the RECIPE too")
         spec, teacher, export_dir, default_dir = manifest.inference, manifest.teacher, Path(checkpoint), Path(".")
     width, height = options["width"], options["height"]
-    size = None if width is None and height is None else (width or spec.size[0], height or spec.size[1])
+    if width is None and height is None:
+        size = None
+    else:
+        size = (spec.size[0] if width is None else width, spec.size[1] if height is None else height)
     spec = _override(
         spec,
         {
@@ -102,10 +119,22 @@ def _resolve(recipe_file, overrides, options: dict) -> InferJob:
     if "t5" in encoders and teacher is None:
         raise InferenceError("the t5 path needs the teacher: give the RECIPE (the export does not record it)")
     device = _checked_device(options["device"])
-    name = "compare" if options["compare"] else spec.encoder
-    out = Path(options["out"]) if options["out"] else default_dir / f"{name}.png"
     prompts = _read_prompts(options["prompts"], options["prompts_file"])
-    return InferJob(spec, encoders, prompts, export_dir, teacher, device, out)
+    name = "compare" if options["compare"] else spec.encoder
+    out, overwrite = _image_path(options["out"], default_dir / f"{name}.png", len(prompts))
+    return InferJob(spec, encoders, prompts, export_dir, teacher, device, out, overwrite)
+
+
+def _image_path(given: str | None, default: Path, count: int) -> tuple[Path, bool]:
+    """--out (which may be overwritten) or the first free default name (never over an earlier image), and
+    whether to overwrite; checked before any model loads, so a render is never lost for want of a place."""
+    from components.inference import check_image_path, free_name
+
+    if given is not None:
+        check_image_path(Path(given), "--out")
+        return Path(given), True
+    check_image_path(default, "image path (choose one with --out)")
+    return free_name(default, count), False
 
 
 def _checked_device(requested: str | None) -> str:
@@ -147,15 +176,9 @@ def _encode(job: InferJob, encoder: str):
     return encode_with_teacher(job.teacher, list(job.prompts), job.spec.negative_prompt, job.device)
 
 
-def _numbered(out: Path, index: int, count: int) -> Path:
-    if count == 1:
-        return out
-    return out.with_name(f"{out.stem}_{index + 1:0{max(2, len(str(count)))}d}{out.suffix or '.png'}")
-
-
 def run_job(job: InferJob) -> list[Path]:
     """Encode with each encoder (freeing it before the next), then load the pipeline and render."""
-    from components.inference import build_chroma_pipeline, compare_grid, render
+    from components.inference import build_chroma_pipeline, compare_grid, numbered, render, save_image
 
     _check_widths(job)
     encoded = {encoder: _encode(job, encoder) for encoder in job.encoders}
@@ -171,10 +194,9 @@ def run_job(job: InferJob) -> list[Path]:
                 spec.steps, spec.guidance, width, height, spec.seed,
             )  # fmt: skip
         image = compare_grid(images) if len(images) > 1 else next(iter(images.values()))
-        path = _numbered(job.out, index, len(job.prompts))
+        path = numbered(job.out, index, len(job.prompts))
         path.parent.mkdir(parents=True, exist_ok=True)
-        image.save(path)
-        written.append(path)
+        written.append(save_image(image, path, job.overwrite))
     return written
 
 
@@ -190,12 +212,17 @@ def _fail(lines: list[str]) -> None:
 @click.option("--prompts", "prompts_file", type=click.Path(dir_okay=False), help="File with one prompt per line.")
 @click.option("--encoder", type=click.Choice(["qwen", "t5"]), help="Text encoder (default: recipe inference.encoder).")
 @click.option("--negative-prompt", help="Negative prompt (default: recipe inference.negative_prompt).")
-@click.option("--seed", type=int, help="Noise seed.")
-@click.option("--steps", type=int, help="Denoising steps.")
-@click.option("--guidance", type=float, help="Classifier-free guidance scale.")
-@click.option("--width", type=int, help="Image width in pixels (multiple of 16).")
-@click.option("--height", type=int, help="Image height in pixels (multiple of 16).")
-@click.option("--out", type=click.Path(dir_okay=False), help="PNG path; several prompts give numbered files.")
+@click.option("--seed", type=click.IntRange(min=0), help="Noise seed.")
+@click.option("--steps", type=click.IntRange(min=1), help="Denoising steps.")
+@click.option("--guidance", type=click.FloatRange(min=0), help="Classifier-free guidance scale.")
+@click.option("--width", type=ImageSide(), help="Image width in pixels (multiple of 16).")
+@click.option("--height", type=ImageSide(), help="Image height in pixels (multiple of 16).")
+@click.option(
+    "--out",
+    type=click.Path(dir_okay=False),
+    help="Image path (.png, .jpg, .jpeg, .webp), replaced if it exists; several prompts give numbered files. "
+    "Default: <output.dir>/images/ENCODER.png, numbered -1, -2, ... so no earlier image is replaced.",
+)
 @click.option(
     "--checkpoint", type=click.Path(file_okay=False), help="Exported encoder dir (default: <output.dir>/export)."
 )

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import sys
+from pathlib import Path
 
 import click
 
@@ -17,11 +18,14 @@ from recipe_runner.cli_support import overrides_option, reports_recipe_errors
 @reports_recipe_errors
 def run(file: str, overrides: tuple[str, ...], resume: bool, no_progress: bool) -> None:
     """Train the recipe's stages in order and export the encoder."""
+    from components.export import check_export_target
     from recipe_runner.loader import load_recipe
     from recipe_runner.trainer.loop import Trainer
     from recipe_runner.trainer.stops import TrainingInterrupted
 
     loaded = load_recipe(file, overrides)
+    if loaded.recipe.output.export:  # refused now, not after training: only an earlier export may be replaced
+        check_export_target(Path(loaded.recipe.output.dir) / "export")
     try:
         summary = Trainer(loaded.recipe, resume=resume, progress=not no_progress).run()
     except TrainingInterrupted as exc:

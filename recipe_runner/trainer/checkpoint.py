@@ -89,7 +89,7 @@ def save_checkpoint(
     record: dict | None = None,
 ) -> None:
     """All files go to a temporary directory that is renamed to `final` only once every file is written."""
-    with atomic_directory(final) as tmp:
+    with atomic_directory(final, COMPLETE, "checkpoint") as tmp:
         if record is not None:
             (tmp / RECORD).write_text(json.dumps(record, indent=1))
         save_model(model, str(tmp / "model.safetensors"))

@@ -8,6 +8,7 @@ from pathlib import Path
 import pytest
 import torch
 
+from components.atomic_files import ForeignDirectoryError
 from components.bolt_on.stack import build_bolt_on
 from components.export import (
     FORMAT_VERSION,
@@ -15,11 +16,14 @@ from components.export import (
     EncoderManifest,
     ExportError,
     build_manifest,
+    check_export_target,
     export_encoder,
     read_manifest,
 )
+from components.export.distilled_encoder import CHECKPOINT_MARKER
 from components.models import build_model, load_tokenizer
 from recipe_runner.loader import load_recipe
+from recipe_runner.trainer.checkpoint import COMPLETE
 
 RECIPE = Path(__file__).parents[1] / "inference" / "assets" / "tiny_chroma.yaml"
 PROMPTS = ["a red fox in the snow", "cat", "an old lighthouse at dusk, oil painting"]
@@ -134,6 +138,38 @@ def test_export_replaces_an_existing_export(recipe, tmp_path):
     after, _ = DistilledEncoder.load(out).encode(PROMPTS)
     assert not torch.allclose(after, before)
     assert sorted(p.name for p in tmp_path.iterdir()) == ["export"]
+
+
+@pytest.mark.parametrize("users", ["README.md", "trainer_state.json"])
+def test_a_directory_that_is_not_an_export_is_never_replaced(recipe, tmp_path, users):
+    """`--out .`, a run directory or a checkpoint: refused before anything is written, contents intact."""
+    (tmp_path / "mine").mkdir()
+    (tmp_path / "mine" / users).write_text("keep me")
+    with pytest.raises(ForeignDirectoryError, match=r"mine is a directory but not a previous export") as caught:
+        export_encoder(tmp_path / "mine", recipe, *_modules(recipe))
+    assert "choose another --out (or output.dir), or move" in str(caught.value)
+    assert [p.name for p in (tmp_path / "mine").iterdir()] == [users]
+    assert (tmp_path / "mine" / users).read_text() == "keep me"
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["mine"]
+    with pytest.raises(ForeignDirectoryError):
+        check_export_target(tmp_path / "mine")
+    check_export_target(tmp_path / "new")  # a missing target is fine
+
+
+def test_an_export_hidden_by_a_crash_mid_swap_is_read(recipe, tmp_path):
+    out = export_encoder(tmp_path / "export", recipe, *_modules(recipe))
+    out.rename(tmp_path / ".export.old")  # what a crash between the two renames of a re-export leaves
+    assert read_manifest(out).recipe == recipe.recipe
+    assert (out / "encoder.json").is_file()
+
+
+def test_a_training_checkpoint_is_not_an_export(tmp_path):
+    (tmp_path / "best").mkdir()
+    (tmp_path / "best" / CHECKPOINT_MARKER).write_text("{}")
+    with pytest.raises(ExportError, match="is a training checkpoint, not an exported encoder") as caught:
+        read_manifest(tmp_path / "best")
+    assert f"recipe export RECIPE --checkpoint {tmp_path / 'best'}" in str(caught.value)
+    assert CHECKPOINT_MARKER == COMPLETE
 
 
 def test_missing_export_says_how_to_make_one(tmp_path):

@@ -95,6 +95,28 @@ def test_an_older_best_is_not_what_the_default_exports(trained, tmp_path):
     torch.testing.assert_close(embeds, expected, atol=1e-5, rtol=1e-5)
 
 
+def _listing(root: Path) -> list[tuple[str, int]]:
+    return sorted((str(p.relative_to(root)), p.stat().st_size) for p in root.rglob("*"))
+
+
+@pytest.mark.parametrize("target", [".", "run", "run/checkpoints", "run/checkpoints/best"])
+def test_an_out_that_is_not_an_export_is_refused_before_any_work(trained, monkeypatch, target):
+    out, overrides, _ = trained
+    before = _listing(out.parent)
+    monkeypatch.chdir(out.parent)
+
+    def no_loading(*args):
+        raise AssertionError("the target is checked before the checkpoint is loaded")
+
+    monkeypatch.setattr("recipe_runner.commands.export.load_checkpointed_model", no_loading)
+    result = _export(overrides, "--out", target)
+    assert result.exit_code == 1 and isinstance(result.exception, SystemExit), result.output
+    refused = (out.parent / target).resolve()
+    assert result.stderr.startswith(f"error: {refused} is a directory but not a previous export"), result.stderr
+    assert "choose another --out" in result.stderr
+    assert _listing(out.parent) == before, "nothing was removed or added"
+
+
 def test_no_checkpoint_is_a_clear_error(tmp_path):
     result = _export(_overrides(tmp_path / "never_trained"))
     assert result.exit_code == 1

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 
 import numpy as np
@@ -106,6 +107,63 @@ def _fails(result, *fragments: str) -> None:
         assert fragment in result.stderr, result.stderr
 
 
+def test_the_default_path_never_replaces_an_earlier_image(run_dir, tmp_path):
+    def render(*args: str) -> list[Path]:
+        sets = ["--set", f"output.dir={tmp_path}", "--checkpoint", str(run_dir / "export")]
+        return _ok(CliRunner().invoke(infer, [str(RECIPE), *sets, *args]))
+
+    images = tmp_path / "images"
+    assert render("--prompt", "cat") == [images / "qwen.png"]
+    first = (images / "qwen.png").read_bytes()
+    assert render("--prompt", "cat", "--seed", "5") == [images / "qwen-1.png"]
+    assert (images / "qwen.png").read_bytes() == first
+    assert render("--prompt", "a", "--prompt", "b") == [images / "qwen_01.png", images / "qwen_02.png"]
+    assert render("--prompt", "a", "--prompt", "b") == [images / "qwen-1_01.png", images / "qwen-1_02.png"]
+    assert render("--prompt", "cat") == [images / "qwen-2.png"]
+
+
+def test_an_explicit_out_is_replaced(run_dir, tmp_path):
+    out = tmp_path / "mine.png"
+    out.write_bytes(b"old")
+    assert _ok(_infer(run_dir, "--prompt", "cat", "--out", str(out))) == [out]
+    assert Image.open(out).format == "PNG"
+    jpeg = tmp_path / "mine.JPG"
+    assert _ok(_infer(run_dir, "--prompt", "cat", "--out", str(jpeg))) == [jpeg]
+    assert Image.open(jpeg).format == "JPEG"
+
+
+def _no_rendering(monkeypatch) -> None:
+    def run_job(job):
+        raise AssertionError("--out is checked before any model loads")
+
+    monkeypatch.setattr("recipe_runner.commands.infer.run_job", run_job)
+
+
+def test_an_out_that_cannot_be_written_is_refused_before_rendering(run_dir, tmp_path, monkeypatch):
+    _no_rendering(monkeypatch)
+    _fails(_infer(run_dir, "--prompt", "cat", "--out", "notes.txt"), "--out notes.txt: the file name must end in .png")
+    (tmp_path / "file").write_text("")
+    under_a_file = tmp_path / "file" / "img.png"
+    _fails(
+        _infer(run_dir, "--prompt", "cat", "--out", str(under_a_file)),
+        f"--out {under_a_file}: {tmp_path / 'file'} is a file, not a directory",
+    )
+
+
+@pytest.mark.skipif(os.geteuid() == 0, reason="root writes into read-only directories")
+def test_a_read_only_out_directory_is_refused_before_rendering(run_dir, tmp_path, monkeypatch):
+    _no_rendering(monkeypatch)
+    (tmp_path / "ro").mkdir(mode=0o555)
+    _fails(_infer(run_dir, "--prompt", "cat", "--out", str(tmp_path / "ro" / "a.png")), "cannot write to")
+
+
+def test_a_training_checkpoint_points_to_recipe_export(tmp_path):
+    (tmp_path / "best").mkdir()
+    (tmp_path / "best" / "trainer_state.json").write_text("{}")
+    result = CliRunner().invoke(infer, ["--checkpoint", str(tmp_path / "best"), "--prompt", "cat"])
+    _fails(result, "is a training checkpoint, not an exported encoder", "recipe export RECIPE --checkpoint")
+
+
 def test_no_export_says_how_to_make_one(tmp_path):
     result = _infer(tmp_path / "empty_run", "--prompt", "cat")
     _fails(result, "no exported encoder at", "run `recipe run RECIPE` (or `recipe export RECIPE`) first")
@@ -121,8 +179,12 @@ def test_width_mismatch_names_both_numbers(run_dir):
     [
         ([], "no prompt: give --prompt TEXT or --prompts FILE"),
         (["--prompt", "  "], "prompt 1 is empty"),
-        (["--prompt", "cat", "--width", "50"], "multiples of 16"),
-        (["--prompt", "cat", "--steps", "0"], "steps"),
+        (["--prompt", "cat", "--width", "65"], "Invalid value for '--width': 65: must be a positive multiple of 16"),
+        (["--prompt", "cat", "--width", "0"], "Invalid value for '--width': 0: must be a positive multiple of 16"),
+        (["--prompt", "cat", "--height", "-16"], "Invalid value for '--height': -16: must be a positive multiple"),
+        (["--prompt", "cat", "--steps", "0"], "Invalid value for '--steps': 0 is not in the range x>=1"),
+        (["--prompt", "cat", "--guidance", "-1"], "Invalid value for '--guidance'"),
+        (["--prompt", "cat", "--seed", "-1"], "Invalid value for '--seed'"),
         (["--prompts", "/no/such/file.txt"], "cannot read"),
     ],
 )

@@ -1,0 +1,141 @@
+"""Atomic writes: only an earlier output of the same kind is ever replaced, a crash mid-swap loses nothing,
+and what is written is as readable as any file made under the umask."""
+
+from __future__ import annotations
+
+import os
+import stat
+from pathlib import Path
+
+import pytest
+import torch
+from safetensors.torch import save_file
+
+import components.atomic_files as atomic_files
+from components.atomic_files import (
+    ForeignDirectoryError,
+    atomic_directory,
+    current_umask,
+    recover_directory,
+    save_safetensors_atomic,
+    write_json_atomic,
+)
+from components.errors import UserFacingError
+
+MARKER = "done.json"
+
+
+def _write(final: Path, text: str) -> None:
+    with atomic_directory(final, MARKER, "thing", "choose another --out") as tmp:
+        (tmp / "data.txt").write_text(text)
+        (tmp / MARKER).write_text("{}")
+
+
+def _users_dir(path: Path) -> Path:
+    path.mkdir(parents=True)
+    (path / "README.md").write_text("my notes")
+    return path
+
+
+def test_a_directory_without_the_marker_is_refused_and_left_as_it_was(tmp_path):
+    final = _users_dir(tmp_path / "out")
+    with pytest.raises(ForeignDirectoryError) as caught:
+        _write(final, "new")
+    message = str(caught.value)
+    assert isinstance(caught.value, UserFacingError)
+    assert str(final) in message and "not a previous thing" in message and MARKER in message
+    assert "choose another --out" in message and "move" in message
+    assert (final / "README.md").read_text() == "my notes"
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["out"], "no temporary directory left"
+
+
+def test_a_file_in_the_way_is_refused(tmp_path):
+    (tmp_path / "out").write_text("mine")
+    with pytest.raises(ForeignDirectoryError, match="is a file but not a previous thing"):
+        _write(tmp_path / "out", "new")
+    assert (tmp_path / "out").read_text() == "mine"
+
+
+def test_an_empty_directory_or_an_earlier_output_is_replaced(tmp_path):
+    (tmp_path / "out").mkdir()
+    _write(tmp_path / "out", "first")
+    assert (tmp_path / "out" / "data.txt").read_text() == "first"
+    _write(tmp_path / "out", "second")
+    assert (tmp_path / "out" / "data.txt").read_text() == "second"
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["out"], "the old copy is removed"
+
+
+def test_what_appears_at_the_target_during_the_write_is_kept(tmp_path):
+    final = tmp_path / "out"
+    with pytest.raises(ForeignDirectoryError), atomic_directory(final, MARKER) as tmp:
+        (tmp / MARKER).write_text("{}")
+        _users_dir(final)
+    assert (final / "README.md").read_text() == "my notes"
+    assert not (final / MARKER).exists()
+
+
+def _crash_between_the_renames(final: Path, monkeypatch) -> None:
+    """Leaves what a crash after `final -> .final.old` and before `tmp -> final` leaves."""
+    real_replace = os.replace
+
+    def replace(src, dst):
+        if Path(dst) == final:
+            raise KeyboardInterrupt("killed")
+        real_replace(src, dst)
+
+    monkeypatch.setattr(atomic_files.os, "replace", replace)
+    with pytest.raises(KeyboardInterrupt):
+        _write(final, "second")
+    monkeypatch.setattr(atomic_files.os, "replace", real_replace)
+
+
+def test_a_crash_mid_swap_is_undone_by_the_next_write(tmp_path, monkeypatch):
+    final = tmp_path / "out"
+    _write(final, "first")
+    _crash_between_the_renames(final, monkeypatch)
+    assert not final.exists() and (tmp_path / ".out.old" / MARKER).is_file()
+
+    # the next write starts from the restored copy: had it failed too, "first" would still be there
+    with pytest.raises(OSError, match="disk full"), atomic_directory(final, MARKER):
+        raise OSError("disk full")
+    assert (final / "data.txt").read_text() == "first"
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["out"]
+
+
+def test_recover_directory_puts_back_only_a_complete_copy(tmp_path, monkeypatch):
+    final = tmp_path / "out"
+    _write(final, "first")
+    _crash_between_the_renames(final, monkeypatch)
+    assert recover_directory(final, MARKER)
+    assert (final / "data.txt").read_text() == "first"
+    assert not recover_directory(final, MARKER), "nothing to do when the directory is there"
+
+    (tmp_path / ".half").mkdir()
+    (tmp_path / ".half.old").mkdir()
+    assert not recover_directory(tmp_path / "half", MARKER), "no marker: not a complete copy"
+    assert not (tmp_path / "half").exists()
+
+
+@pytest.fixture(params=[0o022, 0o027])
+def umask(request):
+    previous = os.umask(request.param)
+    yield request.param
+    os.umask(previous)
+
+
+def _mode(path: Path) -> int:
+    return stat.S_IMODE(path.stat().st_mode)
+
+
+def test_written_files_and_directories_follow_the_umask(tmp_path, umask):
+    assert current_umask() == umask and current_umask() == umask, "reading the umask leaves it as it was"
+    tensors = {"x": torch.zeros(2)}
+    write_json_atomic(tmp_path / "file.json", {})
+    save_safetensors_atomic(tmp_path / "shard.safetensors", tensors)  # safetensors saves through a 0600 temporary
+    with atomic_directory(tmp_path / "dir", MARKER) as tmp:
+        (tmp / "sub").mkdir(mode=0o700)
+        save_file(tensors, str(tmp / "sub" / "model.safetensors"))
+        (tmp / MARKER).write_text("{}")
+    for file in ("file.json", "shard.safetensors", "dir/sub/model.safetensors", f"dir/{MARKER}"):
+        assert _mode(tmp_path / file) == 0o666 & ~umask, file
+    assert _mode(tmp_path / "dir") == _mode(tmp_path / "dir" / "sub") == 0o777 & ~umask
