@@ -37,7 +37,7 @@ from recipe_runner.trainer.checkpoint import (
 from recipe_runner.trainer.evaluation import evaluate
 from recipe_runner.trainer.optim import build_optimizer
 from recipe_runner.trainer.parts import RunParts, RunSetupError, build_parts, split_prompts
-from recipe_runner.trainer.run_dir import RunDirLock, refuse_fresh_start, remove_stale_temporaries
+from recipe_runner.trainer.run_dir import RunDirLock, refuse_fresh_start, tidy_checkpoints
 from recipe_runner.trainer.run_log import MetricsLog, write_run_info
 from recipe_runner.trainer.stage_setup import enter_stage, leave_stage, parameters_by_part
 from recipe_runner.trainer.stops import (
@@ -120,7 +120,7 @@ class Trainer:
         self.progress = progress
         self.accelerator = _accelerator(recipe)
         if self.resume_from is not None and self.accelerator.is_main_process:
-            remove_stale_temporaries(self.checkpoints)
+            tidy_checkpoints(self.checkpoints)
         self.parts: RunParts = build_parts(recipe, self.accelerator.device)
         resume_step = read_position(self.resume_from).global_step if self.resume_from else None
         self.metrics = MetricsLog(self.out, self.accelerator.is_main_process, resume_step)

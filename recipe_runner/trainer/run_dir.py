@@ -11,7 +11,8 @@ import os
 import shutil
 from pathlib import Path
 
-from recipe_runner.trainer.checkpoint import step_checkpoints
+from components.atomic_files import recover_directory
+from recipe_runner.trainer.checkpoint import COMPLETE, step_checkpoints
 from recipe_runner.trainer.parts import RunSetupError
 
 LOCK_NAME = ".recipe-run.lock"
@@ -78,11 +79,13 @@ def refuse_fresh_start(out_dir: Path) -> None:
         )
 
 
-def remove_stale_temporaries(checkpoints: Path) -> list[Path]:
-    """Half-written checkpoint directories of a killed run (`.step-*.tmp`, `.best.*.tmp`): only ever partial
-    copies, never read, and as large as a checkpoint each. Call with the run lock held."""
+def tidy_checkpoints(checkpoints: Path) -> list[Path]:
+    """After a killed run: put back a `best` hidden by a crash mid-swap, and delete half-written checkpoint
+    directories (`.step-*.tmp`, `.best.*.tmp`), only ever partial copies, never read, and as large as a
+    checkpoint each. Returns what was deleted. Call with the run lock held."""
     if not checkpoints.is_dir():
         return []
+    recover_directory(checkpoints / "best", COMPLETE)
     stale = [p for p in checkpoints.iterdir() if p.is_dir() and p.name.startswith(".") and p.name.endswith(".tmp")]
     for path in stale:
         shutil.rmtree(path, ignore_errors=True)

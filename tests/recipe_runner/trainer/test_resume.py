@@ -108,6 +108,7 @@ def test_steps_logged_after_the_checkpoint_are_logged_once_after_resume(tiny_rec
     # As if killed after logging step 4 but before its checkpoint was complete.
     shutil.rmtree(run_dir / "checkpoints" / "step-00000004")
     (run_dir / "checkpoints" / ".step-00000004.abc.tmp").mkdir()  # what a killed save leaves
+    (run_dir / "checkpoints" / "best").rename(run_dir / "checkpoints" / ".best.old")  # killed mid-swap
     with (run_dir / "metrics.jsonl").open("a") as handle:
         handle.write('{"step": 4, "loss": 1.0')  # torn last line
 
@@ -115,6 +116,7 @@ def test_steps_logged_after_the_checkpoint_are_logged_once_after_resume(tiny_rec
     steps = [row["step"] for row in _rows(run_dir) if "loss" in row]
     assert steps == [1, 2, 3, 4]
     assert not list((run_dir / "checkpoints").glob(".*.tmp"))
+    assert (run_dir / "checkpoints" / "best" / "trainer_state.json").is_file()
 
 
 def test_a_fresh_run_never_replaces_an_earlier_runs_export_best_or_metrics(tiny_recipe_path, tiny_overrides, tmp_path):
