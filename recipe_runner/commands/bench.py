@@ -6,7 +6,7 @@ from pathlib import Path
 
 import click
 
-from recipe_runner.cli_support import overrides_option, reports_recipe_errors
+from recipe_runner.cli_support import overrides_option, reports_recipe_errors, trust_remote_code_option
 
 _SECTIONS = ("training", "teacher", "aligner", "inference")
 
@@ -14,6 +14,7 @@ _SECTIONS = ("training", "teacher", "aligner", "inference")
 @click.command("bench")
 @click.argument("file", type=click.Path(dir_okay=False))
 @overrides_option
+@trust_remote_code_option
 @click.option("--small", is_flag=True, help="Shrunk architectures and short runs: seconds on a CPU (not real sizes).")
 @click.option(
     "--full-depth", is_flag=True, help="With --small: keep every layer (real launch and compile counts, slower)."
@@ -32,6 +33,7 @@ _SECTIONS = ("training", "teacher", "aligner", "inference")
 def bench(
     file: str,
     overrides: tuple[str, ...],
+    allow_remote_code: bool,
     small: bool,
     full_depth: bool,
     steps: int | None,
@@ -46,7 +48,7 @@ def bench(
     from recipe_runner.bench.spec import BenchSpec
     from recipe_runner.loader import load_recipe
 
-    loaded = load_recipe(file, overrides)
+    loaded = load_recipe(file, overrides, allow_remote_code=allow_remote_code)
     if full_depth and not small:
         raise click.UsageError("--full-depth keeps the layers of --small models; without --small every layer is kept")
     spec = BenchSpec(
