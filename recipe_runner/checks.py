@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from recipe_runner.errors import Problem
 from recipe_runner.loader import LoadedRecipe
@@ -10,25 +11,139 @@ from schemas import Recipe
 from schemas.bolt_on import RMSNormLayer, TransformerLayer
 from schemas.models import ModelSource
 
+if TYPE_CHECKING:
+    from transformers import PretrainedConfig
 
-def _widths(loaded: LoadedRecipe) -> tuple[dict[str, int], list[Problem]]:
-    """Hidden widths of teacher and student from their configs (no weights are read)."""
-    from components.models import ModelSourceError, hidden_width, resolve_config
+
+ROLES = ("teacher", "student")
+
+
+def remote_code_problems(loaded: LoadedRecipe, allow_remote_code: bool) -> list[Problem]:
+    """`trust_remote_code: true` without the runner's `--trust-remote-code`: reading such a model's config would
+    already import its code, so this is decided before anything is read."""
+    from components.models import remote_code_refusal
+
+    if allow_remote_code:
+        return []
+    problems = []
+    for role in ROLES:
+        refusal = remote_code_refusal(getattr(loaded.recipe, role))
+        if refusal is not None:
+            problems.append(loaded.problem((role, "trust_remote_code"), refusal))
+    return problems
+
+
+def _source_field(source: ModelSource) -> str:
+    return "model" if source.model is not None else "config"
+
+
+def _configs(loaded: LoadedRecipe) -> tuple[dict[str, PretrainedConfig], list[Problem]]:
+    """Architecture configs of teacher and student (no weights are read); a role that cannot be read is left out."""
+    from components.models import ModelSourceError, resolve_config
+
+    configs: dict[str, PretrainedConfig] = {}
+    problems = []
+    for role in ROLES:
+        source: ModelSource = getattr(loaded.recipe, role)
+        try:
+            configs[role] = resolve_config(source)
+        except ModelSourceError as exc:
+            problems.append(loaded.problem((role, _source_field(source)), str(exc)))
+        except Exception as exc:  # transformers raises many kinds for a bad inline config
+            message = " ".join(str(exc).split())  # one line: transformers' messages span several
+            problems.append(loaded.problem((role, _source_field(source)), f"cannot read the architecture: {message}"))
+    return configs, problems
+
+
+def _teacher_kind_problems(loaded: LoadedRecipe, configs: dict[str, PretrainedConfig]) -> list[Problem]:
+    """A t5_encoder teacher is built as T5EncoderModel, which reads T5-only settings from its config. An unusable
+    teacher config is dropped from `configs`, so no later check measures it."""
+    from transformers import T5Config
+
+    teacher = loaded.recipe.teacher
+    config = configs.get("teacher")
+    if config is None or isinstance(config, T5Config):
+        return []
+    del configs["teacher"]
+    field = ("teacher", "config", "model_type") if teacher.config is not None else ("teacher", "model")
+    return [
+        loaded.problem(
+            field,
+            f"a {teacher.type} teacher needs a T5 architecture (model_type t5), not {config.model_type!r}",
+        )
+    ]
+
+
+def _widths(loaded: LoadedRecipe, configs: dict[str, PretrainedConfig]) -> tuple[dict[str, int], list[Problem]]:
+    """Hidden widths of teacher and student from their configs."""
+    from components.models import ModelSourceError, hidden_width
 
     widths: dict[str, int] = {}
     problems = []
-    for role in ("teacher", "student"):
-        source: ModelSource = getattr(loaded.recipe, role)
+    for role, config in configs.items():
         try:
-            widths[role] = hidden_width(resolve_config(source))
+            widths[role] = hidden_width(config)
         except ModelSourceError as exc:
-            field = "model" if source.model is not None else "config"
-            problems.append(loaded.problem((role, field), str(exc)))
-        except Exception as exc:  # transformers raises many kinds for a bad inline config
-            field = "model" if source.model is not None else "config"
-            message = " ".join(str(exc).split())  # one line: transformers' messages span several
-            problems.append(loaded.problem((role, field), f"cannot read the architecture: {message}"))
+            problems.append(loaded.problem((role, _source_field(getattr(loaded.recipe, role))), str(exc)))
     return widths, problems
+
+
+def _student_layer_problems(loaded: LoadedRecipe, configs: dict[str, PretrainedConfig]) -> list[Problem]:
+    """hidden_states holds the embeddings plus one entry per layer: indices -(layers + 1) .. layers."""
+    layers = getattr(configs.get("student"), "num_hidden_layers", None)
+    layer = loaded.recipe.student.layer
+    if not isinstance(layers, int) or -(layers + 1) <= layer <= layers:
+        return []
+    return [
+        loaded.problem(
+            ("student", "layer"),
+            f"layer {layer} does not exist: the student has {layers} layers, so its hidden states are "
+            f"-{layers + 1}..{layers} (0 the embeddings, -1 the last layer)",
+        )
+    ]
+
+
+def _vocabulary_problems(loaded: LoadedRecipe, configs: dict[str, PretrainedConfig]) -> list[Problem]:
+    """Every token id the tokenizer emits must have a row in the embedding, or the first batch fails to index it.
+    Checked when both are known offline; a tokenizer that cannot be read here is reported where it is used."""
+    from components.models import load_tokenizer
+
+    problems = []
+    for role, config in configs.items():
+        source: ModelSource = getattr(loaded.recipe, role)
+        rows = getattr(config, "vocab_size", None)
+        if not isinstance(rows, int):
+            continue
+        try:
+            tokens = len(load_tokenizer(source))
+        except Exception:  # a missing or unreadable tokenizer is reported where it is loaded
+            continue
+        if tokens > rows:
+            if source.config is not None:
+                field: tuple[str, ...] = (role, "config", "vocab_size")
+            else:
+                field = (role, "tokenizer" if source.tokenizer is not None else "model")
+            problems.append(
+                loaded.problem(
+                    field,
+                    f"the {role} embedding has {rows} rows but its tokenizer has {tokens} tokens: ids from {rows} "
+                    f"up would index past it; set vocab_size to at least {tokens} or use the model's own tokenizer",
+                )
+            )
+    return problems
+
+
+def _model_problems(loaded: LoadedRecipe) -> list[Problem]:
+    """Everything read from the architectures; width checks need both of them."""
+    configs, problems = _configs(loaded)
+    problems += _teacher_kind_problems(loaded, configs)
+    widths, width_problems = _widths(loaded, configs)
+    problems += width_problems
+    if len(widths) == 2:
+        problems += _bolt_on_problems(loaded, widths)
+    problems += _student_layer_problems(loaded, configs)
+    problems += _vocabulary_problems(loaded, configs)
+    return problems
 
 
 def _bolt_on_problems(loaded: LoadedRecipe, widths: dict[str, int]) -> list[Problem]:
@@ -115,12 +230,15 @@ def _stage_problems(loaded: LoadedRecipe) -> list[Problem]:
 
 
 def _file_problems(loaded: LoadedRecipe) -> list[Problem]:
+    from components.data.prompts import data_file_problem
+
     recipe = loaded.recipe
     problems = []
     for name in ("train", "eval"):
         spec = getattr(recipe.data, name)
-        if spec is not None and not Path(spec.path).is_file():
-            problems.append(loaded.problem(("data", name), f"data file not found: {spec.path}"))
+        problem = None if spec is None else data_file_problem(Path(spec.path))
+        if problem is not None:
+            problems.append(loaded.problem(("data", name), problem))
     for role in ("teacher", "student"):
         source: ModelSource = getattr(recipe, role)
         for field in ("model", "tokenizer"):
@@ -192,11 +310,11 @@ def _batch_token_problems(loaded: LoadedRecipe) -> list[Problem]:
     return []
 
 
-def semantic_problems(loaded: LoadedRecipe) -> list[Problem]:
-    """All semantic problems at once (width checks need both architectures to be readable)."""
-    widths, problems = _widths(loaded)
-    if len(widths) == 2:
-        problems += _bolt_on_problems(loaded, widths)
+def semantic_problems(loaded: LoadedRecipe, allow_remote_code: bool = False) -> list[Problem]:
+    """All semantic problems at once; models are read only when that runs no code the runner did not allow."""
+    problems = remote_code_problems(loaded, allow_remote_code)
+    if not problems:
+        problems += _model_problems(loaded)
     problems += _stage_problems(loaded)
     problems += _file_problems(loaded)
     problems += _hardware_problems(loaded)

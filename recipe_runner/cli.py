@@ -8,7 +8,12 @@ import sys
 
 import click
 
-from recipe_runner.cli_support import exit_with_problems, overrides_option, reports_recipe_errors
+from recipe_runner.cli_support import (
+    exit_with_problems,
+    overrides_option,
+    reports_recipe_errors,
+    trust_remote_code_option,
+)
 from recipe_runner.errors import RecipeError
 
 
@@ -29,14 +34,15 @@ _LIBRARY_DEVELOPER_LOGGERS = ("torchao", "torch.utils._pytree", "diffusers.quant
 @main.command()
 @click.argument("files", nargs=-1, required=True, type=click.Path(dir_okay=False))
 @overrides_option
-def validate(files: tuple[str, ...], overrides: tuple[str, ...]) -> None:
+@trust_remote_code_option
+def validate(files: tuple[str, ...], overrides: tuple[str, ...], allow_remote_code: bool) -> None:
     """Check recipes; print every problem with its file:line:col."""
     from recipe_runner.loader import load_recipe
 
     problems = []
     for file in files:
         try:
-            load_recipe(file, overrides)
+            load_recipe(file, overrides, allow_remote_code=allow_remote_code)
             click.echo(f"{file}: ok")
         except RecipeError as exc:
             problems += exc.problems
@@ -71,13 +77,14 @@ def schema() -> None:
 @main.command()
 @click.argument("file", type=click.Path(dir_okay=False))
 @overrides_option
+@trust_remote_code_option
 @reports_recipe_errors
-def plan(file: str, overrides: tuple[str, ...]) -> None:
+def plan(file: str, overrides: tuple[str, ...], allow_remote_code: bool) -> None:
     """Build every model on the meta device and print sizes, trainable parts and a memory estimate."""
     from recipe_runner.loader import load_recipe
     from recipe_runner.plan import build_plan, format_plan
 
-    loaded = load_recipe(file, overrides)
+    loaded = load_recipe(file, overrides, allow_remote_code=allow_remote_code)
     click.echo(format_plan(build_plan(loaded.recipe)))
 
 

@@ -24,6 +24,14 @@ overrides_option = click.option(
     help="Override a recipe value, e.g. --set stages.0.lr.student=1e-5 (repeatable).",
 )
 
+trust_remote_code_option = click.option(
+    "--trust-remote-code",
+    "allow_remote_code",
+    is_flag=True,
+    help="Allow the Python code shipped with a model whose recipe (or export) sets trust_remote_code: true to run. "
+    "Read that code first: a recipe's own setting is not enough.",
+)
+
 
 def exit_with_problems(exc: RecipeError) -> None:
     """Print every problem on stderr and exit with code 2."""

@@ -54,7 +54,10 @@ def _resolve_paths(node: Any, path: Path_, tree: SourcedTree, problems: list[Pro
     for name, field in type(node).model_fields.items():
         value = getattr(node, name)
         marker = _path_marker(field)
-        if marker is not None and isinstance(value, str):
+        if marker is not None and isinstance(value, str) and not value.strip():
+            where = path + (name,)
+            problems.append(Problem(tree.position_of(where), dotted(where), "empty path: give a file or directory"))
+        elif marker is not None and isinstance(value, str):
             origin = tree.position_of(path + (name,)).file
             base = Path(origin).parent if Path(origin).is_file() else Path.cwd()
             try:
@@ -70,8 +73,18 @@ def _resolve_paths(node: Any, path: Path_, tree: SourcedTree, problems: list[Pro
             _resolve_paths(value, path + (name,), tree, problems)
 
 
-def load_recipe(file: str | Path, overrides: list[str] | tuple[str, ...] = (), check: bool = True) -> LoadedRecipe:
-    """Parse, merge `extends`, apply `--set`, validate, resolve paths and run the semantic checks."""
+def load_recipe(
+    file: str | Path,
+    overrides: list[str] | tuple[str, ...] = (),
+    check: bool = True,
+    allow_remote_code: bool = False,
+) -> LoadedRecipe:
+    """Parse, merge `extends`, apply `--set`, validate, resolve paths and run the semantic checks.
+
+    `allow_remote_code` is the permission of the person running the command (`--trust-remote-code`), never the
+    recipe's: without it a `trust_remote_code: true` is a problem, found before any model config is read. With
+    `check=False` nothing is checked, so such a recipe must not be used to build models.
+    """
     tree = load_tree(Path(file))
     apply_overrides(tree, overrides)
     try:
@@ -86,7 +99,7 @@ def load_recipe(file: str | Path, overrides: list[str] | tuple[str, ...] = (), c
     if check:
         from recipe_runner.checks import semantic_problems
 
-        problems = semantic_problems(loaded)
+        problems = semantic_problems(loaded, allow_remote_code)
         if problems:
             raise RecipeError(problems)
     return loaded

@@ -45,18 +45,54 @@ def _mark(lookup: Any, key: Any, file: str, parent: Position | None) -> Position
     return Position(file, line + 1, col + 1)
 
 
-def _to_plain(node: Any, file: str, path: Path_, positions: dict[Path_, Position]) -> Any:
+MAX_VALUES = 100_000
+"""Values a recipe file may expand to: far above any real recipe, far below what nested aliases reach
+(each level of `[*a, *a, ...]` multiplies the count, so a few hundred bytes can mean billions)."""
+
+
+@dataclass
+class _Expansion:
+    """Counts values while converting one file, so an alias bomb stops at MAX_VALUES instead of filling memory."""
+
+    file: str
+    left: int = MAX_VALUES
+    seen: set[int] = field(default_factory=set)
+
+    def count(self, node: Any, path: Path_, positions: dict[Path_, Position], alias: Path_ | None) -> Path_ | None:
+        """Where the outermost alias being expanded is used (None outside aliases); raises past the limit."""
+        if isinstance(node, (CommentedMap, CommentedSeq)):
+            if id(node) in self.seen and alias is None:  # ruamel shares an anchor's node with each of its aliases
+                alias = path
+            self.seen.add(id(node))
+        self.left -= 1
+        if self.left < 0:
+            site = alias or path
+            # ruamel records a list item that is an alias at its anchor; the list holding it is where it is used.
+            where = positions.get(site if not site or isinstance(site[-1], str) else site[:-1])
+            raise RecipeError.single(
+                where or Position(self.file),
+                dotted(site),
+                f"expands to more than {MAX_VALUES} values (nested aliases?)",
+            )
+        return alias
+
+
+def _to_plain(
+    node: Any, expansion: _Expansion, path: Path_, positions: dict[Path_, Position], alias: Path_ | None = None
+) -> Any:
+    alias = expansion.count(node, path, positions, alias)
+    file = expansion.file
     if isinstance(node, CommentedMap):
         out: dict[Any, Any] = {}
         for key, value in node.items():
             positions[path + (key,)] = _mark(node.lc.key, key, file, positions.get(path))
-            out[key] = _to_plain(value, file, path + (key,), positions)
+            out[key] = _to_plain(value, expansion, path + (key,), positions, alias)
         return out
     if isinstance(node, CommentedSeq):
         items = []
         for index, value in enumerate(node):
             positions[path + (index,)] = _mark(node.lc.item, index, file, positions.get(path))
-            items.append(_to_plain(value, file, path + (index,), positions))
+            items.append(_to_plain(value, expansion, path + (index,), positions, alias))
         return items
     if hasattr(node, "__float__") and type(node).__name__ == "ScalarFloat":
         return float(node)
@@ -75,6 +111,8 @@ def _parse_file(file: Path) -> SourcedTree:
         text = file.read_text(encoding="utf-8")
     except FileNotFoundError:
         raise RecipeError.single(Position(name), "<recipe>", "file not found") from None
+    except IsADirectoryError:
+        raise RecipeError.single(Position(name), "<recipe>", "is a directory, not a recipe file") from None
     except (OSError, UnicodeDecodeError) as exc:
         raise RecipeError.single(Position(name), "<recipe>", f"cannot read: {exc}") from None
     try:
@@ -91,7 +129,7 @@ def _parse_file(file: Path) -> SourcedTree:
     if not isinstance(node, CommentedMap):
         raise RecipeError.single(Position(name, 1, 1), "<recipe>", "a recipe must be a mapping of sections")
     positions: dict[Path_, Position] = {(): Position(name, 1, 1)}
-    return SourcedTree(_to_plain(node, name, (), positions), positions)
+    return SourcedTree(_to_plain(node, _Expansion(name), (), positions), positions)
 
 
 def _merge(base: SourcedTree, child: SourcedTree) -> SourcedTree:
@@ -137,6 +175,8 @@ def load_tree(file: Path, _chain: tuple[Path, ...] = ()) -> SourcedTree:
         if base_file in (*_chain, file):
             cycle = " -> ".join(p.name for p in (*_chain, file, base_file))
             raise RecipeError.single(where, "extends", f"extends cycle: {cycle}")
+        if base_file.is_dir():
+            raise RecipeError.single(where, "extends", f"{base_name!r} is a directory, not a recipe file")
         if not base_file.exists():
             raise RecipeError.single(where, "extends", f"base recipe {base_name!r} not found (looked at {base_file})")
         base = load_tree(base_file, (*_chain, file))

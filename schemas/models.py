@@ -48,7 +48,9 @@ class ModelSource(StrictModel):
     dtype: DType = Field(default="bfloat16", description="Dtype the weights are loaded in.")
     max_length: int = Field(default=512, gt=0, description="Tokens kept per prompt; longer prompts are truncated.")
     trust_remote_code: bool = Field(
-        default=False, description="Allow code shipped with the model repository to run. Off unless you trust it."
+        default=False,
+        description="The model needs Python code shipped with its repository; that code runs only when the command "
+        "is also given --trust-remote-code (a shared recipe cannot allow it by itself).",
     )
 
     @model_validator(mode="after")

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import os
 from pathlib import Path
 
 from components.errors import UserFacingError
@@ -14,11 +15,50 @@ class DataFileError(UserFacingError, ValueError):
     """A prompt file that cannot be used, with the place that is wrong."""
 
 
+def data_file_problem(path: Path) -> str | None:
+    """Why a prompt file cannot be opened (`recipe validate` asks before a run does), or None."""
+    if path.is_dir():
+        return f"{path} is a directory, not a data file: name a .txt or .jsonl file in it"
+    if not path.is_file():
+        return f"data file not found: {path}"
+    if not os.access(path, os.R_OK):
+        return f"cannot read data file {path}: permission denied"
+    return None
+
+
+def utf8_problem(path: Path) -> str:
+    """Where the first byte that is not UTF-8 sits: line number and byte offset, for someone with a hex editor.
+    Lines split at \\n, which never occurs inside a UTF-8 sequence."""
+    offset = 0
+    with path.open("rb") as handle:
+        for number, line in enumerate(handle, 1):
+            try:
+                line.decode("utf-8")
+            except UnicodeDecodeError as exc:
+                byte = line[exc.start]
+                return (
+                    f"{path}:{number}: not UTF-8 (byte 0x{byte:02x} at byte offset {offset + exc.start}): "
+                    "save it as UTF-8"
+                )
+            offset += len(line)
+    return f"{path}: not UTF-8: save it as UTF-8"
+
+
 def read_prompts(spec: DataFile) -> list[str]:
     """Non-empty prompts of a .txt (one per line) or .jsonl (one record per line) file."""
     path = Path(spec.path)
-    if not path.is_file():
-        raise DataFileError(f"{path}: data file not found")
+    problem = data_file_problem(path)
+    if problem is not None:
+        raise DataFileError(problem)
+    try:
+        return _read_prompts(path, spec)
+    except UnicodeDecodeError:
+        raise DataFileError(utf8_problem(path)) from None
+    except OSError as exc:
+        raise DataFileError(f"cannot read data file {path}: {exc.strerror or exc}") from None
+
+
+def _read_prompts(path: Path, spec: DataFile) -> list[str]:
     prompts: list[str] = []
     with path.open(encoding="utf-8") as handle:
         for number, line in enumerate(handle, 1):

@@ -65,10 +65,19 @@ def joint_attention_dim(spec: Inference) -> int:
     if spec.pipeline_config is not None:
         return int(dict(spec.pipeline_config.get("transformer") or {}).get("joint_attention_dim", 4096))
     try:
-        config = _diffusers().ChromaTransformer2DModel.load_config(spec.pipeline, subfolder="transformer")
+        config = _diffusers().ChromaTransformer2DModel.load_config(
+            spec.pipeline, subfolder="transformer", local_files_only=True
+        )
     except OSError as exc:
-        raise InferenceError(f"cannot read the Chroma transformer config of {spec.pipeline}: {exc}") from None
+        raise _load_error(spec.pipeline, "cannot read the Chroma transformer config of", exc) from None
     return int(config.get("joint_attention_dim", 4096))
+
+
+def _load_error(pipeline: str | None, what: str, exc: Exception) -> InferenceError:
+    """Offline like every model load: a hub id missing from the local cache is never downloaded."""
+    if not Path(str(pipeline)).exists():
+        return InferenceError(f"no local copy of {pipeline!r}: download it first (huggingface-cli download {pipeline})")
+    return InferenceError(f"{what} {pipeline}: {exc}")
 
 
 def check_width(encoder_width: int, spec_or_dim: Inference | int, encoder: str = "text encoder") -> None:
@@ -144,10 +153,11 @@ def build_chroma_pipeline(spec: Inference, device: str | torch.device = "cpu", d
     else:
         d = _diffusers()
         try:
-            pipeline = d.ChromaPipeline.from_pretrained(spec.pipeline, text_encoder=None, tokenizer=None, dtype=dtype)
+            pipeline = d.ChromaPipeline.from_pretrained(
+                spec.pipeline, text_encoder=None, tokenizer=None, dtype=dtype, local_files_only=True
+            )
         except (OSError, ValueError) as exc:
-            where = "directory" if Path(str(spec.pipeline)).exists() else "hub id (not in the local cache?)"
-            raise InferenceError(f"cannot load the Chroma pipeline from {where} {spec.pipeline}: {exc}") from None
+            raise _load_error(spec.pipeline, "cannot load the Chroma pipeline from directory", exc) from None
     if spec.cpu_offload and torch.device(device).type == "cuda":
         pipeline.enable_model_cpu_offload(device=device)
     else:

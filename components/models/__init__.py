@@ -3,7 +3,7 @@
 from components.models.known_architectures import known_config_dict, known_hub_ids
 from components.models.loading import build_model, final_norm, freeze, hidden_width
 from components.models.lora import lora_parameter_count, lora_targets
-from components.models.source import ModelSourceError, resolve_config
+from components.models.source import ModelSourceError, remote_code_refusal, resolve_config
 from components.models.tokenizer import load_tokenizer
 
 __all__ = [
@@ -17,5 +17,6 @@ __all__ = [
     "load_tokenizer",
     "lora_parameter_count",
     "lora_targets",
+    "remote_code_refusal",
     "resolve_config",
 ]

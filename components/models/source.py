@@ -42,6 +42,16 @@ def unknown_hub_id_message(hub_id: str) -> str:
     )
 
 
+def remote_code_refusal(source: ModelSource) -> str | None:
+    """Why `source` must not be loaded without the runner's own `--trust-remote-code`, or None when it asks for no
+    shipped code. The recipe's `trust_remote_code: true` only says the model needs it: a file someone sent is no
+    permission to run code from it."""
+    if not source.trust_remote_code:
+        return None
+    name = source.model or source.tokenizer or "its config"
+    return f"runs Python code shipped with {name}; read that code, then pass --trust-remote-code to allow it"
+
+
 def config_from_dict(values: dict[str, Any], origin: str) -> PretrainedConfig:
     """config.json contents -> the config class of its `model_type` (the dict is not modified)."""
     rest = dict(values)

@@ -6,12 +6,13 @@ import sys
 
 import click
 
-from recipe_runner.cli_support import overrides_option, reports_recipe_errors
+from recipe_runner.cli_support import overrides_option, reports_recipe_errors, trust_remote_code_option
 
 
 @click.command("align-report")
 @click.argument("file", type=click.Path(dir_okay=False))
 @overrides_option
+@trust_remote_code_option
 @click.option(
     "--split",
     type=click.Choice(["train", "eval"]),
@@ -20,14 +21,14 @@ from recipe_runner.cli_support import overrides_option, reports_recipe_errors
     help="Which prompts to align (eval: data.eval, or the held-out data.eval_fraction of train).",
 )
 @reports_recipe_errors
-def align_report(file: str, overrides: tuple[str, ...], split: str) -> None:
+def align_report(file: str, overrides: tuple[str, ...], allow_remote_code: bool, split: str) -> None:
     """Print per-tier token coverage of the recipe's alignment between student and teacher tokenizers."""
     from components.alignment.report import coverage_report, format_report
     from components.models import load_tokenizer
     from recipe_runner.loader import load_recipe
     from recipe_runner.trainer.parts import split_prompts
 
-    recipe = load_recipe(file, overrides).recipe
+    recipe = load_recipe(file, overrides, allow_remote_code=allow_remote_code).recipe
     train, held_out = split_prompts(recipe)
     prompts = train if split == "train" else held_out
     if not prompts:

@@ -7,7 +7,7 @@ from pathlib import Path
 
 import click
 
-from recipe_runner.cli_support import overrides_option, reports_recipe_errors
+from recipe_runner.cli_support import overrides_option, reports_recipe_errors, trust_remote_code_option
 
 _SECTIONS = ("training", "teacher", "aligner", "inference")
 
@@ -30,6 +30,7 @@ def _writable_target(path: str | None, option: str) -> None:
 @click.command("bench")
 @click.argument("file", type=click.Path(dir_okay=False))
 @overrides_option
+@trust_remote_code_option
 @click.option("--small", is_flag=True, help="Shrunk architectures and short runs: seconds on a CPU (not real sizes).")
 @click.option(
     "--full-depth", is_flag=True, help="With --small: keep every layer (real launch and compile counts, slower)."
@@ -48,6 +49,7 @@ def _writable_target(path: str | None, option: str) -> None:
 def bench(
     file: str,
     overrides: tuple[str, ...],
+    allow_remote_code: bool,
     small: bool,
     full_depth: bool,
     steps: int | None,
@@ -66,7 +68,7 @@ def bench(
         raise click.UsageError("--profile profiles the training steps: add --only training, or drop --profile")
     _writable_target(json_path, "--json")
     _writable_target(profile, "--profile")
-    loaded = load_recipe(file, overrides)
+    loaded = load_recipe(file, overrides, allow_remote_code=allow_remote_code)
     if full_depth and not small:
         raise click.UsageError("--full-depth keeps the layers of --small models; without --small every layer is kept")
     spec = BenchSpec(

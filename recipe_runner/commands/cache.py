@@ -4,12 +4,13 @@ from __future__ import annotations
 
 import click
 
-from recipe_runner.cli_support import overrides_option, reports_recipe_errors
+from recipe_runner.cli_support import overrides_option, reports_recipe_errors, trust_remote_code_option
 
 
 @click.command("cache")
 @click.argument("file", type=click.Path(dir_okay=False))
 @overrides_option
+@trust_remote_code_option
 @click.option(
     "--batch-tokens",
     type=click.IntRange(min=1),
@@ -18,12 +19,14 @@ from recipe_runner.cli_support import overrides_option, reports_recipe_errors
 )
 @click.option("--no-progress", is_flag=True, help="No progress bar.")
 @reports_recipe_errors
-def cache(file: str, overrides: tuple[str, ...], batch_tokens: int | None, no_progress: bool) -> None:
+def cache(
+    file: str, overrides: tuple[str, ...], allow_remote_code: bool, batch_tokens: int | None, no_progress: bool
+) -> None:
     """Encode train and eval prompts with the teacher into teacher.cache.dir (resumes if interrupted)."""
     from recipe_runner.loader import load_recipe
     from recipe_runner.teacher_cache import build_teacher_cache
 
-    loaded = load_recipe(file, overrides)
+    loaded = load_recipe(file, overrides, allow_remote_code=allow_remote_code)
     reports = build_teacher_cache(loaded.recipe, batch_tokens=batch_tokens, progress=not no_progress)
     for split, report in reports.items():
         click.echo(

@@ -8,7 +8,7 @@ from pathlib import Path
 import click
 
 from components.errors import UserFacingError
-from recipe_runner.cli_support import overrides_option, reports_recipe_errors
+from recipe_runner.cli_support import overrides_option, reports_recipe_errors, trust_remote_code_option
 
 
 class ExportSetupError(UserFacingError, RuntimeError):
@@ -75,6 +75,7 @@ def load_checkpointed_model(recipe, checkpoint: Path):
 @click.command("export")
 @click.argument("file", type=click.Path(dir_okay=False))
 @overrides_option
+@trust_remote_code_option
 @click.option(
     "--checkpoint",
     "checkpoint_dir",
@@ -91,13 +92,15 @@ def load_checkpointed_model(recipe, checkpoint: Path):
     help="Export directory (default: <output.dir>/export); an earlier export there is replaced, anything else refused.",
 )
 @reports_recipe_errors
-def export(file: str, overrides: tuple[str, ...], checkpoint_dir: str | None, out_dir: str | None) -> None:
+def export(
+    file: str, overrides: tuple[str, ...], allow_remote_code: bool, checkpoint_dir: str | None, out_dir: str | None
+) -> None:
     """Write the distilled encoder (student, tokenizer, bolt-on, encoder.json) from a training checkpoint."""
     from components.export import check_export_target, export_encoder
     from components.models import load_tokenizer
     from recipe_runner.loader import load_recipe
 
-    recipe = load_recipe(file, overrides).recipe
+    recipe = load_recipe(file, overrides, allow_remote_code=allow_remote_code).recipe
     run_dir = Path(recipe.output.dir)
     target = Path(out_dir) if out_dir is not None else run_dir / "export"
     check_export_target(target)  # before loading anything: only an earlier export may be replaced

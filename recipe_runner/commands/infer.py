@@ -9,7 +9,7 @@ from pathlib import Path
 
 import click
 
-from recipe_runner.cli_support import exit_with_problems, overrides_option
+from recipe_runner.cli_support import exit_with_problems, overrides_option, trust_remote_code_option
 from recipe_runner.errors import RecipeError
 from schemas.inference import Inference
 from schemas.models import T5EncoderTeacher
@@ -54,6 +54,10 @@ def _read_prompts(prompts: tuple[str, ...], prompts_file: str | None) -> tuple[s
             lines = Path(prompts_file).read_text(encoding="utf-8").splitlines()
         except OSError as exc:
             raise InferenceError(f"--prompts {prompts_file}: cannot read: {exc.strerror}") from None
+        except UnicodeDecodeError:
+            from components.data.prompts import utf8_problem
+
+            raise InferenceError(f"--prompts {utf8_problem(Path(prompts_file))}") from None
         collected += [line.strip() for line in lines if line.strip()]
     if not collected:
         raise InferenceError("no prompt: give --prompt TEXT or --prompts FILE (one prompt per line)")
@@ -86,7 +90,7 @@ def _resolve(recipe_file, overrides, options: dict) -> InferJob:
     if recipe_file is not None:
         from recipe_runner.loader import load_recipe
 
-        recipe = load_recipe(recipe_file, overrides).recipe
+        recipe = load_recipe(recipe_file, overrides, allow_remote_code=options["allow_remote_code"]).recipe
         if recipe.inference is None:
             raise InferenceError(f"{recipe_file}: no `inference:` section (pipeline, steps, guidance, size)")
         spec, teacher = recipe.inference, recipe.teacher
@@ -118,6 +122,7 @@ def _resolve(recipe_file, overrides, options: dict) -> InferJob:
     encoders = ("t5", "qwen") if options["compare"] else (spec.encoder,)
     if "t5" in encoders and teacher is None:
         raise InferenceError("the t5 path needs the teacher: give the RECIPE (the export does not record it)")
+    _check_remote_code(teacher if "t5" in encoders else None, options["allow_remote_code"], export_dir)
     device = _checked_device(options["device"])
     prompts = _read_prompts(options["prompts"], options["prompts_file"])
     name = "compare" if options["compare"] else spec.encoder
@@ -135,6 +140,16 @@ def _image_path(given: str | None, default: Path, count: int) -> tuple[Path, boo
         return Path(given), True
     check_image_path(default, "image path (choose one with --out)")
     return free_name(default, count), False
+
+
+def _check_remote_code(teacher: T5EncoderTeacher | None, allowed: bool, export_dir: Path) -> None:
+    """An export's encoder.json may ask for remote code too (a recipe's request is refused by its loader)."""
+    from components.inference import InferenceError
+    from components.models import remote_code_refusal
+
+    refusal = None if teacher is None or allowed else remote_code_refusal(teacher)
+    if refusal is not None:
+        raise InferenceError(f"the teacher in {export_dir / 'encoder.json'} {refusal}")
 
 
 def _checked_device(requested: str | None) -> str:
@@ -229,6 +244,7 @@ def _fail(lines: list[str]) -> None:
 @click.option("--compare", is_flag=True, help="Render with t5 and qwen, same seed, side by side in one PNG.")
 @click.option("--device", help="cpu, cuda, cuda:1, ... (default: cuda when available).")
 @overrides_option
+@trust_remote_code_option
 def infer(recipe: str | None, overrides: tuple[str, ...], **options) -> None:
     """Render PROMPTs with Chroma using the distilled encoder (or the T5 teacher, or both with --compare)."""
     from components.export import ExportError

@@ -7,23 +7,24 @@ from pathlib import Path
 
 import click
 
-from recipe_runner.cli_support import overrides_option, reports_recipe_errors
+from recipe_runner.cli_support import overrides_option, reports_recipe_errors, trust_remote_code_option
 
 
 @click.command("run")
 @click.argument("file", type=click.Path(dir_okay=False))
 @overrides_option
+@trust_remote_code_option
 @click.option("--resume", is_flag=True, help="Continue from the last complete checkpoint in output.dir.")
 @click.option("--no-progress", is_flag=True, help="No progress bar (metrics still go to metrics.jsonl).")
 @reports_recipe_errors
-def run(file: str, overrides: tuple[str, ...], resume: bool, no_progress: bool) -> None:
+def run(file: str, overrides: tuple[str, ...], allow_remote_code: bool, resume: bool, no_progress: bool) -> None:
     """Train the recipe's stages in order and export the encoder."""
     from components.export import check_export_target
     from recipe_runner.loader import load_recipe
     from recipe_runner.trainer.loop import Trainer
     from recipe_runner.trainer.stops import TrainingInterrupted
 
-    loaded = load_recipe(file, overrides)
+    loaded = load_recipe(file, overrides, allow_remote_code=allow_remote_code)
     if loaded.recipe.output.export:  # refused now, not after training: only an earlier export may be replaced
         check_export_target(Path(loaded.recipe.output.dir) / "export")
     try:

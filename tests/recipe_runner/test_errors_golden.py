@@ -3,7 +3,7 @@
 Each fixture `extends` the valid tests/assets/broken/base.yaml (tiny inline configs, the repo's tiny
 tokenizers and prompt files) and breaks one thing. A message is rendered as
 `FILE:LINE:COL: field: message`, with FILE reduced to its name (or the `--set #N (...)` origin of an
-override) and `{broken}` standing for the absolute fixture directory.
+override), `{broken}` standing for the absolute fixture directory and `{data}` for the repository's data/.
 """
 
 from __future__ import annotations
@@ -19,6 +19,7 @@ from recipe_runner.loader import load_recipe
 
 BROKEN = Path(__file__).resolve().parents[1] / "assets" / "broken"
 BASE = BROKEN / "base.yaml"
+DATA = BROKEN.parents[2] / "data"
 
 HARDWARE_KEYS = (
     "attention, backend, batch_size, batch_tokens, checkpoint_min_tokens, compile, device, distributed, "
@@ -135,6 +136,47 @@ GOLDEN: dict[str, tuple[tuple[str, ...], list[str]]] = {
         (),
         ["missing_data.yaml:4:3: data.train: data file not found: {broken}/no_such_prompts.txt"],
     ),
+    "remote_code.yaml": (
+        (),
+        [
+            "remote_code.yaml:4:3: student.trust_remote_code: runs Python code shipped with "
+            "{data}/tokenizers/tiny_qwen; read that code, then pass --trust-remote-code to allow it"
+        ],
+    ),
+    "student_layer_out_of_range.yaml": (
+        (),
+        [
+            "student_layer_out_of_range.yaml:4:3: student.layer: layer 3 does not exist: the student has 2 layers, "
+            "so its hidden states are -3..2 (0 the embeddings, -1 the last layer)"
+        ],
+    ),
+    "vocab_below_tokenizer.yaml": (
+        (),
+        [
+            "vocab_below_tokenizer.yaml:5:73: student.config.vocab_size: the student embedding has 1000 rows but its "
+            "tokenizer has 1936 tokens: ids from 1000 up would index past it; set vocab_size to at least 1936 or "
+            "use the model's own tokenizer"
+        ],
+    ),
+    "teacher_not_t5.yaml": (
+        (),
+        [
+            "teacher_not_t5.yaml:4:12: teacher.config.model_type: a t5_encoder teacher needs a T5 architecture "
+            "(model_type t5), not 'bert'"
+        ],
+    ),
+    "empty_output_dir.yaml": (
+        (),
+        ["empty_output_dir.yaml:4:3: output.dir: empty path: give a file or directory"],
+    ),
+    "extends_directory.yaml": (
+        (),
+        ["extends_directory.yaml:2:1: extends: '../broken' is a directory, not a recipe file"],
+    ),
+    "alias_bomb.yaml": (
+        (),
+        ["alias_bomb.yaml:7:1: e[7]: expands to more than 100000 values (nested aliases?)"],
+    ),
     "cycle_a.yaml": (
         (),
         ["cycle_b.yaml:2:1: extends: extends cycle: cycle_a.yaml -> cycle_b.yaml -> cycle_a.yaml"],
@@ -214,7 +256,7 @@ def render(problem: Problem) -> str:
 
 
 def expected(lines: list[str]) -> list[str]:
-    return [line.replace("{broken}", str(BROKEN)) for line in lines]
+    return [line.replace("{broken}", str(BROKEN)).replace("{data}", str(DATA)) for line in lines]
 
 
 def test_every_broken_fixture_has_a_golden_case() -> None:

@@ -8,7 +8,7 @@ import pytest
 
 from recipe_runner.errors import Position, Problem, RecipeError
 from recipe_runner.loader import load_recipe
-from recipe_runner.yaml_source import SourcedTree, apply_overrides, load_tree
+from recipe_runner.yaml_source import MAX_VALUES, SourcedTree, apply_overrides, load_tree
 
 BASE_RECIPE = Path(__file__).resolve().parents[1] / "assets" / "broken" / "base.yaml"
 
@@ -93,6 +93,44 @@ def test_anchor_merge_keys_and_omap_keep_a_position(tmp_path: Path) -> None:
     assert where(tree.positions[("hardware", "seed")]) == ("r.yaml", 4, 3)
     assert tree.positions[("hardware", "batch_size")].file == str(file.resolve())
     assert tree.positions[("ordered", "a")].file == str(file.resolve())
+
+
+def test_aliases_are_expanded_with_their_anchor_values(tmp_path: Path) -> None:
+    file = write(tmp_path, "r.yaml", "base: &b {k: [1, 2]}\nuses:\n  one: *b\n  list: [*b, *b]\n")
+    tree = load_tree(file)
+    assert tree.data["uses"] == {"one": {"k": [1, 2]}, "list": [{"k": [1, 2]}, {"k": [1, 2]}]}
+    assert tree.data["uses"]["one"] is not tree.data["base"], "plain data: no shared objects"
+
+
+def _alias_bomb(levels: int) -> str:
+    lines = ["l0: &l0 [x, x, x, x, x, x, x, x, x, x]"]
+    lines += [f"l{n}: &l{n} [{', '.join([f'*l{n - 1}'] * 10)}]" for n in range(1, levels)]
+    return "\n".join(lines) + "\n"
+
+
+def test_nested_aliases_stop_at_a_bounded_size(tmp_path: Path) -> None:
+    """Nine levels would be 10^9 values (tens of GB); the count stops them at the alias that crosses the limit."""
+    file = write(tmp_path, "bomb.yaml", _alias_bomb(9))
+    assert file.stat().st_size < 600
+    with pytest.raises(RecipeError) as exc:
+        load_tree(file)
+    problem = only_problem(exc)
+    assert where(problem.position) == ("bomb.yaml", 5, 1)
+    assert problem.field == "l4[7]"
+    assert problem.message == f"expands to more than {MAX_VALUES} values (nested aliases?)"
+
+
+def test_a_recipe_just_under_the_limit_loads(tmp_path: Path) -> None:
+    tree = load_tree(write(tmp_path, "r.yaml", _alias_bomb(4)))
+    assert len(tree.data["l3"]) == 10 and len(tree.data["l3"][0][0]) == 10
+
+
+def test_an_alias_inside_a_mapping_is_reported_at_its_key(tmp_path: Path) -> None:
+    text = _alias_bomb(4) + "hardware:\n  big: {" + ", ".join(f"{key}: *l3" for key in "abcdefghij") + "}\n"
+    with pytest.raises(RecipeError) as exc:
+        load_tree(write(tmp_path, "r.yaml", text))
+    problem = only_problem(exc)
+    assert (where(problem.position), problem.field) == (("r.yaml", 6, 65), "hardware.big.h")
 
 
 # --- extends ---------------------------------------------------------------------------------------------------
@@ -227,6 +265,22 @@ def test_missing_base_file(tmp_path: Path) -> None:
     assert where(problem.position) == ("child.yaml", 2, 1)
     assert problem.field == "extends"
     assert "base recipe 'nowhere.yaml' not found" in problem.message
+
+
+def test_extends_naming_a_folder(tmp_path: Path) -> None:
+    (tmp_path / "recipes").mkdir()
+    child = write(tmp_path, "child.yaml", "recipe: x\nextends: recipes\n")
+    with pytest.raises(RecipeError) as exc:
+        load_tree(child)
+    problem = only_problem(exc)
+    assert (where(problem.position), problem.field) == (("child.yaml", 2, 1), "extends")
+    assert problem.message == "'recipes' is a directory, not a recipe file"
+
+
+def test_a_folder_given_as_the_recipe(tmp_path: Path) -> None:
+    with pytest.raises(RecipeError) as exc:
+        load_tree(tmp_path)
+    assert only_problem(exc).message == "is a directory, not a recipe file"
 
 
 @pytest.mark.parametrize("value", ["3", "{a: b.yaml}", "[a.yaml, 3]"])
@@ -472,6 +526,18 @@ def test_unusable_path_is_a_problem_not_a_crash(override: str, field: str) -> No
     problem = only_problem(exc)
     assert problem.field == field
     assert problem.message.startswith("bad path ")
+    assert str(problem.position) == f"--set #1 ({override})"
+
+
+@pytest.mark.parametrize(
+    ("override", "field"),
+    [("output.dir=", "output.dir"), ('output.dir=" "', "output.dir"), ('teacher.cache={dir: ""}', "teacher.cache.dir")],
+)
+def test_an_empty_path_is_a_problem_not_the_current_folder(override: str, field: str) -> None:
+    with pytest.raises(RecipeError) as exc:
+        load_recipe(BASE_RECIPE, [override], check=False)
+    problem = only_problem(exc)
+    assert (problem.field, problem.message) == (field, "empty path: give a file or directory")
     assert str(problem.position) == f"--set #1 ({override})"
 
 

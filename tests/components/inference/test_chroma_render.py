@@ -116,10 +116,33 @@ def test_an_uncached_hub_id_is_a_clear_error(monkeypatch):
     import huggingface_hub.constants
 
     monkeypatch.setattr(huggingface_hub.constants, "HF_HUB_OFFLINE", True)
-    with pytest.raises(InferenceError, match="cannot load the Chroma pipeline from hub id"):
+    message = (
+        "no local copy of 'someorg/not-a-chroma': download it first (huggingface-cli download someorg/not-a-chroma)"
+    )
+    with pytest.raises(InferenceError) as exc:
         build_chroma_pipeline(Inference(pipeline="someorg/not-a-chroma"), "cpu")
-    with pytest.raises(InferenceError, match="cannot read the Chroma transformer config of someorg/not-a-chroma"):
+    assert str(exc.value) == message
+    with pytest.raises(InferenceError) as exc:
         joint_attention_dim(Inference(pipeline="someorg/not-a-chroma"))
+    assert str(exc.value) == message
+
+
+def test_a_shared_recipe_pipeline_is_never_downloaded(monkeypatch):
+    """Even with the hub reachable (HF_HUB_OFFLINE unset), the pipeline comes only from the local cache."""
+    import diffusers
+
+    calls = []
+
+    def offline_only(*args, **kwargs):
+        calls.append(kwargs.get("local_files_only"))
+        raise OSError("not in the local cache")
+
+    monkeypatch.setattr(diffusers.ChromaPipeline, "from_pretrained", offline_only)
+    monkeypatch.setattr(diffusers.ChromaTransformer2DModel, "load_config", offline_only)
+    for load in (lambda spec: build_chroma_pipeline(spec, "cpu"), joint_attention_dim):
+        with pytest.raises(InferenceError, match="no local copy of 'someorg/chroma'"):
+            load(Inference(pipeline="someorg/chroma"))
+    assert calls == [True, True]
 
 
 @pytest.mark.parametrize(

@@ -103,3 +103,17 @@ def test_missing_local_path_and_directory_without_config_are_errors(tmp_path) ->
         resolve_config(student(str(tmp_path / "absent")))
     with pytest.raises(ModelSourceError, match="no config.json"):
         resolve_config(student(str(tmp_path)))
+
+
+def test_remote_code_is_refused_naming_where_the_code_comes_from() -> None:
+    from components.models import remote_code_refusal
+
+    hub = HiddenStatesStudent(type="hidden_states", model="org/custom", trust_remote_code=True)
+    inline = HiddenStatesStudent(
+        type="hidden_states", config={"model_type": "qwen3"}, tokenizer="org/custom-tokenizer", trust_remote_code=True
+    )
+    assert remote_code_refusal(hub) == (
+        "runs Python code shipped with org/custom; read that code, then pass --trust-remote-code to allow it"
+    )
+    assert "shipped with org/custom-tokenizer;" in (remote_code_refusal(inline) or "")
+    assert remote_code_refusal(hub.model_copy(update={"trust_remote_code": False})) is None

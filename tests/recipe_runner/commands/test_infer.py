@@ -192,6 +192,12 @@ def test_bad_options_are_clear_errors(run_dir, args, message):
     _fails(_infer(run_dir, *args), message)
 
 
+def test_a_prompts_file_that_is_not_utf8_names_the_line(run_dir, tmp_path):
+    bad = tmp_path / "bad.txt"
+    bad.write_bytes(b"a fox\n\xff\n")
+    _fails(_infer(run_dir, "--prompts", str(bad)), f"error: --prompts {bad}:2: not UTF-8 (byte 0xff at byte offset 6)")
+
+
 def test_recipe_problems_are_reported_with_positions(run_dir):
     result = CliRunner().invoke(infer, [str(RECIPE), "--set", "stages.0.lr.student=-1", "--prompt", "cat"])
     _fails(result, "stages[0].lr.student", "problem")

@@ -50,3 +50,16 @@ def test_asking_for_cuda_without_one_is_one_line(verb, tmp_path):
     result = CliRunner().invoke(main, [verb, str(TINY), *sets])
     assert result.exit_code == 1 and isinstance(result.exception, SystemExit), result.output
     assert "hardware.device is cuda but no CUDA device is visible" in result.stderr
+
+
+@pytest.mark.parametrize("verb", ["run", "cache"])
+def test_a_data_file_that_is_not_utf8_is_one_line(verb, tmp_path):
+    from accelerate.state import AcceleratorState
+
+    AcceleratorState._reset_state(reset_partial_state=True)
+    bad = tmp_path / "bad.txt"
+    bad.write_bytes(b"a\n\xff\n")
+    sets = ["--set", f"data.train={bad}", "--set", f"output.dir={tmp_path / 'run'}"]
+    result = CliRunner().invoke(main, [verb, str(TINY), *sets, "--set", f"teacher.cache.dir={tmp_path / 'cache'}"])
+    assert result.exit_code == 1, result.output
+    assert result.stderr == f"error: {bad}:2: not UTF-8 (byte 0xff at byte offset 2): save it as UTF-8\n"

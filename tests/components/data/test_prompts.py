@@ -1,0 +1,74 @@
+"""Prompt files that cannot be used say which file, where, and what to do (components.data.prompts)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from components.data import prompts as prompts_module
+from components.data.prompts import DataFileError, data_file_problem, read_prompts
+from components.errors import UserFacingError
+from schemas.data import DataFile
+
+
+def _read(path: Path, **fields) -> list[str]:
+    return read_prompts(DataFile(path=str(path), **fields))
+
+
+def test_a_file_that_is_not_utf8_names_the_line_and_byte(tmp_path: Path) -> None:
+    bad = tmp_path / "bad.txt"
+    bad.write_bytes("a fox\ncafé\n".encode() + b"\xff\n")
+    with pytest.raises(DataFileError) as exc:
+        _read(bad)
+    assert str(exc.value) == f"{bad}:3: not UTF-8 (byte 0xff at byte offset 12): save it as UTF-8"
+    assert isinstance(exc.value, UserFacingError)
+
+
+def test_a_jsonl_file_that_is_not_utf8(tmp_path: Path) -> None:
+    bad = tmp_path / "bad.jsonl"
+    bad.write_bytes(b'{"text": "caf\xe9"}\n')
+    with pytest.raises(DataFileError, match=r"bad.jsonl:1: not UTF-8 \(byte 0xe9 at byte offset 13\)"):
+        _read(bad)
+
+
+def test_a_folder_is_not_a_data_file(tmp_path: Path) -> None:
+    folder = tmp_path / "prompts.txt"
+    folder.mkdir()
+    with pytest.raises(DataFileError) as exc:
+        _read(folder)
+    assert str(exc.value) == f"{folder} is a directory, not a data file: name a .txt or .jsonl file in it"
+
+
+def test_a_missing_file(tmp_path: Path) -> None:
+    with pytest.raises(DataFileError, match="data file not found: .*absent.txt"):
+        _read(tmp_path / "absent.txt")
+
+
+def test_an_unreadable_file(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    locked = tmp_path / "locked.txt"
+    locked.write_text("a fox\n")
+    monkeypatch.setattr(prompts_module.os, "access", lambda path, mode: False)  # chmod 000 does not stop root
+    assert data_file_problem(locked) == f"cannot read data file {locked}: permission denied"
+    with pytest.raises(DataFileError, match="permission denied"):
+        _read(locked)
+
+
+def test_a_read_that_fails_midway_is_a_data_file_error(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    file = tmp_path / "prompts.txt"
+    file.write_text("a fox\n")
+
+    def refuse(*args, **kwargs):
+        raise PermissionError(13, "Permission denied")
+
+    monkeypatch.setattr(Path, "open", refuse)
+    with pytest.raises(DataFileError) as exc:
+        _read(file)
+    assert str(exc.value) == f"cannot read data file {file}: Permission denied"
+
+
+def test_good_files_still_read(tmp_path: Path) -> None:
+    file = tmp_path / "prompts.txt"
+    file.write_text("a fox\r\n\n  café  \nlast", encoding="utf-8")
+    assert _read(file) == ["a fox", "café", "last"]
+    assert data_file_problem(file) is None

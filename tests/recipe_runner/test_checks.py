@@ -1,0 +1,77 @@
+"""Semantic checks at their edges: what passes, what fails, and that validate catches what a run would crash on
+(recipe_runner.checks; the golden messages are in test_errors_golden.py)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+from click.testing import CliRunner
+
+from components.data import prompts as prompts_module
+from recipe_runner.cli import main
+from recipe_runner.errors import RecipeError
+from recipe_runner.loader import load_recipe
+
+BASE = Path(__file__).resolve().parents[1] / "assets" / "broken" / "base.yaml"
+
+
+def _problems(*overrides: str) -> list[str]:
+    try:
+        load_recipe(BASE, overrides)
+    except RecipeError as exc:
+        return [f"{problem.field}: {problem.message}" for problem in exc.problems]
+    return []
+
+
+@pytest.mark.parametrize("layer", [-3, -1, 0, 2])
+def test_every_hidden_state_of_the_student_is_a_valid_layer(layer: int) -> None:
+    assert _problems(f"student.layer={layer}") == []
+
+
+@pytest.mark.parametrize("layer", [-4, 3, 99, -99])
+def test_a_layer_past_the_student_is_a_problem(layer: int) -> None:
+    [problem] = _problems(f"student.layer={layer}")
+    assert problem.startswith(f"student.layer: layer {layer} does not exist: the student has 2 layers")
+
+
+def test_an_embedding_as_large_as_the_tokenizer_is_enough() -> None:
+    assert _problems("student.config.vocab_size=1936") == []
+    assert _problems("student.config.vocab_size=1935")[0].startswith("student.config.vocab_size: the student embed")
+
+
+def test_the_teacher_embedding_must_cover_its_tokenizer_too() -> None:
+    [problem] = _problems("teacher.config.vocab_size=700")
+    assert problem.startswith("teacher.config.vocab_size: the teacher embedding has 700 rows but its tokenizer has 723")
+
+
+def test_a_tokenizer_that_cannot_be_read_offline_skips_the_vocabulary_check(tmp_path, monkeypatch) -> None:
+    """validate needs no download: an uncached tokenizer is reported by the verbs that load it."""
+    monkeypatch.setenv("HF_HOME", str(tmp_path / "hf"))
+    assert _problems("student.config.vocab_size=10", "student.tokenizer=someorg/uncached") == []
+
+
+def test_a_non_t5_teacher_fails_validate_and_plan_not_the_build(tmp_path: Path) -> None:
+    sets = ["--set", "teacher.config.model_type=bert", "--set", f"teacher.cache.dir={tmp_path / 'c'}"]
+    for verb in ("validate", "plan"):
+        result = CliRunner().invoke(main, [verb, str(BASE), *sets])
+        assert result.exit_code == 2, result.output
+        assert "teacher.config.model_type: a t5_encoder teacher needs a T5 architecture" in result.stderr
+        assert "Traceback" not in result.output
+    # the unusable teacher is not measured: no width problem follows from its BERT config
+    assert len(_problems("teacher.config.model_type=bert")) == 1
+
+
+def test_a_data_folder_is_a_problem_at_the_field(tmp_path: Path) -> None:
+    folder = tmp_path / "prompts.txt"
+    folder.mkdir()
+    assert _problems(f"data.train={folder}") == [
+        f"data.train: {folder} is a directory, not a data file: name a .txt or .jsonl file in it"
+    ]
+
+
+def test_an_unreadable_data_file_is_a_problem_at_the_field(tmp_path: Path, monkeypatch) -> None:
+    locked = tmp_path / "locked.txt"
+    locked.write_text("a fox\n")
+    monkeypatch.setattr(prompts_module.os, "access", lambda path, mode: path != locked)
+    assert _problems(f"data.eval={locked}") == [f"data.eval: cannot read data file {locked}: permission denied"]
