@@ -26,6 +26,8 @@ def cache(file: str, overrides: tuple[str, ...], batch_tokens: int | None, no_pr
     loaded = load_recipe(file, overrides)
     reports = build_teacher_cache(loaded.recipe, batch_tokens=batch_tokens, progress=not no_progress)
     for split, report in reports.items():
+        for rewritten in report["rewritten"]:
+            click.echo(f"{split}: rewrote damaged shard {rewritten}")
         click.echo(
             f"{split}: {report['count']} prompts, {report['shards_written']} shard(s) written, "
             f"{report['tokens']} tokens, {report['bytes']} bytes on disk ({report['bytes_per_prompt']:.0f} per prompt)"
