@@ -12,22 +12,14 @@ from typing import Any
 
 LENGTH_BYTES = 8
 MAX_HEADER_BYTES = 100_000_000  # safetensors refuses larger headers
-ITEM_BYTES = {
-    "BOOL": 1,
-    "U8": 1,
-    "I8": 1,
-    "F8_E5M2": 1,
-    "F8_E4M3": 1,
-    "I16": 2,
-    "U16": 2,
-    "F16": 2,
-    "BF16": 2,
-    "I32": 4,
-    "U32": 4,
-    "F32": 4,
-    "I64": 8,
-    "U64": 8,
-    "F64": 8,
+# Bits per element of every dtype safetensors knows; one it does not know is refused when the file is opened.
+ITEM_BITS = {
+    **dict.fromkeys(("F4",), 4),
+    **dict.fromkeys(("F6_E2M3", "F6_E3M2"), 6),
+    **dict.fromkeys(("BOOL", "U8", "I8", "F8_E5M2", "F8_E4M3", "F8_E8M0"), 8),
+    **dict.fromkeys(("I16", "U16", "F16", "BF16"), 16),
+    **dict.fromkeys(("I32", "U32", "F32"), 32),
+    **dict.fromkeys(("I64", "U64", "F64", "C64"), 64),
 }
 
 
@@ -43,8 +35,10 @@ def _tensor_end(name: str, info: Any, data_bytes: int) -> int:
     shape = info.get("shape")
     if not all(isinstance(v, int) and v >= 0 for v in (begin, end)) or end < begin or not isinstance(shape, list):
         raise DamagedFileError(f"its header entry for tensor {name!r} is malformed")
-    item = ITEM_BYTES.get(info.get("dtype"))
-    if item is not None and math.prod(shape) * item != end - begin:
+    bits = ITEM_BITS.get(info.get("dtype"))
+    if bits is None:
+        raise DamagedFileError(f"tensor {name!r} has an unknown dtype {info.get('dtype')!r}")
+    if (math.prod(shape) * bits + 7) // 8 != end - begin:
         raise DamagedFileError(f"tensor {name!r} declares shape {shape} but spans {end - begin} bytes")
     if end > data_bytes:
         raise DamagedFileError(

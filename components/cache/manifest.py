@@ -88,7 +88,8 @@ def _difference(key: str, found: dict[str, Any], expected: dict[str, Any]) -> st
     if key == "teacher":
         if str(cached).startswith("inline:") and str(now).startswith("inline:"):
             return "the teacher's inline config differs from the one the cache was made with"
-        return f"the cache was made with teacher {_teacher_words(cached)}, the recipe has {_teacher_words(now)}"
+        made, wanted = _teacher_words(cached), _teacher_words(now)
+        return f"the teacher differs: the cache was made with {made}, the recipe has {wanted}"
     if key == "weights":
         return (
             f"the teacher's weights in {expected['teacher']} changed since the cache was written "
