@@ -133,8 +133,8 @@ def _vocabulary_problems(loaded: LoadedRecipe, configs: dict[str, PretrainedConf
     return problems
 
 
-def _model_problems(loaded: LoadedRecipe) -> list[Problem]:
-    """Everything read from the architectures; width checks need both of them."""
+def _model_problems(loaded: LoadedRecipe) -> tuple[list[Problem], set[str]]:
+    """Everything read from the architectures (width checks need both of them); also which ones were readable."""
     configs, problems = _configs(loaded)
     problems += _teacher_kind_problems(loaded, configs)
     widths, width_problems = _widths(loaded, configs)
@@ -143,7 +143,7 @@ def _model_problems(loaded: LoadedRecipe) -> list[Problem]:
         problems += _bolt_on_problems(loaded, widths)
     problems += _student_layer_problems(loaded, configs)
     problems += _vocabulary_problems(loaded, configs)
-    return problems
+    return problems, set(configs)
 
 
 def _bolt_on_problems(loaded: LoadedRecipe, widths: dict[str, int]) -> list[Problem]:
@@ -241,7 +241,7 @@ def _file_problems(loaded: LoadedRecipe) -> list[Problem]:
             problems.append(loaded.problem(("data", name), problem))
     for role in ("teacher", "student"):
         source: ModelSource = getattr(recipe, role)
-        for field in ("model", "tokenizer"):
+        for field in ("tokenizer",):  # a missing `model` path is reported once, by _widths reading its config
             value = getattr(source, field)
             if value is not None and Path(value).is_absolute() and not Path(value).exists():
                 problems.append(loaded.problem((role, field), f"path not found: {value}"))
@@ -313,12 +313,15 @@ def _batch_token_problems(loaded: LoadedRecipe) -> list[Problem]:
 def semantic_problems(loaded: LoadedRecipe, allow_remote_code: bool = False) -> list[Problem]:
     """All semantic problems at once; models are read only when that runs no code the runner did not allow."""
     problems = remote_code_problems(loaded, allow_remote_code)
+    readable: set[str] = set()
     if not problems:
-        problems += _model_problems(loaded)
+        model_problems, readable = _model_problems(loaded)
+        problems += model_problems
     problems += _stage_problems(loaded)
     problems += _file_problems(loaded)
     problems += _hardware_problems(loaded)
     from components.cache.manifest import cache_problems
 
-    problems += cache_problems(loaded)
+    if "teacher" in readable:  # a broken teacher source is the problem; comparing a cache with it adds noise
+        problems += cache_problems(loaded)
     return problems

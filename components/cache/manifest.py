@@ -7,6 +7,7 @@ import json
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from components.cache.weights import weights_fingerprint
 from schemas import Recipe
 
 if TYPE_CHECKING:
@@ -39,6 +40,7 @@ def teacher_identity(recipe: Recipe) -> dict[str, Any]:
     return {
         "format": FORMAT_VERSION,
         "teacher": model,
+        "weights": weights_fingerprint(teacher),
         "revision": teacher.revision,
         "teacher_dtype": teacher.dtype,
         "tokenizer": _tokenizer_fingerprint(recipe),
@@ -59,36 +61,88 @@ def read_manifest(split_dir: Path) -> dict[str, Any] | None:
     return data
 
 
+# Recipe fields behind identity keys, for messages; the other keys get a sentence of their own in _difference.
+_FIELDS = {
+    "revision": "teacher.revision",
+    "teacher_dtype": "teacher.dtype",
+    "max_length": "teacher.max_length",
+    "chroma_mask": "teacher.chroma_mask",
+    "cache_dtype": "teacher.cache.dtype",
+    "seed": "hardware.seed",
+}
+# Keys that only exist because of the teacher: when the teacher itself differs they add nothing.
+_FOLLOW_TEACHER = ("weights", "seed", "tokenizer")
+
+
+def _teacher_words(value: Any) -> str:
+    return "an inline config (random weights)" if str(value).startswith("inline:") else repr(value)
+
+
+def _value_words(value: Any) -> str:
+    return "not set" if value is None else repr(value)
+
+
+def _difference(key: str, found: dict[str, Any], expected: dict[str, Any]) -> str:
+    """One difference in words: a value the recipe leaves unset is "not set", a digest is never shown."""
+    cached, now = found.get(key), expected[key]
+    if key == "teacher":
+        if str(cached).startswith("inline:") and str(now).startswith("inline:"):
+            return "the teacher's inline config differs from the one the cache was made with"
+        made, wanted = _teacher_words(cached), _teacher_words(now)
+        return f"the teacher differs: the cache was made with {made}, the recipe has {wanted}"
+    if key == "weights":
+        return (
+            f"the teacher's weights in {expected['teacher']} changed since the cache was written "
+            "(a weight file or config.json differs in name, size or modification time)"
+        )
+    if key == "tokenizer":
+        return "the teacher tokenizer differs from the one the cache was made with"
+    if key == "format":
+        return f"the cache was written in format {cached!r}, this version reads format {now!r}"
+    field = _FIELDS.get(key, key)
+    return f"{field} is {_value_words(now)} in the recipe but was {_value_words(cached)} when the cache was written"
+
+
+def _unknown(key: str, found: dict[str, Any], value: Any) -> bool:
+    """A weights fingerprint that an older manifest lacks, or that cannot be taken now, proves nothing."""
+    return key == "weights" and (found.get(key) is None or value is None)
+
+
 def mismatches(manifest: dict[str, Any], expected: dict[str, Any]) -> list[str]:
     """Human-readable differences between a cache's manifest and what the recipe would produce."""
     found = manifest.get("identity", {})
-    return [
-        f"{key} is {found.get(key)!r} in the cache but {value!r} in the recipe"
-        for key, value in expected.items()
-        if found.get(key) != value
-    ]
+    differing = [key for key, value in expected.items() if found.get(key) != value and not _unknown(key, found, value)]
+    if "teacher" in differing:
+        differing = [key for key in differing if key not in _FOLLOW_TEACHER]
+    return [_difference(key, found, expected) for key in differing]
 
 
 def cache_problems(loaded: LoadedRecipe) -> list[Problem]:
-    """An existing cache made with other settings is an error now, not a silent mix later."""
+    """An existing cache made with other settings is an error now, not a silent mix later.
+
+    One problem per cache, naming its splits: the train and eval splits nearly always differ alike.
+    """
     cache = loaded.recipe.teacher.cache
     if cache is None or not Path(cache.dir).is_dir():
         return []
+    where = ("teacher", "cache", "dir")
     problems = []
     expected = teacher_identity(loaded.recipe)
+    splits_by_differences: dict[tuple[str, ...], list[str]] = {}
     for split_dir in sorted(p for p in Path(cache.dir).iterdir() if p.is_dir()):
         try:
             manifest = read_manifest(split_dir)
         except (OSError, json.JSONDecodeError) as exc:
-            problems.append(loaded.problem(("teacher", "cache", "dir"), f"unreadable cache manifest: {exc}"))
+            message = f"unreadable cache manifest in {split_dir}: {exc}; delete {split_dir} and rerun `recipe cache`"
+            problems.append(loaded.problem(where, message))
             continue
-        if manifest is None:
-            continue
-        for difference in mismatches(manifest, expected):
-            problems.append(
-                loaded.problem(
-                    ("teacher", "cache", "dir"),
-                    f"cache {split_dir} does not match: {difference}; delete it or point cache.dir elsewhere",
-                )
-            )
+        differences = tuple(mismatches(manifest, expected)) if manifest is not None else ()
+        if differences:
+            splits_by_differences.setdefault(differences, []).append(split_dir.name)
+    for differences, splits in splits_by_differences.items():
+        message = (
+            f"cache {cache.dir} ({' and '.join(splits)}) does not match the recipe: {'; '.join(differences)}. "
+            "Delete it and rerun `recipe cache RECIPE`, or point cache.dir elsewhere"
+        )
+        problems.append(loaded.problem(where, message))
     return problems

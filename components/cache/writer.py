@@ -6,12 +6,14 @@ import time
 from collections.abc import Callable
 from concurrent.futures import Future, ThreadPoolExecutor
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import torch
 
 from components.atomic_files import save_safetensors_atomic, write_json_atomic
 from components.cache.manifest import mismatches, read_manifest
+from components.cache.shards import shard_count, shard_damage, shard_name, shard_rows
 from components.data.batches import token_budget_batches
 from components.errors import UserFacingError
 from components.teacher_outputs import encode_teacher
@@ -21,10 +23,6 @@ DTYPES = {"bfloat16": torch.bfloat16, "float16": torch.float16, "float32": torch
 
 class CacheMismatchError(UserFacingError, RuntimeError):
     """The cache on disk was made from other settings or other prompts."""
-
-
-def shard_name(index: int) -> str:
-    return f"shard-{index:05d}.safetensors"
 
 
 def prepare_split(split_dir: Path, identity: dict, prompts_sha: str, count: int, shard_size: int) -> dict:
@@ -125,8 +123,12 @@ def write_split(
     pad_id: int,
     device: torch.device,
     progress: Callable[[int], None] | None = None,
-) -> dict[str, float]:
-    """Encode every missing shard; returns timing and size figures for reporting.
+) -> dict[str, Any]:
+    """Encode every missing or damaged shard; returns timing and size figures, and each damaged shard rewritten
+    with the reason (`rewritten`), for reporting.
+
+    An existing shard counts as done only when its header, size and row count check out (`shard_damage`); a
+    damaged one is encoded again and replaced in one rename, and no other file is touched.
 
     A finished shard is copied to the host and written by a background thread while the next one is encoded
     (at most one write in flight, so at most two shards are held in host memory); an error in a write surfaces
@@ -136,15 +138,19 @@ def write_split(
     tokens = 0
     started = time.perf_counter()
     written = 0
+    rewritten: list[str] = []
     with ThreadPoolExecutor(max_workers=1, thread_name_prefix="cache-shard-writer") as disk:
         writing: Future | None = None
-        for shard in range((count + shard_size - 1) // shard_size):
+        for shard in range(shard_count(count, shard_size)):
             final = split_dir / shard_name(shard)
-            lo, hi = shard * shard_size, min(count, (shard + 1) * shard_size)
+            lo, hi = shard_rows(shard, count, shard_size)
             if final.exists():
-                if progress:
-                    progress(hi - lo)
-                continue
+                damage = shard_damage(final, lo, hi)
+                if damage is None:
+                    if progress:
+                        progress(hi - lo)
+                    continue
+                rewritten.append(f"{final} ({damage})")
             hidden, offsets, shard_tokens = _shard_rows(
                 teacher,
                 token_ids,
@@ -169,4 +175,4 @@ def write_split(
         if writing is not None:
             writing.result()
     elapsed = time.perf_counter() - started
-    return {"shards_written": written, "tokens": tokens, "seconds": elapsed}
+    return {"shards_written": written, "tokens": tokens, "seconds": elapsed, "rewritten": rewritten}

@@ -137,6 +137,8 @@ def export_encoder(out_dir: str | Path, recipe: Recipe, student: nn.Module, bolt
 
 def read_manifest(directory: str | Path) -> EncoderManifest:
     """encoder.json validated back into its pydantic spec; a clear ExportError when it is missing or wrong."""
+    from components.export.load_checks import REEXPORT, validation_in_words
+
     directory = Path(directory)
     recover_directory(directory, MANIFEST)
     file = directory / MANIFEST
@@ -150,12 +152,15 @@ def read_manifest(directory: str | Path) -> EncoderManifest:
             f"no exported encoder at {directory}: run `recipe run RECIPE` (or `recipe export RECIPE`) first"
         )
     try:
-        manifest = EncoderManifest.model_validate_json(file.read_text())
+        manifest = EncoderManifest.model_validate_json(file.read_bytes())
     except ValidationError as exc:
-        raise ExportError(f"{file}: not a valid encoder manifest:\n{exc}") from None
+        raise ExportError(f"{file}: not a valid encoder manifest ({validation_in_words(exc)}); {REEXPORT}") from None
+    except OSError as exc:
+        raise ExportError(f"{file}: cannot be read ({exc.strerror or exc}); {REEXPORT}") from None
     if manifest.format_version != FORMAT_VERSION:
         raise ExportError(
-            f"{file}: export format version {manifest.format_version}, this recipe version reads {FORMAT_VERSION}"
+            f"{file}: export format version {manifest.format_version}, this recipe version reads {FORMAT_VERSION}; "
+            + REEXPORT
         )
     return manifest
 
@@ -171,8 +176,14 @@ class DistilledEncoder:
 
     @classmethod
     def load(cls, directory: str | Path, device: str | torch.device = "cpu", dtype: torch.dtype = torch.float32):
-        """Rebuild the encoder from an export directory written by `export_encoder`."""
+        """Rebuild the encoder from an export directory written by `export_encoder`.
+
+        Every weight file's header and size are checked first, so a damaged export is one line naming the file.
+        """
+        from safetensors import SafetensorError
+
         from components.bolt_on.stack import build_bolt_on
+        from components.export.load_checks import REEXPORT, damaged, first_damaged_weights
         from components.models.loading import build_model
         from components.models.tokenizer import load_tokenizer
 
@@ -182,7 +193,12 @@ class DistilledEncoder:
             raise ExportError(f"dtype {dtype}: use one of {', '.join(_DTYPE_NAMES.values())}")
         for part in (STUDENT_DIR, BOLT_ON_FILE):
             if not (directory / part).exists():
-                raise ExportError(f"export at {directory} is incomplete: {part} is missing")
+                raise ExportError(f"export at {directory} is incomplete: {part} is missing; {REEXPORT}")
+        damage = first_damaged_weights(
+            [directory / BOLT_ON_FILE, *sorted((directory / STUDENT_DIR).glob("*.safetensors"))]
+        )
+        if damage is not None:
+            raise ExportError(damage)
         source = HiddenStatesStudent(
             type="hidden_states",
             model=str(directory / STUDENT_DIR),
@@ -190,15 +206,24 @@ class DistilledEncoder:
             max_length=manifest.max_length,
             layer=manifest.student_layer,
         )
-        student = build_model(source, "student", device=str(device)).to(device=device, dtype=dtype)
+        try:
+            tokenizer = load_tokenizer(source)
+            student = build_model(source, "student", device=str(device)).to(device=device, dtype=dtype)
+        except UserFacingError as exc:  # a damaged config.json, tokenizer or weights of the student
+            raise ExportError(f"{str(exc).rstrip('.')}; {REEXPORT}") from None
+        except SafetensorError as exc:
+            raise ExportError(damaged(directory / STUDENT_DIR, str(exc))) from None
         bolt_on = build_bolt_on(manifest.bolt_on, manifest.student_width, manifest.output_width)
-        missing, unexpected = load_model(bolt_on, str(directory / BOLT_ON_FILE), strict=False)
+        try:
+            missing, unexpected = load_model(bolt_on, str(directory / BOLT_ON_FILE), strict=False)
+        except (SafetensorError, RuntimeError) as exc:  # RuntimeError: a tensor of another shape than the spec's
+            raise ExportError(damaged(directory / BOLT_ON_FILE, " ".join(str(exc).split()))) from None
         if missing or unexpected:
             raise ExportError(
                 f"{directory / BOLT_ON_FILE} does not match the bolt-on spec in {MANIFEST}: "
-                f"missing {sorted(missing)[:5]}, unexpected {sorted(unexpected)[:5]}"
+                f"missing {sorted(missing)[:5]}, unexpected {sorted(unexpected)[:5]}; {REEXPORT}"
             )
-        return cls(student, bolt_on.to(device=device, dtype=dtype), load_tokenizer(source), manifest)
+        return cls(student, bolt_on.to(device=device, dtype=dtype), tokenizer, manifest)
 
     @property
     def device(self) -> torch.device:

@@ -29,6 +29,8 @@ def cache(
     loaded = load_recipe(file, overrides, allow_remote_code=allow_remote_code)
     reports = build_teacher_cache(loaded.recipe, batch_tokens=batch_tokens, progress=not no_progress)
     for split, report in reports.items():
+        for rewritten in report["rewritten"]:
+            click.echo(f"{split}: rewrote damaged shard {rewritten}")
         click.echo(
             f"{split}: {report['count']} prompts, {report['shards_written']} shard(s) written, "
             f"{report['tokens']} tokens, {report['bytes']} bytes on disk ({report['bytes_per_prompt']:.0f} per prompt)"

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 import shutil
 from pathlib import Path
 
@@ -12,7 +13,7 @@ from safetensors.torch import load_file
 
 from components.alignment import CrossTokenizerAligner
 from components.cache.manifest import teacher_identity
-from components.cache.reader import CachedTeacher, CacheIncompleteError
+from components.cache.reader import CacheDamagedError, CachedTeacher, CacheIncompleteError
 from components.cache.writer import CacheMismatchError, prepare_split, shard_name
 from components.data.pipeline import Collator, PromptPairs
 from components.data.prompts import prompts_digest
@@ -143,6 +144,95 @@ def test_a_deleted_shard_is_the_only_one_rewritten(copy):
     for offset, tensor in enumerate(before):
         torch.testing.assert_close(after[SHARD + offset], tensor, atol=1e-5, rtol=1e-5)
     assert not [p for p in cache_dir.rglob("*") if p.name.endswith(".tmp")]
+
+
+def _truncate(path: Path) -> None:
+    os.truncate(path, 100)
+
+
+def _overwrite_header(path: Path) -> None:
+    with open(path, "r+b") as handle:
+        handle.seek(20)
+        handle.write(os.urandom(40))
+
+
+@pytest.mark.parametrize("damage", [_truncate, _overwrite_header])
+def test_a_damaged_shard_stops_a_run_at_its_start_and_only_it_is_rewritten(copy, damage):
+    recipe, cache_dir = copy
+    victim = cache_dir / "train" / shard_name(1)
+    others = [
+        cache_dir / "train" / shard_name(0),
+        cache_dir / "train" / shard_name(2),
+        cache_dir / "eval" / shard_name(0),
+    ]
+    original = {path: path.stat().st_mtime_ns for path in others}
+    reference = CachedTeacher(cache_dir / "train")
+    before = [reference[i].clone() for i in range(SHARD, 2 * SHARD)]
+    damage(victim)
+
+    with pytest.raises(CacheDamagedError) as caught:
+        CachedTeacher(cache_dir / "train")
+    assert f"cache shard {victim} is damaged" in str(caught.value)
+    assert "rerun `recipe cache RECIPE` to rewrite it" in str(caught.value)
+    with pytest.raises(CacheDamagedError, match=shard_name(1)):
+        build_parts(recipe, torch.device("cpu"))  # not a silent fall-back to the live teacher
+
+    reports = build_teacher_cache(recipe, batch_tokens=72, progress=False)
+
+    assert reports["train"]["shards_written"] == 1 and reports["eval"]["shards_written"] == 0
+    [rewritten] = reports["train"]["rewritten"]
+    assert rewritten.startswith(f"{victim} (") and reports["eval"]["rewritten"] == []
+    assert {path: path.stat().st_mtime_ns for path in others} == original, "only the damaged shard is rewritten"
+    after = CachedTeacher(cache_dir / "train")
+    for offset, tensor in enumerate(before):
+        torch.testing.assert_close(after[SHARD + offset], tensor, atol=1e-5, rtol=1e-5)
+    assert not [p for p in cache_dir.rglob("*") if p.name.endswith(".tmp")]
+
+
+def test_a_shard_damaged_after_the_cache_was_opened_is_named_when_read(copy):
+    _, cache_dir = copy
+    cache = CachedTeacher(cache_dir / "train")
+    _truncate(cache_dir / "train" / shard_name(2))
+    with pytest.raises(CacheDamagedError, match=f"{shard_name(2)} is damaged .*rerun `recipe cache RECIPE`"):
+        cache[2 * SHARD]
+
+
+def test_an_unreadable_manifest_is_named_by_the_reader(copy):
+    _, cache_dir = copy
+    (cache_dir / "train" / "manifest.json").write_text("{")
+    with pytest.raises(CacheDamagedError, match="manifest.json cannot be read"):
+        CachedTeacher(cache_dir / "train")
+
+
+@pytest.fixture(scope="module")
+def local_teacher(built, tmp_path_factory) -> Path:
+    """The tiny random teacher saved as a model directory, as a real one would be given."""
+    recipe, _, _ = built
+    directory = tmp_path_factory.mktemp("teacher") / "t5"
+    build_model(recipe.teacher, "teacher", seed=recipe.hardware.seed).save_pretrained(directory)
+    return directory
+
+
+def test_new_weights_at_the_same_path_are_refused_but_an_older_manifest_is_accepted(local_teacher, tmp_path):
+    teacher = shutil.copytree(local_teacher, tmp_path / "teacher")
+    at_path = ("teacher.config=null", f"teacher.model={teacher}")
+    build_teacher_cache(_load(tmp_path / "cache", *at_path), batch_tokens=96, progress=False)
+    _load(tmp_path / "cache", *at_path)
+
+    weights = teacher / "model.safetensors"
+    os.utime(weights, (weights.stat().st_atime, weights.stat().st_mtime + 60))
+    with pytest.raises(RecipeError) as caught:
+        _load(tmp_path / "cache", *at_path)
+    [problem] = caught.value.problems
+    assert f"the teacher's weights in {teacher} changed since the cache was written" in str(problem)
+    assert "(eval and train)" in str(problem)
+
+    for split in ("train", "eval"):  # as written before the cache recorded a weights fingerprint
+        manifest_file = tmp_path / "cache" / split / "manifest.json"
+        manifest = json.loads(manifest_file.read_text())
+        del manifest["identity"]["weights"]
+        manifest_file.write_text(json.dumps(manifest))
+    _load(tmp_path / "cache", *at_path)
 
 
 def test_a_recipe_with_another_max_length_is_refused_at_load(built):

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 from pathlib import Path
 
 import pytest
@@ -208,3 +209,35 @@ def test_long_prompts_are_truncated_with_a_warning(recipe):
         embeds, mask = encoder.encode([long_prompt, "cat"], max_length=8)
     assert embeds.shape == (2, 8, 64)
     assert mask[0].all()
+
+
+@pytest.fixture
+def exported(recipe, tmp_path) -> Path:
+    return export_encoder(tmp_path / "export", recipe, *_modules(recipe))
+
+
+@pytest.mark.parametrize("part", ["bolt_on.safetensors", "student/model.safetensors"])
+def test_a_truncated_weight_file_is_named_with_how_to_remake_it(exported, part):
+    os.truncate(exported / part, 100)
+    with pytest.raises(ExportError) as caught:
+        DistilledEncoder.load(exported)
+    message = str(caught.value)
+    assert message.startswith(f"{exported / part} is damaged (it is cut short")
+    assert message.endswith("re-export with `recipe export RECIPE`")
+
+
+@pytest.mark.parametrize(
+    ("part", "fragment"),
+    [
+        ("encoder.json", "encoder.json: not a valid encoder manifest (Invalid JSON: EOF while parsing"),
+        ("student/config.json", "config.json"),
+        ("student/tokenizer.json", "tokenizer.json"),
+    ],
+)
+def test_a_garbled_json_file_is_one_line_naming_it(exported, part, fragment):
+    (exported / part).write_text('{"format_version": 1, "recipe": 3')
+    with pytest.raises(ExportError) as caught:
+        DistilledEncoder.load(exported)
+    message = str(caught.value)
+    assert fragment in message and message.endswith("re-export with `recipe export RECIPE`"), message
+    assert "\n" not in message and "https://" not in message

@@ -1,0 +1,57 @@
+"""Shard files: their names, how many prompts each holds, and a cheap check that one is whole."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import torch
+from safetensors import SafetensorError, safe_open
+
+from components.safetensors_header import DamagedFileError, read_header
+
+
+def shard_name(index: int) -> str:
+    return f"shard-{index:05d}.safetensors"
+
+
+def shard_count(count: int, shard_size: int) -> int:
+    return (count + shard_size - 1) // shard_size
+
+
+def shard_rows(index: int, count: int, shard_size: int) -> tuple[int, int]:
+    """The prompts lo..hi-1 that shard `index` holds."""
+    return index * shard_size, min(count, (index + 1) * shard_size)
+
+
+def _offsets(path: Path) -> torch.Tensor:
+    with safe_open(str(path), framework="pt") as handle:
+        return handle.get_tensor("offsets")
+
+
+def shard_damage(path: Path, lo: int, hi: int) -> str | None:
+    """Why `path` cannot be the shard of prompts lo..hi-1, in words; None when it looks whole.
+
+    Reads the header and the small offsets tensor only: a truncated or overwritten file, or one of another
+    shard layout, is caught in milliseconds, while values garbled inside the data section are not.
+    """
+    try:
+        header = read_header(path)
+    except DamagedFileError as exc:
+        return str(exc)
+    hidden, offsets = header.get("hidden"), header.get("offsets")
+    if hidden is None or offsets is None:
+        return "it lacks the `hidden` or `offsets` tensor"
+    if offsets["shape"] != [hi - lo + 1] or len(hidden["shape"]) != 2:
+        held = offsets["shape"][0] - 1 if len(offsets["shape"]) == 1 else "?"
+        return f"it holds {held} prompts where the manifest expects {hi - lo}"
+    first = (header.get("__metadata__") or {}).get("first")
+    if first is not None and first != str(lo):
+        return f"it starts at prompt {first}, not {lo}"
+    try:
+        values = _offsets(path)
+    except (SafetensorError, OSError) as exc:
+        return f"its offsets cannot be read: {exc}"
+    steps = values[1:] - values[:-1]
+    if int(values[0]) != 0 or bool((steps < 0).any()) or int(values[-1]) != hidden["shape"][0]:
+        return "its row offsets do not match its hidden states (the file was overwritten)"
+    return None

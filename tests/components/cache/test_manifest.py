@@ -1,0 +1,66 @@
+"""Cache identity differences in words: no digests, no None for an unset value, no echo of the teacher change."""
+
+from __future__ import annotations
+
+from components.cache.manifest import mismatches
+
+IDENTITY = {
+    "format": 1,
+    "teacher": "/models/t5",
+    "weights": "aaaa",
+    "revision": None,
+    "teacher_dtype": "bfloat16",
+    "tokenizer": "1234",
+    "max_length": 512,
+    "chroma_mask": True,
+    "cache_dtype": "bfloat16",
+    "seed": None,
+}
+
+
+def _cached(**changes) -> dict:
+    return {"identity": {**IDENTITY, **changes}}
+
+
+def test_the_same_identity_matches():
+    assert mismatches(_cached(), IDENTITY) == []
+
+
+def test_a_manifest_without_a_weights_fingerprint_is_still_accepted():
+    """Caches written before the fingerprint existed: unknown is not a mismatch."""
+    old = _cached()
+    del old["identity"]["weights"]
+    assert mismatches(old, IDENTITY) == []
+    assert mismatches(_cached(), {**IDENTITY, "weights": None}) == [], "weights that cannot be read now: unknown"
+
+
+def test_new_weights_at_the_same_path_are_named():
+    assert mismatches(_cached(weights="bbbb"), IDENTITY) == [
+        "the teacher's weights in /models/t5 changed since the cache was written "
+        "(a weight file or config.json differs in name, size or modification time)"
+    ]
+
+
+def test_a_value_the_recipe_does_not_set_is_said_in_words():
+    assert mismatches(_cached(revision="v1"), IDENTITY) == [
+        "teacher.revision is not set in the recipe but was 'v1' when the cache was written"
+    ]
+
+
+def test_another_teacher_is_one_difference_without_its_consequences():
+    inline = _cached(teacher="inline:abcd", weights=None, seed=0, tokenizer="9999")
+    assert mismatches(inline, IDENTITY) == [
+        "the teacher differs: the cache was made with an inline config (random weights), the recipe has '/models/t5'"
+    ]
+    other_inline = {**IDENTITY, "teacher": "inline:ef01", "weights": None, "seed": 0}
+    assert mismatches(inline, other_inline) == [
+        "the teacher's inline config differs from the one the cache was made with"
+    ]
+
+
+def test_no_digest_is_shown():
+    messages = mismatches(_cached(tokenizer="5678", format=0), IDENTITY)
+    assert messages == [
+        "the cache was written in format 0, this version reads format 1",
+        "the teacher tokenizer differs from the one the cache was made with",
+    ]

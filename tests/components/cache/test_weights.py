@@ -1,0 +1,59 @@
+"""weights_fingerprint: names, sizes and times of a teacher's weight files, on disk or in the local HF cache."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+from components.cache.weights import weights_fingerprint
+from schemas.models import ModelSource
+
+
+def _model_dir(path: Path) -> Path:
+    path.mkdir(parents=True)
+    (path / "config.json").write_text('{"model_type": "t5"}')
+    (path / "model.safetensors").write_bytes(b"\0" * 64)
+    (path / "tokenizer.json").write_text("{}")
+    return path
+
+
+def _source(model: str) -> ModelSource:
+    return ModelSource(model=model)
+
+
+def test_an_inline_config_or_a_missing_path_has_none():
+    assert weights_fingerprint(ModelSource(config={"model_type": "t5"}, tokenizer="x")) is None
+    assert weights_fingerprint(_source("/no/such/teacher")) is None
+
+
+def test_replaced_or_touched_weights_change_it_and_other_files_do_not(tmp_path):
+    model = _model_dir(tmp_path / "teacher")
+    before = weights_fingerprint(_source(str(model)))
+    assert before is not None and before == weights_fingerprint(_source(str(model)))
+    (model / "tokenizer.json").write_text('{"changed": true}')
+    assert weights_fingerprint(_source(str(model))) == before
+
+    (model / "model.safetensors").write_bytes(b"\0" * 65)
+    resized = weights_fingerprint(_source(str(model)))
+    assert resized != before
+    stat = (model / "model.safetensors").stat()
+    os.utime(model / "model.safetensors", (stat.st_atime, stat.st_mtime + 10))
+    assert weights_fingerprint(_source(str(model))) != resized
+    (model / "pytorch_model.bin").write_bytes(b"\0")
+    assert weights_fingerprint(_source(str(model))) not in (before, resized)
+
+
+def test_a_hub_id_uses_its_snapshot_in_the_local_cache(tmp_path, monkeypatch):
+    from huggingface_hub import constants
+
+    monkeypatch.setattr(constants, "HF_HUB_CACHE", str(tmp_path / "hub"))
+    assert weights_fingerprint(_source("org/teacher")) is None, "not downloaded: unknown"
+    repo = tmp_path / "hub" / "models--org--teacher"
+    snapshot = _model_dir(repo / "snapshots" / "abc123")
+    (repo / "refs").mkdir()
+    (repo / "refs" / "main").write_text("abc123")
+    local = weights_fingerprint(_source(str(snapshot)))
+    assert weights_fingerprint(_source("org/teacher")) == local
+    assert weights_fingerprint(ModelSource(model="org/teacher", revision="abc123")) == local
+    (snapshot / "model.safetensors").write_bytes(b"\1" * 80)
+    assert weights_fingerprint(_source("org/teacher")) != local
