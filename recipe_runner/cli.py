@@ -17,7 +17,23 @@ from recipe_runner.cli_support import (
 from recipe_runner.errors import RecipeError
 
 
-@click.group(context_settings={"help_option_names": ["-h", "--help"]})
+class _RecipeGroup(click.Group):
+    """Ctrl-C before a verb has its own handling (the trainer saves and exits 130 itself) exits 130 too, as
+    shells expect of an interrupt, instead of click's `Aborted!` with code 1."""
+
+    def invoke(self, ctx: click.Context):
+        try:
+            return super().invoke(ctx)
+        except KeyboardInterrupt:
+            click.echo(
+                "interrupted (Ctrl-C); every file is written under a temporary name until complete, so none was "
+                "left half-written",
+                err=True,
+            )
+            sys.exit(130)
+
+
+@click.group(cls=_RecipeGroup, context_settings={"help_option_names": ["-h", "--help"]})
 @click.version_option(package_name="recipe")
 def main() -> None:
     """Declarative model distillation: validate, plan, run and render from one YAML recipe."""

@@ -2,19 +2,16 @@
 
 from __future__ import annotations
 
-import sys
 import warnings
 from dataclasses import dataclass
 from pathlib import Path
 
 import click
 
-from recipe_runner.cli_support import exit_with_problems, overrides_option, trust_remote_code_option
-from recipe_runner.errors import RecipeError
+from recipe_runner.cli_support import overrides_option, reports_recipe_errors, trust_remote_code_option
 from schemas.inference import Inference
 from schemas.models import T5EncoderTeacher
 
-EXIT_ERROR = 2
 LABELS = {"t5": "t5 (teacher)", "qwen": "qwen (distilled)"}
 SIZE_MULTIPLE = 16  # as schemas.inference.Inference requires of `size`
 
@@ -215,12 +212,6 @@ def run_job(job: InferJob) -> list[Path]:
     return written
 
 
-def _fail(lines: list[str]) -> None:
-    for line in lines:
-        click.echo(line, err=True)
-    sys.exit(EXIT_ERROR)
-
-
 @click.command("infer")
 @click.argument("recipe", required=False, type=click.Path(dir_okay=False))
 @click.option("--prompt", "prompts", multiple=True, metavar="TEXT", help="Prompt to render (repeatable).")
@@ -245,20 +236,12 @@ def _fail(lines: list[str]) -> None:
 @click.option("--device", help="cpu, cuda, cuda:1, ... (default: cuda when available).")
 @overrides_option
 @trust_remote_code_option
+@reports_recipe_errors
 def infer(recipe: str | None, overrides: tuple[str, ...], **options) -> None:
     """Render PROMPTs with Chroma using the distilled encoder (or the T5 teacher, or both with --compare)."""
-    from components.export import ExportError
-    from components.inference import InferenceError
-    from components.models import ModelSourceError
-
-    try:
-        with warnings.catch_warnings():
-            # Deprecation notices from inside diffusers are not actionable by someone rendering an image.
-            warnings.filterwarnings("ignore", category=FutureWarning, module="diffusers")
-            written = run_job(_resolve(recipe, overrides, options))
-    except RecipeError as exc:
-        exit_with_problems(exc)
-    except (InferenceError, ExportError, ModelSourceError) as exc:
-        _fail([f"error: {exc}"])
+    with warnings.catch_warnings():
+        # Deprecation notices from inside diffusers are not actionable by someone rendering an image.
+        warnings.filterwarnings("ignore", category=FutureWarning, module="diffusers")
+        written = run_job(_resolve(recipe, overrides, options))
     for path in written:
         click.echo(str(path))

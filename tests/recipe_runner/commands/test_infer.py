@@ -100,7 +100,11 @@ def test_an_export_alone_is_enough(run_dir, tmp_path):
 
 
 def _fails(result, *fragments: str) -> None:
-    assert result.exit_code == 2, result.output
+    """One `error:` line and exit code 1 (a setup problem, as in every verb); click's usage errors and recipe
+    problems (`problem(s) found.`) exit 2."""
+    usage = "Invalid value for" in result.stderr or "found." in result.stderr
+    assert result.exit_code == (2 if usage else 1), result.output
+    assert usage or "error: " in result.stderr
     assert isinstance(result.exception, SystemExit), "no traceback"
     assert "Traceback" not in result.output
     for fragment in fragments:

@@ -63,3 +63,15 @@ def test_a_data_file_that_is_not_utf8_is_one_line(verb, tmp_path):
     result = CliRunner().invoke(main, [verb, str(TINY), *sets, "--set", f"teacher.cache.dir={tmp_path / 'cache'}"])
     assert result.exit_code == 1, result.output
     assert result.stderr == f"error: {bad}:2: not UTF-8 (byte 0xff at byte offset 2): save it as UTF-8\n"
+
+
+def test_ctrl_c_before_a_verb_handles_it_exits_130(monkeypatch):
+    import recipe_runner.loader
+
+    def interrupted(*args, **kwargs):
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(recipe_runner.loader, "load_recipe", interrupted)
+    result = CliRunner().invoke(main, ["validate", "any.yaml"])
+    assert result.exit_code == 130, result.output
+    assert "interrupted (Ctrl-C)" in result.stderr and "Aborted" not in result.output
