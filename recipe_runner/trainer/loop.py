@@ -2,9 +2,7 @@
 
 from __future__ import annotations
 
-import contextlib
 import math
-import signal
 import sys
 import time
 from collections.abc import Iterator
@@ -41,6 +39,7 @@ from recipe_runner.trainer.run_dir import RunDirLock, refuse_fresh_start, tidy_c
 from recipe_runner.trainer.run_log import MetricsLog, write_run_info
 from recipe_runner.trainer.stage_setup import enter_stage, leave_stage, parameters_by_part
 from recipe_runner.trainer.stops import (
+    StopFlag,
     TrainingInterrupted,
     damaged_checkpoint,
     diverged,
@@ -56,29 +55,6 @@ class RunSummary:
     global_step: int
     metrics: dict[str, float]
     export_dir: Path | None
-
-
-class _StopFlag:
-    """Set by SIGINT/SIGTERM; the loop checks it between optimizer steps, never mid-step."""
-
-    def __init__(self) -> None:
-        self.raised = False
-        self._previous: dict[int, object] = {}
-
-    def __enter__(self) -> _StopFlag:
-        for sig in (signal.SIGINT, signal.SIGTERM):
-            with contextlib.suppress(ValueError):  # not the main thread (e.g. inside some test runners)
-                self._previous[sig] = signal.signal(sig, self._handle)
-        return self
-
-    def _handle(self, signum, frame) -> None:
-        if self.raised:  # a second Ctrl-C means "now"
-            raise KeyboardInterrupt
-        self.raised = True
-
-    def __exit__(self, *exc) -> None:
-        for sig, handler in self._previous.items():
-            signal.signal(sig, handler)
 
 
 def _accelerator(recipe: Recipe):
@@ -263,7 +239,7 @@ class Trainer:
         position = read_position(self.resume_from) if self.resume_from else Position()
         last_metrics: dict[str, float] = {}
         try:
-            with _StopFlag() as stop, shape_stable_attention():
+            with StopFlag() as stop, shape_stable_attention():
                 for stage_index in range(position.stage, len(self.recipe.stages)):
                     if stage_index != position.stage:
                         # Each stage weighs its losses its own way: its best is compared within the stage only.
@@ -292,7 +268,7 @@ class Trainer:
         self.resume_from = None
         self._rescale_position(stage_index, position)
 
-    def _run_stage(self, stage_index: int, position: Position, stop: _StopFlag) -> dict[str, float]:
+    def _run_stage(self, stage_index: int, position: Position, stop: StopFlag) -> dict[str, float]:
         recipe, accelerator = self.recipe, self.accelerator
         stage = recipe.stages[stage_index]
         total = self.total_steps(stage_index, stage)
