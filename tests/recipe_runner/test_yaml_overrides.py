@@ -1,0 +1,159 @@
+"""`--set KEY.PATH=VALUE` overrides applied to a recipe tree (recipe_runner.yaml_source.apply_overrides)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+from yaml_testing import BASE_RECIPE, only_problem, write
+
+from recipe_runner.errors import Problem, RecipeError
+from recipe_runner.loader import load_recipe
+from recipe_runner.yaml_source import SourcedTree, apply_overrides, load_tree
+
+# --- --set overrides -------------------------------------------------------------------------------------------
+
+
+def tree_for_overrides(tmp_path: Path) -> SourcedTree:
+    return load_tree(
+        write(
+            tmp_path,
+            "r.yaml",
+            "recipe: x\n"
+            "hardware: {batch_size: 2}\n"
+            "stages:\n"
+            "  - name: a\n"
+            "    lr: {student: 1.0e-4}\n"
+            "    losses:\n"
+            "      - {type: huber, on: matched}\n",
+        )
+    )
+
+
+def test_override_nested_key(tmp_path: Path) -> None:
+    tree = tree_for_overrides(tmp_path)
+    apply_overrides(tree, ["hardware.batch_size=8", "hardware.precision=bf16"])
+    assert tree.data["hardware"] == {"batch_size": 8, "precision": "bf16"}
+    assert str(tree.positions[("hardware", "batch_size")]) == "--set #1 (hardware.batch_size=8)"
+    assert str(tree.positions[("hardware", "precision")]) == "--set #2 (hardware.precision=bf16)"
+
+
+def test_override_creates_missing_mappings(tmp_path: Path) -> None:
+    tree = tree_for_overrides(tmp_path)
+    apply_overrides(tree, ["output.dir=runs/x"])
+    assert tree.data["output"] == {"dir": "runs/x"}
+
+
+def test_override_list_index(tmp_path: Path) -> None:
+    tree = tree_for_overrides(tmp_path)
+    apply_overrides(tree, ["stages.0.lr.student=1e-5", "stages.0.losses.0.on=split"])
+    assert tree.data["stages"][0]["lr"]["student"] == pytest.approx(1e-5)
+    assert tree.data["stages"][0]["losses"][0] == {"type": "huber", "on": "split"}
+
+
+@pytest.mark.parametrize(
+    ("text", "expected"),
+    [
+        ("recipe=42", 42),
+        ("recipe=4.5", 4.5),
+        ("recipe=true", True),
+        ("recipe=null", None),
+        ("recipe='007'", "007"),
+        ("recipe=a=b", "a=b"),
+        ("recipe=", ""),
+        ("recipe=[1, two]", [1, "two"]),
+        ("recipe={a: 1, b: [x]}", {"a": 1, "b": ["x"]}),
+    ],
+)
+def test_override_value_is_parsed_as_yaml(tmp_path: Path, text: str, expected: object) -> None:
+    tree = tree_for_overrides(tmp_path)
+    apply_overrides(tree, [text])
+    assert tree.data["recipe"] == expected
+
+
+def test_override_replacing_a_subtree_drops_its_old_positions(tmp_path: Path) -> None:
+    tree = tree_for_overrides(tmp_path)
+    apply_overrides(tree, ["stages.0.losses=[]"])
+    assert tree.data["stages"][0]["losses"] == []
+    assert not any(p[:4] == ("stages", 0, "losses", 0) for p in tree.positions)
+    assert tree.position_of(("stages", 0, "losses", 0, "type")).file.startswith("--set #1")
+
+
+def override_problem(tmp_path: Path, text: str) -> Problem:
+    tree = tree_for_overrides(tmp_path)
+    with pytest.raises(RecipeError) as exc:
+        apply_overrides(tree, [text])
+    problem = only_problem(exc)
+    assert str(problem.position) == f"--set #1 ({text})"
+    return problem
+
+
+def test_override_without_equals_sign(tmp_path: Path) -> None:
+    problem = override_problem(tmp_path, "hardware.batch_size")
+    assert problem.field == "--set"
+    assert problem.message == "expected KEY.PATH=VALUE, e.g. stages.0.lr.student=1e-5"
+
+
+@pytest.mark.parametrize("text", ["=3", "a..b=3", ".a=3", "a.=3"])
+def test_override_with_bad_key_path(tmp_path: Path, text: str) -> None:
+    problem = override_problem(tmp_path, text)
+    assert problem.field == "--set"
+    assert problem.message.startswith("bad key path")
+
+
+def test_override_with_invalid_yaml_value(tmp_path: Path) -> None:
+    problem = override_problem(tmp_path, "stages.0.lr=[1,")
+    assert problem.field == "--set"
+    assert problem.message.startswith("value '[1,' is not valid YAML")
+    assert "\n" not in problem.message
+
+
+def test_override_list_index_out_of_range(tmp_path: Path) -> None:
+    problem = override_problem(tmp_path, "stages.3=x")
+    assert problem.field == "stages[3]"
+    assert problem.message == "no list item 3 (list has 1 items)"
+
+
+def test_override_list_index_out_of_range_in_the_middle(tmp_path: Path) -> None:
+    problem = override_problem(tmp_path, "stages.3.name=x")
+    assert problem.field == "stages[3]"
+    assert problem.message == "no list item 3 (list has 1 items)"
+
+
+def test_override_name_where_a_list_index_belongs(tmp_path: Path) -> None:
+    problem = override_problem(tmp_path, "stages.first.name=x")
+    assert problem.field == "stages.first"
+    assert problem.message == "no list item 'first' (list has 1 items)"
+
+
+def test_override_below_a_scalar(tmp_path: Path) -> None:
+    problem = override_problem(tmp_path, "hardware.batch_size.value=3")
+    assert problem.field == "hardware.batch_size"
+    assert problem.message == "cannot set a key below this value"
+
+
+def test_all_bad_overrides_are_reported_at_once(tmp_path: Path) -> None:
+    tree = tree_for_overrides(tmp_path)
+    with pytest.raises(RecipeError) as exc:
+        apply_overrides(tree, ["nonsense", "hardware.batch_size=4", "stages.9.name=x", "recipe.x=1"])
+    shown = [str(p) for p in exc.value.problems]
+    assert len(shown) == 3
+    assert any(s.startswith("--set #1 (nonsense): --set:") for s in shown)
+    assert any(s.startswith("--set #3 (stages.9.name=x): stages[9]:") for s in shown)
+    assert any(s.startswith("--set #4 (recipe.x=1): recipe:") for s in shown)
+
+
+def test_overridden_value_is_checked_by_the_schema_at_the_override() -> None:
+    with pytest.raises(RecipeError) as exc:
+        load_recipe(BASE_RECIPE, ["hardware.batch_size=0", "stages.0.lr.student=fast"], check=False)
+    shown = sorted(str(p) for p in exc.value.problems)
+    assert shown == [
+        "--set #1 (hardware.batch_size=0): hardware.batch_size: must be > 0, got 0",
+        "--set #2 (stages.0.lr.student=fast): stages[0].lr.student: expected a number, got 'fast'",
+    ]
+
+
+def test_override_applies_on_top_of_extends() -> None:
+    loaded = load_recipe(BASE_RECIPE, ["hardware.batch_size=5", "stages.0.steps=7"], check=False)
+    assert loaded.recipe.hardware.batch_size == 5
+    assert loaded.recipe.stages[0].steps == 7
