@@ -6,6 +6,7 @@ diffusers is an optional heavy backend, imported only inside these functions.
 from __future__ import annotations
 
 import gc
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -50,13 +51,28 @@ def release_memory(device: str | torch.device) -> None:
         torch.cuda.empty_cache()
 
 
-def _diffusers():
+@contextmanager
+def _quiet_transformers():
+    """diffusers' pipeline imports name transformers' image processors, which we never use; without torchvision
+    transformers warns about each one, and a first `make demo` should not print warnings that ask nothing of anyone."""
+    from transformers.utils import logging
+
+    level = logging.get_verbosity()
+    logging.set_verbosity_error()
     try:
-        import diffusers
-    except ImportError:
-        raise InferenceError(f"rendering needs diffusers: {_INSTALL}") from None
-    if not hasattr(diffusers, "ChromaPipeline"):
-        raise InferenceError(f"diffusers {diffusers.__version__} has no ChromaPipeline: {_INSTALL}")
+        yield
+    finally:
+        logging.set_verbosity(level)
+
+
+def _diffusers():
+    with _quiet_transformers():
+        try:
+            import diffusers
+        except ImportError:
+            raise InferenceError(f"rendering needs diffusers: {_INSTALL}") from None
+        if not hasattr(diffusers, "ChromaPipeline"):
+            raise InferenceError(f"diffusers {diffusers.__version__} has no ChromaPipeline: {_INSTALL}")
     return diffusers
 
 

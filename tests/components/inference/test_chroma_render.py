@@ -164,3 +164,18 @@ def test_missing_diffusers_says_how_to_install(spec, monkeypatch):
     monkeypatch.setitem(sys.modules, "diffusers", None)
     with pytest.raises(InferenceError, match=r"pip install 'recipe\[diffusers\]'"):
         build_chroma_pipeline(spec, "cpu")
+
+
+def test_loading_diffusers_prints_no_transformers_warnings():
+    """A fresh process, since transformers warns only once per process."""
+    import subprocess
+
+    code = (
+        "import transformers.utils.logging as log\n"
+        "from components.inference.chroma import _diffusers\n"
+        "_diffusers()\n"
+        "print(log.get_verbosity())\n"
+    )
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert "requires torchvision" not in done.stderr, done.stderr
+    assert done.stdout.strip() == "30"  # the caller's verbosity (WARNING) is restored afterwards
