@@ -14,6 +14,8 @@ from torch import nn
 from components.bolt_on import build_bolt_on, width_chain
 from components.models import build_model, hidden_width, lora_parameter_count, lora_targets
 from recipe_runner.memory import GIB, MemoryEstimate, Sizes, StackShape, estimate_memory
+from recipe_runner.trainer.disk_need import DiskNeed, disk_need
+from recipe_runner.trainer.parts import DistillModel, set_trained_dtype
 from schemas import Recipe
 from schemas.models import ModelSource
 from schemas.stages import Part, Stage
@@ -68,6 +70,7 @@ class Plan:
     bolt_on_layers: tuple[LayerPlan, ...]
     stages: tuple[StagePlan, ...]
     warnings: tuple[str, ...]
+    disk: DiskNeed
     hints: tuple[str, ...] = ()
 
     @property
@@ -194,6 +197,8 @@ def build_plan(recipe: Recipe) -> Plan:
     )
     warnings: list[str] = []
     stages = [_stage_plan(recipe, stage, student, sizes, warnings) for stage in recipe.stages]
+    # The run's disk check sizes the model as training holds it (trained parts in float32 or bfloat16): so here.
+    disk = disk_need(set_trained_dtype(DistillModel(student, stack, recipe.student.layer), recipe), recipe)
     warnings.extend(_memory_warning(stage, recipe) for stage in stages if stage.memory.over_budget)
     return Plan(
         recipe=recipe.recipe,
@@ -210,6 +215,7 @@ def build_plan(recipe: Recipe) -> Plan:
         bolt_on_layers=_layer_plans(recipe, stack, student_width, teacher_width),
         stages=tuple(stages),
         warnings=tuple(warnings),
+        disk=disk,
         hints=tuple(stage.hint for stage in stages if stage.hint is not None),
     )
 
@@ -276,6 +282,7 @@ def format_plan(plan: Plan) -> str:
     batch = f"largest micro-batch {peak.batch_tokens:,} padded tokens"
     out += ["", f"peak memory, stage {peak.stage!r} ({batch}): {peak.total_gib:.1f} GiB{budget}"]
     out += _table(("item", "GiB"), [(item.label, f"{item.bytes / GIB:.2f}") for item in peak.items])
+    out += ["", f"disk (output.dir): {plan.disk.describe()}"]
     out += [f"warning: {warning}" for warning in plan.warnings]
     out += [f"hint: {hint}" for hint in plan.hints]
     return "\n".join(out) + "\n"

@@ -9,11 +9,13 @@ from pathlib import Path
 from tqdm.auto import tqdm
 
 from components.cache.manifest import teacher_identity
-from components.cache.writer import CacheMismatchError, prepare_split, write_split
+from components.cache.shards import missing_shard_bytes
+from components.cache.writer import DTYPES, CacheMismatchError, prepare_split, write_split
 from components.data.prompts import prompts_digest
 from components.devices import resolve_device
+from components.disk_space import require_free
 from components.errors import UserFacingError
-from components.models import build_model, freeze, load_tokenizer
+from components.models import build_model, freeze, hidden_width, load_tokenizer, pad_id, resolve_config
 from components.models.compilation import compile_for_varied_lengths
 from recipe_runner.trainer.parts import split_prompts
 from schemas import Recipe
@@ -36,6 +38,24 @@ def _write_errors(split_dir: Path) -> Iterator[None]:
         ) from None
 
 
+def _check_space(recipe: Recipe, splits: list[tuple[str, Path, list[str], list[list[int]]]]) -> None:
+    """Before the teacher loads (minutes for T5-XXL) and encodes for hours: the shards to write must fit."""
+    spec = recipe.teacher.cache
+    assert spec is not None
+    width = hidden_width(resolve_config(recipe.teacher))
+    itemsize = DTYPES[spec.dtype].itemsize
+    shards, needed = 0, 0
+    for _, split_dir, _, ids in splits:
+        count, size = missing_shard_bytes(split_dir, ids, spec.shard_size, recipe.teacher.chroma_mask, width, itemsize)
+        shards, needed = shards + count, needed + size
+    require_free(
+        spec.dir,
+        needed,
+        f"{shards} cache shard(s) still to write ({width} {spec.dtype} values per token)",
+        "free space, or point teacher.cache.dir at a larger disk (--set teacher.cache.dir=...)",
+    )
+
+
 def build_teacher_cache(recipe: Recipe, batch_tokens: int | None = None, progress: bool = True) -> dict[str, dict]:
     """Returns per split: prompt count, shards written, tokens, seconds, bytes on disk."""
     spec = recipe.teacher.cache
@@ -43,10 +63,8 @@ def build_teacher_cache(recipe: Recipe, batch_tokens: int | None = None, progres
         raise CacheSetupError("the recipe has no teacher.cache section; add `cache: {dir: ...}` to the teacher")
     train, held_out = split_prompts(recipe)
     tokenizer = load_tokenizer(recipe.teacher)
-    device = resolve_device(recipe.hardware)
-    teacher = None
     identity = teacher_identity(recipe)
-    reports = {}
+    splits = []
     for split, prompts in (("train", train), ("eval", held_out)):
         if not prompts:
             continue
@@ -55,6 +73,13 @@ def build_teacher_cache(recipe: Recipe, batch_tokens: int | None = None, progres
             prepare_split(split_dir, identity, prompts_digest(prompts), len(prompts), spec.shard_size)
         except CacheMismatchError as exc:
             raise CacheSetupError(f"{exc}; delete it or point teacher.cache.dir elsewhere") from None
+        ids = tokenizer(prompts, truncation=True, max_length=recipe.teacher.max_length)["input_ids"]
+        splits.append((split, split_dir, prompts, ids))
+    _check_space(recipe, splits)
+    device = resolve_device(recipe.hardware)
+    teacher = None
+    reports = {}
+    for split, split_dir, prompts, ids in splits:
         if teacher is None:
             hw = recipe.hardware
             teacher = freeze(
@@ -62,7 +87,6 @@ def build_teacher_cache(recipe: Recipe, batch_tokens: int | None = None, progres
             )
             if hw.compile:
                 compile_for_varied_lengths(teacher)
-        ids = tokenizer(prompts, truncation=True, max_length=recipe.teacher.max_length)["input_ids"]
         with tqdm(total=len(prompts), desc=f"cache {split}", disable=not progress) as bar, _write_errors(split_dir):
             report = write_split(
                 split_dir,
@@ -72,7 +96,7 @@ def build_teacher_cache(recipe: Recipe, batch_tokens: int | None = None, progres
                 batch_tokens=batch_tokens or spec.batch_tokens,
                 chroma_mask=recipe.teacher.chroma_mask,
                 dtype=spec.dtype,
-                pad_id=tokenizer.pad_token_id or 0,
+                pad_id=pad_id(tokenizer),
                 device=device,
                 progress=bar.update,
             )

@@ -55,3 +55,23 @@ def shard_damage(path: Path, lo: int, hi: int) -> str | None:
     if int(values[0]) != 0 or bool((steps < 0).any()) or int(values[-1]) != hidden["shape"][0]:
         return "its row offsets do not match its hidden states (the file was overwritten)"
     return None
+
+
+_HEADER_ALLOWANCE = 4096  # a shard's safetensors header and metadata
+
+
+def missing_shard_bytes(
+    split_dir: Path, token_ids: list[list[int]], shard_size: int, chroma_mask: bool, width: int, itemsize: int
+) -> tuple[int, int]:
+    """The shards a `recipe cache` run still has to write (missing or damaged) and the bytes they will take:
+    each prompt's kept rows (its tokens, plus Chroma's one visible pad) x width x itemsize, and the offsets."""
+    count, shards, total = len(token_ids), 0, 0
+    for index in range(shard_count(count, shard_size)):
+        lo, hi = shard_rows(index, count, shard_size)
+        final = split_dir / shard_name(index)
+        if final.exists() and shard_damage(final, lo, hi) is None:
+            continue
+        rows = sum(len(ids) for ids in token_ids[lo:hi]) + int(chroma_mask) * (hi - lo)
+        shards += 1
+        total += rows * width * itemsize + 8 * (hi - lo + 1) + _HEADER_ALLOWANCE
+    return shards, total

@@ -4,7 +4,7 @@ from components.models.known_architectures import known_config_dict, known_hub_i
 from components.models.loading import build_model, final_norm, freeze, hidden_width
 from components.models.lora import lora_parameter_count, lora_targets
 from components.models.source import ModelSourceError, remote_code_refusal, resolve_config
-from components.models.tokenizer import load_tokenizer
+from components.models.tokenizer import load_tokenizer, pad_id
 
 __all__ = [
     "ModelSourceError",
@@ -17,6 +17,7 @@ __all__ = [
     "load_tokenizer",
     "lora_parameter_count",
     "lora_targets",
+    "pad_id",
     "remote_code_refusal",
     "resolve_config",
 ]

@@ -48,3 +48,8 @@ def load_tokenizer(source: ModelSource) -> PreTrainedTokenizerFast:
             "(ship a tokenizer.json)"
         )
     return tokenizer
+
+
+def pad_id(tokenizer) -> int:
+    """The id padding is written with; padded positions are masked, so a tokenizer without one pads with 0."""
+    return tokenizer.pad_token_id if tokenizer.pad_token_id is not None else 0

@@ -19,8 +19,10 @@ from components.data.pipeline import Collator, DistillBatch, PromptPairs
 from components.data.prompts import prompts_digest
 from components.devices import resolve_device
 from components.losses import DistillLoss
+from components.models import pad_id
 from components.models.compilation import compile_for_varied_lengths
 from components.teacher_outputs import encode_teacher
+from recipe_runner.plan import build_plan
 from recipe_runner.trainer import resume
 from recipe_runner.trainer.checkpoint import (
     Position,
@@ -32,6 +34,7 @@ from recipe_runner.trainer.checkpoint import (
     save_checkpoint,
     step_checkpoints,
 )
+from recipe_runner.trainer.disk_need import check_disk_space
 from recipe_runner.trainer.evaluation import evaluate
 from recipe_runner.trainer.optim import build_optimizer
 from recipe_runner.trainer.parts import RunParts, RunSetupError, build_parts, split_prompts
@@ -97,13 +100,15 @@ class Trainer:
         self.accelerator = _accelerator(recipe)
         if self.resume_from is not None and self.accelerator.is_main_process:
             tidy_checkpoints(self.checkpoints)
+        if self.accelerator.is_main_process:  # the one process that writes; sized on the meta device, before loading
+            check_disk_space(self.out, build_plan(recipe).disk)
         self.parts: RunParts = build_parts(recipe, self.accelerator.device)
         resume_step = read_position(self.resume_from).global_step if self.resume_from else None
         self.metrics = MetricsLog(self.out, self.accelerator.is_main_process, resume_step)
         self.lengths = self._student_lengths(self.parts.train.prompts)
         self.eval_order = self._eval_order()
         self.collate = Collator(
-            _pad_id(self.parts.student_tokenizer), _pad_id(self.parts.teacher_tokenizer), recipe.teacher.chroma_mask
+            pad_id(self.parts.student_tokenizer), pad_id(self.parts.teacher_tokenizer), recipe.teacher.chroma_mask
         )
 
     def _check_resume(self) -> str | None:
@@ -398,7 +403,3 @@ class Trainer:
         except OSError as exc:
             then = "then `recipe export RECIPE` writes it"
             raise write_failed(self.checkpoints, self.out / "export", exc, then) from None
-
-
-def _pad_id(tokenizer) -> int:
-    return tokenizer.pad_token_id if tokenizer.pad_token_id is not None else 0

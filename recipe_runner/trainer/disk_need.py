@@ -1,0 +1,101 @@
+"""What a run keeps on disk, sized from the model as training builds it, and the check made before step one.
+
+A full disk is otherwise found at the first checkpoint that does not fit, hours into the run: it stops there
+and the rest of the night is lost. A checkpoint holds every weight of student and bolt-on (model.safetensors)
+and AdamW's two moments of every weight the stage trains, in that weight's dtype (optimizer.safetensors); the
+RNG state, JSON files and safetensors headers add well under `_FILE_ALLOWANCE`. LoRA adapters are float32
+(peft keeps them so), moments included.
+A run holds `output.keep_last` step checkpoints, the `best` one when it evaluates, and one more while a
+checkpoint is written (the one it replaces is deleted only once the new one is complete); the export written
+at the end holds the weights once more, with the config and tokenizer files (Qwen3's: about 105 bytes per
+vocabulary entry, so 128 are allowed).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+from torch import nn
+
+from components.disk_space import bytes_under, require_free, size_in_words
+from components.models import lora_parameter_count
+from schemas import Recipe
+from schemas.stages import Stage
+
+_ADAPTER_BYTES = 4  # peft keeps adapter weights in float32 whatever the base weights are
+_FILE_ALLOWANCE = 1 << 20  # per checkpoint: headers (~150 bytes a tensor), RNG state, JSON files
+_TOKENIZER_BYTES_PER_ENTRY = 128  # the export's tokenizer files, per vocabulary entry
+_CONFIG_ALLOWANCE = 64 << 10  # the export's config and manifest JSON
+
+
+@dataclass(frozen=True)
+class DiskNeed:
+    """The largest checkpoint of any stage, how many can be on disk at once, and the export."""
+
+    checkpoint_bytes: int
+    copies: int
+    export_bytes: int
+    kept: str  # why `copies` checkpoints, in words
+
+    @property
+    def total_bytes(self) -> int:
+        """The most on disk at any moment: while a checkpoint is written, or once the export is."""
+        at_export = (self.copies - 1) * self.checkpoint_bytes + self.export_bytes
+        return max(self.copies * self.checkpoint_bytes, at_export)
+
+    def describe(self) -> str:
+        export = f" and an export of {size_in_words(self.export_bytes)}" if self.export_bytes else ""
+        return (
+            f"up to {self.copies} checkpoints of {size_in_words(self.checkpoint_bytes)} ({self.kept}){export}: "
+            f"{size_in_words(self.total_bytes)} at most"
+        )
+
+
+def _parameter_bytes(module: nn.Module) -> int:
+    return sum(parameter.numel() * parameter.element_size() for parameter in module.parameters())
+
+
+def stage_checkpoint_bytes(model: nn.Module, stage: Stage) -> int:
+    """Weights (with LoRA adapters while a LoRA stage runs) plus two AdamW moments per trained weight.
+
+    `model` is a DistillModel (student and bolt_on) in the dtypes training gives it; meta tensors serve as well."""
+    trained = _parameter_bytes(model.bolt_on) if "bolt_on" in stage.trainable else 0
+    adapters = 0
+    if "student" in stage.trainable:
+        if stage.student_lora is not None:
+            adapters = lora_parameter_count(model.student, stage.student_lora) * _ADAPTER_BYTES
+            trained += adapters
+        else:
+            trained += _parameter_bytes(model.student)
+    return _parameter_bytes(model) + adapters + 2 * trained + _FILE_ALLOWANCE
+
+
+def _export_bytes(model: nn.Module) -> int:
+    vocabulary = model.student.get_input_embeddings().num_embeddings
+    return _parameter_bytes(model) + vocabulary * _TOKENIZER_BYTES_PER_ENTRY + _CONFIG_ALLOWANCE
+
+
+def disk_need(model: nn.Module, recipe: Recipe) -> DiskNeed:
+    output = recipe.output
+    evaluates = recipe.data.eval is not None or recipe.data.eval_fraction > 0
+    best = output.keep_best and evaluates
+    kept = f"output.keep_last {output.keep_last}{', the best' if best else ''}, one being written"
+    return DiskNeed(
+        checkpoint_bytes=max(stage_checkpoint_bytes(model, stage) for stage in recipe.stages),
+        copies=output.keep_last + 1 + int(best),
+        export_bytes=_export_bytes(model) if output.export else 0,
+        kept=kept,
+    )
+
+
+def check_disk_space(out_dir: Path, need: DiskNeed) -> None:
+    """Refuse to start when the disk cannot hold what the run will keep; checkpoints already there count."""
+    already = bytes_under(out_dir / "checkpoints")
+    require_free(
+        out_dir,
+        need.total_bytes - already,
+        f"this run keeps {need.describe()}",
+        "free space, write elsewhere (--set output.dir=...), or keep fewer checkpoints "
+        "(--set output.keep_last=1, --set output.keep_best=false)",
+    )

@@ -1,0 +1,139 @@
+"""Disk a run keeps: the size formula against checkpoints really written, and the refusal before step one."""
+
+from __future__ import annotations
+
+import shutil
+from collections import namedtuple
+from pathlib import Path
+
+import pytest
+import torch
+
+from components.disk_space import NotEnoughDiskSpace, bytes_under
+from components.models import hidden_width, resolve_config
+from recipe_runner.loader import load_recipe
+from recipe_runner.plan import build_plan, format_plan
+from recipe_runner.trainer import loop, resume
+from recipe_runner.trainer.checkpoint import Position, save_checkpoint
+from recipe_runner.trainer.disk_need import DiskNeed, check_disk_space, disk_need, stage_checkpoint_bytes
+from recipe_runner.trainer.loop import Trainer
+from recipe_runner.trainer.optim import build_optimizer
+from recipe_runner.trainer.parts import build_distill_model
+from recipe_runner.trainer.stage_setup import enter_stage, parameters_by_part
+
+TWO_STAGES = Path(__file__).parents[2] / "assets" / "recipes" / "two_stage_tiny.yaml"
+Usage = namedtuple("Usage", "total used free")
+MIB = 1 << 20
+BF16 = ("hardware.precision=bf16", "hardware.trained_weights=bf16_stochastic")
+
+
+def _load(path: Path, tmp_path: Path, *extra: str):
+    return load_recipe(path, [f"output.dir={tmp_path / 'run'}", f"teacher.cache.dir={tmp_path / 'c'}", *extra]).recipe
+
+
+def _model(recipe):
+    return build_distill_model(recipe, "cpu", hidden_width(resolve_config(recipe.teacher)))
+
+
+def _written_checkpoint_bytes(recipe, stage_index: int, target: Path) -> int:
+    """One optimizer step of the stage, so AdamW holds its moments, then a real checkpoint."""
+    model, stage = _model(recipe), recipe.stages[stage_index]
+    enter_stage(model, stage)
+    optimizer, scheduler, _ = build_optimizer(
+        stage, parameters_by_part(model), 10, False, recipe.hardware.trained_weights
+    )
+    ids = torch.randint(0, 50, (2, 6))
+    model(ids, torch.ones_like(ids, dtype=torch.bool)).float().pow(2).mean().backward()
+    optimizer.step()
+    save_checkpoint(target, model, optimizer, scheduler, Position(), resume.run_record(recipe, "0" * 64))
+    return bytes_under(target)
+
+
+@pytest.mark.parametrize(
+    ("recipe_file", "stage_index", "extra"),
+    [
+        ("tiny", 0, ()),  # student and bolt-on, float32 masters
+        ("tiny", 0, BF16),
+        ("two", 0, ()),  # the bolt-on alone
+        ("two", 1, ()),  # the student through LoRA adapters
+    ],
+)
+def test_the_formula_covers_a_written_checkpoint_within_its_allowance(
+    tiny_recipe_path, tmp_path, recipe_file, stage_index, extra
+):
+    recipe = _load(tiny_recipe_path if recipe_file == "tiny" else TWO_STAGES, tmp_path, *extra)
+    predicted = stage_checkpoint_bytes(_model(recipe), recipe.stages[stage_index])  # before the stage, as runs do
+    written = _written_checkpoint_bytes(recipe, stage_index, tmp_path / "ckpt")
+    assert written <= predicted <= written + MIB, (written, predicted)
+
+
+def test_copies_follow_keep_last_best_and_whether_the_run_evaluates(tiny_recipe_path, tmp_path):
+    def need(*extra: str) -> DiskNeed:
+        recipe = _load(tiny_recipe_path, tmp_path, *extra)
+        return disk_need(_model(recipe), recipe)
+
+    assert need().copies == 4  # keep_last 2, the best, one being written
+    assert need("output.keep_best=false").copies == 3
+    assert need("data.eval=null", "data.eval_fraction=0").copies == 3  # no eval: no best
+    assert need("output.keep_last=5").copies == 7
+    assert need("output.export=false").export_bytes == 0
+    full = need()
+    assert full.total_bytes == max(4 * full.checkpoint_bytes, 3 * full.checkpoint_bytes + full.export_bytes)
+
+
+def test_the_plan_sizes_the_disk_as_the_run_does(tiny_recipe_path, tmp_path):
+    for recipe in (
+        _load(tiny_recipe_path, tmp_path),
+        _load(tiny_recipe_path, tmp_path, *BF16),
+        _load(TWO_STAGES, tmp_path),
+    ):
+        plan = build_plan(recipe)  # meta tensors
+        assert plan.disk == disk_need(_model(recipe), recipe)
+        assert f"disk (output.dir): {plan.disk.describe()}" in format_plan(plan)
+
+
+def test_checkpoints_already_on_disk_count_towards_what_is_kept(tmp_path, monkeypatch):
+    need = DiskNeed(checkpoint_bytes=1000, copies=3, export_bytes=0, kept="test")
+    old = tmp_path / "checkpoints" / "step-00000010"
+    old.mkdir(parents=True)
+    (old / "model.safetensors").write_bytes(b"x" * 1000)
+    monkeypatch.setattr(shutil, "disk_usage", lambda path: Usage(10**9, 0, 2000))
+    check_disk_space(tmp_path, need)
+    monkeypatch.setattr(shutil, "disk_usage", lambda path: Usage(10**9, 0, 1999))
+    with pytest.raises(NotEnoughDiskSpace, match="needs 2,000 bytes more than is there now, and 1,999 bytes are free"):
+        check_disk_space(tmp_path, need)
+
+
+def test_a_run_that_would_fill_the_disk_is_refused_before_it_writes_anything(
+    tiny_recipe_path, tiny_overrides, tmp_path, monkeypatch
+):
+    recipe = load_recipe(tiny_recipe_path, tiny_overrides).recipe
+    run_dir = tmp_path / "run"
+    monkeypatch.setattr(shutil, "disk_usage", lambda path: Usage(10**9, 0, 5 * MIB))
+
+    def no_loading(*args, **kwargs):
+        raise AssertionError("models were loaded although the run cannot keep its checkpoints")
+
+    with monkeypatch.context() as patch:
+        patch.setattr(loop, "build_parts", no_loading)
+        with pytest.raises(NotEnoughDiskSpace) as caught:
+            Trainer(recipe, progress=False)
+    message = str(caught.value)
+    assert "up to 4 checkpoints of" in message and "(output.keep_last 2, the best, one being written)" in message
+    assert "--set output.keep_last=1" in message and "5.0 MiB is free" in message
+    assert sorted(p.name for p in run_dir.iterdir()) == [".recipe-run.lock"]
+    monkeypatch.setattr(shutil, "disk_usage", lambda path: Usage(10**9, 0, 1 << 40))
+    Trainer(recipe, progress=False).lock.release()  # the refused run let go of the directory
+
+
+def test_the_export_allowance_covers_a_written_export(tiny_recipe_path, tmp_path):
+    from components.export import export_encoder
+    from components.models import load_tokenizer
+
+    recipe = _load(tiny_recipe_path, tmp_path)
+    model = _model(recipe)
+    predicted = disk_need(model, recipe).export_bytes
+    written = bytes_under(
+        export_encoder(tmp_path / "export", recipe, model.student, model.bolt_on, load_tokenizer(recipe.student))
+    )
+    assert written <= predicted <= written + MIB, (written, predicted)
