@@ -12,6 +12,12 @@ class Output(StrictModel):
 
     dir: LocalPath = Field(description="Run directory (checkpoints, metrics, export), relative to the recipe.")
     save_every_steps: int = Field(default=1000, gt=0, description="Checkpoint cadence in optimizer steps.")
+    save_every_minutes: float | None = Field(
+        default=60,
+        gt=0,
+        description="Also checkpoint once this many minutes have passed since the last checkpoint (checked at "
+        "each logging step), so slow steps never put hours of work at risk; null: by step count only.",
+    )
     eval_every_steps: int = Field(default=500, gt=0, description="Evaluation cadence in optimizer steps.")
     log_every_steps: int = Field(default=10, gt=0, description="Metrics-line cadence in optimizer steps.")
     keep_last: int = Field(default=2, gt=0, description="Step checkpoints kept; older ones are deleted.")

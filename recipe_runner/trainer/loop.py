@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import math
 import sys
-import time
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -39,7 +38,8 @@ from recipe_runner.trainer.evaluation import evaluate
 from recipe_runner.trainer.optim import build_optimizer
 from recipe_runner.trainer.parts import RunParts, RunSetupError, build_parts, split_prompts
 from recipe_runner.trainer.run_dir import RunDirLock, refuse_fresh_start, tidy_checkpoints
-from recipe_runner.trainer.run_log import MetricsLog, write_run_info
+from recipe_runner.trainer.run_log import LossWindow, MetricsLog, write_run_info
+from recipe_runner.trainer.save_clock import SaveClock
 from recipe_runner.trainer.stage_setup import enter_stage, leave_stage, parameters_by_part
 from recipe_runner.trainer.stops import (
     StopFlag,
@@ -305,9 +305,9 @@ class Trainer:
             dynamic_ncols=True,
             disable=not (self.progress and accelerator.is_main_process),
         )
+        clock = SaveClock(recipe.output.save_every_minutes, accelerator)
         nonfinite = torch.zeros((), dtype=torch.bool, device=accelerator.device)
-        loss_sum = torch.zeros((), device=accelerator.device)
-        window_loss_steps, window_tokens, window_start = 0, 0, time.perf_counter()
+        window = LossWindow(accelerator.device, recipe.hardware.grad_accum, accelerator.num_processes)
         self.prepared.train()
         while position.stage_step < total:
             for _ in range(recipe.hardware.grad_accum):
@@ -320,32 +320,24 @@ class Trainer:
                     device = accelerator.device.type
                     raise out_of_memory(recipe, self.checkpoints, device, shape, position.global_step + 1) from None
                 nonfinite |= ~torch.isfinite(loss.detach())
-                loss_sum += loss.detach()
-                window_tokens += batch.student_tokens
+                window.add(loss, batch.student_tokens)
             self.scheduler.step()
             position.stage_step += 1
             position.global_step += 1
-            window_loss_steps += 1
+            window.steps += 1
             bar.update(1)
             step = position.global_step
             at_end = position.stage_step == total
             if step % recipe.output.log_every_steps == 0 or at_end:
                 self._check_finite(nonfinite, step)
-                elapsed = time.perf_counter() - window_start
-                values = {
-                    "stage": stage.name,
-                    "loss": (loss_sum / (window_loss_steps * recipe.hardware.grad_accum)).item(),
-                    "tokens_per_s": window_tokens * accelerator.num_processes / max(elapsed, 1e-9),
-                    **{f"lr/{i}": lr for i, lr in enumerate(self.scheduler.get_last_lr())},
-                }
+                lrs = {f"lr/{i}": lr for i, lr in enumerate(self.scheduler.get_last_lr())}
+                values = {"stage": stage.name, **window.take(), **lrs}
                 self.metrics.write(step, values)
                 bar.set_postfix(
                     loss=f"{values['loss']:.4f}",
                     lr=f"{values['lr/0']:.2e}",
                     tok_s=f"{values['tokens_per_s']:.0f}",
                 )
-                loss_sum.zero_()
-                window_loss_steps, window_tokens, window_start = 0, 0, time.perf_counter()
             if step % recipe.output.eval_every_steps == 0 or at_end:
                 last = self._evaluate(loss_fn) or last
                 if last:
@@ -356,9 +348,11 @@ class Trainer:
                         position.best_eval = last["eval/loss"]
                         self._check_finite(nonfinite, step)
                         self._save(position, name="best")
-            if step % recipe.output.save_every_steps == 0 or at_end or stop.raised:
+            timed = step % recipe.output.log_every_steps == 0 and clock.due()
+            if step % recipe.output.save_every_steps == 0 or at_end or stop.raised or timed:
                 self._check_finite(nonfinite, step)
                 self._save(position)
+                clock.restart()
             if stop.raised:
                 bar.close()
                 raise TrainingInterrupted(

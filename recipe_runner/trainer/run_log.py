@@ -10,6 +10,7 @@ import platform
 import time
 from pathlib import Path
 
+import torch
 from ruamel.yaml import YAML
 
 from components.atomic_files import atomic_path, write_json_atomic
@@ -95,3 +96,27 @@ class MetricsLog:
     def close(self) -> None:
         if self.tensorboard is not None:
             self.tensorboard.close()
+
+
+class LossWindow:
+    """Mean loss and real tokens/s since the last metrics line. The loss adds up on the device, so a step never
+    waits for it; `take` reads it (one sync, at logging steps only) and starts the next window."""
+
+    def __init__(self, device: torch.device, grad_accum: int, processes: int) -> None:
+        self.loss_sum = torch.zeros((), device=device)
+        self.grad_accum, self.processes = grad_accum, processes
+        self.steps, self.tokens, self.started = 0, 0, time.perf_counter()
+
+    def add(self, loss: torch.Tensor, tokens: int) -> None:
+        self.loss_sum += loss.detach()
+        self.tokens += tokens
+
+    def take(self) -> dict[str, float]:
+        elapsed = time.perf_counter() - self.started
+        values = {
+            "loss": (self.loss_sum / max(1, self.steps * self.grad_accum)).item(),
+            "tokens_per_s": self.tokens * self.processes / max(elapsed, 1e-9),
+        }
+        self.loss_sum.zero_()
+        self.steps, self.tokens, self.started = 0, 0, time.perf_counter()
+        return values

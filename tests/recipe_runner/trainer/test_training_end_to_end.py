@@ -270,7 +270,9 @@ def test_existing_checkpoints_are_not_overwritten(tiny_recipe_path, tiny_overrid
 
 
 def test_two_process_ddp_run(tiny_recipe_path, tiny_overrides, tmp_path):
-    sets = _set_args(_short(tiny_overrides, steps=6, save_every=3))
+    """Also saves by the clock at every logging step: the processes must agree on each save, or they hang."""
+    timed = ["output.save_every_minutes=1e-9", "output.log_every_steps=2"]
+    sets = _set_args([*_short(tiny_overrides, steps=6, save_every=1000), *timed])
     cmd = [
         sys.executable,
         "-m",
@@ -296,7 +298,8 @@ def test_two_process_ddp_run(tiny_recipe_path, tiny_overrides, tmp_path):
     done = subprocess.run(cmd, env=_env(), capture_output=True, text=True, timeout=300)
     assert done.returncode == 0, done.stderr[-3000:]
     assert "finished at step 6" in done.stdout
-    assert step_checkpoints(tmp_path / "run" / "checkpoints")[-1].name == "step-00000006"
+    saved = [path.name for path in step_checkpoints(tmp_path / "run" / "checkpoints")]
+    assert saved == ["step-00000002", "step-00000004", "step-00000006"]
 
 
 def _run_then_resume(recipe: Path, overrides: list[str], steps: tuple[int, int], save_every: int, sets: list[str]):
