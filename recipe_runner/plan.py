@@ -61,7 +61,9 @@ class StagePlan:
 
 @dataclass(frozen=True)
 class Plan:
-    """The compiled view of a recipe `recipe plan` prints; `warnings` say what will not fit or not work."""
+    """The compiled view of a recipe `recipe plan` prints; `warnings` say what will not fit or not work, and
+    `stage_failures` (also among the warnings) what would stop a stage when it starts: `recipe run` refuses them
+    before the first step rather than hours later."""
 
     recipe: str
     teacher: ComponentPlan
@@ -71,6 +73,7 @@ class Plan:
     stages: tuple[StagePlan, ...]
     warnings: tuple[str, ...]
     disk: DiskNeed
+    stage_failures: tuple[str, ...] = ()
     hints: tuple[str, ...] = ()
 
     @property
@@ -195,10 +198,11 @@ def build_plan(recipe: Recipe) -> Plan:
         student=StackShape.of(student),
         bolt_on_params=_count(stack),
     )
-    warnings: list[str] = []
-    stages = [_stage_plan(recipe, stage, student, sizes, warnings) for stage in recipe.stages]
-    # The run's disk check sizes the model as training holds it (trained parts in float32 or bfloat16): so here.
+    failures: list[str] = []
+    stages = [_stage_plan(recipe, stage, student, sizes, failures) for stage in recipe.stages]
+    # Sized as training holds the model: trained parts in float32, or bfloat16 under bf16_stochastic.
     disk = disk_need(set_trained_dtype(DistillModel(student, stack, recipe.student.layer), recipe), recipe)
+    warnings = list(failures)
     warnings.extend(_memory_warning(stage, recipe) for stage in stages if stage.memory.over_budget)
     return Plan(
         recipe=recipe.recipe,
@@ -216,6 +220,7 @@ def build_plan(recipe: Recipe) -> Plan:
         stages=tuple(stages),
         warnings=tuple(warnings),
         disk=disk,
+        stage_failures=tuple(failures),
         hints=tuple(stage.hint for stage in stages if stage.hint is not None),
     )
 

@@ -64,7 +64,10 @@ def stage_checkpoint_bytes(model: nn.Module, stage: Stage) -> int:
     adapters = 0
     if "student" in stage.trainable:
         if stage.student_lora is not None:
-            adapters = lora_parameter_count(model.student, stage.student_lora) * _ADAPTER_BYTES
+            try:
+                adapters = lora_parameter_count(model.student, stage.student_lora) * _ADAPTER_BYTES
+            except ValueError:  # a target peft cannot adapt: the plan names it and the run refuses to start
+                adapters = 0
             trained += adapters
         else:
             trained += _parameter_bytes(model.student)
@@ -77,6 +80,7 @@ def _export_bytes(model: nn.Module) -> int:
 
 
 def disk_need(model: nn.Module, recipe: Recipe) -> DiskNeed:
+    """What the run keeps at most, from a DistillModel (real or meta) in the dtypes training gives it."""
     output = recipe.output
     evaluates = recipe.data.eval is not None or recipe.data.eval_fraction > 0
     best = output.keep_best and evaluates

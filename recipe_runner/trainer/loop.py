@@ -21,7 +21,6 @@ from components.losses import DistillLoss
 from components.models import pad_id
 from components.models.compilation import compile_for_varied_lengths
 from components.teacher_outputs import encode_teacher
-from recipe_runner.plan import build_plan
 from recipe_runner.trainer import resume
 from recipe_runner.trainer.checkpoint import (
     Position,
@@ -33,10 +32,10 @@ from recipe_runner.trainer.checkpoint import (
     save_checkpoint,
     step_checkpoints,
 )
-from recipe_runner.trainer.disk_need import check_disk_space
 from recipe_runner.trainer.evaluation import evaluate
 from recipe_runner.trainer.optim import build_optimizer
 from recipe_runner.trainer.parts import RunParts, RunSetupError, build_parts, split_prompts
+from recipe_runner.trainer.preflight import check_before_loading
 from recipe_runner.trainer.run_dir import RunDirLock, refuse_fresh_start, tidy_checkpoints
 from recipe_runner.trainer.run_log import LossWindow, MetricsLog, write_run_info
 from recipe_runner.trainer.save_clock import SaveClock
@@ -100,8 +99,7 @@ class Trainer:
         self.accelerator = _accelerator(recipe)
         if self.resume_from is not None and self.accelerator.is_main_process:
             tidy_checkpoints(self.checkpoints)
-        if self.accelerator.is_main_process:  # the one process that writes; sized on the meta device, before loading
-            check_disk_space(self.out, build_plan(recipe).disk)
+        check_before_loading(recipe, self.out, writes=self.accelerator.is_main_process)
         self.parts: RunParts = build_parts(recipe, self.accelerator.device)
         resume_step = read_position(self.resume_from).global_step if self.resume_from else None
         self.metrics = MetricsLog(self.out, self.accelerator.is_main_process, resume_step)
