@@ -133,6 +133,26 @@ def _vocabulary_problems(loaded: LoadedRecipe, configs: dict[str, PretrainedConf
     return problems
 
 
+def _lora_problems(loaded: LoadedRecipe) -> list[Problem]:
+    """LoRA targets are module names of the student: matched against its module tree, built on the meta device."""
+    from components.models import build_model, lora_target_problem
+
+    recipe = loaded.recipe
+    stages = [(i, s.student_lora) for i, s in enumerate(recipe.stages) if s.student_lora and "student" in s.trainable]
+    if not stages:
+        return []
+    try:
+        student = build_model(recipe.student, "student", meta=True)
+    except Exception:  # an architecture transformers cannot build is reported by the config checks or the plan
+        return []
+    problems = []
+    for index, lora in stages:
+        problem = lora_target_problem(student, lora)
+        if problem is not None:
+            problems.append(loaded.problem(("stages", index, "student_lora", "target_modules"), problem))
+    return problems
+
+
 def _model_problems(loaded: LoadedRecipe) -> tuple[list[Problem], set[str]]:
     """Everything read from the architectures (width checks need both of them); also which ones were readable."""
     configs, problems = _configs(loaded)
@@ -143,6 +163,8 @@ def _model_problems(loaded: LoadedRecipe) -> tuple[list[Problem], set[str]]:
         problems += _bolt_on_problems(loaded, widths)
     problems += _student_layer_problems(loaded, configs)
     problems += _vocabulary_problems(loaded, configs)
+    if "student" in configs:
+        problems += _lora_problems(loaded)
     return problems, set(configs)
 
 

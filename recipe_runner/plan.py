@@ -12,7 +12,7 @@ import torch
 from torch import nn
 
 from components.bolt_on import build_bolt_on, width_chain
-from components.models import build_model, hidden_width, lora_parameter_count, lora_targets
+from components.models import build_model, hidden_width, lora_parameter_count, lora_target_problem
 from recipe_runner.memory import GIB, MemoryEstimate, Sizes, StackShape, estimate_memory
 from recipe_runner.trainer.disk_need import DiskNeed, disk_need
 from recipe_runner.trainer.parts import DistillModel, set_trained_dtype
@@ -160,20 +160,16 @@ def _checkpoint_hint(recipe: Recipe, stage: Stage, sizes: Sizes, student_trainab
     )
 
 
-def _stage_plan(recipe: Recipe, stage: Stage, student: nn.Module, sizes: Sizes, warnings: list[str]) -> StagePlan:
-    """Trainable counts and memory of one stage; LoRA problems are appended to `warnings`."""
+def _stage_plan(recipe: Recipe, stage: Stage, student: nn.Module, sizes: Sizes, failures: list[str]) -> StagePlan:
+    """Trainable counts and memory of one stage; LoRA targets peft cannot adapt are appended to `failures`."""
     lora = stage.student_lora if "student" in stage.trainable else None
     student_trainable = sizes.student_params
     if lora is not None:
-        try:
+        problem = lora_target_problem(student, lora)
+        if problem is None:
             student_trainable = lora_parameter_count(student, lora)
-        except ValueError as exc:
-            warnings.append(f"stage {stage.name!r}: student_lora: {exc}")
-        if not lora_targets(student, lora):
-            warnings.append(
-                f"stage {stage.name!r}: student_lora.target_modules {lora.target_modules} "
-                f"match no module of {type(student).__name__}"
-            )
+        else:
+            failures.append(f"stage {stage.name!r}: student_lora.target_modules: {problem}")
     trainable: dict[Part, int] = {}
     if "student" in stage.trainable:
         trainable["student"] = student_trainable

@@ -31,3 +31,18 @@ def lora_parameter_count(model: nn.Module, lora: LoRA) -> int:
                 f"LoRA target {name!r} is a {type(module).__name__}; only Linear and Embedding are adapted"
             )
     return total
+
+
+def lora_target_problem(model: nn.Module, lora: LoRA) -> str | None:
+    """Why peft could not adapt `lora.target_modules` of `model`, in words; None when it can."""
+    if not lora_targets(model, lora):
+        linear = sorted({name.rsplit(".", 1)[-1] for name, m in model.named_modules() if isinstance(m, nn.Linear)})
+        return (
+            f"{lora.target_modules} match no module of {type(model).__name__}; its Linear layers are named "
+            f"{', '.join(linear) or '(none)'}"
+        )
+    try:
+        lora_parameter_count(model, lora)
+    except ValueError as exc:
+        return str(exc)
+    return None

@@ -143,6 +143,13 @@ GOLDEN: dict[str, tuple[tuple[str, ...], list[str]]] = {
             "{data}/tokenizers/tiny_qwen; read that code, then pass --trust-remote-code to allow it"
         ],
     ),
+    "lora_targets.yaml": (
+        (),
+        [
+            "lora_targets.yaml:8:7: stages[0].student_lora.target_modules: ['query', 'value'] match no module of "
+            "Qwen3Model; its Linear layers are named down_proj, gate_proj, k_proj, o_proj, q_proj, up_proj, v_proj"
+        ],
+    ),
     "student_layer_out_of_range.yaml": (
         (),
         [
