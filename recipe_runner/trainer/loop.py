@@ -305,7 +305,7 @@ class Trainer:
         )
         clock = SaveClock(recipe.output.save_every_minutes, accelerator)
         nonfinite = torch.zeros((), dtype=torch.bool, device=accelerator.device)
-        window = LossWindow(accelerator.device, recipe.hardware.grad_accum, accelerator.num_processes)
+        window = LossWindow(accelerator.device, accelerator.num_processes)
         self.prepared.train()
         while position.stage_step < total:
             for _ in range(recipe.hardware.grad_accum):
@@ -322,7 +322,6 @@ class Trainer:
             self.scheduler.step()
             position.stage_step += 1
             position.global_step += 1
-            window.steps += 1
             bar.update(1)
             step = position.global_step
             at_end = position.stage_step == total

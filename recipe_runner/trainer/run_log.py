@@ -102,21 +102,22 @@ class LossWindow:
     """Mean loss and real tokens/s since the last metrics line. The loss adds up on the device, so a step never
     waits for it; `take` reads it (one sync, at logging steps only) and starts the next window."""
 
-    def __init__(self, device: torch.device, grad_accum: int, processes: int) -> None:
+    def __init__(self, device: torch.device, processes: int) -> None:
         self.loss_sum = torch.zeros((), device=device)
-        self.grad_accum, self.processes = grad_accum, processes
-        self.steps, self.tokens, self.started = 0, 0, time.perf_counter()
+        self.processes = processes
+        self.micro_steps, self.tokens, self.started = 0, 0, time.perf_counter()
 
     def add(self, loss: torch.Tensor, tokens: int) -> None:
         self.loss_sum += loss.detach()
+        self.micro_steps += 1
         self.tokens += tokens
 
     def take(self) -> dict[str, float]:
         elapsed = time.perf_counter() - self.started
         values = {
-            "loss": (self.loss_sum / max(1, self.steps * self.grad_accum)).item(),
+            "loss": (self.loss_sum / max(1, self.micro_steps)).item(),
             "tokens_per_s": self.tokens * self.processes / max(elapsed, 1e-9),
         }
         self.loss_sum.zero_()
-        self.steps, self.tokens, self.started = 0, 0, time.perf_counter()
+        self.micro_steps, self.tokens, self.started = 0, 0, time.perf_counter()
         return values
