@@ -43,7 +43,11 @@ class AdamW(StrictModel):
     weight_decay: float = Field(default=0.01, ge=0, description="Decoupled weight decay.")
     betas: tuple[float, float] = Field(default=(0.9, 0.999), description="Adam beta1 and beta2.")
     eps: float = Field(default=1e-8, gt=0, description="Adam epsilon.")
-    fused: bool | None = Field(default=None, description="Fused CUDA kernel; null picks it on CUDA automatically.")
+    fused: bool | None = Field(
+        default=None,
+        description="One fused kernel for the whole update; null uses it on CUDA and CPU (torch's fused AdamW), "
+        "false keeps torch's default of a few small ops per tensor.",
+    )
 
 
 Optimizer = Annotated[Union[AdamW], Field(discriminator="type")]

@@ -197,7 +197,7 @@ def run_training(recipe: Recipe, spec: BenchSpec, lengths: list[int], device: to
     enter_stage(model, stage)
     total = spec.warmup_steps + spec.timed_steps
     optimizer, scheduler, _ = build_optimizer(
-        stage, parameters_by_part(model), total, device.type == "cuda", hw.trained_weights
+        stage, parameters_by_part(model), total, device.type, hw.trained_weights
     )
     forward = compile_for_varied_lengths(model) if hw.compile else model
     loss_fn = DistillLoss(stage.losses, recipe.alignment)

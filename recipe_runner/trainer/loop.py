@@ -280,7 +280,7 @@ class Trainer:
             stage,
             parameters_by_part(self.parts.model),
             total,
-            accelerator.device.type == "cuda",
+            accelerator.device.type,
             recipe.hardware.trained_weights,
         )
         accelerator.free_memory()

@@ -40,7 +40,7 @@ def _written_checkpoint_bytes(recipe, stage_index: int, target: Path) -> int:
     model, stage = _model(recipe), recipe.stages[stage_index]
     enter_stage(model, stage)
     optimizer, scheduler, _ = build_optimizer(
-        stage, parameters_by_part(model), 10, False, recipe.hardware.trained_weights
+        stage, parameters_by_part(model), 10, "cpu", recipe.hardware.trained_weights
     )
     ids = torch.randint(0, 50, (2, 6))
     model(ids, torch.ones_like(ids, dtype=torch.bool)).float().pow(2).mean().backward()

@@ -111,7 +111,7 @@ class _Parts(nn.Module):
 def test_one_group_per_part_and_no_weight_decay_on_1d_params():
     model = _Parts()
     stage = _stage({"type": "constant"}, optimizer={"type": "adamw", "weight_decay": 0.05})
-    optimizer, _, parts = build_optimizer(stage, model.by_part(), 10, use_cuda=False)
+    optimizer, _, parts = build_optimizer(stage, model.by_part(), 10, device_type="cpu")
     assert parts == ["student", "student", "bolt_on", "bolt_on"]
     for group, part in zip(optimizer.param_groups, parts, strict=True):
         assert group["lr"] == pytest.approx(LR[part])
@@ -126,13 +126,13 @@ def test_groups_follow_trainable_and_skip_frozen_params():
     model = _Parts()
     model.student[0].weight.requires_grad_(False)
     stage = _stage({"type": "constant"}, trainable=["bolt_on", "student"])
-    optimizer, _, parts = build_optimizer(stage, model.by_part(), 10, use_cuda=False)
+    optimizer, _, parts = build_optimizer(stage, model.by_part(), 10, device_type="cpu")
     assert parts[0] == "bolt_on"
     grouped = {id(p) for g in optimizer.param_groups for p in g["params"]}
     assert id(model.student[0].weight) not in grouped
 
     only_bolt_on = _stage({"type": "constant"}, trainable=["bolt_on"], lr={"bolt_on": 1e-2})
-    optimizer, _, parts = build_optimizer(only_bolt_on, model.by_part(), 10, use_cuda=False)
+    optimizer, _, parts = build_optimizer(only_bolt_on, model.by_part(), 10, device_type="cpu")
     assert set(parts) == {"bolt_on"}
     assert {id(p) for g in optimizer.param_groups for p in g["params"]} == {id(p) for p in model.bolt_on.parameters()}
 
@@ -140,7 +140,7 @@ def test_groups_follow_trainable_and_skip_frozen_params():
 def test_scheduler_moves_every_group_along_its_own_curve():
     model = _Parts()
     stage = _stage({"type": "linear"}, warmup=2, min_lr={"student": 1e-4, "bolt_on": 1e-3}, steps=12)
-    optimizer, scheduler, parts = build_optimizer(stage, model.by_part(), 12, use_cuda=False)
+    optimizer, scheduler, parts = build_optimizer(stage, model.by_part(), 12, device_type="cpu")
     seen = [scheduler.get_last_lr()]
     for _ in range(12):
         optimizer.step()
@@ -157,13 +157,13 @@ def test_scheduler_moves_every_group_along_its_own_curve():
 def test_an_unsupported_optimizer_is_refused():
     stage = _stage({"type": "constant"}).model_copy(update={"optimizer": SimpleNamespace(type="sgd")})
     with pytest.raises(TypeError, match="not supported"):
-        build_optimizer(stage, _Parts().by_part(), 10, use_cuda=False)
+        build_optimizer(stage, _Parts().by_part(), 10, device_type="cpu")
 
 
 def test_parameters_keep_their_dtype_and_train():
     model = _Parts()
     stage = _stage({"type": "constant"})
-    optimizer, scheduler, _ = build_optimizer(stage, model.by_part(), 10, use_cuda=False)
+    optimizer, scheduler, _ = build_optimizer(stage, model.by_part(), 10, device_type="cpu")
     before = model.bolt_on[0].weight.detach().clone()
     out = model.bolt_on(model.student(torch.tensor([[1, 2, 3]]))).sum()
     out.backward()
@@ -181,7 +181,7 @@ def _drift_of_small_updates(trained_weights: str) -> float:
         lr={"bolt_on": 1e-3},
         optimizer={"type": "adamw", "weight_decay": 0},
     )
-    optimizer, scheduler, _ = build_optimizer(stage, {"bolt_on": [weight]}, 20, False, trained_weights)
+    optimizer, scheduler, _ = build_optimizer(stage, {"bolt_on": [weight]}, 20, "cpu", trained_weights)
     torch.manual_seed(0)
     for _ in range(20):
         weight.grad = torch.ones_like(weight)
@@ -193,3 +193,28 @@ def _drift_of_small_updates(trained_weights: str) -> float:
 def test_bf16_stochastic_rounding_keeps_updates_smaller_than_bf16_spacing():
     assert _drift_of_small_updates("fp32") == 0.0  # plain AdamW on bf16 weights rounds every step away
     assert _drift_of_small_updates("bf16_stochastic") == pytest.approx(20 * 1e-3, rel=0.1)
+
+
+
+def _after_three_updates(fused: bool | None) -> tuple[torch.optim.Optimizer, torch.Tensor, torch.Tensor]:
+    """The optimizer, and every weight before and after three AdamW steps on the same seeded model."""
+    torch.manual_seed(0)
+    model = _Parts()
+    before = torch.cat([p.detach().flatten().clone() for p in model.parameters()])
+    optimizer_spec = {"type": "adamw", "weight_decay": 0.05} | ({} if fused is None else {"fused": fused})
+    stage = _stage({"type": "constant"}, optimizer=optimizer_spec)
+    optimizer, _, _ = build_optimizer(stage, model.by_part(), 10, device_type="cpu")
+    for _ in range(3):
+        model.bolt_on(model.student(torch.tensor([[1, 2, 3]]))).pow(2).sum().backward()
+        optimizer.step()
+        optimizer.zero_grad()
+    return optimizer, before, torch.cat([p.detach().flatten() for p in model.parameters()])
+
+
+def test_adamw_is_fused_on_a_cpu_by_default_and_steps_as_the_unfused_one():
+    fused, before, fused_after = _after_three_updates(None)
+    plain, _, plain_after = _after_three_updates(False)
+    assert fused.defaults["fused"] is True
+    assert not plain.defaults["fused"]
+    assert not torch.allclose(fused_after, before)
+    assert torch.allclose(fused_after, plain_after, atol=1e-6)
