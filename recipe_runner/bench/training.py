@@ -196,9 +196,7 @@ def run_training(recipe: Recipe, spec: BenchSpec, lengths: list[int], device: to
     model = set_trained_dtype(DistillModel(student, bolt_on, recipe.student.layer), recipe)
     enter_stage(model, stage)
     total = spec.warmup_steps + spec.timed_steps
-    optimizer, scheduler, _ = build_optimizer(
-        stage, parameters_by_part(model), total, device.type, hw.trained_weights
-    )
+    optimizer, scheduler, _ = build_optimizer(stage, parameters_by_part(model), total, device.type, hw.trained_weights)
     forward = compile_for_varied_lengths(model) if hw.compile else model
     loss_fn = DistillLoss(stage.losses, recipe.alignment)
     vocab = min(student.config.vocab_size, resolve_config(recipe.teacher).vocab_size)

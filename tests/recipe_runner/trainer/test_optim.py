@@ -195,7 +195,6 @@ def test_bf16_stochastic_rounding_keeps_updates_smaller_than_bf16_spacing():
     assert _drift_of_small_updates("bf16_stochastic") == pytest.approx(20 * 1e-3, rel=0.1)
 
 
-
 def _after_three_updates(fused: bool | None) -> tuple[torch.optim.Optimizer, torch.Tensor, torch.Tensor]:
     """The optimizer, and every weight before and after three AdamW steps on the same seeded model."""
     torch.manual_seed(0)
