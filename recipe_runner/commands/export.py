@@ -96,9 +96,11 @@ def export(
     file: str, overrides: tuple[str, ...], allow_remote_code: bool, checkpoint_dir: str | None, out_dir: str | None
 ) -> None:
     """Write the distilled encoder (student, tokenizer, bolt-on, encoder.json) from a training checkpoint."""
+    from components.disk_space import require_free
     from components.export import check_export_target, export_encoder
     from components.models import load_tokenizer
     from recipe_runner.loader import load_recipe
+    from recipe_runner.trainer.disk_need import export_bytes
 
     recipe = load_recipe(file, overrides, allow_remote_code=allow_remote_code).recipe
     run_dir = Path(recipe.output.dir)
@@ -113,6 +115,13 @@ def export(
     else:
         checkpoint = find_checkpoint(run_dir)
     model, stage_index = load_checkpointed_model(recipe, checkpoint)
+    # An earlier export at the target stays until the new one is complete, so the whole export must fit.
+    require_free(
+        target,
+        export_bytes(model),
+        "the export writes the student's and bolt-on's weights with its tokenizer and config",
+        "free space, or write it to another disk with --out DIR",
+    )
     tokenizer = load_tokenizer(recipe.student)
     written = export_encoder(target, recipe, model.student, model.bolt_on, tokenizer)
     click.echo(

@@ -74,7 +74,8 @@ def stage_checkpoint_bytes(model: nn.Module, stage: Stage) -> int:
     return _parameter_bytes(model) + adapters + 2 * trained + _FILE_ALLOWANCE
 
 
-def _export_bytes(model: nn.Module) -> int:
+def export_bytes(model: nn.Module) -> int:
+    """The export of a DistillModel: its weights, config and manifest JSON, and the tokenizer files."""
     vocabulary = model.student.get_input_embeddings().num_embeddings
     return _parameter_bytes(model) + vocabulary * _TOKENIZER_BYTES_PER_ENTRY + _CONFIG_ALLOWANCE
 
@@ -88,7 +89,7 @@ def disk_need(model: nn.Module, recipe: Recipe) -> DiskNeed:
     return DiskNeed(
         checkpoint_bytes=max(stage_checkpoint_bytes(model, stage) for stage in recipe.stages),
         copies=output.keep_last + 1 + int(best),
-        export_bytes=_export_bytes(model) if output.export else 0,
+        export_bytes=export_bytes(model) if output.export else 0,
         kept=kept,
     )
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import shutil
+from collections import namedtuple
 from pathlib import Path
 
 import pytest
@@ -17,6 +18,7 @@ from recipe_runner.trainer.loop import Trainer
 ROOT = Path(__file__).parents[3]
 TINY = ROOT / "recipes" / "examples" / "t5_to_qwen_tiny.yaml"
 PROMPTS_DIR = ROOT / "data" / "prompts"
+Usage = namedtuple("Usage", "total used free")
 PROMPTS = ["a red fox in the snow", "cat", "an old lighthouse at dusk, oil painting"]
 
 
@@ -151,3 +153,15 @@ def test_a_lora_stage_checkpoint_is_merged(tmp_path):
     assert not any("lora" in name for name, _ in encoder.student.named_parameters())
     embeds, _ = encoder.encode(PROMPTS)
     torch.testing.assert_close(embeds, expected, atol=1e-5, rtol=1e-5)
+
+
+def test_an_export_too_big_for_the_disk_is_refused_before_writing(trained, tmp_path, monkeypatch):
+    out, overrides, _ = trained
+    target = tmp_path / "exported"
+    monkeypatch.setattr(shutil, "disk_usage", lambda path: Usage(10**9, 0, 1000))
+    result = _export(overrides, "--out", str(target))
+    assert result.exit_code == 1, result.output
+    assert f"not enough disk space for {target}" in result.output
+    assert "1000 bytes are free" in result.output and "--out DIR" in result.output
+    assert "Traceback" not in result.output
+    assert not target.exists() and not list(tmp_path.iterdir())
