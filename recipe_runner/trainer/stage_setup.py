@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import warnings
+
 import torch
 
 from recipe_runner.trainer.parts import DistillModel
@@ -23,7 +25,11 @@ def enter_stage(model: DistillModel, stage: Stage) -> None:
         config = LoraConfig(
             r=lora.r, lora_alpha=lora.alpha, lora_dropout=lora.dropout, target_modules=lora.target_modules
         )
-        model.student = get_peft_model(model.student, config)
+        with warnings.catch_warnings():
+            # peft asks transformers for a property transformers has deprecated; the notice is about library
+            # internals and no recipe setting can silence it, so it is kept out of every LoRA run's output.
+            warnings.filterwarnings("ignore", message=".*is_gradient_checkpointing.*", category=FutureWarning)
+            model.student = get_peft_model(model.student, config)
 
 
 def leave_stage(model: DistillModel, stage: Stage) -> None:
