@@ -299,11 +299,7 @@ def _hardware_problems(loaded: LoadedRecipe) -> list[Problem]:
     if hw.backend == "unsloth":
         problems.append(loaded.problem(("hardware", "backend"), "unsloth is not supported yet; use accelerate"))
     if hw.distributed == "fsdp":
-        problems.append(
-            loaded.problem(
-                ("hardware", "distributed"), "fsdp is not supported yet; use ddp (accelerate launch) or none"
-            )
-        )
+        problems.append(loaded.problem(("hardware", "distributed"), "fsdp is not supported yet; use ddp or none"))
     return problems
 
 

@@ -38,7 +38,9 @@ class Hardware(StrictModel):
         default="accelerate", description="Training backend; unsloth needs the `unsloth` extra and a GPU."
     )
     distributed: Literal["none", "ddp", "fsdp"] = Field(
-        default="none", description="Multi-process strategy under `accelerate launch`."
+        default="none",
+        description="none: one process. ddp: data-parallel over the processes a launcher starts (torchrun "
+        "--nproc_per_node N -m recipe_runner.cli run FILE); a run launched as several processes needs it.",
     )
     attention: Literal["sdpa", "eager", "flash_attention_2"] = Field(
         default="sdpa", description="Attention kernel of the student and teacher."

@@ -27,11 +27,16 @@ def run(file: str, overrides: tuple[str, ...], allow_remote_code: bool, resume: 
     loaded = load_recipe(file, overrides, allow_remote_code=allow_remote_code)
     if loaded.recipe.output.export:  # refused now, not after training: only an earlier export may be replaced
         check_export_target(Path(loaded.recipe.output.dir) / "export")
+    trainer = Trainer(loaded.recipe, resume=resume, progress=not no_progress)
+    speaks = trainer.accelerator.is_main_process  # every process of a multi-process run gets here: one says it
     try:
-        summary = Trainer(loaded.recipe, resume=resume, progress=not no_progress).run()
+        summary = trainer.run()
     except TrainingInterrupted as exc:
-        click.echo(str(exc), err=True)
+        if speaks:
+            click.echo(str(exc), err=True)
         sys.exit(130)
+    if not speaks:
+        return
     shown = ", ".join(f"{k}={v:.4f}" for k, v in summary.metrics.items())
     click.echo(f"finished at step {summary.global_step}. {shown}")
     if summary.export_dir is not None:

@@ -32,7 +32,9 @@ from recipe_runner.trainer.checkpoint import (
     save_checkpoint,
     step_checkpoints,
 )
+from recipe_runner.trainer.consensus import Consensus
 from recipe_runner.trainer.evaluation import evaluate
+from recipe_runner.trainer.launch import check_launch, launch_in_words
 from recipe_runner.trainer.optim import build_optimizer
 from recipe_runner.trainer.parts import RunParts, RunSetupError, build_parts, split_prompts
 from recipe_runner.trainer.preflight import check_before_loading
@@ -97,6 +99,7 @@ class Trainer:
         self.resume_changes = self._check_resume() if self.resume_from else None
         self.progress = progress
         self.accelerator = _accelerator(recipe)
+        check_launch(recipe, self.accelerator)
         if self.resume_from is not None and self.accelerator.is_main_process:
             tidy_checkpoints(self.checkpoints)
         check_before_loading(recipe, self.out, writes=self.accelerator.is_main_process)
@@ -239,6 +242,8 @@ class Trainer:
     def run(self) -> RunSummary:
         if self.accelerator.is_main_process and self.resume_from is None:
             write_run_info(self.out, self.recipe)
+        if self.accelerator.is_main_process:
+            tqdm.write(launch_in_words(self.recipe, self.accelerator), file=sys.stderr)
         position = read_position(self.resume_from) if self.resume_from else Position()
         last_metrics: dict[str, float] = {}
         try:
@@ -303,9 +308,9 @@ class Trainer:
             dynamic_ncols=True,
             disable=not (self.progress and accelerator.is_main_process),
         )
-        clock = SaveClock(recipe.output.save_every_minutes, accelerator)
+        clock, consensus = SaveClock(recipe.output.save_every_minutes), Consensus(accelerator)
         nonfinite = torch.zeros((), dtype=torch.bool, device=accelerator.device)
-        window = LossWindow(accelerator.device, accelerator.num_processes)
+        window = LossWindow(accelerator)
         self.prepared.train()
         while position.stage_step < total:
             for _ in range(recipe.hardware.grad_accum):
@@ -324,9 +329,18 @@ class Trainer:
             position.global_step += 1
             bar.update(1)
             step = position.global_step
-            at_end = position.stage_step == total
-            if step % recipe.output.log_every_steps == 0 or at_end:
-                self._check_finite(nonfinite, step)
+            at_end, output = position.stage_step == total, recipe.output
+            logging = step % output.log_every_steps == 0 or at_end
+            evaluating = step % output.eval_every_steps == 0 or at_end
+            by_count = step % output.save_every_steps == 0 or at_end
+            agreed = {"stop": False, "clock": False}
+            # Steps every process knows to be decision steps; a single process also acts on a signal at once.
+            if logging or evaluating or by_count or (consensus.alone and stop.raised):
+                agreed = consensus.agree(nonfinite=nonfinite, stop=stop.raised, clock=logging and clock.due())
+                if agreed["nonfinite"]:
+                    bar.close()
+                    raise diverged(self.checkpoints, step)
+            if logging:
                 lrs = {f"lr/{i}": lr for i, lr in enumerate(self.scheduler.get_last_lr())}
                 values = {"stage": stage.name, **window.take(), **lrs}
                 self.metrics.write(step, values)
@@ -335,22 +349,17 @@ class Trainer:
                     lr=f"{values['lr/0']:.2e}",
                     tok_s=f"{values['tokens_per_s']:.0f}",
                 )
-            if step % recipe.output.eval_every_steps == 0 or at_end:
+            if evaluating:
                 last = self._evaluate(loss_fn) or last
                 if last:
                     self.metrics.write(step, {"stage": stage.name, **last})
-                    if recipe.output.keep_best and (
-                        position.best_eval is None or last["eval/loss"] < position.best_eval
-                    ):
+                    if output.keep_best and (position.best_eval is None or last["eval/loss"] < position.best_eval):
                         position.best_eval = last["eval/loss"]
-                        self._check_finite(nonfinite, step)
                         self._save(position, name="best")
-            timed = step % recipe.output.log_every_steps == 0 and clock.due()
-            if step % recipe.output.save_every_steps == 0 or at_end or stop.raised or timed:
-                self._check_finite(nonfinite, step)
+            if by_count or agreed["stop"] or agreed["clock"]:
                 self._save(position)
                 clock.restart()
-            if stop.raised:
+            if agreed["stop"]:
                 bar.close()
                 raise TrainingInterrupted(
                     f"interrupted at step {step}; checkpoint saved in {self.checkpoints / checkpoint_name(step)}; "
@@ -376,10 +385,6 @@ class Trainer:
             self.optimizer.step()
             self.optimizer.zero_grad(set_to_none=True)
         return loss
-
-    def _check_finite(self, nonfinite: torch.Tensor, step: int) -> None:
-        if bool(nonfinite):
-            raise diverged(self.checkpoints, step)
 
     def _export(self) -> Path | None:
         if not self.recipe.output.export or not self.accelerator.is_main_process:

@@ -30,7 +30,7 @@ class RunDirLock:
         self._handle = None
 
     def acquire(self) -> RunDirLock:
-        # Under `accelerate launch` every process runs this before the Accelerator exists: the first one (RANK 0,
+        # Under a launcher (torchrun) every process runs this before the Accelerator exists: the first one (RANK 0,
         # set by the launcher) holds the lock for all of them.
         if os.environ.get("RANK", "0") != "0":
             return self

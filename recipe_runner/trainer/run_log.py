@@ -99,12 +99,13 @@ class MetricsLog:
 
 
 class LossWindow:
-    """Mean loss and real tokens/s since the last metrics line. The loss adds up on the device, so a step never
-    waits for it; `take` reads it (one sync, at logging steps only) and starts the next window."""
+    """Mean loss and real tokens/s since the last metrics line, over every process. The loss adds up on the
+    device, so a step never waits for it; `take` (every process, at logging steps only) reads it in one sync and
+    starts the next window."""
 
-    def __init__(self, device: torch.device, processes: int) -> None:
-        self.loss_sum = torch.zeros((), device=device)
-        self.processes = processes
+    def __init__(self, accelerator) -> None:
+        self.accelerator = accelerator
+        self.loss_sum = torch.zeros((), device=accelerator.device)
         self.micro_steps, self.tokens, self.started = 0, 0, time.perf_counter()
 
     def add(self, loss: torch.Tensor, tokens: int) -> None:
@@ -114,10 +115,11 @@ class LossWindow:
 
     def take(self) -> dict[str, float]:
         elapsed = time.perf_counter() - self.started
-        values = {
-            "loss": (self.loss_sum / max(1, self.micro_steps)).item(),
-            "tokens_per_s": self.tokens * self.processes / max(elapsed, 1e-9),
-        }
+        counts = torch.tensor([self.micro_steps, self.tokens], dtype=torch.float32, device=self.loss_sum.device)
+        totals = torch.cat([self.loss_sum.float().reshape(1), counts])
+        if self.accelerator.num_processes > 1:
+            totals = self.accelerator.reduce(totals, "sum")
+        loss_sum, micro_steps, tokens = totals.tolist()
         self.loss_sum.zero_()
         self.micro_steps, self.tokens, self.started = 0, 0, time.perf_counter()
-        return values
+        return {"loss": loss_sum / max(1.0, micro_steps), "tokens_per_s": tokens / max(elapsed, 1e-9)}

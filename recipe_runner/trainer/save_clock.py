@@ -9,29 +9,17 @@ from __future__ import annotations
 
 import time
 
-import torch
-
 
 class SaveClock:
-    """Says when `minutes` have passed since the last step checkpoint; every process gets the same answer."""
+    """Says when `minutes` have passed since the last step checkpoint, by this process's clock: the loop asks
+    only at logging steps and saves when any process's clock is due (see consensus.py)."""
 
-    def __init__(self, minutes: float | None, accelerator) -> None:
+    def __init__(self, minutes: float | None) -> None:
         self.seconds = None if minutes is None else minutes * 60
-        self.accelerator = accelerator
         self.restart()
 
     def restart(self) -> None:
         self.last = time.monotonic()
 
     def due(self) -> bool:
-        """Ask only where the processes already synchronise (the logging steps): across processes the answer is
-        the main process's, broadcast, since their clocks differ and all of them must save together."""
-        if self.seconds is None:
-            return False
-        due = time.monotonic() - self.last >= self.seconds
-        if self.accelerator.num_processes == 1:
-            return due
-        from accelerate.utils import broadcast
-
-        flag = torch.tensor([int(due)], device=self.accelerator.device)
-        return bool(broadcast(flag, from_process=0).item())
+        return self.seconds is not None and time.monotonic() - self.last >= self.seconds

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
 import math
 import os
@@ -269,37 +270,29 @@ def test_existing_checkpoints_are_not_overwritten(tiny_recipe_path, tiny_overrid
         Trainer(recipe, progress=False)
 
 
+def _two_processes(recipe: Path, sets: list[str]) -> list[str]:
+    """`recipe run` in two DDP processes on the CPU (gloo). torchrun, not `accelerate launch --cpu`: that one
+    starts a single process unless it is given an MPI host file."""
+    return [
+        sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2",
+        "-m", "recipe_runner.cli", "run", str(recipe), "--no-progress", *sets, "--set", "hardware.distributed=ddp",
+    ]  # fmt: skip
+
+
 def test_two_process_ddp_run(tiny_recipe_path, tiny_overrides, tmp_path):
     """Also saves by the clock at every logging step: the processes must agree on each save, or they hang."""
     timed = ["output.save_every_minutes=1e-9", "output.log_every_steps=2"]
     sets = _set_args([*_short(tiny_overrides, steps=6, save_every=1000), *timed])
-    cmd = [
-        sys.executable,
-        "-m",
-        "accelerate.commands.launch",
-        "--num_processes",
-        "2",
-        "--cpu",
-        "--num_machines",
-        "1",
-        "--mixed_precision",
-        "no",
-        "--dynamo_backend",
-        "no",
-        "-m",
-        "recipe_runner.cli",
-        "run",
-        str(tiny_recipe_path),
-        "--no-progress",
-        *sets,
-        "--set",
-        "hardware.distributed=ddp",
-    ]
-    done = subprocess.run(cmd, env=_env(), capture_output=True, text=True, timeout=300)
+    done = subprocess.run(
+        _two_processes(tiny_recipe_path, sets), env=_env(), capture_output=True, text=True, timeout=300
+    )
     assert done.returncode == 0, done.stderr[-3000:]
-    assert "finished at step 6" in done.stdout
+    assert "training on 2 processes (cpu)" in done.stderr
+    assert done.stdout.count("finished at step 6") == 1  # said once, by the main process
     saved = [path.name for path in step_checkpoints(tmp_path / "run" / "checkpoints")]
     assert saved == ["step-00000002", "step-00000004", "step-00000006"]
+    logged = [m for m in _metrics(tmp_path / "run") if "loss" in m]
+    assert [m["step"] for m in logged] == [2, 4, 6] and all(math.isfinite(m["loss"]) for m in logged)
 
 
 def _run_then_resume(recipe: Path, overrides: list[str], steps: tuple[int, int], save_every: int, sets: list[str]):
@@ -344,3 +337,56 @@ def test_compiled_run_trains_checkpoints_and_resumes(tiny_recipe_path, tiny_over
     assert keys == set(load_file(str(checkpoints[0] / "model.safetensors"))) and not any("_orig_mod" in k for k in keys)
     losses = [m["loss"] for m in _metrics(tmp_path / "run") if "loss" in m]
     assert all(math.isfinite(loss) for loss in losses)
+
+
+def _worker_pids_of(launcher: int) -> dict[int, int]:
+    """LOCAL_RANK -> pid of the training processes that a launcher (pid `launcher`) started."""
+    parents: dict[int, int] = {}
+    for stat in Path("/proc").glob("[0-9]*/stat"):
+        try:
+            parents[int(stat.parent.name)] = int(stat.read_text().rsplit(")", 1)[1].split()[1])
+        except (OSError, ValueError, IndexError):
+            continue
+    below, frontier = set(), {launcher}
+    while frontier:
+        frontier = {pid for pid, parent in parents.items() if parent in frontier} - below
+        below |= frontier
+    workers: dict[int, int] = {}
+    for pid in below:
+        try:
+            environ = (Path("/proc") / str(pid) / "environ").read_bytes().split(b"\0")
+        except OSError:
+            continue
+        for entry in environ:
+            if entry.startswith(b"LOCAL_RANK="):
+                workers[int(entry.split(b"=", 1)[1])] = pid
+    return workers
+
+
+@pytest.mark.skipif(not Path("/proc/self/environ").is_file(), reason="finds the workers through /proc")
+def test_ddp_stops_together_when_one_process_gets_sigterm(tiny_recipe_path, tiny_overrides, tmp_path):
+    """A scheduler may signal one process, or each at a slightly different step: they must still save one
+    checkpoint together, not wait for each other forever."""
+    sets = _set_args([*_short(tiny_overrides, steps=2000, save_every=20), "output.log_every_steps=2"])
+    proc = subprocess.Popen(
+        _two_processes(tiny_recipe_path, sets), env=_env(), stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True
+    )
+    try:
+        _wait_for_checkpoint(proc, tmp_path / "run" / "checkpoints", at_least=20, timeout=240)
+        workers = _worker_pids_of(proc.pid)
+        assert sorted(workers) == [0, 1], workers
+        os.kill(workers[1], signal.SIGTERM)
+        out, err = proc.communicate(timeout=90)
+    except subprocess.TimeoutExpired:
+        raise AssertionError("the processes did not stop together: one waits for the other") from None
+    finally:
+        if proc.poll() is None:  # the workers first: killing torchrun alone would leave them running
+            for pid in _worker_pids_of(proc.pid).values():
+                with contextlib.suppress(ProcessLookupError):
+                    os.kill(pid, signal.SIGKILL)
+            proc.kill()
+            proc.wait()
+    assert "interrupted at step" in err, err[-3000:]
+    interrupted = int(err.split("interrupted at step ")[1].split(";")[0])
+    saved = [p.name for p in step_checkpoints(tmp_path / "run" / "checkpoints")]
+    assert f"step-{interrupted:08d}" in saved and interrupted < 2000

@@ -1,0 +1,32 @@
+"""The launched process count against `hardware.distributed`, and the line a run starts with."""
+
+from __future__ import annotations
+
+from types import SimpleNamespace
+
+import pytest
+import torch
+
+from recipe_runner.loader import load_recipe
+from recipe_runner.trainer.launch import check_launch, launch_in_words
+from recipe_runner.trainer.parts import RunSetupError
+
+
+def _processes(count: int) -> SimpleNamespace:
+    return SimpleNamespace(num_processes=count, device=torch.device("cpu"))
+
+
+def test_several_processes_need_ddp_in_the_recipe(tiny_recipe_path, tiny_overrides):
+    alone = load_recipe(tiny_recipe_path, tiny_overrides).recipe
+    with pytest.raises(RunSetupError, match=r"launched as 2 processes: add --set hardware.distributed=ddp"):
+        check_launch(alone, _processes(2))
+    check_launch(alone, _processes(1))
+    check_launch(load_recipe(tiny_recipe_path, [*tiny_overrides, "hardware.distributed=ddp"]).recipe, _processes(2))
+
+
+def test_the_first_line_says_what_an_optimizer_step_holds(tiny_recipe_path, tiny_overrides):
+    recipe = load_recipe(tiny_recipe_path, [*tiny_overrides, "hardware.grad_accum=3", "hardware.batch_size=5"]).recipe
+    assert launch_in_words(recipe, _processes(2)) == (
+        "training on 2 processes (cpu); an optimizer step takes 3 micro-batches of up to 5 prompts from each"
+    )
+    assert launch_in_words(recipe, _processes(1)).startswith("training on 1 process (cpu)")
