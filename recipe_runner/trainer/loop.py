@@ -173,16 +173,19 @@ class Trainer:
             epoch, start = epoch + 1, 0
 
     def _rescale_position(self, stage_index: int, position: Position) -> None:
-        """A run resumed with another batch_size or batch_tokens (say after running out of memory) has another
-        number of batches per epoch: continue at the same fraction of the epoch rather than at the same batch."""
+        """A run resumed with another batch_size or batch_tokens (say after running out of memory), or as another
+        number of processes, has another number of batches per epoch and process: continue at the same fraction of
+        the epoch rather than at the same batch."""
         now = len(self._epoch_order(stage_index, position.epoch))
         if position.epoch_batches and now != position.epoch_batches:
             batch = min(now, round(position.batch * now / position.epoch_batches))
-            tqdm.write(
-                f"resuming with {now} batches per epoch instead of {position.epoch_batches} (batching changed): "
-                f"epoch {position.epoch} continues at batch {batch} instead of {position.batch}",
-                file=sys.stderr,
-            )
+            if self.accelerator.is_main_process:
+                tqdm.write(
+                    f"resuming with {now} batches per epoch and process instead of {position.epoch_batches} "
+                    f"(batching or process count changed): epoch {position.epoch} continues at batch {batch} "
+                    f"instead of {position.batch}",
+                    file=sys.stderr,
+                )
             position.batch, position.epoch_batches = batch, now
 
     def total_steps(self, stage_index: int, stage: Stage) -> int:
@@ -269,7 +272,7 @@ class Trainer:
         except Exception as exc:  # a truncated or foreign file: name it rather than show a loader traceback
             raise damaged_checkpoint(self.resume_from, exc) from None
         resume.reapply(self.optimizer, self.scheduler, settings, base_lrs)
-        if self.resume_changes:
+        if self.resume_changes and self.accelerator.is_main_process:
             tqdm.write(self.resume_changes, file=sys.stderr)
         if self.accelerator.is_main_process:
             write_run_info(self.out, self.recipe, resumed_at=position.global_step)

@@ -294,6 +294,20 @@ def test_two_process_ddp_run(tiny_recipe_path, tiny_overrides, tmp_path):
     logged = [m for m in _metrics(tmp_path / "run") if "loss" in m]
     assert [m["step"] for m in logged] == [2, 4, 6] and all(math.isfinite(m["loss"]) for m in logged)
 
+    # One process goes on where the two stopped: each had taken 6 batches of its half of the epoch.
+    more = _set_args([*_short(tiny_overrides, steps=8, save_every=1000), *timed])
+    resumed = subprocess.run(
+        _recipe_cmd(
+            "run", str(tiny_recipe_path), "--no-progress", "--resume", *more, "--set", "hardware.distributed=ddp"
+        ),
+        env=_env(),
+        capture_output=True,
+        text=True,
+    )
+    assert resumed.returncode == 0, resumed.stderr[-3000:]
+    assert "training on 1 process (cpu)" in resumed.stderr
+    assert "continues at batch 12 instead of 6" in resumed.stderr and "finished at step 8" in resumed.stdout
+
 
 def _run_then_resume(recipe: Path, overrides: list[str], steps: tuple[int, int], save_every: int, sets: list[str]):
     """`recipe run` to steps[0], then `--resume` to steps[1], each in its own process (accelerate's state is
