@@ -203,9 +203,8 @@ def test_out_of_memory_names_the_batch_and_a_smaller_batch_resumes_mid_epoch(
     ).recipe
     summary = Trainer(smaller, resume=True, progress=False).run()
     assert summary.global_step == 8
-    notice = re.search(
-        r"with (\d+) batches per epoch instead of (\d+) .* at batch (\d+) instead of 5", capsys.readouterr().err
-    )
+    pattern = r"with (\d+) batches per epoch and process instead of (\d+) .* at batch (\d+) instead of 5"
+    notice = re.search(pattern, capsys.readouterr().err)
     now, before, batch = (int(value) for value in notice.groups())
     assert now > before and batch == round(5 * now / before)  # the same fraction of the epoch
 
