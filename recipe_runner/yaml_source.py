@@ -7,7 +7,7 @@ from pathlib import Path
 from typing import Any
 
 from ruamel.yaml import YAML
-from ruamel.yaml.comments import CommentedMap, CommentedSeq
+from ruamel.yaml.comments import CommentedMap, CommentedSeq, TaggedScalar
 from ruamel.yaml.error import MarkedYAMLError
 
 from recipe_runner.errors import Path_, Position, Problem, RecipeError, dotted
@@ -77,11 +77,30 @@ class _Expansion:
         return alias
 
 
+_CORE = "tag:yaml.org,2002:"
+_PLAIN_TAGS = {f"{_CORE}{kind}" for kind in ("str", "int", "float", "bool", "null", "map", "seq")}
+
+
+def _refuse_tags(node: Any, file: str, path: Path_, positions: dict[Path_, Position]) -> Any:
+    """A recipe is plain data: YAML's core tags (`!!str 5`) are read as written, any other tag is an error at its
+    place rather than silently dropped, so `!!python/object/...` in a shared recipe is seen, never run."""
+    tag = getattr(getattr(node, "tag", None), "value", None)
+    if tag is None or tag in _PLAIN_TAGS:
+        return str(node.value) if isinstance(node, TaggedScalar) else node
+    shown = "!!" + tag[len(_CORE) :] if tag.startswith(_CORE) else tag
+    raise RecipeError.single(
+        positions.get(path) or Position(file),
+        dotted(path) if path else "<recipe>",
+        f"YAML tag {shown} is not allowed: a recipe holds only mappings, lists, text, numbers, true/false and null",
+    )
+
+
 def _to_plain(
     node: Any, expansion: _Expansion, path: Path_, positions: dict[Path_, Position], alias: Path_ | None = None
 ) -> Any:
     alias = expansion.count(node, path, positions, alias)
     file = expansion.file
+    node = _refuse_tags(node, file, path, positions)
     if isinstance(node, CommentedMap):
         out: dict[Any, Any] = {}
         for key, value in node.items():

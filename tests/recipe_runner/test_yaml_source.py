@@ -289,6 +289,24 @@ def test_yaml_syntax_error_has_line_and_column(tmp_path: Path) -> None:
     assert problem.message.startswith("YAML syntax error:")
 
 
+@pytest.mark.parametrize(
+    ("value", "shown"),
+    [("!!python/object/apply:os.system ['echo hi']", "!!python/object/apply:os.system"), ("!custom {x: 1}", "!custom")],
+)
+def test_a_yaml_tag_is_an_error_at_its_place(tmp_path: Path, value: str, shown: str) -> None:
+    file = write(tmp_path, "tagged.yaml", f"recipe: x\nhardware:\n  seed: {value}\n")
+    with pytest.raises(RecipeError) as exc:
+        load_tree(file)
+    problem = only_problem(exc)
+    assert where(problem.position) == ("tagged.yaml", 3, 3) and problem.field == "hardware.seed"
+    assert problem.message.startswith(f"YAML tag {shown} is not allowed")
+
+
+def test_core_tags_are_read_as_written(tmp_path: Path) -> None:
+    file = write(tmp_path, "core.yaml", "recipe: !!str 5\nhardware: !!map {seed: !!int '3'}\n")
+    assert load_tree(file).data == {"recipe": "5", "hardware": {"seed": 3}}
+
+
 def test_tab_indentation_is_a_syntax_error(tmp_path: Path) -> None:
     file = write(tmp_path, "bad.yaml", "recipe: x\n\tseed: 3\n")
     with pytest.raises(RecipeError) as exc:
