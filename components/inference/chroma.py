@@ -6,6 +6,7 @@ diffusers is an optional heavy backend, imported only inside these functions.
 from __future__ import annotations
 
 import gc
+import warnings
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
@@ -65,6 +66,15 @@ def _quiet_transformers():
         logging.set_verbosity(level)
 
 
+@contextmanager
+def _quiet_hub():
+    """diffusers passes huggingface_hub an argument it has deprecated; the warning came right before our own "no
+    local copy" message and asked nothing of the person reading it."""
+    with warnings.catch_warnings():
+        warnings.filterwarnings("ignore", message=".*local_dir_use_symlinks.*", category=UserWarning)
+        yield
+
+
 def _diffusers():
     with _quiet_transformers():
         try:
@@ -81,9 +91,10 @@ def joint_attention_dim(spec: Inference) -> int:
     if spec.pipeline_config is not None:
         return int(dict(spec.pipeline_config.get("transformer") or {}).get("joint_attention_dim", 4096))
     try:
-        config = _diffusers().ChromaTransformer2DModel.load_config(
-            spec.pipeline, subfolder="transformer", local_files_only=True
-        )
+        with _quiet_hub():
+            config = _diffusers().ChromaTransformer2DModel.load_config(
+                spec.pipeline, subfolder="transformer", local_files_only=True
+            )
     except OSError as exc:
         raise _load_error(spec.pipeline, "cannot read the Chroma transformer config of", exc) from None
     return int(config.get("joint_attention_dim", 4096))
@@ -169,9 +180,10 @@ def build_chroma_pipeline(spec: Inference, device: str | torch.device = "cpu", d
     else:
         d = _diffusers()
         try:
-            pipeline = d.ChromaPipeline.from_pretrained(
-                spec.pipeline, text_encoder=None, tokenizer=None, dtype=dtype, local_files_only=True
-            )
+            with _quiet_hub():
+                pipeline = d.ChromaPipeline.from_pretrained(
+                    spec.pipeline, text_encoder=None, tokenizer=None, dtype=dtype, local_files_only=True
+                )
         except (OSError, ValueError) as exc:
             raise _load_error(spec.pipeline, "cannot load the Chroma pipeline from directory", exc) from None
     if spec.cpu_offload and torch.device(device).type == "cuda":
