@@ -25,6 +25,7 @@ most hardware.batch_tokens; a = activation bytes: 2 for bf16/fp16, 4 for fp32):
                      bias and scores (b x s) x heads x s x a x 2; its targets b x s x d x a stay for the loss
   loss buffers       b x s x teacher width x 4 x 2 (fp32 output and its gradient)
   runtime            1 GiB for the CUDA context, cuBLAS workspace and allocator slack
+Under DDP the gradients are views into its all-reduce buckets (gradient_as_bucket_view), so no term is added.
 The budget `hardware.vram_gb` is read as GiB. Against `recipe bench` on an H100 (peaks over 20 timed
 length-distributed batches, not every prompt at max_length; eager norms): reference 21.6 estimated / 18.57
 measured, bf16_stochastic 13.6 / 11.19, without checkpointing 37.7 / 35.2 (the earlier per-layer term 10 h + 3 f

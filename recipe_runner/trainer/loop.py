@@ -63,12 +63,17 @@ class RunSummary:
 
 def _accelerator(recipe: Recipe):
     from accelerate import Accelerator
-    from accelerate.utils import set_seed
+    from accelerate.utils import DistributedDataParallelKwargs, set_seed
 
     hw = recipe.hardware
     use_cpu = resolve_device(hw).type == "cpu"
     precision = {"fp32": "no", "bf16": "bf16", "fp16": "fp16"}[hw.precision]
-    accelerator = Accelerator(mixed_precision=precision, cpu=use_cpu, gradient_accumulation_steps=hw.grad_accum)
+    # Under DDP the gradients live inside its all-reduce buckets instead of beside a copy of them: one gradient's
+    # worth of memory less (4 bytes per trained fp32 parameter), which the memory plan does not count.
+    ddp = DistributedDataParallelKwargs(gradient_as_bucket_view=True)
+    accelerator = Accelerator(
+        mixed_precision=precision, cpu=use_cpu, gradient_accumulation_steps=hw.grad_accum, kwargs_handlers=[ddp]
+    )
     set_seed(hw.seed)
     return accelerator
 

@@ -30,3 +30,11 @@ def test_the_first_line_says_what_an_optimizer_step_holds(tiny_recipe_path, tiny
         "training on 2 processes (cpu); an optimizer step takes 3 micro-batches of up to 5 prompts from each"
     )
     assert launch_in_words(recipe, _processes(1)).startswith("training on 1 process (cpu)")
+
+
+def test_ddp_keeps_gradients_inside_its_buckets(tiny_recipe_path, tiny_overrides):
+    """One gradient copy less under DDP; the memory plan counts one copy only."""
+    from recipe_runner.trainer.loop import _accelerator
+
+    recipe = load_recipe(tiny_recipe_path, [*tiny_overrides, "hardware.distributed=ddp"]).recipe
+    assert _accelerator(recipe).ddp_handler.to_kwargs() == {"gradient_as_bucket_view": True}
