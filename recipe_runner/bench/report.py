@@ -86,6 +86,14 @@ def _batch(t: TrainingResult) -> str:
     return f"{size} x {t.grad_accum} accum, {t.precision} ({prompts})"
 
 
+def _ops(t: TrainingResult) -> str:
+    if t.ops_per_step is None:
+        return "not counted (compiled)"
+    total = sum(t.ops_per_step.values())
+    phases = ", ".join(f"{phase} {count:,}" for phase, count in t.ops_per_step.items())
+    return f"{total:,} aten ops ({phases}): {t.real_tokens_per_step / total:.2f} real tokens per op"
+
+
 def _training_rows(t: TrainingResult) -> list[tuple[str, str]]:
     mfu = _mfu(t.mfu, t.achieved_tflops, t.peak_tflops, t.peak_source)
     return [
@@ -99,6 +107,7 @@ def _training_rows(t: TrainingResult) -> list[tuple[str, str]]:
         ("real tokens/step", f"{t.real_tokens_per_step:,.0f} (padding {t.padding_fraction:.1%})"),
         ("model FLOP/s", f"{t.achieved_tflops:.4g} TFLOP/s"),
         ("MFU", mfu),
+        ("ops/step", _ops(t)),
         ("peak memory", _bytes(t.peak_memory_bytes)),
         ("plan estimate", f"{_bytes(t.plan_estimate_bytes)} (`recipe plan`: max_length padding, 1 GiB CUDA runtime)"),
         ("teacher targets", t.teacher_targets),

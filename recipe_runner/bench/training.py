@@ -26,6 +26,7 @@ from components.models.checkpointing import StudentCheckpointing
 from components.models.compilation import compile_for_varied_lengths, compiled_graphs
 from components.teacher_outputs import encode_teacher
 from recipe_runner.bench.flops import FlopPart, peak_flops, step_flops
+from recipe_runner.bench.host_ops import OpCounter
 from recipe_runner.bench.models import attention_shape, build_random, dense_parameters
 from recipe_runner.bench.spec import BenchSpec
 from recipe_runner.bench.timing import PeakMemory, device_name, now, profiled
@@ -82,6 +83,12 @@ class TrainingResult(StrictModel):
     peak_source: str
     mfu: float | None = Field(description="achieved / peak FLOP/s; null when the peak is unknown.")
     flop_parts: list[FlopPart]
+    ops_per_step: dict[str, int] | None = Field(
+        description="aten operations (views excluded) one optimizer step dispatches, by phase (forward: student, "
+        "bolt-on and loss; backward; update): on a GPU each is about one kernel launch, paid in host time whatever "
+        "its size. Counted on one timed step's batches after the clock; null with compile (compiled blocks run as "
+        "fused graphs). Counted on CPUs in this project; the CUDA count has not been checked."
+    )
     teacher_targets: str
     last_loss: float
 
@@ -210,10 +217,12 @@ def run_training(recipe: Recipe, spec: BenchSpec, lengths: list[int], device: to
     memory = PeakMemory(device)
     loss = torch.zeros(())
 
-    def accumulate(index: int) -> torch.Tensor:
+    def accumulate(index: int, counter: OpCounter | None = None) -> torch.Tensor:
         for micro in range(hw.grad_accum):
             batch = batches[index * hw.grad_accum + micro].to(device)
             recomputed.append(checkpointing.for_batch(batch.student_ids.numel()))
+            if counter is not None:
+                counter.phase = "forward"
             with autocast:
                 out = forward(batch.student_ids, batch.student_mask)
                 target = batch.teacher_hidden
@@ -221,6 +230,8 @@ def run_training(recipe: Recipe, spec: BenchSpec, lengths: list[int], device: to
                     target = encode_teacher(teacher, batch.teacher_ids, batch.teacher_mask)
                 pairs = loss_fn.pairs(out, batch.student_mask, target, batch.teacher_mask, batch.alignment)
                 loss, _ = loss_fn(pairs)
+            if counter is not None:
+                counter.phase = "backward"
             scaler.scale(loss / hw.grad_accum).backward()
         return loss.detach()
 
@@ -261,6 +272,13 @@ def run_training(recipe: Recipe, spec: BenchSpec, lengths: list[int], device: to
         started = now(device)
         update()
         update_seconds.append(now(device) - started)
+    ops = None
+    if not hw.compile:
+        with OpCounter() as counter:
+            accumulate(spec.warmup_steps, counter)
+            counter.phase = "update"
+            update()
+        ops = counter.per_phase()
     timed = batches[spec.warmup_steps * hw.grad_accum :]
     real = [int(n) for batch in timed for n in batch.student_mask.sum(dim=1).tolist()]
     padded = sum(batch.student_mask.numel() for batch in timed)
@@ -297,6 +315,7 @@ def run_training(recipe: Recipe, spec: BenchSpec, lengths: list[int], device: to
         peak_source=source,
         mfu=None if peak is None else flops / step_time / peak,
         flop_parts=parts,
+        ops_per_step=ops,
         teacher_targets=(
             f"random tensors in the cache dtype ({recipe.teacher.cache.dtype}), real tokens + 1 pad per prompt"
             if cached

@@ -45,6 +45,8 @@ def test_small_tiny_bench_reports_every_figure(tmp_path: Path) -> None:
     assert training["peak_memory_bytes"] >= 0 and training["plan_estimate_bytes"] > 0
     assert training["last_loss"] == training["last_loss"]  # finite, not NaN
     assert training["compile_warmup_s"] is None and training["graphs_compiled_while_timed"] is None
+    assert set(training["ops_per_step"]) == {"forward", "backward", "update"}
+    assert all(count > 0 for count in training["ops_per_step"].values())
     teacher = report["teacher"]
     assert teacher["real_tokens_per_s"] > 0 and teacher["bytes_per_prompt"] > 0
     assert teacher["forward_real_tokens_per_s"] > 0
@@ -65,6 +67,7 @@ def test_compiled_bench_compiles_before_the_clock(tmp_path: Path) -> None:
     assert training["compiled"] and training["compile_warmup_s"] > 0
     assert training["graphs_compiled_while_timed"] == 0
     assert teacher["compile_warmup_s"] > 0 and teacher["forward_real_tokens_per_s"] > 0
+    assert training["ops_per_step"] is None  # compiled graphs are not counted op by op
 
 
 def test_token_batches_carry_more_prompts_and_less_padding_than_16_prompts(tmp_path: Path) -> None:
@@ -74,6 +77,16 @@ def test_token_batches_carry_more_prompts_and_less_padding_than_16_prompts(tmp_p
     assert by_prompts["batch_tokens"] is None and by_prompts["real_prompts_per_step"] == 16
     assert by_tokens["batch_tokens"] == 4096 and by_tokens["real_prompts_per_step"] > 16
     assert by_tokens["padding_fraction"] < by_prompts["padding_fraction"]
+
+
+def test_checkpointing_adds_a_forward_to_the_ops_a_step_dispatches(tmp_path: Path) -> None:
+    """What a host-bound GPU step pays for: recomputing activations dispatches the forward's ops again."""
+    plain = _bench(tmp_path, TINY, "--only", "training")["training"]["ops_per_step"]
+    recomputed = _bench(tmp_path, TINY, "--only", "training", "--set", "hardware.gradient_checkpointing=true")
+    ops = recomputed["training"]["ops_per_step"]
+    assert ops["forward"] == plain["forward"] and ops["update"] == plain["update"]
+    again = ops["backward"] - plain["backward"]
+    assert 0 < again < plain["forward"]  # the student's layers again; bolt-on and loss are not recomputed
 
 
 def test_small_real_recipe_meets_cache_size_target(tmp_path: Path) -> None:
