@@ -1,7 +1,9 @@
-"""How many processes a run was launched as, checked against the recipe and said in words at the start."""
+"""The accelerator a run trains with, the number of processes it was launched as (checked against the recipe),
+and the line a run starts with."""
 
 from __future__ import annotations
 
+from components.devices import resolve_device
 from recipe_runner.trainer.parts import RunSetupError
 from schemas import Recipe
 
@@ -23,3 +25,21 @@ def launch_in_words(recipe: Recipe, accelerator) -> str:
     each = f"{hw.grad_accum} micro-batch{'es' if hw.grad_accum > 1 else ''} of up to {hw.batch_size} prompts"
     where = f"{processes} processes" if processes > 1 else "1 process"
     return f"training on {where} ({accelerator.device.type}); an optimizer step takes {each} from each"
+
+
+def build_accelerator(recipe: Recipe):
+    """accelerate for the recipe's device and precision, seeded; DDP when a launcher started several processes."""
+    from accelerate import Accelerator
+    from accelerate.utils import DistributedDataParallelKwargs, set_seed
+
+    hw = recipe.hardware
+    use_cpu = resolve_device(hw).type == "cpu"
+    precision = {"fp32": "no", "bf16": "bf16", "fp16": "fp16"}[hw.precision]
+    # Under DDP the gradients live inside its all-reduce buckets instead of beside a copy of them: one gradient's
+    # worth of memory less (4 bytes per trained fp32 parameter), which the memory plan does not count.
+    ddp = DistributedDataParallelKwargs(gradient_as_bucket_view=True)
+    accelerator = Accelerator(
+        mixed_precision=precision, cpu=use_cpu, gradient_accumulation_steps=hw.grad_accum, kwargs_handlers=[ddp]
+    )
+    set_seed(hw.seed)
+    return accelerator

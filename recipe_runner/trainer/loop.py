@@ -16,7 +16,6 @@ from components.attention_backends import shape_stable_attention
 from components.data.batches import bucketed_batches, shard_batches
 from components.data.pipeline import Collator, DistillBatch, PromptPairs
 from components.data.prompts import prompts_digest
-from components.devices import resolve_device
 from components.losses import DistillLoss
 from components.models import pad_id
 from components.models.compilation import compile_for_varied_lengths
@@ -34,7 +33,7 @@ from recipe_runner.trainer.checkpoint import (
 )
 from recipe_runner.trainer.consensus import Consensus
 from recipe_runner.trainer.evaluation import evaluate
-from recipe_runner.trainer.launch import check_launch, launch_in_words
+from recipe_runner.trainer.launch import build_accelerator, check_launch, launch_in_words
 from recipe_runner.trainer.optim import build_optimizer
 from recipe_runner.trainer.parts import RunParts, RunSetupError, build_parts, split_prompts
 from recipe_runner.trainer.preflight import check_before_loading
@@ -43,6 +42,7 @@ from recipe_runner.trainer.run_log import LossWindow, MetricsLog, write_run_info
 from recipe_runner.trainer.save_clock import SaveClock
 from recipe_runner.trainer.stage_setup import enter_stage, leave_stage, parameters_by_part
 from recipe_runner.trainer.stops import (
+    HangupTolerantStream,
     StopFlag,
     TrainingInterrupted,
     damaged_checkpoint,
@@ -59,23 +59,6 @@ class RunSummary:
     global_step: int
     metrics: dict[str, float]
     export_dir: Path | None
-
-
-def _accelerator(recipe: Recipe):
-    from accelerate import Accelerator
-    from accelerate.utils import DistributedDataParallelKwargs, set_seed
-
-    hw = recipe.hardware
-    use_cpu = resolve_device(hw).type == "cpu"
-    precision = {"fp32": "no", "bf16": "bf16", "fp16": "fp16"}[hw.precision]
-    # Under DDP the gradients live inside its all-reduce buckets instead of beside a copy of them: one gradient's
-    # worth of memory less (4 bytes per trained fp32 parameter), which the memory plan does not count.
-    ddp = DistributedDataParallelKwargs(gradient_as_bucket_view=True)
-    accelerator = Accelerator(
-        mixed_precision=precision, cpu=use_cpu, gradient_accumulation_steps=hw.grad_accum, kwargs_handlers=[ddp]
-    )
-    set_seed(hw.seed)
-    return accelerator
 
 
 class Trainer:
@@ -103,7 +86,7 @@ class Trainer:
         self.train_prompts_sha = prompts_digest(split_prompts(recipe)[0])
         self.resume_changes = self._check_resume() if self.resume_from else None
         self.progress = progress
-        self.accelerator = _accelerator(recipe)
+        self.accelerator = build_accelerator(recipe)
         check_launch(recipe, self.accelerator)
         if self.resume_from is not None and self.accelerator.is_main_process:
             tidy_checkpoints(self.checkpoints)
@@ -315,6 +298,7 @@ class Trainer:
             desc=stage.name,
             dynamic_ncols=True,
             disable=not (self.progress and accelerator.is_main_process),
+            file=HangupTolerantStream(sys.stderr),
         )
         clock, consensus = SaveClock(recipe.output.save_every_minutes), Consensus(accelerator)
         nonfinite = torch.zeros((), dtype=torch.bool, device=accelerator.device)

@@ -3,7 +3,10 @@
 from __future__ import annotations
 
 import contextlib
+import errno
+import os
 import signal
+import stat
 from pathlib import Path
 
 from components.errors import UserFacingError
@@ -28,23 +31,72 @@ class DamagedCheckpoint(UserFacingError, RuntimeError):
 
 
 class TrainingInterrupted(RuntimeError):
-    """Ctrl-C or SIGTERM: a checkpoint was saved and the run can be resumed."""
+    """Ctrl-C, SIGTERM or a hangup: a checkpoint was saved and the run can be resumed."""
+
+
+def _stop_signals() -> list[int]:
+    """Ctrl-C, a scheduler's SIGTERM, and the hangup an ssh session that drops sends to a run in its terminal
+    (unless the run was started under nohup, which ignores it: that choice stays)."""
+    signals = [signal.SIGINT, signal.SIGTERM]
+    hangup = getattr(signal, "SIGHUP", None)
+    if hangup is not None and signal.getsignal(hangup) is not signal.SIG_IGN:
+        signals.append(hangup)
+    return signals
+
+
+def _leave_the_terminal() -> None:
+    """After a hangup every write to the terminal fails (EIO), and the progress bar's next write would stop the
+    run before it saves: what the run still prints to a terminal goes nowhere instead (files and pipes stay)."""
+    devnull = os.open(os.devnull, os.O_WRONLY)
+    try:
+        for fd in (1, 2):
+            # A character device: isatty() already says no for a terminal that has hung up.
+            with contextlib.suppress(OSError):
+                if stat.S_ISCHR(os.fstat(fd).st_mode):
+                    os.dup2(devnull, fd)
+    finally:
+        os.close(devnull)
+
+
+class HangupTolerantStream:
+    """The progress bar's stream. A write that lands between a terminal's hangup and the SIGHUP handler (which
+    moves the output away) fails with EIO; the bar drops it rather than end the run before it saves."""
+
+    def __init__(self, stream) -> None:
+        self.stream = stream
+
+    def write(self, text: str) -> int:
+        try:
+            return self.stream.write(text)
+        except OSError as exc:
+            if exc.errno != errno.EIO:
+                raise
+            return 0
+
+    def flush(self) -> None:
+        with contextlib.suppress(OSError):
+            self.stream.flush()
+
+    def __getattr__(self, name: str):
+        return getattr(self.stream, name)
 
 
 class StopFlag:
-    """Set by SIGINT/SIGTERM; the loop checks it between optimizer steps, never mid-step."""
+    """Set by SIGINT, SIGTERM or SIGHUP; the loop checks it between optimizer steps, never mid-step."""
 
     def __init__(self) -> None:
         self.raised = False
         self._previous: dict[int, object] = {}
 
     def __enter__(self) -> StopFlag:
-        for sig in (signal.SIGINT, signal.SIGTERM):
+        for sig in _stop_signals():
             with contextlib.suppress(ValueError):  # not the main thread (e.g. inside some test runners)
                 self._previous[sig] = signal.signal(sig, self._handle)
         return self
 
     def _handle(self, signum, frame) -> None:
+        if signum == getattr(signal, "SIGHUP", None):
+            _leave_the_terminal()
         if self.raised:  # a second Ctrl-C means "now"
             raise KeyboardInterrupt
         self.raised = True

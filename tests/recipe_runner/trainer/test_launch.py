@@ -8,7 +8,7 @@ import pytest
 import torch
 
 from recipe_runner.loader import load_recipe
-from recipe_runner.trainer.launch import check_launch, launch_in_words
+from recipe_runner.trainer.launch import build_accelerator, check_launch, launch_in_words
 from recipe_runner.trainer.parts import RunSetupError
 
 
@@ -34,7 +34,5 @@ def test_the_first_line_says_what_an_optimizer_step_holds(tiny_recipe_path, tiny
 
 def test_ddp_keeps_gradients_inside_its_buckets(tiny_recipe_path, tiny_overrides):
     """One gradient copy less under DDP; the memory plan counts one copy only."""
-    from recipe_runner.trainer.loop import _accelerator
-
     recipe = load_recipe(tiny_recipe_path, [*tiny_overrides, "hardware.distributed=ddp"]).recipe
-    assert _accelerator(recipe).ddp_handler.to_kwargs() == {"gradient_as_bucket_view": True}
+    assert build_accelerator(recipe).ddp_handler.to_kwargs() == {"gradient_as_bucket_view": True}

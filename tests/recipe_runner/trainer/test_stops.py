@@ -2,8 +2,13 @@
 
 from __future__ import annotations
 
+import errno
+import io
+
+import pytest
+
 from recipe_runner.loader import load_recipe
-from recipe_runner.trainer.stops import out_of_memory
+from recipe_runner.trainer.stops import HangupTolerantStream, out_of_memory
 
 
 def test_out_of_memory_under_a_token_budget_asks_for_a_smaller_budget(tiny_recipe_path, tiny_overrides, tmp_path):
@@ -21,3 +26,21 @@ def test_out_of_memory_by_prompt_count_asks_for_a_smaller_batch_size(tiny_recipe
     message = str(out_of_memory(recipe, tmp_path, "cuda", (16, 40), step=1))
     assert "lower hardware.batch_size (now 16) and raise grad_accum" in message
     assert "batch_tokens" not in message
+
+
+class _Failing(io.StringIO):
+    def __init__(self, code: int) -> None:
+        super().__init__()
+        self.code = code
+
+    def write(self, text: str) -> int:
+        raise OSError(self.code, "failed")
+
+
+def test_the_progress_bar_drops_writes_to_a_hung_up_terminal_and_nothing_else():
+    assert HangupTolerantStream(_Failing(errno.EIO)).write("42%") == 0
+    with pytest.raises(OSError, match="failed"):
+        HangupTolerantStream(_Failing(errno.ENOSPC)).write("42%")
+    kept = io.StringIO()
+    HangupTolerantStream(kept).write("42%")
+    assert kept.getvalue() == "42%"

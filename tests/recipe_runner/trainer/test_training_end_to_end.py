@@ -151,6 +151,44 @@ def test_ctrl_c_saves_a_checkpoint_and_exits_cleanly(tiny_recipe_path, tiny_over
     assert any(p.name == f"step-{interrupted:08d}" for p in step_checkpoints(tmp_path / "run" / "checkpoints"))
 
 
+@pytest.mark.skipif(not hasattr(signal, "SIGHUP"), reason="no hangups on this platform")
+def test_a_dropped_terminal_saves_a_checkpoint_and_exits(tiny_recipe_path, tiny_overrides, tmp_path):
+    """An ssh session that drops hangs up the terminal of a run inside it: SIGHUP, then every write to that
+    terminal fails. The run saves and exits rather than dying at once or on its next progress-bar write."""
+    import fcntl
+    import pty
+    import select
+    import struct
+    import termios
+
+    leader, follower = pty.openpty()
+    fcntl.ioctl(follower, termios.TIOCSWINSZ, struct.pack("HHHH", 24, 80, 0, 0))  # 80 columns: the bar draws
+    sets = _set_args(_short(tiny_overrides, steps=2000, save_every=20))
+    proc = subprocess.Popen(  # with its progress bar, writing to the terminal
+        _recipe_cmd("run", str(tiny_recipe_path), *sets), env=_env(), stdout=follower, stderr=follower
+    )
+    os.close(follower)
+    drained = []
+    try:
+        root = tmp_path / "run" / "checkpoints"
+        deadline = time.time() + 120
+        while not [p for p in step_checkpoints(root) if p.name >= "step-00000020"] and time.time() < deadline:
+            if select.select([leader], [], [], 0.1)[0]:  # a terminal that nobody reads fills up and blocks
+                drained.append(os.read(leader, 65536))
+            assert proc.poll() is None, b"".join(drained)[-2000:]
+        proc.send_signal(signal.SIGHUP)
+        os.close(leader)  # the terminal is gone: writes to it now fail with EIO
+        leader = None
+        assert proc.wait(timeout=60) == 130
+    finally:
+        if leader is not None:
+            os.close(leader)
+        if proc.poll() is None:
+            proc.kill()
+    saved = step_checkpoints(tmp_path / "run" / "checkpoints")
+    assert saved[-1].name > "step-00000020"  # saved where the hangup stopped it, not only the scheduled one
+
+
 def test_nan_loss_stops_and_keeps_last_good_checkpoint(tiny_recipe_path, tiny_overrides, tmp_path, monkeypatch):
     from components.losses import distill_loss
 
