@@ -9,14 +9,14 @@ from pathlib import Path
 from tqdm.auto import tqdm
 
 from components.cache.manifest import teacher_identity
-from components.cache.shards import missing_shard_bytes
+from components.cache.shards import missing_shard_bytes, shard_count, shard_rows
 from components.cache.writer import DTYPES, CacheMismatchError, prepare_split, write_split
 from components.data.prompts import prompts_digest
-from components.devices import resolve_device
 from components.disk_space import require_free
 from components.errors import UserFacingError
 from components.models import build_model, freeze, hidden_width, load_tokenizer, pad_id, resolve_config
 from components.models.compilation import compile_for_varied_lengths
+from recipe_runner.cache_processes import CacheProcesses
 from recipe_runner.trainer.parts import split_prompts
 from schemas import Recipe
 
@@ -56,8 +56,12 @@ def _check_space(recipe: Recipe, splits: list[tuple[str, Path, list[str], list[l
     )
 
 
-def build_teacher_cache(recipe: Recipe, batch_tokens: int | None = None, progress: bool = True) -> dict[str, dict]:
-    """Returns per split: prompt count, shards written, tokens, seconds, bytes on disk."""
+def build_teacher_cache(
+    recipe: Recipe, batch_tokens: int | None = None, progress: bool = True, processes: CacheProcesses | None = None
+) -> dict[str, dict]:
+    """Returns per split: prompt count, shards written and tokens encoded (by every process), this process's
+    seconds and rewritten shards, bytes on disk. Under a launcher each process encodes its share of the shards."""
+    processes = processes or CacheProcesses(recipe.hardware)
     spec = recipe.teacher.cache
     if spec is None:
         raise CacheSetupError("the recipe has no teacher.cache section; add `cache: {dir: ...}` to the teacher")
@@ -75,8 +79,8 @@ def build_teacher_cache(recipe: Recipe, batch_tokens: int | None = None, progres
             raise CacheSetupError(f"{exc}; delete it or point teacher.cache.dir elsewhere") from None
         ids = tokenizer(prompts, truncation=True, max_length=recipe.teacher.max_length)["input_ids"]
         splits.append((split, split_dir, prompts, ids))
-    _check_space(recipe, splits)
-    device = resolve_device(recipe.hardware)
+    _check_space(recipe, splits)  # every process: the same answer, so all stop or none
+    device = processes.device
     teacher = None
     reports = {}
     for split, split_dir, prompts, ids in splits:
@@ -87,7 +91,10 @@ def build_teacher_cache(recipe: Recipe, batch_tokens: int | None = None, progres
             )
             if hw.compile:
                 compile_for_varied_lengths(teacher)
-        with tqdm(total=len(prompts), desc=f"cache {split}", disable=not progress) as bar, _write_errors(split_dir):
+        shards = filter(processes.owns, range(shard_count(len(prompts), spec.shard_size)))
+        mine = sum(hi - lo for lo, hi in (shard_rows(shard, len(prompts), spec.shard_size) for shard in shards))
+        shown = progress and processes.is_main
+        with tqdm(total=mine, desc=f"cache {split}", disable=not shown) as bar, _write_errors(split_dir):
             report = write_split(
                 split_dir,
                 ids,
@@ -99,7 +106,12 @@ def build_teacher_cache(recipe: Recipe, batch_tokens: int | None = None, progres
                 pad_id=pad_id(tokenizer),
                 device=device,
                 progress=bar.update,
+                owns=processes.owns,
             )
+        processes.wait_for_everyone()  # every shard is on disk before anyone sizes the split
+        report["shards_written"], report["tokens"] = (
+            int(n) for n in processes.total(report["shards_written"], report["tokens"])
+        )
         size = sum(f.stat().st_size for f in split_dir.glob("shard-*.safetensors"))
         reports[split] = {**report, "count": len(prompts), "bytes": size, "bytes_per_prompt": size / len(prompts)}
     return reports

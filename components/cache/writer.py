@@ -123,12 +123,16 @@ def write_split(
     pad_id: int,
     device: torch.device,
     progress: Callable[[int], None] | None = None,
+    owns: Callable[[int], bool] = lambda shard: True,
 ) -> dict[str, Any]:
     """Encode every missing or damaged shard; returns timing and size figures, and each damaged shard rewritten
     with the reason (`rewritten`), for reporting.
 
     An existing shard counts as done only when its header, size and row count check out (`shard_damage`); a
     damaged one is encoded again and replaced in one rename, and no other file is touched.
+
+    `owns` says which shards this process writes (every one, unless several processes share the cache); the
+    others are neither checked nor counted here.
 
     A finished shard is copied to the host and written by a background thread while the next one is encoded
     (at most one write in flight, so at most two shards are held in host memory); an error in a write surfaces
@@ -141,7 +145,7 @@ def write_split(
     rewritten: list[str] = []
     with ThreadPoolExecutor(max_workers=1, thread_name_prefix="cache-shard-writer") as disk:
         writing: Future | None = None
-        for shard in range(shard_count(count, shard_size)):
+        for shard in filter(owns, range(shard_count(count, shard_size))):
             final = split_dir / shard_name(shard)
             lo, hi = shard_rows(shard, count, shard_size)
             if final.exists():

@@ -23,15 +23,20 @@ def cache(
     file: str, overrides: tuple[str, ...], allow_remote_code: bool, batch_tokens: int | None, no_progress: bool
 ) -> None:
     """Encode train and eval prompts with the teacher into teacher.cache.dir (resumes if interrupted)."""
+    from recipe_runner.cache_processes import CacheProcesses
     from recipe_runner.loader import load_recipe
     from recipe_runner.teacher_cache import build_teacher_cache
 
     loaded = load_recipe(file, overrides, allow_remote_code=allow_remote_code)
-    reports = build_teacher_cache(loaded.recipe, batch_tokens=batch_tokens, progress=not no_progress)
+    processes = CacheProcesses(loaded.recipe.hardware)  # several under torchrun: each writes its share
+    reports = build_teacher_cache(loaded.recipe, batch_tokens, progress=not no_progress, processes=processes)
     for split, report in reports.items():
-        for rewritten in report["rewritten"]:
+        for rewritten in report["rewritten"]:  # each process names the damaged shards it rewrote
             click.echo(f"{split}: rewrote damaged shard {rewritten}")
+        if not processes.is_main:
+            continue
         click.echo(
             f"{split}: {report['count']} prompts, {report['shards_written']} shard(s) written, "
             f"{report['tokens']} tokens, {report['bytes']} bytes on disk ({report['bytes_per_prompt']:.0f} per prompt)"
         )
+    processes.close()

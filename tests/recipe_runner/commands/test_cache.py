@@ -34,3 +34,46 @@ def test_a_truncated_shard_is_rewritten_and_named(tmp_path):
     lines = again.stdout.splitlines()
     assert lines[0].startswith(f"train: rewrote damaged shard {victim} (it is cut short"), lines
     assert "train: 10 prompts, 1 shard(s) written" in lines[1]
+
+
+def test_two_processes_share_the_shards_and_write_what_one_would(tmp_path):
+    """Under torchrun each process encodes every other shard; the cache is the one a single process writes, and
+    a damaged shard of the other process's share is rewritten by that process."""
+    import subprocess
+    import sys
+
+    import torch
+    from safetensors.torch import load_file
+
+    def sets(cache: Path) -> list[str]:
+        values = [
+            f"teacher.cache.dir={cache}",
+            "teacher.cache.shard_size=16",
+            f"output.dir={tmp_path / 'run'}",
+            f"data.train={{path: {PROMPTS / 'train.txt'}, limit: 70}}",
+            f"data.eval={{path: {PROMPTS / 'eval.txt'}, limit: 20}}",
+        ]
+        return [arg for value in values for arg in ("--set", value)]
+
+    alone = CliRunner().invoke(main, ["cache", str(TINY), "--no-progress", *sets(tmp_path / "one")])
+    assert alone.exit_code == 0, alone.output
+    env = {**os.environ, "HF_HUB_OFFLINE": "1", "OMP_NUM_THREADS": "1"}
+    launch = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2"]
+    command = [*launch, "-m", "recipe_runner.cli", "cache", str(TINY), "--no-progress", *sets(tmp_path / "two")]
+    shared = subprocess.run(command, env=env, capture_output=True, text=True, timeout=300)
+    assert shared.returncode == 0, shared.stderr[-3000:]
+    assert shared.stdout.count("train: 70 prompts, 5 shard(s) written") == 1  # both shares, said once
+    for split in ("train", "eval"):
+        one = sorted((tmp_path / "one" / split).glob("shard-*.safetensors"))
+        two = sorted((tmp_path / "two" / split).glob("shard-*.safetensors"))
+        assert [p.name for p in one] == [p.name for p in two] and one
+        for a, b in zip(one, two, strict=True):
+            first, second = load_file(a), load_file(b)
+            assert first.keys() == second.keys() and all(torch.equal(first[k], second[k]) for k in first)
+
+    victim = tmp_path / "two" / "train" / "shard-00003.safetensors"  # process 1's share
+    os.truncate(victim, 100)
+    again = subprocess.run(command, env=env, capture_output=True, text=True, timeout=300)
+    assert again.returncode == 0, again.stderr[-3000:]
+    assert f"train: rewrote damaged shard {victim}" in again.stdout
+    assert "train: 70 prompts, 1 shard(s) written" in again.stdout
