@@ -231,10 +231,10 @@ class Trainer:
         self.accelerator.wait_for_everyone()
 
     def run(self) -> RunSummary:
-        if self.accelerator.is_main_process and self.resume_from is None:
-            write_run_info(self.out, self.recipe)
         if self.accelerator.is_main_process:
             tqdm.write(launch_in_words(self.recipe, self.accelerator), file=sys.stderr)
+            if self.resume_from is None:
+                write_run_info(self.out, self.recipe)
         position = read_position(self.resume_from) if self.resume_from else Position()
         last_metrics: dict[str, float] = {}
         try:
@@ -260,9 +260,9 @@ class Trainer:
         except Exception as exc:  # a truncated or foreign file: name it rather than show a loader traceback
             raise damaged_checkpoint(self.resume_from, exc) from None
         resume.reapply(self.optimizer, self.scheduler, settings, base_lrs)
-        if self.resume_changes and self.accelerator.is_main_process:
-            tqdm.write(self.resume_changes, file=sys.stderr)
         if self.accelerator.is_main_process:
+            if self.resume_changes:
+                tqdm.write(self.resume_changes, file=sys.stderr)
             write_run_info(self.out, self.recipe, resumed_at=position.global_step)
         self.resume_from = None
         self._rescale_position(stage_index, position)
