@@ -25,8 +25,11 @@ def evaluate(
     batches: Iterable[DistillBatch],
     loss: DistillLoss,
     all_tiers: list[str],
+    total: Callable[[torch.Tensor], torch.Tensor] = lambda sums: sums,
 ) -> dict[str, float]:
-    """Sums stay on the device until the end: one host sync per evaluation, not per batch."""
+    """Sums stay on the device until the end: one host sync per evaluation, not per batch. `total` adds the
+    sums of every process (each evaluates its share of the batches); the metrics are then those of one process
+    evaluating them all."""
     sums: dict[str, torch.Tensor] = {}
     measure = DistillLoss([], loss.alignment)
     measure.tiers = list(all_tiers)
@@ -34,14 +37,18 @@ def evaluate(
         out = student_forward(batch).float()
         teacher = teacher_forward(batch).float()
         pairs = measure.pairs(out, batch.student_mask, teacher, batch.teacher_mask, batch.alignment)
-        total, _ = loss({tier: pairs[tier] for tier in loss.tiers})
-        _accumulate(sums, "loss", total)
-        _accumulate(sums, "batches", torch.ones((), device=total.device))
+        batch_loss, _ = loss({tier: pairs[tier] for tier in loss.tiers})
+        _accumulate(sums, "loss", batch_loss)
+        _accumulate(sums, "batches", torch.ones((), device=batch_loss.device))
         for tier, tier_pairs in pairs.items():
             _add_tier(sums, tier, tier_pairs)
-    if not sums:
+    # The same keys in the same order in every process, whatever its batches held (or none at all).
+    keys = ["loss", "batches", *(f"{tier}/{kind}" for tier in all_tiers for kind in ("huber", "cos", "count"))]
+    device = next(iter(sums.values())).device if sums else None
+    local = torch.stack([sums[key].float() if key in sums else torch.zeros((), device=device) for key in keys])
+    values = dict(zip(keys, total(local).tolist(), strict=True))
+    if not values["batches"]:
         return {}
-    values = {k: v.item() for k, v in sums.items()}
     metrics = {"eval/loss": values["loss"] / values["batches"]}
     for tier in all_tiers:
         count = values.get(f"{tier}/count", 0.0)

@@ -196,16 +196,19 @@ class Trainer:
     def _evaluate(self, loss: DistillLoss) -> dict[str, float]:
         if self.parts.eval is None:
             return {}
-        model = self.accelerator.unwrap_model(self.prepared)
+        accelerator = self.accelerator
+        model = accelerator.unwrap_model(self.prepared)
         model.eval()
-        order = self.eval_order
-        with self.accelerator.autocast():
+        # Each process evaluates every N-th batch (all of them, uneven shares included) and the sums are added up.
+        order = self.eval_order[accelerator.process_index :: accelerator.num_processes]
+        with accelerator.autocast():
             metrics = evaluate(
                 lambda b: model(b.student_ids, b.student_mask),
                 self._teacher_hidden,
                 self._batches(self.parts.eval, order),
                 loss,
                 list(self.recipe.alignment.tiers),
+                total=lambda sums: accelerator.reduce(sums.to(accelerator.device), "sum"),
             )
         model.train()
         return metrics

@@ -331,6 +331,17 @@ def test_two_process_ddp_run(tiny_recipe_path, tiny_overrides, tmp_path):
     logged = [m for m in _metrics(tmp_path / "run") if "loss" in m]
     assert [m["step"] for m in logged] == [2, 4, 6] and all(math.isfinite(m["loss"]) for m in logged)
 
+    # Each process evaluated half of the eval batches; together they measure what one process measures alone.
+    alone = load_recipe(
+        tiny_recipe_path, [*_short(tiny_overrides, steps=1, save_every=1000), "output.dir=" + str(tmp_path / "alone")]
+    ).recipe
+    Trainer(alone, progress=False).run()
+    first_eval = [next(m for m in _metrics(tmp_path / where) if "eval/loss" in m) for where in ("run", "alone")]
+    assert first_eval[0]["step"] == first_eval[1]["step"] == 0
+    for key, value in first_eval[1].items():
+        if key.startswith("eval/"):
+            assert first_eval[0][key] == pytest.approx(value, rel=1e-5), key
+
     # One process goes on where the two stopped: each had taken 6 batches of its half of the epoch.
     more = _set_args([*_short(tiny_overrides, steps=8, save_every=1000), *timed])
     resumed = subprocess.run(
