@@ -34,7 +34,9 @@ def run(file: str, overrides: tuple[str, ...], allow_remote_code: bool, resume: 
     except TrainingInterrupted as exc:
         if speaks:
             click.echo(str(exc), err=True)
+        trainer.close()  # every process stopped at the same step (consensus), so all of them get here
         sys.exit(130)
+    trainer.close()
     if not speaks:
         return
     shown = ", ".join(f"{k}={v:.4f}" for k, v in summary.metrics.items())

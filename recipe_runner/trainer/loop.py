@@ -253,6 +253,13 @@ class Trainer:
             self.lock.release()
         return RunSummary(position.global_step, last_metrics, export_dir)
 
+    def close(self) -> None:
+        """After a run that every process ended together: a process group left to interpreter shutdown can abort
+        a process at exit, which the launcher reports as a failed run."""
+        if self.accelerator.num_processes > 1:
+            self.accelerator.wait_for_everyone()
+            self.accelerator.end_training()
+
     def _load_resume_checkpoint(self, stage_index: int, position: Position) -> None:
         """Weights, moments, schedule step and RNG from the checkpoint; every setting from the recipe."""
         assert self.resume_from is not None

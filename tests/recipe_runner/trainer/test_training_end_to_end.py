@@ -449,6 +449,7 @@ def test_ddp_stops_together_when_one_process_gets_sigterm(tiny_recipe_path, tiny
             proc.kill()
             proc.wait()
     assert "interrupted at step" in err, err[-3000:]
+    assert proc.returncode != 0 and "exitcode: -6" not in err  # both stopped by the run, none aborted at exit
     interrupted = int(err.split("interrupted at step ")[1].split(";")[0])
     saved = [p.name for p in step_checkpoints(tmp_path / "run" / "checkpoints")]
     assert f"step-{interrupted:08d}" in saved and interrupted < 2000
