@@ -29,7 +29,10 @@ def test_the_first_line_says_what_an_optimizer_step_holds(tiny_recipe_path, tiny
     assert launch_in_words(recipe, _processes(2)) == (
         "training on 2 processes (cpu); an optimizer step takes 3 micro-batches of up to 5 prompts from each"
     )
-    assert launch_in_words(recipe, _processes(1)).startswith("training on 1 process (cpu)")
+    assert launch_in_words(recipe, _processes(1)).endswith("micro-batches of up to 5 prompts from each")
+    ddp = load_recipe(tiny_recipe_path, [*tiny_overrides, "hardware.distributed=ddp"]).recipe
+    assert "start several with torchrun --nproc_per_node N" in launch_in_words(ddp, _processes(1))
+    assert "torchrun" not in launch_in_words(ddp, _processes(2))
 
 
 def test_ddp_keeps_gradients_inside_its_buckets(tiny_recipe_path, tiny_overrides):
