@@ -161,7 +161,10 @@ def test_a_dropped_terminal_saves_a_checkpoint_and_exits(tiny_recipe_path, tiny_
     import struct
     import termios
 
-    leader, follower = pty.openpty()
+    try:
+        leader, follower = pty.openpty()
+    except OSError as exc:  # a container without /dev/ptmx
+        pytest.skip(f"no pseudo-terminal here: {exc}")
     fcntl.ioctl(follower, termios.TIOCSWINSZ, struct.pack("HHHH", 24, 80, 0, 0))  # 80 columns: the bar draws
     sets = _set_args(_short(tiny_overrides, steps=2000, save_every=20))
     proc = subprocess.Popen(  # with its progress bar, writing to the terminal
