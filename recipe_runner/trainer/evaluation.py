@@ -51,13 +51,14 @@ def evaluate(
         return {}
     metrics = {"eval/loss": values["loss"] / values["batches"]}
     for tier in all_tiers:
-        count = values.get(f"{tier}/count", 0.0)
+        count = values[f"{tier}/count"]
         if count:
             metrics[f"eval/{tier}/huber"] = values[f"{tier}/huber"] / count
             metrics[f"eval/{tier}/cosine_sim"] = values[f"{tier}/cos"] / count
-    aligned = sum(values.get(f"{tier}/count", 0.0) for tier in ALIGNED_TIERS)
+    aligned_tiers = [tier for tier in ALIGNED_TIERS if tier in all_tiers]
+    aligned = sum(values[f"{tier}/count"] for tier in aligned_tiers)
     if aligned:
-        metrics["eval/aligned_cosine"] = sum(values.get(f"{tier}/cos", 0.0) for tier in ALIGNED_TIERS) / aligned
+        metrics["eval/aligned_cosine"] = sum(values[f"{tier}/cos"] for tier in aligned_tiers) / aligned
     return metrics
 
 

@@ -108,22 +108,18 @@ def test_override_with_invalid_yaml_value(tmp_path: Path) -> None:
     assert "\n" not in problem.message
 
 
-def test_override_list_index_out_of_range(tmp_path: Path) -> None:
-    problem = override_problem(tmp_path, "stages.3=x")
-    assert problem.field == "stages[3]"
-    assert problem.message == "no list item 3 (list has 1 items)"
-
-
-def test_override_list_index_out_of_range_in_the_middle(tmp_path: Path) -> None:
-    problem = override_problem(tmp_path, "stages.3.name=x")
-    assert problem.field == "stages[3]"
-    assert problem.message == "no list item 3 (list has 1 items)"
-
-
-def test_override_name_where_a_list_index_belongs(tmp_path: Path) -> None:
-    problem = override_problem(tmp_path, "stages.first.name=x")
-    assert problem.field == "stages.first"
-    assert problem.message == "no list item 'first' (list has 1 items)"
+@pytest.mark.parametrize(
+    ("override", "field", "message"),
+    [
+        ("stages.3=x", "stages[3]", "no list item 3 (list has 1 items)"),
+        ("stages.3.name=x", "stages[3]", "no list item 3 (list has 1 items)"),  # in the middle of the path
+        ("stages.first.name=x", "stages.first", "no list item 'first' (list has 1 items)"),  # a name, not an index
+    ],
+)
+def test_override_of_a_list_item_that_is_not_there(tmp_path: Path, override: str, field: str, message: str) -> None:
+    problem = override_problem(tmp_path, override)
+    assert problem.field == field
+    assert problem.message == message
 
 
 def test_override_below_a_scalar(tmp_path: Path) -> None:
