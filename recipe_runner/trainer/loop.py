@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+import contextlib
+import gc
 import math
 import sys
 from collections.abc import Iterator
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 import torch
@@ -42,6 +44,7 @@ from recipe_runner.trainer.run_log import LossWindow, MetricsLog, write_run_info
 from recipe_runner.trainer.save_clock import SaveClock
 from recipe_runner.trainer.stage_setup import enter_stage, leave_stage, parameters_by_part
 from recipe_runner.trainer.stops import (
+    CheckpointWriteError,
     HangupTolerantStream,
     StopFlag,
     TrainingInterrupted,
@@ -298,78 +301,114 @@ class Trainer:
             self._load_resume_checkpoint(stage_index, position)
         loss_fn = DistillLoss(stage.losses, recipe.alignment)
         if position.stage_step == 0:
-            last = self._evaluate(loss_fn)
-            self.metrics.write(position.global_step, {"stage": stage.name, **last})
-        last = {}
+            self.metrics.write(position.global_step, {"stage": stage.name, **self._evaluate_or_stop(loss_fn, position)})
+        last: dict[str, float] = {}
         stream = self._stream(stage_index, position)
-        bar = tqdm(
+        clock, consensus = SaveClock(recipe.output.save_every_minutes), Consensus(accelerator)
+        nonfinite = torch.zeros((), dtype=torch.bool, device=accelerator.device)
+        window = LossWindow(accelerator)
+        self.prepared.train()
+        with tqdm(
             total=total,
             initial=position.stage_step,
             desc=stage.name,
             dynamic_ncols=True,
             disable=not (self.progress and accelerator.is_main_process),
             file=HangupTolerantStream(sys.stderr),
-        )
-        clock, consensus = SaveClock(recipe.output.save_every_minutes), Consensus(accelerator)
-        nonfinite = torch.zeros((), dtype=torch.bool, device=accelerator.device)
-        window = LossWindow(accelerator)
-        self.prepared.train()
-        while position.stage_step < total:
-            for _ in range(recipe.hardware.grad_accum):
+        ) as bar:
+            while position.stage_step < total:
+                self._step(stream, position, loss_fn, stage, nonfinite, window)
+                bar.update(1)
+                step = position.global_step
+                at_end, output = position.stage_step == total, recipe.output
+                logging = step % output.log_every_steps == 0 or at_end
+                evaluating = step % output.eval_every_steps == 0 or at_end
+                by_count = step % output.save_every_steps == 0 or at_end
+                agreed = {"stop": False, "clock": False}
+                # Steps every process knows to be decision steps; a single process also acts on a signal at once.
+                if logging or evaluating or by_count or (consensus.alone and stop.raised):
+                    agreed = consensus.agree(nonfinite=nonfinite, stop=stop.raised, clock=logging and clock.due())
+                    if agreed["nonfinite"]:
+                        raise diverged(self.checkpoints, step)
+                if logging:
+                    lrs = {f"lr/{i}": lr for i, lr in enumerate(self.scheduler.get_last_lr())}
+                    values = {"stage": stage.name, **window.take(), **lrs}
+                    self.metrics.write(step, values)
+                    bar.set_postfix(
+                        loss=f"{values['loss']:.4f}",
+                        lr=f"{values['lr/0']:.2e}",
+                        tok_s=f"{values['tokens_per_s']:.0f}",
+                    )
+                if evaluating:
+                    last = self._evaluate_or_stop(loss_fn, position) or last
+                    if last:
+                        self.metrics.write(step, {"stage": stage.name, **last})
+                        better = position.best_eval is None or last["eval/loss"] < position.best_eval
+                        if output.keep_best and better:
+                            position.best_eval = last["eval/loss"]
+                            self._save(position, name="best")
+                if by_count or agreed["stop"] or agreed["clock"]:
+                    self._save(position)
+                    clock.restart()
+                if agreed["stop"]:
+                    raise TrainingInterrupted(
+                        f"interrupted at step {step}; checkpoint saved in {self.checkpoints / checkpoint_name(step)}; "
+                        "continue with `recipe run RECIPE --resume`"
+                    )
+        leave_stage(self.parts.model, stage)
+        return last
+
+    def _step(
+        self,
+        stream: Iterator[tuple[DistillBatch, int, int, int]],
+        position: Position,
+        loss_fn: DistillLoss,
+        stage: Stage,
+        nonfinite: torch.Tensor,
+        window: LossWindow,
+    ) -> None:
+        """One optimizer step over grad_accum micro-batches; advances `position`, or stops with a checkpoint of the
+        steps before it when memory runs out."""
+        before, shape = replace(position), None
+        try:
+            for _ in range(self.recipe.hardware.grad_accum):
                 batch, position.epoch, position.batch, position.epoch_batches = next(stream)
-                try:
-                    loss = self._micro_step(batch, loss_fn, stage)
-                except torch.OutOfMemoryError:
-                    bar.close()
-                    shape = tuple(batch.student_ids.shape)
-                    device = accelerator.device.type
-                    raise out_of_memory(recipe, self.checkpoints, device, shape, position.global_step + 1) from None
+                shape = tuple(batch.student_ids.shape)
+                loss = self._micro_step(batch, loss_fn, stage)
                 nonfinite |= ~torch.isfinite(loss.detach())
                 window.add(loss, batch.student_tokens)
+        except torch.OutOfMemoryError:
+            pass  # handled below: the exception's traceback holds the frames that hold the activations
+        else:
             self.scheduler.step()
             position.stage_step += 1
             position.global_step += 1
-            bar.update(1)
-            step = position.global_step
-            at_end, output = position.stage_step == total, recipe.output
-            logging = step % output.log_every_steps == 0 or at_end
-            evaluating = step % output.eval_every_steps == 0 or at_end
-            by_count = step % output.save_every_steps == 0 or at_end
-            agreed = {"stop": False, "clock": False}
-            # Steps every process knows to be decision steps; a single process also acts on a signal at once.
-            if logging or evaluating or by_count or (consensus.alone and stop.raised):
-                agreed = consensus.agree(nonfinite=nonfinite, stop=stop.raised, clock=logging and clock.due())
-                if agreed["nonfinite"]:
-                    bar.close()
-                    raise diverged(self.checkpoints, step)
-            if logging:
-                lrs = {f"lr/{i}": lr for i, lr in enumerate(self.scheduler.get_last_lr())}
-                values = {"stage": stage.name, **window.take(), **lrs}
-                self.metrics.write(step, values)
-                bar.set_postfix(
-                    loss=f"{values['loss']:.4f}",
-                    lr=f"{values['lr/0']:.2e}",
-                    tok_s=f"{values['tokens_per_s']:.0f}",
-                )
-            if evaluating:
-                last = self._evaluate(loss_fn) or last
-                if last:
-                    self.metrics.write(step, {"stage": stage.name, **last})
-                    if output.keep_best and (position.best_eval is None or last["eval/loss"] < position.best_eval):
-                        position.best_eval = last["eval/loss"]
-                        self._save(position, name="best")
-            if by_count or agreed["stop"] or agreed["clock"]:
-                self._save(position)
-                clock.restart()
-            if agreed["stop"]:
-                bar.close()
-                raise TrainingInterrupted(
-                    f"interrupted at step {step}; checkpoint saved in {self.checkpoints / checkpoint_name(step)}; "
-                    "continue with `recipe run RECIPE --resume`"
-                )
-        bar.close()
-        leave_stage(self.parts.model, stage)
-        return last
+            return
+        batch = loss = None
+        raise self._out_of_memory(before, shape, "training") from None
+
+    def _evaluate_or_stop(self, loss_fn: DistillLoss, position: Position) -> dict[str, float]:
+        try:
+            return self._evaluate(loss_fn)
+        except torch.OutOfMemoryError:
+            pass
+        raise self._out_of_memory(replace(position), None, "evaluation") from None
+
+    def _out_of_memory(self, trained: Position, shape: tuple[int, ...] | None, during: str) -> Exception:
+        """Keep the steps finished since the last checkpoint, then say what to change. `trained` is the position
+        after the last finished optimizer step: a step that ran out of memory has not changed the weights."""
+        self.optimizer.zero_grad(set_to_none=True)
+        gc.collect()
+        if self.accelerator.device.type == "cuda":
+            torch.cuda.empty_cache()
+        kept = step_checkpoints(self.checkpoints)
+        newest = read_position(kept[-1]).global_step if kept else 0
+        # Several processes cannot save here: the others wait in a collective and torchrun stops them.
+        if self.accelerator.num_processes == 1 and trained.global_step > newest:
+            with contextlib.suppress(CheckpointWriteError):  # the message below names the newest one that exists
+                self._save(trained)
+        step = trained.global_step + (during == "training")
+        return out_of_memory(self.recipe, self.checkpoints, self.accelerator.device.type, shape, step, during)
 
     def _micro_step(self, batch: DistillBatch, loss_fn: DistillLoss, stage: Stage) -> torch.Tensor:
         """Forward, loss and backward of one micro-batch; the optimizer steps when accelerate says it is time."""

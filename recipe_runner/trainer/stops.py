@@ -120,30 +120,36 @@ def diverged(checkpoints: Path, step: int) -> TrainingDiverged:
 
 
 def out_of_memory(
-    recipe: Recipe, checkpoints: Path, device: str, shape: tuple[int, ...], step: int
+    recipe: Recipe, checkpoints: Path, device: str, shape: tuple[int, ...] | None, step: int, during: str
 ) -> TrainingOutOfMemory:
-    """What did not fit, what was kept, and the settings that lower the peak, most effective first."""
+    """What did not fit (in a training step or in an evaluation), what was kept, and the settings that lower the
+    peak, most effective first."""
     hw = recipe.hardware
-    prompts, length = shape
-    if hw.batch_tokens is not None and prompts * length <= hw.batch_tokens:
-        first = f"lower hardware.batch_tokens (now {hw.batch_tokens}; this batch: {prompts * length} padded tokens)"
-    else:
+    padded = shape[0] * shape[1] if shape else None
+    if hw.batch_tokens is None or (padded is not None and padded > hw.batch_tokens):
         first = f"lower hardware.batch_size (now {hw.batch_size})"
-    remedies = [f"{first} and raise grad_accum to keep the step size"]
-    if not hw.gradient_checkpointing:
+    else:
+        this_batch = f"; this batch: {padded} padded tokens" if padded else ""
+        first = f"lower hardware.batch_tokens (now {hw.batch_tokens}{this_batch})"
+    training = during == "training"
+    remedies = [first + (" and raise grad_accum to keep the step size" if training else "")]
+    if training and not hw.gradient_checkpointing:
         remedies.append("set hardware.gradient_checkpointing: true")
-    elif hw.checkpoint_min_tokens is not None and prompts * length < hw.checkpoint_min_tokens:
+    elif training and padded and hw.checkpoint_min_tokens is not None and padded < hw.checkpoint_min_tokens:
         remedies.append(
             f"lower hardware.checkpoint_min_tokens (now {hw.checkpoint_min_tokens}): this batch of "
-            f"{prompts * length} padded tokens kept its activations"
+            f"{padded} padded tokens kept its activations"
         )
     if hw.trained_weights == "fp32" and hw.precision == "bf16":
         remedies.append("set hardware.trained_weights: bf16_stochastic (half the optimizer memory)")
-    remedies.append(f"or lower student.max_length (now {recipe.student.max_length}; this batch: {length})")
+    length = f"; this batch: {shape[1]}" if shape else ""
+    remedies.append(f"or lower student.max_length (now {recipe.student.max_length}{length})")
+    where = f"at step {step}" if training else f"in the evaluation at step {step}"
+    batch = f" on a batch of {shape[0]} prompts x {shape[1]} tokens" if shape else ""
     return TrainingOutOfMemory(
-        f"out of {device} memory at step {step} on a batch of {prompts} prompts x {length} tokens; "
-        f"{_last_checkpoint(checkpoints, 'the last checkpoint')}. To fit: " + "; ".join(remedies) + ". "
-        "`recipe plan` estimates the peak, `recipe bench` measures it on the largest batch; then continue with "
+        f"out of {device} memory {where}{batch}; {_last_checkpoint(checkpoints, 'the last checkpoint')}. To fit: "
+        + "; ".join(remedies)
+        + ". `recipe plan` estimates the peak, `recipe bench` measures it on the largest batch; then continue with "
         "`recipe run RECIPE --resume`."
     )
 

@@ -212,12 +212,12 @@ def test_nan_loss_stops_and_keeps_last_good_checkpoint(tiny_recipe_path, tiny_ov
     assert [p.name for p in kept] == ["step-00000010", "step-00000020"]
 
 
-def test_out_of_memory_names_the_batch_and_a_smaller_batch_resumes_mid_epoch(
+def test_out_of_memory_keeps_the_steps_before_it_and_a_smaller_batch_resumes_mid_epoch(
     tiny_recipe_path, tiny_overrides, tmp_path, monkeypatch, capsys
 ):
     from recipe_runner.trainer.parts import DistillModel
 
-    # Fail on the 8th step, after the checkpoint at step 5.
+    # Fail on the 8th step, two steps after the checkpoint at step 5.
     recipe = load_recipe(tiny_recipe_path, _short(tiny_overrides, steps=8, save_every=5)).recipe
     calls = {"n": 0}
     original = DistillModel.forward
@@ -233,10 +233,13 @@ def test_out_of_memory_names_the_batch_and_a_smaller_batch_resumes_mid_epoch(
     with pytest.raises(TrainingOutOfMemory) as caught:
         Trainer(recipe, progress=False).run()
     message = str(caught.value)
-    assert "at step 8 on a batch of" in message and "step-00000005" in message
+    assert "at step 8 on a batch of" in message and "the last checkpoint is" in message
+    assert "step-00000007" in message
     assert "hardware.batch_size (now 16)" in message and "gradient_checkpointing: true" in message
     assert "--resume" in message
-    assert [p.name for p in step_checkpoints(tmp_path / "run" / "checkpoints")] == ["step-00000005"]
+    kept = step_checkpoints(tmp_path / "run" / "checkpoints")
+    assert [p.name for p in kept] == ["step-00000005", "step-00000007"]
+    assert json.loads((kept[-1] / "trainer_state.json").read_text())["batch"] == 7  # the failed batch comes again
     monkeypatch.setattr(DistillModel, "forward", original)
 
     smaller = load_recipe(
@@ -244,10 +247,35 @@ def test_out_of_memory_names_the_batch_and_a_smaller_batch_resumes_mid_epoch(
     ).recipe
     summary = Trainer(smaller, resume=True, progress=False).run()
     assert summary.global_step == 8
-    pattern = r"with (\d+) batches per epoch and process instead of (\d+) .* at batch (\d+) instead of 5"
+    pattern = r"with (\d+) batches per epoch and process instead of (\d+) .* at batch (\d+) instead of 7"
     notice = re.search(pattern, capsys.readouterr().err)
     now, before, batch = (int(value) for value in notice.groups())
-    assert now > before and batch == round(5 * now / before)  # the same fraction of the epoch
+    assert now > before and batch == round(7 * now / before)  # the same fraction of the epoch
+
+
+def test_out_of_memory_in_an_evaluation_keeps_the_step_it_evaluated(
+    tiny_recipe_path, tiny_overrides, tmp_path, monkeypatch
+):
+    from recipe_runner.trainer.parts import DistillModel
+
+    overrides = [*_short(tiny_overrides, steps=8, save_every=10), "output.eval_every_steps=4"]
+    recipe = load_recipe(tiny_recipe_path, overrides).recipe
+    steps = {"n": 0}
+    original = DistillModel.forward
+
+    def runs_out_in_the_second_evaluation(self, *args, **kwargs):
+        steps["n"] += self.training
+        if not self.training and steps["n"] >= 4:
+            raise torch.OutOfMemoryError("CUDA out of memory. Tried to allocate 1.00 GiB")
+        return original(self, *args, **kwargs)
+
+    monkeypatch.setattr(DistillModel, "forward", runs_out_in_the_second_evaluation)
+    expected = r"in the evaluation at step 4; the last checkpoint is .*step-00000004"
+    with pytest.raises(TrainingOutOfMemory, match=expected):
+        Trainer(recipe, progress=False).run()
+    kept = step_checkpoints(tmp_path / "run" / "checkpoints")
+    assert [p.name for p in kept] == ["step-00000004"]
+    assert json.loads((kept[0] / "trainer_state.json").read_text())["global_step"] == 4
 
 
 def test_a_token_budget_fills_every_batch_up_to_it_and_sets_the_step_count(
