@@ -4,25 +4,22 @@ from __future__ import annotations
 
 import contextlib
 import gc
-import math
 import sys
 from collections.abc import Iterator
 from dataclasses import dataclass, replace
 from pathlib import Path
 
 import torch
-from torch.utils.data import DataLoader
 from tqdm.auto import tqdm
 
 from components.attention_backends import shape_stable_attention
-from components.data.batches import bucketed_batches, shard_batches
-from components.data.pipeline import Collator, DistillBatch, PromptPairs
+from components.data.pipeline import DistillBatch
 from components.data.prompts import prompts_digest
 from components.losses import DistillLoss
-from components.models import pad_id
 from components.models.compilation import compile_for_varied_lengths
 from components.teacher_outputs import encode_teacher
 from recipe_runner.trainer import resume
+from recipe_runner.trainer.batch_plan import BatchPlan
 from recipe_runner.trainer.checkpoint import (
     Position,
     checkpoint_name,
@@ -34,6 +31,7 @@ from recipe_runner.trainer.checkpoint import (
     step_checkpoints,
 )
 from recipe_runner.trainer.consensus import Consensus
+from recipe_runner.trainer.deferred_signals import child_signals_deferred
 from recipe_runner.trainer.evaluation import evaluate
 from recipe_runner.trainer.launch import build_accelerator, check_launch, launch_in_words
 from recipe_runner.trainer.optim import build_optimizer
@@ -49,12 +47,24 @@ from recipe_runner.trainer.stops import (
     StopFlag,
     TrainingInterrupted,
     damaged_checkpoint,
+    data_failed,
     diverged,
     out_of_memory,
+    what_failed,
     write_failed,
 )
 from schemas import Recipe
 from schemas.stages import Stage
+
+_WORKER_DIED = "DataLoader worker (pid"  # how torch words a loader worker's death, raised from its SIGCHLD handler
+
+
+class _DataFailure(Exception):
+    """Raised out of the batch stream so that the step knows the data pipeline, not the model, failed."""
+
+    def __init__(self, reason: str) -> None:
+        super().__init__(reason)
+        self.reason = reason
 
 
 @dataclass
@@ -97,11 +107,7 @@ class Trainer:
         self.parts: RunParts = build_parts(recipe, self.accelerator.device)
         resume_step = read_position(self.resume_from).global_step if self.resume_from else None
         self.metrics = MetricsLog(self.out, self.accelerator.is_main_process, resume_step)
-        self.lengths = self._student_lengths(self.parts.train.prompts)
-        self.eval_order = self._eval_order()
-        self.collate = Collator(
-            pad_id(self.parts.student_tokenizer), pad_id(self.parts.teacher_tokenizer), recipe.teacher.chroma_mask
-        )
+        self.batches = BatchPlan(recipe, self.parts, self.accelerator)
 
     def _check_resume(self) -> str | None:
         """Stop before anything is loaded or written when the checkpoint cannot continue under this recipe;
@@ -117,78 +123,6 @@ class Trainer:
         resume.check_resumable(self.resume_from, report)
         return resume.describe_changes(report)
 
-    def _student_lengths(self, prompts: list[str]) -> list[int]:
-        tokenized = self.parts.student_tokenizer(prompts, truncation=True, max_length=self.recipe.student.max_length)
-        return [len(ids) for ids in tokenized["input_ids"]]
-
-    def _eval_order(self) -> list[list[int]]:
-        """Eval batches in file order; under a token budget, length-sorted so that they keep to it too."""
-        hw, prompts = self.recipe.hardware, self.parts.eval.prompts if self.parts.eval else []
-        if hw.batch_tokens is None:
-            return [list(range(i, min(i + hw.batch_size, len(prompts)))) for i in range(0, len(prompts), hw.batch_size)]
-        lengths = self._student_lengths(prompts)
-        return bucketed_batches(lengths, hw.batch_size, shuffle=False, seed=0, epoch=0, batch_tokens=hw.batch_tokens)
-
-    def _batches(self, dataset: PromptPairs, order: list[list[int]]) -> Iterator[DistillBatch]:
-        hw = self.recipe.hardware
-        loader = DataLoader(
-            dataset,
-            batch_sampler=order,
-            collate_fn=self.collate,
-            num_workers=hw.num_workers,
-            pin_memory=self.accelerator.device.type == "cuda",
-        )
-        for batch in loader:
-            yield batch.to(self.accelerator.device)
-
-    def _epoch_order(self, stage_index: int, epoch: int) -> list[list[int]]:
-        hw = self.recipe.hardware
-        batches = bucketed_batches(
-            self.lengths,
-            hw.batch_size,
-            shuffle=self.recipe.data.shuffle,
-            seed=hw.seed + 1000 * stage_index,
-            epoch=epoch,
-            batch_tokens=hw.batch_tokens,
-        )
-        return shard_batches(batches, self.accelerator.process_index, self.accelerator.num_processes)
-
-    def _stream(self, stage_index: int, position: Position) -> Iterator[tuple[DistillBatch, int, int, int]]:
-        """Batches forever, with the (epoch, next batch, batches in the epoch) position after each one, for exact
-        resumption."""
-        epoch, start = position.epoch, position.batch
-        while True:
-            order = self._epoch_order(stage_index, epoch)
-            for offset, batch in enumerate(self._batches(self.parts.train, order[start:]), start + 1):
-                yield batch, epoch, offset, len(order)
-            epoch, start = epoch + 1, 0
-
-    def _rescale_position(self, stage_index: int, position: Position) -> None:
-        """A run resumed with another batch_size or batch_tokens (say after running out of memory), or as another
-        number of processes, has another number of batches per epoch and process: continue at the same fraction of
-        the epoch rather than at the same batch."""
-        now = len(self._epoch_order(stage_index, position.epoch))
-        if position.epoch_batches and now != position.epoch_batches:
-            batch = min(now, round(position.batch * now / position.epoch_batches))
-            if self.accelerator.is_main_process:
-                tqdm.write(
-                    f"resuming with {now} batches per epoch and process instead of {position.epoch_batches} "
-                    f"(batching or process count changed): epoch {position.epoch} continues at batch {batch} "
-                    f"instead of {position.batch}",
-                    file=sys.stderr,
-                )
-            position.batch, position.epoch_batches = batch, now
-
-    def total_steps(self, stage_index: int, stage: Stage) -> int:
-        if stage.steps is not None:
-            return stage.steps
-        # With batch_tokens the count of batches differs a little between epochs (each shuffles anew): add them up.
-        whole, fraction = divmod(stage.epochs, 1)
-        batches = sum(len(self._epoch_order(stage_index, epoch)) for epoch in range(int(whole)))
-        if fraction:
-            batches += fraction * len(self._epoch_order(stage_index, int(whole)))
-        return max(1, math.ceil(batches / self.recipe.hardware.grad_accum))
-
     def _teacher_hidden(self, batch: DistillBatch) -> torch.Tensor:
         if batch.teacher_hidden is not None:
             return batch.teacher_hidden
@@ -202,13 +136,11 @@ class Trainer:
         accelerator = self.accelerator
         model = accelerator.unwrap_model(self.prepared)
         model.eval()
-        # Each process evaluates every N-th batch (all of them, uneven shares included) and the sums are added up.
-        order = self.eval_order[accelerator.process_index :: accelerator.num_processes]
-        with accelerator.autocast():
+        with accelerator.autocast():  # each process evaluates its share and the sums are added up
             metrics = evaluate(
                 lambda b: model(b.student_ids, b.student_mask),
                 self._teacher_hidden,
-                self._batches(self.parts.eval, order),
+                self.batches.eval_batches(),
                 loss,
                 list(self.recipe.alignment.tiers),
                 total=lambda sums: accelerator.reduce(sums.to(accelerator.device), "sum"),
@@ -221,14 +153,15 @@ class Trainer:
         if self.accelerator.is_main_process:
             target = self.checkpoints / (name or checkpoint_name(position.global_step))
             try:
-                save_checkpoint(
-                    target,
-                    self.accelerator.unwrap_model(self.prepared),
-                    self.optimizer,
-                    self.scheduler,
-                    position,
-                    resume.run_record(self.recipe, self.train_prompts_sha),
-                )
+                with child_signals_deferred():
+                    save_checkpoint(
+                        target,
+                        self.accelerator.unwrap_model(self.prepared),
+                        self.optimizer,
+                        self.scheduler,
+                        position,
+                        resume.run_record(self.recipe, self.train_prompts_sha),
+                    )
             except OSError as exc:
                 then = "then continue with `recipe run RECIPE --resume`"
                 raise write_failed(self.checkpoints, target, exc, then) from None
@@ -278,12 +211,12 @@ class Trainer:
                 tqdm.write(self.resume_changes, file=sys.stderr)
             write_run_info(self.out, self.recipe, resumed_at=position.global_step)
         self.resume_from = None
-        self._rescale_position(stage_index, position)
+        self.batches.rescale(stage_index, position)
 
     def _run_stage(self, stage_index: int, position: Position, stop: StopFlag) -> dict[str, float]:
         recipe, accelerator = self.recipe, self.accelerator
         stage = recipe.stages[stage_index]
-        total = self.total_steps(stage_index, stage)
+        total = self.batches.total_steps(stage_index, stage)
         enter_stage(self.parts.model, stage)
         optimizer, self.scheduler, _ = build_optimizer(
             stage,
@@ -300,10 +233,29 @@ class Trainer:
         if resuming:
             self._load_resume_checkpoint(stage_index, position)
         loss_fn = DistillLoss(stage.losses, recipe.alignment)
+        try:
+            last = self._train_stage(stage_index, total, position, loss_fn, stop)
+        except _DataFailure as failure:
+            reason = failure.reason
+        except RuntimeError as exc:
+            if not str(exc).startswith(_WORKER_DIED):
+                raise
+            reason = what_failed(exc)
+        else:
+            leave_stage(self.parts.model, stage)
+            return last
+        self._keep_finished_steps(position)
+        raise data_failed(self.checkpoints, position.global_step + 1, reason)
+
+    def _train_stage(
+        self, stage_index: int, total: int, position: Position, loss_fn: DistillLoss, stop: StopFlag
+    ) -> dict[str, float]:
+        recipe, accelerator = self.recipe, self.accelerator
+        stage = recipe.stages[stage_index]
         if position.stage_step == 0:
             self.metrics.write(position.global_step, {"stage": stage.name, **self._evaluate_or_stop(loss_fn, position)})
         last: dict[str, float] = {}
-        stream = self._stream(stage_index, position)
+        stream = self.batches.stream(stage_index, position)
         clock, consensus = SaveClock(recipe.output.save_every_minutes), Consensus(accelerator)
         nonfinite = torch.zeros((), dtype=torch.bool, device=accelerator.device)
         window = LossWindow(accelerator)
@@ -355,7 +307,6 @@ class Trainer:
                         f"interrupted at step {step}; checkpoint saved in {self.checkpoints / checkpoint_name(step)}; "
                         "continue with `recipe run RECIPE --resume`"
                     )
-        leave_stage(self.parts.model, stage)
         return last
 
     def _step(
@@ -367,12 +318,13 @@ class Trainer:
         nonfinite: torch.Tensor,
         window: LossWindow,
     ) -> None:
-        """One optimizer step over grad_accum micro-batches; advances `position`, or stops with a checkpoint of the
-        steps before it when memory runs out."""
-        before, shape = replace(position), None
+        """One optimizer step over grad_accum micro-batches. `position` and the weights change together, in a section
+        that a loader worker's death cannot interrupt, so that whatever stops the run finds them in agreement; a step
+        that runs out of memory stops with a checkpoint of the steps before it."""
+        shape = None
         try:
             for _ in range(self.recipe.hardware.grad_accum):
-                batch, position.epoch, position.batch, position.epoch_batches = next(stream)
+                batch, *data_position = self._next_batch(stream)
                 shape = tuple(batch.student_ids.shape)
                 loss = self._micro_step(batch, loss_fn, stage)
                 nonfinite |= ~torch.isfinite(loss.detach())
@@ -380,38 +332,55 @@ class Trainer:
         except torch.OutOfMemoryError:
             pass  # handled below: the exception's traceback holds the frames that hold the activations
         else:
-            self.scheduler.step()
-            position.stage_step += 1
-            position.global_step += 1
+            with child_signals_deferred():
+                self.optimizer.step()
+                self.optimizer.zero_grad(set_to_none=True)
+                self.scheduler.step()
+                position.epoch, position.batch, position.epoch_batches = data_position
+                position.stage_step += 1
+                position.global_step += 1
             return
         batch = loss = None
-        raise self._out_of_memory(before, shape, "training") from None
+        self._keep_finished_steps(position)
+        device = self.accelerator.device.type
+        raise out_of_memory(self.recipe, self.checkpoints, device, shape, position.global_step + 1, "training")
+
+    @staticmethod
+    def _next_batch(stream: Iterator[tuple[DistillBatch, int, int, int]]) -> tuple[DistillBatch, int, int, int]:
+        """A failure inside the data pipeline (a loader worker's error, a cache shard that went missing) is told apart
+        from a failure of the step, which is a bug to show in full."""
+        try:
+            return next(stream)
+        except torch.OutOfMemoryError:
+            raise
+        except Exception as exc:
+            raise _DataFailure(what_failed(exc)) from None
 
     def _evaluate_or_stop(self, loss_fn: DistillLoss, position: Position) -> dict[str, float]:
         try:
             return self._evaluate(loss_fn)
         except torch.OutOfMemoryError:
             pass
-        raise self._out_of_memory(replace(position), None, "evaluation") from None
+        self._keep_finished_steps(position)
+        device = self.accelerator.device.type
+        raise out_of_memory(self.recipe, self.checkpoints, device, None, position.global_step, "evaluation")
 
-    def _out_of_memory(self, trained: Position, shape: tuple[int, ...] | None, during: str) -> Exception:
-        """Keep the steps finished since the last checkpoint, then say what to change. `trained` is the position
-        after the last finished optimizer step: a step that ran out of memory has not changed the weights."""
+    def _keep_finished_steps(self, trained: Position) -> None:
+        """Before a run stops on a failure that left the weights as the last finished step made them, save that step
+        if no checkpoint has it yet. A single process only: under several, the others wait in a collective (and
+        torchrun stops them), so the last periodic checkpoint stands."""
         self.optimizer.zero_grad(set_to_none=True)
         gc.collect()
         if self.accelerator.device.type == "cuda":
             torch.cuda.empty_cache()
         kept = step_checkpoints(self.checkpoints)
         newest = read_position(kept[-1]).global_step if kept else 0
-        # Several processes cannot save here: the others wait in a collective and torchrun stops them.
         if self.accelerator.num_processes == 1 and trained.global_step > newest:
-            with contextlib.suppress(CheckpointWriteError):  # the message below names the newest one that exists
-                self._save(trained)
-        step = trained.global_step + (during == "training")
-        return out_of_memory(self.recipe, self.checkpoints, self.accelerator.device.type, shape, step, during)
+            with contextlib.suppress(CheckpointWriteError):  # the stop message names the newest one that exists
+                self._save(replace(trained))
 
     def _micro_step(self, batch: DistillBatch, loss_fn: DistillLoss, stage: Stage) -> torch.Tensor:
-        """Forward, loss and backward of one micro-batch; the optimizer steps when accelerate says it is time."""
+        """Forward, loss and backward of one micro-batch (gradients all-reduced and clipped on the last one)."""
         accelerator = self.accelerator
         self.parts.checkpointing.for_batch(batch.student_ids.numel())
         with accelerator.accumulate(self.prepared), accelerator.autocast():
@@ -423,8 +392,6 @@ class Trainer:
             accelerator.backward(loss)
             if accelerator.sync_gradients and stage.grad_clip is not None:
                 accelerator.clip_grad_norm_(self.prepared.parameters(), stage.grad_clip)
-            self.optimizer.step()
-            self.optimizer.zero_grad(set_to_none=True)
         return loss
 
     def _export(self) -> Path | None:

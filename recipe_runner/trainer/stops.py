@@ -30,6 +30,10 @@ class DamagedCheckpoint(UserFacingError, RuntimeError):
     """The checkpoint to resume from cannot be read; earlier ones may still be whole."""
 
 
+class TrainingDataFailed(UserFacingError, RuntimeError):
+    """Reading or preparing a batch failed; the steps before it are checkpointed."""
+
+
 class TrainingInterrupted(RuntimeError):
     """Ctrl-C, SIGTERM or a hangup: a checkpoint was saved and the run can be resumed."""
 
@@ -154,6 +158,24 @@ def out_of_memory(
     )
 
 
+def what_failed(exc: Exception) -> str:
+    """One line: the exception's type and first line; for one re-raised from a DataLoader worker, the original
+    error, which is the last line of the worker's traceback."""
+    lines = [line for line in str(exc).strip().splitlines() if line.strip()]
+    if len(lines) > 1 and lines[1].startswith("Original Traceback"):
+        return lines[-1].strip()[:300]
+    return f"{type(exc).__name__}: {lines[0][:300]}" if lines else type(exc).__name__
+
+
+def data_failed(checkpoints: Path, step: int, reason: str) -> TrainingDataFailed:
+    return TrainingDataFailed(
+        f"the training data failed at step {step}: {reason}; {_last_checkpoint(checkpoints, 'the last checkpoint')}. "
+        "A loader worker that was killed points at host memory (lower hardware.num_workers); a teacher cache shard "
+        "that is missing or damaged is rewritten by `recipe cache RECIPE`. Then continue with "
+        "`recipe run RECIPE --resume`."
+    )
+
+
 def write_failed(checkpoints: Path, target: Path, exc: OSError, then: str) -> CheckpointWriteError:
     """Names what failed, what is intact (the write went to a temporary name) and how much room it needs."""
     kept = step_checkpoints(checkpoints)
@@ -176,8 +198,7 @@ def damaged_checkpoint(checkpoint: Path, exc: Exception) -> DamagedCheckpoint:
         if earlier
         else ("no earlier checkpoint exists, so the run would start again from step 0")
     )
-    reason = (str(exc).strip().splitlines() or [type(exc).__name__])[0][:300]
     return DamagedCheckpoint(
-        f"cannot resume from {checkpoint}: {type(exc).__name__}: {reason}. It is damaged or was written by another "
+        f"cannot resume from {checkpoint}: {what_failed(exc)}. It is damaged or was written by another "
         f"recipe; move it out of {checkpoint.parent} (keep it if you want to inspect it) and {then}"
     )

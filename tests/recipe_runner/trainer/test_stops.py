@@ -8,7 +8,7 @@ import io
 import pytest
 
 from recipe_runner.loader import load_recipe
-from recipe_runner.trainer.stops import HangupTolerantStream, out_of_memory
+from recipe_runner.trainer.stops import HangupTolerantStream, out_of_memory, what_failed
 
 
 def test_out_of_memory_under_a_token_budget_asks_for_a_smaller_budget(tiny_recipe_path, tiny_overrides, tmp_path):
@@ -36,6 +36,22 @@ def test_out_of_memory_in_evaluation_names_it_and_leaves_out_training_only_remed
     assert message.startswith("out of cuda memory in the evaluation at step 40; no checkpoint had been written yet")
     assert "lower hardware.batch_size (now 16);" in message
     assert "grad_accum" not in message and "gradient_checkpointing" not in message
+
+
+def test_what_failed_in_a_loader_worker_is_the_original_error_not_the_wrapper():
+    from torch._utils import ExceptionWrapper
+
+    try:
+        raise FileNotFoundError(2, "No such file or directory", "cache/shard-00003.safetensors")
+    except FileNotFoundError:
+        wrapped = ExceptionWrapper(where="in DataLoader worker process 0")
+    with pytest.raises(FileNotFoundError) as caught:
+        wrapped.reraise()  # how a DataLoader hands a worker's exception to the training process
+    assert what_failed(caught.value) == (
+        "FileNotFoundError: [Errno 2] No such file or directory: 'cache/shard-00003.safetensors'"
+    )
+    assert what_failed(RuntimeError("first line\nsecond")) == "RuntimeError: first line"
+    assert what_failed(ValueError()) == "ValueError"
 
 
 class _Failing(io.StringIO):

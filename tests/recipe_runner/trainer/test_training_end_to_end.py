@@ -20,7 +20,12 @@ from recipe_runner.loader import load_recipe
 from recipe_runner.trainer.checkpoint import STEP_DIR, step_checkpoints
 from recipe_runner.trainer.loop import Trainer
 from recipe_runner.trainer.parts import RunSetupError
-from recipe_runner.trainer.stops import CheckpointWriteError, TrainingDiverged, TrainingOutOfMemory
+from recipe_runner.trainer.stops import (
+    CheckpointWriteError,
+    TrainingDataFailed,
+    TrainingDiverged,
+    TrainingOutOfMemory,
+)
 
 pytestmark = pytest.mark.slow
 
@@ -278,6 +283,59 @@ def test_out_of_memory_in_an_evaluation_keeps_the_step_it_evaluated(
     assert json.loads((kept[0] / "trainer_state.json").read_text())["global_step"] == 4
 
 
+def test_a_killed_loader_worker_keeps_the_steps_before_it(tiny_recipe_path, tiny_overrides, tmp_path, monkeypatch):
+    from components.data.pipeline import PromptPairs
+
+    overrides = [*_short(tiny_overrides, steps=12, save_every=5), "hardware.num_workers=1"]
+    trainer = Trainer(load_recipe(tiny_recipe_path, overrides).recipe, progress=False)
+    doomed = trainer.batches.epoch_order(0, 0)[9][0]  # a prompt of the 10th batch
+    original = PromptPairs.__getitem__
+
+    def dies_on_the_tenth_batch(self, index):
+        if self is trainer.parts.train and index == doomed:
+            os.kill(os.getpid(), signal.SIGKILL)  # inside the worker process, as the kernel's OOM killer would
+        return original(self, index)
+
+    monkeypatch.setattr(PromptPairs, "__getitem__", dies_on_the_tenth_batch)
+    with pytest.raises(TrainingDataFailed) as caught:
+        trainer.run()
+    message = str(caught.value)
+    # torch reports the death from a signal handler, while the step in flight is one of the two before batch 10
+    # (the worker prefetches two batches).
+    failed = int(re.match(r"the training data failed at step (\d+): RuntimeError: DataLoader worker", message)[1])
+    assert 8 <= failed <= 10, message
+    assert f"step-{failed - 1:08d}" in message and "hardware.num_workers" in message and "--resume" in message
+    kept = step_checkpoints(tmp_path / "run" / "checkpoints")
+    assert [p.name for p in kept] == ["step-00000005", f"step-{failed - 1:08d}"]
+    state = json.loads((kept[-1] / "trainer_state.json").read_text())
+    assert (state["global_step"], state["epoch"], state["batch"]) == (failed - 1, 0, failed - 1)
+
+
+def test_grad_accum_updates_once_per_step_with_the_gradients_of_every_micro_batch(
+    tiny_recipe_path, tiny_overrides, monkeypatch
+):
+    from recipe_runner.trainer.parts import DistillModel
+
+    overrides = [*_short(tiny_overrides, steps=3, save_every=10), "hardware.grad_accum=2", "hardware.batch_size=8"]
+    calls = {"forward": 0, "update": 0}
+    forward, update = DistillModel.forward, torch.optim.AdamW.step
+
+    def counted_forward(self, *args, **kwargs):
+        calls["forward"] += self.training
+        return forward(self, *args, **kwargs)
+
+    def counted_update(self, *args, **kwargs):
+        grads = [p.grad for group in self.param_groups for p in group["params"] if p.grad is not None]
+        assert grads, "an update without gradients"
+        calls["update"] += 1
+        return update(self, *args, **kwargs)
+
+    monkeypatch.setattr(DistillModel, "forward", counted_forward)
+    monkeypatch.setattr(torch.optim.AdamW, "step", counted_update)
+    assert Trainer(load_recipe(tiny_recipe_path, overrides).recipe, progress=False).run().global_step == 3
+    assert calls == {"forward": 6, "update": 3}
+
+
 def test_a_token_budget_fills_every_batch_up_to_it_and_sets_the_step_count(
     tiny_recipe_path, tiny_overrides, monkeypatch
 ):
@@ -295,9 +353,9 @@ def test_a_token_budget_fills_every_batch_up_to_it_and_sets_the_step_count(
 
     monkeypatch.setattr(DistillModel, "forward", records)
     trainer = Trainer(recipe, progress=False)
-    epochs = [trainer._epoch_order(0, epoch) for epoch in (0, 1)]
+    epochs = [trainer.batches.epoch_order(0, epoch) for epoch in (0, 1)]
     summary = trainer.run()
-    assert summary.global_step == trainer.total_steps(0, recipe.stages[0]) == sum(map(len, epochs))
+    assert summary.global_step == trainer.batches.total_steps(0, recipe.stages[0]) == sum(map(len, epochs))
     for prompts, length in shapes["train"] + shapes["eval"]:
         assert prompts <= 64 and (prompts == 1 or prompts * length <= budget)
     # The budget, not the prompt cap, closes the batches: short prompts go more than 16 to a batch.

@@ -1,0 +1,110 @@
+"""Which prompts go together, in which order, for each stage and epoch and process: derived from the recipe and
+the data alone, so that a resumed run finds the very batch it stopped at."""
+
+from __future__ import annotations
+
+import math
+import sys
+from collections.abc import Iterator
+
+from accelerate import Accelerator
+from torch.utils.data import DataLoader
+from tqdm.auto import tqdm
+
+from components.data.batches import bucketed_batches, shard_batches
+from components.data.pipeline import Collator, DistillBatch, PromptPairs
+from components.models import pad_id
+from recipe_runner.trainer.checkpoint import Position
+from recipe_runner.trainer.parts import RunParts
+from schemas import Recipe
+from schemas.stages import Stage
+
+
+class BatchPlan:
+    """Batches of the train and eval prompts on this process's device, and the step counts they make."""
+
+    def __init__(self, recipe: Recipe, parts: RunParts, accelerator: Accelerator) -> None:
+        self.recipe, self.parts, self.accelerator = recipe, parts, accelerator
+        self.lengths = self._student_lengths(parts.train.prompts)
+        self.eval_order = self._eval_order()
+        self.collate = Collator(
+            pad_id(parts.student_tokenizer), pad_id(parts.teacher_tokenizer), recipe.teacher.chroma_mask
+        )
+
+    def _student_lengths(self, prompts: list[str]) -> list[int]:
+        tokenized = self.parts.student_tokenizer(prompts, truncation=True, max_length=self.recipe.student.max_length)
+        return [len(ids) for ids in tokenized["input_ids"]]
+
+    def _eval_order(self) -> list[list[int]]:
+        """Eval batches in file order; under a token budget, length-sorted so that they keep to it too."""
+        hw, prompts = self.recipe.hardware, self.parts.eval.prompts if self.parts.eval else []
+        if hw.batch_tokens is None:
+            return [list(range(i, min(i + hw.batch_size, len(prompts)))) for i in range(0, len(prompts), hw.batch_size)]
+        lengths = self._student_lengths(prompts)
+        return bucketed_batches(lengths, hw.batch_size, shuffle=False, seed=0, epoch=0, batch_tokens=hw.batch_tokens)
+
+    def _load(self, dataset: PromptPairs, order: list[list[int]]) -> Iterator[DistillBatch]:
+        hw = self.recipe.hardware
+        loader = DataLoader(
+            dataset,
+            batch_sampler=order,
+            collate_fn=self.collate,
+            num_workers=hw.num_workers,
+            pin_memory=self.accelerator.device.type == "cuda",
+        )
+        for batch in loader:
+            yield batch.to(self.accelerator.device)
+
+    def eval_batches(self) -> Iterator[DistillBatch]:
+        """This process's share of the eval batches: every N-th one, so that uneven shares are covered too."""
+        accelerator = self.accelerator
+        assert self.parts.eval is not None
+        return self._load(self.parts.eval, self.eval_order[accelerator.process_index :: accelerator.num_processes])
+
+    def epoch_order(self, stage_index: int, epoch: int) -> list[list[int]]:
+        hw = self.recipe.hardware
+        batches = bucketed_batches(
+            self.lengths,
+            hw.batch_size,
+            shuffle=self.recipe.data.shuffle,
+            seed=hw.seed + 1000 * stage_index,
+            epoch=epoch,
+            batch_tokens=hw.batch_tokens,
+        )
+        return shard_batches(batches, self.accelerator.process_index, self.accelerator.num_processes)
+
+    def stream(self, stage_index: int, position: Position) -> Iterator[tuple[DistillBatch, int, int, int]]:
+        """Batches forever, with the (epoch, next batch, batches in the epoch) position after each one, for exact
+        resumption."""
+        epoch, start = position.epoch, position.batch
+        while True:
+            order = self.epoch_order(stage_index, epoch)
+            for offset, batch in enumerate(self._load(self.parts.train, order[start:]), start + 1):
+                yield batch, epoch, offset, len(order)
+            epoch, start = epoch + 1, 0
+
+    def rescale(self, stage_index: int, position: Position) -> None:
+        """A run resumed with another batch_size or batch_tokens (say after running out of memory), or as another
+        number of processes, has another number of batches per epoch and process: continue at the same fraction of
+        the epoch rather than at the same batch."""
+        now = len(self.epoch_order(stage_index, position.epoch))
+        if position.epoch_batches and now != position.epoch_batches:
+            batch = min(now, round(position.batch * now / position.epoch_batches))
+            if self.accelerator.is_main_process:
+                tqdm.write(
+                    f"resuming with {now} batches per epoch and process instead of {position.epoch_batches} "
+                    f"(batching or process count changed): epoch {position.epoch} continues at batch {batch} "
+                    f"instead of {position.batch}",
+                    file=sys.stderr,
+                )
+            position.batch, position.epoch_batches = batch, now
+
+    def total_steps(self, stage_index: int, stage: Stage) -> int:
+        if stage.steps is not None:
+            return stage.steps
+        # With batch_tokens the count of batches differs a little between epochs (each shuffles anew): add them up.
+        whole, fraction = divmod(stage.epochs, 1)
+        batches = sum(len(self.epoch_order(stage_index, epoch)) for epoch in range(int(whole)))
+        if fraction:
+            batches += fraction * len(self.epoch_order(stage_index, int(whole)))
+        return max(1, math.ceil(batches / self.recipe.hardware.grad_accum))
