@@ -5,6 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import TYPE_CHECKING
 
+from recipe_runner.architecture_checks import built_on_meta, inline_config_problems
 from recipe_runner.errors import Problem
 from recipe_runner.loader import LoadedRecipe
 from schemas import Recipe
@@ -12,6 +13,7 @@ from schemas.bolt_on import RMSNormLayer, TransformerLayer
 from schemas.models import ModelSource
 
 if TYPE_CHECKING:
+    from torch import nn
     from transformers import PretrainedConfig
 
 
@@ -133,18 +135,12 @@ def _vocabulary_problems(loaded: LoadedRecipe, configs: dict[str, PretrainedConf
     return problems
 
 
-def _lora_problems(loaded: LoadedRecipe) -> list[Problem]:
+def _lora_problems(loaded: LoadedRecipe, student: nn.Module) -> list[Problem]:
     """LoRA targets are module names of the student: matched against its module tree, built on the meta device."""
-    from components.models import build_model, lora_target_problem
+    from components.models import lora_target_problem
 
     recipe = loaded.recipe
     stages = [(i, s.student_lora) for i, s in enumerate(recipe.stages) if s.student_lora and "student" in s.trainable]
-    if not stages:
-        return []
-    try:
-        student = build_model(recipe.student, "student", meta=True)
-    except Exception:  # an architecture transformers cannot build is reported by the config checks or the plan
-        return []
     problems = []
     for index, lora in stages:
         problem = lora_target_problem(student, lora)
@@ -157,14 +153,17 @@ def _model_problems(loaded: LoadedRecipe) -> tuple[list[Problem], set[str]]:
     """Everything read from the architectures (width checks need both of them); also which ones were readable."""
     configs, problems = _configs(loaded)
     problems += _teacher_kind_problems(loaded, configs)
+    problems += inline_config_problems(loaded, configs)
+    models, build_problems = built_on_meta(loaded, configs)
+    problems += build_problems
     widths, width_problems = _widths(loaded, configs)
     problems += width_problems
     if len(widths) == 2:
         problems += _bolt_on_problems(loaded, widths)
     problems += _student_layer_problems(loaded, configs)
     problems += _vocabulary_problems(loaded, configs)
-    if "student" in configs:
-        problems += _lora_problems(loaded)
+    if "student" in models:
+        problems += _lora_problems(loaded, models["student"])
     return problems, set(configs)
 
 
@@ -268,8 +267,10 @@ def _file_problems(loaded: LoadedRecipe) -> list[Problem]:
             if value is not None and Path(value).is_absolute() and not Path(value).exists():
                 problems.append(loaded.problem((role, field), f"path not found: {value}"))
     cache = recipe.teacher.cache
-    if cache is not None and Path(cache.dir).is_file():
-        problems.append(loaded.problem(("teacher", "cache", "dir"), f"{cache.dir} is a file, not a directory"))
+    directories = {("output", "dir"): recipe.output.dir, **({("teacher", "cache", "dir"): cache.dir} if cache else {})}
+    for where, directory in directories.items():
+        if Path(directory).is_file():
+            problems.append(loaded.problem(where, f"{directory} is a file, not a directory"))
     if cache is not None and Path(cache.dir) == Path(recipe.output.dir):
         problems.append(loaded.problem(("teacher", "cache", "dir"), "the cache must not share the output directory"))
     return problems

@@ -188,6 +188,9 @@ def load_tree(file: Path, _chain: tuple[Path, ...] = ()) -> SourcedTree:
     where = tree.positions[("extends",)]
     if not isinstance(bases, list) or not all(isinstance(b, str) for b in bases):
         raise RecipeError.single(where, "extends", "must be a file name or a list of file names")
+    tree.positions = {p: pos for p, pos in tree.positions.items() if p[:1] != ("extends",)}
+    if not bases:  # `extends: []`: nothing inherited
+        return tree
     merged: SourcedTree | None = None
     for base_name in bases:
         base_file = (file.parent / base_name).resolve()
@@ -201,7 +204,6 @@ def load_tree(file: Path, _chain: tuple[Path, ...] = ()) -> SourcedTree:
         base = load_tree(base_file, (*_chain, file))
         merged = base if merged is None else _merge(merged, base)
     assert merged is not None
-    tree.positions = {p: pos for p, pos in tree.positions.items() if p[:1] != ("extends",)}
     return _merge(merged, tree)
 
 

@@ -25,7 +25,7 @@ class DataFile(StrictModel):
     def _known_suffix(self) -> DataFile:
         if not self.path.endswith((".txt", ".jsonl")):
             raise ValueError(f"unsupported data file {self.path!r}: use .txt (one prompt per line) or .jsonl")
-        if "field" in self.model_fields_set and self.path.endswith(".txt"):
+        if self.field != "text" and self.path.endswith(".txt"):
             raise ValueError(f"`field` picks a key of .jsonl records; {self.path!r} is plain text: remove `field`")
         return self
 

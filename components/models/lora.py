@@ -35,11 +35,13 @@ def lora_parameter_count(model: nn.Module, lora: LoRA) -> int:
 
 def lora_target_problem(model: nn.Module, lora: LoRA) -> str | None:
     """Why peft could not adapt `lora.target_modules` of `model`, in words; None when it can."""
-    if not lora_targets(model, lora):
+    names = [name for name, _ in model.named_modules()]
+    unmatched = [t for t in lora.target_modules if not any(n == t or n.endswith(f".{t}") for n in names)]
+    if unmatched:  # peft would quietly skip a misspelt target as long as another one matches
         linear = sorted({name.rsplit(".", 1)[-1] for name, m in model.named_modules() if isinstance(m, nn.Linear)})
         return (
-            f"{lora.target_modules} match no module of {type(model).__name__}; its Linear layers are named "
-            f"{', '.join(linear) or '(none)'}"
+            f"{', '.join(map(repr, unmatched))} match{'es' if len(unmatched) == 1 else ''} no module of "
+            f"{type(model).__name__}; its Linear layers are named {', '.join(linear) or '(none)'}"
         )
     try:
         lora_parameter_count(model, lora)

@@ -7,8 +7,10 @@ from pathlib import Path
 from typing import Any, Literal
 
 from transformers import AutoConfig, PretrainedConfig
+from transformers.models.auto.configuration_auto import CONFIG_MAPPING
 
 from components.errors import UserFacingError
+from components.models.config_checks import unknown_model_type_message
 from components.models.known_architectures import known_config_dict
 from schemas.models import ModelSource
 
@@ -58,6 +60,8 @@ def config_from_dict(values: dict[str, Any], origin: str) -> PretrainedConfig:
     model_type = rest.pop("model_type", None)
     if not isinstance(model_type, str):
         raise ModelSourceError(f"{origin}: needs a `model_type` string, e.g. model_type: t5")
+    if model_type not in CONFIG_MAPPING:
+        raise ModelSourceError(f"{origin}: {unknown_model_type_message(model_type, list(CONFIG_MAPPING.keys()))}")
     try:
         return AutoConfig.for_model(model_type, **rest)
     except (ValueError, KeyError, TypeError) as exc:

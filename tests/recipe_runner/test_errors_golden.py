@@ -12,6 +12,7 @@ from pathlib import Path
 
 import pytest
 from click.testing import CliRunner
+from transformers.activations import ACT2FN
 
 from recipe_runner.cli import main
 from recipe_runner.errors import Problem, RecipeError
@@ -26,6 +27,7 @@ HARDWARE_KEYS = (
     "fused_kernels, grad_accum, gradient_checkpointing, "
     "num_workers, precision, seed, trained_weights, vram_gb"
 )
+ACTIVATIONS = ", ".join(sorted(ACT2FN))
 RECIPE_KEYS = "alignment, bolt_on, data, description, hardware, inference, output, recipe, stages, student, teacher"
 
 # fixture file -> (--set overrides, expected problems in reported order)
@@ -146,8 +148,38 @@ GOLDEN: dict[str, tuple[tuple[str, ...], list[str]]] = {
     "lora_targets.yaml": (
         (),
         [
-            "lora_targets.yaml:8:7: stages[0].student_lora.target_modules: ['query', 'value'] match no module of "
+            "lora_targets.yaml:9:7: stages[0].student_lora.target_modules: 'query' matches no module of "
             "Qwen3Model; its Linear layers are named down_proj, gate_proj, k_proj, o_proj, q_proj, up_proj, v_proj"
+        ],
+    ),
+    "config_problems.yaml": (
+        (),
+        [
+            "config_problems.yaml:5:48: student.config.num_hidden_layer: unknown key 'num_hidden_layer' for "
+            "model_type 'qwen3'; did you mean 'num_hidden_layers'?",
+            "config_problems.yaml:6:12: student.config.num_key_value_heads: 3 does not divide num_attention_heads 4 "
+            "(grouped-query attention)",
+            "config_problems.yaml:6:50: student.config.intermediate_size: must be > 0, got 0",
+            "config_problems.yaml:8:12: teacher.config.feed_forward_proj: unknown activation 'gleu'; did you mean "
+            f"'gelu'? (known: {ACTIVATIONS})",
+        ],
+    ),
+    "not_finite.yaml": (
+        (),
+        [
+            "not_finite.yaml:4:10: bolt_on.skip.scale: input should be a finite number",
+            "not_finite.yaml:6:3: hardware.vram_gb: input should be a finite number",
+        ],
+    ),
+    "output_dir_is_file.yaml": (
+        (),
+        ["output_dir_is_file.yaml:4:3: output.dir: {broken}/base.yaml is a file, not a directory"],
+    ),
+    "null_restores_default.yaml": (
+        (),
+        [
+            "null_restores_default.yaml:7:20: alignment.tiers[1]: 'sequnce' is not allowed; did you mean "
+            "'sequence'? (allowed: 'matched', 'split', 'window' or 'sequence')"
         ],
     ),
     "student_layer_out_of_range.yaml": (
@@ -294,6 +326,11 @@ def test_every_message_has_line_and_column_except_overrides() -> None:
         for problem in exc.value.problems:
             assert problem.position.line > 0 or problem.position.file.startswith("--set #"), (name, problem)
             assert "Traceback" not in problem.message
+
+
+def test_null_gives_a_field_that_cannot_be_null_its_default_and_stays_a_value_where_it_means_something() -> None:
+    recipe = load_recipe(BASE, ["hardware.batch_size=null", "output.save_every_minutes=null"]).recipe
+    assert recipe.hardware.batch_size == 16 and recipe.output.save_every_minutes is None
 
 
 def test_schema_problems_are_reported_without_running_semantic_checks() -> None:

@@ -61,8 +61,8 @@ def test_lora_stage_trains_adapters_and_keeps_frozen_student_weights(reference: 
 
 
 def test_lora_targets_that_match_nothing_warn(reference: Recipe) -> None:
-    plan = build_plan(with_stage(reference, student_lora=LoRA(target_modules=["query"])))
-    assert any("match no module" in warning for warning in plan.warnings)
+    plan = build_plan(with_stage(reference, student_lora=LoRA(target_modules=["query", "v_proj"])))
+    assert any("'query' matches no module" in warning for warning in plan.warnings)
 
 
 def test_online_teacher_and_small_budget_warn(reference: Recipe) -> None:

@@ -164,6 +164,12 @@ def test_extends_merges_mappings_replaces_lists_and_null_replaces(tmp_path: Path
     assert not any(path[:1] == ("extends",) for path in tree.positions)
 
 
+def test_an_empty_list_of_bases_inherits_nothing(tmp_path: Path) -> None:
+    tree = load_tree(write(tmp_path, "alone.yaml", "extends: []\na: 1\n"))
+    assert tree.data == {"a": 1}
+    assert ("extends",) not in tree.positions
+
+
 def test_mapping_replaced_by_scalar_and_scalar_by_mapping(tmp_path: Path) -> None:
     write(tmp_path, "base.yaml", "a: {x: 1, y: 2}\nb: 5\n")
     child = write(tmp_path, "child.yaml", "extends: base.yaml\na: 3\nb: {z: 1}\n")

@@ -44,7 +44,11 @@ def test_recipe_plans_offline(file: Path) -> None:
 
 
 @pytest.mark.parametrize("file", RECIPES, ids=IDS)
-def test_recipe_shows(file: Path) -> None:
+def test_the_shown_recipe_loads_again_as_the_same_recipe(file: Path, tmp_path: Path) -> None:
+    """What `show` prints is what a run keeps as resolved_recipe.yaml, and what a resume is told to use."""
     result = CliRunner().invoke(main, ["show", str(file)])
     assert result.exit_code == 0, result.output
     assert "recipe:" in result.stdout
+    shown = tmp_path / "resolved.yaml"
+    shown.write_text(result.stdout)
+    assert load_recipe(shown).recipe == load_recipe(file).recipe

@@ -1,0 +1,69 @@
+"""What transformers accepts in an inline architecture without complaint but builds wrong or fails on later.
+
+A config class keeps any keyword it does not know as an attribute, so `num_hidden_layer: 2` leaves the default 28
+layers in place; sizes of zero or below build empty or fail deep inside torch; grouped-query attention needs the
+query heads to be a multiple of the key/value heads, which only the first forward pass finds out.
+"""
+
+from __future__ import annotations
+
+import difflib
+import inspect
+from typing import Any
+
+from transformers import PretrainedConfig
+from transformers.activations import ACT2FN
+
+# Keys a config takes or stores without naming them in its signature, in every model type.
+_COMMON = {"model_type", "transformers_version", "_name_or_path", "torch_dtype", "use_cache", "tie_word_embeddings"}
+
+
+def _known_keys(config: PretrainedConfig) -> set[str]:
+    cls = type(config)
+    known = set(_COMMON) | set(cls.attribute_map) | set(cls().to_dict())
+    for klass in cls.__mro__:
+        if issubclass(klass, PretrainedConfig):
+            known |= set(inspect.signature(klass.__init__).parameters) - {"self", "kwargs"}
+    return known
+
+
+def _t5_activation(config: PretrainedConfig) -> str | None:
+    """T5 reads its activation out of `feed_forward_proj` ("gated-gelu" -> "gelu_new")."""
+    return getattr(config, "dense_act_fn", None)
+
+
+def _is_size(key: str) -> bool:
+    return key.startswith("num_") or key.endswith(("_size", "_dim")) or key in {"d_model", "d_kv", "d_ff"}
+
+
+def inline_config_problems(values: dict[str, Any], config: PretrainedConfig) -> list[tuple[str | None, str]]:
+    """(key, message) for each problem of the inline `values` that `config` was built from; key None: the whole."""
+    problems: list[tuple[str | None, str]] = []
+    known = _known_keys(config)
+    stored = vars(config)
+    for key in values:
+        # A key transformers consumed (an older spelling it converts, say) is not stored under its own name.
+        if key not in known and key in stored:
+            close = difflib.get_close_matches(key, sorted(known - _COMMON), n=1)
+            hint = f"; did you mean {close[0]!r}?" if close else ""
+            problems.append((key, f"unknown key {key!r} for model_type {config.model_type!r}{hint}"))
+    for key, value in values.items():
+        if _is_size(key) and isinstance(value, int) and not isinstance(value, bool) and value <= 0:
+            problems.append((key, f"must be > 0, got {value}"))
+    for key, activation in (("hidden_act", values.get("hidden_act")), ("feed_forward_proj", _t5_activation(config))):
+        if key in values and isinstance(activation, str) and activation not in ACT2FN:
+            close = difflib.get_close_matches(activation, sorted(ACT2FN), n=1)
+            hint = f"did you mean {close[0]!r}? " if close else ""
+            problems.append((key, f"unknown activation {activation!r}; {hint}(known: {', '.join(sorted(ACT2FN))})"))
+    heads, kv_heads = values.get("num_attention_heads"), values.get("num_key_value_heads")
+    if isinstance(heads, int) and isinstance(kv_heads, int) and heads > 0 and kv_heads > 0 and heads % kv_heads:
+        problems.append(
+            ("num_key_value_heads", f"{kv_heads} does not divide num_attention_heads {heads} (grouped-query attention)")
+        )
+    return problems
+
+
+def unknown_model_type_message(model_type: str, known: list[str]) -> str:
+    close = difflib.get_close_matches(model_type, known, n=3)
+    hint = f"; did you mean {' or '.join(repr(c) for c in close)}?" if close else " (see transformers' model list)"
+    return f"unknown model_type {model_type!r}{hint}"

@@ -1,0 +1,39 @@
+"""Inline architectures: what transformers would accept silently is named; what it understands is left alone."""
+
+from __future__ import annotations
+
+from components.models.config_checks import inline_config_problems
+from components.models.source import config_from_dict
+
+QWEN = {"model_type": "qwen3", "hidden_size": 48, "num_hidden_layers": 2, "num_attention_heads": 4,
+        "num_key_value_heads": 2, "head_dim": 12, "intermediate_size": 96, "vocab_size": 2000}  # fmt: skip
+T5 = {"model_type": "t5", "d_model": 64, "num_layers": 2, "num_heads": 4, "d_kv": 16, "d_ff": 128,
+      "vocab_size": 2000, "feed_forward_proj": "gated-gelu"}  # fmt: skip
+
+
+def problems(values: dict) -> list[tuple[str | None, str]]:
+    return inline_config_problems(values, config_from_dict(values, "inline config"))
+
+
+def test_valid_configs_have_no_problems() -> None:
+    assert problems(QWEN) == []
+    assert problems(T5) == []
+
+
+def test_aliases_and_spellings_transformers_converts_are_not_unknown() -> None:
+    assert problems({**T5, "hidden_size": 64, "num_attention_heads": 4}) == []  # T5's attribute_map
+    assert problems({**QWEN, "rope_theta": 10000.0, "hidden_act": "silu"}) == []  # folded into rope_parameters
+
+
+def test_a_misspelt_key_is_named_with_the_key_it_was_meant_to_be() -> None:
+    found = problems({**QWEN, "num_hidden_layer": 4})
+    assert found == [("num_hidden_layer", "unknown key 'num_hidden_layer' for model_type 'qwen3'; did you mean "
+                      "'num_hidden_layers'?")]  # fmt: skip
+
+
+def test_sizes_must_be_positive_and_flags_are_not_sizes() -> None:
+    assert problems({**QWEN, "num_hidden_layers": 0, "head_dim": -12}) == [
+        ("num_hidden_layers", "must be > 0, got 0"),
+        ("head_dim", "must be > 0, got -12"),
+    ]
+    assert problems({**QWEN, "use_sliding_window": False, "max_window_layers": 2}) == []
