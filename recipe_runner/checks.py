@@ -266,6 +266,9 @@ def _file_problems(loaded: LoadedRecipe) -> list[Problem]:
             value = getattr(source, field)
             if value is not None and Path(value).is_absolute() and not Path(value).exists():
                 problems.append(loaded.problem((role, field), f"path not found: {value}"))
+    if recipe.data.eval is not None and recipe.data.eval_fraction > 0:
+        message = "has no effect while data.eval is set: give held-out prompts in one of the two, not both"
+        problems.append(loaded.problem(("data", "eval_fraction"), message))
     cache = recipe.teacher.cache
     directories = {("output", "dir"): recipe.output.dir, **({("teacher", "cache", "dir"): cache.dir} if cache else {})}
     for where, directory in directories.items():

@@ -55,7 +55,9 @@ class RecipeError(Exception):
     """Every problem found in a recipe at once; the CLI prints them and exits with code 2."""
 
     def __init__(self, problems: list[Problem]) -> None:
-        self.problems = sorted(set(problems), key=lambda p: (p.position.file, p.position.line, p.position.col))
+        # Duplicates dropped in order, then a stable sort: problems at one place keep the order they were found in.
+        unique = list(dict.fromkeys(problems))
+        self.problems = sorted(unique, key=lambda p: (p.position.file, p.position.line, p.position.col))
         super().__init__("\n".join(str(p) for p in self.problems))
 
     @classmethod

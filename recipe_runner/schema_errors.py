@@ -80,7 +80,7 @@ def _data_path(data: Any, loc: Path_) -> Path_:
 
 
 def _describe(value: Any) -> str:
-    text = repr(value)
+    text = "null" if value is None else repr(value)  # as the recipe wrote it
     return text if len(text) <= 60 else text[:57] + "..."
 
 
@@ -116,9 +116,14 @@ def _message(err: dict[str, Any], root: type[BaseModel], path: Path_) -> str:
         return str(ctx.get("error", err["msg"]))
     if kind.endswith(("_type", "_parsing")):
         wanted = kind.split("_")[0].replace("int", "an integer").replace("float", "a number")
-        wanted = {"bool": "true or false", "string": "a string", "dict": "a mapping", "list": "a list"}.get(
-            wanted, wanted
-        )
+        words = {
+            "bool": "true or false",
+            "string": "a string",
+            "dict": "a mapping",
+            "model": "a mapping",
+            "list": "a list",
+        }
+        wanted = words.get(wanted, wanted)
         return f"expected {wanted}, got {_describe(value)}"
     return err["msg"][0].lower() + err["msg"][1:]
 

@@ -9,6 +9,8 @@ from pydantic import Field, model_validator
 from schemas.alignment import Tier
 from schemas.base import StrictModel
 
+Beta = Annotated[float, Field(ge=0, lt=1)]
+
 Part = Literal["student", "bolt_on"]
 PARTS: tuple[Part, ...] = ("student", "bolt_on")
 
@@ -41,7 +43,7 @@ class AdamW(StrictModel):
 
     type: Literal["adamw"] = Field(description="Optimizer kind.")
     weight_decay: float = Field(default=0.01, ge=0, description="Decoupled weight decay.")
-    betas: tuple[float, float] = Field(default=(0.9, 0.999), description="Adam beta1 and beta2.")
+    betas: tuple[Beta, Beta] = Field(default=(0.9, 0.999), description="Adam beta1 and beta2, each in [0, 1).")
     eps: float = Field(default=1e-8, gt=0, description="Adam epsilon.")
     fused: bool | None = Field(
         default=None,

@@ -33,7 +33,7 @@ def align_report(file: str, overrides: tuple[str, ...], allow_remote_code: bool,
     prompts = train if split == "train" else held_out
     if not prompts:
         click.echo(
-            f"error: the {split} split has no prompts (set data.eval, or data.eval_fraction to hold some out)",
+            f"error: the {split} split has no prompts: give held-out prompts in data.eval, or set data.eval_fraction",
             err=True,
         )
         sys.exit(1)

@@ -13,7 +13,7 @@ from components.bolt_on import build_bolt_on
 from components.cache.manifest import read_manifest
 from components.cache.reader import CachedTeacher, CacheIncompleteError
 from components.data.pipeline import PromptPairs
-from components.data.prompts import prompts_digest, read_prompts
+from components.data.prompts import DataFileError, prompts_digest, read_prompts
 from components.errors import UserFacingError
 from components.models import build_model, freeze, hidden_width, load_tokenizer
 from components.models.checkpointing import StudentCheckpointing
@@ -66,6 +66,12 @@ def split_prompts(recipe: Recipe) -> tuple[list[str], list[str]]:
         return train, read_prompts(recipe.data.eval)
     if recipe.data.eval_fraction > 0:
         held = max(1, int(len(train) * recipe.data.eval_fraction))
+        if held >= len(train):
+            raise DataFileError(
+                f"data.eval_fraction {recipe.data.eval_fraction} holds out all {len(train)} prompt(s) of "
+                f"{recipe.data.train.path}, leaving none to train on: add prompts, lower data.eval_fraction, or give "
+                "held-out prompts in data.eval"
+            )
         return train[held:], train[:held]
     return train, []
 

@@ -182,6 +182,20 @@ GOLDEN: dict[str, tuple[tuple[str, ...], list[str]]] = {
             "'sequence'? (allowed: 'matched', 'split', 'window' or 'sequence')"
         ],
     ),
+    "eval_twice.yaml": (
+        (),
+        [
+            "eval_twice.yaml:4:3: data.eval_fraction: has no effect while data.eval is set: give held-out prompts "
+            "in one of the two, not both"
+        ],
+    ),
+    "optimizer_settings.yaml": (
+        (),
+        [
+            "optimizer_settings.yaml:8:38: stages[0].optimizer.betas[0]: must be < 1.0, got 1.5",
+            "optimizer_settings.yaml:11:1: hardware: expected a mapping, got ['cpu']",
+        ],
+    ),
     "student_layer_out_of_range.yaml": (
         (),
         [
