@@ -97,7 +97,7 @@ class Trainer:
             refuse_fresh_start(self.out)
         self.resume_from = existing[-1] if existing else None
         self.train_prompts_sha = prompts_digest(split_prompts(recipe)[0])
-        self.resume_changes = self._check_resume() if self.resume_from else None
+        self.resume_report = self._check_resume() if self.resume_from else None
         self.progress = progress
         self.accelerator = build_accelerator(recipe)
         check_launch(recipe, self.accelerator)
@@ -109,9 +109,9 @@ class Trainer:
         self.metrics = MetricsLog(self.out, self.accelerator.is_main_process, resume_step)
         self.batches = BatchPlan(recipe, self.parts, self.accelerator)
 
-    def _check_resume(self) -> str | None:
+    def _check_resume(self) -> resume.ResumeReport | None:
         """Stop before anything is loaded or written when the checkpoint cannot continue under this recipe;
-        returns the line that lists the recipe values that changed since (None: none, or an older checkpoint)."""
+        returns the recipe values that changed since (None: a checkpoint older than run records)."""
         assert self.resume_from is not None
         try:
             position, record = read_position(self.resume_from), read_record(self.resume_from)
@@ -121,7 +121,7 @@ class Trainer:
             return None
         report = resume.compare(record, self.recipe, self.train_prompts_sha, position.stage)
         resume.check_resumable(self.resume_from, report)
-        return resume.describe_changes(report)
+        return report
 
     def _teacher_hidden(self, batch: DistillBatch) -> torch.Tensor:
         if batch.teacher_hidden is not None:
@@ -204,11 +204,13 @@ class Trainer:
         try:
             load_checkpoint(self.resume_from, model, self.optimizer, self.scheduler)
         except Exception as exc:  # a truncated or foreign file: name it rather than show a loader traceback
-            raise damaged_checkpoint(self.resume_from, exc) from None
+            mismatch = resume.weights_do_not_fit(self.resume_from, self.resume_report)
+            raise (mismatch or damaged_checkpoint(self.resume_from, exc)) from None
         resume.reapply(self.optimizer, self.scheduler, settings, base_lrs)
         if self.accelerator.is_main_process:
-            if self.resume_changes:
-                tqdm.write(self.resume_changes, file=sys.stderr)
+            changes = resume.describe_changes(self.resume_report) if self.resume_report else None
+            if changes:
+                tqdm.write(changes, file=sys.stderr)
             write_run_info(self.out, self.recipe, resumed_at=position.global_step)
         self.resume_from = None
         self.batches.rescale(stage_index, position)

@@ -94,18 +94,40 @@ def compare(record: dict[str, Any], recipe: Recipe, train_prompts_sha256: str, s
     return report
 
 
+def _listed(items: list[str]) -> str:
+    shown = items[:_SHOWN]
+    more = len(items) - len(shown)
+    return "; ".join(shown) + (f"; and {more} more" if more > 0 else "")
+
+
+def _remedy(checkpoint: Path) -> str:
+    return (
+        f"Resume with the recipe it was trained with ({checkpoint.parent.parent / 'resolved_recipe.yaml'}), "
+        "or start a new run in another output.dir (--set output.dir=...)"
+    )
+
+
 def check_resumable(checkpoint: Path, report: ResumeReport) -> None:
     """Stop with every blocking difference, before any file of the run is touched."""
-    if not report.blocking:
-        return
-    shown = report.blocking[:_SHOWN]
-    more = len(report.blocking) - len(shown)
-    raise ResumeMismatchError(
-        f"{checkpoint} cannot continue under this recipe: "
-        + "; ".join(shown)
-        + (f"; and {more} more" if more > 0 else "")
-        + f". Resume with the recipe it was trained with ({checkpoint.parent.parent / 'resolved_recipe.yaml'}), "
-        "or start a new run in another output.dir (--set output.dir=...)"
+    if report.blocking:
+        raise ResumeMismatchError(
+            f"{checkpoint} cannot continue under this recipe: {_listed(report.blocking)}. {_remedy(checkpoint)}"
+        )
+
+
+# Recipe values that decide the names and shapes of the saved weights.
+_ARCHITECTURE = ("bolt_on.", "student.model", "student.config", "student.revision")
+
+
+def weights_do_not_fit(checkpoint: Path, report: ResumeReport | None) -> ResumeMismatchError | None:
+    """When the checkpoint's weights do not load into the model this recipe builds and the recipe's architecture
+    changed since the save, that change is the cause, not damage to the checkpoint; None when it did not change."""
+    changed = [c for c in (report.changes if report else []) if c.startswith(_ARCHITECTURE)]
+    if not changed:
+        return None
+    return ResumeMismatchError(
+        f"{checkpoint} holds weights of another architecture than this recipe builds; changed since it was saved: "
+        f"{_listed(changed)}. {_remedy(checkpoint)}"
     )
 
 
@@ -113,13 +135,7 @@ def describe_changes(report: ResumeReport) -> str | None:
     """One line for the log: the recipe values that differ from the checkpoint's and now apply."""
     if not report.changes:
         return None
-    shown = report.changes[:_SHOWN]
-    more = len(report.changes) - len(shown)
-    return (
-        "resuming with recipe changes (they apply from here on): "
-        + "; ".join(shown)
-        + (f"; and {more} more" if more > 0 else "")
-    )
+    return "resuming with recipe changes (they apply from here on): " + _listed(report.changes)
 
 
 def hyperparameters(optimizer: torch.optim.Optimizer) -> list[dict[str, Any]]:

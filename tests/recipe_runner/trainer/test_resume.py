@@ -102,6 +102,19 @@ def test_a_damaged_checkpoint_is_named_with_the_earlier_one_to_use(tiny_recipe_p
     assert summary.global_step == 6
 
 
+def test_weights_that_no_longer_fit_name_the_architecture_change_not_damage(tiny_recipe_path, tiny_overrides, tmp_path):
+    run_dir = tmp_path / "run"
+    _train(tiny_recipe_path, _short(tiny_overrides, 2))
+    with pytest.raises(ResumeMismatchError) as caught:
+        _train(tiny_recipe_path, _short(tiny_overrides, 4, "bolt_on.layers.2.ffn_dim=100"), resume=True)
+    message = str(caught.value)
+    assert "holds weights of another architecture than this recipe builds" in message
+    assert "bolt_on.layers.2.ffn_dim: 192 -> 100" in message and "resolved_recipe.yaml" in message
+    assert "damaged" not in message and "move it out" not in message
+    assert [p.name for p in step_checkpoints(run_dir / "checkpoints")] == ["step-00000002"]
+    assert _train(tiny_recipe_path, _short(tiny_overrides, 4), resume=True).global_step == 4  # the recipe as it was
+
+
 def test_steps_logged_after_the_checkpoint_are_logged_once_after_resume(tiny_recipe_path, tiny_overrides, tmp_path):
     run_dir = tmp_path / "run"
     _train(tiny_recipe_path, _short(tiny_overrides, 4))
