@@ -223,8 +223,13 @@ def _stage_problems(loaded: LoadedRecipe) -> list[Problem]:
     problems = []
     has_bolt_on = bool(recipe.bolt_on.layers) or recipe.bolt_on.skip is not None
     tiers = set(recipe.alignment.tiers)
+    first_named: dict[str, int] = {}
     for index, stage in enumerate(recipe.stages):
         here = ("stages", index)
+        if stage.name in first_named:  # the metrics and the progress bar tell stages apart by name
+            earlier = first_named[stage.name]
+            problems.append(loaded.problem(here + ("name",), f"stages[{earlier}] is also named {stage.name!r}"))
+        first_named.setdefault(stage.name, index)
         for part_index, part in enumerate(stage.trainable):
             if part == "bolt_on" and not has_bolt_on:
                 problems.append(loaded.problem(here + ("trainable", part_index), "the recipe has no bolt_on layers"))

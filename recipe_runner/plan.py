@@ -200,6 +200,12 @@ def build_plan(recipe: Recipe) -> Plan:
     disk = disk_need(set_trained_dtype(DistillModel(student, stack, recipe.student.layer), recipe), recipe)
     warnings = list(failures)
     warnings.extend(_memory_warning(stage, recipe) for stage in stages if stage.memory.over_budget)
+    warnings.extend(
+        f"stages[{i}].warmup_steps {stage.warmup_steps} is not below its {stage.steps} steps: the learning rate "
+        "never reaches lr"
+        for i, stage in enumerate(recipe.stages)
+        if stage.steps is not None and stage.warmup_steps >= stage.steps
+    )
     return Plan(
         recipe=recipe.recipe,
         teacher=_component("teacher", recipe.teacher, teacher, teacher_width),

@@ -182,6 +182,10 @@ GOLDEN: dict[str, tuple[tuple[str, ...], list[str]]] = {
             "'sequence'? (allowed: 'matched', 'split', 'window' or 'sequence')"
         ],
     ),
+    "duplicate_stage_names.yaml": (
+        (),
+        ["duplicate_stage_names.yaml:10:5: stages[1].name: stages[0] is also named 'distill'"],
+    ),
     "eval_twice.yaml": (
         (),
         [
