@@ -105,20 +105,35 @@ def _student_layer_problems(loaded: LoadedRecipe, configs: dict[str, PretrainedC
     ]
 
 
-def _vocabulary_problems(loaded: LoadedRecipe, configs: dict[str, PretrainedConfig]) -> list[Problem]:
-    """Every token id the tokenizer emits must have a row in the embedding, or the first batch fails to index it.
-    Checked when both are known offline; a tokenizer that cannot be read here is reported where it is used."""
+def _tokenizers(loaded: LoadedRecipe) -> tuple[dict[str, int], list[Problem]]:
+    """Token counts of the tokenizers that can be read offline. One on disk that cannot be read is a problem of the
+    recipe; one of a hub id without a local copy is reported where it is first needed (cache, run)."""
     from components.models import load_tokenizer
+    from components.models.source import locate
 
+    counts, problems = {}, []
+    for role in ROLES:
+        source: ModelSource = getattr(loaded.recipe, role)
+        reference = source.tokenizer or source.model
+        try:
+            counts[role] = len(load_tokenizer(source))
+        except Exception as exc:
+            if reference is not None and locate(reference).kind == "local":
+                field = (role, "tokenizer" if source.tokenizer is not None else "model")
+                problems.append(loaded.problem(field, " ".join(str(exc).split())))
+    return counts, problems
+
+
+def _vocabulary_problems(
+    loaded: LoadedRecipe, configs: dict[str, PretrainedConfig], tokenizers: dict[str, int]
+) -> list[Problem]:
+    """Every token id the tokenizer emits must have a row in the embedding, or the first batch fails to index it.
+    Checked when both are known offline."""
     problems = []
     for role, config in configs.items():
         source: ModelSource = getattr(loaded.recipe, role)
-        rows = getattr(config, "vocab_size", None)
-        if not isinstance(rows, int):
-            continue
-        try:
-            tokens = len(load_tokenizer(source))
-        except Exception:  # a missing or unreadable tokenizer is reported where it is loaded
+        rows, tokens = getattr(config, "vocab_size", None), tokenizers.get(role)
+        if not isinstance(rows, int) or tokens is None:
             continue
         if tokens > rows:
             if source.config is not None:
@@ -161,7 +176,9 @@ def _model_problems(loaded: LoadedRecipe) -> tuple[list[Problem], set[str]]:
     if len(widths) == 2:
         problems += _bolt_on_problems(loaded, widths)
     problems += _student_layer_problems(loaded, configs)
-    problems += _vocabulary_problems(loaded, configs)
+    tokenizers, tokenizer_problems = _tokenizers(loaded)
+    problems += tokenizer_problems
+    problems += _vocabulary_problems(loaded, configs, tokenizers)
     if "student" in models:
         problems += _lora_problems(loaded, models["student"])
     return problems, set(configs)

@@ -26,6 +26,8 @@ def load_tokenizer(source: ModelSource) -> PreTrainedTokenizerFast:
     path = Path(location.ref)
     if location.kind == "local" and path.is_file():
         return _from_file(path)
+    if location.kind == "local" and path.is_dir() and not any(path.iterdir()):
+        raise ModelSourceError(f"{path}: empty directory, no tokenizer here (give the folder with tokenizer.json)")
     try:
         tokenizer = AutoTokenizer.from_pretrained(
             location.ref,

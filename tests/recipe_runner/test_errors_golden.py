@@ -186,6 +186,13 @@ GOLDEN: dict[str, tuple[tuple[str, ...], list[str]]] = {
         (),
         ["duplicate_stage_names.yaml:10:5: stages[1].name: stages[0] is also named 'distill'"],
     ),
+    "unreadable_tokenizer.yaml": (
+        (),
+        [
+            "unreadable_tokenizer.yaml:4:3: student.tokenizer: {broken}/base.yaml: not a tokenizers JSON file: "
+            "expected value at line 1 column 1"
+        ],
+    ),
     "eval_twice.yaml": (
         (),
         [
