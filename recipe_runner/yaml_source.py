@@ -132,7 +132,13 @@ def _parse_file(file: Path) -> SourcedTree:
         raise RecipeError.single(Position(name), "<recipe>", "file not found") from None
     except IsADirectoryError:
         raise RecipeError.single(Position(name), "<recipe>", "is a directory, not a recipe file") from None
-    except (OSError, UnicodeDecodeError) as exc:
+    except UnicodeDecodeError as exc:
+        raw = file.read_bytes()
+        line = raw.count(b"\n", 0, exc.start) + 1
+        col = exc.start - (raw.rfind(b"\n", 0, exc.start) + 1) + 1
+        message = f"not UTF-8 (byte 0x{raw[exc.start]:02x}): save the file as UTF-8"
+        raise RecipeError.single(Position(name, line, col), "<recipe>", message) from None
+    except OSError as exc:
         raise RecipeError.single(Position(name), "<recipe>", f"cannot read: {exc}") from None
     try:
         node = _yaml().load(text)

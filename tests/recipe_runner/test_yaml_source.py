@@ -360,12 +360,14 @@ def test_missing_file(tmp_path: Path) -> None:
     assert problem.message == "file not found"
 
 
-def test_undecodable_file(tmp_path: Path) -> None:
+def test_an_undecodable_byte_is_named_at_its_line_and_column(tmp_path: Path) -> None:
     file = tmp_path / "latin1.yaml"
-    file.write_bytes("recipe: caf\xe9\n".encode("latin-1"))
+    file.write_bytes("recipe: x\ndescription: caf\xe9\n".encode("latin-1"))
     with pytest.raises(RecipeError) as exc:
         load_tree(file)
-    assert only_problem(exc).message.startswith("cannot read:")
+    problem = only_problem(exc)
+    assert (problem.position.line, problem.position.col) == (2, 17)
+    assert problem.message == "not UTF-8 (byte 0xe9): save the file as UTF-8"
 
 
 # --- paths -----------------------------------------------------------------------------------------------------
