@@ -21,7 +21,7 @@ TWO_STAGES = Path(__file__).parents[2] / "assets" / "recipes" / "two_stage_tiny.
 @pytest.mark.parametrize(
     ("targets", "problem"),
     [
-        ("[query]", "student_lora.target_modules: ['query'] match no module of Qwen3Model"),
+        ("[query]", "student_lora.target_modules: 'query' matches no module of Qwen3Model"),
         ("[input_layernorm]", "is a Qwen3RMSNorm; only Linear and Embedding are adapted"),
     ],
 )
