@@ -83,21 +83,34 @@ class BatchPlan:
                 yield batch, epoch, offset, len(order)
             epoch, start = epoch + 1, 0
 
-    def rescale(self, stage_index: int, position: Position) -> None:
+    def rescale(self, stage_index: int, stage: Stage, position: Position) -> None:
         """A run resumed with another batch_size or batch_tokens (say after running out of memory), or as another
         number of processes, has another number of batches per epoch and process: continue at the same fraction of
-        the epoch rather than at the same batch."""
+        the epoch rather than at the same batch. A stage counted in epochs also counts its steps anew (grad_accum
+        may have changed too), so that it still ends after its epochs rather than after its old step count."""
         now = len(self.epoch_order(stage_index, position.epoch))
+        notices = []
         if position.epoch_batches and now != position.epoch_batches:
             batch = min(now, round(position.batch * now / position.epoch_batches))
-            if self.accelerator.is_main_process:
-                tqdm.write(
-                    f"resuming with {now} batches per epoch and process instead of {position.epoch_batches} "
-                    f"(batching or process count changed): epoch {position.epoch} continues at batch {batch} "
-                    f"instead of {position.batch}",
-                    file=sys.stderr,
-                )
+            notices.append(
+                f"resuming with {now} batches per epoch and process instead of {position.epoch_batches} "
+                f"(batching or process count changed): epoch {position.epoch} continues at batch {batch} "
+                f"instead of {position.batch}"
+            )
             position.batch, position.epoch_batches = batch, now
+        if stage.epochs is not None:
+            before = sum(len(self.epoch_order(stage_index, epoch)) for epoch in range(position.epoch))
+            step = (before + position.batch) // self.recipe.hardware.grad_accum
+            if step != position.stage_step:
+                total = self.total_steps(stage_index, stage)
+                notices.append(
+                    f"the stage's steps are counted anew for this batching: its step {position.stage_step} is now "
+                    f"step {step} of {total}"
+                )
+                position.stage_step = step
+        if notices and self.accelerator.is_main_process:
+            for notice in notices:
+                tqdm.write(notice, file=sys.stderr)
 
     def total_steps(self, stage_index: int, stage: Stage) -> int:
         if stage.steps is not None:

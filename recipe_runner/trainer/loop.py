@@ -206,14 +206,15 @@ class Trainer:
         except Exception as exc:  # a truncated or foreign file: name it rather than show a loader traceback
             mismatch = resume.weights_do_not_fit(self.resume_from, self.resume_report)
             raise (mismatch or damaged_checkpoint(self.resume_from, exc)) from None
-        resume.reapply(self.optimizer, self.scheduler, settings, base_lrs)
         if self.accelerator.is_main_process:
             changes = resume.describe_changes(self.resume_report) if self.resume_report else None
             if changes:
                 tqdm.write(changes, file=sys.stderr)
             write_run_info(self.out, self.recipe, resumed_at=position.global_step)
         self.resume_from = None
-        self.batches.rescale(stage_index, position)
+        self.batches.rescale(stage_index, self.recipe.stages[stage_index], position)
+        self.scheduler.last_epoch = position.stage_step  # the schedule follows the stage's steps, recounted or not
+        resume.reapply(self.optimizer, self.scheduler, settings, base_lrs)
 
     def _run_stage(self, stage_index: int, position: Position, stop: StopFlag) -> dict[str, float]:
         recipe, accelerator = self.recipe, self.accelerator

@@ -258,6 +258,36 @@ def test_out_of_memory_keeps_the_steps_before_it_and_a_smaller_batch_resumes_mid
     assert now > before and batch == round(7 * now / before)  # the same fraction of the epoch
 
 
+@pytest.mark.parametrize("change", ["hardware.batch_size=8", "hardware.grad_accum=2"])
+def test_a_stage_of_epochs_resumed_with_other_batching_still_trains_its_epochs(
+    change, tiny_recipe_path, tiny_overrides, tmp_path, monkeypatch
+):
+    from recipe_runner.trainer.parts import DistillModel
+
+    overrides = [*tiny_overrides, "stages.0.epochs=2", "output.eval_every_steps=1000", "output.save_every_steps=1000"]
+    calls = {"n": 0}
+    original = DistillModel.forward
+
+    def runs_out_once(self, *args, **kwargs):
+        calls["n"] += self.training
+        if self.training and calls["n"] == 30:
+            raise torch.OutOfMemoryError("CUDA out of memory.")
+        return original(self, *args, **kwargs)
+
+    monkeypatch.setattr(DistillModel, "forward", runs_out_once)
+    with pytest.raises(TrainingOutOfMemory):
+        Trainer(load_recipe(tiny_recipe_path, overrides).recipe, progress=False).run()  # checkpoint at step 29
+    monkeypatch.setattr(DistillModel, "forward", original)
+
+    resumed = Trainer(load_recipe(tiny_recipe_path, [*overrides, change]).recipe, resume=True, progress=False)
+    per_epoch, total = len(resumed.batches.epoch_order(0, 1)), resumed.batches.total_steps(0, resumed.recipe.stages[0])
+    resumed.run()
+    final = json.loads((step_checkpoints(tmp_path / "run" / "checkpoints")[-1] / "trainer_state.json").read_text())
+    # The second epoch ran to its end (one batch more at most, where an odd batch count meets grad_accum 2).
+    assert (final["epoch"], final["batch"]) in {(1, per_epoch), (2, 1)}, final
+    assert final["stage_step"] == total
+
+
 def test_out_of_memory_in_an_evaluation_keeps_the_step_it_evaluated(
     tiny_recipe_path, tiny_overrides, tmp_path, monkeypatch
 ):
