@@ -109,16 +109,29 @@ def recover_directory(final: Path, marker: str) -> bool:
 
 
 def check_replaceable(
-    final: Path, marker: str, kind: str = "output directory", remedy: str = "choose another output.dir"
+    final: Path,
+    marker: str,
+    kind: str = "output directory",
+    remedy: str = "choose another output.dir",
+    contents: frozenset[str] | None = None,
 ) -> None:
     """Refuse a target that holds anything but an earlier `kind` (one with `marker`): it may be a user's own files.
 
-    A missing or empty directory is fine. `remedy` says where to choose another place (e.g. "--out").
+    A missing or empty directory is fine. `remedy` says where to choose another place (e.g. "--out"). With
+    `contents` (the names a `kind` holds at its top level), an earlier `kind` to which someone added files of
+    their own is refused too, naming them.
     """
     final = Path(final)
     recover_directory(final, marker)
     if not (final.exists() or final.is_symlink()):
         return
+    if final.is_dir() and (final / marker).is_file() and contents is not None:
+        added = sorted(entry.name for entry in final.iterdir() if entry.name not in contents)
+        if added:
+            raise ForeignDirectoryError(
+                f"{final} is a previous {kind}, but also holds {', '.join(added)} (not written by recipe), which "
+                f"replacing it would delete: move them out of {final}, or {remedy}"
+            )
     if final.is_dir() and ((final / marker).is_file() or not any(final.iterdir())):
         return
     what = "a directory" if final.is_dir() else "a file"
@@ -130,7 +143,11 @@ def check_replaceable(
 
 @contextmanager
 def atomic_directory(
-    final: Path, marker: str, kind: str = "output directory", remedy: str = "choose another output.dir"
+    final: Path,
+    marker: str,
+    kind: str = "output directory",
+    remedy: str = "choose another output.dir",
+    contents: frozenset[str] | None = None,
 ) -> Iterator[Path]:
     """Build a directory under a temporary name; swap it in only once complete (the old one survives a crash).
 
@@ -138,7 +155,7 @@ def atomic_directory(
     is ever replaced; anything else raises ForeignDirectoryError before a byte is written.
     """
     final = Path(final)
-    check_replaceable(final, marker, kind, remedy)
+    check_replaceable(final, marker, kind, remedy, contents)
     final.parent.mkdir(parents=True, exist_ok=True)
     tmp = Path(tempfile.mkdtemp(prefix=f".{final.name}.", suffix=".tmp", dir=final.parent))
     old = _old(final)
@@ -146,7 +163,7 @@ def atomic_directory(
         yield tmp
         _as_if_plainly_made(tmp)
         _fsync_dir(tmp)
-        check_replaceable(final, marker, kind, remedy)  # again: the target may have changed while `tmp` was built
+        check_replaceable(final, marker, kind, remedy, contents)  # again: the target may have changed meanwhile
         if final.exists() or final.is_symlink():
             if old.exists() or old.is_symlink():
                 _remove(old)

@@ -39,7 +39,12 @@ STUDENT_DIR = "student"
 BOLT_ON_FILE = "bolt_on.safetensors"
 CHECKPOINT_MARKER = "trainer_state.json"  # recipe_runner.trainer.checkpoint.COMPLETE: a training checkpoint
 # What an export replaces: only an earlier export, recognised by its manifest (written last).
-_REPLACES = {"marker": MANIFEST, "kind": "export", "remedy": "choose another --out (or output.dir)"}
+_REPLACES = {
+    "marker": MANIFEST,
+    "kind": "export",
+    "remedy": "choose another --out (or output.dir)",
+    "contents": frozenset({MANIFEST, STUDENT_DIR, BOLT_ON_FILE}),
+}
 _DTYPE_NAMES = {torch.float32: "float32", torch.bfloat16: "bfloat16", torch.float16: "float16"}
 
 

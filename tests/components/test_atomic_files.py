@@ -65,6 +65,25 @@ def test_an_empty_directory_or_an_earlier_output_is_replaced(tmp_path):
     assert sorted(p.name for p in tmp_path.iterdir()) == ["out"], "the old copy is removed"
 
 
+def test_files_a_user_added_to_an_earlier_output_block_its_replacement(tmp_path):
+    final = tmp_path / "out"
+    owned = frozenset({"data.txt", MARKER})
+
+    def write_owned(text: str) -> None:
+        with atomic_directory(final, MARKER, "thing", "choose another --out", contents=owned) as tmp:
+            (tmp / "data.txt").write_text(text)
+            (tmp / MARKER).write_text("{}")
+
+    write_owned("first")
+    write_owned("second")  # an earlier output as it was written is replaced
+    (final / "README.md").write_text("my notes")
+    (final / "samples").mkdir()
+    with pytest.raises(ForeignDirectoryError) as caught:
+        write_owned("third")
+    assert "is a previous thing, but also holds README.md, samples (not written by recipe)" in str(caught.value)
+    assert (final / "README.md").read_text() == "my notes" and (final / "data.txt").read_text() == "second"
+
+
 def test_what_appears_at_the_target_during_the_write_is_kept(tmp_path):
     final = tmp_path / "out"
     with pytest.raises(ForeignDirectoryError), atomic_directory(final, MARKER) as tmp:
