@@ -79,6 +79,12 @@ def compare(record: dict[str, Any], recipe: Recipe, train_prompts_sha256: str, s
             f"it was saved in stage {stage_index}, but the recipe now has {len(recipe.stages)} stage(s)"
         )
     else:
+        saved_name = saved["stages"][stage_index]["name"] if stage_index < len(saved["stages"]) else None
+        if saved_name != now["stages"][stage_index]["name"]:  # a stage added or removed before it
+            report.blocking.append(
+                f"it was saved in stage {stage_index} {saved_name!r}, and stage {stage_index} is now "
+                f"{now['stages'][stage_index]['name']!r}: stages before the saved one must stay as they were"
+            )
         for name in ("trainable", "student_lora"):
             before = saved["stages"][stage_index].get(name) if stage_index < len(saved["stages"]) else None
             after = now["stages"][stage_index][name]

@@ -33,15 +33,18 @@ def write_run_info(out_dir: Path, recipe: Recipe, resumed_at: int | None = None)
     """The resolved recipe and library versions, so a result can be reproduced later.
 
     A resumed run whose recipe differs keeps the earlier one as `resolved_recipe.until-step-N.yaml`: the steps
-    before N were trained with it."""
+    before N were trained with it. A second resume from the same N (the first one stopped before it saved) keeps
+    that file: the recipe of the attempt in between trained no step that was kept."""
     out_dir.mkdir(parents=True, exist_ok=True)
     yaml = YAML()
     yaml.default_flow_style = False
     buffer = io.StringIO()
     yaml.dump(json.loads(recipe.model_dump_json()), buffer)
     target = out_dir / "resolved_recipe.yaml"
-    if resumed_at is not None and target.is_file() and target.read_text(encoding="utf-8") != buffer.getvalue():
-        os.replace(target, out_dir / f"resolved_recipe.until-step-{resumed_at:08d}.yaml")
+    until = out_dir / f"resolved_recipe.until-step-{resumed_at or 0:08d}.yaml"
+    changed = resumed_at is not None and target.is_file() and target.read_text(encoding="utf-8") != buffer.getvalue()
+    if changed and not until.exists():
+        os.replace(target, until)
     with atomic_path(target) as tmp:
         tmp.write_text(buffer.getvalue(), encoding="utf-8")
     write_json_atomic(out_dir / "versions.json", library_versions())

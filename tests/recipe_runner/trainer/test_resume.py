@@ -82,6 +82,12 @@ def test_other_train_prompts_or_trained_parts_are_refused_before_anything_is_wri
             resume=True,
         )
 
+    stage = "{name: warm, steps: 2, trainable: [bolt_on], lr: {bolt_on: 1.0e-3}, losses: [{type: huber, on: matched}]}"
+    inserted = _short(tiny_overrides, 4, f"stages=[{stage}, {{name: distill, steps: 4, trainable: [student, bolt_on], "
+                      "lr: {student: 1.0e-3, bolt_on: 1.0e-3}, losses: [{type: huber, on: matched}]}]")  # fmt: skip
+    with pytest.raises(ResumeMismatchError, match="saved in stage 0 'distill', and stage 0 is now 'warm'"):
+        _train(tiny_recipe_path, inserted, resume=True)
+
     assert {name: (run_dir / name).read_bytes() for name in before} == before
     assert [p.name for p in step_checkpoints(run_dir / "checkpoints")] == ["step-00000002"]
 
