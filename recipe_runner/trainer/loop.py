@@ -94,7 +94,7 @@ class Trainer:
         if resume and not existing:
             tqdm.write(f"--resume: no checkpoint in {self.checkpoints}; starting from step 0", file=sys.stderr)
         if not (resume and existing):
-            refuse_fresh_start(self.out)
+            refuse_fresh_start(self.out, resuming=resume)
         self.resume_from = existing[-1] if existing else None
         self.train_prompts_sha = prompts_digest(split_prompts(recipe)[0])
         self.resume_report = self._check_resume() if self.resume_from else None
@@ -105,7 +105,8 @@ class Trainer:
             tidy_checkpoints(self.checkpoints)
         check_before_loading(recipe, self.out, writes=self.accelerator.is_main_process)
         self.parts: RunParts = build_parts(recipe, self.accelerator.device)
-        resume_step = read_position(self.resume_from).global_step if self.resume_from else None
+        # A resume that found no checkpoint starts at step 0: every row logged before is of steps trained again.
+        resume_step = read_position(self.resume_from).global_step if self.resume_from else (-1 if resume else None)
         self.metrics = MetricsLog(self.out, self.accelerator.is_main_process, resume_step)
         self.batches = BatchPlan(recipe, self.parts, self.accelerator)
 

@@ -63,15 +63,17 @@ class RunDirLock:
             self._handle = None
 
 
-def refuse_fresh_start(out_dir: Path) -> None:
-    """A run without --resume may only start where no earlier run left checkpoints, an export or metrics."""
+def refuse_fresh_start(out_dir: Path, resuming: bool = False) -> None:
+    """A run without --resume may only start where no earlier run left checkpoints, an export or metrics. With
+    --resume but no checkpoint (the earlier run stopped before its first one), its metrics alone are no reason to
+    refuse: they describe steps that are trained again."""
     existing = step_checkpoints(out_dir / "checkpoints")
     if existing:
         raise RunSetupError(
             f"{out_dir} already holds checkpoints (latest {existing[-1].name}); use `recipe run --resume` to "
             "continue, or choose another output.dir (e.g. --set output.dir=runs/new)"
         )
-    found = [name for name in _EARLIER_RUN if (out_dir / name).exists()]
+    found = [name for name in _EARLIER_RUN if (out_dir / name).exists() and not (resuming and name == "metrics.jsonl")]
     if found:
         raise RunSetupError(
             f"{out_dir} holds an earlier run's {', '.join(found)}, which a new run would replace: choose another "

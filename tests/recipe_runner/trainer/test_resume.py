@@ -147,6 +147,21 @@ def test_a_fresh_run_never_replaces_an_earlier_runs_export_best_or_metrics(tiny_
     assert (run_dir / "export" / "notes.md").read_text() == "mine"
 
 
+def test_a_run_that_stopped_before_its_first_checkpoint_can_be_resumed_from_step_0(
+    tiny_recipe_path, tiny_overrides, tmp_path, capsys
+):
+    run_dir = tmp_path / "run"
+    overrides = _short(tiny_overrides, 2, "output.keep_best=false", "output.export=false")
+    _train(tiny_recipe_path, overrides)
+    shutil.rmtree(run_dir / "checkpoints")  # as if killed before its first save: only its log is left
+    with pytest.raises(RunSetupError, match="holds an earlier run's metrics.jsonl"):
+        _train(tiny_recipe_path, overrides)
+    assert _train(tiny_recipe_path, overrides, resume=True).global_step == 2
+    assert "no checkpoint in" in capsys.readouterr().err
+    steps = [row["step"] for row in _rows(run_dir) if "loss" in row]
+    assert steps == [1, 2], "each step logged once"
+
+
 def test_resume_without_a_checkpoint_says_it_starts_from_step_0(tiny_recipe_path, tiny_overrides, capsys):
     summary = _train(tiny_recipe_path, _short(tiny_overrides, 2), resume=True)
     assert summary.global_step == 2
