@@ -42,6 +42,13 @@ def exit_with_problems(exc: RecipeError) -> None:
     sys.exit(EXIT_RECIPE_ERROR)
 
 
+def os_error_in_words(exc: OSError) -> str:
+    """One line: the path, what the system said, and where to look."""
+    paths = " -> ".join(str(p) for p in (exc.filename, exc.filename2) if p is not None)
+    said = exc.strerror or str(exc)
+    return f"{paths}: {said} (check that the place exists, is writable and has room)" if paths else said
+
+
 def reports_recipe_errors(func: Callable[..., Any]) -> Callable[..., Any]:
     """A RecipeError becomes its messages and exit code 2; any other UserFacingError `error: ...` and exit code 1."""
 
@@ -53,6 +60,9 @@ def reports_recipe_errors(func: Callable[..., Any]) -> Callable[..., Any]:
             exit_with_problems(exc)
         except UserFacingError as exc:
             click.echo(f"error: {exc}", err=True)
+            sys.exit(EXIT_SETUP_ERROR)
+        except OSError as exc:  # a read-only, full or vanished place the verb had no more to say about
+            click.echo(f"error: {os_error_in_words(exc)}", err=True)
             sys.exit(EXIT_SETUP_ERROR)
 
     return wrapper

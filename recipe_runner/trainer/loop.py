@@ -245,6 +245,11 @@ class Trainer:
             if not str(exc).startswith(_WORKER_DIED):
                 raise
             reason = what_failed(exc)
+        except OSError as exc:  # the metrics log on a full or vanished disk: checkpoints have their own message
+            target = Path(exc.filename) if exc.filename else self.out
+            raise write_failed(
+                self.checkpoints, target, exc, "then continue with `recipe run RECIPE --resume`"
+            ) from None
         else:
             leave_stage(self.parts.model, stage)
             return last

@@ -185,7 +185,7 @@ def write_failed(checkpoints: Path, target: Path, exc: OSError, then: str) -> Ch
     else:
         intact = "no earlier checkpoint exists"
     return CheckpointWriteError(
-        f"could not write {target}: {exc.strerror or exc}; nothing partial was left and {intact}. "
+        f"could not write {target}: {exc.strerror or exc}; {intact} (a checkpoint is never left half-written). "
         f"Free space there (or lower output.keep_last), {then}."
     )
 

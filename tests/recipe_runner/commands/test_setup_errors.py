@@ -75,3 +75,19 @@ def test_ctrl_c_before_a_verb_handles_it_exits_130(monkeypatch):
     result = CliRunner().invoke(main, ["validate", "any.yaml"])
     assert result.exit_code == 130, result.output
     assert "interrupted (Ctrl-C)" in result.stderr and "Aborted" not in result.output
+
+
+@pytest.mark.parametrize(("verb", "field"), [("run", "output.dir"), ("cache", "teacher.cache.dir")])
+def test_a_place_that_cannot_be_written_is_one_line_not_a_traceback(verb, field, tmp_path):
+    from accelerate.state import AcceleratorState
+
+    AcceleratorState._reset_state(reset_partial_state=True)
+    (tmp_path / "a_file").write_text("mine")
+    blocked = tmp_path / "a_file" / "inside"  # under a file: NotADirectoryError wherever it is created
+    sets = {"output.dir": tmp_path / "run", "teacher.cache.dir": tmp_path / "cache", field: blocked}
+    args = [arg for key, value in sets.items() for arg in ("--set", f"{key}={value}")]
+    result = CliRunner().invoke(main, [verb, str(TINY), *args])
+    assert result.exit_code == 1, result.output
+    assert isinstance(result.exception, SystemExit), "no traceback"
+    assert result.stderr.startswith(f"error: {blocked}") and "Not a directory" in result.stderr, result.stderr
+    assert (tmp_path / "a_file").read_text() == "mine"

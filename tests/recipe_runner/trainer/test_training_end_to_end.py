@@ -341,6 +341,29 @@ def test_a_killed_loader_worker_keeps_the_steps_before_it(tiny_recipe_path, tiny
     assert (state["global_step"], state["epoch"], state["batch"]) == (failed - 1, 0, failed - 1)
 
 
+def test_a_full_disk_under_the_metrics_log_names_the_intact_checkpoint(
+    tiny_recipe_path, tiny_overrides, tmp_path, monkeypatch
+):
+    import errno
+
+    from recipe_runner.trainer.run_log import MetricsLog
+
+    overrides = [*_short(tiny_overrides, steps=8, save_every=5), "output.log_every_steps=1"]
+    original = MetricsLog.write
+
+    def fills_up(self, step, values):
+        if step == 7:
+            raise OSError(errno.ENOSPC, "No space left on device", str(self.file))
+        return original(self, step, values)
+
+    monkeypatch.setattr(MetricsLog, "write", fills_up)
+    with pytest.raises(CheckpointWriteError) as caught:
+        Trainer(load_recipe(tiny_recipe_path, overrides).recipe, progress=False).run()
+    message = str(caught.value)
+    assert "metrics.jsonl: No space left on device" in message and "step-00000005 is intact" in message
+    assert "--resume" in message
+
+
 def test_grad_accum_updates_once_per_step_with_the_gradients_of_every_micro_batch(
     tiny_recipe_path, tiny_overrides, monkeypatch
 ):
