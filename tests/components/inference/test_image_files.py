@@ -38,6 +38,20 @@ def test_a_file_that_appeared_since_the_name_was_chosen_is_kept(tmp_path):
     assert sorted(p.name for p in tmp_path.iterdir()) == ["qwen-1.png", "qwen.png"], "no temporary left"
 
 
+def test_an_image_that_could_not_be_written_leaves_no_file_under_its_name(tmp_path, monkeypatch):
+    import errno
+
+    image = Image.new("RGB", (16, 16), "red")
+
+    def disk_full(*args, **kwargs):
+        raise OSError(errno.ENOSPC, "No space left on device")
+
+    monkeypatch.setattr(Image.Image, "save", disk_full)
+    with pytest.raises(OSError, match="No space left"):
+        save_image(image, tmp_path / "qwen.png", overwrite=False)
+    assert list(tmp_path.iterdir()) == []
+
+
 def test_check_image_path(tmp_path, monkeypatch):
     check_image_path(tmp_path / "new" / "a.WEBP")
     assert not (tmp_path / "new").exists(), "nothing is made before the render"
