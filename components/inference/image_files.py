@@ -67,13 +67,13 @@ def save_image(image, path: Path, overwrite: bool) -> Path:
         return path
     for candidate in _variants(path):
         try:
-            handle = open(candidate, "xb")  # claims the name, so that a render beside this one takes another
+            # "x" claims the name, so that a render beside this one takes another
+            with open(candidate, "xb") as handle:
+                try:
+                    image.save(handle, format=image_format)
+                except BaseException:
+                    candidate.unlink(missing_ok=True)  # never an empty or cut-off image under the final name
+                    raise
         except FileExistsError:
             continue
-        try:
-            with handle:
-                image.save(handle, format=image_format)
-        except BaseException:
-            candidate.unlink(missing_ok=True)  # never an empty or cut-off image under the final name
-            raise
         return candidate
