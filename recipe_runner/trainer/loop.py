@@ -208,6 +208,11 @@ class Trainer:
             mismatch = resume.weights_do_not_fit(self.resume_from, self.resume_report)
             raise (mismatch or damaged_checkpoint(self.resume_from, exc)) from None
         if self.accelerator.is_main_process:
+            tqdm.write(
+                f"resuming from {self.resume_from} (stage {self.recipe.stages[stage_index].name!r}, step "
+                f"{position.global_step}; epoch {position.epoch}, batch {position.batch})",
+                file=sys.stderr,
+            )
             changes = resume.describe_changes(self.resume_report) if self.resume_report else None
             if changes:
                 tqdm.write(changes, file=sys.stderr)

@@ -57,6 +57,9 @@ def test_a_new_learning_rate_applies_after_resume_and_the_old_recipe_is_kept(
     lrs = {row["step"]: row["lr/0"] for row in _rows(run_dir) if "lr/0" in row}
     assert lrs[4] == pytest.approx(1.0e-3) and lrs[5] == pytest.approx(1.0e-4) and lrs[6] == pytest.approx(1.0e-4)
     err = capsys.readouterr().err
+    assert (
+        f"resuming from {run_dir / 'checkpoints' / 'step-00000004'} (stage 'distill', step 4; epoch 0, batch 4)" in err
+    )
     assert "resuming with recipe changes" in err and "stages.0.lr.student: 0.001 -> 0.0001" in err
     assert "stages.0.steps: 4 -> 6" in err
     earlier = run_dir / "resolved_recipe.until-step-00000004.yaml"
