@@ -109,7 +109,6 @@ def _tokenizers(loaded: LoadedRecipe) -> tuple[dict[str, int], list[Problem]]:
     """Token counts of the tokenizers that can be read offline. One on disk that cannot be read is a problem of the
     recipe; one of a hub id without a local copy is reported where it is first needed (cache, run)."""
     from components.models import load_tokenizer
-    from components.models.source import locate
 
     counts, problems = {}, []
     for role in ROLES:
@@ -118,7 +117,7 @@ def _tokenizers(loaded: LoadedRecipe) -> tuple[dict[str, int], list[Problem]]:
         try:
             counts[role] = len(load_tokenizer(source))
         except Exception as exc:
-            if reference is not None and locate(reference).kind == "local":
+            if reference is not None and Path(reference).expanduser().exists():  # on disk (a missing path: below)
                 field = (role, "tokenizer" if source.tokenizer is not None else "model")
                 problems.append(loaded.problem(field, " ".join(str(exc).split())))
     return counts, problems
