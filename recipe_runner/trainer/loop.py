@@ -6,7 +6,7 @@ import contextlib
 import gc
 import sys
 from collections.abc import Iterator
-from dataclasses import dataclass, replace
+from dataclasses import dataclass
 from pathlib import Path
 
 import torch
@@ -391,7 +391,7 @@ class Trainer:
         newest = read_position(kept[-1]).global_step if kept else 0
         if self.accelerator.num_processes == 1 and trained.global_step > newest:
             with contextlib.suppress(CheckpointWriteError):  # the stop message names the newest one that exists
-                self._save(replace(trained))
+                self._save(trained)
 
     def _micro_step(self, batch: DistillBatch, loss_fn: DistillLoss, stage: Stage) -> torch.Tensor:
         """Forward, loss and backward of one micro-batch (gradients all-reduced and clipped on the last one)."""
