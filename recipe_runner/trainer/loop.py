@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import contextlib
 import gc
+import itertools
 import sys
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -49,6 +50,7 @@ from recipe_runner.trainer.stops import (
     damaged_checkpoint,
     data_failed,
     diverged,
+    last_checkpoint,
     out_of_memory,
     what_failed,
     write_failed,
@@ -131,23 +133,28 @@ class Trainer:
             raise RunSetupError("teacher outputs are neither cached nor computable")
         return encode_teacher(self.parts.teacher, batch.teacher_ids, batch.teacher_mask)
 
-    def _evaluate(self, loss: DistillLoss) -> dict[str, float]:
+    def _evaluate(self, loss: DistillLoss, stop: StopFlag) -> dict[str, float]:
+        """The eval metrics; none when a single process was told to stop meanwhile: it leaves the evaluation at
+        once for its checkpoint (a long one would outlast a scheduler's grace period) and logs no partial result.
+        Several processes finish it, so that each logs what all of them agree on."""
         if self.parts.eval is None:
             return {}
         accelerator = self.accelerator
+        alone = accelerator.num_processes == 1
+        batches = self.batches.eval_batches()
         model = accelerator.unwrap_model(self.prepared)
         model.eval()
         with accelerator.autocast():  # each process evaluates its share and the sums are added up
             metrics = evaluate(
                 lambda b: model(b.student_ids, b.student_mask),
                 self._teacher_hidden,
-                self.batches.eval_batches(),
+                itertools.takewhile(lambda _: not stop.raised, batches) if alone else batches,
                 loss,
                 list(self.recipe.alignment.tiers),
                 total=lambda sums: accelerator.reduce(sums.to(accelerator.device), "sum"),
             )
         model.train()
-        return metrics
+        return {} if alone and stop.raised else metrics
 
     def _save(self, position: Position, name: str | None = None) -> None:
         self.accelerator.wait_for_everyone()
@@ -267,7 +274,14 @@ class Trainer:
         recipe, accelerator = self.recipe, self.accelerator
         stage = recipe.stages[stage_index]
         if position.stage_step == 0:
-            self.metrics.write(position.global_step, {"stage": stage.name, **self._evaluate_or_stop(loss_fn, position)})
+            first = self._evaluate_or_stop(loss_fn, position, stop)
+            if accelerator.num_processes == 1 and stop.raised:  # before this stage trained anything
+                raise TrainingInterrupted(
+                    f"interrupted before the first step of stage {stage.name!r}, with nothing new to save "
+                    f"({last_checkpoint(self.checkpoints, 'the last checkpoint')}); continue with "
+                    "`recipe run RECIPE --resume`"
+                )
+            self.metrics.write(position.global_step, {"stage": stage.name, **first})
         last: dict[str, float] = {}
         stream = self.batches.stream(stage_index, position)
         clock, consensus = SaveClock(recipe.output.save_every_minutes), Consensus(accelerator)
@@ -306,13 +320,15 @@ class Trainer:
                         tok_s=f"{values['tokens_per_s']:.0f}",
                     )
                 if evaluating:
-                    last = self._evaluate_or_stop(loss_fn, position) or last
+                    last = self._evaluate_or_stop(loss_fn, position, stop) or last
                     if last:
                         self.metrics.write(step, {"stage": stage.name, **last})
                         better = position.best_eval is None or last["eval/loss"] < position.best_eval
                         if output.keep_best and better:
                             position.best_eval = last["eval/loss"]
                             self._save(position, name="best")
+                if consensus.alone and stop.raised:  # a signal during this step's evaluation: no step more
+                    agreed["stop"] = True
                 if by_count or agreed["stop"] or agreed["clock"]:
                     self._save(position)
                     clock.restart()
@@ -370,9 +386,9 @@ class Trainer:
         except Exception as exc:
             raise _DataFailure(what_failed(exc)) from None
 
-    def _evaluate_or_stop(self, loss_fn: DistillLoss, position: Position) -> dict[str, float]:
+    def _evaluate_or_stop(self, loss_fn: DistillLoss, position: Position, stop: StopFlag) -> dict[str, float]:
         try:
-            return self._evaluate(loss_fn)
+            return self._evaluate(loss_fn, stop)
         except torch.OutOfMemoryError:
             pass
         self._keep_finished_steps(position)

@@ -104,13 +104,17 @@ class StopFlag:
         if self.raised:  # a second Ctrl-C means "now"
             raise KeyboardInterrupt
         self.raised = True
+        if signum != getattr(signal, "SIGHUP", None) and os.environ.get("RANK", "0") == "0":
+            # os.write: a print here could land inside the progress bar's own write to stderr (a reentrant call).
+            with contextlib.suppress(OSError):
+                os.write(2, b"\nstopping: a checkpoint is saved after the step in progress (again: quit unsaved)\n")
 
     def __exit__(self, *exc) -> None:
         for sig, handler in self._previous.items():
             signal.signal(sig, handler)
 
 
-def _last_checkpoint(checkpoints: Path, label: str) -> str:
+def last_checkpoint(checkpoints: Path, label: str) -> str:
     kept = step_checkpoints(checkpoints)
     return f"{label} is {kept[-1]}" if kept else "no checkpoint had been written yet"
 
@@ -118,7 +122,7 @@ def _last_checkpoint(checkpoints: Path, label: str) -> str:
 def diverged(checkpoints: Path, step: int) -> TrainingDiverged:
     return TrainingDiverged(
         f"loss became NaN or inf before step {step}; stopped without saving: "
-        f"{_last_checkpoint(checkpoints, 'the last good checkpoint')}. "
+        f"{last_checkpoint(checkpoints, 'the last good checkpoint')}. "
         "Lower the learning rate, use bf16 instead of fp16, or enable grad_clip."
     )
 
@@ -151,7 +155,7 @@ def out_of_memory(
     where = f"at step {step}" if training else f"in the evaluation at step {step}"
     batch = f" on a batch of {shape[0]} prompts x {shape[1]} tokens" if shape else ""
     return TrainingOutOfMemory(
-        f"out of {device} memory {where}{batch}; {_last_checkpoint(checkpoints, 'the last checkpoint')}. To fit: "
+        f"out of {device} memory {where}{batch}; {last_checkpoint(checkpoints, 'the last checkpoint')}. To fit: "
         + "; ".join(remedies)
         + ". `recipe plan` estimates the peak, `recipe bench` measures it on the largest batch; then continue with "
         "`recipe run RECIPE --resume`."
@@ -169,7 +173,7 @@ def what_failed(exc: Exception) -> str:
 
 def data_failed(checkpoints: Path, step: int, reason: str) -> TrainingDataFailed:
     return TrainingDataFailed(
-        f"the training data failed at step {step}: {reason}; {_last_checkpoint(checkpoints, 'the last checkpoint')}. "
+        f"the training data failed at step {step}: {reason}; {last_checkpoint(checkpoints, 'the last checkpoint')}. "
         "A loader worker that was killed points at host memory (lower hardware.num_workers); a teacher cache shard "
         "that is missing or damaged is rewritten by `recipe cache RECIPE`. Then continue with "
         "`recipe run RECIPE --resume`."

@@ -225,3 +225,51 @@ def test_a_full_disk_stops_with_the_intact_checkpoint_named(tiny_recipe_path, ti
     assert "step-00000003 is intact" in message and "--resume" in message
     root = tmp_path / "run" / "checkpoints"
     assert [p.name for p in root.iterdir()] == ["step-00000003"]  # no temporary directory left behind
+
+
+def _interrupted_in_an_evaluation(monkeypatch, after_steps: int) -> dict[str, int]:
+    """SIGINT arrives during the second eval batch of the evaluation after `after_steps` steps."""
+    from recipe_runner.trainer.parts import DistillModel
+
+    calls = {"train": 0, "eval": 0}
+    original = DistillModel.forward
+
+    def interrupts(self, *args, **kwargs):
+        calls["train" if self.training else "eval"] += 1
+        if not self.training and calls["train"] == after_steps:
+            calls["this_eval"] = calls.get("this_eval", 0) + 1
+            if calls["this_eval"] == 2:
+                os.kill(os.getpid(), signal.SIGINT)
+        return original(self, *args, **kwargs)
+
+    monkeypatch.setattr(DistillModel, "forward", interrupts)
+    return calls
+
+
+def test_ctrl_c_in_the_first_evaluation_stops_at_once_with_nothing_to_save(
+    tiny_recipe_path, tiny_overrides, tmp_path, monkeypatch, capfd
+):
+    from recipe_runner.trainer.stops import TrainingInterrupted
+
+    calls = _interrupted_in_an_evaluation(monkeypatch, after_steps=0)
+    recipe = load_recipe(tiny_recipe_path, _short(tiny_overrides, steps=8, save_every=5)).recipe
+    with pytest.raises(TrainingInterrupted, match="before the first step of stage 'distill', with nothing new"):
+        Trainer(recipe, progress=False).run()
+    assert calls["eval"] == 2 and calls["train"] == 0, "left the evaluation at once and trained nothing"
+    assert step_checkpoints(tmp_path / "run" / "checkpoints") == []
+    assert "stopping: a checkpoint is saved after the step in progress" in capfd.readouterr().err
+
+
+def test_ctrl_c_in_a_later_evaluation_saves_that_step_without_a_partial_result(
+    tiny_recipe_path, tiny_overrides, tmp_path, monkeypatch
+):
+    from recipe_runner.trainer.stops import TrainingInterrupted
+
+    calls = _interrupted_in_an_evaluation(monkeypatch, after_steps=4)
+    overrides = [*_short(tiny_overrides, steps=8, save_every=10), "output.eval_every_steps=4"]
+    with pytest.raises(TrainingInterrupted, match="interrupted at step 4"):
+        Trainer(load_recipe(tiny_recipe_path, overrides).recipe, progress=False).run()
+    assert calls["this_eval"] == 2
+    assert [p.name for p in step_checkpoints(tmp_path / "run" / "checkpoints")] == ["step-00000004"]
+    rows = [json.loads(line) for line in (tmp_path / "run" / "metrics.jsonl").read_text().splitlines()]
+    assert [row["step"] for row in rows if "eval/loss" in row] == [0], "no eval row from half an evaluation"
