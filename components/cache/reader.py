@@ -88,7 +88,14 @@ class CachedTeacher:
         shard, row = divmod(index, self.shard_size)
         handle, offsets = self._shard(shard)
         lo, hi = int(offsets[row]), int(offsets[row + 1])
-        return handle.get_slice("hidden")[lo:hi]
+        rows = handle.get_slice("hidden")[lo:hi]
+        if not torch.isfinite(rows).all():  # bytes changed in place: the header and size still check out
+            path = self.split_dir / shard_name(shard)
+            raise CacheDamagedError(
+                f"cache shard {path} is damaged (prompt {index}'s teacher outputs hold NaN or inf); delete it and "
+                "rerun `recipe cache RECIPE` to encode it again"
+            )
+        return rows
 
     def __getstate__(self) -> dict:
         state = dict(self.__dict__)

@@ -197,6 +197,23 @@ def test_a_shard_damaged_after_the_cache_was_opened_is_named_when_read(copy):
         cache[2 * SHARD]
 
 
+def test_values_changed_in_place_are_named_when_read(copy):
+    """Header and size check out when bytes are overwritten in place; NaN or inf in the rows gives it away."""
+    import struct
+
+    _, cache_dir = copy
+    path = cache_dir / "train" / shard_name(1)
+    data = bytearray(path.read_bytes())
+    nan = struct.pack("<f", float("nan"))
+    data[-len(nan) * 8 :] = nan * 8  # the end of the hidden rows (float32 in the tiny recipe) of its last prompt
+    path.write_bytes(bytes(data))
+    cache = CachedTeacher(cache_dir / "train")  # opens: nothing about the file's shape changed
+    cache[SHARD]  # an untouched prompt of that shard reads as before
+    last = SHARD + SHARD - 1
+    with pytest.raises(CacheDamagedError, match=rf"prompt {last}'s teacher outputs hold NaN or inf\); delete it"):
+        cache[last]
+
+
 def test_an_unreadable_manifest_is_named_by_the_reader(copy):
     _, cache_dir = copy
     (cache_dir / "train" / "manifest.json").write_text("{")
