@@ -10,7 +10,7 @@ import stat
 from pathlib import Path
 
 from components.errors import UserFacingError
-from recipe_runner.trainer.checkpoint import step_checkpoints
+from recipe_runner.trainer.checkpoint import COMPLETE, checkpoint_name, read_position, step_checkpoints
 from schemas import Recipe
 
 
@@ -197,11 +197,17 @@ def write_failed(checkpoints: Path, target: Path, exc: OSError, then: str) -> Ch
 def damaged_checkpoint(checkpoint: Path, exc: Exception) -> DamagedCheckpoint:
     """Names the unreadable checkpoint and the one a resume would use once it is moved away."""
     earlier = [p for p in step_checkpoints(checkpoint.parent) if p.name < checkpoint.name]
-    then = (
-        f"`recipe run RECIPE --resume` then continues from {earlier[-1].name}"
-        if earlier
-        else ("no earlier checkpoint exists, so the run would start again from step 0")
-    )
+    best = checkpoint.parent / "best"
+    if earlier:
+        then = f"`recipe run RECIPE --resume` then continues from {earlier[-1].name}"
+    elif (best / COMPLETE).is_file() and best != checkpoint:
+        step = read_position(best).global_step
+        then = (
+            f"no earlier step checkpoint exists, but {best} (step {step}) is whole: copy it to "
+            f"{checkpoint.parent / checkpoint_name(step)} to continue from it, or the run starts again from step 0"
+        )
+    else:
+        then = "no earlier checkpoint exists, so the run would start again from step 0"
     return DamagedCheckpoint(
         f"cannot resume from {checkpoint}: {what_failed(exc)}. It is damaged or was written by another "
         f"recipe; move it out of {checkpoint.parent} (keep it if you want to inspect it) and {then}"

@@ -124,6 +124,21 @@ def test_weights_that_no_longer_fit_name_the_architecture_change_not_damage(tiny
     assert _train(tiny_recipe_path, _short(tiny_overrides, 4), resume=True).global_step == 4  # the recipe as it was
 
 
+def test_with_no_earlier_step_checkpoint_a_whole_best_is_offered(tiny_recipe_path, tiny_overrides, tmp_path):
+    checkpoints = tmp_path / "run" / "checkpoints"
+    _train(tiny_recipe_path, _short(tiny_overrides, 4, "output.eval_every_steps=2", "output.keep_last=1"))
+    best_step = json.loads((checkpoints / "best" / "trainer_state.json").read_text())["global_step"]
+    model_file = checkpoints / "step-00000004" / "model.safetensors"
+    model_file.write_bytes(model_file.read_bytes()[:100])
+    with pytest.raises(DamagedCheckpoint) as caught:
+        _train(tiny_recipe_path, _short(tiny_overrides, 6), resume=True)
+    target = checkpoints / f"step-{best_step:08d}"
+    assert f"{checkpoints / 'best'} (step {best_step}) is whole: copy it to {target}" in str(caught.value)
+    shutil.move(str(model_file.parent), str(tmp_path / "inspect"))  # the message's advice, followed
+    shutil.copytree(checkpoints / "best", target)
+    assert _train(tiny_recipe_path, _short(tiny_overrides, 6), resume=True).global_step == 6
+
+
 def test_steps_logged_after_the_checkpoint_are_logged_once_after_resume(tiny_recipe_path, tiny_overrides, tmp_path):
     run_dir = tmp_path / "run"
     _train(tiny_recipe_path, _short(tiny_overrides, 4))
