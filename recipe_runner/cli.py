@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
 import logging
 import sys
@@ -15,21 +16,24 @@ from recipe_runner.cli_support import (
     trust_remote_code_option,
 )
 from recipe_runner.errors import RecipeError
+from recipe_runner.stop_signals import stops_as_interrupts
 
 
 class _RecipeGroup(click.Group):
-    """Ctrl-C before a verb has its own handling (the trainer saves and exits 130 itself) exits 130 too, as
-    shells expect of an interrupt, instead of click's `Aborted!` with code 1."""
+    """Ctrl-C, SIGTERM or a hangup where a verb has no handling of its own (the trainer saves and exits 130 itself)
+    exits 130 too, as shells expect of an interrupt, instead of click's `Aborted!` with code 1, or no cleanup."""
 
     def invoke(self, ctx: click.Context):
         try:
-            return super().invoke(ctx)
+            with stops_as_interrupts():
+                return super().invoke(ctx)
         except KeyboardInterrupt:
-            click.echo(
-                "interrupted (Ctrl-C); every file is written under a temporary name until complete, so none was "
-                "left half-written",
-                err=True,
-            )
+            with contextlib.suppress(OSError):  # a terminal that hung up takes no more output
+                click.echo(
+                    "interrupted; every file is written under a temporary name until complete, so none was left "
+                    "half-written",
+                    err=True,
+                )
             sys.exit(130)
 
 

@@ -10,6 +10,7 @@ import stat
 from pathlib import Path
 
 from components.errors import UserFacingError
+from recipe_runner.stop_signals import stop_signals
 from recipe_runner.trainer.checkpoint import COMPLETE, checkpoint_name, read_position, step_checkpoints
 from schemas import Recipe
 
@@ -36,16 +37,6 @@ class TrainingDataFailed(UserFacingError, RuntimeError):
 
 class TrainingInterrupted(RuntimeError):
     """Ctrl-C, SIGTERM or a hangup: a checkpoint was saved and the run can be resumed."""
-
-
-def _stop_signals() -> list[int]:
-    """Ctrl-C, a scheduler's SIGTERM, and the hangup an ssh session that drops sends to a run in its terminal
-    (unless the run was started under nohup, which ignores it: that choice stays)."""
-    signals = [signal.SIGINT, signal.SIGTERM]
-    hangup = getattr(signal, "SIGHUP", None)
-    if hangup is not None and signal.getsignal(hangup) is not signal.SIG_IGN:
-        signals.append(hangup)
-    return signals
 
 
 def _leave_the_terminal() -> None:
@@ -93,7 +84,7 @@ class StopFlag:
         self._previous: dict[int, object] = {}
 
     def __enter__(self) -> StopFlag:
-        for sig in _stop_signals():
+        for sig in stop_signals():
             with contextlib.suppress(ValueError):  # not the main thread (e.g. inside some test runners)
                 self._previous[sig] = signal.signal(sig, self._handle)
         return self

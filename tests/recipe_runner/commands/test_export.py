@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import os
 import shutil
+import signal
 from collections import namedtuple
 from pathlib import Path
 
@@ -71,6 +73,27 @@ def test_exports_the_final_checkpoint_by_default_as_run_does(trained):
     assert mask.dtype == torch.bool
     assert torch.equal(mask, expected_mask)
     torch.testing.assert_close(embeds, expected, atol=1e-5, rtol=1e-5)
+
+
+@pytest.mark.parametrize("signum", [signal.SIGTERM, signal.SIGHUP])
+def test_a_scheduler_stop_or_hangup_mid_export_leaves_no_temporary_copy(trained, tmp_path, monkeypatch, signum):
+    import components.export.distilled_encoder as distilled_encoder
+
+    if signal.getsignal(signum) is signal.SIG_IGN:
+        pytest.skip("started under nohup: a hangup is ignored, as it should be")
+    out, overrides, _ = trained
+    original = distilled_encoder.save_model
+
+    def stopped_while_writing(*args, **kwargs):
+        original(*args, **kwargs)
+        os.kill(os.getpid(), signum)  # by default these end the process on the spot, skipping every cleanup
+
+    monkeypatch.setattr(distilled_encoder, "save_model", stopped_while_writing)
+    result = _export(overrides, "--out", str(tmp_path / "enc"))
+    assert result.exit_code == 130, result.output
+    assert "interrupted" in result.stderr
+    assert list(tmp_path.iterdir()) == [], "neither the export nor its temporary copy"
+    assert signal.getsignal(signum) is signal.SIG_DFL, "the verb's handlers are gone after it"
 
 
 def test_checkpoint_and_out_options(trained, tmp_path):
