@@ -18,7 +18,9 @@ from components.models import build_model, freeze, hidden_width, load_tokenizer,
 from components.models.compilation import compile_for_varied_lengths
 from recipe_runner.cache_processes import CacheProcesses
 from recipe_runner.trainer.parts import split_prompts
+from recipe_runner.trainer.run_dir import DirectoryLock
 from schemas import Recipe
+from schemas.models import TeacherCache
 
 
 class CacheSetupError(UserFacingError, RuntimeError):
@@ -56,6 +58,9 @@ def _check_space(recipe: Recipe, splits: list[tuple[str, Path, list[str], list[l
     )
 
 
+CACHE_LOCK = ".recipe-cache.lock"
+
+
 def build_teacher_cache(
     recipe: Recipe, batch_tokens: int | None = None, progress: bool = True, processes: CacheProcesses | None = None
 ) -> dict[str, dict]:
@@ -65,6 +70,26 @@ def build_teacher_cache(
     spec = recipe.teacher.cache
     if spec is None:
         raise CacheSetupError("the recipe has no teacher.cache section; add `cache: {dir: ...}` to the teacher")
+    # Two caches writing one directory would both encode everything; the second is refused instead.
+    lock = DirectoryLock(Path(spec.dir), CACHE_LOCK, "recipe cache", "point teacher.cache.dir elsewhere").acquire()
+    try:
+        if processes.world == 1:  # under several processes another one may be writing its own right now
+            _remove_partial_shards(Path(spec.dir))
+        return _build(recipe, spec, batch_tokens, progress, processes)
+    finally:
+        lock.release()
+
+
+def _remove_partial_shards(cache_dir: Path) -> None:
+    """A killed `recipe cache` leaves the shard it was writing under a temporary name, as large as a shard and
+    never read: with the lock held, nobody else is writing one."""
+    for partial in cache_dir.glob("*/.shard-*.tmp"):
+        partial.unlink(missing_ok=True)
+
+
+def _build(
+    recipe: Recipe, spec: TeacherCache, batch_tokens: int | None, progress: bool, processes: CacheProcesses
+) -> dict[str, dict]:
     train, held_out = split_prompts(recipe)
     tokenizer = load_tokenizer(recipe.teacher)
     identity = teacher_identity(recipe)

@@ -38,7 +38,7 @@ from recipe_runner.trainer.launch import build_accelerator, check_launch, launch
 from recipe_runner.trainer.optim import build_optimizer
 from recipe_runner.trainer.parts import RunParts, RunSetupError, build_parts, split_prompts
 from recipe_runner.trainer.preflight import check_before_loading
-from recipe_runner.trainer.run_dir import RunDirLock, refuse_fresh_start, tidy_checkpoints
+from recipe_runner.trainer.run_dir import DirectoryLock, refuse_fresh_start, tidy_checkpoints
 from recipe_runner.trainer.run_log import LossWindow, MetricsLog, write_run_info
 from recipe_runner.trainer.save_clock import SaveClock
 from recipe_runner.trainer.stage_setup import enter_stage, leave_stage, parameters_by_part
@@ -83,7 +83,7 @@ class Trainer:
         self.recipe = recipe
         self.out = Path(recipe.output.dir)
         self.checkpoints = self.out / "checkpoints"
-        self.lock = RunDirLock(self.out).acquire()
+        self.lock = DirectoryLock(self.out).acquire()
         try:
             self._prepare(resume, progress)
         except BaseException:

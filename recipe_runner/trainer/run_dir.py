@@ -20,16 +20,23 @@ LOCK_NAME = ".recipe-run.lock"
 _EARLIER_RUN = ("checkpoints/best", "export", "metrics.jsonl")
 
 
-class RunDirLock:
-    """An exclusive advisory lock (flock) on `<output.dir>/.recipe-run.lock`, held while the run lives.
+class DirectoryLock:
+    """An exclusive advisory lock (flock) on a file in a directory that one verb writes (`recipe run`: output.dir,
+    `recipe cache`: the cache), held while the verb lives. The kernel drops it when the process dies, so a killed
+    one never leaves a stale lock behind."""
 
-    The kernel drops it when the process dies, so a killed run never leaves a stale lock behind."""
-
-    def __init__(self, out_dir: Path) -> None:
-        self.path = Path(out_dir) / LOCK_NAME
+    def __init__(
+        self,
+        directory: Path,
+        name: str = LOCK_NAME,
+        verb: str = "recipe run",
+        remedy: str = "choose another output.dir (e.g. --set output.dir=runs/new)",
+    ) -> None:
+        self.path = Path(directory) / name
+        self.verb, self.remedy = verb, remedy
         self._handle = None
 
-    def acquire(self) -> RunDirLock:
+    def acquire(self) -> DirectoryLock:
         # Under a launcher (torchrun) every process runs this before the Accelerator exists: the first one (RANK 0,
         # set by the launcher) holds the lock for all of them.
         if os.environ.get("RANK", "0") != "0":
@@ -47,8 +54,8 @@ class RunDirLock:
             holder = handle.read().strip() or "another process"
             handle.close()
             raise RunSetupError(
-                f"{self.path.parent} is in use by another `recipe run` ({holder}): wait for it to end, or choose "
-                "another output.dir (e.g. --set output.dir=runs/new)"
+                f"{self.path.parent} is in use by another `{self.verb}` ({holder}): wait for it to end, or "
+                f"{self.remedy}"
             ) from None
         handle.seek(0)
         handle.truncate()

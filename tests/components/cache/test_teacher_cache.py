@@ -21,7 +21,7 @@ from components.models import build_model, freeze, load_tokenizer
 from components.teacher_outputs import encode_teacher
 from recipe_runner.errors import RecipeError
 from recipe_runner.loader import load_recipe
-from recipe_runner.teacher_cache import CacheSetupError, build_teacher_cache
+from recipe_runner.teacher_cache import CACHE_LOCK, CacheSetupError, build_teacher_cache
 from recipe_runner.trainer.parts import RunSetupError, build_parts, split_prompts
 
 ROOT = Path(__file__).parents[3]
@@ -63,7 +63,7 @@ def copy(built, tmp_path):
 
 def test_writes_shards_and_a_manifest_per_split(built):
     recipe, cache_dir, reports = built
-    assert sorted(p.name for p in cache_dir.iterdir()) == ["eval", "train"]
+    assert sorted(p.name for p in cache_dir.iterdir()) == [CACHE_LOCK, "eval", "train"]
     train_files = sorted(p.name for p in (cache_dir / "train").iterdir())
     assert train_files == ["manifest.json", shard_name(0), shard_name(1), shard_name(2)]
     assert sorted(p.name for p in (cache_dir / "eval").iterdir()) == ["manifest.json", shard_name(0)]
@@ -80,7 +80,25 @@ def test_writes_shards_and_a_manifest_per_split(built):
 def test_no_temporary_files_remain(built):
     _, cache_dir, _ = built
     leftovers = [p for p in cache_dir.rglob("*") if p.name.endswith(".tmp") or p.name.startswith(".")]
-    assert leftovers == []
+    assert leftovers == [cache_dir / CACHE_LOCK]
+
+
+def test_a_second_cache_into_the_same_directory_is_refused_and_a_killed_ones_partial_shard_removed(copy):
+    from recipe_runner.trainer.parts import RunSetupError
+    from recipe_runner.trainer.run_dir import DirectoryLock
+
+    recipe, cache_dir = copy
+    partial = cache_dir / "train" / f".{shard_name(1)}.k3x9.tmp"  # as a killed writer leaves it
+    partial.write_bytes(b"\0" * 4096)
+    held = DirectoryLock(cache_dir, CACHE_LOCK, "recipe cache", "point teacher.cache.dir elsewhere").acquire()
+    try:
+        with pytest.raises(RunSetupError, match=r"in use by another `recipe cache` \(pid \d+\)"):
+            build_teacher_cache(recipe, progress=False)
+        assert partial.exists(), "nothing is touched while another cache holds the directory"
+    finally:
+        held.release()
+    build_teacher_cache(recipe, progress=False)
+    assert not partial.exists()
 
 
 def test_cached_hidden_states_equal_the_online_teacher(built):

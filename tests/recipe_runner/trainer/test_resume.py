@@ -14,7 +14,7 @@ from recipe_runner.trainer.checkpoint import step_checkpoints
 from recipe_runner.trainer.loop import Trainer
 from recipe_runner.trainer.parts import RunSetupError
 from recipe_runner.trainer.resume import ResumeMismatchError
-from recipe_runner.trainer.run_dir import RunDirLock
+from recipe_runner.trainer.run_dir import DirectoryLock
 from recipe_runner.trainer.stops import DamagedCheckpoint
 
 pytestmark = pytest.mark.slow
@@ -187,7 +187,7 @@ def test_resume_without_a_checkpoint_says_it_starts_from_step_0(tiny_recipe_path
 
 
 def test_a_second_run_into_a_directory_in_use_is_refused(tiny_recipe_path, tiny_overrides, tmp_path):
-    held = RunDirLock(tmp_path / "run").acquire()
+    held = DirectoryLock(tmp_path / "run").acquire()
     try:
         with pytest.raises(RunSetupError, match="in use by another `recipe run`"):
             Trainer(load_recipe(tiny_recipe_path, _short(tiny_overrides, 2)).recipe, progress=False)
