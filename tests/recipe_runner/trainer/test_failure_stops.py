@@ -10,6 +10,7 @@ import signal
 
 import pytest
 import torch
+from short_runs import short_run
 
 from recipe_runner.loader import load_recipe
 from recipe_runner.trainer.checkpoint import step_checkpoints
@@ -24,21 +25,10 @@ from recipe_runner.trainer.stops import (
 pytestmark = pytest.mark.slow
 
 
-def _short(tiny_overrides: list[str], steps: int, save_every: int) -> list[str]:
-    return [
-        *tiny_overrides,
-        "stages.0.epochs=null",
-        f"stages.0.steps={steps}",
-        f"output.save_every_steps={save_every}",
-        "output.eval_every_steps=1000",
-        "output.keep_last=10",
-    ]
-
-
 def test_nan_loss_stops_and_keeps_last_good_checkpoint(tiny_recipe_path, tiny_overrides, tmp_path, monkeypatch):
     from components.losses import distill_loss
 
-    recipe = load_recipe(tiny_recipe_path, _short(tiny_overrides, steps=40, save_every=10)).recipe
+    recipe = load_recipe(tiny_recipe_path, short_run(tiny_overrides, steps=40, save_every=10)).recipe
     trainer = Trainer(recipe, progress=False)
     calls = {"n": 0}
     original = distill_loss.DistillLoss.__call__
@@ -61,7 +51,7 @@ def test_out_of_memory_keeps_the_steps_before_it_and_a_smaller_batch_resumes_mid
     from recipe_runner.trainer.parts import DistillModel
 
     # Fail on the 8th step, two steps after the checkpoint at step 5.
-    recipe = load_recipe(tiny_recipe_path, _short(tiny_overrides, steps=8, save_every=5)).recipe
+    recipe = load_recipe(tiny_recipe_path, short_run(tiny_overrides, steps=8, save_every=5)).recipe
     calls = {"n": 0}
     original = DistillModel.forward
 
@@ -86,7 +76,7 @@ def test_out_of_memory_keeps_the_steps_before_it_and_a_smaller_batch_resumes_mid
     monkeypatch.setattr(DistillModel, "forward", original)
 
     smaller = load_recipe(
-        tiny_recipe_path, [*_short(tiny_overrides, steps=8, save_every=5), "hardware.batch_size=8"]
+        tiny_recipe_path, [*short_run(tiny_overrides, steps=8, save_every=5), "hardware.batch_size=8"]
     ).recipe
     summary = Trainer(smaller, resume=True, progress=False).run()
     assert summary.global_step == 8
@@ -131,7 +121,7 @@ def test_out_of_memory_in_an_evaluation_keeps_the_step_it_evaluated(
 ):
     from recipe_runner.trainer.parts import DistillModel
 
-    overrides = [*_short(tiny_overrides, steps=8, save_every=10), "output.eval_every_steps=4"]
+    overrides = [*short_run(tiny_overrides, steps=8, save_every=10), "output.eval_every_steps=4"]
     recipe = load_recipe(tiny_recipe_path, overrides).recipe
     steps = {"n": 0}
     original = DistillModel.forward
@@ -154,7 +144,7 @@ def test_out_of_memory_in_an_evaluation_keeps_the_step_it_evaluated(
 def test_a_killed_loader_worker_keeps_the_steps_before_it(tiny_recipe_path, tiny_overrides, tmp_path, monkeypatch):
     from components.data.pipeline import PromptPairs
 
-    overrides = [*_short(tiny_overrides, steps=12, save_every=5), "hardware.num_workers=1"]
+    overrides = [*short_run(tiny_overrides, steps=12, save_every=5), "hardware.num_workers=1"]
     trainer = Trainer(load_recipe(tiny_recipe_path, overrides).recipe, progress=False)
     doomed = trainer.batches.epoch_order(0, 0)[9][0]  # a prompt of the 10th batch
     original = PromptPairs.__getitem__
@@ -186,7 +176,7 @@ def test_a_full_disk_under_the_metrics_log_names_the_intact_checkpoint(
 
     from recipe_runner.trainer.run_log import MetricsLog
 
-    overrides = [*_short(tiny_overrides, steps=8, save_every=5), "output.log_every_steps=1"]
+    overrides = [*short_run(tiny_overrides, steps=8, save_every=5), "output.log_every_steps=1"]
     original = MetricsLog.write
 
     def fills_up(self, step, values):
@@ -207,7 +197,7 @@ def test_a_full_disk_stops_with_the_intact_checkpoint_named(tiny_recipe_path, ti
 
     from recipe_runner.trainer import checkpoint
 
-    recipe = load_recipe(tiny_recipe_path, _short(tiny_overrides, steps=8, save_every=3)).recipe
+    recipe = load_recipe(tiny_recipe_path, short_run(tiny_overrides, steps=8, save_every=3)).recipe
     writes = {"n": 0}
     original = checkpoint.save_file
 
@@ -252,7 +242,7 @@ def test_ctrl_c_in_the_first_evaluation_stops_at_once_with_nothing_to_save(
     from recipe_runner.trainer.stops import TrainingInterrupted
 
     calls = _interrupted_in_an_evaluation(monkeypatch, after_steps=0)
-    recipe = load_recipe(tiny_recipe_path, _short(tiny_overrides, steps=8, save_every=5)).recipe
+    recipe = load_recipe(tiny_recipe_path, short_run(tiny_overrides, steps=8, save_every=5)).recipe
     with pytest.raises(TrainingInterrupted, match="before the first step of stage 'distill', with nothing new"):
         Trainer(recipe, progress=False).run()
     assert calls["eval"] == 2 and calls["train"] == 0, "left the evaluation at once and trained nothing"
@@ -266,7 +256,7 @@ def test_ctrl_c_in_a_later_evaluation_saves_that_step_without_a_partial_result(
     from recipe_runner.trainer.stops import TrainingInterrupted
 
     calls = _interrupted_in_an_evaluation(monkeypatch, after_steps=4)
-    overrides = [*_short(tiny_overrides, steps=8, save_every=10), "output.eval_every_steps=4"]
+    overrides = [*short_run(tiny_overrides, steps=8, save_every=10), "output.eval_every_steps=4"]
     with pytest.raises(TrainingInterrupted, match="interrupted at step 4"):
         Trainer(load_recipe(tiny_recipe_path, overrides).recipe, progress=False).run()
     assert calls["this_eval"] == 2

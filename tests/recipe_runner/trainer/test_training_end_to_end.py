@@ -16,6 +16,7 @@ from pathlib import Path
 
 import pytest
 import torch
+from short_runs import short_run
 
 from recipe_runner.loader import load_recipe
 from recipe_runner.trainer.checkpoint import STEP_DIR, step_checkpoints
@@ -53,17 +54,6 @@ def test_tiny_recipe_learns_and_exports(tiny_recipe_path, tiny_overrides, tmp_pa
     assert mask.sum(1).tolist()[0] > mask.sum(1).tolist()[1]
 
 
-def _short(tiny_overrides: list[str], steps: int, save_every: int) -> list[str]:
-    return [
-        *tiny_overrides,
-        "stages.0.epochs=null",
-        f"stages.0.steps={steps}",
-        f"output.save_every_steps={save_every}",
-        "output.eval_every_steps=1000",
-        "output.keep_last=10",
-    ]
-
-
 def _set_args(overrides: list[str]) -> list[str]:
     return [arg for value in overrides for arg in ("--set", value)]
 
@@ -96,7 +86,7 @@ def _final_loss(run_dir: Path) -> float:
 
 
 def test_sigkill_then_resume_reaches_same_final_step(tiny_recipe_path, tiny_overrides, tmp_path):
-    overrides = _short(tiny_overrides, steps=120, save_every=10)
+    overrides = short_run(tiny_overrides, steps=120, save_every=10)
     sets = _set_args(overrides)
     run_dir = tmp_path / "run"
     proc = _start_run(tiny_recipe_path, sets)
@@ -139,7 +129,7 @@ def test_sigkill_then_resume_reaches_same_final_step(tiny_recipe_path, tiny_over
 
 
 def test_ctrl_c_saves_a_checkpoint_and_exits_cleanly(tiny_recipe_path, tiny_overrides, tmp_path):
-    overrides = _short(tiny_overrides, steps=400, save_every=20)
+    overrides = short_run(tiny_overrides, steps=400, save_every=20)
     sets = _set_args(overrides)
     proc = _start_run(tiny_recipe_path, sets)
     _wait_for_checkpoint(proc, tmp_path / "run" / "checkpoints", at_least=20)
@@ -166,7 +156,7 @@ def test_a_dropped_terminal_saves_a_checkpoint_and_exits(tiny_recipe_path, tiny_
     except OSError as exc:  # a container without /dev/ptmx
         pytest.skip(f"no pseudo-terminal here: {exc}")
     fcntl.ioctl(follower, termios.TIOCSWINSZ, struct.pack("HHHH", 24, 80, 0, 0))  # 80 columns: the bar draws
-    sets = _set_args(_short(tiny_overrides, steps=2000, save_every=20))
+    sets = _set_args(short_run(tiny_overrides, steps=2000, save_every=20))
     proc = subprocess.Popen(  # with its progress bar, writing to the terminal
         _recipe_cmd("run", str(tiny_recipe_path), *sets), env=_env(), stdout=follower, stderr=follower
     )
@@ -197,7 +187,7 @@ def test_grad_accum_updates_once_per_step_with_the_gradients_of_every_micro_batc
 ):
     from recipe_runner.trainer.parts import DistillModel
 
-    overrides = [*_short(tiny_overrides, steps=3, save_every=10), "hardware.grad_accum=2", "hardware.batch_size=8"]
+    overrides = [*short_run(tiny_overrides, steps=3, save_every=10), "hardware.grad_accum=2", "hardware.batch_size=8"]
     calls = {"forward": 0, "update": 0}
     forward, update = DistillModel.forward, torch.optim.AdamW.step
 
@@ -246,7 +236,7 @@ def test_a_token_budget_fills_every_batch_up_to_it_and_sets_the_step_count(
 
 
 def test_existing_checkpoints_are_not_overwritten(tiny_recipe_path, tiny_overrides, tmp_path):
-    recipe = load_recipe(tiny_recipe_path, _short(tiny_overrides, steps=2, save_every=1)).recipe
+    recipe = load_recipe(tiny_recipe_path, short_run(tiny_overrides, steps=2, save_every=1)).recipe
     Trainer(recipe, progress=False).run()
     with pytest.raises(RunSetupError, match="--resume"):
         Trainer(recipe, progress=False)
@@ -264,7 +254,7 @@ def _two_processes(recipe: Path, sets: list[str]) -> list[str]:
 def test_two_process_ddp_run(tiny_recipe_path, tiny_overrides, tmp_path):
     """Also saves by the clock at every logging step: the processes must agree on each save, or they hang."""
     timed = ["output.save_every_minutes=1e-9", "output.log_every_steps=2"]
-    sets = _set_args([*_short(tiny_overrides, steps=6, save_every=1000), *timed])
+    sets = _set_args([*short_run(tiny_overrides, steps=6, save_every=1000), *timed])
     done = subprocess.run(
         _two_processes(tiny_recipe_path, sets), env=_env(), capture_output=True, text=True, timeout=300
     )
@@ -278,7 +268,8 @@ def test_two_process_ddp_run(tiny_recipe_path, tiny_overrides, tmp_path):
 
     # Each process evaluated half of the eval batches; together they measure what one process measures alone.
     alone = load_recipe(
-        tiny_recipe_path, [*_short(tiny_overrides, steps=1, save_every=1000), "output.dir=" + str(tmp_path / "alone")]
+        tiny_recipe_path,
+        [*short_run(tiny_overrides, steps=1, save_every=1000), "output.dir=" + str(tmp_path / "alone")],
     ).recipe
     Trainer(alone, progress=False).run()
     first_eval = [next(m for m in _metrics(tmp_path / where) if "eval/loss" in m) for where in ("run", "alone")]
@@ -288,7 +279,7 @@ def test_two_process_ddp_run(tiny_recipe_path, tiny_overrides, tmp_path):
             assert first_eval[0][key] == pytest.approx(value, rel=1e-5), key
 
     # One process goes on where the two stopped: each had taken 6 batches of its half of the epoch.
-    more = _set_args([*_short(tiny_overrides, steps=8, save_every=1000), *timed])
+    more = _set_args([*short_run(tiny_overrides, steps=8, save_every=1000), *timed])
     resumed = subprocess.run(
         _recipe_cmd(
             "run", str(tiny_recipe_path), "--no-progress", "--resume", *more, "--set", "hardware.distributed=ddp"
@@ -306,7 +297,7 @@ def _run_then_resume(recipe: Path, overrides: list[str], steps: tuple[int, int],
     """`recipe run` to steps[0], then `--resume` to steps[1], each in its own process (accelerate's state is
     per process)."""
     for total, extra in ((steps[0], ()), (steps[1], ("--resume",))):
-        args = _set_args([*_short(overrides, total, save_every), *sets])
+        args = _set_args([*short_run(overrides, total, save_every), *sets])
         done = subprocess.run(
             _recipe_cmd("run", str(recipe), *args, *extra), env=_env(), capture_output=True, text=True
         )
@@ -374,7 +365,7 @@ def _worker_pids_of(launcher: int) -> dict[int, int]:
 def test_ddp_stops_together_when_one_process_gets_sigterm(tiny_recipe_path, tiny_overrides, tmp_path):
     """A scheduler may signal one process, or each at a slightly different step: they must still save one
     checkpoint together, not wait for each other forever."""
-    sets = _set_args([*_short(tiny_overrides, steps=2000, save_every=20), "output.log_every_steps=2"])
+    sets = _set_args([*short_run(tiny_overrides, steps=2000, save_every=20), "output.log_every_steps=2"])
     proc = subprocess.Popen(
         _two_processes(tiny_recipe_path, sets), env=_env(), stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True
     )

@@ -1,0 +1,14 @@
+"""Overrides that turn the tiny recipe into a short run of fixed steps, saving on a chosen cadence."""
+
+from __future__ import annotations
+
+
+def short_run(tiny_overrides: list[str], steps: int, save_every: int) -> list[str]:
+    return [
+        *tiny_overrides,
+        "stages.0.epochs=null",
+        f"stages.0.steps={steps}",
+        f"output.save_every_steps={save_every}",
+        "output.eval_every_steps=1000",
+        "output.keep_last=10",
+    ]
