@@ -80,7 +80,9 @@ def _data_path(data: Any, loc: Path_) -> Path_:
 
 
 def _describe(value: Any) -> str:
-    text = "null" if value is None else repr(value)  # as the recipe wrote it
+    if value is None or isinstance(value, bool):  # as the recipe wrote it
+        return {None: "null", True: "true", False: "false"}[value]
+    text = repr(value)
     return text if len(text) <= 60 else text[:57] + "..."
 
 

@@ -9,15 +9,28 @@ from typing import Annotated, Any
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 
-def _accepts_none(annotation: Any) -> bool:
-    if annotation is None or annotation is type(None) or annotation is Any:
+def _admits(annotation: Any, kind: type) -> bool:
+    """Whether a field's type takes values of `kind` (through Annotated and unions)."""
+    if annotation is Any:
         return True
+    if annotation is None:
+        annotation = type(None)
     origin = typing.get_origin(annotation)
     if origin is Annotated:
-        return _accepts_none(typing.get_args(annotation)[0])
+        return _admits(typing.get_args(annotation)[0], kind)
     if origin in (typing.Union, types.UnionType):
-        return any(_accepts_none(arg) for arg in typing.get_args(annotation))
-    return False
+        return any(_admits(arg, kind) for arg in typing.get_args(annotation))
+    return annotation is kind
+
+
+class _YesNo:
+    """A true or false that stands where a number belongs: no number type accepts it, and it reads as written."""
+
+    def __init__(self, value: bool) -> None:
+        self.value = value
+
+    def __repr__(self) -> str:
+        return "true" if self.value else "false"
 
 
 class StrictModel(BaseModel):
@@ -28,19 +41,20 @@ class StrictModel(BaseModel):
 
     @model_validator(mode="before")
     @classmethod
-    def _null_restores_the_default(cls, value: Any) -> Any:
-        """`key: null` removes an inherited value: where null is not a value of the field, the default applies."""
+    def _as_written(cls, value: Any) -> Any:
+        """`key: null` removes an inherited value: where null is not a value of the field, the default applies.
+        And pydantic would read `grad_accum: true` as 1: a yes/no where a number belongs fails as what it is."""
         if not isinstance(value, dict):
             return value
-        dropped = {
-            name
-            for name, item in value.items()
-            if item is None
-            and name in cls.model_fields
-            and not cls.model_fields[name].is_required()
-            and not _accepts_none(cls.model_fields[name].annotation)
-        }
-        return {name: item for name, item in value.items() if name not in dropped} if dropped else value
+        out = {}
+        for name, item in value.items():
+            field = cls.model_fields.get(name)
+            kind = None if field is None else field.annotation
+            if item is None and field is not None and not field.is_required() and not _admits(kind, type(None)):
+                continue
+            number = _admits(kind, int) or _admits(kind, float)
+            out[name] = _YesNo(item) if isinstance(item, bool) and number and not _admits(kind, bool) else item
+        return out
 
 
 class PathMarker:

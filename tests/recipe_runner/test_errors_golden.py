@@ -193,6 +193,13 @@ GOLDEN: dict[str, tuple[tuple[str, ...], list[str]]] = {
             "expected value at line 1 column 1"
         ],
     ),
+    "yes_no_for_a_number.yaml": (
+        (),
+        [
+            "yes_no_for_a_number.yaml:4:3: hardware.grad_accum: expected an integer, got true",
+            "yes_no_for_a_number.yaml:9:10: stages[0].lr.student: expected a number, got true",
+        ],
+    ),
     "eval_twice.yaml": (
         (),
         [
