@@ -163,6 +163,22 @@ def _lora_problems(loaded: LoadedRecipe, student: nn.Module) -> list[Problem]:
     return problems
 
 
+def _inline_pipeline_problems(loaded: LoadedRecipe, teacher_width: int) -> list[Problem]:
+    """An inline Chroma pipeline reads text of the teacher's width (both encoders end there); a published one is
+    checked by `recipe infer`, which has its config."""
+    inference = loaded.recipe.inference
+    if inference is None or inference.pipeline_config is None:
+        return []
+    transformer = dict(inference.pipeline_config.get("transformer") or {})
+    width = transformer.get("joint_attention_dim", 4096)
+    if width == teacher_width:
+        return []
+    here = ("inference", "pipeline_config", "transformer")
+    field = here + ("joint_attention_dim",) if "joint_attention_dim" in transformer else here
+    message = f"joint_attention_dim {width} must equal the teacher width {teacher_width}: the transformer reads text"
+    return [loaded.problem(field, message + " encoded by the teacher or by the distilled student")]
+
+
 def _model_problems(loaded: LoadedRecipe) -> tuple[list[Problem], set[str]]:
     """Everything read from the architectures (width checks need both of them); also which ones were readable."""
     configs, problems = _configs(loaded)
@@ -174,6 +190,8 @@ def _model_problems(loaded: LoadedRecipe) -> tuple[list[Problem], set[str]]:
     problems += width_problems
     if len(widths) == 2:
         problems += _bolt_on_problems(loaded, widths)
+    if "teacher" in widths:
+        problems += _inline_pipeline_problems(loaded, widths["teacher"])
     problems += _student_layer_problems(loaded, configs)
     tokenizers, tokenizer_problems = _tokenizers(loaded)
     problems += tokenizer_problems

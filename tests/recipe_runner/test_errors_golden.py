@@ -200,6 +200,14 @@ GOLDEN: dict[str, tuple[tuple[str, ...], list[str]]] = {
             "yes_no_for_a_number.yaml:9:10: stages[0].lr.student: expected a number, got true",
         ],
     ),
+    "pipeline_width.yaml": (
+        (),
+        [
+            "pipeline_width.yaml:7:43: inference.pipeline_config.transformer.joint_attention_dim: joint_attention_dim "
+            "65 must equal the teacher width 64: the transformer reads text encoded by the teacher or by the "
+            "distilled student"
+        ],
+    ),
     "eval_twice.yaml": (
         (),
         [
