@@ -32,6 +32,7 @@ from recipe_runner.trainer.checkpoint import (
     step_checkpoints,
 )
 from recipe_runner.trainer.consensus import Consensus
+from recipe_runner.trainer.data_failures import DataFailure, next_batch, worker_death
 from recipe_runner.trainer.deferred_signals import child_signals_deferred
 from recipe_runner.trainer.evaluation import evaluate
 from recipe_runner.trainer.launch import build_accelerator, check_launch, launch_in_words
@@ -52,21 +53,10 @@ from recipe_runner.trainer.stops import (
     diverged,
     last_checkpoint,
     out_of_memory,
-    what_failed,
     write_failed,
 )
 from schemas import Recipe
 from schemas.stages import Stage
-
-_WORKER_DIED = "DataLoader worker (pid"  # how torch words a loader worker's death, raised from its SIGCHLD handler
-
-
-class _DataFailure(Exception):
-    """Raised out of the batch stream so that the step knows the data pipeline, not the model, failed."""
-
-    def __init__(self, reason: str) -> None:
-        super().__init__(reason)
-        self.reason = reason
 
 
 @dataclass
@@ -251,12 +241,13 @@ class Trainer:
         loss_fn = DistillLoss(stage.losses, recipe.alignment)
         try:
             last = self._train_stage(stage_index, total, position, loss_fn, stop)
-        except _DataFailure as failure:
+        except DataFailure as failure:
             reason = failure.reason
         except RuntimeError as exc:
-            if not str(exc).startswith(_WORKER_DIED):
+            death = worker_death(exc)
+            if death is None:
                 raise
-            reason = what_failed(exc)
+            reason = death.reason
         except OSError as exc:  # the metrics log on a full or vanished disk: checkpoints have their own message
             target = Path(exc.filename) if exc.filename else self.out
             raise write_failed(
@@ -354,7 +345,7 @@ class Trainer:
         shape = None
         try:
             for _ in range(self.recipe.hardware.grad_accum):
-                batch, *data_position = self._next_batch(stream)
+                batch, *data_position = next_batch(stream)
                 shape = tuple(batch.student_ids.shape)
                 loss = self._micro_step(batch, loss_fn, stage)
                 nonfinite |= ~torch.isfinite(loss.detach())
@@ -374,17 +365,6 @@ class Trainer:
         self._keep_finished_steps(position)
         device = self.accelerator.device.type
         raise out_of_memory(self.recipe, self.checkpoints, device, shape, position.global_step + 1, "training")
-
-    @staticmethod
-    def _next_batch(stream: Iterator[tuple[DistillBatch, int, int, int]]) -> tuple[DistillBatch, int, int, int]:
-        """A failure inside the data pipeline (a loader worker's error, a cache shard that went missing) is told apart
-        from a failure of the step, which is a bug to show in full."""
-        try:
-            return next(stream)
-        except torch.OutOfMemoryError:
-            raise
-        except Exception as exc:
-            raise _DataFailure(what_failed(exc)) from None
 
     def _evaluate_or_stop(self, loss_fn: DistillLoss, position: Position, stop: StopFlag) -> dict[str, float]:
         try:
