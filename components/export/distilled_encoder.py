@@ -105,7 +105,7 @@ def build_manifest(recipe: Recipe, student_width: int, output_width: int) -> Enc
 
 @contextmanager
 def _quiet_transformers_bars() -> Iterator[None]:
-    """No "Writing model shards" bar for a one-file save: the caller reports where the export went."""
+    """No "Writing model shards" or "Loading weights" bar for one local file: the caller says what it did."""
     from transformers.utils import logging as transformers_logging
 
     was_enabled = transformers_logging.is_progress_bar_enabled()
@@ -213,7 +213,8 @@ class DistilledEncoder:
         )
         try:
             tokenizer = load_tokenizer(source)
-            student = build_model(source, "student", device=str(device)).to(device=device, dtype=dtype)
+            with _quiet_transformers_bars():  # a local export loads in a moment: no "Loading weights" bar
+                student = build_model(source, "student", device=str(device)).to(device=device, dtype=dtype)
         except UserFacingError as exc:  # a damaged config.json, tokenizer or weights of the student
             raise ExportError(f"{str(exc).rstrip('.')}; {REEXPORT}") from None
         except SafetensorError as exc:
