@@ -221,5 +221,6 @@ def estimate_memory(recipe: Recipe, stage: Stage, sizes: Sizes, student_trainabl
     target_bytes = _DTYPE_BYTES[recipe.teacher.cache.dtype if recipe.teacher.cache else recipe.teacher.dtype]
     items.append(MemoryItem("teacher targets", teacher_tokens * te.hidden * target_bytes))
     items.append(MemoryItem("loss buffers (fp32 output + grad)", tokens * te.hidden * 4 * 2))
-    items.append(MemoryItem("runtime (CUDA context, workspace)", _RUNTIME_BYTES))
+    if hardware.device != "cpu":  # a CPU run has no CUDA context or cuBLAS workspace
+        items.append(MemoryItem("runtime (CUDA context, workspace)", _RUNTIME_BYTES))
     return MemoryEstimate(stage.name, tuple(items), hardware.vram_gb, tokens)

@@ -65,7 +65,7 @@ class Hardware(StrictModel):
         "layers in `recipe cache`), dynamic shapes: one compile per block class, reused by every layer and length; "
         "pays off on long runs, its warm-up takes minutes.",
     )
-    seed: int = Field(default=0, ge=0, description="Seed for weights init, shuffling and dropout.")
+    seed: int = Field(default=0, ge=0, lt=2**63, description="Seed for weights init, shuffling and dropout.")
     num_workers: int = Field(default=0, ge=0, description="Data-loader worker processes (tokenize and align).")
 
     def batch_token_bound(self, max_length: int) -> int:

@@ -24,7 +24,7 @@ class Inference(StrictModel):
     guidance: float = Field(default=4.0, ge=0, description="Classifier-free guidance scale.")
     size: tuple[int, int] = Field(default=(1024, 1024), description="Image width and height in pixels.")
     negative_prompt: str = Field(default="", description="Negative prompt.")
-    seed: int = Field(default=0, ge=0, description="Noise seed.")
+    seed: int = Field(default=0, ge=0, lt=2**63, description="Noise seed (torch takes up to 2**63 - 1).")
     dtype: Literal["float32", "bfloat16", "float16"] = Field(default="bfloat16", description="Pipeline dtype.")
     cpu_offload: bool = Field(default=False, description="Offload pipeline modules to the CPU between uses.")
 

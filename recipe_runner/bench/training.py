@@ -267,7 +267,7 @@ def run_training(recipe: Recipe, spec: BenchSpec, lengths: list[int], device: to
         elapsed = now(device) - started
     checkpointed_fraction = sum(recomputed) / max(1, len(recomputed))
     update_seconds = []
-    for index in range(spec.warmup_steps, spec.warmup_steps + _UPDATES_TIMED):
+    for index in range(spec.warmup_steps, spec.warmup_steps + min(_UPDATES_TIMED, spec.timed_steps)):
         accumulate(index)
         started = now(device)
         update()

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import tempfile
 from pathlib import Path
 
 import click
@@ -23,8 +24,13 @@ def _writable_target(path: str | None, option: str) -> None:
         raise click.BadParameter(
             f"cannot create its folder {target.parent}: {exc.strerror or exc}", param_hint=option
         ) from None
-    if target.is_dir() or not os.access(target.parent, os.W_OK) or (target.exists() and not os.access(target, os.W_OK)):
+    if target.is_dir() or (target.exists() and not os.access(target, os.W_OK)):
         raise click.BadParameter(f"{target} cannot be written", param_hint=option)
+    try:  # as root, os.access says yes to read-only or pseudo file systems: a real file says what is so
+        with tempfile.TemporaryFile(dir=target.parent):
+            pass
+    except OSError as exc:
+        raise click.BadParameter(f"{target} cannot be written: {exc.strerror or exc}", param_hint=option) from None
 
 
 @click.command("bench")

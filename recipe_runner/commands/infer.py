@@ -218,7 +218,7 @@ def run_job(job: InferJob) -> list[Path]:
 @click.option("--prompts", "prompts_file", type=click.Path(dir_okay=False), help="File with one prompt per line.")
 @click.option("--encoder", type=click.Choice(["qwen", "t5"]), help="Text encoder (default: recipe inference.encoder).")
 @click.option("--negative-prompt", help="Negative prompt (default: recipe inference.negative_prompt).")
-@click.option("--seed", type=click.IntRange(min=0), help="Noise seed.")
+@click.option("--seed", type=click.IntRange(min=0, max=2**63 - 1), help="Noise seed (default: inference.seed).")
 @click.option("--steps", type=click.IntRange(min=1), help="Denoising steps.")
 @click.option("--guidance", type=click.FloatRange(min=0), help="Classifier-free guidance scale.")
 @click.option("--width", type=ImageSide(), help="Image width in pixels (multiple of 16).")

@@ -65,6 +65,13 @@ def test_lora_targets_that_match_nothing_warn(reference: Recipe) -> None:
     assert any("'query' matches no module" in warning for warning in plan.warnings)
 
 
+def test_a_cpu_run_plans_no_cuda_runtime(reference: Recipe) -> None:
+    label = "runtime (CUDA context, workspace)"
+    assert label in memory_items(build_plan(reference))
+    on_cpu = reference.model_copy(update={"hardware": reference.hardware.model_copy(update={"device": "cpu"})})
+    assert label not in memory_items(build_plan(on_cpu))
+
+
 def test_a_warmup_as_long_as_the_stage_warns(reference: Recipe) -> None:
     plan = build_plan(with_stage(reference, epochs=None, steps=50, warmup_steps=100))
     assert "stages[0].warmup_steps 100 is not below its 50 steps: the learning rate never reaches lr" in plan.warnings

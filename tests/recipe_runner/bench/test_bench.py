@@ -156,6 +156,20 @@ def test_unwritable_outputs_and_a_profile_without_training_fail_before_measuring
     assert result.exit_code == 2 and "--only training" in result.output
 
 
+def test_a_json_target_on_a_file_system_that_takes_no_files_fails_before_measuring(tmp_path: Path) -> None:
+    if not Path("/proc/self").is_dir():
+        pytest.skip("needs /proc, where even root cannot create a file")
+    result = CliRunner().invoke(main, ["bench", str(TINY), "--small", "--only", "aligner", "--json", "/proc/b.json"])
+    assert result.exit_code == 2 and "/proc/b.json cannot be written" in result.output
+    assert "aligner" not in result.stdout.lower(), "nothing was measured"
+
+
+@pytest.mark.parametrize("steps", [1, 2])
+def test_fewer_timed_steps_than_timed_updates(tmp_path: Path, steps: int) -> None:
+    figures = _bench(tmp_path, TINY, "--only", "training", "--steps", str(steps))
+    assert figures["training"]["timed_steps"] == steps
+
+
 def test_aligner_falls_back_to_shipped_tokenizers_offline() -> None:
     result = run_aligner(load_recipe(REAL).recipe, BenchSpec(small=True))
     assert result.tokenizers.startswith("shipped") and result.prompts_per_s > 0
