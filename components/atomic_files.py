@@ -11,7 +11,7 @@ import json
 import os
 import shutil
 import tempfile
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
@@ -113,24 +113,25 @@ def check_replaceable(
     marker: str,
     kind: str = "output directory",
     remedy: str = "choose another output.dir",
-    contents: frozenset[str] | None = None,
+    added: Callable[[Path], list[str]] | None = None,
 ) -> None:
     """Refuse a target that holds anything but an earlier `kind` (one with `marker`): it may be a user's own files.
 
     A missing or empty directory is fine. `remedy` says where to choose another place (e.g. "--out"). With
-    `contents` (the names a `kind` holds at its top level), an earlier `kind` to which someone added files of
-    their own is refused too, naming them.
+    `added` (what in an earlier `kind` it did not write itself), an earlier `kind` to which someone added files
+    of their own is refused too, naming them.
     """
     final = Path(final)
     recover_directory(final, marker)
     if not (final.exists() or final.is_symlink()):
         return
-    if final.is_dir() and (final / marker).is_file() and contents is not None:
-        added = sorted(entry.name for entry in final.iterdir() if entry.name not in contents)
-        if added:
+    if final.is_dir() and (final / marker).is_file() and added is not None:
+        theirs = added(final)
+        if theirs:
+            shown = ", ".join(theirs[:8]) + (f" and {len(theirs) - 8} more" if len(theirs) > 8 else "")
             raise ForeignDirectoryError(
-                f"{final} is a previous {kind}, but also holds {', '.join(added)} (not written by recipe), which "
-                f"replacing it would delete: move them out of {final}, or {remedy}"
+                f"{final} is a previous {kind}, but also holds {shown} (not written by recipe), which replacing "
+                f"it would delete: move them out of {final}, or {remedy}"
             )
     if final.is_dir() and ((final / marker).is_file() or not any(final.iterdir())):
         return
@@ -147,7 +148,7 @@ def atomic_directory(
     marker: str,
     kind: str = "output directory",
     remedy: str = "choose another output.dir",
-    contents: frozenset[str] | None = None,
+    added: Callable[[Path], list[str]] | None = None,
 ) -> Iterator[Path]:
     """Build a directory under a temporary name; swap it in only once complete (the old one survives a crash).
 
@@ -155,7 +156,7 @@ def atomic_directory(
     is ever replaced; anything else raises ForeignDirectoryError before a byte is written.
     """
     final = Path(final)
-    check_replaceable(final, marker, kind, remedy, contents)
+    check_replaceable(final, marker, kind, remedy, added)
     final.parent.mkdir(parents=True, exist_ok=True)
     tmp = Path(tempfile.mkdtemp(prefix=f".{final.name}.", suffix=".tmp", dir=final.parent))
     old = _old(final)
@@ -163,7 +164,7 @@ def atomic_directory(
         yield tmp
         _as_if_plainly_made(tmp)
         _fsync_dir(tmp)
-        check_replaceable(final, marker, kind, remedy, contents)  # again: the target may have changed meanwhile
+        check_replaceable(final, marker, kind, remedy, added)  # again: the target may have changed meanwhile
         if final.exists() or final.is_symlink():
             if old.exists() or old.is_symlink():
                 _remove(old)

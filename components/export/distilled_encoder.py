@@ -10,6 +10,7 @@ Layout of an export directory::
 from __future__ import annotations
 
 import copy
+import json
 import logging
 import warnings
 from collections.abc import Iterator
@@ -38,12 +39,29 @@ MANIFEST = "encoder.json"
 STUDENT_DIR = "student"
 BOLT_ON_FILE = "bolt_on.safetensors"
 CHECKPOINT_MARKER = "trainer_state.json"  # recipe_runner.trainer.checkpoint.COMPLETE: a training checkpoint
+
+
 # What an export replaces: only an earlier export, recognised by its manifest (written last).
+def _added_by_hand(directory: Path) -> list[str]:
+    """What is in an earlier export that it did not write itself: every file beyond its manifest's list (only
+    the top level for an export from before the list)."""
+    try:
+        written = json.loads((directory / MANIFEST).read_text(encoding="utf-8")).get("files")
+    except (OSError, ValueError, AttributeError):
+        written = None
+    if written is None:
+        return sorted(
+            entry.name for entry in directory.iterdir() if entry.name not in (MANIFEST, STUDENT_DIR, BOLT_ON_FILE)
+        )
+    present = {path.relative_to(directory).as_posix() for path in directory.rglob("*") if not path.is_dir()}
+    return sorted(present - set(written) - {MANIFEST})
+
+
 _REPLACES = {
     "marker": MANIFEST,
     "kind": "export",
     "remedy": "choose another --out (or output.dir)",
-    "contents": frozenset({MANIFEST, STUDENT_DIR, BOLT_ON_FILE}),
+    "added": _added_by_hand,
 }
 _DTYPE_NAMES = {torch.float32: "float32", torch.bfloat16: "bfloat16", torch.float16: "float16"}
 
@@ -64,6 +82,11 @@ class EncoderManifest(StrictModel):
     bolt_on: BoltOn = Field(description="Bolt-on layer stack.")
     inference: Inference | None = Field(default=None, description="Rendering defaults of the recipe.")
     teacher: Teacher | None = Field(default=None, description="Teacher source, for rendering with the T5 path.")
+    files: list[str] | None = Field(
+        default=None,
+        description="Every file the export wrote, relative to it: a later export replaces only these, so files "
+        "a person added are never deleted with it.",
+    )
 
 
 def _unmerged(student: nn.Module) -> nn.Module:
@@ -135,6 +158,8 @@ def export_encoder(out_dir: str | Path, recipe: Recipe, student: nn.Module, bolt
         _unmerged(student).save_pretrained(tmp / STUDENT_DIR)
         tokenizer.save_pretrained(tmp / STUDENT_DIR)
         save_model(bolt_on, str(tmp / BOLT_ON_FILE))
+        files = sorted(path.relative_to(tmp).as_posix() for path in tmp.rglob("*") if not path.is_dir())
+        manifest = manifest.model_copy(update={"files": files})
         (tmp / MANIFEST).write_text(manifest.model_dump_json(indent=2) + "\n")
     log.info("exported distilled encoder to %s", out_dir)
     return out_dir

@@ -67,10 +67,12 @@ def test_an_empty_directory_or_an_earlier_output_is_replaced(tmp_path):
 
 def test_files_a_user_added_to_an_earlier_output_block_its_replacement(tmp_path):
     final = tmp_path / "out"
-    owned = frozenset({"data.txt", MARKER})
+
+    def not_written(directory: Path) -> list[str]:
+        return sorted(entry.name for entry in directory.iterdir() if entry.name not in ("data.txt", MARKER))
 
     def write_owned(text: str) -> None:
-        with atomic_directory(final, MARKER, "thing", "choose another --out", contents=owned) as tmp:
+        with atomic_directory(final, MARKER, "thing", "choose another --out", added=not_written) as tmp:
             (tmp / "data.txt").write_text(text)
             (tmp / MARKER).write_text("{}")
 

@@ -96,6 +96,18 @@ def test_a_scheduler_stop_or_hangup_mid_export_leaves_no_temporary_copy(trained,
     assert signal.getsignal(signum) is signal.SIG_DFL, "the verb's handlers are gone after it"
 
 
+def test_files_added_anywhere_in_an_earlier_export_stop_its_replacement(trained, tmp_path):
+    out, overrides, _ = trained
+    target = tmp_path / "enc"
+    assert _export(overrides, "--out", str(target)).exit_code == 0
+    assert _export(overrides, "--out", str(target)).exit_code == 0, "an export as it was written is replaced"
+    (target / "student" / "my_notes.md").write_text("mine")
+    result = _export(overrides, "--out", str(target))
+    assert result.exit_code == 1
+    assert "also holds student/my_notes.md (not written by recipe)" in result.stderr, result.stderr
+    assert (target / "student" / "my_notes.md").read_text() == "mine"
+
+
 def test_checkpoint_and_out_options(trained, tmp_path):
     out, overrides, (expected, _) = trained
     earlier = out / "checkpoints" / "step-00000002"
