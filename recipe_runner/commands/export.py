@@ -65,11 +65,30 @@ def load_checkpointed_model(recipe, checkpoint: Path):
     except RuntimeError as exc:
         raise ExportSetupError(
             f"{checkpoint / 'model.safetensors'} does not fit the recipe's student and bolt-on "
-            f"(stage {stage_index} {stage.name!r}): {str(exc).splitlines()[0][:300]}"
+            f"(stage {stage_index} {stage.name!r}): {_why_not(checkpoint, recipe, stage_index, exc)}"
         ) from None
     leave_stage(model, stage)
     model.requires_grad_(False)
     return model.eval(), stage_index
+
+
+def _why_not(checkpoint: Path, recipe, stage_index: int, exc: RuntimeError) -> str:
+    """The recipe values that changed since the checkpoint was saved and reshape its weights; else torch's first
+    mismatch (the line after its bare 'Error(s) in loading state_dict' heading)."""
+    from recipe_runner.trainer import resume
+    from recipe_runner.trainer.checkpoint import read_record
+
+    record = read_record(checkpoint)
+    if record is not None:
+        report = resume.compare(record, recipe, record.get("train_prompts_sha256", ""), stage_index)
+        changed = resume.architecture_changes(report)
+        if changed:
+            return (
+                "changed since it was saved: " + "; ".join(changed[:8]) + ". Export it with the recipe it was "
+                f"trained with ({checkpoint.parent.parent / 'resolved_recipe.yaml'})"
+            )
+    lines = [line.strip() for line in str(exc).splitlines() if line.strip()]
+    return " ".join(lines[:2])[:300]
 
 
 @click.command("export")

@@ -125,10 +125,17 @@ def check_resumable(checkpoint: Path, report: ResumeReport) -> None:
 _ARCHITECTURE = ("bolt_on.", "student.model", "student.config", "student.revision")
 
 
+def architecture_changes(report: ResumeReport | None) -> list[str]:
+    """The changed recipe values that rename or reshape saved weights (the LoRA adapters of a stage included)."""
+    if report is None:
+        return []
+    return [c for c in report.changes if c.startswith(_ARCHITECTURE) or ".student_lora" in c.split(":", 1)[0]]
+
+
 def weights_do_not_fit(checkpoint: Path, report: ResumeReport | None) -> ResumeMismatchError | None:
     """When the checkpoint's weights do not load into the model this recipe builds and the recipe's architecture
     changed since the save, that change is the cause, not damage to the checkpoint; None when it did not change."""
-    changed = [c for c in (report.changes if report else []) if c.startswith(_ARCHITECTURE)]
+    changed = architecture_changes(report)
     if not changed:
         return None
     return ResumeMismatchError(

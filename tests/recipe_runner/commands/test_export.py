@@ -176,6 +176,7 @@ def test_a_checkpoint_of_another_architecture_is_refused(trained, tmp_path):
     result = _export(wider, "--checkpoint", str(out / "checkpoints" / "best"), "--out", str(tmp_path / "enc"))
     assert result.exit_code == 1, result.output
     assert "does not fit" in result.stderr
+    assert "changed since it was saved: bolt_on.layers.0.out_dim: 96 -> 80" in result.stderr, result.stderr
     assert "Traceback" not in result.output
 
 
