@@ -55,7 +55,10 @@ def _read_prompts(prompts: tuple[str, ...], prompts_file: str | None) -> tuple[s
             from components.data.prompts import utf8_problem
 
             raise InferenceError(f"--prompts {utf8_problem(Path(prompts_file))}") from None
-        collected += [line.strip() for line in lines if line.strip()]
+        read = [line.strip() for line in lines if line.strip()]
+        if not read:
+            raise InferenceError(f"--prompts {prompts_file}: no prompts in file (one prompt per line)")
+        collected += read
     if not collected:
         raise InferenceError("no prompt: give --prompt TEXT or --prompts FILE (one prompt per line)")
     for index, prompt in enumerate(collected):

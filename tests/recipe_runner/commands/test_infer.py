@@ -202,6 +202,12 @@ def test_a_prompts_file_that_is_not_utf8_names_the_line(run_dir, tmp_path):
     _fails(_infer(run_dir, "--prompts", str(bad)), f"error: --prompts {bad}:2: not UTF-8 (byte 0xff at byte offset 6)")
 
 
+def test_a_prompts_file_without_prompts_is_named(run_dir, tmp_path):
+    blank = tmp_path / "blank.txt"
+    blank.write_text("\n  \n")
+    _fails(_infer(run_dir, "--prompts", str(blank)), f"error: --prompts {blank}: no prompts in file")
+
+
 def test_recipe_problems_are_reported_with_positions(run_dir):
     result = CliRunner().invoke(infer, [str(RECIPE), "--set", "stages.0.lr.student=-1", "--prompt", "cat"])
     _fails(result, "stages[0].lr.student", "problem")
