@@ -310,14 +310,14 @@ class Trainer:
                         lr=f"{values['lr/0']:.2e}",
                         tok_s=f"{values['tokens_per_s']:.0f}",
                     )
-                if evaluating:
-                    last = self._evaluate_or_stop(loss_fn, position, stop) or last
-                    if last:
-                        self.metrics.write(step, {"stage": stage.name, **last})
-                        better = position.best_eval is None or last["eval/loss"] < position.best_eval
-                        if output.keep_best and better:
-                            position.best_eval = last["eval/loss"]
-                            self._save(position, name="best")
+                fresh = self._evaluate_or_stop(loss_fn, position, stop) if evaluating else {}
+                if fresh:  # none: no eval data, or an evaluation cut short by a stop (an earlier one is not news)
+                    last = fresh
+                    self.metrics.write(step, {"stage": stage.name, **last})
+                    better = position.best_eval is None or last["eval/loss"] < position.best_eval
+                    if output.keep_best and better:
+                        position.best_eval = last["eval/loss"]
+                        self._save(position, name="best")
                 if consensus.alone and stop.raised:  # a signal during this step's evaluation: no step more
                     agreed["stop"] = True
                 if by_count or agreed["stop"] or agreed["clock"]:

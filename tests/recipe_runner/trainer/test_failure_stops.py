@@ -255,11 +255,12 @@ def test_ctrl_c_in_a_later_evaluation_saves_that_step_without_a_partial_result(
 ):
     from recipe_runner.trainer.stops import TrainingInterrupted
 
-    calls = _interrupted_in_an_evaluation(monkeypatch, after_steps=4)
-    overrides = [*short_run(tiny_overrides, steps=8, save_every=10), "output.eval_every_steps=4"]
-    with pytest.raises(TrainingInterrupted, match="interrupted at step 4"):
+    calls = _interrupted_in_an_evaluation(monkeypatch, after_steps=8)
+    overrides = [*short_run(tiny_overrides, steps=12, save_every=10), "output.eval_every_steps=4"]
+    with pytest.raises(TrainingInterrupted, match="interrupted at step 8"):
         Trainer(load_recipe(tiny_recipe_path, overrides).recipe, progress=False).run()
     assert calls["this_eval"] == 2
-    assert [p.name for p in step_checkpoints(tmp_path / "run" / "checkpoints")] == ["step-00000004"]
+    assert [p.name for p in step_checkpoints(tmp_path / "run" / "checkpoints")] == ["step-00000008"]
     rows = [json.loads(line) for line in (tmp_path / "run" / "metrics.jsonl").read_text().splitlines()]
-    assert [row["step"] for row in rows if "eval/loss" in row] == [0], "no eval row from half an evaluation"
+    # The evaluation at step 4 is logged once; none from half an evaluation, nor the step-4 one again at step 8.
+    assert [row["step"] for row in rows if "eval/loss" in row] == [0, 4]
