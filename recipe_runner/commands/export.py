@@ -4,11 +4,15 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import click
 
 from components.errors import UserFacingError
 from recipe_runner.cli_support import overrides_option, reports_recipe_errors, trust_remote_code_option
+
+if TYPE_CHECKING:
+    from schemas import Recipe
 
 
 class ExportSetupError(UserFacingError, RuntimeError):
@@ -72,7 +76,7 @@ def load_checkpointed_model(recipe, checkpoint: Path):
     return model.eval(), stage_index
 
 
-def _why_not(checkpoint: Path, recipe, stage_index: int, exc: RuntimeError) -> str:
+def _why_not(checkpoint: Path, recipe: Recipe, stage_index: int, exc: RuntimeError) -> str:
     """The recipe values that changed since the checkpoint was saved and reshape its weights; else torch's first
     mismatch (the line after its bare 'Error(s) in loading state_dict' heading)."""
     from recipe_runner.trainer import resume
@@ -84,8 +88,8 @@ def _why_not(checkpoint: Path, recipe, stage_index: int, exc: RuntimeError) -> s
         changed = resume.architecture_changes(report)
         if changed:
             return (
-                "changed since it was saved: " + "; ".join(changed[:8]) + ". Export it with the recipe it was "
-                f"trained with ({checkpoint.parent.parent / 'resolved_recipe.yaml'})"
+                f"changed since it was saved: {resume.listed(changed)}. Export it with the recipe it was trained "
+                f"with ({checkpoint.parent.parent / 'resolved_recipe.yaml'})"
             )
     lines = [line.strip() for line in str(exc).splitlines() if line.strip()]
     return " ".join(lines[:2])[:300]

@@ -100,7 +100,8 @@ def compare(record: dict[str, Any], recipe: Recipe, train_prompts_sha256: str, s
     return report
 
 
-def _listed(items: list[str]) -> str:
+def listed(items: list[str]) -> str:
+    """At most a screenful of changes on one line, and how many more there are."""
     shown = items[:_SHOWN]
     more = len(items) - len(shown)
     return "; ".join(shown) + (f"; and {more} more" if more > 0 else "")
@@ -117,7 +118,7 @@ def check_resumable(checkpoint: Path, report: ResumeReport) -> None:
     """Stop with every blocking difference, before any file of the run is touched."""
     if report.blocking:
         raise ResumeMismatchError(
-            f"{checkpoint} cannot continue under this recipe: {_listed(report.blocking)}. {_remedy(checkpoint)}"
+            f"{checkpoint} cannot continue under this recipe: {listed(report.blocking)}. {_remedy(checkpoint)}"
         )
 
 
@@ -140,7 +141,7 @@ def weights_do_not_fit(checkpoint: Path, report: ResumeReport | None) -> ResumeM
         return None
     return ResumeMismatchError(
         f"{checkpoint} holds weights of another architecture than this recipe builds; changed since it was saved: "
-        f"{_listed(changed)}. {_remedy(checkpoint)}"
+        f"{listed(changed)}. {_remedy(checkpoint)}"
     )
 
 
@@ -148,7 +149,7 @@ def describe_changes(report: ResumeReport) -> str | None:
     """One line for the log: the recipe values that differ from the checkpoint's and now apply."""
     if not report.changes:
         return None
-    return "resuming with recipe changes (they apply from here on): " + _listed(report.changes)
+    return "resuming with recipe changes (they apply from here on): " + listed(report.changes)
 
 
 def hyperparameters(optimizer: torch.optim.Optimizer) -> list[dict[str, Any]]:
