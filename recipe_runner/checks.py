@@ -166,11 +166,13 @@ def _lora_problems(loaded: LoadedRecipe, student: nn.Module) -> list[Problem]:
 def _inline_pipeline_problems(loaded: LoadedRecipe, teacher_width: int) -> list[Problem]:
     """An inline Chroma pipeline reads text of the teacher's width (both encoders end there); a published one is
     checked by `recipe infer`, which has its config."""
+    from components.inference import joint_attention_dim
+
     inference = loaded.recipe.inference
     if inference is None or inference.pipeline_config is None:
         return []
     transformer = dict(inference.pipeline_config.get("transformer") or {})
-    width = transformer.get("joint_attention_dim", 4096)
+    width = joint_attention_dim(inference)
     if width == teacher_width:
         return []
     here = ("inference", "pipeline_config", "transformer")
