@@ -24,7 +24,7 @@ def inline_config_problems(loaded: LoadedRecipe, configs: dict[str, PretrainedCo
             continue  # a config.json of a published model is as its authors wrote it
         found = problems_of(values, configs[role])
         for key, message in found:
-            problems.append(loaded.problem((role, "config", key) if key else (role, "config"), message))
+            problems.append(loaded.problem((role, "config", key), message))
         if found:
             del configs[role]
     return problems

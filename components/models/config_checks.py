@@ -36,9 +36,9 @@ def _is_size(key: str) -> bool:
     return key.startswith("num_") or key.endswith(("_size", "_dim")) or key in {"d_model", "d_kv", "d_ff"}
 
 
-def inline_config_problems(values: dict[str, Any], config: PretrainedConfig) -> list[tuple[str | None, str]]:
-    """(key, message) for each problem of the inline `values` that `config` was built from; key None: the whole."""
-    problems: list[tuple[str | None, str]] = []
+def inline_config_problems(values: dict[str, Any], config: PretrainedConfig) -> list[tuple[str, str]]:
+    """(key, message) for each problem of the inline `values` that `config` was built from."""
+    problems: list[tuple[str, str]] = []
     known = _known_keys(config)
     stored = vars(config)
     for key in values:

@@ -11,7 +11,7 @@ T5 = {"model_type": "t5", "d_model": 64, "num_layers": 2, "num_heads": 4, "d_kv"
       "vocab_size": 2000, "feed_forward_proj": "gated-gelu"}  # fmt: skip
 
 
-def problems(values: dict) -> list[tuple[str | None, str]]:
+def problems(values: dict) -> list[tuple[str, str]]:
     return inline_config_problems(values, config_from_dict(values, "inline config"))
 
 
