@@ -25,16 +25,41 @@ CHUNK_ELEMENTS = 1 << 24  # float32 temporaries of about 5 x 64 MiB per chunk
 _LOW_HALF = 1 << 16  # the float32 bits a bfloat16 drops
 
 
-def stochastic_round_(values: Tensor) -> Tensor:
+def stochastic_round(values: Tensor) -> Tensor:
     """bfloat16 copy of float32 `values`, rounded up with the probability of the dropped remainder.
 
     Adds uniform noise below the lowest kept bit to the float32 bit pattern, then truncates. The pattern is
-    sign-magnitude, so this works the same for negative numbers and zeros. `values` is overwritten.
+    sign-magnitude, so this works the same for negative numbers and zeros. `values` is overwritten. Written with
+    `rand_like` and bit views only, so torch.compile fuses it with the update that produced `values`.
     """
-    bits = values.view(torch.int32)
-    bits.add_(torch.randint_like(bits, 0, _LOW_HALF))
-    bits.bitwise_and_(-_LOW_HALF)
-    return values.to(torch.bfloat16)  # exact: the dropped bits are zero
+    noise = torch.rand_like(values).mul_(_LOW_HALF).to(torch.int32)  # uniform over [0, 2^16)
+    bits = values.view(torch.int32).add_(noise).bitwise_and_(-_LOW_HALF)
+    return bits.view(torch.float32).to(torch.bfloat16)  # exact: the dropped bits are zero
+
+
+def _adamw_chunk(
+    grad: Tensor,
+    average: Tensor,
+    square: Tensor,
+    weights: Tensor,
+    factors: Tensor,
+    beta1: float,
+    beta2: float,
+    eps: float,
+) -> tuple[Tensor, Tensor, Tensor]:
+    """One AdamW step of flat bf16 slices, computed in float32: the new moments and the stochastically rounded weights.
+
+    `factors` holds (step size, square-root bias correction, weight-decay factor) as a tensor, so the values that
+    change every step do not make torch.compile build a new graph each step.
+    """
+    step_size, root_correction, keep = factors[0], factors[1], factors[2]
+    grad = grad.float()
+    average = average.float().lerp_(grad, 1 - beta1)
+    square = square.float().mul_(beta2).addcmul_(grad, grad, value=1 - beta2)
+    moments = average.to(torch.bfloat16), square.to(torch.bfloat16)
+    step = average.div_(square.sqrt_().div_(root_correction).add_(eps)).mul_(step_size)
+    weights = weights.float().mul_(keep).sub_(step)
+    return *moments, stochastic_round(weights)
 
 
 def _flat(tensor: Tensor, start: int, stop: int) -> Tensor:
@@ -42,8 +67,10 @@ def _flat(tensor: Tensor, start: int, stop: int) -> Tensor:
 
 
 def _gather(tensors: list[Tensor], chunk: list[tuple[int, int, int]]) -> Tensor:
-    """The chunk's slices of `tensors`, concatenated and in float32."""
-    return torch.cat([_flat(tensors[i], start, stop) for i, start, stop in chunk]).float()
+    """The chunk's slices of `tensors`, concatenated (a view when the chunk is one slice)."""
+    if len(chunk) == 1:
+        return _flat(tensors[chunk[0][0]], chunk[0][1], chunk[0][2])
+    return torch.cat([_flat(tensors[i], start, stop) for i, start, stop in chunk])
 
 
 def _scatter(tensors: list[Tensor], values: Tensor, chunk: list[tuple[int, int, int]]) -> None:
@@ -84,6 +111,9 @@ class StochasticRoundingAdamW(torch.optim.Optimizer):
     ) -> None:
         super().__init__(params, {"lr": lr, "betas": betas, "eps": eps, "weight_decay": weight_decay})
         self.chunk_elements = chunk_elements
+        # On CUDA the chunk update is compiled into one kernel: eager it is ~20 passes over the chunk (H100:
+        # 77 ms of a 188 ms lowmem step). On a CPU it stays eager, where compiling would cost more than it saves.
+        self._compiled_chunk = torch.compile(_adamw_chunk, fullgraph=True)
 
     @torch.no_grad()
     def step(self, closure=None):
@@ -120,14 +150,20 @@ class StochasticRoundingAdamW(torch.optim.Optimizer):
         grads = [param.grad.contiguous() for param in params]
         averages = [self.state[param]["exp_avg"] for param in params]
         squares = [self.state[param]["exp_avg_sq"] for param in params]
+        device = params[0].device
+        update = self._compiled_chunk if device.type == "cuda" else _adamw_chunk
+        factors = torch.tensor([step_size, root_correction, 1 - lr * decay], dtype=torch.float32, device=device)
         for chunk in _pieces(params, self.chunk_elements):
-            grad = _gather(grads, chunk)
-            average = _gather(averages, chunk).lerp_(grad, 1 - beta1)
-            square = _gather(squares, chunk).mul_(beta2).addcmul_(grad, grad, value=1 - beta2)
-            del grad
-            _scatter(averages, average.to(torch.bfloat16), chunk)
-            _scatter(squares, square.to(torch.bfloat16), chunk)
-            denominator = square.sqrt_().div_(root_correction).add_(eps)
-            weights = _gather(params, chunk).mul_(1 - lr * decay).addcdiv_(average, denominator, value=-step_size)
-            del average, denominator
-            _scatter(params, stochastic_round_(weights), chunk)
+            average, square, weights = update(
+                _gather(grads, chunk),
+                _gather(averages, chunk),
+                _gather(squares, chunk),
+                _gather(params, chunk),
+                factors,
+                beta1,
+                beta2,
+                eps,
+            )
+            _scatter(averages, average, chunk)
+            _scatter(squares, square, chunk)
+            _scatter(params, weights, chunk)

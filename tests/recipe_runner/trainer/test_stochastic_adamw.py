@@ -7,7 +7,7 @@ import torch
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from recipe_runner.trainer.stochastic_adamw import StochasticRoundingAdamW, _pieces, stochastic_round_
+from recipe_runner.trainer.stochastic_adamw import StochasticRoundingAdamW, _pieces, stochastic_round
 
 
 def test_rounding_is_unbiased_and_lands_on_a_neighbour():
@@ -15,7 +15,7 @@ def test_rounding_is_unbiased_and_lands_on_a_neighbour():
     for value in (1.0 + 2**-10, -3.0 - 2**-9, 2.5e-3, -7e4):
         bits = torch.tensor([value]).view(torch.int32) & -(1 << 16)  # toward zero, then one bf16 step away
         neighbours = {bits.view(torch.float32).item(), (bits + (1 << 16)).view(torch.float32).item()}
-        rounded = stochastic_round_(torch.full((200_000,), value)).float()
+        rounded = stochastic_round(torch.full((200_000,), value)).float()
         assert {x.item() for x in rounded.unique()} == neighbours
         assert rounded.mean().item() == pytest.approx(value, rel=2e-4)
 
@@ -23,8 +23,8 @@ def test_rounding_is_unbiased_and_lands_on_a_neighbour():
 def test_zero_and_exact_bf16_values_are_kept():
     values = torch.tensor([0.0, -0.0, 1.0, -2.5, 3.0e38]).bfloat16().float()
     for _ in range(50):
-        assert torch.equal(stochastic_round_(values.clone()).float(), values)
-    assert torch.signbit(stochastic_round_(torch.tensor([-0.0])).float()).item()
+        assert torch.equal(stochastic_round(values.clone()).float(), values)
+    assert torch.signbit(stochastic_round(torch.tensor([-0.0])).float()).item()
 
 
 @settings(max_examples=60, deadline=None)
@@ -48,25 +48,36 @@ def _problem(seed: int) -> tuple[list[torch.Tensor], list[list[torch.Tensor]]]:
     return start, grads
 
 
-def _train(optimizer_for, start, grads, dtype):
-    params = [torch.nn.Parameter(p.to(dtype, copy=True)) for p in start]
+def _train(optimizer_for, start, grads, dtype, device="cpu"):
+    params = [torch.nn.Parameter(p.to(device, dtype, copy=True)) for p in start]
     optimizer = optimizer_for(params)
     for step_grads in grads:
         for param, grad in zip(params, step_grads, strict=True):
-            param.grad = grad.to(dtype)
+            param.grad = grad.to(device, dtype)
         optimizer.step()
     return params, optimizer
 
 
-def test_follows_torch_adamw_in_float32_and_keeps_bf16_state():
+# On CUDA the update is compiled (one fused kernel per chunk); the CPU runs the same function eagerly.
+DEVICES = ["cpu", "cuda"] if torch.cuda.is_available() else ["cpu"]
+
+
+@pytest.mark.parametrize("device", DEVICES)
+def test_follows_torch_adamw_in_float32_and_keeps_bf16_state(device: str):
     start, grads = _problem(0)
     settings_ = {"lr": 1e-2, "betas": (0.9, 0.99), "eps": 1e-8, "weight_decay": 0.1}
     reference, _ = _train(lambda ps: torch.optim.AdamW(ps, **settings_), start, grads, torch.float32)
     torch.manual_seed(0)
-    ours, optimizer = _train(lambda ps: StochasticRoundingAdamW(ps, **settings_), start, grads, torch.bfloat16)
-    for mine, theirs in zip(ours, reference, strict=True):
-        assert mine.dtype == torch.bfloat16
-        torch.testing.assert_close(mine.float(), theirs, atol=0.01, rtol=0)
+    ours, optimizer = _train(
+        lambda ps: StochasticRoundingAdamW(ps, **settings_), start, grads, torch.bfloat16, device=device
+    )
+    assert all(mine.dtype == torch.bfloat16 and mine.device.type == device for mine in ours)
+    # 30 steps of rounding noise: over 12 seeds the largest difference was 0.004-0.014 and the mean 0.0008-0.0009
+    # (bf16 spacing at these weights is 0.0005-0.002); CUDA draws other random numbers than the CPU.
+    difference = torch.cat(
+        [(mine.float().cpu() - theirs).abs().flatten() for mine, theirs in zip(ours, reference, strict=True)]
+    )
+    assert difference.max().item() < 0.025 and difference.mean().item() < 0.0015
     assert (reference[0] - start[0]).abs().max() > 0.1  # the weights did move: the closeness is not trivial
     state = optimizer.state[ours[0]]
     assert state["step"] == 30 and state["exp_avg"].dtype == state["exp_avg_sq"].dtype == torch.bfloat16
