@@ -34,16 +34,23 @@ lint: setup
 ## On a GPU machine: README's benchmark tables and the A/B runs of each speed setting, one JSON each.
 BENCH_OUT ?= bench-results
 BENCH = $(BIN)/recipe bench recipes/t5_to_qwen.yaml
+TOKENS = $(BIN)/recipe bench recipes/examples/t5_to_qwen_token_batches.yaml --only training
 bench-gpu: setup
 	mkdir -p $(BENCH_OUT)
-	$(BENCH) --json $(BENCH_OUT)/reference.json --profile $(BENCH_OUT)/reference-profile.txt
+	$(BENCH) --json $(BENCH_OUT)/reference.json
+	$(BENCH) --only training --only teacher --set hardware.compile=false --json $(BENCH_OUT)/eager.json
+	$(BENCH) --only training --steps 3 --set hardware.compile=false --profile $(BENCH_OUT)/eager-profile.txt \
+		--json $(BENCH_OUT)/eager-profiled.json
 	$(BENCH) --only training --only teacher --set hardware.fused_kernels=false --json $(BENCH_OUT)/unfused.json
 	$(BENCH) --only training --set hardware.gradient_checkpointing=false --json $(BENCH_OUT)/no-checkpointing.json
 	$(BENCH) --only training --set hardware.checkpoint_min_tokens=1792 --json $(BENCH_OUT)/checkpoint-1792.json
-	$(BIN)/recipe bench recipes/examples/t5_to_qwen_lowmem.yaml --only training --json $(BENCH_OUT)/lowmem.json
-	$(BIN)/recipe bench recipes/examples/t5_to_qwen_token_batches.yaml --only training \
-		--json $(BENCH_OUT)/token-batches.json
-	$(BIN)/recipe bench recipes/examples/t5_to_qwen_token_batches.yaml --only training --set hardware.compile=true \
-		--json $(BENCH_OUT)/token-batches-compiled.json
 	$(BENCH) --only teacher --set teacher.cache.batch_tokens=32768 --json $(BENCH_OUT)/teacher-32k.json
-	$(BENCH) --only training --only teacher --set hardware.compile=true --json $(BENCH_OUT)/compiled.json
+	$(BIN)/recipe bench recipes/examples/t5_to_qwen_lowmem.yaml --only training --json $(BENCH_OUT)/lowmem.json
+	$(BIN)/recipe bench recipes/examples/t5_to_qwen_lowmem.yaml --only training --set hardware.compile=false \
+		--json $(BENCH_OUT)/lowmem-eager.json
+	$(TOKENS) --json $(BENCH_OUT)/token-batches.json
+	$(TOKENS) --set hardware.gradient_checkpointing=false --json $(BENCH_OUT)/token-batches-no-checkpointing.json
+	$(TOKENS) --set hardware.gradient_checkpointing=false --set hardware.compile=false \
+		--json $(BENCH_OUT)/token-batches-no-checkpointing-eager.json
+	$(TOKENS) --set hardware.gradient_checkpointing=false --set hardware.batch_tokens=16384 \
+		--set hardware.batch_size=512 --json $(BENCH_OUT)/token-batches-16k-no-checkpointing.json

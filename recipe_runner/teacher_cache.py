@@ -15,7 +15,7 @@ from components.data.prompts import prompts_digest
 from components.disk_space import require_free
 from components.errors import UserFacingError
 from components.models import build_model, freeze, hidden_width, load_tokenizer, pad_id, resolve_config
-from components.models.compilation import compile_for_varied_lengths
+from components.models.compilation import compile_for_varied_lengths, compile_wanted
 from recipe_runner.cache_processes import CacheProcesses
 from recipe_runner.trainer.parts import split_prompts
 from recipe_runner.trainer.run_dir import DirectoryLock
@@ -114,7 +114,7 @@ def _build(
             teacher = freeze(
                 build_model(recipe.teacher, "teacher", device=device, seed=hw.seed, fused_kernels=hw.fused_kernels)
             )
-            if hw.compile:
+            if compile_wanted(hw.compile, device.type):
                 compile_for_varied_lengths(teacher)
         shards = filter(processes.owns, range(shard_count(len(prompts), spec.shard_size)))
         mine = sum(hi - lo for lo, hi in (shard_rows(shard, len(prompts), spec.shard_size) for shard in shards))

@@ -22,6 +22,11 @@ def repeated_blocks(module: nn.Module) -> list[nn.Module]:
     return [block for child in module.children() for block in repeated_blocks(child)]
 
 
+def compile_wanted(setting: bool | str, device_type: str) -> bool:
+    """hardware.compile resolved for a device: `auto` compiles on CUDA only."""
+    return device_type == "cuda" if setting == "auto" else bool(setting)
+
+
 def compile_for_varied_lengths(module: nn.Module) -> nn.Module:
     """Compile the repeated blocks of `module` in place (dynamic shapes); returns `module` itself."""
     for block in repeated_blocks(module):

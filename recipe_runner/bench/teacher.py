@@ -17,7 +17,7 @@ from pydantic import Field
 from components.cache.writer import DTYPES, padded_batch, write_split
 from components.data.batches import token_budget_batches
 from components.models import freeze, hidden_width
-from components.models.compilation import compile_for_varied_lengths
+from components.models.compilation import compile_for_varied_lengths, compile_wanted
 from components.teacher_outputs import encode_teacher
 from recipe_runner.bench.flops import FlopPart, part_flops, peak_flops
 from recipe_runner.bench.lengths import sample_lengths
@@ -100,7 +100,8 @@ def run_teacher(recipe: Recipe, spec: BenchSpec, lengths: list[int], device: tor
     """Encode `spec.teacher_prompts` random prompts of shipped lengths into a temporary cache split."""
     hw = recipe.hardware
     teacher = freeze(build_random(recipe.teacher, "teacher", device, hw.seed, hw.attention, hw.fused_kernels))
-    if hw.compile:
+    compiled = compile_wanted(hw.compile, device.type)
+    if compiled:
         compile_for_varied_lengths(teacher)
     max_length = recipe.teacher.max_length
     drawn = sample_lengths(lengths, spec.teacher_prompts, recipe.hardware.seed, max_length)
@@ -115,7 +116,7 @@ def run_teacher(recipe: Recipe, spec: BenchSpec, lengths: list[int], device: tor
     warm_started = now(device)
     encode_teacher(teacher, warm, torch.ones_like(warm, dtype=torch.bool))  # kernels picked outside the clock
     warm_seconds = now(device) - warm_started
-    forward = _time_forward(teacher, token_ids, batch_tokens, recipe.teacher.chroma_mask, device, hw.compile)
+    forward = _time_forward(teacher, token_ids, batch_tokens, recipe.teacher.chroma_mask, device, compiled)
     precision = {torch.bfloat16: "bf16", torch.float16: "fp16"}.get(teacher.dtype, "fp32")
     peak, _ = peak_flops(device_name(device), precision, spec.peak_tflops)
     with tempfile.TemporaryDirectory(prefix="recipe-bench-cache-") as tmp:

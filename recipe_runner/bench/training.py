@@ -23,7 +23,7 @@ from components.data.pipeline import Collator, DistillBatch
 from components.losses import DistillLoss
 from components.models import freeze, hidden_width, resolve_config
 from components.models.checkpointing import StudentCheckpointing
-from components.models.compilation import compile_for_varied_lengths, compiled_graphs
+from components.models.compilation import compile_for_varied_lengths, compile_wanted, compiled_graphs
 from components.teacher_outputs import encode_teacher
 from recipe_runner.bench.flops import FlopPart, peak_flops, step_flops
 from recipe_runner.bench.host_ops import OpCounter
@@ -204,7 +204,8 @@ def run_training(recipe: Recipe, spec: BenchSpec, lengths: list[int], device: to
     enter_stage(model, stage)
     total = spec.warmup_steps + spec.timed_steps
     optimizer, scheduler, _ = build_optimizer(stage, parameters_by_part(model), total, device.type, hw.trained_weights)
-    forward = compile_for_varied_lengths(model) if hw.compile else model
+    compiled = compile_wanted(hw.compile, device.type)
+    forward = compile_for_varied_lengths(model) if compiled else model
     loss_fn = DistillLoss(stage.losses, recipe.alignment)
     vocab = min(student.config.vocab_size, resolve_config(recipe.teacher).vocab_size)
     first_timed = spec.warmup_steps * hw.grad_accum
@@ -253,7 +254,7 @@ def run_training(recipe: Recipe, spec: BenchSpec, lengths: list[int], device: to
     for index in range(spec.warmup_steps):
         step(index)
     compile_warmup = None
-    if hw.compile:  # compiling and recompiling for the timed batches' shapes happens here, not inside the clock
+    if compiled:  # compiling and recompiling for the timed batches' shapes happens here, not inside the clock
         for index in range(spec.warmup_steps, total):
             step(index)
         compile_warmup = now(device) - started
@@ -273,7 +274,7 @@ def run_training(recipe: Recipe, spec: BenchSpec, lengths: list[int], device: to
         update()
         update_seconds.append(now(device) - started)
     ops = None
-    if not hw.compile:
+    if not compiled:
         with OpCounter() as counter:
             accumulate(spec.warmup_steps, counter)
             counter.phase = "update"
@@ -296,9 +297,9 @@ def run_training(recipe: Recipe, spec: BenchSpec, lengths: list[int], device: to
         gradient_checkpointing=hw.gradient_checkpointing,
         checkpointed_fraction=checkpointed_fraction,
         trained_weights=hw.trained_weights,
-        compiled=hw.compile,
+        compiled=compiled,
         compile_warmup_s=compile_warmup,
-        graphs_compiled_while_timed=compiled_graphs() - graphs_before if hw.compile else None,
+        graphs_compiled_while_timed=compiled_graphs() - graphs_before if compiled else None,
         warmup_steps=spec.warmup_steps,
         timed_steps=spec.timed_steps,
         step_time_s=step_time,

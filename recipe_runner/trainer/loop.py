@@ -17,7 +17,7 @@ from components.attention_backends import shape_stable_attention
 from components.data.pipeline import DistillBatch
 from components.data.prompts import prompts_digest
 from components.losses import DistillLoss
-from components.models.compilation import compile_for_varied_lengths
+from components.models.compilation import compile_for_varied_lengths, compile_wanted
 from components.teacher_outputs import encode_teacher
 from recipe_runner.trainer import resume
 from recipe_runner.trainer.batch_plan import BatchPlan
@@ -233,7 +233,7 @@ class Trainer:
         )
         accelerator.free_memory()
         self.prepared, self.optimizer = accelerator.prepare(self.parts.model, optimizer)
-        if recipe.hardware.compile:
+        if compile_wanted(recipe.hardware.compile, accelerator.device.type):
             self.prepared = compile_for_varied_lengths(self.prepared)
         resuming = self.resume_from is not None and read_position(self.resume_from).stage == stage_index
         if resuming:

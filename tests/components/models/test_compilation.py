@@ -4,11 +4,13 @@ from __future__ import annotations
 
 import pytest
 import torch
+from pydantic import ValidationError
 from torch._dynamo.utils import counters
 
-from components.models.compilation import compile_for_varied_lengths, repeated_blocks
+from components.models.compilation import compile_for_varied_lengths, compile_wanted, repeated_blocks
 from recipe_runner.loader import load_recipe
 from recipe_runner.trainer.parts import build_distill_model
+from schemas.hardware import Hardware
 
 pytestmark = pytest.mark.slow
 
@@ -60,3 +62,18 @@ def test_only_stacks_of_composite_blocks_of_one_class_are_compiled():
     model = torch.nn.ModuleDict({"mixed": mixed, "leaves": leaves, "stack": stack})
     # the first member of `mixed` is searched: its norm list holds leaves only; `stack`'s own norms are not listed
     assert repeated_blocks(model) == list(stack)
+
+
+@pytest.mark.parametrize(
+    ("setting", "device_type", "wanted"),
+    [("auto", "cuda", True), ("auto", "cpu", False), (True, "cpu", True), (False, "cuda", False)],
+)
+def test_auto_compiles_on_cuda_only_and_a_set_value_is_kept(setting, device_type: str, wanted: bool):
+    assert compile_wanted(setting, device_type) is wanted
+
+
+def test_hardware_compile_takes_auto_or_a_bool_and_defaults_to_auto():
+    assert Hardware().compile == "auto"
+    assert Hardware(compile=True).compile is True and Hardware(compile="auto").compile == "auto"
+    with pytest.raises(ValidationError, match="auto"):
+        Hardware(compile="sometimes")
