@@ -3,7 +3,9 @@
 Formula (bytes; b x s = the padded tokens of the largest micro-batch: hardware.batch_size x max_length, or at
 most hardware.batch_tokens; a = activation bytes: 2 for bf16/fp16, 4 for fp32):
   frozen weights     teacher params x teacher dtype (0 with `teacher.cache`: targets come from disk);
-                     student params x student dtype when the student is frozen or trained through LoRA;
+                     student params x the dtype it is held in, when the stage freezes it or trains it through
+                     LoRA: the trained dtype (4, or 2 with bf16_stochastic) if any stage trains the student
+                     (training casts it once for the whole run), else `student.dtype`;
                      bolt-on params x 4 (x 2 with bf16_stochastic) when the stage does not train it
   trainable state    16 x trainable params: fp32 master weight 4 + fp32 grad 4 + AdamW exp_avg 4 + exp_avg_sq 4;
                      8 with trained_weights bf16_stochastic (bf16 weight, grad and both moments)
@@ -166,6 +168,13 @@ def _bolt_on_elements(recipe: Recipe, in_width: int) -> int:
     return total
 
 
+def _held_student_dtype(recipe: Recipe) -> str:
+    """The student's dtype in training: the trained dtype when any stage trains it (see set_trained_dtype)."""
+    if any("student" in stage.trainable for stage in recipe.stages):
+        return "bfloat16" if recipe.hardware.trained_weights == "bf16_stochastic" else "float32"
+    return recipe.student.dtype
+
+
 def estimate_memory(recipe: Recipe, stage: Stage, sizes: Sizes, student_trainable: int) -> MemoryEstimate:
     """Itemised peak memory of `stage`; `student_trainable` is the student's (or its LoRA adapters') trainable count."""
     hardware = recipe.hardware
@@ -182,8 +191,10 @@ def estimate_memory(recipe: Recipe, stage: Stage, sizes: Sizes, student_trainabl
 
     if recipe.teacher.cache is None:
         items.append(MemoryItem("teacher weights (frozen)", sizes.teacher_params * _DTYPE_BYTES[recipe.teacher.dtype]))
+    held_dtype = _held_student_dtype(recipe)
+    held = _DTYPE_BYTES[held_dtype]
     if not trains_student or lora:
-        items.append(MemoryItem("student weights (frozen)", sizes.student_params * _DTYPE_BYTES[recipe.student.dtype]))
+        items.append(MemoryItem(f"student weights (frozen, {held_dtype})", sizes.student_params * held))
     if not trains_bolt_on:
         bf16 = hardware.trained_weights == "bf16_stochastic"
         label = f"bolt-on weights (frozen, {'bf16' if bf16 else 'fp32'})"
@@ -195,9 +206,8 @@ def estimate_memory(recipe: Recipe, stage: Stage, sizes: Sizes, student_trainabl
         items.append(MemoryItem("trainable: fp32 weights + grads + AdamW states (16 B/param)", 16 * trainable))
 
     st = sizes.student
-    # fp32 master weights under autocast keep the residual stream in fp32; bf16 weights keep it in bf16.
-    fp32_weights = hardware.trained_weights == "fp32" and trains_student and not lora
-    r = 4 if fp32_weights or hardware.precision == "fp32" else min(a, _DTYPE_BYTES[recipe.student.dtype])
+    # fp32 weights under autocast keep the residual stream in fp32; bf16 weights keep it in bf16.
+    r = 4 if held == 4 or hardware.precision == "fp32" else min(a, held)
     per_layer = tokens * st.layer_bytes_per_token(a, r)
     if not trains_student:
         items.append(MemoryItem("student activations (no grad, one layer)", per_layer))

@@ -29,7 +29,9 @@ def enter_stage(model: DistillModel, stage: Stage) -> None:
             # peft asks transformers for a property transformers has deprecated; the notice is about library
             # internals and no recipe setting can silence it, so it is kept out of every LoRA run's output.
             warnings.filterwarnings("ignore", message=".*is_gradient_checkpointing.*", category=FutureWarning)
-            model.student = get_peft_model(model.student, config)
+            # Adapters take the dtype of the layer they wrap, which set_trained_dtype made the trained dtype
+            # (peft's default would make them float32 over bf16 weights, which bf16_stochastic cannot update).
+            model.student = get_peft_model(model.student, config, autocast_adapter_dtype=False)
 
 
 def leave_stage(model: DistillModel, stage: Stage) -> None:

@@ -56,8 +56,21 @@ def test_lora_stage_trains_adapters_and_keeps_frozen_student_weights(reference: 
     per_layer = 8 * ((1024 + 2048) + (1024 + 1024) * 2 + (2048 + 1024))  # q, k, v, o of one Qwen3 layer
     assert plan.stages[0].trainable["student"] == 28 * per_layer
     assert plan.stages[0].lora
-    assert memory_items(plan)["student weights (frozen)"] == pytest.approx(595_776_512 * 2 / GIB)
+    # Training casts the student to fp32 masters once for the run, LoRA base weights included.
+    assert memory_items(plan)["student weights (frozen, float32)"] == pytest.approx(595_776_512 * 4 / GIB)
     assert "(LoRA)" in format_plan(plan)
+
+
+def test_a_frozen_student_counts_in_the_dtype_training_holds_it_in(reference: Recipe) -> None:
+    bolt_on_first = reference.stages[0].model_copy(update={"name": "bolt_on_only", "trainable": ["bolt_on"]})
+    two_stages = reference.model_copy(update={"stages": [bolt_on_first, reference.stages[0]]})
+    assert memory_items(build_plan(two_stages))["student weights (frozen, float32)"] == pytest.approx(
+        595_776_512 * 4 / GIB
+    )
+    never_trained = with_stage(reference, trainable=["bolt_on"])
+    assert memory_items(build_plan(never_trained))["student weights (frozen, bfloat16)"] == pytest.approx(
+        595_776_512 * 2 / GIB
+    )
 
 
 def test_lora_targets_that_match_nothing_warn(reference: Recipe) -> None:
