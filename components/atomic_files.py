@@ -11,6 +11,7 @@ import json
 import os
 import shutil
 import tempfile
+import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
@@ -142,6 +143,48 @@ def check_replaceable(
     )
 
 
+STALE_SECONDS = 60  # a temporary directory this old whose writer holds no lock on it was left by a killed one
+
+
+def _hold(directory: Path) -> int | None:
+    """An flock on `directory` itself for as long as it is being built, so a later writer can tell it is live.
+    The kernel drops it when the process dies, SIGKILL included. None where there is no flock."""
+    try:
+        import fcntl
+    except ImportError:
+        return None
+    handle = os.open(directory, os.O_RDONLY)
+    fcntl.flock(handle, fcntl.LOCK_EX)
+    return handle
+
+
+def remove_stale_copies(final: Path) -> list[Path]:
+    """Delete the temporary directories of `final` that a killed writer left (SIGKILL, power loss): as large as
+    the output each, and never read. A live writer holds a lock on its own, and one just made is left alone."""
+    prefix = f".{final.name}."
+    try:
+        import fcntl
+    except ImportError:
+        return []
+    removed = []
+    for candidate in final.parent.glob(f"{prefix}*.tmp") if final.parent.is_dir() else ():
+        stem = candidate.name[len(prefix) : -len(".tmp")]
+        if "." in stem or candidate.is_symlink() or not candidate.is_dir():  # another output's, or not ours
+            continue
+        if time.time() - candidate.stat().st_mtime < STALE_SECONDS:
+            continue
+        handle = os.open(candidate, os.O_RDONLY)
+        try:
+            fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            continue  # its writer is alive
+        finally:
+            os.close(handle)
+        shutil.rmtree(candidate, ignore_errors=True)
+        removed.append(candidate)
+    return removed
+
+
 @contextmanager
 def atomic_directory(
     final: Path,
@@ -158,7 +201,9 @@ def atomic_directory(
     final = Path(final)
     check_replaceable(final, marker, kind, remedy, added)
     final.parent.mkdir(parents=True, exist_ok=True)
+    remove_stale_copies(final)
     tmp = Path(tempfile.mkdtemp(prefix=f".{final.name}.", suffix=".tmp", dir=final.parent))
+    held = _hold(tmp)
     old = _old(final)
     try:
         yield tmp
@@ -174,5 +219,7 @@ def atomic_directory(
         if old.exists() or old.is_symlink():
             _remove(old)
     finally:
+        if held is not None:
+            os.close(held)
         if tmp.exists():
             shutil.rmtree(tmp, ignore_errors=True)

@@ -5,6 +5,9 @@ from __future__ import annotations
 
 import os
 import stat
+import subprocess
+import sys
+import time
 from pathlib import Path
 
 import pytest
@@ -160,3 +163,62 @@ def test_written_files_and_directories_follow_the_umask(tmp_path, umask):
     for file in ("file.json", "shard.safetensors", "dir/sub/model.safetensors", f"dir/{MARKER}"):
         assert _mode(tmp_path / file) == 0o666 & ~umask, file
     assert _mode(tmp_path / "dir") == _mode(tmp_path / "dir" / "sub") == 0o777 & ~umask
+
+
+_WRITER = """
+import sys, time
+from pathlib import Path
+from components.atomic_files import atomic_directory
+with atomic_directory(Path(sys.argv[1]), "done.json") as tmp:
+    (tmp / "weights.bin").write_bytes(b"x" * 1000)
+    print(tmp, flush=True)
+    time.sleep(60)
+"""
+
+
+def _writer_killed_mid_write(final: Path) -> Path:
+    """A real process that dies by SIGKILL while building `final`; returns the temporary directory it left."""
+    writer = subprocess.Popen(
+        [sys.executable, "-c", _WRITER, str(final)], stdout=subprocess.PIPE, text=True, cwd=Path(__file__).parents[2]
+    )
+    left = Path(writer.stdout.readline().strip())
+    writer.kill()
+    writer.wait()
+    assert left.is_dir()
+    return left
+
+
+def _age(path: Path) -> None:
+    old = time.time() - 2 * atomic_files.STALE_SECONDS
+    os.utime(path, (old, old))
+
+
+@pytest.mark.skipif(not hasattr(os, "fork"), reason="flock is POSIX")
+def test_the_copy_a_killed_writer_left_is_deleted_by_the_next_write(tmp_path):
+    final = tmp_path / "export"
+    left = _writer_killed_mid_write(final)
+    _age(left)
+    with atomic_directory(final, MARKER) as tmp:
+        (tmp / MARKER).write_text("{}")
+    assert not left.exists() and (final / MARKER).is_file()
+    assert [p.name for p in tmp_path.iterdir()] == ["export"]
+
+
+def test_a_live_writers_copy_and_a_fresh_one_are_kept(tmp_path):
+    fcntl = pytest.importorskip("fcntl")
+    final = tmp_path / "export"
+    live, fresh, other = (tmp_path / name for name in (".export.live1.tmp", ".export.new2.tmp", ".export.v2.x3.tmp"))
+    for directory in (live, fresh, other):
+        directory.mkdir()
+    for directory in (live, other):
+        _age(directory)
+    handle = os.open(live, os.O_RDONLY)
+    fcntl.flock(handle, fcntl.LOCK_EX)  # another open file: conflicts as another process's lock would
+    try:
+        with atomic_directory(final, MARKER) as tmp:
+            (tmp / MARKER).write_text("{}")
+    finally:
+        os.close(handle)
+    assert live.is_dir() and fresh.is_dir()  # alive; too new to tell
+    assert other.is_dir()  # the temporary copy of another output (`export.v2`), not of `export`
+    assert atomic_files.remove_stale_copies(final) == [live]  # its writer has gone now, and it is old
