@@ -52,7 +52,7 @@ class StagePlan:
     trainable: dict[Part, int]
     lora: bool
     memory: MemoryEstimate
-    hint: str | None = None  # a faster setting that still fits the budget
+    student_trainable: int  # the student's trainable parameters (its LoRA adapters' with LoRA), as estimated
 
     @property
     def total_trainable(self) -> int:
@@ -129,21 +129,25 @@ def _with_hardware(recipe: Recipe, **changes: object) -> Recipe:
     return recipe.model_copy(update={"hardware": recipe.hardware.model_copy(update=changes)})
 
 
-def _checkpoint_hint(recipe: Recipe, stage: Stage, sizes: Sizes, student_trainable: int) -> str | None:
+def _checkpoint_hint(recipe: Recipe, sizes: Sizes, trained: list[tuple[Stage, int]]) -> str | None:
     """Recomputing activations costs about a third more compute per step. When the budget allows it, say how
-    much of it can go: all of it, or every batch under some number of padded tokens (most image prompts)."""
+    much of it can go: all of it, or every batch under some number of padded tokens (most image prompts).
+
+    The hardware section is shared by every stage, so a setting is hinted only if every stage fits with it.
+    `trained`: the stages that train the student, with the student's trainable count in each."""
     hw = recipe.hardware
-    if hw.vram_gb is None or not hw.gradient_checkpointing or "student" not in stage.trainable:
+    if hw.vram_gb is None or not hw.gradient_checkpointing or not trained:
         return None
 
     def fits(candidate: Recipe) -> tuple[bool, float]:
-        memory = estimate_memory(candidate, stage, sizes, student_trainable)
-        return not memory.over_budget, memory.total_gib
+        memories = [estimate_memory(candidate, stage, sizes, count) for stage, count in trained]
+        return not any(m.over_budget for m in memories), max(m.total_gib for m in memories)
 
+    which = f"stage {trained[0][0].name!r}" if len(trained) == 1 else "every stage"
     off_fits, off_gib = fits(_with_hardware(recipe, gradient_checkpointing=False, checkpoint_min_tokens=None))
     if off_fits:
         return (
-            f"stage {stage.name!r}: without gradient_checkpointing the estimate is {off_gib:.1f} GiB, within "
+            f"{which}: without gradient_checkpointing the estimate is {off_gib:.1f} GiB, within "
             f"hardware.vram_gb {hw.vram_gb:g}: recomputing costs about a third more compute per step"
         )
     low, high = 0, hw.batch_token_bound(recipe.student.max_length)  # the largest T that fits lies in [low, high)
@@ -155,7 +159,7 @@ def _checkpoint_hint(recipe: Recipe, stage: Stage, sizes: Sizes, student_trainab
         return None
     gib = fits(_with_hardware(recipe, checkpoint_min_tokens=threshold))[1]
     return (
-        f"stage {stage.name!r}: hardware.checkpoint_min_tokens: {threshold} still fits hardware.vram_gb "
+        f"{which}: hardware.checkpoint_min_tokens: {threshold} still fits hardware.vram_gb "
         f"{hw.vram_gb:g} (estimate {gib:.1f} GiB): batches under {threshold} padded tokens then skip the recompute"
     )
 
@@ -176,8 +180,7 @@ def _stage_plan(recipe: Recipe, stage: Stage, student: nn.Module, sizes: Sizes, 
     if "bolt_on" in stage.trainable:
         trainable["bolt_on"] = sizes.bolt_on_params
     memory = estimate_memory(recipe, stage, sizes, student_trainable)
-    hint = None if memory.over_budget else _checkpoint_hint(recipe, stage, sizes, student_trainable)
-    return StagePlan(stage.name, trainable, lora is not None, memory, hint)
+    return StagePlan(stage.name, trainable, lora is not None, memory, student_trainable)
 
 
 def build_plan(recipe: Recipe) -> Plan:
@@ -200,6 +203,10 @@ def build_plan(recipe: Recipe) -> Plan:
     disk = disk_need(set_trained_dtype(DistillModel(student, stack, recipe.student.layer), recipe), recipe)
     warnings = list(failures)
     warnings.extend(_memory_warning(stage, recipe) for stage in stages if stage.memory.over_budget)
+    trained = [(spec, plan.student_trainable) for spec, plan in zip(recipe.stages, stages, strict=True)]
+    trained = [(spec, count) for spec, count in trained if "student" in spec.trainable]
+    over = any(stage.memory.over_budget for stage in stages)
+    hint = None if over else _checkpoint_hint(recipe, sizes, trained)
     warnings.extend(
         f"stages[{i}].warmup_steps {stage.warmup_steps} is not below its {stage.steps} steps: the learning rate "
         "never reaches lr"
@@ -223,7 +230,7 @@ def build_plan(recipe: Recipe) -> Plan:
         warnings=tuple(warnings),
         disk=disk,
         stage_failures=tuple(failures),
-        hints=tuple(stage.hint for stage in stages if stage.hint is not None),
+        hints=() if hint is None else (hint,),
     )
 
 

@@ -193,3 +193,21 @@ def test_the_lowmem_example_plans_its_worst_batch_within_12_gib() -> None:
     memory = build_plan(lowmem).stages[0].memory
     assert memory.batch_tokens == lowmem.hardware.batch_tokens < 16 * 512
     assert not memory.over_budget and memory.total_gib <= 12.0
+
+
+def test_one_checkpoint_hint_that_fits_every_stage(reference: Recipe) -> None:
+    # A student-only stage has room for a larger threshold than the reference stage, but hardware is shared:
+    # a hint per stage used to offer that larger one, which overflows the reference stage.
+    student_only = reference.stages[0].model_copy(update={"name": "student_only", "trainable": ["student"]})
+    two = reference.model_copy(update={"stages": [reference.stages[0], student_only]})
+    (hint,) = build_plan(two).hints
+    assert hint.startswith("every stage: hardware.checkpoint_min_tokens: ")
+    threshold = int(hint.split("checkpoint_min_tokens: ")[1].split()[0])
+
+    def peaks(tokens: int) -> list[float]:
+        hardware = two.hardware.model_copy(update={"checkpoint_min_tokens": tokens})
+        return [stage.memory.total_gib for stage in build_plan(two.model_copy(update={"hardware": hardware})).stages]
+
+    assert max(peaks(threshold)) <= 24 < max(peaks(threshold + 256))
+    alone = build_plan(reference.model_copy(update={"stages": [student_only]})).hints[0]
+    assert int(alone.split("checkpoint_min_tokens: ")[1].split()[0]) > threshold  # what the old hint offered
