@@ -86,6 +86,11 @@ def _resolve(recipe_file, overrides, options: dict) -> InferJob:
     from components.export import read_manifest
     from components.inference import InferenceError
 
+    if options["compare"] and options["encoder"] is not None:
+        raise click.UsageError(
+            f"--compare renders both encoders (t5 and qwen), so --encoder cannot be given with it: "
+            f"drop --encoder {options['encoder']} or --compare"
+        )
     checkpoint = options["checkpoint"]
     if recipe_file is not None:
         from recipe_runner.loader import load_recipe
@@ -235,7 +240,9 @@ def run_job(job: InferJob) -> list[Path]:
 @click.option(
     "--checkpoint", type=click.Path(file_okay=False), help="Exported encoder dir (default: <output.dir>/export)."
 )
-@click.option("--compare", is_flag=True, help="Render with t5 and qwen, same seed, side by side in one PNG.")
+@click.option(
+    "--compare", is_flag=True, help="Render with t5 and qwen, same seed, side by side in one PNG (not with --encoder)."
+)
 @click.option("--device", help="cpu, cuda, cuda:1, ... (default: cuda when available).")
 @overrides_option
 @trust_remote_code_option

@@ -228,3 +228,10 @@ def test_recipe_without_inference_section(run_dir):
 )
 def test_a_device_this_machine_cannot_use_is_one_line(run_dir, device, fragment):
     _fails(_infer(run_dir, "--prompt", "cat", "--device", device), f"--device {device}: {fragment}")
+
+
+def test_compare_with_an_encoder_is_a_usage_error(run_dir, monkeypatch):
+    _no_rendering(monkeypatch)
+    result = _infer(run_dir, "--prompt", "cat", "--compare", "--encoder", "t5")
+    assert result.exit_code == 2, result.output
+    assert "--compare renders both encoders (t5 and qwen), so --encoder cannot be given with it" in result.stderr
