@@ -9,7 +9,7 @@ from pathlib import Path
 import click
 
 from recipe_runner.cli_support import overrides_option, reports_recipe_errors, trust_remote_code_option
-from schemas.inference import Inference
+from schemas.inference import GUIDANCE_MAX, Inference
 from schemas.models import T5EncoderTeacher
 
 LABELS = {"t5": "t5 (teacher)", "qwen": "qwen (distilled)"}
@@ -25,6 +25,18 @@ class ImageSide(click.ParamType):
         number = click.INT.convert(value, param, ctx)
         if number <= 0 or number % SIZE_MULTIPLE:
             self.fail(f"{number}: must be a positive multiple of {SIZE_MULTIPLE}", param, ctx)
+        return number
+
+
+class GuidanceScale(click.ParamType):
+    """--guidance: the recipe's range for inference.guidance (a NaN fails too), as a usage error naming the option."""
+
+    name = "scale"
+
+    def convert(self, value, param, ctx) -> float:
+        number = click.FLOAT.convert(value, param, ctx)
+        if not 0 <= number <= GUIDANCE_MAX:
+            self.fail(f"{value}: must be from 0 to {GUIDANCE_MAX:g}", param, ctx)
         return number
 
 
@@ -212,6 +224,7 @@ def run_job(job: InferJob) -> list[Path]:
             images[LABELS[encoder]] = render(
                 pipeline, cond.embeds, cond.mask, negative.embeds, negative.mask,
                 spec.steps, spec.guidance, width, height, spec.seed,
+                label=f"prompt {index + 1} {job.prompts[index]!r} with {LABELS[encoder]}",
             )  # fmt: skip
         image = compare_grid(images) if len(images) > 1 else next(iter(images.values()))
         path = numbered(job.out, index, len(job.prompts))
@@ -228,7 +241,7 @@ def run_job(job: InferJob) -> list[Path]:
 @click.option("--negative-prompt", help="Negative prompt (default: recipe inference.negative_prompt).")
 @click.option("--seed", type=click.IntRange(min=0, max=2**63 - 1), help="Noise seed (default: inference.seed).")
 @click.option("--steps", type=click.IntRange(min=1), help="Denoising steps.")
-@click.option("--guidance", type=click.FloatRange(min=0), help="Classifier-free guidance scale.")
+@click.option("--guidance", type=GuidanceScale(), help=f"Classifier-free guidance scale, 0 to {GUIDANCE_MAX:g}.")
 @click.option("--width", type=ImageSide(), help="Image width in pixels (multiple of 16).")
 @click.option("--height", type=ImageSide(), help="Image height in pixels (multiple of 16).")
 @click.option(

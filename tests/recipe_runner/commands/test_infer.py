@@ -187,7 +187,9 @@ def test_width_mismatch_names_both_numbers(run_dir):
         (["--prompt", "cat", "--width", "0"], "Invalid value for '--width': 0: must be a positive multiple of 16"),
         (["--prompt", "cat", "--height", "-16"], "Invalid value for '--height': -16: must be a positive multiple"),
         (["--prompt", "cat", "--steps", "0"], "Invalid value for '--steps': 0 is not in the range x>=1"),
-        (["--prompt", "cat", "--guidance", "-1"], "Invalid value for '--guidance'"),
+        (["--prompt", "cat", "--guidance", "-1"], "Invalid value for '--guidance': -1: must be from 0 to 30"),
+        (["--prompt", "cat", "--guidance", "1e30"], "Invalid value for '--guidance': 1e30: must be from 0 to 30"),
+        (["--prompt", "cat", "--guidance", "nan"], "Invalid value for '--guidance': nan: must be from 0 to 30"),
         (["--prompt", "cat", "--seed", "-1"], "Invalid value for '--seed'"),
         (["--prompts", "/no/such/file.txt"], "cannot read"),
     ],
@@ -235,3 +237,28 @@ def test_compare_with_an_encoder_is_a_usage_error(run_dir, monkeypatch):
     result = _infer(run_dir, "--prompt", "cat", "--compare", "--encoder", "t5")
     assert result.exit_code == 2, result.output
     assert "--compare renders both encoders (t5 and qwen), so --encoder cannot be given with it" in result.stderr
+
+
+def test_the_recipe_takes_the_guidance_range_of_the_option(run_dir, tmp_path):
+    _ok(_infer(run_dir, "--prompt", "cat", "--guidance", "30", "--out", str(tmp_path / "a.png")))
+    _ok(_infer(run_dir, "--prompt", "cat", "--set", "inference.guidance=30", "--out", str(tmp_path / "b.png")))
+    result = _infer(run_dir, "--prompt", "cat", "--set", "inference.guidance=1e30")
+    _fails(result, "inference.guidance: must be from 0 to 30, got 1e+30", "1 problem found.")
+
+
+def test_nan_pixels_are_not_saved(run_dir, tmp_path, monkeypatch):
+    import components.inference
+
+    build = components.inference.build_chroma_pipeline
+
+    def poisoned(*args, **kwargs):
+        pipeline = build(*args, **kwargs)
+        with torch.no_grad():
+            pipeline.vae.decoder.conv_out.bias.fill_(float("nan"))
+        return pipeline
+
+    monkeypatch.setattr(components.inference, "build_chroma_pipeline", poisoned)
+    out = tmp_path / "nan.png"
+    result = _infer(run_dir, "--prompt", "a red fox", "--out", str(out))
+    _fails(result, "error: prompt 1 'a red fox' with qwen (distilled): the render has NaN or infinite pixels")
+    assert not out.exists()
