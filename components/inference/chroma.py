@@ -31,7 +31,8 @@ _VAE_DEFAULTS: dict[str, Any] = {
 
 
 class InferenceError(UserFacingError, ValueError):
-    """Rendering cannot start: the message says what to change (the CLI prints it and exits with code 2)."""
+    """Rendering cannot start or finish: the message says what to change (the CLI prints `error: ...` and exits
+    with code 1, as for any setup problem)."""
 
 
 @dataclass(frozen=True)
