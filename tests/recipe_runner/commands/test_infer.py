@@ -292,3 +292,15 @@ def test_nan_pixels_are_not_saved(run_dir, tmp_path, monkeypatch):
     result = _infer(run_dir, "--prompt", "a red fox", "--out", str(out))
     _fails(result, "error: prompt 1 'a red fox' with qwen (distilled): the render has NaN or infinite pixels")
     assert not out.exists()
+
+
+def test_loading_a_saved_teacher_shows_no_progress_bar(run_dir, tmp_path):
+    """The T5 path loads real weights quietly, the way an export loads; the caller's bar setting comes back."""
+    from transformers.utils import logging as transformers_logging
+
+    build_model(load_recipe(RECIPE).recipe.teacher, "teacher").save_pretrained(tmp_path / "t5")
+    teacher = ["--set", "teacher.config=null", "--set", f"teacher.model={tmp_path / 't5'}"]
+    result = _infer(run_dir, *teacher, "--prompt", "cat", "--encoder", "t5", "--out", str(tmp_path / "t5.png"))
+    assert _ok(result) == [tmp_path / "t5.png"]
+    assert "Loading weights" not in result.stderr, result.stderr
+    assert transformers_logging.is_progress_bar_enabled()
