@@ -4,9 +4,13 @@ from __future__ import annotations
 
 from typing import Any, Literal
 
-from pydantic import Field, model_validator
+from pydantic import Field, ValidationError, ValidatorFunctionWrapHandler, field_validator, model_validator
 
 from schemas.base import HubOrPath, StrictModel
+
+# Scales in use sit near 4; past ~30 an image only burns out, and a scale like 1e30 overflows into NaN pixels.
+# `recipe infer --guidance` takes the same range.
+GUIDANCE_MAX = 30.0
 
 
 class Inference(StrictModel):
@@ -21,12 +25,25 @@ class Inference(StrictModel):
     )
     encoder: Literal["qwen", "t5"] = Field(default="qwen", description="Text encoder used by default.")
     steps: int = Field(default=30, gt=0, description="Denoising steps.")
-    guidance: float = Field(default=4.0, ge=0, description="Classifier-free guidance scale.")
+    guidance: float = Field(
+        default=4.0, ge=0, le=GUIDANCE_MAX, description=f"Classifier-free guidance scale, 0 to {GUIDANCE_MAX:g}."
+    )
     size: tuple[int, int] = Field(default=(1024, 1024), description="Image width and height in pixels.")
     negative_prompt: str = Field(default="", description="Negative prompt.")
     seed: int = Field(default=0, ge=0, lt=2**63, description="Noise seed (torch takes up to 2**63 - 1).")
     dtype: Literal["float32", "bfloat16", "float16"] = Field(default="bfloat16", description="Pipeline dtype.")
     cpu_offload: bool = Field(default=False, description="Offload pipeline modules to the CPU between uses.")
+
+    @field_validator("guidance", mode="wrap")
+    @classmethod
+    def _guidance_in_range(cls, value: Any, handler: ValidatorFunctionWrapHandler) -> float:
+        """Name the whole range, not only the bound that was crossed."""
+        try:
+            return handler(value)
+        except ValidationError as exc:
+            if {e["type"] for e in exc.errors()} <= {"greater_than_equal", "less_than_equal"}:
+                raise ValueError(f"must be from 0 to {GUIDANCE_MAX:g}, got {value!r}") from None
+            raise
 
     @model_validator(mode="after")
     def _one_source(self) -> Inference:

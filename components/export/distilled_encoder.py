@@ -13,8 +13,6 @@ import copy
 import json
 import logging
 import warnings
-from collections.abc import Iterator
-from contextlib import contextmanager
 from pathlib import Path
 
 import torch
@@ -126,20 +124,6 @@ def build_manifest(recipe: Recipe, student_width: int, output_width: int) -> Enc
     )
 
 
-@contextmanager
-def _quiet_transformers_bars() -> Iterator[None]:
-    """No "Writing model shards" or "Loading weights" bar for one local file: the caller says what it did."""
-    from transformers.utils import logging as transformers_logging
-
-    was_enabled = transformers_logging.is_progress_bar_enabled()
-    transformers_logging.disable_progress_bar()
-    try:
-        yield
-    finally:
-        if was_enabled:
-            transformers_logging.enable_progress_bar()
-
-
 def check_export_target(out_dir: str | Path) -> None:
     """Refuse, before any work, an `out_dir` that holds anything but an earlier export (the export replaces it)."""
     check_replaceable(Path(out_dir).resolve(), **_REPLACES)
@@ -148,13 +132,13 @@ def check_export_target(out_dir: str | Path) -> None:
 def export_encoder(out_dir: str | Path, recipe: Recipe, student: nn.Module, bolt_on: nn.Module, tokenizer) -> Path:
     """Write the export to a temporary sibling and rename it into place, so `out_dir` is never half-written;
     an existing export stays in place until the new one is complete. Anything else at `out_dir` is refused."""
-    from components.models.loading import hidden_width
+    from components.models.loading import hidden_width, quiet_transformers_bars
 
     out_dir = Path(out_dir).resolve()
     check_export_target(out_dir)
     student_width = hidden_width(student.config)
     manifest = build_manifest(recipe, student_width, _output_width(bolt_on, student_width))
-    with atomic_directory(out_dir, **_REPLACES) as tmp, _quiet_transformers_bars():
+    with atomic_directory(out_dir, **_REPLACES) as tmp, quiet_transformers_bars():
         _unmerged(student).save_pretrained(tmp / STUDENT_DIR)
         tokenizer.save_pretrained(tmp / STUDENT_DIR)
         save_model(bolt_on, str(tmp / BOLT_ON_FILE))
@@ -214,7 +198,7 @@ class DistilledEncoder:
 
         from components.bolt_on.stack import build_bolt_on
         from components.export.load_checks import REEXPORT, damaged, first_damaged_weights
-        from components.models.loading import build_model
+        from components.models.loading import build_model, quiet_transformers_bars
         from components.models.tokenizer import load_tokenizer
 
         directory = Path(directory)
@@ -238,7 +222,7 @@ class DistilledEncoder:
         )
         try:
             tokenizer = load_tokenizer(source)
-            with _quiet_transformers_bars():  # a local export loads in a moment: no "Loading weights" bar
+            with quiet_transformers_bars():  # a local export loads in a moment: no "Loading weights" bar
                 student = build_model(source, "student", device=str(device)).to(device=device, dtype=dtype)
         except UserFacingError as exc:  # a damaged config.json, tokenizer or weights of the student
             raise ExportError(f"{str(exc).rstrip('.')}; {REEXPORT}") from None

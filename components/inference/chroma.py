@@ -12,6 +12,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import torch
 
 from components.errors import UserFacingError
@@ -30,7 +31,8 @@ _VAE_DEFAULTS: dict[str, Any] = {
 
 
 class InferenceError(UserFacingError, ValueError):
-    """Rendering cannot start: the message says what to change (the CLI prints it and exits with code 2)."""
+    """Rendering cannot start or finish: the message says what to change (the CLI prints `error: ...` and exits
+    with code 1, as for any setup problem)."""
 
 
 @dataclass(frozen=True)
@@ -216,8 +218,14 @@ def render(
     width: int,
     height: int,
     seed: int,
+    *,
+    label: str = "prompt",
 ):
-    """One image from precomputed embeddings; masks go in as booleans so padding stays out of attention."""
+    """One image from precomputed embeddings; masks go in as booleans so padding stays out of attention.
+
+    `label` names the prompt (and encoder) in the message refusing an image of NaN or infinite pixels, which
+    diffusers would cast to garbage bytes without a word.
+    """
     embeds, mask = _as_batch(embeds, mask, "prompt")
     negative_embeds, negative_mask = _as_batch(negative_embeds, negative_mask, "negative prompt")
     expected = int(pipeline.transformer.config.joint_attention_dim)
@@ -240,9 +248,20 @@ def render(
         width=width,
         height=height,
         generator=torch.Generator(device="cpu").manual_seed(seed),
-        output_type="pil",
+        output_type="np",
     )
-    return result.images[0]
+    pixels = result.images
+    if not np.isfinite(pixels).all():
+        raise InferenceError(_not_finite(label, guidance, dtype))
+    return pipeline.image_processor.numpy_to_pil(pixels)[0]  # what output_type="pil" does
+
+
+def _not_finite(label: str, guidance: float, dtype: torch.dtype) -> str:
+    """Which settings to change: the guidance scale, and float16 (it overflows where bfloat16 does not)."""
+    fixes = [f"a lower guidance (now {guidance:g}: --guidance or inference.guidance)"]
+    if dtype == torch.float16:
+        fixes.append("inference.dtype bfloat16 or float32 (float16 overflows)")
+    return f"{label}: the render has NaN or infinite pixels, so no image was saved; try {' or '.join(fixes)}"
 
 
 def encode_with_export(

@@ -55,12 +55,13 @@ def encode_with_teacher(
     source: T5EncoderTeacher, prompts: list[str], negative_prompt: str, device: str | torch.device
 ) -> tuple[list[Conditioning], Conditioning]:
     """Build the teacher, encode prompts and the negative prompt, and free the teacher before rendering."""
-    from components.models.loading import build_model, freeze
+    from components.models.loading import build_model, freeze, quiet_transformers_bars
     from components.models.tokenizer import load_tokenizer
 
     check_prompts(prompts)
     tokenizer = load_tokenizer(source)
-    teacher = freeze(build_model(source, "teacher", device=device))
+    with quiet_transformers_bars():  # the same quiet load as the distilled encoder's
+        teacher = freeze(build_model(source, "teacher", device=device))
     try:
         embeds, mask = encode_t5(teacher, tokenizer, prompts, source.max_length)
         negative = encode_t5(teacher, tokenizer, [negative_prompt], source.max_length, allow_empty=True)

@@ -2,12 +2,15 @@
 
 from __future__ import annotations
 
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Literal
 
 import torch
 from torch import nn
 from transformers import AutoModel, PretrainedConfig, PreTrainedModel, T5EncoderModel
+from transformers.utils import logging as transformers_logging
 
 from components.models.fused_kernels import use_fused_kernels
 from components.models.source import ModelSourceError, locate, resolve_config
@@ -54,6 +57,19 @@ def final_norm(model: nn.Module) -> nn.Module:
         if isinstance(module, nn.Module):
             return module
     raise ValueError(f"{type(model).__name__}: no final norm found (looked for {', '.join(_FINAL_NORM_PATHS)})")
+
+
+@contextmanager
+def quiet_transformers_bars() -> Iterator[None]:
+    """No "Writing model shards" or "Loading weights" bar (export, `recipe infer`): the caller says what it did,
+    and a bar per load only buries the lines that matter. The caller's setting is back afterwards."""
+    was_enabled = transformers_logging.is_progress_bar_enabled()
+    transformers_logging.disable_progress_bar()
+    try:
+        yield
+    finally:
+        if was_enabled:
+            transformers_logging.enable_progress_bar()
 
 
 def freeze(model: nn.Module) -> nn.Module:

@@ -5,14 +5,26 @@ from __future__ import annotations
 import warnings
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import click
 
 from recipe_runner.cli_support import overrides_option, reports_recipe_errors, trust_remote_code_option
-from schemas.inference import Inference
+from schemas.inference import GUIDANCE_MAX, Inference
 from schemas.models import T5EncoderTeacher
 
+if TYPE_CHECKING:
+    from components.export import EncoderManifest
+
 LABELS = {"t5": "t5 (teacher)", "qwen": "qwen (distilled)"}
+OPTIONS = {  # Inference field -> the option that sets it, for usage errors
+    "encoder": "--encoder",
+    "steps": "--steps",
+    "guidance": "--guidance",
+    "size": "--width/--height",
+    "negative_prompt": "--negative-prompt",
+    "seed": "--seed",
+}
 SIZE_MULTIPLE = 16  # as schemas.inference.Inference requires of `size`
 
 
@@ -25,6 +37,18 @@ class ImageSide(click.ParamType):
         number = click.INT.convert(value, param, ctx)
         if number <= 0 or number % SIZE_MULTIPLE:
             self.fail(f"{number}: must be a positive multiple of {SIZE_MULTIPLE}", param, ctx)
+        return number
+
+
+class GuidanceScale(click.ParamType):
+    """--guidance: the recipe's range for inference.guidance (a NaN fails too), as a usage error naming the option."""
+
+    name = "scale"
+
+    def convert(self, value, param, ctx) -> float:
+        number = click.FLOAT.convert(value, param, ctx)
+        if not 0 <= number <= GUIDANCE_MAX:
+            self.fail(f"{value}: must be from 0 to {GUIDANCE_MAX:g}", param, ctx)
         return number
 
 
@@ -43,27 +67,26 @@ class InferJob:
 
 
 def _read_prompts(prompts: tuple[str, ...], prompts_file: str | None) -> tuple[str, ...]:
-    from components.inference import InferenceError
-
+    """--prompt values, then the --prompts file's lines; what is wrong with either is a usage error (exit 2)."""
     collected = list(prompts)
+    for index, prompt in enumerate(prompts):
+        if not prompt.strip():
+            raise click.UsageError(f"--prompt #{index + 1} ({prompt!r}): empty; give some text to render")
     if prompts_file is not None:
         try:
             lines = Path(prompts_file).read_text(encoding="utf-8").splitlines()
         except OSError as exc:
-            raise InferenceError(f"--prompts {prompts_file}: cannot read: {exc.strerror}") from None
+            raise click.UsageError(f"--prompts {prompts_file}: cannot read: {exc.strerror}") from None
         except UnicodeDecodeError:
             from components.data.prompts import utf8_problem
 
-            raise InferenceError(f"--prompts {utf8_problem(Path(prompts_file))}") from None
+            raise click.UsageError(f"--prompts {utf8_problem(Path(prompts_file))}") from None
         read = [line.strip() for line in lines if line.strip()]
         if not read:
-            raise InferenceError(f"--prompts {prompts_file}: no prompts in file (one prompt per line)")
+            raise click.UsageError(f"--prompts {prompts_file}: no prompts in file (one prompt per line)")
         collected += read
     if not collected:
-        raise InferenceError("no prompt: give --prompt TEXT or --prompts FILE (one prompt per line)")
-    for index, prompt in enumerate(collected):
-        if not prompt.strip():
-            raise InferenceError(f"prompt {index + 1} is empty: give some text to render")
+        raise click.UsageError("no prompt: give --prompt TEXT or --prompts FILE (one prompt per line)")
     return tuple(collected)
 
 
@@ -71,37 +94,45 @@ def _override(spec: Inference, values: dict) -> Inference:
     """Command-line values replace recipe defaults; the result is validated like the recipe was."""
     from pydantic import ValidationError
 
-    from components.inference import InferenceError
-
     updates = {key: value for key, value in values.items() if value is not None}
     try:
         return Inference.model_validate({**spec.model_dump(), **updates})
     except ValidationError as exc:
-        messages = "; ".join(f"{'.'.join(map(str, e['loc'])) or 'inference'}: {e['msg']}" for e in exc.errors())
-        raise InferenceError(f"invalid inference settings: {messages}") from None
+        named = []
+        for error in exc.errors():
+            field = ".".join(map(str, error["loc"]))
+            named.append(f"{OPTIONS.get(field, f'inference.{field}' if field else 'inference')}: {error['msg']}")
+        raise click.UsageError(f"invalid option values: {'; '.join(named)}") from None
 
 
 def _resolve(recipe_file, overrides, options: dict) -> InferJob:
     """Recipe (or export manifest) defaults + command-line options -> a checked InferJob."""
-    from components.export import read_manifest
-    from components.inference import InferenceError
-
+    if options["compare"] and options["encoder"] is not None:
+        raise click.UsageError(
+            f"--compare renders both encoders (t5 and qwen), so --encoder cannot be given with it: "
+            f"drop --encoder {options['encoder']} or --compare"
+        )
     checkpoint = options["checkpoint"]
+    manifest = None if checkpoint is None else _given_export(Path(checkpoint))
     if recipe_file is not None:
+        from recipe_runner.errors import RecipeError
         from recipe_runner.loader import load_recipe
 
-        recipe = load_recipe(recipe_file, overrides, allow_remote_code=options["allow_remote_code"]).recipe
+        loaded = load_recipe(recipe_file, overrides, allow_remote_code=options["allow_remote_code"])
+        recipe = loaded.recipe
         if recipe.inference is None:
-            raise InferenceError(f"{recipe_file}: no `inference:` section (pipeline, steps, guidance, size)")
+            needed = "`recipe infer` needs this section: pipeline (or pipeline_config), steps, guidance, size"
+            raise RecipeError([loaded.problem(("inference",), needed)])
         spec, teacher = recipe.inference, recipe.teacher
         export_dir = Path(checkpoint) if checkpoint else Path(recipe.output.dir) / "export"
         default_dir = Path(recipe.output.dir) / "images"
     else:
-        if checkpoint is None:
-            raise InferenceError("give a RECIPE, or --checkpoint DIR naming an exported encoder")
-        manifest = read_manifest(checkpoint)
+        if manifest is None:
+            raise click.UsageError("give a RECIPE, or --checkpoint DIR naming an exported encoder")
         if manifest.inference is None:
-            raise InferenceError(f"the export at {checkpoint} records no inference settings: give the RECIPE too")
+            raise click.UsageError(
+                f"--checkpoint {checkpoint}: the export records no inference settings: give the RECIPE too"
+            )
         spec, teacher, export_dir, default_dir = manifest.inference, manifest.teacher, Path(checkpoint), Path(".")
     width, height = options["width"], options["height"]
     if width is None and height is None:
@@ -121,7 +152,10 @@ def _resolve(recipe_file, overrides, options: dict) -> InferJob:
     )
     encoders = ("t5", "qwen") if options["compare"] else (spec.encoder,)
     if "t5" in encoders and teacher is None:
-        raise InferenceError("the t5 path needs the teacher: give the RECIPE (the export does not record it)")
+        asked = "--compare" if options["compare"] else "--encoder t5" if options["encoder"] else "inference.encoder t5"
+        raise click.UsageError(
+            f"{asked} needs the teacher, which the export at {checkpoint} does not record: give the RECIPE too"
+        )
     _check_remote_code(teacher if "t5" in encoders else None, options["allow_remote_code"], export_dir)
     device = _checked_device(options["device"])
     prompts = _read_prompts(options["prompts"], options["prompts_file"])
@@ -130,13 +164,36 @@ def _resolve(recipe_file, overrides, options: dict) -> InferJob:
     return InferJob(spec, encoders, prompts, export_dir, teacher, device, out, overwrite)
 
 
+def _given_export(directory: Path) -> EncoderManifest:
+    """An explicit --checkpoint must name an export (a usage error otherwise, exit 2); a damaged or outdated
+    export stays a problem with its files (exit 1), as at the default <output.dir>/export."""
+    from components.export import ExportError, read_manifest
+    from components.export.distilled_encoder import CHECKPOINT_MARKER, MANIFEST
+
+    try:
+        return read_manifest(directory)
+    except ExportError as exc:
+        if (directory / MANIFEST).is_file():
+            raise
+        if (directory / CHECKPOINT_MARKER).is_file():
+            raise click.UsageError(f"--checkpoint {exc}") from None  # "DIR is a training checkpoint, ..."
+        raise click.UsageError(
+            f"--checkpoint {directory}: no exported encoder there (no {MANIFEST}); give the directory that "
+            "`recipe export` (or `recipe run`) wrote"
+        ) from None
+
+
 def _image_path(given: str | None, default: Path, count: int) -> tuple[Path, bool]:
     """--out (which may be overwritten) or the first free default name (never over an earlier image), and
-    whether to overwrite; checked before any model loads, so a render is never lost for want of a place."""
-    from components.inference import check_image_path, free_name
+    whether to overwrite; checked before any model loads, so a render is never lost for want of a place.
+    A bad --out is a usage error (exit 2); an unusable default place a setup problem (exit 1)."""
+    from components.inference import InferenceError, check_image_path, free_name
 
     if given is not None:
-        check_image_path(Path(given), "--out")
+        try:
+            check_image_path(Path(given), "--out")
+        except InferenceError as exc:
+            raise click.UsageError(str(exc)) from None
         return Path(given), True
     check_image_path(default, "image path (choose one with --out)")
     return free_name(default, count), False
@@ -153,20 +210,18 @@ def _check_remote_code(teacher: T5EncoderTeacher | None, allowed: bool, export_d
 
 
 def _checked_device(requested: str | None) -> str:
-    """--device as torch reads it, or cuda when one is visible; a name torch cannot use is an InferenceError."""
+    """--device as torch reads it, or cuda when one is visible; one this machine cannot use is a usage error."""
     import torch
-
-    from components.inference import InferenceError
 
     if requested is None:
         return "cuda" if torch.cuda.is_available() else "cpu"
     try:
         device = torch.device(requested)
     except RuntimeError:
-        raise InferenceError(f"--device {requested}: not a device name; use cpu, cuda or cuda:N") from None
+        raise click.UsageError(f"--device {requested}: not a device name; use cpu, cuda or cuda:N") from None
     if device.type == "cuda" and (not torch.cuda.is_available() or (device.index or 0) >= torch.cuda.device_count()):
         visible = torch.cuda.device_count() if torch.cuda.is_available() else 0
-        raise InferenceError(f"--device {requested}: this machine has {visible} visible CUDA device(s); use cpu")
+        raise click.UsageError(f"--device {requested}: this machine has {visible} visible CUDA device(s); use cpu")
     return requested
 
 
@@ -207,6 +262,7 @@ def run_job(job: InferJob) -> list[Path]:
             images[LABELS[encoder]] = render(
                 pipeline, cond.embeds, cond.mask, negative.embeds, negative.mask,
                 spec.steps, spec.guidance, width, height, spec.seed,
+                label=f"prompt {index + 1} {job.prompts[index]!r} with {LABELS[encoder]}",
             )  # fmt: skip
         image = compare_grid(images) if len(images) > 1 else next(iter(images.values()))
         path = numbered(job.out, index, len(job.prompts))
@@ -223,7 +279,7 @@ def run_job(job: InferJob) -> list[Path]:
 @click.option("--negative-prompt", help="Negative prompt (default: recipe inference.negative_prompt).")
 @click.option("--seed", type=click.IntRange(min=0, max=2**63 - 1), help="Noise seed (default: inference.seed).")
 @click.option("--steps", type=click.IntRange(min=1), help="Denoising steps.")
-@click.option("--guidance", type=click.FloatRange(min=0), help="Classifier-free guidance scale.")
+@click.option("--guidance", type=GuidanceScale(), help=f"Classifier-free guidance scale, 0 to {GUIDANCE_MAX:g}.")
 @click.option("--width", type=ImageSide(), help="Image width in pixels (multiple of 16).")
 @click.option("--height", type=ImageSide(), help="Image height in pixels (multiple of 16).")
 @click.option(
@@ -235,7 +291,9 @@ def run_job(job: InferJob) -> list[Path]:
 @click.option(
     "--checkpoint", type=click.Path(file_okay=False), help="Exported encoder dir (default: <output.dir>/export)."
 )
-@click.option("--compare", is_flag=True, help="Render with t5 and qwen, same seed, side by side in one PNG.")
+@click.option(
+    "--compare", is_flag=True, help="Render with t5 and qwen, same seed, side by side in one PNG (not with --encoder)."
+)
 @click.option("--device", help="cpu, cuda, cuda:1, ... (default: cuda when available).")
 @overrides_option
 @trust_remote_code_option

@@ -183,3 +183,22 @@ def test_loading_diffusers_prints_no_transformers_warnings():
     done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     assert "requires torchvision" not in done.stderr, done.stderr
     assert done.stdout.strip() == "30"  # the caller's verbosity (WARNING) is restored afterwards
+
+
+@pytest.mark.parametrize(
+    ("dtype", "advice"), [("float32", ""), ("float16", " or inference.dtype bfloat16 or float32 (float16 overflows)")]
+)
+def test_an_image_of_nan_pixels_is_refused_naming_what_to_change(spec, dtype, advice):
+    """diffusers casts NaN pixels to arbitrary bytes; such an image is never handed on to be saved."""
+    poisoned = build_chroma_pipeline(spec.model_copy(update={"dtype": dtype}), "cpu")
+    with torch.no_grad():
+        poisoned.vae.decoder.conv_out.bias.fill_(float("nan"))
+    embeds, mask = _conditioning()
+    negative = _conditioning(length=2, visible=2, seed=99)
+    expected = (
+        "prompt 1 'a fox' with t5: the render has NaN or infinite pixels, so no image was saved; "
+        f"try a lower guidance (now 4: --guidance or inference.guidance){advice}"
+    )
+    with pytest.raises(InferenceError) as exc:
+        render(poisoned, embeds, mask, *negative, 4, 4.0, 64, 64, 0, label="prompt 1 'a fox' with t5")
+    assert str(exc.value) == expected

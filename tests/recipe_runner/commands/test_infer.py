@@ -99,16 +99,26 @@ def test_an_export_alone_is_enough(run_dir, tmp_path):
     assert _ok(result) == [out] and Image.open(out).width > 64
 
 
-def _fails(result, *fragments: str) -> None:
-    """One `error:` line and exit code 1 (a setup problem, as in every verb); click's usage errors and recipe
-    problems (`problem(s) found.`) exit 2."""
-    usage = "Invalid value for" in result.stderr or "found." in result.stderr
-    assert result.exit_code == (2 if usage else 1), result.output
-    assert usage or "error: " in result.stderr
+def _fails(result, *fragments: str, code: int = 1) -> None:
+    """Exit code 1 and one `error:` line for a setup problem (as in every verb); no traceback in any case."""
+    assert result.exit_code == code, result.output
+    assert code != 1 or "error: " in result.stderr, result.stderr
     assert isinstance(result.exception, SystemExit), "no traceback"
     assert "Traceback" not in result.output
     for fragment in fragments:
         assert fragment in result.stderr, result.stderr
+
+
+def _usage_error(result, *fragments: str) -> None:
+    """How the command was called (an option's value, a missing or contradictory option): click's usage line,
+    `Error: ...` and exit code 2."""
+    _fails(result, *fragments, code=2)
+    assert result.stderr.startswith("Usage: ") and "\nError: " in result.stderr, result.stderr
+
+
+def _recipe_problem(result, *fragments: str) -> None:
+    """The recipe file: `file:line:col: field: message` lines, `N problem(s) found.` and exit code 2."""
+    _fails(result, *fragments, "found.", code=2)
 
 
 def test_the_default_path_never_replaces_an_earlier_image(run_dir, tmp_path):
@@ -145,10 +155,11 @@ def _no_rendering(monkeypatch) -> None:
 
 def test_an_out_that_cannot_be_written_is_refused_before_rendering(run_dir, tmp_path, monkeypatch):
     _no_rendering(monkeypatch)
-    _fails(_infer(run_dir, "--prompt", "cat", "--out", "notes.txt"), "--out notes.txt: the file name must end in .png")
+    result = _infer(run_dir, "--prompt", "cat", "--out", "notes.txt")
+    _usage_error(result, "Error: --out notes.txt: the file name must end in .png")
     (tmp_path / "file").write_text("")
     under_a_file = tmp_path / "file" / "img.png"
-    _fails(
+    _usage_error(
         _infer(run_dir, "--prompt", "cat", "--out", str(under_a_file)),
         f"--out {under_a_file}: {tmp_path / 'file'} is a file, not a directory",
     )
@@ -158,14 +169,14 @@ def test_an_out_that_cannot_be_written_is_refused_before_rendering(run_dir, tmp_
 def test_a_read_only_out_directory_is_refused_before_rendering(run_dir, tmp_path, monkeypatch):
     _no_rendering(monkeypatch)
     (tmp_path / "ro").mkdir(mode=0o555)
-    _fails(_infer(run_dir, "--prompt", "cat", "--out", str(tmp_path / "ro" / "a.png")), "cannot write to")
+    _usage_error(_infer(run_dir, "--prompt", "cat", "--out", str(tmp_path / "ro" / "a.png")), "cannot write to")
 
 
 def test_a_training_checkpoint_points_to_recipe_export(tmp_path):
     (tmp_path / "best").mkdir()
     (tmp_path / "best" / "trainer_state.json").write_text("{}")
     result = CliRunner().invoke(infer, ["--checkpoint", str(tmp_path / "best"), "--prompt", "cat"])
-    _fails(result, "is a training checkpoint, not an exported encoder", "recipe export RECIPE --checkpoint")
+    _usage_error(result, "Error: --checkpoint", "is a training checkpoint, not an exported encoder", "recipe export")
 
 
 def test_no_export_says_how_to_make_one(tmp_path):
@@ -175,51 +186,73 @@ def test_no_export_says_how_to_make_one(tmp_path):
 
 def test_width_mismatch_names_both_numbers(run_dir):
     result = _infer(run_dir, "--prompt", "cat", "--set", "inference.pipeline_config.transformer.joint_attention_dim=32")
-    _fails(result, "width 64", "joint_attention_dim 32")
+    _recipe_problem(result, "width 64", "joint_attention_dim 32")
 
 
 @pytest.mark.parametrize(
     ("args", "message"),
     [
-        ([], "no prompt: give --prompt TEXT or --prompts FILE"),
-        (["--prompt", "  "], "prompt 1 is empty"),
+        ([], "Error: no prompt: give --prompt TEXT or --prompts FILE"),
+        (["--prompt", "cat", "--prompt", "  "], "Error: --prompt #2 ('  '): empty; give some text to render"),
         (["--prompt", "cat", "--width", "65"], "Invalid value for '--width': 65: must be a positive multiple of 16"),
         (["--prompt", "cat", "--width", "0"], "Invalid value for '--width': 0: must be a positive multiple of 16"),
         (["--prompt", "cat", "--height", "-16"], "Invalid value for '--height': -16: must be a positive multiple"),
         (["--prompt", "cat", "--steps", "0"], "Invalid value for '--steps': 0 is not in the range x>=1"),
-        (["--prompt", "cat", "--guidance", "-1"], "Invalid value for '--guidance'"),
+        (["--prompt", "cat", "--guidance", "-1"], "Invalid value for '--guidance': -1: must be from 0 to 30"),
+        (["--prompt", "cat", "--guidance", "1e30"], "Invalid value for '--guidance': 1e30: must be from 0 to 30"),
+        (["--prompt", "cat", "--guidance", "nan"], "Invalid value for '--guidance': nan: must be from 0 to 30"),
         (["--prompt", "cat", "--seed", "-1"], "Invalid value for '--seed'"),
-        (["--prompts", "/no/such/file.txt"], "cannot read"),
+        (["--prompts", "/no/such/file.txt"], "Error: --prompts /no/such/file.txt: cannot read"),
+        (["--prompt", "cat", "--checkpoint", "/no/such/dir"], "Error: --checkpoint /no/such/dir: no exported encoder"),
     ],
 )
 def test_bad_options_are_clear_errors(run_dir, args, message):
-    _fails(_infer(run_dir, *args), message)
+    _usage_error(_infer(run_dir, *args), message)
 
 
 def test_a_prompts_file_that_is_not_utf8_names_the_line(run_dir, tmp_path):
     bad = tmp_path / "bad.txt"
     bad.write_bytes(b"a fox\n\xff\n")
-    _fails(_infer(run_dir, "--prompts", str(bad)), f"error: --prompts {bad}:2: not UTF-8 (byte 0xff at byte offset 6)")
+    _usage_error(_infer(run_dir, "--prompts", str(bad)), f"Error: --prompts {bad}:2: not UTF-8 (byte 0xff at byte")
 
 
 def test_a_prompts_file_without_prompts_is_named(run_dir, tmp_path):
     blank = tmp_path / "blank.txt"
     blank.write_text("\n  \n")
-    _fails(_infer(run_dir, "--prompts", str(blank)), f"error: --prompts {blank}: no prompts in file")
+    _usage_error(_infer(run_dir, "--prompts", str(blank)), f"Error: --prompts {blank}: no prompts in file")
 
 
 def test_recipe_problems_are_reported_with_positions(run_dir):
     result = CliRunner().invoke(infer, [str(RECIPE), "--set", "stages.0.lr.student=-1", "--prompt", "cat"])
-    _fails(result, "stages[0].lr.student", "problem")
+    _recipe_problem(result, "stages[0].lr.student")
+
+
+@pytest.mark.parametrize(
+    ("missing", "args", "message"),
+    [
+        ("inference", [], "the export records no inference settings: give the RECIPE too"),
+        ("teacher", ["--encoder", "t5"], "--encoder t5 needs the teacher, which the export at"),
+        ("teacher", ["--compare"], "--compare needs the teacher"),
+    ],
+)
+def test_an_export_without_what_the_options_need_asks_for_the_recipe(run_dir, tmp_path, missing, args, message):
+    import json
+    import shutil
+
+    export = tmp_path / "export"
+    shutil.copytree(run_dir / "export", export)
+    manifest = json.loads((export / "encoder.json").read_text())
+    (export / "encoder.json").write_text(json.dumps({**manifest, missing: None}))
+    _usage_error(CliRunner().invoke(infer, ["--checkpoint", str(export), "--prompt", "cat", *args]), message)
 
 
 def test_recipe_or_checkpoint_is_required():
-    _fails(CliRunner().invoke(infer, ["--prompt", "cat"]), "give a RECIPE, or --checkpoint DIR")
+    _usage_error(CliRunner().invoke(infer, ["--prompt", "cat"]), "Error: give a RECIPE, or --checkpoint DIR")
 
 
 def test_recipe_without_inference_section(run_dir):
     result = _infer(run_dir, "--prompt", "cat", "--set", "inference=null")
-    _fails(result, "no `inference:` section")
+    _recipe_problem(result, "--set #2 (inference=null): inference: `recipe infer` needs this section")
 
 
 @pytest.mark.skipif(torch.cuda.is_available(), reason="needs a machine without CUDA")
@@ -227,4 +260,47 @@ def test_recipe_without_inference_section(run_dir):
     ("device", "fragment"), [("cuda", "this machine has 0 visible CUDA device(s)"), ("banana", "not a device name")]
 )
 def test_a_device_this_machine_cannot_use_is_one_line(run_dir, device, fragment):
-    _fails(_infer(run_dir, "--prompt", "cat", "--device", device), f"--device {device}: {fragment}")
+    _usage_error(_infer(run_dir, "--prompt", "cat", "--device", device), f"Error: --device {device}: {fragment}")
+
+
+def test_compare_with_an_encoder_is_a_usage_error(run_dir, monkeypatch):
+    _no_rendering(monkeypatch)
+    result = _infer(run_dir, "--prompt", "cat", "--compare", "--encoder", "t5")
+    _usage_error(result, "Error: --compare renders both encoders (t5 and qwen), so --encoder cannot be given with it")
+
+
+def test_the_recipe_takes_the_guidance_range_of_the_option(run_dir, tmp_path):
+    _ok(_infer(run_dir, "--prompt", "cat", "--guidance", "30", "--out", str(tmp_path / "a.png")))
+    _ok(_infer(run_dir, "--prompt", "cat", "--set", "inference.guidance=30", "--out", str(tmp_path / "b.png")))
+    result = _infer(run_dir, "--prompt", "cat", "--set", "inference.guidance=1e30")
+    _recipe_problem(result, "inference.guidance: must be from 0 to 30, got 1e+30")
+
+
+def test_nan_pixels_are_not_saved(run_dir, tmp_path, monkeypatch):
+    import components.inference
+
+    build = components.inference.build_chroma_pipeline
+
+    def poisoned(*args, **kwargs):
+        pipeline = build(*args, **kwargs)
+        with torch.no_grad():
+            pipeline.vae.decoder.conv_out.bias.fill_(float("nan"))
+        return pipeline
+
+    monkeypatch.setattr(components.inference, "build_chroma_pipeline", poisoned)
+    out = tmp_path / "nan.png"
+    result = _infer(run_dir, "--prompt", "a red fox", "--out", str(out))
+    _fails(result, "error: prompt 1 'a red fox' with qwen (distilled): the render has NaN or infinite pixels")
+    assert not out.exists()
+
+
+def test_loading_a_saved_teacher_shows_no_progress_bar(run_dir, tmp_path):
+    """The T5 path loads real weights quietly, the way an export loads; the caller's bar setting comes back."""
+    from transformers.utils import logging as transformers_logging
+
+    build_model(load_recipe(RECIPE).recipe.teacher, "teacher").save_pretrained(tmp_path / "t5")
+    teacher = ["--set", "teacher.config=null", "--set", f"teacher.model={tmp_path / 't5'}"]
+    result = _infer(run_dir, *teacher, "--prompt", "cat", "--encoder", "t5", "--out", str(tmp_path / "t5.png"))
+    assert _ok(result) == [tmp_path / "t5.png"]
+    assert "Loading weights" not in result.stderr, result.stderr
+    assert transformers_logging.is_progress_bar_enabled()
