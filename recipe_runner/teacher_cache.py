@@ -70,14 +70,28 @@ def build_teacher_cache(
     spec = recipe.teacher.cache
     if spec is None:
         raise CacheSetupError("the recipe has no teacher.cache section; add `cache: {dir: ...}` to the teacher")
-    # Two caches writing one directory would both encode everything; the second is refused instead.
-    lock = DirectoryLock(Path(spec.dir), CACHE_LOCK, "recipe cache", "point teacher.cache.dir elsewhere").acquire()
+    # Two caches writing one directory would both encode everything; the second is refused instead, and so is a
+    # cache while a run reads the directory (shards replaced under it would pair its prompts with other targets).
+    lock = cache_lock(spec).acquire()
     try:
         if processes.world == 1:  # under several processes another one may be writing its own right now
             _remove_partial_shards(Path(spec.dir))
         return _build(recipe, spec, batch_tokens, progress, processes)
     finally:
         lock.release()
+
+
+def cache_lock(spec: TeacherCache) -> DirectoryLock:
+    """The lock of a cache directory: `recipe cache` holds it alone, runs reading the cache share it."""
+    return DirectoryLock(
+        Path(spec.dir), CACHE_LOCK, "recipe cache", "point teacher.cache.dir elsewhere", reader="a `recipe run`"
+    )
+
+
+def hold_cache_for_reading(recipe: Recipe) -> DirectoryLock | None:
+    """A shared hold on the recipe's cache directory, if there is one: no `recipe cache` writes it meanwhile."""
+    spec = recipe.teacher.cache
+    return cache_lock(spec).acquire(shared=True) if spec is not None and Path(spec.dir).is_dir() else None
 
 
 def _remove_partial_shards(cache_dir: Path) -> None:

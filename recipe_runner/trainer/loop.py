@@ -19,6 +19,7 @@ from components.data.prompts import prompts_digest
 from components.losses import DistillLoss
 from components.models.compilation import compile_for_varied_lengths, compile_wanted
 from components.teacher_outputs import encode_teacher
+from recipe_runner.teacher_cache import hold_cache_for_reading
 from recipe_runner.trainer import resume
 from recipe_runner.trainer.batch_plan import BatchPlan
 from recipe_runner.trainer.checkpoint import (
@@ -74,11 +75,17 @@ class Trainer:
         self.out = Path(recipe.output.dir)
         self.checkpoints = self.out / "checkpoints"
         self.lock = DirectoryLock(self.out).acquire()
+        self.cache_lock: DirectoryLock | None = None
         try:
             self._prepare(resume, progress)
         except BaseException:
-            self.lock.release()  # a run that never started must not keep the directory
+            self._release_locks()  # a run that never started must not keep the directories
             raise
+
+    def _release_locks(self) -> None:
+        self.lock.release()
+        if self.cache_lock is not None:
+            self.cache_lock.release()
 
     def _prepare(self, resume: bool, progress: bool) -> None:
         recipe = self.recipe
@@ -96,7 +103,11 @@ class Trainer:
         if self.resume_from is not None and self.accelerator.is_main_process:
             tidy_checkpoints(self.checkpoints)
         check_before_loading(recipe, self.out, writes=self.accelerator.is_main_process)
+        # `recipe cache` must not replace shards under a run reading them; with the teacher live it may write.
+        self.cache_lock = hold_cache_for_reading(recipe)
         self.parts: RunParts = build_parts(recipe, self.accelerator.device)
+        if self.cache_lock is not None and not self.parts.reads_cache:
+            self.cache_lock.release()
         # A resume that found no checkpoint starts at step 0: every row logged before is of steps trained again.
         resume_step = read_position(self.resume_from).global_step if self.resume_from else (-1 if resume else None)
         self.metrics = MetricsLog(self.out, self.accelerator.is_main_process, resume_step)
@@ -184,7 +195,7 @@ class Trainer:
             export_dir = self._export()
         finally:
             self.metrics.close()
-            self.lock.release()
+            self._release_locks()
         return RunSummary(position.global_step, last_metrics, export_dir)
 
     def close(self) -> None:

@@ -58,6 +58,10 @@ class RunParts:
     train: PromptPairs
     eval: PromptPairs | None
 
+    @property
+    def reads_cache(self) -> bool:
+        return any(pairs is not None and pairs.cache is not None for pairs in (self.train, self.eval))
+
 
 def split_prompts(recipe: Recipe) -> tuple[list[str], list[str]]:
     """Train and eval prompts; without an eval file, a fixed fraction of train is held out."""

@@ -21,9 +21,10 @@ _EARLIER_RUN = ("checkpoints/best", "export", "metrics.jsonl")
 
 
 class DirectoryLock:
-    """An exclusive advisory lock (flock) on a file in a directory that one verb writes (`recipe run`: output.dir,
-    `recipe cache`: the cache), held while the verb lives. The kernel drops it when the process dies, so a killed
-    one never leaves a stale lock behind."""
+    """An advisory lock (flock) on a file in a directory that one verb writes (`recipe run`: output.dir,
+    `recipe cache`: the cache), held while the verb lives. The writer holds it exclusively; verbs that only read
+    the directory (`recipe run` reading a cache) share it, so no writer replaces files under them. The kernel
+    drops it when the process dies, so a killed one never leaves a stale lock behind."""
 
     def __init__(
         self,
@@ -31,12 +32,13 @@ class DirectoryLock:
         name: str = LOCK_NAME,
         verb: str = "recipe run",
         remedy: str = "choose another output.dir (e.g. --set output.dir=runs/new)",
+        reader: str = "another process",
     ) -> None:
         self.path = Path(directory) / name
-        self.verb, self.remedy = verb, remedy
+        self.verb, self.remedy, self.reader = verb, remedy, reader
         self._handle = None
 
-    def acquire(self) -> DirectoryLock:
+    def acquire(self, shared: bool = False) -> DirectoryLock:
         # Under a launcher (torchrun) every process runs this before the Accelerator exists: the first one (RANK 0,
         # set by the launcher) holds the lock for all of them.
         if os.environ.get("RANK", "0") != "0":
@@ -48,21 +50,32 @@ class DirectoryLock:
         self.path.parent.mkdir(parents=True, exist_ok=True)
         handle = self.path.open("a+", encoding="utf-8")
         try:
-            fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            fcntl.flock(handle, (fcntl.LOCK_SH if shared else fcntl.LOCK_EX) | fcntl.LOCK_NB)
         except BlockingIOError:
-            handle.seek(0)
-            holder = handle.read().strip() or "another process"
+            message = self._in_use(handle, shared)
             handle.close()
-            raise RunSetupError(
-                f"{self.path.parent} is in use by another `{self.verb}` ({holder}): wait for it to end, or "
-                f"{self.remedy}"
-            ) from None
-        handle.seek(0)
-        handle.truncate()
-        handle.write(f"pid {os.getpid()}")
-        handle.flush()
+            raise RunSetupError(f"{message}: wait for it to end, or {self.remedy}") from None
+        if not shared:  # readers leave the writer's record alone: there are many of them
+            handle.seek(0)
+            handle.truncate()
+            handle.write(f"pid {os.getpid()}")
+            handle.flush()
         self._handle = handle
         return self
+
+    def _in_use(self, handle, shared: bool) -> str:
+        """Who holds the lock: a shared request is only refused by the writer; an exclusive one by either."""
+        import fcntl
+
+        handle.seek(0)
+        holder = handle.read().strip() or "another process"
+        if shared:
+            return f"{self.path.parent} is being written by `{self.verb}` ({holder})"
+        try:
+            fcntl.flock(handle, fcntl.LOCK_SH | fcntl.LOCK_NB)  # granted only when every holder is a reader
+        except BlockingIOError:
+            return f"{self.path.parent} is in use by another `{self.verb}` ({holder})"
+        return f"{self.path.parent} is being read by {self.reader}"
 
     def release(self) -> None:
         if self._handle is not None:

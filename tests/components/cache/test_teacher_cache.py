@@ -408,3 +408,42 @@ def test_a_compiled_teacher_writes_the_same_cache(built, tmp_path):
             assert eager.keys() == compiled.keys()
             for key in eager:
                 torch.testing.assert_close(compiled[key], eager[key], atol=1e-4, rtol=1e-4)
+
+
+def test_a_run_reading_the_cache_and_a_cache_writing_it_exclude_each_other(copy):
+    from recipe_runner.trainer.loop import Trainer
+    from recipe_runner.trainer.run_dir import DirectoryLock
+
+    recipe, cache_dir = copy
+    trainer = Trainer(recipe, progress=False)  # reads the cache: shards replaced now would pair other targets
+    try:
+        assert trainer.parts.train.cache is not None
+        with pytest.raises(RunSetupError, match=r"is being read by a `recipe run`: wait for it to end"):
+            build_teacher_cache(recipe, progress=False)
+        second = Trainer(
+            recipe.model_copy(update={"output": recipe.output.model_copy(update={"dir": cache_dir / "r2"})})
+        )
+        second._release_locks()  # readers share the cache
+    finally:
+        trainer._release_locks()
+    held = DirectoryLock(cache_dir, CACHE_LOCK, "recipe cache").acquire()
+    try:
+        with pytest.raises(RunSetupError, match=r"is being written by `recipe cache` \(pid \d+\): wait for it"):
+            Trainer(recipe, progress=False)
+    finally:
+        held.release()
+    build_teacher_cache(recipe, progress=False)  # no reader left
+
+
+def test_a_run_whose_cache_is_incomplete_lets_a_cache_be_written_meanwhile(copy):
+    from recipe_runner.trainer.loop import Trainer
+
+    recipe, cache_dir = copy
+    for split in ("train", "eval"):
+        shutil.rmtree(cache_dir / split)
+    trainer = Trainer(recipe, progress=False)  # the teacher runs live
+    try:
+        assert trainer.parts.train.cache is None and trainer.parts.eval.cache is None
+        build_teacher_cache(recipe, progress=False)
+    finally:
+        trainer._release_locks()
