@@ -61,6 +61,10 @@ class BatchPlan:
         assert self.parts.eval is not None
         return self._load(self.parts.eval, self.eval_order[accelerator.process_index :: accelerator.num_processes])
 
+    def eval_rounds(self) -> int:
+        """The longest process's share of the eval batches (the first process's): what all of them count through."""
+        return len(self.eval_order[:: self.accelerator.num_processes])
+
     def epoch_order(self, stage_index: int, epoch: int) -> list[list[int]]:
         hw = self.recipe.hardware
         batches = bucketed_batches(

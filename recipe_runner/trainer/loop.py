@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import contextlib
 import gc
-import itertools
 import sys
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -32,7 +31,7 @@ from recipe_runner.trainer.checkpoint import (
     save_checkpoint,
     step_checkpoints,
 )
-from recipe_runner.trainer.consensus import Consensus
+from recipe_runner.trainer.consensus import Consensus, StoppableEvaluation
 from recipe_runner.trainer.data_failures import DataFailure, next_batch, worker_death
 from recipe_runner.trainer.deferred_signals import child_signals_deferred
 from recipe_runner.trainer.evaluation import evaluate
@@ -134,28 +133,27 @@ class Trainer:
             raise RunSetupError("teacher outputs are neither cached nor computable")
         return encode_teacher(self.parts.teacher, batch.teacher_ids, batch.teacher_mask)
 
-    def _evaluate(self, loss: DistillLoss, stop: StopFlag) -> dict[str, float]:
-        """The eval metrics; none when a single process was told to stop meanwhile: it leaves the evaluation at
-        once for its checkpoint (a long one would outlast a scheduler's grace period) and logs no partial result.
-        Several processes finish it, so that each logs what all of them agree on."""
+    def _evaluate(self, loss: DistillLoss, stop: StopFlag) -> dict[str, float] | None:
+        """The eval metrics ({} without eval data); None when a stop reached any process meanwhile: every process
+        leaves the evaluation at once for its checkpoint (a long one would outlast a scheduler's grace period) and
+        logs no partial result."""
         if self.parts.eval is None:
             return {}
         accelerator = self.accelerator
-        alone = accelerator.num_processes == 1
-        batches = self.batches.eval_batches()
+        evaluation = StoppableEvaluation(Consensus(accelerator), stop, self.batches.eval_rounds())
         model = accelerator.unwrap_model(self.prepared)
         model.eval()
         with accelerator.autocast():  # each process evaluates its share and the sums are added up
             metrics = evaluate(
                 lambda b: model(b.student_ids, b.student_mask),
                 self._teacher_hidden,
-                itertools.takewhile(lambda _: not stop.raised, batches) if alone else batches,
+                evaluation.batches(self.batches.eval_batches()),
                 loss,
                 list(self.recipe.alignment.tiers),
                 total=lambda sums: accelerator.reduce(sums.to(accelerator.device), "sum"),
             )
         model.train()
-        return {} if alone and stop.raised else metrics
+        return None if evaluation.stopped else metrics
 
     def _save(self, position: Position, name: str | None = None) -> None:
         self.accelerator.wait_for_everyone()
@@ -277,7 +275,7 @@ class Trainer:
         stage = recipe.stages[stage_index]
         if position.stage_step == 0:
             first = self._evaluate_or_stop(loss_fn, position, stop)
-            if accelerator.num_processes == 1 and stop.raised:  # before this stage trained anything
+            if first is None:  # stopped before this stage trained anything
                 raise TrainingInterrupted(
                     f"interrupted before the first step of stage {stage.name!r}, with nothing new to save "
                     f"({last_checkpoint(self.checkpoints, 'the last checkpoint')}); continue with "
@@ -322,6 +320,8 @@ class Trainer:
                         tok_s=f"{values['tokens_per_s']:.0f}",
                     )
                 fresh = self._evaluate_or_stop(loss_fn, position, stop) if evaluating else {}
+                if fresh is None or (consensus.alone and stop.raised):  # a stop during this step's evaluation
+                    agreed["stop"], fresh = True, {}
                 if fresh:  # none: no eval data, or an evaluation cut short by a stop (an earlier one is not news)
                     last = fresh
                     self.metrics.write(step, {"stage": stage.name, **last})
@@ -329,8 +329,6 @@ class Trainer:
                     if output.keep_best and better:
                         position.best_eval = last["eval/loss"]
                         self._save(position, name="best")
-                if consensus.alone and stop.raised:  # a signal during this step's evaluation: no step more
-                    agreed["stop"] = True
                 if by_count or agreed["stop"] or agreed["clock"]:
                     self._save(position)
                     clock.restart()
@@ -377,7 +375,7 @@ class Trainer:
         device = self.accelerator.device.type
         raise out_of_memory(self.recipe, self.checkpoints, device, shape, position.global_step + 1, "training")
 
-    def _evaluate_or_stop(self, loss_fn: DistillLoss, position: Position, stop: StopFlag) -> dict[str, float]:
+    def _evaluate_or_stop(self, loss_fn: DistillLoss, position: Position, stop: StopFlag) -> dict[str, float] | None:
         try:
             return self._evaluate(loss_fn, stop)
         except torch.OutOfMemoryError:
