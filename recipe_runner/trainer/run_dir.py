@@ -48,7 +48,13 @@ class DirectoryLock:
         except ImportError:  # no flock on this platform: run unguarded rather than not at all
             return self
         self.path.parent.mkdir(parents=True, exist_ok=True)
-        handle = self.path.open("a+", encoding="utf-8")
+        try:
+            # A reader needs only to read the lock file (flock works on a read-only handle).
+            handle = self.path.open("r" if shared and self.path.is_file() else "a+", encoding="utf-8")
+        except OSError:
+            if not shared:
+                raise
+            return self  # a directory this reader cannot write (a shared read-only cache): nobody here writes it
         try:
             fcntl.flock(handle, (fcntl.LOCK_SH if shared else fcntl.LOCK_EX) | fcntl.LOCK_NB)
         except BlockingIOError:

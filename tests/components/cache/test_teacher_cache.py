@@ -447,3 +447,24 @@ def test_a_run_whose_cache_is_incomplete_lets_a_cache_be_written_meanwhile(copy)
         build_teacher_cache(recipe, progress=False)
     finally:
         trainer._release_locks()
+
+
+def test_a_cache_the_run_cannot_write_is_read_without_a_lock(copy, monkeypatch):
+    # A team's cache on a read-only mount: the run cannot create the lock file, and nobody here can rewrite it.
+    from recipe_runner.trainer.loop import Trainer
+
+    recipe, cache_dir = copy
+    (cache_dir / CACHE_LOCK).unlink()
+    opened = Path.open
+
+    def read_only(path, mode="r", *args, **kwargs):
+        if path.name == CACHE_LOCK:
+            raise OSError(30, "Read-only file system", str(path))
+        return opened(path, mode, *args, **kwargs)
+
+    monkeypatch.setattr(Path, "open", read_only)
+    trainer = Trainer(recipe, progress=False)
+    try:
+        assert trainer.parts.train.cache is not None
+    finally:
+        trainer._release_locks()
