@@ -167,9 +167,11 @@ def remove_stale_copies(final: Path) -> list[Path]:
     except ImportError:
         return []
     removed = []
-    for candidate in final.parent.glob(f"{prefix}*.tmp") if final.parent.is_dir() else ():
-        stem = candidate.name[len(prefix) : -len(".tmp")]
-        if "." in stem or candidate.is_symlink() or not candidate.is_dir():  # another output's, or not ours
+    for candidate in final.parent.iterdir() if final.parent.is_dir() else ():
+        name = candidate.name
+        if not (name.startswith(prefix) and name.endswith(".tmp")) or "." in name[len(prefix) : -len(".tmp")]:
+            continue  # not a temporary copy of `final` (another output's has a dot more: `.export.v2.x.tmp`)
+        if candidate.is_symlink() or not candidate.is_dir():
             continue
         if time.time() - candidate.stat().st_mtime < STALE_SECONDS:
             continue
