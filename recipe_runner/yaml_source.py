@@ -124,6 +124,30 @@ def _to_plain(
     return node
 
 
+_NESTING_SHOWN = 100
+
+
+def _too_deep(text: str) -> tuple[int, int]:
+    """Line and column where flow brackets ([, {) first nest deeper than _NESTING_SHOWN, outside quotes and
+    comments: the YAML parser itself only runs out of stack, with no position."""
+    depth, quote = 0, ""
+    for number, line in enumerate(text.splitlines(), 1):
+        for column, char in enumerate(line, 1):
+            if quote:
+                quote = "" if char == quote else quote
+            elif char in "'\"":
+                quote = char
+            elif char == "#":
+                break
+            elif char in "[{":
+                depth += 1
+                if depth > _NESTING_SHOWN:
+                    return number, column
+            elif char in "]}":
+                depth -= 1
+    return 1, 1
+
+
 def _parse_file(file: Path) -> SourcedTree:
     name = str(file)
     try:
@@ -147,6 +171,10 @@ def _parse_file(file: Path) -> SourcedTree:
         where = Position(name, mark.line + 1, mark.column + 1) if mark else Position(name)
         what = " ".join(part for part in (exc.context, exc.problem) if part)
         raise RecipeError.single(where, "<yaml>", f"YAML syntax error: {what}") from None
+    except RecursionError:
+        line, col = _too_deep(text)
+        message = f"nested more than {_NESTING_SHOWN} levels deep here (brackets left open?): a recipe needs a few"
+        raise RecipeError.single(Position(name, line, col), "<yaml>", message) from None
     except Exception as exc:  # ruamel raises several unrelated classes for duplicate keys etc.
         raise RecipeError.single(Position(name), "<yaml>", f"YAML error: {exc}") from None
     if node is None:

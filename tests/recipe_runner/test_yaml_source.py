@@ -370,6 +370,16 @@ def test_an_undecodable_byte_is_named_at_its_line_and_column(tmp_path: Path) -> 
     assert problem.message == "not UTF-8 (byte 0xe9): save the file as UTF-8"
 
 
+def test_nesting_deeper_than_the_parser_can_go_is_named_where_it_gets_deep(tmp_path: Path) -> None:
+    file = tmp_path / "deep.yaml"
+    file.write_text("recipe: x  # [[[ in a comment\nteacher: {a: '[{', b: " + "[" * 5000 + "]" * 5000 + "}\n")
+    with pytest.raises(RecipeError) as exc:
+        load_tree(file)
+    problem = only_problem(exc)
+    assert (problem.position.line, problem.position.col) == (2, 22 + 100)  # the 101st bracket, with teacher's {
+    assert problem.message.startswith("nested more than 100 levels deep here (brackets left open?)")
+
+
 # --- paths -----------------------------------------------------------------------------------------------------
 
 
