@@ -9,7 +9,9 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import shutil
+import sys
 import tempfile
 import time
 from collections.abc import Callable, Iterator
@@ -144,47 +146,82 @@ def check_replaceable(
 
 
 STALE_SECONDS = 60  # a temporary directory this old whose writer holds no lock on it was left by a killed one
+_RANDOM_PART = re.compile(r"^[a-z0-9_]{8}$")  # what mkdtemp puts between our prefix and suffix
 
 
-def _hold(directory: Path) -> int | None:
-    """An flock on `directory` itself for as long as it is being built, so a later writer can tell it is live.
-    The kernel drops it when the process dies, SIGKILL included. None where there is no flock."""
+def _lock_file(tmp: Path) -> Path:
+    """Beside the temporary directory, not in it: an export lists every file it holds."""
+    return tmp.with_name(tmp.name + ".lock")
+
+
+def _hold(tmp: Path) -> int | None:
+    """An flock on `tmp`'s lock file for as long as `tmp` is being built, so a later writer can tell it is live
+    (the kernel drops it when the process dies, SIGKILL included). Where no lock can be taken (no flock, or a
+    file system that refuses it) there is no lock file either, so the copy is never taken for a dead one."""
     try:
         import fcntl
     except ImportError:
         return None
-    handle = os.open(directory, os.O_RDONLY)
-    fcntl.flock(handle, fcntl.LOCK_EX)
+    path = _lock_file(tmp)
+    try:
+        handle = os.open(path, os.O_RDWR | os.O_CREAT, 0o644)
+    except OSError:
+        return None
+    try:
+        fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except OSError:
+        os.close(handle)
+        path.unlink(missing_ok=True)
+        return None
     return handle
 
 
-def remove_stale_copies(final: Path) -> list[Path]:
-    """Delete the temporary directories of `final` that a killed writer left (SIGKILL, power loss): as large as
-    the output each, and never read. A live writer holds a lock on its own, and one just made is left alone."""
-    prefix = f".{final.name}."
+def _release(tmp: Path, handle: int | None) -> None:
+    if handle is not None:
+        _lock_file(tmp).unlink(missing_ok=True)
+        os.close(handle)
+
+
+def _dead_writers_copy(candidate: Path, prefix: str) -> bool:
+    """A temporary directory of ours (mkdtemp's name, our lock file beside it) whose writer is gone: the lock
+    file is old and nobody holds it. Anything else, a user's own `.export.backup.tmp` included, is not."""
+    name = candidate.name
+    if not (name.startswith(prefix) and name.endswith(".tmp")) or not _RANDOM_PART.match(name[len(prefix) : -4]):
+        return False
+    lock = _lock_file(candidate)
+    if candidate.is_symlink() or not candidate.is_dir() or lock.is_symlink() or not lock.is_file():
+        return False
+    if time.time() - lock.stat().st_mtime < STALE_SECONDS:  # just made: its writer may not hold it yet
+        return False
+    import fcntl
+
     try:
-        import fcntl
+        handle = os.open(lock, os.O_RDWR)
+    except OSError:
+        return False
+    try:
+        fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except OSError:  # held by a live writer, or no way to tell
+        return False
+    finally:
+        os.close(handle)
+    return True
+
+
+def remove_stale_copies(final: Path) -> list[Path]:
+    """Delete the temporary copies of `final` that a killed writer left (SIGKILL, power loss): as large as the
+    output each, and never read. Says what it deleted on stderr."""
+    try:
+        import fcntl  # noqa: F401
     except ImportError:
         return []
-    removed = []
-    for candidate in final.parent.iterdir() if final.parent.is_dir() else ():
-        name = candidate.name
-        if not (name.startswith(prefix) and name.endswith(".tmp")) or "." in name[len(prefix) : -len(".tmp")]:
-            continue  # not a temporary copy of `final` (another output's has a dot more: `.export.v2.x.tmp`)
-        if candidate.is_symlink() or not candidate.is_dir():
-            continue
-        if time.time() - candidate.stat().st_mtime < STALE_SECONDS:
-            continue
-        handle = os.open(candidate, os.O_RDONLY)
-        try:
-            fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except BlockingIOError:
-            continue  # its writer is alive
-        finally:
-            os.close(handle)
+    prefix = f".{final.name}."
+    stale = [p for p in final.parent.iterdir() if _dead_writers_copy(p, prefix)] if final.parent.is_dir() else []
+    for candidate in stale:
         shutil.rmtree(candidate, ignore_errors=True)
-        removed.append(candidate)
-    return removed
+        _lock_file(candidate).unlink(missing_ok=True)
+        print(f"removed {candidate}: a partial copy of {final.name} left by a writer that was killed", file=sys.stderr)
+    return stale
 
 
 @contextmanager
@@ -205,9 +242,10 @@ def atomic_directory(
     final.parent.mkdir(parents=True, exist_ok=True)
     remove_stale_copies(final)
     tmp = Path(tempfile.mkdtemp(prefix=f".{final.name}.", suffix=".tmp", dir=final.parent))
-    held = _hold(tmp)
+    held = None
     old = _old(final)
     try:
+        held = _hold(tmp)
         yield tmp
         _as_if_plainly_made(tmp)
         _fsync_dir(tmp)
@@ -221,7 +259,6 @@ def atomic_directory(
         if old.exists() or old.is_symlink():
             _remove(old)
     finally:
-        if held is not None:
-            os.close(held)
         if tmp.exists():
             shutil.rmtree(tmp, ignore_errors=True)
+        _release(tmp, held)

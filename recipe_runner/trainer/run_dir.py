@@ -117,4 +117,6 @@ def tidy_checkpoints(checkpoints: Path) -> list[Path]:
     stale = [p for p in checkpoints.iterdir() if p.is_dir() and p.name.startswith(".") and p.name.endswith(".tmp")]
     for path in stale:
         shutil.rmtree(path, ignore_errors=True)
+    for lock in checkpoints.glob(".*.tmp.lock"):  # the lock files their writers held beside them
+        lock.unlink(missing_ok=True)
     return stale

@@ -188,37 +188,65 @@ def _writer_killed_mid_write(final: Path) -> Path:
     return left
 
 
-def _age(path: Path) -> None:
+def _age(*paths: Path) -> None:
     old = time.time() - 2 * atomic_files.STALE_SECONDS
-    os.utime(path, (old, old))
+    for path in paths:
+        os.utime(path, (old, old))
+
+
+def _copy(parent: Path, name: str, lock: bool = True) -> Path:
+    """A temporary directory as a writer makes it, with its lock file beside it unless `lock` is false."""
+    directory = parent / name
+    directory.mkdir()
+    (directory / "weights.bin").write_bytes(b"x")
+    if lock:
+        directory.with_name(name + ".lock").touch()
+    return directory
 
 
 @pytest.mark.skipif(not hasattr(os, "fork"), reason="flock is POSIX")
-def test_the_copy_a_killed_writer_left_is_deleted_by_the_next_write(tmp_path):
+def test_the_copy_a_killed_writer_left_is_deleted_by_the_next_write(tmp_path, capsys):
     final = tmp_path / "export"
     left = _writer_killed_mid_write(final)
-    _age(left)
+    lock = left.with_name(left.name + ".lock")
+    assert lock.is_file()
+    _age(left, lock)
     with atomic_directory(final, MARKER) as tmp:
         (tmp / MARKER).write_text("{}")
-    assert not left.exists() and (final / MARKER).is_file()
+    assert not left.exists() and not lock.exists() and (final / MARKER).is_file()
     assert [p.name for p in tmp_path.iterdir()] == ["export"]
+    assert f"removed {left}: a partial copy of export left by a writer that was killed" in capsys.readouterr().err
 
 
-def test_a_live_writers_copy_and_a_fresh_one_are_kept(tmp_path):
+def test_only_a_dead_writers_own_copies_are_deleted(tmp_path):
     fcntl = pytest.importorskip("fcntl")
     final = tmp_path / "export"
-    live, fresh, other = (tmp_path / name for name in (".export.live1.tmp", ".export.new2.tmp", ".export.v2.x3.tmp"))
-    for directory in (live, fresh, other):
-        directory.mkdir()
-    for directory in (live, other):
-        _age(directory)
-    handle = os.open(live, os.O_RDONLY)
+    live, fresh = _copy(tmp_path, ".export.live0001.tmp"), _copy(tmp_path, ".export.new00002.tmp")
+    users = [_copy(tmp_path, ".export.backup.tmp"), _copy(tmp_path, ".export.abcd1234.tmp", lock=False)]
+    other = _copy(tmp_path, ".export.v2.x3abcdef.tmp")  # the copy of another output, `export.v2`
+    for directory in (live, *users, other):
+        lock = directory.with_name(directory.name + ".lock")
+        _age(directory, *([lock] if lock.exists() else []))
+    handle = os.open(live.with_name(live.name + ".lock"), os.O_RDWR)
     fcntl.flock(handle, fcntl.LOCK_EX)  # another open file: conflicts as another process's lock would
     try:
         with atomic_directory(final, MARKER) as tmp:
             (tmp / MARKER).write_text("{}")
     finally:
         os.close(handle)
-    assert live.is_dir() and fresh.is_dir()  # alive; too new to tell
-    assert other.is_dir()  # the temporary copy of another output (`export.v2`), not of `export`
+    assert all(p.is_dir() for p in (live, fresh, *users, other))  # alive; too new to tell; not ours
+    assert (users[0] / "weights.bin").is_file()
     assert atomic_files.remove_stale_copies(final) == [live]  # its writer has gone now, and it is old
+
+
+def test_where_no_lock_can_be_taken_the_write_goes_on_and_leaves_nothing(tmp_path, monkeypatch):
+    fcntl = pytest.importorskip("fcntl")
+
+    def refused(handle, operation):  # NFS refuses some flocks with EBADF
+        raise OSError(9, "Bad file descriptor")
+
+    monkeypatch.setattr(fcntl, "flock", refused)
+    final = tmp_path / "export"
+    with atomic_directory(final, MARKER) as tmp:
+        (tmp / MARKER).write_text("{}")
+    assert [p.name for p in tmp_path.iterdir()] == ["export"]

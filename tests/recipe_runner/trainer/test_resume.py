@@ -144,7 +144,8 @@ def test_steps_logged_after_the_checkpoint_are_logged_once_after_resume(tiny_rec
     _train(tiny_recipe_path, _short(tiny_overrides, 4))
     # As if killed after logging step 4 but before its checkpoint was complete.
     shutil.rmtree(run_dir / "checkpoints" / "step-00000004")
-    (run_dir / "checkpoints" / ".step-00000004.abc.tmp").mkdir()  # what a killed save leaves
+    (run_dir / "checkpoints" / ".step-00000004.abc.tmp").mkdir()  # what a killed save leaves, and its lock file
+    (run_dir / "checkpoints" / ".step-00000004.abc.tmp.lock").touch()
     (run_dir / "checkpoints" / "best").rename(run_dir / "checkpoints" / ".best.old")  # killed mid-swap
     with (run_dir / "metrics.jsonl").open("a") as handle:
         handle.write('{"step": 4, "loss": 1.0')  # torn last line
@@ -152,7 +153,7 @@ def test_steps_logged_after_the_checkpoint_are_logged_once_after_resume(tiny_rec
     _train(tiny_recipe_path, _short(tiny_overrides, 4), resume=True)
     steps = [row["step"] for row in _rows(run_dir) if "loss" in row]
     assert steps == [1, 2, 3, 4]
-    assert not list((run_dir / "checkpoints").glob(".*.tmp"))
+    assert not list((run_dir / "checkpoints").glob(".*.tmp*"))
     assert (run_dir / "checkpoints" / "best" / "trainer_state.json").is_file()
 
 
