@@ -7,6 +7,7 @@ import math
 import sys
 from collections.abc import Iterator
 
+import torch
 from accelerate import Accelerator
 from torch.utils.data import DataLoader
 from tqdm.auto import tqdm
@@ -51,6 +52,9 @@ class BatchPlan:
             collate_fn=self.collate,
             num_workers=hw.num_workers,
             pin_memory=self.accelerator.device.type == "cuda",
+            # Its own generator for the workers' base seed: drawn from torch's global one, it shifted the numbers
+            # that stochastic rounding and dropout draw after a resume, which builds its loader at another point.
+            generator=torch.Generator().manual_seed(hw.seed),
         )
         for batch in loader:
             yield batch.to(self.accelerator.device)
