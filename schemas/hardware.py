@@ -2,9 +2,9 @@
 
 from __future__ import annotations
 
-from typing import Literal
+from typing import Any, Literal
 
-from pydantic import Field
+from pydantic import Field, ValidationError, ValidatorFunctionWrapHandler, field_validator
 
 from schemas.base import StrictModel
 
@@ -66,6 +66,16 @@ class Hardware(StrictModel):
         "auto compiles on CUDA (H100, reference recipe: training step 378 -> 129 ms, teacher forward 35% -> 48% MFU, "
         "after a warm-up of 1-1.5 minutes) and not on a CPU, where the warm-up outweighs the gain on short runs.",
     )
+
+    @field_validator("compile", mode="wrap")
+    @classmethod
+    def _compile_in_one_line(cls, value: Any, handler: ValidatorFunctionWrapHandler) -> bool | str:
+        """One problem naming the three values, not one per member of the union."""
+        try:
+            return handler(value)
+        except ValidationError:
+            raise ValueError(f"expected true, false or auto, got {value!r}") from None
+
     seed: int = Field(default=0, ge=0, lt=2**63, description="Seed for weights init, shuffling and dropout.")
     num_workers: int = Field(default=0, ge=0, description="Data-loader worker processes (tokenize and align).")
 
