@@ -17,7 +17,7 @@ from components.errors import UserFacingError
 from components.models import build_model, freeze, hidden_width, load_tokenizer, pad_id, resolve_config
 from components.models.compilation import compile_for_varied_lengths, compile_wanted
 from recipe_runner.cache_processes import CacheProcesses
-from recipe_runner.trainer.parts import split_prompts
+from recipe_runner.trainer.parts import RunSetupError, split_prompts
 from recipe_runner.trainer.run_dir import DirectoryLock
 from schemas import Recipe
 from schemas.models import TeacherCache
@@ -72,13 +72,28 @@ def build_teacher_cache(
         raise CacheSetupError("the recipe has no teacher.cache section; add `cache: {dir: ...}` to the teacher")
     # Two caches writing one directory would both encode everything; the second is refused instead, and so is a
     # cache while a run reads the directory (shards replaced under it would pair its prompts with other targets).
-    lock = cache_lock(spec).acquire()
+    lock = _lock_for_every_process(spec, processes)
     try:
         if processes.world == 1:  # under several processes another one may be writing its own right now
             _remove_partial_shards(Path(spec.dir))
         return _build(recipe, spec, batch_tokens, progress, processes)
     finally:
         lock.release()
+
+
+def _lock_for_every_process(spec: TeacherCache, processes: CacheProcesses) -> DirectoryLock:
+    """The first process takes the lock for all of them; when it is refused, every process stops (the others
+    would otherwise encode their shares, then fail in a collective the first never joins)."""
+    refused = None
+    try:
+        lock = cache_lock(spec).acquire()  # a no-op in processes other than the first
+    except RunSetupError as exc:
+        refused = exc
+    if processes.world > 1 and processes.total(float(refused is not None))[0] and refused is None:
+        raise CacheSetupError(f"{spec.dir}: the first process of this launch could not lock it (see its message)")
+    if refused is not None:
+        raise refused
+    return lock
 
 
 def cache_lock(spec: TeacherCache) -> DirectoryLock:

@@ -77,3 +77,16 @@ def test_two_processes_share_the_shards_and_write_what_one_would(tmp_path):
     assert again.returncode == 0, again.stderr[-3000:]
     assert f"train: rewrote damaged shard {victim}" in again.stdout
     assert "train: 70 prompts, 1 shard(s) written" in again.stdout
+
+    from recipe_runner.teacher_cache import CACHE_LOCK
+    from recipe_runner.trainer.run_dir import DirectoryLock
+
+    held = DirectoryLock(tmp_path / "two", CACHE_LOCK, "recipe cache").acquire()  # as another `recipe cache`
+    try:
+        refused = subprocess.run(command, env=env, capture_output=True, text=True, timeout=300)
+    finally:
+        held.release()
+    assert refused.returncode != 0
+    assert "is in use by another `recipe cache`" in refused.stderr  # the first process's own message
+    assert "the first process of this launch could not lock it" in refused.stderr  # the other stops as well
+    assert "Connection closed" not in refused.stderr  # not a collective that the first process never joined
