@@ -67,9 +67,18 @@ class Hardware(StrictModel):
         "after a warm-up of 1-1.5 minutes) and not on a CPU, where the warm-up outweighs the gain on short runs.",
     )
 
-    @field_validator("compile", mode="wrap")
+    packed_sequences: bool | Literal["auto"] = Field(
+        default="auto",
+        description="Train the student and bolt-on on each batch's real tokens laid end to end (no padding), with "
+        "flash-attention's variable-length kernel keeping the prompts apart; outputs and losses are unchanged. auto "
+        "packs on CUDA in bf16/fp16 when torch has torch.nn.attention.varlen and the models allow it (no attention "
+        "dropout, no sliding window), and pads elsewhere. true on a CPU uses a block-diagonal attention mask (T x T "
+        "per layer: for checking, not speed). Packing replaces `attention` for the student while training.",
+    )
+
+    @field_validator("compile", "packed_sequences", mode="wrap")
     @classmethod
-    def _compile_in_one_line(cls, value: Any, handler: ValidatorFunctionWrapHandler) -> bool | str:
+    def _auto_switch_in_one_line(cls, value: Any, handler: ValidatorFunctionWrapHandler) -> bool | str:
         """One problem naming the three values, not one per member of the union."""
         try:
             return handler(value)

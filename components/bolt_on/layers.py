@@ -1,4 +1,5 @@
-"""Bolt-on layers other than the transformer: every module maps (hidden [B,L,in], mask [B,L]) -> [B,L,out]."""
+"""Bolt-on layers other than the transformer: every module maps (hidden [B,L,in], mask [B,L]) -> [B,L,out];
+they act on each token alone, so packed hidden states [1,T,in] pass through them the same way."""
 
 from __future__ import annotations
 

@@ -10,6 +10,7 @@ from torch import Tensor, nn
 from components.bolt_on.layers import LinearBlock, MLPBlock, ResidualMLPBlock, RMSNorm
 from components.bolt_on.transformer import TransformerBlock
 from components.errors import UserFacingError
+from components.packed_sequences import PackedSequences
 from schemas.bolt_on import BoltOn, BoltOnLayer, LinearLayer, MLPLayer, ResidualMLPLayer, RMSNormLayer, TransformerLayer
 
 # Spec class -> module class: one hop from a YAML `type:` to its implementation.
@@ -106,9 +107,10 @@ class BoltOnStack(nn.Module):
         self.skip = nn.Linear(in_dim, out_dim) if spec.skip is not None else None
         self.skip_scale = spec.skip.scale if spec.skip is not None else 0.0
 
-    def forward(self, hidden: Tensor, mask: Tensor) -> Tensor:
-        """hidden [B,L,in_dim], mask bool [B,L] with True = real token -> [B,L,out_dim]."""
-        if mask.dtype != torch.bool:
+    def forward(self, hidden: Tensor, mask: Tensor | PackedSequences) -> Tensor:
+        """hidden [B,L,in_dim], mask bool [B,L] with True = real token -> [B,L,out_dim]; or packed hidden
+        [1,T,in_dim] with its PackedSequences in the mask's place -> [1,T,out_dim]."""
+        if isinstance(mask, Tensor) and mask.dtype != torch.bool:
             raise TypeError(f"mask must be bool (True = real token), got {mask.dtype}; a float mask is not a mask")
         out = hidden
         for layer in self.layers:
@@ -127,6 +129,14 @@ class BoltOnStack(nn.Module):
                 layer.copy_weight(final_norm(teacher).weight)
                 copied += 1
         return copied
+
+
+def packing_problem(spec: BoltOn) -> str | None:
+    """Why this stack cannot run packed (None when it can)."""
+    for index, layer in enumerate(spec.layers):
+        if isinstance(layer, TransformerLayer) and layer.dropout:
+            return f"bolt_on.layers[{index}] has attention dropout ({layer.dropout}), which the packed kernel lacks"
+    return None
 
 
 def _describe(problem: WidthProblem) -> str:

@@ -3,7 +3,8 @@
 Mask convention: `mask` is a bool tensor [B, L], True = real token. It is passed to
 `F.scaled_dot_product_attention` as a boolean `attn_mask`, where True means "may attend" (the opposite of
 `nn.TransformerEncoder`'s `src_key_padding_mask`, where True means ignore). A float mask would be read as
-an additive bias and leave padding visible, so the mask stays boolean.
+an additive bias and leave padding visible, so the mask stays boolean. Packed hidden states [1, T, dim] come
+with their `PackedSequences` in the mask's place, and attention stays within each sequence through its offsets.
 """
 
 from __future__ import annotations
@@ -15,6 +16,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from components.bolt_on.layers import activation
+from components.packed_sequences import PackedSequences, packed_attention
 from schemas.bolt_on import TransformerLayer
 
 
@@ -40,8 +42,13 @@ class SelfAttention(nn.Module):
         self.qkv = nn.Linear(dim, 3 * dim)
         self.out = nn.Linear(dim, dim)
 
-    def forward(self, hidden: Tensor, mask: Tensor) -> Tensor:
+    def forward(self, hidden: Tensor, mask: Tensor | PackedSequences) -> Tensor:
         batch, length, dim = hidden.shape
+        if isinstance(mask, PackedSequences):
+            if self.training and self.dropout:
+                raise RuntimeError("packed attention has no attention dropout; packing should have been refused")
+            q, k, v = self.qkv(hidden[0]).view(length, 3, self.heads, dim // self.heads).unbind(1)
+            return self.out(packed_attention(q, k, v, mask, causal=False).reshape(1, length, dim))
         q, k, v = self.qkv(hidden).view(batch, length, 3, self.heads, dim // self.heads).permute(2, 0, 3, 1, 4)
         # A row with no real token would attend to nothing (NaN); let such rows see every position instead.
         keys = mask | ~mask.any(dim=1, keepdim=True)
@@ -71,7 +78,7 @@ class EncoderBlock(nn.Module):
             nn.LayerNorm(spec.dim) if wanted else nn.Identity() for wanted in (before, after, before, after)
         )
 
-    def forward(self, hidden: Tensor, mask: Tensor) -> Tensor:
+    def forward(self, hidden: Tensor, mask: Tensor | PackedSequences) -> Tensor:
         attn_before, attn_after, ffn_before, ffn_after = self.norms
         hidden = attn_after(hidden + self.drop(self.attention(attn_before(hidden), mask)))
         return ffn_after(hidden + self.drop(self.feed_forward(ffn_before(hidden))))
@@ -89,12 +96,14 @@ class TransformerBlock(nn.Module):
         self.register_buffer("positions", table, persistent=False)
         self.blocks = nn.ModuleList(EncoderBlock(spec) for _ in range(spec.layers))
 
-    def forward(self, hidden: Tensor, mask: Tensor) -> Tensor:
+    def forward(self, hidden: Tensor, mask: Tensor | PackedSequences) -> Tensor:
         if self.positions is not None:
-            length = hidden.shape[1]
+            packed = isinstance(mask, PackedSequences)
+            length = mask.max_length if packed else hidden.shape[1]
             if length > self.max_positions:
                 raise ValueError(f"sequence of {length} tokens is longer than max_positions {self.max_positions}")
-            hidden = hidden + self.positions[:length].to(hidden.dtype)
+            table = self.positions[mask.positions] if packed else self.positions[:length]
+            hidden = hidden + table.to(hidden.dtype)
         for block in self.blocks:
             hidden = block(hidden, mask)
         return hidden

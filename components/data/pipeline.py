@@ -10,6 +10,7 @@ from torch.utils.data import Dataset
 from components.alignment import CrossTokenizerAligner, collate_alignments, token_view
 from components.alignment.batch import BatchAlignment
 from components.cache.reader import CachedTeacher
+from components.packed_sequences import PackedSequences
 
 
 @dataclass
@@ -19,6 +20,7 @@ class DistillBatch:
     indices: torch.Tensor
     student_ids: torch.Tensor
     student_mask: torch.Tensor
+    student_packing: PackedSequences  # the student side packed (used when the model runs packed sequences)
     teacher_ids: torch.Tensor
     teacher_mask: torch.Tensor
     teacher_hidden: torch.Tensor | None
@@ -30,7 +32,8 @@ class DistillBatch:
         values = {}
         for item in fields(self):
             value = getattr(self, item.name)
-            values[item.name] = move(value) if isinstance(value, (torch.Tensor, BatchAlignment)) else value
+            movable = isinstance(value, (torch.Tensor, BatchAlignment, PackedSequences))
+            values[item.name] = move(value) if movable else value
         return DistillBatch(**values)
 
     def to(self, device: torch.device) -> DistillBatch:
@@ -112,6 +115,7 @@ class Collator:
             indices=torch.tensor([item["index"] for item in items]),
             student_ids=student_ids,
             student_mask=student_mask,
+            student_packing=PackedSequences.from_mask(student_mask),
             teacher_ids=teacher_ids,
             teacher_mask=teacher_mask,
             teacher_hidden=hidden,

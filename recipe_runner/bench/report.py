@@ -94,6 +94,17 @@ def _ops(t: TrainingResult) -> str:
     return f"{total:,} aten ops ({phases}): {t.real_tokens_per_step / total:.2f} real tokens per op"
 
 
+def _padding(t: TrainingResult) -> str:
+    share = f"{t.padding_fraction:.1%}"
+    return f"packed; the padded batches were {share} padding" if t.packed_sequences else f"padding {share}"
+
+
+def _packed(t: TrainingResult) -> str:
+    if t.packed_sequences:
+        return "yes: student and bolt-on ran on real tokens only"
+    return f"no{': ' + t.packing_note if t.packing_note else ''}"
+
+
 def _training_rows(t: TrainingResult) -> list[tuple[str, str]]:
     mfu = _mfu(t.mfu, t.achieved_tflops, t.peak_tflops, t.peak_source)
     return [
@@ -101,10 +112,11 @@ def _training_rows(t: TrainingResult) -> list[tuple[str, str]]:
         ("checkpointing", f"{t.gradient_checkpointing} ({t.checkpointed_fraction:.0%} of timed batches recomputed)"),
         ("weights", f"{t.trained_weights} trained weights"),
         ("compile", _compiled(t.compile_warmup_s, t.graphs_compiled_while_timed)),
+        ("packed", _packed(t)),
         ("step time", f"{t.step_time_s * 1000:.1f} ms (mean of {t.timed_steps}, after {t.warmup_steps} warmup)"),
         ("update time", f"{t.update_time_s * 1000:.1f} ms of it: clip, optimizer step, zero grads (timed apart)"),
         ("real tokens/s", _rate(t.real_tokens_per_s, "tokens/s")),
-        ("real tokens/step", f"{t.real_tokens_per_step:,.0f} (padding {t.padding_fraction:.1%})"),
+        ("real tokens/step", f"{t.real_tokens_per_step:,.0f} ({_padding(t)})"),
         ("model FLOP/s", f"{t.achieved_tflops:.4g} TFLOP/s"),
         ("MFU", mfu),
         ("ops/step", _ops(t)),

@@ -32,6 +32,7 @@ from recipe_runner.bench.spec import BenchSpec
 from recipe_runner.bench.timing import PeakMemory, device_name, now, profiled
 from recipe_runner.plan import build_plan
 from recipe_runner.trainer.optim import build_optimizer
+from recipe_runner.trainer.packing import choose_packing
 from recipe_runner.trainer.parts import DistillModel, set_trained_dtype
 from recipe_runner.trainer.stage_setup import enter_stage, parameters_by_part
 from schemas import Recipe
@@ -56,6 +57,11 @@ class TrainingResult(StrictModel):
     checkpointed_fraction: float = Field(description="Share of timed micro-batches that recomputed activations.")
     trained_weights: TrainedWeights = Field(description="hardware.trained_weights: fp32 masters or bf16_stochastic.")
     compiled: bool = Field(description="hardware.compile: the repeated blocks of student and bolt-on compiled.")
+    packed_sequences: bool = Field(
+        description="hardware.packed_sequences resolved: student and bolt-on ran on real tokens only (padding "
+        "fraction below is then that of the padded batches the losses still see, not computed on)."
+    )
+    packing_note: str | None = Field(description="Why `auto` stayed padded on this device, when it did.")
     compile_warmup_s: float | None = Field(
         description="With compile: wall time of the warmup steps plus one untimed pass over the timed batches, "
         "so that compiling and recompiling for their shapes stays outside the clock; null without compile."
@@ -201,6 +207,7 @@ def run_training(recipe: Recipe, spec: BenchSpec, lengths: list[int], device: to
     checkpointing = StudentCheckpointing(student, hw.gradient_checkpointing, hw.checkpoint_min_tokens)
     recomputed: list[bool] = []
     model = set_trained_dtype(DistillModel(student, bolt_on, recipe.student.layer), recipe)
+    packing_note = choose_packing(model, recipe, device)
     enter_stage(model, stage)
     total = spec.warmup_steps + spec.timed_steps
     optimizer, scheduler, _ = build_optimizer(stage, parameters_by_part(model), total, device.type, hw.trained_weights)
@@ -225,7 +232,7 @@ def run_training(recipe: Recipe, spec: BenchSpec, lengths: list[int], device: to
             if counter is not None:
                 counter.phase = "forward"
             with autocast:
-                out = forward(batch.student_ids, batch.student_mask)
+                out = forward(batch.student_ids, batch.student_mask, batch.student_packing)
                 target = batch.teacher_hidden
                 if teacher is not None:
                     target = encode_teacher(teacher, batch.teacher_ids, batch.teacher_mask)
@@ -298,6 +305,8 @@ def run_training(recipe: Recipe, spec: BenchSpec, lengths: list[int], device: to
         checkpointed_fraction=checkpointed_fraction,
         trained_weights=hw.trained_weights,
         compiled=compiled,
+        packed_sequences=model.packed,
+        packing_note=packing_note,
         compile_warmup_s=compile_warmup,
         graphs_compiled_while_timed=compiled_graphs() - graphs_before if compiled else None,
         warmup_steps=spec.warmup_steps,

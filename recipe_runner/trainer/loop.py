@@ -37,6 +37,7 @@ from recipe_runner.trainer.deferred_signals import child_signals_deferred
 from recipe_runner.trainer.evaluation import evaluate
 from recipe_runner.trainer.launch import build_accelerator, check_launch, launch_in_words
 from recipe_runner.trainer.optim import build_optimizer
+from recipe_runner.trainer.packing import choose_packing
 from recipe_runner.trainer.parts import RunParts, RunSetupError, build_parts, split_prompts
 from recipe_runner.trainer.preflight import check_before_loading
 from recipe_runner.trainer.run_dir import DirectoryLock, refuse_fresh_start, tidy_checkpoints
@@ -105,6 +106,9 @@ class Trainer:
         # `recipe cache` must not replace shards under a run reading them; with the teacher live it may write.
         self.cache_lock = hold_cache_for_reading(recipe)
         self.parts: RunParts = build_parts(recipe, self.accelerator.device)
+        packing_note = choose_packing(self.parts.model, recipe, self.accelerator.device)
+        if packing_note and self.accelerator.is_main_process:
+            tqdm.write(packing_note, file=sys.stderr)
         if self.cache_lock is not None and not self.parts.reads_cache:
             self.cache_lock.release()
         # A resume that found no checkpoint starts at step 0: every row logged before is of steps trained again.
@@ -145,7 +149,7 @@ class Trainer:
         model.eval()
         with accelerator.autocast():  # each process evaluates its share and the sums are added up
             metrics = evaluate(
-                lambda b: model(b.student_ids, b.student_mask),
+                lambda b: model(b.student_ids, b.student_mask, b.student_packing),
                 self._teacher_hidden,
                 evaluation.batches(self.batches.eval_batches()),
                 loss,
@@ -403,7 +407,7 @@ class Trainer:
         accelerator = self.accelerator
         self.parts.checkpointing.for_batch(batch.student_ids.numel())
         with accelerator.accumulate(self.prepared), accelerator.autocast():
-            out = self.prepared(batch.student_ids, batch.student_mask)
+            out = self.prepared(batch.student_ids, batch.student_mask, batch.student_packing)
             pairs = loss_fn.pairs(
                 out, batch.student_mask, self._teacher_hidden(batch), batch.teacher_mask, batch.alignment
             )

@@ -17,6 +17,8 @@ from components.data.prompts import DataFileError, prompts_digest, read_prompts
 from components.errors import UserFacingError
 from components.models import build_model, freeze, hidden_width, load_tokenizer
 from components.models.checkpointing import StudentCheckpointing
+from components.models.packed_attention import use_packed_attention
+from components.packed_sequences import PackedSequences
 from schemas import Recipe
 
 
@@ -25,7 +27,8 @@ class RunSetupError(UserFacingError, RuntimeError):
 
 
 class DistillModel(nn.Module):
-    """Student plus bolt-on as one module, so accelerate wraps and syncs them together."""
+    """Student plus bolt-on as one module, so accelerate wraps and syncs them together. With packed sequences
+    both run on the batch's real tokens only; the output is padded again for the losses."""
 
     def __init__(self, student: nn.Module, bolt_on: nn.Module, hidden_layer: int) -> None:
         super().__init__()
@@ -36,14 +39,33 @@ class DistillModel(nn.Module):
         self.student = student
         self.bolt_on = bolt_on
         self.hidden_layer = hidden_layer
+        self.packed = False
 
-    def forward(self, input_ids: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+    def use_packed_sequences(self) -> None:
+        """From now on every forward packs (see components.packed_sequences); the student's attention is ours."""
+        use_packed_attention(self.student)
+        self.packed = True
+
+    def forward(
+        self, input_ids: torch.Tensor, mask: torch.Tensor, packing: PackedSequences | None = None
+    ) -> torch.Tensor:
+        """[B, L] ids and bool mask -> [B, L, teacher width]. `packing`: the collator's PackedSequences of `mask`
+        (computed here when missing, at the cost of a device synchronisation); unused unless packed."""
+        if self.packed:
+            return self._packed_forward(input_ids, packing or PackedSequences.from_mask(mask))
         if self.hidden_layer == -1:
             hidden = self.student(input_ids=input_ids, attention_mask=mask.long()).last_hidden_state
         else:
             out = self.student(input_ids=input_ids, attention_mask=mask.long(), output_hidden_states=True)
             hidden = out.hidden_states[self.hidden_layer]
         return self.bolt_on(hidden, mask)
+
+    def _packed_forward(self, input_ids: torch.Tensor, packing: PackedSequences) -> torch.Tensor:
+        ids, positions = packing.pack(input_ids)[None], packing.positions[None]
+        wanted = self.hidden_layer != -1
+        out = self.student(input_ids=ids, position_ids=positions, packed_sequences=packing, output_hidden_states=wanted)
+        hidden = out.hidden_states[self.hidden_layer] if wanted else out.last_hidden_state
+        return packing.unpack(self.bolt_on(hidden, packing)[0])
 
 
 @dataclass

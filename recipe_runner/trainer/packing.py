@@ -1,0 +1,41 @@
+"""hardware.packed_sequences resolved against the device, the precision and what the models allow."""
+
+from __future__ import annotations
+
+import torch
+
+from components.bolt_on.stack import packing_problem as bolt_on_packing_problem
+from components.models.packed_attention import packing_problem as student_packing_problem
+from components.packed_sequences import varlen_available
+from recipe_runner.trainer.parts import DistillModel, RunSetupError
+from schemas import Recipe
+
+
+def choose_packing(model: DistillModel, recipe: Recipe, device: torch.device) -> str | None:
+    """Switch `model` to packed sequences when the recipe asks for them (explicitly, or `auto` where the flash
+    kernel runs). Returns a note when `auto` stays padded on CUDA for a reason the user may want to know;
+    raises RunSetupError when `true` cannot be honoured."""
+    hw = recipe.hardware
+    setting = hw.packed_sequences
+    if setting is False:
+        return None
+    problem = student_packing_problem(model.student) or bolt_on_packing_problem(recipe.bolt_on)
+    flash = varlen_available(device) and hw.precision != "fp32"
+    if setting == "auto":
+        if device.type != "cuda":
+            return None
+        if not flash:
+            why = "precision fp32" if hw.precision == "fp32" else "this torch has no torch.nn.attention.varlen"
+            return f"hardware.packed_sequences auto: padded batches ({why}; the packed kernel needs bf16 or fp16)"
+        if problem:
+            return f"hardware.packed_sequences auto: padded batches, since {problem}"
+    elif problem:
+        raise RunSetupError(f"hardware.packed_sequences is true, but {problem}; set it to auto or false")
+    elif device.type == "cuda" and not flash:
+        raise RunSetupError(
+            "hardware.packed_sequences is true, but on CUDA it needs precision bf16 or fp16 and a torch with "
+            "torch.nn.attention.varlen (2.10 or later); without them every layer would build a T x T mask. "
+            "Set it to auto or false"
+        )
+    model.use_packed_sequences()
+    return None
