@@ -11,7 +11,6 @@ Each token keeps the position it has in its padded row, so a packed forward comp
 
 from __future__ import annotations
 
-import functools
 import inspect
 from typing import NamedTuple
 
@@ -66,9 +65,9 @@ class PackedSequences(NamedTuple):
         return self._map(lambda value: value.pin_memory())
 
 
-@functools.cache
-def _varlen_kernel():
-    """torch's flash-attention varlen function and the keywords this torch version takes; None without one."""
+def _load_varlen():
+    """torch's flash-attention varlen function and the keywords this torch version takes; None without one.
+    Looked up once at import: a lookup inside a compiled block would break its graph."""
     try:
         from torch.nn.attention.varlen import varlen_attn
     except ImportError:
@@ -76,9 +75,20 @@ def _varlen_kernel():
     return varlen_attn, frozenset(inspect.signature(varlen_attn).parameters)
 
 
+_VARLEN = _load_varlen()
+FLASH_MAX_HEAD_DIM = 256
+
+
 def varlen_available(device: torch.device | str) -> bool:
     """Whether packed attention runs on a flash kernel here (CUDA and a torch that has `varlen_attn`)."""
-    return torch.device(device).type == "cuda" and _varlen_kernel() is not None
+    return torch.device(device).type == "cuda" and _VARLEN is not None
+
+
+def flash_head_dim_problem(head_dim: int) -> str | None:
+    """Why flash attention cannot take heads of this width (None when it can)."""
+    if head_dim % 8 or head_dim > FLASH_MAX_HEAD_DIM:
+        return f"head width {head_dim} (flash attention needs a multiple of 8, at most {FLASH_MAX_HEAD_DIM})"
+    return None
 
 
 def packed_attention(
@@ -88,9 +98,9 @@ def packed_attention(
     returns [T, H, D]. CUDA in bf16/fp16 runs flash-attention varlen; elsewhere a block-diagonal SDPA mask does
     the same sums in O(T^2) memory, as a reference for tests and small CPU runs."""
     groups = query.shape[1] // key.shape[1]
-    kernel = _varlen_kernel()
-    if query.is_cuda and kernel is not None and query.dtype in (torch.float16, torch.bfloat16):
-        varlen_attn, keywords = kernel
+    flash_dtype = query.dtype in (torch.float16, torch.bfloat16)
+    if query.is_cuda and _VARLEN is not None and flash_dtype and flash_head_dim_problem(query.shape[-1]) is None:
+        varlen_attn, keywords = _VARLEN
         options = {"window_size": (-1, 0) if causal else (-1, -1)} if "window_size" in keywords else {}
         if "window_size" not in keywords:
             options["is_causal"] = causal

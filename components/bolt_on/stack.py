@@ -119,6 +119,10 @@ class BoltOnStack(nn.Module):
             out = out + self.skip_scale * self.skip(hidden)
         return out
 
+    def compile_units(self) -> list[nn.Module]:
+        """What torch.compile takes as one graph each (see components.models.compilation): every layer whole."""
+        return list(self.layers)
+
     def init_from_teacher(self, teacher: nn.Module) -> int:
         """Copy the teacher's final-norm weight into every RMSNorm with `init_from`; returns how many."""
         from components.models.loading import final_norm  # transformers import only when actually needed

@@ -1,10 +1,12 @@
 """torch.compile for batches whose sequence length changes every step.
 
-Only the repeated blocks are compiled (the student's decoder layers, a bolt-on transformer's layers), in place
-with `nn.Module.compile`: every block of a class runs the same compiled code, so a 28-layer student compiles in
-the time of one layer, and dynamic shapes keep a new sequence length from triggering a recompile. Embeddings,
-the final norm and single bolt-on layers stay eager: compiling each of them costs a graph and a cache entry for
-little fusion. Modules keep their identity, so state dicts, checkpoints and exports are unchanged.
+Only the repeated blocks are compiled (the student's decoder layers, the teacher's blocks), in place with
+`nn.Module.compile`: every block of a class runs the same compiled code, so a 28-layer student compiles in the
+time of one layer, and dynamic shapes keep a new sequence length from triggering a recompile. Embeddings and the
+final norm stay eager: compiling them costs a graph and a cache entry for little fusion. A module may name its
+own units instead (`compile_units()`): the bolt-on stack compiles each layer whole, since its layers are few
+but wide, and their norms, activations and dropouts on 3-8k-wide activations fuse into the matrix products'
+neighbours. Modules keep their identity, so state dicts, checkpoints and exports are unchanged.
 """
 
 from __future__ import annotations
@@ -14,8 +16,12 @@ from torch._dynamo.utils import counters
 
 
 def repeated_blocks(module: nn.Module) -> list[nn.Module]:
-    """Members of every layer stack: a ModuleList of composite modules (ones with children) of one class. Their
-    insides are not searched further, so a block's own list of norms is compiled as part of the block."""
+    """Members of every layer stack: a ModuleList of composite modules (ones with children) of one class, or the
+    units a module names with `compile_units()`. Their insides are not searched further, so a block's own list of
+    norms is compiled as part of the block."""
+    named_units = getattr(module, "compile_units", None)
+    if callable(named_units):
+        return list(named_units())
     one_class = isinstance(module, nn.ModuleList) and len({type(block) for block in module}) == 1
     if one_class and all(next(block.children(), None) is not None for block in module):
         return list(module)

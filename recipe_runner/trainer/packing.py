@@ -6,9 +6,24 @@ import torch
 
 from components.bolt_on.stack import packing_problem as bolt_on_packing_problem
 from components.models.packed_attention import packing_problem as student_packing_problem
-from components.packed_sequences import varlen_available
+from components.packed_sequences import flash_head_dim_problem, varlen_available
 from recipe_runner.trainer.parts import DistillModel, RunSetupError
 from schemas import Recipe
+from schemas.bolt_on import TransformerLayer
+
+
+def _flash_problem(model: DistillModel, recipe: Recipe) -> str | None:
+    """Why the flash kernel cannot run these models' heads (None when it can)."""
+    config = model.student.config
+    head = getattr(config, "head_dim", None) or config.hidden_size // config.num_attention_heads
+    problem = flash_head_dim_problem(head)
+    if problem:
+        return f"the student has {problem}"
+    for index, layer in enumerate(recipe.bolt_on.layers):
+        problem = flash_head_dim_problem(layer.dim // layer.heads) if isinstance(layer, TransformerLayer) else None
+        if problem:
+            return f"bolt_on.layers[{index}] has {problem}"
+    return None
 
 
 def choose_packing(model: DistillModel, recipe: Recipe, device: torch.device) -> str | None:
@@ -20,6 +35,8 @@ def choose_packing(model: DistillModel, recipe: Recipe, device: torch.device) ->
     if setting is False:
         return None
     problem = student_packing_problem(model.student) or bolt_on_packing_problem(recipe.bolt_on)
+    if device.type == "cuda":
+        problem = problem or _flash_problem(model, recipe)
     flash = varlen_available(device) and hw.precision != "fp32"
     if setting == "auto":
         if device.type != "cuda":

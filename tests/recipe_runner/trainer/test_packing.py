@@ -75,9 +75,7 @@ def test_auto_packs_only_on_cuda_and_true_packs_anywhere(tiny_recipe_path, tiny_
 
 
 def test_true_with_attention_dropout_in_the_bolt_on_names_the_layer(tiny_recipe_path, tiny_overrides):
-    recipe = _recipe(
-        tiny_recipe_path, tiny_overrides, "hardware.packed_sequences=true", "bolt_on.layers.2.dropout=0.1"
-    )
+    recipe = _recipe(tiny_recipe_path, tiny_overrides, "hardware.packed_sequences=true", "bolt_on.layers.2.dropout=0.1")
     model = build_distill_model(recipe, "cpu", TEACHER_WIDTH)
     with pytest.raises(RunSetupError, match=r"bolt_on.layers\[2\] has attention dropout \(0.1\)"):
         choose_packing(model, recipe, torch.device("cpu"))
@@ -85,7 +83,8 @@ def test_true_with_attention_dropout_in_the_bolt_on_names_the_layer(tiny_recipe_
 
 
 def test_true_on_cuda_in_fp32_is_refused_before_any_step(tiny_recipe_path, tiny_overrides):
-    recipe = _recipe(tiny_recipe_path, tiny_overrides, "hardware.packed_sequences=true", "hardware.precision=fp32")
+    sets = ("hardware.packed_sequences=true", "hardware.precision=fp32", "student.config.head_dim=16")
+    recipe = _recipe(tiny_recipe_path, tiny_overrides, *sets)
     model = build_distill_model(recipe, "cpu", TEACHER_WIDTH)
     with pytest.raises(RunSetupError, match="needs precision bf16 or fp16"):
         choose_packing(model, recipe, torch.device("cuda"))
@@ -94,7 +93,7 @@ def test_true_on_cuda_in_fp32_is_refused_before_any_step(tiny_recipe_path, tiny_
 def test_a_student_with_attention_dropout_stays_padded_under_auto_with_a_note(
     tiny_recipe_path, tiny_overrides, monkeypatch
 ):
-    recipe = _recipe(tiny_recipe_path, tiny_overrides, "hardware.precision=bf16")
+    recipe = _recipe(tiny_recipe_path, tiny_overrides, "hardware.precision=bf16", "student.config.head_dim=16")
     model = build_distill_model(recipe, "cpu", TEACHER_WIDTH)
     model.student.config.attention_dropout = 0.1
     monkeypatch.setattr("recipe_runner.trainer.packing.varlen_available", lambda device: True)
@@ -105,7 +104,7 @@ def test_a_student_with_attention_dropout_stays_padded_under_auto_with_a_note(
 
 @pytest.mark.skipif(not torch.cuda.is_available(), reason="the flash varlen kernel needs CUDA")
 def test_on_cuda_packed_bf16_matches_padded_within_bf16_rounding(tiny_recipe_path, tiny_overrides):
-    recipe = _recipe(tiny_recipe_path, tiny_overrides, "hardware.precision=bf16")
+    recipe = _recipe(tiny_recipe_path, tiny_overrides, "hardware.precision=bf16", "student.config.head_dim=16")
     torch.manual_seed(0)
     model = build_distill_model(recipe, "cuda", TEACHER_WIDTH).eval()
     ids, mask = (t.cuda() for t in _batch([37, 5, 64, 1, 20]))
@@ -115,3 +114,15 @@ def test_on_cuda_packed_bf16_matches_padded_within_bf16_rounding(tiny_recipe_pat
         packed_out, _ = _outputs_and_grads(model, ids, mask, PackedSequences.from_mask(mask.cpu()).to("cuda"))
     error = (packed_out[mask].float() - padded_out[mask].float()).norm() / padded_out[mask].float().norm()
     assert error < 1e-2, float(error)
+
+
+def test_on_cuda_a_head_width_flash_cannot_take_keeps_auto_padded(tiny_recipe_path, tiny_overrides, monkeypatch):
+    """The tiny student's heads are 12 wide: flash attention needs a multiple of 8."""
+    recipe = _recipe(tiny_recipe_path, tiny_overrides, "hardware.precision=bf16")
+    model = build_distill_model(recipe, "cpu", TEACHER_WIDTH)
+    monkeypatch.setattr("recipe_runner.trainer.packing.varlen_available", lambda device: True)
+    note = choose_packing(model, recipe, torch.device("cuda"))
+    assert note is not None and "the student has head width 12" in note and not model.packed
+    explicit = _recipe(tiny_recipe_path, tiny_overrides, "hardware.precision=bf16", "hardware.packed_sequences=true")
+    with pytest.raises(RunSetupError, match="head width 12"):
+        choose_packing(model, explicit, torch.device("cuda"))
