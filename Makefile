@@ -54,3 +54,8 @@ bench-gpu: setup
 		--json $(BENCH_OUT)/token-batches-no-checkpointing-eager.json
 	$(TOKENS) --set hardware.gradient_checkpointing=false --set hardware.batch_tokens=16384 \
 		--set hardware.batch_size=512 --json $(BENCH_OUT)/token-batches-16k-no-checkpointing.json
+	$(TOKENS) --set hardware.gradient_checkpointing=false --set hardware.batch_tokens=16384 \
+		--set hardware.batch_size=512 --set hardware.packed_sequences=false \
+		--json $(BENCH_OUT)/token-batches-16k-no-checkpointing-padded.json
+	$(BENCH) --only training --set hardware.packed_sequences=false --json $(BENCH_OUT)/padded.json
+	$(BIN)/recipe bench recipes/examples/t5_to_qwen_throughput.yaml --only training --json $(BENCH_OUT)/throughput.json

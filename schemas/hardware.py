@@ -61,7 +61,7 @@ class Hardware(StrictModel):
     )
     compile: bool | Literal["auto"] = Field(
         default="auto",
-        description="torch.compile the repeated blocks (student and bolt-on transformer layers in training, teacher "
+        description="torch.compile the repeated blocks (student layers and each bolt-on layer in training, teacher "
         "layers in `recipe cache`), dynamic shapes: one compile per block class, reused by every layer and length. "
         "auto compiles on CUDA (H100, reference recipe: training step 378 -> 129 ms, teacher forward 35% -> 48% MFU, "
         "after a warm-up of 1-1.5 minutes) and not on a CPU, where the warm-up outweighs the gain on short runs.",

@@ -25,7 +25,7 @@ DATA = BROKEN.parents[2] / "data"
 HARDWARE_KEYS = (
     "attention, backend, batch_size, batch_tokens, checkpoint_min_tokens, compile, device, distributed, "
     "fused_kernels, grad_accum, gradient_checkpointing, "
-    "num_workers, precision, seed, trained_weights, vram_gb"
+    "num_workers, packed_sequences, precision, seed, trained_weights, vram_gb"
 )
 ACTIVATIONS = ", ".join(sorted(ACT2FN))
 RECIPE_KEYS = "alignment, bolt_on, data, description, hardware, inference, output, recipe, stages, student, teacher"

@@ -126,3 +126,21 @@ def test_on_cuda_a_head_width_flash_cannot_take_keeps_auto_padded(tiny_recipe_pa
     explicit = _recipe(tiny_recipe_path, tiny_overrides, "hardware.precision=bf16", "hardware.packed_sequences=true")
     with pytest.raises(RunSetupError, match="head width 12"):
         choose_packing(model, explicit, torch.device("cuda"))
+
+
+def test_a_lora_student_runs_packed_with_the_padded_results(tiny_recipe_path, tiny_overrides):
+    """peft's wrapper passes the packed layout through to the base model's attention."""
+    from recipe_runner.trainer.stage_setup import enter_stage
+
+    recipe = _recipe(tiny_recipe_path, tiny_overrides, "stages.0.student_lora={r: 4, alpha: 8}")
+    torch.manual_seed(0)
+    model = build_distill_model(recipe, "cpu", TEACHER_WIDTH).eval()
+    enter_stage(model, recipe.stages[0])
+    ids, mask = _batch([6, 2, 9])
+    padded_out, padded_grads = _outputs_and_grads(model, ids, mask)
+    model.use_packed_sequences()
+    packed_out, packed_grads = _outputs_and_grads(model, ids, mask, PackedSequences.from_mask(mask))
+    assert torch.allclose(packed_out[mask], padded_out[mask], atol=1e-5)
+    assert any("lora" in name for name in packed_grads)
+    for name, grad in padded_grads.items():
+        assert torch.allclose(packed_grads[name], grad, atol=1e-5, rtol=1e-4), name

@@ -218,9 +218,9 @@ def test_a_token_budget_fills_every_batch_up_to_it_and_sets_the_step_count(
     shapes = {"train": [], "eval": []}
     original = DistillModel.forward
 
-    def records(self, input_ids, mask):
+    def records(self, input_ids, mask, packing=None):
         shapes["train" if self.training else "eval"].append(tuple(input_ids.shape))
-        return original(self, input_ids, mask)
+        return original(self, input_ids, mask, packing)
 
     monkeypatch.setattr(DistillModel, "forward", records)
     trainer = Trainer(recipe, progress=False)
