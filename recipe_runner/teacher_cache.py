@@ -40,8 +40,9 @@ def _write_errors(split_dir: Path) -> Iterator[None]:
         ) from None
 
 
-def _check_space(recipe: Recipe, splits: list[tuple[str, Path, list[str], list[list[int]]]]) -> None:
-    """Before the teacher loads (minutes for T5-XXL) and encodes for hours: the shards to write must fit."""
+def _check_space(recipe: Recipe, splits: list[tuple[str, Path, list[str], list[list[int]]]]) -> int:
+    """Before the teacher loads (minutes for T5-XXL) and encodes for hours: the shards to write must fit.
+    Returns how many shards are still to write (missing or damaged)."""
     spec = recipe.teacher.cache
     assert spec is not None
     width = hidden_width(resolve_config(recipe.teacher))
@@ -55,6 +56,14 @@ def _check_space(recipe: Recipe, splits: list[tuple[str, Path, list[str], list[l
         needed,
         f"{shards} cache shard(s) still to write ({width} {spec.dtype} values per token)",
         "free space, or point teacher.cache.dir at a larger disk (--set teacher.cache.dir=...)",
+    )
+    return shards
+
+
+def _cannot_write(spec: TeacherCache, exc: OSError) -> CacheSetupError:
+    return CacheSetupError(
+        f"{spec.dir} cannot be written ({exc.strerror or exc}) and the cache there is not complete for this recipe: "
+        "point teacher.cache.dir at a directory you can write (--set teacher.cache.dir=...)"
     )
 
 
@@ -72,28 +81,39 @@ def build_teacher_cache(
         raise CacheSetupError("the recipe has no teacher.cache section; add `cache: {dir: ...}` to the teacher")
     # Two caches writing one directory would both encode everything; the second is refused instead, and so is a
     # cache while a run reads the directory (shards replaced under it would pair its prompts with other targets).
-    lock = _lock_for_every_process(spec, processes)
+    lock, unwritable = _lock_for_every_process(spec, processes)
     try:
-        if processes.world == 1:  # under several processes another one may be writing its own right now
+        if processes.world == 1 and unwritable is None:  # under several processes another may be writing now
             _remove_partial_shards(Path(spec.dir))
-        return _build(recipe, spec, batch_tokens, progress, processes)
+        return _build(recipe, spec, batch_tokens, progress, processes, unwritable)
     finally:
-        lock.release()
+        if lock is not None:
+            lock.release()
 
 
-def _lock_for_every_process(spec: TeacherCache, processes: CacheProcesses) -> DirectoryLock:
+def _lock_for_every_process(
+    spec: TeacherCache, processes: CacheProcesses
+) -> tuple[DirectoryLock | None, OSError | None]:
     """The first process takes the lock for all of them; when it is refused, every process stops (the others
-    would otherwise encode their shares, then fail in a collective the first never joins)."""
-    refused = None
+    would otherwise encode their shares, then fail in a collective the first never joins). A directory nobody
+    here can write (a team's cache on a read-only mount) gets no lock: returned as the error, so that a cache
+    that is already complete still checks out and an incomplete one stops with a clear message."""
+    lock = refused = unwritable = None
     try:
         lock = cache_lock(spec).acquire()  # a no-op in processes other than the first
     except RunSetupError as exc:
         refused = exc
-    if processes.world > 1 and processes.total(float(refused is not None))[0] and refused is None:
-        raise CacheSetupError(f"{spec.dir}: the first process of this launch could not lock it (see its message)")
+    except OSError as exc:
+        unwritable = exc
+    if processes.world > 1:
+        any_refused, any_unwritable = processes.total(float(refused is not None), float(unwritable is not None))
+        if any_refused and refused is None:
+            raise CacheSetupError(f"{spec.dir}: the first process of this launch could not lock it (see its message)")
+        if any_unwritable and unwritable is None:
+            unwritable = OSError(f"the first process of this launch cannot write {spec.dir}")
     if refused is not None:
         raise refused
-    return lock
+    return lock, unwritable
 
 
 def cache_lock(spec: TeacherCache) -> DirectoryLock:
@@ -117,7 +137,12 @@ def _remove_partial_shards(cache_dir: Path) -> None:
 
 
 def _build(
-    recipe: Recipe, spec: TeacherCache, batch_tokens: int | None, progress: bool, processes: CacheProcesses
+    recipe: Recipe,
+    spec: TeacherCache,
+    batch_tokens: int | None,
+    progress: bool,
+    processes: CacheProcesses,
+    unwritable: OSError | None,
 ) -> dict[str, dict]:
     train, held_out = split_prompts(recipe)
     tokenizer = load_tokenizer(recipe.teacher)
@@ -131,14 +156,18 @@ def _build(
             prepare_split(split_dir, identity, prompts_digest(prompts), len(prompts), spec.shard_size)
         except CacheMismatchError as exc:
             raise CacheSetupError(f"{exc}; delete it or point teacher.cache.dir elsewhere") from None
+        except OSError as exc:  # no manifest yet, and none can be written
+            raise _cannot_write(spec, unwritable or exc) from None
         ids = tokenizer(prompts, truncation=True, max_length=recipe.teacher.max_length)["input_ids"]
         splits.append((split, split_dir, prompts, ids))
-    _check_space(recipe, splits)  # every process: the same answer, so all stop or none
+    to_write = _check_space(recipe, splits)  # every process: the same answer, so all stop or none
+    if to_write and unwritable is not None:
+        raise _cannot_write(spec, unwritable)
     device = processes.device
     teacher = None
     reports = {}
     for split, split_dir, prompts, ids in splits:
-        if teacher is None:
+        if teacher is None and to_write:  # a complete cache is only checked: no teacher load (minutes for T5-XXL)
             hw = recipe.hardware
             teacher = freeze(
                 build_model(recipe.teacher, "teacher", device=device, seed=hw.seed, fused_kernels=hw.fused_kernels)
