@@ -306,7 +306,7 @@ def run_training(recipe: Recipe, spec: BenchSpec, lengths: list[int], device: to
         trained_weights=hw.trained_weights,
         compiled=compiled,
         packed_sequences=model.packed,
-        packing_note=packing_note,
+        packing_note=None if model.packed else packing_note,
         compile_warmup_s=compile_warmup,
         graphs_compiled_while_timed=compiled_graphs() - graphs_before if compiled else None,
         warmup_steps=spec.warmup_steps,

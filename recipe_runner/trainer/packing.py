@@ -28,8 +28,8 @@ def _flash_problem(model: DistillModel, recipe: Recipe) -> str | None:
 
 def choose_packing(model: DistillModel, recipe: Recipe, device: torch.device) -> str | None:
     """Switch `model` to packed sequences when the recipe asks for them (explicitly, or `auto` where the flash
-    kernel runs). Returns a note when `auto` stays padded on CUDA for a reason the user may want to know;
-    raises RunSetupError when `true` cannot be honoured."""
+    kernel runs). Returns a line for the run's log when it packs, or when `auto` stays padded on CUDA for a
+    reason the user may want to know; raises RunSetupError when `true` cannot be honoured."""
     hw = recipe.hardware
     setting = hw.packed_sequences
     if setting is False:
@@ -55,4 +55,6 @@ def choose_packing(model: DistillModel, recipe: Recipe, device: torch.device) ->
             "Set it to auto or false"
         )
     model.use_packed_sequences()
-    return None
+    if flash:
+        return "packed sequences: student and bolt-on train on real tokens only (flash-attention varlen)"
+    return "packed sequences without a flash kernel: a T x T attention mask per layer, for checking only (slow)"
