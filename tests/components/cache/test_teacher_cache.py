@@ -10,6 +10,8 @@ from pathlib import Path
 import pytest
 import torch
 from safetensors.torch import load_file
+from tiny_cache import EVAL, PROMPTS, SHARD, TINY, TRAIN
+from tiny_cache import load_cache_recipe as _load
 
 from components.alignment import CrossTokenizerAligner
 from components.cache.manifest import teacher_identity
@@ -23,42 +25,6 @@ from recipe_runner.errors import RecipeError
 from recipe_runner.loader import load_recipe
 from recipe_runner.teacher_cache import CACHE_LOCK, CacheSetupError, build_teacher_cache
 from recipe_runner.trainer.parts import RunSetupError, build_parts, split_prompts
-
-ROOT = Path(__file__).parents[3]
-TINY = ROOT / "recipes" / "examples" / "t5_to_qwen_tiny.yaml"
-PROMPTS = ROOT / "data" / "prompts"
-TRAIN, EVAL, SHARD = 10, 3, 4
-
-
-def _load(cache_dir: Path, *extra: str):
-    return load_recipe(
-        TINY,
-        [
-            f"teacher.cache.dir={cache_dir}",
-            f"teacher.cache.shard_size={SHARD}",
-            f"output.dir={cache_dir.parent / 'run'}",
-            f"data.train={{path: {PROMPTS / 'train.txt'}, limit: {TRAIN}}}",
-            f"data.eval={{path: {PROMPTS / 'eval.txt'}, limit: {EVAL}}}",
-            *extra,
-        ],
-    ).recipe
-
-
-@pytest.fixture(scope="module")
-def built(tmp_path_factory):
-    """One cache built once; tests that change it work on a copy."""
-    cache_dir = tmp_path_factory.mktemp("built") / "cache"
-    recipe = _load(cache_dir)
-    reports = build_teacher_cache(recipe, batch_tokens=96, progress=False)
-    return recipe, cache_dir, reports
-
-
-@pytest.fixture
-def copy(built, tmp_path):
-    _, cache_dir, _ = built
-    target = tmp_path / "cache"
-    shutil.copytree(cache_dir, target)
-    return _load(target), target
 
 
 def test_writes_shards_and_a_manifest_per_split(built):
@@ -447,69 +413,3 @@ def test_a_run_whose_cache_is_incomplete_lets_a_cache_be_written_meanwhile(copy)
         build_teacher_cache(recipe, progress=False)
     finally:
         trainer._release_locks()
-
-
-def test_a_cache_the_run_cannot_write_is_read_without_a_lock(copy, monkeypatch):
-    # A team's cache on a read-only mount: the run cannot create the lock file, and nobody here can rewrite it.
-    from recipe_runner.trainer.loop import Trainer
-
-    recipe, cache_dir = copy
-    (cache_dir / CACHE_LOCK).unlink()
-    opened = Path.open
-
-    def read_only(path, mode="r", *args, **kwargs):
-        if path.name == CACHE_LOCK:
-            raise OSError(30, "Read-only file system", str(path))
-        return opened(path, mode, *args, **kwargs)
-
-    monkeypatch.setattr(Path, "open", read_only)
-    trainer = Trainer(recipe, progress=False)
-    try:
-        assert trainer.parts.train.cache is not None
-    finally:
-        trainer._release_locks()
-
-
-def _read_only_lock(monkeypatch, cache_dir: Path) -> None:
-    """The cache on a read-only mount: no lock file there, and none can be created."""
-    (cache_dir / CACHE_LOCK).unlink(missing_ok=True)
-    opened = Path.open
-
-    def read_only(path, mode="r", *args, **kwargs):
-        if path.name == CACHE_LOCK:
-            raise OSError(30, "Read-only file system", str(path))
-        return opened(path, mode, *args, **kwargs)
-
-    monkeypatch.setattr(Path, "open", read_only)
-
-
-def _no_teacher_load(monkeypatch) -> None:
-    def refuse(*args, **kwargs):
-        raise AssertionError("the teacher was loaded although every shard was on disk")
-
-    monkeypatch.setattr("recipe_runner.teacher_cache.build_model", refuse)
-
-
-def test_a_complete_cache_is_checked_without_loading_the_teacher(copy, monkeypatch):
-    recipe, _ = copy
-    _no_teacher_load(monkeypatch)
-    reports = build_teacher_cache(recipe, progress=False)
-    assert {split: report["shards_written"] for split, report in reports.items()} == {"train": 0, "eval": 0}
-    assert reports["train"]["count"] == TRAIN and reports["train"]["bytes"] > 0
-
-
-def test_a_complete_cache_on_a_read_only_mount_checks_out(copy, monkeypatch):
-    recipe, cache_dir = copy
-    _read_only_lock(monkeypatch, cache_dir)
-    _no_teacher_load(monkeypatch)
-    reports = build_teacher_cache(recipe, progress=False)
-    assert reports["train"]["shards_written"] == 0 and reports["eval"]["shards_written"] == 0
-
-
-def test_an_incomplete_cache_on_a_read_only_mount_says_to_point_elsewhere(copy, monkeypatch):
-    recipe, cache_dir = copy
-    (cache_dir / "train" / "shard-00001.safetensors").unlink()
-    _read_only_lock(monkeypatch, cache_dir)
-    _no_teacher_load(monkeypatch)
-    with pytest.raises(CacheSetupError, match=r"cannot be written \(Read-only file system\) and the cache there"):
-        build_teacher_cache(recipe, progress=False)
