@@ -101,9 +101,10 @@ def packed_attention(
     flash_dtype = query.dtype in (torch.float16, torch.bfloat16)
     if query.is_cuda and _VARLEN is not None and flash_dtype and flash_head_dim_problem(query.shape[-1]) is None:
         varlen_attn, keywords = _VARLEN
-        options = {"window_size": (-1, 0) if causal else (-1, -1)} if "window_size" in keywords else {}
-        if "window_size" not in keywords:
-            options["is_causal"] = causal
+        if "window_size" in keywords:  # torch >= 2.11 says causal as a window; 2.10 had is_causal
+            options = {"window_size": (-1, 0) if causal else (-1, -1)}
+        else:
+            options = {"is_causal": causal}
         if groups > 1 and "enable_gqa" in keywords:
             options["enable_gqa"] = True
         elif groups > 1:
