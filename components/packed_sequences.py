@@ -101,7 +101,7 @@ def packed_attention(
     flash_dtype = query.dtype in (torch.float16, torch.bfloat16)
     if query.is_cuda and _VARLEN is not None and flash_dtype and flash_head_dim_problem(query.shape[-1]) is None:
         varlen_attn, keywords = _VARLEN
-        if "window_size" in keywords:  # torch >= 2.11 says causal as a window; 2.10 had is_causal
+        if "window_size" in keywords:  # torch 2.11 and 2.13 (checked) say causal as a window
             options = {"window_size": (-1, 0) if causal else (-1, -1)}
         else:
             options = {"is_causal": causal}
