@@ -200,7 +200,21 @@ def _model_problems(loaded: LoadedRecipe) -> tuple[list[Problem], set[str]]:
     problems += _vocabulary_problems(loaded, configs, tokenizers)
     if "student" in models:
         problems += _lora_problems(loaded, models["student"])
+        problems += _packing_problems(loaded, models["student"])
     return problems, set(configs)
+
+
+def _packing_problems(loaded: LoadedRecipe, student: nn.Module) -> list[Problem]:
+    """`packed_sequences: true` that the run would refuse at setup, on the device it names (auto: this machine's)."""
+    import torch
+
+    from components.devices import resolve_device
+    from recipe_runner.trainer.packing import packing_refusal
+
+    hw = loaded.recipe.hardware
+    device = resolve_device(hw) if hw.device == "auto" else torch.device(hw.device)
+    refusal = packing_refusal(student, loaded.recipe, device)
+    return [loaded.problem(("hardware", "packed_sequences"), refusal)] if refusal else []
 
 
 def _bolt_on_problems(loaded: LoadedRecipe, widths: dict[str, int]) -> list[Problem]:

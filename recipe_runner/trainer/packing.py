@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import torch
+from torch import nn
 
 from components.bolt_on.stack import packing_problem as bolt_on_packing_problem
 from components.models.packed_attention import packing_problem as student_packing_problem
@@ -12,9 +13,9 @@ from schemas import Recipe
 from schemas.bolt_on import TransformerLayer
 
 
-def _flash_problem(model: DistillModel, recipe: Recipe) -> str | None:
+def _flash_problem(student: nn.Module, recipe: Recipe) -> str | None:
     """Why the flash kernel cannot run these models' heads (None when it can)."""
-    config = model.student.config
+    config = student.config
     head = getattr(config, "head_dim", None) or config.hidden_size // config.num_attention_heads
     problem = flash_head_dim_problem(head)
     if problem:
@@ -26,34 +27,57 @@ def _flash_problem(model: DistillModel, recipe: Recipe) -> str | None:
     return None
 
 
+def _model_problem(student: nn.Module, recipe: Recipe, device: torch.device) -> str | None:
+    """Why these models cannot run packed on `device` (None when they can)."""
+    problem = student_packing_problem(student) or bolt_on_packing_problem(recipe.bolt_on)
+    if device.type == "cuda":
+        problem = problem or _flash_problem(student, recipe)
+    return problem
+
+
+def _flash(recipe: Recipe, device: torch.device) -> bool:
+    return varlen_available(device) and recipe.hardware.precision != "fp32"
+
+
+def packing_refusal(student: nn.Module, recipe: Recipe, device: torch.device) -> str | None:
+    """Why `packed_sequences: true` cannot be honoured on `device`, to follow the field's name (None when it can, or
+    when it is not true).
+    `student` may be built on the meta device: only its class and config are read."""
+    if recipe.hardware.packed_sequences is not True:
+        return None
+    problem = _model_problem(student, recipe, device)
+    if problem:
+        return f"is true, but {problem}; set it to auto or false"
+    if device.type == "cuda" and not _flash(recipe, device):
+        return (
+            "is true, but on CUDA it needs precision bf16 or fp16 and a torch with "
+            "torch.nn.attention.varlen (2.10 or later); without them every layer would build a T x T mask. "
+            "Set it to auto or false"
+        )
+    return None
+
+
 def choose_packing(model: DistillModel, recipe: Recipe, device: torch.device) -> str | None:
     """Switch `model` to packed sequences when the recipe asks for them (explicitly, or `auto` where the flash
     kernel runs). Returns a line for the run's log when it packs, or when `auto` stays padded on CUDA for a
     reason the user may want to know; raises RunSetupError when `true` cannot be honoured."""
     hw = recipe.hardware
-    setting = hw.packed_sequences
-    if setting is False:
+    if hw.packed_sequences is False:
         return None
-    problem = student_packing_problem(model.student) or bolt_on_packing_problem(recipe.bolt_on)
-    if device.type == "cuda":
-        problem = problem or _flash_problem(model, recipe)
-    flash = varlen_available(device) and hw.precision != "fp32"
-    if setting == "auto":
+    flash = _flash(recipe, device)
+    if hw.packed_sequences == "auto":
         if device.type != "cuda":
             return None
         if not flash:
             why = "precision fp32" if hw.precision == "fp32" else "this torch has no torch.nn.attention.varlen"
             return f"hardware.packed_sequences auto: padded batches ({why}; the packed kernel needs bf16 or fp16)"
+        problem = _model_problem(model.student, recipe, device)
         if problem:
             return f"hardware.packed_sequences auto: padded batches, since {problem}"
-    elif problem:
-        raise RunSetupError(f"hardware.packed_sequences is true, but {problem}; set it to auto or false")
-    elif device.type == "cuda" and not flash:
-        raise RunSetupError(
-            "hardware.packed_sequences is true, but on CUDA it needs precision bf16 or fp16 and a torch with "
-            "torch.nn.attention.varlen (2.10 or later); without them every layer would build a T x T mask. "
-            "Set it to auto or false"
-        )
+    else:
+        refusal = packing_refusal(model.student, recipe, device)
+        if refusal:
+            raise RunSetupError(f"hardware.packed_sequences {refusal}")
     model.use_packed_sequences()
     if flash:
         return "packed sequences: student and bolt-on train on real tokens only (flash-attention varlen)"

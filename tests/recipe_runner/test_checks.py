@@ -107,3 +107,20 @@ def test_another_teacher_is_one_problem_for_both_splits_without_none(tmp_path, c
     assert len(problems) == 1, problems
     assert "(eval and train)" in problems[0] and "inline config differs" in problems[0]
     assert "None" not in problems[0]
+
+
+def test_packed_sequences_true_with_attention_dropout_fails_validate_at_the_field() -> None:
+    [problem] = _problems("hardware.packed_sequences=true", "bolt_on.layers.1.dropout=0.1")
+    assert problem.startswith("hardware.packed_sequences: is true, but bolt_on.layers[1]")
+    assert "attention dropout (0.1)" in problem and "set it to auto or false" in problem
+    assert _problems("bolt_on.layers.1.dropout=0.1") == []  # auto pads instead
+
+
+def test_packed_sequences_true_for_cuda_checks_the_flash_kernel_even_on_a_cpu_machine() -> None:
+    """The base student's heads are 12 wide: the CPU reference packs them, the flash kernel cannot."""
+    assert _problems("hardware.packed_sequences=true") == []
+    [problem] = _problems("hardware.packed_sequences=true", "hardware.device=cuda", "hardware.precision=bf16")
+    assert problem.startswith("hardware.packed_sequences: ") and "the student has head width 12" in problem
+    sets = ("hardware.packed_sequences=true", "hardware.device=cuda", "student.config.head_dim=16")
+    [problem] = _problems(*sets)
+    assert "needs precision bf16 or fp16" in problem
