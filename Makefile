@@ -35,6 +35,7 @@ lint: setup
 BENCH_OUT ?= bench-results
 BENCH = $(BIN)/recipe bench recipes/t5_to_qwen.yaml
 TOKENS = $(BIN)/recipe bench recipes/examples/t5_to_qwen_token_batches.yaml --only training
+THROUGHPUT = $(BIN)/recipe bench recipes/examples/t5_to_qwen_throughput.yaml --only training
 bench-gpu: setup
 	mkdir -p $(BENCH_OUT)
 	$(BENCH) --json $(BENCH_OUT)/reference.json
@@ -58,4 +59,7 @@ bench-gpu: setup
 		--set hardware.batch_size=512 --set hardware.packed_sequences=false \
 		--json $(BENCH_OUT)/token-batches-16k-no-checkpointing-padded.json
 	$(BENCH) --only training --set hardware.packed_sequences=false --json $(BENCH_OUT)/padded.json
-	$(BIN)/recipe bench recipes/examples/t5_to_qwen_throughput.yaml --only training --json $(BENCH_OUT)/throughput.json
+	$(THROUGHPUT) --json $(BENCH_OUT)/throughput.json
+	$(THROUGHPUT) --steps 3 --profile $(BENCH_OUT)/throughput-profile.txt --json $(BENCH_OUT)/throughput-profiled.json
+	$(THROUGHPUT) --set hardware.trained_weights=bf16_stochastic --json $(BENCH_OUT)/throughput-bf16-stochastic.json
+	$(THROUGHPUT) --set hardware.batch_tokens=24576 --json $(BENCH_OUT)/throughput-24k.json

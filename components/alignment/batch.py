@@ -87,20 +87,30 @@ def collate_alignments(alignments: list[SampleAlignment]) -> BatchAlignment:
     )
 
 
+def _wide(dtype: torch.dtype) -> torch.dtype:
+    """float32 at least: the dtype distances are computed in, so that bf16 outputs do not round them away."""
+    return torch.promote_types(dtype, torch.float32)
+
+
+def _rows(outputs: torch.Tensor, samples: torch.Tensor, positions: torch.Tensor) -> torch.Tensor:
+    """The indexed rows, widened after the gather: only the compared rows are converted, not whole batches."""
+    return outputs[samples, positions].to(_wide(outputs.dtype))
+
+
 def _group_means(rows: torch.Tensor, groups: torch.Tensor, n_groups: int) -> torch.Tensor:
-    """Mean of ``rows`` per group id; sums in float32 at least, so bf16 batches do not lose small groups."""
-    accumulate = torch.promote_types(rows.dtype, torch.float32)
+    """Mean of ``rows`` per group id, summed and returned in float32 at least (small groups are not lost)."""
+    accumulate = _wide(rows.dtype)
     sums = torch.zeros(n_groups, rows.shape[-1], dtype=accumulate, device=rows.device)
     sums = sums.index_add(0, groups, rows.to(accumulate))
     counts = torch.zeros(n_groups, dtype=accumulate, device=rows.device)
     counts = counts.index_add(0, groups, torch.ones_like(groups, dtype=accumulate))
-    return (sums / counts.clamp_min(1).unsqueeze(-1)).to(rows.dtype)
+    return sums / counts.clamp_min(1).unsqueeze(-1)
 
 
 def tier_vectors(
     student_out: torch.Tensor, teacher_out: torch.Tensor, batch_alignment: BatchAlignment, tier: str
 ) -> tuple[torch.Tensor, torch.Tensor]:
-    """Row-aligned (student, teacher) vectors of one tier from (batch, length, dim) outputs.
+    """Row-aligned (student, teacher) vectors of one tier from (batch, length, dim) outputs, in float32 at least.
 
     matched and window: one row per pair; split: one row per group, each side the mean of its tokens. The
     sequence tier needs real-token masks instead: see :func:`sequence_vectors`.
@@ -108,13 +118,13 @@ def tier_vectors(
     alignment = batch_alignment
     if tier == "matched":
         return (
-            student_out[alignment.matched_b, alignment.matched_s],
-            teacher_out[alignment.matched_b, alignment.matched_t],
+            _rows(student_out, alignment.matched_b, alignment.matched_s),
+            _rows(teacher_out, alignment.matched_b, alignment.matched_t),
         )
     if tier == "window":
         return (
-            student_out[alignment.window_b, alignment.window_s],
-            teacher_out[alignment.window_b, alignment.window_t],
+            _rows(student_out, alignment.window_b, alignment.window_s),
+            _rows(teacher_out, alignment.window_b, alignment.window_t),
         )
     if tier == "split":
         student_rows = student_out[alignment.split_s_b, alignment.split_s_pos]
@@ -127,9 +137,12 @@ def tier_vectors(
 
 
 def masked_mean(outputs: torch.Tensor, real_mask: torch.Tensor) -> torch.Tensor:
-    """Mean over the positions where ``real_mask`` is true, per sample: (batch, length, dim) -> (batch, dim)."""
+    """Mean over the positions where ``real_mask`` is true, per sample: (batch, length, dim) -> (batch, dim), summed
+    and returned in float32 at least (the 0/1 weighting is exact in any dtype, so it needs no wider copy)."""
+    accumulate = _wide(outputs.dtype)
     weights = real_mask.to(outputs.dtype).unsqueeze(-1)
-    return (outputs * weights).sum(dim=1) / weights.sum(dim=1).clamp_min(1)
+    counts = real_mask.sum(dim=1, keepdim=True, dtype=accumulate)
+    return (outputs * weights).sum(dim=1, dtype=accumulate) / counts.clamp_min(1)
 
 
 def sequence_vectors(

@@ -13,17 +13,20 @@ from collections import Counter
 
 from torch.utils._python_dispatch import TorchDispatchMode
 
-PHASES = ("forward", "backward", "update")
+from recipe_runner.bench.timing import PHASES
 
 
 class OpCounter(TorchDispatchMode):
-    """Counts non-view aten operations by `phase` while active (backward included: autograd runs it with the
-    dispatch mode of the thread that called backward)."""
+    """Counts non-view aten operations by phase while active (backward included: autograd runs it with the
+    dispatch mode of the thread that called backward). `enter(phase)`: the operations from now on are that phase's."""
 
     def __init__(self) -> None:
         super().__init__()
         self.phase = PHASES[0]
         self.counts: Counter[str] = Counter()
+
+    def enter(self, phase: str) -> None:
+        self.phase = phase
 
     def __torch_dispatch__(self, func, types, args=(), kwargs=None):
         if not func.is_view:

@@ -94,6 +94,14 @@ def _ops(t: TrainingResult) -> str:
     return f"{total:,} aten ops ({phases}): {t.real_tokens_per_step / total:.2f} real tokens per op"
 
 
+def _phases(t: TrainingResult) -> str:
+    """Each phase with its share of their sum (phases timed apart, so the sum exceeds an asynchronous step)."""
+    total = sum(t.phase_time_s.values()) or 1.0
+    timed = [(phase, seconds) for phase, seconds in t.phase_time_s.items() if seconds]
+    shares = ", ".join(f"{phase} {seconds * 1000:.1f} ms ({seconds / total:.0%})" for phase, seconds in timed)
+    return f"{shares}; sum {total * 1000:.1f} ms, each boundary synchronised"
+
+
 def _padding(t: TrainingResult) -> str:
     share = f"{t.padding_fraction:.1%}"
     return f"packed; the padded batches were {share} padding" if t.packed_sequences else f"padding {share}"
@@ -115,6 +123,7 @@ def _training_rows(t: TrainingResult) -> list[tuple[str, str]]:
         ("packed", _packed(t)),
         ("step time", f"{t.step_time_s * 1000:.1f} ms (mean of {t.timed_steps}, after {t.warmup_steps} warmup)"),
         ("update time", f"{t.update_time_s * 1000:.1f} ms of it: clip, optimizer step, zero grads (timed apart)"),
+        ("phases", _phases(t)),
         ("real tokens/s", _rate(t.real_tokens_per_s, "tokens/s")),
         ("real tokens/step", f"{t.real_tokens_per_step:,.0f} ({_padding(t)})"),
         ("model FLOP/s", f"{t.achieved_tflops:.4g} TFLOP/s"),

@@ -24,6 +24,45 @@ def now(device: torch.device) -> float:
     return time.perf_counter()
 
 
+PHASES = (
+    "batch",
+    "student",
+    "bolt_on",
+    "teacher",
+    "loss",
+    "loss_backward",
+    "bolt_on_backward",
+    "student_backward",
+    "update",
+)
+"""Parts of a training step, in the order a step runs them: the batch's copy to the device; the forwards of the
+student, the bolt-on (with the unpacking of packed outputs), the teacher (none with a cache) and the losses; the
+backward through the losses, the bolt-on and the student (its recomputed forward included); the update
+(clipping, optimizer step, zeroing)."""
+
+
+class PhaseClock:
+    """Wall time of each phase of a step, every boundary a device synchronisation: the phases' sum is slower than
+    a step left to run asynchronously, but each phase's share is its own work. `enter(phase)` ends the phase
+    running (summing repeats, e.g. over micro-batches) and starts `phase`; `stop()` ends the last one."""
+
+    def __init__(self, device: torch.device) -> None:
+        self.device = device
+        self.seconds = dict.fromkeys(PHASES, 0.0)
+        self._phase: str | None = None
+        self._since = 0.0
+
+    def enter(self, phase: str | None) -> None:
+        moment = now(self.device)
+        if self._phase is not None:
+            self.seconds[self._phase] += moment - self._since
+        self._phase, self._since = phase, moment
+
+    def stop(self) -> dict[str, float]:
+        self.enter(None)
+        return self.seconds
+
+
 def device_name(device: torch.device) -> str:
     if device.type == "cuda":
         return torch.cuda.get_device_name(device)

@@ -10,6 +10,9 @@ window candidates; the loss gathers cost the same per pair as with real alignmen
 from __future__ import annotations
 
 import statistics
+from collections.abc import Iterator
+from contextlib import contextmanager
+from typing import Protocol
 
 import numpy as np
 import torch
@@ -29,7 +32,7 @@ from recipe_runner.bench.flops import FlopPart, peak_flops, step_flops
 from recipe_runner.bench.host_ops import OpCounter
 from recipe_runner.bench.models import attention_shape, build_random, dense_parameters
 from recipe_runner.bench.spec import BenchSpec
-from recipe_runner.bench.timing import PeakMemory, device_name, now, profiled
+from recipe_runner.bench.timing import PHASES, PeakMemory, PhaseClock, device_name, now, profiled
 from recipe_runner.plan import build_plan
 from recipe_runner.trainer.optim import build_optimizer
 from recipe_runner.trainer.packing import choose_packing
@@ -40,7 +43,7 @@ from schemas.base import StrictModel
 from schemas.bolt_on import TransformerLayer
 from schemas.hardware import Hardware, TrainedWeights
 
-_UPDATES_TIMED = 3
+_PHASES_TIMED = 3
 _AUTOCAST = {"bf16": torch.bfloat16, "fp16": torch.float16}
 
 
@@ -74,8 +77,11 @@ class TrainingResult(StrictModel):
     timed_steps: int
     step_time_s: float = Field(description="Mean wall time of one optimizer step.")
     update_time_s: float = Field(
-        description="Of which the update alone (gradient clipping, optimizer step, zeroing), timed apart after the "
-        f"timed steps: median of {_UPDATES_TIMED} runs between device synchronisations."
+        description="Of which the update alone (gradient clipping, optimizer step, zeroing): phase_time_s['update']."
+    )
+    phase_time_s: dict[str, float] = Field(
+        description=f"Where a step goes: each phase of {PHASES} timed apart after the timed steps, with a device "
+        f"synchronisation at every boundary (median of up to {_PHASES_TIMED} steps; a phase's micro-batches summed)."
     )
     real_tokens_per_s: float = Field(description="Non-padding student tokens per second.")
     real_tokens_per_step: float
@@ -90,13 +96,43 @@ class TrainingResult(StrictModel):
     mfu: float | None = Field(description="achieved / peak FLOP/s; null when the peak is unknown.")
     flop_parts: list[FlopPart]
     ops_per_step: dict[str, int] | None = Field(
-        description="aten operations (views excluded) one optimizer step dispatches, by phase (forward: student, "
-        "bolt-on and loss; backward; update): on a GPU each is about one kernel launch, paid in host time whatever "
+        description="aten operations (views excluded) one optimizer step dispatches, by phase (as phase_time_s): "
+        "on a GPU each is about one kernel launch, paid in host time whatever "
         "its size. Counted on one timed step's batches after the clock; null with compile (compiled blocks run as "
         "fused graphs). Counted on CPUs in this project; the CUDA count has not been checked."
     )
     teacher_targets: str
     last_loss: float
+
+
+class PhaseObserver(Protocol):
+    """What a step tells as it goes: the phase it enters (a PhaseClock, an OpCounter)."""
+
+    def enter(self, phase: str) -> None: ...
+
+
+def _ignore(phase: str) -> None:
+    """Stands in for `enter` when nobody observes."""
+
+
+@contextmanager
+def _bolt_on_marked(model: DistillModel, observer: PhaseObserver | None) -> Iterator[None]:
+    """The student's forward ends where the bolt-on's begins, inside the model's forward, and its backward begins
+    when the gradient of the bolt-on's input is complete: hooks mark both."""
+    if observer is None:
+        yield
+        return
+
+    def mark(module: torch.nn.Module, args: tuple) -> None:
+        observer.enter("bolt_on")
+        if args[0].requires_grad:
+            args[0].register_hook(lambda grad: observer.enter("student_backward"))
+
+    handle = model.bolt_on.register_forward_pre_hook(mark)
+    try:
+        yield
+    finally:
+        handle.remove()
 
 
 def _sample(n: int, rng: np.random.Generator, vocab: int, chroma: bool, width: int, dtype: torch.dtype) -> dict:
@@ -213,7 +249,7 @@ def run_training(recipe: Recipe, spec: BenchSpec, lengths: list[int], device: to
     optimizer, scheduler, _ = build_optimizer(stage, parameters_by_part(model), total, device.type, hw.trained_weights)
     compiled = compile_wanted(hw.compile, device.type)
     forward = compile_for_varied_lengths(model) if compiled else model
-    loss_fn = DistillLoss(stage.losses, recipe.alignment)
+    loss_fn = DistillLoss(stage.losses, recipe.alignment, compiled)
     vocab = min(student.config.vocab_size, resolve_config(recipe.teacher).vocab_size)
     first_timed = spec.warmup_steps * hw.grad_accum
     batches = _batches(recipe, lengths, total * hw.grad_accum, first_timed, vocab, teacher_width, cached)
@@ -225,25 +261,30 @@ def run_training(recipe: Recipe, spec: BenchSpec, lengths: list[int], device: to
     memory = PeakMemory(device)
     loss = torch.zeros(())
 
-    def accumulate(index: int, counter: OpCounter | None = None) -> torch.Tensor:
+    def accumulate(index: int, observer: PhaseObserver | None = None) -> torch.Tensor:
+        enter = observer.enter if observer is not None else _ignore
         for micro in range(hw.grad_accum):
+            enter("batch")
             batch = batches[index * hw.grad_accum + micro].to(device)
             recomputed.append(checkpointing.for_batch(batch.student_ids.numel()))
-            if counter is not None:
-                counter.phase = "forward"
+            enter("student")
             with autocast:
                 out = forward(batch.student_ids, batch.student_mask, batch.student_packing)
                 target = batch.teacher_hidden
                 if teacher is not None:
+                    enter("teacher")
                     target = encode_teacher(teacher, batch.teacher_ids, batch.teacher_mask)
-                pairs = loss_fn.pairs(out, batch.student_mask, target, batch.teacher_mask, batch.alignment)
-                loss, _ = loss_fn(pairs)
-            if counter is not None:
-                counter.phase = "backward"
+                enter("loss")
+                loss, _ = loss_fn.training_loss(out, batch.student_mask, target, batch.teacher_mask, batch.alignment)
+            if observer is not None:
+                out.register_hook(lambda grad: observer.enter("bolt_on_backward"))
+            enter("loss_backward")
             scaler.scale(loss / hw.grad_accum).backward()
         return loss.detach()
 
-    def update() -> None:
+    def update(observer: PhaseObserver | None = None) -> None:
+        if observer is not None:
+            observer.enter("update")
         if stage.grad_clip is not None:
             scaler.unscale_(optimizer)
             torch.nn.utils.clip_grad_norm_(model.parameters(), stage.grad_clip)
@@ -252,9 +293,10 @@ def run_training(recipe: Recipe, spec: BenchSpec, lengths: list[int], device: to
         optimizer.zero_grad(set_to_none=True)
         scheduler.step()
 
-    def step(index: int) -> torch.Tensor:
-        loss = accumulate(index)
-        update()
+    def step(index: int, observer: PhaseObserver | None = None) -> torch.Tensor:
+        with _bolt_on_marked(model, observer):
+            loss = accumulate(index, observer)
+            update(observer)
         return loss
 
     started = now(device)
@@ -274,18 +316,16 @@ def run_training(recipe: Recipe, spec: BenchSpec, lengths: list[int], device: to
             loss = step(index)
         elapsed = now(device) - started
     checkpointed_fraction = sum(recomputed) / max(1, len(recomputed))
-    update_seconds = []
-    for index in range(spec.warmup_steps, spec.warmup_steps + min(_UPDATES_TIMED, spec.timed_steps)):
-        accumulate(index)
-        started = now(device)
-        update()
-        update_seconds.append(now(device) - started)
+    phase_runs = []
+    for index in range(spec.warmup_steps, spec.warmup_steps + min(_PHASES_TIMED, spec.timed_steps)):
+        clock = PhaseClock(device)
+        step(index, clock)
+        phase_runs.append(clock.stop())
+    phase_seconds = {phase: statistics.median(run[phase] for run in phase_runs) for phase in PHASES}
     ops = None
     if not compiled:
         with OpCounter() as counter:
-            accumulate(spec.warmup_steps, counter)
-            counter.phase = "update"
-            update()
+            step(spec.warmup_steps, counter)
         ops = counter.per_phase()
     timed = batches[spec.warmup_steps * hw.grad_accum :]
     real = [int(n) for batch in timed for n in batch.student_mask.sum(dim=1).tolist()]
@@ -312,7 +352,8 @@ def run_training(recipe: Recipe, spec: BenchSpec, lengths: list[int], device: to
         warmup_steps=spec.warmup_steps,
         timed_steps=spec.timed_steps,
         step_time_s=step_time,
-        update_time_s=statistics.median(update_seconds),
+        update_time_s=phase_seconds["update"],
+        phase_time_s=phase_seconds,
         real_tokens_per_s=sum(real) / elapsed,
         real_tokens_per_step=sum(real) / spec.timed_steps,
         padding_fraction=1 - sum(real) / padded,

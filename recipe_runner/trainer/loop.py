@@ -246,12 +246,13 @@ class Trainer:
         )
         accelerator.free_memory()
         self.prepared, self.optimizer = accelerator.prepare(self.parts.model, optimizer)
-        if compile_wanted(recipe.hardware.compile, accelerator.device.type):
+        compiled = compile_wanted(recipe.hardware.compile, accelerator.device.type)
+        if compiled:
             self.prepared = compile_for_varied_lengths(self.prepared)
         resuming = self.resume_from is not None and read_position(self.resume_from).stage == stage_index
         if resuming:
             self._load_resume_checkpoint(stage_index, position)
-        loss_fn = DistillLoss(stage.losses, recipe.alignment)
+        loss_fn = DistillLoss(stage.losses, recipe.alignment, compiled)
         try:
             last = self._train_stage(stage_index, total, position, loss_fn, stop)
         except DataFailure as failure:
@@ -408,10 +409,8 @@ class Trainer:
         self.parts.checkpointing.for_batch(batch.student_ids.numel())
         with accelerator.accumulate(self.prepared), accelerator.autocast():
             out = self.prepared(batch.student_ids, batch.student_mask, batch.student_packing)
-            pairs = loss_fn.pairs(
-                out, batch.student_mask, self._teacher_hidden(batch), batch.teacher_mask, batch.alignment
-            )
-            loss, _ = loss_fn(pairs)
+            teacher = self._teacher_hidden(batch)
+            loss, _ = loss_fn.training_loss(out, batch.student_mask, teacher, batch.teacher_mask, batch.alignment)
             accelerator.backward(loss)
             if accelerator.sync_gradients and stage.grad_clip is not None:
                 accelerator.clip_grad_norm_(self.prepared.parameters(), stage.grad_clip)

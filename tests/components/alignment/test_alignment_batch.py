@@ -82,13 +82,14 @@ def test_tier_vectors_gather_pairs_and_group_means(two_samples):
         tier_vectors(student_out, teacher_out, batch, "sequence")
 
 
-def test_split_means_keep_dtype_and_pass_gradients(two_samples):
+def test_split_means_of_bf16_outputs_are_float32_and_pass_gradients(two_samples):
     batch = collate_alignments(two_samples)
     student_out = torch.randn(2, 5, 4, dtype=torch.bfloat16, requires_grad=True)
     teacher_out = torch.randn(2, 6, 4, dtype=torch.bfloat16)
     s_means, t_means = tier_vectors(student_out, teacher_out, batch, "split")
-    assert s_means.dtype == torch.bfloat16 and s_means.shape == (4, 4) and t_means.shape == (4, 4)
-    s_means.float().sum().backward()
+    assert s_means.dtype == t_means.dtype == torch.float32 and s_means.shape == (4, 4) and t_means.shape == (4, 4)
+    s_means.sum().backward()
+    assert student_out.grad.dtype == torch.bfloat16
     # Sample 1, positions 0 and 2 share a group of two: each gets half the gradient.
     assert torch.allclose(student_out.grad[1, 0].float(), torch.full((4,), 0.5))
     assert torch.allclose(student_out.grad[0, 1].float(), torch.ones(4))
@@ -129,3 +130,28 @@ def test_sequence_vectors_average_real_tokens_only():
         student_out, torch.tensor([[True, True, False]]), teacher_out, torch.tensor([[True, True, True, False]])
     )
     assert s_vec.tolist() == [[2.0]] and t_vec.tolist() == [[4.0]]
+
+
+@pytest.mark.parametrize("tier", ["matched", "split", "window", "sequence"])
+def test_bf16_outputs_give_the_float32_vectors_of_their_widened_copies(two_samples, tier):
+    """Gathering before widening changes which tensor is converted, not the vectors or their gradients."""
+    batch = collate_alignments(two_samples)
+    torch.manual_seed(0)
+    student_out = torch.randn(2, 5, 8).to(torch.bfloat16).requires_grad_()
+    teacher_out = torch.randn(2, 6, 8).to(torch.bfloat16)
+    masks = torch.tensor([[True] * 4 + [False], [True] * 5]), torch.tensor([[True] * 6, [True] * 3 + [False] * 3])
+
+    def vectors(student, teacher):
+        if tier == "sequence":
+            return sequence_vectors(student, masks[0], teacher, masks[1])
+        return tier_vectors(student, teacher, batch, tier)
+
+    s_vecs, t_vecs = vectors(student_out, teacher_out)
+    widened = student_out.detach().float().requires_grad_()
+    s_wide, t_wide = vectors(widened, teacher_out.float())
+    assert s_vecs.dtype == t_vecs.dtype == torch.float32
+    torch.testing.assert_close(s_vecs, s_wide, rtol=1e-6, atol=1e-6)
+    torch.testing.assert_close(t_vecs, t_wide, rtol=1e-6, atol=1e-6)
+    s_vecs.pow(2).sum().backward()
+    s_wide.pow(2).sum().backward()
+    torch.testing.assert_close(student_out.grad, widened.grad.to(torch.bfloat16))
