@@ -31,6 +31,7 @@ class Position:
     batch: int = 0
     epoch_batches: int | None = None  # batches in that epoch's order, to rescale `batch` if the batching changes
     best_eval: float | None = None
+    eval_pending: bool = False  # a stop cut short the evaluation of global_step: `--resume` makes it first
 
 
 def _optimizer_tensors(state: dict) -> tuple[dict[str, torch.Tensor], dict]:

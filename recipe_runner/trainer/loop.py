@@ -288,6 +288,8 @@ class Trainer:
                 )
             self.metrics.write(position.global_step, {"stage": stage.name, **first})
         last: dict[str, float] = {}
+        if position.eval_pending:
+            last = self._pending_evaluation(loss_fn, position, stop)
         stream = self.batches.stream(stage_index, position)
         clock, consensus = SaveClock(recipe.output.save_every_minutes), Consensus(accelerator)
         nonfinite = torch.zeros((), dtype=torch.bool, device=accelerator.device)
@@ -327,13 +329,10 @@ class Trainer:
                 fresh = self._evaluate_or_stop(loss_fn, position, stop) if evaluating else {}
                 if fresh is None or (consensus.alone and stop.raised):  # a stop during this step's evaluation
                     agreed["stop"], fresh = True, {}
+                    position.eval_pending = evaluating and self.parts.eval is not None
                 if fresh:  # none: no eval data, or an evaluation cut short by a stop (an earlier one is not news)
                     last = fresh
-                    self.metrics.write(step, {"stage": stage.name, **last})
-                    better = position.best_eval is None or last["eval/loss"] < position.best_eval
-                    if output.keep_best and better:
-                        position.best_eval = last["eval/loss"]
-                        self._save(position, name="best")
+                    self._record_evaluation(position, stage.name, fresh)
                 if by_count or agreed["stop"] or agreed["clock"]:
                     self._save(position)
                     clock.restart()
@@ -343,6 +342,29 @@ class Trainer:
                         "continue with `recipe run RECIPE --resume`"
                     )
         return last
+
+    def _record_evaluation(self, position: Position, stage: str, metrics: dict[str, float]) -> None:
+        """Log an evaluation of the current weights, and keep them as the best checkpoint when they are."""
+        self.metrics.write(position.global_step, {"stage": stage, **metrics})
+        better = position.best_eval is None or metrics["eval/loss"] < position.best_eval
+        if self.recipe.output.keep_best and better:
+            position.best_eval = metrics["eval/loss"]
+            self._save(position, name="best")
+
+    def _pending_evaluation(self, loss_fn: DistillLoss, position: Position, stop: StopFlag) -> dict[str, float]:
+        """The evaluation that a stop cut short before the checkpoint this run resumed from, made before any
+        training, on the weights it was due for; a stop during it leaves that checkpoint pending as it was."""
+        fresh = self._evaluate_or_stop(loss_fn, position, stop)
+        if fresh is None:
+            raise TrainingInterrupted(
+                f"interrupted during the evaluation of step {position.global_step}, which was cut short before; "
+                f"nothing new to save ({last_checkpoint(self.checkpoints, 'the last checkpoint')}); continue with "
+                "`recipe run RECIPE --resume`"
+            )
+        position.eval_pending = False
+        if fresh:
+            self._record_evaluation(position, self.recipe.stages[position.stage].name, fresh)
+        return fresh
 
     def _step(
         self,

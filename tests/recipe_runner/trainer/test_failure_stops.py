@@ -217,8 +217,9 @@ def test_a_full_disk_stops_with_the_intact_checkpoint_named(tiny_recipe_path, ti
     assert [p.name for p in root.iterdir()] == ["step-00000003"]  # no temporary directory left behind
 
 
-def _interrupted_in_an_evaluation(monkeypatch, after_steps: int) -> dict[str, int]:
-    """SIGINT arrives during the second eval batch of the evaluation after `after_steps` steps."""
+def _interrupted_in_an_evaluation(monkeypatch, after_steps: int, at: tuple[int, ...] = (2,)) -> dict[str, int]:
+    """SIGINT arrives during eval batch `at` (counted over every evaluation after `after_steps` steps, resumed
+    runs included): the second batch of the first one, by default."""
     from recipe_runner.trainer.parts import DistillModel
 
     calls = {"train": 0, "eval": 0}
@@ -228,7 +229,7 @@ def _interrupted_in_an_evaluation(monkeypatch, after_steps: int) -> dict[str, in
         calls["train" if self.training else "eval"] += 1
         if not self.training and calls["train"] == after_steps:
             calls["this_eval"] = calls.get("this_eval", 0) + 1
-            if calls["this_eval"] == 2:
+            if calls["this_eval"] in at:
                 os.kill(os.getpid(), signal.SIGINT)
         return original(self, *args, **kwargs)
 
@@ -250,17 +251,49 @@ def test_ctrl_c_in_the_first_evaluation_stops_at_once_with_nothing_to_save(
     assert "stopping: a checkpoint is saved after the step in progress" in capfd.readouterr().err
 
 
-def test_ctrl_c_in_a_later_evaluation_saves_that_step_without_a_partial_result(
+def test_ctrl_c_in_a_later_evaluation_saves_that_step_and_resume_makes_that_evaluation_first(
     tiny_recipe_path, tiny_overrides, tmp_path, monkeypatch
 ):
+    from recipe_runner.trainer.checkpoint import read_position
     from recipe_runner.trainer.stops import TrainingInterrupted
 
     calls = _interrupted_in_an_evaluation(monkeypatch, after_steps=8)
     overrides = [*short_run(tiny_overrides, steps=12, save_every=10), "output.eval_every_steps=4"]
+    recipe = load_recipe(tiny_recipe_path, overrides).recipe
     with pytest.raises(TrainingInterrupted, match="interrupted at step 8"):
-        Trainer(load_recipe(tiny_recipe_path, overrides).recipe, progress=False).run()
+        Trainer(recipe, progress=False).run()
     assert calls["this_eval"] == 2
-    assert [p.name for p in step_checkpoints(tmp_path / "run" / "checkpoints")] == ["step-00000008"]
-    rows = [json.loads(line) for line in (tmp_path / "run" / "metrics.jsonl").read_text().splitlines()]
+    [kept] = step_checkpoints(tmp_path / "run" / "checkpoints")
+    assert kept.name == "step-00000008" and read_position(kept).eval_pending
+    metrics = tmp_path / "run" / "metrics.jsonl"
+    rows = [json.loads(line) for line in metrics.read_text().splitlines()]
     # The evaluation at step 4 is logged once; none from half an evaluation, nor the step-4 one again at step 8.
     assert [row["step"] for row in rows if "eval/loss" in row] == [0, 4]
+
+    Trainer(recipe, resume=True, progress=False).run()
+    rows = [json.loads(line) for line in metrics.read_text().splitlines()]
+    assert [row["step"] for row in rows if "eval/loss" in row] == [0, 4, 8, 12]
+    assert calls["train"] == 12, "the step-8 evaluation came before training went on"
+    best = read_position(tmp_path / "run" / "checkpoints" / "best")
+    evals = {row["step"]: row["eval/loss"] for row in rows if "eval/loss" in row}
+    assert best.best_eval == min(evals.values()) and not best.eval_pending
+
+
+def test_ctrl_c_in_the_evaluation_a_resume_makes_first_leaves_it_pending(
+    tiny_recipe_path, tiny_overrides, tmp_path, monkeypatch
+):
+    from recipe_runner.trainer.checkpoint import read_position
+    from recipe_runner.trainer.stops import TrainingInterrupted
+
+    calls = _interrupted_in_an_evaluation(monkeypatch, after_steps=8, at=(2, 4))
+    overrides = [*short_run(tiny_overrides, steps=12, save_every=10), "output.eval_every_steps=4"]
+    recipe = load_recipe(tiny_recipe_path, overrides).recipe
+    with pytest.raises(TrainingInterrupted, match="interrupted at step 8"):
+        Trainer(recipe, progress=False).run()
+    with pytest.raises(TrainingInterrupted, match="during the evaluation of step 8, which was cut short before"):
+        Trainer(recipe, resume=True, progress=False).run()
+    [kept] = step_checkpoints(tmp_path / "run" / "checkpoints")
+    assert kept.name == "step-00000008" and read_position(kept).eval_pending and calls["train"] == 8
+    Trainer(recipe, resume=True, progress=False).run()
+    rows = [json.loads(line) for line in (tmp_path / "run" / "metrics.jsonl").read_text().splitlines()]
+    assert [row["step"] for row in rows if "eval/loss" in row] == [0, 4, 8, 12]
