@@ -79,6 +79,11 @@ _VARLEN = _load_varlen()
 FLASH_MAX_HEAD_DIM = 256
 
 
+def torch_has_varlen() -> bool:
+    """Whether this torch ships the variable-length flash kernel (whatever the device)."""
+    return _VARLEN is not None
+
+
 def varlen_available(device: torch.device | str) -> bool:
     """Whether packed attention runs on a flash kernel here (CUDA and a torch that has `varlen_attn`)."""
     return torch.device(device).type == "cuda" and _VARLEN is not None

@@ -13,6 +13,7 @@ from torch import nn
 
 from components.bolt_on import build_bolt_on, width_chain
 from components.models import build_model, hidden_width, lora_parameter_count, lora_target_problem
+from components.models.compilation import compile_wanted
 from recipe_runner.memory import GIB, MemoryEstimate, Sizes, StackShape, estimate_memory
 from recipe_runner.trainer.disk_need import DiskNeed, disk_need
 from recipe_runner.trainer.parts import DistillModel, set_trained_dtype
@@ -75,6 +76,7 @@ class Plan:
     disk: DiskNeed
     stage_failures: tuple[str, ...] = ()
     hints: tuple[str, ...] = ()
+    on_cuda: str | None = None  # what packing and compile do in a run on CUDA (None: a recipe for the CPU)
 
     @property
     def peak(self) -> StagePlan:
@@ -231,7 +233,17 @@ def build_plan(recipe: Recipe) -> Plan:
         disk=disk,
         stage_failures=tuple(failures),
         hints=() if hint is None else (hint,),
+        on_cuda=None if recipe.hardware.device == "cpu" else _on_cuda(recipe, student),
     )
+
+
+def _on_cuda(recipe: Recipe, student: nn.Module) -> str:
+    """The speed settings `auto` resolves to on a GPU, so that a plan made on a laptop tells what a run will do."""
+    from recipe_runner.trainer.packing import packing_on_cuda
+
+    compiled = compile_wanted(recipe.hardware.compile, "cuda")
+    compiling = "compiled student and bolt-on layers and loss" if compiled else "eager (hardware.compile: false)"
+    return f"{packing_on_cuda(student, recipe)}; {compiling}"
 
 
 def _params(count: int) -> str:
@@ -297,6 +309,8 @@ def format_plan(plan: Plan) -> str:
     out += ["", f"peak memory, stage {peak.stage!r} ({batch}): {peak.total_gib:.1f} GiB{budget}"]
     out += _table(("item", "GiB"), [(item.label, f"{item.bytes / GIB:.2f}") for item in peak.items])
     out += ["", f"disk (output.dir): {plan.disk.describe()}"]
+    if plan.on_cuda is not None:
+        out += [f"on CUDA: {plan.on_cuda}"]
     out += [f"warning: {warning}" for warning in plan.warnings]
     out += [f"hint: {hint}" for hint in plan.hints]
     return "\n".join(out) + "\n"

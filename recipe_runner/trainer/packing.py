@@ -7,7 +7,7 @@ from torch import nn
 
 from components.bolt_on.stack import packing_problem as bolt_on_packing_problem
 from components.models.packed_attention import packing_problem as student_packing_problem
-from components.packed_sequences import flash_head_dim_problem, varlen_available
+from components.packed_sequences import flash_head_dim_problem, torch_has_varlen, varlen_available
 from recipe_runner.trainer.parts import DistillModel, RunSetupError
 from schemas import Recipe
 from schemas.bolt_on import TransformerLayer
@@ -55,6 +55,25 @@ def packing_refusal(student: nn.Module, recipe: Recipe, device: torch.device) ->
             "Set it to auto or false"
         )
     return None
+
+
+def packing_on_cuda(student: nn.Module, recipe: Recipe) -> str:
+    """What a run of this recipe on CUDA does with hardware.packed_sequences, in words, for `recipe plan` on any
+    machine (`student` may be on the meta device)."""
+    hw = recipe.hardware
+    if hw.packed_sequences is False:
+        return "padded batches (hardware.packed_sequences: false)"
+    if hw.precision == "fp32":
+        return "padded batches (precision fp32: the packed kernel needs bf16 or fp16)"
+    problem = _model_problem(student, recipe, torch.device("cuda"))
+    if problem:
+        return f"padded batches, since {problem}"
+    if torch_has_varlen():
+        return "packed sequences (flash-attention varlen)"
+    return (
+        "packed sequences where torch has torch.nn.attention.varlen (2.10 or later; the one here has not), "
+        "padded batches elsewhere"
+    )
 
 
 def choose_packing(model: DistillModel, recipe: Recipe, device: torch.device) -> str | None:

@@ -211,3 +211,22 @@ def test_one_checkpoint_hint_that_fits_every_stage(reference: Recipe) -> None:
     assert max(peaks(threshold)) <= 24 < max(peaks(threshold + 256))
     alone = build_plan(reference.model_copy(update={"stages": [student_only]})).hints[0]
     assert int(alone.split("checkpoint_min_tokens: ")[1].split()[0]) > threshold  # what the old hint offered
+
+
+def _hardware(recipe: Recipe, **changes: object) -> Recipe:
+    return recipe.model_copy(update={"hardware": recipe.hardware.model_copy(update=changes)})
+
+
+def test_the_plan_says_what_a_run_on_cuda_packs_and_compiles(reference: Recipe, monkeypatch) -> None:
+    plan = build_plan(reference)
+    assert plan.on_cuda == "packed sequences (flash-attention varlen); compiled student and bolt-on layers and loss"
+    assert f"on CUDA: {plan.on_cuda}" in format_plan(plan)
+    assert build_plan(_hardware(reference, device="cpu")).on_cuda is None
+    fp32 = build_plan(_hardware(reference, precision="fp32", compile=False)).on_cuda
+    assert fp32.startswith("padded batches (precision fp32: the packed kernel needs bf16 or fp16); eager")
+    layers = list(reference.bolt_on.layers)
+    layers[2] = layers[2].model_copy(update={"dropout": 0.1})
+    dropout = reference.model_copy(update={"bolt_on": reference.bolt_on.model_copy(update={"layers": layers})})
+    assert build_plan(dropout).on_cuda.startswith("padded batches, since bolt_on.layers[2] has attention dropout")
+    monkeypatch.setattr("recipe_runner.trainer.packing.torch_has_varlen", lambda: False)
+    assert "where torch has torch.nn.attention.varlen" in build_plan(reference).on_cuda
