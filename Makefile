@@ -63,3 +63,4 @@ bench-gpu: setup
 	$(THROUGHPUT) --steps 3 --profile $(BENCH_OUT)/throughput-profile.txt --json $(BENCH_OUT)/throughput-profiled.json
 	$(THROUGHPUT) --set hardware.trained_weights=bf16_stochastic --json $(BENCH_OUT)/throughput-bf16-stochastic.json
 	$(THROUGHPUT) --set hardware.batch_tokens=24576 --json $(BENCH_OUT)/throughput-24k.json
+	$(THROUGHPUT) --only loader --json $(BENCH_OUT)/throughput-with-loader.json

@@ -47,6 +47,12 @@ def _layout(split_dir: Path) -> tuple[int, int]:
     return count, shard_size
 
 
+def _all_finite(rows: torch.Tensor) -> bool:
+    """No NaN or inf among `rows`. The largest magnitude is NaN or inf exactly when some element is: one reduction,
+    about 6x faster on bf16 rows than `isfinite(rows).all()`, which was the costliest step of a loader item."""
+    return rows.numel() == 0 or bool(torch.isfinite(rows.abs().amax()))
+
+
 class CachedTeacher:
     """Teacher hidden states of one data split; shards are opened lazily so each worker maps its own.
 
@@ -89,7 +95,7 @@ class CachedTeacher:
         handle, offsets = self._shard(shard)
         lo, hi = int(offsets[row]), int(offsets[row + 1])
         rows = handle.get_slice("hidden")[lo:hi]
-        if not torch.isfinite(rows).all():  # bytes changed in place: the header and size still check out
+        if not _all_finite(rows):  # bytes changed in place: the header and size still check out
             path = self.split_dir / shard_name(shard)
             raise CacheDamagedError(
                 f"cache shard {path} is damaged (prompt {index}'s teacher outputs hold NaN or inf); delete it and "

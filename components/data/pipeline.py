@@ -108,9 +108,12 @@ class Collator:
         hidden = None
         if "teacher_hidden" in items[0]:
             dim = items[0]["teacher_hidden"].shape[-1]
-            hidden = torch.zeros((len(items), t_width, dim), dtype=items[0]["teacher_hidden"].dtype)
+            # Only the padding is zeroed: the rows are overwritten anyway, and batches are mostly rows.
+            hidden = torch.empty((len(items), t_width, dim), dtype=items[0]["teacher_hidden"].dtype)
             for row, item in enumerate(items):
-                hidden[row, : item["teacher_hidden"].shape[0]] = item["teacher_hidden"]
+                kept = item["teacher_hidden"].shape[0]
+                hidden[row, :kept] = item["teacher_hidden"]
+                hidden[row, kept:] = 0
         return DistillBatch(
             indices=torch.tensor([item["index"] for item in items]),
             student_ids=student_ids,

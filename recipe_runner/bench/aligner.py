@@ -12,6 +12,7 @@ from pathlib import Path
 from pydantic import Field
 
 from components.alignment import CrossTokenizerAligner
+from components.cache.reader import CachedTeacher
 from components.data.pipeline import PromptPairs
 from components.data.prompts import read_prompts
 from components.models import ModelSourceError, load_tokenizer
@@ -41,7 +42,8 @@ class AlignerResult(StrictModel):
     teacher_tokens_per_prompt: float
 
 
-def _tokenizers(recipe: Recipe) -> tuple[object, object, str]:
+def bench_tokenizers(recipe: Recipe) -> tuple[object, object, str]:
+    """Student and teacher tokenizers, and which ones they are (the recipe's when they load offline)."""
     try:
         student, teacher = load_tokenizer(recipe.student), load_tokenizer(recipe.teacher)
         names = [source.tokenizer or source.model for source in (recipe.student, recipe.teacher)]
@@ -55,22 +57,29 @@ def _tokenizers(recipe: Recipe) -> tuple[object, object, str]:
         return shipped["student"], shipped["teacher"], f"shipped tiny_qwen / tiny_t5 (recipe's not offline: {reason})"
 
 
-def run_aligner(recipe: Recipe, spec: BenchSpec) -> AlignerResult:
-    """Every prompt through the same item pipeline the trainer's data loader runs."""
-    student_tok, teacher_tok, names = _tokenizers(recipe)
+def bench_prompts(recipe: Recipe, count: int) -> tuple[list[str], str]:
+    """`count` training prompts of the recipe (else the shipped ones), repeated as needed, and their file."""
     data = recipe.data.train
     if not Path(data.path).is_file():
         data = DataFile(path=str(SHIPPED_PROMPTS))
     prompts = read_prompts(data)
-    prompts = (prompts * (spec.aligner_prompts // max(1, len(prompts)) + 1))[: spec.aligner_prompts]
-    pairs = PromptPairs(
-        prompts,
-        student_tok,
-        teacher_tok,
-        CrossTokenizerAligner(recipe.alignment),
-        recipe.student.max_length,
-        recipe.teacher.max_length,
-    )
+    return (prompts * (count // max(1, len(prompts)) + 1))[:count], data.path
+
+
+def prompt_pairs(
+    recipe: Recipe, prompts: list[str], student_tok, teacher_tok, cache: CachedTeacher | None = None
+) -> PromptPairs:
+    """The trainer's item pipeline for these prompts, with the recipe's aligner and lengths."""
+    aligner = CrossTokenizerAligner(recipe.alignment)
+    max_lengths = recipe.student.max_length, recipe.teacher.max_length
+    return PromptPairs(prompts, student_tok, teacher_tok, aligner, *max_lengths, cache=cache)
+
+
+def run_aligner(recipe: Recipe, spec: BenchSpec) -> AlignerResult:
+    """Every prompt through the same item pipeline the trainer's data loader runs."""
+    student_tok, teacher_tok, names = bench_tokenizers(recipe)
+    prompts, prompts_file = bench_prompts(recipe, spec.aligner_prompts)
+    pairs = prompt_pairs(recipe, prompts, student_tok, teacher_tok)
     pairs[0]  # first call builds tokenizer-side caches
     student_tokens = teacher_tokens = 0
     started = time.perf_counter()
@@ -81,7 +90,7 @@ def run_aligner(recipe: Recipe, spec: BenchSpec) -> AlignerResult:
     seconds = time.perf_counter() - started
     return AlignerResult(
         tokenizers=names,
-        prompts_file=data.path,
+        prompts_file=prompts_file,
         prompts=len(prompts),
         seconds=seconds,
         prompts_per_s=len(prompts) / seconds,

@@ -7,6 +7,7 @@ from pathlib import Path
 from components.atomic_files import write_json_atomic
 from recipe_runner.bench.aligner import AlignerResult
 from recipe_runner.bench.inference import InferenceResult
+from recipe_runner.bench.loader import LoaderResult
 from recipe_runner.bench.teacher import TeacherResult
 from recipe_runner.bench.training import TrainingResult
 from schemas.base import StrictModel
@@ -47,6 +48,7 @@ class BenchReport(StrictModel):
     training: TrainingResult | None = None
     teacher: TeacherResult | None = None
     aligner: AlignerResult | None = None
+    loader: LoaderResult | None = None
     inference: InferenceResult | None = None
 
 
@@ -159,6 +161,28 @@ def _aligner_rows(a: AlignerResult) -> list[tuple[str, str]]:
     ]
 
 
+def _loader_rows(loader: LoaderResult) -> list[tuple[str, str]]:
+    if loader.headroom is None or loader.training_tokens_per_s is None:  # both set or neither
+        keeps_up = "no training section to compare with"
+    else:
+        verdict = "keeps up" if loader.headroom >= 1 else "training would wait on data: raise hardware.num_workers"
+        took = f"{loader.training_tokens_per_s:,.0f} real tokens/s"
+        keeps_up = f"{loader.headroom:.1f}x the {took} training took ({verdict})"
+    return [
+        ("real tokens/s", f"{_rate(loader.real_student_tokens_per_s, 'tokens/s')}, {loader.num_workers} workers"),
+        ("vs training", keeps_up),
+        ("prompts/s", _rate(loader.prompts_per_s, "prompts/s")),
+        (
+            "teacher targets",
+            f"{_bytes(loader.teacher_target_bytes_per_s)}/s from the cache (width "
+            f"{loader.teacher_width}, {loader.cache_dtype}){', pinned' if loader.pinned else ''}",
+        ),
+        ("first batch", f"{loader.first_batch_s:.2f} s (workers starting; not in the rate)"),
+        ("prompts", f"{loader.batches} batches of {loader.prompts} prompts from {loader.prompts_file}"),
+        ("tokenizers", loader.tokenizers),
+    ]
+
+
 def _inference_rows(i: InferenceResult) -> list[tuple[str, str]]:
     rows = []
     for name, path in (("qwen", i.qwen), ("t5", i.t5)):
@@ -189,6 +213,7 @@ def format_report(report: BenchReport) -> str:
         ("training", report.training, _training_rows),
         ("teacher cache", report.teacher, _teacher_rows),
         ("aligner", report.aligner, _aligner_rows),
+        ("data loader", report.loader, _loader_rows),
         ("inference", report.inference, _inference_rows),
     )
     for title, result, rows in sections:

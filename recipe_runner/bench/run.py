@@ -14,6 +14,7 @@ from recipe_runner.bench.aligner import run_aligner
 from recipe_runner.bench.flops import FLOP_FORMULA
 from recipe_runner.bench.inference import run_inference
 from recipe_runner.bench.lengths import LENGTHS_FILE, load_lengths, percentile
+from recipe_runner.bench.loader import run_loader
 from recipe_runner.bench.models import SMALL_MAX_LAYERS, SMALL_MAX_VOCAB, random_weights_recipe
 from recipe_runner.bench.report import BenchReport, Environment, LengthSummary
 from recipe_runner.bench.spec import BenchSpec
@@ -72,6 +73,11 @@ def run_bench(original: Recipe, spec: BenchSpec, progress: Callable[[str], None]
     if "aligner" in spec.only:
         progress("aligner (CPU)")
         results["aligner"] = run_aligner(original, spec)
+    if "loader" in spec.only:
+        progress("training data loader")
+        training = results.get("training")
+        consumed = training.real_tokens_per_s if training is not None else None
+        results["loader"] = run_loader(recipe, original, spec, device, consumed)
     if "inference" in spec.only:
         progress("inference text encoding")
         results["inference"] = run_inference(recipe, original, spec, lengths, device)

@@ -8,8 +8,8 @@ from pydantic import Field
 
 from schemas.base import StrictModel
 
-Section = Literal["training", "teacher", "aligner", "inference"]
-SECTIONS: tuple[Section, ...] = ("training", "teacher", "aligner", "inference")
+Section = Literal["training", "teacher", "aligner", "loader", "inference"]
+SECTIONS: tuple[Section, ...] = ("training", "teacher", "aligner", "loader", "inference")
 
 
 class BenchSpec(StrictModel):
@@ -44,6 +44,16 @@ class BenchSpec(StrictModel):
     @property
     def aligner_prompts(self) -> int:
         return 300 if self.small else 2000
+
+    @property
+    def loader_prompts(self) -> int:
+        """Prompts of the loader's epoch (and of its throwaway cache: about 0.8 MB each at T5-XXL's width)."""
+        return 256 if self.small else 3000
+
+    @property
+    def loader_batches(self) -> int:
+        """At least this many batches are loaded (epochs over the prompts end to end); the first is not timed."""
+        return 16 if self.small else 48
 
     @property
     def inference_prompts(self) -> int:

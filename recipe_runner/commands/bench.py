@@ -10,7 +10,7 @@ import click
 
 from recipe_runner.cli_support import overrides_option, reports_recipe_errors, trust_remote_code_option
 
-_SECTIONS = ("training", "teacher", "aligner", "inference")
+_SECTIONS = ("training", "teacher", "aligner", "loader", "inference")
 
 
 def _writable_target(path: str | None, option: str) -> None:
@@ -64,7 +64,7 @@ def bench(
     profile: str | None,
     only: tuple[str, ...],
 ) -> None:
-    """Training tokens/s, MFU and memory; teacher cache tokens/s and size; aligner and inference speed."""
+    """Training tokens/s, MFU and memory; teacher cache tokens/s and size; aligner, loader and inference speed."""
     from recipe_runner.bench.report import format_report, write_json
     from recipe_runner.bench.run import run_bench
     from recipe_runner.bench.spec import BenchSpec

@@ -18,7 +18,25 @@ from components.models import pad_id
 from recipe_runner.trainer.checkpoint import Position
 from recipe_runner.trainer.parts import RunParts
 from schemas import Recipe
+from schemas.hardware import Hardware
 from schemas.stages import Stage
+
+
+def batch_loader(
+    dataset: PromptPairs, order: list[list[int]], collate: Collator, hardware: Hardware, device: torch.device
+) -> DataLoader:
+    """The loader of `order`'s batches: items made and collated in `hardware.num_workers` processes, pinned for an
+    asynchronous copy when the batches go to a GPU."""
+    return DataLoader(
+        dataset,
+        batch_sampler=order,
+        collate_fn=collate,
+        num_workers=hardware.num_workers,
+        pin_memory=device.type == "cuda",
+        # Its own generator for the workers' base seed: drawn from torch's global one, it shifted the numbers
+        # that stochastic rounding and dropout draw after a resume, which builds its loader at another point.
+        generator=torch.Generator().manual_seed(hardware.seed),
+    )
 
 
 class BatchPlan:
@@ -45,17 +63,7 @@ class BatchPlan:
         return bucketed_batches(lengths, hw.batch_size, shuffle=False, seed=0, epoch=0, batch_tokens=hw.batch_tokens)
 
     def _load(self, dataset: PromptPairs, order: list[list[int]]) -> Iterator[DistillBatch]:
-        hw = self.recipe.hardware
-        loader = DataLoader(
-            dataset,
-            batch_sampler=order,
-            collate_fn=self.collate,
-            num_workers=hw.num_workers,
-            pin_memory=self.accelerator.device.type == "cuda",
-            # Its own generator for the workers' base seed: drawn from torch's global one, it shifted the numbers
-            # that stochastic rounding and dropout draw after a resume, which builds its loader at another point.
-            generator=torch.Generator().manual_seed(hw.seed),
-        )
+        loader = batch_loader(dataset, order, self.collate, self.recipe.hardware, self.accelerator.device)
         for batch in loader:
             yield batch.to(self.accelerator.device)
 

@@ -91,6 +91,7 @@ def test_cached_hidden_states_equal_the_online_teacher(built):
         assert stored.shape == (n + 1, 64), "real tokens plus exactly one (padding) position"
         torch.testing.assert_close(stored[:n], expected[row, :n], atol=1e-5, rtol=1e-5)
         torch.testing.assert_close(stored[n], expected[row, n], atol=1e-5, rtol=1e-5)
+        assert not cached_batch.teacher_hidden[row, n + 1 :].any(), "the batch's padding past the rows is zero"
         alone = encode_teacher(teacher, online_batch.teacher_ids[row : row + 1, :n], torch.ones(1, n, dtype=torch.bool))
         torch.testing.assert_close(stored[:n], alone[0], atol=1e-5, rtol=1e-5)
         torch.testing.assert_close(cached_batch.teacher_hidden[row, : n + 1], stored)

@@ -57,6 +57,11 @@ def test_small_tiny_bench_reports_every_figure(tmp_path: Path) -> None:
     assert teacher["forward_real_tokens_per_s"] > 0
     assert teacher["forward_mfu"] == pytest.approx(teacher["forward_tflops"] / 1.0)
     assert 0 < teacher["ratio_vs_padded_same_dtype"] < 1
+    loader = report["loader"]
+    assert loader["batches"] >= 16 and loader["prompts_per_s"] > 0 and loader["real_student_tokens_per_s"] > 0
+    assert loader["teacher_width"] == 64 and loader["teacher_target_bytes_per_s"] > 0 and not loader["pinned"]
+    assert loader["training_tokens_per_s"] == training["real_tokens_per_s"]
+    assert loader["headroom"] == pytest.approx(loader["real_student_tokens_per_s"] / training["real_tokens_per_s"])
     aligner = report["aligner"]
     assert aligner["prompts_per_s"] > 0 and aligner["tokenizers"].startswith("recipe's")
     for path in ("qwen", "t5"):
@@ -178,3 +183,13 @@ def test_fewer_timed_steps_than_timed_updates(tmp_path: Path, steps: int) -> Non
 def test_aligner_falls_back_to_shipped_tokenizers_offline() -> None:
     result = run_aligner(load_recipe(REAL).recipe, BenchSpec(small=True))
     assert result.tokenizers.startswith("shipped") and result.prompts_per_s > 0
+
+
+def test_the_loader_alone_reads_the_recipe_width_from_a_cache_it_writes_and_removes(tmp_path: Path) -> None:
+    import tempfile
+
+    before = set(Path(tempfile.gettempdir()).glob("recipe-bench-loader-*"))
+    loader = _bench(tmp_path, REAL, "--only", "loader")["loader"]
+    assert loader["teacher_width"] == 4096 // 16 and loader["headroom"] is None
+    assert loader["cache_dtype"] == "bfloat16" and loader["num_workers"] == 4
+    assert set(Path(tempfile.gettempdir()).glob("recipe-bench-loader-*")) == before
