@@ -34,8 +34,7 @@ def evaluate(
     measure = DistillLoss([], loss.alignment)
     measure.tiers = list(all_tiers)
     for batch in batches:
-        out = student_forward(batch).float()
-        teacher = teacher_forward(batch).float()
+        out, teacher = student_forward(batch), teacher_forward(batch)  # the tiers widen their rows to float32
         pairs = measure.pairs(out, batch.student_mask, teacher, batch.teacher_mask, batch.alignment)
         batch_loss, _ = loss({tier: pairs[tier] for tier in loss.tiers})
         _accumulate(sums, "loss", batch_loss)
