@@ -5,7 +5,7 @@ BIN := $(VENV)/bin
 TORCH ?= torch==2.13.0
 PROMPT ?= a red fox in snow
 
-.PHONY: setup demo test lint clean-demo bench-gpu
+.PHONY: setup demo test lint clean-demo bench-gpu gpu-check
 
 $(BIN)/recipe: pyproject.toml
 	$(PY) -m venv $(VENV)
@@ -36,7 +36,7 @@ BENCH_OUT ?= bench-results
 BENCH = $(BIN)/recipe bench recipes/t5_to_qwen.yaml
 TOKENS = $(BIN)/recipe bench recipes/examples/t5_to_qwen_token_batches.yaml --only training
 THROUGHPUT = $(BIN)/recipe bench recipes/examples/t5_to_qwen_throughput.yaml --only training
-bench-gpu: setup
+bench-gpu: gpu-check
 	mkdir -p $(BENCH_OUT)
 	$(BENCH) --json $(BENCH_OUT)/reference.json
 	$(BENCH) --only training --only teacher --set hardware.compile=false --json $(BENCH_OUT)/eager.json
@@ -59,8 +59,14 @@ bench-gpu: setup
 		--set hardware.batch_size=512 --set hardware.packed_sequences=false \
 		--json $(BENCH_OUT)/token-batches-16k-no-checkpointing-padded.json
 	$(BENCH) --only training --set hardware.packed_sequences=false --json $(BENCH_OUT)/padded.json
-	$(THROUGHPUT) --json $(BENCH_OUT)/throughput.json
-	$(THROUGHPUT) --steps 3 --profile $(BENCH_OUT)/throughput-profile.txt --json $(BENCH_OUT)/throughput-profiled.json
 	$(THROUGHPUT) --set hardware.trained_weights=bf16_stochastic --json $(BENCH_OUT)/throughput-bf16-stochastic.json
 	$(THROUGHPUT) --set hardware.batch_tokens=24576 --json $(BENCH_OUT)/throughput-24k.json
+
+## On a GPU machine, first: the tests that need CUDA, then the throughput recipe's step phase by phase with its
+## data loader, and a profile of its step.
+gpu-check: setup
+	mkdir -p $(BENCH_OUT)
+	HF_HUB_OFFLINE=1 $(BIN)/python -m pytest -q tests/components/test_packed_sequences.py tests/components/losses \
+		tests/recipe_runner/trainer/test_packing.py
 	$(THROUGHPUT) --only loader --json $(BENCH_OUT)/throughput-with-loader.json
+	$(THROUGHPUT) --steps 3 --profile $(BENCH_OUT)/throughput-profile.txt --json $(BENCH_OUT)/throughput-profiled.json

@@ -77,13 +77,21 @@ def test_an_empty_tier_adds_zero_instead_of_nan() -> None:
     assert terms["window/cosine"] == 0 and torch.isfinite(total)
 
 
+DEVICES = [
+    "cpu",
+    pytest.param("cuda", marks=pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")),
+]
+
+
 @pytest.mark.slow
-def test_the_compiled_loss_matches_eager_over_changing_shapes_without_a_graph_per_batch() -> None:
+@pytest.mark.parametrize("device", DEVICES)
+def test_the_compiled_loss_matches_eager_over_changing_shapes_without_a_graph_per_batch(device) -> None:
     eager, compiled = DistillLoss(LOSSES, ALIGNMENT), DistillLoss(LOSSES, ALIGNMENT, compiled=True)
     shapes = [[5, 8], [7, 3, 9], [12], [4, 11, 6, 2], [9, 9], [3, 14, 5]]
     before = compiled_graphs()
     for seed, lengths in enumerate(shapes):
-        batch = _batch(lengths, seed)
+        student, mask, teacher, _, alignment = _batch(lengths, seed)
+        batch = (student.to(device), mask.to(device), teacher.to(device), mask.to(device), alignment.to(device))
         want_total, want_terms, want_grad = _loss_and_grad(eager, batch)
         total, terms, grad = _loss_and_grad(compiled, batch)
         torch.testing.assert_close(total, want_total, rtol=1e-5, atol=1e-6)
