@@ -29,6 +29,7 @@ from recipe_runner.bench.timing import now
 from recipe_runner.trainer.batch_plan import batch_loader
 from schemas import Recipe
 from schemas.base import StrictModel
+from schemas.models import TeacherCache
 
 
 class LoaderResult(StrictModel):
@@ -41,7 +42,7 @@ class LoaderResult(StrictModel):
     num_workers: int = Field(description="hardware.num_workers: processes making and collating items.")
     pinned: bool = Field(description="Batches pinned and copied to the GPU asynchronously (CUDA runs).")
     teacher_width: int
-    cache_dtype: str
+    cache_dtype: str | None = Field(description="teacher.cache.dtype; null without a cache (no rows are read).")
     first_batch_s: float = Field(description="Until the first batch arrived: workers starting, shards opening.")
     seconds: float = Field(description="The other batches, each copied to the device.")
     prompts_per_s: float
@@ -71,22 +72,23 @@ class _RandomRows(nn.Module):
         return type("Output", (), {"last_hidden_state": hidden})()
 
 
-def _write_cache(directory: Path, recipe: Recipe, teacher_ids: list[list[int]], width: int, pad: int) -> None:
-    cache = recipe.teacher.cache
-    shard_size = cache.shard_size if cache is not None else 1024
-    dtype = cache.dtype if cache is not None else "bfloat16"
-    prepare_split(directory, {"bench": True}, "bench", len(teacher_ids), shard_size)
+def _write_cache(
+    directory: Path, cache: TeacherCache, teacher_ids: list[list[int]], width: int, chroma: bool, pad: int
+) -> CachedTeacher:
+    """A cache of random rows in `directory`, written as `recipe cache` writes one; returns it opened."""
+    prepare_split(directory, {"bench": True}, "bench", len(teacher_ids), cache.shard_size)
     write_split(
         directory,
         teacher_ids,
         _RandomRows(width),
-        shard_size=shard_size,
+        shard_size=cache.shard_size,
         batch_tokens=16384,
-        chroma_mask=recipe.teacher.chroma_mask,
-        dtype=dtype,
+        chroma_mask=chroma,
+        dtype=cache.dtype,
         pad_id=pad,
         device=torch.device("cpu"),
     )
+    return CachedTeacher(directory)
 
 
 def run_loader(
@@ -108,8 +110,9 @@ def run_loader(
         )
         epoch += 1
     with tempfile.TemporaryDirectory(prefix="recipe-bench-loader-") as tmp:
-        _write_cache(Path(tmp), recipe, teacher_ids, width, pad_id(teacher_tok))
-        dataset = prompt_pairs(original, prompts, student_tok, teacher_tok, CachedTeacher(Path(tmp)))
+        spec_cache, chroma, pad = recipe.teacher.cache, recipe.teacher.chroma_mask, pad_id(teacher_tok)
+        cache = None if spec_cache is None else _write_cache(Path(tmp), spec_cache, teacher_ids, width, chroma, pad)
+        dataset = prompt_pairs(original, prompts, student_tok, teacher_tok, cache)
         collate = Collator(pad_id(student_tok), pad_id(teacher_tok), recipe.teacher.chroma_mask)
         started = now(device)
         batches = iter(batch_loader(dataset, order, collate, hw, device))
@@ -121,7 +124,8 @@ def run_loader(
             batch = batch.to(device)
             tokens += batch.student_tokens
             prompts_seen += len(batch.indices)
-            target_bytes += batch.teacher_hidden.numel() * batch.teacher_hidden.element_size()
+            if batch.teacher_hidden is not None:  # none without a cache: the teacher runs in the step
+                target_bytes += batch.teacher_hidden.numel() * batch.teacher_hidden.element_size()
         seconds = max(now(device) - started, 1e-9)
     token_rate = tokens / seconds
     return LoaderResult(
@@ -132,7 +136,7 @@ def run_loader(
         num_workers=hw.num_workers,
         pinned=device.type == "cuda",
         teacher_width=width,
-        cache_dtype=recipe.teacher.cache.dtype if recipe.teacher.cache is not None else "bfloat16",
+        cache_dtype=recipe.teacher.cache.dtype if recipe.teacher.cache is not None else None,
         first_batch_s=first,
         seconds=seconds,
         prompts_per_s=prompts_seen / seconds,

@@ -161,6 +161,14 @@ def _aligner_rows(a: AlignerResult) -> list[tuple[str, str]]:
     ]
 
 
+def _loader_targets(loader: LoaderResult) -> str:
+    if loader.cache_dtype is None:
+        return "none read: no teacher.cache, the teacher runs in the training step"
+    pinned = ", pinned" if loader.pinned else ""
+    rate = _bytes(loader.teacher_target_bytes_per_s)
+    return f"{rate}/s from the cache (width {loader.teacher_width}, {loader.cache_dtype}){pinned}"
+
+
 def _loader_rows(loader: LoaderResult) -> list[tuple[str, str]]:
     if loader.headroom is None or loader.training_tokens_per_s is None:  # both set or neither
         keeps_up = "no training section to compare with"
@@ -172,11 +180,7 @@ def _loader_rows(loader: LoaderResult) -> list[tuple[str, str]]:
         ("real tokens/s", f"{_rate(loader.real_student_tokens_per_s, 'tokens/s')}, {loader.num_workers} workers"),
         ("vs training", keeps_up),
         ("prompts/s", _rate(loader.prompts_per_s, "prompts/s")),
-        (
-            "teacher targets",
-            f"{_bytes(loader.teacher_target_bytes_per_s)}/s from the cache (width "
-            f"{loader.teacher_width}, {loader.cache_dtype}){', pinned' if loader.pinned else ''}",
-        ),
+        ("teacher targets", _loader_targets(loader)),
         ("first batch", f"{loader.first_batch_s:.2f} s (workers starting; not in the rate)"),
         ("prompts", f"{loader.batches} batches of {loader.prompts} prompts from {loader.prompts_file}"),
         ("tokenizers", loader.tokenizers),

@@ -193,3 +193,9 @@ def test_the_loader_alone_reads_the_recipe_width_from_a_cache_it_writes_and_remo
     assert loader["teacher_width"] == 4096 // 16 and loader["headroom"] is None
     assert loader["cache_dtype"] == "bfloat16" and loader["num_workers"] == 4
     assert set(Path(tempfile.gettempdir()).glob("recipe-bench-loader-*")) == before
+
+
+def test_without_a_teacher_cache_the_loader_reads_no_rows(tmp_path: Path) -> None:
+    loader = _bench(tmp_path, REAL, "--only", "loader", "--set", "teacher.cache=null")["loader"]
+    assert loader["cache_dtype"] is None and loader["teacher_target_bytes_per_s"] == 0
+    assert loader["real_student_tokens_per_s"] > 0
