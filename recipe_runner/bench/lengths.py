@@ -20,12 +20,35 @@ import random
 import sys
 from pathlib import Path
 
+from components.data.batches import bucketed_batches
+from schemas.hardware import Hardware
+
 REPO_DATA = Path(__file__).resolve().parents[2] / "data"
 LENGTHS_FILE = REPO_DATA / "bench" / "prompt_lengths.txt"
 COUNT = 2000
 SEED = 20250131
 MAX_TOKENS = 512
 MIN_TOKENS = 4
+
+
+def batches_over_epochs(lengths: list[int], hardware: Hardware, at_least: int) -> list[list[int]]:
+    """The trainer's bucketed batches of these lengths, epoch after epoch as a long run sees them, until there are
+    at least `at_least` (whole epochs: the list may be longer)."""
+    batches: list[list[int]] = []
+    epoch = 0
+    while len(batches) < at_least:
+        batches += bucketed_batches(
+            lengths,
+            hardware.batch_size,
+            shuffle=True,
+            seed=hardware.seed,
+            epoch=epoch,
+            batch_tokens=hardware.batch_tokens,
+        )
+        epoch += 1
+    return batches
+
+
 # (weight, median tokens, sigma of log length)
 MIXTURE: tuple[tuple[float, float, float], ...] = ((0.45, 45.0, 0.45), (0.40, 100.0, 0.35), (0.15, 230.0, 0.40))
 

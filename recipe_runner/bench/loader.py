@@ -20,10 +20,10 @@ from torch import nn
 from components.alignment import token_views
 from components.cache.reader import CachedTeacher
 from components.cache.writer import prepare_split, write_split
-from components.data.batches import bucketed_batches
 from components.data.pipeline import Collator
 from components.models import hidden_width, pad_id, resolve_config
 from recipe_runner.bench.aligner import bench_prompts, bench_tokenizers, prompt_pairs
+from recipe_runner.bench.lengths import batches_over_epochs
 from recipe_runner.bench.spec import BenchSpec
 from recipe_runner.bench.timing import now
 from recipe_runner.trainer.batch_plan import batch_loader
@@ -33,7 +33,7 @@ from schemas.models import TeacherCache
 
 
 class LoaderResult(StrictModel):
-    """One epoch of the training loader over the bench's prompts, after its first batch."""
+    """The training loader over the bench's prompts (epochs end to end), timed after its first batch."""
 
     tokenizers: str = Field(description="Which tokenizers ran: the recipe's, or the shipped tiny ones and why.")
     prompts_file: str
@@ -102,18 +102,12 @@ def run_loader(
     width = hidden_width(resolve_config(recipe.teacher))
     teacher_ids = [view.ids for view in token_views(teacher_tok, prompts, recipe.teacher.max_length)]
     student_lengths = [len(view.ids) for view in token_views(student_tok, prompts, recipe.student.max_length)]
-    order: list[list[int]] = []
-    epoch = 0
-    while len(order) < spec.loader_batches:  # epochs end to end, as a long run sees them
-        order += bucketed_batches(
-            student_lengths, hw.batch_size, shuffle=True, seed=hw.seed, epoch=epoch, batch_tokens=hw.batch_tokens
-        )
-        epoch += 1
+    order = batches_over_epochs(student_lengths, hw, spec.loader_batches)
+    cached, chroma, pad = recipe.teacher.cache, recipe.teacher.chroma_mask, pad_id(teacher_tok)
     with tempfile.TemporaryDirectory(prefix="recipe-bench-loader-") as tmp:
-        spec_cache, chroma, pad = recipe.teacher.cache, recipe.teacher.chroma_mask, pad_id(teacher_tok)
-        cache = None if spec_cache is None else _write_cache(Path(tmp), spec_cache, teacher_ids, width, chroma, pad)
+        cache = None if cached is None else _write_cache(Path(tmp), cached, teacher_ids, width, chroma, pad)
         dataset = prompt_pairs(original, prompts, student_tok, teacher_tok, cache)
-        collate = Collator(pad_id(student_tok), pad_id(teacher_tok), recipe.teacher.chroma_mask)
+        collate = Collator(pad_id(student_tok), pad, chroma)
         started = now(device)
         batches = iter(batch_loader(dataset, order, collate, hw, device))
         next(batches).to(device)
@@ -136,7 +130,7 @@ def run_loader(
         num_workers=hw.num_workers,
         pinned=device.type == "cuda",
         teacher_width=width,
-        cache_dtype=recipe.teacher.cache.dtype if recipe.teacher.cache is not None else None,
+        cache_dtype=None if cached is None else cached.dtype,
         first_batch_s=first,
         seconds=seconds,
         prompts_per_s=prompts_seen / seconds,

@@ -21,7 +21,6 @@ from pydantic import Field
 from components.alignment import SampleAlignment
 from components.bolt_on import build_bolt_on
 from components.cache.writer import DTYPES
-from components.data.batches import bucketed_batches
 from components.data.pipeline import Collator, DistillBatch
 from components.losses import DistillLoss
 from components.models import freeze, hidden_width, resolve_config
@@ -30,6 +29,7 @@ from components.models.compilation import compile_for_varied_lengths, compile_wa
 from components.teacher_outputs import encode_teacher
 from recipe_runner.bench.flops import FlopPart, peak_flops, step_flops
 from recipe_runner.bench.host_ops import OpCounter
+from recipe_runner.bench.lengths import batches_over_epochs
 from recipe_runner.bench.models import attention_shape, build_random, dense_parameters
 from recipe_runner.bench.spec import BenchSpec
 from recipe_runner.bench.timing import PHASES, PeakMemory, PhaseClock, device_name, now, profiled
@@ -159,13 +159,7 @@ def _sample(n: int, rng: np.random.Generator, vocab: int, chroma: bool, width: i
 def _batch_indices(capped: list[int], hw: Hardware, count: int, first_timed: int) -> list[list[int]]:
     """`count` batches in the trainer's bucketed order, with the distribution's largest batch (padded tokens)
     among the timed ones, so that peak memory is that of the worst batch and not of a lucky draw."""
-    batches: list[list[int]] = []
-    epoch = 0
-    while len(batches) < count:
-        batches += bucketed_batches(
-            capped, hw.batch_size, shuffle=True, seed=hw.seed, epoch=epoch, batch_tokens=hw.batch_tokens
-        )
-        epoch += 1
+    batches = batches_over_epochs(capped, hw, count)
     chosen = batches[:count]
     largest = max(batches, key=lambda batch: len(batch) * max(capped[i] for i in batch))
     if all(batch is not largest for batch in chosen[first_timed:]):
