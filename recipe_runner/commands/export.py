@@ -42,12 +42,15 @@ def find_checkpoint(out_dir: Path) -> Path:
 
 def load_checkpointed_model(recipe, checkpoint: Path):
     """The recipe's student + bolt-on with the checkpoint's weights, LoRA adapters merged; returns (model, stage)."""
+    from safetensors import SafetensorError
     from safetensors.torch import load_model
 
     from components.models import hidden_width, resolve_config
     from recipe_runner.trainer.checkpoint import COMPLETE
+    from recipe_runner.trainer.checksums import ChecksumMismatch, verify_checksums
     from recipe_runner.trainer.parts import build_distill_model
     from recipe_runner.trainer.stage_setup import enter_stage, leave_stage
+    from recipe_runner.trainer.stops import what_failed
 
     try:
         stage_index = int(json.loads((checkpoint / COMPLETE).read_text())["stage"])
@@ -65,15 +68,30 @@ def load_checkpointed_model(recipe, checkpoint: Path):
     # A checkpoint written during a LoRA stage holds the peft-wrapped student: wrap the same way, load, merge.
     enter_stage(model, stage)
     try:
+        verify_checksums(checkpoint)
         load_model(model, str(checkpoint / "model.safetensors"), strict=True, device="cpu")
     except RuntimeError as exc:
         raise ExportSetupError(
             f"{checkpoint / 'model.safetensors'} does not fit the recipe's student and bolt-on "
             f"(stage {stage_index} {stage.name!r}): {_why_not(checkpoint, recipe, stage_index, exc)}"
         ) from None
+    except (ChecksumMismatch, SafetensorError, OSError) as exc:
+        raise ExportSetupError(
+            f"{checkpoint} is damaged ({what_failed(exc)}): export another checkpoint with --checkpoint DIR "
+            f"(those kept: {', '.join(p.name for p in _kept(checkpoint)) or 'none'})"
+        ) from None
     leave_stage(model, stage)
     model.requires_grad_(False)
     return model.eval(), stage_index
+
+
+def _kept(checkpoint: Path) -> list[Path]:
+    """The other whole checkpoints beside this one (step checkpoints and `best`)."""
+    from recipe_runner.trainer.checkpoint import step_checkpoints
+
+    best = checkpoint.parent / "best"
+    others = [*step_checkpoints(checkpoint.parent), *([best] if _is_complete(best) else [])]
+    return [p for p in others if p.resolve() != checkpoint.resolve()]
 
 
 def _why_not(checkpoint: Path, recipe: Recipe, stage_index: int, exc: RuntimeError) -> str:

@@ -31,6 +31,7 @@ from recipe_runner.trainer.checkpoint import (
     save_checkpoint,
     step_checkpoints,
 )
+from recipe_runner.trainer.checksums import BackgroundChecksums, verify_checksums
 from recipe_runner.trainer.consensus import Consensus, StoppableEvaluation
 from recipe_runner.trainer.data_failures import DataFailure, next_batch, worker_death
 from recipe_runner.trainer.deferred_signals import child_signals_deferred
@@ -76,6 +77,7 @@ class Trainer:
         self.checkpoints = self.out / "checkpoints"
         self.lock = DirectoryLock(self.out).acquire()
         self.cache_lock: DirectoryLock | None = None
+        self.sums = BackgroundChecksums()
         try:
             self._prepare(resume, progress)
         except BaseException:
@@ -122,6 +124,7 @@ class Trainer:
         assert self.resume_from is not None
         try:
             position, record = read_position(self.resume_from), read_record(self.resume_from)
+            verify_checksums(self.resume_from)  # before minutes of model loading are spent on damaged weights
         except (OSError, ValueError, TypeError) as exc:
             raise damaged_checkpoint(self.resume_from, exc) from None
         if record is None:
@@ -162,6 +165,7 @@ class Trainer:
     def _save(self, position: Position, name: str | None = None) -> None:
         self.accelerator.wait_for_everyone()
         if self.accelerator.is_main_process:
+            self._wait_for_sums()  # `best` is replaced and old checkpoints pruned: never while they are hashed
             target = self.checkpoints / (name or checkpoint_name(position.global_step))
             try:
                 with child_signals_deferred():
@@ -178,7 +182,12 @@ class Trainer:
                 raise write_failed(self.checkpoints, target, exc, then) from None
             if name is None:
                 prune(self.checkpoints, self.recipe.output.keep_last)
+            self.sums.start(target)
         self.accelerator.wait_for_everyone()
+
+    def _wait_for_sums(self) -> None:
+        for failed in self.sums.wait():
+            tqdm.write(f"warning: could not write the checksums of {failed}; it loads unchecked", file=sys.stderr)
 
     def run(self) -> RunSummary:
         if self.accelerator.is_main_process:
@@ -197,6 +206,7 @@ class Trainer:
             export_dir = self._export()
         finally:
             self.metrics.close()
+            self._wait_for_sums()
             self._release_locks()
         return RunSummary(position.global_step, last_metrics, export_dir)
 

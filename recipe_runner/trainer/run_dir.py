@@ -110,7 +110,8 @@ def refuse_fresh_start(out_dir: Path, resuming: bool = False) -> None:
 def tidy_checkpoints(checkpoints: Path) -> list[Path]:
     """After a killed run: put back a `best` hidden by a crash mid-swap, and delete half-written checkpoint
     directories (`.step-*.tmp`, `.best.*.tmp`), only ever partial copies, never read, and as large as a
-    checkpoint each. Returns what was deleted. Call with the run lock held."""
+    checkpoint each, and half-written checksum files. Returns the directories deleted. Call with the run lock
+    held."""
     if not checkpoints.is_dir():
         return []
     recover_directory(checkpoints / "best", COMPLETE)
@@ -119,4 +120,6 @@ def tidy_checkpoints(checkpoints: Path) -> list[Path]:
         shutil.rmtree(path, ignore_errors=True)
     for lock in checkpoints.glob(".*.tmp.lock"):  # the lock files their writers held beside them
         lock.unlink(missing_ok=True)
+    for sums in checkpoints.glob("*/.checksums.json.*.tmp"):  # checksums an exit cut short (checksums.py)
+        sums.unlink(missing_ok=True)
     return stale

@@ -170,6 +170,26 @@ def test_an_incomplete_checkpoint_is_refused(trained, tmp_path):
     assert "not a complete checkpoint" in result.stderr
 
 
+def test_a_damaged_checkpoint_is_refused_with_the_others_to_export(trained, tmp_path):
+    out, overrides, _ = trained
+    damaged = tmp_path / "step-00000003"
+    shutil.copytree(out / "checkpoints" / "step-00000003", damaged)
+    model_file = damaged / "model.safetensors"
+    data = bytearray(model_file.read_bytes())
+    data[-7] ^= 0x10
+    model_file.write_bytes(bytes(data))
+    result = _export(overrides, "--checkpoint", str(damaged), "--out", str(tmp_path / "enc"))
+    assert result.exit_code == 1, result.output
+    assert f"{damaged} is damaged" in result.stderr and "SHA-256 differs" in result.stderr
+    assert "Traceback" not in result.output and not (tmp_path / "enc").exists()
+
+    model_file.write_bytes(bytes(data[:100]))  # truncated: what safetensors itself notices
+    (damaged / "checksums.json").unlink()
+    result = _export(overrides, "--checkpoint", str(damaged), "--out", str(tmp_path / "enc"))
+    assert result.exit_code == 1, result.output
+    assert f"{damaged} is damaged" in result.stderr and "Traceback" not in result.output
+
+
 def test_a_checkpoint_of_another_architecture_is_refused(trained, tmp_path):
     out, overrides, _ = trained
     wider = [*overrides, "bolt_on.layers.0.out_dim=80"]

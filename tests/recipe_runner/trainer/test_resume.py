@@ -111,6 +111,24 @@ def test_a_damaged_checkpoint_is_named_with_the_earlier_one_to_use(tiny_recipe_p
     assert summary.global_step == 6
 
 
+def test_a_changed_weight_byte_is_caught_by_the_sums_before_training_goes_on_from_it(
+    tiny_recipe_path, tiny_overrides, tmp_path
+):
+    checkpoints = tmp_path / "run" / "checkpoints"
+    _train(tiny_recipe_path, _short(tiny_overrides, 4))
+    assert all((p / "checksums.json").is_file() for p in step_checkpoints(checkpoints))
+    model_file = checkpoints / "step-00000004" / "model.safetensors"
+    data = bytearray(model_file.read_bytes())
+    data[-7] ^= 0x10  # the header stays whole: safetensors loads the file
+    model_file.write_bytes(bytes(data))
+
+    with pytest.raises(DamagedCheckpoint) as caught:
+        _train(tiny_recipe_path, _short(tiny_overrides, 6), resume=True)
+    message = str(caught.value)
+    assert f"{model_file} is not the file it was written as (its SHA-256 differs)" in message
+    assert "continues from step-00000002" in message
+
+
 def test_weights_that_no_longer_fit_name_the_architecture_change_not_damage(tiny_recipe_path, tiny_overrides, tmp_path):
     run_dir = tmp_path / "run"
     _train(tiny_recipe_path, _short(tiny_overrides, 2))
