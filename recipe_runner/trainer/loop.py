@@ -25,13 +25,12 @@ from recipe_runner.trainer.checkpoint import (
     Position,
     checkpoint_name,
     load_checkpoint,
-    prune,
     read_position,
     read_record,
-    save_checkpoint,
     step_checkpoints,
 )
-from recipe_runner.trainer.checksums import BackgroundChecksums, verify_checksums
+from recipe_runner.trainer.checkpoint_writer import CheckpointWriter
+from recipe_runner.trainer.checksums import verify_checksums
 from recipe_runner.trainer.consensus import Consensus, StoppableEvaluation
 from recipe_runner.trainer.data_failures import DataFailure, next_batch, worker_death
 from recipe_runner.trainer.deferred_signals import child_signals_deferred
@@ -41,6 +40,7 @@ from recipe_runner.trainer.optim import build_optimizer
 from recipe_runner.trainer.packing import choose_packing
 from recipe_runner.trainer.parts import RunParts, RunSetupError, build_parts, split_prompts
 from recipe_runner.trainer.preflight import check_before_loading
+from recipe_runner.trainer.resume import run_record
 from recipe_runner.trainer.run_dir import DirectoryLock, refuse_fresh_start, tidy_checkpoints
 from recipe_runner.trainer.run_log import LossWindow, MetricsLog, write_run_info
 from recipe_runner.trainer.save_clock import SaveClock
@@ -77,7 +77,6 @@ class Trainer:
         self.checkpoints = self.out / "checkpoints"
         self.lock = DirectoryLock(self.out).acquire()
         self.cache_lock: DirectoryLock | None = None
-        self.sums = BackgroundChecksums()
         try:
             self._prepare(resume, progress)
         except BaseException:
@@ -102,6 +101,8 @@ class Trainer:
         self.progress = progress
         self.accelerator = build_accelerator(recipe)
         check_launch(recipe, self.accelerator)
+        record = run_record(recipe, self.train_prompts_sha)  # (`resume` is a flag in here)
+        self.writer = CheckpointWriter(self.accelerator, self.checkpoints, recipe.output.keep_last, record)
         if self.resume_from is not None and self.accelerator.is_main_process:
             tidy_checkpoints(self.checkpoints)
         check_before_loading(recipe, self.out, writes=self.accelerator.is_main_process)
@@ -163,31 +164,8 @@ class Trainer:
         return None if evaluation.stopped else metrics
 
     def _save(self, position: Position, name: str | None = None) -> None:
-        self.accelerator.wait_for_everyone()
-        if self.accelerator.is_main_process:
-            self._wait_for_sums()  # `best` is replaced and old checkpoints pruned: never while they are hashed
-            target = self.checkpoints / (name or checkpoint_name(position.global_step))
-            try:
-                with child_signals_deferred():
-                    save_checkpoint(
-                        target,
-                        self.accelerator.unwrap_model(self.prepared),
-                        self.optimizer,
-                        self.scheduler,
-                        position,
-                        resume.run_record(self.recipe, self.train_prompts_sha),
-                    )
-            except OSError as exc:
-                then = "then continue with `recipe run RECIPE --resume`"
-                raise write_failed(self.checkpoints, target, exc, then) from None
-            if name is None:
-                prune(self.checkpoints, self.recipe.output.keep_last)
-            self.sums.start(target)
-        self.accelerator.wait_for_everyone()
-
-    def _wait_for_sums(self) -> None:
-        for failed in self.sums.wait():
-            tqdm.write(f"warning: could not write the checksums of {failed}; it loads unchecked", file=sys.stderr)
+        model = self.accelerator.unwrap_model(self.prepared)
+        self.writer.save(model, self.optimizer, self.scheduler, position, name)
 
     def run(self) -> RunSummary:
         if self.accelerator.is_main_process:
@@ -206,7 +184,7 @@ class Trainer:
             export_dir = self._export()
         finally:
             self.metrics.close()
-            self._wait_for_sums()
+            self.writer.wait()
             self._release_locks()
         return RunSummary(position.global_step, last_metrics, export_dir)
 

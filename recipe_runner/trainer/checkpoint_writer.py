@@ -1,0 +1,51 @@
+"""How a run writes its checkpoints: on the main process, whole or not at all, pruned to `keep_last`, summed in
+the background, with every process waiting for the write."""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+
+import torch
+from accelerate import Accelerator
+from tqdm.auto import tqdm
+
+from recipe_runner.trainer.checkpoint import Position, checkpoint_name, prune, save_checkpoint
+from recipe_runner.trainer.checksums import BackgroundChecksums
+from recipe_runner.trainer.deferred_signals import child_signals_deferred
+from recipe_runner.trainer.stops import write_failed
+
+
+class CheckpointWriter:
+    """Saves step checkpoints (and `best`) under `root`; `record` is what each stores about the run."""
+
+    def __init__(self, accelerator: Accelerator, root: Path, keep_last: int, record: dict) -> None:
+        self.accelerator, self.root, self.keep_last, self.record = accelerator, root, keep_last, record
+        self.sums = BackgroundChecksums()
+
+    def save(
+        self,
+        model: torch.nn.Module,
+        optimizer: torch.optim.Optimizer,
+        scheduler,
+        position: Position,
+        name: str | None = None,
+    ) -> None:
+        self.accelerator.wait_for_everyone()
+        if self.accelerator.is_main_process:
+            self.wait()  # `best` is replaced and old checkpoints pruned: never while they are being hashed
+            target = self.root / (name or checkpoint_name(position.global_step))
+            try:
+                with child_signals_deferred():
+                    save_checkpoint(target, model, optimizer, scheduler, position, self.record)
+            except OSError as exc:
+                raise write_failed(self.root, target, exc, "then continue with `recipe run RECIPE --resume`") from None
+            if name is None:
+                prune(self.root, self.keep_last)
+            self.sums.start(target)
+        self.accelerator.wait_for_everyone()
+
+    def wait(self) -> None:
+        """Until the newest checkpoint's sums are written (or found unwritable, which is said)."""
+        for failed in self.sums.wait():
+            tqdm.write(f"warning: could not write the checksums of {failed}; it loads unchecked", file=sys.stderr)
