@@ -67,27 +67,35 @@ def _drop_rows_after(file: Path, step: int) -> None:
 
 class MetricsLog:
     """Appends one JSON object per line; only the main process writes. `resume_step`: the step of the checkpoint
-    a run continues from; what was logged after it is dropped (here and in TensorBoard)."""
+    a run continues from; what was logged after it is dropped (here and in TensorBoard), but only at the first
+    write, once the resume has been accepted: a resume refused on loading the checkpoint drops nothing."""
 
     def __init__(self, out_dir: Path, enabled: bool, resume_step: int | None = None) -> None:
         self.enabled = enabled
+        self.out_dir = out_dir
         self.file = out_dir / "metrics.jsonl"
         self.started = time.time()
+        self.resume_step = resume_step
         self.tensorboard = None
-        if enabled and resume_step is not None and self.file.is_file():
-            _drop_rows_after(self.file, resume_step)
-        if enabled:
-            try:
-                from torch.utils.tensorboard import SummaryWriter
+        self.opened = False
 
-                purge = None if resume_step is None else resume_step + 1
-                self.tensorboard = SummaryWriter(str(out_dir / "tensorboard"), purge_step=purge)
-            except ImportError:
-                self.tensorboard = None
+    def _open(self) -> None:
+        self.opened = True
+        if self.resume_step is not None and self.file.is_file():
+            _drop_rows_after(self.file, self.resume_step)
+        try:
+            from torch.utils.tensorboard import SummaryWriter
+
+            purge = None if self.resume_step is None else self.resume_step + 1
+            self.tensorboard = SummaryWriter(str(self.out_dir / "tensorboard"), purge_step=purge)
+        except ImportError:
+            self.tensorboard = None
 
     def write(self, step: int, values: dict[str, float | int | str]) -> None:
         if not self.enabled:
             return
+        if not self.opened:
+            self._open()
         record = {"step": step, "time": round(time.time() - self.started, 3), **values}
         with self.file.open("a", encoding="utf-8") as handle:
             handle.write(json.dumps(record) + "\n")

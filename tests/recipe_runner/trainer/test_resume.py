@@ -142,6 +142,22 @@ def test_weights_that_no_longer_fit_name_the_architecture_change_not_damage(tiny
     assert _train(tiny_recipe_path, _short(tiny_overrides, 4), resume=True).global_step == 4  # the recipe as it was
 
 
+def test_a_resume_refused_on_loading_the_checkpoint_keeps_every_metrics_row(tiny_recipe_path, tiny_overrides, tmp_path):
+    run_dir = tmp_path / "run"
+    _train(tiny_recipe_path, _short(tiny_overrides, 4))
+    shutil.rmtree(run_dir / "checkpoints" / "step-00000004")  # killed after step 4 was logged, before its save
+    before = (run_dir / "metrics.jsonl").read_bytes()
+    assert max(row["step"] for row in _rows(run_dir)) == 4
+
+    with pytest.raises(ResumeMismatchError, match="another architecture"):
+        _train(tiny_recipe_path, _short(tiny_overrides, 6, "bolt_on.layers.2.ffn_dim=100"), resume=True)
+    assert (run_dir / "metrics.jsonl").read_bytes() == before
+
+    _train(tiny_recipe_path, _short(tiny_overrides, 6), resume=True)  # accepted: steps 3-4 are logged anew
+    steps = [row["step"] for row in _rows(run_dir) if "loss" in row]
+    assert steps == sorted(steps) and steps.count(3) == 1 and steps[-1] == 6
+
+
 def test_with_no_earlier_step_checkpoint_a_whole_best_is_offered(tiny_recipe_path, tiny_overrides, tmp_path):
     checkpoints = tmp_path / "run" / "checkpoints"
     _train(tiny_recipe_path, _short(tiny_overrides, 4, "output.eval_every_steps=2", "output.keep_last=1"))
