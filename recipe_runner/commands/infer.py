@@ -184,9 +184,10 @@ def _given_export(directory: Path) -> EncoderManifest:
 
 
 def _image_path(given: str | None, default: Path, count: int) -> tuple[Path, bool]:
-    """--out (which may be overwritten) or the first free default name (never over an earlier image), and
-    whether to overwrite; checked before any model loads, so a render is never lost for want of a place.
-    A bad --out is a usage error (exit 2); an unusable default place a setup problem (exit 1)."""
+    """--out or the first free default name, and whether to overwrite; checked before any model loads, so a
+    render is never lost for want of a place. Only a file the user named is replaced: --out for one prompt. The
+    numbered files of several prompts are names the user never wrote, so they take the first free set, as a
+    default path does. A bad --out is a usage error (exit 2); an unusable default place a setup problem (exit 1)."""
     from components.inference import InferenceError, check_image_path, free_name
 
     if given is not None:
@@ -194,7 +195,7 @@ def _image_path(given: str | None, default: Path, count: int) -> tuple[Path, boo
             check_image_path(Path(given), "--out")
         except InferenceError as exc:
             raise click.UsageError(str(exc)) from None
-        return Path(given), True
+        return (Path(given), True) if count == 1 else (free_name(Path(given), count), False)
     check_image_path(default, "image path (choose one with --out)")
     return free_name(default, count), False
 
@@ -285,7 +286,8 @@ def run_job(job: InferJob) -> list[Path]:
 @click.option(
     "--out",
     type=click.Path(dir_okay=False),
-    help="Image path (.png, .jpg, .jpeg, .webp), replaced if it exists; several prompts give numbered files. "
+    help="Image path (.png, .jpg, .jpeg, .webp), replaced if it exists; several prompts give numbered files "
+    "(NAME_01.png, ...; NAME-1_01.png, ... when any is taken, never over an earlier image). "
     "Default: <output.dir>/images/ENCODER.png, numbered -1, -2, ... so no earlier image is replaced.",
 )
 @click.option(

@@ -87,6 +87,13 @@ def test_several_prompts_give_numbered_files(run_dir, tmp_path):
     written = _ok(_infer(run_dir, "--prompts", str(prompts), "--prompt", "a cat", "--out", str(tmp_path / "img.png")))
     assert written == [tmp_path / "img_01.png", tmp_path / "img_02.png", tmp_path / "img_03.png"]
     assert all(path.is_file() for path in written)
+    # Numbered names are not what --out named: an earlier file under one of them is kept.
+    (tmp_path / "img_01.png").unlink()
+    (tmp_path / "img_02.png").write_bytes(b"an earlier file of the user's")
+    again = _ok(_infer(run_dir, "--prompt", "a", "--prompt", "b", "--out", str(tmp_path / "img.png")))
+    assert again == [tmp_path / "img-1_01.png", tmp_path / "img-1_02.png"]
+    assert (tmp_path / "img_02.png").read_bytes() == b"an earlier file of the user's"
+    assert not (tmp_path / "img_01.png").exists()
 
 
 def test_an_export_alone_is_enough(run_dir, tmp_path):
