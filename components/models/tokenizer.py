@@ -9,6 +9,17 @@ from transformers import AutoTokenizer, PreTrainedTokenizerFast
 from components.models.source import ModelSourceError, locate
 from schemas.models import ModelSource
 
+# What a folder holding a tokenizer has at least one of (fast, SentencePiece, BPE and WordPiece formats).
+TOKENIZER_FILES = (
+    "tokenizer.json",
+    "tokenizer_config.json",
+    "tokenizer.model",
+    "spiece.model",
+    "vocab.json",
+    "vocab.txt",
+)
+_PROBE = "a photo of a cat"
+
 
 def _from_file(path: Path) -> PreTrainedTokenizerFast:
     try:
@@ -28,6 +39,12 @@ def load_tokenizer(source: ModelSource) -> PreTrainedTokenizerFast:
         return _from_file(path)
     if location.kind == "local" and path.is_dir() and not any(path.iterdir()):
         raise ModelSourceError(f"{path}: empty directory, no tokenizer here (give the folder with tokenizer.json)")
+    if location.kind == "local" and path.is_dir() and not any((path / name).is_file() for name in TOKENIZER_FILES):
+        # transformers would build an empty tokenizer from a config.json alone, and every prompt would be no tokens
+        raise ModelSourceError(
+            f"{path}: no tokenizer files here (none of {', '.join(TOKENIZER_FILES)}); a model saved without its "
+            "tokenizer needs `tokenizer:` set to the folder or tokenizer.json it was trained with"
+        )
     try:
         tokenizer = AutoTokenizer.from_pretrained(
             location.ref,
@@ -48,6 +65,11 @@ def load_tokenizer(source: ModelSource) -> PreTrainedTokenizerFast:
         raise ModelSourceError(
             f"{location.ref}: {type(tokenizer).__name__} is not a fast tokenizer; alignment needs character offsets "
             "(ship a tokenizer.json)"
+        )
+    if not tokenizer(_PROBE, add_special_tokens=False)["input_ids"]:
+        raise ModelSourceError(
+            f"{location.ref}: this tokenizer turns {_PROBE!r} into no tokens (it has {len(tokenizer)}): it is not a "
+            "usable tokenizer; give the folder or tokenizer.json the model was trained with"
         )
     return tokenizer
 

@@ -53,3 +53,19 @@ def test_directory_saved_with_save_pretrained_and_model_as_default(tmp_path) -> 
 def test_uncached_hub_tokenizer_is_a_source_error() -> None:
     with pytest.raises(ModelSourceError, match="huggingface-cli download nobody-xyz/no-tokenizer"):
         load_tokenizer(source("nobody-xyz/no-tokenizer"))
+
+
+def test_a_model_folder_saved_without_its_tokenizer_is_named_not_loaded_empty(tmp_path) -> None:
+    # transformers builds a tokenizer of one token from a config.json alone: every prompt would be no tokens.
+    (tmp_path / "config.json").write_text('{"model_type": "qwen3"}')
+    (tmp_path / "notes.txt").write_text("not a tokenizer")
+    with pytest.raises(ModelSourceError, match="no tokenizer files here") as caught:
+        load_tokenizer(source(str(tmp_path)))
+    assert "tokenizer.json" in str(caught.value) and "`tokenizer:`" in str(caught.value)
+
+
+def test_a_tokenizer_that_turns_text_into_no_tokens_is_refused(tmp_path) -> None:
+    empty = Tokenizer(models.BPE(vocab={"z": 0}, merges=[]))  # no unknown token: other characters vanish
+    PreTrainedTokenizerFast(tokenizer_object=empty).save_pretrained(tmp_path)
+    with pytest.raises(ModelSourceError, match="into no tokens"):
+        load_tokenizer(source(str(tmp_path)))
