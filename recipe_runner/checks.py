@@ -305,6 +305,14 @@ def _stage_problems(loaded: LoadedRecipe) -> list[Problem]:
     return problems
 
 
+def _local_weights_problem(source: ModelSource) -> str | None:
+    """Weights a local `model` folder lacks or holds damaged (a missing folder is reported by _widths)."""
+    from components.models.weight_files import weights_problem
+
+    folder = Path(source.model).expanduser() if source.model is not None and source.config is None else None
+    return weights_problem(folder) if folder is not None and folder.is_dir() else None
+
+
 def _file_problems(loaded: LoadedRecipe) -> list[Problem]:
     from components.data.prompts import data_file_problem
 
@@ -317,6 +325,9 @@ def _file_problems(loaded: LoadedRecipe) -> list[Problem]:
             problems.append(loaded.problem(("data", name), problem))
     for role in ("teacher", "student"):
         source: ModelSource = getattr(recipe, role)
+        weights = _local_weights_problem(source)
+        if weights is not None:
+            problems.append(loaded.problem((role, "model"), weights))
         for field in ("tokenizer",):  # a missing `model` path is reported once, by _widths reading its config
             value = getattr(source, field)
             if value is not None and Path(value).is_absolute() and not Path(value).exists():

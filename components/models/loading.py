@@ -8,12 +8,14 @@ from pathlib import Path
 from typing import Literal
 
 import torch
+from safetensors import SafetensorError
 from torch import nn
 from transformers import AutoModel, PretrainedConfig, PreTrainedModel, T5EncoderModel
 from transformers.utils import logging as transformers_logging
 
 from components.models.fused_kernels import use_fused_kernels
 from components.models.source import ModelSourceError, locate, resolve_config
+from components.models.weight_files import weights_problem
 from schemas.models import ModelSource
 
 Role = Literal["teacher", "student"]
@@ -100,8 +102,12 @@ def _from_pretrained(cls: type, ref: str, source: ModelSource, attention: str) -
     kwargs: dict[str, object] = {"dtype": getattr(torch, source.dtype), "attn_implementation": attention}
     if cls is AutoModel:
         kwargs["trust_remote_code"] = source.trust_remote_code
+    if Path(ref).is_dir() and (problem := weights_problem(Path(ref))) is not None:
+        raise ModelSourceError(problem)
     try:
         return cls.from_pretrained(ref, revision=source.revision, local_files_only=True, **kwargs)
+    except SafetensorError as exc:  # a cached hub copy cut short (a local folder was looked at above)
+        raise ModelSourceError(f"{ref}: a weight file is damaged ({exc}); download it again") from exc
     except OSError as exc:
         if Path(ref).exists():
             raise ModelSourceError(f"{ref}: cannot load weights: {exc}") from exc

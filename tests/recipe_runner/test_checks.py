@@ -124,3 +124,16 @@ def test_packed_sequences_true_for_cuda_checks_the_flash_kernel_even_on_a_cpu_ma
     sets = ("hardware.packed_sequences=true", "hardware.device=cuda", "student.config.head_dim=16")
     [problem] = _problems(*sets)
     assert "needs precision bf16 or fp16" in problem
+
+
+def test_cut_off_student_weights_fail_validate_at_the_field_not_the_run(tmp_path: Path) -> None:
+    from components.models import build_model
+
+    recipe = load_recipe(BASE).recipe
+    folder = tmp_path / "student"
+    build_model(recipe.student, "student").save_pretrained(folder)
+    assert _problems("student.config=null", f"student.model={folder}") == []
+    weights = folder / "model.safetensors"
+    weights.write_bytes(weights.read_bytes()[: weights.stat().st_size // 2])
+    [problem] = _problems("student.config=null", f"student.model={folder}")
+    assert problem.startswith(f"student.model: {weights}: it is cut short")
