@@ -184,6 +184,7 @@ def _inline_pipeline_problems(loaded: LoadedRecipe, teacher_width: int) -> list[
 def _model_problems(loaded: LoadedRecipe) -> tuple[list[Problem], set[str]]:
     """Everything read from the architectures (width checks need both of them); also which ones were readable."""
     configs, problems = _configs(loaded)
+    problems += _weights_problems(loaded, configs)
     problems += _teacher_kind_problems(loaded, configs)
     problems += inline_config_problems(loaded, configs)
     models, build_problems = built_on_meta(loaded, configs)
@@ -305,12 +306,18 @@ def _stage_problems(loaded: LoadedRecipe) -> list[Problem]:
     return problems
 
 
-def _local_weights_problem(source: ModelSource) -> str | None:
-    """Weights a local `model` folder lacks or holds damaged (a missing folder is reported by _widths)."""
+def _weights_problems(loaded: LoadedRecipe, configs: dict[str, PretrainedConfig]) -> list[Problem]:
+    """Weights a local `model` folder lacks or holds damaged; a role whose config is unreadable is reported once."""
     from components.models.weight_files import weights_problem
 
-    folder = Path(source.model).expanduser() if source.model is not None and source.config is None else None
-    return weights_problem(folder) if folder is not None and folder.is_dir() else None
+    problems = []
+    for role in configs:
+        source: ModelSource = getattr(loaded.recipe, role)
+        folder = Path(source.model).expanduser() if source.model is not None and source.config is None else None
+        problem = weights_problem(folder) if folder is not None and folder.is_dir() else None
+        if problem is not None:
+            problems.append(loaded.problem((role, "model"), problem))
+    return problems
 
 
 def _file_problems(loaded: LoadedRecipe) -> list[Problem]:
@@ -325,9 +332,6 @@ def _file_problems(loaded: LoadedRecipe) -> list[Problem]:
             problems.append(loaded.problem(("data", name), problem))
     for role in ("teacher", "student"):
         source: ModelSource = getattr(recipe, role)
-        weights = _local_weights_problem(source)
-        if weights is not None:
-            problems.append(loaded.problem((role, "model"), weights))
         for field in ("tokenizer",):  # a missing `model` path is reported once, by _widths reading its config
             value = getattr(source, field)
             if value is not None and Path(value).is_absolute() and not Path(value).exists():

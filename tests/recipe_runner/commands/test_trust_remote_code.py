@@ -94,13 +94,13 @@ def test_other_problems_are_still_reported_beside_the_refusal(evil: Path, tmp_pa
 
 def test_with_the_flag_the_recipe_setting_takes_effect(tmp_path: Path) -> None:
     """A model directory without code: the flag only lets the recipe's own setting through."""
-    from transformers import Qwen3Config
+    from transformers import Qwen3Config, Qwen3Model
 
     model = tmp_path / "plain"
-    Qwen3Config(
+    Qwen3Model(Qwen3Config(
         hidden_size=48, num_hidden_layers=2, num_attention_heads=4, num_key_value_heads=2, head_dim=12,
         intermediate_size=96, vocab_size=2000,
-    ).save_pretrained(model)  # fmt: skip
+    )).save_pretrained(model)  # fmt: skip
     recipe = _recipe(
         tmp_path, f"extends: {BASE}\nstudent:\n  config: null\n  model: ./plain\n  trust_remote_code: true\n"
     )
