@@ -321,13 +321,18 @@ def _weights_problems(loaded: LoadedRecipe, configs: dict[str, PretrainedConfig]
 
 
 def _file_problems(loaded: LoadedRecipe) -> list[Problem]:
-    from components.data.prompts import data_file_problem
+    from components.data.prompts import DataFileError, data_file_problem, read_prompts
 
     recipe = loaded.recipe
     problems = []
     for name in ("train", "eval"):
         spec = getattr(recipe.data, name)
         problem = None if spec is None else data_file_problem(Path(spec.path))
+        if spec is not None and problem is None:
+            try:  # empty, not UTF-8, a bad .jsonl record: found here rather than once the models are loaded
+                read_prompts(spec)
+            except DataFileError as exc:
+                problem = str(exc)
         if problem is not None:
             problems.append(loaded.problem(("data", name), problem))
     for role in ("teacher", "student"):

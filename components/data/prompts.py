@@ -60,7 +60,7 @@ def read_prompts(spec: DataFile) -> list[str]:
 
 def _read_prompts(path: Path, spec: DataFile) -> list[str]:
     prompts: list[str] = []
-    with path.open(encoding="utf-8") as handle:
+    with path.open(encoding="utf-8-sig") as handle:  # a byte-order mark some editors write is not prompt text
         for number, line in enumerate(handle, 1):
             line = line.strip()
             if not line:
@@ -70,8 +70,14 @@ def _read_prompts(path: Path, spec: DataFile) -> list[str]:
                     record = json.loads(line)
                 except json.JSONDecodeError as exc:
                     raise DataFileError(f"{path}:{number}: invalid JSON: {exc.msg}") from None
-                if not isinstance(record, dict) or not isinstance(record.get(spec.field), str):
-                    raise DataFileError(f"{path}:{number}: record has no string field {spec.field!r}")
+                if not isinstance(record, dict):
+                    raise DataFileError(f"{path}:{number}: a record must be a JSON object with a {spec.field!r} key")
+                if not isinstance(record.get(spec.field), str):
+                    keys = ", ".join(map(repr, record)) or "none"
+                    raise DataFileError(
+                        f"{path}:{number}: record has no string field {spec.field!r} (its keys: {keys}); set this "
+                        "data file's `field:` to the key that holds the prompt"
+                    )
                 line = record[spec.field].strip()
                 if not line:
                     continue
@@ -79,7 +85,7 @@ def _read_prompts(path: Path, spec: DataFile) -> list[str]:
             if spec.limit is not None and len(prompts) >= spec.limit:
                 break
     if not prompts:
-        raise DataFileError(f"{path}: no prompts in file")
+        raise DataFileError(f"{path}: no prompts in file (one per line, blank lines are skipped)")
     return prompts
 
 

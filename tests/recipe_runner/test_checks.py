@@ -137,3 +137,15 @@ def test_cut_off_student_weights_fail_validate_at_the_field_not_the_run(tmp_path
     weights.write_bytes(weights.read_bytes()[: weights.stat().st_size // 2])
     [problem] = _problems("student.config=null", f"student.model={folder}")
     assert problem.startswith(f"student.model: {weights}: it is cut short")
+
+
+def test_an_empty_data_file_or_a_jsonl_without_the_field_fails_validate_at_the_field(tmp_path: Path) -> None:
+    blank, records = tmp_path / "blank.txt", tmp_path / "eval.jsonl"
+    blank.write_text("\n\n")
+    records.write_text('{"prompt": "a fox"}\n')
+    problems = _problems(f"data.train={blank}", f"data.eval={{path: {records}}}")
+    assert problems == [
+        f"data.train: {blank}: no prompts in file (one per line, blank lines are skipped)",
+        f"data.eval: {records}:1: record has no string field 'text' (its keys: 'prompt'); set this data file's "
+        "`field:` to the key that holds the prompt",
+    ]

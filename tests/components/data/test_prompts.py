@@ -72,3 +72,22 @@ def test_good_files_still_read(tmp_path: Path) -> None:
     file.write_text("a fox\r\n\n  café  \nlast", encoding="utf-8")
     assert _read(file) == ["a fox", "café", "last"]
     assert data_file_problem(file) is None
+
+
+def test_a_byte_order_mark_is_not_part_of_the_first_prompt(tmp_path: Path) -> None:
+    text, records = tmp_path / "bom.txt", tmp_path / "bom.jsonl"
+    text.write_bytes(b"\xef\xbb\xbfa fox\nan owl\n")
+    records.write_bytes(b'\xef\xbb\xbf{"text": "a fox"}\n')
+    assert _read(text) == ["a fox", "an owl"] and _read(records) == ["a fox"]
+
+
+def test_a_jsonl_record_without_the_field_lists_its_keys_and_the_setting(tmp_path: Path) -> None:
+    records = tmp_path / "p.jsonl"
+    records.write_text('{"prompt": "a fox", "id": 3}\n')
+    with pytest.raises(DataFileError) as caught:
+        _read(records)
+    assert str(caught.value) == (
+        f"{records}:1: record has no string field 'text' (its keys: 'prompt', 'id'); set this data file's `field:` "
+        "to the key that holds the prompt"
+    )
+    assert _read(records, field="prompt") == ["a fox"]
