@@ -224,6 +224,12 @@ class Trainer:
         recipe, accelerator = self.recipe, self.accelerator
         stage = recipe.stages[stage_index]
         total = self.batches.total_steps(stage_index, stage)
+        if stage.warmup_steps >= total and accelerator.is_main_process:  # counted in epochs: known only now
+            tqdm.write(
+                f"warning: stages[{stage_index}].warmup_steps {stage.warmup_steps} is not shorter than the stage's "
+                f"{total} steps ({stage.epochs or 0:g} epochs): the learning rate never reaches lr",
+                file=sys.stderr,
+            )
         enter_stage(self.parts.model, stage)
         optimizer, self.scheduler, _ = build_optimizer(
             stage,

@@ -149,3 +149,13 @@ def test_an_empty_data_file_or_a_jsonl_without_the_field_fails_validate_at_the_f
         f"data.eval: {records}:1: record has no string field 'text' (its keys: 'prompt'); set this data file's "
         "`field:` to the key that holds the prompt",
     ]
+
+
+def test_a_warmup_as_long_as_a_stage_counted_in_steps_fails_validate() -> None:
+    sets = ["stages.0.epochs=null", "stages.0.steps=50"]
+    [problem] = _problems(*sets, "stages.0.warmup_steps=50")
+    assert problem == (
+        "stages[0].warmup_steps: warmup of 50 steps is not shorter than the stage's 50: the learning rate would "
+        "never reach lr; lower it (a few percent of the steps is usual)"
+    )
+    assert _problems(*sets, "stages.0.warmup_steps=49") == []

@@ -74,3 +74,14 @@ def test_best_is_kept_per_stage(tmp_path):
     ]
     Trainer(load_recipe(TWO_STAGES, overrides).recipe, progress=False).run()
     assert read_position(tmp_path / "run" / "checkpoints" / "best").stage == 1
+
+
+def test_a_warmup_longer_than_a_stage_counted_in_epochs_is_said_when_its_steps_are_known(
+    tiny_recipe_path, tiny_overrides, capsys
+):
+    prompts = Path(__file__).parents[3] / "data" / "prompts" / "train.txt"
+    overrides = [*tiny_overrides, f"data.train={{path: {prompts}, limit: 32}}", "hardware.batch_size=16",
+                 "stages.0.epochs=1", "stages.0.warmup_steps=5", "output.eval_every_steps=1000"]  # fmt: skip
+    Trainer(load_recipe(tiny_recipe_path, overrides).recipe, progress=False).run()
+    err = capsys.readouterr().err
+    assert "warning: stages[0].warmup_steps 5 is not shorter than the stage's 2 steps (1 epochs)" in err
