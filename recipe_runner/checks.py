@@ -7,6 +7,7 @@ from typing import TYPE_CHECKING
 
 from recipe_runner.architecture_checks import built_on_meta, inline_config_problems
 from recipe_runner.errors import Problem
+from recipe_runner.file_checks import file_problems, weights_problems
 from recipe_runner.loader import LoadedRecipe
 from schemas import Recipe
 from schemas.bolt_on import RMSNormLayer, TransformerLayer
@@ -184,7 +185,7 @@ def _inline_pipeline_problems(loaded: LoadedRecipe, teacher_width: int) -> list[
 def _model_problems(loaded: LoadedRecipe) -> tuple[list[Problem], set[str]]:
     """Everything read from the architectures (width checks need both of them); also which ones were readable."""
     configs, problems = _configs(loaded)
-    problems += _weights_problems(loaded, configs)
+    problems += weights_problems(loaded, configs)
     problems += _teacher_kind_problems(loaded, configs)
     problems += inline_config_problems(loaded, configs)
     models, build_problems = built_on_meta(loaded, configs)
@@ -314,54 +315,6 @@ def _stage_problems(loaded: LoadedRecipe) -> list[Problem]:
     return problems
 
 
-def _weights_problems(loaded: LoadedRecipe, configs: dict[str, PretrainedConfig]) -> list[Problem]:
-    """Weights a local `model` folder lacks or holds damaged; a role whose config is unreadable is reported once."""
-    from components.models.weight_files import weights_problem
-
-    problems = []
-    for role in configs:
-        source: ModelSource = getattr(loaded.recipe, role)
-        folder = Path(source.model).expanduser() if source.model is not None and source.config is None else None
-        problem = weights_problem(folder) if folder is not None and folder.is_dir() else None
-        if problem is not None:
-            problems.append(loaded.problem((role, "model"), problem))
-    return problems
-
-
-def _file_problems(loaded: LoadedRecipe) -> list[Problem]:
-    from components.data.prompts import DataFileError, data_file_problem, read_prompts
-
-    recipe = loaded.recipe
-    problems = []
-    for name in ("train", "eval"):
-        spec = getattr(recipe.data, name)
-        problem = None if spec is None else data_file_problem(Path(spec.path))
-        if spec is not None and problem is None:
-            try:  # empty, not UTF-8, a bad .jsonl record: found here rather than once the models are loaded
-                read_prompts(spec)
-            except DataFileError as exc:
-                problem = str(exc)
-        if problem is not None:
-            problems.append(loaded.problem(("data", name), problem))
-    for role in ("teacher", "student"):
-        source: ModelSource = getattr(recipe, role)
-        for field in ("tokenizer",):  # a missing `model` path is reported once, by _widths reading its config
-            value = getattr(source, field)
-            if value is not None and Path(value).is_absolute() and not Path(value).exists():
-                problems.append(loaded.problem((role, field), f"path not found: {value}"))
-    if recipe.data.eval is not None and recipe.data.eval_fraction > 0:
-        message = "has no effect while data.eval is set: give held-out prompts in one of the two, not both"
-        problems.append(loaded.problem(("data", "eval_fraction"), message))
-    cache = recipe.teacher.cache
-    directories = {("output", "dir"): recipe.output.dir, **({("teacher", "cache", "dir"): cache.dir} if cache else {})}
-    for where, directory in directories.items():
-        if Path(directory).is_file():
-            problems.append(loaded.problem(where, f"{directory} is a file, not a directory"))
-    if cache is not None and Path(cache.dir) == Path(recipe.output.dir):
-        problems.append(loaded.problem(("teacher", "cache", "dir"), "the cache must not share the output directory"))
-    return problems
-
-
 def _hardware_problems(loaded: LoadedRecipe) -> list[Problem]:
     import torch
 
@@ -423,7 +376,7 @@ def semantic_problems(loaded: LoadedRecipe, allow_remote_code: bool = False) -> 
         model_problems, readable = _model_problems(loaded)
         problems += model_problems
     problems += _stage_problems(loaded)
-    problems += _file_problems(loaded)
+    problems += file_problems(loaded)
     problems += _hardware_problems(loaded)
     from components.cache.manifest import cache_problems
 

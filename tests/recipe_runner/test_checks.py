@@ -159,3 +159,18 @@ def test_a_warmup_as_long_as_a_stage_counted_in_steps_fails_validate() -> None:
         "never reach lr; lower it (a few percent of the steps is usual)"
     )
     assert _problems(*sets, "stages.0.warmup_steps=49") == []
+
+
+def test_a_local_inference_pipeline_must_be_a_pipeline_folder(tmp_path: Path) -> None:
+    local = ["inference.pipeline_config=null"]
+    [missing] = _problems(*local, f"inference.pipeline={tmp_path / 'my_chroma'}")
+    assert missing == (
+        f"inference.pipeline: local path '{tmp_path / 'my_chroma'}' does not exist: give a hub id (org/name) or an "
+        "existing folder"
+    )
+    (tmp_path / "my_chroma").mkdir()
+    [not_a_pipeline] = _problems(*local, f"inference.pipeline={tmp_path / 'my_chroma'}")
+    assert "is not a diffusers pipeline folder (no model_index.json)" in not_a_pipeline
+    (tmp_path / "my_chroma" / "model_index.json").write_text("{}")
+    assert _problems(*local, f"inference.pipeline={tmp_path / 'my_chroma'}") == []
+    assert _problems(*local, "inference.pipeline=lodestones/Chroma1-HD") == []  # a hub id: `recipe infer` looks

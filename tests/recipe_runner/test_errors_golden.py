@@ -173,7 +173,7 @@ GOLDEN: dict[str, tuple[tuple[str, ...], list[str]]] = {
     ),
     "output_dir_is_file.yaml": (
         (),
-        ["output_dir_is_file.yaml:4:3: output.dir: {broken}/base.yaml is a file, not a directory"],
+        ["output_dir_is_file.yaml:4:3: output.dir: {broken}/base.yaml is a file, not a directory: choose another path"],
     ),
     "null_restores_default.yaml": (
         (),

@@ -202,3 +202,10 @@ def test_an_image_of_nan_pixels_is_refused_naming_what_to_change(spec, dtype, ad
     with pytest.raises(InferenceError) as exc:
         render(poisoned, embeds, mask, *negative, 4, 4.0, 64, 64, 0, label="prompt 1 'a fox' with t5")
     assert str(exc.value) == expected
+
+
+def test_a_local_pipeline_path_that_is_not_there_is_not_sent_to_the_hub(tmp_path):
+    with pytest.raises(InferenceError) as exc:
+        joint_attention_dim(Inference(pipeline=str(tmp_path / "my_chroma")))
+    assert str(exc.value).startswith(f"inference.pipeline: local path '{tmp_path / 'my_chroma'}' does not exist")
+    assert "huggingface-cli" not in str(exc.value)

@@ -53,7 +53,7 @@ def test_asking_for_cuda_without_one_is_one_line(verb, tmp_path):
 
 
 @pytest.mark.parametrize("verb", ["run", "cache"])
-def test_a_data_file_that_is_not_utf8_is_one_line(verb, tmp_path):
+def test_a_data_file_that_is_not_utf8_is_one_problem_at_the_field(verb, tmp_path):
     from accelerate.state import AcceleratorState
 
     AcceleratorState._reset_state(reset_partial_state=True)
@@ -61,8 +61,9 @@ def test_a_data_file_that_is_not_utf8_is_one_line(verb, tmp_path):
     bad.write_bytes(b"a\n\xff\n")
     sets = ["--set", f"data.train={bad}", "--set", f"output.dir={tmp_path / 'run'}"]
     result = CliRunner().invoke(main, [verb, str(TINY), *sets, "--set", f"teacher.cache.dir={tmp_path / 'cache'}"])
-    assert result.exit_code == 1, result.output
-    assert result.stderr == f"error: {bad}:2: not UTF-8 (byte 0xff at byte offset 2): save it as UTF-8\n"
+    assert result.exit_code == 2, result.output  # found by the recipe's checks, before any model loads
+    assert f"data.train: {bad}:2: not UTF-8 (byte 0xff at byte offset 2): save it as UTF-8\n" in result.stderr
+    assert "Traceback" not in result.output
 
 
 def test_ctrl_c_before_a_verb_handles_it_exits_130(monkeypatch):
@@ -79,7 +80,7 @@ def test_ctrl_c_before_a_verb_handles_it_exits_130(monkeypatch):
 
 
 @pytest.mark.parametrize(("verb", "field"), [("run", "output.dir"), ("cache", "teacher.cache.dir")])
-def test_a_place_that_cannot_be_written_is_one_line_not_a_traceback(verb, field, tmp_path):
+def test_a_place_under_a_file_is_one_problem_at_the_field(verb, field, tmp_path):
     from accelerate.state import AcceleratorState
 
     AcceleratorState._reset_state(reset_partial_state=True)
@@ -88,7 +89,7 @@ def test_a_place_that_cannot_be_written_is_one_line_not_a_traceback(verb, field,
     sets = {"output.dir": tmp_path / "run", "teacher.cache.dir": tmp_path / "cache", field: blocked}
     args = [arg for key, value in sets.items() for arg in ("--set", f"{key}={value}")]
     result = CliRunner().invoke(main, [verb, str(TINY), *args])
-    assert result.exit_code == 1, result.output
+    assert result.exit_code == 2, result.output  # found by the recipe's checks, before any model loads
     assert isinstance(result.exception, SystemExit), "no traceback"
-    assert result.stderr.startswith(f"error: {blocked}") and "Not a directory" in result.stderr, result.stderr
+    assert f"{field}: {tmp_path / 'a_file'} is a file, not a directory: choose another path" in result.stderr
     assert (tmp_path / "a_file").read_text() == "mine"

@@ -1,0 +1,84 @@
+"""Semantic checks of what a recipe names on disk: data files, local model weights, tokenizer paths, output and
+cache directories, a local inference pipeline; all of them found by `validate` rather than once models load."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+from recipe_runner.errors import Problem
+from recipe_runner.loader import LoadedRecipe
+from schemas.models import ModelSource
+
+if TYPE_CHECKING:
+    from transformers import PretrainedConfig
+
+
+def weights_problems(loaded: LoadedRecipe, configs: dict[str, PretrainedConfig]) -> list[Problem]:
+    """Weights a local `model` folder lacks or holds damaged; a role whose config is unreadable is reported once."""
+    from components.models.weight_files import weights_problem
+
+    problems = []
+    for role in configs:
+        source: ModelSource = getattr(loaded.recipe, role)
+        folder = Path(source.model).expanduser() if source.model is not None and source.config is None else None
+        problem = weights_problem(folder) if folder is not None and folder.is_dir() else None
+        if problem is not None:
+            problems.append(loaded.problem((role, "model"), problem))
+    return problems
+
+
+def file_problems(loaded: LoadedRecipe) -> list[Problem]:
+    from components.data.prompts import DataFileError, data_file_problem, read_prompts
+
+    recipe = loaded.recipe
+    problems = []
+    for name in ("train", "eval"):
+        spec = getattr(recipe.data, name)
+        problem = None if spec is None else data_file_problem(Path(spec.path))
+        if spec is not None and problem is None:
+            try:  # empty, not UTF-8, a bad .jsonl record: found here rather than once the models are loaded
+                read_prompts(spec)
+            except DataFileError as exc:
+                problem = str(exc)
+        if problem is not None:
+            problems.append(loaded.problem(("data", name), problem))
+    for role in ("teacher", "student"):
+        source: ModelSource = getattr(recipe, role)
+        for field in ("tokenizer",):  # a missing `model` path is reported once, by _widths reading its config
+            value = getattr(source, field)
+            if value is not None and Path(value).is_absolute() and not Path(value).exists():
+                problems.append(loaded.problem((role, field), f"path not found: {value}"))
+    if recipe.data.eval is not None and recipe.data.eval_fraction > 0:
+        message = "has no effect while data.eval is set: give held-out prompts in one of the two, not both"
+        problems.append(loaded.problem(("data", "eval_fraction"), message))
+    cache = recipe.teacher.cache
+    directories = {("output", "dir"): recipe.output.dir, **({("teacher", "cache", "dir"): cache.dir} if cache else {})}
+    for where, directory in directories.items():
+        # the directory itself or the nearest existing one above it, which the run would create it in
+        nearest = next(p for p in (Path(directory).absolute(), *Path(directory).absolute().parents) if p.exists())
+        if nearest.is_file():
+            problems.append(loaded.problem(where, f"{nearest} is a file, not a directory: choose another path"))
+    if cache is not None and Path(cache.dir) == Path(recipe.output.dir):
+        problems.append(loaded.problem(("teacher", "cache", "dir"), "the cache must not share the output directory"))
+    problems += _pipeline_problems(loaded)
+    return problems
+
+
+def _pipeline_problems(loaded: LoadedRecipe) -> list[Problem]:
+    """A local `inference.pipeline` must be a diffusers pipeline folder; a hub id is looked for by `recipe infer`."""
+    from components.models import ModelSourceError
+    from components.models.source import locate
+
+    inference = loaded.recipe.inference
+    if inference is None or inference.pipeline is None:
+        return []
+    try:
+        location = locate(inference.pipeline)
+    except ModelSourceError as exc:
+        return [loaded.problem(("inference", "pipeline"), f"{exc}: give a hub id (org/name) or an existing folder")]
+    folder = Path(location.ref)
+    if location.kind == "local" and not (folder / "model_index.json").is_file():
+        message = f"{folder} is not a diffusers pipeline folder (no model_index.json); give the folder it was saved to"
+        return [loaded.problem(("inference", "pipeline"), message)]
+    return []
