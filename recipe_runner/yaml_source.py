@@ -248,6 +248,11 @@ def _parse_override(text: str) -> tuple[Path_, Any]:
     parts: list[str | int] = [int(p) if p.isdigit() else p for p in key.strip().split(".")]
     if not key.strip() or any(p == "" for p in parts):
         raise ValueError(f"bad key path {key!r}")
+    if "[" in key:
+        dotted_key = key.strip().replace("[", ".").replace("]", "")
+        raise ValueError(f"list items are numbered with dots: write {dotted_key}, not {key.strip()}")
+    if parts[0] == "extends":
+        raise ValueError("`extends` is read from recipe files only: write a small recipe that extends both")
     try:
         value = YAML(typ="safe", pure=True).load(raw) if raw.strip() else ""
     except MarkedYAMLError as exc:
@@ -275,6 +280,7 @@ def apply_overrides(tree: SourcedTree, overrides: list[str] | tuple[str, ...]) -
                 break
             if nxt is None and isinstance(node, dict) and isinstance(part, str):
                 nxt = node[part] = {}
+                tree.positions[path[: depth + 1]] = where  # a key only this --set wrote: problems point here
             if not isinstance(nxt, (dict, list)):
                 problems.append(Problem(where, dotted(path[: depth + 1]), "cannot set a key below this value"))
                 break

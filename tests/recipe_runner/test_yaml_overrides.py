@@ -153,3 +153,22 @@ def test_override_applies_on_top_of_extends() -> None:
     loaded = load_recipe(BASE_RECIPE, ["hardware.batch_size=5", "stages.0.steps=7"], check=False)
     assert loaded.recipe.hardware.batch_size == 5
     assert loaded.recipe.stages[0].steps == 7
+
+
+def test_an_unknown_section_made_by_an_override_is_blamed_on_the_override() -> None:
+    with pytest.raises(RecipeError) as exc:
+        load_recipe(BASE_RECIPE, ["nosuch.x=1"], check=False)
+    [problem] = exc.value.problems
+    assert str(problem).startswith("--set #1 (nosuch.x=1): nosuch: unknown key 'nosuch'")
+
+
+@pytest.mark.parametrize(
+    ("text", "message"),
+    [
+        ("stages[0].epochs=2", "list items are numbered with dots: write stages.0.epochs, not stages[0].epochs"),
+        ("extends=base.yaml", "`extends` is read from recipe files only: write a small recipe that extends both"),
+    ],
+)
+def test_overrides_written_as_elsewhere_say_how_to_write_them(tmp_path: Path, text: str, message: str) -> None:
+    problem = override_problem(tmp_path, text)
+    assert (problem.field, problem.message) == ("--set", message)
