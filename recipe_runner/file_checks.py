@@ -62,6 +62,38 @@ def file_problems(loaded: LoadedRecipe) -> list[Problem]:
     if cache is not None and Path(cache.dir) == Path(recipe.output.dir):
         problems.append(loaded.problem(("teacher", "cache", "dir"), "the cache must not share the output directory"))
     problems += _pipeline_problems(loaded)
+    problems += _cached_prompts_problems(loaded)
+    return problems
+
+
+def _cached_prompts_problems(loaded: LoadedRecipe) -> list[Problem]:
+    """A cache split made from other prompts than the recipe's data now (the usual edit: new data, same cache)."""
+    import json
+
+    from components.cache.manifest import read_manifest
+    from components.data.prompts import DataFileError, prompts_digest
+    from recipe_runner.trainer.parts import split_prompts
+
+    cache = loaded.recipe.teacher.cache
+    if cache is None or not Path(cache.dir).is_dir():
+        return []
+    try:
+        prompts = dict(zip(("train", "eval"), split_prompts(loaded.recipe), strict=True))
+    except DataFileError:
+        return []  # the data files' own problem is reported at data.train / data.eval
+    problems = []
+    for split, texts in prompts.items():
+        try:
+            manifest = read_manifest(Path(cache.dir) / split)
+        except (OSError, json.JSONDecodeError):
+            continue  # an unreadable manifest is reported with the cache's other problems
+        if manifest is not None and texts and manifest.get("prompts_sha256") != prompts_digest(texts):
+            message = (
+                f"the cache {Path(cache.dir) / split} was made from other prompts than data.{split} now "
+                f"({manifest.get('count')} cached, {len(texts)} now): delete that folder and rerun `recipe cache`, "
+                "or point teacher.cache.dir elsewhere"
+            )
+            problems.append(loaded.problem(("teacher", "cache", "dir"), message))
     return problems
 
 

@@ -12,9 +12,11 @@ from click.testing import CliRunner
 from components.cache.manifest import teacher_identity
 from components.cache.writer import prepare_split
 from components.data import prompts as prompts_module
+from components.data.prompts import prompts_digest
 from recipe_runner.cli import main
 from recipe_runner.errors import RecipeError
 from recipe_runner.loader import load_recipe
+from recipe_runner.trainer.parts import split_prompts
 
 BASE = Path(__file__).resolve().parents[1] / "assets" / "broken" / "base.yaml"
 TINY = Path(__file__).resolve().parents[2] / "recipes" / "examples" / "t5_to_qwen_tiny.yaml"
@@ -92,8 +94,15 @@ def _tiny_problems(tmp_path: Path, *overrides: str) -> list[str]:
 def cache_of_the_tiny_teacher(tmp_path: Path) -> None:
     """A manifest per split, as `recipe cache` leaves it (no shards needed for the comparison)."""
     recipe = load_recipe(TINY, [f"output.dir={tmp_path / 'run'}", f"teacher.cache.dir={tmp_path / 'cache'}"]).recipe
-    for split in ("train", "eval"):
-        prepare_split(tmp_path / "cache" / split, teacher_identity(recipe), "digest", 10, 4)
+    for split, prompts in zip(("train", "eval"), split_prompts(recipe), strict=True):
+        prepare_split(tmp_path / "cache" / split, teacher_identity(recipe), prompts_digest(prompts), len(prompts), 4)
+
+
+def test_a_cache_of_other_prompts_fails_validate_at_the_cache(tmp_path, cache_of_the_tiny_teacher):
+    prompts = Path(__file__).resolve().parents[2] / "data" / "prompts" / "train.txt"
+    [problem] = _tiny_problems(tmp_path, f"data.train={{path: {prompts}, limit: 3}}")
+    assert f"teacher.cache.dir: the cache {tmp_path / 'cache' / 'train'} was made from other prompts than " in problem
+    assert "(600 cached, 3 now): delete that folder and rerun `recipe cache`" in problem
 
 
 def test_a_missing_teacher_path_is_the_one_problem(tmp_path, cache_of_the_tiny_teacher):

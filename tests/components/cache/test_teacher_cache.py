@@ -260,26 +260,25 @@ def test_other_prompts_are_a_mismatch(built, tmp_path):
 
 def test_build_refuses_a_cache_of_other_prompts(copy):
     _, cache_dir = copy
-    other = load_recipe(
-        TINY,
-        [
-            f"teacher.cache.dir={cache_dir}",
-            f"teacher.cache.shard_size={SHARD}",
-            f"output.dir={cache_dir.parent / 'run'}",
-            f"data.train={{path: {PROMPTS / 'eval.txt'}, limit: {TRAIN}}}",
-            "data.eval=null",
-        ],
-    ).recipe
+    sets = [
+        f"teacher.cache.dir={cache_dir}",
+        f"teacher.cache.shard_size={SHARD}",
+        f"output.dir={cache_dir.parent / 'run'}",
+        f"data.train={{path: {PROMPTS / 'eval.txt'}, limit: {TRAIN}}}",
+        "data.eval=null",
+    ]
+    with pytest.raises(RecipeError, match="made from other prompts than data.train now"):
+        load_recipe(TINY, sets)  # validate says so first
     with pytest.raises(CacheSetupError, match="prompts_sha256"):
-        build_teacher_cache(other, progress=False)
+        build_teacher_cache(load_recipe(TINY, sets, check=False).recipe, progress=False)
 
 
 def test_a_run_refuses_a_cache_of_other_prompts_even_of_the_same_count(copy):
     _, cache_dir = copy
-    shuffled = _load(cache_dir, f"data.train={{path: {PROMPTS / 'eval.txt'}, limit: {TRAIN}}}")
+    shuffled = _load(cache_dir, f"data.train={{path: {PROMPTS / 'eval.txt'}, limit: {TRAIN}}}", check=False)
     with pytest.raises(RunSetupError, match="other prompts than data.train"):
         build_parts(shuffled, torch.device("cpu"))
-    fewer = _load(cache_dir, f"data.eval={{path: {PROMPTS / 'eval.txt'}, limit: {EVAL - 1}}}")
+    fewer = _load(cache_dir, f"data.eval={{path: {PROMPTS / 'eval.txt'}, limit: {EVAL - 1}}}", check=False)
     with pytest.raises(RunSetupError, match="other prompts than data.eval"):
         build_parts(fewer, torch.device("cpu"))
 

@@ -12,7 +12,8 @@ PROMPTS = ROOT / "data" / "prompts"
 TRAIN, EVAL, SHARD = 10, 3, 4
 
 
-def load_cache_recipe(cache_dir: Path, *extra: str):
+def load_cache_recipe(cache_dir: Path, *extra: str, check: bool = True):
+    """`check=False`: the recipe as a run receives it when validate is skipped (the run's own refusals)."""
     return load_recipe(
         TINY,
         [
@@ -23,4 +24,5 @@ def load_cache_recipe(cache_dir: Path, *extra: str):
             f"data.eval={{path: {PROMPTS / 'eval.txt'}, limit: {EVAL}}}",
             *extra,
         ],
+        check=check,
     ).recipe
