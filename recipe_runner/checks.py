@@ -307,7 +307,8 @@ def _stage_problems(loaded: LoadedRecipe) -> list[Problem]:
                 problems.append(
                     loaded.problem(
                         here + ("losses", loss_index, "on"),
-                        f"tier {loss.on!r} is not computed; alignment.tiers is {sorted(tiers)}",
+                        f"tier {loss.on!r} is not computed; alignment.tiers is {sorted(tiers)}: add {loss.on!r} "
+                        "there, or remove this loss",
                     )
                 )
         if all(loss.weight == 0 for loss in stage.losses):

@@ -141,6 +141,7 @@ def export(
     from components.export import check_export_target, export_encoder
     from components.models import load_tokenizer
     from recipe_runner.loader import load_recipe
+    from recipe_runner.trainer.checkpoint import step_checkpoints
     from recipe_runner.trainer.disk_need import export_bytes
 
     recipe = load_recipe(file, overrides, allow_remote_code=allow_remote_code).recipe
@@ -149,9 +150,13 @@ def export(
     check_export_target(target)  # before loading anything: only an earlier export may be replaced
     if checkpoint_dir is not None:
         checkpoint = Path(checkpoint_dir)
+        if not checkpoint.exists():
+            raise ExportSetupError(f"--checkpoint {checkpoint}: does not exist")
         if not _is_complete(checkpoint):
+            inside = [p.name for p in step_checkpoints(checkpoint / "checkpoints")] if checkpoint.is_dir() else []
+            hint = f"; a run's checkpoints are in {checkpoint / 'checkpoints'} (newest {inside[-1]})" if inside else ""
             raise ExportSetupError(
-                f"{checkpoint} is not a complete checkpoint (needs model.safetensors and trainer_state.json)"
+                f"{checkpoint} is not a complete checkpoint (needs model.safetensors and trainer_state.json){hint}"
             )
     else:
         checkpoint = find_checkpoint(run_dir)

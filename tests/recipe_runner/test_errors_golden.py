@@ -94,7 +94,7 @@ GOLDEN: dict[str, tuple[tuple[str, ...], list[str]]] = {
         (),
         [
             "unknown_tier.yaml:12:23: stages[0].losses[1].on: tier 'split' is not computed; "
-            "alignment.tiers is ['matched', 'sequence']"
+            "alignment.tiers is ['matched', 'sequence']: add 'split' there, or remove this loss"
         ],
     ),
     "min_lr_above_lr.yaml": (
@@ -321,7 +321,7 @@ GOLDEN: dict[str, tuple[tuple[str, ...], list[str]]] = {
             "many_semantic_problems.yaml:10:14: stages[0].min_lr.student: min_lr 0.001 is above lr 0.0001",
             "many_semantic_problems.yaml:11:5: stages[0].losses: all loss weights are zero: nothing would train",
             "many_semantic_problems.yaml:12:23: stages[0].losses[0].on: tier 'window' is not computed; "
-            "alignment.tiers is ['matched', 'sequence', 'split']",
+            "alignment.tiers is ['matched', 'sequence', 'split']: add 'window' there, or remove this loss",
         ],
     ),
 }

@@ -168,6 +168,11 @@ def test_an_incomplete_checkpoint_is_refused(trained, tmp_path):
     result = _export(overrides, "--checkpoint", str(tmp_path / "half"), "--out", str(tmp_path / "enc"))
     assert result.exit_code == 1
     assert "not a complete checkpoint" in result.stderr
+    run_dir = trained[0]
+    result = _export(overrides, "--checkpoint", str(run_dir), "--out", str(tmp_path / "enc"))
+    assert f"a run's checkpoints are in {run_dir / 'checkpoints'} (newest step-00000003)" in result.stderr
+    result = _export(overrides, "--checkpoint", str(tmp_path / "nope"), "--out", str(tmp_path / "enc"))
+    assert result.exit_code == 1 and f"--checkpoint {tmp_path / 'nope'}: does not exist" in result.stderr
 
 
 def test_a_damaged_checkpoint_is_refused_with_the_others_to_export(trained, tmp_path):
