@@ -292,14 +292,6 @@ def _stage_problems(loaded: LoadedRecipe) -> list[Problem]:
                 problems.append(
                     loaded.problem(here + ("min_lr", part), f"min_lr {stage.min_lr.get(part)} is above lr {lr}")
                 )
-        if stage.steps is not None and stage.warmup_steps >= stage.steps:
-            problems.append(
-                loaded.problem(
-                    here + ("warmup_steps",),
-                    f"warmup of {stage.warmup_steps} steps is not shorter than the stage's {stage.steps}: the "
-                    "learning rate would never reach lr; lower it (a few percent of the steps is usual)",
-                )
-            )
         if stage.student_lora is not None and "student" not in stage.trainable:
             problems.append(loaded.problem(here + ("student_lora",), "LoRA needs `student` in `trainable`"))
         for loss_index, loss in enumerate(stage.losses):

@@ -209,6 +209,12 @@ def build_plan(recipe: Recipe) -> Plan:
     trained = [(spec, count) for spec, count in trained if "student" in spec.trainable]
     over = any(stage.memory.over_budget for stage in stages)
     hint = None if over else _checkpoint_hint(recipe, sizes, trained)
+    warnings.extend(
+        f"stages[{i}].warmup_steps {stage.warmup_steps} is not below its {stage.steps} steps: the learning rate "
+        "never reaches lr"
+        for i, stage in enumerate(recipe.stages)
+        if stage.steps is not None and stage.warmup_steps >= stage.steps
+    )
     return Plan(
         recipe=recipe.recipe,
         teacher=_component("teacher", recipe.teacher, teacher, teacher_width),

@@ -224,10 +224,11 @@ class Trainer:
         recipe, accelerator = self.recipe, self.accelerator
         stage = recipe.stages[stage_index]
         total = self.batches.total_steps(stage_index, stage)
-        if stage.warmup_steps >= total and accelerator.is_main_process:  # counted in epochs: known only now
+        if stage.warmup_steps >= total and accelerator.is_main_process:  # allowed for smoke runs, but said
+            counted = f" ({stage.epochs:g} epochs)" if stage.epochs else ""
             tqdm.write(
                 f"warning: stages[{stage_index}].warmup_steps {stage.warmup_steps} is not shorter than the stage's "
-                f"{total} steps ({stage.epochs or 0:g} epochs): the learning rate never reaches lr",
+                f"{total} steps{counted}: the learning rate never reaches lr",
                 file=sys.stderr,
             )
         enter_stage(self.parts.model, stage)

@@ -160,26 +160,6 @@ def test_an_empty_data_file_or_a_jsonl_without_the_field_fails_validate_at_the_f
     ]
 
 
-def test_a_warmup_as_long_as_a_stage_counted_in_steps_fails_validate() -> None:
-    sets = ["stages.0.epochs=null", "stages.0.steps=50"]
-    [problem] = _problems(*sets, "stages.0.warmup_steps=50")
-    assert problem == (
-        "stages[0].warmup_steps: warmup of 50 steps is not shorter than the stage's 50: the learning rate would "
-        "never reach lr; lower it (a few percent of the steps is usual)"
-    )
-    assert _problems(*sets, "stages.0.warmup_steps=49") == []
-
-
-def test_a_local_inference_pipeline_must_be_a_pipeline_folder(tmp_path: Path) -> None:
-    local = ["inference.pipeline_config=null"]
-    [missing] = _problems(*local, f"inference.pipeline={tmp_path / 'my_chroma'}")
-    assert missing == (
-        f"inference.pipeline: local path '{tmp_path / 'my_chroma'}' does not exist: give a hub id (org/name) or an "
-        "existing folder"
-    )
-    (tmp_path / "my_chroma").mkdir()
-    [not_a_pipeline] = _problems(*local, f"inference.pipeline={tmp_path / 'my_chroma'}")
-    assert "is not a diffusers pipeline folder (no model_index.json)" in not_a_pipeline
-    (tmp_path / "my_chroma" / "model_index.json").write_text("{}")
-    assert _problems(*local, f"inference.pipeline={tmp_path / 'my_chroma'}") == []
-    assert _problems(*local, "inference.pipeline=lodestones/Chroma1-HD") == []  # a hub id: `recipe infer` looks
+def test_a_smoke_run_shorter_than_its_warmup_passes_validate() -> None:
+    """Cutting steps for a quick try must not be refused; plan and run warn instead."""
+    assert _problems("stages.0.epochs=null", "stages.0.steps=3", "stages.0.warmup_steps=50") == []
