@@ -61,6 +61,25 @@ def _remove(path: Path) -> None:
         path.unlink()
 
 
+_OS_ERROR_CODE = re.compile(r"\(os error (\d+)\)")
+
+
+@contextmanager
+def _failed_writes_as_os_errors() -> Iterator[None]:
+    """safetensors reports a failed write (a full disk, a read-only file system) as its own SafetensorError;
+    it becomes the OSError it is, so a caller's one handler for failed writes covers every file it writes."""
+    from safetensors import SafetensorError
+
+    try:
+        yield
+    except SafetensorError as exc:
+        found = _OS_ERROR_CODE.search(str(exc))
+        if found is None:
+            raise
+        code = int(found.group(1))
+        raise OSError(code, os.strerror(code)) from exc
+
+
 def _old(final: Path) -> Path:
     return final.parent / f".{final.name}.old"
 
@@ -74,7 +93,8 @@ def atomic_path(final: Path) -> Iterator[Path]:
     os.close(fd)
     tmp = Path(tmp_name)
     try:
-        yield tmp
+        with _failed_writes_as_os_errors():
+            yield tmp
         _as_if_plainly_made(tmp)  # after writing: a writer may have replaced `tmp` by a file of its own
         with open(tmp, "rb+") as handle:
             os.fsync(handle.fileno())
@@ -246,7 +266,8 @@ def atomic_directory(
     old = _old(final)
     try:
         held = _hold(tmp)
-        yield tmp
+        with _failed_writes_as_os_errors():
+            yield tmp
         _as_if_plainly_made(tmp)
         _fsync_dir(tmp)
         check_replaceable(final, marker, kind, remedy, added)  # again: the target may have changed meanwhile

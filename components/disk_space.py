@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import os
 import shutil
+import tempfile
 from pathlib import Path
 
 from components.errors import UserFacingError
@@ -10,6 +12,10 @@ from components.errors import UserFacingError
 
 class NotEnoughDiskSpace(UserFacingError, OSError):
     """What a command is about to write does not fit on the disk it writes to."""
+
+
+class NotWritable(UserFacingError, OSError):
+    """Where a command is about to write refuses writes (a read-only mount, no permission)."""
 
 
 def size_in_words(count: int) -> str:
@@ -20,12 +26,33 @@ def size_in_words(count: int) -> str:
     return f"{count} bytes"
 
 
-def free_bytes(path: str | Path) -> int:
-    """Free bytes on the filesystem that `path` is on, or will be on once created (its nearest existing folder)."""
+def _nearest_existing(path: str | Path) -> Path:
+    """`path`, or the folder it will be made in: symlinks followed, so a link to another disk counts as that disk."""
     path = Path(path).resolve()
     while not path.exists() and path != path.parent:
         path = path.parent
-    return shutil.disk_usage(path).free
+    return path
+
+
+def free_bytes(path: str | Path) -> int:
+    """Free bytes on the filesystem that `path` is on, or will be on once created (its nearest existing folder)."""
+    return shutil.disk_usage(_nearest_existing(path)).free
+
+
+def same_disk(first: str | Path, second: str | Path) -> bool:
+    """Whether two places (made yet or not) write to one filesystem, so their sizes add up against one free."""
+    return os.stat(_nearest_existing(first)).st_dev == os.stat(_nearest_existing(second)).st_dev
+
+
+def require_writable(path: str | Path, what: str, remedies: str) -> None:
+    """Refuse before any work when nothing can be written where `path` is (or will be made): found at the first
+    checkpoint otherwise, hours in. Creates nothing that stays."""
+    place = _nearest_existing(path)
+    try:
+        with tempfile.TemporaryFile(dir=place):
+            pass
+    except OSError as exc:
+        raise NotWritable(f"cannot write into {place}: {exc.strerror or exc}; {what} go there; {remedies}") from None
 
 
 def bytes_under(path: str | Path) -> int:

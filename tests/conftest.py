@@ -35,3 +35,11 @@ def tiny_recipe_path() -> Path:
 def tiny_overrides(tmp_path: Path) -> list[str]:
     """Send everything a tiny run writes into the test's own directory."""
     return [f"output.dir={tmp_path / 'run'}", f"teacher.cache.dir={tmp_path / 'cache'}"]
+
+
+@pytest.fixture
+def disk_full_in_safetensors() -> Exception:
+    """What safetensors raises when the disk fills under save_file (seen on a full tmpfs): not an OSError."""
+    from safetensors import SafetensorError
+
+    return SafetensorError("Error while serializing: I/O error: No space left on device (os error 28)")

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -33,11 +32,25 @@ def find_checkpoint(out_dir: Path) -> Path:
     root = out_dir / "checkpoints"
     found = [p for p in step_checkpoints(root) if _is_complete(p)]
     if not found:
+        best = _hidden_by_a_swap(root / "best")
+        offer = f"; {best} is whole: pass --checkpoint {best}" if _is_complete(best) else ""
         raise ExportSetupError(
-            f"no checkpoint in {root}: train one first with `recipe run RECIPE` (checkpoints are written every "
-            "output.save_every_steps and at the end of each stage), or pass --checkpoint DIR"
+            f"no step checkpoint in {root}: train one first with `recipe run RECIPE` (checkpoints are written every "
+            f"output.save_every_steps and at the end of each stage), or pass --checkpoint DIR{offer}"
         )
     return found[-1]
+
+
+def _hidden_by_a_swap(checkpoint: Path) -> Path:
+    """`checkpoint`, or its complete earlier copy when a run was killed between the two renames that replace it
+    (read where it is: putting it back is for `recipe run`, which holds the run's lock)."""
+    from recipe_runner.trainer.checkpoint import COMPLETE
+
+    old = checkpoint.parent / f".{checkpoint.name}.old"
+    if not checkpoint.exists() and (old / COMPLETE).is_file():
+        click.echo(f"{checkpoint} is missing, a run was killed while replacing it: reading {old}", err=True)
+        return old
+    return checkpoint
 
 
 def load_checkpointed_model(recipe, checkpoint: Path):
@@ -46,15 +59,15 @@ def load_checkpointed_model(recipe, checkpoint: Path):
     from safetensors.torch import load_model
 
     from components.models import hidden_width, resolve_config
-    from recipe_runner.trainer.checkpoint import COMPLETE
+    from recipe_runner.trainer.checkpoint import COMPLETE, read_position
     from recipe_runner.trainer.checksums import ChecksumMismatch, verify_checksums
     from recipe_runner.trainer.parts import build_distill_model
     from recipe_runner.trainer.stage_setup import enter_stage, leave_stage
     from recipe_runner.trainer.stops import what_failed
 
     try:
-        stage_index = int(json.loads((checkpoint / COMPLETE).read_text())["stage"])
-    except (OSError, ValueError, KeyError, TypeError) as exc:
+        stage_index = read_position(checkpoint).stage
+    except (OSError, ValueError, TypeError) as exc:
         raise ExportSetupError(f"{checkpoint / COMPLETE}: unreadable training state: {exc}") from None
     if not 0 <= stage_index < len(recipe.stages):
         raise ExportSetupError(
@@ -100,7 +113,10 @@ def _why_not(checkpoint: Path, recipe: Recipe, stage_index: int, exc: RuntimeErr
     from recipe_runner.trainer import resume
     from recipe_runner.trainer.checkpoint import read_record
 
-    record = read_record(checkpoint)
+    try:
+        record = read_record(checkpoint)
+    except (OSError, ValueError):
+        record = None
     if record is not None:
         report = resume.compare(record, recipe, record.get("train_prompts_sha256", ""), stage_index)
         changed = resume.architecture_changes(report)
@@ -149,7 +165,7 @@ def export(
     target = Path(out_dir) if out_dir is not None else run_dir / "export"
     check_export_target(target)  # before loading anything: only an earlier export may be replaced
     if checkpoint_dir is not None:
-        checkpoint = Path(checkpoint_dir)
+        checkpoint = _hidden_by_a_swap(Path(checkpoint_dir))
         if not checkpoint.exists():
             raise ExportSetupError(f"--checkpoint {checkpoint}: does not exist")
         if not _is_complete(checkpoint):
@@ -169,7 +185,13 @@ def export(
         "free space, or write it to another disk with --out DIR",
     )
     tokenizer = load_tokenizer(recipe.student)
-    written = export_encoder(target, recipe, model.student, model.bolt_on, tokenizer)
+    try:
+        written = export_encoder(target, recipe, model.student, model.bolt_on, tokenizer)
+    except OSError as exc:
+        raise ExportSetupError(
+            f"could not write the export to {target}: {exc.strerror or exc}; nothing was left half-written (an "
+            "earlier export there is kept): free space, or write it to another disk with --out DIR"
+        ) from None
     click.echo(
         f"exported encoder: {written} (from {checkpoint}, stage {stage_index} {recipe.stages[stage_index].name!r})"
     )

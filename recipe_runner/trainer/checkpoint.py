@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 import random
 import re
 import shutil
@@ -114,14 +115,38 @@ def load_checkpoint(directory: Path, model: torch.nn.Module, optimizer: torch.op
     return read_position(directory)
 
 
+_COUNTERS = ("stage", "stage_step", "global_step", "epoch", "batch")  # what every checkpoint has written
+
+
 def read_position(directory: Path) -> Position:
-    return Position(**json.loads((directory / COMPLETE).read_text()))
+    """A ValueError for anything but a position this module wrote: a default filled in for a missing counter
+    would restart the stage, or the epoch, without a word."""
+    path = directory / COMPLETE
+    saved = json.loads(path.read_text())
+    if not isinstance(saved, dict):
+        raise ValueError(f"{path}: not a training position (a JSON {type(saved).__name__})")
+    missing = [name for name in _COUNTERS if not isinstance(saved.get(name), int)]
+    if missing:
+        raise ValueError(f"{path}: no whole-number {', '.join(missing)}")
+    return Position(**saved)
 
 
 def read_record(directory: Path) -> dict | None:
-    """The run record, or None for a checkpoint written before records existed."""
+    """The run record, or None for a checkpoint written before records existed; a ValueError for one of
+    another shape (what resuming compares must be there)."""
     path = directory / RECORD
-    return json.loads(path.read_text()) if path.is_file() else None
+    if not path.is_file():
+        return None
+    record = json.loads(path.read_text())
+    recipe = record.get("recipe") if isinstance(record, dict) else None
+    stages = recipe.get("stages") if isinstance(recipe, dict) else None
+    if not (
+        isinstance(stages, list)
+        and all(isinstance(stage, dict) and "name" in stage for stage in stages)
+        and isinstance(recipe.get("hardware"), dict)
+    ):
+        raise ValueError(f"{path}: not a run record (it needs the recipe with its stages and hardware)")
+    return record
 
 
 def step_checkpoints(root: Path) -> list[Path]:
@@ -137,6 +162,14 @@ def checkpoint_name(global_step: int) -> str:
 
 
 def prune(root: Path, keep_last: int) -> None:
-    """Delete all but the newest `keep_last` step checkpoints (the best one lives elsewhere)."""
+    """Delete all but the newest `keep_last` step checkpoints (the best one lives elsewhere). Each is renamed to
+    a temporary name first: one a kill cut short is then a leftover the next run deletes, not a broken step
+    folder that stays."""
     for old in step_checkpoints(root)[:-keep_last]:
-        shutil.rmtree(old, ignore_errors=True)
+        doomed = old.with_name(f".{old.name}.pruned.tmp")
+        shutil.rmtree(doomed, ignore_errors=True)  # what an earlier cut-short prune of this name left
+        try:
+            os.replace(old, doomed)
+        except OSError:
+            doomed = old
+        shutil.rmtree(doomed, ignore_errors=True)

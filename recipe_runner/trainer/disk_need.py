@@ -18,7 +18,7 @@ from pathlib import Path
 
 from torch import nn
 
-from components.disk_space import bytes_under, require_free, size_in_words
+from components.disk_space import bytes_under, require_free, require_writable, same_disk, size_in_words
 from components.models import lora_parameter_count
 from schemas import Recipe
 from schemas.stages import Stage
@@ -95,12 +95,20 @@ def disk_need(model: nn.Module, recipe: Recipe) -> DiskNeed:
 
 
 def check_disk_space(out_dir: Path, need: DiskNeed) -> None:
-    """Refuse to start when the disk cannot hold what the run will keep; checkpoints already there count."""
-    already = bytes_under(out_dir / "checkpoints")
-    require_free(
-        out_dir,
-        need.total_bytes - already,
-        f"this run keeps {need.describe()}",
-        "free space, write elsewhere (--set output.dir=...), or keep fewer checkpoints "
-        "(--set output.keep_last=1, --set output.keep_best=false)",
+    """Refuse to start when the disk cannot hold what the run will keep, or refuses writes; checkpoints already
+    there count. `checkpoints/` may be a link to another disk than the export's: each is then sized on its own."""
+    checkpoints, export = out_dir / "checkpoints", out_dir / "export"
+    elsewhere = "write elsewhere (--set output.dir=...)"
+    require_writable(checkpoints, "the run's checkpoints", f"make it writable, or {elsewhere}")
+    already = bytes_under(checkpoints)
+    remedies = (
+        f"free space, {elsewhere}, or keep fewer checkpoints (--set output.keep_last=1, --set output.keep_best=false)"
     )
+    if not need.export_bytes or same_disk(checkpoints, export):
+        require_free(checkpoints, need.total_bytes - already, f"this run keeps {need.describe()}", remedies)
+        return
+    only_checkpoints = DiskNeed(need.checkpoint_bytes, need.copies, 0, need.kept)
+    require_free(checkpoints, only_checkpoints.total_bytes - already, f"this run keeps {only_checkpoints.describe()}",
+                 remedies)  # fmt: skip
+    require_free(export, need.export_bytes, f"the export at the end takes {size_in_words(need.export_bytes)}",
+                 f"free space, or {elsewhere}")  # fmt: skip

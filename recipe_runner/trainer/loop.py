@@ -41,7 +41,7 @@ from recipe_runner.trainer.packing import choose_packing
 from recipe_runner.trainer.parts import RunParts, RunSetupError, build_parts, split_prompts
 from recipe_runner.trainer.preflight import check_before_loading
 from recipe_runner.trainer.resume import run_record
-from recipe_runner.trainer.run_dir import DirectoryLock, refuse_fresh_start, tidy_checkpoints
+from recipe_runner.trainer.run_dir import DirectoryLock, choose_start, first_process
 from recipe_runner.trainer.run_log import LossWindow, MetricsLog, write_run_info
 from recipe_runner.trainer.save_clock import SaveClock
 from recipe_runner.trainer.stage_setup import enter_stage, leave_stage, parameters_by_part
@@ -90,12 +90,7 @@ class Trainer:
 
     def _prepare(self, resume: bool, progress: bool) -> None:
         recipe = self.recipe
-        existing = step_checkpoints(self.checkpoints)
-        if resume and not existing:
-            tqdm.write(f"--resume: no checkpoint in {self.checkpoints}; starting from step 0", file=sys.stderr)
-        if not (resume and existing):
-            refuse_fresh_start(self.out, resuming=resume)
-        self.resume_from = existing[-1] if existing else None
+        self.resume_from = choose_start(self.out, resume, main=first_process())
         self.train_prompts_sha = prompts_digest(split_prompts(recipe)[0])
         self.resume_report = self._check_resume() if self.resume_from else None
         self.progress = progress
@@ -103,8 +98,6 @@ class Trainer:
         check_launch(recipe, self.accelerator)
         record = run_record(recipe, self.train_prompts_sha)  # (`resume` is a flag in here)
         self.writer = CheckpointWriter(self.accelerator, self.checkpoints, recipe.output.keep_last, record)
-        if self.resume_from is not None and self.accelerator.is_main_process:
-            tidy_checkpoints(self.checkpoints)
         check_before_loading(recipe, self.out, writes=self.accelerator.is_main_process)
         # `recipe cache` must not replace shards under a run reading them; with the teacher live it may write.
         self.cache_lock = hold_cache_for_reading(recipe)
@@ -446,3 +439,9 @@ class Trainer:
         except OSError as exc:
             then = "then `recipe export RECIPE` writes it"
             raise write_failed(self.checkpoints, self.out / "export", exc, then) from None
+        except KeyboardInterrupt:  # Ctrl-C, SIGTERM or a hangup: training is done and saved, the export is not
+            raise TrainingInterrupted(
+                f"interrupted while writing the export, after training finished "
+                f"({last_checkpoint(self.checkpoints, 'the last checkpoint')}); nothing was left half-written: "
+                "`recipe run RECIPE --resume` (or `recipe export RECIPE`) writes the export"
+            ) from None

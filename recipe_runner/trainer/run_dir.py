@@ -9,10 +9,12 @@ from __future__ import annotations
 
 import os
 import shutil
+import sys
 from pathlib import Path
 
 from components.atomic_files import recover_directory
-from recipe_runner.trainer.checkpoint import COMPLETE, step_checkpoints
+from components.disk_space import bytes_under, size_in_words
+from recipe_runner.trainer.checkpoint import COMPLETE, STEP_DIR, read_position, step_checkpoints
 from recipe_runner.trainer.parts import RunSetupError
 
 LOCK_NAME = ".recipe-run.lock"
@@ -41,7 +43,7 @@ class DirectoryLock:
     def acquire(self, shared: bool = False) -> DirectoryLock:
         # Under a launcher (torchrun) every process runs this before the Accelerator exists: the first one (RANK 0,
         # set by the launcher) holds the lock for all of them.
-        if os.environ.get("RANK", "0") != "0":
+        if not first_process():
             return self
         try:
             import fcntl
@@ -89,6 +91,64 @@ class DirectoryLock:
             self._handle = None
 
 
+def _step(checkpoint: Path) -> int | None:
+    """Its global step, or None when it cannot be read (a resume from it says why)."""
+    try:
+        return read_position(checkpoint).global_step
+    except (OSError, ValueError, TypeError):
+        return None
+
+
+def choose_start(out_dir: Path, resume: bool, main: bool) -> Path | None:
+    """The checkpoint a run continues from (None: step 0), after the main process tidied what a killed run left.
+
+    With --resume that is the newest of the step checkpoints and `best`: a run killed after an evaluation but
+    before its next step checkpoint has its progress in `best` alone. Refuses a fresh start over an earlier run,
+    and a step folder that the run would have to write again but may not replace."""
+    checkpoints = out_dir / "checkpoints"
+    if main:
+        tidy_checkpoints(checkpoints)
+    existing = step_checkpoints(checkpoints) if resume else []
+    start = existing[-1] if existing else None
+    best = checkpoints / "best"
+    if resume and (best / COMPLETE).is_file():
+        best_step = _step(best)
+        if best_step is not None and (start is None or best_step > (_step(start) or 0)):
+            start = best
+    if resume and start is None:
+        print(f"--resume: no checkpoint in {checkpoints}; starting from step 0", file=sys.stderr)
+    if start is None:
+        refuse_fresh_start(out_dir, resuming=resume)
+    _refuse_incomplete_steps(checkpoints, (_step(start) or 0) if start is not None else 0, main)
+    return start
+
+
+def first_process() -> bool:
+    """Whether this is the process of its launch (RANK 0, or the only one) that holds the run's locks and tidies;
+    known before the Accelerator exists."""
+    return os.environ.get("RANK", "0") == "0"
+
+
+def _refuse_incomplete_steps(checkpoints: Path, start_step: int, main: bool) -> None:
+    """A step folder without its trainer_state.json (a copy cut short, a file deleted) is no checkpoint: one the
+    run will reach again would stop it there, hours in; an older one only holds disk."""
+    incomplete = [p for p in (checkpoints.iterdir() if checkpoints.is_dir() else []) if STEP_DIR.match(p.name)]
+    incomplete = sorted(p for p in incomplete if not (p / COMPLETE).is_file())
+    ahead = [p for p in incomplete if int(STEP_DIR.match(p.name)[1]) > start_step]
+    if ahead:
+        raise RunSetupError(
+            f"{ahead[0]} is not a whole checkpoint (it has no {COMPLETE}: a copy cut short, or a file deleted); the "
+            f"run would write it again at step {int(STEP_DIR.match(ahead[0].name)[1])} and never replaces what it "
+            f"did not write: move it out of {checkpoints} (or rename it, e.g. {ahead[0].name}.incomplete) and rerun"
+        )
+    for leftover in incomplete if main else []:
+        print(
+            f"warning: {leftover} is not a whole checkpoint (no {COMPLETE}) and is never read: delete it to free "
+            f"{size_in_words(bytes_under(leftover))}",
+            file=sys.stderr,
+        )
+
+
 def refuse_fresh_start(out_dir: Path, resuming: bool = False) -> None:
     """A run without --resume may only start where no earlier run left checkpoints, an export or metrics. With
     --resume but no checkpoint (the earlier run stopped before its first one), its metrics alone are no reason to
@@ -101,9 +161,12 @@ def refuse_fresh_start(out_dir: Path, resuming: bool = False) -> None:
         )
     found = [name for name in _EARLIER_RUN if (out_dir / name).exists() and not (resuming and name == "metrics.jsonl")]
     if found:
+        best = out_dir / "checkpoints" / "best"
+        step = _step(best) if (best / COMPLETE).is_file() else None
+        go_on = f"; or continue it from there (step {step}) with `recipe run --resume`" if step is not None else ""
         raise RunSetupError(
             f"{out_dir} holds an earlier run's {', '.join(found)}, which a new run would replace: choose another "
-            "output.dir (e.g. --set output.dir=runs/new), or move them away first"
+            f"output.dir (e.g. --set output.dir=runs/new), or move them away first{go_on}"
         )
 
 

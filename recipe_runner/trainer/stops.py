@@ -9,9 +9,10 @@ import signal
 import stat
 from pathlib import Path
 
+from components.disk_space import bytes_under, size_in_words
 from components.errors import UserFacingError
 from recipe_runner.stop_signals import stop_signals
-from recipe_runner.trainer.checkpoint import COMPLETE, checkpoint_name, read_position, step_checkpoints
+from recipe_runner.trainer.checkpoint import COMPLETE, read_position, step_checkpoints
 from schemas import Recipe
 
 
@@ -175,28 +176,29 @@ def write_failed(checkpoints: Path, target: Path, exc: OSError, then: str) -> Ch
     """Names what failed, what is intact (the write went to a temporary name) and how much room it needs."""
     kept = step_checkpoints(checkpoints)
     if kept:
-        size = sum(file.stat().st_size for file in kept[-1].rglob("*") if file.is_file())
-        intact = f"{kept[-1]} is intact (a checkpoint takes {size / (1 << 30):.2f} GiB)"
+        intact = f"{kept[-1]} is intact (a checkpoint takes {size_in_words(bytes_under(kept[-1]))})"
     else:
         intact = "no earlier checkpoint exists"
+    refused = exc.errno in (errno.EROFS, errno.EACCES, errno.EPERM)
+    remedy = "Make it writable again" if refused else "Free space there (or lower output.keep_last)"
     return CheckpointWriteError(
         f"could not write {target}: {exc.strerror or exc}; {intact} (a checkpoint is never left half-written). "
-        f"Free space there (or lower output.keep_last), {then}."
+        f"{remedy}, {then}."
     )
 
 
 def damaged_checkpoint(checkpoint: Path, exc: Exception) -> DamagedCheckpoint:
-    """Names the unreadable checkpoint and the one a resume would use once it is moved away."""
-    earlier = [p for p in step_checkpoints(checkpoint.parent) if p.name < checkpoint.name]
+    """Names the unreadable checkpoint and the one a resume would use once it is moved away (the newest of the
+    other step checkpoints and `best`, as run_dir.choose_start picks)."""
     best = checkpoint.parent / "best"
-    if earlier:
-        then = f"`recipe run RECIPE --resume` then continues from {earlier[-1].name}"
-    elif (best / COMPLETE).is_file() and best != checkpoint:
-        step = read_position(best).global_step
-        then = (
-            f"no earlier step checkpoint exists, but {best} (step {step}) is whole: copy it to "
-            f"{checkpoint.parent / checkpoint_name(step)} to continue from it, or the run starts again from step 0"
-        )
+    others = []
+    for other in [*step_checkpoints(checkpoint.parent), *([best] if (best / COMPLETE).is_file() else [])]:
+        with contextlib.suppress(OSError, ValueError, TypeError):
+            step = read_position(other).global_step
+            if other != checkpoint:
+                others.append((step, f"best (step {step})" if other == best else other.name))
+    if others:
+        then = f"`recipe run RECIPE --resume` then continues from {max(others)[1]}"
     else:
         then = "no earlier checkpoint exists, so the run would start again from step 0"
     return DamagedCheckpoint(

@@ -250,3 +250,30 @@ def test_where_no_lock_can_be_taken_the_write_goes_on_and_leaves_nothing(tmp_pat
     with atomic_directory(final, MARKER) as tmp:
         (tmp / MARKER).write_text("{}")
     assert [p.name for p in tmp_path.iterdir()] == ["export"]
+
+
+def test_a_disk_that_fills_under_safetensors_is_an_os_error_and_leaves_nothing(
+    tmp_path, monkeypatch, disk_full_in_safetensors
+):
+    import errno
+
+    import safetensors.torch
+
+    def fills_up(*args, **kwargs):
+        raise disk_full_in_safetensors
+
+    monkeypatch.setattr(safetensors.torch, "save_file", fills_up)
+    with pytest.raises(OSError) as in_a_file:
+        save_safetensors_atomic(tmp_path / "shard.safetensors", {"x": torch.zeros(2)})
+    with pytest.raises(OSError) as in_a_directory, atomic_directory(tmp_path / "out", MARKER) as tmp:
+        safetensors.torch.save_file({"x": torch.zeros(2)}, str(tmp / "x.safetensors"))
+    for caught in (in_a_file, in_a_directory):
+        assert caught.value.errno == errno.ENOSPC and caught.value.strerror == "No space left on device"
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_a_safetensors_error_that_is_not_a_failed_write_stays_what_it_is(tmp_path):
+    from safetensors import SafetensorError
+
+    with pytest.raises(SafetensorError, match="bad dtype"), atomic_directory(tmp_path / "out", MARKER):
+        raise SafetensorError("bad dtype")

@@ -157,9 +157,24 @@ def test_an_out_that_is_not_an_export_is_refused_before_any_work(trained, monkey
 def test_no_checkpoint_is_a_clear_error(tmp_path):
     result = _export(_overrides(tmp_path / "never_trained"))
     assert result.exit_code == 1
-    assert "no checkpoint" in result.stderr and "recipe run" in result.stderr
+    assert "no step checkpoint" in result.stderr and "recipe run" in result.stderr
     assert "Traceback" not in result.output
     assert not (tmp_path / "never_trained" / "export").exists()
+
+
+def test_a_best_hidden_by_a_run_killed_mid_swap_is_read_where_it_is(trained, tmp_path):
+    out, overrides, _ = trained
+    copy = tmp_path / "run"
+    shutil.copytree(out / "checkpoints" / "best", copy / "checkpoints" / ".best.old")
+    result = _export(_overrides(copy), "--out", str(tmp_path / "enc"))
+    assert result.exit_code == 1
+    assert f"{copy / 'checkpoints' / '.best.old'} is whole: pass --checkpoint" in result.stderr
+    result = _export(
+        _overrides(copy), "--checkpoint", str(copy / "checkpoints" / "best"), "--out", str(tmp_path / "enc")
+    )
+    assert result.exit_code == 0, result.output
+    assert "a run was killed while replacing it: reading" in result.stderr
+    assert not (copy / "checkpoints" / "best").exists(), "putting it back is left to the run, which holds the lock"
 
 
 def test_an_incomplete_checkpoint_is_refused(trained, tmp_path):
@@ -226,3 +241,21 @@ def test_an_export_too_big_for_the_disk_is_refused_before_writing(trained, tmp_p
     assert "1000 bytes are free" in result.output and "--out DIR" in result.output
     assert "Traceback" not in result.output
     assert not target.exists() and not list(tmp_path.iterdir())
+
+
+def test_a_disk_that_fills_during_the_export_is_one_line(trained, tmp_path, monkeypatch, disk_full_in_safetensors):
+    import safetensors.torch
+
+    out, overrides, _ = trained
+
+    def fills_up(*args, **kwargs):
+        raise disk_full_in_safetensors  # after the free-space check passed: another process wrote meanwhile
+
+    monkeypatch.setattr(safetensors.torch, "save_file", fills_up)
+    result = _export(overrides, "--out", str(tmp_path / "enc"))
+    assert result.exit_code == 1, result.output
+    assert result.stderr == (
+        f"error: could not write the export to {tmp_path / 'enc'}: No space left on device; nothing was left "
+        "half-written (an earlier export there is kept): free space, or write it to another disk with --out DIR\n"
+    )
+    assert list(tmp_path.iterdir()) == []

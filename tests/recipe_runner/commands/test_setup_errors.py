@@ -19,7 +19,7 @@ REAL = Path(__file__).resolve().parents[3] / "recipes" / "t5_to_qwen.yaml"
         ("run", "no local copy of tokenizer 'Qwen/Qwen3-Embedding-0.6B'"),
         ("cache", "no local copy of tokenizer 'google/t5-v1_1-xxl'"),
         ("align-report", "no local copy of tokenizer"),
-        ("export", "no checkpoint"),
+        ("export", "no step checkpoint"),
     ],
 )
 def test_missing_weights_or_checkpoints_are_one_line_not_a_traceback(verb, fragment, tmp_path, monkeypatch):

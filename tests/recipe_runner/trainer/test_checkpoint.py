@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import random
+import shutil
 from pathlib import Path
 
 import numpy as np
@@ -188,3 +189,27 @@ def test_prune_keeps_the_newest_n(tmp_path):
     prune(root, keep_last=5)
     assert len(step_checkpoints(root)) == 2
     assert sum(p.exists() for p in made) == 2
+
+
+def test_a_prune_cut_short_leaves_a_temporary_name_that_the_next_run_deletes(tmp_path, monkeypatch):
+    from recipe_runner.trainer.run_dir import tidy_checkpoints
+
+    root = tmp_path / "checkpoints"
+    for step in (10, 20):
+        _complete(root / checkpoint_name(step))
+        (root / checkpoint_name(step) / "model.safetensors").write_bytes(b"x" * 100)
+    removes = shutil.rmtree
+
+    def killed_half_way(path, ignore_errors=False):
+        if Path(path).is_dir():
+            (Path(path) / COMPLETE).unlink()
+            raise KeyboardInterrupt  # stands in for a SIGKILL between two unlinks
+        return removes(path, ignore_errors=ignore_errors)
+
+    monkeypatch.setattr(ckpt.shutil, "rmtree", killed_half_way)
+    with pytest.raises(KeyboardInterrupt):
+        prune(root, keep_last=1)
+    monkeypatch.undo()
+    assert sorted(p.name for p in root.iterdir()) == [f".{checkpoint_name(10)}.pruned.tmp", checkpoint_name(20)]
+    tidy_checkpoints(root)
+    assert [p.name for p in root.iterdir()] == [checkpoint_name(20)]

@@ -104,6 +104,54 @@ def test_checkpoints_already_on_disk_count_towards_what_is_kept(tmp_path, monkey
         check_disk_space(tmp_path, need)
 
 
+def test_checkpoints_linked_to_another_disk_are_sized_there(tmp_path, monkeypatch):
+    need = DiskNeed(checkpoint_bytes=1000, copies=3, export_bytes=500, kept="test")
+    small = tmp_path / "small"
+    small.mkdir()
+    (tmp_path / "run").mkdir()
+    (tmp_path / "run" / "checkpoints").symlink_to(small)
+    monkeypatch.setattr(shutil, "disk_usage", lambda path: Usage(10**9, 0, 100 if path == small else 10**9))
+    with pytest.raises(NotEnoughDiskSpace, match=f"not enough disk space for {tmp_path / 'run' / 'checkpoints'}"):
+        check_disk_space(tmp_path / "run", need)
+
+
+def test_on_two_disks_checkpoints_and_export_are_each_sized_on_their_own(tmp_path, monkeypatch):
+    from recipe_runner.trainer import disk_need as module
+
+    need = DiskNeed(checkpoint_bytes=1000, copies=3, export_bytes=500, kept="test")
+    monkeypatch.setattr(module, "same_disk", lambda first, second: False)
+    monkeypatch.setattr(shutil, "disk_usage", lambda path: Usage(10**9, 0, 3000))
+    check_disk_space(tmp_path, need)  # 3000 for the checkpoints; the export's 500 is on the other disk
+    monkeypatch.setattr(shutil, "disk_usage", lambda path: Usage(10**9, 0, 400))
+    with pytest.raises(NotEnoughDiskSpace, match="this run keeps up to 3 checkpoints"):
+        check_disk_space(tmp_path, need)
+    monkeypatch.setattr(shutil, "disk_usage", lambda path: Usage(10**9, 0, 3000 if path.name == "checkpoints" else 400))
+    (tmp_path / "checkpoints").mkdir()
+    with pytest.raises(NotEnoughDiskSpace, match=f"for {tmp_path / 'export'}: the export at the end takes 500 bytes"):
+        check_disk_space(tmp_path, need)
+
+
+def test_a_read_only_checkpoints_folder_is_refused_before_anything_loads(tmp_path, monkeypatch):
+    import errno
+    import tempfile
+
+    from components.disk_space import NotWritable
+
+    (tmp_path / "checkpoints").mkdir()
+
+    def read_only(dir):
+        raise OSError(errno.EROFS, "Read-only file system")
+
+    monkeypatch.setattr(tempfile, "TemporaryFile", read_only)
+    need = DiskNeed(checkpoint_bytes=1, copies=1, export_bytes=0, kept="test")
+    with pytest.raises(NotWritable) as caught:
+        check_disk_space(tmp_path, need)
+    assert str(caught.value) == (
+        f"cannot write into {tmp_path / 'checkpoints'}: Read-only file system; the run's checkpoints go there; "
+        "make it writable, or write elsewhere (--set output.dir=...)"
+    )
+
+
 def test_a_run_that_would_fill_the_disk_is_refused_before_it_writes_anything(
     tiny_recipe_path, tiny_overrides, tmp_path, monkeypatch
 ):

@@ -19,6 +19,7 @@ from recipe_runner.trainer.stops import (
     CheckpointWriteError,
     TrainingDataFailed,
     TrainingDiverged,
+    TrainingInterrupted,
     TrainingOutOfMemory,
 )
 
@@ -192,9 +193,9 @@ def test_a_full_disk_under_the_metrics_log_names_the_intact_checkpoint(
     assert "--resume" in message
 
 
-def test_a_full_disk_stops_with_the_intact_checkpoint_named(tiny_recipe_path, tiny_overrides, tmp_path, monkeypatch):
-    import errno
-
+def test_a_full_disk_stops_with_the_intact_checkpoint_named(
+    tiny_recipe_path, tiny_overrides, tmp_path, monkeypatch, disk_full_in_safetensors
+):
     from recipe_runner.trainer import checkpoint
 
     recipe = load_recipe(tiny_recipe_path, short_run(tiny_overrides, steps=8, save_every=3)).recipe
@@ -204,7 +205,7 @@ def test_a_full_disk_stops_with_the_intact_checkpoint_named(tiny_recipe_path, ti
     def fills_up(*args, **kwargs):
         writes["n"] += 1
         if writes["n"] > 3:  # the first checkpoint fits; the second runs out of room half-way through
-            raise OSError(errno.ENOSPC, "No space left on device")
+            raise disk_full_in_safetensors
         return original(*args, **kwargs)
 
     monkeypatch.setattr(checkpoint, "save_file", fills_up)
@@ -297,3 +298,17 @@ def test_ctrl_c_in_the_evaluation_a_resume_makes_first_leaves_it_pending(
     Trainer(recipe, resume=True, progress=False).run()
     rows = [json.loads(line) for line in (tmp_path / "run" / "metrics.jsonl").read_text().splitlines()]
     assert [row["step"] for row in rows if "eval/loss" in row] == [0, 4, 8, 12]
+
+
+def test_a_stop_during_the_final_export_says_how_to_get_the_export(tiny_recipe_path, tiny_overrides, monkeypatch):
+    import components.export
+
+    def interrupted(*args, **kwargs):
+        raise KeyboardInterrupt  # what stops_as_interrupts makes of SIGTERM or a hangup, as of Ctrl-C
+
+    monkeypatch.setattr(components.export, "export_encoder", interrupted)
+    recipe = load_recipe(tiny_recipe_path, short_run(tiny_overrides, steps=2, save_every=1000)).recipe
+    with pytest.raises(TrainingInterrupted) as caught:
+        Trainer(recipe, progress=False).run()
+    assert str(caught.value).startswith("interrupted while writing the export, after training finished (the last ")
+    assert "step-00000002); nothing was left half-written: `recipe run RECIPE --resume`" in str(caught.value)

@@ -104,7 +104,7 @@ def test_a_damaged_checkpoint_is_named_with_the_earlier_one_to_use(tiny_recipe_p
     with pytest.raises(DamagedCheckpoint) as caught:
         _train(tiny_recipe_path, _short(tiny_overrides, 6), resume=True)
     message = str(caught.value)
-    assert "step-00000004" in message and "continues from step-00000002" in message
+    assert "step-00000004" in message and "continues from best (step 4)" in message  # as new as the damaged one
 
     shutil.move(str(model_file.parent), str(tmp_path / "inspect"))
     summary = _train(tiny_recipe_path, _short(tiny_overrides, 6), resume=True)
@@ -126,7 +126,7 @@ def test_a_changed_weight_byte_is_caught_by_the_sums_before_training_goes_on_fro
         _train(tiny_recipe_path, _short(tiny_overrides, 6), resume=True)
     message = str(caught.value)
     assert f"{model_file} is not the file it was written as (its SHA-256 differs)" in message
-    assert "continues from step-00000002" in message
+    assert "continues from best (step 4)" in message
 
 
 def test_weights_that_no_longer_fit_name_the_architecture_change_not_damage(tiny_recipe_path, tiny_overrides, tmp_path):
@@ -158,19 +158,58 @@ def test_a_resume_refused_on_loading_the_checkpoint_keeps_every_metrics_row(tiny
     assert steps == sorted(steps) and steps.count(3) == 1 and steps[-1] == 6
 
 
-def test_with_no_earlier_step_checkpoint_a_whole_best_is_offered(tiny_recipe_path, tiny_overrides, tmp_path):
+def test_a_run_killed_between_an_evaluation_and_its_next_step_checkpoint_resumes_from_best(
+    tiny_recipe_path, tiny_overrides, tmp_path, capsys
+):
     checkpoints = tmp_path / "run" / "checkpoints"
-    _train(tiny_recipe_path, _short(tiny_overrides, 4, "output.eval_every_steps=2", "output.keep_last=1"))
-    best_step = json.loads((checkpoints / "best" / "trainer_state.json").read_text())["global_step"]
-    model_file = checkpoints / "step-00000004" / "model.safetensors"
-    model_file.write_bytes(model_file.read_bytes()[:100])
-    with pytest.raises(DamagedCheckpoint) as caught:
+    _train(tiny_recipe_path, _short(tiny_overrides, 3, "output.eval_every_steps=3", "output.save_every_steps=1000"))
+    for step in step_checkpoints(checkpoints):  # as if killed before the first step checkpoint
+        shutil.rmtree(step)
+    capsys.readouterr()
+    with pytest.raises(RunSetupError, match=r"or continue it from there \(step 3\) with `recipe run --resume`"):
+        _train(tiny_recipe_path, _short(tiny_overrides, 5))
+    assert _train(tiny_recipe_path, _short(tiny_overrides, 5), resume=True).global_step == 5
+    err = capsys.readouterr().err
+    assert f"resuming from {checkpoints / 'best'} (stage 'distill', step 3;" in err and "step 0" not in err
+
+
+def test_a_step_folder_the_run_would_write_again_but_may_not_replace_is_refused_at_once(
+    tiny_recipe_path, tiny_overrides, tmp_path, capsys
+):
+    checkpoints = tmp_path / "run" / "checkpoints"
+    _train(tiny_recipe_path, _short(tiny_overrides, 4, "output.keep_best=false"))
+    (checkpoints / "step-00000004" / "trainer_state.json").unlink()  # a copy cut short
+    with pytest.raises(RunSetupError) as caught:
         _train(tiny_recipe_path, _short(tiny_overrides, 6), resume=True)
-    target = checkpoints / f"step-{best_step:08d}"
-    assert f"{checkpoints / 'best'} (step {best_step}) is whole: copy it to {target}" in str(caught.value)
-    shutil.move(str(model_file.parent), str(tmp_path / "inspect"))  # the message's advice, followed
-    shutil.copytree(checkpoints / "best", target)
+    assert str(caught.value).startswith(
+        f"{checkpoints / 'step-00000004'} is not a whole checkpoint (it has no trainer_state.json: a copy cut short, "
+        "or a file deleted); the run would write it again at step 4"
+    )
+    (checkpoints / "step-00000004").rename(checkpoints / "step-00000004.incomplete")  # the advice, followed
+    (checkpoints / "step-00000001").mkdir()  # older than where the resume starts: only said
+    capsys.readouterr()
     assert _train(tiny_recipe_path, _short(tiny_overrides, 6), resume=True).global_step == 6
+    assert (
+        f"warning: {checkpoints / 'step-00000001'} is not a whole checkpoint (no trainer_state.json) and is never "
+        "read: delete it to free 0 bytes"
+    ) in capsys.readouterr().err
+
+
+def test_a_step_checkpoint_with_the_wrong_fields_is_damage_not_a_restart(tiny_recipe_path, tiny_overrides, tmp_path):
+    newest = tmp_path / "run" / "checkpoints" / "step-00000004"
+    _train(tiny_recipe_path, _short(tiny_overrides, 4, "output.keep_best=false"))
+    (newest / "checksums.json").unlink()  # hashing cut short: loads unchecked
+    state = json.loads((newest / "trainer_state.json").read_text())
+    for position, record, why in [
+        ({"stage": 0, "global_step": 4}, None, "no whole-number stage_step, epoch, batch"),
+        (state, {}, "not a run record"),
+        (state, [1, 2], "not a run record"),
+    ]:
+        (newest / "trainer_state.json").write_text(json.dumps(position))
+        if record is not None:
+            (newest / "run_record.json").write_text(json.dumps(record))
+        with pytest.raises(DamagedCheckpoint, match=why):
+            _train(tiny_recipe_path, _short(tiny_overrides, 6), resume=True)
 
 
 def test_steps_logged_after_the_checkpoint_are_logged_once_after_resume(tiny_recipe_path, tiny_overrides, tmp_path):
@@ -184,9 +223,9 @@ def test_steps_logged_after_the_checkpoint_are_logged_once_after_resume(tiny_rec
     with (run_dir / "metrics.jsonl").open("a") as handle:
         handle.write('{"step": 4, "loss": 1.0')  # torn last line
 
-    _train(tiny_recipe_path, _short(tiny_overrides, 4), resume=True)
+    _train(tiny_recipe_path, _short(tiny_overrides, 6), resume=True)  # from `best`, put back: step 4
     steps = [row["step"] for row in _rows(run_dir) if "loss" in row]
-    assert steps == [1, 2, 3, 4]
+    assert steps == [1, 2, 3, 4, 5, 6]
     assert not list((run_dir / "checkpoints").glob(".*.tmp*"))
     assert (run_dir / "checkpoints" / "best" / "trainer_state.json").is_file()
 

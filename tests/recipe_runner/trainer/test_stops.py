@@ -8,7 +8,7 @@ import io
 import pytest
 
 from recipe_runner.loader import load_recipe
-from recipe_runner.trainer.stops import HangupTolerantStream, out_of_memory, what_failed
+from recipe_runner.trainer.stops import HangupTolerantStream, out_of_memory, what_failed, write_failed
 
 
 def test_out_of_memory_under_a_token_budget_asks_for_a_smaller_budget(tiny_recipe_path, tiny_overrides, tmp_path):
@@ -70,3 +70,18 @@ def test_the_progress_bar_drops_writes_to_a_hung_up_terminal_and_nothing_else():
     kept = io.StringIO()
     HangupTolerantStream(kept).write("42%")
     assert kept.getvalue() == "42%"
+
+
+@pytest.mark.parametrize(
+    ("code", "advice"),
+    [
+        (errno.ENOSPC, "Free space there (or lower output.keep_last), then"),
+        (errno.EROFS, "Make it writable again, then"),
+    ],
+)
+def test_a_failed_write_asks_for_space_or_for_write_access_as_the_cause_was(tmp_path, code, advice):
+    error = write_failed(tmp_path, tmp_path / "best", OSError(code, "reason"), "then go on")
+    assert str(error) == (
+        f"could not write {tmp_path / 'best'}: reason; no earlier checkpoint exists (a checkpoint is never left "
+        f"half-written). {advice} go on."
+    )
