@@ -57,13 +57,17 @@ _LIBRARY_DEVELOPER_LOGGERS = ("torchao", "torch.utils._pytree", "diffusers.quant
 @trust_remote_code_option
 def validate(files: tuple[str, ...], overrides: tuple[str, ...], allow_remote_code: bool) -> None:
     """Check recipes; print every problem with its file:line:col."""
+    from components.models.downloads import download_note
     from recipe_runner.loader import load_recipe
 
     problems = []
     for file in files:
         try:
-            load_recipe(file, overrides, allow_remote_code=allow_remote_code)
+            recipe = load_recipe(file, overrides, allow_remote_code=allow_remote_code).recipe
             click.echo(f"{file}: ok")
+            note = download_note(recipe.teacher, recipe.student)
+            if note:
+                click.echo(note, err=True)
         except RecipeError as exc:
             problems += exc.problems
     if problems:
@@ -101,11 +105,15 @@ def schema() -> None:
 @reports_recipe_errors
 def plan(file: str, overrides: tuple[str, ...], allow_remote_code: bool) -> None:
     """Build every model on the meta device and print sizes, trainable parts and a memory estimate."""
+    from components.models.downloads import download_note
     from recipe_runner.loader import load_recipe
     from recipe_runner.plan import build_plan, format_plan
 
     loaded = load_recipe(file, overrides, allow_remote_code=allow_remote_code)
     click.echo(format_plan(build_plan(loaded.recipe)))
+    note = download_note(loaded.recipe.teacher, loaded.recipe.student)
+    if note:
+        click.echo(note, err=True)
 
 
 def _register_optional_commands() -> None:

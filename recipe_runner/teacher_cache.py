@@ -16,6 +16,7 @@ from components.disk_space import require_free
 from components.errors import UserFacingError
 from components.models import build_model, freeze, hidden_width, load_tokenizer, pad_id, resolve_config
 from components.models.compilation import compile_for_varied_lengths, compile_wanted
+from components.models.downloads import needed_from, require_downloaded
 from recipe_runner.cache_processes import CacheProcesses
 from recipe_runner.trainer.parts import RunSetupError, split_prompts
 from recipe_runner.trainer.run_dir import DirectoryLock
@@ -145,6 +146,7 @@ def _build(
     unwritable: OSError | None,
 ) -> dict[str, dict]:
     train, held_out = split_prompts(recipe)
+    require_downloaded(needed_from("teacher", recipe.teacher), "recipe cache")
     tokenizer = load_tokenizer(recipe.teacher)
     identity = teacher_identity(recipe)
     splits = []

@@ -105,14 +105,14 @@ def joint_attention_dim(spec: Inference) -> int:
 def _load_error(pipeline: str | None, what: str, exc: Exception) -> InferenceError:
     """Offline like every model load: a hub id missing from the local cache is never downloaded."""
     from components.models import ModelSourceError
-    from components.models.source import locate
+    from components.models.source import download_command, locate
 
     try:
         location = locate(str(pipeline))
     except ModelSourceError as exc:  # a path that is not there: a download would not help
         return InferenceError(f"inference.pipeline: {exc}: give a hub id (org/name) or an existing pipeline folder")
     if location.kind == "hub":
-        return InferenceError(f"no local copy of {pipeline!r}: download it first (huggingface-cli download {pipeline})")
+        return InferenceError(f"no local copy of {pipeline!r}: download it first ({download_command(pipeline)})")
     return InferenceError(f"{what} {pipeline}: {exc}")
 
 

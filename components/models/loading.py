@@ -14,7 +14,7 @@ from transformers import AutoModel, PretrainedConfig, PreTrainedModel, T5Encoder
 from transformers.utils import logging as transformers_logging
 
 from components.models.fused_kernels import use_fused_kernels
-from components.models.source import ModelSourceError, locate, resolve_config
+from components.models.source import ModelSourceError, download_command, locate, resolve_config
 from components.models.weight_files import weights_problem
 from schemas.models import ModelSource
 
@@ -113,7 +113,7 @@ def _from_pretrained(cls: type, ref: str, source: ModelSource, attention: str) -
             raise ModelSourceError(f"{ref}: cannot load weights: {exc}") from exc
         raise ModelSourceError(
             f"no local copy of {ref!r}: training needs its weights; download it first "
-            f"(huggingface-cli download {ref}) or give a local path / inline config"
+            f"({download_command(ref, source.revision)}) or give a local path / inline config"
         ) from exc
 
 

@@ -37,10 +37,15 @@ def locate(reference: str) -> Location:
     raise ModelSourceError(f"local path {reference!r} does not exist")
 
 
+def download_command(hub_id: str, revision: str | None = None) -> str:
+    """The shell line that puts `hub_id` into the local cache (the `hf` CLI of huggingface_hub)."""
+    return f"hf download {hub_id}" + (f" --revision {revision}" if revision else "")
+
+
 def unknown_hub_id_message(hub_id: str) -> str:
     return (
         f"unknown hub id {hub_id!r}: no local copy and not in the known-architecture table; "
-        f"download it first (huggingface-cli download {hub_id}) or give a local path / inline config"
+        f"download it first ({download_command(hub_id)}) or give a local path / inline config"
     )
 
 

@@ -6,7 +6,7 @@ from pathlib import Path
 
 from transformers import AutoTokenizer, PreTrainedTokenizerFast
 
-from components.models.source import ModelSourceError, locate
+from components.models.source import ModelSourceError, download_command, locate
 from schemas.models import ModelSource
 
 # What a folder holding a tokenizer has at least one of (fast, SentencePiece, BPE and WordPiece formats).
@@ -58,7 +58,7 @@ def load_tokenizer(source: ModelSource) -> PreTrainedTokenizerFast:
         if location.kind == "hub":
             raise ModelSourceError(
                 f"no local copy of tokenizer {location.ref!r}: download it first "
-                f"(huggingface-cli download {location.ref}) or give a local directory / tokenizer.json file"
+                f"({download_command(location.ref, source.revision)}) or give a local directory / tokenizer.json file"
             ) from exc
         raise ModelSourceError(f"{location.ref}: cannot load a tokenizer: {exc}") from exc
     if not isinstance(tokenizer, PreTrainedTokenizerFast):

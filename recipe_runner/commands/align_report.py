@@ -25,6 +25,7 @@ def align_report(file: str, overrides: tuple[str, ...], allow_remote_code: bool,
     """Print per-tier token coverage of the recipe's alignment between student and teacher tokenizers."""
     from components.alignment.report import coverage_report, format_report
     from components.models import load_tokenizer
+    from components.models.downloads import needed_from, require_downloaded
     from recipe_runner.loader import load_recipe
     from recipe_runner.trainer.parts import split_prompts
 
@@ -37,6 +38,11 @@ def align_report(file: str, overrides: tuple[str, ...], allow_remote_code: bool,
             err=True,
         )
         sys.exit(1)
+    needs = [
+        *needed_from("student", recipe.student, weights=False),
+        *needed_from("teacher", recipe.teacher, weights=False),
+    ]
+    require_downloaded(needs, "align-report")
     student_tokenizer = load_tokenizer(recipe.student)
     teacher_tokenizer = load_tokenizer(recipe.teacher)
     report = coverage_report(

@@ -117,9 +117,7 @@ def test_an_uncached_hub_id_is_a_clear_error(monkeypatch):
     import huggingface_hub.constants
 
     monkeypatch.setattr(huggingface_hub.constants, "HF_HUB_OFFLINE", True)
-    message = (
-        "no local copy of 'someorg/not-a-chroma': download it first (huggingface-cli download someorg/not-a-chroma)"
-    )
+    message = "no local copy of 'someorg/not-a-chroma': download it first (hf download someorg/not-a-chroma)"
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always")
         with pytest.raises(InferenceError) as exc:
@@ -208,4 +206,4 @@ def test_a_local_pipeline_path_that_is_not_there_is_not_sent_to_the_hub(tmp_path
     with pytest.raises(InferenceError) as exc:
         joint_attention_dim(Inference(pipeline=str(tmp_path / "my_chroma")))
     assert str(exc.value).startswith(f"inference.pipeline: local path '{tmp_path / 'my_chroma'}' does not exist")
-    assert "huggingface-cli" not in str(exc.value)
+    assert "hf download" not in str(exc.value)

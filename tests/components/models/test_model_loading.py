@@ -103,7 +103,7 @@ def test_meta_build_allocates_nothing() -> None:
 
 
 def test_weights_of_an_uncached_hub_id_are_a_source_error() -> None:
-    with pytest.raises(ModelSourceError, match="huggingface-cli download google/t5-v1_1-xxl"):
+    with pytest.raises(ModelSourceError, match="hf download google/t5-v1_1-xxl"):
         build_model(teacher(model="google/t5-v1_1-xxl"), "teacher")
 
 

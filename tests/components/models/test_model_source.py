@@ -83,7 +83,7 @@ def test_unknown_hub_id_says_how_to_get_it() -> None:
         resolve_config(student("nobody-xyz/not-a-model"))
     assert str(error.value) == (
         "unknown hub id 'nobody-xyz/not-a-model': no local copy and not in the known-architecture table; "
-        "download it first (huggingface-cli download nobody-xyz/not-a-model) or give a local path / inline config"
+        "download it first (hf download nobody-xyz/not-a-model) or give a local path / inline config"
     )
 
 

@@ -51,7 +51,7 @@ def test_directory_saved_with_save_pretrained_and_model_as_default(tmp_path) -> 
 
 
 def test_uncached_hub_tokenizer_is_a_source_error() -> None:
-    with pytest.raises(ModelSourceError, match="huggingface-cli download nobody-xyz/no-tokenizer"):
+    with pytest.raises(ModelSourceError, match="hf download nobody-xyz/no-tokenizer"):
         load_tokenizer(source("nobody-xyz/no-tokenizer"))
 
 

@@ -16,9 +16,14 @@ REAL = Path(__file__).resolve().parents[3] / "recipes" / "t5_to_qwen.yaml"
 @pytest.mark.parametrize(
     ("verb", "fragment"),
     [
-        ("run", "no local copy of tokenizer 'Qwen/Qwen3-Embedding-0.6B'"),
-        ("cache", "no local copy of tokenizer 'google/t5-v1_1-xxl'"),
-        ("align-report", "no local copy of tokenizer"),
+        (
+            "run",
+            "the run needs what this machine has not downloaded: teacher.model 'google/t5-v1_1-xxl', student.model "
+            "'Qwen/Qwen3-Embedding-0.6B'; fetch them with `hf download google/t5-v1_1-xxl && hf download "
+            "Qwen/Qwen3-Embedding-0.6B`",
+        ),
+        ("cache", "recipe cache needs what this machine has not downloaded: teacher.model 'google/t5-v1_1-xxl';"),
+        ("align-report", "align-report needs what this machine has not downloaded: student.model 'Qwen/Qwen3-Emb"),
         ("export", "no step checkpoint"),
     ],
 )
@@ -28,6 +33,7 @@ def test_missing_weights_or_checkpoints_are_one_line_not_a_traceback(verb, fragm
     AcceleratorState._reset_state(reset_partial_state=True)  # `run` builds its own; earlier tests left theirs
     monkeypatch.setenv("HF_HUB_OFFLINE", "1")
     monkeypatch.setenv("HF_HOME", str(tmp_path / "hf"))  # an empty hub cache, whatever this machine holds
+    monkeypatch.setattr("huggingface_hub.constants.HF_HUB_CACHE", str(tmp_path / "hf" / "hub"))
     sets = ["--set", f"output.dir={tmp_path / 'run'}", "--set", f"teacher.cache.dir={tmp_path / 'cache'}"]
     result = CliRunner().invoke(main, [verb, str(REAL), *sets])
     assert result.exit_code == 1, result.output
@@ -93,3 +99,16 @@ def test_a_place_under_a_file_is_one_problem_at_the_field(verb, field, tmp_path)
     assert isinstance(result.exception, SystemExit), "no traceback"
     assert f"{field}: {tmp_path / 'a_file'} is a file, not a directory: choose another path" in result.stderr
     assert (tmp_path / "a_file").read_text() == "mine"
+
+
+@pytest.mark.parametrize("verb", ["validate", "plan"])
+def test_validate_and_plan_pass_and_note_what_a_run_would_have_to_download(verb, tmp_path, monkeypatch):
+    monkeypatch.setattr("huggingface_hub.constants.HF_HUB_CACHE", str(tmp_path / "hub"))
+    result = CliRunner().invoke(main, [verb, str(REAL)])
+    assert result.exit_code == 0, result.output
+    assert result.stderr == (
+        "note: not downloaded on this machine yet: teacher.model 'google/t5-v1_1-xxl', student.model "
+        "'Qwen/Qwen3-Embedding-0.6B'; `recipe run` needs them and never downloads: hf download google/t5-v1_1-xxl "
+        "&& hf download Qwen/Qwen3-Embedding-0.6B\n"
+    )
+    assert CliRunner().invoke(main, [verb, str(TINY)]).stderr == "", "inline configs and shipped tokenizers"
