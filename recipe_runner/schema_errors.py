@@ -98,7 +98,14 @@ def _message(err: dict[str, Any], root: type[BaseModel], path: Path_) -> str:
         tags = [t.strip(" '") for t in str(ctx.get("expected_tags", "")).split(",")]
         return f"unknown type {ctx.get('tag')!r}{_suggest(str(ctx.get('tag')), tags)} (known: {', '.join(tags)})"
     if kind == "union_tag_not_found":
-        return "needs a `type:` key naming what this entry is"
+        tags = list(
+            dict.fromkeys(t for tp in _walk(root, tuple(err["loc"])) if isinstance(tp, type) and (t := _tag_of(tp)))
+        )
+        keys = [str(key) for key in value] if isinstance(value, dict) else []
+        misspelt = difflib.get_close_matches("type", keys, n=1, cutoff=0.6)
+        hint = f"; {misspelt[0]!r} looks like a misspelt 'type'" if misspelt else ""
+        known = f" (known: {', '.join(tags)})" if tags else ""
+        return f"needs a `type:` key naming what this entry is{known}{hint}"
     if kind == "literal_error":
         allowed = [a.strip(" '") for a in str(ctx.get("expected", "")).replace(" or ", ",").split(",")]
         return f"{_describe(value)} is not allowed{_suggest(str(value), allowed)} (allowed: {ctx.get('expected')})"

@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 from ruamel.yaml import YAML
 from ruamel.yaml.comments import CommentedMap, CommentedSeq, TaggedScalar
+from ruamel.yaml.constructor import DuplicateKeyError
 from ruamel.yaml.error import MarkedYAMLError
 
 from recipe_runner.errors import Path_, Position, Problem, RecipeError, dotted
@@ -148,6 +150,28 @@ def _too_deep(text: str) -> tuple[int, int]:
     return 1, 1
 
 
+_DUPLICATE_KEY = re.compile(r'found duplicate key "([^"]*)"')
+
+
+def _duplicate_key(name: str, text: str, exc: DuplicateKeyError) -> tuple[Position, str, str]:
+    """Where the key is given again and the line it was first given on; never the values (ruamel prints both in
+    full, hundreds of characters of Python reprs for a section)."""
+    found = _DUPLICATE_KEY.search(str(exc.problem))
+    key = found.group(1) if found else "?"
+    again = exc.problem_mark
+    where = Position(name, again.line + 1, again.column + 1) if again else Position(name)
+    first = None
+    start = exc.context_mark.line if exc.context_mark else 0
+    pattern = re.compile(rf"^\s{{{again.column}}}[\"']?{re.escape(key)}[\"']?\s*:" if again else "$^")
+    for number, line in enumerate(text.splitlines()[start : again.line if again else None], start + 1):
+        if pattern.match(line):
+            first = number
+            break
+    earlier = f" (first given on line {first})" if first else ""
+    message = f"key {key!r} appears twice in the same mapping{earlier}: merge the two into one {key!r}"
+    return where, "<yaml>", message
+
+
 def _parse_file(file: Path) -> SourcedTree:
     name = str(file)
     try:
@@ -166,6 +190,8 @@ def _parse_file(file: Path) -> SourcedTree:
         raise RecipeError.single(Position(name), "<recipe>", f"cannot read: {exc}") from None
     try:
         node = _yaml().load(text)
+    except DuplicateKeyError as exc:
+        raise RecipeError.single(*_duplicate_key(name, text, exc)) from None
     except MarkedYAMLError as exc:
         mark = exc.problem_mark or exc.context_mark
         where = Position(name, mark.line + 1, mark.column + 1) if mark else Position(name)
@@ -227,6 +253,8 @@ def load_tree(file: Path, _chain: tuple[Path, ...] = ()) -> SourcedTree:
         return tree
     merged: SourcedTree | None = None
     for base_name in bases:
+        if not base_name.strip():
+            raise RecipeError.single(where, "extends", "an empty file name: name the base recipe, or remove extends")
         base_file = (file.parent / base_name).resolve()
         if base_file in (*_chain, file):
             cycle = " -> ".join(p.name for p in (*_chain, file, base_file))

@@ -49,6 +49,12 @@ class Inference(StrictModel):
     def _one_source(self) -> Inference:
         if (self.pipeline is None) == (self.pipeline_config is None):
             raise ValueError("give exactly one of `pipeline` and `pipeline_config`")
-        if any(side <= 0 or side % 16 for side in self.size):
-            raise ValueError(f"size {list(self.size)}: width and height must be positive multiples of 16")
         return self
+
+    @field_validator("size")
+    @classmethod
+    def _multiples_of_16(cls, size: tuple[int, int]) -> tuple[int, int]:
+        """The VAE downsamples 8x and the transformer packs 2x2 latent patches: each side must divide by 16."""
+        if any(side <= 0 or side % 16 for side in size):
+            raise ValueError(f"{list(size)}: width and height must be positive multiples of 16")
+        return size

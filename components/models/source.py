@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Literal
@@ -79,6 +80,19 @@ def _from_disk_or_cache(ref: str, source: ModelSource) -> PretrainedConfig:
     )
 
 
+def _require_json_object(config_file: Path) -> None:
+    """transformers reads any JSON and fails later, on a list or a string, in words about its own internals."""
+    try:
+        values = json.loads(config_file.read_text(encoding="utf-8"))
+    except (OSError, ValueError) as exc:
+        raise ModelSourceError(f"{config_file}: not readable JSON ({exc}); copy or save the model again") from None
+    if not isinstance(values, dict):
+        raise ModelSourceError(
+            f"{config_file}: holds a JSON {type(values).__name__}, not the mapping of settings a model config is "
+            "(with model_type); copy or save the model again"
+        )
+
+
 def resolve_config(source: ModelSource) -> PretrainedConfig:
     """The architecture without touching the network: inline config, local dir, known table, then the HF cache.
 
@@ -89,8 +103,10 @@ def resolve_config(source: ModelSource) -> PretrainedConfig:
     assert source.model is not None  # the schema guarantees one of model/config
     location = locate(source.model)
     if location.kind == "local":
-        if not (Path(location.ref) / "config.json").is_file():
+        config_file = Path(location.ref) / "config.json"
+        if not config_file.is_file():
             raise ModelSourceError(f"{location.ref}: not a model directory (no config.json)")
+        _require_json_object(config_file)
         try:
             return _from_disk_or_cache(location.ref, source)
         except (OSError, ValueError) as exc:

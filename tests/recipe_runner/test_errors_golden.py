@@ -46,6 +46,13 @@ GOLDEN: dict[str, tuple[tuple[str, ...], list[str]]] = {
             "(known: linear, mlp, transformer, residual_mlp, rms_norm)"
         ],
     ),
+    "misspelt_type_key.yaml": (
+        (),
+        [
+            "misspelt_type_key.yaml:6:7: bolt_on.layers[1]: needs a `type:` key naming what this entry is (known: "
+            "linear, mlp, transformer, residual_mlp, rms_norm); 'tpye' looks like a misspelt 'type'"
+        ],
+    ),
     "bad_literal.yaml": (
         (),
         [
@@ -200,6 +207,10 @@ GOLDEN: dict[str, tuple[tuple[str, ...], list[str]]] = {
             "yes_no_for_a_number.yaml:9:10: stages[0].lr.student: expected a number, got true",
         ],
     ),
+    "image_size.yaml": (
+        (),
+        ["image_size.yaml:5:3: inference.size: [63, 64]: width and height must be positive multiples of 16"],
+    ),
     "pipeline_width.yaml": (
         (),
         [
@@ -288,8 +299,8 @@ GOLDEN: dict[str, tuple[tuple[str, ...], list[str]]] = {
     "duplicate_key.yaml": (
         (),
         [
-            "duplicate_key.yaml:5:3: <yaml>: YAML syntax error: while constructing a mapping found duplicate key "
-            '"batch_size" with value "4" (original value: "2")'
+            "duplicate_key.yaml:5:3: <yaml>: key 'batch_size' appears twice in the same mapping (first given on line "
+            "4): merge the two into one 'batch_size'"
         ],
     ),
     "model_and_config.yaml": (

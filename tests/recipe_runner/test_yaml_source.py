@@ -266,6 +266,15 @@ def test_extends_naming_a_folder(tmp_path: Path) -> None:
     assert problem.message == "'recipes' is a directory, not a recipe file"
 
 
+@pytest.mark.parametrize("value", ["''", "[a.yaml, ' ']"])
+def test_extends_with_an_empty_name_says_so(tmp_path: Path, value: str) -> None:
+    write(tmp_path, "a.yaml", "recipe: a\n")
+    child = write(tmp_path, "child.yaml", f"recipe: x\nextends: {value}\n")
+    with pytest.raises(RecipeError) as exc:
+        load_tree(child)
+    assert only_problem(exc).message == "an empty file name: name the base recipe, or remove extends"
+
+
 def test_a_folder_given_as_the_recipe(tmp_path: Path) -> None:
     with pytest.raises(RecipeError) as exc:
         load_tree(tmp_path)
@@ -322,13 +331,22 @@ def test_tab_indentation_is_a_syntax_error(tmp_path: Path) -> None:
     assert "'\\t'" in problem.message
 
 
-def test_duplicate_keys_are_an_error(tmp_path: Path) -> None:
-    file = write(tmp_path, "dup.yaml", "recipe: x\nhardware:\n  seed: 1\n  seed: 2\n")
+@pytest.mark.parametrize(
+    ("text", "key", "first", "again"),
+    [
+        ("recipe: x\nhardware:\n  seed: 1\n  device: cpu\n  'seed': 2\n", "seed", 3, (5, 3)),
+        ("stages:\n  - name: a\n    steps: 3\nrecipe: x\nstages:\n  - {name: b, steps: 4}\n", "stages", 1, (5, 1)),
+    ],
+)
+def test_a_key_given_twice_names_both_lines_and_never_dumps_the_values(tmp_path, text, key, first, again) -> None:
+    file = write(tmp_path, "dup.yaml", text)
     with pytest.raises(RecipeError) as exc:
         load_tree(file)
     problem = only_problem(exc)
-    assert where(problem.position) == ("dup.yaml", 4, 3)
-    assert 'duplicate key "seed"' in problem.message
+    assert where(problem.position) == ("dup.yaml", *again)
+    assert problem.message == (
+        f"key '{key}' appears twice in the same mapping (first given on line {first}): merge the two into one '{key}'"
+    )
 
 
 @pytest.mark.parametrize("text", ["", "# only a comment\n", "---\n"])

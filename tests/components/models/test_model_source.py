@@ -105,6 +105,17 @@ def test_missing_local_path_and_directory_without_config_are_errors(tmp_path) ->
         resolve_config(student(str(tmp_path)))
 
 
+@pytest.mark.parametrize(
+    ("text", "why"), [("[1, 2]", "holds a JSON list, not the mapping"), ("{", "not readable JSON")]
+)
+def test_a_config_json_that_is_no_mapping_is_one_line(tmp_path, text: str, why: str) -> None:
+    (tmp_path / "config.json").write_text(text)
+    with pytest.raises(ModelSourceError) as caught:
+        resolve_config(student(str(tmp_path)))
+    assert str(caught.value).startswith(f"{tmp_path / 'config.json'}: {why}")
+    assert str(caught.value).endswith("copy or save the model again")
+
+
 def test_remote_code_is_refused_naming_where_the_code_comes_from() -> None:
     from components.models import remote_code_refusal
 
