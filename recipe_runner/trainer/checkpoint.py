@@ -33,6 +33,9 @@ class Position:
     epoch_batches: int | None = None  # batches in that epoch's order, to rescale `batch` if the batching changes
     best_eval: float | None = None
     eval_pending: bool = False  # a stop cut short the evaluation of global_step: `--resume` makes it first
+    # [loss sum, micro-steps] since the last metrics line (over every process), so that the first line after a
+    # resume averages the same steps as an uninterrupted run's
+    loss_window: list[float] | None = None
 
 
 def _optimizer_tensors(state: dict) -> tuple[dict[str, torch.Tensor], dict]:

@@ -281,7 +281,7 @@ class Trainer:
         stream = self.batches.stream(stage_index, position)
         clock, consensus = SaveClock(recipe.output.save_every_minutes), Consensus(accelerator)
         nonfinite = torch.zeros((), dtype=torch.bool, device=accelerator.device)
-        window = LossWindow(accelerator)
+        window, position.loss_window = LossWindow(accelerator, position.loss_window), None
         self.prepared.train()
         with tqdm(
             total=total,
@@ -314,6 +314,8 @@ class Trainer:
                         lr=f"{values['lr/0']:.2e}",
                         tok_s=f"{values['tokens_per_s']:.0f}",
                     )
+                if evaluating:  # the weights may be kept as `best`
+                    position.loss_window = window.carry()
                 fresh = self._evaluate_or_stop(loss_fn, position, stop) if evaluating else {}
                 if fresh is None or (consensus.alone and stop.raised):  # a stop during this step's evaluation
                     agreed["stop"], fresh = True, {}
@@ -321,7 +323,8 @@ class Trainer:
                 if fresh:  # none: no eval data, or an evaluation cut short by a stop (an earlier one is not news)
                     last = fresh
                     self._record_evaluation(position, stage.name, fresh)
-                if by_count or agreed["stop"] or agreed["clock"]:
+                if by_count or agreed["stop"] or agreed["clock"]:  # every process agreed: all of them are here
+                    position.loss_window = window.carry()
                     self._save(position)
                     clock.restart()
                 if agreed["stop"]:
@@ -329,6 +332,7 @@ class Trainer:
                         f"interrupted at step {step}; checkpoint saved in {self.checkpoints / checkpoint_name(step)}; "
                         "continue with `recipe run RECIPE --resume`"
                     )
+                position.loss_window = None
         return last
 
     def _record_evaluation(self, position: Position, stage: str, metrics: dict[str, float]) -> None:

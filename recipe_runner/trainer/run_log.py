@@ -114,10 +114,26 @@ class LossWindow:
     device, so a step never waits for it; `take` (every process, at logging steps only) reads it in one sync and
     starts the next window."""
 
-    def __init__(self, accelerator) -> None:
+    def __init__(self, accelerator, carried: list[float] | None = None) -> None:
+        """`carried`: what `carry` gave before the checkpoint this run resumed from (held by the main process, as
+        `take` adds every process's share)."""
         self.accelerator = accelerator
         self.loss_sum = torch.zeros((), device=accelerator.device)
         self.micro_steps, self.tokens, self.started = 0, 0, time.perf_counter()
+        if carried and accelerator.is_main_process:
+            self.loss_sum += carried[0]
+            self.micro_steps = int(carried[1])
+
+    def carry(self) -> list[float] | None:
+        """The window's loss sum and micro-steps over every process, for a checkpoint (every process calls it);
+        None when the window is empty. Tokens/s starts afresh after a resume, as its clock does."""
+        totals = torch.stack(
+            [self.loss_sum.float(), torch.tensor(float(self.micro_steps), device=self.loss_sum.device)]
+        )
+        if self.accelerator.num_processes > 1:
+            totals = self.accelerator.reduce(totals, "sum")
+        loss_sum, micro_steps = totals.tolist()
+        return [loss_sum, micro_steps] if micro_steps else None
 
     def add(self, loss: torch.Tensor, tokens: int) -> None:
         self.loss_sum += loss.detach()

@@ -269,3 +269,19 @@ def test_a_second_run_into_a_directory_in_use_is_refused(tiny_recipe_path, tiny_
         held.release()
     summary = _train(tiny_recipe_path, _short(tiny_overrides, 2))  # free again once the first one ends
     assert summary.global_step == 2
+
+
+def test_the_first_loss_line_after_a_resume_averages_the_steps_an_uninterrupted_run_does(tiny_recipe_path, tmp_path):
+    def overrides(run: str) -> list[str]:
+        where = [f"output.dir={tmp_path / run}", f"teacher.cache.dir={tmp_path / 'cache'}"]
+        return _short(where, 8, "output.log_every_steps=4", "output.keep_best=false")
+
+    def losses(run: str) -> dict[int, float]:
+        return {row["step"]: row["loss"] for row in _rows(tmp_path / run) if "loss" in row}
+
+    _train(tiny_recipe_path, overrides("straight"))
+    _train(tiny_recipe_path, overrides("resumed"))
+    shutil.rmtree(tmp_path / "resumed" / "checkpoints" / "step-00000008")  # killed after step 6's checkpoint
+    _train(tiny_recipe_path, overrides("resumed"), resume=True)
+    assert sorted(losses("resumed")) == [4, 8]
+    assert losses("resumed") == pytest.approx(losses("straight"), rel=1e-6)  # step 8's line: steps 5-8, not 7-8
