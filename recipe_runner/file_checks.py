@@ -3,6 +3,7 @@ cache directories, a local inference pipeline; all of them found by `validate` r
 
 from __future__ import annotations
 
+from fnmatch import fnmatch
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -61,8 +62,61 @@ def file_problems(loaded: LoadedRecipe) -> list[Problem]:
             problems.append(loaded.problem(where, f"{nearest} is a file, not a directory: choose another path"))
     if cache is not None and Path(cache.dir) == Path(recipe.output.dir):
         problems.append(loaded.problem(("teacher", "cache", "dir"), "the cache must not share the output directory"))
+    problems += _foreign_directory_problems(loaded)
     problems += _pipeline_problems(loaded)
     problems += _cached_prompts_problems(loaded)
+    return problems
+
+
+# What `recipe run` (and `recipe infer`'s default images) write in output.dir, and `recipe cache` in cache.dir;
+# temporary names and lock files are dot-names.
+_RUN_WRITES = ("resolved_recipe.yaml", "resolved_recipe.until-step-*.yaml", "versions.json", "metrics.jsonl",
+               "checkpoints", "export", "images", "tensorboard", ".*")  # fmt: skip
+_CACHE_WRITES = ("train", "eval", ".*")
+_SPLIT_WRITES = ("manifest.json", "shard-*.safetensors", ".*")
+
+
+def _not_written_by_us(directory: Path, marker: str, names: tuple[str, ...]) -> list[str]:
+    """What an existing directory holds that the verb writing it would not have written (splits of a cache looked
+    into as well); nothing when it holds the verb's lock file: it is then one of its directories, and what else
+    a person keeps there is theirs and never touched."""
+    if not directory.is_dir() or (directory / marker).exists():
+        return []
+    foreign = []
+    for entry in sorted(directory.iterdir()):
+        if not any(fnmatch(entry.name, pattern) for pattern in names):
+            foreign.append(entry.name)
+        elif names is _CACHE_WRITES and entry.is_dir() and not entry.name.startswith("."):
+            inside = sorted(entry.iterdir())
+            foreign += [f"{entry.name}/{e.name}" for e in inside if not any(fnmatch(e.name, p) for p in _SPLIT_WRITES)]
+    return foreign
+
+
+def _foreign_directory_problems(loaded: LoadedRecipe) -> list[Problem]:
+    """An output.dir or cache.dir that already holds someone's files (`~`, a project folder, `/etc`): a run
+    writes and replaces files of its own names there, so only a new, empty or earlier directory of its kind is
+    taken."""
+    from recipe_runner.teacher_cache import CACHE_LOCK
+    from recipe_runner.trainer.run_dir import LOCK_NAME
+
+    recipe, problems = loaded.recipe, []
+    places = [
+        (("output", "dir"), recipe.output.dir, LOCK_NAME, _RUN_WRITES, "a run's checkpoints, logs and export", "runs")
+    ]
+    if recipe.teacher.cache is not None:
+        where, directory = ("teacher", "cache", "dir"), recipe.teacher.cache.dir
+        places.append((where, directory, CACHE_LOCK, _CACHE_WRITES, "the teacher cache's shards", "cache"))
+    for where, directory, marker, names, what, parent in places:
+        foreign = _not_written_by_us(Path(directory), marker, names)
+        if foreign:
+            shown = ", ".join(foreign[:5]) + (f" and {len(foreign) - 5} more" if len(foreign) > 5 else "")
+            problems.append(
+                loaded.problem(
+                    where,
+                    f"{directory} already holds files that recipe did not write ({shown}); {what} would go beside "
+                    f"them and replace any of the same names: choose a new or empty folder (e.g. {parent}/NAME)",
+                )
+            )
     return problems
 
 

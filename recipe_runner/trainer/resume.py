@@ -74,6 +74,11 @@ def compare(record: dict[str, Any], recipe: Recipe, train_prompts_sha256: str, s
             f"the train prompts ({recipe.data.train}) are not the ones it was trained on: its data position "
             "would point at other prompts"
         )
+    if saved.get("recipe") != now["recipe"]:
+        report.blocking.append(
+            f"it was trained by recipe {saved.get('recipe')!r}, not {now['recipe']!r} (a recipe that extends another "
+            "inherits its output.dir; if this one was only renamed, put its name back)"
+        )
     if stage_index >= len(recipe.stages):
         report.blocking.append(
             f"it was saved in stage {stage_index}, but the recipe now has {len(recipe.stages)} stage(s)"

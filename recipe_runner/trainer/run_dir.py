@@ -14,7 +14,7 @@ from pathlib import Path
 
 from components.atomic_files import recover_directory
 from components.disk_space import bytes_under, size_in_words
-from recipe_runner.trainer.checkpoint import COMPLETE, STEP_DIR, read_position, step_checkpoints
+from recipe_runner.trainer.checkpoint import COMPLETE, STEP_DIR, read_position, read_record, step_checkpoints
 from recipe_runner.trainer.parts import RunSetupError
 
 LOCK_NAME = ".recipe-run.lock"
@@ -99,7 +99,7 @@ def _step(checkpoint: Path) -> int | None:
         return None
 
 
-def choose_start(out_dir: Path, resume: bool, main: bool) -> Path | None:
+def choose_start(out_dir: Path, resume: bool, main: bool, recipe_name: str) -> Path | None:
     """The checkpoint a run continues from (None: step 0), after the main process tidied what a killed run left.
 
     With --resume that is the newest of the step checkpoints and `best`: a run killed after an evaluation but
@@ -118,7 +118,7 @@ def choose_start(out_dir: Path, resume: bool, main: bool) -> Path | None:
     if resume and start is None:
         print(f"--resume: no checkpoint in {checkpoints}; starting from step 0", file=sys.stderr)
     if start is None:
-        refuse_fresh_start(out_dir, resuming=resume)
+        refuse_fresh_start(out_dir, recipe_name, resuming=resume)
     _refuse_incomplete_steps(checkpoints, (_step(start) or 0) if start is not None else 0, main)
     return start
 
@@ -149,11 +149,19 @@ def _refuse_incomplete_steps(checkpoints: Path, start_step: int, main: bool) -> 
         )
 
 
-def refuse_fresh_start(out_dir: Path, resuming: bool = False) -> None:
+def refuse_fresh_start(out_dir: Path, recipe_name: str, resuming: bool = False) -> None:
     """A run without --resume may only start where no earlier run left checkpoints, an export or metrics. With
     --resume but no checkpoint (the earlier run stopped before its first one), its metrics alone are no reason to
-    refuse: they describe steps that are trained again."""
+    refuse: they describe steps that are trained again. The checkpoints of another recipe (one that this recipe
+    extends, and whose output.dir it inherited) are never offered for --resume."""
     existing = step_checkpoints(out_dir / "checkpoints")
+    owner = _trained_by(existing[-1]) if existing else None
+    if existing and owner not in (None, recipe_name):
+        raise RunSetupError(
+            f"{out_dir} holds the checkpoints of recipe {owner!r} (latest {existing[-1].name}), not of "
+            f"{recipe_name!r}: give this recipe an output.dir of its own (e.g. --set output.dir=runs/{recipe_name}); "
+            "a recipe that extends another inherits its output.dir"
+        )
     if existing:
         raise RunSetupError(
             f"{out_dir} already holds checkpoints (latest {existing[-1].name}); use `recipe run --resume` to "
@@ -163,11 +171,26 @@ def refuse_fresh_start(out_dir: Path, resuming: bool = False) -> None:
     if found:
         best = out_dir / "checkpoints" / "best"
         step = _step(best) if (best / COMPLETE).is_file() else None
-        go_on = f"; or continue it from there (step {step}) with `recipe run --resume`" if step is not None else ""
+        if step is not None:
+            go_on = f"; or continue it from there (step {step}) with `recipe run --resume`"
+        elif found == ["metrics.jsonl"]:  # a run that stopped before its first checkpoint
+            go_on = "; or `recipe run --resume`, which starts it again from step 0 and keeps that log"
+        else:
+            go_on = ""
         raise RunSetupError(
             f"{out_dir} holds an earlier run's {', '.join(found)}, which a new run would replace: choose another "
             f"output.dir (e.g. --set output.dir=runs/new), or move them away first{go_on}"
         )
+
+
+def _trained_by(checkpoint: Path) -> str | None:
+    """The `recipe:` name in the checkpoint's run record; None when it has none or cannot be read."""
+    try:
+        record = read_record(checkpoint)
+    except (OSError, ValueError):
+        return None
+    name = record["recipe"].get("recipe") if record else None
+    return name if isinstance(name, str) else None
 
 
 def tidy_checkpoints(checkpoints: Path) -> list[Path]:

@@ -163,3 +163,30 @@ def test_an_empty_data_file_or_a_jsonl_without_the_field_fails_validate_at_the_f
 def test_a_smoke_run_shorter_than_its_warmup_passes_validate() -> None:
     """Cutting steps for a quick try must not be refused; plan and run warn instead."""
     assert _problems("stages.0.epochs=null", "stages.0.steps=3", "stages.0.warmup_steps=50") == []
+
+
+def test_an_output_or_cache_folder_that_holds_someone_elses_files_fails_validate(tmp_path) -> None:
+    home, project = tmp_path / "home", tmp_path / "project"
+    (home / "Documents").mkdir(parents=True)
+    (home / "versions.json").write_text('{"my": "settings"}')  # a name a run writes: replacing it would lose it
+    (project / "train").mkdir(parents=True)
+    (project / "train" / "notes.txt").write_text("mine")
+    output, cache = _problems(f"output.dir={home}", f"teacher.cache.dir={project}")
+    assert output == (
+        f"output.dir: {home} already holds files that recipe did not write (Documents); a run's checkpoints, logs "
+        "and export would go beside them and replace any of the same names: choose a new or empty folder "
+        "(e.g. runs/NAME)"
+    )
+    assert cache.startswith(f"teacher.cache.dir: {project} already holds files that recipe did not write "
+                            "(train/notes.txt); the teacher cache's shards would go")  # fmt: skip
+
+
+def test_a_run_folder_of_its_own_passes_with_whatever_else_its_owner_keeps_there(tmp_path) -> None:
+    run = tmp_path / "run"
+    (run / "checkpoints").mkdir(parents=True)  # made ahead, e.g. as a link to another disk: a run writes it
+    (run / "metrics.jsonl").write_text("")
+    assert _problems(f"output.dir={run}") == []
+    (run / "notes.md").write_text("why this run")
+    assert len(_problems(f"output.dir={run}")) == 1
+    (run / ".recipe-run.lock").write_text("pid 1")  # every run takes it first: an earlier run's folder
+    assert _problems(f"output.dir={run}") == []

@@ -246,7 +246,9 @@ def test_a_run_that_stopped_before_its_first_checkpoint_can_be_resumed_from_step
     overrides = _short(tiny_overrides, 2, "output.keep_best=false", "output.export=false")
     _train(tiny_recipe_path, overrides)
     shutil.rmtree(run_dir / "checkpoints")  # as if killed before its first save: only its log is left
-    with pytest.raises(RunSetupError, match="holds an earlier run's metrics.jsonl"):
+    with pytest.raises(
+        RunSetupError, match="metrics.jsonl.*or `recipe run --resume`, which starts it again from step 0"
+    ):
         _train(tiny_recipe_path, overrides)
     assert _train(tiny_recipe_path, overrides, resume=True).global_step == 2
     assert "no checkpoint in" in capsys.readouterr().err
@@ -285,3 +287,21 @@ def test_the_first_loss_line_after_a_resume_averages_the_steps_an_uninterrupted_
     _train(tiny_recipe_path, overrides("resumed"), resume=True)
     assert sorted(losses("resumed")) == [4, 8]
     assert losses("resumed") == pytest.approx(losses("straight"), rel=1e-6)  # step 8's line: steps 5-8, not 7-8
+
+
+def test_a_recipe_that_inherited_another_recipes_output_dir_never_trains_on_in_it(tiny_recipe_path, tmp_path):
+    variant = tmp_path / "variant.yaml"
+    variant.write_text(f"extends: {tiny_recipe_path}\nrecipe: my_variant\n")
+    base_run = _short([f"output.dir={tmp_path / 'run'}", f"teacher.cache.dir={tmp_path / 'cache'}"], 2)
+    _train(tiny_recipe_path, base_run)
+    before = (tmp_path / "run" / "export" / "encoder.json").read_bytes()
+    with pytest.raises(RunSetupError) as fresh:
+        _train(variant, base_run)
+    assert str(fresh.value) == (
+        f"{tmp_path / 'run'} holds the checkpoints of recipe 't5_to_qwen_tiny' (latest step-00000002), not of "
+        "'my_variant': give this recipe an output.dir of its own (e.g. --set output.dir=runs/my_variant); a recipe "
+        "that extends another inherits its output.dir"
+    )
+    with pytest.raises(ResumeMismatchError, match="it was trained by recipe 't5_to_qwen_tiny', not 'my_variant'"):
+        _train(variant, base_run, resume=True)
+    assert (tmp_path / "run" / "export" / "encoder.json").read_bytes() == before
