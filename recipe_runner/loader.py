@@ -11,7 +11,7 @@ from pydantic import BaseModel, ValidationError
 
 from recipe_runner.errors import Path_, Problem, RecipeError, dotted
 from recipe_runner.schema_errors import problems_from_validation
-from recipe_runner.yaml_source import SourcedTree, apply_overrides, load_tree
+from recipe_runner.yaml_source import ENVIRONMENT_VARIABLE, UNEXPANDED, SourcedTree, apply_overrides, load_tree
 from schemas import Recipe
 from schemas.base import PathMarker
 
@@ -57,6 +57,9 @@ def _resolve_paths(node: Any, path: Path_, tree: SourcedTree, problems: list[Pro
         if marker is not None and isinstance(value, str) and not value.strip():
             where = path + (name,)
             problems.append(Problem(tree.position_of(where), dotted(where), "empty path: give a file or directory"))
+        elif marker is not None and isinstance(value, str) and ENVIRONMENT_VARIABLE.search(value):
+            where = path + (name,)
+            problems.append(Problem(tree.position_of(where), dotted(where), f"{value!r}: {UNEXPANDED}"))
         elif marker is not None and isinstance(value, str):
             origin = tree.position_of(path + (name,)).file
             base = Path(origin).parent if Path(origin).is_file() else Path.cwd()

@@ -141,6 +141,7 @@ def problems_from_validation(exc: ValidationError, tree: SourcedTree, root: type
     problems = []
     for err in exc.errors(include_url=False):
         loc = _data_path(tree.data, tuple(err["loc"]))
+        loc += getattr((err.get("ctx") or {}).get("error"), "path", ())  # a problem inside a free mapping
         if err["type"] == "union_tag_invalid" and loc + ("type",) in tree.positions:
             loc = loc + ("type",)
         position = tree.position_of(loc)

@@ -150,6 +150,11 @@ def _too_deep(text: str) -> tuple[int, int]:
     return 1, 1
 
 
+ENVIRONMENT_VARIABLE = re.compile(r"\$(\w|\{)")
+UNEXPANDED = (
+    "environment variables are not expanded in a recipe (it would mean another place on every machine): write the "
+    "path relative to the recipe file, or absolute"
+)
 _DUPLICATE_KEY = re.compile(r'found duplicate key "([^"]*)"')
 
 
@@ -255,7 +260,9 @@ def load_tree(file: Path, _chain: tuple[Path, ...] = ()) -> SourcedTree:
     for base_name in bases:
         if not base_name.strip():
             raise RecipeError.single(where, "extends", "an empty file name: name the base recipe, or remove extends")
-        base_file = (file.parent / base_name).resolve()
+        if ENVIRONMENT_VARIABLE.search(base_name):
+            raise RecipeError.single(where, "extends", f"{base_name!r}: {UNEXPANDED}")
+        base_file = (file.parent / Path(base_name).expanduser()).resolve()
         if base_file in (*_chain, file):
             cycle = " -> ".join(p.name for p in (*_chain, file, base_file))
             raise RecipeError.single(where, "extends", f"extends cycle: {cycle}")
@@ -310,7 +317,10 @@ def apply_overrides(tree: SourcedTree, overrides: list[str] | tuple[str, ...]) -
                 nxt = node[part] = {}
                 tree.positions[path[: depth + 1]] = where  # a key only this --set wrote: problems point here
             if not isinstance(nxt, (dict, list)):
-                problems.append(Problem(where, dotted(path[: depth + 1]), "cannot set a key below this value"))
+                here = dotted(path[: depth + 1])
+                problems.append(
+                    Problem(where, here, f"is {nxt!r} here, not a mapping: set it whole instead (--set '{here}=...')")
+                )
                 break
             node = nxt
         else:

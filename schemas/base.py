@@ -2,11 +2,12 @@
 
 from __future__ import annotations
 
+import math
 import types
 import typing
 from typing import Annotated, Any
 
-from pydantic import BaseModel, ConfigDict, Field, model_validator
+from pydantic import AfterValidator, BaseModel, ConfigDict, Field, model_validator
 
 
 def _admits(annotation: Any, kind: type) -> bool:
@@ -75,3 +76,30 @@ HubOrPath = Annotated[str, PathMarker(must_be_local=False)]
 
 PositiveInt = Annotated[int, Field(gt=0)]
 NonNegativeFloat = Annotated[float, Field(ge=0)]
+
+
+class ValueErrorAt(ValueError):
+    """A problem inside a free mapping, at `path` below the field (so the error can point at that very line)."""
+
+    def __init__(self, path: tuple[str | int, ...], message: str) -> None:
+        super().__init__(message)
+        self.path = path
+
+
+def _finite_throughout(values: dict[str, Any]) -> dict[str, Any]:
+    """A free mapping (an inline architecture config) is not checked field by field: a NaN or inf in it would
+    reach the model and show up as a diverged run or a black image, blamed on the learning rate."""
+
+    def walk(node: Any, path: tuple[str | int, ...]) -> None:
+        if isinstance(node, float) and not math.isfinite(node):
+            raise ValueErrorAt(path, f"{node} is not a finite number; a config value must be one")
+        items = node.items() if isinstance(node, dict) else enumerate(node) if isinstance(node, list) else ()
+        for key, item in items:
+            walk(item, (*path, key))
+
+    walk(values, ())
+    return values
+
+
+FreeMapping = Annotated[dict[str, Any], AfterValidator(_finite_throughout)]
+"""Settings passed through to a library as they are (transformers and diffusers configs), numbers kept finite."""

@@ -6,7 +6,7 @@ from typing import Any, Literal
 
 from pydantic import Field, ValidationError, ValidatorFunctionWrapHandler, field_validator, model_validator
 
-from schemas.base import HubOrPath, StrictModel
+from schemas.base import FreeMapping, HubOrPath, StrictModel
 
 # Scales in use sit near 4; past ~30 an image only burns out, and a scale like 1e30 overflows into NaN pixels.
 # `recipe infer --guidance` takes the same range.
@@ -19,7 +19,7 @@ class Inference(StrictModel):
     pipeline: HubOrPath | None = Field(
         default=None, description="Chroma pipeline hub id (e.g. lodestones/Chroma1-HD) or local directory."
     )
-    pipeline_config: dict[str, Any] | None = Field(
+    pipeline_config: FreeMapping | None = Field(
         default=None,
         description="Inline tiny pipeline: `transformer` and `vae` config mappings with random weights (tests, demo).",
     )

@@ -2,11 +2,11 @@
 
 from __future__ import annotations
 
-from typing import Annotated, Any, Literal, Union
+from typing import Annotated, Literal, Union
 
 from pydantic import Field, model_validator
 
-from schemas.base import HubOrPath, LocalPath, StrictModel
+from schemas.base import FreeMapping, HubOrPath, LocalPath, StrictModel
 
 DType = Literal["float32", "bfloat16", "float16"]
 
@@ -35,7 +35,7 @@ class ModelSource(StrictModel):
     model: HubOrPath | None = Field(
         default=None, description="Hub id (e.g. google/t5-v1_1-xxl) or local directory saved with save_pretrained."
     )
-    config: dict[str, Any] | None = Field(
+    config: FreeMapping | None = Field(
         default=None,
         description="Inline transformers config (must contain model_type); the model gets random weights. "
         "Used by tests and CPU demos instead of `model`.",

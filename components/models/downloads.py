@@ -8,6 +8,7 @@ from __future__ import annotations
 
 from collections.abc import Iterable
 from dataclasses import dataclass
+from pathlib import Path
 
 from components.models.source import ModelSourceError, download_command, locate
 from schemas.models import ModelSource
@@ -83,8 +84,20 @@ def require_downloaded(needs: Iterable[Needed], verb: str) -> None:
         raise ModelSourceError(
             f"{verb} needs what this machine has not downloaded: {missing_in_words(missing)}; fetch "
             f"{'it' if len(missing) == 1 else 'them'} with `{download_commands(missing)}` (or point the recipe at "
-            "local folders)"
+            f"local folders){_folders_here(missing)}"
         )
+
+
+def _folders_here(missing: list[Needed]) -> str:
+    """A hub id that is also a folder in the current directory was most likely meant as that folder."""
+    folders = [need.hub_id for need in missing if Path(need.hub_id).is_dir()]
+    if not folders:
+        return ""
+    return (
+        f"; {', '.join(folders)} is also a folder in the current directory, but a recipe's paths are read from the "
+        "recipe file's folder, so that it means the same wherever it runs: write the path from there (./ or ../) "
+        "or an absolute one"
+    )
 
 
 def download_note(teacher: ModelSource, student: ModelSource) -> str | None:

@@ -29,12 +29,15 @@ class Location:
 
 
 def locate(reference: str) -> Location:
-    """A hub id is `org/name` that is not on disk; everything else must exist locally."""
+    """A relative `org/name` is a hub id; everything else must exist locally.
+
+    Never a folder of that name in the current directory: the loader has already made every path that exists
+    beside the recipe absolute, and a recipe must mean the same models wherever it is run from."""
+    if reference.count("/") == 1 and not reference.startswith((".", "/", "~")):
+        return Location("hub", reference)
     path = Path(reference).expanduser()
     if path.exists():
         return Location("local", str(path))
-    if reference.count("/") == 1 and not reference.startswith((".", "/", "~")):
-        return Location("hub", reference)
     raise ModelSourceError(f"local path {reference!r} does not exist")
 
 

@@ -207,6 +207,13 @@ GOLDEN: dict[str, tuple[tuple[str, ...], list[str]]] = {
             "yes_no_for_a_number.yaml:9:10: stages[0].lr.student: expected a number, got true",
         ],
     ),
+    "nan_in_config.yaml": (
+        (),
+        [
+            "nan_in_config.yaml:5:5: teacher.config.layer_norm_epsilon: nan is not a finite number; a config value "
+            "must be one"
+        ],
+    ),
     "image_size.yaml": (
         (),
         ["image_size.yaml:5:3: inference.size: [63, 64]: width and height must be positive multiples of 16"],

@@ -125,7 +125,17 @@ def test_override_of_a_list_item_that_is_not_there(tmp_path: Path, override: str
 def test_override_below_a_scalar(tmp_path: Path) -> None:
     problem = override_problem(tmp_path, "hardware.batch_size.value=3")
     assert problem.field == "hardware.batch_size"
-    assert problem.message == "cannot set a key below this value"
+    assert problem.message == "is 2 here, not a mapping: set it whole instead (--set 'hardware.batch_size=...')"
+
+
+def test_the_shipped_recipes_data_files_take_a_limit_by_override_and_by_extends(tmp_path: Path) -> None:
+    from recipe_runner.loader import load_recipe
+
+    recipe = Path(__file__).resolve().parents[2] / "recipes" / "examples" / "t5_to_qwen_tiny.yaml"
+    assert load_recipe(recipe, ["data.train.limit=50"], check=False).recipe.data.train.limit == 50
+    child = tmp_path / "child.yaml"
+    child.write_text(f"extends: {recipe}\ndata: {{eval: {{limit: 5}}}}\n")
+    assert load_recipe(child, check=False).recipe.data.eval.limit == 5
 
 
 def test_all_bad_overrides_are_reported_at_once(tmp_path: Path) -> None:

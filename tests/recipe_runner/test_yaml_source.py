@@ -435,3 +435,25 @@ def test_relative_paths_are_relative_to_the_file_that_wrote_them(tmp_path: Path)
     loaded = load_recipe(child, check=False)
     assert loaded.recipe.output.dir == str(tmp_path.resolve() / "here")
     assert loaded.recipe.data.train.path == str(BASE_RECIPE.parents[3] / "data" / "prompts" / "train.txt")
+
+
+@pytest.mark.parametrize("override", ["output.dir=$HOME/runs/x", "data.train=${DATA}/train.txt"])
+def test_an_environment_variable_in_a_path_is_refused_not_taken_literally(override: str) -> None:
+    with pytest.raises(RecipeError) as exc:
+        load_recipe(BASE_RECIPE, [override], check=False)
+    assert only_problem(exc).message.endswith(
+        ": environment variables are not expanded in a recipe (it would mean another place on every machine): write "
+        "the path relative to the recipe file, or absolute"
+    )
+
+
+def test_extends_expands_the_home_folder_and_refuses_variables(tmp_path: Path, monkeypatch) -> None:
+    monkeypatch.setenv("HOME", str(tmp_path / "home"))
+    (tmp_path / "home").mkdir()
+    write(tmp_path / "home", "base.yaml", "recipe: base\n")
+    child = write(tmp_path, "child.yaml", "extends: ~/base.yaml\n")
+    assert load_tree(child).data == {"recipe": "base"}
+    child = write(tmp_path, "child.yaml", "extends: $HOME/base.yaml\n")
+    with pytest.raises(RecipeError) as exc:
+        load_tree(child)
+    assert only_problem(exc).message.startswith("'$HOME/base.yaml': environment variables are not expanded")

@@ -65,3 +65,17 @@ def test_the_refusal_lists_every_missing_id_and_one_line_that_fetches_them(cache
     _cache_snapshot(cache, "org/big")
     with pytest.raises(ModelSourceError, match="student.model 'org/small'; fetch it with"):
         require_downloaded(needs, "the run")
+
+
+def test_a_folder_in_the_current_directory_is_never_taken_for_a_hub_id_but_is_pointed_out(cache, tmp_path, monkeypatch):
+    from components.models.source import locate
+
+    (tmp_path / "toks" / "qwen").mkdir(parents=True)
+    monkeypatch.chdir(tmp_path)
+    assert locate("toks/qwen").kind == "hub", "the same recipe must mean the same models from any directory"
+    with pytest.raises(ModelSourceError) as caught:
+        require_downloaded([Needed("student.tokenizer", "toks/qwen", None)], "align-report")
+    assert str(caught.value).endswith(
+        "; toks/qwen is also a folder in the current directory, but a recipe's paths are read from the recipe file's "
+        "folder, so that it means the same wherever it runs: write the path from there (./ or ../) or an absolute one"
+    )
