@@ -33,13 +33,29 @@ def _tokenizer_fingerprint(recipe: Recipe) -> str:
     return source
 
 
+def _teacher_name(recipe: Recipe) -> str:
+    """The hub id; for a local folder its config.json, not its path: a project folder that moves, or a models
+    folder mounted elsewhere on another machine, keeps its cache (the weights fingerprint tells copies apart)."""
+    teacher = recipe.teacher
+    if teacher.model is None:
+        return "inline:" + _sha(json.dumps(teacher.config, sort_keys=True))
+    config = Path(teacher.model) / "config.json"
+    if Path(teacher.model).is_absolute() and config.is_file():
+        try:
+            return "local:" + _sha(config.read_text(encoding="utf-8"))
+        except (OSError, UnicodeDecodeError):
+            return teacher.model
+    return teacher.model
+
+
 def teacher_identity(recipe: Recipe) -> dict[str, Any]:
     """Everything that changes the cached numbers, apart from the prompts themselves."""
     teacher = recipe.teacher
-    model = teacher.model or "inline:" + _sha(json.dumps(teacher.config, sort_keys=True))
+    model = _teacher_name(recipe)
     return {
         "format": FORMAT_VERSION,
         "teacher": model,
+        "teacher_path": teacher.model,  # for messages only: a cache is not tied to where its teacher is
         "weights": weights_fingerprint(teacher),
         "revision": teacher.revision,
         "teacher_dtype": teacher.dtype,
@@ -74,8 +90,20 @@ _FIELDS = {
 _FOLLOW_TEACHER = ("weights", "seed", "tokenizer")
 
 
-def _teacher_words(value: Any) -> str:
-    return "an inline config (random weights)" if str(value).startswith("inline:") else repr(value)
+def _teacher_words(identity: dict[str, Any]) -> str:
+    value = str(identity.get("teacher"))
+    if value.startswith("inline:"):
+        return "an inline config (random weights)"
+    return f"the folder {identity.get('teacher_path')!r}" if value.startswith("local:") else repr(value)
+
+
+def _same_local_teacher(found: dict[str, Any], expected: dict[str, Any]) -> bool:
+    """A manifest written before local teachers were named by their config names the folder's path; it is the
+    same teacher when the weights fingerprint agrees, wherever the folder is now."""
+    cached = str(found.get("teacher"))
+    if not (str(expected["teacher"]).startswith("local:") and cached.startswith("/")):
+        return False
+    return found.get("weights") is not None and found.get("weights") == expected.get("weights")
 
 
 def _value_words(value: Any) -> str:
@@ -86,13 +114,14 @@ def _difference(key: str, found: dict[str, Any], expected: dict[str, Any]) -> st
     """One difference in words: a value the recipe leaves unset is "not set", a digest is never shown."""
     cached, now = found.get(key), expected[key]
     if key == "teacher":
-        if str(cached).startswith("inline:") and str(now).startswith("inline:"):
-            return "the teacher's inline config differs from the one the cache was made with"
-        made, wanted = _teacher_words(cached), _teacher_words(now)
+        for kind, what in (("inline:", "inline config"), ("local:", "config.json")):
+            if str(cached).startswith(kind) and str(now).startswith(kind):
+                return f"the teacher's {what} differs from the one the cache was made with"
+        made, wanted = _teacher_words(found), _teacher_words(expected)
         return f"the teacher differs: the cache was made with {made}, the recipe has {wanted}"
     if key == "weights":
         return (
-            f"the teacher's weights in {expected['teacher']} changed since the cache was written "
+            f"the teacher's weights in {expected['teacher_path']} changed since the cache was written "
             "(a weight file or config.json differs in name, size or modification time)"
         )
     if key == "tokenizer":
@@ -111,7 +140,13 @@ def _unknown(key: str, found: dict[str, Any], value: Any) -> bool:
 def mismatches(manifest: dict[str, Any], expected: dict[str, Any]) -> list[str]:
     """Human-readable differences between a cache's manifest and what the recipe would produce."""
     found = manifest.get("identity", {})
-    differing = [key for key, value in expected.items() if found.get(key) != value and not _unknown(key, found, value)]
+    differing = [
+        key
+        for key, value in expected.items()
+        if key != "teacher_path" and found.get(key) != value and not _unknown(key, found, value)
+    ]
+    if "teacher" in differing and _same_local_teacher(found, expected):
+        differing.remove("teacher")
     if "teacher" in differing:
         differing = [key for key in differing if key not in _FOLLOW_TEACHER]
     return [_difference(key, found, expected) for key in differing]

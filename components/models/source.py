@@ -83,7 +83,7 @@ def _from_disk_or_cache(ref: str, source: ModelSource) -> PretrainedConfig:
     )
 
 
-def _require_json_object(config_file: Path) -> None:
+def _read_config_json(config_file: Path) -> dict[str, Any]:
     """transformers reads any JSON and fails later, on a list or a string, in words about its own internals."""
     try:
         values = json.loads(config_file.read_text(encoding="utf-8"))
@@ -94,6 +94,20 @@ def _require_json_object(config_file: Path) -> None:
             f"{config_file}: holds a JSON {type(values).__name__}, not the mapping of settings a model config is "
             "(with model_type); copy or save the model again"
         )
+    return values
+
+
+def _needs_its_own_code(values: dict[str, Any], source: ModelSource, folder: str) -> None:
+    """A config whose model type transformers does not know, naming classes of the folder's own code: in
+    transformers' words the refusal asks for an argument no recipe user passes."""
+    auto_map = values.get("auto_map")
+    if source.trust_remote_code or not isinstance(auto_map, dict) or values.get("model_type") in CONFIG_MAPPING:
+        return
+    raise ModelSourceError(
+        f"{folder}: its config names Python code shipped in the folder ({', '.join(sorted(map(str, auto_map)))} in "
+        "auto_map), which transformers needs to build it; read that code, then set `trust_remote_code: true` "
+        "beside this `model:` in the recipe and pass --trust-remote-code"
+    )
 
 
 def resolve_config(source: ModelSource) -> PretrainedConfig:
@@ -109,7 +123,7 @@ def resolve_config(source: ModelSource) -> PretrainedConfig:
         config_file = Path(location.ref) / "config.json"
         if not config_file.is_file():
             raise ModelSourceError(f"{location.ref}: not a model directory (no config.json)")
-        _require_json_object(config_file)
+        _needs_its_own_code(_read_config_json(config_file), source, location.ref)
         try:
             return _from_disk_or_cache(location.ref, source)
         except (OSError, ValueError) as exc:

@@ -6,7 +6,8 @@ from components.cache.manifest import mismatches
 
 IDENTITY = {
     "format": 1,
-    "teacher": "/models/t5",
+    "teacher": "local:c0ffee",
+    "teacher_path": "/models/t5",
     "weights": "aaaa",
     "revision": None,
     "teacher_dtype": "bfloat16",
@@ -50,11 +51,24 @@ def test_a_value_the_recipe_does_not_set_is_said_in_words():
 def test_another_teacher_is_one_difference_without_its_consequences():
     inline = _cached(teacher="inline:abcd", weights=None, seed=0, tokenizer="9999")
     assert mismatches(inline, IDENTITY) == [
-        "the teacher differs: the cache was made with an inline config (random weights), the recipe has '/models/t5'"
+        "the teacher differs: the cache was made with an inline config (random weights), the recipe has the folder "
+        "'/models/t5'"
     ]
     other_inline = {**IDENTITY, "teacher": "inline:ef01", "weights": None, "seed": 0}
     assert mismatches(inline, other_inline) == [
         "the teacher's inline config differs from the one the cache was made with"
+    ]
+
+
+def test_a_local_teacher_that_moved_keeps_its_cache_and_one_that_changed_does_not():
+    assert mismatches(_cached(teacher_path="/elsewhere/t5"), IDENTITY) == [], "named by its config, not its path"
+    legacy = _cached(teacher="/old/place/t5")  # manifests before: the path, with the same weights fingerprint
+    assert mismatches(legacy, IDENTITY) == []
+    assert mismatches(_cached(teacher="/old/place/t5", weights="bbbb"), IDENTITY) == [
+        "the teacher differs: the cache was made with '/old/place/t5', the recipe has the folder '/models/t5'"
+    ]
+    assert mismatches(_cached(teacher="local:d00d"), IDENTITY) == [
+        "the teacher's config.json differs from the one the cache was made with"
     ]
 
 

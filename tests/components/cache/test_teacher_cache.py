@@ -413,3 +413,11 @@ def test_a_run_whose_cache_is_incomplete_lets_a_cache_be_written_meanwhile(copy)
         build_teacher_cache(recipe, progress=False)
     finally:
         trainer._release_locks()
+
+
+def test_a_local_teacher_folder_that_moves_keeps_its_cache(local_teacher, tmp_path):
+    teacher = shutil.copytree(local_teacher, tmp_path / "models" / "teacher")
+    build_teacher_cache(_load(tmp_path / "cache", "teacher.config=null", f"teacher.model={teacher}"),
+                        batch_tokens=96, progress=False)  # fmt: skip
+    moved = shutil.move(str(tmp_path / "models"), str(tmp_path / "mounted" / "models"))  # a rename keeps mtimes
+    _load(tmp_path / "cache", "teacher.config=null", f"teacher.model={Path(moved) / 'teacher'}")

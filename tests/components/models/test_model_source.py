@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import json
+
 import pytest
 from transformers import Qwen3Config, T5Config
 
@@ -114,6 +116,18 @@ def test_a_config_json_that_is_no_mapping_is_one_line(tmp_path, text: str, why: 
         resolve_config(student(str(tmp_path)))
     assert str(caught.value).startswith(f"{tmp_path / 'config.json'}: {why}")
     assert str(caught.value).endswith("copy or save the model again")
+
+
+def test_a_folder_whose_config_needs_its_own_code_says_both_switches(tmp_path) -> None:
+    auto_map = {"AutoConfig": "configuration_c.CConfig", "AutoModel": "modeling_c.CModel"}
+    (tmp_path / "config.json").write_text(json.dumps({"model_type": "not_in_transformers", "auto_map": auto_map}))
+    with pytest.raises(ModelSourceError) as caught:
+        resolve_config(student(str(tmp_path)))
+    assert str(caught.value) == (
+        f"{tmp_path}: its config names Python code shipped in the folder (AutoConfig, AutoModel in auto_map), which "
+        "transformers needs to build it; read that code, then set `trust_remote_code: true` beside this `model:` in "
+        "the recipe and pass --trust-remote-code"
+    )
 
 
 def test_remote_code_is_refused_naming_where_the_code_comes_from() -> None:
