@@ -157,11 +157,31 @@ def _resolve(recipe_file, overrides, options: dict) -> InferJob:
             f"{asked} needs the teacher, which the export at {checkpoint} does not record: give the RECIPE too"
         )
     _check_remote_code(teacher if "t5" in encoders else None, options["allow_remote_code"], export_dir)
+    if recipe_file is not None and checkpoint is None and "qwen" in encoders:
+        _refuse_another_recipes_export(export_dir, recipe.recipe)
     device = _checked_device(options["device"])
     prompts = _read_prompts(options["prompts"], options["prompts_file"])
     name = "compare" if options["compare"] else spec.encoder
     out, overwrite = _image_path(options["out"], default_dir / f"{name}.png", len(prompts))
     return InferJob(spec, encoders, prompts, export_dir, teacher, device, out, overwrite)
+
+
+def _refuse_another_recipes_export(export_dir: Path, name: str) -> None:
+    """The export at a recipe's output.dir was made by another recipe when this one extends it and inherited its
+    output.dir: rendering would show the other recipe's encoder under this one's name."""
+    from components.export import ExportError, read_manifest
+    from components.inference import InferenceError
+
+    try:
+        made_by = read_manifest(export_dir).recipe
+    except ExportError:
+        return  # missing or damaged: said where the encoder loads
+    if made_by != name:
+        raise InferenceError(
+            f"{export_dir} holds the export of recipe {made_by!r}, not of {name!r} (a recipe that extends another "
+            f"inherits its output.dir): give this recipe an output.dir of its own and train it, or render that "
+            f"export on purpose with --checkpoint {export_dir}"
+        )
 
 
 def _given_export(directory: Path) -> EncoderManifest:
@@ -288,7 +308,8 @@ def run_job(job: InferJob) -> list[Path]:
     type=click.Path(dir_okay=False),
     help="Image path (.png, .jpg, .jpeg, .webp), replaced if it exists; several prompts give numbered files "
     "(NAME_01.png, ...; NAME-1_01.png, ... when any is taken, never over an earlier image). "
-    "Default: <output.dir>/images/ENCODER.png, numbered -1, -2, ... so no earlier image is replaced.",
+    "Default: <output.dir>/images/ENCODER.png (./ENCODER.png with --checkpoint and no RECIPE), numbered -1, "
+    "-2, ... so no earlier image is replaced.",
 )
 @click.option(
     "--checkpoint", type=click.Path(file_okay=False), help="Exported encoder dir (default: <output.dir>/export)."

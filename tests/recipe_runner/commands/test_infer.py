@@ -311,3 +311,13 @@ def test_loading_a_saved_teacher_shows_no_progress_bar(run_dir, tmp_path):
     assert _ok(result) == [tmp_path / "t5.png"]
     assert "Loading weights" not in result.stderr, result.stderr
     assert transformers_logging.is_progress_bar_enabled()
+
+
+def test_another_recipes_export_at_an_inherited_output_dir_is_not_rendered_as_this_ones(run_dir, tmp_path):
+    recipe_name = load_recipe(RECIPE, [f"output.dir={run_dir}"]).recipe.recipe
+    result = _infer(run_dir, "--set", "recipe=my_variant", "--prompt", "a fox", "--out", str(tmp_path / "a.png"))
+    _fails(result, f"holds the export of recipe {recipe_name!r}, not of 'my_variant'",
+           f"or render that export on purpose with --checkpoint {run_dir / 'export'}")  # fmt: skip
+    assert not (tmp_path / "a.png").exists()
+    with_checkpoint = ["--checkpoint", str(run_dir / "export"), "--prompt", "a fox", "--out", str(tmp_path / "a.png")]
+    assert _ok(_infer(run_dir, "--set", "recipe=my_variant", *with_checkpoint)) == [tmp_path / "a.png"]
