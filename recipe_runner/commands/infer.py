@@ -156,6 +156,8 @@ def _resolve(recipe_file, overrides, options: dict) -> InferJob:
         raise click.UsageError(
             f"{asked} needs the teacher, which the export at {checkpoint} does not record: give the RECIPE too"
         )
+    if recipe_file is None and "t5" in encoders:
+        _teacher_files_here(teacher, export_dir)
     _check_remote_code(teacher if "t5" in encoders else None, options["allow_remote_code"], export_dir)
     if recipe_file is not None and checkpoint is None and "qwen" in encoders:
         _refuse_another_recipes_export(export_dir, recipe.recipe)
@@ -164,6 +166,18 @@ def _resolve(recipe_file, overrides, options: dict) -> InferJob:
     name = "compare" if options["compare"] else spec.encoder
     out, overwrite = _image_path(options["out"], default_dir / f"{name}.png", len(prompts))
     return InferJob(spec, encoders, prompts, export_dir, teacher, device, out, overwrite)
+
+
+def _teacher_files_here(teacher: T5EncoderTeacher, export_dir: Path) -> None:
+    """The teacher an export records is named by the paths of the machine that trained it: an export copied
+    elsewhere finds them gone, and only the recipe (read from its own folder) can say where they are now."""
+    for field in ("model", "tokenizer"):
+        value = getattr(teacher, field)
+        if value is not None and Path(value).is_absolute() and not Path(value).exists():
+            raise click.UsageError(
+                f"the teacher's {field} recorded in {export_dir / 'encoder.json'} is {value}, which is not on this "
+                "machine (the export was made elsewhere, or its project moved): give the RECIPE too"
+            )
 
 
 def _refuse_another_recipes_export(export_dir: Path, name: str) -> None:

@@ -321,3 +321,22 @@ def test_another_recipes_export_at_an_inherited_output_dir_is_not_rendered_as_th
     assert not (tmp_path / "a.png").exists()
     with_checkpoint = ["--checkpoint", str(run_dir / "export"), "--prompt", "a fox", "--out", str(tmp_path / "a.png")]
     assert _ok(_infer(run_dir, "--set", "recipe=my_variant", *with_checkpoint)) == [tmp_path / "a.png"]
+
+
+def test_an_export_copied_from_another_machine_asks_for_the_recipe_to_find_its_teacher(run_dir, tmp_path):
+    import json
+    import shutil
+
+    export = tmp_path / "export"
+    shutil.copytree(run_dir / "export", export)
+    manifest = json.loads((export / "encoder.json").read_text())
+    gone = "/home/someone/project/data/tokenizers/tiny_t5"
+    (export / "encoder.json").write_text(
+        json.dumps({**manifest, "teacher": {**manifest["teacher"], "tokenizer": gone}})
+    )
+    result = CliRunner().invoke(infer, ["--checkpoint", str(export), "--prompt", "cat", "--compare"])
+    expected = (
+        f"the teacher's tokenizer recorded in {export / 'encoder.json'} is {gone}, which is not on this machine (the "
+        "export was made elsewhere, or its project moved): give the RECIPE too"
+    )
+    _usage_error(result, expected)
