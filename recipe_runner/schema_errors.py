@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import datetime
 import difflib
 import types
 import typing
@@ -79,9 +80,15 @@ def _data_path(data: Any, loc: Path_) -> Path_:
     return tuple(out)
 
 
+_SCALARS = {int: "a number", float: "a number", bool: "true or false", datetime.date: "a date",
+            datetime.datetime: "a date and time"}  # fmt: skip
+
+
 def _describe(value: Any) -> str:
     if value is None or isinstance(value, bool):  # as the recipe wrote it
         return {None: "null", True: "true", False: "false"}[value]
+    if isinstance(value, datetime.date):
+        return value.isoformat()
     text = repr(value)
     return text if len(text) <= 60 else text[:57] + "..."
 
@@ -133,7 +140,10 @@ def _message(err: dict[str, Any], root: type[BaseModel], path: Path_) -> str:
             "list": "a list",
         }
         wanted = words.get(wanted, wanted)
-        return f"expected {wanted}, got {_describe(value)}"
+        # YAML reads 2024-06-01 as a date and 1234567 as a number: a name or revision of that shape needs quotes
+        read_as = _SCALARS.get(type(value)) if wanted == "a string" else None
+        quote = f" (YAML reads that as {read_as}: quote it, '{_describe(value)}')" if read_as else ""
+        return f"expected {wanted}, got {_describe(value)}{quote}"
     return err["msg"][0].lower() + err["msg"][1:]
 
 

@@ -207,6 +207,13 @@ GOLDEN: dict[str, tuple[tuple[str, ...], list[str]]] = {
             "yes_no_for_a_number.yaml:9:10: stages[0].lr.student: expected a number, got true",
         ],
     ),
+    "date_as_name.yaml": (
+        (),
+        [
+            "date_as_name.yaml:3:1: recipe: expected a string, got 2024-06-01 (YAML reads that as a date: quote it, "
+            "'2024-06-01')"
+        ],
+    ),
     "nan_in_config.yaml": (
         (),
         [
