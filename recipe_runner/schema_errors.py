@@ -98,7 +98,9 @@ def _message(err: dict[str, Any], root: type[BaseModel], path: Path_) -> str:
     value = err.get("input")
     if kind == "extra_forbidden":
         known = _known_keys(root, tuple(err["loc"][:-1]))
-        return f"unknown key {path[-1]!r}{_suggest(str(path[-1]), known)} (allowed: {', '.join(known)})"
+        template = len(path) == 1 and str(path[0]).startswith(("x_", "_", "."))  # a home for YAML anchors
+        hint = "; a top-level key for YAML anchors only must start with x- (it is left out)" if template else ""
+        return f"unknown key {path[-1]!r}{_suggest(str(path[-1]), known)} (allowed: {', '.join(known)}){hint}"
     if kind == "missing":
         return "required field is missing"
     if kind == "union_tag_invalid":

@@ -239,6 +239,17 @@ def _merge(base: SourcedTree, child: SourcedTree) -> SourcedTree:
     return SourcedTree(data, positions)
 
 
+TEMPLATE_PREFIX = "x-"
+
+
+def _drop_templates(tree: SourcedTree) -> None:
+    """Top-level `x-...` keys hold what YAML anchors (&name) define for aliases (*name) elsewhere in the same
+    file; the aliases were resolved on parsing, so the templates themselves are no part of the recipe."""
+    for key in [k for k in tree.data if isinstance(k, str) and k.startswith(TEMPLATE_PREFIX)]:
+        del tree.data[key]
+        tree.positions = {p: pos for p, pos in tree.positions.items() if p[:1] != (key,)}
+
+
 def load_tree(file: Path, _chain: tuple[Path, ...] = ()) -> SourcedTree:
     """Read a recipe file and everything it `extends`, innermost first."""
     file = file.resolve()
@@ -246,6 +257,7 @@ def load_tree(file: Path, _chain: tuple[Path, ...] = ()) -> SourcedTree:
         cycle = " -> ".join(p.name for p in (*_chain, file))
         raise RecipeError.single(Position(str(_chain[-1])), "extends", f"extends cycle: {cycle}")
     tree = _parse_file(file)
+    _drop_templates(tree)
     extends = tree.data.pop("extends", None)
     if extends is None:
         return tree

@@ -457,3 +457,18 @@ def test_extends_expands_the_home_folder_and_refuses_variables(tmp_path: Path, m
     with pytest.raises(RecipeError) as exc:
         load_tree(child)
     assert only_problem(exc).message.startswith("'$HOME/base.yaml': environment variables are not expanded")
+
+
+def test_top_level_x_keys_hold_yaml_anchors_and_are_left_out(tmp_path: Path) -> None:
+    file = write(tmp_path, "r.yaml", "x-hw: &hw {seed: 3}\nrecipe: r\nhardware: *hw\n")
+    tree = load_tree(file)
+    assert tree.data == {"recipe": "r", "hardware": {"seed": 3}}
+    assert all(path[:1] != ("x-hw",) for path in tree.positions)
+
+
+def test_a_template_key_without_the_x_prefix_is_told_about_it() -> None:
+    with pytest.raises(RecipeError) as exc:
+        load_recipe(BASE_RECIPE, ["x_defaults={seed: 3}"], check=False)
+    assert only_problem(exc).message.endswith(
+        "; a top-level key for YAML anchors only must start with x- (it is left out)"
+    )
