@@ -83,12 +83,17 @@ def _not_written_by_us(directory: Path, marker: str, names: tuple[str, ...]) -> 
     if not directory.is_dir() or (directory / marker).exists():
         return []
     foreign = []
-    for entry in sorted(directory.iterdir()):
-        if not any(fnmatch(entry.name, pattern) for pattern in names):
-            foreign.append(entry.name)
-        elif names is _CACHE_WRITES and entry.is_dir() and not entry.name.startswith("."):
-            inside = sorted(entry.iterdir())
-            foreign += [f"{entry.name}/{e.name}" for e in inside if not any(fnmatch(e.name, p) for p in _SPLIT_WRITES)]
+    try:
+        for entry in sorted(directory.iterdir()):
+            if not any(fnmatch(entry.name, pattern) for pattern in names):
+                foreign.append(entry.name)
+            elif names is _CACHE_WRITES and entry.is_dir() and not entry.name.startswith("."):
+                inside = sorted(entry.iterdir())
+                foreign += [
+                    f"{entry.name}/{e.name}" for e in inside if not any(fnmatch(e.name, p) for p in _SPLIT_WRITES)
+                ]
+    except OSError:  # a folder this user cannot list: the run's own writes will say what is wrong
+        return []
     return foreign
 
 
