@@ -19,7 +19,7 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
-from components.errors import UserFacingError
+from components.errors import UserFacingError, some_of
 
 
 class ForeignDirectoryError(UserFacingError):
@@ -151,7 +151,7 @@ def check_replaceable(
     if final.is_dir() and (final / marker).is_file() and added is not None:
         theirs = added(final)
         if theirs:
-            shown = ", ".join(theirs[:8]) + (f" and {len(theirs) - 8} more" if len(theirs) > 8 else "")
+            shown = some_of(theirs, 8)
             raise ForeignDirectoryError(
                 f"{final} is a previous {kind}, but also holds {shown} (not written by recipe), which replacing "
                 f"it would delete: move them out of {final}, or {remedy}"

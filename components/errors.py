@@ -5,3 +5,9 @@ from __future__ import annotations
 
 class UserFacingError(Exception):
     """Its message names the place and says what to do; the CLI prints it as `error: ...`, never a traceback."""
+
+
+def some_of(names: list[str], limit: int) -> str:
+    """The first `limit` names and how many more: a message stays one line for a folder of thousands of files."""
+    more = len(names) - limit
+    return ", ".join(names[:limit]) + (f" and {more} more" if more > 0 else "")

@@ -7,6 +7,7 @@ from fnmatch import fnmatch
 from pathlib import Path
 from typing import TYPE_CHECKING
 
+from components.errors import some_of
 from recipe_runner.errors import Problem
 from recipe_runner.loader import LoadedRecipe
 from schemas.models import ModelSource
@@ -114,7 +115,7 @@ def _foreign_directory_problems(loaded: LoadedRecipe) -> list[Problem]:
     for where, directory, marker, names, what, parent in places:
         foreign = _not_written_by_us(Path(directory), marker, names)
         if foreign:
-            shown = ", ".join(foreign[:5]) + (f" and {len(foreign) - 5} more" if len(foreign) > 5 else "")
+            shown = some_of(foreign, 5)
             problems.append(
                 loaded.problem(
                     where,
