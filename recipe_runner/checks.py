@@ -12,6 +12,7 @@ from recipe_runner.loader import LoadedRecipe
 from schemas import Recipe
 from schemas.bolt_on import RMSNormLayer, TransformerLayer
 from schemas.models import ModelSource
+from schemas.stages import Stage
 
 if TYPE_CHECKING:
     from torch import nn
@@ -271,12 +272,18 @@ def _bolt_on_problems(loaded: LoadedRecipe, widths: dict[str, int]) -> list[Prob
 
 
 def _stage_problems(loaded: LoadedRecipe) -> list[Problem]:
+    return stage_problems(loaded, list(enumerate(loaded.recipe.stages)))
+
+
+def stage_problems(loaded: LoadedRecipe, stages: list[tuple[int, Stage]]) -> list[Problem]:
+    """Checks of the given stages (index, stage), which need only them, `bolt_on` and `alignment`: run as well
+    on the stages that passed the schema when others did not."""
     recipe: Recipe = loaded.recipe
     problems = []
     has_bolt_on = bool(recipe.bolt_on.layers) or recipe.bolt_on.skip is not None
     tiers = set(recipe.alignment.tiers)
     first_named: dict[str, int] = {}
-    for index, stage in enumerate(recipe.stages):
+    for index, stage in stages:
         here = ("stages", index)
         if stage.name in first_named:  # the metrics and the progress bar tell stages apart by name
             earlier = first_named[stage.name]
@@ -308,7 +315,7 @@ def _stage_problems(loaded: LoadedRecipe) -> list[Problem]:
     return problems
 
 
-def _hardware_problems(loaded: LoadedRecipe) -> list[Problem]:
+def hardware_problems(loaded: LoadedRecipe) -> list[Problem]:
     import torch
 
     hw = loaded.recipe.hardware
@@ -370,7 +377,7 @@ def semantic_problems(loaded: LoadedRecipe, allow_remote_code: bool = False) -> 
         problems += model_problems
     problems += _stage_problems(loaded)
     problems += file_problems(loaded)
-    problems += _hardware_problems(loaded)
+    problems += hardware_problems(loaded)
     from components.cache.manifest import cache_problems
 
     if "teacher" in readable:  # a broken teacher source is the problem; comparing a cache with it adds noise

@@ -30,13 +30,14 @@ def weights_problems(loaded: LoadedRecipe, configs: dict[str, PretrainedConfig])
     return problems
 
 
-def file_problems(loaded: LoadedRecipe) -> list[Problem]:
+def data_problems(loaded: LoadedRecipe) -> list[Problem]:
+    """The prompt files, read as a run reads them (needs the `data` section alone)."""
     from components.data.prompts import DataFileError, data_file_problem, read_prompts
 
-    recipe = loaded.recipe
+    data = loaded.recipe.data
     problems = []
     for name in ("train", "eval"):
-        spec = getattr(recipe.data, name)
+        spec = getattr(data, name)
         problem = None if spec is None else data_file_problem(Path(spec.path))
         if spec is not None and problem is None:
             try:  # empty, not UTF-8, a bad .jsonl record: found here rather than once the models are loaded
@@ -45,15 +46,21 @@ def file_problems(loaded: LoadedRecipe) -> list[Problem]:
                 problem = str(exc)
         if problem is not None:
             problems.append(loaded.problem(("data", name), problem))
+    if data.eval is not None and data.eval_fraction > 0:
+        message = "has no effect while data.eval is set: give held-out prompts in one of the two, not both"
+        problems.append(loaded.problem(("data", "eval_fraction"), message))
+    return problems
+
+
+def file_problems(loaded: LoadedRecipe) -> list[Problem]:
+    recipe = loaded.recipe
+    problems = data_problems(loaded)
     for role in ("teacher", "student"):
         source: ModelSource = getattr(recipe, role)
         for field in ("tokenizer",):  # a missing `model` path is reported once, by _widths reading its config
             value = getattr(source, field)
             if value is not None and Path(value).is_absolute() and not Path(value).exists():
                 problems.append(loaded.problem((role, field), f"path not found: {value}"))
-    if recipe.data.eval is not None and recipe.data.eval_fraction > 0:
-        message = "has no effect while data.eval is set: give held-out prompts in one of the two, not both"
-        problems.append(loaded.problem(("data", "eval_fraction"), message))
     cache = recipe.teacher.cache
     directories = {("output", "dir"): recipe.output.dir, **({("teacher", "cache", "dir"): cache.dir} if cache else {})}
     for where, directory in directories.items():

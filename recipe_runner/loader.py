@@ -43,11 +43,11 @@ def _looks_local(value: str) -> bool:
     return value.startswith((".", "/", "~")) or value.endswith((".json", ".txt", ".jsonl")) or value.count("/") != 1
 
 
-def _resolve_paths(node: Any, path: Path_, tree: SourcedTree, problems: list[Problem]) -> None:
+def resolve_paths(node: Any, path: Path_, tree: SourcedTree, problems: list[Problem]) -> None:
     """Relative paths are relative to the file that wrote them, also through `extends`."""
     if isinstance(node, list):
         for index, item in enumerate(node):
-            _resolve_paths(item, path + (index,), tree, problems)
+            resolve_paths(item, path + (index,), tree, problems)
         return
     if not isinstance(node, BaseModel):
         return
@@ -73,7 +73,7 @@ def _resolve_paths(node: Any, path: Path_, tree: SourcedTree, problems: list[Pro
             if marker.must_be_local or candidate.exists() or _looks_local(value):
                 object.__setattr__(node, name, str(candidate))
         else:
-            _resolve_paths(value, path + (name,), tree, problems)
+            resolve_paths(value, path + (name,), tree, problems)
 
 
 def load_recipe(
@@ -93,9 +93,14 @@ def load_recipe(
     try:
         recipe = Recipe.model_validate(tree.data)
     except ValidationError as exc:
-        raise RecipeError(problems_from_validation(exc, tree, Recipe)) from None
+        problems = problems_from_validation(exc, tree, Recipe)
+        if check:
+            from recipe_runner.partial_checks import checks_beside_schema_problems
+
+            problems += checks_beside_schema_problems(tree, Path(file).resolve(), exc)
+        raise RecipeError(problems) from None
     path_problems: list[Problem] = []
-    _resolve_paths(recipe, (), tree, path_problems)
+    resolve_paths(recipe, (), tree, path_problems)
     if path_problems:
         raise RecipeError(path_problems)
     loaded = LoadedRecipe(recipe, Path(file).resolve(), tree)

@@ -190,3 +190,23 @@ def test_a_run_folder_of_its_own_passes_with_whatever_else_its_owner_keeps_there
     assert len(_problems(f"output.dir={run}")) == 1
     (run / ".recipe-run.lock").write_text("pid 1")  # every run takes it first: an earlier run's folder
     assert _problems(f"output.dir={run}") == []
+
+
+def test_a_schema_problem_does_not_hide_what_other_sections_and_stages_get_wrong(tmp_path) -> None:
+    empty = tmp_path / "empty.txt"
+    empty.write_text("\n")
+    losses = "losses: [{type: mse, on: matched}]"
+    warm = f"{{name: warm, epochs: 1, steps: 5, trainable: [bolt_on], lr: {{bolt_on: 1.0e-3}}, {losses}}}"
+    polish = f"{{name: polish, steps: 5, trainable: [student, bolt_on], lr: {{bolt_on: 1.0e-4}}, {losses}}}"
+    problems = _problems("hardware.batch_sise=4", f"stages=[{warm}, {polish}]", f"data.train={empty}")
+    assert [problem.split(":")[0] for problem in problems] == [
+        "hardware.batch_sise",
+        "stages[0]",
+        "stages[1].lr",
+        "data.train",
+    ]
+    assert problems[1:] == [
+        "stages[0]: give exactly one of `epochs` and `steps`",  # the schema's; its own lr is not looked at
+        "stages[1].lr: no learning rate for trainable part 'student'",
+        f"data.train: {empty}: no prompts in file (one per line, blank lines are skipped)",
+    ]
