@@ -10,7 +10,7 @@ run before anything is loaded or overwritten; every other difference is listed s
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from pathlib import Path
+from pathlib import Path, PurePosixPath
 from typing import Any
 
 import torch
@@ -53,14 +53,35 @@ def _flatten(value: Any, prefix: str = "") -> dict[str, Any]:
     return {prefix: value}
 
 
+def _moved_root(before: Any, after: Any) -> tuple[str, str] | None:
+    """For two absolute paths that end alike (a project folder moved or mounted elsewhere), the folders that
+    differ: ('/old/project', '/new/place/project'); None otherwise."""
+    if not (isinstance(before, str) and isinstance(after, str) and before.startswith("/") and after.startswith("/")):
+        return None
+    old, new = PurePosixPath(before).parts, PurePosixPath(after).parts
+    same = 0
+    while same < min(len(old), len(new)) - 1 and old[-1 - same] == new[-1 - same]:
+        same += 1
+    if same == 0:
+        return None
+    return str(PurePosixPath(*old[: len(old) - same])), str(PurePosixPath(*new[: len(new) - same]))
+
+
 def _differences(saved: dict[str, Any], now: dict[str, Any]) -> list[str]:
+    """Each changed value in a line; paths that all moved by one folder (the project moved) in one line."""
     flat_saved, flat_now = _flatten(saved), _flatten(now)
+    changed = [key for key in sorted(set(flat_saved) | set(flat_now)) if flat_saved.get(key) != flat_now.get(key)]
+    roots = {key: _moved_root(flat_saved.get(key), flat_now.get(key)) for key in changed}
+    moves, count = set(roots.values()) - {None}, sum(root is not None for root in roots.values())
     lines = []
-    for key in sorted(set(flat_saved) | set(flat_now)):
+    if len(moves) == 1 and count > 1:
+        old, new = moves.pop()
+        lines.append(f"paths: {old} -> {new} ({count} of them, the same names under another folder)")
+        changed = [key for key in changed if roots[key] is None]
+    for key in changed:
         before, after = flat_saved.get(key, "(not set)"), flat_now.get(key, "(not set)")
-        if before != after:
-            name = key.removesuffix(".#") + (" (count)" if key.endswith(".#") else "")
-            lines.append(f"{name}: {before!r} -> {after!r}")
+        name = key.removesuffix(".#") + (" (count)" if key.endswith(".#") else "")
+        lines.append(f"{name}: {before!r} -> {after!r}")
     return lines
 
 

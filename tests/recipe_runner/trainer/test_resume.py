@@ -305,3 +305,22 @@ def test_a_recipe_that_inherited_another_recipes_output_dir_never_trains_on_in_i
     with pytest.raises(ResumeMismatchError, match="it was trained by recipe 't5_to_qwen_tiny', not 'my_variant'"):
         _train(variant, base_run, resume=True)
     assert (tmp_path / "run" / "export" / "encoder.json").read_bytes() == before
+
+
+def test_a_project_that_moved_is_one_line_of_changes_not_one_per_path(tiny_recipe_path, tiny_overrides, tmp_path):
+    from recipe_runner.trainer.resume import compare, run_record
+
+    recipe = load_recipe(tiny_recipe_path, tiny_overrides).recipe
+    root = str(tiny_recipe_path.parents[2])
+
+    def moved(value):
+        if isinstance(value, dict):
+            return {key: moved(item) for key, item in value.items()}
+        if isinstance(value, list):
+            return [moved(item) for item in value]
+        return value.replace(root, "/old/place/project", 1) if isinstance(value, str) else value
+
+    record = moved(run_record(recipe, "sha"))
+    record["recipe"]["hardware"]["seed"] = 7
+    changes = compare(record, recipe, "sha", 0).changes
+    assert changes[0].startswith(f"paths: /old/place/project -> {root} (") and changes[1:] == ["hardware.seed: 7 -> 0"]
