@@ -117,15 +117,23 @@ def save_safetensors_atomic(final: Path, tensors: dict, metadata: dict[str, str]
         save_file({k: v.contiguous() for k, v in tensors.items()}, str(tmp), metadata=metadata)
 
 
-def recover_directory(final: Path, marker: str) -> bool:
-    """Put back the last complete version of `final` after a crash between the two renames of a swap.
-
-    Then `final` is missing and `.NAME.old` holds the complete earlier version (it has `marker`); returns
-    whether it was restored. Call it before reading `final`, so a reader never misses what a crash hid.
-    """
+def hidden_by_a_swap(final: Path, marker: str) -> Path | None:
+    """The complete earlier version of a missing `final` (`.NAME.old`, with `marker`) that a crash between the two
+    renames of a swap left; None when `final` is there or no such copy is."""
     final, old = Path(final), _old(Path(final))
     if final.exists() or final.is_symlink() or not (old / marker).is_file():
+        return None
+    return old
+
+
+def recover_directory(final: Path, marker: str) -> bool:
+    """Put back the last complete version of `final` after a crash between the two renames of a swap; returns
+    whether it was restored. Call it before reading `final`, so a reader never misses what a crash hid.
+    """
+    old = hidden_by_a_swap(final, marker)
+    if old is None:
         return False
+    final = Path(final)
     os.replace(old, final)
     _fsync_dir(final.parent)
     return True

@@ -271,10 +271,6 @@ def _bolt_on_problems(loaded: LoadedRecipe, widths: dict[str, int]) -> list[Prob
     return problems
 
 
-def _stage_problems(loaded: LoadedRecipe) -> list[Problem]:
-    return stage_problems(loaded, list(enumerate(loaded.recipe.stages)))
-
-
 def stage_problems(loaded: LoadedRecipe, stages: list[tuple[int, Stage]]) -> list[Problem]:
     """Checks of the given stages (index, stage), which need only them, `bolt_on` and `alignment`: run as well
     on the stages that passed the schema when others did not."""
@@ -375,7 +371,7 @@ def semantic_problems(loaded: LoadedRecipe, allow_remote_code: bool = False) -> 
     if not problems:
         model_problems, readable = _model_problems(loaded)
         problems += model_problems
-    problems += _stage_problems(loaded)
+    problems += stage_problems(loaded, list(enumerate(loaded.recipe.stages)))
     problems += file_problems(loaded)
     problems += hardware_problems(loaded)
     from components.cache.manifest import cache_problems

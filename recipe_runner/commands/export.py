@@ -44,13 +44,14 @@ def find_checkpoint(out_dir: Path) -> Path:
 def _hidden_by_a_swap(checkpoint: Path) -> Path:
     """`checkpoint`, or its complete earlier copy when a run was killed between the two renames that replace it
     (read where it is: putting it back is for `recipe run`, which holds the run's lock)."""
+    from components.atomic_files import hidden_by_a_swap
     from recipe_runner.trainer.checkpoint import COMPLETE
 
-    old = checkpoint.parent / f".{checkpoint.name}.old"
-    if not checkpoint.exists() and (old / COMPLETE).is_file():
-        click.echo(f"{checkpoint} is missing, a run was killed while replacing it: reading {old}", err=True)
-        return old
-    return checkpoint
+    old = hidden_by_a_swap(checkpoint, COMPLETE)
+    if old is None:
+        return checkpoint
+    click.echo(f"{checkpoint} is missing, a run was killed while replacing it: reading {old}", err=True)
+    return old
 
 
 def load_checkpointed_model(recipe, checkpoint: Path):
