@@ -7,12 +7,13 @@ from typing import TYPE_CHECKING
 
 from recipe_runner.architecture_checks import built_on_meta, inline_config_problems
 from recipe_runner.errors import Problem
+from recipe_runner.family_checks import family_problems, shared_tokenizer_problem
 from recipe_runner.file_checks import file_problems, weights_problems
 from recipe_runner.loader import LoadedRecipe
 from schemas import Recipe
 from schemas.bolt_on import RMSNormLayer, TransformerLayer
-from schemas.models import ModelSource
-from schemas.stages import Stage
+from schemas.models import HiddenStatesStudent, ModelSource
+from schemas.stages import VECTOR_LOSSES, Stage
 
 if TYPE_CHECKING:
     from torch import nn
@@ -66,7 +67,7 @@ def _teacher_kind_problems(loaded: LoadedRecipe, configs: dict[str, PretrainedCo
 
     teacher = loaded.recipe.teacher
     config = configs.get("teacher")
-    if config is None or isinstance(config, T5Config):
+    if config is None or teacher.type != "t5_encoder" or isinstance(config, T5Config):
         return []
     del configs["teacher"]
     field = ("teacher", "config", "model_type") if teacher.config is not None else ("teacher", "model")
@@ -94,8 +95,11 @@ def _widths(loaded: LoadedRecipe, configs: dict[str, PretrainedConfig]) -> tuple
 
 def _student_layer_problems(loaded: LoadedRecipe, configs: dict[str, PretrainedConfig]) -> list[Problem]:
     """hidden_states holds the embeddings plus one entry per layer: indices -(layers + 1) .. layers."""
+    student = loaded.recipe.student
+    if not isinstance(student, HiddenStatesStudent):
+        return []
     layers = getattr(configs.get("student"), "num_hidden_layers", None)
-    layer = loaded.recipe.student.layer
+    layer = student.layer
     if not isinstance(layers, int) or -(layers + 1) <= layer <= layers:
         return []
     return [
@@ -107,35 +111,36 @@ def _student_layer_problems(loaded: LoadedRecipe, configs: dict[str, PretrainedC
     ]
 
 
-def _tokenizers(loaded: LoadedRecipe) -> tuple[dict[str, int], list[Problem]]:
-    """Token counts of the tokenizers that can be read offline. One on disk that cannot be read is a problem of the
+def _tokenizers(loaded: LoadedRecipe) -> tuple[dict[str, object], list[Problem]]:
+    """The tokenizers that can be read offline. One on disk that cannot be read is a problem of the
     recipe; one of a hub id without a local copy is reported where it is first needed (cache, run)."""
     from components.models import load_tokenizer
 
-    counts, problems = {}, []
+    tokenizers, problems = {}, []
     for role in ROLES:
         source: ModelSource = getattr(loaded.recipe, role)
         reference = source.tokenizer or source.model
         try:
-            counts[role] = len(load_tokenizer(source))
+            tokenizers[role] = load_tokenizer(source)
         except Exception as exc:
             if reference is not None and Path(reference).expanduser().exists():  # on disk (a missing path: below)
                 field = (role, "tokenizer" if source.tokenizer is not None else "model")
                 problems.append(loaded.problem(field, " ".join(str(exc).split())))
-    return counts, problems
+    return tokenizers, problems
 
 
 def _vocabulary_problems(
-    loaded: LoadedRecipe, configs: dict[str, PretrainedConfig], tokenizers: dict[str, int]
+    loaded: LoadedRecipe, configs: dict[str, PretrainedConfig], tokenizers: dict[str, object]
 ) -> list[Problem]:
     """Every token id the tokenizer emits must have a row in the embedding, or the first batch fails to index it.
     Checked when both are known offline."""
     problems = []
     for role, config in configs.items():
         source: ModelSource = getattr(loaded.recipe, role)
-        rows, tokens = getattr(config, "vocab_size", None), tokenizers.get(role)
-        if not isinstance(rows, int) or tokens is None:
+        rows, tokenizer = getattr(config, "vocab_size", None), tokenizers.get(role)
+        if not isinstance(rows, int) or tokenizer is None:
             continue
+        tokens = len(tokenizer)
         if tokens > rows:
             if source.config is not None:
                 field: tuple[str, ...] = (role, "config", "vocab_size")
@@ -193,7 +198,7 @@ def _model_problems(loaded: LoadedRecipe) -> tuple[list[Problem], set[str]]:
     problems += build_problems
     widths, width_problems = _widths(loaded, configs)
     problems += width_problems
-    if len(widths) == 2:
+    if len(widths) == 2 and loaded.recipe.family == "embedding":
         problems += _bolt_on_problems(loaded, widths)
     if "teacher" in widths:
         problems += _inline_pipeline_problems(loaded, widths["teacher"])
@@ -201,6 +206,8 @@ def _model_problems(loaded: LoadedRecipe) -> tuple[list[Problem], set[str]]:
     tokenizers, tokenizer_problems = _tokenizers(loaded)
     problems += tokenizer_problems
     problems += _vocabulary_problems(loaded, configs, tokenizers)
+    shared = shared_tokenizer_problem(loaded, tokenizers)
+    problems += [shared] if shared else []
     if "student" in models:
         problems += _lora_problems(loaded, models["student"])
         problems += _packing_problems(loaded, models["student"])
@@ -277,7 +284,7 @@ def stage_problems(loaded: LoadedRecipe, stages: list[tuple[int, Stage]]) -> lis
     recipe: Recipe = loaded.recipe
     problems = []
     has_bolt_on = bool(recipe.bolt_on.layers) or recipe.bolt_on.skip is not None
-    tiers = set(recipe.alignment.tiers)
+    tiers = set(recipe.alignment.tiers) if recipe.alignment is not None else None
     first_named: dict[str, int] = {}
     for index, stage in stages:
         here = ("stages", index)
@@ -298,7 +305,7 @@ def stage_problems(loaded: LoadedRecipe, stages: list[tuple[int, Stage]]) -> lis
         if stage.student_lora is not None and "student" not in stage.trainable:
             problems.append(loaded.problem(here + ("student_lora",), "LoRA needs `student` in `trainable`"))
         for loss_index, loss in enumerate(stage.losses):
-            if loss.on not in tiers:
+            if tiers is not None and isinstance(loss, VECTOR_LOSSES) and loss.on not in tiers:
                 problems.append(
                     loaded.problem(
                         here + ("losses", loss_index, "on"),
@@ -367,10 +374,12 @@ def _batch_token_problems(loaded: LoadedRecipe) -> list[Problem]:
 def semantic_problems(loaded: LoadedRecipe, allow_remote_code: bool = False) -> list[Problem]:
     """All semantic problems at once; models are read only when that runs no code the runner did not allow."""
     problems = remote_code_problems(loaded, allow_remote_code)
+    family = family_problems(loaded)
     readable: set[str] = set()
-    if not problems:
+    if not problems and not family:  # the model checks read sections as the recipe's family uses them
         model_problems, readable = _model_problems(loaded)
         problems += model_problems
+    problems += family
     problems += stage_problems(loaded, list(enumerate(loaded.recipe.stages)))
     problems += file_problems(loaded)
     problems += hardware_problems(loaded)

@@ -61,7 +61,7 @@ def file_problems(loaded: LoadedRecipe) -> list[Problem]:
             value = getattr(source, field)
             if value is not None and Path(value).is_absolute() and not Path(value).exists():
                 problems.append(loaded.problem((role, field), f"path not found: {value}"))
-    cache = recipe.teacher.cache
+    cache = recipe.teacher_cache
     directories = {("output", "dir"): recipe.output.dir, **({("teacher", "cache", "dir"): cache.dir} if cache else {})}
     for where, directory in directories.items():
         # the directory itself or the nearest existing one above it, which the run would create it in
@@ -116,8 +116,8 @@ def _foreign_directory_problems(loaded: LoadedRecipe) -> list[Problem]:
     places = [
         (("output", "dir"), recipe.output.dir, LOCK_NAME, _RUN_WRITES, "a run's checkpoints, logs and export", "runs")
     ]
-    if recipe.teacher.cache is not None:
-        where, directory = ("teacher", "cache", "dir"), recipe.teacher.cache.dir
+    if recipe.teacher_cache is not None:
+        where, directory = ("teacher", "cache", "dir"), recipe.teacher_cache.dir
         places.append((where, directory, CACHE_LOCK, _CACHE_WRITES, "the teacher cache's shards", "cache"))
     for where, directory, marker, names, what, parent in places:
         foreign = _not_written_by_us(Path(directory), marker, names)
@@ -141,7 +141,7 @@ def _cached_prompts_problems(loaded: LoadedRecipe) -> list[Problem]:
     from components.data.prompts import DataFileError, prompts_digest
     from recipe_runner.trainer.parts import split_prompts
 
-    cache = loaded.recipe.teacher.cache
+    cache = loaded.recipe.teacher_cache
     if cache is None or not Path(cache.dir).is_dir():
         return []
     try:

@@ -26,6 +26,10 @@ most hardware.batch_tokens; a = activation bytes: 2 for bf16/fp16, 4 for fp32):
   teacher forward    without a cache, one T5 layer under no_grad: b x s x (6 d + 3 f) x a plus the relative-position
                      bias and scores (b x s) x heads x s x a x 2; its targets b x s x d x a stay for the loss
   loss buffers       b x s x teacher width x 4 x 2 (fp32 output and its gradient)
+  logits family      no bolt-on, no cache; teacher forward as above without T5's position bias; teacher logits
+                     b x s x teacher vocab x a; student logits and their gradient 2 x b x s x student vocab x a;
+                     the loss's float32 work on one chunk of rows (2^25 elements) x 6 (both logits, both log-softmaxes,
+                     the probabilities and the product), recomputed in backward rather than kept
   runtime            1 GiB for the CUDA context, cuBLAS workspace and allocator slack
 Under DDP the gradients are views into its all-reduce buckets (gradient_as_bucket_view), so no term is added.
 The budget `hardware.vram_gb` is read as GiB. Against `recipe bench` on an H100 (peaks over 20 timed
@@ -43,6 +47,7 @@ from itertools import pairwise
 from torch import nn
 
 from components.bolt_on import width_chain
+from components.losses.logit_losses import CHUNK_ELEMENTS
 from schemas import Recipe
 from schemas.bolt_on import LinearLayer, MLPLayer, ResidualMLPLayer, TransformerLayer
 from schemas.stages import Stage
@@ -63,6 +68,7 @@ class StackShape:
     query: int = 0  # heads x head_dim (0: hidden)
     kv: int = 0  # kv heads x head_dim (0: query)
     qk_norm: bool = False  # a norm over each head's queries and keys (Qwen3)
+    vocab: int = 0  # rows of the embedding: the width of its logits
 
     @classmethod
     def of(cls, model: nn.Module) -> StackShape:
@@ -87,6 +93,7 @@ class StackShape:
             query=heads * head_dim,
             kv=kv_heads * head_dim,
             qk_norm=any(name.endswith(".q_norm") for name, _ in model.named_modules()),
+            vocab=getattr(config, "vocab_size", 0) or 0,
         )
 
     def layer_bytes_per_token(self, a: int, r: int) -> int:
@@ -189,13 +196,14 @@ def estimate_memory(recipe: Recipe, stage: Stage, sizes: Sizes, student_trainabl
     lora = trains_student and stage.student_lora is not None
     items: list[MemoryItem] = []
 
-    if recipe.teacher.cache is None:
+    if recipe.teacher_cache is None:
         items.append(MemoryItem("teacher weights (frozen)", sizes.teacher_params * _DTYPE_BYTES[recipe.teacher.dtype]))
     held_dtype = _held_student_dtype(recipe)
     held = _DTYPE_BYTES[held_dtype]
     if not trains_student or lora:
         items.append(MemoryItem(f"student weights (frozen, {held_dtype})", sizes.student_params * held))
-    if not trains_bolt_on:
+    logits = recipe.family == "logits"
+    if not trains_bolt_on and not logits:
         bf16 = hardware.trained_weights == "bf16_stochastic"
         label = f"bolt-on weights (frozen, {'bf16' if bf16 else 'fp32'})"
         items.append(MemoryItem(label, sizes.bolt_on_params * (2 if bf16 else 4)))
@@ -222,15 +230,34 @@ def estimate_memory(recipe: Recipe, stage: Stage, sizes: Sizes, student_trainabl
             items.append(MemoryItem("student activations (checkpointed)", checkpointed))
     else:
         items.append(MemoryItem("student activations", tokens * st.bytes_per_token(a, r)))
-    items.append(MemoryItem("bolt-on activations", tokens * a * _bolt_on_elements(recipe, st.hidden)))
-
-    te = sizes.teacher
-    if recipe.teacher.cache is None:
-        forward = teacher_tokens * (6 * te.hidden + 3 * te.ffn) * a + 2 * te.heads * teacher_tokens * s_teacher * a
-        items.append(MemoryItem("teacher forward (one layer, no grad)", forward))
-    target_bytes = _DTYPE_BYTES[recipe.teacher.cache.dtype if recipe.teacher.cache else recipe.teacher.dtype]
-    items.append(MemoryItem("teacher targets", teacher_tokens * te.hidden * target_bytes))
-    items.append(MemoryItem("loss buffers (fp32 output + grad)", tokens * te.hidden * 4 * 2))
+    if logits:
+        items += _logit_items(sizes, tokens, a)
+    else:
+        items += _hidden_state_items(recipe, sizes, tokens, teacher_tokens, a)
     if hardware.device != "cpu":  # a CPU run has no CUDA context or cuBLAS workspace
         items.append(MemoryItem("runtime (CUDA context, workspace)", _RUNTIME_BYTES))
     return MemoryEstimate(stage.name, tuple(items), hardware.vram_gb, tokens)
+
+
+def _logit_items(sizes: Sizes, tokens: int, a: int) -> list[MemoryItem]:
+    te, st = sizes.teacher, sizes.student
+    chunk = min(tokens * st.vocab, CHUNK_ELEMENTS)
+    return [
+        MemoryItem("teacher forward (one layer, no grad)", tokens * (6 * te.hidden + 3 * te.ffn) * a),
+        MemoryItem("teacher logits", tokens * te.vocab * a),
+        MemoryItem("student logits + their gradient", 2 * tokens * st.vocab * a),
+        MemoryItem("loss work on one chunk (float32, recomputed)", 6 * chunk * 4),
+    ]
+
+
+def _hidden_state_items(recipe: Recipe, sizes: Sizes, tokens: int, teacher_tokens: int, a: int) -> list[MemoryItem]:
+    items = [MemoryItem("bolt-on activations", tokens * a * _bolt_on_elements(recipe, sizes.student.hidden))]
+    s_teacher = recipe.teacher.max_length
+    te = sizes.teacher
+    if recipe.teacher_cache is None:
+        forward = teacher_tokens * (6 * te.hidden + 3 * te.ffn) * a + 2 * te.heads * teacher_tokens * s_teacher * a
+        items.append(MemoryItem("teacher forward (one layer, no grad)", forward))
+    target_bytes = _DTYPE_BYTES[recipe.teacher_cache.dtype if recipe.teacher_cache else recipe.teacher.dtype]
+    items.append(MemoryItem("teacher targets", teacher_tokens * te.hidden * target_bytes))
+    items.append(MemoryItem("loss buffers (fp32 output + grad)", tokens * te.hidden * 4 * 2))
+    return items

@@ -69,7 +69,7 @@ class Plan:
     recipe: str
     teacher: ComponentPlan
     student: ComponentPlan
-    bolt_on: ComponentPlan
+    bolt_on: ComponentPlan | None  # None: the logits family has none
     bolt_on_layers: tuple[LayerPlan, ...]
     stages: tuple[StagePlan, ...]
     warnings: tuple[str, ...]
@@ -112,7 +112,7 @@ def _memory_warning(stage: StagePlan, recipe: Recipe) -> str:
     hints = []
     if not recipe.hardware.gradient_checkpointing:
         hints.append("hardware.gradient_checkpointing: true")
-    if recipe.teacher.cache is None:
+    if recipe.teacher_cache is None:
         hints.append("teacher.cache")
     if "student" in stage.trainable and not stage.lora:
         hints.append("student_lora")
@@ -190,8 +190,16 @@ def build_plan(recipe: Recipe) -> Plan:
     teacher = build_model(recipe.teacher, "teacher", meta=True)
     student = build_model(recipe.student, "student", meta=True)
     teacher_width, student_width = hidden_width(teacher.config), hidden_width(student.config)
-    with torch.device("meta"):
-        stack = build_bolt_on(recipe.bolt_on, student_width, teacher_width)
+    logits = recipe.family == "logits"
+    if logits:
+        from recipe_runner.trainer.logit_parts import LogitsModel
+
+        trained: nn.Module = LogitsModel(student)
+        stack = trained.bolt_on
+    else:
+        with torch.device("meta"):
+            stack = build_bolt_on(recipe.bolt_on, student_width, teacher_width)
+        trained = DistillModel(student, stack, recipe.student.layer)
     sizes = Sizes(
         teacher_params=_count(teacher),
         teacher=StackShape.of(teacher),
@@ -202,7 +210,7 @@ def build_plan(recipe: Recipe) -> Plan:
     failures: list[str] = []
     stages = [_stage_plan(recipe, stage, student, sizes, failures) for stage in recipe.stages]
     # Sized as training holds the model: trained parts in float32, or bfloat16 under bf16_stochastic.
-    disk = disk_need(set_trained_dtype(DistillModel(student, stack, recipe.student.layer), recipe), recipe)
+    disk = disk_need(set_trained_dtype(trained, recipe), recipe)
     warnings = list(failures)
     warnings.extend(_memory_warning(stage, recipe) for stage in stages if stage.memory.over_budget)
     trained = [(spec, plan.student_trainable) for spec, plan in zip(recipe.stages, stages, strict=True)]
@@ -219,7 +227,9 @@ def build_plan(recipe: Recipe) -> Plan:
         recipe=recipe.recipe,
         teacher=_component("teacher", recipe.teacher, teacher, teacher_width),
         student=_component("student", recipe.student, student, student_width),
-        bolt_on=ComponentPlan(
+        bolt_on=None
+        if logits
+        else ComponentPlan(
             "bolt_on",
             f"{len(recipe.bolt_on.layers)} layers",
             "BoltOnStack",
@@ -227,7 +237,7 @@ def build_plan(recipe: Recipe) -> Plan:
             "float32",
             teacher_width,
         ),
-        bolt_on_layers=_layer_plans(recipe, stack, student_width, teacher_width),
+        bolt_on_layers=() if logits else _layer_plans(recipe, stack, student_width, teacher_width),
         stages=tuple(stages),
         warnings=tuple(warnings),
         disk=disk,
@@ -242,7 +252,8 @@ def _on_cuda(recipe: Recipe, student: nn.Module) -> str:
     from recipe_runner.trainer.packing import packing_on_cuda
 
     compiled = compile_wanted(recipe.hardware.compile, "cuda")
-    compiling = "compiled student and bolt-on layers and loss" if compiled else "eager (hardware.compile: false)"
+    parts = "student layers" if recipe.family == "logits" else "student and bolt-on layers and loss"
+    compiling = f"compiled {parts}" if compiled else "eager (hardware.compile: false)"
     return f"{packing_on_cuda(student, recipe)}; {compiling}"
 
 
@@ -279,30 +290,32 @@ def _stage_row(stage: StagePlan) -> tuple[str, ...]:
 def format_plan(plan: Plan) -> str:
     """The plan as text: components, bolt-on widths layer by layer, trainables per stage, memory, warnings."""
     out = [f"recipe {plan.recipe}", ""]
-    components = (plan.teacher, plan.student, plan.bolt_on)
+    components = [c for c in (plan.teacher, plan.student, plan.bolt_on) if c is not None]
     out += _table(
         ("component", "source", "class", "params", "dtype", "width"),
         [(c.name, c.source, c.architecture, _params(c.params), c.dtype, str(c.width)) for c in components],
     )
-    out += ["", f"bolt-on {plan.student.width} -> {plan.bolt_on.width}"]
-    out += _table(
-        ("#", "layer", "in", "out", "params"),
-        [
-            (
-                "" if layer.index is None else str(layer.index),
-                layer.kind,
-                str(layer.in_width),
-                str(layer.out_width),
-                _params(layer.params),
-            )
-            for layer in plan.bolt_on_layers
-        ],
-    )
+    if plan.bolt_on is not None:
+        out += ["", f"bolt-on {plan.student.width} -> {plan.bolt_on.width}"]
+        out += _table(
+            ("#", "layer", "in", "out", "params"),
+            [
+                (
+                    "" if layer.index is None else str(layer.index),
+                    layer.kind,
+                    str(layer.in_width),
+                    str(layer.out_width),
+                    _params(layer.params),
+                )
+                for layer in plan.bolt_on_layers
+            ],
+        )
     out += [""]
-    out += _table(
-        ("stage", "student", "bolt_on", "trainable", "peak memory"),
-        [_stage_row(stage) for stage in plan.stages],
-    )
+    rows = [_stage_row(stage) for stage in plan.stages]
+    header = ("stage", "student", "bolt_on", "trainable", "peak memory")
+    if plan.bolt_on is None:  # logits family: no bolt-on column
+        header, rows = header[:2] + header[3:], [row[:2] + row[3:] for row in rows]
+    out += _table(header, rows)
     peak = plan.peak.memory
     budget = f" of {peak.budget_gb:g} GiB budget" if peak.budget_gb is not None else " (no hardware.vram_gb budget)"
     batch = f"largest micro-batch {peak.batch_tokens:,} padded tokens"

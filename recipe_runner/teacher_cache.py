@@ -44,7 +44,7 @@ def _write_errors(split_dir: Path) -> Iterator[None]:
 def _check_space(recipe: Recipe, splits: list[tuple[str, Path, list[str], list[list[int]]]]) -> int:
     """Before the teacher loads (minutes for T5-XXL) and encodes for hours: the shards to write must fit.
     Returns how many shards are still to write (missing or damaged)."""
-    spec = recipe.teacher.cache
+    spec = recipe.teacher_cache
     assert spec is not None
     width = hidden_width(resolve_config(recipe.teacher))
     itemsize = DTYPES[spec.dtype].itemsize
@@ -77,7 +77,7 @@ def build_teacher_cache(
     """Returns per split: prompt count, shards written and tokens encoded (by every process), this process's
     seconds and rewritten shards, bytes on disk. Under a launcher each process encodes its share of the shards."""
     processes = processes or CacheProcesses(recipe.hardware)
-    spec = recipe.teacher.cache
+    spec = recipe.teacher_cache
     if spec is None:
         raise CacheSetupError("the recipe has no teacher.cache section; add `cache: {dir: ...}` to the teacher")
     # Two caches writing one directory would both encode everything; the second is refused instead, and so is a
@@ -126,7 +126,7 @@ def cache_lock(spec: TeacherCache) -> DirectoryLock:
 
 def hold_cache_for_reading(recipe: Recipe) -> DirectoryLock | None:
     """A shared hold on the recipe's cache directory, if there is one: no `recipe cache` writes it meanwhile."""
-    spec = recipe.teacher.cache
+    spec = recipe.teacher_cache
     return cache_lock(spec).acquire(shared=True) if spec is not None and Path(spec.dir).is_dir() else None
 
 

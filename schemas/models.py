@@ -84,5 +84,18 @@ class HiddenStatesStudent(ModelSource):
     layer: int = Field(default=-1, description="Hidden-state index used as output; -1 is the last layer.")
 
 
-Teacher = Annotated[Union[T5EncoderTeacher], Field(discriminator="type")]
-Student = Annotated[Union[HiddenStatesStudent], Field(discriminator="type")]
+class CausalLMTeacher(ModelSource):
+    """A causal language model whose next-token distributions are the target (logits family); it runs online,
+    on the very token ids the student reads, so both must share one tokenizer."""
+
+    type: Literal["causal_lm"] = Field(description="Teacher kind.")
+
+
+class CausalLMStudent(ModelSource):
+    """A causal language model trained towards the teacher's next-token distributions (logits family)."""
+
+    type: Literal["causal_lm"] = Field(description="Student kind.")
+
+
+Teacher = Annotated[Union[T5EncoderTeacher, CausalLMTeacher], Field(discriminator="type")]
+Student = Annotated[Union[HiddenStatesStudent, CausalLMStudent], Field(discriminator="type")]

@@ -110,7 +110,57 @@ class MSELoss(_TierLoss):
     type: Literal["mse"] = Field(description="Loss kind.")
 
 
-Loss = Annotated[Union[HuberLoss, CosineLoss, MSELoss], Field(discriminator="type")]
+class _LogitLoss(StrictModel):
+    weight: float = Field(default=1.0, ge=0, description="Multiplier of this term in the stage loss.")
+
+
+class _TemperedLoss(_LogitLoss):
+    temperature: float = Field(
+        default=1.0,
+        gt=0,
+        description="Both distributions are softened by dividing the logits by it; the term is multiplied by "
+        "its square so that gradients keep their scale (Hinton et al.).",
+    )
+
+
+class ForwardKLLoss(_TemperedLoss):
+    """KL(teacher || student) per real token: the student covers every token the teacher finds likely."""
+
+    type: Literal["forward_kl"] = Field(description="Loss kind.")
+
+
+class ReverseKLLoss(_TemperedLoss):
+    """KL(student || teacher) per real token: the student concentrates on the teacher's main modes."""
+
+    type: Literal["reverse_kl"] = Field(description="Loss kind.")
+
+
+class JSDLoss(_TemperedLoss):
+    """Generalised Jensen-Shannon divergence per real token, between forward (beta near 0) and reverse (near 1) KL."""
+
+    type: Literal["jsd"] = Field(description="Loss kind.")
+    beta: float = Field(
+        default=0.5,
+        gt=0,
+        lt=1,
+        description="Mixture weight m = beta * teacher + (1 - beta) * student; 0.5 is the symmetric JSD.",
+    )
+
+
+class CrossEntropyLoss(_LogitLoss):
+    """Next-token cross-entropy of the student on the training text itself (the hard labels)."""
+
+    type: Literal["cross_entropy"] = Field(description="Loss kind.")
+
+
+Loss = Annotated[
+    Union[HuberLoss, CosineLoss, MSELoss, ForwardKLLoss, ReverseKLLoss, JSDLoss, CrossEntropyLoss],
+    Field(discriminator="type"),
+]
+VectorLoss = Union[HuberLoss, CosineLoss, MSELoss]
+LogitLoss = Union[ForwardKLLoss, ReverseKLLoss, JSDLoss, CrossEntropyLoss]
+VECTOR_LOSSES = (HuberLoss, CosineLoss, MSELoss)
+LOGIT_LOSSES = (ForwardKLLoss, ReverseKLLoss, JSDLoss, CrossEntropyLoss)
 
 
 class Stage(StrictModel):

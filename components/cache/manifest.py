@@ -157,7 +157,7 @@ def cache_problems(loaded: LoadedRecipe) -> list[Problem]:
 
     One problem per cache, naming its splits: the train and eval splits nearly always differ alike.
     """
-    cache = loaded.recipe.teacher.cache
+    cache = loaded.recipe.teacher_cache
     if cache is None or not Path(cache.dir).is_dir():
         return []
     where = ("teacher", "cache", "dir")

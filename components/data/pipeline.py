@@ -83,7 +83,7 @@ class PromptPairs(Dataset):
         return item
 
 
-def _pad(rows: list, width: int, pad_id: int) -> tuple[torch.Tensor, torch.Tensor]:
+def pad_rows(rows: list, width: int, pad_id: int) -> tuple[torch.Tensor, torch.Tensor]:
     ids = torch.full((len(rows), width), pad_id, dtype=torch.long)
     mask = torch.zeros((len(rows), width), dtype=torch.bool)
     for row, values in enumerate(rows):
@@ -103,8 +103,8 @@ class Collator:
     def __call__(self, items: list[dict]) -> DistillBatch:
         s_width = max(len(item["student_ids"]) for item in items)
         t_width = max(len(item["teacher_ids"]) for item in items) + int(self.teacher_extra_pad)
-        student_ids, student_mask = _pad([item["student_ids"] for item in items], s_width, self.student_pad_id)
-        teacher_ids, teacher_mask = _pad([item["teacher_ids"] for item in items], t_width, self.teacher_pad_id)
+        student_ids, student_mask = pad_rows([item["student_ids"] for item in items], s_width, self.student_pad_id)
+        teacher_ids, teacher_mask = pad_rows([item["teacher_ids"] for item in items], t_width, self.teacher_pad_id)
         hidden = None
         if "teacher_hidden" in items[0]:
             dim = items[0]["teacher_hidden"].shape[-1]

@@ -10,7 +10,6 @@ Layout of an export directory::
 from __future__ import annotations
 
 import copy
-import json
 import logging
 import warnings
 from pathlib import Path
@@ -24,6 +23,7 @@ from components.atomic_files import atomic_directory, check_replaceable, recover
 from components.attention_backends import shape_stable_attention
 from components.data.prompts import check_prompts
 from components.errors import UserFacingError
+from components.export.written_files import files_in, replace_rules
 from schemas import Recipe
 from schemas.base import StrictModel
 from schemas.bolt_on import BoltOn
@@ -40,27 +40,7 @@ CHECKPOINT_MARKER = "trainer_state.json"  # recipe_runner.trainer.checkpoint.COM
 
 
 # What an export replaces: only an earlier export, recognised by its manifest (written last).
-def _added_by_hand(directory: Path) -> list[str]:
-    """What is in an earlier export that it did not write itself: every file beyond its manifest's list (only
-    the top level for an export from before the list)."""
-    try:
-        written = json.loads((directory / MANIFEST).read_text(encoding="utf-8")).get("files")
-    except (OSError, ValueError, AttributeError):
-        written = None
-    if written is None:
-        return sorted(
-            entry.name for entry in directory.iterdir() if entry.name not in (MANIFEST, STUDENT_DIR, BOLT_ON_FILE)
-        )
-    present = {path.relative_to(directory).as_posix() for path in directory.rglob("*") if not path.is_dir()}
-    return sorted(present - set(written) - {MANIFEST})
-
-
-_REPLACES = {
-    "marker": MANIFEST,
-    "kind": "export",
-    "remedy": "choose another --out (or output.dir)",
-    "added": _added_by_hand,
-}
+_REPLACES = replace_rules(MANIFEST, legacy_names=(STUDENT_DIR, BOLT_ON_FILE))
 _DTYPE_NAMES = {torch.float32: "float32", torch.bfloat16: "bfloat16", torch.float16: "float16"}
 
 
@@ -87,7 +67,7 @@ class EncoderManifest(StrictModel):
     )
 
 
-def _unmerged(student: nn.Module) -> nn.Module:
+def unmerged(student: nn.Module) -> nn.Module:
     """A peft model is saved with its adapters merged, on a copy so the training model keeps its adapters."""
     if hasattr(student, "merge_and_unload"):
         return copy.deepcopy(student).merge_and_unload()
@@ -139,11 +119,10 @@ def export_encoder(out_dir: str | Path, recipe: Recipe, student: nn.Module, bolt
     student_width = hidden_width(student.config)
     manifest = build_manifest(recipe, student_width, _output_width(bolt_on, student_width))
     with atomic_directory(out_dir, **_REPLACES) as tmp, quiet_transformers_bars():
-        _unmerged(student).save_pretrained(tmp / STUDENT_DIR)
+        unmerged(student).save_pretrained(tmp / STUDENT_DIR)
         tokenizer.save_pretrained(tmp / STUDENT_DIR)
         save_model(bolt_on, str(tmp / BOLT_ON_FILE))
-        files = sorted(path.relative_to(tmp).as_posix() for path in tmp.rglob("*") if not path.is_dir())
-        manifest = manifest.model_copy(update={"files": files})
+        manifest = manifest.model_copy(update={"files": files_in(tmp)})
         (tmp / MANIFEST).write_text(manifest.model_dump_json(indent=2) + "\n")
     log.info("exported distilled encoder to %s", out_dir)
     return out_dir

@@ -10,7 +10,7 @@ from typing import Literal
 import torch
 from safetensors import SafetensorError
 from torch import nn
-from transformers import AutoModel, PretrainedConfig, PreTrainedModel, T5EncoderModel
+from transformers import AutoModel, AutoModelForCausalLM, PretrainedConfig, PreTrainedModel, T5EncoderModel
 from transformers.utils import logging as transformers_logging
 
 from components.models.fused_kernels import use_fused_kernels
@@ -25,7 +25,10 @@ Attention = Literal["sdpa", "eager", "flash_attention_2"]
 _CLASSES: dict[tuple[Role, str], type] = {
     ("teacher", "t5_encoder"): T5EncoderModel,
     ("student", "hidden_states"): AutoModel,
+    ("teacher", "causal_lm"): AutoModelForCausalLM,
+    ("student", "causal_lm"): AutoModelForCausalLM,
 }
+_AUTO_CLASSES = (AutoModel, AutoModelForCausalLM)  # these pick the architecture from the config, custom code included
 _DEFAULT_TYPE: dict[Role, str] = {"teacher": "t5_encoder", "student": "hidden_states"}
 
 # Attribute paths of the last normalisation layer, tried in order (T5 encoder, Qwen/Llama base, causal-LM wrappers).
@@ -91,8 +94,8 @@ def model_class(source: ModelSource, role: Role) -> type:
 
 def _from_config(cls: type, config: PretrainedConfig, source: ModelSource, attention: str) -> PreTrainedModel:
     dtype = getattr(torch, source.dtype)
-    if cls is AutoModel:
-        return AutoModel.from_config(
+    if cls in _AUTO_CLASSES:
+        return cls.from_config(
             config, dtype=dtype, attn_implementation=attention, trust_remote_code=source.trust_remote_code
         )
     return cls._from_config(config, dtype=dtype, attn_implementation=attention)
@@ -100,7 +103,7 @@ def _from_config(cls: type, config: PretrainedConfig, source: ModelSource, atten
 
 def _from_pretrained(cls: type, ref: str, source: ModelSource, attention: str) -> PreTrainedModel:
     kwargs: dict[str, object] = {"dtype": getattr(torch, source.dtype), "attn_implementation": attention}
-    if cls is AutoModel:
+    if cls in _AUTO_CLASSES:
         kwargs["trust_remote_code"] = source.trust_remote_code
     if Path(ref).is_dir() and (problem := weights_problem(Path(ref))) is not None:
         raise ModelSourceError(problem)
@@ -127,7 +130,8 @@ def build_model(
     seed: int = 0,
     fused_kernels: bool = True,
 ) -> PreTrainedModel:
-    """Teacher (`t5_encoder` -> T5EncoderModel) or student (`hidden_states` -> AutoModel, no LM head).
+    """Teacher (`t5_encoder` -> T5EncoderModel) or student (`hidden_states` -> AutoModel, no LM head); either one
+    as `causal_lm` -> AutoModelForCausalLM (logits family).
 
     `meta=True` allocates nothing and reads nothing but a config (planning). An inline config gets random
     weights from `seed` without touching the global RNG; a local dir or cached hub id loads real weights offline.

@@ -103,7 +103,7 @@ def run_loader(
     teacher_ids = [view.ids for view in token_views(teacher_tok, prompts, recipe.teacher.max_length)]
     student_lengths = [len(view.ids) for view in token_views(student_tok, prompts, recipe.student.max_length)]
     order = batches_over_epochs(student_lengths, hw, spec.loader_batches)
-    cached, chroma, pad = recipe.teacher.cache, recipe.teacher.chroma_mask, pad_id(teacher_tok)
+    cached, chroma, pad = recipe.teacher_cache, recipe.teacher.chroma_mask, pad_id(teacher_tok)
     with tempfile.TemporaryDirectory(prefix="recipe-bench-loader-") as tmp:
         cache = None if cached is None else _write_cache(Path(tmp), cached, teacher_ids, width, chroma, pad)
         dataset = prompt_pairs(original, prompts, student_tok, teacher_tok, cache)

@@ -108,7 +108,7 @@ def run_teacher(recipe: Recipe, spec: BenchSpec, lengths: list[int], device: tor
     rng = np.random.default_rng(recipe.hardware.seed)
     vocab = teacher.config.vocab_size
     token_ids = [rng.integers(0, vocab, n).tolist() for n in drawn]
-    cache = recipe.teacher.cache
+    cache = recipe.teacher_cache
     dtype = cache.dtype if cache is not None else _REFERENCE_DTYPE
     batch_tokens = cache.batch_tokens if cache is not None else TeacherCache.model_fields["batch_tokens"].default
     longest = max(drawn) + 1

@@ -174,7 +174,7 @@ def _batches(
     hw = recipe.hardware
     capped = [min(n, recipe.student.max_length, recipe.teacher.max_length) for n in lengths]
     rng = np.random.default_rng(hw.seed)
-    dtype = DTYPES[recipe.teacher.cache.dtype if recipe.teacher.cache else "bfloat16"]
+    dtype = DTYPES[recipe.teacher_cache.dtype if recipe.teacher_cache else "bfloat16"]
     collate = Collator(0, 0, recipe.teacher.chroma_mask)
     out: list[DistillBatch] = []
     for indices in _batch_indices(capped, hw, count, first_timed):
@@ -225,7 +225,7 @@ def run_training(recipe: Recipe, spec: BenchSpec, lengths: list[int], device: to
     student = build_random(recipe.student, "student", device, hw.seed, hw.attention, hw.fused_kernels)
     student_layers, student_width = attention_shape(student)
     teacher_width = hidden_width(resolve_config(recipe.teacher))
-    cached = recipe.teacher.cache is not None
+    cached = recipe.teacher_cache is not None
     teacher = (
         None
         if cached
@@ -362,7 +362,7 @@ def run_training(recipe: Recipe, spec: BenchSpec, lengths: list[int], device: to
         flop_parts=parts,
         ops_per_step=ops,
         teacher_targets=(
-            f"random tensors in the cache dtype ({recipe.teacher.cache.dtype}), real tokens + 1 pad per prompt"
+            f"random tensors in the cache dtype ({recipe.teacher_cache.dtype}), real tokens + 1 pad per prompt"
             if cached
             else "online teacher forward (no teacher.cache)"
         ),

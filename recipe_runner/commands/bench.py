@@ -68,6 +68,7 @@ def bench(
     from recipe_runner.bench.report import format_report, write_json
     from recipe_runner.bench.run import run_bench
     from recipe_runner.bench.spec import BenchSpec
+    from recipe_runner.family_checks import require_embedding_family
     from recipe_runner.loader import load_recipe
 
     if profile is not None and only and "training" not in only:
@@ -75,6 +76,7 @@ def bench(
     _writable_target(json_path, "--json")
     _writable_target(profile, "--profile")
     loaded = load_recipe(file, overrides, allow_remote_code=allow_remote_code)
+    require_embedding_family(loaded.recipe, "bench", "benchmarks of the logits family are not supported yet")
     if full_depth and not small:
         raise click.UsageError("--full-depth keeps the layers of --small models; without --small every layer is kept")
     spec = BenchSpec(

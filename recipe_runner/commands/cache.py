@@ -24,10 +24,13 @@ def cache(
 ) -> None:
     """Encode train and eval prompts with the teacher into teacher.cache.dir (resumes if interrupted)."""
     from recipe_runner.cache_processes import CacheProcesses
+    from recipe_runner.family_checks import require_embedding_family
     from recipe_runner.loader import load_recipe
     from recipe_runner.teacher_cache import build_teacher_cache
 
     loaded = load_recipe(file, overrides, allow_remote_code=allow_remote_code)
+    why = "its teacher runs beside the student in `recipe run`, on each batch; there is nothing to cache"
+    require_embedding_family(loaded.recipe, "cache", why)
     processes = CacheProcesses(loaded.recipe.hardware)  # several under torchrun: each writes its share
     reports = build_teacher_cache(loaded.recipe, batch_tokens, progress=not no_progress, processes=processes)
     for split, report in reports.items():

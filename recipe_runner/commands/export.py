@@ -1,4 +1,4 @@
-"""`recipe export`: write a run's distilled encoder from one of its checkpoints, as `recipe run` does at its end."""
+"""`recipe export`: write a run's distilled encoder (or causal LM) from a checkpoint, as `recipe run` does."""
 
 from __future__ import annotations
 
@@ -59,10 +59,9 @@ def load_checkpointed_model(recipe, checkpoint: Path):
     from safetensors import SafetensorError
     from safetensors.torch import load_model
 
-    from components.models import hidden_width, resolve_config
     from recipe_runner.trainer.checkpoint import COMPLETE, read_position
     from recipe_runner.trainer.checksums import ChecksumMismatch, verify_checksums
-    from recipe_runner.trainer.parts import build_distill_model
+    from recipe_runner.trainer.parts import build_trained_model
     from recipe_runner.trainer.stage_setup import enter_stage, leave_stage
     from recipe_runner.trainer.stops import what_failed
 
@@ -75,9 +74,8 @@ def load_checkpointed_model(recipe, checkpoint: Path):
             f"{checkpoint} was saved in stage {stage_index}, but the recipe has {len(recipe.stages)} stage(s): "
             "is this checkpoint from another recipe?"
         )
-    # The trainer's own construction, without the teacher's weights: every value is overwritten by the
-    # checkpoint, so the teacher's config (its width) is all that is needed.
-    model = build_distill_model(recipe, "cpu", hidden_width(resolve_config(recipe.teacher)))
+    # The trainer's own construction, without the teacher's weights: every value is overwritten by the checkpoint.
+    model = build_trained_model(recipe, "cpu")
     stage = recipe.stages[stage_index]
     # A checkpoint written during a LoRA stage holds the peft-wrapped student: wrap the same way, load, merge.
     enter_stage(model, stage)
@@ -86,7 +84,7 @@ def load_checkpointed_model(recipe, checkpoint: Path):
         load_model(model, str(checkpoint / "model.safetensors"), strict=True, device="cpu")
     except RuntimeError as exc:
         raise ExportSetupError(
-            f"{checkpoint / 'model.safetensors'} does not fit the recipe's student and bolt-on "
+            f"{checkpoint / 'model.safetensors'} does not fit the recipe's trained model "
             f"(stage {stage_index} {stage.name!r}): {_why_not(checkpoint, recipe, stage_index, exc)}"
         ) from None
     except (ChecksumMismatch, SafetensorError, OSError) as exc:
@@ -153,9 +151,10 @@ def _why_not(checkpoint: Path, recipe: Recipe, stage_index: int, exc: RuntimeErr
 def export(
     file: str, overrides: tuple[str, ...], allow_remote_code: bool, checkpoint_dir: str | None, out_dir: str | None
 ) -> None:
-    """Write the distilled encoder (student, tokenizer, bolt-on, encoder.json) from a training checkpoint."""
+    """Write the distilled encoder (student, tokenizer, bolt-on, encoder.json), or for a logits recipe the
+    student as a transformers model folder, from a training checkpoint."""
     from components.disk_space import require_free
-    from components.export import check_export_target, export_encoder
+    from components.export import check_target, export_trained
     from components.models import load_tokenizer
     from recipe_runner.loader import load_recipe
     from recipe_runner.trainer.checkpoint import step_checkpoints
@@ -164,7 +163,7 @@ def export(
     recipe = load_recipe(file, overrides, allow_remote_code=allow_remote_code).recipe
     run_dir = Path(recipe.output.dir)
     target = Path(out_dir) if out_dir is not None else run_dir / "export"
-    check_export_target(target)  # before loading anything: only an earlier export may be replaced
+    check_target(target, recipe.family)  # before loading anything: only an earlier export may be replaced
     if checkpoint_dir is not None:
         checkpoint = _hidden_by_a_swap(Path(checkpoint_dir))
         if not checkpoint.exists():
@@ -187,12 +186,13 @@ def export(
     )
     tokenizer = load_tokenizer(recipe.student)
     try:
-        written = export_encoder(target, recipe, model.student, model.bolt_on, tokenizer)
+        written = export_trained(target, recipe, model, tokenizer)
     except OSError as exc:
         raise ExportSetupError(
             f"could not write the export to {target}: {exc.strerror or exc}; nothing was left half-written (an "
             "earlier export there is kept): free space, or write it to another disk with --out DIR"
         ) from None
+    what = "causal LM" if recipe.family == "logits" else "encoder"
     click.echo(
-        f"exported encoder: {written} (from {checkpoint}, stage {stage_index} {recipe.stages[stage_index].name!r})"
+        f"exported {what}: {written} (from {checkpoint}, stage {stage_index} {recipe.stages[stage_index].name!r})"
     )

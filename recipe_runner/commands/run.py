@@ -42,4 +42,5 @@ def run(file: str, overrides: tuple[str, ...], allow_remote_code: bool, resume: 
     shown = ", ".join(f"{k}={v:.4f}" for k, v in summary.metrics.items())
     click.echo(f"finished at step {summary.global_step}. {shown}")
     if summary.export_dir is not None:
-        click.echo(f"exported encoder: {summary.export_dir}")
+        what = "causal LM (a transformers model folder)" if trainer.recipe.family == "logits" else "encoder"
+        click.echo(f"exported {what}: {summary.export_dir}")

@@ -14,7 +14,7 @@ from tqdm.auto import tqdm
 
 from components.data.batches import bucketed_batches, shard_batches
 from components.data.pipeline import Collator, DistillBatch, PromptPairs
-from components.models import pad_id
+from components.data.texts import TextBatch, TextCollator, TextSamples
 from recipe_runner.trainer.checkpoint import Position
 from recipe_runner.trainer.parts import RunParts
 from schemas import Recipe
@@ -23,7 +23,11 @@ from schemas.stages import Stage
 
 
 def batch_loader(
-    dataset: PromptPairs, order: list[list[int]], collate: Collator, hardware: Hardware, device: torch.device
+    dataset: PromptPairs | TextSamples,
+    order: list[list[int]],
+    collate: Collator | TextCollator,
+    hardware: Hardware,
+    device: torch.device,
 ) -> DataLoader:
     """The loader of `order`'s batches: items made and collated in `hardware.num_workers` processes, pinned for an
     asynchronous copy when the batches go to a GPU."""
@@ -46,9 +50,7 @@ class BatchPlan:
         self.recipe, self.parts, self.accelerator = recipe, parts, accelerator
         self.lengths = self._student_lengths(parts.train.prompts)
         self.eval_order = self._eval_order()
-        self.collate = Collator(
-            pad_id(parts.student_tokenizer), pad_id(parts.teacher_tokenizer), recipe.teacher.chroma_mask
-        )
+        self.collate = parts.collate
 
     def _student_lengths(self, prompts: list[str]) -> list[int]:
         tokenized = self.parts.student_tokenizer(prompts, truncation=True, max_length=self.recipe.student.max_length)
@@ -62,12 +64,12 @@ class BatchPlan:
         lengths = self._student_lengths(prompts)
         return bucketed_batches(lengths, hw.batch_size, shuffle=False, seed=0, epoch=0, batch_tokens=hw.batch_tokens)
 
-    def _load(self, dataset: PromptPairs, order: list[list[int]]) -> Iterator[DistillBatch]:
+    def _load(self, dataset: PromptPairs | TextSamples, order: list[list[int]]) -> Iterator[DistillBatch | TextBatch]:
         loader = batch_loader(dataset, order, self.collate, self.recipe.hardware, self.accelerator.device)
         for batch in loader:
             yield batch.to(self.accelerator.device)
 
-    def eval_batches(self) -> Iterator[DistillBatch]:
+    def eval_batches(self) -> Iterator[DistillBatch | TextBatch]:
         """This process's share of the eval batches: every N-th one, so that uneven shares are covered too."""
         accelerator = self.accelerator
         assert self.parts.eval is not None
@@ -89,7 +91,7 @@ class BatchPlan:
         )
         return shard_batches(batches, self.accelerator.process_index, self.accelerator.num_processes)
 
-    def stream(self, stage_index: int, position: Position) -> Iterator[tuple[DistillBatch, int, int, int]]:
+    def stream(self, stage_index: int, position: Position) -> Iterator[tuple[DistillBatch | TextBatch, int, int, int]]:
         """Batches forever, with the (epoch, next batch, batches in the epoch) position after each one, for exact
         resumption."""
         epoch, start = position.epoch, position.batch

@@ -15,9 +15,8 @@ from tqdm.auto import tqdm
 from components.attention_backends import shape_stable_attention
 from components.data.pipeline import DistillBatch
 from components.data.prompts import prompts_digest
-from components.losses import DistillLoss
+from components.data.texts import TextBatch
 from components.models.compilation import compile_for_varied_lengths, compile_wanted
-from components.teacher_outputs import encode_teacher
 from recipe_runner.teacher_cache import hold_cache_for_reading
 from recipe_runner.trainer import resume
 from recipe_runner.trainer.batch_plan import BatchPlan
@@ -34,11 +33,11 @@ from recipe_runner.trainer.checksums import verify_checksums
 from recipe_runner.trainer.consensus import Consensus, StoppableEvaluation
 from recipe_runner.trainer.data_failures import DataFailure, next_batch, worker_death
 from recipe_runner.trainer.deferred_signals import child_signals_deferred
-from recipe_runner.trainer.evaluation import evaluate
 from recipe_runner.trainer.launch import build_accelerator, check_launch, launch_in_words
+from recipe_runner.trainer.objectives import Objective, objective_for
 from recipe_runner.trainer.optim import build_optimizer
 from recipe_runner.trainer.packing import choose_packing
-from recipe_runner.trainer.parts import RunParts, RunSetupError, build_parts, split_prompts
+from recipe_runner.trainer.parts import RunParts, build_parts, split_prompts
 from recipe_runner.trainer.preflight import check_before_loading
 from recipe_runner.trainer.resume import run_record
 from recipe_runner.trainer.run_dir import DirectoryLock, choose_start, first_process
@@ -127,14 +126,7 @@ class Trainer:
         resume.check_resumable(self.resume_from, report)
         return report
 
-    def _teacher_hidden(self, batch: DistillBatch) -> torch.Tensor:
-        if batch.teacher_hidden is not None:
-            return batch.teacher_hidden
-        if self.parts.teacher is None:
-            raise RunSetupError("teacher outputs are neither cached nor computable")
-        return encode_teacher(self.parts.teacher, batch.teacher_ids, batch.teacher_mask)
-
-    def _evaluate(self, loss: DistillLoss, stop: StopFlag) -> dict[str, float] | None:
+    def _evaluate(self, objective: Objective, stop: StopFlag) -> dict[str, float] | None:
         """The eval metrics ({} without eval data); None when a stop reached any process meanwhile: every process
         leaves the evaluation at once for its checkpoint (a long one would outlast a scheduler's grace period) and
         logs no partial result."""
@@ -145,12 +137,9 @@ class Trainer:
         model = accelerator.unwrap_model(self.prepared)
         model.eval()
         with accelerator.autocast():  # each process evaluates its share and the sums are added up
-            metrics = evaluate(
-                lambda b: model(b.student_ids, b.student_mask, b.student_packing),
-                self._teacher_hidden,
+            metrics = objective.evaluate(
+                model,
                 evaluation.batches(self.batches.eval_batches()),
-                loss,
-                list(self.recipe.alignment.tiers),
                 total=lambda sums: accelerator.reduce(sums.to(accelerator.device), "sum"),
             )
         model.train()
@@ -240,9 +229,9 @@ class Trainer:
         resuming = self.resume_from is not None and read_position(self.resume_from).stage == stage_index
         if resuming:
             self._load_resume_checkpoint(stage_index, position)
-        loss_fn = DistillLoss(stage.losses, recipe.alignment, compiled)
+        objective = objective_for(recipe, self.parts, stage, compiled)
         try:
-            last = self._train_stage(stage_index, total, position, loss_fn, stop)
+            last = self._train_stage(stage_index, total, position, objective, stop)
         except DataFailure as failure:
             reason = failure.reason
         except RuntimeError as exc:
@@ -262,12 +251,12 @@ class Trainer:
         raise data_failed(self.checkpoints, position.global_step + 1, reason)
 
     def _train_stage(
-        self, stage_index: int, total: int, position: Position, loss_fn: DistillLoss, stop: StopFlag
+        self, stage_index: int, total: int, position: Position, objective: Objective, stop: StopFlag
     ) -> dict[str, float]:
         recipe, accelerator = self.recipe, self.accelerator
         stage = recipe.stages[stage_index]
         if position.stage_step == 0:
-            first = self._evaluate_or_stop(loss_fn, position, stop)
+            first = self._evaluate_or_stop(objective, position, stop)
             if first is None:  # stopped before this stage trained anything
                 raise TrainingInterrupted(
                     f"interrupted before the first step of stage {stage.name!r}, with nothing new to save "
@@ -277,7 +266,7 @@ class Trainer:
             self.metrics.write(position.global_step, {"stage": stage.name, **first})
         last: dict[str, float] = {}
         if position.eval_pending:
-            last = self._pending_evaluation(loss_fn, position, stop)
+            last = self._pending_evaluation(objective, position, stop)
         stream = self.batches.stream(stage_index, position)
         clock, consensus = SaveClock(recipe.output.save_every_minutes), Consensus(accelerator)
         nonfinite = torch.zeros((), dtype=torch.bool, device=accelerator.device)
@@ -292,7 +281,7 @@ class Trainer:
             file=HangupTolerantStream(sys.stderr),
         ) as bar:
             while position.stage_step < total:
-                self._step(stream, position, loss_fn, stage, nonfinite, window)
+                self._step(stream, position, objective, stage, nonfinite, window)
                 bar.update(1)
                 step = position.global_step
                 at_end, output = position.stage_step == total, recipe.output
@@ -316,7 +305,7 @@ class Trainer:
                     )
                 if evaluating:  # the weights may be kept as `best`
                     position.loss_window = window.carry()
-                fresh = self._evaluate_or_stop(loss_fn, position, stop) if evaluating else {}
+                fresh = self._evaluate_or_stop(objective, position, stop) if evaluating else {}
                 if fresh is None or (consensus.alone and stop.raised):  # a stop during this step's evaluation
                     agreed["stop"], fresh = True, {}
                     position.eval_pending = evaluating and self.parts.eval is not None
@@ -343,10 +332,10 @@ class Trainer:
             position.best_eval = metrics["eval/loss"]
             self._save(position, name="best")
 
-    def _pending_evaluation(self, loss_fn: DistillLoss, position: Position, stop: StopFlag) -> dict[str, float]:
+    def _pending_evaluation(self, objective: Objective, position: Position, stop: StopFlag) -> dict[str, float]:
         """The evaluation that a stop cut short before the checkpoint this run resumed from, made before any
         training, on the weights it was due for; a stop during it leaves that checkpoint pending as it was."""
-        fresh = self._evaluate_or_stop(loss_fn, position, stop)
+        fresh = self._evaluate_or_stop(objective, position, stop)
         if fresh is None:
             raise TrainingInterrupted(
                 f"interrupted during the evaluation of step {position.global_step}, which was cut short before; "
@@ -360,9 +349,9 @@ class Trainer:
 
     def _step(
         self,
-        stream: Iterator[tuple[DistillBatch, int, int, int]],
+        stream: Iterator[tuple[DistillBatch | TextBatch, int, int, int]],
         position: Position,
-        loss_fn: DistillLoss,
+        objective: Objective,
         stage: Stage,
         nonfinite: torch.Tensor,
         window: LossWindow,
@@ -375,7 +364,7 @@ class Trainer:
             for _ in range(self.recipe.hardware.grad_accum):
                 batch, *data_position = next_batch(stream)
                 shape = tuple(batch.student_ids.shape)
-                loss = self._micro_step(batch, loss_fn, stage)
+                loss = self._micro_step(batch, objective, stage)
                 nonfinite |= ~torch.isfinite(loss.detach())
                 window.add(loss, batch.student_tokens)
         except torch.OutOfMemoryError:
@@ -394,9 +383,9 @@ class Trainer:
         device = self.accelerator.device.type
         raise out_of_memory(self.recipe, self.checkpoints, device, shape, position.global_step + 1, "training")
 
-    def _evaluate_or_stop(self, loss_fn: DistillLoss, position: Position, stop: StopFlag) -> dict[str, float] | None:
+    def _evaluate_or_stop(self, objective: Objective, position: Position, stop: StopFlag) -> dict[str, float] | None:
         try:
-            return self._evaluate(loss_fn, stop)
+            return self._evaluate(objective, stop)
         except torch.OutOfMemoryError:
             pass
         self._keep_finished_steps(position)
@@ -417,14 +406,12 @@ class Trainer:
             with contextlib.suppress(CheckpointWriteError):  # the stop message names the newest one that exists
                 self._save(trained)
 
-    def _micro_step(self, batch: DistillBatch, loss_fn: DistillLoss, stage: Stage) -> torch.Tensor:
+    def _micro_step(self, batch: DistillBatch | TextBatch, objective: Objective, stage: Stage) -> torch.Tensor:
         """Forward, loss and backward of one micro-batch (gradients all-reduced and clipped on the last one)."""
         accelerator = self.accelerator
         self.parts.checkpointing.for_batch(batch.student_ids.numel())
         with accelerator.accumulate(self.prepared), accelerator.autocast():
-            out = self.prepared(batch.student_ids, batch.student_mask, batch.student_packing)
-            teacher = self._teacher_hidden(batch)
-            loss, _ = loss_fn.training_loss(out, batch.student_mask, teacher, batch.teacher_mask, batch.alignment)
+            loss = objective.training_loss(self.prepared, batch)
             accelerator.backward(loss)
             if accelerator.sync_gradients and stage.grad_clip is not None:
                 accelerator.clip_grad_norm_(self.prepared.parameters(), stage.grad_clip)
@@ -433,13 +420,11 @@ class Trainer:
     def _export(self) -> Path | None:
         if not self.recipe.output.export or not self.accelerator.is_main_process:
             return None
-        from components.export import export_encoder
+        from components.export import export_trained
 
         model = self.accelerator.unwrap_model(self.prepared)
         try:
-            return export_encoder(
-                self.out / "export", self.recipe, model.student, model.bolt_on, self.parts.student_tokenizer
-            )
+            return export_trained(self.out / "export", self.recipe, model, self.parts.student_tokenizer)
         except OSError as exc:
             then = "then `recipe export RECIPE` writes it"
             raise write_failed(self.checkpoints, self.out / "export", exc, then) from None

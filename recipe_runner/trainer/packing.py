@@ -12,6 +12,8 @@ from recipe_runner.trainer.parts import DistillModel, RunSetupError
 from schemas import Recipe
 from schemas.bolt_on import TransformerLayer
 
+_LOGITS_PADDED = "padded batches (packed sequences are not supported yet for the logits family)"
+
 
 def _flash_problem(student: nn.Module, recipe: Recipe) -> str | None:
     """Why the flash kernel cannot run these models' heads (None when it can)."""
@@ -63,6 +65,8 @@ def packing_on_cuda(student: nn.Module, recipe: Recipe) -> str:
     hw = recipe.hardware
     if hw.packed_sequences is False:
         return "padded batches (hardware.packed_sequences: false)"
+    if recipe.family == "logits":
+        return _LOGITS_PADDED
     if hw.precision == "fp32":
         return "padded batches (precision fp32: the packed kernel needs bf16 or fp16)"
     problem = _model_problem(student, recipe, torch.device("cuda"))
@@ -83,6 +87,8 @@ def choose_packing(model: DistillModel, recipe: Recipe, device: torch.device) ->
     hw = recipe.hardware
     if hw.packed_sequences is False:
         return None
+    if recipe.family == "logits":  # `true` is refused by `validate` (recipe_runner.family_checks)
+        return f"hardware.packed_sequences auto: {_LOGITS_PADDED}" if device.type == "cuda" else None
     flash = _flash(recipe, device)
     if hw.packed_sequences == "auto":
         if device.type != "cuda":

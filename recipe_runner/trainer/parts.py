@@ -12,10 +12,11 @@ from components.alignment import CrossTokenizerAligner
 from components.bolt_on import build_bolt_on
 from components.cache.manifest import read_manifest
 from components.cache.reader import CachedTeacher, CacheIncompleteError
-from components.data.pipeline import PromptPairs
+from components.data.pipeline import Collator, PromptPairs
 from components.data.prompts import DataFileError, prompts_digest, read_prompts
+from components.data.texts import TextCollator, TextSamples
 from components.errors import UserFacingError
-from components.models import build_model, freeze, hidden_width, load_tokenizer
+from components.models import build_model, freeze, hidden_width, load_tokenizer, pad_id
 from components.models.checkpointing import StudentCheckpointing
 from components.models.packed_attention import use_packed_attention
 from components.packed_sequences import PackedSequences
@@ -77,12 +78,13 @@ class RunParts:
     teacher: nn.Module | None
     student_tokenizer: object
     teacher_tokenizer: object
-    train: PromptPairs
-    eval: PromptPairs | None
+    train: PromptPairs | TextSamples
+    eval: PromptPairs | TextSamples | None
+    collate: Collator | TextCollator  # items of `train` and `eval` -> one batch
 
     @property
     def reads_cache(self) -> bool:
-        return any(pairs is not None and pairs.cache is not None for pairs in (self.train, self.eval))
+        return any(isinstance(pairs, PromptPairs) and pairs.cache is not None for pairs in (self.train, self.eval))
 
 
 def split_prompts(recipe: Recipe) -> tuple[list[str], list[str]]:
@@ -104,7 +106,7 @@ def split_prompts(recipe: Recipe) -> tuple[list[str], list[str]]:
 
 def open_cache(recipe: Recipe, split: str, prompts: list[str]) -> CachedTeacher | None:
     """The split's cache when complete; `require: true` turns a missing cache into an error."""
-    spec = recipe.teacher.cache
+    spec = recipe.teacher_cache
     if spec is None:
         return None
     split_dir = Path(spec.dir) / split
@@ -148,6 +150,26 @@ def set_trained_dtype(model: DistillModel, recipe: Recipe) -> DistillModel:
 
 
 def build_parts(recipe: Recipe, device: torch.device) -> RunParts:
+    """The parts of the recipe's family (see logit_parts for the logits family)."""
+    if recipe.family == "logits":
+        from recipe_runner.trainer.logit_parts import build_logit_parts
+
+        return build_logit_parts(recipe, device)
+    return _build_embedding_parts(recipe, device)
+
+
+def build_trained_model(recipe: Recipe, device: torch.device | str) -> nn.Module:
+    """What training updates, with fresh weights, without the teacher's weights (an export loads a checkpoint in)."""
+    if recipe.family == "logits":
+        from recipe_runner.trainer.logit_parts import build_logits_model
+
+        return build_logits_model(recipe, device)
+    from components.models import resolve_config
+
+    return build_distill_model(recipe, device, hidden_width(resolve_config(recipe.teacher)))
+
+
+def _build_embedding_parts(recipe: Recipe, device: torch.device) -> RunParts:
     """Real weights (or seeded random ones for inline configs); the teacher is skipped when fully cached."""
     seed = recipe.hardware.seed
     attention = recipe.hardware.attention
@@ -189,4 +211,5 @@ def build_parts(recipe: Recipe, device: torch.device) -> RunParts:
         teacher_tokenizer=teacher_tok,
         train=pairs(train_prompts, caches["train"]),
         eval=pairs(eval_prompts, caches["eval"]) if eval_prompts else None,
+        collate=Collator(pad_id(student_tok), pad_id(teacher_tok), recipe.teacher.chroma_mask),
     )

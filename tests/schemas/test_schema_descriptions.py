@@ -110,7 +110,7 @@ def test_recipe_schema_command_prints_json_schema() -> None:
     assert schema["type"] == "object"
     assert "$defs" in schema and schema["$defs"]
     assert {"teacher", "student", "stages"} <= set(schema["properties"])
-    assert set(schema["required"]) >= {"recipe", "teacher", "student", "alignment", "data", "stages", "output"}
+    assert set(schema["required"]) >= {"recipe", "teacher", "student", "data", "stages", "output"}
     for name, definition in [("Recipe", schema), *schema["$defs"].items()]:
         if definition.get("type") != "object":
             continue

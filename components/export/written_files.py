@@ -1,0 +1,35 @@
+"""What an export may replace: only an earlier export of the same kind, and only the files it wrote itself."""
+
+from __future__ import annotations
+
+import json
+from functools import partial
+from pathlib import Path
+
+
+def files_in(directory: Path) -> list[str]:
+    """Every file under `directory`, relative to it: what an export lists as its own before writing its manifest."""
+    return sorted(path.relative_to(directory).as_posix() for path in directory.rglob("*") if not path.is_dir())
+
+
+def added_by_hand(directory: Path, manifest: str, legacy_names: tuple[str, ...] = ()) -> list[str]:
+    """What is in an earlier export that it did not write itself: every file beyond its manifest's list. An export
+    from before the list is judged by its top level: anything but `legacy_names` and the manifest."""
+    try:
+        written = json.loads((directory / manifest).read_text(encoding="utf-8")).get("files")
+    except (OSError, ValueError, AttributeError):
+        written = None
+    if written is None:
+        known = {manifest, *legacy_names}
+        return sorted(entry.name for entry in directory.iterdir() if entry.name not in known)
+    return sorted(set(files_in(directory)) - set(written) - {manifest})
+
+
+def replace_rules(manifest: str, legacy_names: tuple[str, ...] = ()) -> dict:
+    """The keyword arguments of atomic_directory / check_replaceable for an export marked by `manifest`."""
+    return {
+        "marker": manifest,
+        "kind": "export",
+        "remedy": "choose another --out (or output.dir)",
+        "added": partial(added_by_hand, manifest=manifest, legacy_names=legacy_names),
+    }

@@ -1,0 +1,90 @@
+"""The logits family's stage loss: divergences between next-token distributions of teacher and student, and the
+student's cross-entropy on the text, averaged over real tokens.
+
+Logits are [tokens, vocabulary]: for a 150k vocabulary one float32 copy of 8k tokens is 5 GiB. The terms are
+therefore computed over row chunks whose float32 softmaxes are recomputed in the backward pass rather than kept
+(activation checkpointing per chunk): what stays is the logits in the model's dtype.
+"""
+
+from __future__ import annotations
+
+import math
+
+import torch
+import torch.nn.functional as F
+from torch.utils.checkpoint import checkpoint
+
+from schemas.stages import CrossEntropyLoss, ForwardKLLoss, JSDLoss, LogitLoss, ReverseKLLoss
+
+CHUNK_ELEMENTS = 1 << 25  # float32 elements of one chunk's logits (128 MiB); a chunk's softmaxes are a few of them
+IGNORED = -100  # label of a position with no next token in the text (the last one, and padding)
+
+
+def _divergence(loss: LogitLoss, student: torch.Tensor, teacher: torch.Tensor) -> torch.Tensor:
+    """Per-row divergence at the loss's temperature, times its square. student, teacher: float32 logits."""
+    t = loss.temperature
+    s_log, t_log = F.log_softmax(student / t, dim=-1), F.log_softmax(teacher / t, dim=-1)
+    if isinstance(loss, ForwardKLLoss):
+        value = (t_log.exp() * (t_log - s_log)).sum(-1)
+    elif isinstance(loss, ReverseKLLoss):
+        value = (s_log.exp() * (s_log - t_log)).sum(-1)
+    else:
+        assert isinstance(loss, JSDLoss)
+        mixture = torch.logsumexp(torch.stack([t_log + math.log(loss.beta), s_log + math.log(1 - loss.beta)]), 0)
+        teacher_side = (t_log.exp() * (t_log - mixture)).sum(-1)
+        student_side = (s_log.exp() * (s_log - mixture)).sum(-1)
+        value = loss.beta * teacher_side + (1 - loss.beta) * student_side
+    return value * (t * t)
+
+
+def _chunk_sums(
+    losses: tuple[LogitLoss, ...], vocab: int, student: torch.Tensor, teacher: torch.Tensor, labels: torch.Tensor
+) -> torch.Tensor:
+    """Sum over the chunk's rows of each loss term (one entry per loss)."""
+    s = student[:, :vocab].float()
+    t = teacher[:, :vocab].float()
+    sums = []
+    for loss in losses:
+        if isinstance(loss, CrossEntropyLoss):
+            sums.append(F.cross_entropy(s, labels, ignore_index=IGNORED, reduction="sum"))
+        else:
+            sums.append(_divergence(loss, s, t).sum())
+    return torch.stack(sums)
+
+
+class LogitDistillLoss:
+    """Sum of `weight * mean per-token term` over the stage's logit losses.
+
+    `vocab`: the tokenizer's size. Models often pad their embedding past it (Qwen2.5-7B has 152064 rows, 1.5B
+    151936, for 151665 tokens); rows past it are no token, and both sides are compared on the tokenizer's ids."""
+
+    def __init__(self, losses: list[LogitLoss], vocab: int) -> None:
+        self.losses = tuple(losses)
+        self.vocab = vocab
+
+    def sums(self, student: torch.Tensor, teacher: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
+        """Per-loss sums over every row, chunk by chunk; the float32 work of a chunk is recomputed in backward."""
+        rows = max(1, CHUNK_ELEMENTS // self.vocab)
+        total = None
+        for start in range(0, student.shape[0], rows):
+            part = slice(start, start + rows)
+            args = (self.losses, self.vocab, student[part], teacher[part], labels[part])
+            chunk = checkpoint(_chunk_sums, *args, use_reentrant=False) if student.requires_grad else _chunk_sums(*args)
+            total = chunk if total is None else total + chunk
+        assert total is not None, "a batch has at least one real token"
+        return total
+
+    def counts(self, labels: torch.Tensor) -> torch.Tensor:
+        """What each loss's sum is averaged over: every real token, or for cross-entropy those with a next token."""
+        rows = torch.tensor(float(labels.shape[0]), device=labels.device)
+        with_next = (labels != IGNORED).sum().float()
+        return torch.stack([with_next if isinstance(loss, CrossEntropyLoss) else rows for loss in self.losses])
+
+    def __call__(
+        self, student: torch.Tensor, teacher: torch.Tensor, labels: torch.Tensor
+    ) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
+        """Total loss and each term (detached). student, teacher: [tokens, vocabulary] logits; labels: [tokens]."""
+        means = self.sums(student, teacher, labels) / self.counts(labels).clamp(min=1.0)
+        weights = torch.tensor([loss.weight for loss in self.losses], device=means.device)
+        terms = {f"logits/{loss.type}": means[i].detach() for i, loss in enumerate(self.losses)}
+        return (means * weights).sum(), terms

@@ -1,0 +1,130 @@
+"""Which family a recipe belongs to, and the sections that family uses.
+
+The teacher's type decides the family: a `t5_encoder` teacher is distilled through hidden states on aligned tokens
+(embedding family), a `causal_lm` teacher through next-token distributions on shared tokens (logits family). A
+section or loss of the other family would be silently ignored, or fail hours in: it is named here instead.
+"""
+
+from __future__ import annotations
+
+from components.errors import UserFacingError
+from recipe_runner.errors import Problem
+from recipe_runner.loader import LoadedRecipe
+from schemas import Recipe
+from schemas.models import CausalLMStudent, HiddenStatesStudent
+from schemas.stages import LOGIT_LOSSES, VECTOR_LOSSES
+
+_VECTOR_NAMES = "huber, cosine, mse"
+_LOGIT_NAMES = "forward_kl, reverse_kl, jsd, cross_entropy"
+
+
+def _loss_problems(loaded: LoadedRecipe, wanted: tuple[type, ...], names: str, family: str) -> list[Problem]:
+    problems = []
+    for index, stage in enumerate(loaded.recipe.stages):
+        for loss_index, loss in enumerate(stage.losses):
+            if not isinstance(loss, wanted):
+                problems.append(
+                    loaded.problem(
+                        ("stages", index, "losses", loss_index, "type"),
+                        f"{loss.type!r} is not a loss of the {family} family; use one of {names}",
+                    )
+                )
+    return problems
+
+
+def _embedding_problems(loaded: LoadedRecipe) -> list[Problem]:
+    recipe = loaded.recipe
+    problems = []
+    if not isinstance(recipe.student, HiddenStatesStudent):
+        problems.append(
+            loaded.problem(
+                ("student", "type"),
+                f"a t5_encoder teacher is distilled through hidden states: the student needs type: hidden_states, "
+                f"not {recipe.student.type!r} (a causal_lm student learns from a causal_lm teacher)",
+            )
+        )
+    if recipe.alignment is None:
+        problems.append(
+            loaded.problem(
+                ("alignment",),
+                "the embedding family pairs student and teacher tokens: add `alignment: {type: cross_tokenizer}`",
+            )
+        )
+    return problems + _loss_problems(loaded, VECTOR_LOSSES, _VECTOR_NAMES, "embedding")
+
+
+def _logits_problems(loaded: LoadedRecipe) -> list[Problem]:
+    recipe = loaded.recipe
+    problems = []
+    if not isinstance(recipe.student, CausalLMStudent):
+        problems.append(
+            loaded.problem(
+                ("student", "type"),
+                f"a causal_lm teacher is distilled through its next-token logits: the student needs type: causal_lm, "
+                f"not {recipe.student.type!r}",
+            )
+        )
+    unused = {
+        "alignment": "both models read the same token ids, so there is nothing to align",
+        "bolt_on": "the student's own LM head produces the logits",
+        "inference": "it sets how `recipe infer` renders images (embedding family)",
+    }
+    present = {
+        "alignment": recipe.alignment is not None,
+        "bolt_on": bool(recipe.bolt_on.layers) or recipe.bolt_on.skip is not None,
+        "inference": recipe.inference is not None,
+    }
+    for section, why in unused.items():
+        if present[section]:
+            problems.append(loaded.problem((section,), f"not used by the logits family ({why}): remove it"))
+    if recipe.hardware.packed_sequences is True:
+        problems.append(
+            loaded.problem(
+                ("hardware", "packed_sequences"),
+                "packed sequences are not supported yet for the logits family; set it to auto or false",
+            )
+        )
+    if recipe.teacher.max_length < recipe.student.max_length:
+        problems.append(
+            loaded.problem(
+                ("teacher", "max_length"),
+                f"the teacher reads the student's tokens, up to student.max_length {recipe.student.max_length}; "
+                f"raise this to at least that, or lower student.max_length",
+            )
+        )
+    return problems + _loss_problems(loaded, LOGIT_LOSSES, _LOGIT_NAMES, "logits")
+
+
+def family_problems(loaded: LoadedRecipe) -> list[Problem]:
+    """Sections, student type and losses that do not belong to the family the teacher's type chose."""
+    if loaded.recipe.family == "embedding":
+        return _embedding_problems(loaded)
+    return _logits_problems(loaded)
+
+
+def shared_tokenizer_problem(loaded: LoadedRecipe, tokenizers: dict[str, object]) -> Problem | None:
+    """The logits family compares distributions over one vocabulary: both sides must map text to the same ids."""
+    if loaded.recipe.family != "logits" or len(tokenizers) != 2:
+        return None
+    teacher, student = tokenizers["teacher"], tokenizers["student"]
+    if teacher.get_vocab() == student.get_vocab():
+        return None
+    field = ("teacher", "tokenizer") if loaded.recipe.teacher.tokenizer is not None else ("teacher", "model")
+    return loaded.problem(
+        field,
+        f"the teacher's tokenizer ({len(teacher)} tokens) is not the student's ({len(student)} tokens): logit "
+        "distillation across vocabularies is not supported yet; give both models the same tokenizer",
+    )
+
+
+class NotForThisFamily(UserFacingError):
+    """A command that only has a meaning for the other family of recipes."""
+
+
+def require_embedding_family(recipe: Recipe, command: str, why: str) -> None:
+    """`recipe cache`, `align-report` and `bench` measure or prepare what only the embedding family has."""
+    if recipe.family != "embedding":
+        raise NotForThisFamily(
+            f"`recipe {command}` is for the embedding family (a t5_encoder teacher); recipe {recipe.recipe!r} "
+            f"distils logits: {why}"
+        )

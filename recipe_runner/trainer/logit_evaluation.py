@@ -1,0 +1,57 @@
+"""Held-out metrics of the logits family: the stage loss, KL(teacher || student) at temperature 1, the student's
+cross-entropy on the text, and how often both models rank the same token first."""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterable
+
+import torch
+
+from components.data.texts import TextBatch
+from components.losses.logit_losses import LogitDistillLoss
+from schemas.stages import CrossEntropyLoss, ForwardKLLoss
+
+
+@torch.no_grad()
+def evaluate_logits(
+    student_forward: Callable[[TextBatch], torch.Tensor],
+    teacher_forward: Callable[[TextBatch], torch.Tensor],
+    batches: Iterable[TextBatch],
+    loss: LogitDistillLoss,
+    total: Callable[[torch.Tensor], torch.Tensor] = lambda sums: sums,
+) -> dict[str, float]:
+    """Every term is a mean over all tokens of all batches, not a mean of batch means. Sums stay on the device
+    until the end; `total` adds up those of every process (each evaluates its share of the batches)."""
+    measure = LogitDistillLoss([ForwardKLLoss(type="forward_kl"), CrossEntropyLoss(type="cross_entropy")], loss.vocab)
+    k = len(loss.losses)
+    sums: torch.Tensor | None = None
+    for batch in batches:
+        student, teacher = student_forward(batch), teacher_forward(batch)
+        vocab = loss.vocab
+        agree = (student[:, :vocab].argmax(-1) == teacher[:, :vocab].argmax(-1)).sum()
+        row = torch.cat(
+            [
+                loss.sums(student, teacher, batch.labels),  # k stage-term sums
+                loss.counts(batch.labels),  # k counts they are averaged over
+                measure.sums(student, teacher, batch.labels),  # KL sum, cross-entropy sum
+                measure.counts(batch.labels),  # tokens, tokens with a next token
+                agree.float()[None],
+            ]
+        ).float()
+        sums = row if sums is None else sums + row
+    # The same vector in every process, whatever its batches held (or none at all).
+    values = total(sums if sums is not None else torch.zeros(2 * k + 5)).tolist()
+    stage_sums, stage_counts = values[:k], values[k : 2 * k]
+    kl, ce, tokens, with_next, agreements = values[2 * k :]
+    if not tokens:
+        return {}
+    weighted = sum(
+        spec.weight * value / max(count, 1.0)
+        for spec, value, count in zip(loss.losses, stage_sums, stage_counts, strict=True)
+    )
+    return {
+        "eval/loss": weighted,
+        "eval/forward_kl": kl / tokens,
+        "eval/cross_entropy": ce / max(with_next, 1.0),
+        "eval/top1_agreement": agreements / tokens,
+    }

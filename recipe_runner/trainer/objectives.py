@@ -1,0 +1,85 @@
+"""What a training step and an evaluation compute, per family: the rest of the loop (stages, checkpoints, stops,
+resume) is the same for every family and does not look inside batches."""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterable
+from typing import Protocol
+
+import torch
+from torch import nn
+
+from components.data.pipeline import DistillBatch
+from components.data.texts import TextBatch
+from components.losses import DistillLoss
+from components.losses.logit_losses import LogitDistillLoss
+from components.teacher_outputs import encode_teacher
+from recipe_runner.trainer.evaluation import evaluate
+from recipe_runner.trainer.logit_evaluation import evaluate_logits
+from recipe_runner.trainer.logit_parts import teacher_logits
+from recipe_runner.trainer.parts import RunParts, RunSetupError
+from schemas import Recipe
+from schemas.stages import Stage
+
+Total = Callable[[torch.Tensor], torch.Tensor]  # adds up a vector of sums over every process
+
+
+class Objective(Protocol):
+    def training_loss(self, model: nn.Module, batch) -> torch.Tensor:
+        """The loss of one micro-batch, through `model` (the prepared, possibly compiled, trained model)."""
+
+    def evaluate(self, model: nn.Module, batches: Iterable, total: Total) -> dict[str, float]:
+        """Held-out metrics over `batches` ({} when there were none), `eval/loss` among them."""
+
+
+class HiddenStateObjective:
+    """Embedding family: the student + bolt-on's vectors against the teacher's, pair by aligned pair."""
+
+    def __init__(self, recipe: Recipe, parts: RunParts, stage: Stage, compiled: bool) -> None:
+        assert recipe.alignment is not None
+        self.loss = DistillLoss(stage.losses, recipe.alignment, compiled)
+        self.tiers = list(recipe.alignment.tiers)
+        self.teacher = parts.teacher
+
+    def _teacher_hidden(self, batch: DistillBatch) -> torch.Tensor:
+        if batch.teacher_hidden is not None:
+            return batch.teacher_hidden
+        if self.teacher is None:
+            raise RunSetupError("teacher outputs are neither cached nor computable")
+        return encode_teacher(self.teacher, batch.teacher_ids, batch.teacher_mask)
+
+    def training_loss(self, model: nn.Module, batch: DistillBatch) -> torch.Tensor:
+        out = model(batch.student_ids, batch.student_mask, batch.student_packing)
+        teacher = self._teacher_hidden(batch)
+        loss, _ = self.loss.training_loss(out, batch.student_mask, teacher, batch.teacher_mask, batch.alignment)
+        return loss
+
+    def evaluate(self, model: nn.Module, batches: Iterable[DistillBatch], total: Total) -> dict[str, float]:
+        student = lambda b: model(b.student_ids, b.student_mask, b.student_packing)  # noqa: E731
+        return evaluate(student, self._teacher_hidden, batches, self.loss, self.tiers, total=total)
+
+
+class LogitObjective:
+    """Logits family: the student's next-token distributions against the teacher's, token by token."""
+
+    def __init__(self, parts: RunParts, stage: Stage) -> None:
+        assert parts.teacher is not None
+        self.loss = LogitDistillLoss(stage.losses, len(parts.student_tokenizer))
+        self.teacher = parts.teacher
+
+    def _teacher(self, batch: TextBatch) -> torch.Tensor:
+        return teacher_logits(self.teacher, batch.student_ids, batch.student_mask)
+
+    def training_loss(self, model: nn.Module, batch: TextBatch) -> torch.Tensor:
+        loss, _ = self.loss(model(batch.student_ids, batch.student_mask), self._teacher(batch), batch.labels)
+        return loss
+
+    def evaluate(self, model: nn.Module, batches: Iterable[TextBatch], total: Total) -> dict[str, float]:
+        student = lambda b: model(b.student_ids, b.student_mask)  # noqa: E731
+        return evaluate_logits(student, self._teacher, batches, self.loss, total=total)
+
+
+def objective_for(recipe: Recipe, parts: RunParts, stage: Stage, compiled: bool) -> Objective:
+    if recipe.family == "logits":
+        return LogitObjective(parts, stage)
+    return HiddenStateObjective(recipe, parts, stage, compiled)
