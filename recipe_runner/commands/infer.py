@@ -332,11 +332,31 @@ def run_job(job: InferJob) -> list[Path]:
     "--compare", is_flag=True, help="Render with t5 and qwen, same seed, side by side in one PNG (not with --encoder)."
 )
 @click.option("--device", help="cpu, cuda, cuda:1, ... (default: cuda when available).")
+@click.option(
+    "--max-new-tokens",
+    type=click.IntRange(min=1),
+    help="Logits recipes: tokens the student adds to each prompt (default 64).",
+)
 @overrides_option
 @trust_remote_code_option
 @reports_recipe_errors
 def infer(recipe: str | None, overrides: tuple[str, ...], **options) -> None:
-    """Render PROMPTs with Chroma using the distilled encoder (or the T5 teacher, or both with --compare)."""
+    """Render PROMPTs with Chroma using the distilled encoder (or the T5 teacher, or both with --compare); for a
+    logits recipe, print the distilled student's continuation of each PROMPT (and the teacher's with --compare)."""
+    if recipe is not None:
+        from recipe_runner.loader import load_recipe
+
+        loaded = load_recipe(recipe, overrides, allow_remote_code=options["allow_remote_code"])
+        if loaded.recipe.family == "logits":
+            from recipe_runner.commands.infer_text import infer_text
+
+            options["device"] = _checked_device(options["device"])
+            infer_text(loaded.recipe, _read_prompts(options["prompts"], options["prompts_file"]), options)
+            return
+    if options["max_new_tokens"] is not None:
+        raise click.UsageError(
+            "--max-new-tokens sets how much text a logits recipe's student writes; it renders no image"
+        )
     with warnings.catch_warnings():
         # Deprecation notices from inside diffusers are not actionable by someone rendering an image.
         warnings.filterwarnings("ignore", category=FutureWarning, module="diffusers")

@@ -33,6 +33,11 @@ def teacher_logits(teacher: nn.Module, input_ids: torch.Tensor, mask: torch.Tens
     return teacher(input_ids=input_ids, attention_mask=mask.long(), use_cache=False).logits[mask]
 
 
+def teacher_seed(recipe: Recipe) -> int:
+    """An inline teacher of the student's architecture must not start as its twin: it gets the next seed."""
+    return recipe.hardware.seed + 1
+
+
 def build_logits_model(recipe: Recipe, device: torch.device | str) -> LogitsModel:
     """The student as training builds it (the export rebuilds from a checkpoint with it)."""
     from recipe_runner.trainer.parts import set_trained_dtype
@@ -61,7 +66,7 @@ def build_logit_parts(recipe: Recipe, device: torch.device):
         "teacher",
         device=device,
         attention=hw.attention,
-        seed=hw.seed + 1,  # an inline teacher of the student's architecture must not start as its twin
+        seed=teacher_seed(recipe),
         fused_kernels=hw.fused_kernels,
     )
     model = build_logits_model(recipe, device)

@@ -356,7 +356,7 @@ def test_empty_file_is_an_empty_recipe(tmp_path: Path, text: str) -> None:
     with pytest.raises(RecipeError) as exc:
         load_recipe(file, check=False)
     missing = {p.field for p in exc.value.problems if p.message == "required field is missing"}
-    assert {"recipe", "teacher", "student", "alignment", "data", "stages", "output"} <= missing
+    assert {"recipe", "teacher", "student", "data", "stages", "output"} <= missing
     assert all(where(p.position) == ("empty.yaml", 1, 1) for p in exc.value.problems)
 
 

@@ -1,0 +1,98 @@
+"""The logit terms against their textbook definitions, chunked or not, on the tokenizer's rows only."""
+
+from __future__ import annotations
+
+import math
+
+import pytest
+import torch
+import torch.nn.functional as F
+
+from components.losses import logit_losses
+from components.losses.logit_losses import IGNORED, LogitDistillLoss
+from schemas.stages import CrossEntropyLoss, ForwardKLLoss, JSDLoss, ReverseKLLoss
+
+VOCAB = 50
+
+
+def _logits(seed: int, rows: int = 12, width: int = VOCAB) -> torch.Tensor:
+    return torch.randn(rows, width, generator=torch.Generator().manual_seed(seed)) * 3
+
+
+def _labels(rows: int = 12) -> torch.Tensor:
+    labels = torch.arange(rows) % VOCAB
+    labels[-1] = IGNORED  # the text's last token has no next one
+    return labels
+
+
+def test_forward_and_reverse_kl_are_the_textbook_divergences_times_t_squared() -> None:
+    student, teacher, t = _logits(0), _logits(1), 2.0
+    s_log, t_log = F.log_softmax(student / t, -1), F.log_softmax(teacher / t, -1)
+    forward = F.kl_div(s_log, t_log, log_target=True, reduction="none").sum(-1).mean() * t * t
+    reverse = F.kl_div(t_log, s_log, log_target=True, reduction="none").sum(-1).mean() * t * t
+    loss = LogitDistillLoss(
+        [ForwardKLLoss(type="forward_kl", temperature=t), ReverseKLLoss(type="reverse_kl", temperature=t)], VOCAB
+    )
+    total, terms = loss(student, teacher, _labels())
+    assert terms["logits/forward_kl"].item() == pytest.approx(forward.item(), rel=1e-5)
+    assert terms["logits/reverse_kl"].item() == pytest.approx(reverse.item(), rel=1e-5)
+    assert total.item() == pytest.approx(forward.item() + reverse.item(), rel=1e-5)
+
+
+def test_jsd_is_symmetric_at_one_half_bounded_by_ln2_and_zero_for_equal_distributions() -> None:
+    a, b = _logits(2), _logits(3)
+    jsd = LogitDistillLoss([JSDLoss(type="jsd", beta=0.5)], VOCAB)
+    forward, _ = jsd(a, b, _labels())
+    backward, _ = jsd(b, a, _labels())
+    assert forward.item() == pytest.approx(backward.item(), rel=1e-5)
+    assert 0 < forward.item() <= math.log(2)
+    same, _ = jsd(a, a.clone(), _labels())
+    assert same.item() == pytest.approx(0.0, abs=1e-6)
+
+
+def test_cross_entropy_averages_over_the_tokens_that_have_a_next_one() -> None:
+    student, labels = _logits(4), _labels()
+    total, _ = LogitDistillLoss([CrossEntropyLoss(type="cross_entropy", weight=0.5)], VOCAB)(
+        student, _logits(5), labels
+    )
+    assert total.item() == pytest.approx(0.5 * F.cross_entropy(student, labels, ignore_index=IGNORED).item(), rel=1e-5)
+
+
+def test_rows_past_the_tokenizer_are_no_token_and_are_left_out() -> None:
+    """Qwen2.5-7B has 152064 embedding rows for 151665 tokens: padding rows must not enter either softmax."""
+    student, teacher = _logits(6), _logits(7)
+    padded_s = torch.cat([student, torch.full((12, 14), 30.0)], -1)  # huge logits on rows that are no token
+    padded_t = torch.cat([teacher, torch.full((12, 20), -30.0)], -1)  # and a wider teacher
+    loss = LogitDistillLoss([ForwardKLLoss(type="forward_kl"), CrossEntropyLoss(type="cross_entropy")], VOCAB)
+    plain, _ = loss(student, teacher, _labels())
+    padded, _ = loss(padded_s, padded_t, _labels())
+    assert padded.item() == pytest.approx(plain.item(), rel=1e-6)
+
+
+def test_chunks_give_the_same_loss_and_gradient_as_one_pass(monkeypatch) -> None:
+    losses = [
+        ForwardKLLoss(type="forward_kl", temperature=2.0),
+        JSDLoss(type="jsd"),
+        CrossEntropyLoss(type="cross_entropy"),
+    ]
+    teacher = _logits(9)
+    grads, values = [], []
+    for elements in (VOCAB * 1000, VOCAB * 5):  # one chunk; chunks of 5 rows (the last one shorter)
+        monkeypatch.setattr(logit_losses, "CHUNK_ELEMENTS", elements)
+        student = _logits(8).requires_grad_(True)
+        total, _ = LogitDistillLoss(losses, VOCAB)(student, teacher, _labels())
+        total.backward()
+        values.append(total.item())
+        grads.append(student.grad)
+    assert values[0] == pytest.approx(values[1], rel=1e-6)
+    torch.testing.assert_close(grads[0], grads[1])
+
+
+def test_the_student_moves_towards_the_teacher() -> None:
+    teacher, student = _logits(10), _logits(11).requires_grad_(True)
+    loss = LogitDistillLoss([ForwardKLLoss(type="forward_kl")], VOCAB)
+    before, _ = loss(student, teacher, _labels())
+    before.backward()
+    with torch.no_grad():
+        after, _ = loss(student - 10.0 * student.grad, teacher, _labels())
+    assert after.item() < before.item()

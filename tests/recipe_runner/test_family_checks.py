@@ -1,0 +1,75 @@
+"""A section, student or loss of the other family, and two tokenizers for one vocabulary, are named by validate."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+from click.testing import CliRunner
+
+from recipe_runner.cli import main
+
+RECIPES = Path(__file__).resolve().parents[2] / "recipes" / "examples"
+LOGITS = RECIPES / "qwen_logits_tiny.yaml"
+EMBEDDING = RECIPES / "t5_to_qwen_tiny.yaml"
+
+
+def _validate(recipe: Path, *overrides: str) -> str:
+    args = ["validate", str(recipe)]
+    for override in overrides:
+        args += ["--set", override]
+    result = CliRunner().invoke(main, args)
+    assert result.exit_code == 2, result.output
+    assert "Traceback" not in result.output
+    return result.output
+
+
+def test_sections_of_the_embedding_family_in_a_logits_recipe_are_named_with_what_to_do() -> None:
+    out = _validate(
+        LOGITS,
+        "alignment={type: cross_tokenizer}",
+        "bolt_on={layers: [{type: linear, out_dim: 64}]}",
+        "inference={pipeline: lodestones/Chroma1-HD}",
+        "stages.0.losses.1={type: huber, on: matched}",
+        "hardware.packed_sequences=true",
+    )
+    assert "alignment: not used by the logits family" in out
+    assert "bolt_on: not used by the logits family" in out
+    assert "inference: not used by the logits family" in out
+    assert "stages[0].losses[1].type: 'huber' is not a loss of the logits family; use one of forward_kl" in out
+    assert "hardware.packed_sequences: packed sequences are not supported yet for the logits family" in out
+
+
+def test_a_student_of_the_other_family_is_named_on_either_side() -> None:
+    assert "student.type: a causal_lm teacher is distilled through its next-token logits" in _validate(
+        LOGITS, "student.type=hidden_states"
+    )
+    out = _validate(EMBEDDING, "student.type=causal_lm", "stages.0.losses.0={type: forward_kl}")
+    assert "student.type: a t5_encoder teacher is distilled through hidden states" in out
+    assert "stages[0].losses[0].type: 'forward_kl' is not a loss of the embedding family; use one of huber" in out
+
+
+def test_an_embedding_recipe_without_alignment_is_told_to_add_one() -> None:
+    assert "alignment: the embedding family pairs student and teacher tokens" in _validate(EMBEDDING, "alignment=null")
+
+
+def test_teacher_and_student_with_different_tokenizers_are_refused_as_not_supported_yet() -> None:
+    tiny_t5 = str(RECIPES.parents[1] / "data" / "tokenizers" / "tiny_t5")
+    out = _validate(LOGITS, f"teacher.tokenizer={tiny_t5}")
+    assert "teacher.tokenizer: the teacher's tokenizer" in out
+    assert "across vocabularies is not supported yet" in out
+
+
+def test_a_teacher_shorter_than_the_student_cannot_read_its_tokens() -> None:
+    assert "teacher.max_length: the teacher reads the student's tokens" in _validate(LOGITS, "teacher.max_length=64")
+
+
+@pytest.mark.parametrize(
+    ("command", "words"),
+    [("cache", "there is nothing to cache"), ("align-report", "every token pairs"), ("bench", "not supported yet")],
+)
+def test_commands_of_the_embedding_family_say_so_for_a_logits_recipe(command: str, words: str) -> None:
+    result = CliRunner().invoke(main, [command, str(LOGITS)])
+    assert result.exit_code != 0
+    assert f"`recipe {command}` is for the embedding family" in result.output
+    assert words in result.output
