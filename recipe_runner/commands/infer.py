@@ -202,6 +202,7 @@ def _given_export(directory: Path) -> EncoderManifest:
     """An explicit --checkpoint must name an export (a usage error otherwise, exit 2); a damaged or outdated
     export stays a problem with its files (exit 1), as at the default <output.dir>/export."""
     from components.export import ExportError, read_manifest
+    from components.export.causal_lm import MANIFEST as CAUSAL_LM_MANIFEST
     from components.export.distilled_encoder import CHECKPOINT_MARKER, MANIFEST
 
     try:
@@ -211,6 +212,11 @@ def _given_export(directory: Path) -> EncoderManifest:
             raise
         if (directory / CHECKPOINT_MARKER).is_file():
             raise click.UsageError(f"--checkpoint {exc}") from None  # "DIR is a training checkpoint, ..."
+        if (directory / CAUSAL_LM_MANIFEST).is_file():
+            raise click.UsageError(
+                f"--checkpoint {directory} holds a causal LM distilled by a logits recipe: give that RECIPE too, "
+                "and `recipe infer` prints the model's continuation of each prompt"
+            ) from None
         raise click.UsageError(
             f"--checkpoint {directory}: no exported encoder there (no {MANIFEST}); give the directory that "
             "`recipe export` (or `recipe run`) wrote"

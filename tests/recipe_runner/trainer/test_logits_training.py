@@ -1,0 +1,139 @@
+"""The logits family trained for real on tiny models: the student moves towards the teacher, the export is a
+transformers folder holding exactly the trained weights, a resumed run ends where an uninterrupted one does, and
+teacher and student load by path as from a hub download."""
+
+from __future__ import annotations
+
+import json
+import shutil
+from pathlib import Path
+
+import pytest
+import torch
+from click.testing import CliRunner
+from safetensors.torch import load_file
+from transformers import AutoModelForCausalLM, AutoTokenizer, Qwen2Config, Qwen2ForCausalLM
+
+from recipe_runner.cli import main
+from recipe_runner.loader import load_recipe
+from recipe_runner.trainer.loop import Trainer
+
+pytestmark = pytest.mark.slow
+
+REPO = Path(__file__).resolve().parents[3]
+RECIPE = REPO / "recipes" / "examples" / "qwen_logits_tiny.yaml"
+TOKENIZER = REPO / "data" / "tokenizers" / "tiny_qwen"
+# A teacher the student can represent exactly (its own architecture, other random weights), with peaked outputs.
+TWIN = (
+    "teacher.config={model_type: qwen2, hidden_size: 32, num_hidden_layers: 2, num_attention_heads: 4, "
+    "num_key_value_heads: 2, intermediate_size: 64, vocab_size: 2000, initializer_range: 0.2}"
+)
+
+
+def _short(run_dir: Path, steps: int, *extra: str) -> list[str]:
+    return [
+        f"output.dir={run_dir}",
+        "stages.0.epochs=null",
+        f"stages.0.steps={steps}",
+        "stages.0.warmup_steps=0",
+        "stages.0.schedule={type: constant}",
+        "output.save_every_steps=2",
+        "output.eval_every_steps=1000",
+        "output.log_every_steps=1",
+        "output.keep_last=10",
+        *extra,
+    ]
+
+
+def _train(overrides: list[str], resume: bool = False, recipe: Path = RECIPE):
+    return Trainer(load_recipe(recipe, overrides).recipe, resume=resume, progress=False).run()
+
+
+def _evals(run_dir: Path) -> list[dict]:
+    rows = [json.loads(line) for line in (run_dir / "metrics.jsonl").read_text().splitlines()]
+    return [row for row in rows if "eval/forward_kl" in row]
+
+
+def test_the_student_learns_the_teachers_next_token_distributions(tmp_path: Path) -> None:
+    run_dir = tmp_path / "run"
+    overrides = [f"output.dir={run_dir}", TWIN, "stages.0.losses=[{type: forward_kl}]", "stages.0.epochs=2"]
+    summary = _train(overrides)
+    first, last = _evals(run_dir)[0], _evals(run_dir)[-1]
+    assert last["eval/forward_kl"] < 0.85 * first["eval/forward_kl"]
+    assert last["eval/top1_agreement"] > first["eval/top1_agreement"] + 0.02
+    assert summary.export_dir == (run_dir / "export").resolve()
+
+
+def test_the_export_is_a_transformers_folder_with_the_trained_weights(tmp_path: Path) -> None:
+    run_dir = tmp_path / "run"
+    _train(_short(run_dir, 4))
+    export = run_dir / "export"
+    model = AutoModelForCausalLM.from_pretrained(export).eval()
+    tokenizer = AutoTokenizer.from_pretrained(export)
+    assert json.loads((export / "distilled.json").read_text())["recipe"] == "qwen_logits_tiny"
+    trained = load_file(run_dir / "checkpoints" / "step-00000004" / "model.safetensors")
+    for name, value in model.state_dict().items():
+        if f"student.{name}" in trained:
+            torch.testing.assert_close(value, trained[f"student.{name}"].to(value.dtype))
+    ids = tokenizer("a red fox in snow", return_tensors="pt")["input_ids"]
+    assert model(ids).logits.shape == (1, ids.shape[1], 2000)
+
+    # `recipe export` from the last checkpoint writes the same weights again.
+    again = tmp_path / "again"
+    result = CliRunner().invoke(main, ["export", str(RECIPE), "--set", f"output.dir={run_dir}", "--out", str(again)])
+    assert result.exit_code == 0, result.output
+    assert "exported causal LM" in result.output
+    exported, rewritten = load_file(export / "model.safetensors"), load_file(again / "model.safetensors")
+    assert exported.keys() == rewritten.keys()
+    for name in exported:
+        torch.testing.assert_close(exported[name], rewritten[name])
+
+    result = CliRunner().invoke(
+        main, ["infer", str(RECIPE), "--set", f"output.dir={run_dir}", "--prompt", "a fox", "--max-new-tokens", "4"]
+    )
+    assert result.exit_code == 0, result.output
+    assert result.output.startswith("prompt: a fox\nstudent: ")
+    result = CliRunner().invoke(main, ["infer", "--checkpoint", str(export), "--prompt", "a fox"])
+    assert result.exit_code == 2
+    assert "holds a causal LM distilled by a logits recipe: give that RECIPE too" in result.output
+
+
+def test_a_resumed_run_ends_with_the_weights_of_an_uninterrupted_one(tmp_path: Path) -> None:
+    _train(_short(tmp_path / "whole", 6))
+    resumed = tmp_path / "resumed"
+    _train(_short(resumed, 6))
+    shutil.rmtree(resumed / "checkpoints" / "step-00000006")  # as if killed after step 4's checkpoint
+    shutil.rmtree(resumed / "export")
+    _train(_short(resumed, 6), resume=True)
+    whole = load_file(tmp_path / "whole" / "export" / "model.safetensors")
+    again = load_file(resumed / "export" / "model.safetensors")
+    for name in whole:
+        torch.testing.assert_close(whole[name], again[name])
+
+
+def test_teacher_and_student_load_from_folders_saved_with_save_pretrained(tmp_path: Path) -> None:
+    """The hub-id and local-path loading code, offline: tiny models saved the way a download lays them out."""
+    tokenizer = AutoTokenizer.from_pretrained(TOKENIZER)
+    for name, width in (("teacher", 48), ("student", 32)):
+        config = Qwen2Config(
+            hidden_size=width,
+            num_hidden_layers=2,
+            num_attention_heads=4,
+            num_key_value_heads=2,
+            intermediate_size=2 * width,
+            vocab_size=2000,
+        )
+        torch.manual_seed(len(name))
+        Qwen2ForCausalLM(config).save_pretrained(tmp_path / name)
+        tokenizer.save_pretrained(tmp_path / name)
+    recipe = tmp_path / "by_path.yaml"
+    recipe.write_text(
+        f"extends: {RECIPE}\n"
+        "teacher: {config: null, tokenizer: null, model: ./teacher}\n"
+        "student: {config: null, tokenizer: null, model: ./student}\n"
+    )
+    result = CliRunner().invoke(main, ["validate", str(recipe)])
+    assert result.exit_code == 0, result.output
+    summary = _train(_short(tmp_path / "run", 2), recipe=recipe)
+    assert summary.global_step == 2
+    assert (tmp_path / "run" / "export" / "model.safetensors").is_file()
