@@ -7,6 +7,8 @@ section or loss of the other family would be silently ignored, or fail hours in:
 
 from __future__ import annotations
 
+from typing import get_args
+
 from components.errors import UserFacingError
 from recipe_runner.errors import Problem
 from recipe_runner.loader import LoadedRecipe
@@ -32,17 +34,18 @@ def _loss_problems(loaded: LoadedRecipe, wanted: tuple[type, ...], names: str, f
     return problems
 
 
+def _student_problems(loaded: LoadedRecipe, wanted: type, signal: str) -> list[Problem]:
+    student, teacher = loaded.recipe.student, loaded.recipe.teacher
+    if isinstance(student, wanted):
+        return []
+    needed = get_args(wanted.model_fields["type"].annotation)[0]
+    message = f"a {teacher.type} teacher is distilled through {signal}: the student needs type: {needed}"
+    return [loaded.problem(("student", "type"), f"{message}, not {student.type!r}")]
+
+
 def _embedding_problems(loaded: LoadedRecipe) -> list[Problem]:
     recipe = loaded.recipe
-    problems = []
-    if not isinstance(recipe.student, HiddenStatesStudent):
-        problems.append(
-            loaded.problem(
-                ("student", "type"),
-                f"a t5_encoder teacher is distilled through hidden states: the student needs type: hidden_states, "
-                f"not {recipe.student.type!r} (a causal_lm student learns from a causal_lm teacher)",
-            )
-        )
+    problems = _student_problems(loaded, HiddenStatesStudent, "hidden states")
     if recipe.alignment is None:
         problems.append(
             loaded.problem(
@@ -55,15 +58,7 @@ def _embedding_problems(loaded: LoadedRecipe) -> list[Problem]:
 
 def _logits_problems(loaded: LoadedRecipe) -> list[Problem]:
     recipe = loaded.recipe
-    problems = []
-    if not isinstance(recipe.student, CausalLMStudent):
-        problems.append(
-            loaded.problem(
-                ("student", "type"),
-                f"a causal_lm teacher is distilled through its next-token logits: the student needs type: causal_lm, "
-                f"not {recipe.student.type!r}",
-            )
-        )
+    problems = _student_problems(loaded, CausalLMStudent, "its next-token logits")
     unused = {
         "alignment": "both models read the same token ids, so there is nothing to align",
         "bolt_on": "the student's own LM head produces the logits",

@@ -13,8 +13,27 @@ from components.cache.reader import CachedTeacher
 from components.packed_sequences import PackedSequences
 
 
+class MovableBatch:
+    """A dataclass batch whose tensors (and tensor-holding fields) move to a device together."""
+
+    def _map(self, move):
+        values = {}
+        for item in fields(self):  # type: ignore[arg-type]
+            value = getattr(self, item.name)
+            movable = isinstance(value, (torch.Tensor, BatchAlignment, PackedSequences))
+            values[item.name] = move(value) if movable else value
+        return type(self)(**values)
+
+    def to(self, device: torch.device):
+        return self._map(lambda value: value.to(device, non_blocking=True))
+
+    def pin_memory(self):
+        """Called by DataLoader(pin_memory=True) so host-to-GPU copies overlap compute."""
+        return self._map(lambda value: value.pin_memory())
+
+
 @dataclass
-class DistillBatch:
+class DistillBatch(MovableBatch):
     """One padded batch; masks are boolean with True for real tokens."""
 
     indices: torch.Tensor
@@ -27,21 +46,6 @@ class DistillBatch:
     alignment: BatchAlignment
     student_tokens: int
     teacher_tokens: int
-
-    def _map(self, move) -> DistillBatch:
-        values = {}
-        for item in fields(self):
-            value = getattr(self, item.name)
-            movable = isinstance(value, (torch.Tensor, BatchAlignment, PackedSequences))
-            values[item.name] = move(value) if movable else value
-        return DistillBatch(**values)
-
-    def to(self, device: torch.device) -> DistillBatch:
-        return self._map(lambda value: value.to(device, non_blocking=True))
-
-    def pin_memory(self) -> DistillBatch:
-        """Called by DataLoader(pin_memory=True) so host-to-GPU copies overlap compute."""
-        return self._map(lambda value: value.pin_memory())
 
 
 class PromptPairs(Dataset):

@@ -2,18 +2,18 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass, fields
+from dataclasses import dataclass
 
 import torch
 from torch.utils.data import Dataset
 
-from components.data.pipeline import pad_rows
+from components.data.pipeline import MovableBatch, pad_rows
 from components.losses.logit_losses import IGNORED
 from components.packed_sequences import PackedSequences
 
 
 @dataclass
-class TextBatch:
+class TextBatch(MovableBatch):
     """One padded batch; `labels` holds each real position's next token (IGNORED where the text ends)."""
 
     indices: torch.Tensor
@@ -22,20 +22,6 @@ class TextBatch:
     student_packing: PackedSequences
     labels: torch.Tensor
     student_tokens: int
-
-    def _map(self, move) -> TextBatch:
-        values = {}
-        for item in fields(self):
-            value = getattr(self, item.name)
-            values[item.name] = move(value) if isinstance(value, (torch.Tensor, PackedSequences)) else value
-        return TextBatch(**values)
-
-    def to(self, device: torch.device) -> TextBatch:
-        return self._map(lambda value: value.to(device, non_blocking=True))
-
-    def pin_memory(self) -> TextBatch:
-        """Called by DataLoader(pin_memory=True) so host-to-GPU copies overlap compute."""
-        return self._map(lambda value: value.pin_memory())
 
 
 class TextSamples(Dataset):

@@ -12,6 +12,7 @@ import pytest
 import torch
 from click.testing import CliRunner
 from safetensors.torch import load_file
+from short_runs import constant_run
 from transformers import AutoModelForCausalLM, AutoTokenizer, Qwen2Config, Qwen2ForCausalLM
 
 from recipe_runner.cli import main
@@ -31,18 +32,7 @@ TWIN = (
 
 
 def _short(run_dir: Path, steps: int, *extra: str) -> list[str]:
-    return [
-        f"output.dir={run_dir}",
-        "stages.0.epochs=null",
-        f"stages.0.steps={steps}",
-        "stages.0.warmup_steps=0",
-        "stages.0.schedule={type: constant}",
-        "output.save_every_steps=2",
-        "output.eval_every_steps=1000",
-        "output.log_every_steps=1",
-        "output.keep_last=10",
-        *extra,
-    ]
+    return constant_run([f"output.dir={run_dir}"], steps, *extra)
 
 
 def _train(overrides: list[str], resume: bool = False, recipe: Path = RECIPE):

@@ -8,6 +8,7 @@ import shutil
 from pathlib import Path
 
 import pytest
+from short_runs import constant_run
 
 from recipe_runner.loader import load_recipe
 from recipe_runner.trainer.checkpoint import step_checkpoints
@@ -22,19 +23,7 @@ pytestmark = pytest.mark.slow
 PROMPTS = Path(__file__).parents[3] / "data" / "prompts" / "train.txt"
 
 
-def _short(tiny_overrides: list[str], steps: int, *extra: str) -> list[str]:
-    return [
-        *tiny_overrides,
-        "stages.0.epochs=null",
-        f"stages.0.steps={steps}",
-        "stages.0.warmup_steps=0",
-        "stages.0.schedule={type: constant}",
-        "output.save_every_steps=2",
-        "output.eval_every_steps=1000",
-        "output.log_every_steps=1",
-        "output.keep_last=10",
-        *extra,
-    ]
+_short = constant_run
 
 
 def _train(recipe_path: Path, overrides: list[str], resume: bool = False):
