@@ -14,7 +14,7 @@ from recipe_runner.errors import Problem
 from recipe_runner.loader import LoadedRecipe
 from schemas import Recipe
 from schemas.models import CausalLMStudent, HiddenStatesStudent
-from schemas.stages import LOGIT_LOSSES, VECTOR_LOSSES
+from schemas.stages import LOGIT_LOSSES, VECTOR_LOSSES, CrossEntropyLoss
 
 _VECTOR_NAMES = "huber, cosine, mse"
 _LOGIT_NAMES = "forward_kl, reverse_kl, jsd, cross_entropy"
@@ -53,6 +53,10 @@ def _embedding_problems(loaded: LoadedRecipe) -> list[Problem]:
                 "the embedding family pairs student and teacher tokens: add `alignment: {type: cross_tokenizer}`",
             )
         )
+    for index, stage in enumerate(recipe.stages):
+        if stage.on_policy is not None:
+            why = "the student's samples are scored by next-token logits, which a t5_encoder teacher has none of"
+            problems.append(loaded.problem(("stages", index, "on_policy"), f"logits family only ({why}): remove it"))
     return problems + _loss_problems(loaded, VECTOR_LOSSES, _VECTOR_NAMES, "embedding")
 
 
@@ -87,7 +91,30 @@ def _logits_problems(loaded: LoadedRecipe) -> list[Problem]:
                 f"raise this to at least that, or lower student.max_length",
             )
         )
+    problems += _on_policy_problems(loaded)
     return problems + _loss_problems(loaded, LOGIT_LOSSES, _LOGIT_NAMES, "logits")
+
+
+def _on_policy_problems(loaded: LoadedRecipe) -> list[Problem]:
+    problems = []
+    length = loaded.recipe.student.max_length
+    for index, stage in enumerate(loaded.recipe.stages):
+        spec = stage.on_policy
+        if spec is None:
+            continue
+        here = ("stages", index, "on_policy")
+        if spec.max_new_tokens >= length:
+            message = f"{spec.max_new_tokens} leaves no room for the text in student.max_length {length}; lower it"
+            problems.append(loaded.problem(here + ("max_new_tokens",), message))
+        if all(isinstance(loss, CrossEntropyLoss) for loss in stage.losses):
+            problems.append(
+                loaded.problem(
+                    here,
+                    "the stage has only cross_entropy, which is not applied to the student's samples: add a "
+                    "forward_kl, reverse_kl or jsd loss (GKD uses jsd), or remove on_policy",
+                )
+            )
+    return problems
 
 
 def family_problems(loaded: LoadedRecipe) -> list[Problem]:

@@ -163,6 +163,26 @@ VECTOR_LOSSES = (HuberLoss, CosineLoss, MSELoss)
 LOGIT_LOSSES = (ForwardKLLoss, ReverseKLLoss, JSDLoss, CrossEntropyLoss)
 
 
+class OnPolicy(StrictModel):
+    """On-policy distillation (GKD, Agarwal et al. 2024): the student continues a share of the training texts
+    with its own samples, and the stage's divergences compare teacher and student on those sampled tokens, where
+    a student trained only on fixed text never learns from its own mistakes (logits family)."""
+
+    fraction: float = Field(
+        default=0.5,
+        gt=0,
+        le=1,
+        description="Share of micro-batches the student continues (GKD's lambda); the others train on the text as "
+        "it is. Cross-entropy applies to those only: on a sample it would teach the student its own output.",
+    )
+    max_new_tokens: int = Field(
+        default=64,
+        gt=0,
+        description="Tokens the student samples after each text; the text is cut so that both fit student.max_length.",
+    )
+    temperature: float = Field(default=1.0, gt=0, description="Sampling temperature of the student's continuations.")
+
+
 class Stage(StrictModel):
     """One training phase; stages run in order, each with its own trainable parts and losses."""
 
@@ -180,6 +200,9 @@ class Stage(StrictModel):
     warmup_steps: int = Field(default=0, ge=0, description="Linear warmup from 0 to lr.")
     grad_clip: float | None = Field(default=1.0, gt=0, description="Clip the global gradient norm; null disables.")
     losses: list[Loss] = Field(min_length=1, description="Weighted loss terms summed into the stage loss.")
+    on_policy: OnPolicy | None = Field(
+        default=None, description="Train on the student's own continuations of the texts (logits family)."
+    )
 
     @model_validator(mode="after")
     def _length(self) -> Stage:

@@ -22,6 +22,7 @@ class TextBatch(MovableBatch):
     student_packing: PackedSequences
     labels: torch.Tensor
     student_tokens: int
+    scored: torch.Tensor | None = None  # over the real tokens: where the loss applies (None: everywhere)
 
 
 class TextSamples(Dataset):

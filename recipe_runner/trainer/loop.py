@@ -229,7 +229,7 @@ class Trainer:
         resuming = self.resume_from is not None and read_position(self.resume_from).stage == stage_index
         if resuming:
             self._load_resume_checkpoint(stage_index, position)
-        objective = objective_for(recipe, self.parts, stage, compiled)
+        objective = objective_for(recipe, self.parts, stage, compiled, accelerator.unwrap_model)
         try:
             last = self._train_stage(stage_index, total, position, objective, stop)
         except DataFailure as failure:

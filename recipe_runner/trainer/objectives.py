@@ -13,10 +13,12 @@ from components.data.pipeline import DistillBatch
 from components.data.texts import TextBatch
 from components.losses import DistillLoss
 from components.losses.logit_losses import LogitDistillLoss
+from components.models import pad_id
 from components.teacher_outputs import encode_teacher
 from recipe_runner.trainer.evaluation import evaluate
 from recipe_runner.trainer.logit_evaluation import evaluate_logits
 from recipe_runner.trainer.logit_parts import teacher_logits
+from recipe_runner.trainer.on_policy import continue_with_student
 from recipe_runner.trainer.parts import RunParts, RunSetupError
 from schemas import Recipe
 from schemas.stages import Stage
@@ -62,16 +64,26 @@ class HiddenStateObjective:
 class LogitObjective:
     """Logits family: the student's next-token distributions against the teacher's, token by token."""
 
-    def __init__(self, parts: RunParts, stage: Stage) -> None:
+    def __init__(self, recipe: Recipe, parts: RunParts, stage: Stage, unwrap: Callable[[nn.Module], nn.Module]) -> None:
         assert parts.teacher is not None
-        self.loss = LogitDistillLoss(stage.losses, len(parts.student_tokenizer))
+        tokenizer = parts.student_tokenizer
+        self.loss = LogitDistillLoss(stage.losses, len(tokenizer))
         self.teacher = parts.teacher
+        self.on_policy, self.unwrap = stage.on_policy, unwrap
+        self.max_length, self.pad, self.eos = recipe.student.max_length, pad_id(tokenizer), tokenizer.eos_token_id
 
     def _teacher(self, batch: TextBatch) -> torch.Tensor:
         return teacher_logits(self.teacher, batch.student_ids, batch.student_mask)
 
     def training_loss(self, model: nn.Module, batch: TextBatch) -> torch.Tensor:
-        loss, _ = self.loss(model(batch.student_ids, batch.student_mask), self._teacher(batch), batch.labels)
+        # Drawn from the global generator, which checkpoints keep: a resumed run draws as the whole run did.
+        if self.on_policy is not None and torch.rand(()) < self.on_policy.fraction:
+            student = self.unwrap(model).student
+            batch = continue_with_student(student, batch, self.on_policy, self.max_length, self.pad, self.eos)
+        student, teacher, labels = model(batch.student_ids, batch.student_mask), self._teacher(batch), batch.labels
+        if batch.scored is not None:
+            student, teacher, labels = student[batch.scored], teacher[batch.scored], labels[batch.scored]
+        loss, _ = self.loss(student, teacher, labels)
         return loss
 
     def evaluate(self, model: nn.Module, batches: Iterable[TextBatch], total: Total) -> dict[str, float]:
@@ -79,7 +91,10 @@ class LogitObjective:
         return evaluate_logits(student, self._teacher, batches, self.loss, total=total)
 
 
-def objective_for(recipe: Recipe, parts: RunParts, stage: Stage, compiled: bool) -> Objective:
+def objective_for(
+    recipe: Recipe, parts: RunParts, stage: Stage, compiled: bool, unwrap: Callable[[nn.Module], nn.Module]
+) -> Objective:
+    """`unwrap`: the trained model inside its DDP (or other) wrapper, for what runs outside the training forward."""
     if recipe.family == "logits":
-        return LogitObjective(parts, stage)
+        return LogitObjective(recipe, parts, stage, unwrap)
     return HiddenStateObjective(recipe, parts, stage, compiled)

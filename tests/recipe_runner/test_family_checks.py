@@ -73,3 +73,14 @@ def test_commands_of_the_embedding_family_say_so_for_a_logits_recipe(command: st
     assert result.exit_code != 0
     assert f"`recipe {command}` is for the embedding family" in result.output
     assert words in result.output
+
+
+def test_on_policy_needs_room_for_its_samples_a_divergence_to_apply_and_a_logits_recipe() -> None:
+    out = _validate(
+        LOGITS,
+        "stages.0.on_policy={max_new_tokens: 128}",
+        "stages.0.losses=[{type: cross_entropy}]",
+    )
+    assert "stages[0].on_policy.max_new_tokens: 128 leaves no room for the text in student.max_length 128" in out
+    assert "stages[0].on_policy: the stage has only cross_entropy, which is not applied to the student's samples" in out
+    assert "stages[0].on_policy: logits family only" in _validate(EMBEDDING, "stages.0.on_policy={fraction: 1.0}")

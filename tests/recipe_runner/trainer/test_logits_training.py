@@ -11,44 +11,22 @@ from pathlib import Path
 import pytest
 import torch
 from click.testing import CliRunner
+from logits_runs import RECIPE, REPO, TWIN, evals, short, train
 from safetensors.torch import load_file
-from short_runs import constant_run
 from transformers import AutoModelForCausalLM, AutoTokenizer, Qwen2Config, Qwen2ForCausalLM
 
 from recipe_runner.cli import main
-from recipe_runner.loader import load_recipe
-from recipe_runner.trainer.loop import Trainer
 
 pytestmark = pytest.mark.slow
 
-REPO = Path(__file__).resolve().parents[3]
-RECIPE = REPO / "recipes" / "examples" / "qwen_logits_tiny.yaml"
 TOKENIZER = REPO / "data" / "tokenizers" / "tiny_qwen"
-# A teacher the student can represent exactly (its own architecture, other random weights), with peaked outputs.
-TWIN = (
-    "teacher.config={model_type: qwen2, hidden_size: 32, num_hidden_layers: 2, num_attention_heads: 4, "
-    "num_key_value_heads: 2, intermediate_size: 64, vocab_size: 2000, initializer_range: 0.2}"
-)
-
-
-def _short(run_dir: Path, steps: int, *extra: str) -> list[str]:
-    return constant_run([f"output.dir={run_dir}"], steps, *extra)
-
-
-def _train(overrides: list[str], resume: bool = False, recipe: Path = RECIPE):
-    return Trainer(load_recipe(recipe, overrides).recipe, resume=resume, progress=False).run()
-
-
-def _evals(run_dir: Path) -> list[dict]:
-    rows = [json.loads(line) for line in (run_dir / "metrics.jsonl").read_text().splitlines()]
-    return [row for row in rows if "eval/forward_kl" in row]
 
 
 def test_the_student_learns_the_teachers_next_token_distributions(tmp_path: Path) -> None:
     run_dir = tmp_path / "run"
     overrides = [f"output.dir={run_dir}", TWIN, "stages.0.losses=[{type: forward_kl}]", "stages.0.epochs=2"]
-    summary = _train(overrides)
-    first, last = _evals(run_dir)[0], _evals(run_dir)[-1]
+    summary = train(overrides)
+    first, last = evals(run_dir)[0], evals(run_dir)[-1]
     assert last["eval/forward_kl"] < 0.85 * first["eval/forward_kl"]
     assert last["eval/top1_agreement"] > first["eval/top1_agreement"] + 0.02
     assert summary.export_dir == (run_dir / "export").resolve()
@@ -56,7 +34,7 @@ def test_the_student_learns_the_teachers_next_token_distributions(tmp_path: Path
 
 def test_the_export_is_a_transformers_folder_with_the_trained_weights(tmp_path: Path) -> None:
     run_dir = tmp_path / "run"
-    _train(_short(run_dir, 4))
+    train(short(run_dir, 4))
     export = run_dir / "export"
     model = AutoModelForCausalLM.from_pretrained(export).eval()
     tokenizer = AutoTokenizer.from_pretrained(export)
@@ -89,12 +67,12 @@ def test_the_export_is_a_transformers_folder_with_the_trained_weights(tmp_path: 
 
 
 def test_a_resumed_run_ends_with_the_weights_of_an_uninterrupted_one(tmp_path: Path) -> None:
-    _train(_short(tmp_path / "whole", 6))
+    train(short(tmp_path / "whole", 6))
     resumed = tmp_path / "resumed"
-    _train(_short(resumed, 6))
+    train(short(resumed, 6))
     shutil.rmtree(resumed / "checkpoints" / "step-00000006")  # as if killed after step 4's checkpoint
     shutil.rmtree(resumed / "export")
-    _train(_short(resumed, 6), resume=True)
+    train(short(resumed, 6), resume=True)
     whole = load_file(tmp_path / "whole" / "export" / "model.safetensors")
     again = load_file(resumed / "export" / "model.safetensors")
     for name in whole:
@@ -124,6 +102,6 @@ def test_teacher_and_student_load_from_folders_saved_with_save_pretrained(tmp_pa
     )
     result = CliRunner().invoke(main, ["validate", str(recipe)])
     assert result.exit_code == 0, result.output
-    summary = _train(_short(tmp_path / "run", 2), recipe=recipe)
+    summary = train(short(tmp_path / "run", 2), recipe=recipe)
     assert summary.global_step == 2
     assert (tmp_path / "run" / "export" / "model.safetensors").is_file()
