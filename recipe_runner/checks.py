@@ -7,7 +7,7 @@ from typing import TYPE_CHECKING
 
 from recipe_runner.architecture_checks import built_on_meta, inline_config_problems
 from recipe_runner.errors import Problem
-from recipe_runner.family_checks import family_problems, shared_tokenizer_problem
+from recipe_runner.family_checks import family_problems, feature_layer_problems, shared_tokenizer_problem
 from recipe_runner.file_checks import file_problems, weights_problems
 from recipe_runner.loader import LoadedRecipe
 from schemas import Recipe
@@ -203,6 +203,7 @@ def _model_problems(loaded: LoadedRecipe) -> tuple[list[Problem], set[str]]:
     if "teacher" in widths:
         problems += _inline_pipeline_problems(loaded, widths["teacher"])
     problems += _student_layer_problems(loaded, configs)
+    problems += feature_layer_problems(loaded, configs)
     tokenizers, tokenizer_problems = _tokenizers(loaded)
     problems += tokenizer_problems
     problems += _vocabulary_problems(loaded, configs, tokenizers)

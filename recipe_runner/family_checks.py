@@ -14,10 +14,10 @@ from recipe_runner.errors import Problem
 from recipe_runner.loader import LoadedRecipe
 from schemas import Recipe
 from schemas.models import CausalLMStudent, HiddenStatesStudent
-from schemas.stages import LOGIT_LOSSES, VECTOR_LOSSES, CrossEntropyLoss
+from schemas.stages import LOGIT_LOSSES, VECTOR_LOSSES, CrossEntropyLoss, HiddenStatesLoss
 
 _VECTOR_NAMES = "huber, cosine, mse"
-_LOGIT_NAMES = "forward_kl, reverse_kl, jsd, cross_entropy"
+_LOGIT_NAMES = "forward_kl, reverse_kl, jsd, cross_entropy, hidden_states"
 
 
 def _loss_problems(loaded: LoadedRecipe, wanted: tuple[type, ...], names: str, family: str) -> list[Problem]:
@@ -150,3 +150,25 @@ def require_embedding_family(recipe: Recipe, command: str, why: str) -> None:
             f"`recipe {command}` is for the embedding family (a t5_encoder teacher); recipe {recipe.recipe!r} "
             f"distils logits: {why}"
         )
+
+
+def feature_layer_problems(loaded: LoadedRecipe, configs: dict) -> list[Problem]:
+    """A hidden_states loss's layer map must name hidden states both models have: -(layers + 1) .. layers."""
+    depth = {role: getattr(config, "num_hidden_layers", None) for role, config in configs.items()}
+    problems = []
+    for index, stage in enumerate(loaded.recipe.stages):
+        for loss_index, loss in enumerate(stage.losses):
+            if not isinstance(loss, HiddenStatesLoss):
+                continue
+            for student_layer, teacher_layer in loss.layers.items():
+                for role, layer in (("student", student_layer), ("teacher", teacher_layer)):
+                    layers = depth.get(role)
+                    if isinstance(layers, int) and not -(layers + 1) <= layer <= layers:
+                        problems.append(
+                            loaded.problem(
+                                ("stages", index, "losses", loss_index, "layers"),
+                                f"{role} hidden state {layer} does not exist: the {role} has {layers} layers, so "
+                                f"its hidden states are -{layers + 1}..{layers} (0 the embeddings, -1 the last)",
+                            )
+                        )
+    return problems

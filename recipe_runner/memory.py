@@ -26,8 +26,10 @@ most hardware.batch_tokens; a = activation bytes: 2 for bf16/fp16, 4 for fp32):
   teacher forward    without a cache, one T5 layer under no_grad: b x s x (6 d + 3 f) x a plus the relative-position
                      bias and scores (b x s) x heads x s x a x 2; its targets b x s x d x a stay for the loss
   loss buffers       b x s x teacher width x 4 x 2 (fp32 output and its gradient)
-  logits family      no bolt-on, no cache; teacher forward as above without T5's position bias; teacher logits
-                     b x s x teacher vocab x a; student logits and their gradient 2 x b x s x student vocab x a;
+  logits family      no bolt-on, no cache; teacher forward as above without T5's position bias; with hidden_states
+                     losses the teacher's states of every layer b x s x d x (L + 1) x a (transformers returns them
+                     all); teacher logits b x s x teacher vocab x a; student logits and their gradient
+                     2 x b x s x student vocab x a;
                      the loss's float32 work on one chunk of rows (2^25 elements) x 6 (both logits, both log-softmaxes,
                      the probabilities and the product), recomputed in backward rather than kept
   runtime            1 GiB for the CUDA context, cuBLAS workspace and allocator slack
@@ -127,6 +129,8 @@ class Sizes:
     student_params: int
     student: StackShape
     bolt_on_params: int
+    projection_params: int = 0  # hidden_states losses' projections, trained with the student (logits family)
+    feature_layers: int = 0  # teacher hidden states the hidden_states losses read (logits family)
 
 
 @dataclass(frozen=True)
@@ -232,6 +236,9 @@ def estimate_memory(recipe: Recipe, stage: Stage, sizes: Sizes, student_trainabl
         items.append(MemoryItem("student activations", tokens * st.bytes_per_token(a, r)))
     if logits:
         items += _logit_items(sizes, tokens, a)
+        if sizes.feature_layers:
+            kept = tokens * sizes.teacher.hidden * a * (sizes.teacher.layers + 1)
+            items.append(MemoryItem("teacher hidden states (every layer, for hidden_states losses)", kept))
     else:
         items += _hidden_state_items(recipe, sizes, tokens, teacher_tokens, a)
     if hardware.device != "cpu":  # a CPU run has no CUDA context or cuBLAS workspace

@@ -12,6 +12,7 @@ import torch
 from torch import nn
 
 from components.bolt_on import build_bolt_on, width_chain
+from components.losses.logit_losses import feature_pairs
 from components.models import build_model, hidden_width, lora_parameter_count, lora_target_problem
 from components.models.compilation import compile_wanted
 from recipe_runner.memory import GIB, MemoryEstimate, Sizes, StackShape, estimate_memory
@@ -169,11 +170,11 @@ def _checkpoint_hint(recipe: Recipe, sizes: Sizes, trained: list[tuple[Stage, in
 def _stage_plan(recipe: Recipe, stage: Stage, student: nn.Module, sizes: Sizes, failures: list[str]) -> StagePlan:
     """Trainable counts and memory of one stage; LoRA targets peft cannot adapt are appended to `failures`."""
     lora = stage.student_lora if "student" in stage.trainable else None
-    student_trainable = sizes.student_params
+    student_trainable = sizes.student_params + sizes.projection_params
     if lora is not None:
         problem = lora_target_problem(student, lora)
         if problem is None:
-            student_trainable = lora_parameter_count(student, lora)
+            student_trainable = lora_parameter_count(student, lora) + sizes.projection_params
         else:
             failures.append(f"stage {stage.name!r}: student_lora.target_modules: {problem}")
     trainable: dict[Part, int] = {}
@@ -192,9 +193,10 @@ def build_plan(recipe: Recipe) -> Plan:
     teacher_width, student_width = hidden_width(teacher.config), hidden_width(student.config)
     logits = recipe.family == "logits"
     if logits:
-        from recipe_runner.trainer.logit_parts import LogitsModel
+        from recipe_runner.trainer.logit_parts import LogitsModel, build_projections
 
-        trained: nn.Module = LogitsModel(student)
+        with torch.device("meta"):
+            trained: nn.Module = LogitsModel(student, build_projections(recipe, student_width))
         stack = trained.bolt_on
     else:
         with torch.device("meta"):
@@ -206,6 +208,8 @@ def build_plan(recipe: Recipe) -> Plan:
         student_params=_count(student),
         student=StackShape.of(student),
         bolt_on_params=_count(stack),
+        projection_params=_count(trained.projections) if logits else 0,
+        feature_layers=len(feature_pairs([loss for stage in recipe.stages for loss in stage.losses])),
     )
     failures: list[str] = []
     stages = [_stage_plan(recipe, stage, student, sizes, failures) for stage in recipe.stages]

@@ -147,6 +147,22 @@ class JSDLoss(_TemperedLoss):
     )
 
 
+class HiddenStatesLoss(_LogitLoss):
+    """Feature distillation: the distance between student and teacher hidden states at mapped layers, per real
+    token. Where the widths differ, a linear projection of the student's states (trained with the student, left
+    out of the export) maps them to the teacher's width."""
+
+    type: Literal["hidden_states"] = Field(description="Loss kind.")
+    layers: dict[int, int] = Field(
+        min_length=1,
+        description="Student hidden-state index -> teacher hidden-state index (0 the embeddings, i the output of "
+        "layer i, -1 the last, after the final norm), e.g. {7: 14, 14: 28} for a student of half the depth.",
+    )
+    distance: Literal["mse", "cosine"] = Field(
+        default="mse", description="mse of the vectors, or 1 - their cosine similarity; averaged over the layers."
+    )
+
+
 class CrossEntropyLoss(_LogitLoss):
     """Next-token cross-entropy of the student on the training text itself (the hard labels)."""
 
@@ -154,13 +170,13 @@ class CrossEntropyLoss(_LogitLoss):
 
 
 Loss = Annotated[
-    Union[HuberLoss, CosineLoss, MSELoss, ForwardKLLoss, ReverseKLLoss, JSDLoss, CrossEntropyLoss],
+    Union[HuberLoss, CosineLoss, MSELoss, ForwardKLLoss, ReverseKLLoss, JSDLoss, CrossEntropyLoss, HiddenStatesLoss],
     Field(discriminator="type"),
 ]
 VectorLoss = Union[HuberLoss, CosineLoss, MSELoss]
-LogitLoss = Union[ForwardKLLoss, ReverseKLLoss, JSDLoss, CrossEntropyLoss]
+LogitLoss = Union[ForwardKLLoss, ReverseKLLoss, JSDLoss, CrossEntropyLoss, HiddenStatesLoss]
 VECTOR_LOSSES = (HuberLoss, CosineLoss, MSELoss)
-LOGIT_LOSSES = (ForwardKLLoss, ReverseKLLoss, JSDLoss, CrossEntropyLoss)
+LOGIT_LOSSES = (ForwardKLLoss, ReverseKLLoss, JSDLoss, CrossEntropyLoss, HiddenStatesLoss)
 
 
 class OnPolicy(StrictModel):

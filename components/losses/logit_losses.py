@@ -1,5 +1,5 @@
-"""The logits family's stage loss: divergences between next-token distributions of teacher and student, and the
-student's cross-entropy on the text, averaged over real tokens.
+"""The logits family's stage loss: divergences between next-token distributions of teacher and student, the
+student's cross-entropy on the text, and distances between mapped hidden states, averaged over real tokens.
 
 Logits are [tokens, vocabulary]: for a 150k vocabulary one float32 copy of 8k tokens is 5 GiB. The terms are
 therefore computed over row chunks whose float32 softmaxes are recomputed in the backward pass rather than kept
@@ -14,10 +14,35 @@ import torch
 import torch.nn.functional as F
 from torch.utils.checkpoint import checkpoint
 
-from schemas.stages import CrossEntropyLoss, ForwardKLLoss, JSDLoss, LogitLoss, ReverseKLLoss
+from schemas.stages import CrossEntropyLoss, ForwardKLLoss, HiddenStatesLoss, JSDLoss, LogitLoss, ReverseKLLoss
 
 CHUNK_ELEMENTS = 1 << 25  # float32 elements of one chunk's logits (128 MiB); a chunk's softmaxes are a few of them
 IGNORED = -100  # label of a position with no next token in the text (the last one, and padding)
+
+LayerPair = tuple[int, int]  # (student hidden-state index, teacher hidden-state index)
+# Per mapped pair: the student's states (projected to the teacher's width) and the teacher's, one row per token.
+Features = dict[LayerPair, tuple[torch.Tensor, torch.Tensor]]
+
+
+def feature_pairs(losses: list[LogitLoss] | tuple[LogitLoss, ...]) -> tuple[LayerPair, ...]:
+    """Every (student, teacher) layer pair the hidden_states losses compare, in a fixed order."""
+    return tuple(
+        sorted({pair for loss in losses if isinstance(loss, HiddenStatesLoss) for pair in loss.layers.items()})
+    )
+
+
+def _feature_sum(loss: HiddenStatesLoss, features: Features) -> torch.Tensor:
+    """Sum over rows of the distance, averaged over the loss's layer pairs."""
+    total = None
+    for pair in loss.layers.items():
+        student, teacher = (value.float() for value in features[pair])
+        if loss.distance == "mse":
+            distance = (student - teacher).pow(2).mean(-1)
+        else:
+            distance = 1 - F.cosine_similarity(student, teacher, dim=-1, eps=1e-6)
+        total = distance.sum() if total is None else total + distance.sum()
+    assert total is not None
+    return total / len(loss.layers)
 
 
 def _divergence(loss: LogitLoss, student: torch.Tensor, teacher: torch.Tensor) -> torch.Tensor:
@@ -53,7 +78,7 @@ def _chunk_sums(
 
 
 class LogitDistillLoss:
-    """Sum of `weight * mean per-token term` over the stage's logit losses.
+    """Sum of `weight * mean per-token term` over the stage's losses.
 
     `vocab`: the tokenizer's size. Models often pad their embedding past it (Qwen2.5-7B has 152064 rows, 1.5B
     151936, for 151665 tokens); rows past it are no token, and both sides are compared on the tokenizer's ids."""
@@ -61,18 +86,34 @@ class LogitDistillLoss:
     def __init__(self, losses: list[LogitLoss], vocab: int) -> None:
         self.losses = tuple(losses)
         self.vocab = vocab
+        self.on_logits = tuple(loss for loss in self.losses if not isinstance(loss, HiddenStatesLoss))
+        self.pairs = feature_pairs(self.losses)
 
-    def sums(self, student: torch.Tensor, teacher: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
-        """Per-loss sums over every row, chunk by chunk; the float32 work of a chunk is recomputed in backward."""
+    def _logit_sums(self, student: torch.Tensor, teacher: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
+        """Sums of the terms on logits, chunk by chunk; the float32 work of a chunk is recomputed in backward."""
         rows = max(1, CHUNK_ELEMENTS // self.vocab)
         total = None
         for start in range(0, student.shape[0], rows):
             part = slice(start, start + rows)
-            args = (self.losses, self.vocab, student[part], teacher[part], labels[part])
+            args = (self.on_logits, self.vocab, student[part], teacher[part], labels[part])
             chunk = checkpoint(_chunk_sums, *args, use_reentrant=False) if student.requires_grad else _chunk_sums(*args)
             total = chunk if total is None else total + chunk
         assert total is not None, "a batch has at least one real token"
         return total
+
+    def sums(
+        self, student: torch.Tensor, teacher: torch.Tensor, labels: torch.Tensor, features: Features | None = None
+    ) -> torch.Tensor:
+        """Per-loss sums over every row (one entry per loss, in the stage's order)."""
+        on_logits = iter(self._logit_sums(student, teacher, labels) if self.on_logits else [])
+        sums = []
+        for loss in self.losses:
+            if isinstance(loss, HiddenStatesLoss):
+                assert features is not None, "hidden_states losses need the mapped layers' states"
+                sums.append(_feature_sum(loss, features))
+            else:
+                sums.append(next(on_logits))
+        return torch.stack(sums)
 
     def counts(self, labels: torch.Tensor) -> torch.Tensor:
         """What each loss's sum is averaged over: every real token, or for cross-entropy those with a next token."""
@@ -81,10 +122,11 @@ class LogitDistillLoss:
         return torch.stack([with_next if isinstance(loss, CrossEntropyLoss) else rows for loss in self.losses])
 
     def __call__(
-        self, student: torch.Tensor, teacher: torch.Tensor, labels: torch.Tensor
+        self, student: torch.Tensor, teacher: torch.Tensor, labels: torch.Tensor, features: Features | None = None
     ) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
-        """Total loss and each term (detached). student, teacher: [tokens, vocabulary] logits; labels: [tokens]."""
-        means = self.sums(student, teacher, labels) / self.counts(labels).clamp(min=1.0)
+        """Total loss and each term (detached). student, teacher: [tokens, vocabulary] logits; labels: [tokens];
+        features: the mapped layers' states, when the stage has hidden_states losses."""
+        means = self.sums(student, teacher, labels, features) / self.counts(labels).clamp(min=1.0)
         weights = torch.tensor([loss.weight for loss in self.losses], device=means.device)
         terms = {f"logits/{loss.type}": means[i].detach() for i, loss in enumerate(self.losses)}
         return (means * weights).sum(), terms

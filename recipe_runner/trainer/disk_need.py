@@ -70,14 +70,16 @@ def stage_checkpoint_bytes(model: nn.Module, stage: Stage) -> int:
                 adapters = 0
             trained += adapters
         else:
-            trained += _parameter_bytes(model.student)
+            trained += sum(_parameter_bytes(module) for module in model.student_side())
     return _parameter_bytes(model) + adapters + 2 * trained + _FILE_ALLOWANCE
 
 
 def export_bytes(model: nn.Module) -> int:
-    """The export of a DistillModel: its weights, config and manifest JSON, and the tokenizer files."""
+    """The export of a DistillModel (or LogitsModel, whose training-only projections stay out): the weights of
+    student and bolt-on, config and manifest JSON, and the tokenizer files."""
     vocabulary = model.student.get_input_embeddings().num_embeddings
-    return _parameter_bytes(model) + vocabulary * _TOKENIZER_BYTES_PER_ENTRY + _CONFIG_ALLOWANCE
+    weights = _parameter_bytes(model.student) + _parameter_bytes(model.bolt_on)
+    return weights + vocabulary * _TOKENIZER_BYTES_PER_ENTRY + _CONFIG_ALLOWANCE
 
 
 def disk_need(model: nn.Module, recipe: Recipe) -> DiskNeed:

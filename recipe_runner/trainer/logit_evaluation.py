@@ -4,18 +4,33 @@ cross-entropy on the text, and how often both models rank the same token first."
 from __future__ import annotations
 
 from collections.abc import Callable, Iterable
+from dataclasses import dataclass
 
 import torch
 
 from components.data.texts import TextBatch
-from components.losses.logit_losses import LogitDistillLoss
+from components.losses.logit_losses import Features, LogitDistillLoss
 from schemas.stages import CrossEntropyLoss, ForwardKLLoss
+
+
+@dataclass
+class TokenRows:
+    """Student and teacher outputs at the same tokens, one row each: logits, the text's next tokens, and the
+    mapped hidden states of hidden_states losses."""
+
+    student: torch.Tensor
+    teacher: torch.Tensor
+    labels: torch.Tensor
+    features: Features
+
+    def select(self, rows: torch.Tensor) -> TokenRows:
+        features = {pair: (s[rows], t[rows]) for pair, (s, t) in self.features.items()}
+        return TokenRows(self.student[rows], self.teacher[rows], self.labels[rows], features)
 
 
 @torch.no_grad()
 def evaluate_logits(
-    student_forward: Callable[[TextBatch], torch.Tensor],
-    teacher_forward: Callable[[TextBatch], torch.Tensor],
+    rows_of: Callable[[TextBatch], TokenRows],
     batches: Iterable[TextBatch],
     loss: LogitDistillLoss,
     total: Callable[[torch.Tensor], torch.Tensor] = lambda sums: sums,
@@ -26,15 +41,15 @@ def evaluate_logits(
     k = len(loss.losses)
     sums: torch.Tensor | None = None
     for batch in batches:
-        student, teacher = student_forward(batch), teacher_forward(batch)
-        vocab = loss.vocab
+        rows = rows_of(batch)
+        student, teacher, labels, vocab = rows.student, rows.teacher, rows.labels, loss.vocab
         agree = (student[:, :vocab].argmax(-1) == teacher[:, :vocab].argmax(-1)).sum()
         row = torch.cat(
             [
-                loss.sums(student, teacher, batch.labels),  # k stage-term sums
-                loss.counts(batch.labels),  # k counts they are averaged over
-                measure.sums(student, teacher, batch.labels),  # KL sum, cross-entropy sum
-                measure.counts(batch.labels),  # tokens, tokens with a next token
+                loss.sums(student, teacher, labels, rows.features),  # k stage-term sums
+                loss.counts(labels),  # k counts they are averaged over
+                measure.sums(student, teacher, labels),  # KL sum, cross-entropy sum
+                measure.counts(labels),  # tokens, tokens with a next token
                 agree.float()[None],
             ]
         ).float()

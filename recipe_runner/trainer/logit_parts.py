@@ -6,31 +6,73 @@ import torch
 from torch import nn
 
 from components.data.texts import TextCollator, TextSamples
-from components.models import build_model, freeze, load_tokenizer, pad_id
+from components.losses.logit_losses import LayerPair, feature_pairs
+from components.models import build_model, freeze, hidden_width, load_tokenizer, pad_id
 from components.models.checkpointing import StudentCheckpointing
 from schemas import Recipe
 
 
-class LogitsModel(nn.Module):
-    """The student alone, shaped as the embedding family's DistillModel (a `student` and an empty `bolt_on`), so
-    that stages, LoRA, the optimizer's parts and checkpoints treat both families alike."""
+def _projection_name(pair: LayerPair) -> str:
+    return f"{pair[0]}_to_{pair[1]}"
 
-    def __init__(self, student: nn.Module) -> None:
+
+class LogitsModel(nn.Module):
+    """The student, shaped as the embedding family's DistillModel (a `student` and an empty `bolt_on`) so that
+    stages, LoRA, the optimizer's parts and checkpoints treat both families alike; plus the projections of
+    hidden_states losses, which train with the student and stay out of the export."""
+
+    def __init__(self, student: nn.Module, projections: nn.ModuleDict | None = None) -> None:
         super().__init__()
         if getattr(student.config, "use_cache", None):
             student.config.use_cache = False  # a KV cache is for generation; in training it only costs memory
         self.student = student
         self.bolt_on = nn.ModuleList()
+        self.projections = projections if projections is not None else nn.ModuleDict()
 
-    def forward(self, input_ids: torch.Tensor, mask: torch.Tensor, packing: object = None) -> torch.Tensor:
-        """[B, L] ids and bool mask -> logits of the real tokens, [tokens, vocabulary], in the mask's order."""
-        return self.student(input_ids=input_ids, attention_mask=mask.long()).logits[mask]
+    def student_side(self) -> list[nn.Module]:
+        """What trains as the `student` part."""
+        return [self.student, self.projections]
+
+    def forward(self, input_ids: torch.Tensor, mask: torch.Tensor, pairs: tuple[LayerPair, ...] = ()):
+        """[B, L] ids and bool mask -> logits of the real tokens, [tokens, vocabulary], in the mask's order; with
+        layer `pairs`, also the student's states of each pair's layer at those tokens, projected where the
+        widths differ (a tuple in the order of `pairs`)."""
+        out = self.student(input_ids=input_ids, attention_mask=mask.long(), output_hidden_states=bool(pairs))
+        logits = out.logits[mask]
+        if not pairs:
+            return logits
+        states = []
+        for pair in pairs:
+            rows = out.hidden_states[pair[0]][mask]
+            name = _projection_name(pair)
+            states.append(self.projections[name](rows) if name in self.projections else rows)
+        return logits, tuple(states)
 
 
 @torch.no_grad()
-def teacher_logits(teacher: nn.Module, input_ids: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
-    """The teacher's logits of the real tokens, in the order LogitsModel gives the student's."""
-    return teacher(input_ids=input_ids, attention_mask=mask.long(), use_cache=False).logits[mask]
+def teacher_logits(teacher: nn.Module, input_ids: torch.Tensor, mask: torch.Tensor, layers: tuple[int, ...] = ()):
+    """The teacher's logits of the real tokens, in the order LogitsModel gives the student's; with `layers`,
+    also a dict of those hidden-state indices' states at the same tokens."""
+    out = teacher(input_ids=input_ids, attention_mask=mask.long(), use_cache=False, output_hidden_states=bool(layers))
+    if not layers:
+        return out.logits[mask]
+    return out.logits[mask], {layer: out.hidden_states[layer][mask] for layer in layers}
+
+
+def build_projections(recipe: Recipe, student_width: int) -> nn.ModuleDict:
+    """One linear map per layer pair of the recipe's hidden_states losses, where the widths differ (seeded)."""
+    from components.models import hidden_width, resolve_config
+
+    pairs = feature_pairs([loss for stage in recipe.stages for loss in stage.losses])
+    teacher_width = hidden_width(resolve_config(recipe.teacher)) if pairs else student_width
+    projections = nn.ModuleDict()
+    if teacher_width == student_width:
+        return projections
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(recipe.hardware.seed)
+        for pair in pairs:
+            projections[_projection_name(pair)] = nn.Linear(student_width, teacher_width, bias=False)
+    return projections
 
 
 def teacher_seed(recipe: Recipe) -> int:
@@ -46,7 +88,8 @@ def build_logits_model(recipe: Recipe, device: torch.device | str) -> LogitsMode
     student = build_model(
         recipe.student, "student", device=device, attention=hw.attention, seed=hw.seed, fused_kernels=hw.fused_kernels
     )
-    return set_trained_dtype(LogitsModel(student), recipe)
+    projections = build_projections(recipe, hidden_width(student.config)).to(device)
+    return set_trained_dtype(LogitsModel(student, projections), recipe)
 
 
 def build_logit_parts(recipe: Recipe, device: torch.device):

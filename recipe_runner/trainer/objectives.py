@@ -16,7 +16,7 @@ from components.losses.logit_losses import LogitDistillLoss
 from components.models import pad_id
 from components.teacher_outputs import encode_teacher
 from recipe_runner.trainer.evaluation import evaluate
-from recipe_runner.trainer.logit_evaluation import evaluate_logits
+from recipe_runner.trainer.logit_evaluation import TokenRows, evaluate_logits
 from recipe_runner.trainer.logit_parts import teacher_logits
 from recipe_runner.trainer.on_policy import continue_with_student
 from recipe_runner.trainer.parts import RunParts, RunSetupError
@@ -72,23 +72,31 @@ class LogitObjective:
         self.on_policy, self.unwrap = stage.on_policy, unwrap
         self.max_length, self.pad, self.eos = recipe.student.max_length, pad_id(tokenizer), tokenizer.eos_token_id
 
-    def _teacher(self, batch: TextBatch) -> torch.Tensor:
-        return teacher_logits(self.teacher, batch.student_ids, batch.student_mask)
+    def rows(self, model: nn.Module, batch: TextBatch) -> TokenRows:
+        """Both models' outputs at the batch's scored tokens: logits, labels, mapped hidden states."""
+        pairs = self.loss.pairs
+        student = (
+            model(batch.student_ids, batch.student_mask, pairs)
+            if pairs
+            else model(batch.student_ids, batch.student_mask)
+        )
+        teacher = teacher_logits(self.teacher, batch.student_ids, batch.student_mask, tuple(t for _, t in pairs))
+        (s_logits, s_states), (t_logits, t_states) = (student, teacher) if pairs else ((student, ()), (teacher, {}))
+        features = {pair: (s_states[i], t_states[pair[1]]) for i, pair in enumerate(pairs)}
+        rows = TokenRows(s_logits, t_logits, batch.labels, features)
+        return rows if batch.scored is None else rows.select(batch.scored)
 
     def training_loss(self, model: nn.Module, batch: TextBatch) -> torch.Tensor:
         # Drawn from the global generator, which checkpoints keep: a resumed run draws as the whole run did.
         if self.on_policy is not None and torch.rand(()) < self.on_policy.fraction:
             student = self.unwrap(model).student
             batch = continue_with_student(student, batch, self.on_policy, self.max_length, self.pad, self.eos)
-        student, teacher, labels = model(batch.student_ids, batch.student_mask), self._teacher(batch), batch.labels
-        if batch.scored is not None:
-            student, teacher, labels = student[batch.scored], teacher[batch.scored], labels[batch.scored]
-        loss, _ = self.loss(student, teacher, labels)
+        rows = self.rows(model, batch)
+        loss, _ = self.loss(rows.student, rows.teacher, rows.labels, rows.features)
         return loss
 
     def evaluate(self, model: nn.Module, batches: Iterable[TextBatch], total: Total) -> dict[str, float]:
-        student = lambda b: model(b.student_ids, b.student_mask)  # noqa: E731
-        return evaluate_logits(student, self._teacher, batches, self.loss, total=total)
+        return evaluate_logits(lambda batch: self.rows(model, batch), batches, self.loss, total=total)
 
 
 def objective_for(

@@ -42,6 +42,10 @@ class DistillModel(nn.Module):
         self.hidden_layer = hidden_layer
         self.packed = False
 
+    def student_side(self) -> list[nn.Module]:
+        """What trains as the `student` part."""
+        return [self.student]
+
     def use_packed_sequences(self) -> None:
         """From now on every forward packs (see components.packed_sequences); the student's attention is ours."""
         use_packed_attention(self.student)
@@ -144,7 +148,8 @@ def set_trained_dtype(model: DistillModel, recipe: Recipe) -> DistillModel:
     bf16_stochastic: trained parts are stored in bfloat16 and the optimizer rounds each update stochastically."""
     dtype = torch.bfloat16 if recipe.hardware.trained_weights == "bf16_stochastic" else torch.float32
     if any("student" in stage.trainable for stage in recipe.stages):
-        model.student.to(dtype)
+        for module in model.student_side():
+            module.to(dtype)
     model.bolt_on.to(dtype)
     return model
 

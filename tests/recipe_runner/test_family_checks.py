@@ -84,3 +84,9 @@ def test_on_policy_needs_room_for_its_samples_a_divergence_to_apply_and_a_logits
     assert "stages[0].on_policy.max_new_tokens: 128 leaves no room for the text in student.max_length 128" in out
     assert "stages[0].on_policy: the stage has only cross_entropy, which is not applied to the student's samples" in out
     assert "stages[0].on_policy: logits family only" in _validate(EMBEDDING, "stages.0.on_policy={fraction: 1.0}")
+
+
+def test_a_hidden_states_layer_map_names_layers_both_models_have() -> None:
+    out = _validate(LOGITS, "stages.0.losses=[{type: hidden_states, layers: {1: 2, 3: -5}}]")
+    assert "stages[0].losses[0].layers: student hidden state 3 does not exist: the student has 2 layers" in out
+    assert "teacher hidden state -5 does not exist: the teacher has 3 layers, so its hidden states are -4..3" in out

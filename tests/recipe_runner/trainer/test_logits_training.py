@@ -105,3 +105,21 @@ def test_teacher_and_student_load_from_folders_saved_with_save_pretrained(tmp_pa
     summary = train(short(tmp_path / "run", 2), recipe=recipe)
     assert summary.global_step == 2
     assert (tmp_path / "run" / "export" / "model.safetensors").is_file()
+
+
+def test_hidden_states_losses_train_a_projection_that_stays_out_of_the_export(tmp_path: Path) -> None:
+    """Student width 32, teacher width 64: each mapped pair gets a 32 -> 64 projection, checkpointed with the
+    student and trained with it; the export is the student alone."""
+    run_dir = tmp_path / "run"
+    feature = "stages.0.losses=[{type: hidden_states, layers: {1: 2, -1: -1}, distance: mse}]"
+    train(short(run_dir, 24, feature, "output.eval_every_steps=24", "stages.0.lr.student=1e-2"))
+    first, last = evals(run_dir)[0], evals(run_dir)[-1]
+    assert last["eval/loss"] < 0.95 * first["eval/loss"]
+    saved = load_file(run_dir / "checkpoints" / "step-00000024" / "model.safetensors")
+    assert saved["projections.1_to_2.weight"].shape == (64, 32)
+    assert "projections.-1_to_-1.weight" in saved
+    earlier = load_file(run_dir / "checkpoints" / "step-00000016" / "model.safetensors")
+    assert not torch.equal(earlier["projections.1_to_2.weight"], saved["projections.1_to_2.weight"])  # trained
+    exported = load_file(run_dir / "export" / "model.safetensors")
+    assert not any("projections" in name for name in exported)
+    assert AutoModelForCausalLM.from_pretrained(run_dir / "export").config.hidden_size == 32
