@@ -14,10 +14,10 @@ from recipe_runner.errors import Problem
 from recipe_runner.loader import LoadedRecipe
 from schemas import Recipe
 from schemas.models import CausalLMStudent, HiddenStatesStudent
-from schemas.stages import LOGIT_LOSSES, VECTOR_LOSSES, CrossEntropyLoss, HiddenStatesLoss
+from schemas.stages import LOGIT_LOSSES, VECTOR_LOSSES, CrossEntropyLoss, HiddenStatesLoss, ULDLoss
 
 _VECTOR_NAMES = "huber, cosine, mse"
-_LOGIT_NAMES = "forward_kl, reverse_kl, jsd, cross_entropy, hidden_states"
+_LOGIT_NAMES = "forward_kl, reverse_kl, jsd, cross_entropy, hidden_states, uld"
 
 
 def _loss_problems(loaded: LoadedRecipe, wanted: tuple[type, ...], names: str, family: str) -> list[Problem]:
@@ -64,12 +64,10 @@ def _logits_problems(loaded: LoadedRecipe) -> list[Problem]:
     recipe = loaded.recipe
     problems = _student_problems(loaded, CausalLMStudent, "its next-token logits")
     unused = {
-        "alignment": "both models read the same token ids, so there is nothing to align",
         "bolt_on": "the student's own LM head produces the logits",
         "inference": "it sets how `recipe infer` renders images (embedding family)",
     }
     present = {
-        "alignment": recipe.alignment is not None,
         "bolt_on": bool(recipe.bolt_on.layers) or recipe.bolt_on.skip is not None,
         "inference": recipe.inference is not None,
     }
@@ -83,7 +81,7 @@ def _logits_problems(loaded: LoadedRecipe) -> list[Problem]:
                 "packed sequences are not supported yet for the logits family; set it to auto or false",
             )
         )
-    if recipe.teacher.max_length < recipe.student.max_length:
+    if recipe.alignment is None and recipe.teacher.max_length < recipe.student.max_length:
         problems.append(
             loaded.problem(
                 ("teacher", "max_length"),
@@ -92,7 +90,56 @@ def _logits_problems(loaded: LoadedRecipe) -> list[Problem]:
             )
         )
     problems += _on_policy_problems(loaded)
-    return problems + _loss_problems(loaded, LOGIT_LOSSES, _LOGIT_NAMES, "logits")
+    problems += _loss_problems(loaded, LOGIT_LOSSES, _LOGIT_NAMES, "logits")
+    return problems + (
+        _one_vocabulary_problems(loaded) if recipe.alignment is None else _two_vocabulary_problems(loaded)
+    )
+
+
+def _one_vocabulary_problems(loaded: LoadedRecipe) -> list[Problem]:
+    """Without alignment both models read one token sequence: ULD, the loss across vocabularies, has no pairs."""
+    problems = []
+    for index, stage in enumerate(loaded.recipe.stages):
+        for loss_index, loss in enumerate(stage.losses):
+            if isinstance(loss, ULDLoss):
+                problems.append(
+                    loaded.problem(
+                        ("stages", index, "losses", loss_index, "type"),
+                        "uld compares two vocabularies at aligned positions: add `alignment: {type: "
+                        "cross_tokenizer}` for a teacher with another tokenizer, or use forward_kl",
+                    )
+                )
+    return problems
+
+
+def _two_vocabulary_problems(loaded: LoadedRecipe) -> list[Problem]:
+    """With alignment, teacher and student read their own tokens: only ULD (at aligned positions) and the
+    student's cross-entropy compare anything."""
+    recipe = loaded.recipe
+    problems = []
+    if "matched" not in recipe.alignment.tiers:
+        problems.append(
+            loaded.problem(("alignment", "tiers"), "uld compares the positions before matched tokens: add matched")
+        )
+    for index, stage in enumerate(recipe.stages):
+        here = ("stages", index)
+        for loss_index, loss in enumerate(stage.losses):
+            if isinstance(loss, LOGIT_LOSSES) and not isinstance(loss, (ULDLoss, CrossEntropyLoss)):
+                problems.append(
+                    loaded.problem(
+                        here + ("losses", loss_index, "type"),
+                        f"{loss.type} needs one tokenizer on both sides; with `alignment` (two vocabularies) use "
+                        "uld and cross_entropy, or remove alignment if the tokenizers are the same",
+                    )
+                )
+        if not any(isinstance(loss, ULDLoss) for loss in stage.losses):
+            problems.append(
+                loaded.problem(here + ("losses",), "with `alignment` the teacher teaches through uld: add a uld loss")
+            )
+        if stage.on_policy is not None:
+            message = "on-policy batches across two vocabularies are not supported yet: remove it, or alignment"
+            problems.append(loaded.problem(here + ("on_policy",), message))
+    return problems
 
 
 def _on_policy_problems(loaded: LoadedRecipe) -> list[Problem]:
@@ -126,7 +173,7 @@ def family_problems(loaded: LoadedRecipe) -> list[Problem]:
 
 def shared_tokenizer_problem(loaded: LoadedRecipe, tokenizers: dict[str, object]) -> Problem | None:
     """The logits family compares distributions over one vocabulary: both sides must map text to the same ids."""
-    if loaded.recipe.family != "logits" or len(tokenizers) != 2:
+    if loaded.recipe.family != "logits" or loaded.recipe.alignment is not None or len(tokenizers) != 2:
         return None
     teacher, student = tokenizers["teacher"], tokenizers["student"]
     if teacher.get_vocab() == student.get_vocab():
@@ -134,8 +181,9 @@ def shared_tokenizer_problem(loaded: LoadedRecipe, tokenizers: dict[str, object]
     field = ("teacher", "tokenizer") if loaded.recipe.teacher.tokenizer is not None else ("teacher", "model")
     return loaded.problem(
         field,
-        f"the teacher's tokenizer ({len(teacher)} tokens) is not the student's ({len(student)} tokens): logit "
-        "distillation across vocabularies is not supported yet; give both models the same tokenizer",
+        f"the teacher's tokenizer ({len(teacher)} tokens) is not the student's ({len(student)} tokens): to "
+        "distil across vocabularies add `alignment: {type: cross_tokenizer}` and use the uld loss, or give both "
+        "models the same tokenizer",
     )
 
 

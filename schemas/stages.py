@@ -147,6 +147,13 @@ class JSDLoss(_TemperedLoss):
     )
 
 
+class ULDLoss(_TemperedLoss):
+    """Universal Logit Distillation across two vocabularies: L1 distance of the sorted next-token probabilities,
+    at positions before tokens the alignment matched (needs `alignment`; logits family)."""
+
+    type: Literal["uld"] = Field(description="Loss kind.")
+
+
 class HiddenStatesLoss(_LogitLoss):
     """Feature distillation: the distance between student and teacher hidden states at mapped layers, per real
     token. Where the widths differ, a linear projection of the student's states (trained with the student, left
@@ -170,13 +177,23 @@ class CrossEntropyLoss(_LogitLoss):
 
 
 Loss = Annotated[
-    Union[HuberLoss, CosineLoss, MSELoss, ForwardKLLoss, ReverseKLLoss, JSDLoss, CrossEntropyLoss, HiddenStatesLoss],
+    Union[
+        HuberLoss,
+        CosineLoss,
+        MSELoss,
+        ForwardKLLoss,
+        ReverseKLLoss,
+        JSDLoss,
+        CrossEntropyLoss,
+        HiddenStatesLoss,
+        ULDLoss,
+    ],
     Field(discriminator="type"),
 ]
 VectorLoss = Union[HuberLoss, CosineLoss, MSELoss]
-LogitLoss = Union[ForwardKLLoss, ReverseKLLoss, JSDLoss, CrossEntropyLoss, HiddenStatesLoss]
+LogitLoss = Union[ForwardKLLoss, ReverseKLLoss, JSDLoss, CrossEntropyLoss, HiddenStatesLoss, ULDLoss]
 VECTOR_LOSSES = (HuberLoss, CosineLoss, MSELoss)
-LOGIT_LOSSES = (ForwardKLLoss, ReverseKLLoss, JSDLoss, CrossEntropyLoss, HiddenStatesLoss)
+LOGIT_LOSSES = (ForwardKLLoss, ReverseKLLoss, JSDLoss, CrossEntropyLoss, HiddenStatesLoss, ULDLoss)
 
 
 class OnPolicy(StrictModel):

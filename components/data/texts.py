@@ -41,6 +41,13 @@ class TextSamples(Dataset):
         return {"index": index, "student_ids": ids}
 
 
+def next_token_labels(ids: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+    """For each real token of right-padded rows, in order, the token after it (IGNORED where the text ends)."""
+    following = torch.full_like(ids, IGNORED)
+    following[:, :-1] = torch.where(mask[:, 1:], ids[:, 1:], IGNORED)
+    return following[mask]
+
+
 class TextCollator:
     """Pads to the longest text of the batch and shifts each row by one for its next-token labels."""
 
@@ -50,13 +57,11 @@ class TextCollator:
     def __call__(self, items: list[dict]) -> TextBatch:
         width = max(len(item["student_ids"]) for item in items)
         ids, mask = pad_rows([item["student_ids"] for item in items], width, self.pad_id)
-        following = torch.full_like(ids, IGNORED)
-        following[:, :-1] = torch.where(mask[:, 1:], ids[:, 1:], IGNORED)
         return TextBatch(
             indices=torch.tensor([item["index"] for item in items]),
             student_ids=ids,
             student_mask=mask,
             student_packing=PackedSequences.from_mask(mask),
-            labels=following[mask],
+            labels=next_token_labels(ids, mask),
             student_tokens=int(mask.sum()),
         )

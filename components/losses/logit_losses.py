@@ -9,6 +9,7 @@ therefore computed over row chunks whose float32 softmaxes are recomputed in the
 from __future__ import annotations
 
 import math
+from functools import partial
 
 import torch
 import torch.nn.functional as F
@@ -77,6 +78,19 @@ def _chunk_sums(
     return torch.stack(sums)
 
 
+def chunked_sums(function, rows: int, *tensors: torch.Tensor) -> torch.Tensor:
+    """`function`'s sums over row chunks of `tensors` (each row-aligned), added up; a chunk's float32 work is
+    recomputed in the backward pass rather than kept, when gradients flow."""
+    grad = any(tensor.requires_grad for tensor in tensors)
+    total = None
+    for start in range(0, tensors[0].shape[0], rows):
+        part = [tensor[start : start + rows] for tensor in tensors]
+        chunk = checkpoint(function, *part, use_reentrant=False) if grad else function(*part)
+        total = chunk if total is None else total + chunk
+    assert total is not None, "at least one row"
+    return total
+
+
 class LogitDistillLoss:
     """Sum of `weight * mean per-token term` over the stage's losses.
 
@@ -92,14 +106,7 @@ class LogitDistillLoss:
     def _logit_sums(self, student: torch.Tensor, teacher: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
         """Sums of the terms on logits, chunk by chunk; the float32 work of a chunk is recomputed in backward."""
         rows = max(1, CHUNK_ELEMENTS // self.vocab)
-        total = None
-        for start in range(0, student.shape[0], rows):
-            part = slice(start, start + rows)
-            args = (self.on_logits, self.vocab, student[part], teacher[part], labels[part])
-            chunk = checkpoint(_chunk_sums, *args, use_reentrant=False) if student.requires_grad else _chunk_sums(*args)
-            total = chunk if total is None else total + chunk
-        assert total is not None, "a batch has at least one real token"
-        return total
+        return chunked_sums(partial(_chunk_sums, self.on_logits, self.vocab), rows, student, teacher, labels)
 
     def sums(
         self, student: torch.Tensor, teacher: torch.Tensor, labels: torch.Tensor, features: Features | None = None

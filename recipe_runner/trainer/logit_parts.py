@@ -5,6 +5,8 @@ from __future__ import annotations
 import torch
 from torch import nn
 
+from components.alignment import CrossTokenizerAligner
+from components.data.pipeline import Collator, PromptPairs
 from components.data.texts import TextCollator, TextSamples
 from components.losses.logit_losses import LayerPair, feature_pairs
 from components.models import build_model, freeze, hidden_width, load_tokenizer, pad_id
@@ -98,10 +100,11 @@ def build_logit_parts(recipe: Recipe, device: torch.device):
 
     hw = recipe.hardware
     tokenizer, teacher_tokenizer = load_tokenizer(recipe.student), load_tokenizer(recipe.teacher)
-    if tokenizer.get_vocab() != teacher_tokenizer.get_vocab():  # `validate` says so too, where both load offline
+    across = recipe.alignment is not None  # two vocabularies, compared at aligned positions
+    if not across and tokenizer.get_vocab() != teacher_tokenizer.get_vocab():  # `validate` says so where it can
         raise RunSetupError(
-            "the teacher's tokenizer is not the student's: logit distillation across vocabularies is not supported "
-            "yet; give both models the same tokenizer"
+            "the teacher's tokenizer is not the student's: add `alignment: {type: cross_tokenizer}` and compare "
+            "them with the uld loss, or give both models the same tokenizer"
         )
     train_texts, eval_texts = split_prompts(recipe)
     teacher = build_model(
@@ -114,13 +117,26 @@ def build_logit_parts(recipe: Recipe, device: torch.device):
     )
     model = build_logits_model(recipe, device)
     length = recipe.student.max_length
+    if across:
+        aligner = CrossTokenizerAligner(recipe.alignment)
+
+        def samples(texts: list[str]) -> PromptPairs:
+            return PromptPairs(texts, tokenizer, teacher_tokenizer, aligner, length, recipe.teacher.max_length)
+
+        collate: Collator | TextCollator = Collator(pad_id(tokenizer), pad_id(teacher_tokenizer), False)
+    else:
+
+        def samples(texts: list[str]) -> TextSamples:
+            return TextSamples(texts, tokenizer, length)
+
+        collate = TextCollator(pad_id(tokenizer))
     return RunParts(
         model=model,
         checkpointing=StudentCheckpointing(model.student, hw.gradient_checkpointing, hw.checkpoint_min_tokens),
         teacher=freeze(teacher),
         student_tokenizer=tokenizer,
         teacher_tokenizer=teacher_tokenizer,
-        train=TextSamples(train_texts, tokenizer, length),
-        eval=TextSamples(eval_texts, tokenizer, length) if eval_texts else None,
-        collate=TextCollator(pad_id(tokenizer)),
+        train=samples(train_texts),
+        eval=samples(eval_texts) if eval_texts else None,
+        collate=collate,
     )

@@ -10,8 +10,9 @@ import torch
 from torch import nn
 
 from components.data.pipeline import DistillBatch
-from components.data.texts import TextBatch
+from components.data.texts import TextBatch, next_token_labels
 from components.losses import DistillLoss
+from components.losses.cross_vocab import CrossVocabLoss, row_index
 from components.losses.logit_losses import LogitDistillLoss
 from components.models import pad_id
 from components.teacher_outputs import encode_teacher
@@ -99,10 +100,55 @@ class LogitObjective:
         return evaluate_logits(lambda batch: self.rows(model, batch), batches, self.loss, total=total)
 
 
+class CrossVocabObjective:
+    """Logits family across two tokenizers: ULD at the positions before matched tokens, and the student's
+    cross-entropy on its own tokens of the text."""
+
+    def __init__(self, parts: RunParts, stage: Stage) -> None:
+        assert parts.teacher is not None
+        vocabs = (len(parts.student_tokenizer), len(parts.teacher_tokenizer))
+        self.loss = CrossVocabLoss(stage.losses, vocabs)
+        self.teacher = parts.teacher
+
+    def _terms(self, model: nn.Module, batch: DistillBatch) -> tuple[torch.Tensor, torch.Tensor]:
+        student = model(batch.student_ids, batch.student_mask)
+        teacher = teacher_logits(self.teacher, batch.teacher_ids, batch.teacher_mask)
+        a = batch.alignment
+        both = (a.matched_s > 0) & (a.matched_t > 0)  # the first token of a text has no position before it
+        sample = a.matched_b[both]
+        pairs = (
+            row_index(batch.student_mask, sample, a.matched_s[both] - 1),
+            row_index(batch.teacher_mask, sample, a.matched_t[both] - 1),
+        )
+        labels = next_token_labels(batch.student_ids, batch.student_mask)
+        return self.loss.sums_and_counts(student, teacher, pairs, labels)
+
+    def training_loss(self, model: nn.Module, batch: DistillBatch) -> torch.Tensor:
+        sums, counts = self._terms(model, batch)
+        return self.loss.total(sums, counts)
+
+    def evaluate(self, model: nn.Module, batches: Iterable[DistillBatch], total: Total) -> dict[str, float]:
+        k, found = len(self.loss.losses), None
+        for batch in batches:
+            sums, counts = self._terms(model, batch)
+            row = torch.cat([sums.detach(), counts]).float()
+            found = row if found is None else found + row
+        values = total(found if found is not None else torch.zeros(2 * k))
+        sums, counts = values[:k], values[k:]
+        if not counts.any():
+            return {}
+        metrics = {"eval/loss": float(self.loss.total(sums, counts))}
+        for loss, value, count in zip(self.loss.losses, sums.tolist(), counts.tolist(), strict=True):
+            metrics[f"eval/{loss.type}"] = value / max(count, 1.0)
+        return metrics
+
+
 def objective_for(
     recipe: Recipe, parts: RunParts, stage: Stage, compiled: bool, unwrap: Callable[[nn.Module], nn.Module]
 ) -> Objective:
     """`unwrap`: the trained model inside its DDP (or other) wrapper, for what runs outside the training forward."""
     if recipe.family == "logits":
+        if recipe.alignment is not None:
+            return CrossVocabObjective(parts, stage)
         return LogitObjective(recipe, parts, stage, unwrap)
     return HiddenStateObjective(recipe, parts, stage, compiled)

@@ -27,13 +27,11 @@ def _validate(recipe: Path, *overrides: str) -> str:
 def test_sections_of_the_embedding_family_in_a_logits_recipe_are_named_with_what_to_do() -> None:
     out = _validate(
         LOGITS,
-        "alignment={type: cross_tokenizer}",
         "bolt_on={layers: [{type: linear, out_dim: 64}]}",
         "inference={pipeline: lodestones/Chroma1-HD}",
         "stages.0.losses.1={type: huber, on: matched}",
         "hardware.packed_sequences=true",
     )
-    assert "alignment: not used by the logits family" in out
     assert "bolt_on: not used by the logits family" in out
     assert "inference: not used by the logits family" in out
     assert "stages[0].losses[1].type: 'huber' is not a loss of the logits family; use one of forward_kl" in out
@@ -53,11 +51,24 @@ def test_an_embedding_recipe_without_alignment_is_told_to_add_one() -> None:
     assert "alignment: the embedding family pairs student and teacher tokens" in _validate(EMBEDDING, "alignment=null")
 
 
-def test_teacher_and_student_with_different_tokenizers_are_refused_as_not_supported_yet() -> None:
+def test_teacher_and_student_with_different_tokenizers_are_told_about_alignment_and_uld() -> None:
     tiny_t5 = str(RECIPES.parents[1] / "data" / "tokenizers" / "tiny_t5")
     out = _validate(LOGITS, f"teacher.tokenizer={tiny_t5}")
     assert "teacher.tokenizer: the teacher's tokenizer" in out
-    assert "across vocabularies is not supported yet" in out
+    assert "add `alignment: {type: cross_tokenizer}` and use the uld loss" in out
+
+
+def test_losses_that_need_one_vocabulary_are_refused_across_two_and_uld_needs_alignment() -> None:
+    cross = RECIPES / "qwen_cross_vocab_tiny.yaml"
+    out = _validate(cross, "stages.0.losses=[{type: forward_kl}]", "stages.0.on_policy={fraction: 1.0}")
+    assert "stages[0].losses[0].type: forward_kl needs one tokenizer on both sides" in out
+    assert "stages[0].losses: with `alignment` the teacher teaches through uld: add a uld loss" in out
+    assert "stages[0].on_policy: on-policy batches across two vocabularies are not supported yet" in out
+    assert "alignment.tiers: uld compares the positions before matched tokens" in _validate(
+        cross, "alignment.tiers=[split]"
+    )
+    out = _validate(LOGITS, "stages.0.losses=[{type: uld}]")
+    assert "stages[0].losses[0].type: uld compares two vocabularies at aligned positions" in out
 
 
 def test_a_teacher_shorter_than_the_student_cannot_read_its_tokens() -> None:

@@ -96,3 +96,23 @@ def test_the_student_moves_towards_the_teacher() -> None:
     with torch.no_grad():
         after, _ = loss(student - 10.0 * student.grad, teacher, _labels())
     assert after.item() < before.item()
+
+
+def test_uld_is_the_l1_distance_of_sorted_probabilities_whatever_the_token_order() -> None:
+    from components.losses.cross_vocab import CrossVocabLoss, row_index
+    from schemas.stages import ULDLoss
+
+    student, teacher = _logits(12, rows=4, width=30), _logits(13, rows=4, width=50)
+    loss = CrossVocabLoss([ULDLoss(type="uld")], (30, 50))
+    pairs = (torch.arange(4), torch.arange(4))
+    sums, counts = loss.sums_and_counts(student, teacher, pairs, torch.zeros(4, dtype=torch.long))
+    s = F.pad(F.softmax(student, -1).sort(-1, descending=True).values, (0, 20))
+    t = F.softmax(teacher, -1).sort(-1, descending=True).values
+    assert sums.item() == pytest.approx((s - t).abs().sum().item(), rel=1e-5)
+    assert counts.tolist() == [4.0]
+    shuffled = teacher[:, torch.randperm(50, generator=torch.Generator().manual_seed(0))]
+    assert loss.sums_and_counts(student, shuffled, pairs, torch.zeros(4, dtype=torch.long))[0].item() == pytest.approx(
+        sums.item(), rel=1e-6
+    )
+    mask = torch.tensor([[True, True, True], [True, False, False], [True, True, False]])
+    assert row_index(mask, torch.tensor([0, 1, 2, 2]), torch.tensor([2, 0, 0, 1])).tolist() == [2, 3, 4, 5]

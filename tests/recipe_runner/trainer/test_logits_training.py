@@ -123,3 +123,18 @@ def test_hidden_states_losses_train_a_projection_that_stays_out_of_the_export(tm
     exported = load_file(run_dir / "export" / "model.safetensors")
     assert not any("projections" in name for name in exported)
     assert AutoModelForCausalLM.from_pretrained(run_dir / "export").config.hidden_size == 32
+
+
+def test_a_student_with_another_tokenizer_learns_through_uld_at_aligned_positions(tmp_path: Path) -> None:
+    cross = RECIPE.with_name("qwen_cross_vocab_tiny.yaml")
+    run_dir = tmp_path / "run"
+    train(short(run_dir, 12, "output.eval_every_steps=12", "stages.0.losses=[{type: uld}]"), recipe=cross)
+    rows = [json.loads(line) for line in (run_dir / "metrics.jsonl").read_text().splitlines()]
+    first, last = [row for row in rows if "eval/uld" in row][::1][0], [row for row in rows if "eval/uld" in row][-1]
+    assert last["eval/uld"] < 0.7 * first["eval/uld"]
+    model = AutoModelForCausalLM.from_pretrained(run_dir / "export")
+    assert (
+        AutoTokenizer.from_pretrained(run_dir / "export").get_vocab()
+        == AutoTokenizer.from_pretrained(TOKENIZER).get_vocab()
+    )  # the student's own tokenizer travels with it
+    assert model.config.vocab_size == 2000
