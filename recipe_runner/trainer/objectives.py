@@ -127,11 +127,13 @@ class CrossVocabObjective:
         sums, counts = self._terms(model, batch)
         return self.loss.total(sums, counts)
 
+    @torch.no_grad()
     def evaluate(self, model: nn.Module, batches: Iterable[DistillBatch], total: Total) -> dict[str, float]:
+        """Means over every aligned pair and token of all batches (not means of batch means)."""
         k, found = len(self.loss.losses), None
         for batch in batches:
             sums, counts = self._terms(model, batch)
-            row = torch.cat([sums.detach(), counts]).float()
+            row = torch.cat([sums, counts]).float()
             found = row if found is None else found + row
         values = total(found if found is not None else torch.zeros(2 * k))
         sums, counts = values[:k], values[k:]
