@@ -81,7 +81,11 @@ def _logits_problems(loaded: LoadedRecipe) -> list[Problem]:
                 "packed sequences are not supported yet for the logits family; set it to auto or false",
             )
         )
-    if recipe.alignment is None and recipe.teacher.max_length < recipe.student.max_length:
+    if (
+        teacher_in_training(recipe)
+        and recipe.alignment is None
+        and recipe.teacher.max_length < recipe.student.max_length
+    ):
         problems.append(
             loaded.problem(
                 ("teacher", "max_length"),
@@ -164,16 +168,40 @@ def _on_policy_problems(loaded: LoadedRecipe) -> list[Problem]:
     return problems
 
 
+def teacher_in_training(recipe: Recipe) -> bool:
+    """Whether training reads the teacher: not when it only wrote answers and every loss is cross-entropy."""
+    only_text = all(isinstance(loss, CrossEntropyLoss) for stage in recipe.stages for loss in stage.losses)
+    return not (recipe.family == "logits" and recipe.teacher.answers is not None and only_text)
+
+
+def _answers_problems(loaded: LoadedRecipe) -> list[Problem]:
+    recipe = loaded.recipe
+    if recipe.family != "logits" or recipe.teacher.answers is None:
+        return []
+    problems = []
+    if recipe.alignment is not None:
+        message = "answers across two vocabularies (uld on answers) are not supported yet: remove alignment"
+        problems.append(loaded.problem(("teacher", "answers"), message))
+    for index, stage in enumerate(recipe.stages):
+        if stage.on_policy is not None:
+            message = "on-policy batches on the teacher's answers are not supported yet: remove it, or answers"
+            problems.append(loaded.problem(("stages", index, "on_policy"), message))
+    return problems
+
+
 def family_problems(loaded: LoadedRecipe) -> list[Problem]:
     """Sections, student type and losses that do not belong to the family the teacher's type chose."""
     if loaded.recipe.family == "embedding":
         return _embedding_problems(loaded)
-    return _logits_problems(loaded)
+    return _logits_problems(loaded) + _answers_problems(loaded)
 
 
 def shared_tokenizer_problem(loaded: LoadedRecipe, tokenizers: dict[str, object]) -> Problem | None:
     """The logits family compares distributions over one vocabulary: both sides must map text to the same ids."""
-    if loaded.recipe.family != "logits" or loaded.recipe.alignment is not None or len(tokenizers) != 2:
+    recipe = loaded.recipe
+    if recipe.family != "logits" or recipe.alignment is not None or len(tokenizers) != 2:
+        return None
+    if not teacher_in_training(recipe):  # the student reads the teacher's answers as text, in its own tokens
         return None
     teacher, student = tokenizers["teacher"], tokenizers["student"]
     if teacher.get_vocab() == student.get_vocab():

@@ -50,6 +50,7 @@ from torch import nn
 
 from components.bolt_on import width_chain
 from components.losses.logit_losses import CHUNK_ELEMENTS
+from recipe_runner.family_checks import teacher_in_training
 from schemas import Recipe
 from schemas.bolt_on import LinearLayer, MLPLayer, ResidualMLPLayer, TransformerLayer
 from schemas.stages import Stage
@@ -200,7 +201,8 @@ def estimate_memory(recipe: Recipe, stage: Stage, sizes: Sizes, student_trainabl
     lora = trains_student and stage.student_lora is not None
     items: list[MemoryItem] = []
 
-    if recipe.teacher_cache is None:
+    teacher_held = recipe.teacher_cache is None and teacher_in_training(recipe)
+    if teacher_held:
         items.append(MemoryItem("teacher weights (frozen)", sizes.teacher_params * _DTYPE_BYTES[recipe.teacher.dtype]))
     held_dtype = _held_student_dtype(recipe)
     held = _DTYPE_BYTES[held_dtype]
@@ -235,7 +237,7 @@ def estimate_memory(recipe: Recipe, stage: Stage, sizes: Sizes, student_trainabl
     else:
         items.append(MemoryItem("student activations", tokens * st.bytes_per_token(a, r)))
     if logits:
-        items += _logit_items(sizes, tokens, a)
+        items += _logit_items(sizes, tokens, a, teacher_held)
         if sizes.feature_layers:
             kept = tokens * sizes.teacher.hidden * a * (sizes.teacher.layers + 1)
             items.append(MemoryItem("teacher hidden states (every layer, for hidden_states losses)", kept))
@@ -246,15 +248,19 @@ def estimate_memory(recipe: Recipe, stage: Stage, sizes: Sizes, student_trainabl
     return MemoryEstimate(stage.name, tuple(items), hardware.vram_gb, tokens)
 
 
-def _logit_items(sizes: Sizes, tokens: int, a: int) -> list[MemoryItem]:
+def _logit_items(sizes: Sizes, tokens: int, a: int, teacher: bool) -> list[MemoryItem]:
     te, st = sizes.teacher, sizes.student
     chunk = min(tokens * st.vocab, CHUNK_ELEMENTS)
-    return [
-        MemoryItem("teacher forward (one layer, no grad)", tokens * (6 * te.hidden + 3 * te.ffn) * a),
-        MemoryItem("teacher logits", tokens * te.vocab * a),
+    items = [
         MemoryItem("student logits + their gradient", 2 * tokens * st.vocab * a),
         MemoryItem("loss work on one chunk (float32, recomputed)", 6 * chunk * 4),
     ]
+    if teacher:  # not when it only wrote the answers that cross-entropy trains on
+        items[:0] = [
+            MemoryItem("teacher forward (one layer, no grad)", tokens * (6 * te.hidden + 3 * te.ffn) * a),
+            MemoryItem("teacher logits", tokens * te.vocab * a),
+        ]
+    return items
 
 
 def _hidden_state_items(recipe: Recipe, sizes: Sizes, tokens: int, teacher_tokens: int, a: int) -> list[MemoryItem]:

@@ -84,11 +84,29 @@ class HiddenStatesStudent(ModelSource):
     layer: int = Field(default=-1, description="Hidden-state index used as output; -1 is the last layer.")
 
 
+class TeacherAnswers(StrictModel):
+    """Sequence-level distillation (Kim and Rush, 2016): the teacher answers every prompt once, before training,
+    and the student learns from prompt + answer, its losses scored on the answer's tokens only."""
+
+    dir: LocalPath = Field(description="Directory of the answers (one .jsonl per split), relative to the recipe file.")
+    max_new_tokens: int = Field(default=256, gt=0, description="Longest answer, in the teacher's tokens.")
+    temperature: float = Field(
+        default=0.0, ge=0, description="0 answers greedily; above, answers are sampled at this temperature (seeded)."
+    )
+    batch_size: int = Field(default=16, gt=0, description="Prompts the teacher answers at once.")
+
+
 class CausalLMTeacher(ModelSource):
-    """A causal language model whose next-token distributions are the target (logits family); it runs online,
-    on the very token ids the student reads, so both must share one tokenizer."""
+    """A causal language model whose next-token distributions are the target (logits family). It runs online, on
+    the token ids the student reads (one tokenizer), or on its own with `alignment`; with `answers` it first writes
+    the texts the student learns from."""
 
     type: Literal["causal_lm"] = Field(description="Teacher kind.")
+    answers: TeacherAnswers | None = Field(
+        default=None,
+        description="Train on the teacher's answers to the prompts (sequence-level distillation); with only "
+        "cross_entropy losses the teacher is not loaded during training, and its tokenizer may differ.",
+    )
 
 
 class CausalLMStudent(ModelSource):

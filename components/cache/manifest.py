@@ -48,22 +48,29 @@ def _teacher_name(recipe: Recipe) -> str:
     return teacher.model
 
 
-def teacher_identity(recipe: Recipe) -> dict[str, Any]:
-    """Everything that changes the cached numbers, apart from the prompts themselves."""
+def teacher_source_identity(recipe: Recipe) -> dict[str, Any]:
+    """Which teacher, with which weights, dtype and tokenizer: what any output written from it depends on."""
     teacher = recipe.teacher
-    model = _teacher_name(recipe)
     return {
-        "format": FORMAT_VERSION,
-        "teacher": model,
-        "teacher_path": teacher.model,  # for messages only: a cache is not tied to where its teacher is
+        "teacher": _teacher_name(recipe),
+        "teacher_path": teacher.model,  # for messages only: an output is not tied to where its teacher is
         "weights": weights_fingerprint(teacher),
         "revision": teacher.revision,
         "teacher_dtype": teacher.dtype,
         "tokenizer": _tokenizer_fingerprint(recipe),
+        "seed": recipe.hardware.seed if teacher.config is not None else None,
+    }
+
+
+def teacher_identity(recipe: Recipe) -> dict[str, Any]:
+    """Everything that changes the cached numbers, apart from the prompts themselves."""
+    teacher = recipe.teacher
+    return {
+        "format": FORMAT_VERSION,
+        **teacher_source_identity(recipe),
         "max_length": teacher.max_length,
         "chroma_mask": teacher.chroma_mask,
         "cache_dtype": teacher.cache.dtype if teacher.cache else None,
-        "seed": recipe.hardware.seed if teacher.config is not None else None,
     }
 
 

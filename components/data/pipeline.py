@@ -72,6 +72,11 @@ class PromptPairs(Dataset):
     def __len__(self) -> int:
         return len(self.prompts)
 
+    def token_lengths(self) -> list[int]:
+        """Student tokens of each prompt, for batching by length (one tokenizer call for all)."""
+        tokenized = self.student_tokenizer(self.prompts, truncation=True, max_length=self.student_max_length)
+        return [len(ids) for ids in tokenized["input_ids"]]
+
     def __getitem__(self, index: int) -> dict:
         text = self.prompts[index]
         student = token_view(self.student_tokenizer, text, self.student_max_length)

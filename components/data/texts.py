@@ -26,19 +26,42 @@ class TextBatch(MovableBatch):
 
 
 class TextSamples(Dataset):
-    """Text i -> its token ids, cut at `max_length` (`prompts`: the texts, named as the data section names them)."""
+    """Text i -> its token ids, cut at `max_length` (`prompts`: the texts, named as the data section names them).
 
-    def __init__(self, prompts: list[str], tokenizer, max_length: int) -> None:
+    With `answers` (sequence-level distillation) an item is prompt i followed by answer i and the tokenizer's
+    end-of-text, and `answer_start` says where the answer begins: the answer is kept whole where it fits and the
+    prompt is cut to make room."""
+
+    def __init__(self, prompts: list[str], tokenizer, max_length: int, answers: list[str] | None = None) -> None:
         self.prompts = prompts
         self.tokenizer = tokenizer
         self.max_length = max_length
+        self.answers = answers
 
     def __len__(self) -> int:
         return len(self.prompts)
 
+    def _answer_ids(self, answer: str) -> list[int]:
+        ids = self.tokenizer(answer, add_special_tokens=False)["input_ids"]
+        end = [self.tokenizer.eos_token_id] if self.tokenizer.eos_token_id is not None else []
+        return (ids + end)[: self.max_length - 1]
+
     def __getitem__(self, index: int) -> dict:
-        ids = self.tokenizer(self.prompts[index], truncation=True, max_length=self.max_length)["input_ids"]
-        return {"index": index, "student_ids": ids}
+        if self.answers is None:
+            ids = self.tokenizer(self.prompts[index], truncation=True, max_length=self.max_length)["input_ids"]
+            return {"index": index, "student_ids": ids}
+        answer = self._answer_ids(self.answers[index])
+        room = self.max_length - len(answer)
+        prompt = self.tokenizer(self.prompts[index], truncation=True, max_length=room)["input_ids"]
+        return {"index": index, "student_ids": prompt + answer, "answer_start": len(prompt)}
+
+    def token_lengths(self) -> list[int]:
+        """Tokens of each item, for batching by length (one tokenizer call per text, not per item)."""
+        prompts = self.tokenizer(self.prompts, truncation=True, max_length=self.max_length)["input_ids"]
+        if self.answers is None:
+            return [len(ids) for ids in prompts]
+        answers = [self._answer_ids(answer) for answer in self.answers]
+        return [min(self.max_length, len(p) + len(a)) for p, a in zip(prompts, answers, strict=True)]
 
 
 def next_token_labels(ids: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
@@ -57,11 +80,18 @@ class TextCollator:
     def __call__(self, items: list[dict]) -> TextBatch:
         width = max(len(item["student_ids"]) for item in items)
         ids, mask = pad_rows([item["student_ids"] for item in items], width, self.pad_id)
+        labels, scored = next_token_labels(ids, mask), None
+        if "answer_start" in items[0]:  # only the positions that predict an answer's tokens are scored
+            start = torch.tensor([item["answer_start"] for item in items])
+            columns = torch.arange(width)[None]
+            scored = ((columns >= start[:, None] - 1) & (columns <= mask.sum(1)[:, None] - 2))[mask]
+            labels = torch.where(scored, labels, IGNORED)
         return TextBatch(
             indices=torch.tensor([item["index"] for item in items]),
             student_ids=ids,
             student_mask=mask,
             student_packing=PackedSequences.from_mask(mask),
-            labels=next_token_labels(ids, mask),
+            labels=labels,
             student_tokens=int(mask.sum()),
+            scored=scored,
         )

@@ -68,7 +68,7 @@ def _chunk_sums(
 ) -> torch.Tensor:
     """Sum over the chunk's rows of each loss term (one entry per loss)."""
     s = student[:, :vocab].float()
-    t = teacher[:, :vocab].float()
+    t = teacher[:, :vocab].float() if any(not isinstance(loss, CrossEntropyLoss) for loss in losses) else None
     sums = []
     for loss in losses:
         if isinstance(loss, CrossEntropyLoss):
@@ -103,13 +103,21 @@ class LogitDistillLoss:
         self.on_logits = tuple(loss for loss in self.losses if not isinstance(loss, HiddenStatesLoss))
         self.pairs = feature_pairs(self.losses)
 
-    def _logit_sums(self, student: torch.Tensor, teacher: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
-        """Sums of the terms on logits, chunk by chunk; the float32 work of a chunk is recomputed in backward."""
+    def _logit_sums(self, student: torch.Tensor, teacher: torch.Tensor | None, labels: torch.Tensor) -> torch.Tensor:
+        """Sums of the terms on logits, chunk by chunk; the float32 work of a chunk is recomputed in backward.
+        `teacher` None: no teacher logits (cross-entropy alone reads none)."""
+        if teacher is None:
+            assert all(isinstance(loss, CrossEntropyLoss) for loss in self.on_logits), "divergences need a teacher"
+            teacher = student  # a placeholder the chunks never read
         rows = max(1, CHUNK_ELEMENTS // self.vocab)
         return chunked_sums(partial(_chunk_sums, self.on_logits, self.vocab), rows, student, teacher, labels)
 
     def sums(
-        self, student: torch.Tensor, teacher: torch.Tensor, labels: torch.Tensor, features: Features | None = None
+        self,
+        student: torch.Tensor,
+        teacher: torch.Tensor | None,
+        labels: torch.Tensor,
+        features: Features | None = None,
     ) -> torch.Tensor:
         """Per-loss sums over every row (one entry per loss, in the stage's order)."""
         on_logits = iter(self._logit_sums(student, teacher, labels) if self.on_logits else [])
@@ -129,7 +137,11 @@ class LogitDistillLoss:
         return torch.stack([with_next if isinstance(loss, CrossEntropyLoss) else rows for loss in self.losses])
 
     def __call__(
-        self, student: torch.Tensor, teacher: torch.Tensor, labels: torch.Tensor, features: Features | None = None
+        self,
+        student: torch.Tensor,
+        teacher: torch.Tensor | None,
+        labels: torch.Tensor,
+        features: Features | None = None,
     ) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
         """Total loss and each term (detached). student, teacher: [tokens, vocabulary] logits; labels: [tokens];
         features: the mapped layers' states, when the stage has hidden_states losses."""

@@ -29,8 +29,15 @@ def cache(
     from recipe_runner.teacher_cache import build_teacher_cache
 
     loaded = load_recipe(file, overrides, allow_remote_code=allow_remote_code)
-    why = "its teacher runs beside the student in `recipe run`, on each batch; there is nothing to cache"
-    require_embedding_family(loaded.recipe, "cache", why)
+    recipe = loaded.recipe
+    if recipe.family == "logits" and recipe.teacher.answers is not None:
+        _write_answers(recipe, progress=not no_progress)
+        return
+    why = (
+        "its teacher runs beside the student in `recipe run`, on each batch; there is nothing to cache (with "
+        "teacher.answers, this writes the teacher's answers)"
+    )
+    require_embedding_family(recipe, "cache", why)
     processes = CacheProcesses(loaded.recipe.hardware)  # several under torchrun: each writes its share
     reports = build_teacher_cache(loaded.recipe, batch_tokens, progress=not no_progress, processes=processes)
     for split, report in reports.items():
@@ -43,3 +50,18 @@ def cache(
             f"{report['tokens']} tokens, {report['bytes']} bytes on disk ({report['bytes_per_prompt']:.0f} per prompt)"
         )
     processes.close()
+
+
+def _write_answers(recipe, progress: bool) -> None:
+    """Sequence-level distillation: the teacher answers every prompt of each split (continuing a stopped run)."""
+    from pathlib import Path
+
+    from components.devices import resolve_device
+    from recipe_runner.teacher_answers import teacher_answers
+    from recipe_runner.trainer.parts import split_prompts
+
+    train, held_out = split_prompts(recipe)
+    splits = {"train": train, **({"eval": held_out} if held_out else {})}
+    answers = teacher_answers(recipe, splits, resolve_device(recipe.hardware), progress=progress)
+    for split, written in answers.items():
+        click.echo(f"{split}: {len(written)} teacher answers in {Path(recipe.teacher.answers.dir) / f'{split}.jsonl'}")

@@ -48,20 +48,17 @@ class BatchPlan:
 
     def __init__(self, recipe: Recipe, parts: RunParts, accelerator: Accelerator) -> None:
         self.recipe, self.parts, self.accelerator = recipe, parts, accelerator
-        self.lengths = self._student_lengths(parts.train.prompts)
+        self.lengths = parts.train.token_lengths()
         self.eval_order = self._eval_order()
         self.collate = parts.collate
 
-    def _student_lengths(self, prompts: list[str]) -> list[int]:
-        tokenized = self.parts.student_tokenizer(prompts, truncation=True, max_length=self.recipe.student.max_length)
-        return [len(ids) for ids in tokenized["input_ids"]]
-
     def _eval_order(self) -> list[list[int]]:
         """Eval batches in file order; under a token budget, length-sorted so that they keep to it too."""
-        hw, prompts = self.recipe.hardware, self.parts.eval.prompts if self.parts.eval else []
+        hw, held_out = self.recipe.hardware, self.parts.eval
+        count = len(held_out) if held_out is not None else 0
         if hw.batch_tokens is None:
-            return [list(range(i, min(i + hw.batch_size, len(prompts)))) for i in range(0, len(prompts), hw.batch_size)]
-        lengths = self._student_lengths(prompts)
+            return [list(range(i, min(i + hw.batch_size, count))) for i in range(0, count, hw.batch_size)]
+        lengths = held_out.token_lengths() if held_out is not None else []
         return bucketed_batches(lengths, hw.batch_size, shuffle=False, seed=0, epoch=0, batch_tokens=hw.batch_tokens)
 
     def _load(self, dataset: PromptPairs | TextSamples, order: list[list[int]]) -> Iterator[DistillBatch | TextBatch]:

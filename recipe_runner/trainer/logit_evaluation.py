@@ -1,5 +1,6 @@
 """Held-out metrics of the logits family: the stage loss, KL(teacher || student) at temperature 1, the student's
-cross-entropy on the text, and how often both models rank the same token first."""
+cross-entropy on the text, and how often both models rank the same token first (the last two need a teacher in
+training: without one, as when it only wrote the answers, only the loss and cross-entropy are measured)."""
 
 from __future__ import annotations
 
@@ -19,13 +20,14 @@ class TokenRows:
     mapped hidden states of hidden_states losses."""
 
     student: torch.Tensor
-    teacher: torch.Tensor
+    teacher: torch.Tensor | None  # None: no teacher in training (it wrote the answers; cross-entropy only)
     labels: torch.Tensor
     features: Features
 
     def select(self, rows: torch.Tensor) -> TokenRows:
         features = {pair: (s[rows], t[rows]) for pair, (s, t) in self.features.items()}
-        return TokenRows(self.student[rows], self.teacher[rows], self.labels[rows], features)
+        teacher = self.teacher[rows] if self.teacher is not None else None
+        return TokenRows(self.student[rows], teacher, self.labels[rows], features)
 
 
 @torch.no_grad()
@@ -40,15 +42,22 @@ def evaluate_logits(
     measure = LogitDistillLoss([ForwardKLLoss(type="forward_kl"), CrossEntropyLoss(type="cross_entropy")], loss.vocab)
     k = len(loss.losses)
     sums: torch.Tensor | None = None
+    with_teacher = True
     for batch in batches:
         rows = rows_of(batch)
         student, teacher, labels, vocab = rows.student, rows.teacher, rows.labels, loss.vocab
-        agree = (student[:, :vocab].argmax(-1) == teacher[:, :vocab].argmax(-1)).sum()
+        with_teacher = teacher is not None
+        if teacher is None:
+            ce = LogitDistillLoss([CrossEntropyLoss(type="cross_entropy")], vocab).sums(student, None, labels)
+            measured, agree = torch.cat([torch.zeros_like(ce), ce]), torch.zeros((), device=student.device)
+        else:
+            measured = measure.sums(student, teacher, labels)
+            agree = (student[:, :vocab].argmax(-1) == teacher[:, :vocab].argmax(-1)).sum()
         row = torch.cat(
             [
                 loss.sums(student, teacher, labels, rows.features),  # k stage-term sums
                 loss.counts(labels),  # k counts they are averaged over
-                measure.sums(student, teacher, labels),  # KL sum, cross-entropy sum
+                measured,  # KL sum, cross-entropy sum
                 measure.counts(labels),  # tokens, tokens with a next token
                 agree.float()[None],
             ]
@@ -64,9 +73,7 @@ def evaluate_logits(
         spec.weight * value / max(count, 1.0)
         for spec, value, count in zip(loss.losses, stage_sums, stage_counts, strict=True)
     )
-    return {
-        "eval/loss": weighted,
-        "eval/forward_kl": kl / tokens,
-        "eval/cross_entropy": ce / max(with_next, 1.0),
-        "eval/top1_agreement": agreements / tokens,
-    }
+    metrics = {"eval/loss": weighted, "eval/cross_entropy": ce / max(with_next, 1.0)}
+    if with_teacher:
+        metrics.update({"eval/forward_kl": kl / tokens, "eval/top1_agreement": agreements / tokens})
+    return metrics

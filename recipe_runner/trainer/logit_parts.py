@@ -1,4 +1,4 @@
-"""What a logits-family run trains and reads: a causal LM student, a frozen causal LM teacher, one tokenizer."""
+"""What a logits-family run trains and reads: a causal LM student, a frozen causal LM teacher and their tokenizers."""
 
 from __future__ import annotations
 
@@ -95,48 +95,59 @@ def build_logits_model(recipe: Recipe, device: torch.device | str) -> LogitsMode
 
 
 def build_logit_parts(recipe: Recipe, device: torch.device):
-    """Real weights (or seeded random ones for inline configs); the teacher always runs online, beside the student."""
+    """Real weights (or seeded random ones for inline configs). The teacher runs beside the student, on the same
+    tokens or (with `alignment`) its own; with `answers` it first answers the prompts, and is not kept for
+    training when only cross-entropy reads those answers."""
+    from recipe_runner.family_checks import teacher_in_training
+    from recipe_runner.teacher_answers import teacher_answers
     from recipe_runner.trainer.parts import RunParts, RunSetupError, split_prompts
 
     hw = recipe.hardware
     tokenizer, teacher_tokenizer = load_tokenizer(recipe.student), load_tokenizer(recipe.teacher)
     across = recipe.alignment is not None  # two vocabularies, compared at aligned positions
-    if not across and tokenizer.get_vocab() != teacher_tokenizer.get_vocab():  # `validate` says so where it can
-        raise RunSetupError(
+    reads_teacher = teacher_in_training(recipe)
+    if reads_teacher and not across and tokenizer.get_vocab() != teacher_tokenizer.get_vocab():
+        raise RunSetupError(  # `validate` says so too, where both tokenizers load offline
             "the teacher's tokenizer is not the student's: add `alignment: {type: cross_tokenizer}` and compare "
             "them with the uld loss, or give both models the same tokenizer"
         )
     train_texts, eval_texts = split_prompts(recipe)
-    teacher = build_model(
-        recipe.teacher,
-        "teacher",
-        device=device,
-        attention=hw.attention,
-        seed=teacher_seed(recipe),
-        fused_kernels=hw.fused_kernels,
-    )
+    answers: dict[str, list[str] | None] = {"train": None, "eval": None}
+    if recipe.teacher.answers is not None:
+        splits = {"train": train_texts, **({"eval": eval_texts} if eval_texts else {})}
+        answers.update(teacher_answers(recipe, splits, device))
+    teacher = None
+    if reads_teacher:
+        teacher = build_model(
+            recipe.teacher,
+            "teacher",
+            device=device,
+            attention=hw.attention,
+            seed=teacher_seed(recipe),
+            fused_kernels=hw.fused_kernels,
+        )
     model = build_logits_model(recipe, device)
     length = recipe.student.max_length
     if across:
         aligner = CrossTokenizerAligner(recipe.alignment)
 
-        def samples(texts: list[str]) -> PromptPairs:
+        def samples(texts: list[str], split: str) -> PromptPairs:
             return PromptPairs(texts, tokenizer, teacher_tokenizer, aligner, length, recipe.teacher.max_length)
 
         collate: Collator | TextCollator = Collator(pad_id(tokenizer), pad_id(teacher_tokenizer), False)
     else:
 
-        def samples(texts: list[str]) -> TextSamples:
-            return TextSamples(texts, tokenizer, length)
+        def samples(texts: list[str], split: str) -> TextSamples:
+            return TextSamples(texts, tokenizer, length, answers[split])
 
         collate = TextCollator(pad_id(tokenizer))
     return RunParts(
         model=model,
         checkpointing=StudentCheckpointing(model.student, hw.gradient_checkpointing, hw.checkpoint_min_tokens),
-        teacher=freeze(teacher),
+        teacher=freeze(teacher) if teacher is not None else None,
         student_tokenizer=tokenizer,
         teacher_tokenizer=teacher_tokenizer,
-        train=samples(train_texts),
-        eval=samples(eval_texts) if eval_texts else None,
+        train=samples(train_texts, "train"),
+        eval=samples(eval_texts, "eval") if eval_texts else None,
         collate=collate,
     )

@@ -66,8 +66,7 @@ class LogitObjective:
     """Logits family: the student's next-token distributions against the teacher's, token by token."""
 
     def __init__(self, recipe: Recipe, parts: RunParts, stage: Stage, unwrap: Callable[[nn.Module], nn.Module]) -> None:
-        assert parts.teacher is not None
-        tokenizer = parts.student_tokenizer
+        tokenizer = parts.student_tokenizer  # the teacher is None when it only wrote the answers trained on
         self.loss = LogitDistillLoss(stage.losses, len(tokenizer))
         self.teacher = parts.teacher
         self.on_policy, self.unwrap = stage.on_policy, unwrap
@@ -81,7 +80,10 @@ class LogitObjective:
             if pairs
             else model(batch.student_ids, batch.student_mask)
         )
-        teacher = teacher_logits(self.teacher, batch.student_ids, batch.student_mask, tuple(t for _, t in pairs))
+        if self.teacher is None:
+            teacher = None
+        else:
+            teacher = teacher_logits(self.teacher, batch.student_ids, batch.student_mask, tuple(t for _, t in pairs))
         (s_logits, s_states), (t_logits, t_states) = (student, teacher) if pairs else ((student, ()), (teacher, {}))
         features = {pair: (s_states[i], t_states[pair[1]]) for i, pair in enumerate(pairs)}
         rows = TokenRows(s_logits, t_logits, batch.labels, features)

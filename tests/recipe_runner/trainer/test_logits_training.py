@@ -16,6 +16,8 @@ from safetensors.torch import load_file
 from transformers import AutoModelForCausalLM, AutoTokenizer, Qwen2Config, Qwen2ForCausalLM
 
 from recipe_runner.cli import main
+from recipe_runner.loader import load_recipe
+from recipe_runner.trainer.parts import build_parts
 
 pytestmark = pytest.mark.slow
 
@@ -138,3 +140,27 @@ def test_a_student_with_another_tokenizer_learns_through_uld_at_aligned_position
         == AutoTokenizer.from_pretrained(TOKENIZER).get_vocab()
     )  # the student's own tokenizer travels with it
     assert model.config.vocab_size == 2000
+
+
+def test_sequence_level_distillation_trains_on_answers_written_once_without_the_teacher(tmp_path: Path) -> None:
+    """The teacher (another tokenizer) answers every prompt once; `recipe run` reads those answers back and
+    trains cross-entropy on them without loading the teacher."""
+    recipe = RECIPE.with_name("qwen_sequence_kd_tiny.yaml")
+    answers, run_dir = tmp_path / "answers", tmp_path / "run"
+    overrides = [f"teacher.answers.dir={answers}", f"output.dir={run_dir}"]
+    args = ["cache", str(recipe)] + [item for override in overrides for item in ("--set", override)]
+    result = CliRunner().invoke(main, args)
+    assert result.exit_code == 0, result.output
+    assert "train: 200 teacher answers" in result.output
+    written = (answers / "train.jsonl").stat().st_mtime_ns
+    loaded = load_recipe(recipe, overrides).recipe
+    parts = build_parts(loaded, torch.device("cpu"))
+    assert parts.teacher is None  # only cross-entropy reads the answers
+    assert parts.train.answers[0] == json.loads((answers / "train.jsonl").read_text().splitlines()[0])["answer"]
+    del parts
+    train(overrides + ["stages.0.epochs=null", "stages.0.steps=30", "output.eval_every_steps=30"], recipe=recipe)
+    assert (answers / "train.jsonl").stat().st_mtime_ns == written  # read back, not written again
+    rows = [json.loads(line) for line in (run_dir / "metrics.jsonl").read_text().splitlines()]
+    losses = [row["eval/cross_entropy"] for row in rows if "eval/cross_entropy" in row]
+    assert "eval/forward_kl" not in rows[0]  # no teacher in training: nothing to compare logits with
+    assert losses[-1] < 0.92 * losses[0]

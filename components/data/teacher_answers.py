@@ -1,0 +1,91 @@
+"""Sequence-level distillation's data: the teacher's answer to every prompt, written once and reused.
+
+Answers of a split go to `<dir>/<split>.jsonl`, one `{"answer": ...}` record per prompt, in prompt order. They
+are appended to `<split>.jsonl.partial` batch by batch (each batch flushed and fsynced), so a run stopped
+midway continues where it stopped; the file is renamed into place once every prompt has its answer, beside a
+manifest saying which prompts, teacher and settings made it. Answers made from other prompts or settings are
+never read as these: the caller is told to move them away.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from collections.abc import Callable
+from pathlib import Path
+
+from components.atomic_files import write_json_atomic
+from components.data.prompts import prompts_digest
+from components.errors import UserFacingError
+
+
+class AnswersError(UserFacingError):
+    """Answers on disk that do not belong to these prompts or settings."""
+
+
+def _files(directory: Path, split: str) -> tuple[Path, Path, Path]:
+    return directory / f"{split}.jsonl", directory / f"{split}.jsonl.partial", directory / f"{split}.json"
+
+
+def _made_from(prompts: list[str], identity: dict) -> dict:
+    return {"prompts_sha256": prompts_digest(prompts), "count": len(prompts), **identity}
+
+
+def read_answers(directory: Path, split: str, prompts: list[str], identity: dict) -> list[str] | None:
+    """The split's answers when complete and made from these prompts and settings; None when not written yet."""
+    final, _, manifest = _files(directory, split)
+    if not final.is_file():
+        return None
+    try:
+        made = json.loads(manifest.read_text(encoding="utf-8"))
+        answers = [json.loads(line)["answer"] for line in final.read_text(encoding="utf-8").splitlines()]
+    except (OSError, ValueError, KeyError, TypeError) as exc:
+        raise AnswersError(f"{final}: unreadable teacher answers ({exc}); delete {final} to write them again") from None
+    if made != _made_from(prompts, identity) or len(answers) != len(prompts):
+        raise AnswersError(
+            f"{final} holds answers made from other prompts or teacher settings than data.{split} and "
+            "teacher.answers now: delete it (and its .json) to write them again, or point teacher.answers.dir "
+            "elsewhere"
+        )
+    return answers
+
+
+def write_answers(
+    directory: Path,
+    split: str,
+    prompts: list[str],
+    identity: dict,
+    answer_batch: Callable[[int, list[str]], list[str]],
+    batch_size: int,
+    progress: Callable[[int], None] = lambda done: None,
+) -> list[str]:
+    """Answers of every prompt, continuing a partial file of the same prompts; `answer_batch(start, prompts)`
+    answers the prompts from index `start` on."""
+    final, partial, manifest = _files(directory, split)
+    directory.mkdir(parents=True, exist_ok=True)
+    made = _made_from(prompts, identity)
+    started = partial.with_suffix(".started.json")
+    done: list[str] = []
+    if partial.is_file() and started.is_file() and json.loads(started.read_text(encoding="utf-8")) == made:
+        for line in partial.read_text(encoding="utf-8").splitlines():
+            try:
+                done.append(json.loads(line)["answer"])
+            except (ValueError, KeyError, TypeError):  # a line cut short by a kill: keep the whole ones before it
+                break
+        partial.write_text("".join(json.dumps({"answer": a}) + "\n" for a in done), encoding="utf-8")
+    else:
+        partial.write_text("", encoding="utf-8")
+        write_json_atomic(started, made)
+    progress(len(done))
+    with partial.open("a", encoding="utf-8") as handle:
+        for start in range(len(done), len(prompts), batch_size):
+            answers = answer_batch(start, prompts[start : start + batch_size])
+            handle.write("".join(json.dumps({"answer": a}) + "\n" for a in answers))
+            handle.flush()
+            os.fsync(handle.fileno())
+            done += answers
+            progress(len(done))
+    write_json_atomic(manifest, made)
+    os.replace(partial, final)
+    started.unlink()
+    return done

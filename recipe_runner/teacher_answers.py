@@ -1,0 +1,77 @@
+"""`teacher.answers`: the teacher answers every prompt of each split once (sequence-level distillation), before
+training or with `recipe cache`; a later run reads the answers back, a stopped one continues them."""
+
+from __future__ import annotations
+
+import os
+import sys
+from pathlib import Path
+
+import torch
+from tqdm.auto import tqdm
+
+from components.cache.manifest import teacher_source_identity
+from components.data.teacher_answers import read_answers, write_answers
+from components.errors import UserFacingError
+from recipe_runner.trainer.run_dir import DirectoryLock
+from schemas import Recipe
+
+ANSWERS_LOCK = ".recipe-answers.lock"
+
+
+class AnswersSetupError(UserFacingError, RuntimeError):
+    """Answers that are missing where they cannot be written now; the message says how to write them."""
+
+
+def answers_identity(recipe: Recipe) -> dict:
+    """What the answers depend on besides the prompts: the teacher and how it was asked."""
+    spec = recipe.teacher.answers
+    assert spec is not None
+    settings = {"max_new_tokens": spec.max_new_tokens, "temperature": spec.temperature, "batch_size": spec.batch_size}
+    return {**teacher_source_identity(recipe), **settings, "answer_seed": recipe.hardware.seed}
+
+
+def teacher_answers(
+    recipe: Recipe, splits: dict[str, list[str]], device: torch.device, progress: bool = True
+) -> dict[str, list[str]]:
+    """Each split's answers: read when written already, else written now with the teacher (loaded once, then
+    freed on return). Under a launcher of several processes missing answers are refused: `recipe cache` writes them."""
+    from components.inference.text_generation import continue_prompts
+    from components.models import build_model, freeze, load_tokenizer
+    from recipe_runner.trainer.logit_parts import teacher_seed
+
+    spec = recipe.teacher.answers
+    assert spec is not None
+    directory, identity = Path(spec.dir), answers_identity(recipe)
+    found = {split: read_answers(directory, split, prompts, identity) for split, prompts in splits.items()}
+    missing = [split for split, answers in found.items() if answers is None]
+    if not missing:
+        return found  # type: ignore[return-value]
+    if int(os.environ.get("WORLD_SIZE", "1")) > 1:
+        raise AnswersSetupError(
+            f"the teacher's answers for {', '.join(missing)} are not written yet in {directory}: write them first "
+            "with `recipe cache RECIPE` (one process), then launch the run"
+        )
+    lock = DirectoryLock(directory, ANSWERS_LOCK, "writing teacher answers", "point teacher.answers.dir elsewhere")
+    lock.acquire()
+    try:
+        teacher = freeze(build_model(recipe.teacher, "teacher", device=device, seed=teacher_seed(recipe)))
+        tokenizer = load_tokenizer(recipe.teacher)
+
+        def answer(start: int, prompts: list[str]) -> list[str]:
+            seed = recipe.hardware.seed + start
+            return continue_prompts(
+                teacher, tokenizer, prompts, spec.max_new_tokens, spec.temperature, len(prompts), seed
+            )
+
+        for split in missing:
+            prompts = splits[split]
+            with tqdm(
+                total=len(prompts), desc=f"teacher answers ({split})", disable=not progress, file=sys.stderr
+            ) as bar:
+                found[split] = write_answers(
+                    directory, split, prompts, identity, answer, spec.batch_size, lambda done: bar.update(done - bar.n)
+                )
+    finally:
+        lock.release()
+    return found  # type: ignore[return-value]

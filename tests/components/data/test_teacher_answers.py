@@ -1,0 +1,83 @@
+"""Teacher answers: written batch by batch, continued after a kill, never read for other prompts or settings."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+import torch
+
+from components.data.teacher_answers import AnswersError, read_answers, write_answers
+from components.data.texts import TextCollator, TextSamples
+from components.losses.logit_losses import IGNORED
+
+PROMPTS = [f"prompt {i}" for i in range(7)]
+IDENTITY = {"teacher": "t", "max_new_tokens": 4}
+
+
+def _answer(start: int, prompts: list[str]) -> list[str]:
+    return [f"answer to {p}" for p in prompts]
+
+
+def test_answers_are_written_once_and_read_back_for_the_same_prompts_and_settings(tmp_path: Path) -> None:
+    assert read_answers(tmp_path, "train", PROMPTS, IDENTITY) is None
+    written = write_answers(tmp_path, "train", PROMPTS, IDENTITY, _answer, batch_size=3)
+    assert written == [f"answer to {p}" for p in PROMPTS]
+    assert read_answers(tmp_path, "train", PROMPTS, IDENTITY) == written
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["train.json", "train.jsonl"]
+    with pytest.raises(AnswersError, match="made from other prompts or teacher settings than data.train"):
+        read_answers(tmp_path, "train", PROMPTS[:-1], IDENTITY)
+    with pytest.raises(AnswersError, match="delete it"):
+        read_answers(tmp_path, "train", PROMPTS, {**IDENTITY, "max_new_tokens": 8})
+
+
+def test_a_run_killed_midway_continues_after_its_last_whole_answer(tmp_path: Path) -> None:
+    calls = []
+
+    def killed_after_two_batches(start: int, prompts: list[str]) -> list[str]:
+        if start >= 4:
+            raise KeyboardInterrupt
+        calls.append(start)
+        return _answer(start, prompts)
+
+    with pytest.raises(KeyboardInterrupt):
+        write_answers(tmp_path, "train", PROMPTS, IDENTITY, killed_after_two_batches, batch_size=2)
+    partial = tmp_path / "train.jsonl.partial"
+    partial.write_text(partial.read_text() + '{"answer": "cut sh')  # a line the kill cut short
+    assert read_answers(tmp_path, "train", PROMPTS, IDENTITY) is None
+    resumed: list[int] = []
+
+    def rest(start: int, prompts: list[str]) -> list[str]:
+        resumed.append(start)
+        return _answer(start, prompts)
+
+    assert write_answers(tmp_path, "train", PROMPTS, IDENTITY, rest, batch_size=2) == _answer(0, PROMPTS)
+    assert calls == [0, 2] and resumed == [4, 6]
+    lines = (tmp_path / "train.jsonl").read_text().splitlines()
+    assert [json.loads(line)["answer"] for line in lines] == _answer(0, PROMPTS)
+
+
+class _Tokenizer:
+    eos_token_id = 9
+
+    def __call__(self, text, truncation=False, max_length=None, add_special_tokens=True):
+        def one(value: str) -> list[int]:
+            ids = [len(word) for word in value.split()]
+            return ids[:max_length] if truncation else ids
+
+        return {"input_ids": [one(t) for t in text] if isinstance(text, list) else one(text)}
+
+
+def test_only_the_positions_predicting_the_answer_are_scored() -> None:
+    samples = TextSamples(["aa bbb", "c"], _Tokenizer(), max_length=6, answers=["dddd e", "ff gg hh ii jj kk"])
+    first, second = samples[0], samples[1]
+    assert first == {"index": 0, "student_ids": [2, 3, 4, 1, 9], "answer_start": 2}
+    # An answer too long for max_length keeps max_length - 1 tokens (its end-of-text cut), the prompt the rest.
+    assert second == {"index": 1, "student_ids": [1, 2, 2, 2, 2, 2], "answer_start": 1}
+    assert samples.token_lengths() == [5, 6]
+    batch = TextCollator(pad_id=0)([first, second])
+    per_row = batch.scored.split(batch.student_mask.sum(1).tolist())
+    assert per_row[0].nonzero().flatten().tolist() == [1, 2, 3]  # positions 1..3 predict answer tokens 2..4
+    assert batch.labels[:5].tolist() == [IGNORED, 4, 1, 9, IGNORED]
+    assert torch.equal(batch.labels != IGNORED, batch.scored)
