@@ -7,7 +7,12 @@ from typing import TYPE_CHECKING
 
 from recipe_runner.architecture_checks import built_on_meta, inline_config_problems
 from recipe_runner.errors import Problem
-from recipe_runner.family_checks import family_problems, feature_layer_problems, shared_tokenizer_problem
+from recipe_runner.family_checks import (
+    attention_problems,
+    family_problems,
+    feature_layer_problems,
+    shared_tokenizer_problem,
+)
 from recipe_runner.file_checks import file_problems, weights_problems
 from recipe_runner.loader import LoadedRecipe
 from schemas import Recipe
@@ -380,7 +385,7 @@ def semantic_problems(loaded: LoadedRecipe, allow_remote_code: bool = False) -> 
     if not problems and not family:  # the model checks read sections as the recipe's family uses them
         model_problems, readable = _model_problems(loaded)
         problems += model_problems
-    problems += family
+    problems += family + attention_problems(loaded)
     problems += stage_problems(loaded, list(enumerate(loaded.recipe.stages)))
     problems += file_problems(loaded)
     problems += hardware_problems(loaded)

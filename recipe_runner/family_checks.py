@@ -14,10 +14,17 @@ from recipe_runner.errors import Problem
 from recipe_runner.loader import LoadedRecipe
 from schemas import Recipe
 from schemas.models import CausalLMStudent, HiddenStatesStudent
-from schemas.stages import LOGIT_LOSSES, VECTOR_LOSSES, CrossEntropyLoss, HiddenStatesLoss, ULDLoss
+from schemas.stages import (
+    FEATURE_LOSSES,
+    LOGIT_LOSSES,
+    VECTOR_LOSSES,
+    AttentionLoss,
+    CrossEntropyLoss,
+    ULDLoss,
+)
 
 _VECTOR_NAMES = "huber, cosine, mse"
-_LOGIT_NAMES = "forward_kl, reverse_kl, jsd, cross_entropy, hidden_states, uld"
+_LOGIT_NAMES = "forward_kl, reverse_kl, jsd, cross_entropy, hidden_states, attention, uld"
 
 
 def _loss_problems(loaded: LoadedRecipe, wanted: tuple[type, ...], names: str, family: str) -> list[Problem]:
@@ -228,23 +235,55 @@ def require_embedding_family(recipe: Recipe, command: str, why: str) -> None:
         )
 
 
+def _layer_problem(role: str, layer: int, layers: int, attention: bool) -> str | None:
+    """Hidden states are -(layers + 1) .. layers (0 the embeddings); attention maps -layers .. layers - 1."""
+    low, high = (-layers, layers - 1) if attention else (-(layers + 1), layers)
+    if low <= layer <= high:
+        return None
+    what = "attention map" if attention else "hidden state"
+    zero = "0 the first layer" if attention else "0 the embeddings"
+    return (
+        f"{role} {what} {layer} does not exist: the {role} has {layers} layers, so its {what}s are "
+        f"{low}..{high} ({zero}, -1 the last)"
+    )
+
+
 def feature_layer_problems(loaded: LoadedRecipe, configs: dict) -> list[Problem]:
-    """A hidden_states loss's layer map must name hidden states both models have: -(layers + 1) .. layers."""
+    """A hidden_states or attention loss's layer map must name layers both models have."""
     depth = {role: getattr(config, "num_hidden_layers", None) for role, config in configs.items()}
     problems = []
     for index, stage in enumerate(loaded.recipe.stages):
         for loss_index, loss in enumerate(stage.losses):
-            if not isinstance(loss, HiddenStatesLoss):
+            if not isinstance(loss, FEATURE_LOSSES):
                 continue
+            here = ("stages", index, "losses", loss_index, "layers")
             for student_layer, teacher_layer in loss.layers.items():
                 for role, layer in (("student", student_layer), ("teacher", teacher_layer)):
                     layers = depth.get(role)
-                    if isinstance(layers, int) and not -(layers + 1) <= layer <= layers:
-                        problems.append(
-                            loaded.problem(
-                                ("stages", index, "losses", loss_index, "layers"),
-                                f"{role} hidden state {layer} does not exist: the {role} has {layers} layers, so "
-                                f"its hidden states are -{layers + 1}..{layers} (0 the embeddings, -1 the last)",
-                            )
-                        )
+                    problem = None
+                    if isinstance(layers, int):
+                        problem = _layer_problem(role, layer, layers, isinstance(loss, AttentionLoss))
+                    if problem:
+                        problems.append(loaded.problem(here, problem))
     return problems
+
+
+def attention_problems(loaded: LoadedRecipe) -> list[Problem]:
+    """An attention loss needs attention maps kept: only eager attention keeps them."""
+    recipe = loaded.recipe
+    uses = [
+        (index, loss_index)
+        for index, stage in enumerate(recipe.stages)
+        for loss_index, loss in enumerate(stage.losses)
+        if isinstance(loss, AttentionLoss)
+    ]
+    if not uses or recipe.hardware.attention == "eager":
+        return []
+    index, loss_index = uses[0]
+    return [
+        loaded.problem(
+            ("hardware", "attention"),
+            f"stages[{index}].losses[{loss_index}] matches attention maps, which only eager attention returns "
+            f"({recipe.hardware.attention} computes them without keeping them): set hardware.attention: eager",
+        )
+    ]

@@ -12,7 +12,7 @@ import torch
 from torch import nn
 
 from components.bolt_on import build_bolt_on, width_chain
-from components.losses.logit_losses import feature_pairs
+from components.losses.logit_losses import feature_keys
 from components.models import build_model, hidden_width, lora_parameter_count, lora_target_problem
 from components.models.compilation import compile_wanted
 from recipe_runner.memory import GIB, MemoryEstimate, Sizes, StackShape, estimate_memory
@@ -209,7 +209,7 @@ def build_plan(recipe: Recipe) -> Plan:
         student=StackShape.of(student),
         bolt_on_params=_count(stack),
         projection_params=_count(trained.projections) if logits else 0,
-        feature_layers=len(feature_pairs([loss for stage in recipe.stages for loss in stage.losses])),
+        feature_layers=len(feature_keys([loss for stage in recipe.stages for loss in stage.losses])),
     )
     failures: list[str] = []
     stages = [_stage_plan(recipe, stage, student, sizes, failures) for stage in recipe.stages]

@@ -170,6 +170,18 @@ class HiddenStatesLoss(_LogitLoss):
     )
 
 
+class AttentionLoss(_LogitLoss):
+    """Attention-map distillation (MiniLM-style): KL(teacher || student) between the attention distributions of
+    mapped layers, averaged over heads (so head counts may differ), per real query token. Needs
+    hardware.attention: eager, the one implementation that returns attention maps."""
+
+    type: Literal["attention"] = Field(description="Loss kind.")
+    layers: dict[int, int] = Field(
+        min_length=1,
+        description="Student layer -> teacher layer (0 the first, -1 the last), e.g. {-1: -1} for the last ones.",
+    )
+
+
 class CrossEntropyLoss(_LogitLoss):
     """Next-token cross-entropy of the student on the training text itself (the hard labels)."""
 
@@ -186,14 +198,16 @@ Loss = Annotated[
         JSDLoss,
         CrossEntropyLoss,
         HiddenStatesLoss,
+        AttentionLoss,
         ULDLoss,
     ],
     Field(discriminator="type"),
 ]
 VectorLoss = Union[HuberLoss, CosineLoss, MSELoss]
-LogitLoss = Union[ForwardKLLoss, ReverseKLLoss, JSDLoss, CrossEntropyLoss, HiddenStatesLoss, ULDLoss]
+LogitLoss = Union[ForwardKLLoss, ReverseKLLoss, JSDLoss, CrossEntropyLoss, HiddenStatesLoss, AttentionLoss, ULDLoss]
 VECTOR_LOSSES = (HuberLoss, CosineLoss, MSELoss)
-LOGIT_LOSSES = (ForwardKLLoss, ReverseKLLoss, JSDLoss, CrossEntropyLoss, HiddenStatesLoss, ULDLoss)
+LOGIT_LOSSES = (ForwardKLLoss, ReverseKLLoss, JSDLoss, CrossEntropyLoss, HiddenStatesLoss, AttentionLoss, ULDLoss)
+FEATURE_LOSSES = (HiddenStatesLoss, AttentionLoss)
 
 
 class OnPolicy(StrictModel):

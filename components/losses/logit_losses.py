@@ -15,29 +15,45 @@ import torch
 import torch.nn.functional as F
 from torch.utils.checkpoint import checkpoint
 
-from schemas.stages import CrossEntropyLoss, ForwardKLLoss, HiddenStatesLoss, JSDLoss, LogitLoss, ReverseKLLoss
+from schemas.stages import (
+    FEATURE_LOSSES,
+    AttentionLoss,
+    CrossEntropyLoss,
+    ForwardKLLoss,
+    HiddenStatesLoss,
+    JSDLoss,
+    LogitLoss,
+    ReverseKLLoss,
+)
 
 CHUNK_ELEMENTS = 1 << 25  # float32 elements of one chunk's logits (128 MiB); a chunk's softmaxes are a few of them
 IGNORED = -100  # label of a position with no next token in the text (the last one, and padding)
 
-LayerPair = tuple[int, int]  # (student hidden-state index, teacher hidden-state index)
-# Per mapped pair: the student's states (projected to the teacher's width) and the teacher's, one row per token.
-Features = dict[LayerPair, tuple[torch.Tensor, torch.Tensor]]
+# ("hidden" or "attention", student layer, teacher layer): one compared pair of a hidden_states or attention loss.
+FeatureKey = tuple[str, int, int]
+# Per key: the student's rows (hidden states projected to the teacher's width, or head-averaged attention
+# distributions over the keys) and the teacher's, one row per real token.
+Features = dict[FeatureKey, tuple[torch.Tensor, torch.Tensor]]
+_KIND = {HiddenStatesLoss: "hidden", AttentionLoss: "attention"}
 
 
-def feature_pairs(losses: list[LogitLoss] | tuple[LogitLoss, ...]) -> tuple[LayerPair, ...]:
-    """Every (student, teacher) layer pair the hidden_states losses compare, in a fixed order."""
-    return tuple(
-        sorted({pair for loss in losses if isinstance(loss, HiddenStatesLoss) for pair in loss.layers.items()})
-    )
+def loss_keys(loss: HiddenStatesLoss | AttentionLoss) -> list[FeatureKey]:
+    return [(_KIND[type(loss)], s, t) for s, t in loss.layers.items()]
 
 
-def _feature_sum(loss: HiddenStatesLoss, features: Features) -> torch.Tensor:
+def feature_keys(losses: list[LogitLoss] | tuple[LogitLoss, ...]) -> tuple[FeatureKey, ...]:
+    """Every pair the stage's hidden_states and attention losses compare, in a fixed order."""
+    return tuple(sorted({key for loss in losses if isinstance(loss, FEATURE_LOSSES) for key in loss_keys(loss)}))
+
+
+def _feature_sum(loss: HiddenStatesLoss | AttentionLoss, features: Features) -> torch.Tensor:
     """Sum over rows of the distance, averaged over the loss's layer pairs."""
     total = None
-    for pair in loss.layers.items():
-        student, teacher = (value.float() for value in features[pair])
-        if loss.distance == "mse":
+    for key in loss_keys(loss):
+        student, teacher = (value.float() for value in features[key])
+        if isinstance(loss, AttentionLoss):  # rows are distributions over the keys; padded keys hold 0
+            distance = (teacher * (teacher.clamp(min=1e-12).log() - student.clamp(min=1e-12).log())).sum(-1)
+        elif loss.distance == "mse":
             distance = (student - teacher).pow(2).mean(-1)
         else:
             distance = 1 - F.cosine_similarity(student, teacher, dim=-1, eps=1e-6)
@@ -100,8 +116,8 @@ class LogitDistillLoss:
     def __init__(self, losses: list[LogitLoss], vocab: int) -> None:
         self.losses = tuple(losses)
         self.vocab = vocab
-        self.on_logits = tuple(loss for loss in self.losses if not isinstance(loss, HiddenStatesLoss))
-        self.pairs = feature_pairs(self.losses)
+        self.on_logits = tuple(loss for loss in self.losses if not isinstance(loss, FEATURE_LOSSES))
+        self.features = feature_keys(self.losses)
 
     def _logit_sums(self, student: torch.Tensor, teacher: torch.Tensor | None, labels: torch.Tensor) -> torch.Tensor:
         """Sums of the terms on logits, chunk by chunk; the float32 work of a chunk is recomputed in backward.
@@ -123,8 +139,8 @@ class LogitDistillLoss:
         on_logits = iter(self._logit_sums(student, teacher, labels) if self.on_logits else [])
         sums = []
         for loss in self.losses:
-            if isinstance(loss, HiddenStatesLoss):
-                assert features is not None, "hidden_states losses need the mapped layers' states"
+            if isinstance(loss, FEATURE_LOSSES):
+                assert features is not None, "hidden_states and attention losses need the mapped layers' outputs"
                 sums.append(_feature_sum(loss, features))
             else:
                 sums.append(next(on_logits))

@@ -8,14 +8,28 @@ from torch import nn
 from components.alignment import CrossTokenizerAligner
 from components.data.pipeline import Collator, PromptPairs
 from components.data.texts import TextCollator, TextSamples
-from components.losses.logit_losses import LayerPair, feature_pairs
+from components.losses.logit_losses import FeatureKey, feature_keys
 from components.models import build_model, freeze, hidden_width, load_tokenizer, pad_id
 from components.models.checkpointing import StudentCheckpointing
 from schemas import Recipe
 
 
-def _projection_name(pair: LayerPair) -> str:
-    return f"{pair[0]}_to_{pair[1]}"
+def _projection_name(key: FeatureKey) -> str:
+    return f"{key[1]}_to_{key[2]}"
+
+
+def _outputs(out, mask: torch.Tensor, key: tuple[str, int]) -> torch.Tensor:
+    """One layer's output at the real tokens: hidden states [tokens, width], or the attention distributions over
+    the keys averaged over heads [tokens, keys]."""
+    kind, layer = key
+    if kind == "hidden":
+        return out.hidden_states[layer][mask]
+    return out.attentions[layer].mean(1)[mask]
+
+
+def _asks(keys) -> dict[str, bool]:
+    kinds = {key[0] for key in keys}
+    return {"output_hidden_states": "hidden" in kinds, "output_attentions": "attention" in kinds}
 
 
 class LogitsModel(nn.Module):
@@ -35,45 +49,49 @@ class LogitsModel(nn.Module):
         """What trains as the `student` part."""
         return [self.student, self.projections]
 
-    def forward(self, input_ids: torch.Tensor, mask: torch.Tensor, pairs: tuple[LayerPair, ...] = ()):
+    def forward(self, input_ids: torch.Tensor, mask: torch.Tensor, keys: tuple[FeatureKey, ...] = ()):
         """[B, L] ids and bool mask -> logits of the real tokens, [tokens, vocabulary], in the mask's order; with
-        layer `pairs`, also the student's states of each pair's layer at those tokens, projected where the
-        widths differ (a tuple in the order of `pairs`)."""
-        out = self.student(input_ids=input_ids, attention_mask=mask.long(), output_hidden_states=bool(pairs))
+        feature `keys`, also the student's side of each (hidden states projected where the widths differ, or
+        attention distributions), a tuple in the order of `keys`."""
+        out = self.student(input_ids=input_ids, attention_mask=mask.long(), **_asks(keys))
         logits = out.logits[mask]
-        if not pairs:
+        if not keys:
             return logits
-        states = []
-        for pair in pairs:
-            rows = out.hidden_states[pair[0]][mask]
-            name = _projection_name(pair)
-            states.append(self.projections[name](rows) if name in self.projections else rows)
-        return logits, tuple(states)
+        sides = []
+        for key in keys:
+            rows = _outputs(out, mask, (key[0], key[1]))
+            name = _projection_name(key)
+            sides.append(self.projections[name](rows) if key[0] == "hidden" and name in self.projections else rows)
+        return logits, tuple(sides)
 
 
 @torch.no_grad()
-def teacher_logits(teacher: nn.Module, input_ids: torch.Tensor, mask: torch.Tensor, layers: tuple[int, ...] = ()):
-    """The teacher's logits of the real tokens, in the order LogitsModel gives the student's; with `layers`,
-    also a dict of those hidden-state indices' states at the same tokens."""
-    out = teacher(input_ids=input_ids, attention_mask=mask.long(), use_cache=False, output_hidden_states=bool(layers))
-    if not layers:
+def teacher_logits(
+    teacher: nn.Module, input_ids: torch.Tensor, mask: torch.Tensor, keys: tuple[tuple[str, int], ...] = ()
+):
+    """The teacher's logits of the real tokens, in the order LogitsModel gives the student's; with `keys`
+    ((kind, teacher layer) pairs), also a dict of those outputs at the same tokens."""
+    out = teacher(input_ids=input_ids, attention_mask=mask.long(), use_cache=False, **_asks(keys))
+    if not keys:
         return out.logits[mask]
-    return out.logits[mask], {layer: out.hidden_states[layer][mask] for layer in layers}
+    return out.logits[mask], {key: _outputs(out, mask, key) for key in keys}
 
 
 def build_projections(recipe: Recipe, student_width: int) -> nn.ModuleDict:
     """One linear map per layer pair of the recipe's hidden_states losses, where the widths differ (seeded)."""
     from components.models import hidden_width, resolve_config
 
-    pairs = feature_pairs([loss for stage in recipe.stages for loss in stage.losses])
-    teacher_width = hidden_width(resolve_config(recipe.teacher)) if pairs else student_width
+    keys = [
+        key for key in feature_keys([loss for stage in recipe.stages for loss in stage.losses]) if key[0] == "hidden"
+    ]
+    teacher_width = hidden_width(resolve_config(recipe.teacher)) if keys else student_width
     projections = nn.ModuleDict()
     if teacher_width == student_width:
         return projections
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(recipe.hardware.seed)
-        for pair in pairs:
-            projections[_projection_name(pair)] = nn.Linear(student_width, teacher_width, bias=False)
+        for key in keys:
+            projections[_projection_name(key)] = nn.Linear(student_width, teacher_width, bias=False)
     return projections
 
 

@@ -73,19 +73,14 @@ class LogitObjective:
         self.max_length, self.pad, self.eos = recipe.student.max_length, pad_id(tokenizer), tokenizer.eos_token_id
 
     def rows(self, model: nn.Module, batch: TextBatch) -> TokenRows:
-        """Both models' outputs at the batch's scored tokens: logits, labels, mapped hidden states."""
-        pairs = self.loss.pairs
-        student = (
-            model(batch.student_ids, batch.student_mask, pairs)
-            if pairs
-            else model(batch.student_ids, batch.student_mask)
-        )
-        if self.teacher is None:
-            teacher = None
-        else:
-            teacher = teacher_logits(self.teacher, batch.student_ids, batch.student_mask, tuple(t for _, t in pairs))
-        (s_logits, s_states), (t_logits, t_states) = (student, teacher) if pairs else ((student, ()), (teacher, {}))
-        features = {pair: (s_states[i], t_states[pair[1]]) for i, pair in enumerate(pairs)}
+        """Both models' outputs at the batch's scored tokens: logits, labels, and the features' sides."""
+        keys, ids, mask = self.loss.features, batch.student_ids, batch.student_mask
+        student = model(ids, mask, keys) if keys else model(ids, mask)
+        teacher = None
+        if self.teacher is not None:
+            teacher = teacher_logits(self.teacher, ids, mask, tuple(sorted({(kind, t) for kind, _, t in keys})))
+        (s_logits, s_sides), (t_logits, t_sides) = (student, teacher) if keys else ((student, ()), (teacher, {}))
+        features = {key: (s_sides[i], t_sides[(key[0], key[2])]) for i, key in enumerate(keys)}
         rows = TokenRows(s_logits, t_logits, batch.labels, features)
         return rows if batch.scored is None else rows.select(batch.scored)
 

@@ -116,3 +116,10 @@ def test_a_teacher_that_only_writes_answers_may_have_another_tokenizer_but_not_w
     assert result.exit_code == 0, result.output
     out = _validate(sequence, "stages.0.losses=[{type: cross_entropy}, {type: forward_kl}]")
     assert "teacher.tokenizer: the teacher's tokenizer" in out
+
+
+def test_attention_maps_need_eager_attention_and_layers_both_models_have() -> None:
+    out = _validate(LOGITS, "stages.0.losses=[{type: attention, layers: {2: 3, -1: -1}}]")
+    assert "hardware.attention: stages[0].losses[0] matches attention maps, which only eager attention returns" in out
+    assert "student attention map 2 does not exist: the student has 2 layers, so its attention maps are -2..1" in out
+    assert "teacher attention map 3 does not exist" in out

@@ -116,3 +116,17 @@ def test_uld_is_the_l1_distance_of_sorted_probabilities_whatever_the_token_order
     )
     mask = torch.tensor([[True, True, True], [True, False, False], [True, True, False]])
     assert row_index(mask, torch.tensor([0, 1, 2, 2]), torch.tensor([2, 0, 0, 1])).tolist() == [2, 3, 4, 5]
+
+
+def test_attention_maps_are_compared_by_kl_over_the_keys_of_each_query() -> None:
+    from schemas.stages import AttentionLoss
+
+    student = F.softmax(_logits(14, rows=5, width=7), -1)
+    teacher = F.softmax(_logits(15, rows=5, width=7), -1)
+    loss = LogitDistillLoss([AttentionLoss(type="attention", layers={-1: -1})], VOCAB)
+    features = {("attention", -1, -1): (student, teacher)}
+    total, terms = loss(_logits(16, rows=5), _logits(17, rows=5), _labels(5), features)
+    expected = F.kl_div(student.log(), teacher, reduction="none").sum(-1).mean()
+    assert total.item() == pytest.approx(expected.item(), rel=1e-5)
+    same, _ = loss(_logits(16, rows=5), None, _labels(5), {("attention", -1, -1): (teacher, teacher)})
+    assert same.item() == pytest.approx(0.0, abs=1e-6)

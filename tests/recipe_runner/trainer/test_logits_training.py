@@ -164,3 +164,14 @@ def test_sequence_level_distillation_trains_on_answers_written_once_without_the_
     losses = [row["eval/cross_entropy"] for row in rows if "eval/cross_entropy" in row]
     assert "eval/forward_kl" not in rows[0]  # no teacher in training: nothing to compare logits with
     assert losses[-1] < 0.92 * losses[0]
+
+
+def test_attention_maps_of_mapped_layers_move_towards_the_teachers(tmp_path: Path) -> None:
+    """A teacher of the student's shape with moderately peaked attention (init 0.1): its maps can be learnt."""
+    run_dir = tmp_path / "run"
+    teacher = TWIN.replace("initializer_range: 0.2", "initializer_range: 0.1")
+    attention = "stages.0.losses=[{type: attention, layers: {-1: -1, 0: 0}}]"
+    extra = ("hardware.attention=eager", "stages.0.lr.student=1e-2", "output.eval_every_steps=30")
+    train(short(run_dir, 30, teacher, attention, *extra))
+    losses = [row["eval/loss"] for row in evals(run_dir)]
+    assert losses[-1] < 0.8 * losses[0]
