@@ -148,15 +148,23 @@ def check_resumable(checkpoint: Path, report: ResumeReport) -> None:
         )
 
 
-# Recipe values that decide the names and shapes of the saved weights.
-_ARCHITECTURE = ("bolt_on.", "student.model", "student.config", "student.revision")
+# Recipe values that decide the names and shapes of the saved weights (the teacher's width shapes the bolt-on's
+# last layer and the projections of hidden_states losses).
+_ARCHITECTURE = ("bolt_on.", "student.model", "student.config", "student.revision", "teacher.model", "teacher.config")
+
+
+def _reshapes(change: str) -> bool:
+    key = change.split(":", 1)[0]
+    mapped_layers = ".losses." in key and (".layers" in key or key.endswith(".#"))  # projections come and go
+    return change.startswith(_ARCHITECTURE) or ".student_lora" in key or mapped_layers
 
 
 def architecture_changes(report: ResumeReport | None) -> list[str]:
-    """The changed recipe values that rename or reshape saved weights (the LoRA adapters of a stage included)."""
+    """The changed recipe values that rename or reshape saved weights (the LoRA adapters of a stage, and the
+    projections of hidden_states losses, included)."""
     if report is None:
         return []
-    return [c for c in report.changes if c.startswith(_ARCHITECTURE) or ".student_lora" in c.split(":", 1)[0]]
+    return [change for change in report.changes if _reshapes(change)]
 
 
 def weights_do_not_fit(checkpoint: Path, report: ResumeReport | None) -> ResumeMismatchError | None:

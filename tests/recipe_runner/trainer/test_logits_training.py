@@ -175,3 +175,14 @@ def test_attention_maps_of_mapped_layers_move_towards_the_teachers(tmp_path: Pat
     train(short(run_dir, 30, teacher, attention, *extra))
     losses = [row["eval/loss"] for row in evals(run_dir)]
     assert losses[-1] < 0.8 * losses[0]
+
+
+def test_a_resume_that_adds_projections_names_the_loss_change_not_damage(tmp_path: Path) -> None:
+    from recipe_runner.trainer.resume import ResumeMismatchError
+
+    run_dir = tmp_path / "run"
+    train(short(run_dir, 4))
+    shutil.rmtree(run_dir / "checkpoints" / "step-00000004")
+    with_projection = "stages.0.losses=[{type: forward_kl}, {type: hidden_states, layers: {1: 2}}]"
+    with pytest.raises(ResumeMismatchError, match=r"another architecture .* stages\.0\.losses\.1\.layers\.1"):
+        train(short(run_dir, 4, with_projection), resume=True)
