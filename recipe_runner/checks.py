@@ -216,11 +216,11 @@ def _model_problems(loaded: LoadedRecipe) -> tuple[list[Problem], set[str]]:
     problems += [shared] if shared else []
     if "student" in models:
         problems += _lora_problems(loaded, models["student"])
-        problems += _packing_problems(loaded, models["student"])
+        problems += _packing_problems(loaded, models["student"], models.get("teacher"))
     return problems, set(configs)
 
 
-def _packing_problems(loaded: LoadedRecipe, student: nn.Module) -> list[Problem]:
+def _packing_problems(loaded: LoadedRecipe, student: nn.Module, teacher: nn.Module | None) -> list[Problem]:
     """`packed_sequences: true` that the run would refuse at setup, on the device it names (auto: this machine's)."""
     import torch
 
@@ -229,7 +229,7 @@ def _packing_problems(loaded: LoadedRecipe, student: nn.Module) -> list[Problem]
 
     hw = loaded.recipe.hardware
     device = resolve_device(hw) if hw.device == "auto" else torch.device(hw.device)
-    refusal = packing_refusal(student, loaded.recipe, device)
+    refusal = packing_refusal(student, loaded.recipe, device, teacher)
     return [loaded.problem(("hardware", "packed_sequences"), refusal)] if refusal else []
 
 

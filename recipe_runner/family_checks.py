@@ -81,13 +81,6 @@ def _logits_problems(loaded: LoadedRecipe) -> list[Problem]:
     for section, why in unused.items():
         if present[section]:
             problems.append(loaded.problem((section,), f"not used by the logits family ({why}): remove it"))
-    if recipe.hardware.packed_sequences is True:
-        problems.append(
-            loaded.problem(
-                ("hardware", "packed_sequences"),
-                "packed sequences are not supported yet for the logits family; set it to auto or false",
-            )
-        )
     if (
         teacher_in_training(recipe)
         and recipe.alignment is None

@@ -247,18 +247,18 @@ def build_plan(recipe: Recipe) -> Plan:
         disk=disk,
         stage_failures=tuple(failures),
         hints=() if hint is None else (hint,),
-        on_cuda=None if recipe.hardware.device == "cpu" else _on_cuda(recipe, student),
+        on_cuda=None if recipe.hardware.device == "cpu" else _on_cuda(recipe, student, teacher),
     )
 
 
-def _on_cuda(recipe: Recipe, student: nn.Module) -> str:
+def _on_cuda(recipe: Recipe, student: nn.Module, teacher: nn.Module) -> str:
     """The speed settings `auto` resolves to on a GPU, so that a plan made on a laptop tells what a run will do."""
     from recipe_runner.trainer.packing import packing_on_cuda
 
     compiled = compile_wanted(recipe.hardware.compile, "cuda")
     parts = "student layers" if recipe.family == "logits" else "student and bolt-on layers and loss"
     compiling = f"compiled {parts}" if compiled else "eager (hardware.compile: false)"
-    return f"{packing_on_cuda(student, recipe)}; {compiling}"
+    return f"{packing_on_cuda(student, recipe, teacher)}; {compiling}"
 
 
 def _params(count: int) -> str:

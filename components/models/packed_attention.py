@@ -66,3 +66,8 @@ def use_packed_attention(model: nn.Module) -> None:
     if PACKED_ATTENTION not in AttentionInterface._global_mapping:
         AttentionInterface.register(PACKED_ATTENTION, _attention_forward)
     model.set_attn_implementation(PACKED_ATTENTION)
+
+
+def runs_packed(model: nn.Module) -> bool:
+    """Whether `model` was switched to PACKED_ATTENTION (it then needs packed_sequences in every forward)."""
+    return getattr(model.config, "_attn_implementation", None) == PACKED_ATTENTION

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
+
 import torch
 from torch import nn
 
@@ -11,6 +13,8 @@ from components.data.texts import TextCollator, TextSamples
 from components.losses.logit_losses import FeatureKey, feature_keys
 from components.models import build_model, freeze, hidden_width, load_tokenizer, pad_id
 from components.models.checkpointing import StudentCheckpointing
+from components.models.packed_attention import runs_packed, use_packed_attention
+from components.packed_sequences import PackedSequences
 from schemas import Recipe
 
 
@@ -18,18 +22,30 @@ def _projection_name(key: FeatureKey) -> str:
     return f"{key[1]}_to_{key[2]}"
 
 
-def _outputs(out, mask: torch.Tensor, key: tuple[str, int]) -> torch.Tensor:
+def _outputs(out, take: Callable[[torch.Tensor], torch.Tensor], key: tuple[str, int]) -> torch.Tensor:
     """One layer's output at the real tokens: hidden states [tokens, width], or the attention distributions over
     the keys averaged over heads [tokens, keys]."""
     kind, layer = key
     if kind == "hidden":
-        return out.hidden_states[layer][mask]
-    return out.attentions[layer].mean(1)[mask]
+        return take(out.hidden_states[layer])
+    return take(out.attentions[layer].mean(1))
 
 
-def _asks(keys) -> dict[str, bool]:
+def _run(model: nn.Module, input_ids: torch.Tensor, mask: torch.Tensor, packing: PackedSequences | None, keys, **kw):
+    """The model's outputs and how to take its real tokens' rows from them, in the mask's order: a padded forward,
+    or (when the model was switched to packed attention) one packed row of the real tokens only."""
     kinds = {key[0] for key in keys}
-    return {"output_hidden_states": "hidden" in kinds, "output_attentions": "attention" in kinds}
+    asks = {"output_hidden_states": "hidden" in kinds, "output_attentions": "attention" in kinds, **kw}
+    if not runs_packed(model):
+        return model(input_ids=input_ids, attention_mask=mask.long(), **asks), lambda tensor: tensor[mask]
+    packing = packing if packing is not None else PackedSequences.from_mask(mask)
+    out = model(
+        input_ids=packing.pack(input_ids)[None],
+        position_ids=packing.positions[None],
+        packed_sequences=packing,
+        **asks,
+    )
+    return out, lambda tensor: tensor[0]
 
 
 class LogitsModel(nn.Module):
@@ -49,17 +65,28 @@ class LogitsModel(nn.Module):
         """What trains as the `student` part."""
         return [self.student, self.projections]
 
-    def forward(self, input_ids: torch.Tensor, mask: torch.Tensor, keys: tuple[FeatureKey, ...] = ()):
+    def use_packed_sequences(self) -> None:
+        """From now on every forward packs the real tokens into one row (see components.packed_sequences)."""
+        use_packed_attention(self.student)
+
+    def forward(
+        self,
+        input_ids: torch.Tensor,
+        mask: torch.Tensor,
+        keys: tuple[FeatureKey, ...] = (),
+        packing: PackedSequences | None = None,
+    ):
         """[B, L] ids and bool mask -> logits of the real tokens, [tokens, vocabulary], in the mask's order; with
         feature `keys`, also the student's side of each (hidden states projected where the widths differ, or
-        attention distributions), a tuple in the order of `keys`."""
-        out = self.student(input_ids=input_ids, attention_mask=mask.long(), **_asks(keys))
-        logits = out.logits[mask]
+        attention distributions), a tuple in the order of `keys`. `packing`: the collator's PackedSequences of
+        `mask` (computed here when missing), used when the student runs packed."""
+        out, take = _run(self.student, input_ids, mask, packing, keys)
+        logits = take(out.logits)
         if not keys:
             return logits
         sides = []
         for key in keys:
-            rows = _outputs(out, mask, (key[0], key[1]))
+            rows = _outputs(out, take, (key[0], key[1]))
             name = _projection_name(key)
             sides.append(self.projections[name](rows) if key[0] == "hidden" and name in self.projections else rows)
         return logits, tuple(sides)
@@ -67,14 +94,18 @@ class LogitsModel(nn.Module):
 
 @torch.no_grad()
 def teacher_logits(
-    teacher: nn.Module, input_ids: torch.Tensor, mask: torch.Tensor, keys: tuple[tuple[str, int], ...] = ()
+    teacher: nn.Module,
+    input_ids: torch.Tensor,
+    mask: torch.Tensor,
+    keys: tuple[tuple[str, int], ...] = (),
+    packing: PackedSequences | None = None,
 ):
     """The teacher's logits of the real tokens, in the order LogitsModel gives the student's; with `keys`
     ((kind, teacher layer) pairs), also a dict of those outputs at the same tokens."""
-    out = teacher(input_ids=input_ids, attention_mask=mask.long(), use_cache=False, **_asks(keys))
+    out, take = _run(teacher, input_ids, mask, packing, keys, use_cache=False)
     if not keys:
-        return out.logits[mask]
-    return out.logits[mask], {key: _outputs(out, mask, key) for key in keys}
+        return take(out.logits)
+    return take(out.logits), {key: _outputs(out, take, key) for key in keys}
 
 
 def build_projections(recipe: Recipe, student_width: int) -> nn.ModuleDict:

@@ -101,7 +101,7 @@ class Trainer:
         # `recipe cache` must not replace shards under a run reading them; with the teacher live it may write.
         self.cache_lock = hold_cache_for_reading(recipe)
         self.parts: RunParts = build_parts(recipe, self.accelerator.device)
-        packing_note = choose_packing(self.parts.model, recipe, self.accelerator.device)
+        packing_note = choose_packing(self.parts.model, recipe, self.accelerator.device, self.parts.teacher)
         if packing_note and self.accelerator.is_main_process:
             tqdm.write(packing_note, file=sys.stderr)
         if self.cache_lock is not None and not self.parts.reads_cache:

@@ -74,11 +74,12 @@ class LogitObjective:
 
     def rows(self, model: nn.Module, batch: TextBatch) -> TokenRows:
         """Both models' outputs at the batch's scored tokens: logits, labels, and the features' sides."""
-        keys, ids, mask = self.loss.features, batch.student_ids, batch.student_mask
-        student = model(ids, mask, keys) if keys else model(ids, mask)
+        keys, ids, mask, packing = self.loss.features, batch.student_ids, batch.student_mask, batch.student_packing
+        student = model(ids, mask, keys, packing)
         teacher = None
         if self.teacher is not None:
-            teacher = teacher_logits(self.teacher, ids, mask, tuple(sorted({(kind, t) for kind, _, t in keys})))
+            wanted = tuple(sorted({(kind, t) for kind, _, t in keys}))
+            teacher = teacher_logits(self.teacher, ids, mask, wanted, packing)
         (s_logits, s_sides), (t_logits, t_sides) = (student, teacher) if keys else ((student, ()), (teacher, {}))
         features = {key: (s_sides[i], t_sides[(key[0], key[2])]) for i, key in enumerate(keys)}
         rows = TokenRows(s_logits, t_logits, batch.labels, features)
@@ -108,7 +109,7 @@ class CrossVocabObjective:
         self.teacher = parts.teacher
 
     def _terms(self, model: nn.Module, batch: DistillBatch) -> tuple[torch.Tensor, torch.Tensor]:
-        student = model(batch.student_ids, batch.student_mask)
+        student = model(batch.student_ids, batch.student_mask, (), batch.student_packing)
         teacher = teacher_logits(self.teacher, batch.teacher_ids, batch.teacher_mask)
         a = batch.alignment
         both = (a.matched_s > 0) & (a.matched_t > 0)  # the first token of a text has no position before it

@@ -30,12 +30,10 @@ def test_sections_of_the_embedding_family_in_a_logits_recipe_are_named_with_what
         "bolt_on={layers: [{type: linear, out_dim: 64}]}",
         "inference={pipeline: lodestones/Chroma1-HD}",
         "stages.0.losses.1={type: huber, on: matched}",
-        "hardware.packed_sequences=true",
     )
     assert "bolt_on: not used by the logits family" in out
     assert "inference: not used by the logits family" in out
     assert "stages[0].losses[1].type: 'huber' is not a loss of the logits family; use one of forward_kl" in out
-    assert "hardware.packed_sequences: packed sequences are not supported yet for the logits family" in out
 
 
 def test_a_student_of_the_other_family_is_named_on_either_side() -> None:
@@ -123,3 +121,11 @@ def test_attention_maps_need_eager_attention_and_layers_both_models_have() -> No
     assert "hardware.attention: stages[0].losses[0] matches attention maps, which only eager attention returns" in out
     assert "student attention map 2 does not exist: the student has 2 layers, so its attention maps are -2..1" in out
     assert "teacher attention map 3 does not exist" in out
+
+
+def test_packing_a_logits_recipe_is_refused_where_sampling_or_attention_maps_need_the_models_own_attention() -> None:
+    gkd = RECIPES / "qwen_gkd_tiny.yaml"
+    assert "on_policy samples through the student's own attention" in _validate(gkd, "hardware.packed_sequences=true")
+    attention = "stages.0.losses=[{type: attention, layers: {0: 0}}]"
+    out = _validate(LOGITS, attention, "hardware.attention=eager", "hardware.packed_sequences=true")
+    assert "hardware.packed_sequences: is true, but an attention loss reads attention maps" in out

@@ -186,3 +186,31 @@ def test_a_resume_that_adds_projections_names_the_loss_change_not_damage(tmp_pat
     with_projection = "stages.0.losses=[{type: forward_kl}, {type: hidden_states, layers: {1: 2}}]"
     with pytest.raises(ResumeMismatchError, match=r"another architecture .* stages\.0\.losses\.1\.layers\.1"):
         train(short(run_dir, 4, with_projection), resume=True)
+
+
+def test_packed_student_and_teacher_give_the_padded_rows(tmp_path: Path) -> None:
+    """Packed (the block-diagonal mask a CPU checks with; flash varlen on CUDA) and padded forwards give the same
+    logits and hidden states of the real tokens, in the same order; a packed run trains."""
+    from recipe_runner.trainer.logit_parts import teacher_logits
+    from recipe_runner.trainer.packing import choose_packing
+
+    packed = ["hardware.packed_sequences=true", f"output.dir={tmp_path / 'run'}"]
+    recipe = load_recipe(RECIPE, packed).recipe
+    parts = build_parts(recipe, torch.device("cpu"))
+    batch = parts.collate([parts.train[index] for index in range(6)])
+    model, keys = parts.model.eval(), (("hidden", 1, 2),)
+    padded = (
+        model(batch.student_ids, batch.student_mask, keys),
+        teacher_logits(parts.teacher, batch.student_ids, batch.student_mask, (("hidden", 2),)),
+    )
+    assert "packed sequences" in choose_packing(model, recipe, torch.device("cpu"), parts.teacher)
+    rows = (
+        model(batch.student_ids, batch.student_mask, keys, batch.student_packing),
+        teacher_logits(parts.teacher, batch.student_ids, batch.student_mask, (("hidden", 2),), batch.student_packing),
+    )
+    torch.testing.assert_close(rows[0][0], padded[0][0], atol=1e-4, rtol=1e-4)  # student logits
+    torch.testing.assert_close(rows[0][1][0], padded[0][1][0], atol=1e-4, rtol=1e-4)  # its hidden state 1
+    torch.testing.assert_close(rows[1][0], padded[1][0], atol=1e-4, rtol=1e-4)  # teacher logits
+    torch.testing.assert_close(rows[1][1][("hidden", 2)], padded[1][1][("hidden", 2)], atol=1e-4, rtol=1e-4)
+    del parts
+    assert train(short(tmp_path / "run", 2, *packed)).global_step == 2
