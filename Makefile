@@ -68,5 +68,8 @@ gpu-check: setup
 	mkdir -p $(BENCH_OUT)
 	HF_HUB_OFFLINE=1 $(BIN)/python -m pytest -q tests/components/test_packed_sequences.py tests/components/losses \
 		tests/recipe_runner/trainer/test_packing.py
+	$(BIN)/recipe bench recipes/qwen_7b_to_1_5b.yaml --json $(BENCH_OUT)/logits.json
+	$(BIN)/recipe bench recipes/qwen_7b_to_1_5b.yaml --set hardware.packed_sequences=false \
+		--json $(BENCH_OUT)/logits-padded.json
 	$(THROUGHPUT) --only loader --json $(BENCH_OUT)/throughput-with-loader.json
 	$(THROUGHPUT) --steps 3 --profile $(BENCH_OUT)/throughput-profile.txt --json $(BENCH_OUT)/throughput-profiled.json

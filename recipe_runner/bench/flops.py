@@ -17,7 +17,8 @@ FLOP_FORMULA = (
     "k = 3 for trained parts (forward + backward: 6N per token, PaLM's 12*L*A*n attention term), "
     "k = 2 for frozen parts that gradients pass through (LoRA base), k = 1 for frozen forward-only parts "
     "(a frozen student before a trained bolt-on, an uncached teacher); N_dense = parameters minus embedding "
-    "tables, L = attention layers, A = heads x head_dim (a bolt-on transformer: its width); causal masks are "
+    "tables (an LM head that shares the token embedding's weights is counted: it multiplies activations), "
+    "L = attention layers, A = heads x head_dim (a bolt-on transformer: its width); causal masks are "
     "not discounted; gradient-checkpoint recompute is not counted"
 )
 

@@ -54,6 +54,11 @@ def shrink_config(values: dict, factor: int, keep_depth: bool = False) -> dict:
     """Widths / factor, head counts / factor (head widths kept), depth <= 2 unless `keep_depth`, vocabulary <= 8192."""
     out = dict(values)
     out.pop("layer_types", None)  # per-layer list sized to the old depth; the config rebuilds it
+    hidden, heads = out.get("hidden_size"), out.get("num_attention_heads")
+    if isinstance(hidden, int) and isinstance(heads, int) and not out.get("head_dim"):
+        # Qwen2 / Llama derive the head width from hidden_size; written out, it stays when the width shrinks
+        # (1536 / 14 = 109 would otherwise be one odd-width head, which rotary embeddings cannot split).
+        out["head_dim"] = hidden // heads
     for key in _WIDTH_KEYS:
         if isinstance(out.get(key), int):
             out[key] = max(1, out[key] // factor)

@@ -49,6 +49,9 @@ def _notes(recipe: Recipe, spec: BenchSpec, factor: int, device: torch.device) -
             "CPU run: peak memory is max-RSS growth, MFU needs --peak-tflops; the CUDA path (synchronize, "
             "max_memory_allocated, datasheet peaks) was not exercised by this run"
         )
+    if recipe.family == "logits":
+        notes.append("random token ids; student and teacher read the same ones (one tokenizer)")
+        return notes
     notes.append(
         "training alignment is synthetic (4/5 tokens matched 1:1, the rest in 1:1 split groups); "
         "student and teacher get the same per-prompt length"

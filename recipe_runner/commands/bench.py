@@ -68,7 +68,6 @@ def bench(
     from recipe_runner.bench.report import format_report, write_json
     from recipe_runner.bench.run import run_bench
     from recipe_runner.bench.spec import BenchSpec
-    from recipe_runner.family_checks import require_embedding_family
     from recipe_runner.loader import load_recipe
 
     if profile is not None and only and "training" not in only:
@@ -76,7 +75,15 @@ def bench(
     _writable_target(json_path, "--json")
     _writable_target(profile, "--profile")
     loaded = load_recipe(file, overrides, allow_remote_code=allow_remote_code)
-    require_embedding_family(loaded.recipe, "bench", "benchmarks of the logits family are not supported yet")
+    sections = list(only or _SECTIONS)
+    if loaded.recipe.family == "logits":
+        sections = list(only or ("training",))
+        others = [section for section in sections if section != "training"]
+        if others:
+            raise click.UsageError(
+                f"--only {' '.join(others)}: these sections measure the embedding family (teacher cache, aligner, "
+                "loader, image-encoder inference); a logits recipe is measured by its training step: --only training"
+            )
     if full_depth and not small:
         raise click.UsageError("--full-depth keeps the layers of --small models; without --small every layer is kept")
     spec = BenchSpec(
@@ -85,7 +92,7 @@ def bench(
         steps=steps,
         peak_tflops=peak_tflops,
         profile=profile,
-        only=list(only or _SECTIONS),
+        only=sections,
     )
     report = run_bench(loaded.recipe, spec, progress=lambda name: click.echo(f"bench: {name} ...", err=True))
     click.echo(format_report(report), nl=False)

@@ -60,6 +60,7 @@ class LogitsModel(nn.Module):
         self.student = student
         self.bolt_on = nn.ModuleList()
         self.projections = projections if projections is not None else nn.ModuleDict()
+        self.packed = False
 
     def student_side(self) -> list[nn.Module]:
         """What trains as the `student` part."""
@@ -68,6 +69,7 @@ class LogitsModel(nn.Module):
     def use_packed_sequences(self) -> None:
         """From now on every forward packs the real tokens into one row (see components.packed_sequences)."""
         use_packed_attention(self.student)
+        self.packed = True
 
     def forward(
         self,

@@ -75,7 +75,7 @@ def test_a_teacher_shorter_than_the_student_cannot_read_its_tokens() -> None:
 
 @pytest.mark.parametrize(
     ("command", "words"),
-    [("cache", "there is nothing to cache"), ("align-report", "every token pairs"), ("bench", "not supported yet")],
+    [("cache", "there is nothing to cache"), ("align-report", "every token pairs")],
 )
 def test_commands_of_the_embedding_family_say_so_for_a_logits_recipe(command: str, words: str) -> None:
     result = CliRunner().invoke(main, [command, str(LOGITS)])

@@ -199,3 +199,19 @@ def test_without_a_teacher_cache_the_loader_reads_no_rows(tmp_path: Path) -> Non
     loader = _bench(tmp_path, REAL, "--only", "loader", "--set", "teacher.cache=null")["loader"]
     assert loader["cache_dtype"] is None and loader["teacher_target_bytes_per_s"] == 0
     assert loader["real_student_tokens_per_s"] > 0
+
+
+def test_a_logits_recipe_is_benched_by_its_training_step_with_teacher_and_lm_heads_counted(tmp_path: Path) -> None:
+    report = _bench(tmp_path, REPO / "recipes" / "qwen_7b_to_1_5b.yaml", "--steps", "2")
+    training = report["training"]
+    assert training["real_tokens_per_s"] > 0 and training["model_flops_per_step"] > 0
+    parts = {part["name"]: part for part in training["flop_parts"]}
+    assert parts["student"]["role"] == "trained" and parts["teacher (online)"]["role"] == "frozen_forward"
+    shrunk = random_weights_recipe(load_recipe(REPO / "recipes" / "qwen_7b_to_1_5b.yaml").recipe, small=True)[0]
+    student = shrunk.student.config
+    # Qwen2.5-1.5B ties its LM head to the token embedding: its matmul is counted all the same.
+    assert parts["student"]["dense_params"] > student["vocab_size"] * student["hidden_size"]
+    assert training["teacher_targets"] == "online teacher forward on the same tokens"
+    assert "teacher" not in report or report["teacher"] is None
+    result = CliRunner().invoke(main, ["bench", str(REPO / "recipes" / "qwen_7b_to_1_5b.yaml"), "--only", "teacher"])
+    assert result.exit_code == 2 and "a logits recipe is measured by its training step" in result.output

@@ -1,0 +1,118 @@
+"""The logits family's training step for `recipe bench`: built as the trainer builds it (LogitsModel, the teacher
+online on the same tokens, packing and compile as the hardware profile resolves them), on random token ids
+whose lengths follow the shipped distribution. On-policy sampling is not timed."""
+
+from __future__ import annotations
+
+import numpy as np
+import torch
+from torch import nn
+
+from components.data.texts import TextBatch, TextCollator
+from components.errors import UserFacingError
+from components.losses.logit_losses import LogitDistillLoss
+from components.models import freeze, hidden_width
+from components.models.checkpointing import StudentCheckpointing
+from components.models.compilation import compile_for_varied_lengths, compile_wanted
+from recipe_runner.bench.flops import FlopPart, Role
+from recipe_runner.bench.models import attention_shape, build_random, dense_parameters
+from recipe_runner.bench.rig import PhaseObserver, Rig
+from recipe_runner.bench.spec import BenchSpec
+from recipe_runner.bench.training import batch_indices
+from recipe_runner.family_checks import teacher_in_training
+from recipe_runner.trainer.logit_evaluation import TokenRows
+from recipe_runner.trainer.logit_parts import LogitsModel, build_projections, teacher_logits, teacher_seed
+from recipe_runner.trainer.optim import build_optimizer
+from recipe_runner.trainer.packing import choose_packing
+from recipe_runner.trainer.parts import set_trained_dtype
+from recipe_runner.trainer.stage_setup import enter_stage, parameters_by_part
+from schemas import Recipe
+
+
+class NotBenchedYet(UserFacingError):
+    """A logits recipe whose step the benchmark cannot build yet."""
+
+
+def _lm_part(name: str, model: nn.Module, role: Role) -> FlopPart:
+    """A causal LM as the FLOP count sees it: its layers, and its LM head, which multiplies activations even when
+    it shares the token embedding's weights (which dense_parameters leaves out as a lookup table)."""
+    layers, width = attention_shape(model)
+    dense = dense_parameters(model)
+    head = model.get_output_embeddings().weight
+    tied = all(head is not parameter for parameter in dense)
+    count = sum(parameter.numel() for parameter in dense) + (head.numel() if tied else 0)
+    return FlopPart(name=name, role=role, dense_params=count, attention=layers * width)
+
+
+def _batches(recipe: Recipe, lengths: list[int], count: int, first_timed: int, vocab: int) -> list[TextBatch]:
+    capped = [min(n, recipe.student.max_length) for n in lengths]
+    rng = np.random.default_rng(recipe.hardware.seed)
+    collate = TextCollator(pad_id=0)
+    return [
+        collate([{"index": i, "student_ids": rng.integers(0, vocab, capped[i]).tolist()} for i in indices])
+        for indices in batch_indices(capped, recipe.hardware, count, first_timed)
+    ]
+
+
+def logit_rig(recipe: Recipe, spec: BenchSpec, lengths: list[int], device: torch.device) -> Rig:
+    if recipe.alignment is not None:
+        raise NotBenchedYet("`recipe bench` of logit distillation across two vocabularies is not supported yet")
+    hw, stage = recipe.hardware, recipe.stages[0]
+    student = build_random(recipe.student, "student", device, hw.seed, hw.attention, hw.fused_kernels)
+    teacher = None
+    if teacher_in_training(recipe):
+        teacher = freeze(
+            build_random(recipe.teacher, "teacher", device, teacher_seed(recipe), hw.attention, hw.fused_kernels)
+        )
+    model = set_trained_dtype(LogitsModel(student, build_projections(recipe, hidden_width(student.config))), recipe)
+    model.to(device)
+    packing_note = choose_packing(model, recipe, device, teacher)
+    enter_stage(model, stage)
+    total = spec.warmup_steps + spec.timed_steps
+    optimizer, scheduler, _ = build_optimizer(stage, parameters_by_part(model), total, device.type, hw.trained_weights)
+    compiled = compile_wanted(hw.compile, device.type)
+    forward = compile_for_varied_lengths(model) if compiled else model
+    vocab = min([student.config.vocab_size] + ([teacher.config.vocab_size] if teacher is not None else []))
+    loss_fn = LogitDistillLoss(stage.losses, vocab)
+    keys = loss_fn.features
+    teacher_keys = tuple(sorted({(kind, layer) for kind, _, layer in keys}))
+    batches = _batches(recipe, lengths, total * hw.grad_accum, spec.warmup_steps * hw.grad_accum, vocab)
+
+    def micro_loss(batch: TextBatch, enter, observer: PhaseObserver | None) -> torch.Tensor:
+        out = forward(batch.student_ids, batch.student_mask, keys, batch.student_packing)
+        (s_logits, s_sides) = out if keys else (out, ())
+        t_logits, t_sides = None, {}
+        if teacher is not None:
+            enter("teacher")
+            found = teacher_logits(teacher, batch.student_ids, batch.student_mask, teacher_keys, batch.student_packing)
+            t_logits, t_sides = found if keys else (found, {})
+        enter("loss")
+        features = {key: (s_sides[i], t_sides[(key[0], key[2])]) for i, key in enumerate(keys)}
+        rows = TokenRows(s_logits, t_logits, batch.labels, features)
+        loss, _ = loss_fn(rows.student, rows.teacher, rows.labels, rows.features)
+        return loss
+
+    # LoRA: the frozen base passes gradients to its adapters (whose own FLOPs are left out: rank << width).
+    trains = "student" in stage.trainable
+    role: Role = "frozen_forward" if not trains else "frozen_backprop" if stage.student_lora else "trained"
+    parts = [_lm_part("student", student, role)]
+    projections = sum(p.numel() for p in model.projections.parameters())
+    if projections:
+        parts.append(FlopPart(name="projections", role="trained", dense_params=projections))
+    if teacher is not None:
+        parts.append(_lm_part("teacher (online)", teacher, "frozen_forward"))
+    targets = "online teacher forward on the same tokens" if teacher is not None else "no teacher (answers only)"
+    if stage.on_policy is not None:
+        targets += "; on_policy sampling is not timed"
+    return Rig(
+        model=model,
+        checkpointing=StudentCheckpointing(student, hw.gradient_checkpointing, hw.checkpoint_min_tokens),
+        optimizer=optimizer,
+        scheduler=scheduler,
+        batches=batches,
+        micro_loss=micro_loss,
+        flop_parts=parts,
+        teacher_targets=targets,
+        compiled=compiled,
+        packing_note=packing_note,
+    )
