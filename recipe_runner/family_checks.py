@@ -61,9 +61,10 @@ def _embedding_problems(loaded: LoadedRecipe) -> list[Problem]:
             )
         )
     for index, stage in enumerate(recipe.stages):
-        if stage.on_policy is not None:
-            why = "the student's samples are scored by next-token logits, which a t5_encoder teacher has none of"
-            problems.append(loaded.problem(("stages", index, "on_policy"), f"logits family only ({why}): remove it"))
+        for setting in ("on_policy", "denoising"):
+            if getattr(stage, setting) is not None:
+                why = "it is scored by next-token logits, which a t5_encoder teacher has none of"
+                problems.append(loaded.problem(("stages", index, setting), f"logits family only ({why}): remove it"))
     return problems + _loss_problems(loaded, VECTOR_LOSSES, _VECTOR_NAMES, "embedding")
 
 
@@ -189,11 +190,38 @@ def _answers_problems(loaded: LoadedRecipe) -> list[Problem]:
     return problems
 
 
+def _denoising_problems(loaded: LoadedRecipe) -> list[Problem]:
+    """A bidirectional student sees the token it would predict unless it is masked: it trains by denoising only,
+    and denoising is for it alone."""
+    recipe = loaded.recipe
+    bidirectional = isinstance(recipe.student, CausalLMStudent) and recipe.student.bidirectional
+    problems = []
+    for index, stage in enumerate(recipe.stages):
+        here = ("stages", index)
+        if bidirectional and stage.denoising is None:
+            message = "student.bidirectional sees each token it would predict: give this stage `denoising: {}`"
+            problems.append(loaded.problem(here, message))
+        if stage.denoising is None:
+            continue
+        if not bidirectional:
+            message = "denoising trains an encoder: set student.bidirectional: true, so it reads past masked spans"
+            problems.append(loaded.problem(here + ("denoising",), message))
+        clashes = {
+            "on_policy": stage.on_policy is not None,
+            "alignment": recipe.alignment is not None,
+            "teacher.answers": recipe.teacher.answers is not None,
+        }
+        for name in (name for name, present in clashes.items() if present):
+            message = f"denoising with {name} is not supported yet: remove one of them"
+            problems.append(loaded.problem(here + ("denoising",), message))
+    return problems
+
+
 def family_problems(loaded: LoadedRecipe) -> list[Problem]:
     """Sections, student type and losses that do not belong to the family the teacher's type chose."""
     if loaded.recipe.family == "embedding":
         return _embedding_problems(loaded)
-    return _logits_problems(loaded) + _answers_problems(loaded)
+    return _logits_problems(loaded) + _answers_problems(loaded) + _denoising_problems(loaded)
 
 
 def shared_tokenizer_problem(loaded: LoadedRecipe, tokenizers: dict[str, object]) -> Problem | None:
@@ -280,3 +308,19 @@ def attention_problems(loaded: LoadedRecipe) -> list[Problem]:
             f"({recipe.hardware.attention} computes them without keeping them): set hardware.attention: eager",
         )
     ]
+
+
+def mask_token_problems(loaded: LoadedRecipe, tokenizers: dict[str, object]) -> list[Problem]:
+    """A denoising stage's mask token must be one token of the student's tokenizer."""
+    from recipe_runner.trainer.denoising import mask_token_id
+
+    tokenizer = tokenizers.get("student")
+    problems = []
+    for index, stage in enumerate(loaded.recipe.stages):
+        if stage.denoising is None or tokenizer is None:
+            continue
+        try:
+            mask_token_id(tokenizer, stage.denoising)
+        except ValueError as exc:
+            problems.append(loaded.problem(("stages", index, "denoising", "mask_token"), str(exc)))
+    return problems

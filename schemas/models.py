@@ -113,6 +113,11 @@ class CausalLMStudent(ModelSource):
     """A causal language model trained towards the teacher's next-token distributions (logits family)."""
 
     type: Literal["causal_lm"] = Field(description="Student kind.")
+    bidirectional: bool = Field(
+        default=False,
+        description="The student attends to the whole text, before and after each token (an encoder made from a "
+        "causal LM); it then trains in `denoising` stages only, where what it predicts is hidden from it.",
+    )
 
 
 Teacher = Annotated[Union[T5EncoderTeacher, CausalLMTeacher], Field(discriminator="type")]

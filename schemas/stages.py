@@ -230,6 +230,21 @@ class OnPolicy(StrictModel):
     temperature: float = Field(default=1.0, gt=0, description="Sampling temperature of the student's continuations.")
 
 
+class Denoising(StrictModel):
+    """UL2-style span corruption (logits family), to turn a causal LM into a bidirectional encoder: spans of each
+    text are written over with a mask token, the student reads the corrupted text with `student.bidirectional`
+    attention, and the losses are scored where the next token was masked (masked next-token prediction, so the
+    LM head keeps its meaning). The teacher reads the clean text, causally, and predicts the same tokens."""
+
+    density: float = Field(default=0.15, gt=0, lt=1, description="Share of the real tokens masked, on average.")
+    span: int = Field(default=3, gt=0, description="Tokens per masked span.")
+    mask_token: str | None = Field(
+        default=None,
+        description="The token written over masked spans (one token of the student's tokenizer); default its mask "
+        "token, else its pad token.",
+    )
+
+
 class Stage(StrictModel):
     """One training phase; stages run in order, each with its own trainable parts and losses."""
 
@@ -249,6 +264,9 @@ class Stage(StrictModel):
     losses: list[Loss] = Field(min_length=1, description="Weighted loss terms summed into the stage loss.")
     on_policy: OnPolicy | None = Field(
         default=None, description="Train on the student's own continuations of the texts (logits family)."
+    )
+    denoising: Denoising | None = Field(
+        default=None, description="Train on span-corrupted texts (logits family, a bidirectional student)."
     )
 
     @model_validator(mode="after")

@@ -23,6 +23,7 @@ class TextBatch(MovableBatch):
     labels: torch.Tensor
     student_tokens: int
     scored: torch.Tensor | None = None  # over the real tokens: where the loss applies (None: everywhere)
+    teacher_ids: torch.Tensor | None = None  # what the teacher reads, when not student_ids (denoising: clean text)
 
 
 class TextSamples(Dataset):

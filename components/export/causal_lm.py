@@ -29,6 +29,10 @@ class CausalLMManifest(StrictModel):
     recipe: str = Field(description="Name of the recipe that produced the export.")
     family: str = Field(description="Distillation family of the recipe (logits).")
     teacher: Teacher = Field(description="The teacher it was distilled from, as the recipe gave it.")
+    bidirectional: bool = Field(
+        default=False,
+        description="Trained to attend both ways (denoising): use it as an encoder with padding-only masks.",
+    )
     files: list[str] = Field(
         description="Every file the export wrote, relative to it: a later export replaces only these."
     )
@@ -56,6 +60,7 @@ def export_causal_lm(out_dir: str | Path, recipe: Recipe, student: nn.Module, to
             recipe=recipe.recipe,
             family=recipe.family,
             teacher=recipe.teacher,
+            bidirectional=getattr(recipe.student, "bidirectional", False),
             files=files_in(tmp),
         )
         (tmp / MANIFEST).write_text(manifest.model_dump_json(indent=2) + "\n")

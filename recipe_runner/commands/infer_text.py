@@ -45,6 +45,11 @@ def infer_text(recipe: Recipe, prompts: tuple[str, ...], options: dict) -> None:
     from components.models.loading import quiet_transformers_bars
     from recipe_runner.trainer.logit_parts import teacher_seed
 
+    if getattr(recipe.student, "bidirectional", False):
+        raise TextInferenceError(
+            f"recipe {recipe.recipe!r} trains a bidirectional encoder, which continues no text: load its export "
+            "with transformers' AutoModel and attend both ways (see README, denoising)"
+        )
     given = [f"--{name.replace('_', '-')}" for name in IMAGE_OPTIONS if options.get(name) is not None]
     if given:
         raise click.UsageError(

@@ -16,6 +16,7 @@ from components.models.checkpointing import StudentCheckpointing
 from components.models.packed_attention import runs_packed, use_packed_attention
 from components.packed_sequences import PackedSequences
 from schemas import Recipe
+from schemas.models import CausalLMStudent
 
 
 def _projection_name(key: FeatureKey) -> str:
@@ -31,13 +32,34 @@ def _outputs(out, take: Callable[[torch.Tensor], torch.Tensor], key: tuple[str, 
     return take(out.attentions[layer].mean(1))
 
 
-def _run(model: nn.Module, input_ids: torch.Tensor, mask: torch.Tensor, packing: PackedSequences | None, keys, **kw):
+def _bidirectional_mask(model: nn.Module, mask: torch.Tensor) -> dict[str, torch.Tensor]:
+    """Padding-only attention masks in the form the model's attention implementation takes; given as the
+    prepared mapping, they stand in for the causal masks transformers would build."""
+    from transformers.masking_utils import create_bidirectional_mask
+
+    shape = torch.empty((*mask.shape, 1), dtype=model.get_input_embeddings().weight.dtype, device=mask.device)
+    prepared = create_bidirectional_mask(
+        config=model.config, inputs_embeds=shape, attention_mask=mask, allow_is_bidirectional_skip=False
+    )
+    return {"full_attention": prepared}
+
+
+def _run(
+    model: nn.Module,
+    input_ids: torch.Tensor,
+    mask: torch.Tensor,
+    packing: PackedSequences | None,
+    keys,
+    bidirectional: bool = False,
+    **kw,
+):
     """The model's outputs and how to take its real tokens' rows from them, in the mask's order: a padded forward,
     or (when the model was switched to packed attention) one packed row of the real tokens only."""
     kinds = {key[0] for key in keys}
     asks = {"output_hidden_states": "hidden" in kinds, "output_attentions": "attention" in kinds, **kw}
     if not runs_packed(model):
-        return model(input_ids=input_ids, attention_mask=mask.long(), **asks), lambda tensor: tensor[mask]
+        attention = _bidirectional_mask(model, mask) if bidirectional else mask.long()
+        return model(input_ids=input_ids, attention_mask=attention, **asks), lambda tensor: tensor[mask]
     packing = packing if packing is not None else PackedSequences.from_mask(mask)
     out = model(
         input_ids=packing.pack(input_ids)[None],
@@ -53,10 +75,17 @@ class LogitsModel(nn.Module):
     stages, LoRA, the optimizer's parts and checkpoints treat both families alike; plus the projections of
     hidden_states losses, which train with the student and stay out of the export."""
 
-    def __init__(self, student: nn.Module, projections: nn.ModuleDict | None = None) -> None:
+    def __init__(
+        self, student: nn.Module, projections: nn.ModuleDict | None = None, bidirectional: bool = False
+    ) -> None:
         super().__init__()
         if getattr(student.config, "use_cache", None):
             student.config.use_cache = False  # a KV cache is for generation; in training it only costs memory
+        self.bidirectional = bidirectional
+        if bidirectional:  # read by the packed kernel; the padded path gets padding-only masks (see _run)
+            for module in student.modules():
+                if hasattr(module, "is_causal"):
+                    module.is_causal = False
         self.student = student
         self.bolt_on = nn.ModuleList()
         self.projections = projections if projections is not None else nn.ModuleDict()
@@ -82,7 +111,7 @@ class LogitsModel(nn.Module):
         feature `keys`, also the student's side of each (hidden states projected where the widths differ, or
         attention distributions), a tuple in the order of `keys`. `packing`: the collator's PackedSequences of
         `mask` (computed here when missing), used when the student runs packed."""
-        out, take = _run(self.student, input_ids, mask, packing, keys)
+        out, take = _run(self.student, input_ids, mask, packing, keys, self.bidirectional)
         logits = take(out.logits)
         if not keys:
             return logits
@@ -142,7 +171,8 @@ def build_logits_model(recipe: Recipe, device: torch.device | str) -> LogitsMode
         recipe.student, "student", device=device, attention=hw.attention, seed=hw.seed, fused_kernels=hw.fused_kernels
     )
     projections = build_projections(recipe, hidden_width(student.config)).to(device)
-    return set_trained_dtype(LogitsModel(student, projections), recipe)
+    bidirectional = isinstance(recipe.student, CausalLMStudent) and recipe.student.bidirectional
+    return set_trained_dtype(LogitsModel(student, projections, bidirectional), recipe)
 
 
 def build_logit_parts(recipe: Recipe, device: torch.device):

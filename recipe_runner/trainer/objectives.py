@@ -16,6 +16,7 @@ from components.losses.cross_vocab import CrossVocabLoss, row_index
 from components.losses.logit_losses import LogitDistillLoss
 from components.models import pad_id
 from components.teacher_outputs import encode_teacher
+from recipe_runner.trainer.denoising import corrupt, mask_token_id
 from recipe_runner.trainer.evaluation import evaluate
 from recipe_runner.trainer.logit_evaluation import TokenRows, evaluate_logits
 from recipe_runner.trainer.logit_parts import teacher_logits
@@ -71,6 +72,8 @@ class LogitObjective:
         self.teacher = parts.teacher
         self.on_policy, self.unwrap = stage.on_policy, unwrap
         self.max_length, self.pad, self.eos = recipe.student.max_length, pad_id(tokenizer), tokenizer.eos_token_id
+        self.denoising, self.seed = stage.denoising, recipe.hardware.seed
+        self.mask_id = mask_token_id(tokenizer, stage.denoising) if stage.denoising is not None else None
 
     def rows(self, model: nn.Module, batch: TextBatch) -> TokenRows:
         """Both models' outputs at the batch's scored tokens: logits, labels, and the features' sides."""
@@ -79,7 +82,8 @@ class LogitObjective:
         teacher = None
         if self.teacher is not None:
             wanted = tuple(sorted({(kind, t) for kind, _, t in keys}))
-            teacher = teacher_logits(self.teacher, ids, mask, wanted, packing)
+            read = batch.teacher_ids if batch.teacher_ids is not None else ids
+            teacher = teacher_logits(self.teacher, read, mask, wanted, packing)
         (s_logits, s_sides), (t_logits, t_sides) = (student, teacher) if keys else ((student, ()), (teacher, {}))
         features = {key: (s_sides[i], t_sides[(key[0], key[2])]) for i, key in enumerate(keys)}
         rows = TokenRows(s_logits, t_logits, batch.labels, features)
@@ -90,12 +94,23 @@ class LogitObjective:
         if self.on_policy is not None and torch.rand(()) < self.on_policy.fraction:
             student = self.unwrap(model).student
             batch = continue_with_student(student, batch, self.on_policy, self.max_length, self.pad, self.eos)
+        if self.denoising is not None:  # the spans are drawn from the checkpointed generator too
+            batch = corrupt(batch, self.denoising, self.mask_id)
         rows = self.rows(model, batch)
         loss, _ = self.loss(rows.student, rows.teacher, rows.labels, rows.features)
         return loss
 
     def evaluate(self, model: nn.Module, batches: Iterable[TextBatch], total: Total) -> dict[str, float]:
-        return evaluate_logits(lambda batch: self.rows(model, batch), batches, self.loss, total=total)
+        if self.denoising is None:
+            return evaluate_logits(lambda batch: self.rows(model, batch), batches, self.loss, total=total)
+        generators: dict[torch.device, torch.Generator] = {}  # the same spans at every evaluation
+
+        def corrupted_rows(batch: TextBatch) -> TokenRows:
+            device = batch.student_ids.device
+            generator = generators.setdefault(device, torch.Generator(device).manual_seed(self.seed))
+            return self.rows(model, corrupt(batch, self.denoising, self.mask_id, generator))
+
+        return evaluate_logits(corrupted_rows, batches, self.loss, total=total)
 
 
 class CrossVocabObjective:

@@ -129,3 +129,18 @@ def test_packing_a_logits_recipe_is_refused_where_sampling_or_attention_maps_nee
     attention = "stages.0.losses=[{type: attention, layers: {0: 0}}]"
     out = _validate(LOGITS, attention, "hardware.attention=eager", "hardware.packed_sequences=true")
     assert "hardware.packed_sequences: is true, but an attention loss reads attention maps" in out
+
+
+def test_a_bidirectional_student_trains_by_denoising_only_and_its_mask_is_one_token() -> None:
+    denoising = RECIPES / "qwen3_denoising_tiny.yaml"
+    assert "stages[0]: student.bidirectional sees each token it would predict" in _validate(
+        denoising, "stages.0.denoising=null"
+    )
+    assert "stages[0].denoising: denoising trains an encoder: set student.bidirectional: true" in _validate(
+        denoising, "student.bidirectional=false"
+    )
+    out = _validate(denoising, "stages.0.denoising.mask_token=a red fox")
+    assert "stages[0].denoising.mask_token: mask_token 'a red fox' is 3 tokens of the student's tokenizer" in out
+    out = _validate(denoising, "stages.0.on_policy={fraction: 1.0}")
+    assert "stages[0].denoising: denoising with on_policy is not supported yet" in out
+    assert "stages[0].denoising: logits family only" in _validate(EMBEDDING, "stages.0.denoising={}")

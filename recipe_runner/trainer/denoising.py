@@ -1,0 +1,64 @@
+"""Span corruption of text batches for `denoising` stages, on the device with no per-text Python: spans of
+`span` tokens start at random real positions (about `density` of the tokens end up masked), the student reads
+them written over with the mask token, and each position whose next token was masked is scored with that token
+as its label (masked next-token prediction). The teacher reads the clean text."""
+
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+
+from components.data.texts import TextBatch
+from components.losses.logit_losses import IGNORED
+from schemas.stages import Denoising
+
+
+def span_mask(mask: torch.Tensor, spec: Denoising, generator: torch.Generator | None = None) -> torch.Tensor:
+    """Which real tokens of a right-padded [B, L] batch are masked: every token of a span that starts at a
+    random real position; the first token of each text is never masked (no position predicts it)."""
+    starts = torch.rand(mask.shape, generator=generator, device=mask.device) < spec.density / spec.span
+    begun = starts.long().cumsum(1)  # spans begun so far; a token is covered by one begun in the last `span`
+    covered = begun - F.pad(begun, (spec.span, 0))[:, : mask.shape[1]] > 0
+    masked = covered & mask
+    masked[:, 0] = False
+    return masked
+
+
+def corrupt(batch: TextBatch, spec: Denoising, mask_id: int, generator: torch.Generator | None = None) -> TextBatch:
+    """The batch as a denoising step reads it: corrupted ids for the student, the clean ones for the teacher,
+    labels and scores at the positions just before masked tokens."""
+    ids, mask = batch.student_ids, batch.student_mask
+    masked = span_mask(mask, spec, generator)
+    predicts = torch.zeros_like(masked)
+    predicts[:, :-1] = masked[:, 1:]  # position i predicts token i + 1
+    following = torch.full_like(ids, IGNORED)
+    following[:, :-1] = ids[:, 1:]
+    labels = torch.where(predicts, following, IGNORED)[mask]
+    return TextBatch(
+        indices=batch.indices,
+        student_ids=ids.masked_fill(masked, mask_id),
+        student_mask=mask,
+        student_packing=batch.student_packing,
+        labels=labels,
+        student_tokens=batch.student_tokens,
+        scored=predicts[mask],
+        teacher_ids=ids,
+    )
+
+
+def mask_token_id(tokenizer, spec: Denoising) -> int:
+    """The id written over masked spans; ValueError (with what to write instead) when `mask_token` is not one
+    token of the tokenizer."""
+    if spec.mask_token is None:
+        if tokenizer.mask_token_id is not None:
+            return tokenizer.mask_token_id
+        if tokenizer.pad_token_id is not None:
+            return tokenizer.pad_token_id
+        raise ValueError("the student's tokenizer has neither a mask nor a pad token: set denoising.mask_token")
+    ids = tokenizer(spec.mask_token, add_special_tokens=False)["input_ids"]
+    if len(ids) != 1:
+        raise ValueError(
+            f"mask_token {spec.mask_token!r} is {len(ids)} tokens of the student's tokenizer, not one: choose a "
+            "single token (e.g. one of its special tokens)"
+        )
+    return ids[0]

@@ -1,0 +1,109 @@
+"""Denoising: spans masked on the device, the student attending both ways, the teacher reading clean text."""
+
+from __future__ import annotations
+
+import json
+import shutil
+from pathlib import Path
+
+import pytest
+import torch
+from click.testing import CliRunner
+from logits_runs import REPO, short, train
+from safetensors.torch import load_file
+
+from components.data.texts import TextCollator
+from components.losses.logit_losses import IGNORED
+from recipe_runner.cli import main
+from recipe_runner.loader import load_recipe
+from recipe_runner.trainer.denoising import corrupt, span_mask
+from recipe_runner.trainer.logit_parts import build_logits_model
+from recipe_runner.trainer.packing import choose_packing
+from schemas.stages import Denoising
+
+RECIPE = REPO / "recipes" / "examples" / "qwen3_denoising_tiny.yaml"
+MASK = 7
+
+
+def test_spans_cover_about_the_density_never_the_first_token_nor_padding() -> None:
+    mask = torch.ones(64, 200, dtype=torch.bool)
+    mask[1::2, 150:] = False
+    spec = Denoising(density=0.15, span=3)
+    masked = span_mask(mask, spec, torch.Generator().manual_seed(0))
+    assert not masked[:, 0].any() and not (masked & ~mask).any()
+    assert 0.10 < masked.sum().item() / mask.sum().item() < 0.20
+    row = masked[0].tolist()
+    runs = [len(run) for run in "".join("x" if m else "." for m in row[:-3]).split(".") if run]
+    assert min(runs) >= 3  # whole spans, merged where they overlap
+
+
+def test_the_student_reads_masks_the_teacher_the_text_and_labels_are_the_masked_tokens() -> None:
+    ids = [list(range(10, 30)), list(range(40, 52))]
+    batch = TextCollator(pad_id=0)([{"index": i, "student_ids": row} for i, row in enumerate(ids)])
+    out = corrupt(batch, Denoising(density=0.3, span=2), MASK, torch.Generator().manual_seed(1))
+    masked = (out.student_ids == MASK) & batch.student_mask
+    assert masked.any()
+    assert torch.equal(out.teacher_ids, batch.student_ids)
+    assert torch.equal(out.student_ids[~masked], batch.student_ids[~masked])
+    real = batch.student_ids[batch.student_mask]
+    following = torch.cat([real[1:], real[:1]])  # next token in the flattened order (wrong only at row ends)
+    scored = out.scored.nonzero().flatten()
+    assert torch.equal(out.labels[scored], following[scored])
+    assert out.labels[~out.scored].eq(IGNORED).all()
+    assert out.scored.sum() == masked.sum()  # one scored position per masked token
+
+
+def _twin(bidirectional: bool):
+    overrides = [f"student.bidirectional={str(bidirectional).lower()}"]
+    if not bidirectional:
+        overrides.append("stages.0.denoising=null")
+    recipe = load_recipe(RECIPE, overrides, check=False).recipe
+    return recipe, build_logits_model(recipe, "cpu").eval()
+
+
+@pytest.mark.parametrize("bidirectional", [True, False])
+def test_a_bidirectional_student_sees_later_tokens_and_a_causal_one_does_not(bidirectional: bool) -> None:
+    _, model = _twin(bidirectional)
+    ids = torch.tensor([[5, 6, 7, 8, 9, 10], [5, 6, 7, 8, 0, 0]])
+    mask = torch.tensor([[True] * 6, [True] * 4 + [False] * 2])
+    changed = ids.clone()
+    changed[0, 5] = 11
+    with torch.no_grad():
+        before, after = model(ids, mask), model(changed, mask)
+    first_row_early = slice(0, 4)
+    assert torch.equal(before[6:], after[6:])  # the other text is untouched either way
+    assert (not torch.allclose(before[first_row_early], after[first_row_early])) == bidirectional
+
+
+def test_packed_bidirectional_rows_equal_padded_ones() -> None:
+    recipe, model = _twin(True)
+    ids = torch.tensor([[5, 6, 7, 8, 9, 10], [5, 6, 7, 8, 0, 0]])
+    mask = torch.tensor([[True] * 6, [True] * 4 + [False] * 2])
+    with torch.no_grad():
+        padded = model(ids, mask)
+        packing = recipe.hardware.model_copy(update={"packed_sequences": True})
+        choose_packing(model, recipe.model_copy(update={"hardware": packing}), torch.device("cpu"))
+        packed = model(ids, mask)
+    torch.testing.assert_close(packed, padded, atol=1e-5, rtol=1e-5)
+
+
+@pytest.mark.slow
+def test_denoising_learns_the_masked_tokens_and_resumes_with_the_same_spans(tmp_path: Path) -> None:
+    learning = tmp_path / "learning"
+    train([f"output.dir={learning}", "stages.0.epochs=1"], recipe=RECIPE)
+    rows = [json.loads(line) for line in (learning / "metrics.jsonl").read_text().splitlines()]
+    ce = [row["eval/cross_entropy"] for row in rows if "eval/cross_entropy" in row]
+    assert ce[-1] < 0.9 * ce[0]
+    assert json.loads((learning / "export" / "distilled.json").read_text())["bidirectional"] is True
+    result = CliRunner().invoke(main, ["infer", str(RECIPE), "--set", f"output.dir={learning}", "--prompt", "a"])
+    assert result.exit_code == 1 and "trains a bidirectional encoder, which continues no text" in result.output
+
+    train(short(tmp_path / "whole", 6), recipe=RECIPE)
+    resumed = tmp_path / "resumed"
+    train(short(resumed, 6), recipe=RECIPE)
+    shutil.rmtree(resumed / "checkpoints" / "step-00000006")
+    shutil.rmtree(resumed / "export")
+    train(short(resumed, 6), resume=True, recipe=RECIPE)
+    whole, again = (load_file(path / "export" / "model.safetensors") for path in (tmp_path / "whole", resumed))
+    for name in whole:
+        torch.testing.assert_close(whole[name], again[name])
