@@ -20,8 +20,9 @@ from recipe_runner.bench.rig import PhaseObserver, Rig
 from recipe_runner.bench.spec import BenchSpec
 from recipe_runner.bench.training import batch_indices
 from recipe_runner.family_checks import teacher_in_training
-from recipe_runner.trainer.logit_evaluation import TokenRows
-from recipe_runner.trainer.logit_parts import LogitsModel, build_projections, teacher_logits, teacher_seed
+from recipe_runner.trainer.denoising import corrupt
+from recipe_runner.trainer.logit_parts import LogitsModel, build_projections, teacher_seed
+from recipe_runner.trainer.objectives import token_rows
 from recipe_runner.trainer.optim import build_optimizer
 from recipe_runner.trainer.packing import choose_packing
 from recipe_runner.trainer.parts import set_trained_dtype
@@ -64,7 +65,9 @@ def logit_rig(recipe: Recipe, spec: BenchSpec, lengths: list[int], device: torch
         teacher = freeze(
             build_random(recipe.teacher, "teacher", device, teacher_seed(recipe), hw.attention, hw.fused_kernels)
         )
-    model = set_trained_dtype(LogitsModel(student, build_projections(recipe, hidden_width(student.config))), recipe)
+    projections = build_projections(recipe, hidden_width(student.config))
+    bidirectional = getattr(recipe.student, "bidirectional", False)
+    model = set_trained_dtype(LogitsModel(student, projections, bidirectional), recipe)
     model.to(device)
     packing_note = choose_packing(model, recipe, device, teacher)
     enter_stage(model, stage)
@@ -75,20 +78,13 @@ def logit_rig(recipe: Recipe, spec: BenchSpec, lengths: list[int], device: torch
     vocab = min([student.config.vocab_size] + ([teacher.config.vocab_size] if teacher is not None else []))
     loss_fn = LogitDistillLoss(stage.losses, vocab)
     keys = loss_fn.features
-    teacher_keys = tuple(sorted({(kind, layer) for kind, _, layer in keys}))
     batches = _batches(recipe, lengths, total * hw.grad_accum, spec.warmup_steps * hw.grad_accum, vocab)
 
     def micro_loss(batch: TextBatch, enter, observer: PhaseObserver | None) -> torch.Tensor:
-        out = forward(batch.student_ids, batch.student_mask, keys, batch.student_packing)
-        (s_logits, s_sides) = out if keys else (out, ())
-        t_logits, t_sides = None, {}
-        if teacher is not None:
-            enter("teacher")
-            found = teacher_logits(teacher, batch.student_ids, batch.student_mask, teacher_keys, batch.student_packing)
-            t_logits, t_sides = found if keys else (found, {})
+        if stage.denoising is not None:  # spans masked on the device, as in training
+            batch = corrupt(batch, stage.denoising, mask_id=0)
+        rows = token_rows(forward, teacher, batch, keys, enter)
         enter("loss")
-        features = {key: (s_sides[i], t_sides[(key[0], key[2])]) for i, key in enumerate(keys)}
-        rows = TokenRows(s_logits, t_logits, batch.labels, features)
         loss, _ = loss_fn(rows.student, rows.teacher, rows.labels, rows.features)
         return loss
 

@@ -13,7 +13,7 @@ from components.data.pipeline import DistillBatch
 from components.data.texts import TextBatch, next_token_labels
 from components.losses import DistillLoss
 from components.losses.cross_vocab import CrossVocabLoss, row_index
-from components.losses.logit_losses import LogitDistillLoss
+from components.losses.logit_losses import FeatureKey, LogitDistillLoss
 from components.models import pad_id
 from components.teacher_outputs import encode_teacher
 from recipe_runner.trainer.denoising import corrupt, mask_token_id
@@ -63,6 +63,29 @@ class HiddenStateObjective:
         return evaluate(student, self._teacher_hidden, batches, self.loss, self.tiers, total=total)
 
 
+def token_rows(
+    model: nn.Module,
+    teacher: nn.Module | None,
+    batch: TextBatch,
+    keys: tuple[FeatureKey, ...],
+    enter: Callable[[str], None] = lambda phase: None,
+) -> TokenRows:
+    """Both models' outputs at the batch's scored tokens: logits, labels, and the features' sides. `enter` hears
+    where the student's forward ends and the teacher's begins (the benchmark's phases)."""
+    ids, mask, packing = batch.student_ids, batch.student_mask, batch.student_packing
+    student = model(ids, mask, keys, packing)
+    found = None
+    if teacher is not None:
+        enter("teacher")
+        wanted = tuple(sorted({(kind, layer) for kind, _, layer in keys}))
+        read = batch.teacher_ids if batch.teacher_ids is not None else ids
+        found = teacher_logits(teacher, read, mask, wanted, packing)
+    (s_logits, s_sides), (t_logits, t_sides) = (student, found) if keys else ((student, ()), (found, {}))
+    features = {key: (s_sides[i], t_sides[(key[0], key[2])]) for i, key in enumerate(keys)}
+    rows = TokenRows(s_logits, t_logits, batch.labels, features)
+    return rows if batch.scored is None else rows.select(batch.scored)
+
+
 class LogitObjective:
     """Logits family: the student's next-token distributions against the teacher's, token by token."""
 
@@ -76,18 +99,7 @@ class LogitObjective:
         self.mask_id = mask_token_id(tokenizer, stage.denoising) if stage.denoising is not None else None
 
     def rows(self, model: nn.Module, batch: TextBatch) -> TokenRows:
-        """Both models' outputs at the batch's scored tokens: logits, labels, and the features' sides."""
-        keys, ids, mask, packing = self.loss.features, batch.student_ids, batch.student_mask, batch.student_packing
-        student = model(ids, mask, keys, packing)
-        teacher = None
-        if self.teacher is not None:
-            wanted = tuple(sorted({(kind, t) for kind, _, t in keys}))
-            read = batch.teacher_ids if batch.teacher_ids is not None else ids
-            teacher = teacher_logits(self.teacher, read, mask, wanted, packing)
-        (s_logits, s_sides), (t_logits, t_sides) = (student, teacher) if keys else ((student, ()), (teacher, {}))
-        features = {key: (s_sides[i], t_sides[(key[0], key[2])]) for i, key in enumerate(keys)}
-        rows = TokenRows(s_logits, t_logits, batch.labels, features)
-        return rows if batch.scored is None else rows.select(batch.scored)
+        return token_rows(model, self.teacher, batch, self.loss.features)
 
     def training_loss(self, model: nn.Module, batch: TextBatch) -> torch.Tensor:
         # Drawn from the global generator, which checkpoints keep: a resumed run draws as the whole run did.
