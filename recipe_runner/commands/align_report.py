@@ -26,13 +26,16 @@ def align_report(file: str, overrides: tuple[str, ...], allow_remote_code: bool,
     from components.alignment.report import coverage_report, format_report
     from components.models import load_tokenizer
     from components.models.downloads import needed_from, require_downloaded
-    from recipe_runner.family_checks import require_embedding_family
+    from recipe_runner.family_checks import NotForThisFamily
     from recipe_runner.loader import load_recipe
     from recipe_runner.trainer.parts import split_prompts
 
     recipe = load_recipe(file, overrides, allow_remote_code=allow_remote_code).recipe
-    why = "teacher and student read the same token ids, so every token pairs"
-    require_embedding_family(recipe, "align-report", why)
+    if recipe.alignment is None:  # a logits recipe across two vocabularies has one; its uld pairs are `matched`
+        raise NotForThisFamily(
+            f"recipe {recipe.recipe!r} has no alignment: teacher and student read the same token ids, so every "
+            "token pairs (`recipe align-report` is for recipes with `alignment`)"
+        )
     train, held_out = split_prompts(recipe)
     prompts = train if split == "train" else held_out
     if not prompts:

@@ -75,13 +75,18 @@ def test_a_teacher_shorter_than_the_student_cannot_read_its_tokens() -> None:
 
 @pytest.mark.parametrize(
     ("command", "words"),
-    [("cache", "there is nothing to cache"), ("align-report", "every token pairs")],
+    [("cache", "`recipe cache` is for the embedding family"), ("align-report", "has no alignment: teacher and")],
 )
-def test_commands_of_the_embedding_family_say_so_for_a_logits_recipe(command: str, words: str) -> None:
+def test_commands_that_need_a_cache_or_an_alignment_say_so_for_a_logits_recipe(command: str, words: str) -> None:
     result = CliRunner().invoke(main, [command, str(LOGITS)])
     assert result.exit_code != 0
-    assert f"`recipe {command}` is for the embedding family" in result.output
     assert words in result.output
+
+
+def test_align_report_shows_the_matched_tokens_uld_compares_across_two_vocabularies() -> None:
+    result = CliRunner().invoke(main, ["align-report", str(RECIPES / "qwen_cross_vocab_tiny.yaml")])
+    assert result.exit_code == 0, result.output
+    assert "matched" in result.output
 
 
 def test_on_policy_needs_room_for_its_samples_a_divergence_to_apply_and_a_logits_recipe() -> None:
