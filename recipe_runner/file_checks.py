@@ -63,6 +63,9 @@ def file_problems(loaded: LoadedRecipe) -> list[Problem]:
                 problems.append(loaded.problem((role, field), f"path not found: {value}"))
     cache = recipe.teacher_cache
     directories = {("output", "dir"): recipe.output.dir, **({("teacher", "cache", "dir"): cache.dir} if cache else {})}
+    answers = _answers_dir(recipe)
+    if answers is not None:
+        directories[("teacher", "answers", "dir")] = answers
     for where, directory in directories.items():
         # the directory itself or the nearest existing one above it, which the run would create it in
         nearest = next(p for p in (Path(directory).absolute(), *Path(directory).absolute().parents) if p.exists())
@@ -70,6 +73,9 @@ def file_problems(loaded: LoadedRecipe) -> list[Problem]:
             problems.append(loaded.problem(where, f"{nearest} is a file, not a directory: choose another path"))
     if cache is not None and Path(cache.dir) == Path(recipe.output.dir):
         problems.append(loaded.problem(("teacher", "cache", "dir"), "the cache must not share the output directory"))
+    if answers is not None and Path(answers) == Path(recipe.output.dir):
+        message = "the answers must not share the output directory: give them a folder of their own"
+        problems.append(loaded.problem(("teacher", "answers", "dir"), message))
     problems += _foreign_directory_problems(loaded)
     problems += _pipeline_problems(loaded)
     problems += _cached_prompts_problems(loaded)
@@ -82,6 +88,13 @@ _RUN_WRITES = ("resolved_recipe.yaml", "resolved_recipe.until-step-*.yaml", "ver
                "checkpoints", "export", "images", "tensorboard", ".*")  # fmt: skip
 _CACHE_WRITES = ("train", "eval", ".*")
 _SPLIT_WRITES = ("manifest.json", "shard-*.safetensors", ".*")
+_ANSWERS_WRITES = ("train.json", "train.jsonl", "train.jsonl.*", "eval.json", "eval.jsonl", "eval.jsonl.*", ".*")
+
+
+def _answers_dir(recipe) -> str | None:
+    """teacher.answers.dir of a causal-LM teacher that writes answers (sequence-level distillation)."""
+    answers = getattr(recipe.teacher, "answers", None)
+    return answers.dir if answers is not None else None
 
 
 def _not_written_by_us(directory: Path, marker: str, names: tuple[str, ...]) -> list[str]:
@@ -109,6 +122,7 @@ def _foreign_directory_problems(loaded: LoadedRecipe) -> list[Problem]:
     """An output.dir or cache.dir that already holds someone's files (`~`, a project folder, `/etc`): a run
     writes and replaces files of its own names there, so only a new, empty or earlier directory of its kind is
     taken."""
+    from recipe_runner.teacher_answers import ANSWERS_LOCK
     from recipe_runner.teacher_cache import CACHE_LOCK
     from recipe_runner.trainer.run_dir import LOCK_NAME
 
@@ -119,6 +133,10 @@ def _foreign_directory_problems(loaded: LoadedRecipe) -> list[Problem]:
     if recipe.teacher_cache is not None:
         where, directory = ("teacher", "cache", "dir"), recipe.teacher_cache.dir
         places.append((where, directory, CACHE_LOCK, _CACHE_WRITES, "the teacher cache's shards", "cache"))
+    answers = _answers_dir(recipe)
+    if answers is not None:
+        where, what = ("teacher", "answers", "dir"), "the teacher's answers"
+        places.append((where, answers, ANSWERS_LOCK, _ANSWERS_WRITES, what, "answers"))
     for where, directory, marker, names, what, parent in places:
         foreign = _not_written_by_us(Path(directory), marker, names)
         if foreign:

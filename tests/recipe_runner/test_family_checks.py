@@ -149,3 +149,13 @@ def test_a_bidirectional_student_trains_by_denoising_only_and_its_mask_is_one_to
     out = _validate(denoising, "stages.0.on_policy={fraction: 1.0}")
     assert "stages[0].denoising: denoising with on_policy is not supported yet" in out
     assert "stages[0].denoising: logits family only" in _validate(EMBEDDING, "stages.0.denoising={}")
+
+
+def test_answers_go_to_a_folder_of_their_own(tmp_path: Path) -> None:
+    sequence = RECIPES / "qwen_sequence_kd_tiny.yaml"
+    (tmp_path / "notes.txt").write_text("mine")
+    out = _validate(sequence, f"teacher.answers.dir={tmp_path}")
+    assert f"teacher.answers.dir: {tmp_path} already holds files that recipe did not write (notes.txt)" in out
+    shared = tmp_path / "shared"
+    out = _validate(sequence, f"teacher.answers.dir={shared}", f"output.dir={shared}")
+    assert "teacher.answers.dir: the answers must not share the output directory" in out
