@@ -17,6 +17,7 @@ from components.models.packed_attention import runs_packed, use_packed_attention
 from components.packed_sequences import PackedSequences
 from schemas import Recipe
 from schemas.models import CausalLMStudent
+from schemas.stages import Stage
 
 
 def _projection_name(key: FeatureKey) -> str:
@@ -94,6 +95,13 @@ class LogitsModel(nn.Module):
     def student_side(self) -> list[nn.Module]:
         """What trains as the `student` part."""
         return [self.student, self.projections]
+
+    def train_extras(self, stage: Stage) -> None:
+        """Projections train with the student, in the stages whose losses read them: one left trainable but unused
+        would stop a DDP run, which expects a gradient for every trainable parameter."""
+        used = {_projection_name(key) for key in feature_keys(stage.losses) if key[0] == "hidden"}
+        for name, projection in self.projections.items():
+            projection.requires_grad_("student" in stage.trainable and name in used)
 
     def use_packed_sequences(self) -> None:
         """From now on every forward packs the real tokens into one row (see components.packed_sequences)."""

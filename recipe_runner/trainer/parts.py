@@ -21,6 +21,7 @@ from components.models.checkpointing import StudentCheckpointing
 from components.models.packed_attention import use_packed_attention
 from components.packed_sequences import PackedSequences
 from schemas import Recipe
+from schemas.stages import Stage
 
 
 class RunSetupError(UserFacingError, RuntimeError):
@@ -45,6 +46,9 @@ class DistillModel(nn.Module):
     def student_side(self) -> list[nn.Module]:
         """What trains as the `student` part."""
         return [self.student]
+
+    def train_extras(self, stage: Stage) -> None:
+        """Nothing trains beside the student and the bolt-on here (see LogitsModel)."""
 
     def use_packed_sequences(self) -> None:
         """From now on every forward packs (see components.packed_sequences); the student's attention is ours."""

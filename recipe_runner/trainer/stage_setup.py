@@ -18,8 +18,7 @@ def parameters_by_part(model: DistillModel) -> dict[Part, list[torch.nn.Paramete
 def enter_stage(model: DistillModel, stage: Stage) -> None:
     """Freeze what the stage does not train; a LoRA stage trains only the student's adapters."""
     model.bolt_on.requires_grad_("bolt_on" in stage.trainable)
-    for module in model.student_side()[1:]:  # what trains beside the student's own weights, LoRA or not
-        module.requires_grad_("student" in stage.trainable)
+    model.train_extras(stage)  # what trains beside the student's own weights, LoRA or not
     model.student.requires_grad_("student" in stage.trainable and stage.student_lora is None)
     if stage.student_lora is not None:
         from peft import LoraConfig, get_peft_model

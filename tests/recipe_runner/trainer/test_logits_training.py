@@ -214,3 +214,22 @@ def test_packed_student_and_teacher_give_the_padded_rows(tmp_path: Path) -> None
     torch.testing.assert_close(rows[1][1][("hidden", 2)], padded[1][1][("hidden", 2)], atol=1e-4, rtol=1e-4)
     del parts
     assert train(short(tmp_path / "run", 2, *packed)).global_step == 2
+
+
+def test_projections_train_only_in_the_stages_whose_losses_read_them() -> None:
+    """A trainable parameter no loss reads would stop a DDP run (it waits for a gradient that never comes)."""
+    from recipe_runner.trainer.logit_parts import build_logits_model
+    from recipe_runner.trainer.stage_setup import enter_stage
+
+    stages = (
+        "stages=[{name: features, steps: 2, trainable: [student], lr: {student: 0.001}, losses: [{type: forward_kl},"
+        " {type: hidden_states, layers: {1: 2}}]}, {name: logits, steps: 2, trainable: [student], lr: {student: 0.001},"
+        " losses: [{type: forward_kl}]}]"
+    )
+    recipe = load_recipe(RECIPE, [stages]).recipe
+    model = build_logits_model(recipe, "cpu")
+    enter_stage(model, recipe.stages[0])
+    assert all(p.requires_grad for p in model.projections.parameters())
+    enter_stage(model, recipe.stages[1])
+    assert not any(p.requires_grad for p in model.projections.parameters())
+    assert all(p.requires_grad for p in model.student.parameters())
