@@ -180,6 +180,16 @@ def _answers_problems(loaded: LoadedRecipe) -> list[Problem]:
     if recipe.family != "logits" or recipe.teacher.answers is None:
         return []
     problems = []
+    spec = recipe.teacher.answers
+    if spec.max_new_tokens >= recipe.student.max_length:
+        problems.append(
+            loaded.problem(
+                ("teacher", "answers", "max_new_tokens"),
+                f"{spec.max_new_tokens} leaves no room for the prompt in student.max_length "
+                f"{recipe.student.max_length}, where the student reads prompt + answer: lower it, or raise "
+                "student.max_length",
+            )
+        )
     if recipe.alignment is not None:
         message = "answers across two vocabularies (uld on answers) are not supported yet: remove alignment"
         problems.append(loaded.problem(("teacher", "answers"), message))

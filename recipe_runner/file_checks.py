@@ -73,8 +73,11 @@ def file_problems(loaded: LoadedRecipe) -> list[Problem]:
             problems.append(loaded.problem(where, f"{nearest} is a file, not a directory: choose another path"))
     if cache is not None and Path(cache.dir) == Path(recipe.output.dir):
         problems.append(loaded.problem(("teacher", "cache", "dir"), "the cache must not share the output directory"))
-    if answers is not None and Path(answers) == Path(recipe.output.dir):
-        message = "the answers must not share the output directory: give them a folder of their own"
+    if answers is not None and _inside(Path(answers), Path(recipe.output.dir)):
+        message = (
+            "the answers must not be in the output directory (a run keeps only its own files there): give them a "
+            "folder of their own"
+        )
         problems.append(loaded.problem(("teacher", "answers", "dir"), message))
     problems += _foreign_directory_problems(loaded)
     problems += _pipeline_problems(loaded)
@@ -89,6 +92,12 @@ _RUN_WRITES = ("resolved_recipe.yaml", "resolved_recipe.until-step-*.yaml", "ver
 _CACHE_WRITES = ("train", "eval", ".*")
 _SPLIT_WRITES = ("manifest.json", "shard-*.safetensors", ".*")
 _ANSWERS_WRITES = ("train.json", "train.jsonl", "train.jsonl.*", "eval.json", "eval.jsonl", "eval.jsonl.*", ".*")
+
+
+def _inside(path: Path, directory: Path) -> bool:
+    """`path` is `directory` or somewhere below it."""
+    path, directory = path.absolute(), directory.absolute()
+    return directory == path or directory in path.parents
 
 
 def _answers_dir(recipe) -> str | None:

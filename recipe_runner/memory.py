@@ -28,10 +28,12 @@ most hardware.batch_tokens; a = activation bytes: 2 for bf16/fp16, 4 for fp32):
   loss buffers       b x s x teacher width x 4 x 2 (fp32 output and its gradient)
   logits family      no bolt-on, no cache; teacher forward as above without T5's position bias; with hidden_states
                      losses the teacher's states of every layer b x s x d x (L + 1) x a (transformers returns them
-                     all); teacher logits b x s x teacher vocab x a; student logits and their gradient
-                     2 x b x s x student vocab x a;
+                     all), with attention losses its maps b x s x s x heads x L x a; teacher logits
+                     b x s x teacher vocab x a; student logits and their gradient 2 x b x s x student vocab x a;
                      the loss's float32 work on one chunk of rows (2^25 elements) x 6 (both logits, both log-softmaxes,
                      the probabilities and the product), recomputed in backward rather than kept
+  eager attention    the student keeps every layer's scores for backward: b x s x s x heads x L x a x 2 (one
+                     layer's when checkpointed, unless an attention loss has all of them returned)
   runtime            1 GiB for the CUDA context, cuBLAS workspace and allocator slack
 Under DDP the gradients are views into its all-reduce buckets (gradient_as_bucket_view), so no term is added.
 The budget `hardware.vram_gb` is read as GiB. Against `recipe bench` on an H100 (peaks over 20 timed
@@ -77,11 +79,13 @@ class StackShape:
     def of(cls, model: nn.Module) -> StackShape:
         config = model.config
 
-        def first(*names: str) -> int:
+        def first(*names: str, default: int | None = None) -> int:
             for name in names:
                 value = getattr(config, name, None)
                 if isinstance(value, int):
                     return value
+            if default is not None:
+                return default
             raise ValueError(f"{type(config).__name__} has none of {names}")
 
         hidden = first("d_model", "hidden_size")
@@ -91,7 +95,7 @@ class StackShape:
         return cls(
             layers=first("num_hidden_layers", "num_layers"),
             hidden=hidden,
-            ffn=first("intermediate_size", "d_ff", "ffn_dim"),
+            ffn=first("intermediate_size", "d_ff", "ffn_dim", "n_inner", default=4 * hidden),  # GPT-2: 4 x width
             heads=heads,
             query=heads * head_dim,
             kv=kv_heads * head_dim,
@@ -131,7 +135,7 @@ class Sizes:
     student: StackShape
     bolt_on_params: int
     projection_params: int = 0  # hidden_states losses' projections, trained with the student (logits family)
-    feature_layers: int = 0  # teacher hidden states the hidden_states losses read (logits family)
+    feature_kinds: frozenset[str] = frozenset()  # what the feature losses read: "hidden", "attention" (logits family)
 
 
 @dataclass(frozen=True)
@@ -238,9 +242,18 @@ def estimate_memory(recipe: Recipe, stage: Stage, sizes: Sizes, student_trainabl
         items.append(MemoryItem("student activations", tokens * st.bytes_per_token(a, r)))
     if logits:
         items += _logit_items(sizes, tokens, a, teacher_held)
-        if sizes.feature_layers:
-            kept = tokens * sizes.teacher.hidden * a * (sizes.teacher.layers + 1)
+        te, length = sizes.teacher, recipe.student.max_length
+        if "hidden" in sizes.feature_kinds:
+            kept = tokens * te.hidden * a * (te.layers + 1)
             items.append(MemoryItem("teacher hidden states (every layer, for hidden_states losses)", kept))
+        if "attention" in sizes.feature_kinds and teacher_held:
+            kept = tokens * length * te.heads * te.layers * a
+            items.append(MemoryItem("teacher attention maps (every layer, for attention losses)", kept))
+    if hardware.attention == "eager" and trains_student:  # SDPA keeps no scores; eager keeps each layer's
+        # ... or one layer's at a time when checkpointed, unless an attention loss has every layer's returned
+        layers = st.layers if "attention" in sizes.feature_kinds or not hardware.gradient_checkpointing else 1
+        scores = tokens * recipe.student.max_length * st.heads * layers * a * 2
+        items.append(MemoryItem("student attention scores (eager attention, softmax in and out)", scores))
     else:
         items += _hidden_state_items(recipe, sizes, tokens, teacher_tokens, a)
     if hardware.device != "cpu":  # a CPU run has no CUDA context or cuBLAS workspace

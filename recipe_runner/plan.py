@@ -209,7 +209,9 @@ def build_plan(recipe: Recipe) -> Plan:
         student=StackShape.of(student),
         bolt_on_params=_count(stack),
         projection_params=_count(trained.projections) if logits else 0,
-        feature_layers=len(feature_keys([loss for stage in recipe.stages for loss in stage.losses])),
+        feature_kinds=frozenset(
+            key[0] for key in feature_keys([loss for stage in recipe.stages for loss in stage.losses])
+        ),
     )
     failures: list[str] = []
     stages = [_stage_plan(recipe, stage, student, sizes, failures) for stage in recipe.stages]

@@ -27,7 +27,12 @@ def answers_identity(recipe: Recipe) -> dict:
     """What the answers depend on besides the prompts: the teacher and how it was asked."""
     spec = recipe.teacher.answers
     assert spec is not None
-    settings = {"max_new_tokens": spec.max_new_tokens, "temperature": spec.temperature, "batch_size": spec.batch_size}
+    settings = {
+        "max_new_tokens": spec.max_new_tokens,
+        "temperature": spec.temperature,
+        "batch_size": spec.batch_size,
+        "prompt_tokens": recipe.teacher.max_length,  # each prompt is cut there before the teacher answers it
+    }
     return {**teacher_source_identity(recipe), **settings, "answer_seed": recipe.hardware.seed}
 
 
@@ -61,7 +66,14 @@ def teacher_answers(
         def answer(start: int, prompts: list[str]) -> list[str]:
             seed = recipe.hardware.seed + start
             return continue_prompts(
-                teacher, tokenizer, prompts, spec.max_new_tokens, spec.temperature, len(prompts), seed
+                teacher,
+                tokenizer,
+                prompts,
+                spec.max_new_tokens,
+                spec.temperature,
+                len(prompts),
+                seed,
+                max_length=recipe.teacher.max_length,
             )
 
         for split in missing:

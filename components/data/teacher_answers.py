@@ -41,6 +41,12 @@ def read_answers(directory: Path, split: str, prompts: list[str], identity: dict
         answers = [json.loads(line)["answer"] for line in final.read_text(encoding="utf-8").splitlines()]
     except (OSError, ValueError, KeyError, TypeError) as exc:
         raise AnswersError(f"{final}: unreadable teacher answers ({exc}); delete {final} to write them again") from None
+    for number, answer in enumerate(answers, 1):
+        if not isinstance(answer, str):
+            raise AnswersError(
+                f"{final}:{number}: the answer is {type(answer).__name__}, not text (edited by hand?): fix that line, "
+                f"or delete {final} to write the answers again"
+            )
     if made != _made_from(prompts, identity) or len(answers) != len(prompts):
         raise AnswersError(
             f"{final} holds answers made from other prompts or teacher settings than data.{split} and "

@@ -7,9 +7,12 @@ import torch
 from torch import nn
 
 
-def _left_padded(tokenizer, prompts: list[str], pad: int) -> tuple[torch.Tensor, torch.Tensor]:
-    """Rows aligned on their last token, so that generation appends after the last column of every row."""
-    rows = tokenizer(prompts)["input_ids"]
+def _left_padded(
+    tokenizer, prompts: list[str], pad: int, max_length: int | None = None
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """Rows aligned on their last token, so that generation appends after the last column of every row; each
+    prompt cut at `max_length` tokens when given."""
+    rows = tokenizer(prompts, truncation=max_length is not None, max_length=max_length)["input_ids"]
     width = max(len(row) for row in rows)
     ids = torch.full((len(rows), width), pad, dtype=torch.long)
     mask = torch.zeros((len(rows), width), dtype=torch.long)
@@ -28,16 +31,18 @@ def continue_prompts(
     temperature: float = 0.0,
     batch_size: int = 8,
     seed: int = 0,
+    max_length: int | None = None,
 ) -> list[str]:
     """Each prompt's continuation (the new text only): greedy at temperature 0, so that two runs and two models
-    compare fairly; sampled otherwise, seeded per batch so that a batch answers the same when written again."""
+    compare fairly; sampled otherwise, seeded per batch so that a batch answers the same when written again.
+    `max_length`: prompt tokens kept (the model's max_length)."""
     device = next(model.parameters()).device
     model.eval()
     pad = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else tokenizer.eos_token_id or 0
     sampling = {"do_sample": True, "temperature": temperature, "top_k": 0} if temperature > 0 else {"do_sample": False}
     texts = []
     for start in range(0, len(prompts), batch_size):
-        ids, mask = _left_padded(tokenizer, prompts[start : start + batch_size], pad)
+        ids, mask = _left_padded(tokenizer, prompts[start : start + batch_size], pad, max_length)
         with torch.random.fork_rng(devices=[device] if device.type == "cuda" else []):
             torch.manual_seed(seed + start)
             out = model.generate(

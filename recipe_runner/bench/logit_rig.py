@@ -84,6 +84,8 @@ def logit_rig(recipe: Recipe, spec: BenchSpec, lengths: list[int], device: torch
         if stage.denoising is not None:  # spans masked on the device, as in training
             batch = corrupt(batch, stage.denoising, mask_id=0)
         rows = token_rows(forward, teacher, batch, keys, enter)
+        if observer is not None:  # the loss's backward ends where the student's begins
+            rows.student.register_hook(lambda grad: observer.enter("student_backward"))
         enter("loss")
         loss, _ = loss_fn(rows.student, rows.teacher, rows.labels, rows.features)
         return loss

@@ -359,7 +359,7 @@ def infer(recipe: str | None, overrides: tuple[str, ...], **options) -> None:
             options["device"] = _checked_device(options["device"])
             infer_text(loaded.recipe, _read_prompts(options["prompts"], options["prompts_file"]), options)
             return
-    if options["max_new_tokens"] is not None:
+    if options["max_new_tokens"] is not None and recipe is not None:  # without one, _resolve says what is missing
         raise click.UsageError(
             "--max-new-tokens sets how much text a logits recipe's student writes; it renders no image"
         )

@@ -28,6 +28,11 @@ def _export_dir(recipe: Recipe, checkpoint: str | None) -> Path:
             f"no exported causal LM in {directory} (no readable {MANIFEST}): train with `recipe run RECIPE`, or "
             "write one from a checkpoint with `recipe export RECIPE`"
         )
+    if manifest.bidirectional:
+        raise TextInferenceError(
+            f"{directory} holds a bidirectional encoder (recipe {manifest.recipe!r}, trained by denoising), which "
+            "continues no text: load it with transformers' AutoModel and padding-only attention masks"
+        )
     if checkpoint is None and manifest.recipe != recipe.recipe:
         raise TextInferenceError(
             f"{directory} holds the export of recipe {manifest.recipe!r}, not {recipe.recipe!r} (an inherited "

@@ -18,15 +18,15 @@ from recipe_runner.cli_support import overrides_option, reports_recipe_errors, t
 @click.option("--no-progress", is_flag=True, help="No progress bar (metrics still go to metrics.jsonl).")
 @reports_recipe_errors
 def run(file: str, overrides: tuple[str, ...], allow_remote_code: bool, resume: bool, no_progress: bool) -> None:
-    """Train the recipe's stages in order and export the encoder."""
-    from components.export import check_export_target
+    """Train the recipe's stages in order and export the encoder (or, for a causal-LM recipe, the student)."""
+    from components.export import check_target
     from recipe_runner.loader import load_recipe
     from recipe_runner.trainer.loop import Trainer
     from recipe_runner.trainer.stops import TrainingInterrupted
 
     loaded = load_recipe(file, overrides, allow_remote_code=allow_remote_code)
     if loaded.recipe.output.export:  # refused now, not after training: only an earlier export may be replaced
-        check_export_target(Path(loaded.recipe.output.dir) / "export")
+        check_target(Path(loaded.recipe.output.dir) / "export", loaded.recipe.family)
     trainer = Trainer(loaded.recipe, resume=resume, progress=not no_progress)
     speaks = trainer.accelerator.is_main_process  # every process of a multi-process run gets here: one says it
     try:

@@ -33,16 +33,17 @@ def _outputs(out, take: Callable[[torch.Tensor], torch.Tensor], key: tuple[str, 
     return take(out.attentions[layer].mean(1))
 
 
-def _bidirectional_mask(model: nn.Module, mask: torch.Tensor) -> dict[str, torch.Tensor]:
-    """Padding-only attention masks in the form the model's attention implementation takes; given as the
-    prepared mapping, they stand in for the causal masks transformers would build."""
+def _bidirectional_mask(model: nn.Module, mask: torch.Tensor) -> torch.Tensor:
+    """A padding-only [B, 1, L, L] attention mask in the form the model's attention implementation takes:
+    transformers uses a prepared 4D mask as it is, instead of the causal one it would build (Qwen, Llama,
+    Mistral and GPT-2 checked)."""
     from transformers.masking_utils import create_bidirectional_mask
 
     shape = torch.empty((*mask.shape, 1), dtype=model.get_input_embeddings().weight.dtype, device=mask.device)
     prepared = create_bidirectional_mask(
         config=model.config, inputs_embeds=shape, attention_mask=mask, allow_is_bidirectional_skip=False
     )
-    return {"full_attention": prepared}
+    return prepared
 
 
 def _run(

@@ -158,4 +158,9 @@ def test_answers_go_to_a_folder_of_their_own(tmp_path: Path) -> None:
     assert f"teacher.answers.dir: {tmp_path} already holds files that recipe did not write (notes.txt)" in out
     shared = tmp_path / "shared"
     out = _validate(sequence, f"teacher.answers.dir={shared}", f"output.dir={shared}")
-    assert "teacher.answers.dir: the answers must not share the output directory" in out
+    assert "teacher.answers.dir: the answers must not be in the output directory" in out
+
+
+def test_answers_leave_room_for_their_prompt() -> None:
+    out = _validate(RECIPES / "qwen_sequence_kd_tiny.yaml", "teacher.answers.max_new_tokens=500")
+    assert "teacher.answers.max_new_tokens: 500 leaves no room for the prompt in student.max_length 128" in out

@@ -81,3 +81,21 @@ def test_only_the_positions_predicting_the_answer_are_scored() -> None:
     assert per_row[0].nonzero().flatten().tolist() == [1, 2, 3]  # positions 1..3 predict answer tokens 2..4
     assert batch.labels[:5].tolist() == [IGNORED, 4, 1, 9, IGNORED]
     assert torch.equal(batch.labels != IGNORED, batch.scored)
+
+
+def test_an_answer_edited_into_something_else_than_text_names_its_line(tmp_path: Path) -> None:
+    write_answers(tmp_path, "train", PROMPTS, IDENTITY, _answer, batch_size=3)
+    lines = (tmp_path / "train.jsonl").read_text().splitlines()
+    lines[2] = '{"answer": null}'
+    (tmp_path / "train.jsonl").write_text("\n".join(lines) + "\n")
+    with pytest.raises(AnswersError, match=r"train\.jsonl:3: the answer is NoneType, not text"):
+        read_answers(tmp_path, "train", PROMPTS, IDENTITY)
+
+
+def test_the_prompt_length_the_teacher_reads_is_part_of_what_the_answers_were_made_from() -> None:
+    from recipe_runner.loader import load_recipe
+    from recipe_runner.teacher_answers import answers_identity
+
+    recipe = Path(__file__).resolve().parents[3] / "recipes" / "examples" / "qwen_sequence_kd_tiny.yaml"
+    short_prompts = load_recipe(recipe, ["teacher.max_length=4"], check=False).recipe
+    assert answers_identity(short_prompts) != answers_identity(load_recipe(recipe, check=False).recipe)

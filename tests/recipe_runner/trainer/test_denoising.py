@@ -107,3 +107,35 @@ def test_denoising_learns_the_masked_tokens_and_resumes_with_the_same_spans(tmp_
     whole, again = (load_file(path / "export" / "model.safetensors") for path in (tmp_path / "whole", resumed))
     for name in whole:
         torch.testing.assert_close(whole[name], again[name])
+
+
+@pytest.mark.parametrize("model_type", ["llama", "mistral", "gpt2"])
+def test_other_architectures_attend_both_ways_too(model_type: str) -> None:
+    """The padding-only 4D mask is taken as it is by transformers' other decoder families, not only Qwen's."""
+    config = {"model_type": model_type, "vocab_size": 2000}
+    if model_type == "gpt2":
+        config.update(n_embd=32, n_layer=2, n_head=4)
+    else:
+        config.update(hidden_size=32, num_hidden_layers=2, num_attention_heads=4, num_key_value_heads=2)
+        config.update(intermediate_size=64)
+    overrides = [f"student.config={json.dumps(config)}", f"teacher.config={json.dumps(config)}"]
+    recipe = load_recipe(RECIPE, overrides, check=False).recipe
+    model = build_logits_model(recipe, "cpu").eval()
+    ids = torch.tensor([[5, 6, 7, 8, 9, 10], [5, 6, 7, 8, 0, 0]])
+    mask = torch.tensor([[True] * 6, [True] * 4 + [False] * 2])
+    changed = ids.clone()
+    changed[0, 5] = 11
+    with torch.no_grad():
+        before, after = model(ids, mask), model(changed, mask)
+    assert not torch.allclose(before[:4], after[:4])  # earlier positions see the later token
+    assert torch.equal(before[6:], after[6:])
+
+
+def test_infer_refuses_a_bidirectional_export_given_by_folder(tmp_path: Path) -> None:
+    run_dir = tmp_path / "run"
+    train(short(run_dir, 2), recipe=RECIPE)
+    logits = REPO / "recipes" / "examples" / "qwen_logits_tiny.yaml"
+    args = ["infer", str(logits), "--checkpoint", str(run_dir / "export"), "--prompt", "a fox"]
+    result = CliRunner().invoke(main, args)
+    assert result.exit_code == 1
+    assert "holds a bidirectional encoder (recipe 'qwen3_denoising_tiny', trained by denoising)" in result.output

@@ -233,3 +233,21 @@ def test_projections_train_only_in_the_stages_whose_losses_read_them() -> None:
     enter_stage(model, recipe.stages[1])
     assert not any(p.requires_grad for p in model.projections.parameters())
     assert all(p.requires_grad for p in model.student.parameters())
+
+
+def test_a_finished_run_resumes_to_its_own_export_and_gpt2_models_plan_and_train(tmp_path: Path) -> None:
+    run_dir = tmp_path / "run"
+    args = ["run", str(RECIPE), "--set", f"output.dir={run_dir}", "--set", "stages.0.epochs=null"]
+    args += ["--set", "stages.0.steps=2", "--no-progress"]
+    assert CliRunner().invoke(main, args).exit_code == 0
+    result = CliRunner().invoke(main, [*args, "--resume"])  # re-exports into the causal-LM export it wrote
+    assert result.exit_code == 0, result.output
+    assert "exported causal LM" in result.output
+
+    gpt2 = [
+        "teacher.config={model_type: gpt2, n_embd: 64, n_layer: 2, n_head: 4, vocab_size: 2000}",
+        "student.config={model_type: gpt2, n_embd: 32, n_layer: 2, n_head: 4, vocab_size: 2000}",
+    ]
+    plan = CliRunner().invoke(main, ["plan", str(RECIPE), *(x for o in gpt2 for x in ("--set", o))])
+    assert plan.exit_code == 0, plan.output
+    assert train(short(tmp_path / "gpt2", 2, *gpt2)).global_step == 2
