@@ -61,7 +61,9 @@ def _run(
     asks = {"output_hidden_states": "hidden" in kinds, "output_attentions": "attention" in kinds, **kw}
     if not runs_packed(model):
         attention = _bidirectional_mask(model, mask) if bidirectional else mask.long()
-        return model(input_ids=input_ids, attention_mask=attention, **asks), lambda tensor: tensor[mask]
+        # With the collator's packing, the real rows are gathered by an index of known length: no device sync.
+        take = packing.pack if packing is not None else (lambda tensor: tensor[mask])
+        return model(input_ids=input_ids, attention_mask=attention, **asks), take
     packing = packing if packing is not None else PackedSequences.from_mask(mask)
     out = model(
         input_ids=packing.pack(input_ids)[None],
