@@ -147,11 +147,14 @@ class JSDLoss(_TemperedLoss):
     )
 
 
-class ULDLoss(_TemperedLoss):
+class ULDLoss(_LogitLoss):
     """Universal Logit Distillation across two vocabularies: L1 distance of the sorted next-token probabilities,
     at positions before tokens the alignment matched (needs `alignment`; logits family)."""
 
     type: Literal["uld"] = Field(description="Loss kind.")
+    temperature: float = Field(
+        default=1.0, gt=0, description="Both distributions are softened by dividing the logits by it (no T² factor)."
+    )
 
 
 class HiddenStatesLoss(_LogitLoss):

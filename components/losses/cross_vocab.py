@@ -26,6 +26,10 @@ def _uld_sum(temperature: float, vocabs: tuple[int, int], student: torch.Tensor,
     return (s - t).abs().sum()
 
 
+def _cross_entropy_sum(vocab: int, student: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
+    return F.cross_entropy(student[:, :vocab].float(), labels, ignore_index=IGNORED, reduction="sum")
+
+
 def row_index(mask: torch.Tensor, sample: torch.Tensor, position: torch.Tensor) -> torch.Tensor:
     """Where token `position` of row `sample` sits among `mask`'s real tokens taken in order (right-padded rows)."""
     lengths = mask.sum(1)
@@ -61,9 +65,9 @@ class CrossVocabLoss:
                     sums.append(student.sum() * 0)
                 counts.append(float(s_rows.shape[0]))
             else:
-                assert isinstance(loss, CrossEntropyLoss)
-                logits = student[:, : self.vocabs[0]].float()
-                sums.append(F.cross_entropy(logits, labels, ignore_index=IGNORED, reduction="sum"))
+                assert isinstance(loss, CrossEntropyLoss)  # over every student row, chunked like the others
+                rows = max(1, CHUNK_ELEMENTS // self.vocabs[0])
+                sums.append(chunked_sums(partial(_cross_entropy_sum, self.vocabs[0]), rows, student, labels))
                 counts.append((labels != IGNORED).sum().float())
         count = torch.stack([torch.as_tensor(c, dtype=torch.float32, device=student.device) for c in counts])
         return torch.stack(sums), count
