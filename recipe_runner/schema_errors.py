@@ -149,6 +149,19 @@ def _message(err: dict[str, Any], root: type[BaseModel], path: Path_) -> str:
     return err["msg"][0].lower() + err["msg"][1:]
 
 
+def _family_hint(data: Any, loc: Path_, err: dict[str, Any]) -> str:
+    """A tier loss (`on:` missing) in a recipe whose teacher is a causal LM: the loss, not the tier, is wrong."""
+    teacher = data.get("teacher") if isinstance(data, dict) else None
+    causal = isinstance(teacher, dict) and teacher.get("type") == "causal_lm"
+    tier_loss = len(loc) == 5 and loc[0] == "stages" and loc[2] == "losses" and loc[4] == "on"
+    if err["type"] != "missing" or not causal or not tier_loss:
+        return ""
+    return (
+        " (an alignment tier: this loss compares aligned hidden states of a t5_encoder teacher; a causal_lm "
+        "teacher takes forward_kl, reverse_kl, jsd, cross_entropy, hidden_states, attention or uld)"
+    )
+
+
 def problems_from_validation(exc: ValidationError, tree: SourcedTree, root: type[BaseModel]) -> list[Problem]:
     problems = []
     for err in exc.errors(include_url=False):
@@ -157,5 +170,6 @@ def problems_from_validation(exc: ValidationError, tree: SourcedTree, root: type
         if err["type"] == "union_tag_invalid" and loc + ("type",) in tree.positions:
             loc = loc + ("type",)
         position = tree.position_of(loc)
-        problems.append(Problem(position, dotted(loc), _message(err, root, loc)))
+        message = _message(err, root, loc) + _family_hint(tree.data, loc, err)
+        problems.append(Problem(position, dotted(loc), message))
     return problems

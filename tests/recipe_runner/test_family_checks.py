@@ -164,3 +164,11 @@ def test_answers_go_to_a_folder_of_their_own(tmp_path: Path) -> None:
 def test_answers_leave_room_for_their_prompt() -> None:
     out = _validate(RECIPES / "qwen_sequence_kd_tiny.yaml", "teacher.answers.max_new_tokens=500")
     assert "teacher.answers.max_new_tokens: 500 leaves no room for the prompt in student.max_length 128" in out
+
+
+def test_a_tier_loss_in_a_causal_lm_recipe_is_told_the_loss_is_the_mistake_not_its_missing_tier() -> None:
+    out = _validate(LOGITS, "stages.0.losses=[{type: huber}]")
+    assert "stages[0].losses[0].on: required field is missing (an alignment tier: this loss compares aligned" in out
+    assert "a causal_lm teacher takes forward_kl" in out
+    out = _validate(EMBEDDING, "stages.0.losses=[{type: huber}]")
+    assert "stages[0].losses[0].on: required field is missing\n" in out  # the embedding family needs only the tier
