@@ -206,7 +206,6 @@ Loss = Annotated[
     ],
     Field(discriminator="type"),
 ]
-VectorLoss = Union[HuberLoss, CosineLoss, MSELoss]
 LogitLoss = Union[ForwardKLLoss, ReverseKLLoss, JSDLoss, CrossEntropyLoss, HiddenStatesLoss, AttentionLoss, ULDLoss]
 VECTOR_LOSSES = (HuberLoss, CosineLoss, MSELoss)
 LOGIT_LOSSES = (ForwardKLLoss, ReverseKLLoss, JSDLoss, CrossEntropyLoss, HiddenStatesLoss, AttentionLoss, ULDLoss)

@@ -119,7 +119,9 @@ class LogitObjective:
 
         def corrupted_rows(batch: TextBatch) -> TokenRows:
             device = batch.student_ids.device
-            generator = generators.setdefault(device, torch.Generator(device).manual_seed(self.seed))
+            if device not in generators:
+                generators[device] = torch.Generator(device).manual_seed(self.seed)
+            generator = generators[device]
             return self.rows(model, corrupt(batch, self.denoising, self.mask_id, generator))
 
         return evaluate_logits(corrupted_rows, batches, self.loss, total=total)
