@@ -12,6 +12,7 @@ from recipe_runner.family_checks import (
     family_problems,
     feature_layer_problems,
     mask_token_problems,
+    no_shared_tokens_problems,
     shared_tokenizer_problem,
 )
 from recipe_runner.file_checks import file_problems, weights_problems
@@ -215,6 +216,7 @@ def _model_problems(loaded: LoadedRecipe) -> tuple[list[Problem], set[str]]:
     problems += _vocabulary_problems(loaded, configs, tokenizers)
     shared = shared_tokenizer_problem(loaded, tokenizers)
     problems += [shared] if shared else []
+    problems += no_shared_tokens_problems(loaded, tokenizers)
     problems += mask_token_problems(loaded, tokenizers)
     if "student" in models:
         problems += _lora_problems(loaded, models["student"])

@@ -15,6 +15,7 @@ from recipe_runner.loader import LoadedRecipe
 from schemas import Recipe
 from schemas.models import CausalLMStudent, HiddenStatesStudent
 from schemas.stages import (
+    DIVERGENCE_LOSSES,
     FEATURE_LOSSES,
     LOGIT_LOSSES,
     VECTOR_LOSSES,
@@ -24,6 +25,8 @@ from schemas.stages import (
 )
 
 _VECTOR_NAMES = "huber, cosine, mse"
+# What distils across two tokenizers, for messages that send a user there.
+ACROSS_LOSSES = "and compare them with uld, or with forward_kl, reverse_kl or jsd over the tokens both share"
 _LOGIT_NAMES = "forward_kl, reverse_kl, jsd, cross_entropy, hidden_states, attention, uld"
 
 
@@ -118,29 +121,32 @@ def _one_vocabulary_problems(loaded: LoadedRecipe) -> list[Problem]:
 
 
 def _two_vocabulary_problems(loaded: LoadedRecipe) -> list[Problem]:
-    """With alignment, teacher and student read their own tokens: only ULD (at aligned positions) and the
-    student's cross-entropy compare anything."""
+    """With alignment, teacher and student read their own tokens: they are compared at aligned positions, by ULD
+    or by the divergences over the tokens both vocabularies share, and the student's cross-entropy needs neither."""
     recipe = loaded.recipe
     problems = []
     if "matched" not in recipe.alignment.tiers:
-        problems.append(
-            loaded.problem(("alignment", "tiers"), "uld compares the positions before matched tokens: add matched")
-        )
+        message = "across two vocabularies the logits are compared at the positions before matched tokens: add matched"
+        problems.append(loaded.problem(("alignment", "tiers"), message))
+    across = (ULDLoss, *DIVERGENCE_LOSSES)
     for index, stage in enumerate(recipe.stages):
         here = ("stages", index)
         for loss_index, loss in enumerate(stage.losses):
-            if isinstance(loss, LOGIT_LOSSES) and not isinstance(loss, (ULDLoss, CrossEntropyLoss)):
+            if isinstance(loss, FEATURE_LOSSES):
                 problems.append(
                     loaded.problem(
                         here + ("losses", loss_index, "type"),
-                        f"{loss.type} needs one tokenizer on both sides; with `alignment` (two vocabularies) use "
-                        "uld and cross_entropy, or remove alignment if the tokenizers are the same",
+                        f"{loss.type} compares the models token by token, which needs one tokenizer on both sides; "
+                        "with `alignment` (two vocabularies) use uld, forward_kl, reverse_kl, jsd and cross_entropy, "
+                        "or remove alignment if the tokenizers are the same",
                     )
                 )
-        if not any(isinstance(loss, ULDLoss) for loss in stage.losses):
-            problems.append(
-                loaded.problem(here + ("losses",), "with `alignment` the teacher teaches through uld: add a uld loss")
+        if not any(isinstance(loss, across) for loss in stage.losses):
+            message = (
+                "with `alignment` the teacher teaches through uld, or forward_kl, reverse_kl or jsd over the tokens "
+                "both vocabularies share: add one"
             )
+            problems.append(loaded.problem(here + ("losses",), message))
         if stage.on_policy is not None:
             message = "on-policy batches across two vocabularies are not supported yet: remove it, or alignment"
             problems.append(loaded.problem(here + ("on_policy",), message))
@@ -248,9 +254,32 @@ def shared_tokenizer_problem(loaded: LoadedRecipe, tokenizers: dict[str, object]
     return loaded.problem(
         field,
         f"the teacher's tokenizer ({len(teacher)} tokens) is not the student's ({len(student)} tokens): to "
-        "distil across vocabularies add `alignment: {type: cross_tokenizer}` and use the uld loss, or give both "
+        f"distil across vocabularies add `alignment: {{type: cross_tokenizer}}` {ACROSS_LOSSES}, or give both "
         "models the same tokenizer",
     )
+
+
+def no_shared_tokens_problems(loaded: LoadedRecipe, tokenizers: dict[str, object]) -> list[Problem]:
+    """Divergences across two vocabularies compare the tokens both share: tokenizers sharing none leave nothing."""
+    from recipe_runner.trainer.logit_parts import needs_vocab_map
+
+    recipe = loaded.recipe
+    if recipe.family != "logits" or recipe.alignment is None or len(tokenizers) != 2 or not needs_vocab_map(recipe):
+        return []
+    from components.losses.vocab_map import build_vocab_map
+
+    if build_vocab_map(tokenizers["student"], tokenizers["teacher"]).shared:
+        return []
+    return [
+        loaded.problem(
+            ("stages", index, "losses", loss_index, "type"),
+            f"{loss.type} across two vocabularies compares the tokens both share, and these tokenizers share none: "
+            "use uld, which needs no shared tokens",
+        )
+        for index, stage in enumerate(recipe.stages)
+        for loss_index, loss in enumerate(stage.losses)
+        if isinstance(loss, DIVERGENCE_LOSSES)
+    ]
 
 
 class NotForThisFamily(UserFacingError):

@@ -31,7 +31,8 @@ most hardware.batch_tokens; a = activation bytes: 2 for bf16/fp16, 4 for fp32):
                      all), with attention losses its maps b x s x s x heads x L x a; teacher logits
                      b x s x teacher vocab x a; student logits and their gradient 2 x b x s x student vocab x a;
                      the loss's float32 work on one chunk of rows (2^25 elements) x 6 (both logits, both log-softmaxes,
-                     the probabilities and the product), recomputed in backward rather than kept
+                     the probabilities and the product), recomputed in backward rather than kept; across two
+                     vocabularies (alignment) also the rows gathered at aligned positions b x s x (both vocabs) x a
   eager attention    the student keeps every layer's scores for backward: b x s x s x heads x L x a x 2 (one
                      layer's when checkpointed, unless an attention loss has all of them returned)
   runtime            1 GiB for the CUDA context, cuBLAS workspace and allocator slack
@@ -241,7 +242,7 @@ def estimate_memory(recipe: Recipe, stage: Stage, sizes: Sizes, student_trainabl
     else:
         items.append(MemoryItem("student activations", tokens * st.bytes_per_token(a, r)))
     if logits:
-        items += _logit_items(sizes, tokens, a, teacher_held)
+        items += _logit_items(sizes, tokens, a, teacher_held, across=recipe.alignment is not None)
         te, length = sizes.teacher, recipe.student.max_length
         if "hidden" in sizes.feature_kinds:
             kept = tokens * te.hidden * a * (te.layers + 1)
@@ -249,25 +250,29 @@ def estimate_memory(recipe: Recipe, stage: Stage, sizes: Sizes, student_trainabl
         if "attention" in sizes.feature_kinds and teacher_held:
             kept = tokens * length * te.heads * te.layers * a
             items.append(MemoryItem("teacher attention maps (every layer, for attention losses)", kept))
+    else:
+        items += _hidden_state_items(recipe, sizes, tokens, teacher_tokens, a)
     if hardware.attention == "eager" and trains_student:  # SDPA keeps no scores; eager keeps each layer's
         # ... or one layer's at a time when checkpointed, unless an attention loss has every layer's returned
         layers = st.layers if "attention" in sizes.feature_kinds or not hardware.gradient_checkpointing else 1
         scores = tokens * recipe.student.max_length * st.heads * layers * a * 2
         items.append(MemoryItem("student attention scores (eager attention, softmax in and out)", scores))
-    else:
-        items += _hidden_state_items(recipe, sizes, tokens, teacher_tokens, a)
     if hardware.device != "cpu":  # a CPU run has no CUDA context or cuBLAS workspace
         items.append(MemoryItem("runtime (CUDA context, workspace)", _RUNTIME_BYTES))
     return MemoryEstimate(stage.name, tuple(items), hardware.vram_gb, tokens)
 
 
-def _logit_items(sizes: Sizes, tokens: int, a: int, teacher: bool) -> list[MemoryItem]:
+def _logit_items(sizes: Sizes, tokens: int, a: int, teacher: bool, across: bool) -> list[MemoryItem]:
     te, st = sizes.teacher, sizes.student
     chunk = min(tokens * st.vocab, CHUNK_ELEMENTS)
     items = [
         MemoryItem("student logits + their gradient", 2 * tokens * st.vocab * a),
         MemoryItem("loss work on one chunk (float32, recomputed)", 6 * chunk * 4),
     ]
+    if across:  # two vocabularies: the rows at aligned positions are gathered out of both sides' logits
+        items.append(
+            MemoryItem("logits at aligned positions (copies of both sides)", tokens * (st.vocab + te.vocab) * a)
+        )
     if teacher:  # not when it only wrote the answers that cross-entropy trains on
         items[:0] = [
             MemoryItem("teacher forward (one layer, no grad)", tokens * (6 * te.hidden + 3 * te.ffn) * a),

@@ -210,6 +210,7 @@ LogitLoss = Union[ForwardKLLoss, ReverseKLLoss, JSDLoss, CrossEntropyLoss, Hidde
 VECTOR_LOSSES = (HuberLoss, CosineLoss, MSELoss)
 LOGIT_LOSSES = (ForwardKLLoss, ReverseKLLoss, JSDLoss, CrossEntropyLoss, HiddenStatesLoss, AttentionLoss, ULDLoss)
 FEATURE_LOSSES = (HiddenStatesLoss, AttentionLoss)
+DIVERGENCE_LOSSES = (ForwardKLLoss, ReverseKLLoss, JSDLoss)
 
 
 class OnPolicy(StrictModel):

@@ -1,10 +1,13 @@
-"""Logit distillation across two vocabularies: the Universal Logit Distillation loss (Boizard et al., 2024).
+"""Logit distillation across two vocabularies: the Universal Logit Distillation loss (Boizard et al., 2024), and
+the divergences of the logits family over the tokens both vocabularies share (vocabulary mapping).
 
-Two tokenizers give no shared index to compare probabilities at, but a distribution's sorted probabilities do
-not depend on which token has which id: ULD takes the L1 distance between both sorted probability vectors
-(the shorter padded with zeros), which is the Wasserstein-1 distance under a uniform cost between tokens. It is
-taken at pairs of positions that have read the same text: those just before two tokens the cross-tokenizer
-aligner matched (same text, same place in the same word), where both models predict what follows one prefix.
+Two tokenizers give no common index for all their tokens, but a distribution's sorted probabilities do not
+depend on which token has which id: ULD takes the L1 distance between both sorted probability vectors (the
+shorter padded with zeros), which is the Wasserstein-1 distance under a uniform cost between tokens. The mapped
+divergences instead compare the probabilities of the tokens both vocabularies share, id by id, with all other
+tokens as one bucket. Both are taken at pairs of positions that have read the same text: those just before two
+tokens the cross-tokenizer aligner matched (same text, same place in the same word), where both models predict
+what follows one prefix.
 """
 
 from __future__ import annotations
@@ -14,8 +17,9 @@ from functools import partial
 import torch
 import torch.nn.functional as F
 
-from components.losses.logit_losses import CHUNK_ELEMENTS, IGNORED, chunked_sums
-from schemas.stages import CrossEntropyLoss, LogitLoss, ULDLoss
+from components.losses.logit_losses import CHUNK_ELEMENTS, IGNORED, chunked_sums, divergence_of
+from components.losses.vocab_map import VocabMap, mapped_log_probs
+from schemas.stages import DIVERGENCE_LOSSES, CrossEntropyLoss, LogitLoss, ULDLoss
 
 
 def _uld_sum(temperature: float, vocabs: tuple[int, int], student: torch.Tensor, teacher: torch.Tensor) -> torch.Tensor:
@@ -24,6 +28,15 @@ def _uld_sum(temperature: float, vocabs: tuple[int, int], student: torch.Tensor,
     width = max(s.shape[1], t.shape[1])
     s, t = F.pad(s, (0, width - s.shape[1])), F.pad(t, (0, width - t.shape[1]))
     return (s - t).abs().sum()
+
+
+def _mapped_sum(loss: LogitLoss, vocab_map: VocabMap, student: torch.Tensor, teacher: torch.Tensor) -> torch.Tensor:
+    t = loss.temperature
+    s_log = F.log_softmax(student[:, : vocab_map.student_size].float() / t, -1)
+    t_log = F.log_softmax(teacher[:, : vocab_map.teacher_size].float() / t, -1)
+    s_map = mapped_log_probs(s_log, vocab_map.student_ids)
+    t_map = mapped_log_probs(t_log, vocab_map.teacher_ids)
+    return divergence_of(loss, s_map, t_map).sum()
 
 
 def _cross_entropy_sum(vocab: int, student: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
@@ -38,12 +51,24 @@ def row_index(mask: torch.Tensor, sample: torch.Tensor, position: torch.Tensor) 
 
 
 class CrossVocabLoss:
-    """Sum of `weight * mean term` over `uld` (per aligned position pair) and `cross_entropy` (per student token
-    with a next one). `vocabs`: the student's and the teacher's tokenizer sizes."""
+    """Sum of `weight * mean term` over `uld` and the mapped divergences (per aligned position pair) and
+    `cross_entropy` (per student token with a next one). `vocabs`: the student's and the teacher's tokenizer
+    sizes; `vocab_map` (on the logits' device) pairs the ids both share, for the divergences."""
 
-    def __init__(self, losses: list[LogitLoss], vocabs: tuple[int, int]) -> None:
+    def __init__(self, losses: list[LogitLoss], vocabs: tuple[int, int], vocab_map: VocabMap | None = None) -> None:
         self.losses = tuple(losses)
         self.vocabs = vocabs
+        self.vocab_map = vocab_map
+        if any(isinstance(loss, DIVERGENCE_LOSSES) for loss in self.losses):
+            assert vocab_map is not None, "divergences across two vocabularies compare the ids both share"
+
+    def _pair_sum(self, loss: LogitLoss, s_rows: torch.Tensor, t_rows: torch.Tensor) -> torch.Tensor:
+        if not s_rows.shape[0]:  # a batch with no aligned pair contributes nothing (but keeps the graph)
+            return s_rows.sum() * 0
+        rows = max(1, CHUNK_ELEMENTS // max(self.vocabs))
+        if isinstance(loss, ULDLoss):
+            return chunked_sums(partial(_uld_sum, loss.temperature, self.vocabs), rows, s_rows, t_rows)
+        return chunked_sums(partial(_mapped_sum, loss, self.vocab_map), rows, s_rows, t_rows)
 
     def sums_and_counts(
         self,
@@ -57,12 +82,8 @@ class CrossVocabLoss:
         sums, counts = [], []
         s_rows, t_rows = student[pairs[0]], teacher[pairs[1]]
         for loss in self.losses:
-            if isinstance(loss, ULDLoss):
-                if s_rows.shape[0]:
-                    rows = max(1, CHUNK_ELEMENTS // max(self.vocabs))
-                    sums.append(chunked_sums(partial(_uld_sum, loss.temperature, self.vocabs), rows, s_rows, t_rows))
-                else:  # a batch with no aligned pair contributes nothing (but keeps the graph)
-                    sums.append(student.sum() * 0)
+            if isinstance(loss, (ULDLoss, *DIVERGENCE_LOSSES)):
+                sums.append(self._pair_sum(loss, s_rows, t_rows))
                 counts.append(float(s_rows.shape[0]))
             else:
                 assert isinstance(loss, CrossEntropyLoss)  # over every student row, chunked like the others

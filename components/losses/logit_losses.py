@@ -65,7 +65,13 @@ def _feature_sum(loss: HiddenStatesLoss | AttentionLoss, features: Features) -> 
 def _divergence(loss: LogitLoss, student: torch.Tensor, teacher: torch.Tensor) -> torch.Tensor:
     """Per-row divergence at the loss's temperature, times its square. student, teacher: float32 logits."""
     t = loss.temperature
-    s_log, t_log = F.log_softmax(student / t, dim=-1), F.log_softmax(teacher / t, dim=-1)
+    return divergence_of(loss, F.log_softmax(student / t, dim=-1), F.log_softmax(teacher / t, dim=-1))
+
+
+def divergence_of(loss: LogitLoss, s_log: torch.Tensor, t_log: torch.Tensor) -> torch.Tensor:
+    """Per-row divergence of two log-distributions already softened by the loss's temperature, times its
+    square (so that gradients keep their scale)."""
+    t = loss.temperature
     if isinstance(loss, ForwardKLLoss):
         value = (t_log.exp() * (t_log - s_log)).sum(-1)
     elif isinstance(loss, ReverseKLLoss):

@@ -61,3 +61,8 @@ def align_report(file: str, overrides: tuple[str, ...], allow_remote_code: bool,
     )
     click.echo(f"{split} split of {recipe.recipe}")
     click.echo(format_report(report))
+    if recipe.family == "logits":  # across two vocabularies: what the divergences over shared tokens can compare
+        from components.losses.vocab_map import build_vocab_map
+
+        shared = build_vocab_map(student_tokenizer, teacher_tokenizer)
+        click.echo(f"vocabularies: {shared.summary()} (forward_kl, reverse_kl and jsd compare these, uld all)")

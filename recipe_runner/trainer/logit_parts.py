@@ -11,13 +11,14 @@ from components.alignment import CrossTokenizerAligner
 from components.data.pipeline import Collator, PromptPairs
 from components.data.texts import TextCollator, TextSamples
 from components.losses.logit_losses import FeatureKey, feature_keys
+from components.losses.vocab_map import VocabMap, build_vocab_map
 from components.models import build_model, freeze, hidden_width, load_tokenizer, pad_id
 from components.models.checkpointing import StudentCheckpointing
 from components.models.packed_attention import runs_packed, use_packed_attention
 from components.packed_sequences import PackedSequences
 from schemas import Recipe
 from schemas.models import CausalLMStudent
-from schemas.stages import Stage
+from schemas.stages import DIVERGENCE_LOSSES, Stage
 
 
 def _projection_name(key: FeatureKey) -> str:
@@ -186,11 +187,32 @@ def build_logits_model(recipe: Recipe, device: torch.device | str) -> LogitsMode
     return set_trained_dtype(LogitsModel(student, projections, bidirectional), recipe)
 
 
+def needs_vocab_map(recipe: Recipe) -> bool:
+    """Whether a stage compares the distributions of two vocabularies id by id (a divergence with alignment)."""
+    divergences = any(isinstance(loss, DIVERGENCE_LOSSES) for stage in recipe.stages for loss in stage.losses)
+    return recipe.alignment is not None and divergences
+
+
+def shared_vocabulary(recipe: Recipe, tokenizer, teacher_tokenizer) -> VocabMap | None:
+    """The ids both tokenizers share, when a stage compares the two vocabularies' distributions id by id."""
+    from recipe_runner.trainer.parts import RunSetupError
+
+    if not needs_vocab_map(recipe):
+        return None
+    vocab_map = build_vocab_map(tokenizer, teacher_tokenizer)
+    if not vocab_map.shared:  # `validate` names the losses, where both tokenizers load offline
+        raise RunSetupError(
+            "the student's and the teacher's tokenizers share no token, so forward_kl, reverse_kl and jsd have "
+            "nothing to compare across them: use the uld loss, which needs no shared tokens"
+        )
+    return vocab_map
+
+
 def build_logit_parts(recipe: Recipe, device: torch.device):
     """Real weights (or seeded random ones for inline configs). The teacher runs beside the student, on the same
     tokens or (with `alignment`) its own; with `answers` it first answers the prompts, and is not kept for
     training when only cross-entropy reads those answers."""
-    from recipe_runner.family_checks import teacher_in_training
+    from recipe_runner.family_checks import ACROSS_LOSSES, teacher_in_training
     from recipe_runner.teacher_answers import teacher_answers
     from recipe_runner.trainer.parts import RunParts, RunSetupError, split_prompts
 
@@ -200,8 +222,8 @@ def build_logit_parts(recipe: Recipe, device: torch.device):
     reads_teacher = teacher_in_training(recipe)
     if reads_teacher and not across and tokenizer.get_vocab() != teacher_tokenizer.get_vocab():
         raise RunSetupError(  # `validate` says so too, where both tokenizers load offline
-            "the teacher's tokenizer is not the student's: add `alignment: {type: cross_tokenizer}` and compare "
-            "them with the uld loss, or give both models the same tokenizer"
+            f"the teacher's tokenizer is not the student's: add `alignment: {{type: cross_tokenizer}}` "
+            f"{ACROSS_LOSSES}, or give both models the same tokenizer"
         )
     train_texts, eval_texts = split_prompts(recipe)
     answers: dict[str, list[str] | None] = {"train": None, "eval": None}
@@ -227,12 +249,14 @@ def build_logit_parts(recipe: Recipe, device: torch.device):
             return PromptPairs(texts, tokenizer, teacher_tokenizer, aligner, length, recipe.teacher.max_length)
 
         collate: Collator | TextCollator = Collator(pad_id(tokenizer), pad_id(teacher_tokenizer), False)
+        vocab_map = shared_vocabulary(recipe, tokenizer, teacher_tokenizer)
     else:
 
         def samples(texts: list[str], split: str) -> TextSamples:
             return TextSamples(texts, tokenizer, length, answers[split])
 
         collate = TextCollator(pad_id(tokenizer))
+        vocab_map = None
     return RunParts(
         model=model,
         checkpointing=StudentCheckpointing(model.student, hw.gradient_checkpointing, hw.checkpoint_min_tokens),
@@ -242,4 +266,5 @@ def build_logit_parts(recipe: Recipe, device: torch.device):
         train=samples(train_texts, "train"),
         eval=samples(eval_texts, "eval") if eval_texts else None,
         collate=collate,
+        vocab_map=vocab_map,
     )

@@ -128,13 +128,15 @@ class LogitObjective:
 
 
 class CrossVocabObjective:
-    """Logits family across two tokenizers: ULD at the positions before matched tokens, and the student's
-    cross-entropy on its own tokens of the text."""
+    """Logits family across two tokenizers: ULD and the divergences over shared tokens at the positions before
+    matched tokens, and the student's cross-entropy on its own tokens of the text."""
 
     def __init__(self, parts: RunParts, stage: Stage) -> None:
         assert parts.teacher is not None
         vocabs = (len(parts.student_tokenizer), len(parts.teacher_tokenizer))
-        self.loss = CrossVocabLoss(stage.losses, vocabs)
+        device = next(parts.teacher.parameters()).device
+        vocab_map = parts.vocab_map.to(device) if parts.vocab_map is not None else None
+        self.loss = CrossVocabLoss(stage.losses, vocabs, vocab_map)
         self.teacher = parts.teacher
 
     def _terms(self, model: nn.Module, batch: DistillBatch) -> tuple[torch.Tensor, torch.Tensor]:

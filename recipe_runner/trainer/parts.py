@@ -16,6 +16,7 @@ from components.data.pipeline import Collator, PromptPairs
 from components.data.prompts import DataFileError, prompts_digest, read_prompts
 from components.data.texts import TextCollator, TextSamples
 from components.errors import UserFacingError
+from components.losses.vocab_map import VocabMap
 from components.models import build_model, freeze, hidden_width, load_tokenizer, pad_id
 from components.models.checkpointing import StudentCheckpointing
 from components.models.packed_attention import use_packed_attention
@@ -89,6 +90,7 @@ class RunParts:
     train: PromptPairs | TextSamples
     eval: PromptPairs | TextSamples | None
     collate: Collator | TextCollator  # items of `train` and `eval` -> one batch
+    vocab_map: VocabMap | None = None  # ids both tokenizers share, for divergences across two vocabularies
 
     @property
     def reads_cache(self) -> bool:

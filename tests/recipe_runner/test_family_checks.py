@@ -53,18 +53,22 @@ def test_teacher_and_student_with_different_tokenizers_are_told_about_alignment_
     tiny_t5 = str(RECIPES.parents[1] / "data" / "tokenizers" / "tiny_t5")
     out = _validate(LOGITS, f"teacher.tokenizer={tiny_t5}")
     assert "teacher.tokenizer: the teacher's tokenizer" in out
-    assert "add `alignment: {type: cross_tokenizer}` and use the uld loss" in out
+    assert "add `alignment: {type: cross_tokenizer}` and compare them with uld, or with forward_kl" in out
 
 
 def test_losses_that_need_one_vocabulary_are_refused_across_two_and_uld_needs_alignment() -> None:
     cross = RECIPES / "qwen_cross_vocab_tiny.yaml"
-    out = _validate(cross, "stages.0.losses=[{type: forward_kl}]", "stages.0.on_policy={fraction: 1.0}")
-    assert "stages[0].losses[0].type: forward_kl needs one tokenizer on both sides" in out
-    assert "stages[0].losses: with `alignment` the teacher teaches through uld: add a uld loss" in out
-    assert "stages[0].on_policy: on-policy batches across two vocabularies are not supported yet" in out
-    assert "alignment.tiers: uld compares the positions before matched tokens" in _validate(
-        cross, "alignment.tiers=[split]"
+    out = _validate(
+        cross, "stages.0.losses=[{type: hidden_states, layers: {1: 1}}]", "stages.0.on_policy={fraction: 1.0}"
     )
+    assert "stages[0].losses[0].type: hidden_states compares the models token by token" in out
+    assert "stages[0].losses: with `alignment` the teacher teaches through uld, or forward_kl" in out
+    assert "stages[0].on_policy: on-policy batches across two vocabularies are not supported yet" in out
+    assert "alignment.tiers: across two vocabularies the logits are compared at the positions before matched" in (
+        _validate(cross, "alignment.tiers=[split]")
+    )
+    mapped = ["validate", str(cross), "--set", "stages.0.losses=[{type: forward_kl}, {type: jsd}]"]
+    assert CliRunner().invoke(main, mapped).exit_code == 0
     out = _validate(LOGITS, "stages.0.losses=[{type: uld}]")
     assert "stages[0].losses[0].type: uld compares two vocabularies at aligned positions" in out
 
@@ -83,10 +87,20 @@ def test_commands_that_need_a_cache_or_an_alignment_say_so_for_a_logits_recipe(c
     assert words in result.output
 
 
-def test_align_report_shows_the_matched_tokens_uld_compares_across_two_vocabularies() -> None:
+def test_align_report_shows_the_matched_tokens_and_shared_ids_compared_across_two_vocabularies() -> None:
     result = CliRunner().invoke(main, ["align-report", str(RECIPES / "qwen_cross_vocab_tiny.yaml")])
     assert result.exit_code == 0, result.output
     assert "matched" in result.output
+    assert "vocabularies: 678 tokens shared: 93.8% of the teacher's 723, 35.0% of the student's 1936" in result.output
+
+
+def test_tokenizers_sharing_no_token_leave_the_mapped_divergences_nothing(monkeypatch) -> None:
+    from components.losses import vocab_map
+
+    monkeypatch.setattr(vocab_map, "token_texts", lambda tokenizer: {f"{len(tokenizer)}-only": 0})
+    out = _validate(RECIPES / "qwen_cross_vocab_tiny.yaml", "stages.0.losses=[{type: uld}, {type: reverse_kl}]")
+    assert "stages[0].losses[1].type: reverse_kl across two vocabularies compares the tokens both share, and" in out
+    assert "losses[0]" not in out
 
 
 def test_on_policy_needs_room_for_its_samples_a_divergence_to_apply_and_a_logits_recipe() -> None:

@@ -230,3 +230,16 @@ def test_the_plan_says_what_a_run_on_cuda_packs_and_compiles(reference: Recipe, 
     assert build_plan(dropout).on_cuda.startswith("padded batches, since bolt_on.layers[2] has attention dropout")
     monkeypatch.setattr("recipe_runner.trainer.packing.torch_has_varlen", lambda: False)
     assert "where torch has torch.nn.attention.varlen" in build_plan(reference).on_cuda
+
+
+def test_each_family_plans_its_own_loss_memory_whatever_the_attention(reference: Recipe) -> None:
+    """The embedding family's teacher targets are counted with eager attention too, and the logits family has
+    none of them; across two vocabularies it also holds the rows gathered at aligned positions."""
+    eager = reference.model_copy(update={"hardware": reference.hardware.model_copy(update={"attention": "eager"})})
+    assert "teacher targets" in memory_items(build_plan(eager))
+    examples = REFERENCE.parent / "examples"
+    same = memory_items(build_plan(load_recipe(examples / "qwen_logits_tiny.yaml", check=False).recipe))
+    cross = memory_items(build_plan(load_recipe(examples / "qwen_cross_vocab_tiny.yaml", check=False).recipe))
+    for items in (same, cross):
+        assert "teacher targets" not in items and "bolt-on activations" not in items
+    assert "logits at aligned positions (copies of both sides)" in set(cross) - set(same)
