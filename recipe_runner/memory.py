@@ -186,8 +186,9 @@ def _bolt_on_elements(recipe: Recipe, in_width: int) -> int:
 
 
 def _held_student_dtype(recipe: Recipe) -> str:
-    """The student's dtype in training: the trained dtype when any stage trains it (see set_trained_dtype)."""
-    if any("student" in stage.trainable for stage in recipe.stages):
+    """The student's dtype in training: the trained dtype when a stage updates its weights (not only LoRA
+    adapters over them; see set_trained_dtype)."""
+    if recipe.trains_student_weights:
         return "bfloat16" if recipe.hardware.trained_weights == "bf16_stochastic" else "float32"
     return recipe.student.dtype
 

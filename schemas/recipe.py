@@ -29,8 +29,8 @@ class Recipe(StrictModel):
     bolt_on: BoltOn = Field(default_factory=BoltOn, description="Layers from student width to teacher width.")
     alignment: Alignment | None = Field(
         default=None,
-        description="How student tokens are paired with teacher tokens (embedding family; the logits family reads "
-        "one tokenizer's ids on both sides and has none).",
+        description="How student tokens are paired with teacher tokens: the embedding family needs it; the logits "
+        "family only for a teacher with another tokenizer (with one tokenizer both sides read the same ids).",
     )
     data: Data = Field(description="Training and evaluation prompts.")
     stages: list[Stage] = Field(min_length=1, description="Training stages, run in order.")
@@ -47,3 +47,8 @@ class Recipe(StrictModel):
     def teacher_cache(self) -> TeacherCache | None:
         """The teacher's output cache; only an embedding teacher has one (a logits teacher runs online)."""
         return self.teacher.cache if isinstance(self.teacher, T5EncoderTeacher) else None
+
+    @property
+    def trains_student_weights(self) -> bool:
+        """Whether a stage updates the student's own weights, rather than only LoRA adapters over them."""
+        return any("student" in stage.trainable and stage.student_lora is None for stage in self.stages)

@@ -121,6 +121,13 @@ class _TemperedLoss(_LogitLoss):
         description="Both distributions are softened by dividing the logits by it; the term is multiplied by "
         "its square so that gradients keep their scale (Hinton et al.).",
     )
+    dynamic_temperature: bool = Field(
+        default=False,
+        description="Set each token's two temperatures from the spread (standard deviation) of each side's logits, "
+        "so that teacher and student are compared at equal sharpness whatever the scale of their logits: "
+        "side = 2 x temperature x its spread / (teacher's + student's), whose mean stays `temperature` "
+        "(dynamic temperature, as in DTKD and logit standardization).",
+    )
 
 
 class ForwardKLLoss(_TemperedLoss):

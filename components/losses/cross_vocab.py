@@ -17,7 +17,7 @@ from functools import partial
 import torch
 import torch.nn.functional as F
 
-from components.losses.logit_losses import CHUNK_ELEMENTS, IGNORED, chunked_sums, divergence_of
+from components.losses.logit_losses import CHUNK_ELEMENTS, IGNORED, chunked_sums, divergence_of, softened
 from components.losses.vocab_map import VocabMap, mapped_log_probs
 from schemas.stages import DIVERGENCE_LOSSES, CrossEntropyLoss, LogitLoss, ULDLoss
 
@@ -31,9 +31,9 @@ def _uld_sum(temperature: float, vocabs: tuple[int, int], student: torch.Tensor,
 
 
 def _mapped_sum(loss: LogitLoss, vocab_map: VocabMap, student: torch.Tensor, teacher: torch.Tensor) -> torch.Tensor:
-    t = loss.temperature
-    s_log = F.log_softmax(student[:, : vocab_map.student_size].float() / t, -1)
-    t_log = F.log_softmax(teacher[:, : vocab_map.teacher_size].float() / t, -1)
+    s_log, t_log = softened(
+        loss, student[:, : vocab_map.student_size].float(), teacher[:, : vocab_map.teacher_size].float()
+    )
     s_map = mapped_log_probs(s_log, vocab_map.student_ids)
     t_map = mapped_log_probs(t_log, vocab_map.teacher_ids)
     return divergence_of(loss, s_map, t_map).sum()

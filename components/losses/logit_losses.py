@@ -62,10 +62,23 @@ def _feature_sum(loss: HiddenStatesLoss | AttentionLoss, features: Features) -> 
     return total / len(loss.layers)
 
 
+def softened(loss: LogitLoss, student: torch.Tensor, teacher: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """Both sides' log-distributions at the loss's temperature. student, teacher: float32 logits.
+
+    With `dynamic_temperature` each row's two temperatures follow the spread of its logits: dividing by them
+    gives both sides one spread, so a student whose logits are a scaled copy of the teacher's has no divergence.
+    The spreads are constants of the step (no gradient flows through the temperatures)."""
+    t: float | torch.Tensor = loss.temperature
+    t_student = t_teacher = t
+    if loss.dynamic_temperature:
+        spreads = torch.stack([student.detach().std(-1), teacher.detach().std(-1)]).clamp(min=1e-6)
+        t_student, t_teacher = (2 * t * spreads / spreads.sum(0)).unsqueeze(-1)
+    return F.log_softmax(student / t_student, dim=-1), F.log_softmax(teacher / t_teacher, dim=-1)
+
+
 def _divergence(loss: LogitLoss, student: torch.Tensor, teacher: torch.Tensor) -> torch.Tensor:
     """Per-row divergence at the loss's temperature, times its square. student, teacher: float32 logits."""
-    t = loss.temperature
-    return divergence_of(loss, F.log_softmax(student / t, dim=-1), F.log_softmax(teacher / t, dim=-1))
+    return divergence_of(loss, *softened(loss, student, teacher))
 
 
 def divergence_of(loss: LogitLoss, s_log: torch.Tensor, t_log: torch.Tensor) -> torch.Tensor:

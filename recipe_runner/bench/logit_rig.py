@@ -70,7 +70,7 @@ def logit_rig(recipe: Recipe, spec: BenchSpec, lengths: list[int], device: torch
     model = set_trained_dtype(LogitsModel(student, projections, bidirectional), recipe)
     model.to(device)
     packing_note = choose_packing(model, recipe, device, teacher)
-    enter_stage(model, stage)
+    enter_stage(model, stage, hw.trained_weights)
     total = spec.warmup_steps + spec.timed_steps
     optimizer, scheduler, _ = build_optimizer(stage, parameters_by_part(model), total, device.type, hw.trained_weights)
     compiled = compile_wanted(hw.compile, device.type)

@@ -160,7 +160,7 @@ def _hidden_state_rig(recipe: Recipe, spec: BenchSpec, lengths: list[int], devic
     checkpointing = StudentCheckpointing(student, hw.gradient_checkpointing, hw.checkpoint_min_tokens)
     model = set_trained_dtype(DistillModel(student, bolt_on, recipe.student.layer), recipe)
     packing_note = choose_packing(model, recipe, device)
-    enter_stage(model, stage)
+    enter_stage(model, stage, hw.trained_weights)
     total = spec.warmup_steps + spec.timed_steps
     optimizer, scheduler, _ = build_optimizer(stage, parameters_by_part(model), total, device.type, hw.trained_weights)
     compiled = compile_wanted(hw.compile, device.type)

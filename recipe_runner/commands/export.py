@@ -78,7 +78,7 @@ def load_checkpointed_model(recipe, checkpoint: Path):
     model = build_trained_model(recipe, "cpu")
     stage = recipe.stages[stage_index]
     # A checkpoint written during a LoRA stage holds the peft-wrapped student: wrap the same way, load, merge.
-    enter_stage(model, stage)
+    enter_stage(model, stage, recipe.hardware.trained_weights)
     try:
         verify_checksums(checkpoint)
         load_model(model, str(checkpoint / "model.safetensors"), strict=True, device="cpu")

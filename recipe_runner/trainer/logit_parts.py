@@ -16,6 +16,7 @@ from components.models import build_model, freeze, hidden_width, load_tokenizer,
 from components.models.checkpointing import StudentCheckpointing
 from components.models.packed_attention import runs_packed, use_packed_attention
 from components.packed_sequences import PackedSequences
+from recipe_runner.trainer.parts import as_input_of
 from schemas import Recipe
 from schemas.models import CausalLMStudent
 from schemas.stages import DIVERGENCE_LOSSES, Stage
@@ -131,7 +132,9 @@ class LogitsModel(nn.Module):
         for key in keys:
             rows = _outputs(out, take, (key[0], key[1]))
             name = _projection_name(key)
-            sides.append(self.projections[name](rows) if key[0] == "hidden" and name in self.projections else rows)
+            if key[0] == "hidden" and name in self.projections:
+                rows = self.projections[name](as_input_of(self.projections[name], rows))
+            sides.append(rows)
         return logits, tuple(sides)
 
 

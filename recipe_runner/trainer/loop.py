@@ -213,7 +213,7 @@ class Trainer:
                 f"{total} steps{counted}: the learning rate never reaches lr",
                 file=sys.stderr,
             )
-        enter_stage(self.parts.model, stage)
+        enter_stage(self.parts.model, stage, recipe.hardware.trained_weights)
         optimizer, self.scheduler, _ = build_optimizer(
             stage,
             parameters_by_part(self.parts.model),

@@ -29,6 +29,13 @@ class RunSetupError(UserFacingError, RuntimeError):
     """Something a run needs is missing; the message says what to do."""
 
 
+def as_input_of(module: nn.Module, hidden: torch.Tensor) -> torch.Tensor:
+    """`hidden` in `module`'s dtype: a student held in bf16 (frozen, or trained only through LoRA) feeds float32
+    layers, which without autocast (precision fp32) refuse another dtype."""
+    parameter = next(module.parameters(), None)
+    return hidden if parameter is None else hidden.to(parameter.dtype)
+
+
 class DistillModel(nn.Module):
     """Student plus bolt-on as one module, so accelerate wraps and syncs them together. With packed sequences
     both run on the batch's real tokens only; the output is padded again for the losses."""
@@ -68,14 +75,14 @@ class DistillModel(nn.Module):
         else:
             out = self.student(input_ids=input_ids, attention_mask=mask.long(), output_hidden_states=True)
             hidden = out.hidden_states[self.hidden_layer]
-        return self.bolt_on(hidden, mask)
+        return self.bolt_on(as_input_of(self.bolt_on, hidden), mask)
 
     def _packed_forward(self, input_ids: torch.Tensor, packing: PackedSequences) -> torch.Tensor:
         ids, positions = packing.pack(input_ids)[None], packing.positions[None]
         wanted = self.hidden_layer != -1
         out = self.student(input_ids=ids, position_ids=positions, packed_sequences=packing, output_hidden_states=wanted)
         hidden = out.hidden_states[self.hidden_layer] if wanted else out.last_hidden_state
-        return packing.unpack(self.bolt_on(hidden, packing)[0])
+        return packing.unpack(self.bolt_on(as_input_of(self.bolt_on, hidden), packing)[0])
 
 
 @dataclass
@@ -149,13 +156,22 @@ def build_distill_model(recipe: Recipe, device: torch.device | str, teacher_widt
     return set_trained_dtype(DistillModel(student, bolt_on.to(device), recipe.student.layer), recipe)
 
 
+def trained_dtype(trained_weights: str) -> torch.dtype:
+    """The dtype of what the optimizer updates, for `hardware.trained_weights`."""
+    return torch.bfloat16 if trained_weights == "bf16_stochastic" else torch.float32
+
+
 def set_trained_dtype(model: DistillModel, recipe: Recipe) -> DistillModel:
     """fp32: trained parts become float32 masters and autocast computes in bf16/fp16 (accelerate mixed precision).
-    bf16_stochastic: trained parts are stored in bfloat16 and the optimizer rounds each update stochastically."""
-    dtype = torch.bfloat16 if recipe.hardware.trained_weights == "bf16_stochastic" else torch.float32
+    bf16_stochastic: trained parts are stored in bfloat16 and the optimizer rounds each update stochastically.
+
+    A student trained only through LoRA keeps its weights in `student.dtype`: they are never updated, so float32
+    copies would only double their memory (the adapters take the trained dtype as each stage wraps them)."""
+    dtype = trained_dtype(recipe.hardware.trained_weights)
     if any("student" in stage.trainable for stage in recipe.stages):
         for module in model.student_side():
-            module.to(dtype)
+            if module is not model.student or recipe.trains_student_weights:
+                module.to(dtype)
     model.bolt_on.to(dtype)
     return model
 

@@ -6,7 +6,8 @@ import warnings
 
 import torch
 
-from recipe_runner.trainer.parts import DistillModel
+from recipe_runner.trainer.parts import DistillModel, trained_dtype
+from schemas.hardware import TrainedWeights
 from schemas.stages import Part, Stage
 
 
@@ -15,8 +16,9 @@ def parameters_by_part(model: DistillModel) -> dict[Part, list[torch.nn.Paramete
     return {"student": student, "bolt_on": list(model.bolt_on.parameters())}
 
 
-def enter_stage(model: DistillModel, stage: Stage) -> None:
-    """Freeze what the stage does not train; a LoRA stage trains only the student's adapters."""
+def enter_stage(model: DistillModel, stage: Stage, trained_weights: TrainedWeights) -> None:
+    """Freeze what the stage does not train; a LoRA stage trains only the student's adapters, which take the
+    dtype of `trained_weights` (float32 masters over bf16 weights, or bf16 for bf16_stochastic)."""
     model.bolt_on.requires_grad_("bolt_on" in stage.trainable)
     model.train_extras(stage)  # what trains beside the student's own weights, LoRA or not
     model.student.requires_grad_("student" in stage.trainable and stage.student_lora is None)
@@ -31,9 +33,11 @@ def enter_stage(model: DistillModel, stage: Stage) -> None:
             # peft asks transformers for a property transformers has deprecated; the notice is about library
             # internals and no recipe setting can silence it, so it is kept out of every LoRA run's output.
             warnings.filterwarnings("ignore", message=".*is_gradient_checkpointing.*", category=FutureWarning)
-            # Adapters take the dtype of the layer they wrap, which set_trained_dtype made the trained dtype
-            # (peft's default would make them float32 over bf16 weights, which bf16_stochastic cannot update).
             model.student = get_peft_model(model.student, config, autocast_adapter_dtype=False)
+        dtype = trained_dtype(trained_weights)
+        for parameter in model.student.parameters():
+            if parameter.requires_grad:  # the adapters: peft freezes everything else
+                parameter.data = parameter.data.to(dtype)
 
 
 def leave_stage(model: DistillModel, stage: Stage) -> None:

@@ -130,3 +130,30 @@ def test_attention_maps_are_compared_by_kl_over_the_keys_of_each_query() -> None
     assert total.item() == pytest.approx(expected.item(), rel=1e-5)
     same, _ = loss(_logits(16, rows=5), None, _labels(5), {("attention", -1, -1): (teacher, teacher)})
     assert same.item() == pytest.approx(0.0, abs=1e-6)
+
+
+@pytest.mark.parametrize("kind", [ForwardKLLoss, ReverseKLLoss, JSDLoss])
+def test_dynamic_temperature_compares_both_sides_at_one_spread_of_their_logits(kind) -> None:
+    teacher = _logits(20)
+    scaled = 4.0 * teacher + 1.5  # same ranking and gaps, a sharper and shifted copy
+    name = kind.model_fields["type"].annotation.__args__[0]
+    fixed = LogitDistillLoss([kind(type=name, temperature=2.0)], VOCAB)
+    dynamic = LogitDistillLoss([kind(type=name, temperature=2.0, dynamic_temperature=True)], VOCAB)
+    assert fixed(scaled, teacher, _labels())[0].item() > 0.5
+    assert dynamic(scaled, teacher, _labels())[0].item() == pytest.approx(0.0, abs=1e-5)
+    other = _logits(21)
+    assert dynamic(other, teacher, _labels())[0].item() > 0.1
+
+
+def test_dynamic_temperatures_average_the_base_and_follow_each_rows_spread() -> None:
+    from components.losses.logit_losses import softened
+
+    student, teacher = _logits(22, rows=3), _logits(23, rows=3) * torch.tensor([[1.0], [2.0], [0.5]])
+    loss = ForwardKLLoss(type="forward_kl", temperature=3.0, dynamic_temperature=True)
+    s_log, t_log = softened(loss, student, teacher)
+    spreads = torch.stack([student.std(-1), teacher.std(-1)])
+    t_student, t_teacher = 6.0 * spreads / spreads.sum(0)
+    assert torch.allclose((t_student + t_teacher) / 2, torch.full((3,), 3.0))
+    assert torch.allclose(s_log, F.log_softmax(student / t_student[:, None], -1), atol=1e-6)
+    assert torch.allclose(t_log, F.log_softmax(teacher / t_teacher[:, None], -1), atol=1e-6)
+    assert torch.allclose((student / t_student[:, None]).std(-1), (teacher / t_teacher[:, None]).std(-1))

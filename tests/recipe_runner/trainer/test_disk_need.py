@@ -38,7 +38,7 @@ def _model(recipe):
 def _written_checkpoint_bytes(recipe, stage_index: int, target: Path) -> int:
     """One optimizer step of the stage, so AdamW holds its moments, then a real checkpoint."""
     model, stage = _model(recipe), recipe.stages[stage_index]
-    enter_stage(model, stage)
+    enter_stage(model, stage, "fp32")
     optimizer, scheduler, _ = build_optimizer(
         stage, parameters_by_part(model), 10, "cpu", recipe.hardware.trained_weights
     )

@@ -230,9 +230,9 @@ def test_projections_train_only_in_the_stages_whose_losses_read_them() -> None:
     )
     recipe = load_recipe(RECIPE, [stages]).recipe
     model = build_logits_model(recipe, "cpu")
-    enter_stage(model, recipe.stages[0])
+    enter_stage(model, recipe.stages[0], "fp32")
     assert all(p.requires_grad for p in model.projections.parameters())
-    enter_stage(model, recipe.stages[1])
+    enter_stage(model, recipe.stages[1], "fp32")
     assert not any(p.requires_grad for p in model.projections.parameters())
     assert all(p.requires_grad for p in model.student.parameters())
 

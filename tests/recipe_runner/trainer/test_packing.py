@@ -138,7 +138,7 @@ def test_a_lora_student_runs_packed_with_the_padded_results(tiny_recipe_path, ti
     recipe = _recipe(tiny_recipe_path, tiny_overrides, "stages.0.student_lora={r: 4, alpha: 8}")
     torch.manual_seed(0)
     model = build_distill_model(recipe, "cpu", TEACHER_WIDTH).eval()
-    enter_stage(model, recipe.stages[0])
+    enter_stage(model, recipe.stages[0], recipe.hardware.trained_weights)
     ids, mask = _batch([6, 2, 9])
     padded_out, padded_grads = _outputs_and_grads(model, ids, mask)
     model.use_packed_sequences()

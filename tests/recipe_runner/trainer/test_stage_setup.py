@@ -26,7 +26,7 @@ def test_a_lora_stage_trains_only_adapters_and_bolt_on_and_merges_back(tiny_reci
     plain_names = {name for name, _ in model.student.named_parameters()}
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always")
-        enter_stage(model, stage)
+        enter_stage(model, stage, "fp32")
     assert not [w for w in caught if issubclass(w.category, FutureWarning)], [str(w.message) for w in caught]
     trained = {name for name, p in model.student.named_parameters() if p.requires_grad}
     assert trained and all("lora_" in name for name in trained)
@@ -37,7 +37,7 @@ def test_a_lora_stage_trains_only_adapters_and_bolt_on_and_merges_back(tiny_reci
 
 def test_a_stage_without_the_student_freezes_it(tiny_recipe_path, tmp_path):
     model, stage = _model_and_stage(tiny_recipe_path, tmp_path, "stages.0.trainable=[bolt_on]")
-    enter_stage(model, stage)
+    enter_stage(model, stage, "fp32")
     assert not any(p.requires_grad for p in model.student.parameters())
     assert all(p.requires_grad for p in model.bolt_on.parameters())
 
@@ -48,7 +48,7 @@ def test_lora_adapters_take_the_trained_dtype_so_bf16_stochastic_can_update_them
     model, stage = _model_and_stage(tiny_recipe_path, tmp_path, LORA, *bf16)
     recipe = load_recipe(tiny_recipe_path, [f"output.dir={tmp_path}", LORA, *bf16]).recipe
     set_trained_dtype(model, recipe)
-    enter_stage(model, stage)
+    enter_stage(model, stage, "bf16_stochastic")
     adapters = [p for name, p in model.student.named_parameters() if "lora_" in name]
     assert adapters and {p.dtype for p in adapters} == {torch.bfloat16}
     for param in adapters:
@@ -56,3 +56,38 @@ def test_lora_adapters_take_the_trained_dtype_so_bf16_stochastic_can_update_them
     before = [p.detach().clone() for p in adapters]
     StochasticRoundingAdamW(adapters, lr=0.1).step()
     assert all(not torch.equal(p, b) for p, b in zip(adapters, before, strict=True))
+
+
+def test_a_student_trained_only_through_lora_keeps_its_bf16_weights_under_float32_adapters(tiny_recipe_path, tmp_path):
+    """Its weights never change, so float32 masters of them would only double their memory."""
+    bf16 = ["student.dtype=bfloat16", "hardware.precision=bf16"]
+    recipe = load_recipe(tiny_recipe_path, [f"output.dir={tmp_path}", LORA, *bf16]).recipe
+    model = set_trained_dtype(build_distill_model(recipe, "cpu", hidden_width(resolve_config(recipe.teacher))), recipe)
+    assert {p.dtype for p in model.student.parameters()} == {torch.bfloat16}
+    enter_stage(model, recipe.stages[0], "fp32")
+    dtypes = {name: p.dtype for name, p in model.student.named_parameters()}
+    assert {d for name, d in dtypes.items() if "lora_" in name} == {torch.float32}
+    assert {d for name, d in dtypes.items() if "lora_" not in name} == {torch.bfloat16}
+    leave_stage(model, recipe.stages[0])
+    assert {p.dtype for p in model.student.parameters()} == {torch.bfloat16}
+    full = load_recipe(tiny_recipe_path, [f"output.dir={tmp_path}", *bf16]).recipe
+    fully = set_trained_dtype(build_distill_model(full, "cpu", hidden_width(resolve_config(full.teacher))), full)
+    assert {p.dtype for p in fully.student.parameters()} == {torch.float32}  # updated weights get masters
+
+
+def test_float32_layers_read_a_bf16_student_without_autocast(tiny_recipe_path, tmp_path):
+    """precision fp32 runs no autocast: the bolt-on and the feature projections take the student's bf16 states."""
+    from recipe_runner.trainer.logit_parts import build_logits_model
+
+    ids, mask = torch.tensor([[5, 6, 7, 8]]), torch.ones(1, 4, dtype=torch.bool)
+    bolt_on_only = [f"output.dir={tmp_path}", "student.dtype=bfloat16", "stages.0.trainable=[bolt_on]"]
+    recipe = load_recipe(tiny_recipe_path, bolt_on_only).recipe
+    model = set_trained_dtype(build_distill_model(recipe, "cpu", hidden_width(resolve_config(recipe.teacher))), recipe)
+    assert model(ids, mask).dtype == torch.float32
+    logits_recipe = tiny_recipe_path.with_name("qwen_logits_tiny.yaml")
+    features = "stages.0.losses=[{type: forward_kl}, {type: hidden_states, layers: {1: 2}}]"
+    recipe = load_recipe(logits_recipe, [f"output.dir={tmp_path}", "student.dtype=bfloat16", LORA, features]).recipe
+    model = build_logits_model(recipe, "cpu")
+    enter_stage(model, recipe.stages[0], "fp32")
+    _, (projected,) = model(ids, mask, (("hidden", 1, 2),))
+    assert projected.dtype == torch.float32 and projected.shape == (4, 64)
