@@ -123,10 +123,10 @@ class _TemperedLoss(_LogitLoss):
     )
     dynamic_temperature: bool = Field(
         default=False,
-        description="Set each token's two temperatures from the spread (standard deviation) of each side's logits, "
-        "so that teacher and student are compared at equal sharpness whatever the scale of their logits: "
-        "side = 2 x temperature x its spread / (teacher's + student's), whose mean stays `temperature` "
-        "(dynamic temperature, as in DTKD and logit standardization).",
+        description="Give each token a student temperature that makes the spread (standard deviation) of its "
+        "logits the teacher's at `temperature`: the teacher's softened distribution stays the target, and the "
+        "student is compared by the shape of its logits, not their scale, which its pretraining or a "
+        "cross_entropy loss sets (dynamic temperature, after logit standardization).",
     )
 
 

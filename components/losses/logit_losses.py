@@ -65,15 +65,16 @@ def _feature_sum(loss: HiddenStatesLoss | AttentionLoss, features: Features) -> 
 def softened(loss: LogitLoss, student: torch.Tensor, teacher: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
     """Both sides' log-distributions at the loss's temperature. student, teacher: float32 logits.
 
-    With `dynamic_temperature` each row's two temperatures follow the spread of its logits: dividing by them
-    gives both sides one spread, so a student whose logits are a scaled copy of the teacher's has no divergence.
-    The spreads are constants of the step (no gradient flows through the temperatures)."""
-    t: float | torch.Tensor = loss.temperature
-    t_student = t_teacher = t
-    if loss.dynamic_temperature:
-        spreads = torch.stack([student.detach().std(-1), teacher.detach().std(-1)]).clamp(min=1e-6)
-        t_student, t_teacher = (2 * t * spreads / spreads.sum(0)).unsqueeze(-1)
-    return F.log_softmax(student / t_student, dim=-1), F.log_softmax(teacher / t_teacher, dim=-1)
+    With `dynamic_temperature` each row's student temperature makes the spread of its logits the teacher's at
+    the loss's temperature: the teacher's softened distribution stays the target, and the student is compared
+    by the shape of its logits, not their scale. Its spread stays in the graph so that the term is blind to
+    that scale: as a constant of the step, each step shrank the scale a little (a tiny student collapsed
+    towards uniform outputs)."""
+    t = loss.temperature
+    if not loss.dynamic_temperature:
+        return F.log_softmax(student / t, dim=-1), F.log_softmax(teacher / t, dim=-1)
+    ratio = teacher.std(-1, keepdim=True) / student.std(-1, keepdim=True).clamp(min=1e-6)
+    return F.log_softmax(student * ratio / t, dim=-1), F.log_softmax(teacher / t, dim=-1)
 
 
 def _divergence(loss: LogitLoss, student: torch.Tensor, teacher: torch.Tensor) -> torch.Tensor:
@@ -111,6 +112,12 @@ def _chunk_sums(
         else:
             sums.append(_divergence(loss, s, t).sum())
     return torch.stack(sums)
+
+
+def term_names(losses: list[LogitLoss] | tuple[LogitLoss, ...]) -> list[str]:
+    """A name per loss for logs: its type, numbered where a stage has several of one type."""
+    types = [loss.type for loss in losses]
+    return [f"{kind}_{types[:i].count(kind)}" if types.count(kind) > 1 else kind for i, kind in enumerate(types)]
 
 
 def chunked_sums(function, rows: int, *tensors: torch.Tensor) -> torch.Tensor:
@@ -182,5 +189,5 @@ class LogitDistillLoss:
         features: the mapped layers' states, when the stage has hidden_states losses."""
         means = self.sums(student, teacher, labels, features) / self.counts(labels).clamp(min=1.0)
         weights = torch.tensor([loss.weight for loss in self.losses], device=means.device)
-        terms = {f"logits/{loss.type}": means[i].detach() for i, loss in enumerate(self.losses)}
+        terms = {f"logits/{name}": means[i].detach() for i, name in enumerate(term_names(self.losses))}
         return (means * weights).sum(), terms

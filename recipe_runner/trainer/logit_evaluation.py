@@ -1,6 +1,7 @@
-"""Held-out metrics of the logits family: the stage loss, KL(teacher || student) at temperature 1, the student's
-cross-entropy on the text, and how often both models rank the same token first (the last two need a teacher in
-training: without one, as when it only wrote the answers, only the loss and cross-entropy are measured)."""
+"""Held-out metrics of the logits family: the stage loss and each of its terms as trained (`eval/terms/...`),
+KL(teacher || student) at temperature 1, the student's cross-entropy on the text, and how often both models rank
+the same token first (the last two need a teacher in training: without one, as when it only wrote the answers,
+only the loss and cross-entropy are measured)."""
 
 from __future__ import annotations
 
@@ -10,7 +11,7 @@ from dataclasses import dataclass
 import torch
 
 from components.data.texts import TextBatch
-from components.losses.logit_losses import Features, LogitDistillLoss
+from components.losses.logit_losses import Features, LogitDistillLoss, term_names
 from schemas.stages import CrossEntropyLoss, ForwardKLLoss
 
 
@@ -74,6 +75,8 @@ def evaluate_logits(
         for spec, value, count in zip(loss.losses, stage_sums, stage_counts, strict=True)
     )
     metrics = {"eval/loss": weighted, "eval/cross_entropy": ce / max(with_next, 1.0)}
+    for name, value, count in zip(term_names(loss.losses), stage_sums, stage_counts, strict=True):
+        metrics[f"eval/terms/{name}"] = value / max(count, 1.0)  # each stage term as trained (temperature...)
     if with_teacher:
         metrics.update({"eval/forward_kl": kl / tokens, "eval/top1_agreement": agreements / tokens})
     return metrics

@@ -13,7 +13,7 @@ from components.data.pipeline import DistillBatch
 from components.data.texts import TextBatch, next_token_labels
 from components.losses import DistillLoss
 from components.losses.cross_vocab import CrossVocabLoss, row_index
-from components.losses.logit_losses import FeatureKey, LogitDistillLoss
+from components.losses.logit_losses import FeatureKey, LogitDistillLoss, term_names
 from components.models import pad_id
 from components.teacher_outputs import encode_teacher
 from recipe_runner.trainer.denoising import corrupt, mask_token_id
@@ -169,8 +169,8 @@ class CrossVocabObjective:
         if not counts.any():
             return {}
         metrics = {"eval/loss": float(self.loss.total(sums, counts))}
-        for loss, value, count in zip(self.loss.losses, sums.tolist(), counts.tolist(), strict=True):
-            metrics[f"eval/{loss.type}"] = value / max(count, 1.0)
+        for name, value, count in zip(term_names(self.loss.losses), sums.tolist(), counts.tolist(), strict=True):
+            metrics[f"eval/{name}"] = value / max(count, 1.0)
         return metrics
 
 

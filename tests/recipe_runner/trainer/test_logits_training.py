@@ -253,3 +253,18 @@ def test_a_finished_run_resumes_to_its_own_export_and_gpt2_models_plan_and_train
     plan = CliRunner().invoke(main, ["plan", str(RECIPE), *(x for o in gpt2 for x in ("--set", o))])
     assert plan.exit_code == 0, plan.output
     assert train(short(tmp_path / "gpt2", 2, *gpt2)).global_step == 2
+
+
+def test_the_features_example_brings_each_mapped_term_closer_at_a_dynamic_temperature(tmp_path: Path) -> None:
+    """Hidden states through a projection, attention maps and forward KL whose student temperature follows the
+    spread of its logits: each term is reported on held-out texts as trained, and the distillation terms drop."""
+    features = RECIPE.with_name("qwen_features_tiny.yaml")
+    run_dir = tmp_path / "run"
+    train(short(run_dir, 30, "output.eval_every_steps=30"), recipe=features)
+    rows = [json.loads(line) for line in (run_dir / "metrics.jsonl").read_text().splitlines()]
+    held_out = [row for row in rows if "eval/terms/forward_kl" in row]
+    first, last = held_out[0], held_out[-1]
+    assert (first["step"], last["step"]) == (0, 30)
+    assert {"eval/terms/hidden_states", "eval/terms/attention", "eval/terms/cross_entropy"} <= set(last)
+    assert last["eval/terms/forward_kl"] < 0.8 * first["eval/terms/forward_kl"]
+    assert last["eval/terms/hidden_states"] < 0.9 * first["eval/terms/hidden_states"]
