@@ -240,19 +240,69 @@ class OnPolicy(StrictModel):
     temperature: float = Field(default=1.0, gt=0, description="Sampling temperature of the student's continuations.")
 
 
+class SpanDenoiser(StrictModel):
+    """Spans of about `span` tokens masked over `density` of the text: UL2's R-denoiser (short spans, low
+    density) or X-denoiser (long spans or a high density)."""
+
+    type: Literal["spans"] = Field(description="Denoiser kind.")
+    density: float = Field(default=0.15, gt=0, lt=1, description="Share of the real tokens masked, on average.")
+    span: int = Field(default=3, gt=0, description="Tokens per masked span.")
+    share: float = Field(default=1.0, gt=0, description="Relative frequency of this denoiser among the texts.")
+
+
+class SuffixDenoiser(StrictModel):
+    """The end of each text masked as one span: UL2's S-denoiser (prefix language modelling), where the
+    student continues a text it has read both ways."""
+
+    type: Literal["suffix"] = Field(description="Denoiser kind.")
+    fraction: float = Field(
+        default=0.25, gt=0, lt=1, description="Share of each text's real tokens masked at its end (at least one)."
+    )
+    share: float = Field(default=1.0, gt=0, description="Relative frequency of this denoiser among the texts.")
+
+
+Denoiser = Annotated[Union[SpanDenoiser, SuffixDenoiser], Field(discriminator="type")]
+
+
 class Denoising(StrictModel):
     """UL2-style span corruption (logits family), to turn a causal LM into a bidirectional encoder: spans of each
     text are written over with a mask token, the student reads the corrupted text with `student.bidirectional`
     attention, and the losses are scored where the next token was masked (masked next-token prediction, so the
     LM head keeps its meaning). The teacher reads the clean text, causally, and predicts the same tokens."""
 
-    density: float = Field(default=0.15, gt=0, lt=1, description="Share of the real tokens masked, on average.")
-    span: int = Field(default=3, gt=0, description="Tokens per masked span.")
+    density: float | None = Field(
+        default=None,
+        gt=0,
+        lt=1,
+        description="Share of the real tokens masked, on average (default 0.15; not with `mixture`).",
+    )
+    span: int | None = Field(default=None, gt=0, description="Tokens per masked span (default 3; not with `mixture`).")
+    mixture: list[Denoiser] | None = Field(
+        default=None,
+        min_length=1,
+        description="UL2's mixture of denoisers instead of one: each text is corrupted by one of them, drawn by "
+        "their shares, e.g. [{type: spans, span: 3, density: 0.15, share: 2}, {type: spans, span: 32, density: "
+        "0.5}, {type: suffix, fraction: 0.25}] for R, X and S.",
+    )
     mask_token: str | None = Field(
         default=None,
         description="The token written over masked spans (one token of the student's tokenizer); default its mask "
         "token, else its pad token.",
     )
+
+    @model_validator(mode="after")
+    def _one_way(self) -> Denoising:
+        if self.mixture is not None and (self.density is not None or self.span is not None):
+            raise ValueError("give either density and span (one denoiser) or mixture, not both")
+        return self
+
+    @property
+    def denoisers(self) -> list[SpanDenoiser | SuffixDenoiser]:
+        """The denoisers texts are drawn among: the mixture, or the one that density and span describe."""
+        if self.mixture is not None:
+            return self.mixture
+        one = {key: value for key, value in (("density", self.density), ("span", self.span)) if value is not None}
+        return [SpanDenoiser(type="spans", **one)]
 
 
 class Stage(StrictModel):

@@ -1,6 +1,7 @@
 """Span corruption of text batches for `denoising` stages, on the device with no per-text Python: spans of
-`span` tokens start at random real positions (about `density` of the tokens end up masked), the student reads
-them written over with the mask token, and each position whose next token was masked is scored with that token
+`span` tokens start at random real positions (about `density` of the tokens end up masked), or a text's end is
+masked (UL2's S-denoiser), each text drawing its denoiser from the mixture; the student reads the masked tokens
+written over with the mask token, and each position whose next token was masked is scored with that token
 as its label (masked next-token prediction). The teacher reads the clean text."""
 
 from __future__ import annotations
@@ -10,10 +11,10 @@ import torch.nn.functional as F
 
 from components.data.texts import TextBatch
 from components.losses.logit_losses import IGNORED
-from schemas.stages import Denoising
+from schemas.stages import Denoising, SpanDenoiser, SuffixDenoiser
 
 
-def span_mask(mask: torch.Tensor, spec: Denoising, generator: torch.Generator | None = None) -> torch.Tensor:
+def span_mask(mask: torch.Tensor, spec: SpanDenoiser, generator: torch.Generator | None = None) -> torch.Tensor:
     """Which real tokens of a right-padded [B, L] batch are masked: every token of a span that starts at a
     random real position; the first token of each text is never masked (no position predicts it)."""
     starts = torch.rand(mask.shape, generator=generator, device=mask.device) < spec.density / spec.span
@@ -24,11 +25,33 @@ def span_mask(mask: torch.Tensor, spec: Denoising, generator: torch.Generator | 
     return masked
 
 
+def suffix_mask(mask: torch.Tensor, spec: SuffixDenoiser) -> torch.Tensor:
+    """The last `fraction` of each text's real tokens (at least one, never the first token)."""
+    lengths = mask.sum(1, keepdim=True)
+    kept = (lengths - (lengths * spec.fraction).ceil().long()).clamp(min=1)
+    positions = torch.arange(mask.shape[1], device=mask.device)[None]
+    return (positions >= kept) & mask
+
+
+def denoising_mask(mask: torch.Tensor, spec: Denoising, generator: torch.Generator | None = None) -> torch.Tensor:
+    """The masked tokens of a batch: each text corrupted by one of the spec's denoisers, drawn by their shares
+    (all draws from `generator`, on the device)."""
+    denoisers = spec.denoisers
+    if len(denoisers) == 1 and isinstance(denoisers[0], SpanDenoiser):
+        return span_mask(mask, denoisers[0], generator)
+    shares = torch.tensor([d.share for d in denoisers], dtype=torch.float, device=mask.device)
+    chosen = torch.multinomial(shares, mask.shape[0], replacement=True, generator=generator)
+    each = torch.stack(
+        [span_mask(mask, d, generator) if isinstance(d, SpanDenoiser) else suffix_mask(mask, d) for d in denoisers]
+    )
+    return each[chosen, torch.arange(mask.shape[0], device=mask.device)]
+
+
 def corrupt(batch: TextBatch, spec: Denoising, mask_id: int, generator: torch.Generator | None = None) -> TextBatch:
     """The batch as a denoising step reads it: corrupted ids for the student, the clean ones for the teacher,
     labels and scores at the positions just before masked tokens."""
     ids, mask = batch.student_ids, batch.student_mask
-    masked = span_mask(mask, spec, generator)
+    masked = denoising_mask(mask, spec, generator)
     predicts = torch.zeros_like(masked)
     predicts[:, :-1] = masked[:, 1:]  # position i predicts token i + 1
     following = torch.full_like(ids, IGNORED)

@@ -29,7 +29,7 @@ def test_spans_cover_about_the_density_never_the_first_token_nor_padding() -> No
     mask = torch.ones(64, 200, dtype=torch.bool)
     mask[1::2, 150:] = False
     spec = Denoising(density=0.15, span=3)
-    masked = span_mask(mask, spec, torch.Generator().manual_seed(0))
+    masked = span_mask(mask, spec.denoisers[0], torch.Generator().manual_seed(0))
     assert not masked[:, 0].any() and not (masked & ~mask).any()
     assert 0.10 < masked.sum().item() / mask.sum().item() < 0.20
     row = masked[0].tolist()
@@ -136,3 +136,41 @@ def test_infer_refuses_a_bidirectional_export_given_by_folder(tmp_path: Path) ->
     result = CliRunner().invoke(main, args)
     assert result.exit_code == 1
     assert "holds a bidirectional encoder (recipe 'qwen3_denoising_tiny', trained by denoising)" in result.output
+
+
+def test_the_suffix_denoiser_masks_the_end_of_each_text_and_never_its_first_token_or_padding() -> None:
+    from recipe_runner.trainer.denoising import suffix_mask
+    from schemas.stages import SuffixDenoiser
+
+    mask = torch.zeros(3, 10, dtype=torch.bool)
+    for row, length in enumerate([10, 4, 1]):
+        mask[row, :length] = True
+    masked = suffix_mask(mask, SuffixDenoiser(type="suffix", fraction=0.25))
+    assert masked.tolist()[0] == [False] * 7 + [True] * 3  # ceil(2.5) tokens of 10
+    assert masked.tolist()[1] == [False] * 3 + [True] + [False] * 6  # at least one
+    assert not masked[2].any()  # a one-token text has nothing a position could predict
+
+
+def test_each_text_is_corrupted_by_one_denoiser_of_the_mixture_drawn_by_its_share() -> None:
+    from recipe_runner.trainer.denoising import denoising_mask
+
+    mask = torch.ones(600, 40, dtype=torch.bool)
+    spec = Denoising(
+        mixture=[
+            {"type": "spans", "density": 0.15, "span": 3, "share": 2},
+            {"type": "suffix", "fraction": 0.5, "share": 1},
+        ]
+    )
+    masked = denoising_mask(mask, spec, torch.Generator().manual_seed(3))
+    suffix = masked[:, 20:].all(1) & ~masked[:, :20].any(1)
+    assert 0.25 < suffix.float().mean().item() < 0.42  # a share of 1 in 3
+    spans = masked[~suffix]
+    assert 0.08 < spans.float().mean().item() < 0.22 and not spans[:, 20:].all(1).any()
+    again = denoising_mask(mask, spec, torch.Generator().manual_seed(3))
+    assert torch.equal(masked, again)  # every draw from the generator a checkpoint keeps
+
+
+def test_one_denoiser_or_a_mixture_not_both() -> None:
+    with pytest.raises(ValueError, match="either density and span"):
+        Denoising(span=4, mixture=[{"type": "suffix"}])
+    assert Denoising().denoisers[0].model_dump() == {"type": "spans", "density": 0.15, "span": 3, "share": 1.0}
