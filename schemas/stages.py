@@ -270,13 +270,10 @@ class Denoising(StrictModel):
     attention, and the losses are scored where the next token was masked (masked next-token prediction, so the
     LM head keeps its meaning). The teacher reads the clean text, causally, and predicts the same tokens."""
 
-    density: float | None = Field(
-        default=None,
-        gt=0,
-        lt=1,
-        description="Share of the real tokens masked, on average (default 0.15; not with `mixture`).",
+    density: float = Field(
+        default=0.15, gt=0, lt=1, description="Share of the real tokens masked, on average (without `mixture`)."
     )
-    span: int | None = Field(default=None, gt=0, description="Tokens per masked span (default 3; not with `mixture`).")
+    span: int = Field(default=3, gt=0, description="Tokens per masked span (without `mixture`).")
     mixture: list[Denoiser] | None = Field(
         default=None,
         min_length=1,
@@ -292,7 +289,9 @@ class Denoising(StrictModel):
 
     @model_validator(mode="after")
     def _one_way(self) -> Denoising:
-        if self.mixture is not None and (self.density is not None or self.span is not None):
+        # Compared with the defaults rather than by which fields were given: `recipe show` writes them all out.
+        defaults = (type(self).model_fields["density"].default, type(self).model_fields["span"].default)
+        if self.mixture is not None and (self.density, self.span) != defaults:
             raise ValueError("give either density and span (one denoiser) or mixture, not both")
         return self
 
@@ -301,8 +300,7 @@ class Denoising(StrictModel):
         """The denoisers texts are drawn among: the mixture, or the one that density and span describe."""
         if self.mixture is not None:
             return self.mixture
-        one = {key: value for key, value in (("density", self.density), ("span", self.span)) if value is not None}
-        return [SpanDenoiser(type="spans", **one)]
+        return [SpanDenoiser(type="spans", density=self.density, span=self.span)]
 
 
 class Stage(StrictModel):
