@@ -27,6 +27,7 @@ from schemas.stages import (
 )
 
 CHUNK_ELEMENTS = 1 << 25  # float32 elements of one chunk's logits (128 MiB); a chunk's softmaxes are a few of them
+MAX_STRETCH = 100.0  # dynamic temperature: the most a student row's logits are scaled up to the teacher's spread
 IGNORED = -100  # label of a position with no next token in the text (the last one, and padding)
 
 # ("hidden" or "attention", student layer, teacher layer): one compared pair of a hidden_states or attention loss.
@@ -73,7 +74,10 @@ def softened(loss: LogitLoss, student: torch.Tensor, teacher: torch.Tensor) -> t
     t = loss.temperature
     if not loss.dynamic_temperature:
         return F.log_softmax(student / t, dim=-1), F.log_softmax(teacher / t, dim=-1)
-    ratio = teacher.std(-1, keepdim=True) / student.std(-1, keepdim=True).clamp(min=1e-6)
+    spread = teacher.std(-1, keepdim=True)
+    # A row flatter than 1/100 of the teacher's spread (a student's constant row) is stretched 100 times, not
+    # more: the gradient scales with the stretch, and an unbounded one would dominate the step.
+    ratio = spread / torch.maximum(student.std(-1, keepdim=True), spread / MAX_STRETCH).clamp(min=1e-12)
     return F.log_softmax(student * ratio / t, dim=-1), F.log_softmax(teacher / t, dim=-1)
 
 

@@ -5,11 +5,13 @@ Two tokens are the same token when appending either to the same text adds the sa
 "a" in both tokenizers, whatever their marks for a leading space are (SentencePiece's `▁`, byte-level BPE's `Ġ`,
 WordPiece's `##` on continuations). The tokenizers' own decoders say so, which reads every scheme alike. Special
 tokens, byte pieces that are not whole characters (decoded as U+FFFD) and tokens adding nothing are left out,
-and where several ids of one side read the same, the lowest is used, so that the map is one-to-one.
+and where several ids of one side read the same, one is used (the one the tokenizer writes), so that the map is
+one-to-one.
 """
 
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass
 
 import torch
@@ -17,12 +19,29 @@ import torch
 REPLACEMENT = "\ufffd"  # what a decoder gives for bytes that are not a whole character
 
 
+BYTE_PIECE = re.compile(r"<0x[0-9A-Fa-f]{2}>")  # SentencePiece's byte fallback: `<0x2E>` decodes as "."
+
+
+def _prefix(tokenizer) -> list[int]:
+    """One ordinary token to decode after, so that a leading space is kept rather than stripped as at the start
+    of a text (empty only for a tokenizer that encodes none of these)."""
+    for text in ("a", "x", "the", "0"):
+        ids = tokenizer.encode(text, add_special_tokens=False)
+        if ids:
+            return ids[-1:]
+    return []
+
+
 def token_texts(tokenizer) -> dict[str, int]:
-    """Text each id adds after a plain prefix -> the lowest id that adds it (mappable ids only)."""
-    prefix = tokenizer.encode("a", add_special_tokens=False)[-1:]
+    """Text each id adds after a plain prefix -> the id that adds it (mappable ids only): the lowest, and a
+    byte-fallback piece only for text no real piece adds (Llama-2's `<0x2E>` reads "." as its `.` does, but the
+    tokenizer writes `.`; it keeps `<0x0A>` for a newline, having no piece for it)."""
+    prefix = _prefix(tokenizer)
     start = tokenizer.decode(prefix, clean_up_tokenization_spaces=False)
     special = set(tokenizer.all_special_ids)
+    pieces = tokenizer.convert_ids_to_tokens(list(range(len(tokenizer))))
     ids = [i for i in range(len(tokenizer)) if i not in special]
+    ids.sort(key=lambda i: (isinstance(pieces[i], str) and BYTE_PIECE.fullmatch(pieces[i]) is not None, i))
     decoded = tokenizer.batch_decode([prefix + [i] for i in ids], clean_up_tokenization_spaces=False)
     texts: dict[str, int] = {}
     for i, text in zip(ids, decoded, strict=True):

@@ -19,6 +19,7 @@ from components.models.loading import Attention, Role
 from schemas import Recipe
 from schemas.bolt_on import BoltOn, LinearLayer, MLPLayer, ResidualMLPLayer, TransformerLayer
 from schemas.models import ModelSource
+from schemas.stages import FEATURE_LOSSES, HiddenStatesLoss, Stage
 
 SMALL_TEACHER_WIDTH = 256
 SMALL_MAX_LAYERS = 2
@@ -104,17 +105,53 @@ def _inline(source: ModelSource, values: dict) -> ModelSource:
     return type(source).model_validate(data)
 
 
+def _depth(values: dict) -> int | None:
+    return next((int(values[key]) for key in _LAYER_KEYS if key in values), None)
+
+
+def _moved(index: int, depth: int | None, shrunk: int | None, last: int) -> int:
+    """A layer index of a model `depth` deep, at the same relative depth of one `shrunk` deep (at most `last`
+    there); indices from the end (negative) stay."""
+    if index < 0 or not depth or not shrunk or depth == shrunk:
+        return index
+    return min(round(index * shrunk / depth), last)
+
+
+def _feature_layers_moved(recipe: Recipe, depths: dict[str, tuple[int | None, int | None]]) -> list[Stage]:
+    """Stages whose hidden_states and attention layer maps point into the shrunk models: a map of a 28-layer
+    student would otherwise name layers a 2-layer one does not have."""
+    stages = []
+    for stage in recipe.stages:
+        losses = []
+        for loss in stage.losses:
+            if isinstance(loss, FEATURE_LOSSES):
+                extra = 0 if isinstance(loss, HiddenStatesLoss) else -1  # hidden states count the embeddings too
+                s_old, s_new = depths["student"]
+                t_old, t_new = depths["teacher"]
+                layers = {
+                    _moved(s, s_old, s_new, (s_new or 0) + extra): _moved(t, t_old, t_new, (t_new or 0) + extra)
+                    for s, t in loss.layers.items()
+                }
+                loss = loss.model_copy(update={"layers": layers})
+            losses.append(loss)
+        stages.append(stage.model_copy(update={"losses": losses}))
+    return stages
+
+
 def random_weights_recipe(recipe: Recipe, small: bool, keep_depth: bool = False) -> tuple[Recipe, int]:
     """The recipe with inline configs (random weights) and, for `small`, shrunk (every layer kept with
     `keep_depth`, so per-step launch and compile counts are those of the real model); returns the factor too."""
     factor = shrink_factor(recipe) if small else 1
     teacher, student = config_dict(recipe.teacher), config_dict(recipe.student)
-    bolt_on = recipe.bolt_on
+    bolt_on, stages = recipe.bolt_on, recipe.stages
     if small:
-        teacher, student = shrink_config(teacher, factor, keep_depth), shrink_config(student, factor, keep_depth)
+        shrunk = shrink_config(teacher, factor, keep_depth), shrink_config(student, factor, keep_depth)
+        depths = {"teacher": (_depth(teacher), _depth(shrunk[0])), "student": (_depth(student), _depth(shrunk[1]))}
+        teacher, student = shrunk
         bolt_on = shrink_bolt_on(bolt_on, factor)
+        stages = _feature_layers_moved(recipe, depths)
     update = {"teacher": _inline(recipe.teacher, teacher), "student": _inline(recipe.student, student)}
-    return recipe.model_copy(update={**update, "bolt_on": bolt_on}), factor
+    return recipe.model_copy(update={**update, "bolt_on": bolt_on, "stages": stages}), factor
 
 
 def build_random(

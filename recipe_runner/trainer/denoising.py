@@ -39,7 +39,8 @@ def denoising_mask(mask: torch.Tensor, spec: Denoising, generator: torch.Generat
     denoisers = spec.denoisers
     if len(denoisers) == 1 and isinstance(denoisers[0], SpanDenoiser):
         return span_mask(mask, denoisers[0], generator)
-    shares = torch.tensor([d.share for d in denoisers], dtype=torch.float, device=mask.device)
+    total = sum(d.share for d in denoisers)  # normalised in float64: shares like 1e-50 would be 0 in float32
+    shares = torch.tensor([d.share / total for d in denoisers], dtype=torch.float, device=mask.device)
     chosen = torch.multinomial(shares, mask.shape[0], replacement=True, generator=generator)
     each = torch.stack(
         [span_mask(mask, d, generator) if isinstance(d, SpanDenoiser) else suffix_mask(mask, d) for d in denoisers]

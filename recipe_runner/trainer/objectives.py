@@ -170,7 +170,7 @@ class CrossVocabObjective:
             return {}
         metrics = {"eval/loss": float(self.loss.total(sums, counts))}
         for name, value, count in zip(term_names(self.loss.losses), sums.tolist(), counts.tolist(), strict=True):
-            metrics[f"eval/{name}"] = value / max(count, 1.0)
+            metrics[f"eval/terms/{name}"] = value / max(count, 1.0)  # as trained, as the other objectives name them
         return metrics
 
 

@@ -90,3 +90,31 @@ def test_a_student_that_matches_the_teacher_on_shared_tokens_and_the_rest_has_no
 def test_divergences_across_vocabularies_need_the_map() -> None:
     with pytest.raises(AssertionError, match="compare the ids both share"):
         CrossVocabLoss([JSDLoss(type="jsd")], (4, 5))
+
+
+def _byte_fallback_tokenizer():
+    """A SentencePiece-style BPE with byte fallback (Llama-2, TinyLlama, Mistral): `<0x00>`..`<0xFF>` come first,
+    and `<0x2E>` decodes as "." just as the real `.` piece does."""
+    from tokenizers import Tokenizer, decoders, models, normalizers
+    from transformers import PreTrainedTokenizerFast
+
+    vocab = {"<unk>": 0, "<s>": 1, "</s>": 2} | {f"<0x{b:02X}>": 3 + b for b in range(256)}
+    for piece in ["▁", "a", "h", "e", "t", ".", "▁t", "he", "▁the", "▁a"]:
+        vocab[piece] = len(vocab)
+    merges = [("▁", "t"), ("h", "e"), ("▁t", "he"), ("▁", "a")]
+    model = models.BPE(vocab=vocab, merges=merges, unk_token="<unk>", byte_fallback=True, fuse_unk=True)
+    backend = Tokenizer(model)
+    backend.normalizer = normalizers.Sequence([normalizers.Prepend("▁"), normalizers.Replace(" ", "▁")])
+    backend.decoder = decoders.Sequence(
+        [decoders.Replace("▁", " "), decoders.ByteFallback(), decoders.Fuse(), decoders.Strip(" ", 1, 0)]
+    )
+    return PreTrainedTokenizerFast(tokenizer_object=backend, unk_token="<unk>", bos_token="<s>", eos_token="</s>")
+
+
+def test_byte_fallback_pieces_stand_only_for_text_no_real_piece_writes() -> None:
+    tokenizer = _byte_fallback_tokenizer()
+    texts = token_texts(tokenizer)
+    written = tokenizer.encode("a.", add_special_tokens=False)[-1]
+    assert texts["."] == written == tokenizer.convert_tokens_to_ids(".")  # not <0x2E>, which reads the same
+    assert texts[" the"] == tokenizer.convert_tokens_to_ids("▁the")
+    assert texts["\n"] == tokenizer.convert_tokens_to_ids("<0x0A>")  # no real piece writes a newline

@@ -151,6 +151,19 @@ def test_small_keeps_widths_chained_and_full_size_is_untouched() -> None:
     assert build_plan(full).teacher.params == build_plan(recipe).teacher.params
 
 
+def test_small_moves_feature_layer_maps_to_the_same_relative_depth_of_the_shrunk_models() -> None:
+    """A map of a 28-layer student's layers stopped the --small bench with an IndexError on a 2-layer one."""
+    features = "stages.0.losses=[{type: hidden_states, layers: {7: 16, 14: 32, 28: 64, -1: -1}}, "
+    features += "{type: attention, layers: {27: 63, 0: 0}}]"
+    recipe = load_recipe(REPO / "recipes" / "qwen_32b_to_7b_features.yaml", [features], check=False).recipe
+    small, _ = random_weights_recipe(recipe, small=True)
+    hidden, attention = small.stages[0].losses
+    assert hidden.layers == {0: 0, 1: 1, 2: 2, -1: -1}  # hidden states 0..2 of 2 layers (0 the embeddings)
+    assert attention.layers == {1: 1, 0: 0}  # layers 0..1
+    deep, _ = random_weights_recipe(recipe, small=True, keep_depth=True)
+    assert deep.stages == recipe.stages
+
+
 def test_full_depth_needs_small() -> None:
     result = CliRunner().invoke(main, ["bench", str(TINY), "--full-depth"])
     assert result.exit_code == 2 and "--full-depth" in result.output

@@ -174,3 +174,7 @@ def test_one_denoiser_or_a_mixture_not_both() -> None:
     with pytest.raises(ValueError, match="either density and span"):
         Denoising(span=4, mixture=[{"type": "suffix"}])
     assert Denoising().denoisers[0].model_dump() == {"type": "spans", "density": 0.15, "span": 3, "share": 1.0}
+    from recipe_runner.trainer.denoising import denoising_mask
+
+    tiny = Denoising(mixture=[{"type": "suffix", "share": 1e-50}, {"type": "suffix", "fraction": 0.5, "share": 1e-50}])
+    assert denoising_mask(torch.ones(4, 8, dtype=torch.bool), tiny).any()  # shares are relative, however small
