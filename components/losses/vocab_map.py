@@ -17,8 +17,6 @@ from dataclasses import dataclass
 import torch
 
 REPLACEMENT = "\ufffd"  # what a decoder gives for bytes that are not a whole character
-
-
 BYTE_PIECE = re.compile(r"<0x[0-9A-Fa-f]{2}>")  # SentencePiece's byte fallback: `<0x2E>` decodes as "."
 
 
