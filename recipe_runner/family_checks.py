@@ -199,10 +199,6 @@ def _answers_problems(loaded: LoadedRecipe) -> list[Problem]:
     if recipe.alignment is not None:
         message = "answers across two vocabularies (uld on answers) are not supported yet: remove alignment"
         problems.append(loaded.problem(("teacher", "answers"), message))
-    for index, stage in enumerate(recipe.stages):
-        if stage.on_policy is not None:
-            message = "on-policy batches on the teacher's answers are not supported yet: remove it, or answers"
-            problems.append(loaded.problem(("stages", index, "on_policy"), message))
     return problems
 
 

@@ -24,6 +24,7 @@ class TextBatch(MovableBatch):
     student_tokens: int
     scored: torch.Tensor | None = None  # over the real tokens: where the loss applies (None: everywhere)
     teacher_ids: torch.Tensor | None = None  # what the teacher reads, when not student_ids (denoising: clean text)
+    prompt_lengths: torch.Tensor | None = None  # per row, tokens before the teacher's answer (None: no answers)
 
 
 class TextSamples(Dataset):
@@ -81,7 +82,7 @@ class TextCollator:
     def __call__(self, items: list[dict]) -> TextBatch:
         width = max(len(item["student_ids"]) for item in items)
         ids, mask = pad_rows([item["student_ids"] for item in items], width, self.pad_id)
-        labels, scored = next_token_labels(ids, mask), None
+        labels, scored, start = next_token_labels(ids, mask), None, None
         if "answer_start" in items[0]:  # only the positions that predict an answer's tokens are scored
             start = torch.tensor([item["answer_start"] for item in items])
             columns = torch.arange(width)[None]
@@ -95,4 +96,5 @@ class TextCollator:
             labels=labels,
             student_tokens=int(mask.sum()),
             scored=scored,
+            prompt_lengths=start,
         )

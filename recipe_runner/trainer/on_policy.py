@@ -35,9 +35,11 @@ def continue_with_student(
     student: nn.Module, batch: TextBatch, spec: OnPolicy, max_length: int, pad: int, eos: int | None
 ) -> TextBatch:
     """`batch`'s texts (each cut to leave room for the sample within `max_length`) followed by the student's
-    sampled continuation, right-padded again; `scored` marks the real tokens whose next token was sampled."""
+    sampled continuation, right-padded again; `scored` marks the real tokens whose next token was sampled. A text
+    made of a prompt and the teacher's answer is continued from its prompt: the student answers instead."""
     ids = batch.student_ids
-    prompt = batch.student_mask.sum(1).clamp(max=max_length - spec.max_new_tokens)
+    given = batch.prompt_lengths if batch.prompt_lengths is not None else batch.student_mask.sum(1)
+    prompt = given.clamp(max=max_length - spec.max_new_tokens)
     left, real = _left_aligned(ids, prompt, pad)
     was_training = student.training
     student.eval()  # no dropout while sampling; gradient checkpointing is for training mode only
