@@ -196,9 +196,6 @@ def _answers_problems(loaded: LoadedRecipe) -> list[Problem]:
                 "student.max_length",
             )
         )
-    if recipe.alignment is not None:
-        message = "answers across two vocabularies (uld on answers) are not supported yet: remove alignment"
-        problems.append(loaded.problem(("teacher", "answers"), message))
     return problems
 
 

@@ -10,6 +10,7 @@ from torch.utils.data import Dataset
 from components.alignment import CrossTokenizerAligner, collate_alignments, token_view
 from components.alignment.batch import BatchAlignment
 from components.cache.reader import CachedTeacher
+from components.data.answer_texts import answer_text, joined
 from components.packed_sequences import PackedSequences
 
 
@@ -46,10 +47,15 @@ class DistillBatch(MovableBatch):
     alignment: BatchAlignment
     student_tokens: int
     teacher_tokens: int
+    scored: torch.Tensor | None = None  # over the student's real tokens: those predicting an answer's token
+    answer_starts: torch.Tensor | None = None  # per row, the student's first answer token (None: no answers)
 
 
 class PromptPairs(Dataset):
-    """Prompt i -> student ids, teacher ids, their alignment and (when cached) the teacher's hidden states."""
+    """Prompt i -> student ids, teacher ids, their alignment and (when cached) the teacher's hidden states.
+
+    With `answers` (the teacher's, written once) both sides read prompt i and answer i as one text, and
+    `answer_start` says where the student's tokens of the answer begin."""
 
     def __init__(
         self,
@@ -60,6 +66,7 @@ class PromptPairs(Dataset):
         student_max_length: int,
         teacher_max_length: int,
         cache: CachedTeacher | None = None,
+        answers: list[str] | None = None,
     ) -> None:
         self.prompts = prompts
         self.student_tokenizer = student_tokenizer
@@ -68,21 +75,33 @@ class PromptPairs(Dataset):
         self.student_max_length = student_max_length
         self.teacher_max_length = teacher_max_length
         self.cache = cache
+        self.answers = answers
 
     def __len__(self) -> int:
         return len(self.prompts)
 
     def token_lengths(self) -> list[int]:
-        """Student tokens of each prompt, for batching by length (one tokenizer call for all)."""
-        tokenized = self.student_tokenizer(self.prompts, truncation=True, max_length=self.student_max_length)
-        return [len(ids) for ids in tokenized["input_ids"]]
+        """Student tokens of each text, for batching by length (one tokenizer call for all); with answers, at
+        most one more than a text has (its end-of-text), never fewer."""
+        length = self.student_max_length
+        if self.answers is None:
+            tokenized = self.student_tokenizer(self.prompts, truncation=True, max_length=length)
+            return [len(ids) for ids in tokenized["input_ids"]]
+        texts = [joined(prompt, answer)[0] for prompt, answer in zip(self.prompts, self.answers, strict=True)]
+        tokenized = self.student_tokenizer(texts, truncation=True, max_length=length)
+        return [min(length, len(ids) + 1) for ids in tokenized["input_ids"]]
 
     def __getitem__(self, index: int) -> dict:
         text = self.prompts[index]
-        student = token_view(self.student_tokenizer, text, self.student_max_length)
+        item: dict = {"index": index}
+        if self.answers is None:
+            student = token_view(self.student_tokenizer, text, self.student_max_length)
+        else:
+            text, student, item["answer_start"] = answer_text(
+                text, self.answers[index], self.student_tokenizer, self.student_max_length
+            )
         teacher = token_view(self.teacher_tokenizer, text, self.teacher_max_length)
-        item = {
-            "index": index,
+        item |= {
             "student_ids": student.ids,
             "teacher_ids": teacher.ids,
             "alignment": self.aligner.align(text, student, teacher),
@@ -90,6 +109,13 @@ class PromptPairs(Dataset):
         if self.cache is not None:
             item["teacher_hidden"] = self.cache[index]
         return item
+
+
+def answer_positions(starts: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+    """Over the real tokens of right-padded rows: those whose next token is in the row's answer (from token
+    `starts[row]` to the row's end)."""
+    columns = torch.arange(mask.shape[1], device=mask.device)[None]
+    return ((columns >= starts[:, None] - 1) & (columns <= mask.sum(1)[:, None] - 2))[mask]
 
 
 def pad_rows(rows: list, width: int, pad_id: int) -> tuple[torch.Tensor, torch.Tensor]:
@@ -123,6 +149,7 @@ class Collator:
                 kept = item["teacher_hidden"].shape[0]
                 hidden[row, :kept] = item["teacher_hidden"]
                 hidden[row, kept:] = 0
+        starts = torch.tensor([item["answer_start"] for item in items]) if "answer_start" in items[0] else None
         return DistillBatch(
             indices=torch.tensor([item["index"] for item in items]),
             student_ids=student_ids,
@@ -134,4 +161,6 @@ class Collator:
             alignment=collate_alignments([item["alignment"] for item in items]),
             student_tokens=int(student_mask.sum()),
             teacher_tokens=int(teacher_mask.sum()),
+            scored=answer_positions(starts, student_mask) if starts is not None else None,
+            answer_starts=starts,
         )

@@ -7,7 +7,7 @@ from dataclasses import dataclass
 import torch
 from torch.utils.data import Dataset
 
-from components.data.pipeline import MovableBatch, pad_rows
+from components.data.pipeline import MovableBatch, answer_positions, pad_rows
 from components.losses.logit_losses import IGNORED
 from components.packed_sequences import PackedSequences
 
@@ -85,8 +85,7 @@ class TextCollator:
         labels, scored, start = next_token_labels(ids, mask), None, None
         if "answer_start" in items[0]:  # only the positions that predict an answer's tokens are scored
             start = torch.tensor([item["answer_start"] for item in items])
-            columns = torch.arange(width)[None]
-            scored = ((columns >= start[:, None] - 1) & (columns <= mask.sum(1)[:, None] - 2))[mask]
+            scored = answer_positions(start, mask)
             labels = torch.where(scored, labels, IGNORED)
         return TextBatch(
             indices=torch.tensor([item["index"] for item in items]),

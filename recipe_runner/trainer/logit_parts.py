@@ -249,7 +249,9 @@ def build_logit_parts(recipe: Recipe, device: torch.device):
         aligner = CrossTokenizerAligner(recipe.alignment)
 
         def samples(texts: list[str], split: str) -> PromptPairs:
-            return PromptPairs(texts, tokenizer, teacher_tokenizer, aligner, length, recipe.teacher.max_length)
+            return PromptPairs(
+                texts, tokenizer, teacher_tokenizer, aligner, length, recipe.teacher.max_length, answers=answers[split]
+            )
 
         collate: Collator | TextCollator = Collator(pad_id(tokenizer), pad_id(teacher_tokenizer), False)
         vocab_map = shared_vocabulary(recipe, tokenizer, teacher_tokenizer)

@@ -13,7 +13,7 @@ from components.data.pipeline import DistillBatch
 from components.data.texts import TextBatch, next_token_labels
 from components.losses import DistillLoss
 from components.losses.cross_vocab import CrossVocabLoss, row_index
-from components.losses.logit_losses import FeatureKey, LogitDistillLoss, term_names
+from components.losses.logit_losses import IGNORED, FeatureKey, LogitDistillLoss, term_names
 from components.models import pad_id
 from components.teacher_outputs import encode_teacher
 from recipe_runner.trainer.denoising import corrupt, mask_token_id
@@ -144,12 +144,15 @@ class CrossVocabObjective:
         teacher = teacher_logits(self.teacher, batch.teacher_ids, batch.teacher_mask)
         a = batch.alignment
         both = (a.matched_s > 0) & (a.matched_t > 0)  # the first token of a text has no position before it
+        labels = next_token_labels(batch.student_ids, batch.student_mask)
+        if batch.answer_starts is not None:  # written answers: only what predicts the answer is compared
+            both &= a.matched_s >= batch.answer_starts[a.matched_b]
+            labels = torch.where(batch.scored, labels, IGNORED)
         sample = a.matched_b[both]
         pairs = (
             row_index(batch.student_mask, sample, a.matched_s[both] - 1),
             row_index(batch.teacher_mask, sample, a.matched_t[both] - 1),
         )
-        labels = next_token_labels(batch.student_ids, batch.student_mask)
         return self.loss.sums_and_counts(student, teacher, pairs, labels)
 
     def training_loss(self, model: nn.Module, batch: DistillBatch) -> torch.Tensor:

@@ -120,12 +120,6 @@ def test_a_hidden_states_layer_map_names_layers_both_models_have() -> None:
     assert "teacher hidden state -5 does not exist: the teacher has 3 layers, so its hidden states are -4..3" in out
 
 
-def test_answers_across_two_vocabularies_are_not_supported_yet() -> None:
-    sequence = RECIPES / "qwen_sequence_kd_tiny.yaml"
-    out = _validate(sequence, "alignment={type: cross_tokenizer}", "stages.0.losses=[{type: uld}]")
-    assert "teacher.answers: answers across two vocabularies (uld on answers) are not supported yet" in out
-
-
 def test_a_teacher_that_only_writes_answers_may_have_another_tokenizer_but_not_when_kl_reads_it() -> None:
     sequence = RECIPES / "qwen_sequence_kd_tiny.yaml"
     result = CliRunner().invoke(main, ["validate", str(sequence)])

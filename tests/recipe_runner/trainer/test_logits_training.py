@@ -169,6 +169,36 @@ def test_sequence_level_distillation_trains_on_answers_written_once_without_the_
     assert losses[-1] < 0.92 * losses[0]
 
 
+def test_answers_across_two_vocabularies_compare_the_answers_aligned_tokens_only(tmp_path: Path) -> None:
+    """ULD on the teacher's written answers (as in Boizard et al.): both models read prompt + answer through
+    their own tokenizers; pairs and cross-entropy count only positions that predict the answer."""
+    from recipe_runner.trainer.objectives import CrossVocabObjective
+
+    recipe = RECIPE.with_name("qwen_cross_vocab_answers_tiny.yaml")
+    run_dir = tmp_path / "run"
+    overrides = [
+        f"teacher.answers.dir={tmp_path / 'answers'}",
+        f"output.dir={run_dir}",
+        "stages.0.epochs=null",
+        "stages.0.steps=30",
+        "output.eval_every_steps=30",
+    ]
+    train(overrides, recipe=recipe)
+    rows = [json.loads(line) for line in (run_dir / "metrics.jsonl").read_text().splitlines()]
+    uld = [row["eval/terms/uld"] for row in rows if "eval/terms/uld" in row]
+    assert uld[-1] < 0.7 * uld[0]
+
+    loaded = load_recipe(recipe, overrides).recipe
+    parts = build_parts(loaded, torch.device("cpu"))
+    batch = parts.collate([parts.train[i] for i in range(8)])
+    objective = CrossVocabObjective(parts, loaded.stages[0])
+    _, counts = objective._terms(parts.model, batch)
+    a = batch.alignment
+    answered = (a.matched_s >= batch.answer_starts[a.matched_b]) & (a.matched_s > 0) & (a.matched_t > 0)
+    assert 0 < int(answered.sum()) < len(a.matched_s)
+    assert counts.tolist() == [float(answered.sum()), float(batch.scored.sum())]
+
+
 def test_attention_maps_of_mapped_layers_move_towards_the_teachers(tmp_path: Path) -> None:
     """A teacher of the student's shape with moderately peaked attention (init 0.1): its maps can be learnt."""
     run_dir = tmp_path / "run"

@@ -1,0 +1,73 @@
+"""A prompt and the teacher's written answer as one text, for models that read it through two tokenizers.
+
+Across two vocabularies the models share no token ids, only characters: both read `prompt + answer` as one
+string, so the aligner can pair their tokens by character offsets. The answer is kept whole where it fits in the
+student's `max_length`, and the prompt is cut (at a token boundary) to make room, as in one vocabulary.
+"""
+
+from __future__ import annotations
+
+from typing import Any, NamedTuple
+
+import numpy as np
+
+from components.alignment.views import TokenView, token_view
+
+# Far beyond any model's context: a first tokenization that counts every token before deciding what to cut.
+_UNCUT = 1 << 30
+
+
+class AnswerText(NamedTuple):
+    """The text both models read, the student's tokens of it (ending in its end-of-text, when it has one), and
+    the index of the student's first answer token: positions from the one before it on predict the answer."""
+
+    text: str
+    student: TokenView
+    answer_token: int
+
+
+def joined(prompt: str, answer: str) -> tuple[str, int]:
+    """`prompt + answer` with one space between them unless the answer starts with whitespace (a decoded answer
+    may or may not carry the space that sets it apart), and the character where the answer part begins."""
+    if not prompt or not answer or answer[0].isspace():
+        return prompt + answer, len(prompt)
+    return f"{prompt} {answer}", len(prompt)
+
+
+def _with_end(view: TokenView, eos: int | None, end: int) -> TokenView:
+    if eos is None or (len(view) and view.ids[-1] == eos):
+        return view
+    return TokenView(
+        np.append(view.ids, eos),
+        np.vstack([view.offsets, [[end, end]]]),
+        np.append(view.special, True),
+        np.append(view.unknown, False),
+    )
+
+
+def _first_answer_token(view: TokenView, start: int) -> int:
+    """The token after the prompt's last one: the answer's first, or the end-of-text after an empty answer."""
+    prompt_tokens = np.flatnonzero(~view.special & (view.offsets[:, 0] < start))
+    if len(prompt_tokens):
+        return int(prompt_tokens[-1]) + 1
+    text_tokens = np.flatnonzero(~view.special)
+    return int(text_tokens[0]) if len(text_tokens) else len(view)
+
+
+def answer_text(prompt: str, answer: str, tokenizer: Any, max_length: int) -> AnswerText:
+    """`prompt` and `answer` joined and tokenized by the student's `tokenizer` within `max_length` tokens, its
+    end-of-text included; the prompt gives way first, from its end, a whole token at a time."""
+    eos = tokenizer.eos_token_id
+    text, start = joined(prompt, answer)
+    view = token_view(tokenizer, text, _UNCUT)
+    ends = eos is not None and len(view) > 0 and view.ids[-1] == eos  # the tokenizer writes end-of-text itself
+    limit = max_length - (eos is not None and not ends)
+    over = len(view) - limit
+    if over > 0:
+        prompt_tokens = np.flatnonzero(~view.special & (view.offsets[:, 0] < start))
+        kept = len(prompt_tokens) - over
+        cut = int(view.offsets[prompt_tokens[kept], 0]) if kept > 0 else 0
+        text, start = joined(prompt[:cut].rstrip(), answer.lstrip() if cut == 0 else answer)
+        view = token_view(tokenizer, text, limit)  # the seam may tokenize differently: cut at the limit anyway
+    view = _with_end(view, eos, len(text))
+    return AnswerText(text, view, _first_answer_token(view, start))
