@@ -51,6 +51,16 @@ class DistillBatch(MovableBatch):
     answer_starts: torch.Tensor | None = None  # per row, the student's first answer token (None: no answers)
 
 
+def predicting_matches(batch: DistillBatch) -> torch.Tensor:
+    """Over the batch's matched pairs: those whose tokens both have a position before them, which predicts them
+    (a text's first token has none), and that lie in the answer when the texts end in written answers."""
+    a = batch.alignment
+    kept = (a.matched_s > 0) & (a.matched_t > 0)
+    if batch.answer_starts is not None:
+        kept &= a.matched_s >= batch.answer_starts[a.matched_b]
+    return kept
+
+
 class PromptPairs(Dataset):
     """Prompt i -> student ids, teacher ids, their alignment and (when cached) the teacher's hidden states.
 

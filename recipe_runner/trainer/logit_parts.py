@@ -8,7 +8,7 @@ import torch
 from torch import nn
 
 from components.alignment import CrossTokenizerAligner
-from components.data.pipeline import Collator, PromptPairs
+from components.data.pipeline import Collator, PromptPairs, predicting_matches
 from components.data.texts import TextCollator, TextSamples
 from components.losses.logit_losses import FeatureKey, feature_keys
 from components.losses.vocab_map import VocabMap, build_vocab_map
@@ -211,6 +211,21 @@ def shared_vocabulary(recipe: Recipe, tokenizer, teacher_tokenizer) -> VocabMap 
     return vocab_map
 
 
+def _refuse_no_pairs(train: PromptPairs, collate: Collator, count: int = 64) -> None:
+    """A run whose teacher terms would compare nothing stops before it loads anything more: checked on its first
+    texts, which the aligner pairs in milliseconds."""
+    from recipe_runner.trainer.parts import RunSetupError
+
+    batch = collate([train[index] for index in range(min(count, len(train)))])
+    if not predicting_matches(batch).any():
+        where = "the answers of " if train.answers is not None else ""
+        raise RunSetupError(
+            f"the aligner paired no token of the student's with one of the teacher's in {where}the first "
+            f"{len(batch.indices)} training texts, so uld and the divergences would compare nothing: "
+            "`recipe align-report RECIPE` shows how the two tokenizers split the texts"
+        )
+
+
 def build_logit_parts(recipe: Recipe, device: torch.device):
     """Real weights (or seeded random ones for inline configs). The teacher runs beside the student, on the same
     tokens or (with `alignment`) its own; with `answers` it first answers the prompts, and is not kept for
@@ -233,17 +248,6 @@ def build_logit_parts(recipe: Recipe, device: torch.device):
     if recipe.teacher.answers is not None:
         splits = {"train": train_texts, **({"eval": eval_texts} if eval_texts else {})}
         answers.update(teacher_answers(recipe, splits, device))
-    teacher = None
-    if reads_teacher:
-        teacher = build_model(
-            recipe.teacher,
-            "teacher",
-            device=device,
-            attention=hw.attention,
-            seed=teacher_seed(recipe),
-            fused_kernels=hw.fused_kernels,
-        )
-    model = build_logits_model(recipe, device)
     length = recipe.student.max_length
     if across:
         aligner = CrossTokenizerAligner(recipe.alignment)
@@ -262,13 +266,27 @@ def build_logit_parts(recipe: Recipe, device: torch.device):
 
         collate = TextCollator(pad_id(tokenizer))
         vocab_map = None
+    train = samples(train_texts, "train")
+    if across:
+        _refuse_no_pairs(train, collate)
+    teacher = None
+    if reads_teacher:
+        teacher = build_model(
+            recipe.teacher,
+            "teacher",
+            device=device,
+            attention=hw.attention,
+            seed=teacher_seed(recipe),
+            fused_kernels=hw.fused_kernels,
+        )
+    model = build_logits_model(recipe, device)
     return RunParts(
         model=model,
         checkpointing=StudentCheckpointing(model.student, hw.gradient_checkpointing, hw.checkpoint_min_tokens),
         teacher=freeze(teacher) if teacher is not None else None,
         student_tokenizer=tokenizer,
         teacher_tokenizer=teacher_tokenizer,
-        train=samples(train_texts, "train"),
+        train=train,
         eval=samples(eval_texts, "eval") if eval_texts else None,
         collate=collate,
         vocab_map=vocab_map,

@@ -9,7 +9,7 @@ from typing import Protocol
 import torch
 from torch import nn
 
-from components.data.pipeline import DistillBatch
+from components.data.pipeline import DistillBatch, predicting_matches
 from components.data.texts import TextBatch, next_token_labels
 from components.losses import DistillLoss
 from components.losses.cross_vocab import CrossVocabLoss, row_index
@@ -142,11 +142,9 @@ class CrossVocabObjective:
     def _terms(self, model: nn.Module, batch: DistillBatch) -> tuple[torch.Tensor, torch.Tensor]:
         student = model(batch.student_ids, batch.student_mask, (), batch.student_packing)
         teacher = teacher_logits(self.teacher, batch.teacher_ids, batch.teacher_mask)
-        a = batch.alignment
-        both = (a.matched_s > 0) & (a.matched_t > 0)  # the first token of a text has no position before it
+        a, both = batch.alignment, predicting_matches(batch)
         labels = next_token_labels(batch.student_ids, batch.student_mask)
-        if batch.answer_starts is not None:  # written answers: only what predicts the answer is compared
-            both &= a.matched_s >= batch.answer_starts[a.matched_b]
+        if batch.scored is not None:  # written answers: the student learns to write the answer only
             labels = torch.where(batch.scored, labels, IGNORED)
         sample = a.matched_b[both]
         pairs = (

@@ -145,6 +145,19 @@ def test_a_student_with_another_tokenizer_learns_at_aligned_positions(tmp_path: 
     assert model.config.vocab_size == 2000
 
 
+def test_a_cross_vocabulary_run_whose_aligner_pairs_nothing_stops_before_training(tmp_path: Path, monkeypatch) -> None:
+    """uld with no aligned pair would log zero, as if the student matched the teacher perfectly."""
+    from components.alignment import CrossTokenizerAligner, SampleAlignment
+
+    monkeypatch.setattr(CrossTokenizerAligner, "align", lambda self, text, student, teacher: SampleAlignment())
+    cross = RECIPE.with_name("qwen_cross_vocab_tiny.yaml")
+    result = CliRunner().invoke(main, ["run", str(cross), "--set", f"output.dir={tmp_path / 'run'}"])
+    assert result.exit_code == 1, result.output  # a setup error: the recipe itself is valid
+    assert "the aligner paired no token of the student's with one of the teacher's in the first 64" in result.output
+    assert "recipe align-report RECIPE" in result.output and "Traceback" not in result.output
+    assert not (tmp_path / "run" / "checkpoints").exists()
+
+
 def test_sequence_level_distillation_trains_on_answers_written_once_without_the_teacher(tmp_path: Path) -> None:
     """The teacher (another tokenizer) answers every prompt once; `recipe run` reads those answers back and
     trains cross-entropy on them without loading the teacher."""
