@@ -71,5 +71,6 @@ gpu-check: setup
 	$(BIN)/recipe bench recipes/qwen_7b_to_1_5b.yaml --json $(BENCH_OUT)/logits.json
 	$(BIN)/recipe bench recipes/qwen_7b_to_1_5b.yaml --set hardware.packed_sequences=false \
 		--json $(BENCH_OUT)/logits-padded.json
+	$(BIN)/recipe bench recipes/llama_3b_to_tinyllama_cross_vocab.yaml --json $(BENCH_OUT)/cross-vocab.json
 	$(THROUGHPUT) --only loader --json $(BENCH_OUT)/throughput-with-loader.json
 	$(THROUGHPUT) --steps 3 --profile $(BENCH_OUT)/throughput-profile.txt --json $(BENCH_OUT)/throughput-profiled.json

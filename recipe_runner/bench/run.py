@@ -49,6 +49,12 @@ def _notes(recipe: Recipe, spec: BenchSpec, factor: int, device: torch.device) -
             "CPU run: peak memory is max-RSS growth, MFU needs --peak-tflops; the CUDA path (synchronize, "
             "max_memory_allocated, datasheet peaks) was not exercised by this run"
         )
+    if recipe.family == "logits" and recipe.alignment is not None:
+        notes.append(
+            "random token ids of each vocabulary, the same number per text on both sides, 4 of 5 aligned by "
+            "position; forward_kl / reverse_kl / jsd treat every id below the smaller vocabulary as shared"
+        )
+        return notes
     if recipe.family == "logits":
         notes.append("random token ids; student and teacher read the same ones (one tokenizer)")
         return notes

@@ -131,17 +131,27 @@ class CrossVocabObjective:
     """Logits family across two tokenizers: ULD and the divergences over shared tokens at the positions before
     matched tokens, and the student's cross-entropy on its own tokens of the text."""
 
-    def __init__(self, parts: RunParts, stage: Stage) -> None:
+    def __init__(self, loss: CrossVocabLoss, teacher: nn.Module) -> None:
+        self.loss = loss
+        self.teacher = teacher
+
+    @classmethod
+    def for_stage(cls, parts: RunParts, stage: Stage) -> CrossVocabObjective:
         assert parts.teacher is not None
         vocabs = (len(parts.student_tokenizer), len(parts.teacher_tokenizer))
         device = next(parts.teacher.parameters()).device
         vocab_map = parts.vocab_map.to(device) if parts.vocab_map is not None else None
-        self.loss = CrossVocabLoss(stage.losses, vocabs, vocab_map)
-        self.teacher = parts.teacher
+        return cls(CrossVocabLoss(stage.losses, vocabs, vocab_map), parts.teacher)
 
-    def _terms(self, model: nn.Module, batch: DistillBatch) -> tuple[torch.Tensor, torch.Tensor]:
+    def terms(
+        self, model: Callable, batch: DistillBatch, enter: Callable[[str], None] = lambda phase: None
+    ) -> tuple[torch.Tensor, torch.Tensor]:
+        """Per-loss sums and counts of one batch; `enter` hears where the teacher's forward and the loss begin
+        (the benchmark's phases)."""
         student = model(batch.student_ids, batch.student_mask, (), batch.student_packing)
+        enter("teacher")
         teacher = teacher_logits(self.teacher, batch.teacher_ids, batch.teacher_mask)
+        enter("loss")
         a, both = batch.alignment, predicting_matches(batch)
         labels = next_token_labels(batch.student_ids, batch.student_mask)
         if batch.scored is not None:  # written answers: the student learns to write the answer only
@@ -154,7 +164,7 @@ class CrossVocabObjective:
         return self.loss.sums_and_counts(student, teacher, pairs, labels)
 
     def training_loss(self, model: nn.Module, batch: DistillBatch) -> torch.Tensor:
-        sums, counts = self._terms(model, batch)
+        sums, counts = self.terms(model, batch)
         return self.loss.total(sums, counts)
 
     @torch.no_grad()
@@ -162,7 +172,7 @@ class CrossVocabObjective:
         """Means over every aligned pair and token of all batches (not means of batch means)."""
         k, found = len(self.loss.losses), None
         for batch in batches:
-            sums, counts = self._terms(model, batch)
+            sums, counts = self.terms(model, batch)
             row = torch.cat([sums, counts]).float()
             found = row if found is None else found + row
         values = total(found if found is not None else torch.zeros(2 * k))
@@ -181,6 +191,6 @@ def objective_for(
     """`unwrap`: the trained model inside its DDP (or other) wrapper, for what runs outside the training forward."""
     if recipe.family == "logits":
         if recipe.alignment is not None:
-            return CrossVocabObjective(parts, stage)
+            return CrossVocabObjective.for_stage(parts, stage)
         return LogitObjective(recipe, parts, stage, unwrap)
     return HiddenStateObjective(recipe, parts, stage, compiled)

@@ -228,3 +228,16 @@ def test_a_logits_recipe_is_benched_by_its_training_step_with_teacher_and_lm_hea
     assert "teacher" not in report or report["teacher"] is None
     result = CliRunner().invoke(main, ["bench", str(REPO / "recipes" / "qwen_7b_to_1_5b.yaml"), "--only", "teacher"])
     assert result.exit_code == 2 and "a logits recipe is measured by its training step" in result.output
+
+
+def test_a_cross_vocabulary_recipe_is_benched_with_each_side_on_its_own_ids(tmp_path: Path) -> None:
+    cross = REPO / "recipes" / "examples" / "qwen_cross_vocab_tiny.yaml"
+    losses = "stages.0.losses=[{type: uld}, {type: jsd}, {type: cross_entropy, weight: 0.1}]"
+    report = _bench(tmp_path, cross, "--steps", "2", "--set", losses)
+    training = report["training"]
+    assert training["teacher_targets"].startswith("online teacher forward on its own tokens")
+    assert training["phase_time_s"]["teacher"] > 0 and training["phase_time_s"]["loss"] > 0
+    assert 0 < training["last_loss"] < 100
+    parts = {part["name"]: part for part in training["flop_parts"]}
+    assert parts["teacher (online)"]["dense_params"] > 0 and parts["student"]["role"] == "trained"
+    assert any("4 of 5 aligned by position" in note for note in report["notes"])

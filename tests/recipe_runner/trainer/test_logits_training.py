@@ -204,8 +204,8 @@ def test_answers_across_two_vocabularies_compare_the_answers_aligned_tokens_only
     loaded = load_recipe(recipe, overrides).recipe
     parts = build_parts(loaded, torch.device("cpu"))
     batch = parts.collate([parts.train[i] for i in range(8)])
-    objective = CrossVocabObjective(parts, loaded.stages[0])
-    _, counts = objective._terms(parts.model, batch)
+    objective = CrossVocabObjective.for_stage(parts, loaded.stages[0])
+    _, counts = objective.terms(parts.model, batch)
     a = batch.alignment
     answered = (a.matched_s >= batch.answer_starts[a.matched_b]) & (a.matched_s > 0) & (a.matched_t > 0)
     assert 0 < int(answered.sum()) < len(a.matched_s)
