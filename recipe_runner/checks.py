@@ -20,7 +20,7 @@ from recipe_runner.loader import LoadedRecipe
 from schemas import Recipe
 from schemas.bolt_on import RMSNormLayer, TransformerLayer
 from schemas.models import HiddenStatesStudent, ModelSource
-from schemas.stages import VECTOR_LOSSES, Stage
+from schemas.stages import Stage, TierLoss
 
 if TYPE_CHECKING:
     from torch import nn
@@ -315,7 +315,7 @@ def stage_problems(loaded: LoadedRecipe, stages: list[tuple[int, Stage]]) -> lis
         if stage.student_lora is not None and "student" not in stage.trainable:
             problems.append(loaded.problem(here + ("student_lora",), "LoRA needs `student` in `trainable`"))
         for loss_index, loss in enumerate(stage.losses):
-            if tiers is not None and isinstance(loss, VECTOR_LOSSES) and loss.on not in tiers:
+            if tiers is not None and isinstance(loss, TierLoss) and loss.on not in tiers:
                 problems.append(
                     loaded.problem(
                         here + ("losses", loss_index, "on"),

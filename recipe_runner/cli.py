@@ -93,9 +93,9 @@ def show(file: str, overrides: tuple[str, ...]) -> None:
 @main.command()
 def schema() -> None:
     """Print the JSON Schema of recipes (for editor completion)."""
-    from schemas import Recipe
+    from components.registry import recipe_class
 
-    click.echo(json.dumps(Recipe.model_json_schema(), indent=2))
+    click.echo(json.dumps(recipe_class().model_json_schema(), indent=2))
 
 
 @main.command()

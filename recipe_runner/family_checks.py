@@ -18,9 +18,9 @@ from schemas.stages import (
     DIVERGENCE_LOSSES,
     FEATURE_LOSSES,
     LOGIT_LOSSES,
-    VECTOR_LOSSES,
     AttentionLoss,
     CrossEntropyLoss,
+    TierLoss,
     ULDLoss,
 )
 
@@ -68,7 +68,7 @@ def _embedding_problems(loaded: LoadedRecipe) -> list[Problem]:
             if getattr(stage, setting) is not None:
                 why = "it is scored by next-token logits, which a t5_encoder teacher has none of"
                 problems.append(loaded.problem(("stages", index, setting), f"logits family only ({why}): remove it"))
-    return problems + _loss_problems(loaded, VECTOR_LOSSES, _VECTOR_NAMES, "embedding")
+    return problems + _loss_problems(loaded, (TierLoss,), _VECTOR_NAMES, "embedding")
 
 
 def _logits_problems(loaded: LoadedRecipe) -> list[Problem]:

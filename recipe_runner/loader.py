@@ -9,6 +9,7 @@ from typing import Any
 
 from pydantic import BaseModel, ValidationError
 
+from components.registry import recipe_class
 from recipe_runner.errors import Path_, Problem, RecipeError, dotted
 from recipe_runner.schema_errors import problems_from_validation
 from recipe_runner.yaml_source import ENVIRONMENT_VARIABLE, UNEXPANDED, SourcedTree, apply_overrides, load_tree
@@ -91,9 +92,10 @@ def load_recipe(
     tree = load_tree(Path(file))
     apply_overrides(tree, overrides)
     try:
-        recipe = Recipe.model_validate(tree.data)
+        schema = recipe_class()  # with the loss types of installed packages
+        recipe = schema.model_validate(tree.data)
     except ValidationError as exc:
-        problems = problems_from_validation(exc, tree, Recipe)
+        problems = problems_from_validation(exc, tree, schema)
         if check:
             from recipe_runner.partial_checks import checks_beside_schema_problems
 

@@ -13,17 +13,18 @@ from typing import Any
 
 from pydantic import TypeAdapter, ValidationError
 
+from components.registry import recipe_class
 from recipe_runner.errors import Problem
 from recipe_runner.loader import LoadedRecipe, resolve_paths
 from recipe_runner.yaml_source import SourcedTree
-from schemas import Recipe
+from schemas.extended import stage_class
 from schemas.stages import Stage
 
 
 def _sections(tree: SourcedTree, broken: set[str]) -> dict[str, Any]:
     """Every section that is valid on its own (given, or left to its default), typed."""
     sections = {}
-    for name, field in Recipe.model_fields.items():
+    for name, field in recipe_class().model_fields.items():
         if name in broken or (name not in tree.data and field.is_required()):
             continue
         try:
@@ -42,7 +43,7 @@ def _valid_stages(tree: SourcedTree) -> list[tuple[int, Stage]]:
     stages = []
     for index, item in enumerate(raw if isinstance(raw, list) else []):
         try:
-            stages.append((index, TypeAdapter(Stage).validate_python(item)))
+            stages.append((index, TypeAdapter(stage_class(recipe_class())).validate_python(item)))
         except ValidationError:
             continue
     return stages

@@ -10,6 +10,7 @@ from typing import Any
 
 from pydantic import BaseModel, ValidationError
 
+from components.registry import broken_type_hint
 from recipe_runner.errors import Path_, Problem, dotted
 from recipe_runner.yaml_source import SourcedTree
 
@@ -105,7 +106,8 @@ def _message(err: dict[str, Any], root: type[BaseModel], path: Path_) -> str:
         return "required field is missing"
     if kind == "union_tag_invalid":
         tags = [t.strip(" '") for t in str(ctx.get("expected_tags", "")).split(",")]
-        return f"unknown type {ctx.get('tag')!r}{_suggest(str(ctx.get('tag')), tags)} (known: {', '.join(tags)})"
+        tag = str(ctx.get("tag"))
+        return f"unknown type {tag!r}{_suggest(tag, tags)} (known: {', '.join(tags)}){broken_type_hint(tag)}"
     if kind == "union_tag_not_found":
         tags = list(
             dict.fromkeys(t for tp in _walk(root, tuple(err["loc"])) if isinstance(tp, type) and (t := _tag_of(tp)))

@@ -86,25 +86,28 @@ Schedule = Annotated[
 ]
 
 
-class _TierLoss(StrictModel):
+class TierLoss(StrictModel):
+    """What every loss of the embedding family has: the tier it compares and its weight (the base of a loss type
+    that a package adds, see `components.registry`)."""
+
     on: Tier = Field(description="Alignment tier the loss compares.")
     weight: float = Field(default=1.0, ge=0, description="Multiplier of this term in the stage loss.")
 
 
-class HuberLoss(_TierLoss):
+class HuberLoss(TierLoss):
     """Smooth L1 between aligned student and teacher vectors."""
 
     type: Literal["huber"] = Field(description="Loss kind.")
     delta: float = Field(default=1.0, gt=0, description="Point where the loss turns from quadratic to linear.")
 
 
-class CosineLoss(_TierLoss):
+class CosineLoss(TierLoss):
     """1 - cosine similarity of aligned vectors."""
 
     type: Literal["cosine"] = Field(description="Loss kind.")
 
 
-class MSELoss(_TierLoss):
+class MSELoss(TierLoss):
     """Mean squared error of aligned vectors."""
 
     type: Literal["mse"] = Field(description="Loss kind.")

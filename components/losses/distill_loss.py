@@ -7,7 +7,7 @@ from dataclasses import dataclass
 import torch
 
 from components.alignment.batch import BatchAlignment, sequence_vectors, tier_vectors, window_accept
-from components.losses.vector_losses import PAIR_LOSSES
+from components.losses.vector_losses import pair_loss_of
 from schemas.alignment import CrossTokenizerAlignment
 from schemas.stages import Loss
 
@@ -54,6 +54,7 @@ class DistillLoss:
         self.losses = losses
         self.alignment = alignment
         self.tiers = sorted({loss.on for loss in losses})
+        self.pair_losses = [pair_loss_of(loss) for loss in losses]
         self._training_loss = torch.compile(self._eager_training_loss, dynamic=True) if compiled else None
 
     def training_loss(
@@ -76,9 +77,9 @@ class DistillLoss:
         """Total loss and each term (detached tensors: reading them is left to the logging cadence)."""
         total = None
         terms: dict[str, torch.Tensor] = {}
-        for loss in self.losses:
+        for index, loss in enumerate(self.losses):
             tier = pairs[loss.on]
-            values = PAIR_LOSSES[type(loss)](loss, tier.student, tier.teacher)
+            values = self.pair_losses[index](loss, tier.student, tier.teacher)
             term = (values * tier.weight).sum() / tier.weight.sum().clamp(min=1.0)
             terms[f"{loss.on}/{loss.type}"] = term.detach()
             total = loss.weight * term if total is None else total + loss.weight * term

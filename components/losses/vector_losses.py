@@ -1,4 +1,5 @@
-"""Per-pair distances between student and teacher vectors; the registry maps each schema class to one."""
+"""Per-pair distances between student and teacher vectors; the registry maps each schema class to one (a type
+from an installed package brings its own, see `components.registry`)."""
 
 from __future__ import annotations
 
@@ -7,7 +8,8 @@ from collections.abc import Callable
 import torch
 import torch.nn.functional as F
 
-from schemas.stages import CosineLoss, HuberLoss, MSELoss
+from components.registry import vector_loss_of
+from schemas.stages import CosineLoss, HuberLoss, MSELoss, TierLoss
 
 
 def huber(spec: HuberLoss, student: torch.Tensor, teacher: torch.Tensor) -> torch.Tensor:
@@ -23,3 +25,9 @@ def mse(spec: MSELoss, student: torch.Tensor, teacher: torch.Tensor) -> torch.Te
 
 
 PAIR_LOSSES: dict[type, Callable[..., torch.Tensor]] = {HuberLoss: huber, CosineLoss: cosine, MSELoss: mse}
+
+
+def pair_loss_of(spec: TierLoss) -> Callable[..., torch.Tensor]:
+    """The distance per pair that a recipe's loss entry names."""
+    built_in = PAIR_LOSSES.get(type(spec))
+    return built_in if built_in is not None else vector_loss_of(spec)

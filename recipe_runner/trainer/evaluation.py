@@ -1,4 +1,5 @@
-"""Held-out metrics: per-tier Huber and cosine, and the mean aligned cosine similarity."""
+"""Held-out metrics: each stage term as trained, per-tier Huber and cosine (the same yardstick whatever the stage
+trains with), and the mean aligned cosine similarity."""
 
 from __future__ import annotations
 
@@ -36,19 +37,24 @@ def evaluate(
     for batch in batches:
         out, teacher = student_forward(batch), teacher_forward(batch)  # the tiers widen their rows to float32
         pairs = measure.pairs(out, batch.student_mask, teacher, batch.teacher_mask, batch.alignment)
-        batch_loss, _ = loss({tier: pairs[tier] for tier in loss.tiers})
+        batch_loss, terms = loss({tier: pairs[tier] for tier in loss.tiers})
         _accumulate(sums, "loss", batch_loss)
+        for name, term in terms.items():
+            _accumulate(sums, f"terms/{name}", term)
         _accumulate(sums, "batches", torch.ones((), device=batch_loss.device))
         for tier, tier_pairs in pairs.items():
             _add_tier(sums, tier, tier_pairs)
     # The same keys in the same order in every process, whatever its batches held (or none at all).
-    keys = ["loss", "batches", *(f"{tier}/{kind}" for tier in all_tiers for kind in ("huber", "cos", "count"))]
+    term_keys = list(dict.fromkeys(f"terms/{spec.on}/{spec.type}" for spec in loss.losses))
+    keys = ["loss", "batches", *term_keys]
+    keys += [f"{tier}/{kind}" for tier in all_tiers for kind in ("huber", "cos", "count")]
     device = next(iter(sums.values())).device if sums else None
     local = torch.stack([sums[key].float() if key in sums else torch.zeros((), device=device) for key in keys])
     values = dict(zip(keys, total(local).tolist(), strict=True))
     if not values["batches"]:
         return {}
     metrics = {"eval/loss": values["loss"] / values["batches"]}
+    metrics |= {f"eval/{key}": values[key] / values["batches"] for key in term_keys}  # like eval/loss
     for tier in all_tiers:
         count = values[f"{tier}/count"]
         if count:

@@ -1,0 +1,118 @@
+"""Loss types from installed packages: a package found through its entry points adds a `type:` that recipes
+validate, place their mistakes in, and train with; a package that fails is named only where its type is used."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+from click.testing import CliRunner
+
+from components.registry import installed_types
+from recipe_runner.cli import main
+from recipe_runner.loader import load_recipe
+from recipe_runner.trainer.loop import Trainer
+
+SMOOTH = '''
+from typing import Literal
+
+import torch
+from pydantic import Field
+
+from components.registry import VectorLossType
+from schemas.stages import TierLoss
+
+
+class SmoothL2Loss(TierLoss):
+    """Squared distance, scaled."""
+
+    type: Literal["smooth_l2"] = Field(description="Loss kind.")
+    alpha: float = Field(default=0.5, gt=0, description="Scale of the squared distance.")
+
+
+def smooth_l2(spec, student, teacher):
+    return spec.alpha * (student - teacher).pow(2).mean(-1)
+
+
+SMOOTH_L2 = VectorLossType(schema=SmoothL2Loss, pair_loss=smooth_l2)
+NOT_A_TYPE = 3
+'''
+
+
+@pytest.fixture
+def install(tmp_path: Path, monkeypatch: pytest.MonkeyPatch):
+    """`install(points)` makes a package holding the module above, with these `recipe.components` entry points,
+    importable and found as installed (a dist-info folder on sys.path), for this test only."""
+
+    def _install(points: dict[str, str]) -> None:
+        site = tmp_path / "site"
+        (site / "demo_losses").mkdir(parents=True)
+        (site / "demo_losses" / "__init__.py").write_text(SMOOTH)
+        info = site / "demo_losses-0.1.dist-info"
+        info.mkdir()
+        (info / "METADATA").write_text("Metadata-Version: 2.1\nName: demo-losses\nVersion: 0.1\n")
+        lines = "".join(f"{name} = {value}\n" for name, value in points.items())
+        (info / "entry_points.txt").write_text(f"[recipe.components]\n{lines}")
+        monkeypatch.syspath_prepend(str(site))
+        installed_types.cache_clear()
+
+    yield _install
+    installed_types.cache_clear()
+
+
+def _validate(recipe: Path, *overrides: str) -> tuple[int, str]:
+    args = ["validate", str(recipe)] + [item for override in overrides for item in ("--set", override)]
+    result = CliRunner().invoke(main, args)
+    return result.exit_code, result.output
+
+
+def test_a_packages_loss_validates_is_in_the_schema_and_trains(install, tiny_recipe_path, tiny_overrides) -> None:
+    install({"smooth_l2": "demo_losses:SMOOTH_L2"})
+    added = "stages.0.losses=[{type: smooth_l2, on: matched, alpha: 2.0}, {type: cosine, on: matched}]"
+    code, out = _validate(tiny_recipe_path, added)
+    assert code == 0, out
+    schema = CliRunner().invoke(main, ["schema"]).output
+    assert "smooth_l2" in schema and "Scale of the squared distance." in schema
+    overrides = [*tiny_overrides, added, "stages.0.epochs=null", "stages.0.steps=20", "output.eval_every_steps=10"]
+    Trainer(load_recipe(tiny_recipe_path, overrides).recipe, progress=False).run()
+    rows = [json.loads(line) for line in (Path(tiny_overrides[0].split("=", 1)[1]) / "metrics.jsonl").open()]
+    evals = [row["eval/terms/matched/smooth_l2"] for row in rows if "eval/terms/matched/smooth_l2" in row]
+    assert len(evals) >= 2 and evals[-1] < evals[0]
+
+
+def test_a_packages_loss_has_its_mistakes_placed_and_its_name_offered(install, tiny_recipe_path) -> None:
+    install({"smooth_l2": "demo_losses:SMOOTH_L2"})
+    code, out = _validate(tiny_recipe_path, "stages.0.losses.0={type: smooth_l2, on: matched, alpha: -1}")
+    assert code == 2 and "stages[0].losses[0].alpha: must be > 0" in out
+    code, out = _validate(tiny_recipe_path, "stages.0.losses.0={type: smoth_l2, on: matched}")
+    assert code == 2 and "unknown type 'smoth_l2'; did you mean 'smooth_l2'?" in out
+
+
+def test_a_broken_package_is_named_where_its_type_is_used_and_nowhere_else(install, tiny_recipe_path) -> None:
+    install(
+        {
+            "missing_module": "demo_losses_gone:LOSS",
+            "not_a_type": "demo_losses:NOT_A_TYPE",
+            "huber": "demo_losses:SMOOTH_L2",
+            "other_name": "demo_losses:SMOOTH_L2",
+        }
+    )
+    assert _validate(tiny_recipe_path)[0] == 0  # the recipe uses none of them
+    broken = installed_types().broken
+    assert "demo-losses (demo_losses_gone:LOSS) does not import: ModuleNotFoundError" in broken["missing_module"]
+    assert "it is of type int, not a components.registry.VectorLossType" in broken["not_a_type"]
+    assert "'huber' is already a type" in broken["huber"]
+    assert "its schema's `type` must be Literal['other_name']" in broken["other_name"]
+    code, out = _validate(tiny_recipe_path, "stages.0.losses.0={type: missing_module, on: matched}")
+    assert code == 2 and "unknown type 'missing_module'" in out
+    assert "the installed package demo-losses (demo_losses_gone:LOSS) does not import" in out
+    assert "fix or reinstall it" in out and "Traceback" not in out
+
+
+def test_without_packages_recipes_are_validated_against_the_built_in_schema_itself() -> None:
+    from components.registry import InstalledTypes, recipe_class
+    from schemas import Recipe
+
+    installed_types.cache_clear()  # this test environment installs no package with recipe.components
+    assert installed_types() == InstalledTypes() and recipe_class() is Recipe
