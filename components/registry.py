@@ -4,11 +4,12 @@ A recipe names a type, never code: only packages the person installed run, and a
 from a package says which type is missing where it is not installed. A package declares, in its pyproject.toml::
 
     [project.entry-points."recipe.components"]
-    smooth_l1_cosine = "my_package.losses:SMOOTH_L1_COSINE"
+    smooth_l2 = "my_package.losses:SMOOTH_L2"
 
-where the object is a `VectorLossType`: the loss's schema (a `schemas.stages.TierLoss` subclass whose `type` is
-`Literal["smooth_l1_cosine"]`, the entry point's name; every field with a description) and its distance per
-aligned pair. Embedding-family losses only, for now.
+where the object is a `VectorLossType` (embedding family: a `schemas.stages.TierLoss` schema and a distance per
+aligned pair) or a `DivergenceType` (logits family: a `schemas.stages.DivergenceLoss` schema and a divergence per
+token between two log-distributions). The schema's `type` is `Literal[<the entry point's name>]`, and each of its
+fields has a description.
 """
 
 from __future__ import annotations
@@ -24,7 +25,7 @@ import torch
 from components.errors import UserFacingError
 from schemas.extended import BUILT_IN_LOSSES, recipe_with
 from schemas.recipe import Recipe
-from schemas.stages import TierLoss
+from schemas.stages import DivergenceLoss, TierLoss
 
 ENTRY_POINT_GROUP = "recipe.components"
 
@@ -44,11 +45,30 @@ class VectorLossType:
 
 
 @dataclass(frozen=True)
+class DivergenceType:
+    """A logits-family divergence from a package. `divergence(spec, student, teacher)` takes the recipe's entry
+    (an instance of `schema`) and both sides' log-probabilities, [tokens, vocabulary] each, already softened by
+    the entry's temperature (fixed or dynamic), and returns one value per token [tokens]; the stage multiplies
+    it by the temperature's square and averages it over tokens, as for forward_kl. It serves one vocabulary and,
+    with `alignment`, the tokens both share (then each side has one more column: every other token together)."""
+
+    schema: type[DivergenceLoss]
+    divergence: Callable[[DivergenceLoss, torch.Tensor, torch.Tensor], torch.Tensor]
+
+
+KINDS = {VectorLossType: TierLoss, DivergenceType: DivergenceLoss}  # what each kind's schema extends
+
+
+@dataclass(frozen=True)
 class InstalledTypes:
     """What the installed packages add, and which of their entry points could not be used (name -> why)."""
 
     vector_losses: dict[str, VectorLossType] = field(default_factory=dict)
+    divergences: dict[str, DivergenceType] = field(default_factory=dict)
     broken: dict[str, str] = field(default_factory=dict)
+
+    def schemas(self) -> tuple[type, ...]:
+        return tuple(kind.schema for kind in (*self.vector_losses.values(), *self.divergences.values()))
 
 
 def _tag(schema: type) -> object:
@@ -58,10 +78,11 @@ def _tag(schema: type) -> object:
 
 
 def _problem(point: EntryPoint, loaded: object, taken: set[str]) -> str | None:
-    if not isinstance(loaded, VectorLossType):
-        return f"it is of type {type(loaded).__name__}, not a components.registry.VectorLossType"
-    if not (isinstance(loaded.schema, type) and issubclass(loaded.schema, TierLoss)):
-        return "its schema is not a subclass of schemas.stages.TierLoss"
+    if type(loaded) not in KINDS:
+        return f"it is of type {type(loaded).__name__}, not a VectorLossType or DivergenceType of components.registry"
+    base = KINDS[type(loaded)]
+    if not (isinstance(loaded.schema, type) and issubclass(loaded.schema, base)):
+        return f"the schema of a {type(loaded).__name__} must be a subclass of schemas.stages.{base.__name__}"
     if point.name in taken:
         return f"{point.name!r} is already a type (built in, or from another package)"
     if _tag(loaded.schema) != point.name:
@@ -93,19 +114,25 @@ def installed_types() -> InstalledTypes:
         if problem is not None:
             found.broken[point.name] = f"{_where(point)}: {problem}"
             continue
-        found.vector_losses[point.name] = loaded
+        kinds = found.vector_losses if isinstance(loaded, VectorLossType) else found.divergences
+        kinds[point.name] = loaded  # type: ignore[assignment]
         taken.add(point.name)
     return found
 
 
 def recipe_class() -> type[Recipe]:
     """The schema recipes are validated against: `Recipe`, with the installed packages' loss types."""
-    return recipe_with(tuple(kind.schema for kind in installed_types().vector_losses.values()))
+    return recipe_with(installed_types().schemas())
 
 
 def vector_loss_of(spec: TierLoss) -> Callable[[TierLoss, torch.Tensor, torch.Tensor], torch.Tensor]:
     """The distance per pair of a package's loss entry (a validated recipe only holds installed types)."""
     return installed_types().vector_losses[spec.type].pair_loss  # type: ignore[attr-defined]
+
+
+def divergence_function(spec: DivergenceLoss) -> Callable[[DivergenceLoss, torch.Tensor, torch.Tensor], torch.Tensor]:
+    """The per-token divergence of a package's loss entry."""
+    return installed_types().divergences[spec.type].divergence  # type: ignore[attr-defined]
 
 
 def broken_type_hint(name: str) -> str:

@@ -11,8 +11,9 @@ from typing import Annotated, Union
 
 from pydantic import Field, create_model
 
+from schemas.base import StrictModel
 from schemas.recipe import Recipe
-from schemas.stages import Loss, Stage, TierLoss
+from schemas.stages import Loss, Stage
 
 BUILT_IN_LOSSES: tuple[type, ...] = typing.get_args(typing.get_args(Loss)[0])
 
@@ -25,11 +26,12 @@ def _field(model: type, name: str, annotation: object) -> tuple[object, object]:
 
 
 @cache
-def recipe_with(vector_losses: tuple[type[TierLoss], ...]) -> type[Recipe]:
-    """`Recipe` whose stages also take `vector_losses` (subclasses of `TierLoss`, each with its own `type`)."""
-    if not vector_losses:
+def recipe_with(added_losses: tuple[type[StrictModel], ...]) -> type[Recipe]:
+    """`Recipe` whose stages also take `added_losses` (subclasses of `TierLoss` or `DivergenceLoss`, each with its
+    own `type`)."""
+    if not added_losses:
         return Recipe
-    losses = Annotated[Union[(*BUILT_IN_LOSSES, *vector_losses)], Field(discriminator="type")]  # noqa: UP007
+    losses = Annotated[Union[(*BUILT_IN_LOSSES, *added_losses)], Field(discriminator="type")]  # noqa: UP007
     stage = create_model(  # type: ignore[call-overload]
         "Stage", __base__=Stage, __module__=Stage.__module__, losses=_field(Stage, "losses", list[losses])
     )

@@ -117,7 +117,10 @@ class _LogitLoss(StrictModel):
     weight: float = Field(default=1.0, ge=0, description="Multiplier of this term in the stage loss.")
 
 
-class _TemperedLoss(_LogitLoss):
+class DivergenceLoss(_LogitLoss):
+    """What every divergence between the two next-token distributions has (forward_kl, reverse_kl, jsd, and
+    those a package adds, see `components.registry`): a temperature, fixed or dynamic, and a weight."""
+
     temperature: float = Field(
         default=1.0,
         gt=0,
@@ -133,19 +136,19 @@ class _TemperedLoss(_LogitLoss):
     )
 
 
-class ForwardKLLoss(_TemperedLoss):
+class ForwardKLLoss(DivergenceLoss):
     """KL(teacher || student) per real token: the student covers every token the teacher finds likely."""
 
     type: Literal["forward_kl"] = Field(description="Loss kind.")
 
 
-class ReverseKLLoss(_TemperedLoss):
+class ReverseKLLoss(DivergenceLoss):
     """KL(student || teacher) per real token: the student concentrates on the teacher's main modes."""
 
     type: Literal["reverse_kl"] = Field(description="Loss kind.")
 
 
-class JSDLoss(_TemperedLoss):
+class JSDLoss(DivergenceLoss):
     """Generalised Jensen-Shannon divergence per real token, between forward (beta near 0) and reverse (near 1) KL."""
 
     type: Literal["jsd"] = Field(description="Loss kind.")
@@ -218,9 +221,9 @@ Loss = Annotated[
 ]
 LogitLoss = Union[ForwardKLLoss, ReverseKLLoss, JSDLoss, CrossEntropyLoss, HiddenStatesLoss, AttentionLoss, ULDLoss]
 VECTOR_LOSSES = (HuberLoss, CosineLoss, MSELoss)
-LOGIT_LOSSES = (ForwardKLLoss, ReverseKLLoss, JSDLoss, CrossEntropyLoss, HiddenStatesLoss, AttentionLoss, ULDLoss)
+LOGIT_LOSSES = (DivergenceLoss, CrossEntropyLoss, HiddenStatesLoss, AttentionLoss, ULDLoss)
 FEATURE_LOSSES = (HiddenStatesLoss, AttentionLoss)
-DIVERGENCE_LOSSES = (ForwardKLLoss, ReverseKLLoss, JSDLoss)
+DIVERGENCE_LOSSES = (DivergenceLoss,)
 
 
 class OnPolicy(StrictModel):

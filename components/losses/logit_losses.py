@@ -9,16 +9,19 @@ therefore computed over row chunks whose float32 softmaxes are recomputed in the
 from __future__ import annotations
 
 import math
+from collections.abc import Callable
 from functools import partial
 
 import torch
 import torch.nn.functional as F
 from torch.utils.checkpoint import checkpoint
 
+from components.registry import divergence_function
 from schemas.stages import (
     FEATURE_LOSSES,
     AttentionLoss,
     CrossEntropyLoss,
+    DivergenceLoss,
     ForwardKLLoss,
     HiddenStatesLoss,
     JSDLoss,
@@ -86,21 +89,34 @@ def _divergence(loss: LogitLoss, student: torch.Tensor, teacher: torch.Tensor) -
     return divergence_of(loss, *softened(loss, student, teacher))
 
 
-def divergence_of(loss: LogitLoss, s_log: torch.Tensor, t_log: torch.Tensor) -> torch.Tensor:
+def forward_kl(loss: ForwardKLLoss, s_log: torch.Tensor, t_log: torch.Tensor) -> torch.Tensor:
+    return (t_log.exp() * (t_log - s_log)).sum(-1)
+
+
+def reverse_kl(loss: ReverseKLLoss, s_log: torch.Tensor, t_log: torch.Tensor) -> torch.Tensor:
+    return (s_log.exp() * (s_log - t_log)).sum(-1)
+
+
+def jsd(loss: JSDLoss, s_log: torch.Tensor, t_log: torch.Tensor) -> torch.Tensor:
+    mixture = torch.logsumexp(torch.stack([t_log + math.log(loss.beta), s_log + math.log(1 - loss.beta)]), 0)
+    teacher_side = (t_log.exp() * (t_log - mixture)).sum(-1)
+    student_side = (s_log.exp() * (s_log - mixture)).sum(-1)
+    return loss.beta * teacher_side + (1 - loss.beta) * student_side
+
+
+DIVERGENCES: dict[type, Callable[..., torch.Tensor]] = {
+    ForwardKLLoss: forward_kl,
+    ReverseKLLoss: reverse_kl,
+    JSDLoss: jsd,
+}
+
+
+def divergence_of(loss: DivergenceLoss, s_log: torch.Tensor, t_log: torch.Tensor) -> torch.Tensor:
     """Per-row divergence of two log-distributions already softened by the loss's temperature, times its
-    square (so that gradients keep their scale)."""
-    t = loss.temperature
-    if isinstance(loss, ForwardKLLoss):
-        value = (t_log.exp() * (t_log - s_log)).sum(-1)
-    elif isinstance(loss, ReverseKLLoss):
-        value = (s_log.exp() * (s_log - t_log)).sum(-1)
-    else:
-        assert isinstance(loss, JSDLoss)
-        mixture = torch.logsumexp(torch.stack([t_log + math.log(loss.beta), s_log + math.log(1 - loss.beta)]), 0)
-        teacher_side = (t_log.exp() * (t_log - mixture)).sum(-1)
-        student_side = (s_log.exp() * (s_log - mixture)).sum(-1)
-        value = loss.beta * teacher_side + (1 - loss.beta) * student_side
-    return value * (t * t)
+    square (so that gradients keep their scale); a type from a package brings its own (`components.registry`)."""
+    built_in = DIVERGENCES.get(type(loss))
+    divergence = built_in if built_in is not None else divergence_function(loss)
+    return divergence(loss, s_log, t_log) * (loss.temperature * loss.temperature)
 
 
 def _chunk_sums(

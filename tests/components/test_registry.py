@@ -20,8 +20,8 @@ from typing import Literal
 import torch
 from pydantic import Field
 
-from components.registry import VectorLossType
-from schemas.stages import TierLoss
+from components.registry import DivergenceType, VectorLossType
+from schemas.stages import DivergenceLoss, TierLoss
 
 
 class SmoothL2Loss(TierLoss):
@@ -37,6 +37,20 @@ def smooth_l2(spec, student, teacher):
 
 SMOOTH_L2 = VectorLossType(schema=SmoothL2Loss, pair_loss=smooth_l2)
 NOT_A_TYPE = 3
+
+
+class TotalVariationLoss(DivergenceLoss):
+    """Total variation distance between the next-token distributions."""
+
+    type: Literal["total_variation"] = Field(description="Loss kind.")
+
+
+def total_variation(spec, student, teacher):
+    return 0.5 * (teacher.exp() - student.exp()).abs().sum(-1)
+
+
+TOTAL_VARIATION = DivergenceType(schema=TotalVariationLoss, divergence=total_variation)
+WRONG_KIND = DivergenceType(schema=SmoothL2Loss, divergence=total_variation)
 '''
 
 
@@ -101,13 +115,37 @@ def test_a_broken_package_is_named_where_its_type_is_used_and_nowhere_else(insta
     assert _validate(tiny_recipe_path)[0] == 0  # the recipe uses none of them
     broken = installed_types().broken
     assert "demo-losses (demo_losses_gone:LOSS) does not import: ModuleNotFoundError" in broken["missing_module"]
-    assert "it is of type int, not a components.registry.VectorLossType" in broken["not_a_type"]
+    assert "it is of type int, not a VectorLossType or DivergenceType of components.registry" in broken["not_a_type"]
     assert "'huber' is already a type" in broken["huber"]
     assert "its schema's `type` must be Literal['other_name']" in broken["other_name"]
     code, out = _validate(tiny_recipe_path, "stages.0.losses.0={type: missing_module, on: matched}")
     assert code == 2 and "unknown type 'missing_module'" in out
     assert "the installed package demo-losses (demo_losses_gone:LOSS) does not import" in out
     assert "fix or reinstall it" in out and "Traceback" not in out
+
+
+def test_a_packages_divergence_trains_a_logits_student_on_one_and_on_two_vocabularies(install, tmp_path) -> None:
+    install({"total_variation": "demo_losses:TOTAL_VARIATION"})
+    examples = Path(__file__).resolve().parents[2] / "recipes" / "examples"
+    added = "stages.0.losses=[{type: total_variation, temperature: 2.0}, {type: cross_entropy, weight: 0.1}]"
+    for name in ("qwen_logits_tiny.yaml", "qwen_cross_vocab_tiny.yaml"):
+        run_dir = tmp_path / name
+        steps = ["stages.0.epochs=null", "stages.0.steps=12", "output.eval_every_steps=12"]
+        overrides = [f"output.dir={run_dir}", added, *steps]
+        if name == "qwen_cross_vocab_tiny.yaml":  # a divergence across two vocabularies needs uld or a shared id
+            overrides[1] = added.replace("[", "[{type: uld}, ")
+        Trainer(load_recipe(examples / name, overrides).recipe, progress=False).run()
+        rows = [json.loads(line) for line in (run_dir / "metrics.jsonl").open()]
+        terms = [row["eval/terms/total_variation"] for row in rows if "eval/terms/total_variation" in row]
+        assert len(terms) == 2 and 0 < terms[-1] < terms[0], name
+    code, out = _validate(examples / "t5_to_qwen_tiny.yaml", "stages.0.losses.0={type: total_variation}")
+    assert code == 2 and "'total_variation' is not a loss of the embedding family" in out
+
+
+def test_a_kind_whose_schema_extends_the_other_base_is_refused(install) -> None:
+    install({"smooth_l2": "demo_losses:WRONG_KIND"})
+    reason = installed_types().broken["smooth_l2"]
+    assert "the schema of a DivergenceType must be a subclass of schemas.stages.DivergenceLoss" in reason
 
 
 def test_without_packages_recipes_are_validated_against_the_built_in_schema_itself() -> None:
