@@ -101,6 +101,12 @@ def test_a_packages_loss_has_its_mistakes_placed_and_its_name_offered(install, t
     assert code == 2 and "stages[0].losses[0].alpha: must be > 0" in out
     code, out = _validate(tiny_recipe_path, "stages.0.losses.0={type: smoth_l2, on: matched}")
     assert code == 2 and "unknown type 'smoth_l2'; did you mean 'smooth_l2'?" in out
+    # A typo elsewhere: the stage holding the package's loss is still checked on its own, and passes.
+    code, out = _validate(tiny_recipe_path, "stages.0.losses.0={type: smooth_l2, on: matched}", "hardware.batch_sise=3")
+    assert code == 2 and "1 problem found" in out and "hardware.batch_sise: unknown key" in out
+    loss, no_lr = "stages.0.losses.0={type: smooth_l2, on: matched}", "stages.0.lr={}"
+    code, out = _validate(tiny_recipe_path, loss, no_lr, "hardware.batch_sise=3")
+    assert "stages[0].lr: no learning rate for trainable part 'student'" in out and "3 problems found" in out
 
 
 def test_a_broken_package_is_named_where_its_type_is_used_and_nowhere_else(install, tiny_recipe_path) -> None:
