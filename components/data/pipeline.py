@@ -47,6 +47,7 @@ class DistillBatch(MovableBatch):
     alignment: BatchAlignment
     student_tokens: int
     teacher_tokens: int
+    teacher_packing: PackedSequences | None = None  # the teacher side packed (a causal LM teacher runs online)
     scored: torch.Tensor | None = None  # over the student's real tokens: those predicting an answer's token
     answer_starts: torch.Tensor | None = None  # per row, the student's first answer token (None: no answers)
 
@@ -171,6 +172,7 @@ class Collator:
             alignment=collate_alignments([item["alignment"] for item in items]),
             student_tokens=int(student_mask.sum()),
             teacher_tokens=int(teacher_mask.sum()),
+            teacher_packing=PackedSequences.from_mask(teacher_mask) if hidden is None else None,
             scored=answer_positions(starts, student_mask) if starts is not None else None,
             answer_starts=starts,
         )

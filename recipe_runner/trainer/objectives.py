@@ -150,7 +150,7 @@ class CrossVocabObjective:
         (the benchmark's phases)."""
         student = model(batch.student_ids, batch.student_mask, (), batch.student_packing)
         enter("teacher")
-        teacher = teacher_logits(self.teacher, batch.teacher_ids, batch.teacher_mask)
+        teacher = teacher_logits(self.teacher, batch.teacher_ids, batch.teacher_mask, (), batch.teacher_packing)
         enter("loss")
         a, both = batch.alignment, predicting_matches(batch)
         labels = next_token_labels(batch.student_ids, batch.student_mask)

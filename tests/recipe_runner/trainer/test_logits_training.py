@@ -262,6 +262,28 @@ def test_packed_student_and_teacher_give_the_padded_rows(tmp_path: Path) -> None
     assert train(short(tmp_path / "run", 2, *packed)).global_step == 2
 
 
+def test_across_two_vocabularies_the_packed_teacher_gives_the_padded_terms(tmp_path: Path) -> None:
+    """The teacher reads its own tokens, packed by the collator's layout (no device sync to build it)."""
+    from dataclasses import replace
+
+    from recipe_runner.trainer.objectives import CrossVocabObjective
+    from recipe_runner.trainer.packing import choose_packing
+
+    cross = RECIPE.with_name("qwen_cross_vocab_tiny.yaml")
+    recipe = load_recipe(cross, ["hardware.packed_sequences=true", f"output.dir={tmp_path}"]).recipe
+    parts = build_parts(recipe, torch.device("cpu"))
+    batch = parts.collate([parts.train[index] for index in range(6)])
+    assert batch.teacher_packing is not None
+    objective = CrossVocabObjective.for_stage(parts, recipe.stages[0])
+    model = parts.model.eval()
+    with torch.no_grad():
+        padded = objective.terms(model, replace(batch, student_packing=None, teacher_packing=None))
+        assert "packed sequences" in choose_packing(model, recipe, torch.device("cpu"), parts.teacher)
+        packed = objective.terms(model, batch)
+    torch.testing.assert_close(packed[0], padded[0], atol=1e-4, rtol=1e-4)
+    assert torch.equal(packed[1], padded[1])
+
+
 def test_projections_train_only_in_the_stages_whose_losses_read_them() -> None:
     """A trainable parameter no loss reads would stop a DDP run (it waits for a gradient that never comes)."""
     from recipe_runner.trainer.logit_parts import build_logits_model
