@@ -11,7 +11,11 @@ from schemas.base import StrictModel
 Activation = Literal["gelu", "silu", "relu", "tanh"]
 
 
-class LinearLayer(StrictModel):
+class BoltOnLayerSpec(StrictModel):
+    """What every bolt-on layer is (the base of a layer type that a package adds, see `components.registry`)."""
+
+
+class LinearLayer(BoltOnLayerSpec):
     """One projection, optionally followed by activation, LayerNorm and dropout."""
 
     type: Literal["linear"] = Field(description="Layer kind.")
@@ -21,7 +25,7 @@ class LinearLayer(StrictModel):
     dropout: float = Field(default=0.0, ge=0, lt=1, description="Dropout probability.")
 
 
-class MLPLayer(StrictModel):
+class MLPLayer(BoltOnLayerSpec):
     """A stack of projections through hidden widths."""
 
     type: Literal["mlp"] = Field(description="Layer kind.")
@@ -36,7 +40,7 @@ class MLPLayer(StrictModel):
     dropout: float = Field(default=0.0, ge=0, lt=1, description="Dropout probability after each hidden layer.")
 
 
-class TransformerLayer(StrictModel):
+class TransformerLayer(BoltOnLayerSpec):
     """Bidirectional transformer encoder blocks; width-preserving, padding masked out of attention."""
 
     type: Literal["transformer"] = Field(description="Layer kind.")
@@ -55,7 +59,7 @@ class TransformerLayer(StrictModel):
     dropout: float = Field(default=0.0, ge=0, lt=1, description="Dropout inside the blocks.")
 
 
-class ResidualMLPLayer(StrictModel):
+class ResidualMLPLayer(BoltOnLayerSpec):
     """x + MLP(x): a width-preserving refinement block."""
 
     type: Literal["residual_mlp"] = Field(description="Layer kind.")
@@ -65,7 +69,7 @@ class ResidualMLPLayer(StrictModel):
     dropout: float = Field(default=0.0, ge=0, lt=1, description="Dropout on the inner activation.")
 
 
-class RMSNormLayer(StrictModel):
+class RMSNormLayer(BoltOnLayerSpec):
     """Final RMSNorm; copying the teacher's final-norm weight starts outputs on the teacher's scale."""
 
     type: Literal["rms_norm"] = Field(description="Layer kind.")

@@ -1,6 +1,6 @@
-"""The recipe schema with loss types that installed packages add: the same `Recipe`, whose stages' `losses`
-union also takes those types, so a recipe names them by `type:` and is validated (and its mistakes placed) as
-for the built-in ones. Without added types it is `Recipe` itself."""
+"""The recipe schema with the types that installed packages add: the same `Recipe`, whose stages' `losses` and
+bolt-on `layers` unions also take those types, so a recipe names them by `type:` and is validated (and its
+mistakes placed) as for the built-in ones. Without added types it is `Recipe` itself."""
 
 from __future__ import annotations
 
@@ -9,35 +9,42 @@ import typing
 from functools import cache
 from typing import Annotated, Union
 
-from pydantic import Field, create_model
+from pydantic import BaseModel, Field, create_model
 
 from schemas.base import StrictModel
+from schemas.bolt_on import BoltOn, BoltOnLayer
 from schemas.recipe import Recipe
 from schemas.stages import Loss, Stage
 
 BUILT_IN_LOSSES: tuple[type, ...] = typing.get_args(typing.get_args(Loss)[0])
+BUILT_IN_LAYERS: tuple[type, ...] = typing.get_args(typing.get_args(BoltOnLayer)[0])
 
 
-def _field(model: type, name: str, annotation: object) -> tuple[object, object]:
-    """`model`'s field `name` (description, bounds, default) with another annotation."""
-    info = copy.copy(model.model_fields[name])
-    info.annotation = annotation  # type: ignore[assignment]
-    return annotation, info
+def with_fields(model: type[BaseModel], **annotations: object) -> type[BaseModel]:
+    """A subclass of `model` whose named fields take other annotations, each keeping its description, bounds
+    and default."""
+    fields = {}
+    for name, annotation in annotations.items():
+        info = copy.copy(model.model_fields[name])
+        info.annotation = annotation  # type: ignore[assignment]
+        fields[name] = (annotation, info)
+    return create_model(model.__name__, __base__=model, __module__=model.__module__, **fields)  # type: ignore[call-overload]
+
+
+def _union(built_in: tuple[type, ...], added: tuple[type, ...]) -> object:
+    return Annotated[Union[(*built_in, *added)], Field(discriminator="type")]  # noqa: UP007
 
 
 @cache
-def recipe_with(added_losses: tuple[type[StrictModel], ...]) -> type[Recipe]:
-    """`Recipe` whose stages also take `added_losses` (subclasses of `TierLoss` or `DivergenceLoss`, each with its
-    own `type`)."""
-    if not added_losses:
-        return Recipe
-    losses = Annotated[Union[(*BUILT_IN_LOSSES, *added_losses)], Field(discriminator="type")]  # noqa: UP007
-    stage = create_model(  # type: ignore[call-overload]
-        "Stage", __base__=Stage, __module__=Stage.__module__, losses=_field(Stage, "losses", list[losses])
-    )
-    return create_model(  # type: ignore[call-overload]
-        "Recipe", __base__=Recipe, __module__=Recipe.__module__, stages=_field(Recipe, "stages", list[stage])
-    )
+def recipe_with(added_losses: tuple[type[StrictModel], ...], added_layers: tuple[type[StrictModel], ...] = ()):
+    """`Recipe` whose stages also take `added_losses` (subclasses of `TierLoss` or `DivergenceLoss`) and whose
+    bolt-on also takes `added_layers` (subclasses of `BoltOnLayerSpec`), each with its own `type`."""
+    changed: dict[str, object] = {}
+    if added_losses:
+        changed["stages"] = list[with_fields(Stage, losses=list[_union(BUILT_IN_LOSSES, added_losses)])]
+    if added_layers:
+        changed["bolt_on"] = with_fields(BoltOn, layers=list[_union(BUILT_IN_LAYERS, added_layers)])
+    return with_fields(Recipe, **changed) if changed else Recipe
 
 
 def stage_class(recipe_class: type[Recipe]) -> type[Stage]:

@@ -11,6 +11,7 @@ from components.bolt_on.layers import LinearBlock, MLPBlock, ResidualMLPBlock, R
 from components.bolt_on.transformer import TransformerBlock
 from components.errors import UserFacingError
 from components.packed_sequences import PackedSequences
+from components.registry import installed
 from schemas.bolt_on import BoltOn, BoltOnLayer, LinearLayer, MLPLayer, ResidualMLPLayer, RMSNormLayer, TransformerLayer
 
 # Spec class -> module class: one hop from a YAML `type:` to its implementation.
@@ -46,7 +47,14 @@ def _out_width(layer: BoltOnLayer, in_width: int) -> int:
         return layer.out_dim
     if isinstance(layer, TransformerLayer):
         return layer.dim
+    if type(layer) not in _MODULES:  # a package's layer says its own width
+        return installed(layer).out_width(layer, in_width)  # type: ignore[union-attr]
     return in_width  # residual_mlp and rms_norm keep the width
+
+
+def _module(layer: BoltOnLayer, in_width: int) -> nn.Module:
+    built_in = _MODULES.get(type(layer))
+    return built_in(layer, in_width) if built_in is not None else installed(layer).module(layer, in_width)  # type: ignore[union-attr]
 
 
 def width_chain(spec: BoltOn, in_dim: int) -> list[LayerWidth]:
@@ -101,9 +109,7 @@ class BoltOnStack(nn.Module):
         chain = width_chain(spec, in_dim)
         self.in_dim = in_dim
         self.out_dim = out_dim
-        self.layers = nn.ModuleList(
-            _MODULES[type(layer)](layer, w.in_width) for layer, w in zip(spec.layers, chain, strict=True)
-        )
+        self.layers = nn.ModuleList(_module(layer, w.in_width) for layer, w in zip(spec.layers, chain, strict=True))
         self.skip = nn.Linear(in_dim, out_dim) if spec.skip is not None else None
         self.skip_scale = spec.skip.scale if spec.skip is not None else 0.0
 
@@ -140,6 +146,8 @@ def packing_problem(spec: BoltOn) -> str | None:
     for index, layer in enumerate(spec.layers):
         if isinstance(layer, TransformerLayer) and layer.dropout:
             return f"bolt_on.layers[{index}] has attention dropout ({layer.dropout}), which the packed kernel lacks"
+        if type(layer) not in _MODULES and not installed(layer).packs:  # type: ignore[union-attr]
+            return f"bolt_on.layers[{index}] ({layer.type}, from a package) does not take packed batches"
     return None
 
 

@@ -12,6 +12,7 @@ from __future__ import annotations
 import copy
 import logging
 import warnings
+from functools import cache
 from pathlib import Path
 
 import torch
@@ -24,9 +25,11 @@ from components.attention_backends import shape_stable_attention
 from components.data.prompts import check_prompts
 from components.errors import UserFacingError
 from components.export.written_files import files_in, replace_rules
+from components.registry import recipe_class
 from schemas import Recipe
 from schemas.base import StrictModel
 from schemas.bolt_on import BoltOn
+from schemas.extended import with_fields
 from schemas.inference import Inference
 from schemas.models import HiddenStatesStudent, Teacher
 
@@ -67,6 +70,16 @@ class EncoderManifest(StrictModel):
     )
 
 
+def manifest_class() -> type[EncoderManifest]:
+    """The manifest as this machine reads it: with the bolt-on layer types of installed packages."""
+    return _manifest_with(recipe_class().model_fields["bolt_on"].annotation)
+
+
+@cache
+def _manifest_with(bolt_on: type[BoltOn]) -> type[EncoderManifest]:
+    return EncoderManifest if bolt_on is BoltOn else with_fields(EncoderManifest, bolt_on=bolt_on)  # type: ignore[return-value]
+
+
 def unmerged(student: nn.Module) -> nn.Module:
     """A peft model is saved with its adapters merged, on a copy so the training model keeps its adapters."""
     if hasattr(student, "merge_and_unload"):
@@ -91,7 +104,7 @@ def _output_width(bolt_on: nn.Module, student_width: int) -> int:
 
 def build_manifest(recipe: Recipe, student_width: int, output_width: int) -> EncoderManifest:
     """The manifest an export of `recipe` carries; also used for an in-memory DistilledEncoder."""
-    return EncoderManifest(
+    return manifest_class()(
         format_version=FORMAT_VERSION,
         recipe=recipe.recipe,
         student_width=student_width,
@@ -145,7 +158,7 @@ def read_manifest(directory: str | Path) -> EncoderManifest:
             f"no exported encoder at {directory}: run `recipe run RECIPE` (or `recipe export RECIPE`) first"
         )
     try:
-        manifest = EncoderManifest.model_validate_json(file.read_bytes())
+        manifest = manifest_class().model_validate_json(file.read_bytes())
     except ValidationError as exc:
         raise ExportError(f"{file}: not a valid encoder manifest ({validation_in_words(exc)}); {REEXPORT}") from None
     except OSError as exc:

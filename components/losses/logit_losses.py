@@ -16,7 +16,7 @@ import torch
 import torch.nn.functional as F
 from torch.utils.checkpoint import checkpoint
 
-from components.registry import divergence_function
+from components.registry import installed
 from schemas.stages import (
     FEATURE_LOSSES,
     AttentionLoss,
@@ -115,7 +115,7 @@ def divergence_of(loss: DivergenceLoss, s_log: torch.Tensor, t_log: torch.Tensor
     """Per-row divergence of two log-distributions already softened by the loss's temperature, times its
     square (so that gradients keep their scale); a type from a package brings its own (`components.registry`)."""
     built_in = DIVERGENCES.get(type(loss))
-    divergence = built_in if built_in is not None else divergence_function(loss)
+    divergence = built_in if built_in is not None else installed(loss).divergence  # type: ignore[union-attr]
     return divergence(loss, s_log, t_log) * (loss.temperature * loss.temperature)
 
 

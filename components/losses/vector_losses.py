@@ -8,7 +8,7 @@ from collections.abc import Callable
 import torch
 import torch.nn.functional as F
 
-from components.registry import vector_loss_of
+from components.registry import installed
 from schemas.stages import CosineLoss, HuberLoss, MSELoss, TierLoss
 
 
@@ -30,4 +30,4 @@ PAIR_LOSSES: dict[type, Callable[..., torch.Tensor]] = {HuberLoss: huber, Cosine
 def pair_loss_of(spec: TierLoss) -> Callable[..., torch.Tensor]:
     """The distance per pair that a recipe's loss entry names."""
     built_in = PAIR_LOSSES.get(type(spec))
-    return built_in if built_in is not None else vector_loss_of(spec)
+    return built_in if built_in is not None else installed(spec).pair_loss  # type: ignore[union-attr]

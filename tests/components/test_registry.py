@@ -7,6 +7,7 @@ import json
 from pathlib import Path
 
 import pytest
+import torch
 from click.testing import CliRunner
 
 from components.registry import installed_types
@@ -20,7 +21,10 @@ from typing import Literal
 import torch
 from pydantic import Field
 
-from components.registry import DivergenceType, VectorLossType
+from torch import nn
+
+from components.registry import BoltOnLayerType, DivergenceType, VectorLossType
+from schemas.bolt_on import BoltOnLayerSpec
 from schemas.stages import DivergenceLoss, TierLoss
 
 
@@ -51,6 +55,26 @@ def total_variation(spec, student, teacher):
 
 TOTAL_VARIATION = DivergenceType(schema=TotalVariationLoss, divergence=total_variation)
 WRONG_KIND = DivergenceType(schema=SmoothL2Loss, divergence=total_variation)
+
+
+class GatedLayer(BoltOnLayerSpec):
+    """x + sigmoid(gate) * linear(x): a width-keeping refinement that starts as the identity."""
+
+    type: Literal["gated"] = Field(description="Layer kind.")
+    start: float = Field(default=-4.0, description="Initial gate logit.")
+
+
+class Gated(nn.Module):
+    def __init__(self, spec, width):
+        super().__init__()
+        self.linear = nn.Linear(width, width)
+        self.gate = nn.Parameter(torch.full((width,), spec.start))
+
+    def forward(self, hidden, mask):
+        return hidden + torch.sigmoid(self.gate) * self.linear(hidden)
+
+
+GATED = BoltOnLayerType(schema=GatedLayer, module=Gated, out_width=lambda spec, width: width)
 '''
 
 
@@ -121,7 +145,7 @@ def test_a_broken_package_is_named_where_its_type_is_used_and_nowhere_else(insta
     assert _validate(tiny_recipe_path)[0] == 0  # the recipe uses none of them
     broken = installed_types().broken
     assert "demo-losses (demo_losses_gone:LOSS) does not import: ModuleNotFoundError" in broken["missing_module"]
-    assert "it is of type int, not a VectorLossType or DivergenceType of components.registry" in broken["not_a_type"]
+    assert "it is of type int, not one of components.registry's VectorLossType, DivergenceType" in broken["not_a_type"]
     assert "'huber' is already a type" in broken["huber"]
     assert "its schema's `type` must be Literal['other_name']" in broken["other_name"]
     code, out = _validate(tiny_recipe_path, "stages.0.losses.0={type: missing_module, on: matched}")
@@ -152,6 +176,31 @@ def test_a_kind_whose_schema_extends_the_other_base_is_refused(install) -> None:
     install({"smooth_l2": "demo_losses:WRONG_KIND"})
     reason = installed_types().broken["smooth_l2"]
     assert "the schema of a DivergenceType must be a subclass of schemas.stages.DivergenceLoss" in reason
+
+
+def test_a_packages_bolt_on_layer_trains_exports_and_loads_only_where_installed(
+    install, tiny_recipe_path, tiny_overrides, tmp_path, monkeypatch
+) -> None:
+    from components.export import DistilledEncoder
+    from components.export.distilled_encoder import ExportError
+
+    install({"gated": "demo_losses:GATED"})
+    layers = "bolt_on.layers=[{type: linear, out_dim: 64}, {type: gated, start: -2.0}, {type: rms_norm}]"
+    overrides = [*tiny_overrides, layers, "stages.0.epochs=null"]
+    overrides += ["stages.0.steps=6", "output.eval_every_steps=1000"]
+    code, out = _validate(tiny_recipe_path, *overrides)
+    assert code == 0, out
+    code, out = _validate(tiny_recipe_path, *overrides, "hardware.packed_sequences=true")
+    assert code == 2 and "bolt_on.layers[1] (gated, from a package) does not take packed batches" in out
+    Trainer(load_recipe(tiny_recipe_path, overrides).recipe, progress=False).run()
+    export = tmp_path / "run" / "export"
+    encoder = DistilledEncoder.load(export)
+    assert encoder.manifest.bolt_on.layers[1].start == -2.0
+    embeddings, mask = encoder.encode(["a red fox"])
+    assert embeddings.shape[-1] == 64 and torch.isfinite(embeddings).all() and mask.any()
+    monkeypatch.delitem(installed_types().types, "gated")  # as on a machine without the package
+    with pytest.raises(ExportError, match=r"type 'gated' is neither built in nor added by an installed package"):
+        DistilledEncoder.load(export)
 
 
 def test_without_packages_recipes_are_validated_against_the_built_in_schema_itself() -> None:
