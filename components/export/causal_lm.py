@@ -9,8 +9,8 @@ from pathlib import Path
 from pydantic import Field
 from torch import nn
 
-from components.atomic_files import atomic_directory, check_replaceable
-from components.export.written_files import files_in, replace_rules
+from components.atomic_files import atomic_directory
+from components.export.written_files import check_target, files_in, replace_rules
 from schemas import Recipe
 from schemas.base import StrictModel
 from schemas.models import Teacher
@@ -40,7 +40,7 @@ class CausalLMManifest(StrictModel):
 
 def check_causal_lm_target(out_dir: str | Path) -> None:
     """Refuse, before any work, an `out_dir` that holds anything but an earlier export of this kind."""
-    check_replaceable(Path(out_dir).resolve(), **_REPLACES)
+    check_target(out_dir, _REPLACES)
 
 
 def export_causal_lm(out_dir: str | Path, recipe: Recipe, student: nn.Module, tokenizer) -> Path:

@@ -20,11 +20,11 @@ from pydantic import Field, ValidationError
 from safetensors.torch import load_model, save_model
 from torch import nn
 
-from components.atomic_files import atomic_directory, check_replaceable, recover_directory
+from components.atomic_files import atomic_directory, recover_directory
 from components.attention_backends import shape_stable_attention
 from components.data.prompts import check_prompts
 from components.errors import UserFacingError
-from components.export.written_files import files_in, replace_rules
+from components.export.written_files import CHECKPOINT_MARKER, check_target, files_in, replace_rules
 from components.registry import recipe_class
 from schemas import Recipe
 from schemas.base import StrictModel
@@ -39,7 +39,6 @@ FORMAT_VERSION = 1
 MANIFEST = "encoder.json"
 STUDENT_DIR = "student"
 BOLT_ON_FILE = "bolt_on.safetensors"
-CHECKPOINT_MARKER = "trainer_state.json"  # recipe_runner.trainer.checkpoint.COMPLETE: a training checkpoint
 
 
 # What an export replaces: only an earlier export, recognised by its manifest (written last).
@@ -119,7 +118,7 @@ def build_manifest(recipe: Recipe, student_width: int, output_width: int) -> Enc
 
 def check_export_target(out_dir: str | Path) -> None:
     """Refuse, before any work, an `out_dir` that holds anything but an earlier export (the export replaces it)."""
-    check_replaceable(Path(out_dir).resolve(), **_REPLACES)
+    check_target(out_dir, _REPLACES)
 
 
 def export_encoder(out_dir: str | Path, recipe: Recipe, student: nn.Module, bolt_on: nn.Module, tokenizer) -> Path:

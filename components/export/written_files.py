@@ -6,6 +6,10 @@ import json
 from functools import partial
 from pathlib import Path
 
+from components.atomic_files import ForeignDirectoryError, check_replaceable
+
+CHECKPOINT_MARKER = "trainer_state.json"  # recipe_runner.trainer.checkpoint.COMPLETE: a training checkpoint
+
 
 def files_in(directory: Path) -> list[str]:
     """Every file under `directory`, relative to it: what an export lists as its own before writing its manifest."""
@@ -23,6 +27,19 @@ def added_by_hand(directory: Path, manifest: str, legacy_names: tuple[str, ...] 
         known = {manifest, *legacy_names}
         return sorted(entry.name for entry in directory.iterdir() if entry.name not in known)
     return sorted(set(files_in(directory)) - set(written) - {manifest})
+
+
+def check_target(out_dir: str | Path, rules: dict) -> None:
+    """Refuse, before any work, an `out_dir` that holds anything but an earlier export (which the export replaces),
+    or that lies inside a training checkpoint, which a run replaces or prunes whole."""
+    out_dir = Path(out_dir).resolve()
+    for parent in out_dir.parents:
+        if (parent / CHECKPOINT_MARKER).is_file():
+            raise ForeignDirectoryError(
+                f"{out_dir} is inside the training checkpoint {parent}, which a run replaces or prunes: choose "
+                "another --out (an export beside the checkpoints, e.g. in output.dir, stays)"
+            )
+    check_replaceable(out_dir, **rules)
 
 
 def replace_rules(manifest: str, legacy_names: tuple[str, ...] = ()) -> dict:

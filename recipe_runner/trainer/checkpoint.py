@@ -15,10 +15,13 @@ import torch
 from safetensors.torch import load_file, load_model, save_file, save_model
 
 from components.atomic_files import atomic_directory
+from recipe_runner.trainer.checksums import SUMS
 
 STEP_DIR = re.compile(r"^step-(\d{8})$")
 COMPLETE = "trainer_state.json"
 RECORD = "run_record.json"  # the resolved recipe and train-prompt digest it was trained with (see resume.py)
+WRITTEN = frozenset({RECORD, "model.safetensors", "optimizer.safetensors", "rng.safetensors", "state.json", COMPLETE})
+KEEP_YOURS = "replacing or pruning it would delete them"
 
 
 @dataclass
@@ -85,6 +88,16 @@ def _json_default(value):
     raise TypeError(f"cannot store {type(value).__name__} in a checkpoint")
 
 
+def added_to_checkpoint(directory: Path) -> list[str]:
+    """What a checkpoint folder holds that no run wrote (a person's notes, an export put there): never deleted."""
+    ours = WRITTEN | {SUMS}
+    return sorted(
+        path.relative_to(directory).as_posix()
+        for path in directory.rglob("*")
+        if not path.is_dir() and path.relative_to(directory).as_posix() not in ours
+    )
+
+
 def save_checkpoint(
     final: Path,
     model: torch.nn.Module,
@@ -94,7 +107,8 @@ def save_checkpoint(
     record: dict | None = None,
 ) -> None:
     """All files go to a temporary directory that is renamed to `final` only once every file is written."""
-    with atomic_directory(final, COMPLETE, "checkpoint") as tmp:
+    remedy = f"then continue with `recipe run RECIPE --resume` ({KEEP_YOURS})"
+    with atomic_directory(final, COMPLETE, "checkpoint", remedy, added_to_checkpoint) as tmp:
         if record is not None:
             (tmp / RECORD).write_text(json.dumps(record, indent=1))
         save_model(model, str(tmp / "model.safetensors"))
@@ -164,11 +178,15 @@ def checkpoint_name(global_step: int) -> str:
     return f"step-{global_step:08d}"
 
 
-def prune(root: Path, keep_last: int) -> None:
-    """Delete all but the newest `keep_last` step checkpoints (the best one lives elsewhere). Each is renamed to
-    a temporary name first: one a kill cut short is then a leftover the next run deletes, not a broken step
-    folder that stays."""
+def prune(root: Path, keep_last: int) -> list[Path]:
+    """Delete all but the newest `keep_last` step checkpoints (the best one lives elsewhere), except those holding
+    files no run wrote, which are returned (kept). Each is renamed to a temporary name first: one a kill cut
+    short is then a leftover the next run deletes, not a broken step folder that stays."""
+    kept = []
     for old in step_checkpoints(root)[:-keep_last]:
+        if added_to_checkpoint(old):
+            kept.append(old)
+            continue
         doomed = old.with_name(f".{old.name}.pruned.tmp")
         shutil.rmtree(doomed, ignore_errors=True)  # what an earlier cut-short prune of this name left
         try:
@@ -176,3 +194,4 @@ def prune(root: Path, keep_last: int) -> None:
         except OSError:
             doomed = old
         shutil.rmtree(doomed, ignore_errors=True)
+    return kept

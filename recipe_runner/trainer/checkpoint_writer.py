@@ -10,7 +10,9 @@ import torch
 from accelerate import Accelerator
 from tqdm.auto import tqdm
 
-from recipe_runner.trainer.checkpoint import Position, checkpoint_name, prune, save_checkpoint
+from components.atomic_files import ForeignDirectoryError
+from components.errors import some_of
+from recipe_runner.trainer.checkpoint import Position, added_to_checkpoint, checkpoint_name, prune, save_checkpoint
 from recipe_runner.trainer.checksums import BackgroundChecksums
 from recipe_runner.trainer.deferred_signals import child_signals_deferred
 from recipe_runner.trainer.stops import write_failed
@@ -22,6 +24,7 @@ class CheckpointWriter:
     def __init__(self, accelerator: Accelerator, root: Path, keep_last: int, record: dict) -> None:
         self.accelerator, self.root, self.keep_last, self.record = accelerator, root, keep_last, record
         self.sums = BackgroundChecksums()
+        self.kept: set[Path] = set()  # step folders pruning keeps for their added files, said once each
 
     def save(
         self,
@@ -38,12 +41,25 @@ class CheckpointWriter:
             try:
                 with child_signals_deferred():
                     save_checkpoint(target, model, optimizer, scheduler, position, self.record)
+            except ForeignDirectoryError as exc:
+                if name is None:  # a step folder (checked before training; made since): nothing to go on from
+                    raise
+                tqdm.write(f"warning: {exc}; it keeps its earlier weights, training goes on", file=sys.stderr)
+                target = None
             except OSError as exc:
                 raise write_failed(self.root, target, exc, "then continue with `recipe run RECIPE --resume`") from None
             if name is None:
-                prune(self.root, self.keep_last)
-            self.sums.start(target)
+                self._say_kept(prune(self.root, self.keep_last))
+            if target is not None:
+                self.sums.start(target)
         self.accelerator.wait_for_everyone()
+
+    def _say_kept(self, kept: list[Path]) -> None:
+        for path in kept:
+            if path not in self.kept:
+                self.kept.add(path)
+                theirs = some_of(added_to_checkpoint(path), 4)
+                tqdm.write(f"note: {path} holds {theirs}, which no run wrote: kept, not pruned", file=sys.stderr)
 
     def wait(self) -> None:
         """Until the newest checkpoint's sums are written (or found unwritable, which is said)."""

@@ -12,9 +12,16 @@ import shutil
 import sys
 from pathlib import Path
 
-from components.atomic_files import recover_directory
+from components.atomic_files import check_replaceable, recover_directory
 from components.disk_space import bytes_under, size_in_words
-from recipe_runner.trainer.checkpoint import COMPLETE, STEP_DIR, read_position, read_record, step_checkpoints
+from recipe_runner.trainer.checkpoint import (
+    COMPLETE,
+    STEP_DIR,
+    added_to_checkpoint,
+    read_position,
+    read_record,
+    step_checkpoints,
+)
 from recipe_runner.trainer.parts import RunSetupError
 
 LOCK_NAME = ".recipe-run.lock"
@@ -115,6 +122,8 @@ def choose_start(out_dir: Path, resume: bool, main: bool, recipe_name: str) -> P
         best_step = _step(best)
         if best_step is not None and (start is None or best_step > (_step(start) or 0)):
             start = best
+    if best.exists() or best.is_symlink():  # the first better evaluation replaces it: refused now, not hours in
+        check_replaceable(best, COMPLETE, "checkpoint", "move them away and rerun", added_to_checkpoint)
     if resume and start is None:
         print(f"--resume: no checkpoint in {checkpoints}; starting from step 0", file=sys.stderr)
     if start is None:

@@ -191,6 +191,37 @@ def test_prune_keeps_the_newest_n(tmp_path):
     assert sum(p.exists() for p in made) == 2
 
 
+def test_files_no_run_wrote_are_never_deleted_with_a_checkpoint(tmp_path, capsys):
+    """A person's notes (or an export) put into a checkpoint folder: pruning keeps that folder, and `best` is not
+    replaced over them; training goes on, and says so."""
+    from accelerate import Accelerator
+
+    from components.atomic_files import ForeignDirectoryError
+    from recipe_runner.trainer.checkpoint_writer import CheckpointWriter
+
+    model, optimizer, scheduler = _setup()
+    root = tmp_path / "checkpoints"
+    for step in (10, 20, 30):
+        save_checkpoint(root / checkpoint_name(step), model, optimizer, scheduler, Position(global_step=step))
+    (root / checkpoint_name(10) / "notes.txt").write_text("mine")
+    assert prune(root, keep_last=1) == [root / checkpoint_name(10)]
+    assert [p.name for p in step_checkpoints(root)] == [checkpoint_name(10), checkpoint_name(30)]
+    save_checkpoint(root / "best", model, optimizer, scheduler, Position(global_step=30))
+    (root / "best" / "my_export").mkdir()
+    (root / "best" / "my_export" / "encoder.json").write_text("{}")
+    with pytest.raises(ForeignDirectoryError, match=r"also holds my_export/encoder.json"):
+        save_checkpoint(root / "best", model, optimizer, scheduler, Position(global_step=40))
+    writer = CheckpointWriter(Accelerator(cpu=True), root, keep_last=1, record={})
+    writer.save(model, optimizer, scheduler, Position(global_step=40), name="best")
+    writer.save(model, optimizer, scheduler, Position(global_step=40))
+    writer.wait()
+    assert read_position(root / "best").global_step == 30 and (root / "best" / "my_export" / "encoder.json").is_file()
+    assert (root / checkpoint_name(10) / "notes.txt").read_text() == "mine"
+    err = capsys.readouterr().err
+    assert "it keeps its earlier weights, training goes on" in err
+    assert f"{root / checkpoint_name(10)} holds notes.txt, which no run wrote: kept, not pruned" in err
+
+
 def test_a_prune_cut_short_leaves_a_temporary_name_that_the_next_run_deletes(tmp_path, monkeypatch):
     from recipe_runner.trainer.run_dir import tidy_checkpoints
 

@@ -184,6 +184,39 @@ def test_a_step_folder_the_run_would_write_again_but_may_not_replace_is_refused_
     ) in capsys.readouterr().err
 
 
+def test_a_best_folder_the_run_may_not_replace_is_refused_before_training(tiny_recipe_path, tiny_overrides, tmp_path):
+    """The first better evaluation replaces `best`: one that is not a checkpoint, or holds a person's files, is
+    refused at the start, not after the steps before that evaluation (which would be lost)."""
+    from components.atomic_files import ForeignDirectoryError
+
+    run_dir = tmp_path / "run"
+    best = run_dir / "checkpoints" / "best"
+    _train(tiny_recipe_path, _short(tiny_overrides, 2, "output.eval_every_steps=2"))
+    (best / "notes.txt").write_text("mine")
+    rows = len(_rows(run_dir))
+    with pytest.raises(ForeignDirectoryError, match=r"best is a previous checkpoint, but also holds notes.txt"):
+        _train(tiny_recipe_path, _short(tiny_overrides, 4, "output.eval_every_steps=2"), resume=True)
+    shutil.rmtree(best)
+    best.mkdir()
+    (best / "notes.txt").write_text("mine")
+    with pytest.raises(ForeignDirectoryError, match=r"best is a directory but not a previous checkpoint"):
+        _train(tiny_recipe_path, _short(tiny_overrides, 4, "output.eval_every_steps=2"), resume=True)
+    assert len(_rows(run_dir)) == rows and (best / "notes.txt").read_text() == "mine"
+
+
+def test_an_export_into_a_checkpoint_folder_is_refused(tiny_recipe_path, tiny_overrides, tmp_path):
+    from click.testing import CliRunner
+
+    from recipe_runner.cli import main
+
+    _train(tiny_recipe_path, _short(tiny_overrides, 2))
+    inside = tmp_path / "run" / "checkpoints" / "step-00000002" / "my_export"
+    args = ["export", str(tiny_recipe_path), "--checkpoint", str(inside.parent), "--out", str(inside)]
+    result = CliRunner().invoke(main, args + [item for o in tiny_overrides for item in ("--set", o)])
+    assert result.exit_code != 0 and "is inside the training checkpoint" in result.output
+    assert not inside.exists()
+
+
 def test_a_step_checkpoint_with_the_wrong_fields_is_damage_not_a_restart(tiny_recipe_path, tiny_overrides, tmp_path):
     newest = tmp_path / "run" / "checkpoints" / "step-00000004"
     _train(tiny_recipe_path, _short(tiny_overrides, 4, "output.keep_best=false"))
