@@ -108,6 +108,9 @@ class PeakMemory:
         return _max_rss_bytes()
 
 
+PROFILE_HEADER = "# recipe bench --profile: the kernels of the timed training steps that cost most"
+
+
 @contextmanager
 def profiled(path: str | None, device: torch.device) -> Iterator[None]:
     """Profile the enclosed region and write the kernels that cost most to `path` (nothing when None)."""
@@ -120,4 +123,5 @@ def profiled(path: str | None, device: torch.device) -> Iterator[None]:
     with torch.profiler.profile(activities=activities) as profiler:
         yield
     key = "self_cuda_time_total" if device.type == "cuda" else "self_cpu_time_total"
-    Path(path).write_text(profiler.key_averages().table(sort_by=key, row_limit=60), encoding="utf-8")
+    table = profiler.key_averages().table(sort_by=key, row_limit=60)
+    Path(path).write_text(f"{PROFILE_HEADER}\n{table}", encoding="utf-8")

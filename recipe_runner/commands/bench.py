@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import os
 import tempfile
 from pathlib import Path
@@ -13,11 +14,34 @@ from recipe_runner.cli_support import overrides_option, reports_recipe_errors, t
 _SECTIONS = ("training", "teacher", "aligner", "loader", "inference")
 
 
+def _earlier_result(target: Path, option: str) -> bool:
+    """Whether an existing `target` is what an earlier bench wrote there (which a new one replaces)."""
+    from recipe_runner.bench.timing import PROFILE_HEADER
+
+    try:
+        with target.open(encoding="utf-8") as handle:
+            if option == "--profile":
+                return handle.readline().rstrip("\n") == PROFILE_HEADER
+            found = json.load(handle)
+    except (OSError, UnicodeDecodeError, ValueError):
+        return False
+    return isinstance(found, dict) and {"recipe", "environment", "flop_formula"} <= found.keys()
+
+
 def _writable_target(path: str | None, option: str) -> None:
-    """Fail before minutes of measuring, not after them, when a result could not be written."""
+    """Fail before minutes of measuring, not after them, when a result could not be written, or would replace a
+    file that no earlier bench wrote (the recipe itself, say)."""
     if path is None:
         return
     target = Path(path)
+    if option == "--json" and target.suffix != ".json":
+        raise click.BadParameter(f"{target}: name a .json file", param_hint=option)
+    if target.is_file() and not _earlier_result(target, option):
+        raise click.BadParameter(
+            f"{target} exists and is not an earlier `recipe bench {option}` result, which is all it replaces: "
+            "choose another path, or move that file away",
+            param_hint=option,
+        )
     try:
         target.parent.mkdir(parents=True, exist_ok=True)
     except OSError as exc:

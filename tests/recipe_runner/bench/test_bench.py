@@ -33,7 +33,8 @@ def _bench(tmp_path: Path, recipe: Path, *extra: str) -> dict:
 
 def test_small_tiny_bench_reports_every_figure(tmp_path: Path) -> None:
     report = _bench(tmp_path, TINY, "--peak-tflops", "1", "--profile", str(tmp_path / "profile.txt"))
-    assert "aten::" in (tmp_path / "profile.txt").read_text()  # the timed steps, per operator
+    profile = (tmp_path / "profile.txt").read_text()
+    assert "aten::" in profile and profile.startswith("# recipe bench --profile")  # a rerun may replace it
     assert report["small"] is True and report["environment"]["device"] == "cpu"
     assert report["environment"]["torch_version"] and report["batch_size"] == 16
     assert "6N" in report["flop_formula"] and report["units"]
@@ -172,11 +173,29 @@ def test_full_depth_needs_small() -> None:
 def test_unwritable_outputs_and_a_profile_without_training_fail_before_measuring(tmp_path: Path) -> None:
     blocker = tmp_path / "a_file"
     blocker.write_text("x")
-    for option in ("--json", "--profile"):
-        result = CliRunner().invoke(main, ["bench", str(TINY), "--small", option, str(blocker / "out.txt")])
+    for option, name in (("--json", "out.json"), ("--profile", "out.txt")):
+        result = CliRunner().invoke(main, ["bench", str(TINY), "--small", option, str(blocker / name)])
         assert result.exit_code == 2 and option in result.output and "bench:" not in result.output, result.output
     result = CliRunner().invoke(main, ["bench", str(TINY), "--small", "--only", "aligner", "--profile", "p.txt"])
     assert result.exit_code == 2 and "--only training" in result.output
+
+
+def test_results_replace_only_earlier_results_never_the_recipe_or_other_files(tmp_path: Path) -> None:
+    recipe = tmp_path / "recipe.json"  # a recipe that happens to be named .json, or any file of someone's
+    recipe.write_text('{"recipe": "mine"}')
+    notes = tmp_path / "notes.txt"
+    notes.write_text("mine")
+    for option, target in (("--json", recipe), ("--profile", notes), ("--profile", TINY)):
+        result = CliRunner().invoke(main, ["bench", str(TINY), "--small", "--only", "training", option, str(target)])
+        assert result.exit_code == 2 and "is not an earlier `recipe bench" in result.output, result.output
+        assert "bench:" not in result.output
+    assert recipe.read_text() == '{"recipe": "mine"}' and notes.read_text() == "mine"
+    result = CliRunner().invoke(main, ["bench", str(TINY), "--small", "--json", str(TINY)])
+    assert result.exit_code == 2 and "name a .json file" in result.output
+    earlier = tmp_path / "bench.json"
+    for _ in range(2):  # the second run replaces the first one's report
+        report = _bench(tmp_path, TINY, "--only", "aligner")
+    assert report["aligner"]["prompts_per_s"] > 0 and json.loads(earlier.read_text())["recipe"] == "t5_to_qwen_tiny"
 
 
 def test_a_json_target_on_a_file_system_that_takes_no_files_fails_before_measuring(tmp_path: Path) -> None:
