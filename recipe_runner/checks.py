@@ -381,8 +381,12 @@ def _batch_token_problems(loaded: LoadedRecipe) -> list[Problem]:
     return []
 
 
-def semantic_problems(loaded: LoadedRecipe, allow_remote_code: bool = False) -> list[Problem]:
-    """All semantic problems at once; models are read only when that runs no code the runner did not allow."""
+def semantic_problems(
+    loaded: LoadedRecipe, allow_remote_code: bool = False, unread: frozenset[str] = frozenset()
+) -> list[Problem]:
+    """All semantic problems at once; models are read only when that runs no code the runner did not allow.
+    `unread`: what the calling verb never reads ("data": the prompt files, "cache": the teacher cache), whose
+    state is then no reason to refuse it (rendering needs no prompt file, and never a cache)."""
     problems = remote_code_problems(loaded, allow_remote_code)
     family = family_problems(loaded)
     readable: set[str] = set()
@@ -391,10 +395,10 @@ def semantic_problems(loaded: LoadedRecipe, allow_remote_code: bool = False) -> 
         problems += model_problems
     problems += family + attention_problems(loaded)
     problems += stage_problems(loaded, list(enumerate(loaded.recipe.stages)))
-    problems += file_problems(loaded)
+    problems += file_problems(loaded, unread)
     problems += hardware_problems(loaded)
     from components.cache.manifest import cache_problems
 
-    if "teacher" in readable:  # a broken teacher source is the problem; comparing a cache with it adds noise
+    if "teacher" in readable and "cache" not in unread:  # a broken teacher: comparing a cache with it is noise
         problems += cache_problems(loaded)
     return problems

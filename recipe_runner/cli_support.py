@@ -13,6 +13,9 @@ import click
 from components.errors import UserFacingError
 from recipe_runner.errors import RecipeError
 
+# What `recipe infer` and `recipe export` never read: a prompt file or a teacher cache in any state is no reason
+# to refuse them (see checks.semantic_problems).
+NEITHER_DATA_NOR_CACHE = frozenset({"data", "cache"})
 EXIT_RECIPE_ERROR = 2
 EXIT_SETUP_ERROR = 1
 

@@ -52,9 +52,11 @@ def data_problems(loaded: LoadedRecipe) -> list[Problem]:
     return problems
 
 
-def file_problems(loaded: LoadedRecipe) -> list[Problem]:
+def file_problems(loaded: LoadedRecipe, unread: frozenset[str] = frozenset()) -> list[Problem]:
+    """Paths of the recipe as a run uses them; `unread` (see checks.semantic_problems) leaves out the data files
+    and the cache's contents for verbs that never read them."""
     recipe = loaded.recipe
-    problems = data_problems(loaded)
+    problems = data_problems(loaded) if "data" not in unread else []
     for role in ("teacher", "student"):
         source: ModelSource = getattr(recipe, role)
         for field in ("tokenizer",):  # a missing `model` path is reported once, by _widths reading its config
@@ -81,7 +83,8 @@ def file_problems(loaded: LoadedRecipe) -> list[Problem]:
         problems.append(loaded.problem(("teacher", "answers", "dir"), message))
     problems += _foreign_directory_problems(loaded)
     problems += _pipeline_problems(loaded)
-    problems += _cached_prompts_problems(loaded)
+    if not {"data", "cache"} & unread:
+        problems += _cached_prompts_problems(loaded)
     return problems
 
 

@@ -82,6 +82,7 @@ def load_recipe(
     overrides: list[str] | tuple[str, ...] = (),
     check: bool = True,
     allow_remote_code: bool = False,
+    unread: frozenset[str] = frozenset(),
 ) -> LoadedRecipe:
     """Parse, merge `extends`, apply `--set`, validate, resolve paths and run the semantic checks.
 
@@ -109,7 +110,7 @@ def load_recipe(
     if check:
         from recipe_runner.checks import semantic_problems
 
-        problems = semantic_problems(loaded, allow_remote_code)
+        problems = semantic_problems(loaded, allow_remote_code, unread)
         if problems:
             raise RecipeError(problems)
     return loaded

@@ -30,7 +30,7 @@ def align_report(file: str, overrides: tuple[str, ...], allow_remote_code: bool,
     from recipe_runner.loader import load_recipe
     from recipe_runner.trainer.parts import split_prompts
 
-    recipe = load_recipe(file, overrides, allow_remote_code=allow_remote_code).recipe
+    recipe = load_recipe(file, overrides, allow_remote_code=allow_remote_code, unread=frozenset({"cache"})).recipe
     if recipe.alignment is None:  # a logits recipe across two vocabularies has one; its uld pairs are `matched`
         raise NotForThisFamily(
             f"recipe {recipe.recipe!r} has no alignment: teacher and student read the same token ids, so every "

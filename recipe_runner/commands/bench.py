@@ -98,7 +98,7 @@ def bench(
         raise click.UsageError("--profile profiles the training steps: add --only training, or drop --profile")
     _writable_target(json_path, "--json")
     _writable_target(profile, "--profile")
-    loaded = load_recipe(file, overrides, allow_remote_code=allow_remote_code)
+    loaded = load_recipe(file, overrides, allow_remote_code=allow_remote_code, unread=frozenset({"cache"}))
     sections = list(only or _SECTIONS)
     if loaded.recipe.family == "logits":
         sections = list(only or ("training",))

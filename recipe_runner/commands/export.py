@@ -8,7 +8,12 @@ from typing import TYPE_CHECKING
 import click
 
 from components.errors import UserFacingError
-from recipe_runner.cli_support import overrides_option, reports_recipe_errors, trust_remote_code_option
+from recipe_runner.cli_support import (
+    NEITHER_DATA_NOR_CACHE,
+    overrides_option,
+    reports_recipe_errors,
+    trust_remote_code_option,
+)
 
 if TYPE_CHECKING:
     from schemas import Recipe
@@ -160,7 +165,7 @@ def export(
     from recipe_runner.trainer.checkpoint import step_checkpoints
     from recipe_runner.trainer.disk_need import export_bytes
 
-    recipe = load_recipe(file, overrides, allow_remote_code=allow_remote_code).recipe
+    recipe = load_recipe(file, overrides, allow_remote_code=allow_remote_code, unread=NEITHER_DATA_NOR_CACHE).recipe
     run_dir = Path(recipe.output.dir)
     target = Path(out_dir) if out_dir is not None else run_dir / "export"
     check_target(target, recipe.family)  # before loading anything: only an earlier export may be replaced

@@ -9,7 +9,12 @@ from typing import TYPE_CHECKING
 
 import click
 
-from recipe_runner.cli_support import overrides_option, reports_recipe_errors, trust_remote_code_option
+from recipe_runner.cli_support import (
+    NEITHER_DATA_NOR_CACHE,
+    overrides_option,
+    reports_recipe_errors,
+    trust_remote_code_option,
+)
 from schemas.inference import GUIDANCE_MAX, Inference
 from schemas.models import T5EncoderTeacher
 
@@ -118,7 +123,8 @@ def _resolve(recipe_file, overrides, options: dict) -> InferJob:
         from recipe_runner.errors import RecipeError
         from recipe_runner.loader import load_recipe
 
-        loaded = load_recipe(recipe_file, overrides, allow_remote_code=options["allow_remote_code"])
+        allowed = options["allow_remote_code"]
+        loaded = load_recipe(recipe_file, overrides, allow_remote_code=allowed, unread=NEITHER_DATA_NOR_CACHE)
         recipe = loaded.recipe
         if recipe.inference is None:
             needed = "`recipe infer` needs this section: pipeline (or pipeline_config), steps, guidance, size"
@@ -352,7 +358,8 @@ def infer(recipe: str | None, overrides: tuple[str, ...], **options) -> None:
     if recipe is not None:
         from recipe_runner.loader import load_recipe
 
-        loaded = load_recipe(recipe, overrides, allow_remote_code=options["allow_remote_code"])
+        allowed = options["allow_remote_code"]
+        loaded = load_recipe(recipe, overrides, allow_remote_code=allowed, unread=NEITHER_DATA_NOR_CACHE)
         if loaded.recipe.family == "logits":
             from recipe_runner.commands.infer_text import infer_text
 

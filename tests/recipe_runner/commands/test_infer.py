@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import os
 from pathlib import Path
 
@@ -14,6 +15,7 @@ from PIL import Image
 from components.bolt_on.stack import build_bolt_on
 from components.export import export_encoder
 from components.models import build_model, load_tokenizer
+from recipe_runner.cli import main
 from recipe_runner.commands.infer import infer
 from recipe_runner.loader import load_recipe
 
@@ -177,6 +179,22 @@ def test_a_read_only_out_directory_is_refused_before_rendering(run_dir, tmp_path
     _no_rendering(monkeypatch)
     (tmp_path / "ro").mkdir(mode=0o555)
     _usage_error(_infer(run_dir, "--prompt", "cat", "--out", str(tmp_path / "ro" / "a.png")), "cannot write to")
+
+
+def test_a_missing_prompt_file_or_a_stale_cache_does_not_stop_rendering(run_dir, tmp_path):
+    """infer reads neither: a user who only wants images is not sent to delete an expensive cache."""
+    cache = tmp_path / "cache" / "train"
+    cache.mkdir(parents=True)
+    (cache / "manifest.json").write_text(json.dumps({"prompts_sha256": "other", "count": 3}))
+    missing = f"data.train={tmp_path / 'gone.txt'}"
+    out = tmp_path / "fox.png"
+    stale = f"teacher.cache={{dir: {tmp_path / 'cache'}}}"
+    _ok(_infer(run_dir, "--set", missing, "--set", stale, "--prompt", "a fox", "--out", str(out), "--encoder", "qwen"))
+    assert out.is_file() and (cache / "manifest.json").is_file()
+    validate = CliRunner().invoke(main, ["validate", str(RECIPE), "--set", missing])
+    assert validate.exit_code == 2 and "data file not found" in validate.output  # validate still says it
+    validate = CliRunner().invoke(main, ["validate", str(RECIPE), "--set", stale])
+    assert validate.exit_code == 2 and "teacher.cache.dir" in validate.output
 
 
 def test_a_training_checkpoint_points_to_recipe_export(tmp_path):
