@@ -170,6 +170,26 @@ def read_manifest(directory: str | Path) -> EncoderManifest:
     return manifest
 
 
+def _check_student_fits(directory: Path, manifest: EncoderManifest, student: nn.Module, tokenizer) -> None:
+    """What the files agree on when written by an export, and would otherwise fail at the first prompt."""
+    from components.export.load_checks import REEXPORT
+
+    layers = student.config.num_hidden_layers
+    if not -(layers + 1) <= manifest.student_layer <= layers:
+        raise ExportError(
+            f"{directory / MANIFEST}: student_layer {manifest.student_layer} is not a hidden state of the student, "
+            f"which has {layers} layers (states -{layers + 1}..{layers}); {REEXPORT}"
+        )
+    if tokenizer.pad_token_id is None:  # training pads with any id (masked); batching here needs a named token
+        stand_in = tokenizer.eos_token or tokenizer.unk_token
+        if stand_in is None:
+            raise ExportError(
+                f"{directory / STUDENT_DIR}: its tokenizer has no padding, end or unknown token to pad prompts with "
+                f"(tokenizer_config.json edited or damaged?); {REEXPORT}"
+            )
+        tokenizer.pad_token = stand_in  # the positions it fills are masked out
+
+
 class DistilledEncoder:
     """Student + bolt-on + tokenizer: prompts in, teacher-width embeddings and a boolean mask out."""
 
@@ -219,6 +239,7 @@ class DistilledEncoder:
             raise ExportError(f"{str(exc).rstrip('.')}; {REEXPORT}") from None
         except SafetensorError as exc:
             raise ExportError(damaged(directory / STUDENT_DIR, str(exc))) from None
+        _check_student_fits(directory, manifest, student, tokenizer)
         bolt_on = build_bolt_on(manifest.bolt_on, manifest.student_width, manifest.output_width)
         try:
             missing, unexpected = load_model(bolt_on, str(directory / BOLT_ON_FILE), strict=False)

@@ -13,6 +13,7 @@ from torch import nn
 from transformers import AutoModel, AutoModelForCausalLM, PretrainedConfig, PreTrainedModel, T5EncoderModel
 from transformers.utils import logging as transformers_logging
 
+from components.errors import some_of
 from components.models.fused_kernels import use_fused_kernels
 from components.models.source import ModelSourceError, download_command, locate, resolve_config
 from components.models.weight_files import weights_problem
@@ -108,9 +109,16 @@ def _from_pretrained(cls: type, ref: str, source: ModelSource, attention: str) -
     if Path(ref).is_dir() and (problem := weights_problem(Path(ref))) is not None:
         raise ModelSourceError(problem)
     try:
-        return cls.from_pretrained(ref, revision=source.revision, local_files_only=True, **kwargs)
+        model, info = cls.from_pretrained(
+            ref, revision=source.revision, local_files_only=True, output_loading_info=True, **kwargs
+        )
     except SafetensorError as exc:  # a cached hub copy cut short (a local folder was looked at above)
         raise ModelSourceError(f"{ref}: a weight file is damaged ({exc}); download it again") from exc
+    except RuntimeError as exc:  # transformers' "size mismatch ... ignore_mismatched_sizes"
+        if "mismatch" not in str(exc):
+            raise
+        first = str(exc).strip().splitlines()[0]
+        raise ModelSourceError(f"{ref}: its weights have other shapes than its config.json says ({first})") from None
     except OSError as exc:
         if Path(ref).exists():
             raise ModelSourceError(f"{ref}: cannot load weights: {exc}") from exc
@@ -118,6 +126,13 @@ def _from_pretrained(cls: type, ref: str, source: ModelSource, attention: str) -
             f"no local copy of {ref!r}: training needs its weights; download it first "
             f"({download_command(ref, source.revision)}) or give a local path / inline config"
         ) from exc
+    missing = sorted(info.get("missing_keys") or ())
+    if missing:  # transformers would start them random and say so in a table: a model that is not the one named
+        raise ModelSourceError(
+            f"{ref}: {len(missing)} weights of {cls.__name__} are not in its files ({some_of(missing, 3)}), so they "
+            "would start random: its config.json names another architecture than the files hold, or files are missing"
+        )
+    return model
 
 
 def build_model(

@@ -41,13 +41,33 @@ def _export_dir(recipe: Recipe, checkpoint: str | None) -> Path:
     return directory
 
 
+def _load_export(directory: Path, device: str):
+    """The exported student and its tokenizer, loaded as training loads a model folder: damaged or hand-edited
+    files are one line naming the folder, not a traceback or random weights."""
+    from components.export.load_checks import REEXPORT, first_damaged_weights
+    from components.models import build_model, load_tokenizer
+    from components.models.loading import quiet_transformers_bars
+    from schemas.models import CausalLMStudent
+
+    damage = first_damaged_weights(sorted(directory.glob("*.safetensors")))
+    if damage is not None:
+        raise TextInferenceError(damage)
+    source = CausalLMStudent(type="causal_lm", model=str(directory))
+    try:
+        tokenizer = load_tokenizer(source)
+        with quiet_transformers_bars():
+            student = build_model(source, "student", device=device)
+    except UserFacingError as exc:
+        raise TextInferenceError(f"{str(exc).rstrip('.')}; {REEXPORT}") from None
+    if len(tokenizer) > student.get_input_embeddings().num_embeddings or not len(tokenizer("a")["input_ids"]):
+        raise TextInferenceError(f"{directory}: its tokenizer files do not fit its model (edited?); {REEXPORT}")
+    return student, tokenizer
+
+
 def infer_text(recipe: Recipe, prompts: tuple[str, ...], options: dict) -> None:
     """Print, for each prompt, the student's greedy continuation (and the teacher's with --compare)."""
-    from transformers import AutoModelForCausalLM, AutoTokenizer
-
     from components.inference.text_generation import continue_prompts
     from components.models import build_model, freeze, load_tokenizer
-    from components.models.loading import quiet_transformers_bars
     from recipe_runner.trainer.logit_parts import teacher_seed
 
     if getattr(recipe.student, "bidirectional", False):
@@ -63,9 +83,8 @@ def infer_text(recipe: Recipe, prompts: tuple[str, ...], options: dict) -> None:
         )
     directory = _export_dir(recipe, options["checkpoint"])
     device, length = options["device"], options["max_new_tokens"] or 64
-    with quiet_transformers_bars():
-        student = AutoModelForCausalLM.from_pretrained(directory, local_files_only=True).to(device)
-    outputs = {"student": continue_prompts(student, AutoTokenizer.from_pretrained(directory), list(prompts), length)}
+    student, student_tokenizer = _load_export(directory, device)
+    outputs = {"student": continue_prompts(student, student_tokenizer, list(prompts), length)}
     if options["compare"]:
         del student
         teacher = freeze(build_model(recipe.teacher, "teacher", device=device, seed=teacher_seed(recipe)))

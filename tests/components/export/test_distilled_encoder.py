@@ -241,3 +241,42 @@ def test_a_garbled_json_file_is_one_line_naming_it(exported, part, fragment):
     message = str(caught.value)
     assert fragment in message and message.endswith("re-export with `recipe export RECIPE`"), message
     assert "\n" not in message and "https://" not in message
+
+
+def _edit_json(path: Path, **changes) -> None:
+    data = json.loads(path.read_text())
+    for key, value in changes.items():
+        if value is None:
+            data.pop(key, None)
+        else:
+            data[key] = value
+    path.write_text(json.dumps(data))
+
+
+@pytest.mark.parametrize(
+    ("part", "changes", "fragment"),
+    [
+        ("encoder.json", {"student_layer": 50}, "student_layer 50 is not a hidden state of the student"),
+        ("student/config.json", {"hidden_size": 64}, "its weights have other shapes than its config.json says"),
+        ("student/config.json", {"model_type": "bert", "architectures": ["BertModel"]}, "so they would start random"),
+    ],
+)
+def test_an_export_edited_by_hand_is_one_line_before_any_prompt(exported, part, changes, fragment):
+    _edit_json(exported / part, **changes)
+    with pytest.raises(ExportError) as caught:
+        DistilledEncoder.load(exported)
+    message = str(caught.value)
+    assert fragment in message and message.endswith("re-export with `recipe export RECIPE`"), message
+
+
+def test_a_student_tokenizer_without_a_padding_token_pads_with_its_end_token(exported):
+    """Training pads with any id (masked); a tokenizer that names no pad token still batches prompts."""
+    from transformers import AutoTokenizer
+
+    config = exported / "student" / "tokenizer_config.json"
+    _edit_json(config, pad_token=None)
+    assert AutoTokenizer.from_pretrained(exported / "student").pad_token is None
+    encoder = DistilledEncoder.load(exported)
+    assert encoder.tokenizer.pad_token == encoder.tokenizer.eos_token is not None
+    embeddings, mask = encoder.encode(PROMPTS)
+    assert embeddings.shape[0] == 3 and not mask[1].all()

@@ -67,6 +67,18 @@ def test_the_export_is_a_transformers_folder_with_the_trained_weights(tmp_path: 
     assert result.exit_code == 2
     assert "holds a causal LM distilled by a logits recipe: give that RECIPE too" in result.output
 
+    # A damaged or hand-edited export is one line naming it, never a traceback or random weights.
+    infer = ["infer", str(RECIPE), "--checkpoint", str(again), "--prompt", "a fox", "--max-new-tokens", "2"]
+    config = json.loads((again / "config.json").read_text())
+    (again / "config.json").write_text(json.dumps({**config, "hidden_size": 64}))
+    result = CliRunner().invoke(main, infer)
+    assert result.exit_code == 1 and "its weights have other shapes than its config.json says" in result.output
+    (again / "config.json").write_text(json.dumps(config))
+    (again / "tokenizer.json").unlink()
+    result = CliRunner().invoke(main, infer)
+    assert result.exit_code == 1 and "re-export with `recipe export RECIPE`" in result.output
+    assert "Traceback" not in result.output
+
 
 def test_a_resumed_run_ends_with_the_weights_of_an_uninterrupted_one(tmp_path: Path) -> None:
     train(short(tmp_path / "whole", 6))
