@@ -75,6 +75,10 @@ HubOrPath = Annotated[str, PathMarker(must_be_local=False)]
 """A Hugging Face hub id (``org/name``) or a local directory; local when it exists next to the recipe."""
 
 PositiveInt = Annotated[int, Field(gt=0)]
+# Bounds far past any real value, so that a typo's 10**20 is a problem at its line, not an OverflowError deep in
+# a tokenizer or accelerate after the models loaded.
+MAX_TOKENS = 1 << 24
+MAX_COUNT = 1 << 20
 NonNegativeFloat = Annotated[float, Field(ge=0)]
 
 

@@ -6,7 +6,7 @@ from typing import Any, Literal
 
 from pydantic import Field, ValidationError, ValidatorFunctionWrapHandler, field_validator
 
-from schemas.base import StrictModel
+from schemas.base import MAX_COUNT, MAX_TOKENS, StrictModel
 
 TrainedWeights = Literal["fp32", "bf16_stochastic"]
 
@@ -16,16 +16,17 @@ class Hardware(StrictModel):
 
     device: Literal["auto", "cpu", "cuda"] = Field(default="auto", description="auto picks CUDA when present.")
     precision: Literal["fp32", "bf16", "fp16"] = Field(default="bf16", description="Mixed-precision mode.")
-    batch_size: int = Field(default=16, gt=0, description="Prompts per micro-batch per process.")
+    batch_size: int = Field(default=16, gt=0, le=MAX_COUNT, description="Prompts per micro-batch per process.")
     batch_tokens: int | None = Field(
         default=None,
         gt=0,
+        le=MAX_TOKENS,
         description="Also cap each micro-batch by padded student tokens (prompts x longest prompt), as fairseq's "
         "max_tokens does: a batch closes at batch_size prompts or batch_tokens tokens, whichever comes first, so "
         "short prompts go many to a batch and every step carries a similar amount of work. Raise batch_size with "
         "it, or the prompt cap closes batches first. Must be at least student.max_length. null: batch_size only.",
     )
-    grad_accum: int = Field(default=1, gt=0, description="Micro-batches per optimizer step.")
+    grad_accum: int = Field(default=1, gt=0, le=MAX_COUNT, description="Micro-batches per optimizer step.")
     gradient_checkpointing: bool = Field(default=False, description="Recompute student activations to save memory.")
     checkpoint_min_tokens: int | None = Field(
         default=None,
@@ -86,7 +87,7 @@ class Hardware(StrictModel):
             raise ValueError(f"expected true, false or auto, got {value!r}") from None
 
     seed: int = Field(default=0, ge=0, lt=2**63, description="Seed for weights init, shuffling and dropout.")
-    num_workers: int = Field(default=0, ge=0, description="Data-loader worker processes (tokenize and align).")
+    num_workers: int = Field(default=0, ge=0, le=1024, description="Data-loader worker processes (tokenize and align).")
 
     def batch_token_bound(self, max_length: int) -> int:
         """The most padded tokens one micro-batch can hold: what memory has to be planned for."""

@@ -11,6 +11,9 @@ from schemas.base import FreeMapping, HubOrPath, StrictModel
 # Scales in use sit near 4; past ~30 an image only burns out, and a scale like 1e30 overflows into NaN pixels.
 # `recipe infer --guidance` takes the same range.
 GUIDANCE_MAX = 30.0
+# Chroma renders up to 2048 pixels a side; 4096 leaves room and stops a typo (100000) before it asks for terabytes.
+SIDE_MAX = 4096
+STEPS_MAX = 1000  # 30 is usual; a typo's 10**20 steps would only fail deep inside the scheduler
 
 
 class Inference(StrictModel):
@@ -24,11 +27,13 @@ class Inference(StrictModel):
         description="Inline tiny pipeline: `transformer` and `vae` config mappings with random weights (tests, demo).",
     )
     encoder: Literal["qwen", "t5"] = Field(default="qwen", description="Text encoder used by default.")
-    steps: int = Field(default=30, gt=0, description="Denoising steps.")
+    steps: int = Field(default=30, gt=0, le=STEPS_MAX, description=f"Denoising steps, at most {STEPS_MAX}.")
     guidance: float = Field(
         default=4.0, ge=0, le=GUIDANCE_MAX, description=f"Classifier-free guidance scale, 0 to {GUIDANCE_MAX:g}."
     )
-    size: tuple[int, int] = Field(default=(1024, 1024), description="Image width and height in pixels.")
+    size: tuple[int, int] = Field(
+        default=(1024, 1024), description=f"Image width and height in pixels, multiples of 16 up to {SIDE_MAX}."
+    )
     negative_prompt: str = Field(default="", description="Negative prompt.")
     seed: int = Field(default=0, ge=0, lt=2**63, description="Noise seed (torch takes up to 2**63 - 1).")
     dtype: Literal["float32", "bfloat16", "float16"] = Field(default="bfloat16", description="Pipeline dtype.")
@@ -55,6 +60,6 @@ class Inference(StrictModel):
     @classmethod
     def _multiples_of_16(cls, size: tuple[int, int]) -> tuple[int, int]:
         """The VAE downsamples 8x and the transformer packs 2x2 latent patches: each side must divide by 16."""
-        if any(side <= 0 or side % 16 for side in size):
-            raise ValueError(f"{list(size)}: width and height must be positive multiples of 16")
+        if any(side <= 0 or side % 16 or side > SIDE_MAX for side in size):
+            raise ValueError(f"{list(size)}: width and height must be multiples of 16 from 16 to {SIDE_MAX}")
         return size

@@ -6,7 +6,7 @@ from typing import Annotated, Literal, Union
 
 from pydantic import Field, model_validator
 
-from schemas.base import FreeMapping, HubOrPath, LocalPath, StrictModel
+from schemas.base import MAX_COUNT, MAX_TOKENS, FreeMapping, HubOrPath, LocalPath, StrictModel
 
 DType = Literal["float32", "bfloat16", "float16"]
 
@@ -20,6 +20,7 @@ class TeacherCache(StrictModel):
     batch_tokens: int = Field(
         default=16384,
         gt=0,
+        le=MAX_TOKENS,
         description="Padded tokens per teacher forward while writing (prompts sorted by length, so padding "
         "stays small); larger fills a big GPU better, smaller fits a small one.",
     )
@@ -46,7 +47,9 @@ class ModelSource(StrictModel):
     )
     revision: str | None = Field(default=None, description="Hub revision (branch, tag or commit) to pin.")
     dtype: DType = Field(default="bfloat16", description="Dtype the weights are loaded in.")
-    max_length: int = Field(default=512, gt=0, description="Tokens kept per prompt; longer prompts are truncated.")
+    max_length: int = Field(
+        default=512, gt=0, le=MAX_TOKENS, description="Tokens kept per prompt; longer prompts are truncated."
+    )
     trust_remote_code: bool = Field(
         default=False,
         description="The model needs Python code shipped with its repository; that code runs only when the command "
@@ -93,7 +96,7 @@ class TeacherAnswers(StrictModel):
     temperature: float = Field(
         default=0.0, ge=0, description="0 answers greedily; above, answers are sampled at this temperature (seeded)."
     )
-    batch_size: int = Field(default=16, gt=0, description="Prompts the teacher answers at once.")
+    batch_size: int = Field(default=16, gt=0, le=MAX_COUNT, description="Prompts the teacher answers at once.")
 
 
 class CausalLMTeacher(ModelSource):

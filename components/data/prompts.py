@@ -70,8 +70,13 @@ def _read_prompts(path: Path, spec: DataFile) -> list[str]:
                     record = json.loads(line)
                 except json.JSONDecodeError as exc:
                     raise DataFileError(f"{path}:{number}: invalid JSON: {exc.msg}") from None
+                except RecursionError:
+                    raise DataFileError(f"{path}:{number}: JSON nested too deeply to be a prompt record") from None
                 if not isinstance(record, dict):
                     raise DataFileError(f"{path}:{number}: a record must be a JSON object with a {spec.field!r} key")
+                if spec.field in record and not isinstance(record[spec.field], str):
+                    kind = "null" if record[spec.field] is None else type(record[spec.field]).__name__
+                    raise DataFileError(f"{path}:{number}: field {spec.field!r} holds {kind}, not text")
                 if not isinstance(record.get(spec.field), str):
                     keys = ", ".join(map(repr, record)) or "none"
                     raise DataFileError(

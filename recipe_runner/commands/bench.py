@@ -69,7 +69,7 @@ def _writable_target(path: str | None, option: str) -> None:
 @click.option("--json", "json_path", type=click.Path(dir_okay=False), default=None, help="Write every figure here.")
 @click.option(
     "--peak-tflops",
-    type=click.FloatRange(min=0, min_open=True),
+    type=click.FloatRange(min=0, max=1e6, min_open=True),  # NaN passes a range: refused where it is used
     default=None,
     help="Peak TFLOP/s of this device for MFU (default: datasheet table for H100/H200/A100).",
 )
@@ -96,6 +96,8 @@ def bench(
 
     if profile is not None and only and "training" not in only:
         raise click.UsageError("--profile profiles the training steps: add --only training, or drop --profile")
+    if peak_tflops is not None and peak_tflops != peak_tflops:  # NaN, which click's range lets through
+        raise click.BadParameter("nan is not a number of TFLOP/s", param_hint="--peak-tflops")
     _writable_target(json_path, "--json")
     _writable_target(profile, "--profile")
     loaded = load_recipe(file, overrides, allow_remote_code=allow_remote_code, unread=frozenset({"cache"}))

@@ -15,7 +15,7 @@ from recipe_runner.cli_support import (
     reports_recipe_errors,
     trust_remote_code_option,
 )
-from schemas.inference import GUIDANCE_MAX, Inference
+from schemas.inference import GUIDANCE_MAX, SIDE_MAX, STEPS_MAX, Inference
 from schemas.models import T5EncoderTeacher
 
 if TYPE_CHECKING:
@@ -40,8 +40,8 @@ class ImageSide(click.ParamType):
 
     def convert(self, value, param, ctx) -> int:
         number = click.INT.convert(value, param, ctx)
-        if number <= 0 or number % SIZE_MULTIPLE:
-            self.fail(f"{number}: must be a positive multiple of {SIZE_MULTIPLE}", param, ctx)
+        if number <= 0 or number % SIZE_MULTIPLE or number > SIDE_MAX:
+            self.fail(f"{number}: must be a multiple of {SIZE_MULTIPLE} from {SIZE_MULTIPLE} to {SIDE_MAX}", param, ctx)
         return number
 
 
@@ -325,7 +325,7 @@ def run_job(job: InferJob) -> list[Path]:
 @click.option("--encoder", type=click.Choice(["qwen", "t5"]), help="Text encoder (default: recipe inference.encoder).")
 @click.option("--negative-prompt", help="Negative prompt (default: recipe inference.negative_prompt).")
 @click.option("--seed", type=click.IntRange(min=0, max=2**63 - 1), help="Noise seed (default: inference.seed).")
-@click.option("--steps", type=click.IntRange(min=1), help="Denoising steps.")
+@click.option("--steps", type=click.IntRange(min=1, max=STEPS_MAX), help="Denoising steps.")
 @click.option("--guidance", type=GuidanceScale(), help=f"Classifier-free guidance scale, 0 to {GUIDANCE_MAX:g}.")
 @click.option("--width", type=ImageSide(), help="Image width in pixels (multiple of 16).")
 @click.option("--height", type=ImageSide(), help="Image height in pixels (multiple of 16).")

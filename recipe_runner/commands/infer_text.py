@@ -64,6 +64,18 @@ def _load_export(directory: Path, device: str):
     return student, tokenizer
 
 
+def _prompt_tokens(model, max_length: int, new_tokens: int) -> int:
+    """Prompt tokens a model reads before writing `new_tokens` (a longer prompt keeps its start): within the
+    recipe's max_length, and within the positions the model has, which --max-new-tokens may not fill."""
+    positions = getattr(model.config, "max_position_embeddings", None) or max_length + new_tokens
+    if new_tokens >= positions:
+        raise click.BadParameter(
+            f"{new_tokens}: the model reads at most {positions} positions, prompt included; give fewer",
+            param_hint="--max-new-tokens",
+        )
+    return min(max_length, positions - new_tokens)
+
+
 def infer_text(recipe: Recipe, prompts: tuple[str, ...], options: dict) -> None:
     """Print, for each prompt, the student's greedy continuation (and the teacher's with --compare)."""
     from components.inference.text_generation import continue_prompts
@@ -84,12 +96,14 @@ def infer_text(recipe: Recipe, prompts: tuple[str, ...], options: dict) -> None:
     directory = _export_dir(recipe, options["checkpoint"])
     device, length = options["device"], options["max_new_tokens"] or 64
     student, student_tokenizer = _load_export(directory, device)
-    outputs = {"student": continue_prompts(student, student_tokenizer, list(prompts), length)}
+    kept = _prompt_tokens(student, recipe.student.max_length, length)
+    outputs = {"student": continue_prompts(student, student_tokenizer, list(prompts), length, max_length=kept)}
     if options["compare"]:
         del student
         teacher = freeze(build_model(recipe.teacher, "teacher", device=device, seed=teacher_seed(recipe)))
         tokenizer = load_tokenizer(recipe.teacher)
-        outputs["teacher"] = continue_prompts(teacher, tokenizer, list(prompts), length)
+        kept = _prompt_tokens(teacher, recipe.teacher.max_length, length)
+        outputs["teacher"] = continue_prompts(teacher, tokenizer, list(prompts), length, max_length=kept)
     for index, prompt in enumerate(prompts):
         click.echo(f"prompt: {prompt}")
         for who, texts in outputs.items():

@@ -145,7 +145,16 @@ def read_position(directory: Path) -> Position:
     missing = [name for name in _COUNTERS if not isinstance(saved.get(name), int)]
     if missing:
         raise ValueError(f"{path}: no whole-number {', '.join(missing)}")
-    return Position(**saved)
+    negative = [name for name in _COUNTERS if saved[name] < 0]
+    if negative:
+        raise ValueError(f"{path}: negative {', '.join(negative)} (edited?)")
+    known = saved.get("epoch_batches")
+    if isinstance(known, int) and not 0 <= saved["batch"] <= known:
+        raise ValueError(f"{path}: batch {saved['batch']} is past the {known} batches of its epoch (edited?)")
+    try:
+        return Position(**saved)
+    except TypeError as exc:  # a key no version wrote
+        raise ValueError(f"{path}: not a training position this version wrote ({exc})") from None
 
 
 def read_record(directory: Path) -> dict | None:

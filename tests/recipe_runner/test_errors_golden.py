@@ -223,7 +223,7 @@ GOLDEN: dict[str, tuple[tuple[str, ...], list[str]]] = {
     ),
     "image_size.yaml": (
         (),
-        ["image_size.yaml:5:3: inference.size: [63, 64]: width and height must be positive multiples of 16"],
+        ["image_size.yaml:5:3: inference.size: [63, 64]: width and height must be multiples of 16 from 16 to 4096"],
     ),
     "pipeline_width.yaml": (
         (),

@@ -178,6 +178,9 @@ def test_unwritable_outputs_and_a_profile_without_training_fail_before_measuring
         assert result.exit_code == 2 and option in result.output and "bench:" not in result.output, result.output
     result = CliRunner().invoke(main, ["bench", str(TINY), "--small", "--only", "aligner", "--profile", "p.txt"])
     assert result.exit_code == 2 and "--only training" in result.output
+    for peak in ("nan", "inf"):
+        result = CliRunner().invoke(main, ["bench", str(TINY), "--small", "--peak-tflops", peak])
+        assert result.exit_code == 2 and "--peak-tflops" in result.output and "bench:" not in result.output
 
 
 def test_results_replace_only_earlier_results_never_the_recipe_or_other_files(tmp_path: Path) -> None:

@@ -67,6 +67,9 @@ def test_the_export_is_a_transformers_folder_with_the_trained_weights(tmp_path: 
     assert result.exit_code == 2
     assert "holds a causal LM distilled by a logits recipe: give that RECIPE too" in result.output
 
+    too_long = ["infer", str(RECIPE), "--set", f"output.dir={run_dir}", "--prompt", "a", "--max-new-tokens", "9999"]
+    result = CliRunner().invoke(main, too_long)
+    assert result.exit_code == 2 and "9999: the model reads at most 512 positions, prompt included" in result.output
     # A damaged or hand-edited export is one line naming it, never a traceback or random weights.
     infer = ["infer", str(RECIPE), "--checkpoint", str(again), "--prompt", "a fox", "--max-new-tokens", "2"]
     config = json.loads((again / "config.json").read_text())

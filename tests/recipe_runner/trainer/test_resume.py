@@ -224,6 +224,9 @@ def test_a_step_checkpoint_with_the_wrong_fields_is_damage_not_a_restart(tiny_re
     state = json.loads((newest / "trainer_state.json").read_text())
     for position, record, why in [
         ({"stage": 0, "global_step": 4}, None, "no whole-number stage_step, epoch, batch"),
+        ({**state, "global_step": -5}, None, "negative global_step"),
+        ({**state, "batch": 999}, None, "batch 999 is past the"),
+        ({**state, "learning": 1}, None, "not a training position this version wrote"),
         (state, {}, "not a run record"),
         (state, [1, 2], "not a run record"),
     ]:
