@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import json
 import os
+import shlex
 from collections.abc import Callable
 from pathlib import Path
 
@@ -31,27 +32,51 @@ def _made_from(prompts: list[str], identity: dict) -> dict:
     return {"prompts_sha256": prompts_digest(prompts), "count": len(prompts), **identity}
 
 
+def _salvage(final: Path, partial: Path, manifest: Path, whole: int) -> str:
+    started = partial.with_suffix(".started.json")
+    pairs = ((final, partial), (manifest, started))
+    moves = " && ".join(f"mv {shlex.quote(str(a))} {shlex.quote(str(b))}" for a, b in pairs)
+    return f"to keep its {whole} whole answers and write the rest, `{moves}` and rerun `recipe cache` (or the run)"
+
+
 def read_answers(directory: Path, split: str, prompts: list[str], identity: dict) -> list[str] | None:
     """The split's answers when complete and made from these prompts and settings; None when not written yet."""
-    final, _, manifest = _files(directory, split)
+    final, partial, manifest = _files(directory, split)
     if not final.is_file():
         return None
     try:
         made = json.loads(manifest.read_text(encoding="utf-8"))
-        answers = [json.loads(line)["answer"] for line in final.read_text(encoding="utf-8").splitlines()]
-    except (OSError, ValueError, KeyError, TypeError) as exc:
-        raise AnswersError(f"{final}: unreadable teacher answers ({exc}); delete {final} to write them again") from None
-    for number, answer in enumerate(answers, 1):
-        if not isinstance(answer, str):
-            raise AnswersError(
-                f"{final}:{number}: the answer is {type(answer).__name__}, not text (edited by hand?): fix that line, "
-                f"or delete {final} to write the answers again"
-            )
-    if made != _made_from(prompts, identity) or len(answers) != len(prompts):
+    except (OSError, ValueError) as exc:
+        raise AnswersError(
+            f"{manifest}: unreadable ({exc}), so nothing says which prompts and teacher made {final}: move both "
+            "away to write the answers again"
+        ) from None
+    if made != _made_from(prompts, identity):
         raise AnswersError(
             f"{final} holds answers made from other prompts or teacher settings than data.{split} and "
             "teacher.answers now: delete it (and its .json) to write them again, or point teacher.answers.dir "
             "elsewhere"
+        )
+    try:
+        lines = final.read_text(encoding="utf-8").splitlines()
+    except (OSError, ValueError) as exc:
+        raise AnswersError(f"{final}: unreadable ({exc}); delete it and its .json to write the answers again") from None
+    answers: list[str] = []
+    for number, line in enumerate(lines, 1):
+        try:
+            answer = json.loads(line)["answer"]
+        except (ValueError, KeyError, TypeError):
+            answer = None
+        if not isinstance(answer, str):
+            raise AnswersError(
+                f"{final}:{number}: not an answer record (cut short, or edited by hand): fix that line, or "
+                + _salvage(final, partial, manifest, number - 1)
+            )
+        answers.append(answer)
+    if len(answers) != len(prompts):
+        raise AnswersError(
+            f"{final} holds {len(answers)} answers for {len(prompts)} prompts (cut short, or edited by hand): "
+            + _salvage(final, partial, manifest, min(len(answers), len(prompts)))
         )
     return answers
 

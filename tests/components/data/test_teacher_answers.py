@@ -88,7 +88,49 @@ def test_an_answer_edited_into_something_else_than_text_names_its_line(tmp_path:
     lines = (tmp_path / "train.jsonl").read_text().splitlines()
     lines[2] = '{"answer": null}'
     (tmp_path / "train.jsonl").write_text("\n".join(lines) + "\n")
-    with pytest.raises(AnswersError, match=r"train\.jsonl:3: the answer is NoneType, not text"):
+    with pytest.raises(AnswersError, match=r"train\.jsonl:3: not an answer record \(cut short, or edited by hand\)"):
+        read_answers(tmp_path, "train", PROMPTS, IDENTITY)
+
+
+@pytest.mark.parametrize("damage", ["cut_mid_record", "emptied", "garbage_line"])
+def test_damaged_answers_name_the_place_and_following_the_advice_keeps_the_whole_ones(
+    tmp_path: Path, damage: str
+) -> None:
+    import shlex
+    import subprocess
+
+    tmp_path = tmp_path / "answers with spaces"
+    write_answers(tmp_path, "train", PROMPTS, IDENTITY, _answer, batch_size=3)
+    final = tmp_path / "train.jsonl"
+    text = final.read_text()
+    kept = {"cut_mid_record": 4, "emptied": 0, "garbage_line": 5}[damage]
+    lines = text.splitlines(keepends=True)
+    final.write_text(
+        {
+            "cut_mid_record": "".join(lines[:4]) + lines[4][:9],
+            "emptied": "",
+            "garbage_line": "".join(lines[:5]) + "{garbage\n" + "".join(lines[6:]),
+        }[damage]
+    )
+    with pytest.raises(AnswersError) as caught:
+        read_answers(tmp_path, "train", PROMPTS, IDENTITY)
+    message = str(caught.value)
+    assert f"keep its {kept} whole answers" in message and "delete" not in message
+    command = message.split("`")[1]
+    subprocess.run(command, shell=True, check=True, cwd=tmp_path)  # the advice, followed as written
+    asked = []
+    answers = write_answers(
+        tmp_path, "train", PROMPTS, IDENTITY, lambda start, p: asked.append(start) or _answer(start, p), 3
+    )
+    assert answers == [f"answer to {p}" for p in PROMPTS] and asked[0] == kept  # only the rest was written
+    assert read_answers(tmp_path, "train", PROMPTS, IDENTITY) == answers
+    assert shlex.split(command)[0] == "mv"
+
+
+def test_a_garbled_manifest_is_named_not_the_answers(tmp_path: Path) -> None:
+    write_answers(tmp_path, "train", PROMPTS, IDENTITY, _answer, batch_size=3)
+    (tmp_path / "train.json").write_text("{nope")
+    with pytest.raises(AnswersError, match=r"train\.json: unreadable .* nothing says which prompts and teacher made"):
         read_answers(tmp_path, "train", PROMPTS, IDENTITY)
 
 
