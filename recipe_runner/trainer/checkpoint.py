@@ -124,12 +124,24 @@ def save_checkpoint(
 def load_checkpoint(directory: Path, model: torch.nn.Module, optimizer: torch.optim.Optimizer, scheduler) -> Position:
     """Restore model, optimizer, schedule and RNG; returns where to continue."""
     load_model(model, str(directory / "model.safetensors"), device=str(next(model.parameters()).device))
-    meta = json.loads((directory / "state.json").read_text())
+    meta = read_state(directory)
     opt_tensors = load_file(str(directory / "optimizer.safetensors"), device="cpu")
     optimizer.load_state_dict(_optimizer_state(opt_tensors, meta["optimizer"]))
     scheduler.load_state_dict(meta["scheduler"])
     _set_rng_state(load_file(str(directory / "rng.safetensors")), meta["rng"])
     return read_position(directory)
+
+
+def read_state(directory: Path) -> dict:
+    """state.json (optimizer, schedule and RNG settings), or a ValueError naming it."""
+    path = directory / "state.json"
+    try:
+        meta = json.loads(path.read_text())
+    except json.JSONDecodeError as exc:
+        raise ValueError(f"{path}: not JSON ({exc.msg} at line {exc.lineno})") from None
+    if not isinstance(meta, dict) or not {"optimizer", "scheduler", "rng"} <= meta.keys():
+        raise ValueError(f"{path}: not the optimizer, schedule and RNG state a checkpoint writes")
+    return meta
 
 
 _COUNTERS = ("stage", "stage_step", "global_step", "epoch", "batch")  # what every checkpoint has written

@@ -26,6 +26,7 @@ from recipe_runner.trainer.checkpoint import (
     load_checkpoint,
     read_position,
     read_record,
+    read_state,
     step_checkpoints,
 )
 from recipe_runner.trainer.checkpoint_writer import CheckpointWriter
@@ -117,6 +118,7 @@ class Trainer:
         assert self.resume_from is not None
         try:
             position, record = read_position(self.resume_from), read_record(self.resume_from)
+            read_state(self.resume_from)
             verify_checksums(self.resume_from)  # before minutes of model loading are spent on damaged weights
         except (OSError, ValueError, TypeError) as exc:
             raise damaged_checkpoint(self.resume_from, exc) from None

@@ -12,7 +12,8 @@ from pathlib import Path
 from components.disk_space import bytes_under, size_in_words
 from components.errors import UserFacingError
 from recipe_runner.stop_signals import stop_signals
-from recipe_runner.trainer.checkpoint import COMPLETE, read_position, step_checkpoints
+from recipe_runner.trainer.checkpoint import COMPLETE, read_position, read_state, step_checkpoints
+from recipe_runner.trainer.checksums import verify_checksums
 from schemas import Recipe
 
 
@@ -193,10 +194,13 @@ def damaged_checkpoint(checkpoint: Path, exc: Exception) -> DamagedCheckpoint:
     best = checkpoint.parent / "best"
     others = []
     for other in [*step_checkpoints(checkpoint.parent), *([best] if (best / COMPLETE).is_file() else [])]:
-        with contextlib.suppress(OSError, ValueError, TypeError):
+        if other == checkpoint:
+            continue
+        with contextlib.suppress(OSError, ValueError, TypeError):  # offered only when its files read back whole
             step = read_position(other).global_step
-            if other != checkpoint:
-                others.append((step, f"best (step {step})" if other == best else other.name))
+            read_state(other)
+            verify_checksums(other)
+            others.append((step, f"best (step {step})" if other == best else other.name))
     if others:
         then = f"`recipe run RECIPE --resume` then continues from {max(others)[1]}"
     else:

@@ -100,6 +100,19 @@ def test_a_damaged_checkpoint_is_named_with_the_earlier_one_to_use(tiny_recipe_p
     assert summary.global_step == 6
 
 
+def test_a_damaged_state_file_is_named_and_a_damaged_best_is_not_offered(tiny_recipe_path, tiny_overrides, tmp_path):
+    checkpoints = tmp_path / "run" / "checkpoints"
+    _train(tiny_recipe_path, _short(tiny_overrides, 4))
+    for directory in (checkpoints / "step-00000004", checkpoints / "best"):
+        (directory / "checksums.json").unlink(missing_ok=True)  # unchecked: the files' shape is all there is
+        (directory / "state.json").write_text("[]")
+    with pytest.raises(DamagedCheckpoint) as caught:
+        _train(tiny_recipe_path, _short(tiny_overrides, 6), resume=True)
+    message = str(caught.value)
+    assert "state.json: not the optimizer, schedule and RNG state a checkpoint writes" in message
+    assert "continues from step-00000002" in message  # not from best, as damaged as step 4
+
+
 def test_a_changed_weight_byte_is_caught_by_the_sums_before_training_goes_on_from_it(
     tiny_recipe_path, tiny_overrides, tmp_path
 ):
