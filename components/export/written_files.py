@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import tempfile
 from functools import partial
 from pathlib import Path
 
@@ -33,6 +34,14 @@ def check_target(out_dir: str | Path, rules: dict) -> None:
     """Refuse, before any work, an `out_dir` that holds anything but an earlier export (which the export replaces),
     or that lies inside a training checkpoint, which a run replaces or prunes whole."""
     out_dir = Path(out_dir).resolve()
+    home = next(p for p in out_dir.parents if p.exists())  # the export is built beside its target, then renamed
+    try:
+        with tempfile.TemporaryFile(dir=home):
+            pass
+    except OSError as exc:
+        raise ForeignDirectoryError(
+            f"cannot write the export under {home} ({exc.strerror or exc}): choose another --out (or output.dir)"
+        ) from None
     for parent in out_dir.parents:
         if (parent / CHECKPOINT_MARKER).is_file():
             raise ForeignDirectoryError(

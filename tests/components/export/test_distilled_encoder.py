@@ -280,3 +280,10 @@ def test_a_student_tokenizer_without_a_padding_token_pads_with_its_end_token(exp
     assert encoder.tokenizer.pad_token == encoder.tokenizer.eos_token is not None
     embeddings, mask = encoder.encode(PROMPTS)
     assert embeddings.shape[0] == 3 and not mask[1].all()
+
+
+def test_an_export_where_nothing_can_be_written_says_so_not_disk_space(recipe, tmp_path):
+    if not Path("/proc/self").is_dir():
+        pytest.skip("needs /proc, where even root cannot create a file")
+    with pytest.raises(ForeignDirectoryError, match=r"cannot write the export under /proc"):
+        check_export_target("/proc/an_export")
