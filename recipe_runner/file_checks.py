@@ -149,6 +149,13 @@ def _foreign_directory_problems(loaded: LoadedRecipe) -> list[Problem]:
     if answers is not None:
         where, what = ("teacher", "answers", "dir"), "the teacher's answers"
         places.append((where, answers, ANSWERS_LOCK, _ANSWERS_WRITES, what, "answers"))
+    out = Path(recipe.output.dir)
+    for name, kind in (("metrics.jsonl", "file"), ("resolved_recipe.yaml", "file"), ("checkpoints", "folder")):
+        found = out / name
+        if found.exists() and found.is_dir() != (kind == "folder"):
+            other = "a folder" if found.is_dir() else "a file"
+            message = f"{found} is {other} where a run keeps its {name} {kind}: move it away"
+            problems.append(loaded.problem(("output", "dir"), message))
     for where, directory, marker, names, what, parent in places:
         foreign = _not_written_by_us(Path(directory), marker, names)
         if foreign:

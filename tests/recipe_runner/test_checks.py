@@ -192,6 +192,17 @@ def test_a_run_folder_of_its_own_passes_with_whatever_else_its_owner_keeps_there
     assert _problems(f"output.dir={run}") == []
 
 
+def test_a_folder_where_a_run_writes_a_file_or_a_file_where_it_makes_a_folder_fails_validate(tmp_path) -> None:
+    run = tmp_path / "run"
+    (run / "metrics.jsonl").mkdir(parents=True)
+    (run / "checkpoints").write_text("not a folder")
+    (run / ".recipe-run.lock").write_text("pid 1")
+    assert _problems(f"output.dir={run}") == [
+        f"output.dir: {run / 'metrics.jsonl'} is a folder where a run keeps its metrics.jsonl file: move it away",
+        f"output.dir: {run / 'checkpoints'} is a file where a run keeps its checkpoints folder: move it away",
+    ]
+
+
 def test_a_schema_problem_does_not_hide_what_other_sections_and_stages_get_wrong(tmp_path) -> None:
     empty = tmp_path / "empty.txt"
     empty.write_text("\n")
