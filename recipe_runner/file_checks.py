@@ -44,8 +44,9 @@ def data_problems(loaded: LoadedRecipe) -> list[Problem]:
                 read_prompts(spec)
             except DataFileError as exc:
                 problem = str(exc)
-        if problem is not None:
-            problems.append(loaded.problem(("data", name), problem))
+        if problem is not None:  # at the path itself where written apart (a --set of data.train.path)
+            path = ("data", name, "path")
+            problems.append(loaded.problem(path if path in loaded.tree.positions else ("data", name), problem))
     if data.eval is not None and data.eval_fraction > 0:
         message = "has no effect while data.eval is set: give held-out prompts in one of the two, not both"
         problems.append(loaded.problem(("data", "eval_fraction"), message))

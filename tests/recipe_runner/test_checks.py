@@ -203,6 +203,12 @@ def test_a_folder_where_a_run_writes_a_file_or_a_file_where_it_makes_a_folder_fa
     ]
 
 
+def test_a_missing_data_file_set_on_the_command_line_is_placed_at_that_set(tmp_path) -> None:
+    missing = tmp_path / "nope.txt"
+    result = CliRunner().invoke(main, ["validate", str(TINY), "--set", f"data.train.path={missing}"])
+    assert f"--set #1 (data.train.path={missing}): data.train.path: data file not found" in result.output
+
+
 def test_a_schema_problem_does_not_hide_what_other_sections_and_stages_get_wrong(tmp_path) -> None:
     empty = tmp_path / "empty.txt"
     empty.write_text("\n")
