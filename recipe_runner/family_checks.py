@@ -187,6 +187,15 @@ def _answers_problems(loaded: LoadedRecipe) -> list[Problem]:
         return []
     problems = []
     spec = recipe.teacher.answers
+    if recipe.alignment is not None and spec.max_new_tokens >= recipe.teacher.max_length:
+        problems.append(
+            loaded.problem(
+                ("teacher", "answers", "max_new_tokens"),
+                f"{spec.max_new_tokens} leaves no room for the prompt in teacher.max_length "
+                f"{recipe.teacher.max_length}, where the teacher reads prompt + answer beside the student: lower it, "
+                "or raise teacher.max_length",
+            )
+        )
     if spec.max_new_tokens >= recipe.student.max_length:
         problems.append(
             loaded.problem(

@@ -54,20 +54,39 @@ def _first_answer_token(view: TokenView, start: int) -> int:
     return int(text_tokens[0]) if len(text_tokens) else len(view)
 
 
-def answer_text(prompt: str, answer: str, tokenizer: Any, max_length: int) -> AnswerText:
-    """`prompt` and `answer` joined and tokenized by the student's `tokenizer` within `max_length` tokens, its
-    end-of-text included; the prompt gives way first, from its end, a whole token at a time."""
-    eos = tokenizer.eos_token_id
+def fitted_prompt(prompt: str, answer: str, tokenizer: Any, limit: int) -> str:
+    """`prompt` cut from its end, a whole token of `tokenizer` at a time, so that it and `answer` fit in `limit`
+    tokens (special ones included); "" when the answer alone fills them."""
     text, start = joined(prompt, answer)
     view = token_view(tokenizer, text, _UNCUT)
+    over = len(view) - limit
+    if over <= 0:
+        return prompt
+    prompt_tokens = np.flatnonzero(~view.special & (view.offsets[:, 0] < start))
+    kept = len(prompt_tokens) - over
+    return prompt[: int(view.offsets[prompt_tokens[kept], 0])].rstrip() if kept > 0 else ""
+
+
+def answer_text(
+    prompt: str, answer: str, tokenizer: Any, max_length: int, teacher: tuple[Any, int] | None = None
+) -> AnswerText:
+    """`prompt` and `answer` joined and tokenized by the student's `tokenizer` within `max_length` tokens, its
+    end-of-text included; the prompt gives way first, from its end, so that the answer also stays whole for the
+    `teacher` (its tokenizer and max_length), which reads the same text. An answer longer than the student reads
+    is cut at its end, with no end-of-text after it (it did not end there)."""
+    eos = tokenizer.eos_token_id
+    view = token_view(tokenizer, joined(prompt, answer)[0], _UNCUT)
     ends = eos is not None and len(view) > 0 and view.ids[-1] == eos  # the tokenizer writes end-of-text itself
     limit = max_length - (eos is not None and not ends)
-    over = len(view) - limit
-    if over > 0:
-        prompt_tokens = np.flatnonzero(~view.special & (view.offsets[:, 0] < start))
-        kept = len(prompt_tokens) - over
-        cut = int(view.offsets[prompt_tokens[kept], 0]) if kept > 0 else 0
-        text, start = joined(prompt[:cut].rstrip(), answer.lstrip() if cut == 0 else answer)
-        view = token_view(tokenizer, text, limit)  # the seam may tokenize differently: cut at the limit anyway
-    view = _with_end(view, eos, len(text))
+    if teacher is not None:
+        prompt = fitted_prompt(prompt, answer, *teacher)
+    prompt = fitted_prompt(prompt, answer, tokenizer, limit)
+    text, start = joined(prompt, answer if prompt else answer.lstrip())
+    view = token_view(tokenizer, text, limit)  # the seam may tokenize differently: cut at the limit anyway
+    real = view.offsets[~view.special]
+    if len(real) and real[:, 1].max() < len(text.rstrip()):  # the answer was cut: it does not end here
+        if ends and view.ids[-1] == eos:
+            view = TokenView(view.ids[:-1], view.offsets[:-1], view.special[:-1], view.unknown[:-1])
+    else:
+        view = _with_end(view, eos, len(text))
     return AnswerText(text, view, _first_answer_token(view, start))

@@ -108,8 +108,9 @@ class PromptPairs(Dataset):
         if self.answers is None:
             student = token_view(self.student_tokenizer, text, self.student_max_length)
         else:
+            teacher_side = (self.teacher_tokenizer, self.teacher_max_length)  # reads the same text, answer whole
             text, student, item["answer_start"] = answer_text(
-                text, self.answers[index], self.student_tokenizer, self.student_max_length
+                text, self.answers[index], self.student_tokenizer, self.student_max_length, teacher_side
             )
         teacher = token_view(self.teacher_tokenizer, text, self.teacher_max_length)
         item |= {

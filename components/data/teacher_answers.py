@@ -98,11 +98,14 @@ def write_answers(
     started = partial.with_suffix(".started.json")
     done: list[str] = []
     if partial.is_file() and started.is_file() and json.loads(started.read_text(encoding="utf-8")) == made:
-        for line in partial.read_text(encoding="utf-8").splitlines():
+        for line in partial.read_text(encoding="utf-8").splitlines()[: len(prompts)]:
             try:
-                done.append(json.loads(line)["answer"])
+                answer = json.loads(line)["answer"]
             except (ValueError, KeyError, TypeError):  # a line cut short by a kill: keep the whole ones before it
                 break
+            if not isinstance(answer, str):  # edited by hand: answered again from here
+                break
+            done.append(answer)
         partial.write_text("".join(json.dumps({"answer": a}) + "\n" for a in done), encoding="utf-8")
     else:
         partial.write_text("", encoding="utf-8")

@@ -174,8 +174,11 @@ def _check_student_fits(directory: Path, manifest: EncoderManifest, student: nn.
     """What the files agree on when written by an export, and would otherwise fail at the first prompt."""
     from components.export.load_checks import REEXPORT
 
-    layers = student.config.num_hidden_layers
-    if not -(layers + 1) <= manifest.student_layer <= layers:
+    config = student.config
+    layers = getattr(config, "num_hidden_layers", None) or getattr(
+        getattr(config, "text_config", None), "num_hidden_layers", None
+    )
+    if layers is not None and not -(layers + 1) <= manifest.student_layer <= layers:
         raise ExportError(
             f"{directory / MANIFEST}: student_layer {manifest.student_layer} is not a hidden state of the student, "
             f"which has {layers} layers (states -{layers + 1}..{layers}); {REEXPORT}"

@@ -42,8 +42,8 @@ def check_target(out_dir: str | Path, rules: dict) -> None:
         raise ForeignDirectoryError(
             f"cannot write the export under {home} ({exc.strerror or exc}): choose another --out (or output.dir)"
         ) from None
-    for parent in out_dir.parents:
-        if (parent / CHECKPOINT_MARKER).is_file():
+    for parent in out_dir.parents:  # ours: not any trainer_state.json (HF Trainer writes one in its output root)
+        if all((parent / name).is_file() for name in (CHECKPOINT_MARKER, "rng.safetensors", "state.json")):
             raise ForeignDirectoryError(
                 f"{out_dir} is inside the training checkpoint {parent}, which a run replaces or prunes: choose "
                 "another --out (an export beside the checkpoints, e.g. in output.dir, stays)"

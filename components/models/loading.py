@@ -115,7 +115,7 @@ def _from_pretrained(cls: type, ref: str, source: ModelSource, attention: str) -
     except SafetensorError as exc:  # a cached hub copy cut short (a local folder was looked at above)
         raise ModelSourceError(f"{ref}: a weight file is damaged ({exc}); download it again") from exc
     except RuntimeError as exc:  # transformers' "size mismatch ... ignore_mismatched_sizes"
-        if "mismatch" not in str(exc):
+        if "size mismatch" not in str(exc) and "ignore_mismatched_sizes" not in str(exc):
             raise
         first = str(exc).strip().splitlines()[0]
         raise ModelSourceError(f"{ref}: its weights have other shapes than its config.json says ({first})") from None
@@ -126,7 +126,8 @@ def _from_pretrained(cls: type, ref: str, source: ModelSource, attention: str) -
             f"no local copy of {ref!r}: training needs its weights; download it first "
             f"({download_command(ref, source.revision)}) or give a local path / inline config"
         ) from exc
-    missing = sorted(info.get("missing_keys") or ())
+    # A pooler that an encoder's masked-LM checkpoint never saved is never read for hidden states.
+    missing = sorted(key for key in info.get("missing_keys") or () if not key.startswith("pooler."))
     if missing:  # transformers would start them random and say so in a table: a model that is not the one named
         raise ModelSourceError(
             f"{ref}: {len(missing)} weights of {cls.__name__} are not in its files ({some_of(missing, 3)}), so they "

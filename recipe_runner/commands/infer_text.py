@@ -41,6 +41,18 @@ def _export_dir(recipe: Recipe, checkpoint: str | None) -> Path:
     return directory
 
 
+def _saved_dtype(directory: Path) -> str:
+    """The dtype the export was saved in (its config.json says), so it generates as it was written."""
+    import json
+
+    try:
+        config = json.loads((directory / "config.json").read_text(encoding="utf-8"))
+        saved = config.get("dtype") or config.get("torch_dtype")
+    except (OSError, ValueError, AttributeError):
+        saved = None  # the load names the damaged file
+    return saved if saved in ("float32", "bfloat16", "float16") else "float32"
+
+
 def _load_export(directory: Path, device: str):
     """The exported student and its tokenizer, loaded as training loads a model folder: damaged or hand-edited
     files are one line naming the folder, not a traceback or random weights."""
@@ -52,7 +64,7 @@ def _load_export(directory: Path, device: str):
     damage = first_damaged_weights(sorted(directory.glob("*.safetensors")))
     if damage is not None:
         raise TextInferenceError(damage)
-    source = CausalLMStudent(type="causal_lm", model=str(directory))
+    source = CausalLMStudent(type="causal_lm", model=str(directory), dtype=_saved_dtype(directory))
     try:
         tokenizer = load_tokenizer(source)
         with quiet_transformers_bars():

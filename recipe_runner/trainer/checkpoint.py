@@ -91,10 +91,16 @@ def _json_default(value):
 def added_to_checkpoint(directory: Path) -> list[str]:
     """What a checkpoint folder holds that no run wrote (a person's notes, an export put there): never deleted."""
     ours = WRITTEN | {SUMS}
-    return sorted(
-        path.relative_to(directory).as_posix()
-        for path in directory.rglob("*")
-        if not path.is_dir() and path.relative_to(directory).as_posix() not in ours
+    found = (path.relative_to(directory).as_posix() for path in directory.rglob("*") if not path.is_dir())
+    return sorted(name for name in found if name not in ours and not _ours_half_written(name))
+
+
+def _ours_half_written(name: str) -> bool:
+    """A temporary copy of one of our files that a kill cut short (e.g. `.checksums.json.k2j3h4g5.tmp`)."""
+    return (
+        name.startswith(".")
+        and name.endswith(".tmp")
+        and name[1:].split(".tmp")[0].rsplit(".", 1)[0] in (WRITTEN | {SUMS})
     )
 
 

@@ -194,15 +194,18 @@ def damaged_checkpoint(checkpoint: Path, exc: Exception) -> DamagedCheckpoint:
     best = checkpoint.parent / "best"
     others = []
     for other in [*step_checkpoints(checkpoint.parent), *([best] if (best / COMPLETE).is_file() else [])]:
-        if other == checkpoint:
-            continue
-        with contextlib.suppress(OSError, ValueError, TypeError):  # offered only when its files read back whole
-            step = read_position(other).global_step
+        with contextlib.suppress(OSError, ValueError, TypeError):
+            if other != checkpoint:
+                others.append((read_position(other).global_step, other))
+    offered = None
+    for step, other in sorted(others, key=lambda found: found[0], reverse=True):  # the newest that reads back whole
+        with contextlib.suppress(OSError, ValueError, TypeError):
             read_state(other)
-            verify_checksums(other)
-            others.append((step, f"best (step {step})" if other == best else other.name))
-    if others:
-        then = f"`recipe run RECIPE --resume` then continues from {max(others)[1]}"
+            verify_checksums(other)  # hashes this one only: the first whole one ends the search
+            offered = f"best (step {step})" if other == best else other.name
+            break
+    if offered is not None:
+        then = f"`recipe run RECIPE --resume` then continues from {offered}"
     else:
         then = "no earlier checkpoint exists, so the run would start again from step 0"
     return DamagedCheckpoint(

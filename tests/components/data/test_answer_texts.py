@@ -9,7 +9,7 @@ import pytest
 import torch
 from transformers import AutoTokenizer
 
-from components.alignment import CrossTokenizerAligner
+from components.alignment import CrossTokenizerAligner, token_view
 from components.data.answer_texts import answer_text, joined
 from components.data.pipeline import Collator, PromptPairs
 from schemas.alignment import CrossTokenizerAlignment
@@ -52,10 +52,21 @@ def test_a_long_prompt_is_cut_from_its_end_so_the_answer_and_end_of_text_fit(tok
     assert tokenizer.decode(ids[fitted.answer_token :], skip_special_tokens=True).strip() == ANSWER
 
 
-def test_an_answer_longer_than_the_student_reads_is_cut_at_its_end(tokenizer) -> None:
+def test_an_answer_longer_than_the_student_reads_is_cut_at_its_end_with_no_end_of_text(tokenizer) -> None:
+    """As with one vocabulary: a cut answer did not end there, so the student is not taught to stop."""
     fitted = answer_text(PROMPT, " ".join([ANSWER] * 20), tokenizer, 16)
-    assert len(fitted.student) == 16 and fitted.student.ids[-1] == tokenizer.eos_token_id
+    assert 14 <= len(fitted.student) <= 16 and tokenizer.eos_token_id not in fitted.student.ids.tolist()
     assert fitted.answer_token == 0 and fitted.text.startswith(ANSWER)  # no room for any of the prompt
+
+
+def test_the_prompt_also_gives_way_for_the_teacher_so_it_reads_the_whole_answer() -> None:
+    student = AutoTokenizer.from_pretrained(TOKENIZERS / "tiny_qwen")
+    teacher = AutoTokenizer.from_pretrained(TOKENIZERS / "tiny_t5")
+    answer_tokens = len(token_view(teacher, ANSWER, 512))
+    fitted = answer_text(PROMPT, ANSWER, student, 128, (teacher, answer_tokens + 3))
+    seen = token_view(teacher, fitted.text, 10_000)
+    assert len(seen) <= answer_tokens + 3 and fitted.text.endswith(ANSWER)
+    assert PROMPT.startswith(fitted.text[: -len(ANSWER)].strip()) and len(fitted.text) < len(PROMPT) + len(ANSWER)
 
 
 def test_pairs_with_answers_score_and_align_the_answer_only() -> None:

@@ -92,7 +92,7 @@ def test_an_answer_edited_into_something_else_than_text_names_its_line(tmp_path:
         read_answers(tmp_path, "train", PROMPTS, IDENTITY)
 
 
-@pytest.mark.parametrize("damage", ["cut_mid_record", "emptied", "garbage_line"])
+@pytest.mark.parametrize("damage", ["cut_mid_record", "emptied", "garbage_line", "null_answer", "one_too_many"])
 def test_damaged_answers_name_the_place_and_following_the_advice_keeps_the_whole_ones(
     tmp_path: Path, damage: str
 ) -> None:
@@ -103,26 +103,29 @@ def test_damaged_answers_name_the_place_and_following_the_advice_keeps_the_whole
     write_answers(tmp_path, "train", PROMPTS, IDENTITY, _answer, batch_size=3)
     final = tmp_path / "train.jsonl"
     text = final.read_text()
-    kept = {"cut_mid_record": 4, "emptied": 0, "garbage_line": 5}[damage]
+    kept = {"cut_mid_record": 4, "emptied": 0, "garbage_line": 5, "null_answer": 2, "one_too_many": 7}[damage]
     lines = text.splitlines(keepends=True)
     final.write_text(
         {
             "cut_mid_record": "".join(lines[:4]) + lines[4][:9],
             "emptied": "",
             "garbage_line": "".join(lines[:5]) + "{garbage\n" + "".join(lines[6:]),
+            "null_answer": "".join(lines[:2]) + '{"answer": null}\n' + "".join(lines[3:]),
+            "one_too_many": text + lines[0],
         }[damage]
     )
     with pytest.raises(AnswersError) as caught:
         read_answers(tmp_path, "train", PROMPTS, IDENTITY)
     message = str(caught.value)
-    assert f"keep its {kept} whole answers" in message and "delete" not in message
+    assert f"keep its {min(kept, len(PROMPTS))} whole answers" in message and "delete" not in message
     command = message.split("`")[1]
     subprocess.run(command, shell=True, check=True, cwd=tmp_path)  # the advice, followed as written
     asked = []
     answers = write_answers(
         tmp_path, "train", PROMPTS, IDENTITY, lambda start, p: asked.append(start) or _answer(start, p), 3
     )
-    assert answers == [f"answer to {p}" for p in PROMPTS] and asked[0] == kept  # only the rest was written
+    assert answers == [f"answer to {p}" for p in PROMPTS]
+    assert asked[:1] == ([kept] if kept < len(PROMPTS) else [])  # only the rest was written
     assert read_answers(tmp_path, "train", PROMPTS, IDENTITY) == answers
     assert shlex.split(command)[0] == "mv"
 

@@ -139,3 +139,22 @@ def test_full_checkpoints_load_as_encoder_and_base_model(tmp_path) -> None:
         torch.testing.assert_close(encoder(ids, attention_mask=mask).last_hidden_state, expected)
         expected = qwen_full.model(input_ids=ids, attention_mask=mask).last_hidden_state
         torch.testing.assert_close(base(ids, attention_mask=mask).last_hidden_state, expected)
+
+
+def test_a_folder_whose_weights_are_another_architecture_is_refused_not_started_random(tmp_path) -> None:
+    """transformers would start the missing weights random and print a table; an encoder's unsaved pooler
+    (a masked-LM checkpoint) is never read for hidden states, and loads."""
+    import json
+
+    from transformers import BertConfig, BertForMaskedLM
+
+    Qwen3ForCausalLM(Qwen3Config(**{k: v for k, v in TINY_QWEN3.items() if k != "model_type"})).save_pretrained(
+        tmp_path / "qwen"
+    )
+    config = json.loads((tmp_path / "qwen" / "config.json").read_text())
+    (tmp_path / "qwen" / "config.json").write_text(json.dumps({**config, "model_type": "bert"}))
+    with pytest.raises(ModelSourceError, match=r"weights of AutoModel are not in its files .* would start random"):
+        build_model(student(model=str(tmp_path / "qwen")), "student")
+    bert = BertConfig(hidden_size=32, num_hidden_layers=1, num_attention_heads=4, intermediate_size=64, vocab_size=99)
+    BertForMaskedLM(bert).save_pretrained(tmp_path / "bert")
+    assert build_model(student(model=str(tmp_path / "bert")), "student").config.model_type == "bert"

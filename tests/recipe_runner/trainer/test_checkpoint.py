@@ -204,6 +204,7 @@ def test_files_no_run_wrote_are_never_deleted_with_a_checkpoint(tmp_path, capsys
     for step in (10, 20, 30):
         save_checkpoint(root / checkpoint_name(step), model, optimizer, scheduler, Position(global_step=step))
     (root / checkpoint_name(10) / "notes.txt").write_text("mine")
+    (root / checkpoint_name(20) / ".checksums.json.k2j3h4g5.tmp").write_text("{")  # a kill mid-hash: ours
     assert prune(root, keep_last=1) == [root / checkpoint_name(10)]
     assert [p.name for p in step_checkpoints(root)] == [checkpoint_name(10), checkpoint_name(30)]
     save_checkpoint(root / "best", model, optimizer, scheduler, Position(global_step=30))
