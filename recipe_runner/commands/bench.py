@@ -34,7 +34,7 @@ def _writable_target(path: str | None, option: str) -> None:
     if path is None:
         return
     target = Path(path)
-    if option == "--json" and target.suffix != ".json":
+    if option == "--json" and target.suffix.lower() != ".json":
         raise click.BadParameter(f"{target}: name a .json file", param_hint=option)
     if target.is_file() and not _earlier_result(target, option):
         raise click.BadParameter(
