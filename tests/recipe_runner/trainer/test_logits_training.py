@@ -173,6 +173,26 @@ def test_a_cross_vocabulary_run_whose_aligner_pairs_nothing_stops_before_trainin
     assert not (tmp_path / "run" / "checkpoints").exists()
 
 
+def test_held_out_texts_with_no_aligned_pair_report_no_pair_term_rather_than_a_perfect_zero(
+    tmp_path: Path, monkeypatch
+) -> None:
+    from components.alignment import CrossTokenizerAligner, SampleAlignment
+
+    held_out = set((REPO / "data" / "prompts" / "eval.txt").read_text().splitlines())
+    align = CrossTokenizerAligner.align
+
+    def none_held_out(self, text, student, teacher):
+        return SampleAlignment() if text in held_out else align(self, text, student, teacher)
+
+    monkeypatch.setattr(CrossTokenizerAligner, "align", none_held_out)
+    run_dir = tmp_path / "run"
+    losses = "stages.0.losses=[{type: uld}, {type: cross_entropy}]"
+    train(short(run_dir, 2, "output.eval_every_steps=2", losses), recipe=RECIPE.with_name("qwen_cross_vocab_tiny.yaml"))
+    rows = [json.loads(line) for line in (run_dir / "metrics.jsonl").read_text().splitlines()]
+    evaluated = [row for row in rows if "eval/loss" in row]
+    assert evaluated and all("eval/terms/cross_entropy" in row and "eval/terms/uld" not in row for row in evaluated)
+
+
 def test_sequence_level_distillation_trains_on_answers_written_once_without_the_teacher(tmp_path: Path) -> None:
     """The teacher (another tokenizer) answers every prompt once; `recipe run` reads those answers back and
     trains cross-entropy on them without loading the teacher."""
