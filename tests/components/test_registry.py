@@ -203,6 +203,23 @@ def test_a_packages_bolt_on_layer_trains_exports_and_loads_only_where_installed(
         DistilledEncoder.load(export)
 
 
+def test_a_fresh_recipe_process_finds_an_installed_package(install, tiny_recipe_path, tmp_path) -> None:
+    """No cache clearing, no monkeypatching: the console script as a person runs it, with the package on its path."""
+    import os
+    import subprocess
+    import sys
+
+    install({"smooth_l2": "demo_losses:SMOOTH_L2"})
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(tmp_path / "site"), os.environ.get("PYTHONPATH", "")])}
+    loss = "stages.0.losses=[{type: smooth_l2, on: matched, alpha: 2.0}]"
+    args = [sys.executable, "-m", "recipe_runner.cli", "validate", str(tiny_recipe_path), "--set", loss]
+    done = subprocess.run(args, env=env, capture_output=True, text=True, timeout=120)
+    assert done.returncode == 0, done.stdout + done.stderr
+    del env["PYTHONPATH"]
+    done = subprocess.run(args, env=env, capture_output=True, text=True, timeout=120, cwd=tmp_path)
+    assert done.returncode == 2 and "unknown type 'smooth_l2'" in done.stdout + done.stderr
+
+
 def test_without_packages_recipes_are_validated_against_the_built_in_schema_itself() -> None:
     from components.registry import InstalledTypes, recipe_class
     from schemas import Recipe
