@@ -190,6 +190,9 @@ def test_a_packages_bolt_on_layer_trains_exports_and_loads_only_where_installed(
     overrides += ["stages.0.steps=6", "output.eval_every_steps=1000"]
     code, out = _validate(tiny_recipe_path, *overrides)
     assert code == 0, out
+    args = ["plan", str(tiny_recipe_path)] + [item for override in overrides for item in ("--set", override)]
+    planned = CliRunner().invoke(main, args)
+    assert planned.exit_code == 0 and "gated" in planned.output, planned.output  # built on the meta device
     code, out = _validate(tiny_recipe_path, *overrides, "hardware.packed_sequences=true")
     assert code == 2 and "bolt_on.layers[1] (gated, from a package) does not take packed batches" in out
     Trainer(load_recipe(tiny_recipe_path, overrides).recipe, progress=False).run()
