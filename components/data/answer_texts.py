@@ -75,8 +75,7 @@ def answer_text(
     `teacher` (its tokenizer and max_length), which reads the same text. An answer longer than the student reads
     is cut at its end, with no end-of-text after it (it did not end there)."""
     eos = tokenizer.eos_token_id
-    view = token_view(tokenizer, joined(prompt, answer)[0], _UNCUT)
-    ends = eos is not None and len(view) > 0 and view.ids[-1] == eos  # the tokenizer writes end-of-text itself
+    ends = eos is not None and tokenizer("a")["input_ids"][-1:] == [eos]  # it writes end-of-text itself
     limit = max_length - (eos is not None and not ends)
     if teacher is not None:
         prompt = fitted_prompt(prompt, answer, *teacher)

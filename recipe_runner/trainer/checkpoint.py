@@ -97,11 +97,7 @@ def added_to_checkpoint(directory: Path) -> list[str]:
 
 def _ours_half_written(name: str) -> bool:
     """A temporary copy of one of our files that a kill cut short (e.g. `.checksums.json.k2j3h4g5.tmp`)."""
-    return (
-        name.startswith(".")
-        and name.endswith(".tmp")
-        and name[1:].split(".tmp")[0].rsplit(".", 1)[0] in (WRITTEN | {SUMS})
-    )
+    return name.endswith(".tmp") and any(name.startswith(f".{ours}.") for ours in WRITTEN | {SUMS})
 
 
 def save_checkpoint(
