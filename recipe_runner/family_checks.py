@@ -147,9 +147,14 @@ def _two_vocabulary_problems(loaded: LoadedRecipe) -> list[Problem]:
                 "both vocabularies share: add one"
             )
             problems.append(loaded.problem(here + ("losses",), message))
-        if stage.on_policy is not None:
-            message = "on-policy batches across two vocabularies are not supported yet: remove it, or alignment"
-            problems.append(loaded.problem(here + ("on_policy",), message))
+        spec = stage.on_policy
+        if spec is not None and spec.max_new_tokens >= recipe.teacher.max_length:
+            message = (
+                f"{spec.max_new_tokens} leaves no room for the prompt in teacher.max_length "
+                f"{recipe.teacher.max_length}, where the teacher reads prompt + the student's sample: lower it, or "
+                "raise teacher.max_length"
+            )
+            problems.append(loaded.problem(here + ("on_policy", "max_new_tokens"), message))
     return problems
 
 

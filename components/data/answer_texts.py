@@ -68,12 +68,18 @@ def fitted_prompt(prompt: str, answer: str, tokenizer: Any, limit: int) -> str:
 
 
 def answer_text(
-    prompt: str, answer: str, tokenizer: Any, max_length: int, teacher: tuple[Any, int] | None = None
+    prompt: str,
+    answer: str,
+    tokenizer: Any,
+    max_length: int,
+    teacher: tuple[Any, int] | None = None,
+    ended: bool = True,
 ) -> AnswerText:
     """`prompt` and `answer` joined and tokenized by the student's `tokenizer` within `max_length` tokens, its
     end-of-text included; the prompt gives way first, from its end, so that the answer also stays whole for the
     `teacher` (its tokenizer and max_length), which reads the same text. An answer longer than the student reads
-    is cut at its end, with no end-of-text after it (it did not end there)."""
+    is cut at its end, with no end-of-text after it (it did not end there), as is one that has not `ended` (a
+    sample stopped at its token budget)."""
     eos = tokenizer.eos_token_id
     ends = eos is not None and tokenizer("a")["input_ids"][-1:] == [eos]  # it writes end-of-text itself
     limit = max_length - (eos is not None and not ends)
@@ -83,7 +89,8 @@ def answer_text(
     text, start = joined(prompt, answer if prompt else answer.lstrip())
     view = token_view(tokenizer, text, limit)  # the seam may tokenize differently: cut at the limit anyway
     real = view.offsets[~view.special]
-    if len(real) and real[:, 1].max() < len(text.rstrip()):  # the answer was cut: it does not end here
+    cut = len(real) and real[:, 1].max() < len(text.rstrip())
+    if cut or not ended:  # the answer does not end here
         if ends and view.ids[-1] == eos:
             view = TokenView(view.ids[:-1], view.offsets[:-1], view.special[:-1], view.unknown[:-1])
     else:

@@ -9,6 +9,7 @@ from torch.utils.data import Dataset
 
 from components.alignment import CrossTokenizerAligner, collate_alignments, token_view
 from components.alignment.batch import BatchAlignment
+from components.alignment.views import TokenView
 from components.cache.reader import CachedTeacher
 from components.data.answer_texts import answer_text, joined
 from components.packed_sequences import PackedSequences
@@ -103,17 +104,33 @@ class PromptPairs(Dataset):
         return [min(length, len(ids) + 1) for ids in tokenized["input_ids"]]
 
     def __getitem__(self, index: int) -> dict:
+        if self.answers is not None:
+            return self.answered(index, self.answers[index])
         text = self.prompts[index]
-        item: dict = {"index": index}
-        if self.answers is None:
-            student = token_view(self.student_tokenizer, text, self.student_max_length)
-        else:
-            teacher_side = (self.teacher_tokenizer, self.teacher_max_length)  # reads the same text, answer whole
-            text, student, item["answer_start"] = answer_text(
-                text, self.answers[index], self.student_tokenizer, self.student_max_length, teacher_side
-            )
+        return self._item(index, text, token_view(self.student_tokenizer, text, self.student_max_length))
+
+    def answered(self, index: int, answer: str, ended: bool = True) -> dict:
+        """Prompt `index` followed by `answer` (the teacher's, or the student's sample when on-policy), read by
+        both sides; `ended`: whether the answer ends there (an end-of-text follows it)."""
+        teacher_side = (self.teacher_tokenizer, self.teacher_max_length)  # reads the same text, answer whole
+        written = answer_text(
+            self.prompts[index], answer, self.student_tokenizer, self.student_max_length, teacher_side, ended
+        )
+        return self._item(index, written.text, written.student) | {"answer_start": written.answer_token}
+
+    def prompt_ids(self, index: int, room: int) -> list[int]:
+        """The student's tokens of prompt `index`, its end cut so that `room` tokens can follow it on both
+        sides: what the student continues when it writes the answer itself."""
+        written = answer_text(
+            self.prompts[index], "", self.student_tokenizer, self.student_max_length - room,
+            (self.teacher_tokenizer, self.teacher_max_length - room),
+        )  # fmt: skip
+        return written.student.ids[: written.answer_token].tolist()
+
+    def _item(self, index: int, text: str, student: TokenView) -> dict:
         teacher = token_view(self.teacher_tokenizer, text, self.teacher_max_length)
-        item |= {
+        item = {
+            "index": index,
             "student_ids": student.ids,
             "teacher_ids": teacher.ids,
             "alignment": self.aligner.align(text, student, teacher),

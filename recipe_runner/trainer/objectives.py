@@ -9,7 +9,7 @@ from typing import Protocol
 import torch
 from torch import nn
 
-from components.data.pipeline import DistillBatch, predicting_matches
+from components.data.pipeline import Collator, DistillBatch, PromptPairs, predicting_matches
 from components.data.texts import TextBatch, next_token_labels
 from components.losses import DistillLoss
 from components.losses.cross_vocab import CrossVocabLoss, row_index
@@ -20,7 +20,7 @@ from recipe_runner.trainer.denoising import corrupt, mask_token_id
 from recipe_runner.trainer.evaluation import evaluate
 from recipe_runner.trainer.logit_evaluation import TokenRows, evaluate_logits
 from recipe_runner.trainer.logit_parts import teacher_logits
-from recipe_runner.trainer.on_policy import continue_with_student
+from recipe_runner.trainer.on_policy import CrossVocabContinuations, continue_with_student
 from recipe_runner.trainer.parts import RunParts, RunSetupError
 from schemas import Recipe
 from schemas.stages import Stage
@@ -131,17 +131,32 @@ class CrossVocabObjective:
     """Logits family across two tokenizers: ULD and the divergences over shared tokens at the positions before
     matched tokens, and the student's cross-entropy on its own tokens of the text."""
 
-    def __init__(self, loss: CrossVocabLoss, teacher: nn.Module) -> None:
+    def __init__(
+        self,
+        loss: CrossVocabLoss,
+        teacher: nn.Module,
+        on_policy: tuple[CrossVocabContinuations, Callable[[nn.Module], nn.Module]] | None = None,
+    ) -> None:
+        """`on_policy`: what continues a batch with the student's samples, and how to find the student inside
+        the trained model."""
         self.loss = loss
         self.teacher = teacher
+        self.on_policy = on_policy
 
     @classmethod
-    def for_stage(cls, parts: RunParts, stage: Stage) -> CrossVocabObjective:
+    def for_stage(
+        cls, parts: RunParts, stage: Stage, unwrap: Callable[[nn.Module], nn.Module] = lambda model: model
+    ) -> CrossVocabObjective:
         assert parts.teacher is not None
         vocabs = (len(parts.student_tokenizer), len(parts.teacher_tokenizer))
         device = next(parts.teacher.parameters()).device
         vocab_map = parts.vocab_map.to(device) if parts.vocab_map is not None else None
-        return cls(CrossVocabLoss(stage.losses, vocabs, vocab_map), parts.teacher)
+        on_policy = None
+        if stage.on_policy is not None:
+            assert isinstance(parts.train, PromptPairs) and isinstance(parts.collate, Collator)
+            tokenizer = parts.student_tokenizer
+            on_policy = (CrossVocabContinuations(parts.train, parts.collate, stage.on_policy, tokenizer), unwrap)
+        return cls(CrossVocabLoss(stage.losses, vocabs, vocab_map), parts.teacher, on_policy)
 
     def terms(
         self, model: Callable, batch: DistillBatch, enter: Callable[[str], None] = lambda phase: None
@@ -164,6 +179,10 @@ class CrossVocabObjective:
         return self.loss.sums_and_counts(student, teacher, pairs, labels)
 
     def training_loss(self, model: nn.Module, batch: DistillBatch) -> torch.Tensor:
+        if self.on_policy is not None:
+            continuations, unwrap = self.on_policy
+            if torch.rand(()) < continuations.spec.fraction:  # the checkpointed generator, as on one vocabulary
+                batch = continuations(unwrap(model).student, batch)
         sums, counts = self.terms(model, batch)
         return self.loss.total(sums, counts)
 
@@ -192,6 +211,6 @@ def objective_for(
     """`unwrap`: the trained model inside its DDP (or other) wrapper, for what runs outside the training forward."""
     if recipe.family == "logits":
         if recipe.alignment is not None:
-            return CrossVocabObjective.for_stage(parts, stage)
+            return CrossVocabObjective.for_stage(parts, stage, unwrap)
         return LogitObjective(recipe, parts, stage, unwrap)
     return HiddenStateObjective(recipe, parts, stage, compiled)

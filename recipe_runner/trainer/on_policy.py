@@ -1,11 +1,15 @@
 """On-policy batches (GKD): the student continues each text of a batch with its own samples, and only the
-positions that predict a sampled token are scored. Everything here is batched tensor work: no per-text Python."""
+positions that predict a sampled token are scored. On one vocabulary everything here is batched tensor work, with
+no per-text Python; across two, the samples are read again as text (see CrossVocabContinuations)."""
 
 from __future__ import annotations
+
+from dataclasses import replace
 
 import torch
 from torch import nn
 
+from components.data.pipeline import Collator, DistillBatch, PromptPairs, pad_rows
 from components.data.texts import TextBatch
 from components.losses.logit_losses import IGNORED
 from components.packed_sequences import PackedSequences
@@ -31,15 +35,11 @@ def _sampled_lengths(new: torch.Tensor, eos: int | None) -> torch.Tensor:
 
 
 @torch.no_grad()
-def continue_with_student(
-    student: nn.Module, batch: TextBatch, spec: OnPolicy, max_length: int, pad: int, eos: int | None
-) -> TextBatch:
-    """`batch`'s texts (each cut to leave room for the sample within `max_length`) followed by the student's
-    sampled continuation, right-padded again; `scored` marks the real tokens whose next token was sampled. A text
-    made of a prompt and the teacher's answer is continued from its prompt: the student answers instead."""
-    ids = batch.student_ids
-    given = batch.prompt_lengths if batch.prompt_lengths is not None else batch.student_mask.sum(1)
-    prompt = given.clamp(max=max_length - spec.max_new_tokens)
+def sampled_tokens(
+    student: nn.Module, ids: torch.Tensor, prompt: torch.Tensor, spec: OnPolicy, pad: int, eos: int | None
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """The student's sample after the first `prompt[row]` tokens of each right-padded row of `ids`, and how many
+    of its tokens are real (up to and including its first end-of-text)."""
     left, real = _left_aligned(ids, prompt, pad)
     was_training = student.training
     student.eval()  # no dropout while sampling; gradient checkpointing is for training mode only
@@ -59,7 +59,20 @@ def continue_with_student(
     finally:
         student.train(was_training)
     new = out[:, left.shape[1] :]
-    total = prompt + _sampled_lengths(new, eos)
+    return new, _sampled_lengths(new, eos)
+
+
+def continue_with_student(
+    student: nn.Module, batch: TextBatch, spec: OnPolicy, max_length: int, pad: int, eos: int | None
+) -> TextBatch:
+    """`batch`'s texts (each cut to leave room for the sample within `max_length`) followed by the student's
+    sampled continuation, right-padded again; `scored` marks the real tokens whose next token was sampled. A text
+    made of a prompt and the teacher's answer is continued from its prompt: the student answers instead."""
+    ids = batch.student_ids
+    given = batch.prompt_lengths if batch.prompt_lengths is not None else batch.student_mask.sum(1)
+    prompt = given.clamp(max=max_length - spec.max_new_tokens)
+    new, sampled = sampled_tokens(student, ids, prompt, spec, pad, eos)
+    total = prompt + sampled
     columns = torch.arange(int(total.max()), device=ids.device)[None]
     from_text = ids.gather(1, columns.clamp(max=ids.shape[1] - 1).expand(ids.shape[0], -1))
     from_sample = new.gather(1, (columns - prompt[:, None]).clamp(min=0, max=new.shape[1] - 1))
@@ -76,3 +89,31 @@ def continue_with_student(
         student_tokens=tokens,
         scored=scored[mask],
     )
+
+
+class CrossVocabContinuations:
+    """On-policy batches across two tokenizers. The models share characters, not ids, so the student's sample
+    becomes text: both read prompt + decoded sample through their own tokenizers (the student's tokens of it are
+    those its tokenizer writes for that text, nearly always the sampled ones), and the aligner pairs them as it
+    pairs the teacher's written answers. Decoding, tokenizing and aligning are per-text host work, beside a
+    generation that costs far more."""
+
+    def __init__(self, pairs: PromptPairs, collate: Collator, spec: OnPolicy, tokenizer) -> None:
+        self.pairs, self.collate, self.spec, self.tokenizer = pairs, collate, spec, tokenizer
+        self.pad, self.eos = collate.student_pad_id, tokenizer.eos_token_id
+
+    def __call__(self, student: nn.Module, batch: DistillBatch) -> DistillBatch:
+        """`batch`'s prompts, each followed by the student's sample; only the aligned positions that predict a
+        sampled token are compared, and there is no cross-entropy on the student's own output."""
+        device = batch.student_ids.device
+        indices = batch.indices.tolist()
+        prompts = [self.pairs.prompt_ids(index, self.spec.max_new_tokens) for index in indices]
+        ids, mask = pad_rows(prompts, max(map(len, prompts)), self.pad)
+        new, lengths = sampled_tokens(student, ids.to(device), mask.sum(1).to(device), self.spec, self.pad, self.eos)
+        rows = [tokens[:length] for tokens, length in zip(new.tolist(), lengths.tolist(), strict=True)]
+        texts = self.tokenizer.batch_decode(rows, skip_special_tokens=True)
+        ended = [bool(row) and row[-1] == self.eos for row in rows]
+        items = [self.pairs.answered(*item) for item in zip(indices, texts, ended, strict=True)]
+        continued = self.collate(items).to(device)
+        assert continued.scored is not None
+        return replace(continued, scored=torch.zeros_like(continued.scored))

@@ -58,12 +58,9 @@ def test_teacher_and_student_with_different_tokenizers_are_told_about_alignment_
 
 def test_losses_that_need_one_vocabulary_are_refused_across_two_and_uld_needs_alignment() -> None:
     cross = RECIPES / "qwen_cross_vocab_tiny.yaml"
-    out = _validate(
-        cross, "stages.0.losses=[{type: hidden_states, layers: {1: 1}}]", "stages.0.on_policy={fraction: 1.0}"
-    )
+    out = _validate(cross, "stages.0.losses=[{type: hidden_states, layers: {1: 1}}]")
     assert "stages[0].losses[0].type: hidden_states compares the models token by token" in out
     assert "stages[0].losses: with `alignment` the teacher teaches through uld, or forward_kl" in out
-    assert "stages[0].on_policy: on-policy batches across two vocabularies are not supported yet" in out
     assert "alignment.tiers: across two vocabularies the logits are compared at the positions before matched" in (
         _validate(cross, "alignment.tiers=[split]")
     )
@@ -71,6 +68,14 @@ def test_losses_that_need_one_vocabulary_are_refused_across_two_and_uld_needs_al
     assert CliRunner().invoke(main, mapped).exit_code == 0
     out = _validate(LOGITS, "stages.0.losses=[{type: uld}]")
     assert "stages[0].losses[0].type: uld compares two vocabularies at aligned positions" in out
+
+
+def test_on_policy_across_two_vocabularies_leaves_room_for_the_prompt_on_the_teachers_side() -> None:
+    cross = RECIPES / "qwen_cross_vocab_gkd_tiny.yaml"
+    out = _validate(cross, "teacher.max_length=16", "stages.1.on_policy.max_new_tokens=16")
+    assert "stages[1].on_policy.max_new_tokens: 16 leaves no room for the prompt in teacher.max_length 16" in out
+    fits = ["validate", str(cross), "--set", "teacher.max_length=17", "--set", "stages.1.on_policy.max_new_tokens=16"]
+    assert CliRunner().invoke(main, fits).exit_code == 0
 
 
 def test_a_teacher_shorter_than_the_student_cannot_read_its_tokens() -> None:

@@ -86,3 +86,27 @@ def test_pairs_with_answers_score_and_align_the_answer_only() -> None:
     in_answer = a.matched_s >= batch.answer_starts[a.matched_b]
     assert in_answer.any() and (~in_answer).any()  # prompt words align too; the objective keeps the answer's
     assert torch.equal(batch.to(torch.device("cpu")).scored, batch.scored)
+
+
+def test_an_answer_that_has_not_ended_gets_no_end_of_text(tokenizer) -> None:
+    """A student's sample stopped at its token budget: the text goes on, so no end-of-text is read after it."""
+    ended = answer_text(PROMPT, ANSWER, tokenizer, 128).student.ids.tolist()
+    going_on = answer_text(PROMPT, ANSWER, tokenizer, 128, ended=False).student.ids.tolist()
+    assert ended[-1] == tokenizer.eos_token_id and tokenizer.eos_token_id not in going_on
+    assert going_on == ended[:-1]
+
+
+def test_the_prompt_the_student_continues_leaves_room_on_both_sides() -> None:
+    student = AutoTokenizer.from_pretrained(TOKENIZERS / "tiny_qwen")
+    teacher = AutoTokenizer.from_pretrained(TOKENIZERS / "tiny_t5")
+    aligner = CrossTokenizerAligner(CrossTokenizerAlignment(type="cross_tokenizer"))
+    whole = len(token_view(student, PROMPT, 512))
+    pairs = PromptPairs([PROMPT], student, teacher, aligner, 64, 64)
+    assert student.decode(pairs.prompt_ids(0, 8)) == PROMPT  # room to spare: all of it
+    pairs = PromptPairs([PROMPT], student, teacher, aligner, whole, 64)
+    cut = pairs.prompt_ids(0, 4)
+    assert len(cut) + 4 <= whole and PROMPT.startswith(student.decode(cut))  # its end gives way
+    teacher_tokens = len(token_view(teacher, PROMPT, 512))
+    pairs = PromptPairs([PROMPT], student, teacher, aligner, 64, teacher_tokens)
+    kept = student.decode(pairs.prompt_ids(0, 4))
+    assert len(token_view(teacher, kept, 512)) + 4 <= teacher_tokens and PROMPT.startswith(kept)

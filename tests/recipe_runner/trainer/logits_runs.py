@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import shutil
 from pathlib import Path
 
 from short_runs import constant_run
@@ -31,3 +32,14 @@ def evals(run_dir: Path) -> list[dict]:
     """The evaluation rows of a run's metrics.jsonl."""
     rows = [json.loads(line) for line in (run_dir / "metrics.jsonl").read_text().splitlines()]
     return [row for row in rows if "eval/forward_kl" in row]
+
+
+def killed_and_resumed(run_dir: Path, overrides: list[str], recipe: Path = RECIPE) -> None:
+    """Resume `run_dir` as if killed after its second-to-last checkpoint: the last one, `best` (written by the
+    evaluation at the end) and the export go first, or the run would resume at its end and train nothing."""
+    checkpoints = run_dir / "checkpoints"
+    steps = sorted(checkpoints.glob("step-*"))
+    assert len(steps) >= 2, "the run needs a checkpoint before its last to resume from"
+    for folder in (steps[-1], checkpoints / "best", run_dir / "export"):
+        shutil.rmtree(folder, ignore_errors=folder.name == "best")
+    train(overrides, resume=True, recipe=recipe)

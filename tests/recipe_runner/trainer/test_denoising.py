@@ -3,13 +3,12 @@
 from __future__ import annotations
 
 import json
-import shutil
 from pathlib import Path
 
 import pytest
 import torch
 from click.testing import CliRunner
-from logits_runs import REPO, short, train
+from logits_runs import REPO, killed_and_resumed, short, train
 from safetensors.torch import load_file
 
 from components.data.texts import TextCollator
@@ -106,9 +105,7 @@ def test_denoising_learns_the_masked_tokens_and_resumes_with_the_same_spans(tmp_
     train(short(tmp_path / "whole", 6), recipe=RECIPE)
     resumed = tmp_path / "resumed"
     train(short(resumed, 6), recipe=RECIPE)
-    shutil.rmtree(resumed / "checkpoints" / "step-00000006")
-    shutil.rmtree(resumed / "export")
-    train(short(resumed, 6), resume=True, recipe=RECIPE)
+    killed_and_resumed(resumed, short(resumed, 6), recipe=RECIPE)
     whole, again = (load_file(path / "export" / "model.safetensors") for path in (tmp_path / "whole", resumed))
     for name in whole:
         torch.testing.assert_close(whole[name], again[name])

@@ -11,7 +11,7 @@ from pathlib import Path
 import pytest
 import torch
 from click.testing import CliRunner
-from logits_runs import RECIPE, REPO, TWIN, evals, short, train
+from logits_runs import RECIPE, REPO, TWIN, evals, killed_and_resumed, short, train
 from safetensors.torch import load_file
 from transformers import AutoModelForCausalLM, AutoTokenizer, Qwen2Config, Qwen2ForCausalLM
 
@@ -87,9 +87,7 @@ def test_a_resumed_run_ends_with_the_weights_of_an_uninterrupted_one(tmp_path: P
     train(short(tmp_path / "whole", 6))
     resumed = tmp_path / "resumed"
     train(short(resumed, 6))
-    shutil.rmtree(resumed / "checkpoints" / "step-00000006")  # as if killed after step 4's checkpoint
-    shutil.rmtree(resumed / "export")
-    train(short(resumed, 6), resume=True)
+    killed_and_resumed(resumed, short(resumed, 6))  # from step 4's checkpoint
     whole = load_file(tmp_path / "whole" / "export" / "model.safetensors")
     again = load_file(resumed / "export" / "model.safetensors")
     for name in whole:

@@ -4,12 +4,11 @@ token are scored; a run with them learns and resumes exactly."""
 from __future__ import annotations
 
 import json
-import shutil
 from pathlib import Path
 
 import pytest
 import torch
-from logits_runs import REPO, TWIN, evals, short, train
+from logits_runs import REPO, TWIN, evals, killed_and_resumed, short, train
 from safetensors.torch import load_file
 from transformers import Qwen2Config, Qwen2ForCausalLM
 
@@ -84,9 +83,7 @@ def test_on_policy_training_learns_and_resumes_exactly(tmp_path: Path) -> None:
     train(short(tmp_path / "whole", 6, *on_policy))
     resumed = tmp_path / "resumed"
     train(short(resumed, 6, *on_policy))
-    shutil.rmtree(resumed / "checkpoints" / "step-00000006")
-    shutil.rmtree(resumed / "export")
-    train(short(resumed, 6, *on_policy), resume=True)
+    killed_and_resumed(resumed, short(resumed, 6, *on_policy))
     whole, again = (
         load_file(tmp_path / "whole" / "export" / "model.safetensors"),
         load_file(resumed / "export" / "model.safetensors"),
@@ -116,3 +113,64 @@ def test_on_policy_mixes_with_the_teachers_written_answers(tmp_path: Path) -> No
     final = [row for row in rows if "eval/terms/jsd" in row][-1]
     assert final["eval/terms/jsd"] > 0 and final["eval/terms/cross_entropy"] > 0
     assert (run_dir / "export" / "model.safetensors").is_file()
+
+
+def test_across_two_vocabularies_both_models_read_the_students_sample_as_text(tmp_path: Path, monkeypatch) -> None:
+    """The sample is decoded and read by each model through its own tokenizer; only aligned positions that
+    predict a sampled token are compared, an unfinished sample reads no end-of-text, and no cross-entropy."""
+    from components.data.pipeline import predicting_matches
+    from components.models import pad_id
+    from recipe_runner.loader import load_recipe
+    from recipe_runner.trainer import on_policy
+    from recipe_runner.trainer.objectives import CrossVocabObjective
+    from recipe_runner.trainer.parts import build_parts
+
+    recipe = load_recipe(REPO / "recipes" / "examples" / "qwen_cross_vocab_gkd_tiny.yaml", [f"output.dir={tmp_path}"])
+    parts = build_parts(recipe.recipe, torch.device("cpu"))
+    tokenizer, stage = parts.student_tokenizer, recipe.recipe.stages[1]
+    eos, pad = tokenizer.eos_token_id, pad_id(tokenizer)
+    words = tokenizer(" golden light", add_special_tokens=False)["input_ids"]
+    budget = stage.on_policy.max_new_tokens
+    going_on = (words * budget)[:budget]
+    seen = {}
+
+    def sampled(student, ids, prompt, spec, pad_, eos_):
+        seen["prompts"] = [ids[row, :length].tolist() for row, length in enumerate(prompt.tolist())]
+        new = torch.tensor([words + [eos] + [pad] * (budget - len(words) - 1), going_on])
+        return new, torch.tensor([len(words) + 1, budget])
+
+    monkeypatch.setattr(on_policy, "sampled_tokens", sampled)
+    batch = parts.collate([parts.train[index] for index in range(2)])
+    objective = CrossVocabObjective.for_stage(parts, stage)
+    continuations, _ = objective.on_policy
+    out = continuations(parts.model.student, batch)
+
+    assert seen["prompts"] == [parts.train.prompt_ids(index, budget) for index in range(2)]
+    lengths = out.student_mask.sum(1).tolist()
+    for row, sample in enumerate((words + [eos], going_on)):
+        start = int(out.answer_starts[row])
+        assert out.student_ids[row, :start].tolist() == seen["prompts"][row]
+        assert out.student_ids[row, start : lengths[row]].tolist() == sample  # its tokenizer writes it back
+    assert not out.scored.any()  # no cross-entropy on the student's own output
+    kept = predicting_matches(out)
+    assert kept.any() and (out.alignment.matched_s[kept] >= out.answer_starts[out.alignment.matched_b[kept]]).all()
+    teacher_text = parts.teacher_tokenizer.decode(out.teacher_ids[0], skip_special_tokens=True)
+    assert teacher_text.endswith("golden light")
+    sums, counts = objective.terms(parts.model, out)
+    assert counts.tolist() == [float(kept.sum()), float(kept.sum())]  # uld and jsd, over the sample's pairs
+
+
+def test_on_policy_across_two_vocabularies_trains_and_resumes_exactly(tmp_path: Path) -> None:
+    recipe = REPO / "recipes" / "examples" / "qwen_cross_vocab_gkd_tiny.yaml"
+    stage = ["stages=[{name: gkd, steps: 6, trainable: [student], lr: {student: 0.003}, losses: [{type: uld}, "
+             "{type: jsd}], on_policy: {fraction: 0.5, max_new_tokens: 8}}]", "output.save_every_steps=3"]  # fmt: skip
+    train([f"output.dir={tmp_path / 'whole'}", *stage], recipe=recipe)
+    resumed = tmp_path / "resumed"
+    train([f"output.dir={resumed}", *stage], recipe=recipe)
+    killed_and_resumed(resumed, [f"output.dir={resumed}", *stage], recipe=recipe)
+    whole, again = (
+        load_file(tmp_path / "whole" / "export" / "model.safetensors"),
+        load_file(resumed / "export" / "model.safetensors"),
+    )
+    for name in whole:
+        torch.testing.assert_close(whole[name], again[name])
