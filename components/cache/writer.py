@@ -97,8 +97,40 @@ def _shard_rows(
     return shard, torch.from_numpy(offsets), tokens
 
 
-def _write_when_copied(copied: Callable[[], None], final: Path, tensors: dict, first: int) -> None:
+class CacheValuesError(UserFacingError, RuntimeError):
+    """The teacher wrote NaN or inf: a cache of them would stop every run that reads it, hours later."""
+
+
+def _overflow_hint(teacher: torch.nn.Module | None, dtype: str) -> str:
+    """`teacher`: None when every shard is already written (the teacher is then never loaded)."""
+    weights = next(teacher.parameters(), None) if teacher is not None else None
+    if weights is not None and weights.dtype == torch.float16:
+        return "the teacher runs in float16, where T5's activations overflow: set teacher.dtype: bfloat16 (or float32)"
+    if dtype == "float16":
+        return "teacher.cache.dtype float16 holds at most 65504: set it to bfloat16"
+    return "the teacher's weights may hold NaN (a damaged download?): check them, or set teacher.dtype: float32"
+
+
+def _check_finite(tensors: dict, largest: torch.Tensor, final: Path, first: int, hint: str) -> None:
+    """`largest`: the shard's largest magnitude, reduced where the shard was encoded (NaN or inf if any value is)."""
+    if bool(torch.isfinite(largest)):
+        return
+    hidden, offsets = tensors["hidden"], tensors["offsets"].tolist()
+    bad = ~torch.isfinite(hidden.float()).all(-1)
+    rows = [row for row in range(len(offsets) - 1) if bad[offsets[row] : offsets[row + 1]].any()]
+    named = ", ".join(str(first + row) for row in rows[:5]) + (", ..." if len(rows) > 5 else "")
+    raise CacheValuesError(
+        f"the teacher's outputs for prompt(s) {named} of {final.parent} (counted from 0) hold NaN or inf, so "
+        f"{final.name} was not written and nothing was lost: {hint}; then rerun `recipe cache`, which goes on from "
+        "the shards already written"
+    )
+
+
+def _write_when_copied(
+    copied: Callable[[], None], final: Path, tensors: dict, first: int, largest: torch.Tensor, hint: str
+) -> None:
     copied()
+    _check_finite(tensors, largest, final, first, hint)
     save_safetensors_atomic(final, tensors, metadata={"first": str(first)})
 
 
@@ -139,6 +171,7 @@ def write_split(
     here, and an interrupted write leaves only a temporary file, so a rerun encodes that shard again.
     """
     count = len(token_ids)
+    hint = _overflow_hint(teacher, dtype)
     tokens = 0
     started = time.perf_counter()
     written = 0
@@ -170,11 +203,15 @@ def write_split(
             tokens += shard_tokens
             # Into pinned host memory without waiting: the next shard's forward is queued behind the copy, and
             # the writer thread waits for it before writing.
-            host = hidden.to("cpu", non_blocking=device.type == "cuda")
+            non_blocking = device.type == "cuda"
+            host = hidden.to("cpu", non_blocking=non_blocking)
+            largest = hidden.abs().amax() if hidden.numel() else hidden.new_zeros(())
+            largest = largest.to("cpu", non_blocking=non_blocking)  # checked by the writer thread: no sync here
             copied = _copy_done(device)
             if writing is not None:
                 writing.result()
-            writing = disk.submit(_write_when_copied, copied, final, {"hidden": host, "offsets": offsets}, lo)
+            tensors = {"hidden": host, "offsets": offsets}
+            writing = disk.submit(_write_when_copied, copied, final, tensors, lo, largest, hint)
             written += 1
         if writing is not None:
             writing.result()

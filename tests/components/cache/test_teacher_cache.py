@@ -421,3 +421,36 @@ def test_a_local_teacher_folder_that_moves_keeps_its_cache(local_teacher, tmp_pa
                         batch_tokens=96, progress=False)  # fmt: skip
     moved = shutil.move(str(tmp_path / "models"), str(tmp_path / "mounted" / "models"))  # a rename keeps mtimes
     _load(tmp_path / "cache", "teacher.config=null", f"teacher.model={Path(moved) / 'teacher'}")
+
+
+class _NaNForToken(_IdsAsHidden):
+    """Ids as hidden states, except that one token's are NaN (as a float16 T5 overflows on some prompts)."""
+
+    def forward(self, input_ids, attention_mask):
+        out = super().forward(input_ids, attention_mask)
+        out.last_hidden_state[input_ids == 9] = float("nan")
+        return out
+
+
+def test_a_teacher_writing_nan_is_stopped_at_that_shard_naming_its_prompts(tmp_path):
+    """A cache of NaN would stop every run that reads it, hours of encoding later: the shard is not written, the
+    earlier ones are kept, and the message names the prompts and the likely cause."""
+    import components.cache.writer as writer
+
+    token_ids = [[5 + i] * (1 + i % 7) for i in range(10)]  # prompt 4 holds token 9, in shard 1
+    common = {"shard_size": 4, "batch_tokens": 8, "chroma_mask": False, "pad_id": 0, "device": torch.device("cpu")}
+    with pytest.raises(writer.CacheValuesError) as caught:
+        writer.write_split(tmp_path / "nan", token_ids, _NaNForToken(), dtype="float32", **common)
+    message = str(caught.value)
+    assert "prompt(s) 4 of" in message and f"{writer.shard_name(1)} was not written" in message
+    assert "weights may hold NaN" in message and "rerun `recipe cache`" in message
+    assert (tmp_path / "nan" / writer.shard_name(0)).is_file()
+    assert not (tmp_path / "nan" / writer.shard_name(1)).exists()
+    assert not list((tmp_path / "nan").glob(".*tmp"))
+
+    half = _NaNForToken()
+    half.register_parameter("weight", torch.nn.Parameter(torch.zeros(1, dtype=torch.float16)))
+    with pytest.raises(writer.CacheValuesError, match="runs in float16, where T5's activations overflow"):
+        writer.write_split(tmp_path / "half", token_ids, half, dtype="bfloat16", **common)
+    with pytest.raises(writer.CacheValuesError, match="cache.dtype float16 holds at most 65504"):
+        writer.write_split(tmp_path / "cast", token_ids, _NaNForToken(), dtype="float16", **common)
