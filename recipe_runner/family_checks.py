@@ -229,8 +229,13 @@ def _denoising_problems(loaded: LoadedRecipe) -> list[Problem]:
         if not bidirectional:
             message = "denoising trains an encoder: set student.bidirectional: true, so it reads past masked spans"
             problems.append(loaded.problem(here + ("denoising",), message))
+        if stage.on_policy is not None:
+            message = (
+                "a bidirectional student sees the whole text at once, so it cannot write its own continuation: "
+                "remove on_policy (denoising is how an encoder trains)"
+            )
+            problems.append(loaded.problem(here + ("on_policy",), message))
         clashes = {
-            "on_policy": stage.on_policy is not None,
             "alignment": recipe.alignment is not None,
             "teacher.answers": recipe.teacher.answers is not None,
         }
