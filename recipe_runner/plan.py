@@ -17,7 +17,7 @@ from components.models import build_model, hidden_width, lora_parameter_count, l
 from components.models.compilation import compile_wanted
 from recipe_runner.memory import GIB, MemoryEstimate, Sizes, StackShape, estimate_memory
 from recipe_runner.trainer.disk_need import DiskNeed, disk_need
-from recipe_runner.trainer.parts import DistillModel, set_trained_dtype
+from recipe_runner.trainer.parts import DistillModel, cache_complete, set_trained_dtype
 from schemas import Recipe
 from schemas.models import ModelSource
 from schemas.stages import Part, Stage
@@ -128,6 +128,27 @@ def _memory_warning(stage: StagePlan, recipe: Recipe) -> str:
 _HINT_GRANULE = 256  # suggested thresholds are rounded down to this many tokens
 
 
+def _live_teacher_warning(recipe: Recipe, stages: list[StagePlan], sizes: Sizes) -> tuple[str, bool] | None:
+    """The peak a run reaches while its configured cache is not yet written (it then holds the teacher), and
+    whether that is over budget; None when the cache is complete or not asked for."""
+    if recipe.family != "embedding" or recipe.teacher_cache is None or cache_complete(recipe):
+        return None
+    live = recipe.model_copy(update={"teacher": recipe.teacher.model_copy(update={"cache": None})})
+    peaks = [
+        estimate_memory(live, spec, sizes, stage.student_trainable)
+        for spec, stage in zip(recipe.stages, stages, strict=True)
+    ]
+    peak = max(peaks, key=lambda memory: memory.total_gib)
+    budget = f" of hardware.vram_gb {peak.budget_gb:g}" if peak.budget_gb is not None else ""
+    cached = max(stage.memory.total_gib for stage in stages)
+    message = (
+        f"teacher.cache.dir {recipe.teacher_cache.dir} holds no complete cache yet: until `recipe cache RECIPE` "
+        f"writes it, `recipe run` holds the teacher beside training, {peak.total_gib:.1f} GiB at peak{budget} "
+        f"(the figures above, {cached:.1f} GiB, are with the cache)"
+    )
+    return message, peak.over_budget
+
+
 def _with_hardware(recipe: Recipe, **changes: object) -> Recipe:
     return recipe.model_copy(update={"hardware": recipe.hardware.model_copy(update=changes)})
 
@@ -222,7 +243,10 @@ def build_plan(recipe: Recipe) -> Plan:
     trained = [(spec, plan.student_trainable) for spec, plan in zip(recipe.stages, stages, strict=True)]
     trained = [(spec, count) for spec, count in trained if "student" in spec.trainable]
     over = any(stage.memory.over_budget for stage in stages)
-    hint = None if over else _checkpoint_hint(recipe, sizes, trained)
+    hints = [] if over else [hint for hint in (_checkpoint_hint(recipe, sizes, trained),) if hint is not None]
+    live_teacher = _live_teacher_warning(recipe, stages, sizes)
+    if live_teacher is not None:
+        (warnings if live_teacher[1] else hints).append(live_teacher[0])
     warnings.extend(
         f"stages[{i}].warmup_steps {stage.warmup_steps} is not below its {stage.steps} steps: the learning rate "
         "never reaches lr"
@@ -248,7 +272,7 @@ def build_plan(recipe: Recipe) -> Plan:
         warnings=tuple(warnings),
         disk=disk,
         stage_failures=tuple(failures),
-        hints=() if hint is None else (hint,),
+        hints=tuple(hints),
         on_cuda=None if recipe.hardware.device == "cpu" else _on_cuda(recipe, student, teacher),
     )
 

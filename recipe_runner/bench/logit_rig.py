@@ -158,8 +158,9 @@ def logit_rig(recipe: Recipe, spec: BenchSpec, lengths: list[int], device: torch
     targets = "online teacher forward on the same tokens" if teacher is not None else "no teacher (answers only)"
     if recipe.alignment is not None:
         targets = "online teacher forward on its own tokens (random ids, 4 of 5 aligned by position)"
-    if stage.on_policy is not None:
-        targets += "; on_policy sampling is not timed"
+    sampling = [spec.name for spec in recipe.stages if spec.on_policy is not None]
+    if sampling:
+        targets += f"; on_policy sampling (stage {', '.join(map(repr, sampling))}) is not timed"
     return Rig(
         model=model,
         checkpointing=StudentCheckpointing(student, hw.gradient_checkpointing, hw.checkpoint_min_tokens),

@@ -117,7 +117,9 @@ def _packed(t: TrainingResult) -> str:
 
 def _training_rows(t: TrainingResult) -> list[tuple[str, str]]:
     mfu = _mfu(t.mfu, t.achieved_tflops, t.peak_tflops, t.peak_source)
+    untimed = f" (the first; not timed: {', '.join(map(repr, t.later_stages))})" if t.later_stages else ""
     return [
+        ("stage", f"{t.stage!r}{untimed}"),
         ("batch", _batch(t)),
         ("checkpointing", f"{t.gradient_checkpointing} ({t.checkpointed_fraction:.0%} of timed batches recomputed)"),
         ("weights", f"{t.trained_weights} trained weights"),

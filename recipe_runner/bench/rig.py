@@ -31,7 +31,8 @@ AUTOCAST = {"bf16": torch.bfloat16, "fp16": torch.float16}
 class TrainingResult(StrictModel):
     """Figures of the timed optimizer steps (after warmup)."""
 
-    stage: str
+    stage: str = Field(description="The stage timed (its losses and trainable parts): the recipe's first.")
+    later_stages: list[str] = Field(description="The recipe's other stages, which the bench does not time.")
     batch_size: int
     batch_tokens: int | None = Field(description="hardware.batch_tokens: the padded-token cap of a micro-batch.")
     real_prompts_per_step: float = Field(description="Prompts per timed optimizer step (all micro-batches).")
@@ -194,6 +195,7 @@ def time_rig(rig: Rig, recipe: Recipe, spec: BenchSpec, device: torch.device) ->
     peak, source = peak_flops(device_name(device), hw.precision, spec.peak_tflops)
     return TrainingResult(
         stage=stage.name,
+        later_stages=[later.name for later in recipe.stages[1:]],
         batch_size=hw.batch_size,
         batch_tokens=hw.batch_tokens,
         real_prompts_per_step=len(real) / spec.timed_steps,

@@ -197,7 +197,15 @@ def export(
             f"could not write the export to {target}: {exc.strerror or exc}; nothing was left half-written (an "
             "earlier export there is kept): free space, or write it to another disk with --out DIR"
         ) from None
-    what = "causal LM" if recipe.family == "logits" else "encoder"
     click.echo(
-        f"exported {what}: {written} (from {checkpoint}, stage {stage_index} {recipe.stages[stage_index].name!r})"
+        f"exported {export_in_words(recipe)}: {written} (from {checkpoint}, stage {stage_index} "
+        f"{recipe.stages[stage_index].name!r})"
     )
+
+
+def export_in_words(recipe) -> str:
+    """What the export folder holds, as `run` and `export` name it."""
+    if recipe.family != "logits":
+        return "encoder"
+    bidirectional = getattr(recipe.student, "bidirectional", False)
+    return f"{'bidirectional encoder' if bidirectional else 'causal LM'} (a transformers model folder)"

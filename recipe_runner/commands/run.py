@@ -40,7 +40,9 @@ def run(file: str, overrides: tuple[str, ...], allow_remote_code: bool, resume: 
     if not speaks:
         return
     shown = ", ".join(f"{k}={v:.4f}" for k, v in summary.metrics.items())
-    click.echo(f"finished at step {summary.global_step}. {shown}")
+    click.echo(f"finished at step {summary.global_step}" + (f". {shown}" if shown else ""))
     if summary.export_dir is not None:
-        what = "causal LM (a transformers model folder)" if trainer.recipe.family == "logits" else "encoder"
+        from recipe_runner.commands.export import export_in_words
+
+        what = export_in_words(trainer.recipe)
         click.echo(f"exported {what}: {summary.export_dir}")

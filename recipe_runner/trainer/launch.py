@@ -24,7 +24,8 @@ def launch_in_words(recipe: Recipe, accelerator) -> str:
     hw, processes = recipe.hardware, accelerator.num_processes
     each = f"{hw.grad_accum} micro-batch{'es' if hw.grad_accum > 1 else ''} of up to {hw.batch_size} prompts"
     where = f"{processes} processes" if processes > 1 else "1 process"
-    line = f"training on {where} ({accelerator.device.type}); an optimizer step takes {each} from each"
+    each += " from each process" if processes > 1 else ""
+    line = f"training on {where} ({accelerator.device.type}); an optimizer step takes {each}"
     if hw.distributed == "ddp" and processes == 1:
         line += " (hardware.distributed is ddp: start several with torchrun --nproc_per_node N -m recipe_runner.cli)"
     return line

@@ -226,7 +226,7 @@ def _refuse_no_pairs(train: PromptPairs, collate: Collator, count: int = 64) -> 
         )
 
 
-def build_logit_parts(recipe: Recipe, device: torch.device):
+def build_logit_parts(recipe: Recipe, device: torch.device, progress: bool = True):
     """Real weights (or seeded random ones for inline configs). The teacher runs beside the student, on the same
     tokens or (with `alignment`) its own; with `answers` it first answers the prompts, and is not kept for
     training when only cross-entropy reads those answers."""
@@ -247,7 +247,7 @@ def build_logit_parts(recipe: Recipe, device: torch.device):
     answers: dict[str, list[str] | None] = {"train": None, "eval": None}
     if recipe.teacher.answers is not None:
         splits = {"train": train_texts, **({"eval": eval_texts} if eval_texts else {})}
-        answers.update(teacher_answers(recipe, splits, device))
+        answers.update(teacher_answers(recipe, splits, device, progress))
     length = recipe.student.max_length
     if across:
         aligner = CrossTokenizerAligner(recipe.alignment)

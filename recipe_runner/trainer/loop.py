@@ -38,7 +38,7 @@ from recipe_runner.trainer.launch import build_accelerator, check_launch, launch
 from recipe_runner.trainer.objectives import Objective, objective_for
 from recipe_runner.trainer.optim import build_optimizer
 from recipe_runner.trainer.packing import choose_packing
-from recipe_runner.trainer.parts import RunParts, build_parts, split_prompts
+from recipe_runner.trainer.parts import RunParts, build_parts, live_teacher_note, split_prompts
 from recipe_runner.trainer.preflight import check_before_loading
 from recipe_runner.trainer.resume import run_record
 from recipe_runner.trainer.run_dir import DirectoryLock, choose_start, first_process
@@ -101,10 +101,12 @@ class Trainer:
         check_before_loading(recipe, self.out, writes=self.accelerator.is_main_process)
         # `recipe cache` must not replace shards under a run reading them; with the teacher live it may write.
         self.cache_lock = hold_cache_for_reading(recipe)
-        self.parts: RunParts = build_parts(recipe, self.accelerator.device)
+        self.parts: RunParts = build_parts(recipe, self.accelerator.device, progress)
         packing_note = choose_packing(self.parts.model, recipe, self.accelerator.device, self.parts.teacher)
         if packing_note and self.accelerator.is_main_process:
             tqdm.write(packing_note, file=sys.stderr)
+        if recipe.teacher_cache is not None and self.parts.teacher is not None and self.accelerator.is_main_process:
+            tqdm.write(live_teacher_note(recipe), file=sys.stderr)
         if self.cache_lock is not None and not self.parts.reads_cache:
             self.cache_lock.release()
         # A resume that found no checkpoint starts at step 0: every row logged before is of steps trained again.

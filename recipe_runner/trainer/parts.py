@@ -143,6 +143,31 @@ def open_cache(recipe: Recipe, split: str, prompts: list[str]) -> CachedTeacher 
     return cache
 
 
+def cache_complete(recipe: Recipe) -> bool:
+    """Whether every split a run reads has a complete, readable cache: what lets it leave the teacher unloaded."""
+    spec = recipe.teacher_cache
+    if spec is None:
+        return False
+    for split, prompts in zip(("train", "eval"), split_prompts(recipe), strict=True):
+        if not prompts:
+            continue
+        try:
+            CachedTeacher(Path(spec.dir) / split)
+        except UserFacingError:  # missing, incomplete or damaged: `recipe cache` says which
+            return False
+    return True
+
+
+def live_teacher_note(recipe: Recipe) -> str:
+    """What a run says when its cache is configured but incomplete: `recipe plan` sized it with the cache."""
+    assert recipe.teacher_cache is not None
+    return (
+        f"teacher.cache.dir {recipe.teacher_cache.dir} holds no complete cache: the teacher runs beside training, "
+        "its weights on the device, at every step; `recipe cache RECIPE` writes the cache once "
+        "(`teacher.cache.require: true` stops a run that has none)"
+    )
+
+
 def build_distill_model(recipe: Recipe, device: torch.device | str, teacher_width: int) -> DistillModel:
     """Student + seeded bolt-on exactly as training builds them (the export rebuilds from a checkpoint with it)."""
     seed = recipe.hardware.seed
@@ -176,12 +201,13 @@ def set_trained_dtype(model: DistillModel, recipe: Recipe) -> DistillModel:
     return model
 
 
-def build_parts(recipe: Recipe, device: torch.device) -> RunParts:
-    """The parts of the recipe's family (see logit_parts for the logits family)."""
+def build_parts(recipe: Recipe, device: torch.device, progress: bool = True) -> RunParts:
+    """The parts of the recipe's family (see logit_parts for the logits family); `progress`: show a bar while
+    the teacher writes its answers."""
     if recipe.family == "logits":
         from recipe_runner.trainer.logit_parts import build_logit_parts
 
-        return build_logit_parts(recipe, device)
+        return build_logit_parts(recipe, device, progress)
     return _build_embedding_parts(recipe, device)
 
 

@@ -6,9 +6,11 @@ from pathlib import Path
 
 import pytest
 
+import recipe_runner.plan as plan_module
 from recipe_runner.loader import load_recipe
 from recipe_runner.memory import GIB
 from recipe_runner.plan import build_plan, format_plan
+from recipe_runner.trainer.parts import cache_complete
 from schemas import Recipe
 from schemas.stages import LoRA
 
@@ -18,6 +20,12 @@ REFERENCE = Path(__file__).parents[2] / "recipes" / "t5_to_qwen.yaml"
 @pytest.fixture(autouse=True)
 def _offline(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+
+
+@pytest.fixture(autouse=True)
+def _cache_written(monkeypatch: pytest.MonkeyPatch) -> None:
+    """The reference recipe's cache as `recipe cache` leaves it (see the test of an unwritten one)."""
+    monkeypatch.setattr(plan_module, "cache_complete", lambda recipe: True)
 
 
 @pytest.fixture(scope="module")
@@ -243,3 +251,30 @@ def test_each_family_plans_its_own_loss_memory_whatever_the_attention(reference:
     for items in (same, cross):
         assert "teacher targets" not in items and "bolt-on activations" not in items
     assert "logits at aligned positions (copies of both sides)" in set(cross) - set(same)
+
+
+def test_a_cache_not_written_yet_is_planned_with_the_teacher_held(reference: Recipe, monkeypatch, tmp_path) -> None:
+    """Until `recipe cache` has written it, `recipe run` holds the teacher: the plan says what that peak is."""
+    from recipe_runner.teacher_cache import build_teacher_cache
+
+    monkeypatch.setattr(plan_module, "cache_complete", cache_complete)
+    unwritten = reference.model_copy(
+        update={"teacher": reference.teacher.model_copy(update={"cache": reference.teacher.cache.model_copy(
+            update={"dir": str(tmp_path / "none")})})}
+    )  # fmt: skip
+    plan = build_plan(unwritten)
+    (warning,) = [w for w in plan.warnings if "holds no complete cache yet" in w]
+    live = float(warning.split("training, ")[1].split(" GiB")[0])
+    assert live > plan.peak.memory.total_gib + 8  # T5-XXL's bf16 weights, at least
+    assert "of hardware.vram_gb 24" in warning and "`recipe cache RECIPE`" in warning
+    roomy = unwritten.model_copy(update={"hardware": unwritten.hardware.model_copy(update={"vram_gb": 80.0})})
+    assert any("holds no complete cache yet" in hint for hint in build_plan(roomy).hints)
+
+    tiny = load_recipe(
+        REFERENCE.parent / "examples" / "t5_to_qwen_tiny.yaml",
+        [f"teacher.cache.dir={tmp_path / 'cache'}", f"output.dir={tmp_path / 'run'}", "data.train.limit=6"],
+    ).recipe
+    assert any("holds no complete cache yet" in hint for hint in build_plan(tiny).hints)
+    build_teacher_cache(tiny, progress=False)
+    written = build_plan(tiny)
+    assert not any("complete cache" in line for line in (*written.hints, *written.warnings))

@@ -263,3 +263,14 @@ def test_a_cross_vocabulary_recipe_is_benched_with_each_side_on_its_own_ids(tmp_
     parts = {part["name"]: part for part in training["flop_parts"]}
     assert parts["teacher (online)"]["dense_params"] > 0 and parts["student"]["role"] == "trained"
     assert any("4 of 5 aligned by position" in note for note in report["notes"])
+
+
+def test_the_bench_names_the_stage_it_times_and_the_sampling_it_leaves_out(tmp_path: Path) -> None:
+    """GKD recipes train on text first: the bench times that stage and says the later one is not timed."""
+    gkd = REPO / "recipes" / "examples" / "qwen_cross_vocab_gkd_tiny.yaml"
+    report = _bench(tmp_path, gkd, "--steps", "2")
+    training = report["training"]
+    assert training["stage"] == "off_policy" and training["later_stages"] == ["on_policy"]
+    assert training["teacher_targets"].endswith("; on_policy sampling (stage 'on_policy') is not timed")
+    shown = CliRunner().invoke(main, ["bench", str(gkd), "--small", "--steps", "1"])
+    assert shown.exit_code == 0 and "'off_policy' (the first; not timed: 'on_policy')" in shown.output

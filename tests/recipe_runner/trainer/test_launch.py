@@ -27,9 +27,9 @@ def test_several_processes_need_ddp_in_the_recipe(tiny_recipe_path, tiny_overrid
 def test_the_first_line_says_what_an_optimizer_step_holds(tiny_recipe_path, tiny_overrides):
     recipe = load_recipe(tiny_recipe_path, [*tiny_overrides, "hardware.grad_accum=3", "hardware.batch_size=5"]).recipe
     assert launch_in_words(recipe, _processes(2)) == (
-        "training on 2 processes (cpu); an optimizer step takes 3 micro-batches of up to 5 prompts from each"
+        "training on 2 processes (cpu); an optimizer step takes 3 micro-batches of up to 5 prompts from each process"
     )
-    assert launch_in_words(recipe, _processes(1)).endswith("micro-batches of up to 5 prompts from each")
+    assert launch_in_words(recipe, _processes(1)).endswith("3 micro-batches of up to 5 prompts")
     ddp = load_recipe(tiny_recipe_path, [*tiny_overrides, "hardware.distributed=ddp"]).recipe
     assert "start several with torchrun --nproc_per_node N" in launch_in_words(ddp, _processes(1))
     assert "torchrun" not in launch_in_words(ddp, _processes(2))

@@ -92,7 +92,7 @@ def test_on_policy_training_learns_and_resumes_exactly(tmp_path: Path) -> None:
         torch.testing.assert_close(whole[name], again[name])
 
 
-def test_on_policy_mixes_with_the_teachers_written_answers(tmp_path: Path) -> None:
+def test_on_policy_mixes_with_the_teachers_written_answers(tmp_path: Path, capsys) -> None:
     """GKD's mixed data: half the micro-batches are the teacher's answers (written once), half the student's."""
     recipe = REPO / "recipes" / "examples" / "qwen_sequence_kd_tiny.yaml"
     run_dir = tmp_path / "run"
@@ -109,6 +109,7 @@ def test_on_policy_mixes_with_the_teachers_written_answers(tmp_path: Path) -> No
         "data.eval.limit=16",
     ]
     train(overrides, recipe=recipe)
+    assert "teacher answers (" not in capsys.readouterr().err  # a run without progress bars shows none of them
     rows = [json.loads(line) for line in (run_dir / "metrics.jsonl").read_text().splitlines()]
     final = [row for row in rows if "eval/terms/jsd" in row][-1]
     assert final["eval/terms/jsd"] > 0 and final["eval/terms/cross_entropy"] > 0

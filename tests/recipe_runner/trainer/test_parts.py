@@ -25,3 +25,13 @@ def test_a_fraction_that_leaves_nothing_to_train_on_says_so(tiny_recipe_path, ti
     recipe = _recipe(tiny_recipe_path, tiny_overrides, tmp_path, prompts=1, fraction=0.5)
     with pytest.raises(DataFileError, match=r"holds out all 1 prompt\(s\) of .*train.txt, leaving none to train on"):
         split_prompts(recipe)
+
+
+def test_a_run_whose_cache_is_not_written_says_the_teacher_runs_beside_it(tiny_recipe_path, tiny_overrides, capsys):
+    """`recipe plan` sized the run with its cache: holding the teacher instead is said, not done silently."""
+    from recipe_runner.trainer.loop import Trainer
+
+    steps = ["stages.0.epochs=null", "stages.0.steps=1", "output.export=false", "data.train.limit=8"]
+    recipe = load_recipe(tiny_recipe_path, [*tiny_overrides, *steps]).recipe
+    Trainer(recipe, progress=False).run()
+    assert f"teacher.cache.dir {recipe.teacher_cache.dir} holds no complete cache" in capsys.readouterr().err
