@@ -146,15 +146,14 @@ def open_cache(recipe: Recipe, split: str, prompts: list[str]) -> CachedTeacher 
 def cache_complete(recipe: Recipe) -> bool:
     """Whether every split a run reads has a complete, readable cache: what lets it leave the teacher unloaded."""
     spec = recipe.teacher_cache
-    if spec is None:
+    if spec is None or not Path(spec.dir).is_dir():  # not a line of the prompts read for nothing
         return False
-    for split, prompts in zip(("train", "eval"), split_prompts(recipe), strict=True):
-        if not prompts:
-            continue
-        try:
-            CachedTeacher(Path(spec.dir) / split)
-        except UserFacingError:  # missing, incomplete or damaged: `recipe cache` says which
-            return False
+    try:
+        for split, prompts in zip(("train", "eval"), split_prompts(recipe), strict=True):
+            if prompts:
+                CachedTeacher(Path(spec.dir) / split)
+    except UserFacingError:  # missing, incomplete or damaged (`recipe cache` says which), or unreadable prompts
+        return False
     return True
 
 
