@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import contextlib
+import io
 import json
 import shutil
 from pathlib import Path
@@ -42,4 +44,8 @@ def killed_and_resumed(run_dir: Path, overrides: list[str], recipe: Path = RECIP
     assert len(steps) >= 2, "the run needs a checkpoint before its last to resume from"
     for folder in (steps[-1], checkpoints / "best", run_dir / "export"):
         shutil.rmtree(folder, ignore_errors=folder.name == "best")
-    train(overrides, resume=True, recipe=recipe)
+    said = io.StringIO()
+    with contextlib.redirect_stderr(said):
+        train(overrides, resume=True, recipe=recipe)
+    # Tiny runs repeat exactly: one started over from step 0 would end with the same weights.
+    assert f"resuming from {steps[-2]} (" in said.getvalue(), said.getvalue()[-2000:]

@@ -89,7 +89,7 @@ def test_out_of_memory_keeps_the_steps_before_it_and_a_smaller_batch_resumes_mid
 
 @pytest.mark.parametrize("change", ["hardware.batch_size=8", "hardware.grad_accum=2"])
 def test_a_stage_of_epochs_resumed_with_other_batching_still_trains_its_epochs(
-    change, tiny_recipe_path, tiny_overrides, tmp_path, monkeypatch
+    change, tiny_recipe_path, tiny_overrides, tmp_path, monkeypatch, capsys
 ):
     from recipe_runner.trainer.parts import DistillModel
 
@@ -106,11 +106,17 @@ def test_a_stage_of_epochs_resumed_with_other_batching_still_trains_its_epochs(
     monkeypatch.setattr(DistillModel, "forward", runs_out_once)
     with pytest.raises(TrainingOutOfMemory):
         Trainer(load_recipe(tiny_recipe_path, overrides).recipe, progress=False).run()  # checkpoint at step 29
-    monkeypatch.setattr(DistillModel, "forward", original)
+    calls["n"] = -(10**9)  # counts the resumed run's training forwards, never fails again
+    capsys.readouterr()
 
     resumed = Trainer(load_recipe(tiny_recipe_path, [*overrides, change]).recipe, resume=True, progress=False)
     per_epoch, total = len(resumed.batches.epoch_order(0, 1)), resumed.batches.total_steps(0, resumed.recipe.stages[0])
     resumed.run()
+    said = capsys.readouterr().err
+    assert "step-00000029 (stage 'distill', step 29;" in said
+    start = int(re.search(r"its step 29 is now step (\d+) of", said)[1])
+    # Only the steps after the checkpoint were trained: a run that started over would train them all.
+    assert calls["n"] + 10**9 == (total - start) * resumed.recipe.hardware.grad_accum
     final = json.loads((step_checkpoints(tmp_path / "run" / "checkpoints")[-1] / "trainer_state.json").read_text())
     # The second epoch ran to its end (one batch more at most, where an odd batch count meets grad_accum 2).
     assert (final["epoch"], final["batch"]) in {(1, per_epoch), (2, 1)}, final

@@ -144,10 +144,13 @@ def test_weights_that_no_longer_fit_name_the_architecture_change_not_damage(tiny
     assert _train(tiny_recipe_path, _short(tiny_overrides, 4), resume=True).global_step == 4  # the recipe as it was
 
 
-def test_a_resume_refused_on_loading_the_checkpoint_keeps_every_metrics_row(tiny_recipe_path, tiny_overrides, tmp_path):
+def test_a_resume_refused_on_loading_the_checkpoint_keeps_every_metrics_row(
+    tiny_recipe_path, tiny_overrides, tmp_path, capsys
+):
     run_dir = tmp_path / "run"
     _train(tiny_recipe_path, _short(tiny_overrides, 4))
     shutil.rmtree(run_dir / "checkpoints" / "step-00000004")  # killed after step 4 was logged, before its save
+    shutil.rmtree(run_dir / "checkpoints" / "best")  # step 4's evaluation wrote it: a resume would start there
     before = (run_dir / "metrics.jsonl").read_bytes()
     assert max(row["step"] for row in _rows(run_dir)) == 4
 
@@ -155,9 +158,10 @@ def test_a_resume_refused_on_loading_the_checkpoint_keeps_every_metrics_row(tiny
         _train(tiny_recipe_path, _short(tiny_overrides, 6, "bolt_on.layers.2.ffn_dim=100"), resume=True)
     assert (run_dir / "metrics.jsonl").read_bytes() == before
 
+    capsys.readouterr()
     _train(tiny_recipe_path, _short(tiny_overrides, 6), resume=True)  # accepted: steps 3-4 are logged anew
-    steps = [row["step"] for row in _rows(run_dir) if "loss" in row]
-    assert steps == sorted(steps) and steps.count(3) == 1 and steps[-1] == 6
+    assert "step-00000002 (stage 'distill', step 2;" in capsys.readouterr().err
+    assert [row["step"] for row in _rows(run_dir) if "loss" in row] == [1, 2, 3, 4, 5, 6]
 
 
 def test_a_run_killed_between_an_evaluation_and_its_next_step_checkpoint_resumes_from_best(
@@ -250,18 +254,25 @@ def test_a_step_checkpoint_with_the_wrong_fields_is_damage_not_a_restart(tiny_re
             _train(tiny_recipe_path, _short(tiny_overrides, 6), resume=True)
 
 
-def test_steps_logged_after_the_checkpoint_are_logged_once_after_resume(tiny_recipe_path, tiny_overrides, tmp_path):
+def test_steps_logged_after_the_checkpoint_are_logged_once_after_resume(
+    tiny_recipe_path, tiny_overrides, tmp_path, capsys
+):
     run_dir = tmp_path / "run"
+    checkpoints = run_dir / "checkpoints"
     _train(tiny_recipe_path, _short(tiny_overrides, 4))
-    # As if killed after logging step 4 but before its checkpoint was complete.
-    shutil.rmtree(run_dir / "checkpoints" / "step-00000004")
-    (run_dir / "checkpoints" / ".step-00000004.abc.tmp").mkdir()  # what a killed save leaves, and its lock file
-    (run_dir / "checkpoints" / ".step-00000004.abc.tmp.lock").touch()
-    (run_dir / "checkpoints" / "best").rename(run_dir / "checkpoints" / ".best.old")  # killed mid-swap
+    # As if killed after logging step 4 but before its checkpoint was complete, while a `best` of step 2 was
+    # being swapped in: rows 3 and 4 come after the checkpoint the run goes on from.
+    shutil.rmtree(checkpoints / "step-00000004")
+    (checkpoints / ".step-00000004.abc.tmp").mkdir()  # what a killed save leaves, and its lock file
+    (checkpoints / ".step-00000004.abc.tmp.lock").touch()
+    shutil.rmtree(checkpoints / "best")
+    shutil.copytree(checkpoints / "step-00000002", checkpoints / ".best.old")  # killed mid-swap
     with (run_dir / "metrics.jsonl").open("a") as handle:
         handle.write('{"step": 4, "loss": 1.0')  # torn last line
 
-    _train(tiny_recipe_path, _short(tiny_overrides, 6), resume=True)  # from `best`, put back: step 4
+    capsys.readouterr()
+    _train(tiny_recipe_path, _short(tiny_overrides, 6), resume=True)  # from `best`, put back: step 2
+    assert "(stage 'distill', step 2;" in capsys.readouterr().err
     steps = [row["step"] for row in _rows(run_dir) if "loss" in row]
     assert steps == [1, 2, 3, 4, 5, 6]
     assert not list((run_dir / "checkpoints").glob(".*.tmp*"))
@@ -311,20 +322,27 @@ def test_a_second_run_into_a_directory_in_use_is_refused(tiny_recipe_path, tiny_
     assert summary.global_step == 2
 
 
-def test_the_first_loss_line_after_a_resume_averages_the_steps_an_uninterrupted_run_does(tiny_recipe_path, tmp_path):
+def test_the_first_loss_line_after_a_resume_averages_the_steps_an_uninterrupted_run_does(
+    tiny_recipe_path, tmp_path, capsys
+):
     def overrides(run: str) -> list[str]:
         where = [f"output.dir={tmp_path / run}", f"teacher.cache.dir={tmp_path / 'cache'}"]
         return _short(where, 8, "output.log_every_steps=4", "output.keep_best=false")
 
-    def losses(run: str) -> dict[int, float]:
-        return {row["step"]: row["loss"] for row in _rows(tmp_path / run) if "loss" in row}
+    def losses(run: str) -> list[tuple[int, float]]:  # a list: a row logged twice would show
+        return [(row["step"], row["loss"]) for row in _rows(tmp_path / run) if "loss" in row]
 
     _train(tiny_recipe_path, overrides("straight"))
     _train(tiny_recipe_path, overrides("resumed"))
-    shutil.rmtree(tmp_path / "resumed" / "checkpoints" / "step-00000008")  # killed after step 6's checkpoint
+    checkpoints = tmp_path / "resumed" / "checkpoints"
+    shutil.rmtree(checkpoints / "step-00000008")  # killed after step 6's checkpoint
+    capsys.readouterr()
     _train(tiny_recipe_path, overrides("resumed"), resume=True)
-    assert sorted(losses("resumed")) == [4, 8]
-    assert losses("resumed") == pytest.approx(losses("straight"), rel=1e-6)  # step 8's line: steps 5-8, not 7-8
+    assert f"resuming from {checkpoints / 'step-00000006'} (" in capsys.readouterr().err
+    resumed, straight = losses("resumed"), losses("straight")
+    assert [step for step, _ in resumed] == [step for step, _ in straight] == [4, 8]
+    # step 8's line: steps 5-8, not 7-8
+    assert [loss for _, loss in resumed] == pytest.approx([loss for _, loss in straight], rel=1e-6)
 
 
 def test_a_recipe_that_inherited_another_recipes_output_dir_never_trains_on_in_it(tiny_recipe_path, tmp_path):

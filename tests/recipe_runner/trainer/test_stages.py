@@ -8,6 +8,7 @@ from pathlib import Path
 
 import pytest
 import torch
+from safetensors.torch import load_file
 
 from recipe_runner.loader import load_recipe
 from recipe_runner.trainer.checkpoint import read_position, step_checkpoints
@@ -52,17 +53,27 @@ def test_two_stages_freeze_train_and_merge(tmp_path, monkeypatch):
     assert read_position(last).stage == 1 and read_position(last).stage_step == 6
 
 
-def test_resume_inside_a_lora_stage(tmp_path):
-    overrides = [f"output.dir={tmp_path / 'run'}", f"teacher.cache.dir={tmp_path / 'c'}", "output.keep_last=10"]
-    recipe = load_recipe(TWO_STAGES, overrides).recipe
-    Trainer(recipe, progress=False).run()
+def test_resume_inside_a_lora_stage(tmp_path, capsys):
+    """Killed inside the LoRA stage (its adapters not merged yet): the resumed run ends as an uninterrupted one."""
+
+    def recipe(run: str):
+        overrides = [f"output.dir={tmp_path / run}", f"teacher.cache.dir={tmp_path / 'c'}", "output.keep_last=10"]
+        return load_recipe(TWO_STAGES, overrides).recipe
+
+    Trainer(recipe("whole"), progress=False).run()
+    Trainer(recipe("run"), progress=False).run()
     checkpoints = tmp_path / "run" / "checkpoints"
-    for later in step_checkpoints(checkpoints):
-        if int(later.name.split("-")[1]) > 9:
-            shutil.rmtree(later)
-    assert read_position(step_checkpoints(checkpoints)[-1]).stage == 1
-    summary = Trainer(recipe, resume=True, progress=False).run()
-    assert summary.global_step == 12
+    for later in [*(c for c in step_checkpoints(checkpoints) if int(c.name.split("-")[1]) > 9), checkpoints / "best"]:
+        shutil.rmtree(later)  # `best`, of the evaluation at the end, would resume at the end: nothing trained
+    shutil.rmtree(tmp_path / "run" / "export")
+    capsys.readouterr()
+    assert Trainer(recipe("run"), resume=True, progress=False).run().global_step == 12
+    assert f"resuming from {checkpoints / 'step-00000009'} (stage 'student_lora', step 9;" in capsys.readouterr().err
+    whole = load_file(tmp_path / "whole" / "checkpoints" / "step-00000012" / "model.safetensors")
+    again = load_file(checkpoints / "step-00000012" / "model.safetensors")
+    assert whole.keys() == again.keys()
+    for name in whole:
+        torch.testing.assert_close(whole[name], again[name], msg=name)
 
 
 def test_best_is_kept_per_stage(tmp_path):

@@ -8,6 +8,7 @@ import contextlib
 import json
 import math
 import os
+import shutil
 import signal
 import subprocess
 import sys
@@ -112,6 +113,7 @@ def test_sigkill_then_resume_reaches_same_final_step(tiny_recipe_path, tiny_over
         text=True,
     )
     assert resumed.returncode == 0, resumed.stderr
+    assert f"resuming from {run_dir / 'checkpoints' / f'step-{killed_at:08d}'} (" in resumed.stderr
     assert "finished at step 120" in resumed.stdout
     steps_logged = [m["step"] for m in _metrics(run_dir) if "loss" in m]
     assert steps_logged[-1] == 120
@@ -293,23 +295,39 @@ def test_two_process_ddp_run(tiny_recipe_path, tiny_overrides, tmp_path):
     assert "continues at batch 12 instead of 6" in resumed.stderr and "finished at step 8" in resumed.stdout
 
 
-def _run_then_resume(recipe: Path, overrides: list[str], steps: tuple[int, int], save_every: int, sets: list[str]):
-    """`recipe run` to steps[0], then `--resume` to steps[1], each in its own process (accelerate's state is
-    per process)."""
-    for total, extra in ((steps[0], ()), (steps[1], ("--resume",))):
-        args = _set_args([*short_run(overrides, total, save_every), *sets])
+def _killed_and_resumed(tmp_path: Path, recipe: Path, overrides: list[str], steps: int, save_every: int, sets):
+    """`recipe run` to `steps` in run/; its last checkpoint moves to uninterrupted/ and `best` and the export go,
+    as if killed after the checkpoint before; `--resume` (another process: accelerate's state is per process)
+    then trains the last steps again. Returns the moved checkpoint, the one the resume went on from, and the
+    resume's stderr."""
+
+    def cli(*extra: str) -> subprocess.CompletedProcess:
+        args = _set_args([*short_run(overrides, steps, save_every), *sets])
         done = subprocess.run(
             _recipe_cmd("run", str(recipe), *args, *extra), env=_env(), capture_output=True, text=True
         )
         assert done.returncode == 0, done.stderr[-3000:]
+        return done
+
+    run_dir = tmp_path / "run"
+    cli()
+    checkpoints = step_checkpoints(run_dir / "checkpoints")
+    uninterrupted = tmp_path / "uninterrupted" / checkpoints[-1].name
+    uninterrupted.parent.mkdir()
+    shutil.move(checkpoints[-1], uninterrupted)
+    for gone in (run_dir / "checkpoints" / "best", run_dir / "export"):
+        shutil.rmtree(gone, ignore_errors=True)
+    return uninterrupted, checkpoints[-2], cli("--resume").stderr
 
 
 def test_bf16_stochastic_weights_train_and_resume(tiny_recipe_path, tiny_overrides, tmp_path):
-    """bf16 weights and the stochastic-rounding AdamW's bf16 moments and step counts survive a resume."""
+    """bf16 weights, the stochastic-rounding AdamW's bf16 moments and step counts, and the generator its
+    rounding draws from survive a resume: it ends bit for bit where an uninterrupted run does."""
     from safetensors.torch import load_file
 
     lowmem = ["hardware.precision=bf16", "hardware.trained_weights=bf16_stochastic"]
-    _run_then_resume(tiny_recipe_path, tiny_overrides, (20, 30), 10, lowmem)
+    whole, start, said = _killed_and_resumed(tmp_path, tiny_recipe_path, tiny_overrides, 30, 10, lowmem)
+    assert f"resuming from {start} (" in said and start.name == "step-00000020"
     run_dir = tmp_path / "run"
     latest = step_checkpoints(run_dir / "checkpoints")[-1]
     assert latest.name == "step-00000030"
@@ -318,22 +336,31 @@ def test_bf16_stochastic_weights_train_and_resume(tiny_recipe_path, tiny_overrid
     assert moments and {t.dtype for t in moments.values()} == {torch.bfloat16}
     steps = json.loads((latest / "state.json").read_text())["optimizer"]["scalars"]
     assert set(steps.values()) == {30}  # every parameter's step count went on across the resume
+    for name in ("model.safetensors", "optimizer.safetensors"):
+        first, again = load_file(str(whole / name)), load_file(str(latest / name))
+        assert first.keys() == again.keys() and all(torch.equal(first[k], again[k]) for k in first), name
     losses = [m["loss"] for m in _metrics(run_dir) if "loss" in m]
     assert all(math.isfinite(loss) for loss in losses) and losses[-1] < losses[0]
 
 
 def test_compiled_run_trains_checkpoints_and_resumes(tiny_recipe_path, tiny_overrides, tmp_path):
     """Blocks are compiled in place (and recomputed under checkpointing, in autocast), so checkpoints hold the
-    same keys and a resumed run loads them."""
+    same keys and a resumed run loads them and ends where an uninterrupted one does."""
     from safetensors.torch import load_file
 
     compiled = ["hardware.compile=true", "hardware.gradient_checkpointing=true", "hardware.precision=bf16"]
-    _run_then_resume(tiny_recipe_path, tiny_overrides, (6, 8), 3, compiled)
-    checkpoints = step_checkpoints(tmp_path / "run" / "checkpoints")
+    whole, start, said = _killed_and_resumed(tmp_path, tiny_recipe_path, tiny_overrides, 8, 3, compiled)
+    assert f"resuming from {start} (" in said and start.name == "step-00000006"
+    run_dir = tmp_path / "run"
+    checkpoints = step_checkpoints(run_dir / "checkpoints")
     assert checkpoints[-1].name == "step-00000008"
     keys = set(load_file(str(checkpoints[-1] / "model.safetensors")))
     assert keys == set(load_file(str(checkpoints[0] / "model.safetensors"))) and not any("_orig_mod" in k for k in keys)
-    losses = [m["loss"] for m in _metrics(tmp_path / "run") if "loss" in m]
+    first = load_file(str(whole / "model.safetensors"))
+    again = load_file(str(checkpoints[-1] / "model.safetensors"))
+    for key in first:
+        torch.testing.assert_close(first[key], again[key], msg=key)
+    losses = [m["loss"] for m in _metrics(run_dir) if "loss" in m]
     assert all(math.isfinite(loss) for loss in losses)
 
 
