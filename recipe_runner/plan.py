@@ -243,7 +243,8 @@ def build_plan(recipe: Recipe) -> Plan:
     trained = [(spec, plan.student_trainable) for spec, plan in zip(recipe.stages, stages, strict=True)]
     trained = [(spec, count) for spec, count in trained if "student" in spec.trainable]
     over = any(stage.memory.over_budget for stage in stages)
-    hints = [] if over else [hint for hint in (_checkpoint_hint(recipe, sizes, trained),) if hint is not None]
+    hint = None if over else _checkpoint_hint(recipe, sizes, trained)
+    hints = [] if hint is None else [hint]
     live_teacher = _live_teacher_warning(recipe, stages, sizes)
     if live_teacher is not None:
         (warnings if live_teacher[1] else hints).append(live_teacher[0])

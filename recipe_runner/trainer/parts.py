@@ -146,7 +146,7 @@ def open_cache(recipe: Recipe, split: str, prompts: list[str]) -> CachedTeacher 
 def cache_complete(recipe: Recipe) -> bool:
     """Whether every split a run reads has a complete, readable cache: what lets it leave the teacher unloaded."""
     spec = recipe.teacher_cache
-    if spec is None or not Path(spec.dir).is_dir():  # not a line of the prompts read for nothing
+    if spec is None or not Path(spec.dir).is_dir():  # then the prompts need no reading
         return False
     try:
         for split, prompts in zip(("train", "eval"), split_prompts(recipe), strict=True):
