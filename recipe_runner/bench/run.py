@@ -35,6 +35,27 @@ UNITS = {
 }
 
 
+def _float32_on_cpu(recipe: Recipe, spec: BenchSpec, device: torch.device) -> tuple[Recipe, str | None]:
+    """A --small run on a CPU computes in float32: CPUs without bf16 matmul units emulate bfloat16 many times more
+    slowly (3-7x on an AVX2 machine), and --small promises a check of the bench in seconds, not figures of the
+    recipe's precision. The cache dtype stays: it is storage, and sizes the cache as written."""
+    hardware, teacher, student = recipe.hardware, recipe.teacher, recipe.student
+    half = hardware.precision != "fp32" or teacher.dtype != "float32" or student.dtype != "float32"
+    if not spec.small or device.type != "cpu" or not half:
+        return recipe, None
+    written = f"precision {hardware.precision}, teacher {teacher.dtype}, student {student.dtype}"
+    update = {
+        "hardware": hardware.model_copy(update={"precision": "fp32", "trained_weights": "fp32"}),
+        "teacher": teacher.model_copy(update={"dtype": "float32"}),
+        "student": student.model_copy(update={"dtype": "float32"}),
+    }
+    note = (
+        f"--small on a CPU computes in float32 (the recipe has {written}): most CPUs emulate bfloat16 matmuls "
+        "many times more slowly; full-size figures and a GPU run keep the recipe's dtypes"
+    )
+    return recipe.model_copy(update=update), note
+
+
 def _notes(recipe: Recipe, spec: BenchSpec, factor: int, device: torch.device) -> list[str]:
     notes = ["random weights, no download: speed and memory do not depend on weight values"]
     if spec.small:
@@ -71,6 +92,7 @@ def run_bench(original: Recipe, spec: BenchSpec, progress: Callable[[str], None]
     """Every section in `spec.only`, in a fixed order; `progress` hears which one starts."""
     recipe, factor = random_weights_recipe(original, spec.small, spec.full_depth)
     device = resolve_device(recipe.hardware)
+    recipe, float32_note = _float32_on_cpu(recipe, spec, device)
     lengths = load_lengths()
     results: dict[str, object] = {}
     if "training" in spec.only:
@@ -115,6 +137,6 @@ def run_bench(original: Recipe, spec: BenchSpec, progress: Callable[[str], None]
         ),
         flop_formula=FLOP_FORMULA,
         units=UNITS,
-        notes=_notes(recipe, spec, factor, device),
+        notes=[*_notes(recipe, spec, factor, device), *([float32_note] if float32_note else [])],
         **results,
     )

@@ -105,6 +105,12 @@ def test_small_real_recipe_meets_cache_size_target(tmp_path: Path) -> None:
     assert report["shrink_factor"] == 16 and report["training"] is None
     assert report["teacher"]["ratio_vs_padded_bf16"] <= 0.25
     assert report["inference"]["t5"]["full_size_weight_bytes"] > 9e9  # 4.76B bf16, counted on meta
+    # A CPU emulates bf16 matmuls: --small computes in float32 there and says so; full sizes keep bf16.
+    assert report["precision"] == "fp32" and report["inference"]["t5"]["dtype"] == "float32"
+    assert any(
+        note.startswith("--small on a CPU computes in float32 (the recipe has precision bf16")
+        for note in report["notes"]
+    )
     assert report["inference"]["qwen"]["weight_bytes"] < report["inference"]["qwen"]["full_size_weight_bytes"]
 
 
