@@ -226,14 +226,18 @@ def test_aligner_falls_back_to_shipped_tokenizers_offline() -> None:
     assert result.tokenizers.startswith("shipped") and result.prompts_per_s > 0
 
 
-def test_the_loader_alone_reads_the_recipe_width_from_a_cache_it_writes_and_removes(tmp_path: Path) -> None:
+def test_the_loader_alone_reads_the_recipe_width_from_a_cache_it_writes_and_removes(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
     import tempfile
 
-    before = set(Path(tempfile.gettempdir()).glob("recipe-bench-loader-*"))
+    private = tmp_path / "tmp"  # not the shared temp dir: a test beside this one may bench a loader too
+    private.mkdir()
+    monkeypatch.setattr(tempfile, "tempdir", str(private))
     loader = _bench(tmp_path, REAL, "--only", "loader")["loader"]
     assert loader["teacher_width"] == 4096 // 16 and loader["headroom"] is None
     assert loader["cache_dtype"] == "bfloat16" and loader["num_workers"] == 4
-    assert set(Path(tempfile.gettempdir()).glob("recipe-bench-loader-*")) == before
+    assert not list(private.iterdir())
 
 
 def test_without_a_teacher_cache_the_loader_reads_no_rows(tmp_path: Path) -> None:
@@ -243,7 +247,8 @@ def test_without_a_teacher_cache_the_loader_reads_no_rows(tmp_path: Path) -> Non
 
 
 def test_a_logits_recipe_is_benched_by_its_training_step_with_teacher_and_lm_heads_counted(tmp_path: Path) -> None:
-    report = _bench(tmp_path, REPO / "recipes" / "qwen_7b_to_1_5b.yaml", "--steps", "2")
+    one_micro_batch = ("--steps", "1", "--set", "hardware.grad_accum=1")  # the parts counted, not the speed
+    report = _bench(tmp_path, REPO / "recipes" / "qwen_7b_to_1_5b.yaml", *one_micro_batch)
     training = report["training"]
     assert training["real_tokens_per_s"] > 0 and training["model_flops_per_step"] > 0
     parts = {part["name"]: part for part in training["flop_parts"]}

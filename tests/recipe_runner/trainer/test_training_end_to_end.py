@@ -5,6 +5,7 @@ Runs that stop on a failure are in test_failure_stops.py."""
 from __future__ import annotations
 
 import contextlib
+import io
 import json
 import math
 import os
@@ -87,11 +88,11 @@ def _final_loss(run_dir: Path) -> float:
 
 
 def test_sigkill_then_resume_reaches_same_final_step(tiny_recipe_path, tiny_overrides, tmp_path):
-    overrides = short_run(tiny_overrides, steps=120, save_every=10)
+    overrides = short_run(tiny_overrides, steps=60, save_every=10)
     sets = _set_args(overrides)
     run_dir = tmp_path / "run"
     proc = _start_run(tiny_recipe_path, sets)
-    _wait_for_checkpoint(proc, run_dir / "checkpoints", at_least=30)
+    _wait_for_checkpoint(proc, run_dir / "checkpoints", at_least=20)
     proc.send_signal(signal.SIGKILL)
     proc.wait()
     # Whatever the kill interrupted, every directory under a final name is complete.
@@ -99,7 +100,7 @@ def test_sigkill_then_resume_reaches_same_final_step(tiny_recipe_path, tiny_over
         if STEP_DIR.match(entry.name):
             assert (entry / "trainer_state.json").is_file(), entry
     killed_at = int(STEP_DIR.match(step_checkpoints(run_dir / "checkpoints")[-1].name).group(1))
-    assert killed_at < 120
+    assert killed_at < 60
 
     refused = subprocess.run(
         _recipe_cmd("run", str(tiny_recipe_path), "--no-progress", *sets), env=_env(), capture_output=True, text=True
@@ -114,19 +115,13 @@ def test_sigkill_then_resume_reaches_same_final_step(tiny_recipe_path, tiny_over
     )
     assert resumed.returncode == 0, resumed.stderr
     assert f"resuming from {run_dir / 'checkpoints' / f'step-{killed_at:08d}'} (" in resumed.stderr
-    assert "finished at step 120" in resumed.stdout
+    assert "finished at step 60" in resumed.stdout
     steps_logged = [m["step"] for m in _metrics(run_dir) if "loss" in m]
-    assert steps_logged[-1] == 120
+    assert steps_logged[-1] == 60
 
     # The resumed run is the same computation as one that was never interrupted.
     straight = tmp_path / "straight"
-    sets_straight = [*sets, "--set", f"output.dir={straight}"]
-    subprocess.run(
-        _recipe_cmd("run", str(tiny_recipe_path), "--no-progress", *sets_straight),
-        env=_env(),
-        check=True,
-        capture_output=True,
-    )
+    Trainer(load_recipe(tiny_recipe_path, [*overrides, f"output.dir={straight}"]).recipe, progress=False).run()
     assert _final_loss(run_dir) == pytest.approx(_final_loss(straight), rel=1e-4)
 
 
@@ -296,28 +291,22 @@ def test_two_process_ddp_run(tiny_recipe_path, tiny_overrides, tmp_path):
 
 
 def _killed_and_resumed(tmp_path: Path, recipe: Path, overrides: list[str], steps: int, save_every: int, sets):
-    """`recipe run` to `steps` in run/; its last checkpoint moves to uninterrupted/ and `best` and the export go,
-    as if killed after the checkpoint before; `--resume` (another process: accelerate's state is per process)
-    then trains the last steps again. Returns the moved checkpoint, the one the resume went on from, and the
-    resume's stderr."""
-
-    def cli(*extra: str) -> subprocess.CompletedProcess:
-        args = _set_args([*short_run(overrides, steps, save_every), *sets])
-        done = subprocess.run(
-            _recipe_cmd("run", str(recipe), *args, *extra), env=_env(), capture_output=True, text=True
-        )
-        assert done.returncode == 0, done.stderr[-3000:]
-        return done
-
+    """A run to `steps` in run/; its last checkpoint moves to uninterrupted/ and `best` and the export go, as if
+    killed after the checkpoint before; a resumed run then trains the last steps again. Returns the moved
+    checkpoint, the one the resume went on from, and what the resume said on stderr."""
+    resolved = [*short_run(overrides, steps, save_every), *sets]
+    Trainer(load_recipe(recipe, resolved).recipe, progress=False).run()
     run_dir = tmp_path / "run"
-    cli()
     checkpoints = step_checkpoints(run_dir / "checkpoints")
     uninterrupted = tmp_path / "uninterrupted" / checkpoints[-1].name
     uninterrupted.parent.mkdir()
     shutil.move(checkpoints[-1], uninterrupted)
     for gone in (run_dir / "checkpoints" / "best", run_dir / "export"):
         shutil.rmtree(gone, ignore_errors=True)
-    return uninterrupted, checkpoints[-2], cli("--resume").stderr
+    said = io.StringIO()
+    with contextlib.redirect_stderr(said):
+        Trainer(load_recipe(recipe, resolved).recipe, resume=True, progress=False).run()
+    return uninterrupted, checkpoints[-2], said.getvalue()
 
 
 def test_bf16_stochastic_weights_train_and_resume(tiny_recipe_path, tiny_overrides, tmp_path):
