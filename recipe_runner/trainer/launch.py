@@ -31,11 +31,23 @@ def launch_in_words(recipe: Recipe, accelerator) -> str:
     return line
 
 
+def _forget_an_earlier_runs_state() -> None:
+    """accelerate keeps the first Accelerator's precision and device for the life of the process and refuses any
+    other ("restart your runtime"): a notebook or a sweep that trains a bf16 recipe after an fp32 one would stop.
+    One process with no process group can start over; a launched group keeps its state (and accelerate's error)."""
+    import torch.distributed as dist
+    from accelerate.state import AcceleratorState
+
+    if not (dist.is_available() and dist.is_initialized()):
+        AcceleratorState._reset_state(reset_partial_state=True)
+
+
 def build_accelerator(recipe: Recipe):
     """accelerate for the recipe's device and precision, seeded; DDP when a launcher started several processes."""
     from accelerate import Accelerator
     from accelerate.utils import DistributedDataParallelKwargs, set_seed
 
+    _forget_an_earlier_runs_state()
     hw = recipe.hardware
     use_cpu = resolve_device(hw).type == "cpu"
     precision = {"fp32": "no", "bf16": "bf16", "fp16": "fp16"}[hw.precision]

@@ -39,3 +39,21 @@ def test_ddp_keeps_gradients_inside_its_buckets(tiny_recipe_path, tiny_overrides
     """One gradient copy less under DDP; the memory plan counts one copy only."""
     recipe = load_recipe(tiny_recipe_path, [*tiny_overrides, "hardware.distributed=ddp"]).recipe
     assert build_accelerator(recipe).ddp_handler.to_kwargs() == {"gradient_as_bucket_view": True}
+
+
+def test_one_process_runs_recipes_of_other_precisions_one_after_another(tiny_recipe_path, tiny_overrides, tmp_path):
+    """A notebook or a sweep: accelerate alone would refuse the second precision until the runtime restarts."""
+    from recipe_runner.trainer.loop import Trainer
+
+    def two_steps(*extra: str):
+        overrides = [*tiny_overrides, "stages.0.epochs=null", "stages.0.steps=2", "output.eval_every_steps=1000"]
+        recipe = load_recipe(tiny_recipe_path, [*overrides, f"output.dir={tmp_path / extra[0]}", *extra[1:]]).recipe
+        return Trainer(recipe, progress=False).run()
+
+    for run in (
+        ("fp32", "hardware.precision=fp32"),
+        ("bf16", "hardware.precision=bf16"),
+        ("again", "hardware.precision=fp32"),
+    ):
+        assert two_steps(*run).global_step == 2
+    assert build_accelerator(load_recipe(tiny_recipe_path, tiny_overrides).recipe).mixed_precision == "no"
