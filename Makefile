@@ -26,7 +26,7 @@ demo: setup
 ## Lint and run the whole test suite (end-to-end tests included).
 test: setup
 	$(BIN)/ruff check .
-	HF_HUB_OFFLINE=1 $(BIN)/python -m pytest -q -n auto --dist worksteal
+	HF_HUB_OFFLINE=1 $(BIN)/python -m pytest -q -n auto --dist worksteal --durations=15
 
 lint: setup
 	$(BIN)/ruff check . && $(BIN)/ruff format --check .

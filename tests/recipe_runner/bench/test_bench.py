@@ -72,8 +72,9 @@ def test_small_tiny_bench_reports_every_figure(tmp_path: Path) -> None:
 
 
 @pytest.mark.slow
-def test_compiled_bench_compiles_before_the_clock(tmp_path: Path) -> None:
-    report = _bench(tmp_path, TINY, "--only", "training", "--only", "teacher", "--set", "hardware.compile=true")
+def test_compiled_bench_compiles_before_the_clock(tmp_path: Path, compiled_tiny: list[str]) -> None:
+    sets = [arg for value in compiled_tiny for arg in ("--set", value)]
+    report = _bench(tmp_path, TINY, "--only", "training", "--only", "teacher", *sets)
     training, teacher = report["training"], report["teacher"]
     assert training["compiled"] and training["compile_warmup_s"] > 0
     assert training["graphs_compiled_while_timed"] == 0

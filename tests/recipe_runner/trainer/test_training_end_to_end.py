@@ -332,13 +332,12 @@ def test_bf16_stochastic_weights_train_and_resume(tiny_recipe_path, tiny_overrid
     assert all(math.isfinite(loss) for loss in losses) and losses[-1] < losses[0]
 
 
-def test_compiled_run_trains_checkpoints_and_resumes(tiny_recipe_path, tiny_overrides, tmp_path):
-    """Blocks are compiled in place (and recomputed under checkpointing, in autocast), so checkpoints hold the
+def test_compiled_run_trains_checkpoints_and_resumes(tiny_recipe_path, tiny_overrides, compiled_tiny, tmp_path):
+    """Blocks are compiled in place (and recomputed under checkpointing), so checkpoints hold the
     same keys and a resumed run loads them and ends where an uninterrupted one does."""
     from safetensors.torch import load_file
 
-    compiled = ["hardware.compile=true", "hardware.gradient_checkpointing=true", "hardware.precision=bf16"]
-    whole, start, said = _killed_and_resumed(tmp_path, tiny_recipe_path, tiny_overrides, 8, 3, compiled)
+    whole, start, said = _killed_and_resumed(tmp_path, tiny_recipe_path, tiny_overrides, 8, 3, compiled_tiny)
     assert f"resuming from {start} (" in said and start.name == "step-00000006"
     run_dir = tmp_path / "run"
     checkpoints = step_checkpoints(run_dir / "checkpoints")
