@@ -102,10 +102,12 @@ def test_sigkill_then_resume_reaches_same_final_step(tiny_recipe_path, tiny_over
     killed_at = int(STEP_DIR.match(step_checkpoints(run_dir / "checkpoints")[-1].name).group(1))
     assert killed_at < 60
 
-    refused = subprocess.run(
-        _recipe_cmd("run", str(tiny_recipe_path), "--no-progress", *sets), env=_env(), capture_output=True, text=True
-    )
-    assert refused.returncode == 1 and "--resume" in refused.stderr
+    from click.testing import CliRunner
+
+    from recipe_runner.cli import main
+
+    refused = CliRunner().invoke(main, ["run", str(tiny_recipe_path), "--no-progress", *sets])
+    assert refused.exit_code == 1 and "--resume" in refused.output
 
     resumed = subprocess.run(
         _recipe_cmd("run", str(tiny_recipe_path), "--no-progress", "--resume", *sets),
