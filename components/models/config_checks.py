@@ -12,6 +12,7 @@ import inspect
 from typing import Any
 
 from transformers import PretrainedConfig
+from transformers.activations import ACT2FN
 
 # Keys a config takes or stores without naming them in its signature, in every model type.
 _COMMON = {"model_type", "transformers_version", "_name_or_path", "torch_dtype", "use_cache", "tie_word_embeddings"}
@@ -50,11 +51,7 @@ def inline_config_problems(values: dict[str, Any], config: PretrainedConfig) -> 
         if _is_size(key) and isinstance(value, int) and not isinstance(value, bool) and value <= 0:
             problems.append((key, f"must be > 0, got {value}"))
     for key, activation in (("hidden_act", values.get("hidden_act")), ("feed_forward_proj", _t5_activation(config))):
-        if key not in values or not isinstance(activation, str):
-            continue
-        from transformers.activations import ACT2FN  # imports the kernel hub (seconds): only for a config naming one
-
-        if activation not in ACT2FN:
+        if key in values and isinstance(activation, str) and activation not in ACT2FN:
             close = difflib.get_close_matches(activation, sorted(ACT2FN), n=1)
             hint = f"did you mean {close[0]!r}? " if close else ""
             problems.append((key, f"unknown activation {activation!r}; {hint}(known: {', '.join(sorted(ACT2FN))})"))

@@ -5,35 +5,31 @@ from __future__ import annotations
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
-from typing import TYPE_CHECKING, Literal
+from typing import Literal
 
 import torch
-import transformers
 from safetensors import SafetensorError
 from torch import nn
-from transformers.configuration_utils import PretrainedConfig
+from transformers import AutoModel, AutoModelForCausalLM, PretrainedConfig, PreTrainedModel, T5EncoderModel
 from transformers.utils import logging as transformers_logging
 
 from components.errors import some_of
+from components.models.fused_kernels import use_fused_kernels
 from components.models.source import ModelSourceError, download_command, locate, resolve_config
 from components.models.weight_files import weights_problem
 from schemas.models import ModelSource
 
-if TYPE_CHECKING:
-    from transformers import PreTrainedModel
-
 Role = Literal["teacher", "student"]
 Attention = Literal["sdpa", "eager", "flash_attention_2"]
 
-# (role, recipe `type`) -> transformers class name: the closed registry of model kinds. Names, looked up when a
-# model is built: importing the modelling code takes seconds that `recipe validate` and `plan` do not need.
-_CLASSES: dict[tuple[Role, str], str] = {
-    ("teacher", "t5_encoder"): "T5EncoderModel",
-    ("student", "hidden_states"): "AutoModel",
-    ("teacher", "causal_lm"): "AutoModelForCausalLM",
-    ("student", "causal_lm"): "AutoModelForCausalLM",
+# (role, recipe `type`) -> transformers class: the closed registry of model kinds.
+_CLASSES: dict[tuple[Role, str], type] = {
+    ("teacher", "t5_encoder"): T5EncoderModel,
+    ("student", "hidden_states"): AutoModel,
+    ("teacher", "causal_lm"): AutoModelForCausalLM,
+    ("student", "causal_lm"): AutoModelForCausalLM,
 }
-_AUTO_CLASSES = ("AutoModel", "AutoModelForCausalLM")  # these pick the architecture from the config, custom code too
+_AUTO_CLASSES = (AutoModel, AutoModelForCausalLM)  # these pick the architecture from the config, custom code included
 _DEFAULT_TYPE: dict[Role, str] = {"teacher": "t5_encoder", "student": "hidden_states"}
 
 # Attribute paths of the last normalisation layer, tried in order (T5 encoder, Qwen/Llama base, causal-LM wrappers).
@@ -92,14 +88,14 @@ def freeze(model: nn.Module) -> nn.Module:
 def model_class(source: ModelSource, role: Role) -> type:
     kind = getattr(source, "type", None) or _DEFAULT_TYPE[role]
     try:
-        return getattr(transformers, _CLASSES[(role, kind)])
+        return _CLASSES[(role, kind)]
     except KeyError:
         raise ModelSourceError(f"no {role} model of type {kind!r}") from None
 
 
 def _from_config(cls: type, config: PretrainedConfig, source: ModelSource, attention: str) -> PreTrainedModel:
     dtype = getattr(torch, source.dtype)
-    if cls.__name__ in _AUTO_CLASSES:
+    if cls in _AUTO_CLASSES:
         return cls.from_config(
             config, dtype=dtype, attn_implementation=attention, trust_remote_code=source.trust_remote_code
         )
@@ -108,7 +104,7 @@ def _from_config(cls: type, config: PretrainedConfig, source: ModelSource, atten
 
 def _from_pretrained(cls: type, ref: str, source: ModelSource, attention: str) -> PreTrainedModel:
     kwargs: dict[str, object] = {"dtype": getattr(torch, source.dtype), "attn_implementation": attention}
-    if cls.__name__ in _AUTO_CLASSES:
+    if cls in _AUTO_CLASSES:
         kwargs["trust_remote_code"] = source.trust_remote_code
     if Path(ref).is_dir() and (problem := weights_problem(Path(ref))) is not None:
         raise ModelSourceError(problem)
@@ -172,7 +168,5 @@ def build_model(
         assert source.model is not None
         model = _from_pretrained(cls, locate(source.model).ref, source, attention)
     if fused_kernels:
-        from components.models.fused_kernels import use_fused_kernels  # imports transformers' kernel hub
-
         use_fused_kernels(model, norms=torch.device(device).type == "cuda")
     return model.to(device)
