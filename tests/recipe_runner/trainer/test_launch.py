@@ -45,15 +45,8 @@ def test_one_process_runs_recipes_of_other_precisions_one_after_another(tiny_rec
     """A notebook or a sweep: accelerate alone would refuse the second precision until the runtime restarts."""
     from recipe_runner.trainer.loop import Trainer
 
-    def two_steps(*extra: str):
-        overrides = [*tiny_overrides, "stages.0.epochs=null", "stages.0.steps=2", "output.eval_every_steps=1000"]
-        recipe = load_recipe(tiny_recipe_path, [*overrides, f"output.dir={tmp_path / extra[0]}", *extra[1:]]).recipe
-        return Trainer(recipe, progress=False).run()
-
-    for run in (
-        ("fp32", "hardware.precision=fp32"),
-        ("bf16", "hardware.precision=bf16"),
-        ("again", "hardware.precision=fp32"),
-    ):
-        assert two_steps(*run).global_step == 2
+    overrides = [*tiny_overrides, "stages.0.epochs=null", "stages.0.steps=2", "output.eval_every_steps=1000"]
+    for run_name, precision in (("fp32", "fp32"), ("bf16", "bf16"), ("again", "fp32")):
+        sets = [*overrides, f"output.dir={tmp_path / run_name}", f"hardware.precision={precision}"]
+        assert Trainer(load_recipe(tiny_recipe_path, sets).recipe, progress=False).run().global_step == 2
     assert build_accelerator(load_recipe(tiny_recipe_path, tiny_overrides).recipe).mixed_precision == "no"

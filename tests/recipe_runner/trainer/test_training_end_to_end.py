@@ -18,8 +18,10 @@ from pathlib import Path
 
 import pytest
 import torch
+from click.testing import CliRunner
 from short_runs import short_run
 
+from recipe_runner.cli import main
 from recipe_runner.loader import load_recipe
 from recipe_runner.trainer.checkpoint import STEP_DIR, step_checkpoints
 from recipe_runner.trainer.loop import Trainer
@@ -101,10 +103,6 @@ def test_sigkill_then_resume_reaches_same_final_step(tiny_recipe_path, tiny_over
             assert (entry / "trainer_state.json").is_file(), entry
     killed_at = int(STEP_DIR.match(step_checkpoints(run_dir / "checkpoints")[-1].name).group(1))
     assert killed_at < 60
-
-    from click.testing import CliRunner
-
-    from recipe_runner.cli import main
 
     refused = CliRunner().invoke(main, ["run", str(tiny_recipe_path), "--no-progress", *sets])
     assert refused.exit_code == 1 and "--resume" in refused.output
