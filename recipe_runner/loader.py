@@ -11,6 +11,7 @@ from pydantic import BaseModel, ValidationError
 
 from components.registry import recipe_class
 from recipe_runner.errors import Path_, Problem, RecipeError, dotted
+from recipe_runner.path_problems import resolve_or_reason
 from recipe_runner.schema_errors import problems_from_validation
 from recipe_runner.yaml_source import ENVIRONMENT_VARIABLE, UNEXPANDED, SourcedTree, apply_overrides, load_tree
 from schemas import Recipe
@@ -64,11 +65,10 @@ def resolve_paths(node: Any, path: Path_, tree: SourcedTree, problems: list[Prob
         elif marker is not None and isinstance(value, str):
             origin = tree.position_of(path + (name,)).file
             base = Path(origin).parent if Path(origin).is_file() else Path.cwd()
-            try:
-                candidate = (base / Path(value).expanduser()).resolve()
-            except (RuntimeError, ValueError, OSError) as exc:  # `~nobody/x`, a NUL byte, a symlink loop
+            candidate, reason = resolve_or_reason(Path(value), base)
+            if candidate is None:  # `~nobody/x`, a NUL byte, a symlink loop, a name too long
                 problems.append(
-                    Problem(tree.position_of(path + (name,)), dotted(path + (name,)), f"bad path {value!r}: {exc}")
+                    Problem(tree.position_of(path + (name,)), dotted(path + (name,)), f"bad path {value!r}: {reason}")
                 )
                 continue
             if marker.must_be_local or candidate.exists() or _looks_local(value):

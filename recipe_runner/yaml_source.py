@@ -13,6 +13,7 @@ from ruamel.yaml.constructor import DuplicateKeyError
 from ruamel.yaml.error import MarkedYAMLError
 
 from recipe_runner.errors import Path_, Position, Problem, RecipeError, dotted
+from recipe_runner.path_problems import resolve_or_reason
 
 
 @dataclass
@@ -252,7 +253,10 @@ def _drop_templates(tree: SourcedTree) -> None:
 
 def load_tree(file: Path, _chain: tuple[Path, ...] = ()) -> SourcedTree:
     """Read a recipe file and everything it `extends`, innermost first."""
-    file = file.resolve()
+    resolved, reason = resolve_or_reason(file, Path.cwd())
+    if resolved is None:
+        raise RecipeError.single(Position(str(file)), "<recipe>", reason or "")
+    file = resolved
     if file in _chain:
         cycle = " -> ".join(p.name for p in (*_chain, file))
         raise RecipeError.single(Position(str(_chain[-1])), "extends", f"extends cycle: {cycle}")
@@ -274,7 +278,9 @@ def load_tree(file: Path, _chain: tuple[Path, ...] = ()) -> SourcedTree:
             raise RecipeError.single(where, "extends", "an empty file name: name the base recipe, or remove extends")
         if ENVIRONMENT_VARIABLE.search(base_name):
             raise RecipeError.single(where, "extends", f"{base_name!r}: {UNEXPANDED}")
-        base_file = (file.parent / Path(base_name).expanduser()).resolve()
+        base_file, reason = resolve_or_reason(Path(base_name), file.parent)
+        if base_file is None:
+            raise RecipeError.single(where, "extends", f"bad path {base_name!r}: {reason}")
         if base_file in (*_chain, file):
             cycle = " -> ".join(p.name for p in (*_chain, file, base_file))
             raise RecipeError.single(where, "extends", f"extends cycle: {cycle}")

@@ -19,6 +19,8 @@ def data_file_problem(path: Path) -> str | None:
     """Why a prompt file cannot be opened (`recipe validate` asks before a run does), or None."""
     if path.is_dir():
         return f"{path} is a directory, not a data file: name a .txt or .jsonl file in it"
+    if path.exists() and not path.is_file():
+        return f"{path} is not a regular file (a pipe, socket or device): name a .txt or .jsonl file"
     if not path.is_file():
         return f"data file not found: {path}"
     if not os.access(path, os.R_OK):

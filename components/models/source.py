@@ -2,17 +2,19 @@
 
 from __future__ import annotations
 
+import difflib
 import json
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Literal
 
+import transformers
 from transformers import AutoConfig, PretrainedConfig
 from transformers.models.auto.configuration_auto import CONFIG_MAPPING
 
 from components.errors import UserFacingError
 from components.models.config_checks import unknown_model_type_message
-from components.models.known_architectures import known_config_dict
+from components.models.known_architectures import known_config_dict, known_hub_ids
 from schemas.models import ModelSource
 
 
@@ -47,9 +49,12 @@ def download_command(hub_id: str, revision: str | None = None) -> str:
 
 
 def unknown_hub_id_message(hub_id: str) -> str:
+    known = {name.lower(): name for name in known_hub_ids()}
+    close = difflib.get_close_matches(hub_id.lower(), list(known), n=1, cutoff=0.85)
+    hint = f"did you mean {known[close[0]]!r}? If not, " if close else ""
     return (
         f"unknown hub id {hub_id!r}: no local copy and not in the known-architecture table; "
-        f"download it first ({download_command(hub_id)}) or give a local path / inline config"
+        f"{hint}download it first ({download_command(hub_id)}) or give a local path / inline config"
     )
 
 
@@ -110,6 +115,20 @@ def _needs_its_own_code(values: dict[str, Any], source: ModelSource, folder: str
     )
 
 
+def _check_model_type(model_type: object, config_file: Path) -> None:
+    if not isinstance(model_type, str):
+        raise ModelSourceError(
+            f"{config_file}: has no `model_type` string, which names the architecture; save the model again with "
+            "save_pretrained, or add the model_type of its architecture (e.g. \"qwen3\")"
+        )
+    if model_type not in CONFIG_MAPPING:
+        known = unknown_model_type_message(model_type, list(CONFIG_MAPPING.keys()))
+        raise ModelSourceError(
+            f"{config_file}: {known}; an architecture newer than transformers {transformers.__version__} needs a "
+            "newer transformers"
+        )
+
+
 def resolve_config(source: ModelSource) -> PretrainedConfig:
     """The architecture without touching the network: inline config, local dir, known table, then the HF cache.
 
@@ -123,7 +142,10 @@ def resolve_config(source: ModelSource) -> PretrainedConfig:
         config_file = Path(location.ref) / "config.json"
         if not config_file.is_file():
             raise ModelSourceError(f"{location.ref}: not a model directory (no config.json)")
-        _needs_its_own_code(_read_config_json(config_file), source, location.ref)
+        values = _read_config_json(config_file)
+        _needs_its_own_code(values, source, location.ref)
+        if "auto_map" not in values:  # transformers' own words here are multi-line advice to reinstall it
+            _check_model_type(values.get("model_type"), config_file)
         try:
             return _from_disk_or_cache(location.ref, source)
         except (OSError, ValueError) as exc:

@@ -407,6 +407,9 @@ def test_nesting_deeper_than_the_parser_can_go_is_named_where_it_gets_deep(tmp_p
         ("data.train=~no_such_user_xyz/prompts.txt", "data.train.path"),
         ('student.tokenizer="tok\\0"', "student.tokenizer"),
         ("output.dir=~no_such_user_xyz/out", "output.dir"),
+        (f"data.train=./{'a' * 300}.txt", "data.train.path"),
+        (f"student.tokenizer=/tmp/{'b' * 300}", "student.tokenizer"),
+        (f"output.dir=/tmp/{'c' * 300}/out", "output.dir"),
     ],
 )
 def test_unusable_path_is_a_problem_not_a_crash(override: str, field: str) -> None:
@@ -416,6 +419,24 @@ def test_unusable_path_is_a_problem_not_a_crash(override: str, field: str) -> No
     assert problem.field == field
     assert problem.message.startswith("bad path ")
     assert str(problem.position) == f"--set #1 ({override})"
+    if len(override) > 300:
+        assert problem.message.endswith("longer than the file system allows (255 bytes per name): shorten it")
+
+
+def test_a_symlink_loop_is_named_as_one_wherever_a_path_meets_it(tmp_path: Path) -> None:
+    (tmp_path / "loop1").symlink_to(tmp_path / "loop2")
+    (tmp_path / "loop2").symlink_to(tmp_path / "loop1")
+    loop = "it runs through a symlink loop: fix or remove the link"
+    child = write(tmp_path, "child.yaml", "extends: ./loop1\n")
+    with pytest.raises(RecipeError) as exc:
+        load_tree(child)
+    assert (only_problem(exc).field, only_problem(exc).message) == ("extends", f"bad path './loop1': {loop}")
+    with pytest.raises(RecipeError) as exc:
+        load_tree(tmp_path / "loop1")
+    assert (only_problem(exc).field, only_problem(exc).message) == ("<recipe>", loop)
+    with pytest.raises(RecipeError) as exc:
+        load_recipe(BASE_RECIPE, [f"output.dir={tmp_path / 'loop1' / 'out'}"], check=False)
+    assert only_problem(exc).message.endswith(loop)
 
 
 @pytest.mark.parametrize(

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import re
 from pathlib import Path
 
@@ -39,6 +40,14 @@ def test_a_folder_is_not_a_data_file(tmp_path: Path) -> None:
     with pytest.raises(DataFileError) as exc:
         _read(folder)
     assert str(exc.value) == f"{folder} is a directory, not a data file: name a .txt or .jsonl file in it"
+
+
+def test_a_named_pipe_is_not_called_missing(tmp_path: Path) -> None:
+    pipe = tmp_path / "prompts.txt"
+    os.mkfifo(pipe)
+    with pytest.raises(DataFileError) as exc:
+        _read(pipe)  # returns at once: nothing opens the pipe, which would wait for a writer
+    assert "is not a regular file (a pipe, socket or device)" in str(exc.value)
 
 
 def test_a_missing_file(tmp_path: Path) -> None:

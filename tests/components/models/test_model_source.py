@@ -89,6 +89,28 @@ def test_unknown_hub_id_says_how_to_get_it() -> None:
     )
 
 
+@pytest.mark.parametrize("typo", ["Qwen/Qwen3-Embeding-0.6B", "qwen/qwen3-embedding-0.6b"])
+def test_a_misspelt_hub_id_is_offered_the_known_one_before_a_download(typo: str) -> None:
+    with pytest.raises(ModelSourceError) as error:
+        resolve_config(student(typo))
+    assert "did you mean 'Qwen/Qwen3-Embedding-0.6B'? If not, download it first" in str(error.value)
+
+
+@pytest.mark.parametrize(
+    ("values", "said"),
+    [
+        ({"model_type": "qwen9", "hidden_size": 48}, "unknown model_type 'qwen9'; did you mean 'qwen3'"),
+        ({"hidden_size": 48}, "has no `model_type` string, which names the architecture; save the model again"),
+    ],
+)
+def test_a_saved_config_of_an_unknown_architecture_is_one_line_with_the_fix(tmp_path, values, said) -> None:
+    (tmp_path / "config.json").write_text(json.dumps(values))
+    with pytest.raises(ModelSourceError) as caught:
+        resolve_config(student(str(tmp_path)))
+    message = str(caught.value)
+    assert message.startswith(f"{tmp_path / 'config.json'}: ") and said in message and "\n" not in message
+
+
 def test_pinned_revision_without_a_cached_copy_falls_back_to_the_table() -> None:
     config = resolve_config(student("Qwen/Qwen3-Embedding-0.6B", revision="v1"))
     assert config.hidden_size == 1024
