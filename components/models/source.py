@@ -119,7 +119,7 @@ def _check_model_type(model_type: object, config_file: Path) -> None:
     if not isinstance(model_type, str):
         raise ModelSourceError(
             f"{config_file}: has no `model_type` string, which names the architecture; save the model again with "
-            "save_pretrained, or add the model_type of its architecture (e.g. \"qwen3\")"
+            'save_pretrained, or add the model_type of its architecture (e.g. "qwen3")'
         )
     if model_type not in CONFIG_MAPPING:
         known = unknown_model_type_message(model_type, list(CONFIG_MAPPING.keys()))
