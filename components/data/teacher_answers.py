@@ -15,7 +15,7 @@ import shlex
 from collections.abc import Callable
 from pathlib import Path
 
-from components.atomic_files import write_json_atomic
+from components.atomic_files import atomic_path, write_json_atomic
 from components.data.prompts import prompts_digest
 from components.errors import UserFacingError
 
@@ -81,6 +81,27 @@ def read_answers(directory: Path, split: str, prompts: list[str], identity: dict
     return answers
 
 
+def _started_from(started: Path) -> dict | None:
+    try:
+        return json.loads(started.read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return None
+
+
+def _refuse_other_partial(partial: Path, started: Path, split: str) -> None:
+    """Half-written answers of other prompts or settings can be hours of generation: never emptied unasked."""
+    if not partial.is_file() or partial.stat().st_size == 0:
+        return
+    lines = len(partial.read_bytes().splitlines())
+    why = "other prompts or teacher settings" if started.is_file() else "prompts and settings nothing records"
+    moves = " ".join(shlex.quote(str(p)) for p in (partial, started) if p.is_file())
+    raise AnswersError(
+        f"{partial} holds {lines} answers, half-written from {why} than data.{split} and teacher.answers now: "
+        f"put back the settings that made them (see {started.name}) to continue them, or move them away "
+        f"(`mkdir -p old-answers && mv {moves} old-answers/`) to write the answers anew"
+    )
+
+
 def write_answers(
     directory: Path,
     split: str,
@@ -97,8 +118,8 @@ def write_answers(
     made = _made_from(prompts, identity)
     started = partial.with_suffix(".started.json")
     done: list[str] = []
-    if partial.is_file() and started.is_file() and json.loads(started.read_text(encoding="utf-8")) == made:
-        for line in partial.read_text(encoding="utf-8").splitlines()[: len(prompts)]:
+    if _started_from(started) == made:
+        for line in partial.read_text(encoding="utf-8").splitlines()[: len(prompts)] if partial.is_file() else []:
             try:
                 answer = json.loads(line)["answer"]
             except (ValueError, KeyError, TypeError):  # a line cut short by a kill: keep the whole ones before it
@@ -106,9 +127,12 @@ def write_answers(
             if not isinstance(answer, str):  # edited by hand: answered again from here
                 break
             done.append(answer)
-        partial.write_text("".join(json.dumps({"answer": a}) + "\n" for a in done), encoding="utf-8")
+        with atomic_path(partial) as tmp:  # a kill now leaves the old partial whole, never an emptied one
+            tmp.write_text("".join(json.dumps({"answer": a}) + "\n" for a in done), encoding="utf-8")
     else:
-        partial.write_text("", encoding="utf-8")
+        _refuse_other_partial(partial, started, split)
+        with atomic_path(partial) as tmp:
+            tmp.write_text("", encoding="utf-8")
         write_json_atomic(started, made)
     progress(len(done))
     with partial.open("a", encoding="utf-8") as handle:

@@ -36,6 +36,21 @@ def check_image_path(out: Path, option: str = "--out") -> None:
         ) from None
 
 
+def check_replaceable(out: Path, option: str = "--out") -> None:
+    """--out replaces an earlier image, never a file of another kind that happens to bear an image's name."""
+    if not out.exists() and not out.is_symlink():
+        return
+    from PIL import Image, UnidentifiedImageError
+
+    try:
+        with Image.open(out) as image:
+            image.verify()
+    except (UnidentifiedImageError, OSError, SyntaxError, ValueError):
+        raise InferenceError(
+            f"{option} {out}: exists and is not an image, so it is not replaced; move it away or give another path"
+        ) from None
+
+
 def numbered(out: Path, index: int, count: int) -> Path:
     """`out` itself for one prompt; `stem_01.png`, `stem_02.png`, ... for several."""
     if count == 1:

@@ -31,13 +31,18 @@ def _is_complete(directory: Path) -> bool:
 
 def find_checkpoint(out_dir: Path) -> Path:
     """The newest complete step checkpoint: the state `recipe run` exports at its end, so both give one encoder.
-    `best` (kept per stage by eval loss) is exported only when asked for with --checkpoint."""
+    `best` (kept per stage by eval loss) is exported when asked for with --checkpoint, and when it is newer than
+    every step checkpoint: a run killed between writing `best` and its step checkpoint has its end there alone,
+    and `recipe run --resume` exports it too."""
     from recipe_runner.trainer.checkpoint import step_checkpoints
+    from recipe_runner.trainer.run_dir import saved_step
 
     root = out_dir / "checkpoints"
     found = [p for p in step_checkpoints(root) if _is_complete(p)]
+    best = _hidden_by_a_swap(root / "best")
+    if found and _is_complete(best) and (saved_step(best) or 0) > (saved_step(found[-1]) or 0):
+        return best
     if not found:
-        best = _hidden_by_a_swap(root / "best")
         offer = f"; {best} is whole: pass --checkpoint {best}" if _is_complete(best) else ""
         raise ExportSetupError(
             f"no step checkpoint in {root}: train one first with `recipe run RECIPE` (checkpoints are written every "
@@ -158,17 +163,50 @@ def export(
 ) -> None:
     """Write the distilled encoder (student, tokenizer, bolt-on, encoder.json), or for a logits recipe the
     student as a transformers model folder, from a training checkpoint."""
-    from components.disk_space import require_free
-    from components.export import check_target, export_trained
-    from components.models import load_tokenizer
+    from components.export import check_target
     from recipe_runner.loader import load_recipe
-    from recipe_runner.trainer.checkpoint import step_checkpoints
-    from recipe_runner.trainer.disk_need import export_bytes
 
     recipe = load_recipe(file, overrides, allow_remote_code=allow_remote_code, unread=NEITHER_DATA_NOR_CACHE).recipe
     run_dir = Path(recipe.output.dir)
     target = Path(out_dir) if out_dir is not None else run_dir / "export"
     check_target(target, recipe.family)  # before loading anything: only an earlier export may be replaced
+    lock = _lock_the_run(run_dir) if target.absolute().parent == run_dir.absolute() else None
+    try:
+        _export(recipe, run_dir, target, checkpoint_dir)
+    finally:
+        if lock is not None:
+            lock.release()
+
+
+def _lock_the_run(run_dir: Path):
+    """The run's own lock: a live `recipe run` writes this export at its end and prunes the checkpoints read here."""
+    from recipe_runner.trainer.run_dir import DirectoryLock
+
+    if not run_dir.is_dir():
+        return None
+    return DirectoryLock(run_dir, remedy="export to another folder with --out DIR").acquire()
+
+
+def _refuse_another_recipes(checkpoint: Path, recipe: Recipe) -> None:
+    """A recipe that extends another inherits its output.dir: its name and settings must not label those weights."""
+    from recipe_runner.trainer.run_dir import trained_by
+
+    owner = trained_by(checkpoint)
+    if owner not in (None, recipe.recipe):
+        raise ExportSetupError(
+            f"{checkpoint} was trained by recipe {owner!r}, not {recipe.recipe!r}: export it with that recipe "
+            f"({checkpoint.parent.parent / 'resolved_recipe.yaml'}); a recipe that extends another inherits its "
+            "output.dir, so give this one its own (e.g. --set output.dir=runs/NAME)"
+        )
+
+
+def _export(recipe: Recipe, run_dir: Path, target: Path, checkpoint_dir: str | None) -> None:
+    from components.disk_space import require_free
+    from components.export import export_trained
+    from components.models import load_tokenizer
+    from recipe_runner.trainer.checkpoint import step_checkpoints
+    from recipe_runner.trainer.disk_need import export_bytes
+
     if checkpoint_dir is not None:
         checkpoint = _hidden_by_a_swap(Path(checkpoint_dir))
         if not checkpoint.exists():
@@ -181,6 +219,7 @@ def export(
             )
     else:
         checkpoint = find_checkpoint(run_dir)
+    _refuse_another_recipes(checkpoint, recipe)
     model, stage_index = load_checkpointed_model(recipe, checkpoint)
     # An earlier export at the target stays until the new one is complete, so the whole export must fit.
     require_free(

@@ -235,10 +235,13 @@ def _image_path(given: str | None, default: Path, count: int) -> tuple[Path, boo
     numbered files of several prompts are names the user never wrote, so they take the first free set, as a
     default path does. A bad --out is a usage error (exit 2); an unusable default place a setup problem (exit 1)."""
     from components.inference import InferenceError, check_image_path, free_name
+    from components.inference.image_files import check_replaceable
 
     if given is not None:
         try:
             check_image_path(Path(given), "--out")
+            if count == 1:
+                check_replaceable(Path(given), "--out")
         except InferenceError as exc:
             raise click.UsageError(str(exc)) from None
         return (Path(given), True) if count == 1 else (free_name(Path(given), count), False)
@@ -332,8 +335,9 @@ def run_job(job: InferJob) -> list[Path]:
 @click.option(
     "--out",
     type=click.Path(dir_okay=False),
-    help="Image path (.png, .jpg, .jpeg, .webp), replaced if it exists; several prompts give numbered files "
-    "(NAME_01.png, ...; NAME-1_01.png, ... when any is taken, never over an earlier image). "
+    help="Image path (.png, .jpg, .jpeg, .webp); an image there is replaced (any other file is refused); several "
+    "prompts give numbered files (NAME_01.png, ...; NAME-1_01.png, ... when any is taken, never over an earlier "
+    "image). "
     "Default: <output.dir>/images/ENCODER.png (./ENCODER.png with --checkpoint and no RECIPE), numbered -1, "
     "-2, ... so no earlier image is replaced.",
 )

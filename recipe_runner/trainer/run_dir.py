@@ -8,6 +8,7 @@ Both are refused here, with what to do instead.
 from __future__ import annotations
 
 import os
+import re
 import shutil
 import sys
 from pathlib import Path
@@ -98,7 +99,7 @@ class DirectoryLock:
             self._handle = None
 
 
-def _step(checkpoint: Path) -> int | None:
+def saved_step(checkpoint: Path) -> int | None:
     """Its global step, or None when it cannot be read (a resume from it says why)."""
     try:
         return read_position(checkpoint).global_step
@@ -119,8 +120,8 @@ def choose_start(out_dir: Path, resume: bool, main: bool, recipe_name: str) -> P
     start = existing[-1] if existing else None
     best = checkpoints / "best"
     if resume and (best / COMPLETE).is_file():
-        best_step = _step(best)
-        if best_step is not None and (start is None or best_step > (_step(start) or 0)):
+        best_step = saved_step(best)
+        if best_step is not None and (start is None or best_step > (saved_step(start) or 0)):
             start = best
     if best.exists() or best.is_symlink():  # the first better evaluation replaces it: refused now, not hours in
         check_replaceable(best, COMPLETE, "checkpoint", "move them away and rerun", added_to_checkpoint)
@@ -128,7 +129,7 @@ def choose_start(out_dir: Path, resume: bool, main: bool, recipe_name: str) -> P
         print(f"--resume: no checkpoint in {checkpoints}; starting from step 0", file=sys.stderr)
     if start is None:
         refuse_fresh_start(out_dir, recipe_name, resuming=resume)
-    _refuse_incomplete_steps(checkpoints, (_step(start) or 0) if start is not None else 0, main)
+    _refuse_incomplete_steps(checkpoints, (saved_step(start) or 0) if start is not None else 0, main)
     return start
 
 
@@ -164,7 +165,7 @@ def refuse_fresh_start(out_dir: Path, recipe_name: str, resuming: bool = False) 
     refuse: they describe steps that are trained again. The checkpoints of another recipe (one that this recipe
     extends, and whose output.dir it inherited) are never offered for --resume."""
     existing = step_checkpoints(out_dir / "checkpoints")
-    owner = _trained_by(existing[-1]) if existing else None
+    owner = trained_by(existing[-1]) if existing else None
     if existing and owner not in (None, recipe_name):
         raise RunSetupError(
             f"{out_dir} holds the checkpoints of recipe {owner!r} (latest {existing[-1].name}), not of "
@@ -179,7 +180,7 @@ def refuse_fresh_start(out_dir: Path, recipe_name: str, resuming: bool = False) 
     found = [name for name in _EARLIER_RUN if (out_dir / name).exists() and not (resuming and name == "metrics.jsonl")]
     if found:
         best = out_dir / "checkpoints" / "best"
-        step = _step(best) if (best / COMPLETE).is_file() else None
+        step = saved_step(best) if (best / COMPLETE).is_file() else None
         if step is not None:
             go_on = f"; or continue it from there (step {step}) with `recipe run --resume`"
         elif found == ["metrics.jsonl"]:  # a run that stopped before its first checkpoint
@@ -192,7 +193,7 @@ def refuse_fresh_start(out_dir: Path, recipe_name: str, resuming: bool = False) 
         )
 
 
-def _trained_by(checkpoint: Path) -> str | None:
+def trained_by(checkpoint: Path) -> str | None:
     """The `recipe:` name in the checkpoint's run record; None when it has none or cannot be read."""
     try:
         record = read_record(checkpoint)
@@ -200,6 +201,11 @@ def _trained_by(checkpoint: Path) -> str | None:
         return None
     name = record["recipe"].get("recipe") if record else None
     return name if isinstance(name, str) else None
+
+
+# What a checkpoint write (mkdtemp's 8 characters) or a prune leaves when killed; a person's own
+# `.step-00000060-backup.tmp` is no such name and stays.
+_OUR_TEMPORARY = re.compile(r"^\.(step-\d{8}|best)\.([a-z0-9_]{8}|pruned)\.tmp$")
 
 
 def tidy_checkpoints(checkpoints: Path) -> list[Path]:
@@ -210,9 +216,10 @@ def tidy_checkpoints(checkpoints: Path) -> list[Path]:
     if not checkpoints.is_dir():
         return []
     recover_directory(checkpoints / "best", COMPLETE)
-    stale = [p for p in checkpoints.iterdir() if p.is_dir() and p.name.startswith(".") and p.name.endswith(".tmp")]
+    stale = [p for p in checkpoints.iterdir() if p.is_dir() and not p.is_symlink() and _OUR_TEMPORARY.match(p.name)]
     for path in stale:
         shutil.rmtree(path, ignore_errors=True)
+        print(f"removed {path}: a partial checkpoint copy left by a run that was stopped", file=sys.stderr)
     for lock in checkpoints.glob(".*.tmp.lock"):  # the lock files their writers held beside them
         lock.unlink(missing_ok=True)
     for sums in checkpoints.glob("*/.checksums.json.*.tmp"):  # checksums an exit cut short (checksums.py)

@@ -58,6 +58,24 @@ def test_a_run_killed_midway_continues_after_its_last_whole_answer(tmp_path: Pat
     assert [json.loads(line)["answer"] for line in lines] == _answer(0, PROMPTS)
 
 
+def test_half_written_answers_of_other_settings_are_refused_never_emptied(tmp_path: Path) -> None:
+    def killed_after_one_batch(start: int, prompts: list[str]) -> list[str]:
+        if start >= 2:
+            raise KeyboardInterrupt
+        return _answer(start, prompts)
+
+    with pytest.raises(KeyboardInterrupt):
+        write_answers(tmp_path, "train", PROMPTS, IDENTITY, killed_after_one_batch, batch_size=2)
+    partial = tmp_path / "train.jsonl.partial"
+    kept = partial.read_bytes()
+    for identity in ({**IDENTITY, "max_new_tokens": 8}, IDENTITY):
+        if identity is IDENTITY:
+            (tmp_path / "train.jsonl.started.json").unlink()  # nothing records what made them
+        with pytest.raises(AnswersError, match=r"train.jsonl.partial holds 2 answers, half-written from") as caught:
+            write_answers(tmp_path, "train", PROMPTS, identity, _answer, batch_size=2)
+        assert "move them away" in str(caught.value) and partial.read_bytes() == kept
+
+
 class _Tokenizer:
     eos_token_id = 9
 

@@ -132,6 +132,43 @@ def test_an_older_best_is_not_what_the_default_exports(trained, tmp_path):
     torch.testing.assert_close(embeds, expected, atol=1e-5, rtol=1e-5)
 
 
+def test_a_best_newer_than_every_step_checkpoint_is_what_the_default_exports(trained, tmp_path):
+    """A run killed after writing `best` at its last step, before that step's own checkpoint."""
+    out, overrides, (expected, _) = trained
+    copy = tmp_path / "run"
+    shutil.copytree(out / "checkpoints", copy / "checkpoints", ignore=shutil.ignore_patterns("best", "step-00000003"))
+    shutil.copytree(out / "checkpoints" / "step-00000003", copy / "checkpoints" / "best")
+    result = _export([*overrides, f"output.dir={copy}"])
+    assert result.exit_code == 0, result.output + repr(result.exception)
+    assert f"from {copy / 'checkpoints' / 'best'}," in result.stdout
+    embeds, _ = DistilledEncoder.load(copy / "export").encode(PROMPTS)
+    torch.testing.assert_close(embeds, expected, atol=1e-5, rtol=1e-5)
+
+
+def test_checkpoints_of_the_recipe_this_one_extends_are_not_exported_under_its_name(trained, tmp_path):
+    out, overrides, _ = trained
+    result = _export([*overrides, "recipe=my_variant"], "--out", str(tmp_path / "enc"))
+    assert result.exit_code == 1 and not (tmp_path / "enc").exists()
+    assert "was trained by recipe 't5_to_qwen_tiny', not 'my_variant': export it with that recipe" in result.output
+
+
+def test_the_export_of_a_live_run_waits_for_it_and_another_folder_does_not(trained, tmp_path):
+    from recipe_runner.trainer.run_dir import DirectoryLock
+
+    out, overrides, _ = trained
+    live = DirectoryLock(out).acquire()  # a `recipe run` of this output.dir, still training
+    before = [(p, p.stat().st_mtime_ns) for p in sorted((out / "export").rglob("*"))]  # other tests export here
+    try:
+        result = _export(overrides)
+        assert (
+            result.exit_code == 1 and [(p, p.stat().st_mtime_ns) for p in sorted((out / "export").rglob("*"))] == before
+        )
+        assert f"{out} is in use by another `recipe run` (pid {os.getpid()}): wait for it to end" in result.output
+        assert _export(overrides, "--out", str(tmp_path / "enc")).exit_code == 0
+    finally:
+        live.release()
+
+
 def _listing(root: Path) -> list[tuple[str, int]]:
     return sorted((str(p.relative_to(root)), p.stat().st_size) for p in root.rglob("*"))
 

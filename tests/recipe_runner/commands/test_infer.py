@@ -147,9 +147,9 @@ def test_the_default_path_never_replaces_an_earlier_image(run_dir, tmp_path):
 
 def test_an_explicit_out_is_replaced(run_dir, tmp_path):
     out = tmp_path / "mine.png"
-    out.write_bytes(b"old")
+    Image.new("RGB", (3, 3)).save(out)
     assert _ok(_infer(run_dir, "--prompt", "cat", "--out", str(out))) == [out]
-    assert Image.open(out).format == "PNG"
+    assert Image.open(out).format == "PNG" and Image.open(out).size != (3, 3)
     jpeg = tmp_path / "mine.JPG"
     assert _ok(_infer(run_dir, "--prompt", "cat", "--out", str(jpeg))) == [jpeg]
     assert Image.open(jpeg).format == "JPEG"
@@ -166,6 +166,13 @@ def test_an_out_that_cannot_be_written_is_refused_before_rendering(run_dir, tmp_
     _no_rendering(monkeypatch)
     result = _infer(run_dir, "--prompt", "cat", "--out", "notes.txt")
     _usage_error(result, "Error: --out notes.txt: the file name must end in .png")
+    notes = tmp_path / "notes.png"
+    notes.write_text("not an image: my notes")
+    _usage_error(
+        _infer(run_dir, "--prompt", "cat", "--out", str(notes)),
+        f"--out {notes}: exists and is not an image, so it is not replaced; move it away or give another path",
+    )
+    assert notes.read_text() == "not an image: my notes"
     (tmp_path / "file").write_text("")
     under_a_file = tmp_path / "file" / "img.png"
     _usage_error(

@@ -243,5 +243,9 @@ def test_a_prune_cut_short_leaves_a_temporary_name_that_the_next_run_deletes(tmp
         prune(root, keep_last=1)
     monkeypatch.undo()
     assert sorted(p.name for p in root.iterdir()) == [f".{checkpoint_name(10)}.pruned.tmp", checkpoint_name(20)]
+    mine = root / f".{checkpoint_name(20)}-backup.tmp"  # a person's copy, in a name no run writes
+    shutil.copytree(root / checkpoint_name(20), mine)
+    writers = root / f".{checkpoint_name(30)}.k2j3h4g5.tmp"  # a checkpoint write a kill cut short
+    writers.mkdir()
     tidy_checkpoints(root)
-    assert [p.name for p in root.iterdir()] == [checkpoint_name(20)]
+    assert sorted(p.name for p in root.iterdir()) == [mine.name, checkpoint_name(20)]
