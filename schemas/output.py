@@ -15,8 +15,9 @@ class Output(StrictModel):
     save_every_minutes: float | None = Field(
         default=60,
         gt=0,
-        description="Also checkpoint once this many minutes have passed since the last checkpoint (checked at "
-        "each logging step), so slow steps never put hours of work at risk; null: by step count only.",
+        description="Also checkpoint once this many minutes have passed since the last checkpoint (checked after "
+        "every step; with several processes at each logging step), so slow steps never put hours of work at risk; "
+        "null: by step count only.",
     )
     eval_every_steps: int = Field(default=500, gt=0, description="Evaluation cadence in optimizer steps.")
     log_every_steps: int = Field(default=10, gt=0, description="Metrics-line cadence in optimizer steps.")

@@ -293,9 +293,11 @@ class Trainer:
                 evaluating = step % output.eval_every_steps == 0 or at_end
                 by_count = step % output.save_every_steps == 0 or at_end
                 agreed = {"stop": False, "clock": False}
-                # Steps every process knows to be decision steps; a single process also acts on a signal at once.
-                if logging or evaluating or by_count or (consensus.alone and stop.raised):
-                    agreed = consensus.agree(nonfinite=nonfinite, stop=stop.raised, clock=logging and clock.due())
+                # Steps every process knows to be decision steps; a single process also acts on a signal, and on
+                # its clock, at once (several processes ask their clocks at logging steps, where they agree anyway).
+                clock_due = (logging or consensus.alone) and clock.due()
+                if logging or evaluating or by_count or (consensus.alone and (stop.raised or clock_due)):
+                    agreed = consensus.agree(nonfinite=nonfinite, stop=stop.raised, clock=clock_due)
                     if agreed["nonfinite"]:
                         raise diverged(self.checkpoints, step)
                 if logging:

@@ -122,8 +122,25 @@ def compare(record: dict[str, Any], recipe: Recipe, train_prompts_sha256: str, s
             f"hardware.trained_weights: {saved['hardware']['trained_weights']!r} -> "
             f"{now['hardware']['trained_weights']!r} (the optimizer state is stored in the old format)"
         )
+    report.blocking += _order_and_vocabulary_changes(saved, now)
     report.changes = _differences(saved, now)
     return report
+
+
+def _order_and_vocabulary_changes(saved: dict[str, Any], now: dict[str, Any]) -> list[str]:
+    """Another student tokenizer reads every saved embedding row as another token; another seed reshuffles the
+    epoch the saved data position points into (some prompts seen twice, others never). The same tokenizer
+    folder found under a moved project (same name, another parent) is no change."""
+    blocking = []
+    before, after = saved["student"].get("tokenizer"), now["student"].get("tokenizer")
+    if before != after and not (_moved_root(before, after) and PurePosixPath(before).name == PurePosixPath(after).name):
+        blocking.append(f"student.tokenizer: {before!r} -> {after!r} (the saved embeddings belong to the old one)")
+    if now["data"].get("shuffle", True) and saved["hardware"].get("seed") != now["hardware"].get("seed"):
+        blocking.append(
+            f"hardware.seed: {saved['hardware'].get('seed')!r} -> {now['hardware'].get('seed')!r} (the saved data "
+            "position is in an epoch shuffled by the old seed)"
+        )
+    return blocking
 
 
 def listed(items: list[str]) -> str:

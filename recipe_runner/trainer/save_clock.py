@@ -11,8 +11,8 @@ import time
 
 
 class SaveClock:
-    """Says when `minutes` have passed since the last step checkpoint, by this process's clock: the loop asks
-    only at logging steps and saves when any process's clock is due (see consensus.py)."""
+    """Says when `minutes` have passed since the last step checkpoint, by this process's clock: a single process
+    asks after every step; several ask at logging steps and save when any one's clock is due (see consensus.py)."""
 
     def __init__(self, minutes: float | None) -> None:
         self.seconds = None if minutes is None else minutes * 60

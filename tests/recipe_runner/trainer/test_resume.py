@@ -263,8 +263,8 @@ def test_steps_logged_after_the_checkpoint_are_logged_once_after_resume(
     # As if killed after logging step 4 but before its checkpoint was complete, while a `best` of step 2 was
     # being swapped in: rows 3 and 4 come after the checkpoint the run goes on from.
     shutil.rmtree(checkpoints / "step-00000004")
-    (checkpoints / ".step-00000004.abc.tmp").mkdir()  # what a killed save leaves, and its lock file
-    (checkpoints / ".step-00000004.abc.tmp.lock").touch()
+    (checkpoints / ".step-00000004.abc12_de.tmp").mkdir()  # what a killed save leaves, and its lock file
+    (checkpoints / ".step-00000004.abc12_de.tmp.lock").touch()
     shutil.rmtree(checkpoints / "best")
     shutil.copytree(checkpoints / "step-00000002", checkpoints / ".best.old")  # killed mid-swap
     with (run_dir / "metrics.jsonl").open("a") as handle:
@@ -378,5 +378,27 @@ def test_a_project_that_moved_is_one_line_of_changes_not_one_per_path(tiny_recip
 
     record = moved(run_record(recipe, "sha"))
     record["recipe"]["hardware"]["seed"] = 7
-    changes = compare(record, recipe, "sha", 0).changes
-    assert changes[0].startswith(f"paths: /old/place/project -> {root} (") and changes[1:] == ["hardware.seed: 7 -> 0"]
+    report = compare(record, recipe, "sha", 0)
+    assert report.changes[0].startswith(f"paths: /old/place/project -> {root} (")
+    assert report.changes[1:] == ["hardware.seed: 7 -> 0"]
+    # The tokenizer folder moved with the project: no change. The seed reshuffles the epoch being trained.
+    assert report.blocking == [
+        "hardware.seed: 7 -> 0 (the saved data position is in an epoch shuffled by the old seed)"
+    ]
+
+
+def test_another_student_tokenizer_is_refused_and_a_seed_change_without_shuffling_is_not(
+    tiny_recipe_path, tiny_overrides
+):
+    from recipe_runner.trainer.resume import compare, run_record
+
+    recipe = load_recipe(tiny_recipe_path, tiny_overrides).recipe
+    record = run_record(recipe, "sha")
+    other = str(Path(recipe.student.tokenizer).with_name("tiny_t5"))
+    record["recipe"]["student"]["tokenizer"] = other
+    record["recipe"]["hardware"]["seed"] = 7
+    record["recipe"]["data"]["shuffle"] = False
+    unshuffled = recipe.model_copy(update={"data": recipe.data.model_copy(update={"shuffle": False})})
+    assert compare(record, unshuffled, "sha", 0).blocking == [
+        f"student.tokenizer: {other!r} -> {recipe.student.tokenizer!r} (the saved embeddings belong to the old one)"
+    ]
