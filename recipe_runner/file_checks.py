@@ -158,6 +158,10 @@ def _foreign_directory_problems(loaded: LoadedRecipe) -> list[Problem]:
             message = f"{found} is {other} where a run keeps its {name} {kind}: move it away"
             problems.append(loaded.problem(("output", "dir"), message))
     for where, directory, marker, names, what, parent in places:
+        if Path(directory).resolve() == Path.home().resolve():  # its dotfiles would pass for a run's own names
+            message = f"{directory} is your home folder: give {what} a folder of its own (e.g. ~/{parent}/NAME)"
+            problems.append(loaded.problem(where, message))
+            continue
         foreign = _not_written_by_us(Path(directory), marker, names)
         if foreign:
             shown = some_of(foreign, 5)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import datetime
 import re
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -53,12 +54,20 @@ MAX_VALUES = 100_000
 (each level of `[*a, *a, ...]` multiplies the count, so a few hundred bytes can mean billions)."""
 
 
+MAX_TEXT = 10_000_000
+"""Characters of text a recipe file may expand to; a recipe is a few kilobytes."""
+
+MAX_FILE_BYTES = 5_000_000
+"""A recipe file larger than this is refused unread (`extends: /dev/zero` must not fill memory)."""
+
+
 @dataclass
 class _Expansion:
     """Counts values while converting one file, so an alias bomb stops at MAX_VALUES instead of filling memory."""
 
     file: str
     left: int = MAX_VALUES
+    text_left: int = MAX_TEXT
     seen: set[int] = field(default_factory=set)
 
     def count(self, node: Any, path: Path_, positions: dict[Path_, Position], alias: Path_ | None) -> Path_ | None:
@@ -68,15 +77,18 @@ class _Expansion:
                 alias = path
             self.seen.add(id(node))
         self.left -= 1
-        if self.left < 0:
+        if isinstance(node, str):  # one long anchored string, aliased many times, is a bomb of few values
+            self.text_left -= len(node)
+        if self.left < 0 or self.text_left < 0:
             site = alias or path
             # ruamel records a list item that is an alias at its anchor; the list holding it is where it is used.
             where = positions.get(site if not site or isinstance(site[-1], str) else site[:-1])
-            raise RecipeError.single(
-                where or Position(self.file),
-                dotted(site),
-                f"expands to more than {MAX_VALUES} values (nested aliases?)",
+            what = (
+                f"{MAX_VALUES} values (nested aliases?)"
+                if self.left < 0
+                else f"{MAX_TEXT // 1_000_000} million characters of text (a long text aliased many times?)"
             )
+            raise RecipeError.single(where or Position(self.file), dotted(site), f"expands to more than {what}")
         return alias
 
 
@@ -124,7 +136,14 @@ def _to_plain(
         return bool(node)
     if isinstance(node, int):
         return int(node)
-    return node
+    if node is None or isinstance(node, (datetime.date, float)):  # a date is told to be quoted by the schema
+        return node
+    raise RecipeError.single(  # a set or binary that a core tag (!!set, !!binary) built
+        positions.get(path) or Position(file),
+        dotted(path) if path else "<recipe>",
+        f"YAML tag !!{'binary' if isinstance(node, bytes) else 'set'} is not allowed: a recipe holds only mappings, "
+        "lists, text, numbers, true/false and null",
+    )
 
 
 _NESTING_SHOWN = 100
@@ -181,6 +200,12 @@ def _duplicate_key(name: str, text: str, exc: DuplicateKeyError) -> tuple[Positi
 def _parse_file(file: Path) -> SourcedTree:
     name = str(file)
     try:
+        if file.exists() and not file.is_dir() and not file.is_file():
+            raise RecipeError.single(Position(name), "<recipe>", "not a regular file (a device or pipe): name a recipe")
+        if file.is_file() and file.stat().st_size > MAX_FILE_BYTES:
+            size = file.stat().st_size
+            message = f"{size} bytes, more than the {MAX_FILE_BYTES} a recipe may have: is this a recipe file?"
+            raise RecipeError.single(Position(name), "<recipe>", message)
         text = file.read_text(encoding="utf-8")
     except FileNotFoundError:
         raise RecipeError.single(Position(name), "<recipe>", "file not found") from None
@@ -288,6 +313,8 @@ def load_tree(file: Path, _chain: tuple[Path, ...] = ()) -> SourcedTree:
             raise RecipeError.single(where, "extends", f"{base_name!r} is a directory, not a recipe file")
         if not base_file.exists():
             raise RecipeError.single(where, "extends", f"base recipe {base_name!r} not found (looked at {base_file})")
+        if not base_file.is_file():
+            raise RecipeError.single(where, "extends", f"{base_name!r} is not a regular file (a device or pipe)")
         base = load_tree(base_file, (*_chain, file))
         merged = base if merged is None else _merge(merged, base)
     assert merged is not None

@@ -34,6 +34,8 @@ def check_target(out_dir: str | Path, rules: dict) -> None:
     """Refuse, before any work, an `out_dir` that holds anything but an earlier export (which the export replaces),
     or that lies inside a training checkpoint, which a run replaces or prunes whole."""
     out_dir = Path(out_dir).resolve()
+    if out_dir == out_dir.parent:
+        raise ForeignDirectoryError(f"{out_dir} is the file system's root, not an export folder: choose another --out")
     home = next(p for p in out_dir.parents if p.exists())  # the export is built beside its target, then renamed
     try:
         with tempfile.TemporaryFile(dir=home):

@@ -181,6 +181,20 @@ def test_an_output_or_cache_folder_that_holds_someone_elses_files_fails_validate
                             "(train/notes.txt); the teacher cache's shards would go")  # fmt: skip
 
 
+def test_the_home_folder_is_never_a_run_or_cache_folder_even_with_only_dotfiles_in_it(tmp_path, monkeypatch) -> None:
+    home = tmp_path / "home"
+    (home / ".bashrc").parent.mkdir()
+    (home / ".bashrc").write_text("mine")
+    monkeypatch.setenv("HOME", str(home))
+    [output] = _problems('output.dir="~"')
+    [cache] = _problems('teacher.cache.dir="~/"')
+    assert output == (
+        f"output.dir: {home} is your home folder: give a run's checkpoints, logs and export a folder of its own "
+        "(e.g. ~/runs/NAME)"
+    )
+    assert cache.startswith(f"teacher.cache.dir: {home} is your home folder")
+
+
 def test_a_run_folder_of_its_own_passes_with_whatever_else_its_owner_keeps_there(tmp_path) -> None:
     run = tmp_path / "run"
     (run / "checkpoints").mkdir(parents=True)  # made ahead, e.g. as a link to another disk: a run writes it

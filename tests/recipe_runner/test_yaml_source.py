@@ -9,7 +9,7 @@ from yaml_testing import BASE_RECIPE, only_problem, where, write
 
 from recipe_runner.errors import Position, Problem, RecipeError
 from recipe_runner.loader import load_recipe
-from recipe_runner.yaml_source import MAX_VALUES, SourcedTree, load_tree
+from recipe_runner.yaml_source import MAX_FILE_BYTES, MAX_VALUES, SourcedTree, load_tree
 
 # --- positions -------------------------------------------------------------------------------------------------
 
@@ -101,6 +101,34 @@ def test_nested_aliases_stop_at_a_bounded_size(tmp_path: Path) -> None:
     assert where(problem.position) == ("bomb.yaml", 5, 1)
     assert problem.field == "l4[7]"
     assert problem.message == f"expands to more than {MAX_VALUES} values (nested aliases?)"
+
+
+def test_a_long_text_aliased_many_times_stops_at_the_text_limit(tmp_path: Path) -> None:
+    """Few values, each a 100 KB text: 130 KB of file would otherwise take over a GB of memory."""
+    text = "x-s: &s " + "x" * 100_000 + "\nx-l: [" + ", ".join(["*s"] * 10_000) + "]\n"
+    with pytest.raises(RecipeError) as exc:
+        load_tree(write(tmp_path, "bomb.yaml", text))
+    assert only_problem(exc).message.startswith("expands to more than 10 million characters of text")
+
+
+@pytest.mark.parametrize(("value", "tag"), [("!!set {a}", "!!set"), ("!!binary aGVsbG8=", "!!binary")])
+def test_a_core_tag_that_builds_no_plain_value_is_refused_at_its_place(tmp_path: Path, value: str, tag: str) -> None:
+    with pytest.raises(RecipeError) as exc:
+        load_tree(write(tmp_path, "r.yaml", f"recipe: x\ndescription: {value}\n"))
+    problem = only_problem(exc)
+    assert where(problem.position) == ("r.yaml", 2, 1) and problem.message.startswith(f"YAML tag {tag} is not allowed")
+
+
+def test_a_device_or_a_huge_file_is_refused_unread(tmp_path: Path) -> None:
+    with pytest.raises(RecipeError) as exc:
+        load_tree(write(tmp_path, "r.yaml", "extends: /dev/zero\n"))
+    assert only_problem(exc).message == "'/dev/zero' is not a regular file (a device or pipe)"
+    huge = tmp_path / "huge.yaml"
+    with huge.open("wb") as handle:
+        handle.truncate(MAX_FILE_BYTES + 1)
+    with pytest.raises(RecipeError) as exc:
+        load_tree(huge)
+    assert only_problem(exc).message.endswith("is this a recipe file?")
 
 
 def test_a_recipe_just_under_the_limit_loads(tmp_path: Path) -> None:

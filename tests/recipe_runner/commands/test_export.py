@@ -191,6 +191,12 @@ def test_an_out_that_is_not_an_export_is_refused_before_any_work(trained, monkey
     assert _listing(out.parent) == before, "nothing was removed or added"
 
 
+def test_the_root_folder_as_out_is_one_line(trained):
+    result = _export(trained[1], "--out", "/")
+    assert result.exit_code == 1 and isinstance(result.exception, SystemExit), result.output
+    assert result.stderr.startswith("error: / is the file system's root, not an export folder: choose another --out")
+
+
 def test_no_checkpoint_is_a_clear_error(tmp_path):
     result = _export(_overrides(tmp_path / "never_trained"))
     assert result.exit_code == 1
