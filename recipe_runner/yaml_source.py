@@ -224,22 +224,63 @@ def _parse_file(file: Path) -> SourcedTree:
     except DuplicateKeyError as exc:
         raise RecipeError.single(*_duplicate_key(name, text, exc)) from None
     except MarkedYAMLError as exc:
-        mark = exc.problem_mark or exc.context_mark
-        where = Position(name, mark.line + 1, mark.column + 1) if mark else Position(name)
-        what = " ".join(part for part in (exc.context, exc.problem) if part)
-        raise RecipeError.single(where, "<yaml>", f"YAML syntax error: {what}") from None
+        raise RecipeError.single(*_syntax_error(name, exc)) from None
     except RecursionError:
         line, col = _too_deep(text)
         message = f"nested more than {_NESTING_SHOWN} levels deep here (brackets left open?): a recipe needs a few"
         raise RecipeError.single(Position(name, line, col), "<yaml>", message) from None
     except Exception as exc:  # ruamel raises several unrelated classes for duplicate keys etc.
-        raise RecipeError.single(Position(name), "<yaml>", f"YAML error: {exc}") from None
+        raise RecipeError.single(_bad_tagged_value(name, text), "<yaml>", f"YAML error: {exc}{_TAG_HINT}") from None
     if node is None:
         node = CommentedMap()
     if not isinstance(node, CommentedMap):
         raise RecipeError.single(Position(name, 1, 1), "<recipe>", "a recipe must be a mapping of sections")
     positions: dict[Path_, Position] = {(): Position(name, 1, 1)}
     return SourcedTree(_to_plain(node, _Expansion(name), (), positions), positions)
+
+
+# What a YAML parser says -> what to do about it, for the slips people make by hand.
+_SYNTAX_HINTS = {
+    "cannot start any token": "YAML indents with spaces, never tabs: replace the tab",
+    "while scanning a quoted scalar": "the quote opened here is never closed: close it",
+    "while parsing a flow sequence": "the [ opened here is never closed, or an item lacks its comma",
+    "while parsing a flow mapping": "the { opened here is never closed, or an entry lacks its comma",
+    "could not find expected ':'": "a key needs ': ' after it (a space after the colon)",
+    "mapping values are not allowed here": "a ': ' inside a value (quote the value), or a key indented wrongly",
+    "expected <block end>": "this line is indented differently from the keys beside it",
+}
+# Errors whose cause lies where something opened, not where the parser gave up (the end of the file, often).
+_OPENED = (
+    "while scanning a quoted scalar",
+    "while scanning a simple key",
+    "while parsing a flow sequence",
+    "while parsing a flow mapping",
+)
+
+
+def _syntax_error(name: str, exc: MarkedYAMLError) -> tuple[Position, str, str]:
+    what = " ".join(part for part in (exc.context, exc.problem) if part)
+    opened = any(what.startswith(kind) for kind in _OPENED)
+    mark = (exc.context_mark if opened else None) or exc.problem_mark or exc.context_mark
+    where = Position(name, mark.line + 1, mark.column + 1) if mark else Position(name)
+    hint = next((f": {text}" for key, text in _SYNTAX_HINTS.items() if key in what), "")
+    return where, "<yaml>", f"YAML syntax error{hint} ({what})"
+
+
+_TAGGED_NUMBER = re.compile(r"!!(int|float)\s+(\"[^\"]*\"|'[^']*'|[^\s,}\]]+)")
+_TAG_HINT = "; drop the tag (!!int, !!float) and write the number"
+
+
+def _bad_tagged_value(name: str, text: str) -> Position:
+    """The place of the first `!!int`/`!!float` whose value is no such number: ruamel's constructor says what
+    failed but not where."""
+    for number, line in enumerate(text.splitlines(), 1):
+        for found in _TAGGED_NUMBER.finditer(line):
+            try:
+                (int if found[1] == "int" else float)(found[2].strip("'\""))
+            except ValueError:
+                return Position(name, number, found.start() + 1)
+    return Position(name)
 
 
 def _merge(base: SourcedTree, child: SourcedTree) -> SourcedTree:

@@ -306,8 +306,8 @@ GOLDEN: dict[str, tuple[tuple[str, ...], list[str]]] = {
     "yaml_syntax.yaml": (
         (),
         [
-            "yaml_syntax.yaml:4:7: <yaml>: YAML syntax error: while parsing a flow mapping "
-            "expected ',' or '}', but got ':'"
+            "yaml_syntax.yaml:3:11: <yaml>: YAML syntax error: the { opened here is never closed, or an entry lacks "
+            "its comma (while parsing a flow mapping expected ',' or '}', but got ':')"
         ],
     ),
     "duplicate_key.yaml": (

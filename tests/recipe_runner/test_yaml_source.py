@@ -227,7 +227,7 @@ def test_syntax_error_in_extended_file_points_into_that_file(tmp_path: Path) -> 
         load_tree(child)
     problem = only_problem(exc)
     assert Path(problem.position.file).name == "base.yaml"
-    assert problem.position.line == 3
+    assert problem.position.line == 2
     assert "YAML syntax error" in problem.message
 
 
@@ -327,9 +327,25 @@ def test_yaml_syntax_error_has_line_and_column(tmp_path: Path) -> None:
     with pytest.raises(RecipeError) as exc:
         load_tree(file)
     problem = only_problem(exc)
-    assert where(problem.position) == ("bad.yaml", 4, 7)
+    assert where(problem.position) == ("bad.yaml", 3, 15)  # where the [ opens, not where the parser gave up
     assert problem.field == "<yaml>"
-    assert problem.message.startswith("YAML syntax error:")
+    assert problem.message.startswith("YAML syntax error: the [ opened here is never closed")
+
+
+@pytest.mark.parametrize(
+    ("text", "place", "hint"),
+    [
+        ('recipe: x\ndescription: "unclosed\nhardware:\n  seed: 4\n', (2, 14), "the quote opened here is never closed"),
+        ("recipe: x\nhardware:\n  seed: 3\n  batch_size:4\n", (4, 3), "a key needs ': ' after it"),
+        ("recipe: x\nhardware:\n\tseed: 3\n", (3, 1), "YAML indents with spaces, never tabs"),
+        ("recipe: x\nhardware:\n  seed: !!float 'abc'\n", (3, 9), "drop the tag (!!int, !!float)"),
+    ],
+)
+def test_slips_made_by_hand_are_named_where_they_are_with_what_to_do(tmp_path, text, place, hint) -> None:
+    with pytest.raises(RecipeError) as exc:
+        load_tree(write(tmp_path, "r.yaml", text))
+    problem = only_problem(exc)
+    assert where(problem.position) == ("r.yaml", *place) and hint in problem.message
 
 
 @pytest.mark.parametrize(
