@@ -147,8 +147,26 @@ def _message(err: dict[str, Any], root: type[BaseModel], path: Path_) -> str:
         # YAML reads 2024-06-01 as a date and 1234567 as a number: a name or revision of that shape needs quotes
         read_as = _SCALARS.get(type(value)) if wanted == "a string" else None
         quote = f" (YAML reads that as {read_as}: quote it, '{_describe(value)}')" if read_as else ""
-        return f"expected {wanted}, got {_describe(value)}{quote}"
+        shape = _mapping_example(root, tuple(err["loc"]), path, value) if wanted == "a mapping" else ""
+        return f"expected {wanted}, got {_describe(value)}{quote}{shape}"
     return err["msg"][0].lower() + err["msg"][1:]
+
+
+def _mapping_example(root: type[BaseModel], loc: Path_, path: Path_, value: Any) -> str:
+    """A scalar where a mapping belongs (`schedule: cosine`, `lr: 1e-3`): the mapping it was likely meant as."""
+    if isinstance(value, (dict, list)) or not path:
+        return ""
+    types_here = [tp for tp in _walk(root, loc) if isinstance(tp, type) and issubclass(tp, BaseModel)]
+    tags = [tag for tp in types_here if (tag := _tag_of(tp))]
+    name, shown = path[-1], _describe(value)
+    if tags and isinstance(value, str) and value in tags:
+        return f": write {name}: {{type: {value}}}"
+    if tags:
+        return f": a mapping with `type:` ({', '.join(tags)})"
+    keys = sorted({key for tp in types_here for key in tp.model_fields})
+    if not keys or len(keys) > 4:  # a section of many settings: an example of one would mislead
+        return ""
+    return f": a mapping of {', '.join(keys)}, e.g. {name}: {{{keys[0]}: {shown}}}"
 
 
 def _family_hint(data: Any, loc: Path_, err: dict[str, Any]) -> str:
