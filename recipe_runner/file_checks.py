@@ -3,6 +3,7 @@ cache directories, a local inference pipeline; all of them found by `validate` r
 
 from __future__ import annotations
 
+import os
 from fnmatch import fnmatch
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -74,6 +75,10 @@ def file_problems(loaded: LoadedRecipe, unread: frozenset[str] = frozenset()) ->
         nearest = next(p for p in (Path(directory).absolute(), *Path(directory).absolute().parents) if p.exists())
         if nearest.is_file():
             problems.append(loaded.problem(where, f"{nearest} is a file, not a directory: choose another path"))
+        elif where == ("output", "dir") and not os.access(nearest, os.W_OK | os.X_OK):  # a cache may be read-only
+            problems.append(
+                loaded.problem(where, f"{nearest} is not writable by you: choose another output.dir for the run")
+            )
     if cache is not None and Path(cache.dir) == Path(recipe.output.dir):
         problems.append(loaded.problem(("teacher", "cache", "dir"), "the cache must not share the output directory"))
     if answers is not None and _inside(Path(answers), Path(recipe.output.dir)):

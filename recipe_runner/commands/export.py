@@ -70,7 +70,7 @@ def load_checkpointed_model(recipe, checkpoint: Path):
     from safetensors.torch import load_model
 
     from recipe_runner.trainer.checkpoint import COMPLETE, read_position
-    from recipe_runner.trainer.checksums import ChecksumMismatch, verify_checksums
+    from recipe_runner.trainer.checksums import ChecksumMismatch, unchecked_note, verify_checksums
     from recipe_runner.trainer.parts import build_trained_model
     from recipe_runner.trainer.stage_setup import enter_stage, leave_stage
     from recipe_runner.trainer.stops import what_failed
@@ -90,7 +90,8 @@ def load_checkpointed_model(recipe, checkpoint: Path):
     # A checkpoint written during a LoRA stage holds the peft-wrapped student: wrap the same way, load, merge.
     enter_stage(model, stage, recipe.hardware.trained_weights)
     try:
-        verify_checksums(checkpoint)
+        if not verify_checksums(checkpoint):
+            click.echo(unchecked_note(checkpoint), err=True)
         load_model(model, str(checkpoint / "model.safetensors"), strict=True, device="cpu")
     except RuntimeError as exc:
         raise ExportSetupError(

@@ -61,6 +61,14 @@ def verify_checksums(directory: Path) -> bool:
     return True
 
 
+def unchecked_note(directory: Path) -> str:
+    """What to tell when `directory` has no sums: it is read as it is, and any damage inside goes unseen."""
+    return (
+        f"note: {directory} has no {SUMS} (its hashing was cut short, or it predates sums): read unchecked, so "
+        "bytes changed inside a file would go unseen"
+    )
+
+
 class BackgroundChecksums:
     """One hashing thread at a time: a new checkpoint, a pruning or the end of a run waits for the one before, so
     no directory is replaced or deleted while its sums are being taken."""

@@ -30,7 +30,7 @@ from recipe_runner.trainer.checkpoint import (
     step_checkpoints,
 )
 from recipe_runner.trainer.checkpoint_writer import CheckpointWriter
-from recipe_runner.trainer.checksums import verify_checksums
+from recipe_runner.trainer.checksums import unchecked_note, verify_checksums
 from recipe_runner.trainer.consensus import Consensus, StoppableEvaluation
 from recipe_runner.trainer.data_failures import DataFailure, next_batch, worker_death
 from recipe_runner.trainer.deferred_signals import child_signals_deferred
@@ -121,7 +121,9 @@ class Trainer:
         try:
             position, record = read_position(self.resume_from), read_record(self.resume_from)
             read_state(self.resume_from)
-            verify_checksums(self.resume_from)  # before minutes of model loading are spent on damaged weights
+            # before minutes of model loading are spent on damaged weights
+            if not verify_checksums(self.resume_from) and first_process():
+                print(unchecked_note(self.resume_from), file=sys.stderr)
         except (OSError, ValueError, TypeError) as exc:
             raise damaged_checkpoint(self.resume_from, exc) from None
         if record is None:

@@ -125,10 +125,10 @@ def choose_start(out_dir: Path, resume: bool, main: bool, recipe_name: str) -> P
             start = best
     if best.exists() or best.is_symlink():  # the first better evaluation replaces it: refused now, not hours in
         check_replaceable(best, COMPLETE, "checkpoint", "move them away and rerun", added_to_checkpoint)
-    if resume and start is None:
-        print(f"--resume: no checkpoint in {checkpoints}; starting from step 0", file=sys.stderr)
     if start is None:
-        refuse_fresh_start(out_dir, recipe_name, resuming=resume)
+        refuse_fresh_start(out_dir, recipe_name, resuming=resume)  # before saying that it starts: it may not
+        if resume:
+            print(f"--resume: no checkpoint in {checkpoints}; starting from step 0", file=sys.stderr)
     _refuse_incomplete_steps(checkpoints, (saved_step(start) or 0) if start is not None else 0, main)
     return start
 

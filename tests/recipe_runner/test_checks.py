@@ -195,6 +195,21 @@ def test_the_home_folder_is_never_a_run_or_cache_folder_even_with_only_dotfiles_
     assert cache.startswith(f"teacher.cache.dir: {home} is your home folder")
 
 
+def test_an_output_folder_that_cannot_be_written_fails_validate_and_a_read_only_cache_does_not(
+    tmp_path, monkeypatch
+) -> None:
+    import recipe_runner.file_checks as file_checks
+
+    locked = tmp_path / "ro"
+    locked.mkdir()
+    real = file_checks.os.access
+    monkeypatch.setattr(file_checks.os, "access", lambda path, mode: Path(path) != locked and real(path, mode))
+    assert _problems(f"output.dir={locked / 'run'}") == [
+        f"output.dir: {locked} is not writable by you: choose another output.dir for the run"
+    ]
+    assert _problems(f"teacher.cache.dir={locked / 'cache'}") == []  # a team's read-only cache is read
+
+
 def test_a_run_folder_of_its_own_passes_with_whatever_else_its_owner_keeps_there(tmp_path) -> None:
     run = tmp_path / "run"
     (run / "checkpoints").mkdir(parents=True)  # made ahead, e.g. as a link to another disk: a run writes it

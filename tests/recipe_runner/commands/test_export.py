@@ -191,6 +191,17 @@ def test_an_out_that_is_not_an_export_is_refused_before_any_work(trained, monkey
     assert _listing(out.parent) == before, "nothing was removed or added"
 
 
+def test_a_checkpoint_without_sums_is_exported_with_a_note_that_it_went_unchecked(trained, tmp_path):
+    out, overrides, _ = trained
+    copy = tmp_path / "run"
+    shutil.copytree(out / "checkpoints", copy / "checkpoints")
+    final = copy / "checkpoints" / "step-00000003"
+    (final / "checksums.json").unlink()  # a kill while its sums were being taken
+    result = _export([*overrides, f"output.dir={copy}"])
+    assert result.exit_code == 0, result.output
+    assert f"note: {final} has no checksums.json (its hashing was cut short, or it predates sums)" in result.stderr
+
+
 def test_the_root_folder_as_out_is_one_line(trained):
     result = _export(trained[1], "--out", "/")
     assert result.exit_code == 1 and isinstance(result.exception, SystemExit), result.output
