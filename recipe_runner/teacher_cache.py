@@ -9,7 +9,7 @@ from pathlib import Path
 from tqdm.auto import tqdm
 
 from components.cache.manifest import teacher_identity
-from components.cache.shards import missing_shard_bytes, shard_count, shard_rows
+from components.cache.shards import content_damage, missing_shard_bytes, shard_count, shard_name, shard_rows
 from components.cache.writer import DTYPES, CacheMismatchError, prepare_split, write_split
 from components.data.prompts import prompts_digest
 from components.disk_space import require_free
@@ -72,10 +72,15 @@ CACHE_LOCK = ".recipe-cache.lock"
 
 
 def build_teacher_cache(
-    recipe: Recipe, batch_tokens: int | None = None, progress: bool = True, processes: CacheProcesses | None = None
+    recipe: Recipe,
+    batch_tokens: int | None = None,
+    progress: bool = True,
+    processes: CacheProcesses | None = None,
+    verify: bool = False,
 ) -> dict[str, dict]:
     """Returns per split: prompt count, shards written and tokens encoded (by every process), this process's
-    seconds and rewritten shards, bytes on disk. Under a launcher each process encodes its share of the shards."""
+    seconds and rewritten shards, bytes on disk. Under a launcher each process encodes its share of the shards.
+    `verify` also reads every finished shard of this process's share and checks its values against their sum."""
     processes = processes or CacheProcesses(recipe.hardware)
     spec = recipe.teacher_cache
     if spec is None:
@@ -86,7 +91,7 @@ def build_teacher_cache(
     try:
         if processes.world == 1 and unwritable is None:  # under several processes another may be writing now
             _remove_partial_shards(Path(spec.dir))
-        return _build(recipe, spec, batch_tokens, progress, processes, unwritable)
+        return _build(recipe, spec, batch_tokens, progress, processes, unwritable, verify)
     finally:
         if lock is not None:
             lock.release()
@@ -144,6 +149,7 @@ def _build(
     progress: bool,
     processes: CacheProcesses,
     unwritable: OSError | None,
+    verify: bool = False,
 ) -> dict[str, dict]:
     train, held_out = split_prompts(recipe)
     require_downloaded(needed_from("teacher", recipe.teacher), "recipe cache")
@@ -162,6 +168,7 @@ def _build(
             raise _cannot_write(spec, unwritable or exc) from None
         ids = tokenizer(prompts, truncation=True, max_length=recipe.teacher.max_length)["input_ids"]
         splits.append((split, split_dir, prompts, ids))
+    damaged = _damaged_values(splits, spec.shard_size, processes, unwritable) if verify else {}
     to_write = _check_space(recipe, splits)  # every process: the same answer, so all stop or none
     if to_write and unwritable is not None:
         raise _cannot_write(spec, unwritable)
@@ -198,5 +205,34 @@ def _build(
             int(n) for n in processes.total(report["shards_written"], report["tokens"])
         )
         size = sum(f.stat().st_size for f in split_dir.glob("shard-*.safetensors"))
+        report["rewritten"] = damaged.get(split, []) + report["rewritten"]
         reports[split] = {**report, "count": len(prompts), "bytes": size, "bytes_per_prompt": size / len(prompts)}
     return reports
+
+
+def _damaged_values(
+    splits: list[tuple[str, Path, list[str], list[list[int]]]],
+    shard_size: int,
+    processes: CacheProcesses,
+    unwritable: OSError | None,
+) -> dict[str, list[str]]:
+    """Shards of this process's share whose values differ from their sum, removed so that they are encoded again
+    (a damaged shard holds nothing worth keeping); in a cache nobody here can write, a refusal naming them."""
+    found: list[tuple[str, Path, str]] = []
+    for split, split_dir, prompts, _ in splits:
+        for shard in filter(processes.owns, range(shard_count(len(prompts), shard_size))):
+            path = split_dir / shard_name(shard)
+            why = content_damage(path) if path.is_file() else None
+            if why is not None:
+                found.append((split, path, why))
+    if found and unwritable is not None:
+        named = ", ".join(f"{path} ({why})" for _, path, why in found)
+        raise CacheSetupError(
+            f"damaged cache shard(s): {named}; the cache cannot be written here ({unwritable.strerror}): ask its "
+            "owner to rerun `recipe cache --verify`, or copy it to a writable place"
+        )
+    damaged: dict[str, list[str]] = {}
+    for split, path, why in found:
+        path.unlink()
+        damaged.setdefault(split, []).append(f"{path} ({why})")
+    return damaged

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import hashlib
 from pathlib import Path
 
 import torch
@@ -55,6 +56,32 @@ def shard_damage(path: Path, lo: int, hi: int) -> str | None:
     if int(values[0]) != 0 or bool((steps < 0).any()) or int(values[-1]) != hidden["shape"][0]:
         return "its row offsets do not match its hidden states (the file was overwritten)"
     return None
+
+
+SUM_KEY = "sha256"  # in a shard's metadata: the SHA-256 of its tensors' bytes, `hidden` then `offsets`
+
+
+def tensors_sha256(hidden: torch.Tensor, offsets: torch.Tensor) -> str:
+    """Taken as the shard is written and again by `recipe cache --verify`: bytes changed inside a shard (a
+    failing disk, a copy patched up) pass the header checks and would train on wrong targets unseen."""
+    digest = hashlib.sha256()
+    for tensor in (hidden, offsets):
+        digest.update(tensor.detach().cpu().contiguous().reshape(-1).view(torch.uint8).numpy())
+    return digest.hexdigest()
+
+
+def content_damage(path: Path) -> str | None:
+    """Why the values of a shard are not those it was written with; None when they are, or when the shard
+    predates sums (nothing to compare with). Reads the whole shard."""
+    try:
+        with safe_open(str(path), framework="pt") as handle:
+            wanted = (handle.metadata() or {}).get(SUM_KEY)
+            if wanted is None:
+                return None
+            found = tensors_sha256(handle.get_tensor("hidden"), handle.get_tensor("offsets"))
+    except (SafetensorError, OSError) as exc:
+        return f"it cannot be read: {exc}"
+    return None if found == wanted else "its values are not those it was written with (its SHA-256 differs)"
 
 
 _HEADER_ALLOWANCE = 4096  # a shard's safetensors header and metadata

@@ -13,7 +13,7 @@ import torch
 
 from components.atomic_files import save_safetensors_atomic, write_json_atomic
 from components.cache.manifest import mismatches, read_manifest
-from components.cache.shards import shard_count, shard_damage, shard_name, shard_rows
+from components.cache.shards import SUM_KEY, shard_count, shard_damage, shard_name, shard_rows, tensors_sha256
 from components.data.batches import token_budget_batches
 from components.errors import UserFacingError
 from components.teacher_outputs import encode_teacher
@@ -131,7 +131,8 @@ def _write_when_copied(
 ) -> None:
     copied()
     _check_finite(tensors, largest, final, first, hint)
-    save_safetensors_atomic(final, tensors, metadata={"first": str(first)})
+    checksum = tensors_sha256(tensors["hidden"], tensors["offsets"])  # in this writer thread, beside encoding
+    save_safetensors_atomic(final, tensors, metadata={"first": str(first), SUM_KEY: checksum})
 
 
 def _copy_done(device: torch.device) -> Callable[[], None]:

@@ -17,10 +17,21 @@ from recipe_runner.cli_support import overrides_option, reports_recipe_errors, t
     default=None,
     help="Padded tokens per teacher forward (default: teacher.cache.batch_tokens).",
 )
+@click.option(
+    "--verify",
+    is_flag=True,
+    help="Also read every finished shard and check its values against the SHA-256 taken when it was written; "
+    "a damaged one is encoded again.",
+)
 @click.option("--no-progress", is_flag=True, help="No progress bar.")
 @reports_recipe_errors
 def cache(
-    file: str, overrides: tuple[str, ...], allow_remote_code: bool, batch_tokens: int | None, no_progress: bool
+    file: str,
+    overrides: tuple[str, ...],
+    allow_remote_code: bool,
+    batch_tokens: int | None,
+    verify: bool,
+    no_progress: bool,
 ) -> None:
     """Encode train and eval prompts with the teacher into teacher.cache.dir (resumes if interrupted)."""
     from recipe_runner.cache_processes import CacheProcesses
@@ -39,7 +50,9 @@ def cache(
     )
     require_embedding_family(recipe, "cache", why)
     processes = CacheProcesses(loaded.recipe.hardware)  # several under torchrun: each writes its share
-    reports = build_teacher_cache(loaded.recipe, batch_tokens, progress=not no_progress, processes=processes)
+    reports = build_teacher_cache(
+        loaded.recipe, batch_tokens, progress=not no_progress, processes=processes, verify=verify
+    )
     for split, report in reports.items():
         for rewritten in report["rewritten"]:  # each process names the damaged shards it rewrote
             click.echo(f"{split}: rewrote damaged shard {rewritten}")

@@ -174,6 +174,30 @@ def test_a_damaged_shard_stops_a_run_at_its_start_and_only_it_is_rewritten(copy,
     assert not [p for p in cache_dir.rglob("*") if p.name.endswith(".tmp")]
 
 
+def test_values_changed_inside_a_shard_are_found_by_verify_and_only_that_shard_is_encoded_again(copy):
+    from safetensors import safe_open
+
+    recipe, cache_dir = copy
+    victim, other = cache_dir / "train" / shard_name(1), cache_dir / "train" / shard_name(0)
+    before = [CachedTeacher(cache_dir / "train")[i].clone() for i in range(SHARD, 2 * SHARD)]
+    with safe_open(str(victim), framework="pt") as handle:
+        assert len(handle.metadata()["sha256"]) == 64  # taken when it was written
+    size, kept = victim.stat().st_size, other.stat().st_mtime_ns
+    with open(victim, "r+b") as handle:  # a failing disk: bytes of the data section, header and size intact
+        handle.seek(size - 64)
+        handle.write(bytes(64))
+    assert build_teacher_cache(recipe, progress=False)["train"]["shards_written"] == 0  # the cheap check passes it
+
+    reports = build_teacher_cache(recipe, progress=False, verify=True)
+    [rewritten] = reports["train"]["rewritten"]
+    assert rewritten == f"{victim} (its values are not those it was written with (its SHA-256 differs))"
+    assert reports["train"]["shards_written"] == 1 and other.stat().st_mtime_ns == kept
+    after = CachedTeacher(cache_dir / "train")
+    for offset, tensor in enumerate(before):
+        torch.testing.assert_close(after[SHARD + offset], tensor, atol=1e-5, rtol=1e-5)
+    assert build_teacher_cache(recipe, progress=False, verify=True)["train"]["rewritten"] == []
+
+
 def test_a_shard_damaged_after_the_cache_was_opened_is_named_when_read(copy):
     _, cache_dir = copy
     cache = CachedTeacher(cache_dir / "train")
