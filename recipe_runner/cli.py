@@ -67,7 +67,7 @@ def validate(files: tuple[str, ...], overrides: tuple[str, ...], allow_remote_co
             click.echo(f"{file}: ok")
             note = download_note(recipe.teacher, recipe.student)
             if note:
-                click.echo(note, err=True)
+                click.echo(f"{file}: {note}" if len(files) > 1 else note, err=True)  # whose note, among several
         except RecipeError as exc:
             problems += exc.problems
     if problems:

@@ -124,4 +124,5 @@ def profiled(path: str | None, device: torch.device) -> Iterator[None]:
         yield
     key = "self_cuda_time_total" if device.type == "cuda" else "self_cpu_time_total"
     table = profiler.key_averages().table(sort_by=key, row_limit=60)
+    Path(path).parent.mkdir(parents=True, exist_ok=True)  # checked writable before the bench, made only now
     Path(path).write_text(f"{PROFILE_HEADER}\n{table}", encoding="utf-8")

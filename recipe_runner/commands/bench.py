@@ -42,16 +42,14 @@ def _writable_target(path: str | None, option: str) -> None:
             "choose another path, or move that file away",
             param_hint=option,
         )
-    try:
-        target.parent.mkdir(parents=True, exist_ok=True)
-    except OSError as exc:
-        raise click.BadParameter(
-            f"cannot create its folder {target.parent}: {exc.strerror or exc}", param_hint=option
-        ) from None
+    # Its folder is made when the result is written: a bench refused before then leaves no folder behind.
+    nearest = next(p for p in (target.parent.absolute(), *target.parent.absolute().parents) if p.exists())
+    if not nearest.is_dir():
+        raise click.BadParameter(f"cannot create its folder: {nearest} is a file", param_hint=option)
     if target.is_dir() or (target.exists() and not os.access(target, os.W_OK)):
         raise click.BadParameter(f"{target} cannot be written", param_hint=option)
     try:  # as root, os.access says yes to read-only or pseudo file systems: a real file says what is so
-        with tempfile.TemporaryFile(dir=target.parent):
+        with tempfile.TemporaryFile(dir=nearest):
             pass
     except OSError as exc:
         raise click.BadParameter(f"{target} cannot be written: {exc.strerror or exc}", param_hint=option) from None
@@ -98,6 +96,8 @@ def bench(
         raise click.UsageError("--profile profiles the training steps: add --only training, or drop --profile")
     if peak_tflops is not None and peak_tflops != peak_tflops:  # NaN, which click's range lets through
         raise click.BadParameter("nan is not a number of TFLOP/s", param_hint="--peak-tflops")
+    if full_depth and not small:
+        raise click.UsageError("--full-depth keeps the layers of --small models; without --small every layer is kept")
     _writable_target(json_path, "--json")
     _writable_target(profile, "--profile")
     loaded = load_recipe(file, overrides, allow_remote_code=allow_remote_code, unread=frozenset({"cache"}))
@@ -110,8 +110,6 @@ def bench(
                 f"--only {' '.join(others)}: these sections measure the embedding family (teacher cache, aligner, "
                 "loader, image-encoder inference); a logits recipe is measured by its training step: --only training"
             )
-    if full_depth and not small:
-        raise click.UsageError("--full-depth keeps the layers of --small models; without --small every layer is kept")
     spec = BenchSpec(
         small=small,
         full_depth=full_depth,

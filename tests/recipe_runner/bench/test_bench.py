@@ -172,9 +172,14 @@ def test_small_moves_feature_layer_maps_to_the_same_relative_depth_of_the_shrunk
     assert deep.stages == recipe.stages
 
 
-def test_full_depth_needs_small() -> None:
-    result = CliRunner().invoke(main, ["bench", str(TINY), "--full-depth"])
+def test_full_depth_needs_small_and_a_refused_bench_makes_no_folder(tmp_path: Path) -> None:
+    result = CliRunner().invoke(main, ["bench", str(TINY), "--full-depth", "--json", str(tmp_path / "new" / "b.json")])
     assert result.exit_code == 2 and "--full-depth" in result.output
+    missing = CliRunner().invoke(
+        main, ["bench", str(tmp_path / "absent.yaml"), "--json", str(tmp_path / "n2" / "b.json")]
+    )
+    assert missing.exit_code == 2
+    assert not (tmp_path / "new").exists() and not (tmp_path / "n2").exists()
 
 
 def test_unwritable_outputs_and_a_profile_without_training_fail_before_measuring(tmp_path: Path) -> None:

@@ -112,3 +112,6 @@ def test_validate_and_plan_pass_and_note_what_a_run_would_have_to_download(verb,
         "&& hf download Qwen/Qwen3-Embedding-0.6B\n"
     )
     assert CliRunner().invoke(main, [verb, str(TINY)]).stderr == "", "inline configs and shipped tokenizers"
+    if verb == "validate":  # among several files, each note says whose it is
+        several = CliRunner().invoke(main, [verb, str(TINY), str(REAL)])
+        assert several.stderr.startswith(f"{REAL}: note: not downloaded on this machine yet:")
