@@ -68,7 +68,8 @@ def stage_checkpoint_bytes(model: nn.Module, stage: Stage) -> int:
                 adapters = lora_parameter_count(model.student, stage.student_lora) * _ADAPTER_BYTES
             except ValueError:  # a target peft cannot adapt: the plan names it and the run refuses to start
                 adapters = 0
-            trained += adapters
+            # the adapters stand in for the student's own weights; what trains beside it (projections) is whole
+            trained += adapters + sum(_parameter_bytes(m) for m in model.student_side() if m is not model.student)
         else:
             trained += sum(_parameter_bytes(module) for module in model.student_side())
     return _parameter_bytes(model) + adapters + 2 * trained + _FILE_ALLOWANCE

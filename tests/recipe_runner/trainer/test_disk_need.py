@@ -67,6 +67,26 @@ def test_the_formula_covers_a_written_checkpoint_within_its_allowance(
     assert written <= predicted <= written + MIB, (written, predicted)
 
 
+def test_a_lora_stage_of_a_features_recipe_counts_the_moments_of_the_projections_it_trains(tmp_path):
+    """The projections of hidden_states losses train beside the adapters, with AdamW moments of their own."""
+    from recipe_runner.trainer.parts import build_trained_model
+
+    features = Path(__file__).parents[3] / "recipes" / "examples" / "qwen_features_tiny.yaml"
+    # A teacher 4096 wide: the projections' moments (2 MiB) outgrow the per-checkpoint allowance (1 MiB)
+    wide = ["teacher.config.hidden_size=4096", "stages.0.student_lora={r: 4}"]
+    recipe = load_recipe(features, [f"output.dir={tmp_path / 'run'}", *wide]).recipe
+    model, stage = build_trained_model(recipe, "cpu"), recipe.stages[0]
+    predicted = stage_checkpoint_bytes(model, stage)
+    enter_stage(model, stage, "fp32")
+    assert any(p.requires_grad for p in model.projections.parameters())
+    optimizer, scheduler, _ = build_optimizer(stage, parameters_by_part(model), 10, "cpu", "fp32")
+    sum(p.float().sum() for p in model.parameters() if p.requires_grad).backward()  # a gradient for each
+    optimizer.step()
+    save_checkpoint(tmp_path / "ckpt", model, optimizer, scheduler, Position(), resume.run_record(recipe, "0" * 64))
+    written = bytes_under(tmp_path / "ckpt")
+    assert written <= predicted <= written + MIB, (written, predicted)
+
+
 def test_copies_follow_keep_last_best_and_whether_the_run_evaluates(tiny_recipe_path, tmp_path):
     def need(*extra: str) -> DiskNeed:
         recipe = _load(tiny_recipe_path, tmp_path, *extra)
