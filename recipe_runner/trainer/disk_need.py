@@ -46,9 +46,11 @@ class DiskNeed:
 
     def describe(self) -> str:
         export = f" and an export of {size_in_words(self.export_bytes)}" if self.export_bytes else ""
+        # The export is written once the checkpoint being written is done: the two are never on disk together.
+        when = " (the export is written once no checkpoint is being written)" if self.export_bytes else ""
         return (
             f"up to {self.copies} checkpoints of {size_in_words(self.checkpoint_bytes)} ({self.kept}){export}: "
-            f"{size_in_words(self.total_bytes)} at most"
+            f"{size_in_words(self.total_bytes)} at most at any one time{when}"
         )
 
 
