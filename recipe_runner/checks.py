@@ -177,14 +177,29 @@ def _lora_problems(loaded: LoadedRecipe, student: nn.Module) -> list[Problem]:
     return problems
 
 
+def _installed_diffusers():
+    """diffusers when installed (its classes name the keys each mapping takes), else None: the keys go unchecked."""
+    try:
+        from components.inference.chroma import _diffusers
+
+        return _diffusers()
+    except Exception:  # not installed, or a version without Chroma: `recipe infer` says which
+        return None
+
+
 def _inline_pipeline_problems(loaded: LoadedRecipe, teacher_width: int) -> list[Problem]:
     """An inline Chroma pipeline reads text of the teacher's width (both encoders end there); a published one is
     checked by `recipe infer`, which has its config."""
     from components.inference import joint_attention_dim
+    from components.inference.pipeline_config import pipeline_config_problems
 
     inference = loaded.recipe.inference
     if inference is None or inference.pipeline_config is None:
         return []
+    shape = pipeline_config_problems(inference.pipeline_config, _installed_diffusers())
+    if shape:  # a misspelt or missing `transformer` leaves no width worth comparing
+        here = ("inference", "pipeline_config")
+        return [loaded.problem(here + path, message) for path, message in shape]
     transformer = dict(inference.pipeline_config.get("transformer") or {})
     width = joint_attention_dim(inference)
     if width == teacher_width:

@@ -16,10 +16,10 @@ import numpy as np
 import torch
 
 from components.errors import UserFacingError
+from components.inference.pipeline_config import pipeline_config_problems
 from schemas.inference import Inference
 
 _INSTALL = "install the `diffusers` extra: pip install 'recipe[diffusers]'"
-_CONFIG_KEYS = {"transformer", "vae", "scheduler", "seed"}
 _VAE_DEFAULTS: dict[str, Any] = {
     "in_channels": 3,
     "out_channels": 3,
@@ -129,23 +129,16 @@ def check_width(encoder_width: int, spec_or_dim: Inference | int, encoder: str =
 def _inline_pipeline(config: dict[str, Any]):
     """Random-weight tiny pipeline, seeded without touching the global RNG."""
     d = _diffusers()
-    unknown = set(config) - _CONFIG_KEYS
-    if unknown or "transformer" not in config or "vae" not in config:
+    problems = pipeline_config_problems(config, d)
+    if problems:
         raise InferenceError(
-            f"pipeline_config needs `transformer` and `vae` mappings (optional: scheduler, seed); "
-            f"unknown keys: {sorted(unknown)}"
+            "; ".join(".".join(("pipeline_config", *path)) + f": {message}" for path, message in problems)
         )
     vae_config = {**_VAE_DEFAULTS, **config["vae"]}
     blocks = len(vae_config.get("block_out_channels", (64,)))
     vae_config.setdefault("down_block_types", ["DownEncoderBlock2D"] * blocks)
     vae_config.setdefault("up_block_types", ["UpDecoderBlock2D"] * blocks)
     transformer_config = dict(config["transformer"])
-    latent = vae_config.get("latent_channels", 4)
-    if transformer_config.get("in_channels", 64) != 4 * latent:
-        raise InferenceError(
-            f"pipeline_config: transformer.in_channels {transformer_config.get('in_channels', 64)} must be "
-            f"4 x vae.latent_channels ({4 * latent}): latents are packed in 2x2 patches"
-        )
     try:
         with torch.random.fork_rng(devices=[]):
             torch.manual_seed(int(config.get("seed", 0)))

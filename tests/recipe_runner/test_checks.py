@@ -256,3 +256,16 @@ def test_a_schema_problem_does_not_hide_what_other_sections_and_stages_get_wrong
         "stages[1].lr: no learning rate for trainable part 'student'",
         f"data.train: {empty}: no prompts in file (one per line, blank lines are skipped)",
     ]
+
+
+def test_validate_finds_what_infer_would_refuse_in_an_inline_pipeline_long_before_training() -> None:
+    assert _problems("inference.pipeline_config={transformer: {num_layer: 3}, vae: {latent_channels: 16}}") == [
+        "inference.pipeline_config.transformer.num_layer: unknown key 'num_layer'; did you mean 'num_layers'? (an "
+        "argument of ChromaTransformer2DModel)"
+    ]
+    misspelt = _problems("inference.pipeline_config={seed: 0, transformr: {patch_size: 1}, vae: {}}")
+    assert misspelt == [
+        "inference.pipeline_config.transformr: unknown key 'transformr'; did you mean 'transformer'? "
+        "(pipeline_config takes transformer, vae, scheduler, seed)",
+        "inference.pipeline_config: needs a `transformer` mapping (the ChromaTransformer2DModel arguments)",
+    ]  # not a joint_attention_dim of a default transformer nobody wrote
