@@ -94,8 +94,9 @@ def show(file: str, overrides: tuple[str, ...]) -> None:
 def schema() -> None:
     """Print the JSON Schema of recipes (for editor completion)."""
     from components.registry import recipe_class
+    from recipe_runner.editor_schema import editor_schema
 
-    click.echo(json.dumps(recipe_class().model_json_schema(), indent=2))
+    click.echo(json.dumps(editor_schema(recipe_class().model_json_schema()), indent=2))
 
 
 @main.command()
