@@ -232,22 +232,33 @@ def test_aligner_falls_back_to_shipped_tokenizers_offline() -> None:
     assert result.tokenizers.startswith("shipped") and result.prompts_per_s > 0
 
 
-def test_the_loader_alone_reads_the_recipe_width_from_a_cache_it_writes_and_removes(
-    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
-) -> None:
-    import tempfile
+def _bench_in_a_process_of_its_own(tmp_path: Path, *args: str) -> dict:
+    """As the CLI runs. Forked into loader workers from a test process that had run many tests before, the
+    workers were seen never to receive their first batch (an open question: see the issue note of session 24);
+    the same bench in a fresh process passes every time."""
+    import os
+    import subprocess
+    import sys
 
-    private = tmp_path / "tmp"  # not the shared temp dir: a test beside this one may bench a loader too
-    private.mkdir()
-    monkeypatch.setattr(tempfile, "tempdir", str(private))
-    loader = _bench(tmp_path, REAL, "--only", "loader")["loader"]
+    out = tmp_path / "bench.json"
+    command = [sys.executable, "-m", "recipe_runner.cli", "bench", *args, "--small", "--json", str(out)]
+    env = {**os.environ, "TMPDIR": str(tmp_path / "tmp")}  # not the shared temp dir: a test beside may bench too
+    (tmp_path / "tmp").mkdir()
+    done = subprocess.run(command, env=env, capture_output=True, text=True, timeout=300)
+    assert done.returncode == 0, done.stderr[-3000:]
+    return json.loads(out.read_text())
+
+
+def test_the_loader_alone_reads_the_recipe_width_from_a_cache_it_writes_and_removes(tmp_path: Path) -> None:
+    loader = _bench_in_a_process_of_its_own(tmp_path, str(REAL), "--only", "loader")["loader"]
     assert loader["teacher_width"] == 4096 // 16 and loader["headroom"] is None
     assert loader["cache_dtype"] == "bfloat16" and loader["num_workers"] == 4
-    assert not list(private.iterdir())
+    assert not list((tmp_path / "tmp").iterdir())
 
 
 def test_without_a_teacher_cache_the_loader_reads_no_rows(tmp_path: Path) -> None:
-    loader = _bench(tmp_path, REAL, "--only", "loader", "--set", "teacher.cache=null")["loader"]
+    args = (str(REAL), "--only", "loader", "--set", "teacher.cache=null")
+    loader = _bench_in_a_process_of_its_own(tmp_path, *args)["loader"]
     assert loader["cache_dtype"] is None and loader["teacher_target_bytes_per_s"] == 0
     assert loader["real_student_tokens_per_s"] > 0
 
