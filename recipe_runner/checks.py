@@ -179,11 +179,11 @@ def _lora_problems(loaded: LoadedRecipe, student: nn.Module) -> list[Problem]:
 
 def _installed_diffusers():
     """diffusers when installed (its classes name the keys each mapping takes), else None: the keys go unchecked."""
-    try:
-        from components.inference.chroma import _diffusers
+    from components.inference.chroma import InferenceError, import_diffusers
 
-        return _diffusers()
-    except Exception:  # not installed, or a version without Chroma: `recipe infer` says which
+    try:
+        return import_diffusers()
+    except InferenceError:  # not installed, or a version without Chroma: `recipe infer` says which
         return None
 
 

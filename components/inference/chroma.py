@@ -77,7 +77,7 @@ def _quiet_hub():
         yield
 
 
-def _diffusers():
+def import_diffusers():
     with _quiet_transformers():
         try:
             import diffusers
@@ -94,7 +94,7 @@ def joint_attention_dim(spec: Inference) -> int:
         return int(dict(spec.pipeline_config.get("transformer") or {}).get("joint_attention_dim", 4096))
     try:
         with _quiet_hub():
-            config = _diffusers().ChromaTransformer2DModel.load_config(
+            config = import_diffusers().ChromaTransformer2DModel.load_config(
                 spec.pipeline, subfolder="transformer", local_files_only=True
             )
     except OSError as exc:
@@ -128,7 +128,7 @@ def check_width(encoder_width: int, spec_or_dim: Inference | int, encoder: str =
 
 def _inline_pipeline(config: dict[str, Any]):
     """Random-weight tiny pipeline, seeded without touching the global RNG."""
-    d = _diffusers()
+    d = import_diffusers()
     problems = pipeline_config_problems(config, d)
     if problems:
         raise InferenceError(
@@ -180,7 +180,7 @@ def build_chroma_pipeline(spec: Inference, device: str | torch.device = "cpu", d
         if dtype != torch.float32:
             pipeline.to(dtype=dtype)
     else:
-        d = _diffusers()
+        d = import_diffusers()
         try:
             with _quiet_hub():
                 pipeline = d.ChromaPipeline.from_pretrained(

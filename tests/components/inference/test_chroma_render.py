@@ -177,8 +177,8 @@ def test_loading_diffusers_prints_no_transformers_warnings():
 
     code = (
         "import transformers.utils.logging as log\n"
-        "from components.inference.chroma import _diffusers\n"
-        "_diffusers()\n"
+        "from components.inference.chroma import import_diffusers\n"
+        "import_diffusers()\n"
         "print(log.get_verbosity())\n"
     )
     done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
