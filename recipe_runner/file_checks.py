@@ -89,9 +89,18 @@ def file_problems(loaded: LoadedRecipe, unread: frozenset[str] = frozenset()) ->
         problems.append(loaded.problem(("teacher", "answers", "dir"), message))
     problems += _foreign_directory_problems(loaded)
     problems += _pipeline_problems(loaded)
+    problems += _loader_worker_problems(loaded)
     if not {"data", "cache"} & unread:
         problems += _cached_prompts_problems(loaded)
     return problems
+
+
+def _loader_worker_problems(loaded: LoadedRecipe) -> list[Problem]:
+    """Loader workers that could not pass batches back on this machine (a TMPDIR too long for a socket)."""
+    from recipe_runner.trainer.loader_workers import worker_socket_problem
+
+    problem = worker_socket_problem() if loaded.recipe.hardware.num_workers > 0 else None
+    return [loaded.problem(("hardware", "num_workers"), problem)] if problem is not None else []
 
 
 # What `recipe run` (and `recipe infer`'s default images) write in output.dir, and `recipe cache` in cache.dir;

@@ -87,7 +87,13 @@ class Hardware(StrictModel):
             raise ValueError(f"expected true, false or auto, got {value!r}") from None
 
     seed: int = Field(default=0, ge=0, lt=2**63, description="Seed for weights init, shuffling and dropout.")
-    num_workers: int = Field(default=0, ge=0, le=1024, description="Data-loader worker processes (tokenize and align).")
+    num_workers: int = Field(
+        default=0,
+        ge=0,
+        le=1024,
+        description="Data-loader worker processes (tokenize, align and read the cache); they pass batches back "
+        "through a Unix socket under TMPDIR, which must be short enough to hold one.",
+    )
 
     def batch_token_bound(self, max_length: int) -> int:
         """The most padded tokens one micro-batch can hold: what memory has to be planned for."""

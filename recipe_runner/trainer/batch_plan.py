@@ -16,6 +16,7 @@ from components.data.batches import bucketed_batches, shard_batches
 from components.data.pipeline import Collator, DistillBatch, PromptPairs
 from components.data.texts import TextBatch, TextCollator, TextSamples
 from recipe_runner.trainer.checkpoint import Position
+from recipe_runner.trainer.loader_workers import LOADER_TIMEOUT_S, require_worker_sockets
 from recipe_runner.trainer.parts import RunParts
 from schemas import Recipe
 from schemas.hardware import Hardware
@@ -31,12 +32,14 @@ def batch_loader(
 ) -> DataLoader:
     """The loader of `order`'s batches: items made and collated in `hardware.num_workers` processes, pinned for an
     asynchronous copy when the batches go to a GPU."""
+    require_worker_sockets(hardware.num_workers)
     return DataLoader(
         dataset,
         batch_sampler=order,
         collate_fn=collate,
         num_workers=hardware.num_workers,
         pin_memory=device.type == "cuda",
+        timeout=LOADER_TIMEOUT_S if hardware.num_workers else 0,
         # Its own generator for the workers' base seed: drawn from torch's global one, it shifted the numbers
         # that stochastic rounding and dropout draw after a resume, which builds its loader at another point.
         generator=torch.Generator().manual_seed(hardware.seed),

@@ -167,8 +167,10 @@ def what_failed(exc: Exception) -> str:
 def data_failed(checkpoints: Path, step: int, reason: str) -> TrainingDataFailed:
     return TrainingDataFailed(
         f"the training data failed at step {step}: {reason}; {last_checkpoint(checkpoints, 'the last checkpoint')}. "
-        "A loader worker that was killed points at host memory (lower hardware.num_workers); a teacher cache shard "
-        "that is missing or damaged is rewritten by `recipe cache RECIPE`. Then continue with "
+        "A loader worker that was killed points at host memory (lower hardware.num_workers); one that timed out "
+        "lost or never made its batch (its traceback is printed above; hardware.num_workers: 0 reads in the main "
+        "process); a teacher cache shard that is missing or damaged is rewritten by `recipe cache RECIPE`. Then "
+        "continue with "
         "`recipe run RECIPE --resume`."
     )
 

@@ -176,6 +176,39 @@ def test_a_killed_loader_worker_keeps_the_steps_before_it(tiny_recipe_path, tiny
     assert (state["global_step"], state["epoch"], state["batch"]) == (failed - 1, 0, failed - 1)
 
 
+def test_a_batch_a_worker_never_delivers_stops_the_run_after_the_loader_timeout(
+    tiny_recipe_path, tiny_overrides, tmp_path, monkeypatch
+):
+    """A worker whose batch is lost (its queue thread failed, as with a TMPDIR too long for a socket) or that
+    hangs: the run stops with a checkpoint of the steps before, not waits through the night."""
+    import time
+
+    from components.data.pipeline import PromptPairs
+    from recipe_runner.trainer import batch_plan
+
+    monkeypatch.setattr(batch_plan, "LOADER_TIMEOUT_S", 3)
+    overrides = [*short_run(tiny_overrides, steps=12, save_every=5), "hardware.num_workers=1"]
+    trainer = Trainer(load_recipe(tiny_recipe_path, overrides).recipe, progress=False)
+    stuck = trainer.batches.epoch_order(0, 0)[7][0]  # a prompt of the 8th batch
+    original = PromptPairs.__getitem__
+
+    def never_returns_on_the_eighth_batch(self, index):
+        if self is trainer.parts.train and index == stuck:
+            time.sleep(3600)  # inside the worker, which the loader terminates as it shuts down
+        return original(self, index)
+
+    monkeypatch.setattr(PromptPairs, "__getitem__", never_returns_on_the_eighth_batch)
+    started = time.monotonic()
+    with pytest.raises(TrainingDataFailed) as caught:
+        trainer.run()
+    assert time.monotonic() - started < 60
+    message = str(caught.value)
+    assert message.startswith("the training data failed at step 8: RuntimeError: DataLoader timed out after 3 s")
+    assert "one that timed out lost or never made its batch" in message and "step-00000007" in message
+    kept = step_checkpoints(tmp_path / "run" / "checkpoints")
+    assert [p.name for p in kept] == ["step-00000005", "step-00000007"]
+
+
 def test_a_full_disk_under_the_metrics_log_names_the_intact_checkpoint(
     tiny_recipe_path, tiny_overrides, tmp_path, monkeypatch
 ):
