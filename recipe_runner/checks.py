@@ -17,6 +17,7 @@ from recipe_runner.family_checks import (
 )
 from recipe_runner.file_checks import file_problems, weights_problems
 from recipe_runner.loader import LoadedRecipe
+from recipe_runner.trainer.loader_workers import shared_memory_shortfall
 from schemas import Recipe
 from schemas.bolt_on import RMSNormLayer, TransformerLayer
 from schemas.models import HiddenStatesStudent, ModelSource
@@ -224,6 +225,8 @@ def _model_problems(loaded: LoadedRecipe) -> tuple[list[Problem], set[str]]:
         problems += _bolt_on_problems(loaded, widths)
     if "teacher" in widths:
         problems += _inline_pipeline_problems(loaded, widths["teacher"])
+        shortfall = shared_memory_shortfall(loaded.recipe, widths["teacher"], batches=1)
+        problems += [] if shortfall is None else [loaded.problem(("hardware", "num_workers"), shortfall)]
     problems += _student_layer_problems(loaded, configs)
     problems += feature_layer_problems(loaded, configs)
     tokenizers, tokenizer_problems = _tokenizers(loaded)

@@ -16,7 +16,7 @@ from components.data.batches import bucketed_batches, shard_batches
 from components.data.pipeline import Collator, DistillBatch, PromptPairs
 from components.data.texts import TextBatch, TextCollator, TextSamples
 from recipe_runner.trainer.checkpoint import Position
-from recipe_runner.trainer.loader_workers import LOADER_TIMEOUT_S, require_worker_sockets
+from recipe_runner.trainer.loader_workers import LOADER_TIMEOUT_S, PREFETCH_FACTOR, require_worker_sockets
 from recipe_runner.trainer.parts import RunParts
 from schemas import Recipe
 from schemas.hardware import Hardware
@@ -40,6 +40,7 @@ def batch_loader(
         num_workers=hardware.num_workers,
         pin_memory=device.type == "cuda",
         timeout=LOADER_TIMEOUT_S if hardware.num_workers else 0,
+        prefetch_factor=PREFETCH_FACTOR if hardware.num_workers else None,
         # Its own generator for the workers' base seed: drawn from torch's global one, it shifted the numbers
         # that stochastic rounding and dropout draw after a resume, which builds its loader at another point.
         generator=torch.Generator().manual_seed(hardware.seed),

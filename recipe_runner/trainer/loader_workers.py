@@ -4,17 +4,26 @@ A worker hands each batch's tensors to the main process as file descriptors, pas
 binds in the temporary folder. Where that cannot be bound (a TMPDIR path too long for a socket address, as on
 some clusters, or a temporary folder that is read-only), the worker's queue thread drops the batch with a
 traceback and the main process waits for it forever. Checked here, that is one line before any model loads.
+
+The tensors themselves go through shared memory (/dev/shm), which a container keeps at 64 MB unless told
+otherwise: a batch that does not fit there is dropped by the same queue thread ("No space left on device").
 """
 
 from __future__ import annotations
 
 import contextlib
+import math
 import os
+import shutil
 import socket
 import tempfile
 from multiprocessing.connection import arbitrary_address
+from pathlib import Path
+
+import torch
 
 from components.errors import UserFacingError
+from schemas import Recipe
 
 # How long the main process waits for one batch from its workers before it stops the run (with a checkpoint of
 # the steps done): far above any batch of tokenizing and reading a cache, and finite, so that a batch lost by a
@@ -55,3 +64,44 @@ def require_worker_sockets(num_workers: int) -> None:
         problem = worker_socket_problem()
         if problem is not None:
             raise LoaderWorkersError(problem)
+
+
+SHARED_MEMORY = Path("/dev/shm")
+PREFETCH_FACTOR = 2  # batches each worker makes ahead (torch's default, set in batch_loader)
+_INDEX_BYTES_PER_TOKEN = 64  # token ids, masks and alignment indices of a batch, generously
+
+
+def loader_batch_bytes(recipe: Recipe, teacher_width: int) -> int:
+    """The most bytes one batch passes from a worker: its cached teacher rows at their longest, and its indices."""
+    hardware, cache = recipe.hardware, recipe.teacher_cache
+    tokens = hardware.batch_token_bound(max(recipe.student.max_length, recipe.teacher.max_length))
+    targets = 0
+    if cache is not None:
+        element = torch.empty((), dtype=getattr(torch, cache.dtype)).element_size()
+        targets = hardware.batch_token_bound(recipe.teacher.max_length) * teacher_width * element
+    return tokens * _INDEX_BYTES_PER_TOKEN + targets
+
+
+def shared_memory_shortfall(
+    recipe: Recipe, teacher_width: int, batches: int, folder: Path = SHARED_MEMORY
+) -> str | None:
+    """Why `batches` of the recipe's largest loader batches would not fit in the free shared memory, where workers
+    hand them over (a container's /dev/shm is 64 MB unless raised); None when they fit or workers are off.
+    Past it the first large batch is lost in its worker, after the models have loaded, and the run stops when the
+    loader times out."""
+    workers = recipe.hardware.num_workers
+    if workers == 0 or not folder.is_dir():
+        return None
+    one = loader_batch_bytes(recipe, teacher_width)
+    free = shutil.disk_usage(folder).free
+    if batches * one <= free:
+        return None
+    in_flight = (PREFETCH_FACTOR * workers + 1) * one
+    mib = 2**20
+    return (
+        f"loader workers hand batches over in shared memory ({folder}), which has {free / mib:,.1f} MiB free; one "
+        f"batch of this recipe takes up to {one / mib:,.1f} MiB (hardware.batch_size or batch_tokens at the longest "
+        f"prompts, with the cached teacher rows) and {workers} workers hold up to {PREFETCH_FACTOR * workers + 1} "
+        f"at once. Give the container more shared memory (`docker run --shm-size={math.ceil(in_flight / 2**30)}g` "
+        "or `--ipc=host`), lower hardware.batch_size or batch_tokens, or set hardware.num_workers: 0"
+    )

@@ -9,7 +9,7 @@ from pathlib import Path
 from components.models.downloads import needed_from, require_downloaded
 from recipe_runner.plan import build_plan
 from recipe_runner.trainer.disk_need import check_disk_space
-from recipe_runner.trainer.loader_workers import require_worker_sockets
+from recipe_runner.trainer.loader_workers import LoaderWorkersError, require_worker_sockets, shared_memory_shortfall
 from recipe_runner.trainer.parts import RunSetupError
 from schemas import Recipe
 
@@ -19,6 +19,9 @@ def check_before_loading(recipe: Recipe, out_dir: Path, writes: bool) -> None:
     require_downloaded([*needed_from("teacher", recipe.teacher), *needed_from("student", recipe.student)], "the run")
     require_worker_sockets(recipe.hardware.num_workers)
     plan = build_plan(recipe)
+    shortfall = shared_memory_shortfall(recipe, plan.teacher.width, batches=1)
+    if shortfall is not None:
+        raise LoaderWorkersError(shortfall)
     if plan.stage_failures:
         raise RunSetupError("; ".join(plan.stage_failures) + ": the stage would fail as it starts; fix the recipe")
     if writes:

@@ -1,5 +1,6 @@
 """Loader workers that could not pass batches back are refused before a run depends on them: with a TMPDIR too
-long for a socket address, a worker's batches were dropped by its queue thread and the run waited forever."""
+long for a socket address, or a /dev/shm too small for a batch, a worker's batches were dropped by its queue
+thread and the run waited forever."""
 
 from __future__ import annotations
 
@@ -10,11 +11,20 @@ from pathlib import Path
 
 import pytest
 import torch
+from click.testing import CliRunner
 
+from recipe_runner.cli import main
 from recipe_runner.loader import load_recipe
+from recipe_runner.plan import build_plan
 from recipe_runner.trainer import loader_workers
 from recipe_runner.trainer.batch_plan import batch_loader
-from recipe_runner.trainer.loader_workers import LoaderWorkersError, require_worker_sockets, worker_socket_problem
+from recipe_runner.trainer.loader_workers import (
+    LoaderWorkersError,
+    loader_batch_bytes,
+    require_worker_sockets,
+    shared_memory_shortfall,
+    worker_socket_problem,
+)
 from recipe_runner.trainer.loop import Trainer
 
 REPO = Path(__file__).parents[3]
@@ -81,3 +91,58 @@ def test_validate_names_num_workers_under_a_real_tmpdir_too_long_for_a_socket(tm
     assert done.returncode == 2, done.stdout + done.stderr
     assert "hardware.num_workers" in done.stderr and "AF_UNIX path too long" in done.stderr, done.stderr
     assert "Traceback" not in done.stderr
+
+
+HEADLINE = REPO / "recipes" / "t5_to_qwen.yaml"
+MIB = 2**20
+
+
+@pytest.fixture
+def container_shm(monkeypatch: pytest.MonkeyPatch) -> None:
+    """/dev/shm as `docker run` leaves it without --shm-size: 64 MB."""
+    import shutil
+
+    real = shutil.disk_usage
+    monkeypatch.setattr(
+        loader_workers.shutil,
+        "disk_usage",
+        lambda path: shutil._ntuple_diskusage(64 * MIB, 0, 64 * MIB) if str(path) == "/dev/shm" else real(path),
+    )
+
+
+def test_the_headline_batch_is_counted_with_its_cached_teacher_rows() -> None:
+    recipe = load_recipe(HEADLINE).recipe  # 16 prompts of up to 512 tokens, T5-XXL rows 4096 wide in bfloat16
+    assert loader_batch_bytes(recipe, 4096) == 16 * 512 * 4096 * 2 + 16 * 512 * 64
+    uncached = load_recipe(HEADLINE, ["teacher.cache=null"]).recipe  # the teacher runs in the step
+    assert loader_batch_bytes(uncached, 4096) == 16 * 512 * 64
+
+
+def test_a_container_shm_too_small_for_one_batch_is_a_validate_problem_at_num_workers(container_shm) -> None:
+    result = CliRunner().invoke(main, ["validate", str(HEADLINE)])
+    assert result.exit_code == 2, result.output
+    assert "t5_to_qwen.yaml:68:3: hardware.num_workers: loader workers hand batches over in shared memory" in (
+        result.output
+    )
+    assert "has 64.0 MiB free; one batch of this recipe takes up to 64.5 MiB" in result.output
+    assert "4 workers hold up to 9 at once" in result.output and "`docker run --shm-size=1g` or `--ipc=host`" in (
+        result.output
+    )
+    assert CliRunner().invoke(main, ["validate", str(HEADLINE), "--set", "hardware.num_workers=0"]).exit_code == 0
+
+
+def test_batches_that_fit_one_at_a_time_but_not_all_in_flight_are_a_plan_warning(container_shm, tmp_path) -> None:
+    overrides = [f"output.dir={tmp_path / 'run'}", "hardware.num_workers=4", "hardware.batch_size=4"]
+    recipe = load_recipe(HEADLINE, overrides).recipe  # validated: one batch (16.1 MiB) fits
+    warnings = [w for w in build_plan(recipe).warnings if "shared memory" in w]
+    assert len(warnings) == 1 and "up to 16.1 MiB" in warnings[0] and "hold up to 9 at once" in warnings[0]
+    assert shared_memory_shortfall(recipe, 4096, batches=3) is None
+
+
+def test_a_run_is_refused_before_loading_when_one_batch_cannot_fit(container_shm, tmp_path, monkeypatch) -> None:
+    from recipe_runner.trainer import loop, preflight
+
+    monkeypatch.setattr(preflight, "require_downloaded", lambda *a, **k: None)  # the hub models are not here
+    monkeypatch.setattr(loop, "build_parts", lambda *a, **k: pytest.fail("models were loaded"))
+    recipe = load_recipe(HEADLINE, [f"output.dir={tmp_path / 'run'}"], check=False).recipe
+    with pytest.raises(LoaderWorkersError, match="one batch of this recipe takes up to 64.5 MiB"):
+        Trainer(recipe, progress=False)
