@@ -8,6 +8,7 @@ import torch
 
 from components.alignment.batch import BatchAlignment, sequence_vectors, tier_vectors, window_accept
 from components.losses.vector_losses import pair_loss_of
+from components.models.compilation import allow_run_variants
 from schemas.alignment import CrossTokenizerAlignment
 from schemas.stages import Loss
 
@@ -55,7 +56,10 @@ class DistillLoss:
         self.alignment = alignment
         self.tiers = sorted({loss.on for loss in losses})
         self.pair_losses = [pair_loss_of(loss) for loss in losses]
-        self._training_loss = torch.compile(self._eager_training_loss, dynamic=True) if compiled else None
+        self._training_loss = None
+        if compiled:  # each stage's loss is another variant of the same code: see models.compilation
+            allow_run_variants()
+            self._training_loss = torch.compile(self._eager_training_loss, dynamic=True)
 
     def training_loss(
         self, student_out, student_mask, teacher_out, teacher_mask, alignment

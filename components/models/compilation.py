@@ -7,12 +7,21 @@ final norm stay eager: compiling them costs a graph and a cache entry for little
 own units instead (`compile_units()`): the bolt-on stack compiles each layer whole, since its layers are few
 but wide, and their norms, activations and dropouts on 3-8k-wide activations fuse into the matrix products'
 neighbours. Modules keep their identity, so state dicts, checkpoints and exports are unchanged.
+
+All blocks of a class share one code object, and so one dynamo cache, with every variant a run makes of them:
+training and evaluation (grad mode), a trainable or frozen input, LoRA-wrapped projections, the teacher's blocks
+where it is compiled in the same process. torch keeps 8 variants of a code object and runs the rest eagerly with
+one log line: a three-stage run with evaluation was seen to pass it, so its last stage lost compilation.
 """
 
 from __future__ import annotations
 
+import torch._dynamo
 from torch import nn
 from torch._dynamo.utils import counters
+
+# Variants of one block's code a run may compile (about 3 a stage; a dozen stages of ours and a teacher fit).
+RECOMPILE_LIMIT = 64
 
 
 def repeated_blocks(module: nn.Module) -> list[nn.Module]:
@@ -33,8 +42,16 @@ def compile_wanted(setting: bool | str, device_type: str) -> bool:
     return device_type == "cuda" if setting == "auto" else bool(setting)
 
 
+def allow_run_variants() -> None:
+    """Raise dynamo's per-code limit of compiled variants to what a run of several stages needs (see the module
+    docstring); a higher limit set by the user is kept. It is torch's process-wide setting, as compiling is."""
+    config = torch._dynamo.config
+    config.recompile_limit = max(config.recompile_limit, RECOMPILE_LIMIT)
+
+
 def compile_for_varied_lengths(module: nn.Module) -> nn.Module:
     """Compile the repeated blocks of `module` in place (dynamic shapes); returns `module` itself."""
+    allow_run_variants()
     for block in repeated_blocks(module):
         block.compile(dynamic=True)
     return module

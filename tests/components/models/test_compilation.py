@@ -7,7 +7,12 @@ import torch
 from pydantic import ValidationError
 from torch._dynamo.utils import counters
 
-from components.models.compilation import compile_for_varied_lengths, compile_wanted, repeated_blocks
+from components.models.compilation import (
+    RECOMPILE_LIMIT,
+    compile_for_varied_lengths,
+    compile_wanted,
+    repeated_blocks,
+)
 from recipe_runner.loader import load_recipe
 from recipe_runner.trainer.parts import build_distill_model
 from schemas.hardware import Hardware
@@ -25,7 +30,13 @@ def _inputs(length: int, generator: torch.Generator) -> tuple[torch.Tensor, torc
 def test_compiled_model_matches_eager_on_changing_lengths_with_one_graph_per_block_class(
     tiny_recipe_path, tiny_overrides
 ):
-    recipe = load_recipe(tiny_recipe_path, tiny_overrides).recipe
+    # Two bolt-on layers of other classes than the student's: each is a graph of its own (a cold CPU compile costs
+    # seconds a graph, which CI pays on every run).
+    two_layers = (
+        "bolt_on.layers=[{type: transformer, layers: 1, dim: 48, heads: 4, ffn_dim: 96, max_positions: 128}, "
+        "{type: mlp, hidden_dims: [128], out_dim: 64, activation: silu, layer_norm: true}]"
+    )
+    recipe = load_recipe(tiny_recipe_path, [*tiny_overrides, two_layers]).recipe
     model = build_distill_model(recipe, "cpu", teacher_width=64).eval()
     assert model.student.config.use_cache is False  # no KV cache built in a training forward
     lengths = (7, 13, 29)
@@ -80,3 +91,39 @@ def test_hardware_compile_takes_auto_or_a_bool_and_defaults_to_auto():
         Hardware(compile="sometimes")
     (problem,) = caught.value.errors()  # one problem, not one per member of the union
     assert problem["msg"] == "Value error, expected true, false or auto, got 'sometimes'"
+
+
+class _Unit(torch.nn.Module):
+    def __init__(self) -> None:
+        super().__init__()
+        self.linear, self.norm = torch.nn.Linear(4, 4), torch.nn.LayerNorm(4)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.norm(self.linear(x))
+
+
+def test_a_block_compiles_every_variant_a_run_of_many_stages_makes_instead_of_falling_back_to_eager(monkeypatch):
+    """Train and eval (grad mode), frozen or trainable inputs, dtypes and a batch of one, across stages: more
+    variants of one block's code than torch's default 8, past which it would run the rest uncompiled."""
+    inductor = torch.compile
+    monkeypatch.setattr(torch, "compile", lambda *a, **k: inductor(*a, **{**k, "backend": "aot_eager"}))
+    # torch's own patch: its config module does not survive monkeypatch's undo
+    with torch._dynamo.config.patch(recompile_limit=8, fail_on_recompile_limit_hit=True):  # a failure, not a log
+        torch._dynamo.reset()
+        stack = torch.nn.ModuleList([_Unit(), _Unit()])
+        compile_for_varied_lengths(stack)
+        variants = 0
+        for dtype in (torch.float32, torch.float64):
+            stack.to(dtype)
+            for grad, trainable in ((True, True), (True, False), (False, False)):
+                for batch in (1, 3):
+                    x = torch.randn(batch, 5, 4, dtype=dtype, requires_grad=trainable)
+                    with torch.set_grad_enabled(grad):
+                        for block in stack:
+                            x = block(x)
+                    variants += 1
+        assert variants == 12
+        assert torch._dynamo.config.recompile_limit == RECOMPILE_LIMIT
+    with torch._dynamo.config.patch(recompile_limit=1000):
+        compile_for_varied_lengths(stack)
+        assert torch._dynamo.config.recompile_limit == 1000  # a user's higher limit is kept
