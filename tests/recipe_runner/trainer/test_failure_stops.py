@@ -148,20 +148,29 @@ def test_out_of_memory_in_an_evaluation_keeps_the_step_it_evaluated(
     assert json.loads((kept[0] / "trainer_state.json").read_text())["global_step"] == 4
 
 
-def test_a_killed_loader_worker_keeps_the_steps_before_it(tiny_recipe_path, tiny_overrides, tmp_path, monkeypatch):
+def _worker_failing_at(recipe_path, overrides, monkeypatch, batch: int, failure) -> Trainer:
+    """A 12-step run with one loader worker, which calls `failure` (in the worker) as it makes batch `batch`."""
     from components.data.pipeline import PromptPairs
 
-    overrides = [*short_run(tiny_overrides, steps=12, save_every=5), "hardware.num_workers=1"]
-    trainer = Trainer(load_recipe(tiny_recipe_path, overrides).recipe, progress=False)
-    doomed = trainer.batches.epoch_order(0, 0)[9][0]  # a prompt of the 10th batch
+    overrides = [*short_run(overrides, steps=12, save_every=5), "hardware.num_workers=1"]
+    trainer = Trainer(load_recipe(recipe_path, overrides).recipe, progress=False)
+    doomed = trainer.batches.epoch_order(0, 0)[batch][0]  # a prompt of that batch
     original = PromptPairs.__getitem__
 
-    def dies_on_the_tenth_batch(self, index):
+    def fails_at_that_batch(self, index):
         if self is trainer.parts.train and index == doomed:
-            os.kill(os.getpid(), signal.SIGKILL)  # inside the worker process, as the kernel's OOM killer would
+            failure()
         return original(self, index)
 
-    monkeypatch.setattr(PromptPairs, "__getitem__", dies_on_the_tenth_batch)
+    monkeypatch.setattr(PromptPairs, "__getitem__", fails_at_that_batch)
+    return trainer
+
+
+def test_a_killed_loader_worker_keeps_the_steps_before_it(tiny_recipe_path, tiny_overrides, tmp_path, monkeypatch):
+    def killed() -> None:
+        os.kill(os.getpid(), signal.SIGKILL)  # inside the worker process, as the kernel's OOM killer would
+
+    trainer = _worker_failing_at(tiny_recipe_path, tiny_overrides, monkeypatch, 9, killed)  # the 10th batch
     with pytest.raises(TrainingDataFailed) as caught:
         trainer.run()
     message = str(caught.value)
@@ -183,21 +192,13 @@ def test_a_batch_a_worker_never_delivers_stops_the_run_after_the_loader_timeout(
     hangs: the run stops with a checkpoint of the steps before, not waits through the night."""
     import time
 
-    from components.data.pipeline import PromptPairs
     from recipe_runner.trainer import batch_plan
 
+    def never_returns() -> None:
+        time.sleep(3600)  # inside the worker, which the loader terminates as it shuts down
+
     monkeypatch.setattr(batch_plan, "LOADER_TIMEOUT_S", 3)
-    overrides = [*short_run(tiny_overrides, steps=12, save_every=5), "hardware.num_workers=1"]
-    trainer = Trainer(load_recipe(tiny_recipe_path, overrides).recipe, progress=False)
-    stuck = trainer.batches.epoch_order(0, 0)[7][0]  # a prompt of the 8th batch
-    original = PromptPairs.__getitem__
-
-    def never_returns_on_the_eighth_batch(self, index):
-        if self is trainer.parts.train and index == stuck:
-            time.sleep(3600)  # inside the worker, which the loader terminates as it shuts down
-        return original(self, index)
-
-    monkeypatch.setattr(PromptPairs, "__getitem__", never_returns_on_the_eighth_batch)
+    trainer = _worker_failing_at(tiny_recipe_path, tiny_overrides, monkeypatch, 7, never_returns)  # the 8th batch
     started = time.monotonic()
     with pytest.raises(TrainingDataFailed) as caught:
         trainer.run()
