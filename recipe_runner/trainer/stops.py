@@ -170,8 +170,7 @@ def data_failed(checkpoints: Path, step: int, reason: str) -> TrainingDataFailed
         "A loader worker that was killed points at host memory (lower hardware.num_workers); one that timed out "
         "lost or never made its batch (its traceback is printed above; hardware.num_workers: 0 reads in the main "
         "process); a teacher cache shard that is missing or damaged is rewritten by `recipe cache RECIPE`. Then "
-        "continue with "
-        "`recipe run RECIPE --resume`."
+        "continue with `recipe run RECIPE --resume`."
     )
 
 
