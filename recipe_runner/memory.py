@@ -59,7 +59,7 @@ from schemas.bolt_on import LinearLayer, MLPLayer, ResidualMLPLayer, Transformer
 from schemas.stages import Stage
 
 GIB = 1 << 30
-_DTYPE_BYTES = {"float32": 4, "bfloat16": 2, "float16": 2}
+DTYPE_BYTES = {"float32": 4, "bfloat16": 2, "float16": 2}
 _RUNTIME_BYTES = GIB
 
 
@@ -209,9 +209,9 @@ def estimate_memory(recipe: Recipe, stage: Stage, sizes: Sizes, student_trainabl
 
     teacher_held = recipe.teacher_cache is None and teacher_in_training(recipe)
     if teacher_held:
-        items.append(MemoryItem("teacher weights (frozen)", sizes.teacher_params * _DTYPE_BYTES[recipe.teacher.dtype]))
+        items.append(MemoryItem("teacher weights (frozen)", sizes.teacher_params * DTYPE_BYTES[recipe.teacher.dtype]))
     held_dtype = _held_student_dtype(recipe)
-    held = _DTYPE_BYTES[held_dtype]
+    held = DTYPE_BYTES[held_dtype]
     if not trains_student or lora:
         items.append(MemoryItem(f"student weights (frozen, {held_dtype})", sizes.student_params * held))
     logits = recipe.family == "logits"
@@ -289,7 +289,7 @@ def _hidden_state_items(recipe: Recipe, sizes: Sizes, tokens: int, teacher_token
     if recipe.teacher_cache is None:
         forward = teacher_tokens * (6 * te.hidden + 3 * te.ffn) * a + 2 * te.heads * teacher_tokens * s_teacher * a
         items.append(MemoryItem("teacher forward (one layer, no grad)", forward))
-    target_bytes = _DTYPE_BYTES[recipe.teacher_cache.dtype if recipe.teacher_cache else recipe.teacher.dtype]
+    target_bytes = DTYPE_BYTES[recipe.teacher_cache.dtype if recipe.teacher_cache else recipe.teacher.dtype]
     items.append(MemoryItem("teacher targets", teacher_tokens * te.hidden * target_bytes))
     items.append(MemoryItem("loss buffers (fp32 output + grad)", tokens * te.hidden * 4 * 2))
     return items

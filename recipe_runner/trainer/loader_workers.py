@@ -20,9 +20,8 @@ import tempfile
 from multiprocessing.connection import arbitrary_address
 from pathlib import Path
 
-import torch
-
 from components.errors import UserFacingError
+from recipe_runner.memory import DTYPE_BYTES
 from schemas import Recipe
 
 # How long the main process waits for one batch from its workers before it stops the run (with a checkpoint of
@@ -77,8 +76,7 @@ def loader_batch_bytes(recipe: Recipe, teacher_width: int) -> int:
     tokens = hardware.batch_token_bound(max(recipe.student.max_length, recipe.teacher.max_length))
     targets = 0
     if cache is not None:
-        element = torch.empty((), dtype=getattr(torch, cache.dtype)).element_size()
-        targets = hardware.batch_token_bound(recipe.teacher.max_length) * teacher_width * element
+        targets = hardware.batch_token_bound(recipe.teacher.max_length) * teacher_width * DTYPE_BYTES[cache.dtype]
     return tokens * _INDEX_BYTES_PER_TOKEN + targets
 
 
