@@ -38,21 +38,32 @@ def tiny_overrides(tmp_path: Path) -> list[str]:
 
 
 @pytest.fixture
-def compiled_tiny(monkeypatch: pytest.MonkeyPatch) -> list[str]:
-    """The tiny recipe compiled, for tests of what compiling changes around a run (blocks compiled in place,
-    checkpoint keys, resume, graphs built before the clock), not of inductor's kernels: torch.compile goes through
-    dynamo and AOT autograd as always but runs the traced graphs eagerly ("aot_eager"). A cold CPU compile costs
-    about 2 s a C++ kernel, and CI starts with an empty cache. Compiled numerics are checked with inductor itself
-    in test_compilation, test_teacher_cache and test_distill_loss. One bolt-on unit: each layer type would be
-    graphs of its own."""
+def compile_backend(monkeypatch: pytest.MonkeyPatch, request: pytest.FixtureRequest) -> str:
+    """torch.compile without inductor's code generation, for tests of what compiling changes around our code
+    (blocks compiled in place, guards and graph counts, checkpoint keys, resume), not of inductor's kernels, which
+    on a CPU say nothing of the CUDA ones a run uses: a cold CPU compile costs seconds a graph and CI starts with
+    an empty cache. Compiled numerics stay checked with inductor itself in test_compilation and test_distill_loss.
+
+    "aot_eager" (the default) traces forward and backward through AOT autograd as inductor would, then runs the
+    graphs eagerly; `@pytest.mark.compile_backend("eager")` stops after dynamo (a third of the time) for a test that
+    needs only the graphs dynamo builds. Returns the backend."""
     import torch
 
+    marker = request.node.get_closest_marker("compile_backend")
+    backend = marker.args[0] if marker else "aot_eager"
     inductor = torch.compile
 
     def compile_without_codegen(*args, **kwargs):
-        return inductor(*args, **{**kwargs, "backend": "aot_eager"})
+        return inductor(*args, **{**kwargs, "backend": backend})
 
     monkeypatch.setattr(torch, "compile", compile_without_codegen)
+    return backend
+
+
+@pytest.fixture
+def compiled_tiny(compile_backend: str) -> list[str]:
+    """The tiny recipe compiled (see `compile_backend`) and checkpointed, with one bolt-on unit: each layer type
+    would be graphs of its own."""
     one_unit = "bolt_on.layers=[{type: mlp, hidden_dims: [64], out_dim: 64, activation: gelu}]"
     return ["hardware.compile=true", "hardware.gradient_checkpointing=true", one_unit]
 

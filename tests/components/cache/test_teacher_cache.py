@@ -388,7 +388,7 @@ def test_a_full_disk_is_one_clear_error_and_a_rerun_goes_on(tmp_path, monkeypatc
 
 
 @pytest.mark.slow
-def test_a_compiled_teacher_writes_the_same_cache(built, tmp_path):
+def test_a_compiled_teacher_writes_the_same_cache(built, tmp_path, compile_backend):
     recipe, cache_dir, _ = built
     compiled_dir = tmp_path / "compiled"
     build_teacher_cache(_load(compiled_dir, "hardware.compile=true"), batch_tokens=96, progress=False)

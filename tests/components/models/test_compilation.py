@@ -30,13 +30,10 @@ def _inputs(length: int, generator: torch.Generator) -> tuple[torch.Tensor, torc
 def test_compiled_model_matches_eager_on_changing_lengths_with_one_graph_per_block_class(
     tiny_recipe_path, tiny_overrides
 ):
-    # Two bolt-on layers of other classes than the student's: each is a graph of its own (a cold CPU compile costs
+    # One bolt-on layer of another class than the student's blocks: a graph of its own (a cold CPU compile costs
     # seconds a graph, which CI pays on every run).
-    two_layers = (
-        "bolt_on.layers=[{type: transformer, layers: 1, dim: 48, heads: 4, ffn_dim: 96, max_positions: 128}, "
-        "{type: mlp, hidden_dims: [128], out_dim: 64, activation: silu, layer_norm: true}]"
-    )
-    recipe = load_recipe(tiny_recipe_path, [*tiny_overrides, two_layers]).recipe
+    one_layer = "bolt_on.layers=[{type: mlp, hidden_dims: [128], out_dim: 64, activation: silu, layer_norm: true}]"
+    recipe = load_recipe(tiny_recipe_path, [*tiny_overrides, one_layer]).recipe
     model = build_distill_model(recipe, "cpu", teacher_width=64).eval()
     assert model.student.config.use_cache is False  # no KV cache built in a training forward
     lengths = (7, 13, 29)
@@ -102,11 +99,11 @@ class _Unit(torch.nn.Module):
         return self.norm(self.linear(x))
 
 
-def test_a_block_compiles_every_variant_a_run_of_many_stages_makes_instead_of_falling_back_to_eager(monkeypatch):
+def test_a_block_compiles_every_variant_a_run_of_many_stages_makes_instead_of_falling_back_to_eager(
+    compile_backend,
+):
     """Train and eval (grad mode), frozen or trainable inputs, dtypes and a batch of one, across stages: more
     variants of one block's code than torch's default 8, past which it would run the rest uncompiled."""
-    inductor = torch.compile
-    monkeypatch.setattr(torch, "compile", lambda *a, **k: inductor(*a, **{**k, "backend": "aot_eager"}))
     # torch's own patch: its config module does not survive monkeypatch's undo
     with torch._dynamo.config.patch(recompile_limit=8, fail_on_recompile_limit_hit=True):  # a failure, not a log
         torch._dynamo.reset()

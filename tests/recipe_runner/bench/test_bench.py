@@ -74,6 +74,7 @@ def test_small_tiny_bench_reports_every_figure(tmp_path: Path) -> None:
 
 
 @pytest.mark.slow
+@pytest.mark.compile_backend("eager")  # the graphs are what counts here; the compiled run test traces the backward
 def test_compiled_bench_compiles_before_the_clock(tmp_path: Path, compiled_tiny: list[str]) -> None:
     sets = [arg for value in compiled_tiny for arg in ("--set", value)]
     report = _bench(tmp_path, TINY, "--only", "training", "--only", "teacher", *sets)
