@@ -6,6 +6,7 @@ import warnings
 
 import torch
 
+from components.models.checkpointing import without_input_grad_hook
 from recipe_runner.trainer.parts import DistillModel, trained_dtype
 from schemas.hardware import TrainedWeights
 from schemas.stages import Part, Stage
@@ -34,6 +35,7 @@ def enter_stage(model: DistillModel, stage: Stage, trained_weights: TrainedWeigh
             # internals and no recipe setting can silence it, so it is kept out of every LoRA run's output.
             warnings.filterwarnings("ignore", message=".*is_gradient_checkpointing.*", category=FutureWarning)
             model.student = get_peft_model(model.student, config, autocast_adapter_dtype=False)
+        without_input_grad_hook(model.student)  # peft adds it back to a checkpointed model
         dtype = trained_dtype(trained_weights)
         for parameter in model.student.parameters():
             if parameter.requires_grad:  # the adapters: peft freezes everything else

@@ -7,6 +7,7 @@ import warnings
 import torch
 
 from components.models import hidden_width, resolve_config
+from components.models.checkpointing import StudentCheckpointing
 from recipe_runner.loader import load_recipe
 from recipe_runner.trainer.parts import build_distill_model, set_trained_dtype
 from recipe_runner.trainer.stage_setup import enter_stage, leave_stage
@@ -40,6 +41,44 @@ def test_a_stage_without_the_student_freezes_it(tiny_recipe_path, tmp_path):
     enter_stage(model, stage, "fp32")
     assert not any(p.requires_grad for p in model.student.parameters())
     assert all(p.requires_grad for p in model.bolt_on.parameters())
+
+
+def _checkpointed_batch(model) -> tuple[StudentCheckpointing, torch.Tensor, torch.Tensor]:
+    checkpointing = StudentCheckpointing(model.student, enabled=True, min_tokens=10)  # as build_parts makes it
+    ids = torch.randint(0, 2000, (2, 9), generator=torch.Generator().manual_seed(0))
+    return checkpointing, ids, torch.ones_like(ids, dtype=torch.bool)
+
+
+def test_a_frozen_student_under_checkpointing_is_not_recorded_for_a_backward(tiny_recipe_path, tmp_path):
+    """transformers makes the embeddings' output require grad when checkpointing is switched on: every frozen
+    layer was then recorded, recomputed and differentiated for no gradient."""
+    model, stage = _model_and_stage(tiny_recipe_path, tmp_path, "stages.0.trainable=[bolt_on]")
+    checkpointing, ids, mask = _checkpointed_batch(model)
+    enter_stage(model, stage, "fp32")
+    model.train()
+    assert checkpointing.for_batch(ids.numel())
+    assert not model.student(input_ids=ids, attention_mask=mask.long()).last_hidden_state.requires_grad
+    model(ids, mask).square().mean().backward()
+    assert all(p.grad is not None for p in model.bolt_on.parameters())
+
+
+def test_lora_adapters_get_the_same_gradients_recomputed_or_not(tiny_recipe_path, tmp_path):
+    """peft puts the embeddings' hook back on a checkpointed student; without it the adapters still learn."""
+    model, stage = _model_and_stage(tiny_recipe_path, tmp_path, LORA)
+    checkpointing, ids, mask = _checkpointed_batch(model)
+    enter_stage(model, stage, "fp32")
+    model.train()
+    assert not model.student.get_input_embeddings()(ids).requires_grad
+    adapters = [p for name, p in model.student.named_parameters() if "lora_" in name]
+    grads = []
+    for padded_tokens in (ids.numel(), 1):  # recomputed, then kept
+        checkpointing.for_batch(padded_tokens)
+        model.zero_grad(set_to_none=True)
+        model(ids, mask).square().mean().backward()
+        grads.append([p.grad.clone() for p in adapters])
+    assert any(g.abs().sum() > 0 for g in grads[0])
+    for recomputed, kept in zip(*grads, strict=True):
+        torch.testing.assert_close(recomputed, kept)
 
 
 def test_lora_adapters_take_the_trained_dtype_so_bf16_stochastic_can_update_them(tiny_recipe_path, tmp_path):
