@@ -55,6 +55,14 @@ class DistillModel(nn.Module):
         """What trains as the `student` part."""
         return [self.student]
 
+    def train(self, mode: bool = True) -> DistillModel:
+        """A student the stage freezes (no LoRA either) stays in eval mode, as a frozen teacher does: dropout noise
+        in the features a bolt-on learns from would be absent from the ones it reads at inference."""
+        super().train(mode)
+        if mode and not any(parameter.requires_grad for parameter in self.student.parameters()):
+            self.student.eval()
+        return self
+
     def train_extras(self, stage: Stage) -> None:
         """Nothing trains beside the student and the bolt-on here (see LogitsModel)."""
 

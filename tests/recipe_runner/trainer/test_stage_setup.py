@@ -36,11 +36,20 @@ def test_a_lora_stage_trains_only_adapters_and_bolt_on_and_merges_back(tiny_reci
     assert {name for name, _ in model.student.named_parameters()} == plain_names
 
 
-def test_a_stage_without_the_student_freezes_it(tiny_recipe_path, tmp_path):
-    model, stage = _model_and_stage(tiny_recipe_path, tmp_path, "stages.0.trainable=[bolt_on]")
+def test_a_stage_without_the_student_freezes_it_and_keeps_its_dropout_off(tiny_recipe_path, tmp_path):
+    dropout = "student.config.attention_dropout=0.5"
+    model, stage = _model_and_stage(tiny_recipe_path, tmp_path, "stages.0.trainable=[bolt_on]", dropout)
     enter_stage(model, stage, "fp32")
     assert not any(p.requires_grad for p in model.student.parameters())
     assert all(p.requires_grad for p in model.bolt_on.parameters())
+    model.train()  # as a stage starts and after each evaluation
+    assert not model.student.training and model.bolt_on.training
+    ids = torch.randint(0, 2000, (2, 9), generator=torch.Generator().manual_seed(0))
+    mask = torch.ones_like(ids, dtype=torch.bool)
+    torch.testing.assert_close(model(ids, mask), model(ids, mask))  # the same features every time
+    trained, _ = _model_and_stage(tiny_recipe_path, tmp_path, dropout)
+    enter_stage(trained, stage.model_copy(update={"trainable": ["student", "bolt_on"]}), "fp32")
+    assert trained.train().student.training
 
 
 def _checkpointed_batch(model) -> tuple[StudentCheckpointing, torch.Tensor, torch.Tensor]:
