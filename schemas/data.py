@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from pydantic import Field, model_validator
+from pydantic import Field, field_validator, model_validator
 
 from schemas.base import LocalPath, StrictModel
 
@@ -21,10 +21,18 @@ class DataFile(StrictModel):
     def _from_string(cls, value: Any) -> Any:
         return {"path": value} if isinstance(value, str) else value
 
+    @field_validator("path")
+    @classmethod
+    def _known_suffix(cls, path: str) -> str:
+        """On the path itself, so that the problem is placed where the path was written (a `--set` included)."""
+        if not path.strip():
+            raise ValueError("empty path: give a .txt (one prompt per line) or .jsonl file")
+        if not path.endswith((".txt", ".jsonl")):
+            raise ValueError(f"unsupported data file {path!r}: use .txt (one prompt per line) or .jsonl")
+        return path
+
     @model_validator(mode="after")
-    def _known_suffix(self) -> DataFile:
-        if not self.path.endswith((".txt", ".jsonl")):
-            raise ValueError(f"unsupported data file {self.path!r}: use .txt (one prompt per line) or .jsonl")
+    def _field_of_jsonl(self) -> DataFile:
         if self.field != "text" and self.path.endswith(".txt"):
             raise ValueError(f"`field` picks a key of .jsonl records; {self.path!r} is plain text: remove `field`")
         return self

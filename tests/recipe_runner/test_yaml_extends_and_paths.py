@@ -239,6 +239,23 @@ def test_an_empty_path_is_a_problem_not_the_current_folder(override: str, field:
     assert str(problem.position) == f"--set #1 ({override})"
 
 
+@pytest.mark.parametrize(
+    ("path", "message"),
+    [
+        ('""', "empty path: give a .txt (one prompt per line) or .jsonl file"),
+        ("prompts.csv", "unsupported data file 'prompts.csv': use .txt (one prompt per line) or .jsonl"),
+    ],
+)
+def test_a_data_file_problem_is_placed_at_the_path_that_made_it(path: str, message: str) -> None:
+    """Not at `data.train` in the base file that the `--set` overrode."""
+    override = f"data.train={{path: {path}, limit: 5}}"
+    with pytest.raises(RecipeError) as exc:
+        load_recipe(BASE_RECIPE, [override], check=False)
+    problem = only_problem(exc)
+    assert (problem.field, problem.message) == ("data.train.path", message)
+    assert str(problem.position) == f"--set #1 ({override})"
+
+
 def test_relative_paths_are_relative_to_the_file_that_wrote_them(tmp_path: Path) -> None:
     child = write(tmp_path, "child.yaml", f"extends: {BASE_RECIPE}\noutput: {{dir: here}}\n")
     loaded = load_recipe(child, check=False)
