@@ -31,11 +31,12 @@ class StudentCheckpointing:
         self.layers = [m for m in student.modules() if getattr(m, "gradient_checkpointing", None) is True]
 
     def for_batch(self, padded_tokens: int) -> bool:
-        """Set the layers for a batch of `padded_tokens` (batch x longest prompt); returns whether it recomputes."""
+        """Set the layers for a batch of `padded_tokens` (batch x longest prompt); returns whether it recomputes,
+        which a student in eval mode (frozen by its stage) never does: transformers checkpoints in training only."""
         on = bool(self.layers) and (self.min_tokens is None or padded_tokens >= self.min_tokens)
         for layer in self.layers:
             layer.gradient_checkpointing = on
-        return on
+        return on and self.layers[-1].training
 
 
 def without_input_grad_hook(student: nn.Module) -> None:

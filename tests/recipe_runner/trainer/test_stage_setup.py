@@ -65,7 +65,7 @@ def test_a_frozen_student_under_checkpointing_is_not_recorded_for_a_backward(tin
     checkpointing, ids, mask = _checkpointed_batch(model)
     enter_stage(model, stage, "fp32")
     model.train()
-    assert checkpointing.for_batch(ids.numel())
+    assert not checkpointing.for_batch(ids.numel())  # nothing to recompute: the bench says so
     assert not model.student(input_ids=ids, attention_mask=mask.long()).last_hidden_state.requires_grad
     model(ids, mask).square().mean().backward()
     assert all(p.grad is not None for p in model.bolt_on.parameters())
