@@ -5,6 +5,7 @@ from __future__ import annotations
 import contextlib
 import json
 import logging
+import os
 import sys
 
 import click
@@ -27,6 +28,11 @@ class _RecipeGroup(click.Group):
         try:
             with stops_as_interrupts():
                 return super().invoke(ctx)
+        except BrokenPipeError:
+            # The reader of the output went away (`recipe show FILE | head`): stop without a word, as `cat` would,
+            # with a shell's code for a pipe that closed; stdout goes to /dev/null so that exiting flushes nothing.
+            os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+            sys.exit(EXIT_BROKEN_PIPE)
         except KeyboardInterrupt:
             with contextlib.suppress(OSError):  # a terminal that hung up takes no more output
                 click.echo(
@@ -48,6 +54,7 @@ def main() -> None:
         logging.getLogger(name).setLevel(logging.ERROR)
 
 
+EXIT_BROKEN_PIPE = 141  # 128 + SIGPIPE, what a shell reports for a program a closed pipe ended
 _LIBRARY_DEVELOPER_LOGGERS = ("torchao", "torch.utils._pytree", "diffusers.quantizers.torchao.torchao_quantizer")
 
 

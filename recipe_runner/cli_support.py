@@ -64,6 +64,8 @@ def reports_recipe_errors(func: Callable[..., Any]) -> Callable[..., Any]:
         except UserFacingError as exc:
             click.echo(f"error: {exc}", err=True)
             sys.exit(EXIT_SETUP_ERROR)
+        except BrokenPipeError:  # not a place: the reader of the output went away (see the command group)
+            raise
         except OSError as exc:  # a read-only, full or vanished place the verb had no more to say about
             click.echo(f"error: {os_error_in_words(exc)}", err=True)
             sys.exit(EXIT_SETUP_ERROR)

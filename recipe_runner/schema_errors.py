@@ -94,7 +94,7 @@ def _describe(value: Any) -> str:
     return text if len(text) <= 60 else text[:57] + "..."
 
 
-def _message(err: dict[str, Any], root: type[BaseModel], path: Path_) -> str:
+def _message(err: dict[str, Any], root: type[BaseModel], path: Path_, data: Any) -> str:
     kind, ctx = err["type"], err.get("ctx") or {}
     value = err.get("input")
     if kind == "extra_forbidden":
@@ -147,13 +147,14 @@ def _message(err: dict[str, Any], root: type[BaseModel], path: Path_) -> str:
         # YAML reads 2024-06-01 as a date and 1234567 as a number: a name or revision of that shape needs quotes
         read_as = _SCALARS.get(type(value)) if wanted == "a string" else None
         quote = f" (YAML reads that as {read_as}: quote it, '{_describe(value)}')" if read_as else ""
-        shape = _mapping_example(root, tuple(err["loc"]), path, value) if wanted == "a mapping" else ""
+        shape = _mapping_example(root, tuple(err["loc"]), path, value, data) if wanted == "a mapping" else ""
         return f"expected {wanted}, got {_describe(value)}{quote}{shape}"
     return err["msg"][0].lower() + err["msg"][1:]
 
 
-def _mapping_example(root: type[BaseModel], loc: Path_, path: Path_, value: Any) -> str:
-    """A scalar where a mapping belongs (`schedule: cosine`, `lr: 1e-3`): the mapping it was likely meant as."""
+def _mapping_example(root: type[BaseModel], loc: Path_, path: Path_, value: Any, data: Any) -> str:
+    """A scalar where a mapping belongs (`schedule: cosine`, `lr: 1e-3`): the mapping it was likely meant as; a
+    per-part mapping's example names a part the stage trains (a logits recipe has no bolt-on to give a rate)."""
     if isinstance(value, (dict, list)) or not path:
         return ""
     types_here = [tp for tp in _walk(root, loc) if isinstance(tp, type) and issubclass(tp, BaseModel)]
@@ -166,7 +167,19 @@ def _mapping_example(root: type[BaseModel], loc: Path_, path: Path_, value: Any)
     keys = sorted({key for tp in types_here for key in tp.model_fields})
     if not keys or len(keys) > 4:  # a section of many settings: an example of one would mislead
         return ""
-    return f": a mapping of {', '.join(keys)}, e.g. {name}: {{{keys[0]}: {shown}}}"
+    siblings = _raw_at(data, path[:-1])
+    trained = siblings.get("trainable") if isinstance(siblings, dict) else None
+    example = next((key for key in keys if isinstance(trained, list) and key in trained), keys[0])
+    return f": a mapping of {', '.join(keys)}, e.g. {name}: {{{example}: {shown}}}"
+
+
+def _raw_at(data: Any, path: Path_) -> Any:
+    for step in path:
+        try:
+            data = data[step]
+        except (KeyError, IndexError, TypeError):
+            return None
+    return data
 
 
 def _family_hint(data: Any, loc: Path_, err: dict[str, Any]) -> str:
@@ -190,6 +203,6 @@ def problems_from_validation(exc: ValidationError, tree: SourcedTree, root: type
         if err["type"] == "union_tag_invalid" and loc + ("type",) in tree.positions:
             loc = loc + ("type",)
         position = tree.position_of(loc)
-        message = _message(err, root, loc) + _family_hint(tree.data, loc, err)
+        message = _message(err, root, loc, tree.data) + _family_hint(tree.data, loc, err)
         problems.append(Problem(position, dotted(loc), message))
     return problems

@@ -488,6 +488,10 @@ def test_unreadable_inline_config_is_one_line_at_the_config() -> None:
             "stages.0.lr=1.0e-3",
             "expected a mapping, got 0.001: a mapping of bolt_on, student, e.g. lr: {bolt_on: 0.001}",
         ),
+        (  # the example names a part the stage trains
+            "stages.0={name: s, steps: 3, trainable: [student], lr: 1.0e-3, losses: [{type: huber, on: matched}]}",
+            "expected a mapping, got 0.001: a mapping of bolt_on, student, e.g. lr: {student: 0.001}",
+        ),
         ("stages.0.schedule=cosine", "expected a mapping, got 'cosine': write schedule: {type: cosine}"),
         ("hardware=4", "expected a mapping, got 4"),  # a section of many settings gets no example of one
     ],
