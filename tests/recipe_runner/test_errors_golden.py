@@ -479,25 +479,3 @@ def test_unreadable_inline_config_is_one_line_at_the_config() -> None:
     assert render(problem).startswith("base.yaml:8:3: teacher.config: cannot read the architecture: ")
     assert "d_model" in problem.message
     assert "\n" not in problem.message
-
-
-@pytest.mark.parametrize(
-    ("override", "said"),
-    [
-        (
-            "stages.0.lr=1.0e-3",
-            "expected a mapping, got 0.001: a mapping of bolt_on, student, e.g. lr: {bolt_on: 0.001}",
-        ),
-        (  # the example names a part the stage trains
-            "stages.0={name: s, steps: 3, trainable: [student], lr: 1.0e-3, losses: [{type: huber, on: matched}]}",
-            "expected a mapping, got 0.001: a mapping of bolt_on, student, e.g. lr: {student: 0.001}",
-        ),
-        ("stages.0.schedule=cosine", "expected a mapping, got 'cosine': write schedule: {type: cosine}"),
-        ("hardware=4", "expected a mapping, got 4"),  # a section of many settings gets no example of one
-    ],
-)
-def test_a_scalar_where_a_mapping_belongs_shows_the_mapping_it_was_meant_as(override: str, said: str) -> None:
-    with pytest.raises(RecipeError) as caught:
-        load_recipe(BASE, [override], check=False)
-    [problem] = caught.value.problems
-    assert problem.message == said
