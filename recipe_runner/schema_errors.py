@@ -12,7 +12,7 @@ from pydantic import BaseModel, ValidationError
 
 from components.registry import broken_type_hint
 from recipe_runner.errors import Path_, Problem, dotted
-from recipe_runner.yaml_source import SourcedTree
+from recipe_runner.yaml_source import SourcedTree, value_at
 
 
 def _suggest(word: str, choices: list[str]) -> str:
@@ -167,19 +167,10 @@ def _mapping_example(root: type[BaseModel], loc: Path_, path: Path_, value: Any,
     keys = sorted({key for tp in types_here for key in tp.model_fields})
     if not keys or len(keys) > 4:  # a section of many settings: an example of one would mislead
         return ""
-    siblings = _raw_at(data, path[:-1])
+    siblings = value_at(data, path[:-1])
     trained = siblings.get("trainable") if isinstance(siblings, dict) else None
     example = next((key for key in keys if isinstance(trained, list) and key in trained), keys[0])
     return f": a mapping of {', '.join(keys)}, e.g. {name}: {{{example}: {shown}}}"
-
-
-def _raw_at(data: Any, path: Path_) -> Any:
-    for step in path:
-        try:
-            data = data[step]
-        except (KeyError, IndexError, TypeError):
-            return None
-    return data
 
 
 def _family_hint(data: Any, loc: Path_, err: dict[str, Any]) -> str:

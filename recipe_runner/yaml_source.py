@@ -428,3 +428,10 @@ def _child(node: Any, part: str | int) -> Any:
     if isinstance(node, list) and isinstance(part, int) and part < len(node):
         return node[part]
     return None
+
+
+def value_at(data: Any, path: Path_) -> Any:
+    """The value at `path` in a plain tree; None where the path leads nowhere."""
+    for part in path:
+        data = _child(data, part)
+    return data
