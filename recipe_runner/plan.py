@@ -17,7 +17,7 @@ from components.models import build_model, hidden_width, lora_parameter_count, l
 from components.models.compilation import compile_wanted
 from recipe_runner.memory import GIB, MemoryEstimate, Sizes, StackShape, estimate_memory
 from recipe_runner.trainer.disk_need import DiskNeed, disk_need
-from recipe_runner.trainer.loader_workers import PREFETCH_FACTOR, shared_memory_shortfall
+from recipe_runner.trainer.loader_workers import batches_in_flight, shared_memory_shortfall
 from recipe_runner.trainer.parts import DistillModel, cache_complete, set_trained_dtype
 from schemas import Recipe
 from schemas.models import ModelSource
@@ -249,7 +249,7 @@ def build_plan(recipe: Recipe) -> Plan:
     live_teacher = _live_teacher_warning(recipe, stages, sizes)
     if live_teacher is not None:
         (warnings if live_teacher[1] else hints).append(live_teacher[0])
-    shared = shared_memory_shortfall(recipe, teacher_width, batches=PREFETCH_FACTOR * recipe.hardware.num_workers + 1)
+    shared = shared_memory_shortfall(recipe, teacher_width, batches=batches_in_flight(recipe.hardware.num_workers))
     warnings += [] if shared is None else [shared]
     warnings.extend(
         f"stages[{i}].warmup_steps {stage.warmup_steps} is not below its {stage.steps} steps: the learning rate "

@@ -70,6 +70,11 @@ PREFETCH_FACTOR = 2  # batches each worker makes ahead (torch's default, set in 
 _INDEX_BYTES_PER_TOKEN = 64  # token ids, masks and alignment indices of a batch, generously
 
 
+def batches_in_flight(num_workers: int) -> int:
+    """Batches that exist at once with `num_workers` workers: each one's prefetched, and the one being handed over."""
+    return PREFETCH_FACTOR * num_workers + 1
+
+
 def loader_batch_bytes(recipe: Recipe, teacher_width: int) -> int:
     """The most bytes one batch passes from a worker: its cached teacher rows at their longest, and its indices."""
     hardware, cache = recipe.hardware, recipe.teacher_cache
@@ -94,12 +99,12 @@ def shared_memory_shortfall(
     free = shutil.disk_usage(folder).free
     if batches * one <= free:
         return None
-    in_flight = (PREFETCH_FACTOR * workers + 1) * one
+    in_flight = batches_in_flight(workers)
     mib = 2**20
     return (
         f"loader workers hand batches over in shared memory ({folder}), which has {free / mib:,.1f} MiB free; one "
         f"batch of this recipe takes up to {one / mib:,.1f} MiB (hardware.batch_size or batch_tokens at the longest "
-        f"prompts, with the cached teacher rows) and {workers} workers hold up to {PREFETCH_FACTOR * workers + 1} "
-        f"at once. Give the container more shared memory (`docker run --shm-size={math.ceil(in_flight / 2**30)}g` "
+        f"prompts, with the cached teacher rows) and {workers} workers hold up to {in_flight} at once. Give the "
+        f"container more shared memory (`docker run --shm-size={math.ceil(in_flight * one / 2**30)}g` "
         "or `--ipc=host`), lower hardware.batch_size or batch_tokens, or set hardware.num_workers: 0"
     )
