@@ -115,10 +115,12 @@ def plan(file: str, overrides: tuple[str, ...], allow_remote_code: bool) -> None
     """Build every model on the meta device and print sizes, trainable parts and a memory estimate."""
     from components.models.downloads import download_note
     from recipe_runner.loader import load_recipe
+    from recipe_runner.next_commands import NextCommands
     from recipe_runner.plan import build_plan, format_plan
 
     loaded = load_recipe(file, overrides, allow_remote_code=allow_remote_code)
-    click.echo(format_plan(build_plan(loaded.recipe)))
+    commands = NextCommands.of_this_process(file, overrides, allow_remote_code)
+    click.echo(format_plan(build_plan(loaded.recipe, commands)))
     note = download_note(loaded.recipe.teacher, loaded.recipe.student)
     if note:
         click.echo(note, err=True)

@@ -16,6 +16,7 @@ from components.losses.logit_losses import feature_keys
 from components.models import build_model, hidden_width, lora_parameter_count, lora_target_problem
 from components.models.compilation import compile_wanted
 from recipe_runner.memory import GIB, MemoryEstimate, Sizes, StackShape, estimate_memory
+from recipe_runner.next_commands import FROM_PYTHON, NextCommands
 from recipe_runner.trainer.disk_need import DiskNeed, disk_need
 from recipe_runner.trainer.loader_workers import batches_in_flight, shared_memory_shortfall
 from recipe_runner.trainer.parts import DistillModel, cache_complete, set_trained_dtype
@@ -129,7 +130,9 @@ def _memory_warning(stage: StagePlan, recipe: Recipe) -> str:
 _HINT_GRANULE = 256  # suggested thresholds are rounded down to this many tokens
 
 
-def _live_teacher_warning(recipe: Recipe, stages: list[StagePlan], sizes: Sizes) -> tuple[str, bool] | None:
+def _live_teacher_warning(
+    recipe: Recipe, stages: list[StagePlan], sizes: Sizes, commands: NextCommands
+) -> tuple[str, bool] | None:
     """The peak a run reaches while its configured cache is not yet written (it then holds the teacher), and
     whether that is over budget; None when the cache is complete or not asked for."""
     if recipe.family != "embedding" or recipe.teacher_cache is None or cache_complete(recipe):
@@ -143,8 +146,9 @@ def _live_teacher_warning(recipe: Recipe, stages: list[StagePlan], sizes: Sizes)
     budget = f" of hardware.vram_gb {peak.budget_gb:g}" if peak.budget_gb is not None else ""
     cached = max(stage.memory.total_gib for stage in stages)
     message = (
-        f"teacher.cache.dir {recipe.teacher_cache.dir} holds no complete cache yet: until `recipe cache RECIPE` "
-        f"writes it, `recipe run` holds the teacher beside training, {peak.total_gib:.1f} GiB at peak{budget} "
+        f"teacher.cache.dir {recipe.teacher_cache.dir} holds no complete cache yet: until "
+        f"`{commands.command('cache')}` writes it, `recipe run` holds the teacher beside training, "
+        f"{peak.total_gib:.1f} GiB at peak{budget} "
         f"(the figures above, {cached:.1f} GiB, are with the cache)"
     )
     return message, peak.over_budget
@@ -208,8 +212,9 @@ def _stage_plan(recipe: Recipe, stage: Stage, student: nn.Module, sizes: Sizes, 
     return StagePlan(stage.name, trainable, lora is not None, memory, student_trainable)
 
 
-def build_plan(recipe: Recipe) -> Plan:
-    """Teacher, student and bolt-on on the meta device -> counts, per-stage trainables and memory estimates."""
+def build_plan(recipe: Recipe, commands: NextCommands = FROM_PYTHON) -> Plan:
+    """Teacher, student and bolt-on on the meta device -> counts, per-stage trainables and memory estimates;
+    `commands` rebuilds what a warning offers to run."""
     teacher = build_model(recipe.teacher, "teacher", meta=True)
     student = build_model(recipe.student, "student", meta=True)
     teacher_width, student_width = hidden_width(teacher.config), hidden_width(student.config)
@@ -246,7 +251,7 @@ def build_plan(recipe: Recipe) -> Plan:
     over = any(stage.memory.over_budget for stage in stages)
     hint = None if over else _checkpoint_hint(recipe, sizes, trained)
     hints = [] if hint is None else [hint]
-    live_teacher = _live_teacher_warning(recipe, stages, sizes)
+    live_teacher = _live_teacher_warning(recipe, stages, sizes, commands)
     if live_teacher is not None:
         (warnings if live_teacher[1] else hints).append(live_teacher[0])
     shared = shared_memory_shortfall(recipe, teacher_width, batches=batches_in_flight(recipe.hardware.num_workers))

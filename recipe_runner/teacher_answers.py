@@ -13,6 +13,7 @@ from tqdm.auto import tqdm
 from components.cache.manifest import teacher_source_identity
 from components.data.teacher_answers import read_answers, write_answers
 from components.errors import UserFacingError
+from recipe_runner.next_commands import FROM_PYTHON, NextCommands
 from recipe_runner.trainer.run_dir import DirectoryLock
 from schemas import Recipe
 
@@ -37,7 +38,11 @@ def answers_identity(recipe: Recipe) -> dict:
 
 
 def teacher_answers(
-    recipe: Recipe, splits: dict[str, list[str]], device: torch.device, progress: bool = True
+    recipe: Recipe,
+    splits: dict[str, list[str]],
+    device: torch.device,
+    progress: bool = True,
+    commands: NextCommands = FROM_PYTHON,
 ) -> dict[str, list[str]]:
     """Each split's answers: read when written already, else written now with the teacher (loaded once, then
     freed on return). Under a launcher of several processes missing answers are refused: `recipe cache` writes them."""
@@ -55,7 +60,7 @@ def teacher_answers(
     if int(os.environ.get("WORLD_SIZE", "1")) > 1:
         raise AnswersSetupError(
             f"the teacher's answers for {', '.join(missing)} are not written yet in {directory}: write them first "
-            "with `recipe cache RECIPE` (one process), then launch the run"
+            f"with `{commands.command('cache')}` (one process), then launch the run"
         )
     lock = DirectoryLock(directory, ANSWERS_LOCK, "writing teacher answers", "point teacher.answers.dir elsewhere")
     lock.acquire()

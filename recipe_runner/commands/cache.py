@@ -37,12 +37,13 @@ def cache(
     from recipe_runner.cache_processes import CacheProcesses
     from recipe_runner.family_checks import require_embedding_family
     from recipe_runner.loader import load_recipe
+    from recipe_runner.next_commands import NextCommands
     from recipe_runner.teacher_cache import build_teacher_cache
 
     loaded = load_recipe(file, overrides, allow_remote_code=allow_remote_code)
     recipe = loaded.recipe
     if recipe.family == "logits" and recipe.teacher.answers is not None:
-        _write_answers(recipe, progress=not no_progress)
+        _write_answers(recipe, not no_progress, NextCommands.of_this_process(file, overrides, allow_remote_code))
         return
     why = (
         "its teacher runs beside the student in `recipe run`, on each batch; there is nothing to cache (with "
@@ -65,7 +66,7 @@ def cache(
     processes.close()
 
 
-def _write_answers(recipe, progress: bool) -> None:
+def _write_answers(recipe, progress: bool, commands) -> None:
     """Sequence-level distillation: the teacher answers every prompt of each split (continuing a stopped run)."""
     from pathlib import Path
 
@@ -75,6 +76,6 @@ def _write_answers(recipe, progress: bool) -> None:
 
     train, held_out = split_prompts(recipe)
     splits = {"train": train, **({"eval": held_out} if held_out else {})}
-    answers = teacher_answers(recipe, splits, resolve_device(recipe.hardware), progress=progress)
+    answers = teacher_answers(recipe, splits, resolve_device(recipe.hardware), progress, commands)
     for split, written in answers.items():
         click.echo(f"{split}: {len(written)} teacher answers in {Path(recipe.teacher.answers.dir) / f'{split}.jsonl'}")

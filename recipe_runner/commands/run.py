@@ -21,13 +21,15 @@ def run(file: str, overrides: tuple[str, ...], allow_remote_code: bool, resume: 
     """Train the recipe's stages in order and export the encoder (or, for a causal-LM recipe, the student)."""
     from components.export import check_target
     from recipe_runner.loader import load_recipe
+    from recipe_runner.next_commands import NextCommands
     from recipe_runner.trainer.loop import Trainer
     from recipe_runner.trainer.stops import TrainingInterrupted
 
     loaded = load_recipe(file, overrides, allow_remote_code=allow_remote_code)
     if loaded.recipe.output.export:  # refused now, not after training: only an earlier export may be replaced
         check_target(Path(loaded.recipe.output.dir) / "export", loaded.recipe.family)
-    trainer = Trainer(loaded.recipe, resume=resume, progress=not no_progress)
+    commands = NextCommands.of_this_process(file, overrides, allow_remote_code)  # what its messages offer to run
+    trainer = Trainer(loaded.recipe, resume=resume, progress=not no_progress, commands=commands)
     speaks = trainer.accelerator.is_main_process  # every process of a multi-process run gets here: one says it
     try:
         summary = trainer.run()

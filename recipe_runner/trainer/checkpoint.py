@@ -15,6 +15,7 @@ import torch
 from safetensors.torch import load_file, load_model, save_file, save_model
 
 from components.atomic_files import atomic_directory
+from recipe_runner.next_commands import FROM_PYTHON
 from recipe_runner.trainer.checksums import SUMS
 
 STEP_DIR = re.compile(r"^step-(\d{8})$")
@@ -107,10 +108,11 @@ def save_checkpoint(
     scheduler,
     position: Position,
     record: dict | None = None,
+    then: str = f"then continue with `{FROM_PYTHON.resume}`",
 ) -> None:
-    """All files go to a temporary directory that is renamed to `final` only once every file is written."""
-    remedy = f"then continue with `recipe run RECIPE --resume` ({KEEP_YOURS})"
-    with atomic_directory(final, COMPLETE, "checkpoint", remedy, added_to_checkpoint) as tmp:
+    """All files go to a temporary directory that is renamed to `final` only once every file is written; `then`
+    ends the message that refuses to replace a folder holding files no run wrote."""
+    with atomic_directory(final, COMPLETE, "checkpoint", f"{then} ({KEEP_YOURS})", added_to_checkpoint) as tmp:
         if record is not None:
             (tmp / RECORD).write_text(json.dumps(record, indent=1))
         save_model(model, str(tmp / "model.safetensors"))

@@ -19,10 +19,12 @@ from recipe_runner.trainer.stops import write_failed
 
 
 class CheckpointWriter:
-    """Saves step checkpoints (and `best`) under `root`; `record` is what each stores about the run."""
+    """Saves step checkpoints (and `best`) under `root`; `record` is what each stores about the run, `resume` the
+    command line that continues it after a failed write."""
 
-    def __init__(self, accelerator: Accelerator, root: Path, keep_last: int, record: dict) -> None:
+    def __init__(self, accelerator: Accelerator, root: Path, keep_last: int, record: dict, resume: str) -> None:
         self.accelerator, self.root, self.keep_last, self.record = accelerator, root, keep_last, record
+        self.then = f"then continue with `{resume}`"
         self.sums = BackgroundChecksums()
         self.kept: set[Path] = set()  # step folders pruning keeps for their added files, said once each
 
@@ -40,14 +42,14 @@ class CheckpointWriter:
             target = self.root / (name or checkpoint_name(position.global_step))
             try:
                 with child_signals_deferred():
-                    save_checkpoint(target, model, optimizer, scheduler, position, self.record)
+                    save_checkpoint(target, model, optimizer, scheduler, position, self.record, self.then)
             except ForeignDirectoryError as exc:
                 if name is None:  # a step folder (checked before training; made since): nothing to go on from
                     raise
                 tqdm.write(f"warning: {exc}; it keeps its earlier weights, training goes on", file=sys.stderr)
                 target = None
             except OSError as exc:
-                raise write_failed(self.root, target, exc, "then continue with `recipe run RECIPE --resume`") from None
+                raise write_failed(self.root, target, exc, self.then) from None
             if name is None:
                 self._say_kept(prune(self.root, self.keep_last))
             if target is not None:

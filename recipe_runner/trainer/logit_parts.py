@@ -16,6 +16,7 @@ from components.models import build_model, freeze, hidden_width, load_tokenizer,
 from components.models.checkpointing import StudentCheckpointing
 from components.models.packed_attention import runs_packed, use_packed_attention
 from components.packed_sequences import PackedSequences
+from recipe_runner.next_commands import NextCommands
 from recipe_runner.trainer.parts import as_input_of
 from schemas import Recipe
 from schemas.models import CausalLMStudent
@@ -211,7 +212,7 @@ def shared_vocabulary(recipe: Recipe, tokenizer, teacher_tokenizer) -> VocabMap 
     return vocab_map
 
 
-def _refuse_no_pairs(train: PromptPairs, collate: Collator, count: int = 64) -> None:
+def _refuse_no_pairs(train: PromptPairs, collate: Collator, commands: NextCommands, count: int = 64) -> None:
     """A run whose teacher terms would compare nothing stops before it loads anything more: checked on its first
     texts, which the aligner pairs in milliseconds."""
     from recipe_runner.trainer.parts import RunSetupError
@@ -222,11 +223,11 @@ def _refuse_no_pairs(train: PromptPairs, collate: Collator, count: int = 64) -> 
         raise RunSetupError(
             f"the aligner paired no token of the student's with one of the teacher's in {where}the first "
             f"{len(batch.indices)} training texts, so uld and the divergences would compare nothing: "
-            "`recipe align-report RECIPE` shows how the two tokenizers split the texts"
+            f"`{commands.command('align-report')}` shows how the two tokenizers split the texts"
         )
 
 
-def build_logit_parts(recipe: Recipe, device: torch.device, progress: bool = True):
+def build_logit_parts(recipe: Recipe, device: torch.device, progress: bool, commands: NextCommands):
     """Real weights (or seeded random ones for inline configs). The teacher runs beside the student, on the same
     tokens or (with `alignment`) its own; with `answers` it first answers the prompts, and is not kept for
     training when only cross-entropy reads those answers."""
@@ -247,7 +248,7 @@ def build_logit_parts(recipe: Recipe, device: torch.device, progress: bool = Tru
     answers: dict[str, list[str] | None] = {"train": None, "eval": None}
     if recipe.teacher.answers is not None:
         splits = {"train": train_texts, **({"eval": eval_texts} if eval_texts else {})}
-        answers.update(teacher_answers(recipe, splits, device, progress))
+        answers.update(teacher_answers(recipe, splits, device, progress, commands))
     length = recipe.student.max_length
     if across:
         aligner = CrossTokenizerAligner(recipe.alignment)
@@ -268,7 +269,7 @@ def build_logit_parts(recipe: Recipe, device: torch.device, progress: bool = Tru
         vocab_map = None
     train = samples(train_texts, "train")
     if across:
-        _refuse_no_pairs(train, collate)
+        _refuse_no_pairs(train, collate, commands)
     teacher = None
     if reads_teacher:
         teacher = build_model(

@@ -17,6 +17,7 @@ from components.data.pipeline import DistillBatch
 from components.data.prompts import prompts_digest
 from components.data.texts import TextBatch
 from components.models.compilation import compile_for_varied_lengths, compile_wanted
+from recipe_runner.next_commands import FROM_PYTHON, NextCommands
 from recipe_runner.teacher_cache import hold_cache_for_reading
 from recipe_runner.trainer import resume
 from recipe_runner.trainer.batch_plan import BatchPlan
@@ -69,10 +70,13 @@ class RunSummary:
 
 
 class Trainer:
-    """Runs every stage of a recipe in order; resumable from any complete checkpoint."""
+    """Runs every stage of a recipe in order; resumable from any complete checkpoint. `commands` rebuilds the
+    command lines its messages offer (a resume with this run's --set values, say)."""
 
-    def __init__(self, recipe: Recipe, resume: bool = False, progress: bool = True) -> None:
-        self.recipe = recipe
+    def __init__(
+        self, recipe: Recipe, resume: bool = False, progress: bool = True, commands: NextCommands = FROM_PYTHON
+    ) -> None:
+        self.recipe, self.commands = recipe, commands
         self.out = Path(recipe.output.dir)
         self.checkpoints = self.out / "checkpoints"
         self.lock = DirectoryLock(self.out).acquire()
@@ -97,16 +101,18 @@ class Trainer:
         self.accelerator = build_accelerator(recipe)
         check_launch(recipe, self.accelerator)
         record = run_record(recipe, self.train_prompts_sha)  # (`resume` is a flag in here)
-        self.writer = CheckpointWriter(self.accelerator, self.checkpoints, recipe.output.keep_last, record)
+        self.writer = CheckpointWriter(
+            self.accelerator, self.checkpoints, recipe.output.keep_last, record, self.commands.resume
+        )
         check_before_loading(recipe, self.out, writes=self.accelerator.is_main_process)
         # `recipe cache` must not replace shards under a run reading them; with the teacher live it may write.
         self.cache_lock = hold_cache_for_reading(recipe)
-        self.parts: RunParts = build_parts(recipe, self.accelerator.device, progress)
+        self.parts: RunParts = build_parts(recipe, self.accelerator.device, progress, self.commands)
         packing_note = choose_packing(self.parts.model, recipe, self.accelerator.device, self.parts.teacher)
         if packing_note and self.accelerator.is_main_process:
             tqdm.write(packing_note, file=sys.stderr)
         if recipe.teacher_cache is not None and self.parts.teacher is not None and self.accelerator.is_main_process:
-            tqdm.write(live_teacher_note(recipe), file=sys.stderr)
+            tqdm.write(live_teacher_note(recipe, self.commands), file=sys.stderr)
         if self.cache_lock is not None and not self.parts.reads_cache:
             self.cache_lock.release()
         # A resume that found no checkpoint starts at step 0: every row logged before is of steps trained again.
@@ -125,7 +131,7 @@ class Trainer:
             if not verify_checksums(self.resume_from) and first_process():
                 print(unchecked_note(self.resume_from), file=sys.stderr)
         except (OSError, ValueError, TypeError) as exc:
-            raise damaged_checkpoint(self.resume_from, exc) from None
+            raise damaged_checkpoint(self.resume_from, exc, self.commands.resume) from None
         if record is None:
             return None
         report = resume.compare(record, self.recipe, self.train_prompts_sha, position.stage)
@@ -192,7 +198,7 @@ class Trainer:
             load_checkpoint(self.resume_from, model, self.optimizer, self.scheduler)
         except Exception as exc:  # a truncated or foreign file: name it rather than show a loader traceback
             mismatch = resume.weights_do_not_fit(self.resume_from, self.resume_report)
-            raise (mismatch or damaged_checkpoint(self.resume_from, exc)) from None
+            raise (mismatch or damaged_checkpoint(self.resume_from, exc, self.commands.resume)) from None
         if self.accelerator.is_main_process:
             tqdm.write(
                 f"resuming from {self.resume_from} (stage {self.recipe.stages[stage_index].name!r}, step "
@@ -247,14 +253,13 @@ class Trainer:
             reason = death.reason
         except OSError as exc:  # the metrics log on a full or vanished disk: checkpoints have their own message
             target = Path(exc.filename) if exc.filename else self.out
-            raise write_failed(
-                self.checkpoints, target, exc, "then continue with `recipe run RECIPE --resume`"
-            ) from None
+            then = f"then continue with `{self.commands.resume}`"
+            raise write_failed(self.checkpoints, target, exc, then) from None
         else:
             leave_stage(self.parts.model, stage)
             return last
         self._keep_finished_steps(position)
-        raise data_failed(self.checkpoints, position.global_step + 1, reason)
+        raise data_failed(self.checkpoints, position.global_step + 1, reason, self.commands)
 
     def _train_stage(
         self, stage_index: int, total: int, position: Position, objective: Objective, stop: StopFlag
@@ -267,7 +272,7 @@ class Trainer:
                 raise TrainingInterrupted(
                     f"interrupted before the first step of stage {stage.name!r}, with nothing new to save "
                     f"({last_checkpoint(self.checkpoints, 'the last checkpoint')}); continue with "
-                    "`recipe run RECIPE --resume`"
+                    f"`{self.commands.resume}`"
                 )
             self.metrics.write(position.global_step, {"stage": stage.name, **first})
         last: dict[str, float] = {}
@@ -327,7 +332,7 @@ class Trainer:
                 if agreed["stop"]:
                     raise TrainingInterrupted(
                         f"interrupted at step {step}; checkpoint saved in {self.checkpoints / checkpoint_name(step)}; "
-                        "continue with `recipe run RECIPE --resume`"
+                        f"continue with `{self.commands.resume}`"
                     )
                 position.loss_window = None
         return last
@@ -348,7 +353,7 @@ class Trainer:
             raise TrainingInterrupted(
                 f"interrupted during the evaluation of step {position.global_step}, which was cut short before; "
                 f"nothing new to save ({last_checkpoint(self.checkpoints, 'the last checkpoint')}); continue with "
-                "`recipe run RECIPE --resume`"
+                f"`{self.commands.resume}`"
             )
         position.eval_pending = False
         if fresh:
@@ -389,7 +394,9 @@ class Trainer:
         batch = loss = None
         self._keep_finished_steps(position)
         device = self.accelerator.device.type
-        raise out_of_memory(self.recipe, self.checkpoints, device, shape, position.global_step + 1, "training")
+        raise out_of_memory(
+            self.recipe, self.checkpoints, device, shape, position.global_step + 1, "training", self.commands.resume
+        )
 
     def _evaluate_or_stop(self, objective: Objective, position: Position, stop: StopFlag) -> dict[str, float] | None:
         try:
@@ -398,7 +405,9 @@ class Trainer:
             pass
         self._keep_finished_steps(position)
         device = self.accelerator.device.type
-        raise out_of_memory(self.recipe, self.checkpoints, device, None, position.global_step, "evaluation")
+        raise out_of_memory(
+            self.recipe, self.checkpoints, device, None, position.global_step, "evaluation", self.commands.resume
+        )
 
     def _keep_finished_steps(self, trained: Position) -> None:
         """Before a run stops on a failure that left the weights as the last finished step made them, save that step
@@ -434,11 +443,11 @@ class Trainer:
         try:
             return export_trained(self.out / "export", self.recipe, model, self.parts.student_tokenizer)
         except OSError as exc:
-            then = "then `recipe export RECIPE` writes it"
+            then = f"then `{self.commands.command('export')}` writes it"
             raise write_failed(self.checkpoints, self.out / "export", exc, then) from None
         except KeyboardInterrupt:  # Ctrl-C, SIGTERM or a hangup: training is done and saved, the export is not
             raise TrainingInterrupted(
                 f"interrupted while writing the export, after training finished "
                 f"({last_checkpoint(self.checkpoints, 'the last checkpoint')}); nothing was left half-written: "
-                "`recipe run RECIPE --resume` (or `recipe export RECIPE`) writes the export"
+                f"`{self.commands.resume}` (or `{self.commands.command('export')}`) writes the export"
             ) from None

@@ -21,6 +21,7 @@ from components.models import build_model, freeze, hidden_width, load_tokenizer,
 from components.models.checkpointing import StudentCheckpointing
 from components.models.packed_attention import use_packed_attention
 from components.packed_sequences import PackedSequences
+from recipe_runner.next_commands import FROM_PYTHON, NextCommands
 from schemas import Recipe
 from schemas.stages import Stage
 
@@ -129,8 +130,9 @@ def split_prompts(recipe: Recipe) -> tuple[list[str], list[str]]:
     return train, []
 
 
-def open_cache(recipe: Recipe, split: str, prompts: list[str]) -> CachedTeacher | None:
-    """The split's cache when complete; `require: true` turns a missing cache into an error."""
+def open_cache(recipe: Recipe, split: str, prompts: list[str], commands: NextCommands) -> CachedTeacher | None:
+    """The split's cache when complete; `require: true` turns a missing cache into an error that says how to
+    write it (with this run's --set values, from `commands`)."""
     spec = recipe.teacher_cache
     if spec is None:
         return None
@@ -139,14 +141,15 @@ def open_cache(recipe: Recipe, split: str, prompts: list[str]) -> CachedTeacher 
         cache = CachedTeacher(split_dir)
     except CacheIncompleteError as exc:
         if spec.require:
-            raise RunSetupError(f"{exc}; run `recipe cache RECIPE` first") from None
+            raise RunSetupError(f"{exc}; run `{commands.command('cache')}` first") from None
         return None
     # Teacher outputs of other prompts would be paired with these prompts silently: same count is not enough.
     made_from = (read_manifest(split_dir) or {}).get("prompts_sha256")
     if len(cache) != len(prompts) or made_from != prompts_digest(prompts):
         raise RunSetupError(
             f"cache {split_dir} was made from other prompts than data.{split} ({len(cache)} cached, "
-            f"{len(prompts)} now): delete it and rerun `recipe cache`, or point teacher.cache.dir elsewhere"
+            f"{len(prompts)} now): delete it and rerun `{commands.command('cache')}`, or point teacher.cache.dir "
+            "elsewhere"
         )
     return cache
 
@@ -165,12 +168,12 @@ def cache_complete(recipe: Recipe) -> bool:
     return True
 
 
-def live_teacher_note(recipe: Recipe) -> str:
+def live_teacher_note(recipe: Recipe, commands: NextCommands) -> str:
     """What a run says when its cache is configured but incomplete: `recipe plan` sized it with the cache."""
     assert recipe.teacher_cache is not None
     return (
         f"teacher.cache.dir {recipe.teacher_cache.dir} holds no complete cache: the teacher runs beside training, "
-        "its weights on the device, at every step; `recipe cache RECIPE` writes the cache once "
+        f"its weights on the device, at every step; `{commands.command('cache')}` writes the cache once "
         "(`teacher.cache.require: true` stops a run that has none)"
     )
 
@@ -208,14 +211,16 @@ def set_trained_dtype(model: DistillModel, recipe: Recipe) -> DistillModel:
     return model
 
 
-def build_parts(recipe: Recipe, device: torch.device, progress: bool = True) -> RunParts:
+def build_parts(
+    recipe: Recipe, device: torch.device, progress: bool = True, commands: NextCommands = FROM_PYTHON
+) -> RunParts:
     """The parts of the recipe's family (see logit_parts for the logits family); `progress`: show a bar while
-    the teacher writes its answers."""
+    the teacher writes its answers; `commands`: what a missing cache or answers message offers to run."""
     if recipe.family == "logits":
         from recipe_runner.trainer.logit_parts import build_logit_parts
 
-        return build_logit_parts(recipe, device, progress)
-    return _build_embedding_parts(recipe, device)
+        return build_logit_parts(recipe, device, progress, commands)
+    return _build_embedding_parts(recipe, device, commands)
 
 
 def build_trained_model(recipe: Recipe, device: torch.device | str) -> nn.Module:
@@ -229,15 +234,15 @@ def build_trained_model(recipe: Recipe, device: torch.device | str) -> nn.Module
     return build_distill_model(recipe, device, hidden_width(resolve_config(recipe.teacher)))
 
 
-def _build_embedding_parts(recipe: Recipe, device: torch.device) -> RunParts:
+def _build_embedding_parts(recipe: Recipe, device: torch.device, commands: NextCommands) -> RunParts:
     """Real weights (or seeded random ones for inline configs); the teacher is skipped when fully cached."""
     seed = recipe.hardware.seed
     attention = recipe.hardware.attention
     student_tok = load_tokenizer(recipe.student)
     teacher_tok = load_tokenizer(recipe.teacher)
     train_prompts, eval_prompts = split_prompts(recipe)
-    caches = {"train": open_cache(recipe, "train", train_prompts)}
-    caches["eval"] = open_cache(recipe, "eval", eval_prompts) if eval_prompts else None
+    caches = {"train": open_cache(recipe, "train", train_prompts, commands)}
+    caches["eval"] = open_cache(recipe, "eval", eval_prompts, commands) if eval_prompts else None
     fully_cached = caches["train"] is not None and (not eval_prompts or caches["eval"] is not None)
     # A fully cached teacher is only read for its final norm: keep it off the accelerator meanwhile.
     teacher_device = torch.device("cpu") if fully_cached else device

@@ -11,6 +11,7 @@ from pathlib import Path
 
 from components.disk_space import bytes_under, size_in_words
 from components.errors import UserFacingError
+from recipe_runner.next_commands import NextCommands
 from recipe_runner.stop_signals import stop_signals
 from recipe_runner.trainer.checkpoint import COMPLETE, read_position, read_state, step_checkpoints
 from recipe_runner.trainer.checksums import verify_checksums
@@ -121,10 +122,16 @@ def diverged(checkpoints: Path, step: int) -> TrainingDiverged:
 
 
 def out_of_memory(
-    recipe: Recipe, checkpoints: Path, device: str, shape: tuple[int, ...] | None, step: int, during: str
+    recipe: Recipe,
+    checkpoints: Path,
+    device: str,
+    shape: tuple[int, ...] | None,
+    step: int,
+    during: str,
+    resume: str,
 ) -> TrainingOutOfMemory:
-    """What did not fit (in a training step or in an evaluation), what was kept, and the settings that lower the
-    peak, most effective first."""
+    """What did not fit (in a training step or in an evaluation), what was kept, the settings that lower the
+    peak, most effective first, and the command line (`resume`) that continues."""
     hw = recipe.hardware
     padded = shape[0] * shape[1] if shape else None
     if hw.batch_tokens is None or (padded is not None and padded > hw.batch_tokens):
@@ -150,8 +157,8 @@ def out_of_memory(
     return TrainingOutOfMemory(
         f"out of {device} memory {where}{batch}; {last_checkpoint(checkpoints, 'the last checkpoint')}. To fit: "
         + "; ".join(remedies)
-        + ". `recipe plan` estimates the peak, `recipe bench` measures it on the largest batch; then continue with "
-        "`recipe run RECIPE --resume`."
+        + f". `recipe plan` estimates the peak, `recipe bench` measures it on the largest batch; then continue with "
+        f"`{resume}`."
     )
 
 
@@ -164,13 +171,13 @@ def what_failed(exc: Exception) -> str:
     return f"{type(exc).__name__}: {lines[0][:300]}" if lines else type(exc).__name__
 
 
-def data_failed(checkpoints: Path, step: int, reason: str) -> TrainingDataFailed:
+def data_failed(checkpoints: Path, step: int, reason: str, commands: NextCommands) -> TrainingDataFailed:
     return TrainingDataFailed(
         f"the training data failed at step {step}: {reason}; {last_checkpoint(checkpoints, 'the last checkpoint')}. "
         "A loader worker that was killed points at host memory (lower hardware.num_workers); one that timed out "
         "lost or never made its batch (its traceback is printed above; hardware.num_workers: 0 reads in the main "
-        "process); a teacher cache shard that is missing or damaged is rewritten by `recipe cache RECIPE`. Then "
-        "continue with `recipe run RECIPE --resume`."
+        f"process); a teacher cache shard that is missing or damaged is rewritten by `{commands.command('cache')}`. "
+        f"Then continue with `{commands.resume}`."
     )
 
 
@@ -189,9 +196,9 @@ def write_failed(checkpoints: Path, target: Path, exc: OSError, then: str) -> Ch
     )
 
 
-def damaged_checkpoint(checkpoint: Path, exc: Exception) -> DamagedCheckpoint:
-    """Names the unreadable checkpoint and the one a resume would use once it is moved away (the newest of the
-    other step checkpoints and `best`, as run_dir.choose_start picks)."""
+def damaged_checkpoint(checkpoint: Path, exc: Exception, resume: str) -> DamagedCheckpoint:
+    """Names the unreadable checkpoint and the one a resume (the command line `resume`) would use once it is moved
+    away: the newest of the other step checkpoints and `best`, as run_dir.choose_start picks."""
     best = checkpoint.parent / "best"
     others = []
     for other in [*step_checkpoints(checkpoint.parent), *([best] if (best / COMPLETE).is_file() else [])]:
@@ -206,7 +213,7 @@ def damaged_checkpoint(checkpoint: Path, exc: Exception) -> DamagedCheckpoint:
             offered = f"best (step {step})" if other == best else other.name
             break
     if offered is not None:
-        then = f"`recipe run RECIPE --resume` then continues from {offered}"
+        then = f"`{resume}` then continues from {offered}"
     else:
         then = "no earlier checkpoint exists, so the run would start again from step 0"
     return DamagedCheckpoint(

@@ -212,7 +212,8 @@ def test_files_no_run_wrote_are_never_deleted_with_a_checkpoint(tmp_path, capsys
     (root / "best" / "my_export" / "encoder.json").write_text("{}")
     with pytest.raises(ForeignDirectoryError, match=r"also holds my_export/encoder.json"):
         save_checkpoint(root / "best", model, optimizer, scheduler, Position(global_step=40))
-    writer = CheckpointWriter(Accelerator(cpu=True), root, keep_last=1, record={})
+    resume = "recipe run r.yaml --set output.dir=elsewhere --resume"
+    writer = CheckpointWriter(Accelerator(cpu=True), root, keep_last=1, record={}, resume=resume)
     writer.save(model, optimizer, scheduler, Position(global_step=40), name="best")
     writer.save(model, optimizer, scheduler, Position(global_step=40))
     writer.wait()
@@ -220,6 +221,7 @@ def test_files_no_run_wrote_are_never_deleted_with_a_checkpoint(tmp_path, capsys
     assert (root / checkpoint_name(10) / "notes.txt").read_text() == "mine"
     err = capsys.readouterr().err
     assert "it keeps its earlier weights, training goes on" in err
+    assert f"then continue with `{resume}`" in err  # the command line of the run, not a placeholder
     assert f"{root / checkpoint_name(10)} holds notes.txt, which no run wrote: kept, not pruned" in err
 
 

@@ -167,7 +167,8 @@ def test_a_cross_vocabulary_run_whose_aligner_pairs_nothing_stops_before_trainin
     result = CliRunner().invoke(main, ["run", str(cross), "--set", f"output.dir={tmp_path / 'run'}"])
     assert result.exit_code == 1, result.output  # a setup error: the recipe itself is valid
     assert "the aligner paired no token of the student's with one of the teacher's in the first 64" in result.output
-    assert "recipe align-report RECIPE" in result.output and "Traceback" not in result.output
+    assert f"`recipe align-report {cross} --set output.dir={tmp_path / 'run'}`" in result.output
+    assert "Traceback" not in result.output
     assert not (tmp_path / "run" / "checkpoints").exists()
 
 

@@ -9,6 +9,7 @@ import io
 import json
 import math
 import os
+import shlex
 import shutil
 import signal
 import subprocess
@@ -133,9 +134,12 @@ def test_ctrl_c_saves_a_checkpoint_and_exits_cleanly(tiny_recipe_path, tiny_over
     proc.send_signal(signal.SIGINT)
     out, err = proc.communicate(timeout=60)
     assert proc.returncode == 130, err
-    assert "interrupted at step" in err and "--resume" in err and "Traceback" not in err
+    assert "interrupted at step" in err and "Traceback" not in err
     interrupted = int(err.split("interrupted at step ")[1].split(";")[0])
     assert any(p.name == f"step-{interrupted:08d}" for p in step_checkpoints(tmp_path / "run" / "checkpoints"))
+    # The command offered is this run's, --set values and all: the recipe file alone names another run.
+    offered = err.split("continue with `")[1].split("`")[0]
+    assert shlex.split(offered) == ["recipe", "run", str(tiny_recipe_path), *sets, "--resume"]
 
 
 @pytest.mark.skipif(not hasattr(signal, "SIGHUP"), reason="no hangups on this platform")
@@ -400,6 +404,10 @@ def test_ddp_stops_together_when_one_process_gets_sigterm(tiny_recipe_path, tiny
             proc.kill()
             proc.wait()
     assert "interrupted at step" in err, err[-3000:]
+    offered = err.split("continue with `")[1].split("`")[0]  # launched again as this run was
+    launch = ["torchrun", "--standalone", "--nproc_per_node", "2", "-m", "recipe_runner.cli", "run"]
+    rest = [str(tiny_recipe_path), *sets, "--set", "hardware.distributed=ddp", "--resume"]
+    assert shlex.split(offered) == [*launch, *rest]
     assert proc.returncode != 0 and "exitcode: -6" not in err  # both stopped by the run, none aborted at exit
     interrupted = int(err.split("interrupted at step ")[1].split(";")[0])
     saved = [p.name for p in step_checkpoints(tmp_path / "run" / "checkpoints")]
