@@ -66,12 +66,16 @@ def validate(files: tuple[str, ...], overrides: tuple[str, ...], allow_remote_co
     """Check recipes; print every problem with its file:line:col."""
     from components.models.downloads import download_note
     from recipe_runner.loader import load_recipe
+    from recipe_runner.recipe_warnings import as_warning, recipe_warnings
 
     problems = []
     for file in files:
         try:
-            recipe = load_recipe(file, overrides, allow_remote_code=allow_remote_code).recipe
+            loaded = load_recipe(file, overrides, allow_remote_code=allow_remote_code)
+            recipe = loaded.recipe
             click.echo(f"{file}: ok")
+            for warning in recipe_warnings(loaded):
+                click.echo(as_warning(warning), err=True)
             note = download_note(recipe.teacher, recipe.student)
             if note:
                 click.echo(f"{file}: {note}" if len(files) > 1 else note, err=True)  # whose note, among several
@@ -117,10 +121,12 @@ def plan(file: str, overrides: tuple[str, ...], allow_remote_code: bool) -> None
     from recipe_runner.loader import load_recipe
     from recipe_runner.next_commands import NextCommands
     from recipe_runner.plan import build_plan, format_plan
+    from recipe_runner.recipe_warnings import recipe_warnings
 
     loaded = load_recipe(file, overrides, allow_remote_code=allow_remote_code)
     commands = NextCommands.of_this_process(file, overrides, allow_remote_code)
-    click.echo(format_plan(build_plan(loaded.recipe, commands)))
+    placed = tuple(str(warning) for warning in recipe_warnings(loaded))
+    click.echo(format_plan(build_plan(loaded.recipe, commands), placed))
     note = download_note(loaded.recipe.teacher, loaded.recipe.student)
     if note:
         click.echo(note, err=True)

@@ -256,12 +256,6 @@ def build_plan(recipe: Recipe, commands: NextCommands = FROM_PYTHON) -> Plan:
         (warnings if live_teacher[1] else hints).append(live_teacher[0])
     shared = shared_memory_shortfall(recipe, teacher_width, batches=batches_in_flight(recipe.hardware.num_workers))
     warnings += [] if shared is None else [shared]
-    warnings.extend(
-        f"stages[{i}].warmup_steps {stage.warmup_steps} is not below its {stage.steps} steps: the learning rate "
-        "never reaches lr"
-        for i, stage in enumerate(recipe.stages)
-        if stage.steps is not None and stage.warmup_steps >= stage.steps
-    )
     return Plan(
         recipe=recipe.recipe,
         teacher=_component("teacher", recipe.teacher, teacher, teacher_width),
@@ -326,8 +320,9 @@ def _stage_row(stage: StagePlan) -> tuple[str, ...]:
     )
 
 
-def format_plan(plan: Plan) -> str:
-    """The plan as text: components, bolt-on widths layer by layer, trainables per stage, memory, warnings."""
+def format_plan(plan: Plan, recipe_warnings: tuple[str, ...] = ()) -> str:
+    """The plan as text: components, bolt-on widths layer by layer, trainables per stage, memory, warnings (the
+    recipe file's own first, each at its file:line: see recipe_warnings)."""
     out = [f"recipe {plan.recipe}", ""]
     components = [c for c in (plan.teacher, plan.student, plan.bolt_on) if c is not None]
     out += _table(
@@ -363,6 +358,6 @@ def format_plan(plan: Plan) -> str:
     out += ["", f"disk (output.dir): {plan.disk.describe()}"]
     if plan.on_cuda is not None:
         out += [f"on CUDA: {plan.on_cuda}"]
-    out += [f"warning: {warning}" for warning in plan.warnings]
+    out += [f"warning: {warning}" for warning in (*recipe_warnings, *plan.warnings)]
     out += [f"hint: {hint}" for hint in plan.hints]
     return "\n".join(out) + "\n"

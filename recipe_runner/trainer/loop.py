@@ -218,11 +218,12 @@ class Trainer:
         recipe, accelerator = self.recipe, self.accelerator
         stage = recipe.stages[stage_index]
         total = self.batches.total_steps(stage_index, stage)
-        if stage.warmup_steps >= total and accelerator.is_main_process:  # allowed for smoke runs, but said
-            counted = f" ({stage.epochs:g} epochs)" if stage.epochs else ""
+        # Allowed for smoke runs, but said: here for a stage counted in epochs, sized from the data only now (one
+        # counted in steps is warned of, at its file:line, by recipe_warnings).
+        if stage.epochs and stage.warmup_steps >= total and accelerator.is_main_process:
             tqdm.write(
-                f"warning: stages[{stage_index}].warmup_steps {stage.warmup_steps} is not shorter than the stage's "
-                f"{total} steps{counted}: the learning rate never reaches lr",
+                f"warning: stages[{stage_index}].warmup_steps {stage.warmup_steps} is not below the stage's "
+                f"{total} steps ({stage.epochs:g} epochs): the learning rate never reaches lr",
                 file=sys.stderr,
             )
         enter_stage(self.parts.model, stage, recipe.hardware.trained_weights)

@@ -93,12 +93,6 @@ def test_a_cpu_run_plans_no_cuda_runtime(reference: Recipe) -> None:
     assert label not in memory_items(build_plan(on_cpu))
 
 
-def test_a_warmup_as_long_as_the_stage_warns(reference: Recipe) -> None:
-    plan = build_plan(with_stage(reference, epochs=None, steps=50, warmup_steps=100))
-    assert "stages[0].warmup_steps 100 is not below its 50 steps: the learning rate never reaches lr" in plan.warnings
-    assert not any("warmup" in w for w in build_plan(with_stage(reference, epochs=None, steps=500)).warnings)
-
-
 def test_online_teacher_and_small_budget_warn(reference: Recipe) -> None:
     teacher = reference.teacher.model_copy(update={"cache": None})
     hardware = reference.hardware.model_copy(update={"vram_gb": 16.0, "gradient_checkpointing": False})

@@ -1,0 +1,43 @@
+"""Settings that are allowed but do nothing, or not what they seem: said at their file:line by `validate`, `plan`
+and `run`, never refused. A quick `--set stages.0.trainable=[bolt_on]` that freezes the student must still run,
+though it leaves the student's learning rate unused."""
+
+from __future__ import annotations
+
+from recipe_runner.errors import Problem
+from recipe_runner.loader import LoadedRecipe
+from schemas.stages import PARTS
+
+
+def recipe_warnings(loaded: LoadedRecipe) -> list[Problem]:
+    """In recipe order: per stage, a learning rate (or floor) for a part the stage does not train, and a warmup
+    at least as long as a stage counted in steps (one counted in epochs is sized from the data when it starts:
+    `recipe run` says so then)."""
+    warnings = []
+    for index, stage in enumerate(loaded.recipe.stages):
+        here = ("stages", index)
+        trains = ", ".join(stage.trainable)
+        for setting in ("lr", "min_lr"):
+            for part in PARTS:
+                if part not in stage.trainable and getattr(stage, setting).get(part) is not None:
+                    warnings.append(
+                        loaded.problem(
+                            here + (setting, part),
+                            f"unused: this stage trains only {trains} (stages[{index}].trainable), so {part} keeps "
+                            f"its weights; add {part} to trainable, or remove this value",
+                        )
+                    )
+        if stage.steps is not None and stage.warmup_steps >= stage.steps:
+            warnings.append(
+                loaded.problem(
+                    here + ("warmup_steps",),
+                    f"{stage.warmup_steps} is not below the stage's {stage.steps} steps: the learning rate never "
+                    "reaches lr",
+                )
+            )
+    return warnings
+
+
+def as_warning(problem: Problem) -> str:
+    """The way every command says a warning: `warning: file:line:col: field: message`."""
+    return f"warning: {problem}"

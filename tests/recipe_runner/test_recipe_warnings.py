@@ -1,0 +1,50 @@
+"""Values that are allowed but do nothing are said at their file:line by validate, plan and run, never refused."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from click.testing import CliRunner
+
+from recipe_runner.cli import main
+from recipe_runner.loader import load_recipe
+from recipe_runner.recipe_warnings import recipe_warnings
+
+TINY = Path(__file__).resolve().parents[2] / "recipes" / "examples" / "t5_to_qwen_tiny.yaml"
+SHOWN = "recipes/examples/t5_to_qwen_tiny.yaml"  # as the messages show it, relative to the repository root
+
+
+def _said(*overrides: str) -> list[str]:
+    return [str(warning) for warning in recipe_warnings(load_recipe(TINY, overrides))]
+
+
+def test_freezing_the_student_on_the_command_line_names_its_unused_learning_rates_where_they_are_written(
+    monkeypatch,
+) -> None:
+    monkeypatch.chdir(TINY.parents[2])
+    lr, min_lr = (f"{SHOWN}:{number}:" for number in (39, 40))
+    said = _said("stages.0.trainable=[bolt_on]")
+    assert len(said) == 2
+    assert said[0].startswith(lr) and "stages[0].lr.student: unused: this stage trains only bolt_on" in said[0]
+    assert said[1].startswith(min_lr) and said[1].endswith("add student to trainable, or remove this value")
+
+
+def test_a_value_given_on_the_command_line_is_placed_at_that_set() -> None:
+    [said] = _said("stages.0.trainable=[student]", "stages.0.lr.bolt_on=null", "stages.0.min_lr.bolt_on=5e-5")
+    assert said.startswith("--set #3 (stages.0.min_lr.bolt_on=5e-5): stages[0].min_lr.bolt_on: unused"), said
+
+
+def test_a_warmup_as_long_as_a_stage_of_steps_is_said_and_one_shorter_is_not() -> None:
+    [said] = _said("stages.0.epochs=null", "stages.0.steps=8", "stages.0.warmup_steps=8")
+    assert said.endswith("warmup_steps: 8 is not below the stage's 8 steps: the learning rate never reaches lr")
+    assert _said("stages.0.epochs=null", "stages.0.steps=9", "stages.0.warmup_steps=8") == []
+
+
+def test_validate_and_plan_say_them_and_still_pass() -> None:
+    args = [str(TINY), "--set", "stages.0.trainable=[bolt_on]"]
+    validated = CliRunner().invoke(main, ["validate", *args])
+    assert validated.exit_code == 0 and validated.stdout.endswith(": ok\n"), validated.output
+    assert validated.stderr.count("warning: ") == 2 and "stages[0].lr.student: unused" in validated.stderr
+    planned = CliRunner().invoke(main, ["plan", *args])
+    assert planned.exit_code == 0, planned.output
+    assert "stages[0].min_lr.student: unused" in planned.stdout and "t5_to_qwen_tiny.yaml:40:" in planned.stdout
