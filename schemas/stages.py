@@ -341,4 +341,9 @@ class Stage(StrictModel):
 
     def min_lr_for(self, part: Part) -> float:
         explicit = self.min_lr.get(part)
-        return explicit if explicit is not None else (self.lr.get(part) or 0.0) / 10
+        return explicit if explicit is not None else default_min_lr(self.lr.get(part) or 0.0)
+
+
+def default_min_lr(lr: float) -> float:
+    """The schedule's floor for a part whose min_lr is not given."""
+    return lr / 10

@@ -209,6 +209,17 @@ class Trainer:
             if changes:
                 tqdm.write(changes, file=sys.stderr)
             write_run_info(self.out, self.recipe, resumed_at=position.global_step)
+        reweighed = resume.eval_loss_reweighed(self.resume_report, stage_index)
+        if reweighed and position.best_eval is not None and self.recipe.output.keep_best:
+            # Compared across two measures, `best` would stay on the old weights forever (or be replaced by any).
+            if self.accelerator.is_main_process:
+                tqdm.write(
+                    f"note: the eval loss is measured otherwise from here on ({resume.listed(reweighed)}): `best`, "
+                    f"kept at eval/loss {position.best_eval:.4g}, is replaced by the next evaluation and compared "
+                    "with that one after (copy it elsewhere now to keep it)",
+                    file=sys.stderr,
+                )
+            position.best_eval = None
         self.resume_from = None
         self.batches.rescale(stage_index, self.recipe.stages[stage_index], position)
         self.scheduler.last_epoch = position.stage_step  # the schedule follows the stage's steps, recounted or not

@@ -17,6 +17,7 @@ import torch
 
 from components.errors import UserFacingError
 from schemas import Recipe
+from schemas.stages import PARTS, default_min_lr
 
 _SHOWN = 8
 
@@ -123,8 +124,31 @@ def compare(record: dict[str, Any], recipe: Recipe, train_prompts_sha256: str, s
             f"{now['hardware']['trained_weights']!r} (the optimizer state is stored in the old format)"
         )
     report.blocking += _order_and_vocabulary_changes(saved, now)
-    report.changes = _differences(saved, now)
+    report.changes = _differences(saved, now) + _floors_that_follow(saved, now)
     return report
+
+
+def _floors_that_follow(saved: dict[str, Any], now: dict[str, Any]) -> list[str]:
+    """A min_lr left unset follows its lr: a changed lr moves the schedule's floor too, which no recipe value
+    shows."""
+    lines = []
+    for index, (before, after) in enumerate(zip(saved["stages"], now["stages"], strict=False)):
+        for part in PARTS:
+            old, new = before.get("lr", {}).get(part), after["lr"].get(part)
+            unset = before.get("min_lr", {}).get(part) is None and after["min_lr"].get(part) is None
+            if unset and None not in (old, new) and old != new:
+                floors = f"{default_min_lr(old)!r} -> {default_min_lr(new)!r}"
+                lines.append(f"stages.{index}.min_lr.{part} (unset, so lr/10): {floors}")
+    return lines
+
+
+def eval_loss_reweighed(report: ResumeReport | None, stage_index: int) -> list[str]:
+    """The changes that make the eval loss of the stage resumed in another measure than the one its `best` was
+    kept by: its loss terms (which, their weights, their settings) and the eval prompts."""
+    if report is None:
+        return []
+    prefixes = (f"stages.{stage_index}.losses.", f"stages.{stage_index}.losses (count)", "data.eval.", "data.eval:")
+    return [change for change in report.changes if change.startswith(prefixes)]
 
 
 def _order_and_vocabulary_changes(saved: dict[str, Any], now: dict[str, Any]) -> list[str]:

@@ -402,3 +402,21 @@ def test_another_student_tokenizer_is_refused_and_a_seed_change_without_shufflin
     assert compare(record, unshuffled, "sha", 0).blocking == [
         f"student.tokenizer: {other!r} -> {recipe.student.tokenizer!r} (the saved embeddings belong to the old one)"
     ]
+
+
+def test_a_reweighed_loss_restarts_the_best_comparison_and_a_moved_floor_is_listed(
+    tiny_recipe_path, tiny_overrides, tmp_path, capsys
+):
+    """Under a hundredfold weight every eval loss is far above the old best: compared with it, `best` would stay
+    on the weights of step 4 for the rest of the stage."""
+    run_dir = tmp_path / "run"
+    unset_floor = ["stages.0.min_lr.student=null"]
+    _train(tiny_recipe_path, _short(tiny_overrides, 4, *unset_floor))
+    best = run_dir / "checkpoints" / "best" / "trainer_state.json"
+    assert json.loads(best.read_text())["global_step"] == 4
+    heavier = _short(tiny_overrides, 6, *unset_floor, "stages.0.losses.0.weight=100", "stages.0.lr.student=5e-4")
+    _train(tiny_recipe_path, heavier, resume=True)
+    assert json.loads(best.read_text())["global_step"] == 6
+    err = capsys.readouterr().err
+    assert "note: the eval loss is measured otherwise from here on (stages.0.losses.0.weight: 1.0 -> 100.0)" in err
+    assert "stages.0.min_lr.student (unset, so lr/10): 0.0001 -> 5e-05" in err
