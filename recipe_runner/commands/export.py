@@ -14,6 +14,7 @@ from recipe_runner.cli_support import (
     reports_recipe_errors,
     trust_remote_code_option,
 )
+from recipe_runner.next_commands import FROM_PYTHON, NextCommands
 
 if TYPE_CHECKING:
     from schemas import Recipe
@@ -29,11 +30,11 @@ def _is_complete(directory: Path) -> bool:
     return (directory / COMPLETE).is_file() and (directory / "model.safetensors").is_file()
 
 
-def find_checkpoint(out_dir: Path) -> Path:
+def find_checkpoint(out_dir: Path, train: str = FROM_PYTHON.command("run")) -> Path:
     """The newest complete step checkpoint: the state `recipe run` exports at its end, so both give one encoder.
     `best` (kept per stage by eval loss) is exported when asked for with --checkpoint, and when it is newer than
     every step checkpoint: a run killed between writing `best` and its step checkpoint has its end there alone,
-    and `recipe run --resume` exports it too."""
+    and `recipe run --resume` exports it too. `train` is the command line a message offers when none exists."""
     from recipe_runner.trainer.checkpoint import step_checkpoints
     from recipe_runner.trainer.run_dir import saved_step
 
@@ -45,7 +46,7 @@ def find_checkpoint(out_dir: Path) -> Path:
     if not found:
         offer = f"; {best} is whole: pass --checkpoint {best}" if _is_complete(best) else ""
         raise ExportSetupError(
-            f"no step checkpoint in {root}: train one first with `recipe run RECIPE` (checkpoints are written every "
+            f"no step checkpoint in {root}: train one first with `{train}` (checkpoints are written every "
             f"output.save_every_steps and at the end of each stage), or pass --checkpoint DIR{offer}"
         )
     return found[-1]
@@ -173,7 +174,8 @@ def export(
     check_target(target, recipe.family)  # before loading anything: only an earlier export may be replaced
     lock = _lock_the_run(run_dir) if target.absolute().parent == run_dir.absolute() else None
     try:
-        _export(recipe, run_dir, target, checkpoint_dir)
+        train = NextCommands.of_this_process(file, overrides, allow_remote_code).command("run")
+        _export(recipe, run_dir, target, checkpoint_dir, train)
     finally:
         if lock is not None:
             lock.release()
@@ -201,7 +203,7 @@ def _refuse_another_recipes(checkpoint: Path, recipe: Recipe) -> None:
         )
 
 
-def _export(recipe: Recipe, run_dir: Path, target: Path, checkpoint_dir: str | None) -> None:
+def _export(recipe: Recipe, run_dir: Path, target: Path, checkpoint_dir: str | None, train: str) -> None:
     from components.disk_space import require_free
     from components.export import export_trained
     from components.models import load_tokenizer
@@ -219,7 +221,7 @@ def _export(recipe: Recipe, run_dir: Path, target: Path, checkpoint_dir: str | N
                 f"{checkpoint} is not a complete checkpoint (needs model.safetensors and trainer_state.json){hint}"
             )
     else:
-        checkpoint = find_checkpoint(run_dir)
+        checkpoint = find_checkpoint(run_dir, train)
     _refuse_another_recipes(checkpoint, recipe)
     model, stage_index = load_checkpointed_model(recipe, checkpoint)
     # An earlier export at the target stays until the new one is complete, so the whole export must fit.

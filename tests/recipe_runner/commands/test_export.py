@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import shlex
 import shutil
 import signal
 from collections import namedtuple
@@ -209,9 +210,11 @@ def test_the_root_folder_as_out_is_one_line(trained):
 
 
 def test_no_checkpoint_is_a_clear_error(tmp_path):
-    result = _export(_overrides(tmp_path / "never_trained"))
+    overrides = _overrides(tmp_path / "never_trained")
+    result = _export(overrides)
     assert result.exit_code == 1
-    assert "no step checkpoint" in result.stderr and "recipe run" in result.stderr
+    offered = result.stderr.split("train one first with `")[1].split("`")[0]
+    assert shlex.split(offered) == ["recipe", "run", str(TINY), *(arg for o in overrides for arg in ("--set", o))]
     assert "Traceback" not in result.output
     assert not (tmp_path / "never_trained" / "export").exists()
 
