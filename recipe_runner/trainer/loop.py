@@ -94,7 +94,7 @@ class Trainer:
 
     def _prepare(self, resume: bool, progress: bool) -> None:
         recipe = self.recipe
-        self.resume_from = choose_start(self.out, resume, main=first_process(), recipe_name=recipe.recipe)
+        self.resume_from = choose_start(self.out, resume, first_process(), recipe.recipe, self.commands.resume)
         self.train_prompts_sha = prompts_digest(split_prompts(recipe)[0])
         self.resume_report = self._check_resume() if self.resume_from else None
         self.progress = progress

@@ -107,8 +107,9 @@ def saved_step(checkpoint: Path) -> int | None:
         return None
 
 
-def choose_start(out_dir: Path, resume: bool, main: bool, recipe_name: str) -> Path | None:
-    """The checkpoint a run continues from (None: step 0), after the main process tidied what a killed run left.
+def choose_start(out_dir: Path, resume: bool, main: bool, recipe_name: str, resume_line: str) -> Path | None:
+    """The checkpoint a run continues from (None: step 0), after the main process tidied what a killed run left;
+    `resume_line` is the command a refusal offers.
 
     With --resume that is the newest of the step checkpoints and `best`: a run killed after an evaluation but
     before its next step checkpoint has its progress in `best` alone. Refuses a fresh start over an earlier run,
@@ -126,7 +127,8 @@ def choose_start(out_dir: Path, resume: bool, main: bool, recipe_name: str) -> P
     if best.exists() or best.is_symlink():  # the first better evaluation replaces it: refused now, not hours in
         check_replaceable(best, COMPLETE, "checkpoint", "move them away and rerun", added_to_checkpoint)
     if start is None:
-        refuse_fresh_start(out_dir, recipe_name, resuming=resume)  # before saying that it starts: it may not
+        # before saying that it starts: it may not
+        refuse_fresh_start(out_dir, recipe_name, resume_line, resuming=resume)
         if resume:
             print(f"--resume: no checkpoint in {checkpoints}; starting from step 0", file=sys.stderr)
     _refuse_incomplete_steps(checkpoints, (saved_step(start) or 0) if start is not None else 0, main)
@@ -159,7 +161,7 @@ def _refuse_incomplete_steps(checkpoints: Path, start_step: int, main: bool) -> 
         )
 
 
-def refuse_fresh_start(out_dir: Path, recipe_name: str, resuming: bool = False) -> None:
+def refuse_fresh_start(out_dir: Path, recipe_name: str, resume_line: str, resuming: bool = False) -> None:
     """A run without --resume may only start where no earlier run left checkpoints, an export or metrics. With
     --resume but no checkpoint (the earlier run stopped before its first one), its metrics alone are no reason to
     refuse: they describe steps that are trained again. The checkpoints of another recipe (one that this recipe
@@ -174,7 +176,7 @@ def refuse_fresh_start(out_dir: Path, recipe_name: str, resuming: bool = False) 
         )
     if existing:
         raise RunSetupError(
-            f"{out_dir} already holds checkpoints (latest {existing[-1].name}); use `recipe run --resume` to "
+            f"{out_dir} already holds checkpoints (latest {existing[-1].name}); use `{resume_line}` to "
             "continue, or choose another output.dir (e.g. --set output.dir=runs/new)"
         )
     found = [name for name in _EARLIER_RUN if (out_dir / name).exists() and not (resuming and name == "metrics.jsonl")]
@@ -182,9 +184,9 @@ def refuse_fresh_start(out_dir: Path, recipe_name: str, resuming: bool = False) 
         best = out_dir / "checkpoints" / "best"
         step = saved_step(best) if (best / COMPLETE).is_file() else None
         if step is not None:
-            go_on = f"; or continue it from there (step {step}) with `recipe run --resume`"
+            go_on = f"; or continue it from there (step {step}) with `{resume_line}`"
         elif found == ["metrics.jsonl"]:  # a run that stopped before its first checkpoint
-            go_on = "; or `recipe run --resume`, which starts it again from step 0 and keeps that log"
+            go_on = f"; or `{resume_line}`, which starts it again from step 0 and keeps that log"
         else:
             go_on = ""
         raise RunSetupError(

@@ -172,7 +172,7 @@ def test_a_run_killed_between_an_evaluation_and_its_next_step_checkpoint_resumes
     for step in step_checkpoints(checkpoints):  # as if killed before the first step checkpoint
         shutil.rmtree(step)
     capsys.readouterr()
-    with pytest.raises(RunSetupError, match=r"or continue it from there \(step 3\) with `recipe run --resume`"):
+    with pytest.raises(RunSetupError, match=r"or continue it from there \(step 3\) with `recipe run RECIPE --resume`"):
         _train(tiny_recipe_path, _short(tiny_overrides, 5))
     assert _train(tiny_recipe_path, _short(tiny_overrides, 5), resume=True).global_step == 5
     err = capsys.readouterr().err
@@ -296,7 +296,7 @@ def test_a_run_that_stopped_before_its_first_checkpoint_can_be_resumed_from_step
     _train(tiny_recipe_path, overrides)
     shutil.rmtree(run_dir / "checkpoints")  # as if killed before its first save: only its log is left
     with pytest.raises(
-        RunSetupError, match="metrics.jsonl.*or `recipe run --resume`, which starts it again from step 0"
+        RunSetupError, match="metrics.jsonl.*or `recipe run RECIPE --resume`, which starts it again from step 0"
     ):
         _train(tiny_recipe_path, overrides)
     assert _train(tiny_recipe_path, overrides, resume=True).global_step == 2

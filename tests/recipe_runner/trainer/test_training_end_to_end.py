@@ -106,7 +106,9 @@ def test_sigkill_then_resume_reaches_same_final_step(tiny_recipe_path, tiny_over
     assert killed_at < 40
 
     refused = CliRunner().invoke(main, ["run", str(tiny_recipe_path), "--no-progress", *sets])
-    assert refused.exit_code == 1 and "--resume" in refused.output
+    assert refused.exit_code == 1, refused.output
+    offered = refused.stderr.split("use `")[1].split("`")[0]  # this very command, with --resume
+    assert shlex.split(offered) == ["recipe", "run", str(tiny_recipe_path), *sets, "--resume"]
 
     resumed = subprocess.run(
         _recipe_cmd("run", str(tiny_recipe_path), "--no-progress", "--resume", *sets),
