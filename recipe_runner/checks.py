@@ -311,7 +311,7 @@ def stage_problems(loaded: LoadedRecipe, stages: list[tuple[int, Stage]]) -> lis
     on the stages that passed the schema when others did not."""
     recipe: Recipe = loaded.recipe
     problems = []
-    has_bolt_on = bool(recipe.bolt_on.layers) or recipe.bolt_on.skip is not None
+    has_bolt_on = recipe.bolt_on.present
     tiers = set(recipe.alignment.tiers) if recipe.alignment is not None else None
     first_named: dict[str, int] = {}
     for index, stage in stages:

@@ -20,13 +20,14 @@ def recipe_warnings(loaded: LoadedRecipe) -> list[Problem]:
         for setting in ("lr", "min_lr"):
             for part in PARTS:
                 if part not in stage.trainable and getattr(stage, setting).get(part) is not None:
-                    warnings.append(
-                        loaded.problem(
-                            here + (setting, part),
+                    if part == "bolt_on" and not loaded.recipe.bolt_on.present:
+                        why = "unused: this recipe has no bolt-on layers; remove this value"
+                    else:
+                        why = (
                             f"unused: this stage trains only {trains} (stages[{index}].trainable), so {part} keeps "
-                            f"its weights; add {part} to trainable, or remove this value",
+                            f"its weights; add {part} to trainable, or remove this value"
                         )
-                    )
+                    warnings.append(loaded.problem(here + (setting, part), why))
         if stage.steps is not None and stage.warmup_steps >= stage.steps:
             warnings.append(
                 loaded.problem(

@@ -96,3 +96,8 @@ class BoltOn(StrictModel):
 
     layers: list[BoltOnLayer] = Field(default_factory=list, description="Layers applied in order.")
     skip: SkipPath | None = Field(default=None, description="Optional scaled linear skip path.")
+
+    @property
+    def present(self) -> bool:
+        """Whether there is anything to train: a stage may name `bolt_on` in `trainable` only then."""
+        return bool(self.layers) or self.skip is not None

@@ -12,7 +12,7 @@ from components.cache.manifest import MANIFEST, read_manifest
 from components.cache.shards import shard_count, shard_damage, shard_name, shard_rows
 from components.errors import UserFacingError
 
-REWRITE_HINT = "rerun `recipe cache RECIPE` to rewrite it"
+REWRITE_HINT = "`recipe cache` rewrites it"
 
 
 class CacheIncompleteError(UserFacingError, RuntimeError):
@@ -34,15 +34,14 @@ def _layout(split_dir: Path) -> tuple[int, int]:
         manifest = read_manifest(split_dir)
     except (OSError, json.JSONDecodeError) as exc:
         raise CacheDamagedError(
-            f"cache manifest {file} cannot be read ({exc}); delete {split_dir} and rerun `recipe cache RECIPE`"
+            f"cache manifest {file} cannot be read ({exc}); delete {split_dir} and rerun `recipe cache`"
         ) from None
     if manifest is None:
         raise CacheIncompleteError(f"no cache manifest in {split_dir}")
     count, shard_size = manifest.get("count"), manifest.get("shard_size")
     if not isinstance(count, int) or not isinstance(shard_size, int) or shard_size < 1:
         raise CacheDamagedError(
-            f"cache manifest {file} lacks its prompt count or shard size; delete {split_dir} and rerun "
-            "`recipe cache RECIPE`"
+            f"cache manifest {file} lacks its prompt count or shard size; delete {split_dir} and rerun `recipe cache`"
         )
     return count, shard_size
 
@@ -68,7 +67,7 @@ class CachedTeacher:
         if missing:
             raise CacheIncompleteError(
                 f"cache {self.split_dir} is incomplete ({len(missing)} of {shards} shards missing); "
-                "rerun `recipe cache` to finish it"
+                "`recipe cache` finishes it"
             )
         for shard in range(shards):
             path = self.split_dir / shard_name(shard)
@@ -98,8 +97,8 @@ class CachedTeacher:
         if not _all_finite(rows):  # bytes changed in place: the header and size still check out
             path = self.split_dir / shard_name(shard)
             raise CacheDamagedError(
-                f"cache shard {path} is damaged (prompt {index}'s teacher outputs hold NaN or inf); delete it and "
-                "rerun `recipe cache RECIPE` to encode it again"
+                f"cache shard {path} is damaged (prompt {index}'s teacher outputs hold NaN or inf); "
+                "`recipe cache --verify` finds it and encodes it again"
             )
         return rows
 

@@ -234,7 +234,8 @@ class Trainer:
         if stage.epochs and stage.warmup_steps >= total and accelerator.is_main_process:
             tqdm.write(
                 f"warning: stages[{stage_index}].warmup_steps {stage.warmup_steps} is not below the stage's "
-                f"{total} steps ({stage.epochs:g} epochs): the learning rate never reaches lr",
+                f"{total} steps ({stage.epochs:g} epoch{'' if stage.epochs == 1 else 's'}): the learning rate never "
+                "reaches lr",
                 file=sys.stderr,
             )
         enter_stage(self.parts.model, stage, recipe.hardware.trained_weights)

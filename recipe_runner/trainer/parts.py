@@ -11,7 +11,7 @@ from torch import nn
 from components.alignment import CrossTokenizerAligner
 from components.bolt_on import build_bolt_on
 from components.cache.manifest import read_manifest
-from components.cache.reader import CachedTeacher, CacheIncompleteError
+from components.cache.reader import CacheDamagedError, CachedTeacher, CacheIncompleteError
 from components.data.pipeline import Collator, PromptPairs
 from components.data.prompts import DataFileError, prompts_digest, read_prompts
 from components.data.texts import TextCollator, TextSamples
@@ -141,8 +141,10 @@ def open_cache(recipe: Recipe, split: str, prompts: list[str], commands: NextCom
         cache = CachedTeacher(split_dir)
     except CacheIncompleteError as exc:
         if spec.require:
-            raise RunSetupError(f"{exc}; run `{commands.command('cache')}` first") from None
+            raise RunSetupError(f"{exc}; with this run's settings: `{commands.command('cache')}`") from None
         return None
+    except CacheDamagedError as exc:  # a shard cut short or unreadable: the check every `recipe cache` makes
+        raise RunSetupError(f"{exc}; with this run's settings: `{commands.command('cache')}`") from None
     # Teacher outputs of other prompts would be paired with these prompts silently: same count is not enough.
     made_from = (read_manifest(split_dir) or {}).get("prompts_sha256")
     if len(cache) != len(prompts) or made_from != prompts_digest(prompts):

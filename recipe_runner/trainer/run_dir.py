@@ -121,8 +121,10 @@ def choose_start(out_dir: Path, resume: bool, main: bool, recipe_name: str, resu
     start = existing[-1] if existing else None
     best = checkpoints / "best"
     if resume and (best / COMPLETE).is_file():
-        best_step = saved_step(best)
-        if best_step is not None and (start is None or best_step > (saved_step(start) or 0)):
+        # A newest step whose position cannot be read stays the start: resuming names its damage and the whole
+        # checkpoint to use, rather than going back silently to an older `best` (whose steps would overwrite it).
+        best_step, newest = saved_step(best), saved_step(start) if start is not None else None
+        if best_step is not None and (start is None or (newest is not None and best_step > newest)):
             start = best
     if best.exists() or best.is_symlink():  # the first better evaluation replaces it: refused now, not hours in
         check_replaceable(best, COMPLETE, "checkpoint", "move them away and rerun", added_to_checkpoint)

@@ -176,7 +176,8 @@ def data_failed(checkpoints: Path, step: int, reason: str, commands: NextCommand
         f"the training data failed at step {step}: {reason}; {last_checkpoint(checkpoints, 'the last checkpoint')}. "
         "A loader worker that was killed points at host memory (lower hardware.num_workers); one that timed out "
         "lost or never made its batch (its traceback is printed above; hardware.num_workers: 0 reads in the main "
-        f"process); a teacher cache shard that is missing or damaged is rewritten by `{commands.command('cache')}`. "
+        "process); a teacher cache shard that is missing or damaged is found and rewritten by "
+        f"`{commands.command('cache', '--verify')}`. "
         f"Then continue with `{commands.resume}`."
     )
 

@@ -48,3 +48,9 @@ def test_validate_and_plan_say_them_and_still_pass() -> None:
     planned = CliRunner().invoke(main, ["plan", *args])
     assert planned.exit_code == 0, planned.output
     assert "stages[0].min_lr.student: unused" in planned.stdout and "t5_to_qwen_tiny.yaml:40:" in planned.stdout
+
+
+def test_a_bolt_on_rate_in_a_recipe_without_bolt_on_asks_only_for_its_removal() -> None:
+    logits = TINY.with_name("qwen_logits_tiny.yaml")
+    [said] = [str(w) for w in recipe_warnings(load_recipe(logits, ["stages.0.lr.bolt_on=1e-3"]))]
+    assert said.endswith("stages[0].lr.bolt_on: unused: this recipe has no bolt-on layers; remove this value"), said

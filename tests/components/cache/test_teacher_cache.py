@@ -158,9 +158,10 @@ def test_a_damaged_shard_stops_a_run_at_its_start_and_only_it_is_rewritten(copy,
     with pytest.raises(CacheDamagedError) as caught:
         CachedTeacher(cache_dir / "train")
     assert f"cache shard {victim} is damaged" in str(caught.value)
-    assert "rerun `recipe cache RECIPE` to rewrite it" in str(caught.value)
-    with pytest.raises(CacheDamagedError, match=shard_name(1)):
+    assert str(caught.value).endswith("; `recipe cache` rewrites it")
+    with pytest.raises(RunSetupError, match=shard_name(1)) as refused:
         build_parts(recipe, torch.device("cpu"))  # not a silent fall-back to the live teacher
+    assert str(refused.value).endswith("with this run's settings: `recipe cache RECIPE`")
 
     reports = build_teacher_cache(recipe, batch_tokens=72, progress=False)
 
@@ -202,7 +203,7 @@ def test_a_shard_damaged_after_the_cache_was_opened_is_named_when_read(copy):
     _, cache_dir = copy
     cache = CachedTeacher(cache_dir / "train")
     _truncate(cache_dir / "train" / shard_name(2))
-    with pytest.raises(CacheDamagedError, match=f"{shard_name(2)} is damaged .*rerun `recipe cache RECIPE`"):
+    with pytest.raises(CacheDamagedError, match=f"{shard_name(2)} is damaged .*`recipe cache` rewrites it"):
         cache[2 * SHARD]
 
 
@@ -219,7 +220,8 @@ def test_values_changed_in_place_are_named_when_read(copy):
     cache = CachedTeacher(cache_dir / "train")  # opens: nothing about the file's shape changed
     cache[SHARD]  # an untouched prompt of that shard reads as before
     last = SHARD + SHARD - 1
-    with pytest.raises(CacheDamagedError, match=rf"prompt {last}'s teacher outputs hold NaN or inf\); delete it"):
+    said = rf"prompt {last}'s teacher outputs hold NaN or inf\); `recipe cache --verify` finds it"
+    with pytest.raises(CacheDamagedError, match=said):
         cache[last]
 
 

@@ -113,6 +113,21 @@ def test_a_damaged_state_file_is_named_and_a_damaged_best_is_not_offered(tiny_re
     assert "continues from step-00000002" in message  # not from best, as damaged as step 4
 
 
+def test_a_newest_step_whose_position_cannot_be_read_is_named_not_passed_over_for_an_older_best(
+    tiny_recipe_path, tiny_overrides, tmp_path
+):
+    checkpoints = tmp_path / "run" / "checkpoints"
+    _train(tiny_recipe_path, _short(tiny_overrides, 4))
+    shutil.rmtree(checkpoints / "best")
+    shutil.copytree(checkpoints / "step-00000002", checkpoints / "best")  # a best of step 2
+    (checkpoints / "step-00000004" / "trainer_state.json").write_text('{"stage": 0')  # cut short
+    with pytest.raises(DamagedCheckpoint) as caught:
+        _train(tiny_recipe_path, _short(tiny_overrides, 6), resume=True)
+    message = str(caught.value)
+    assert message.startswith(f"cannot resume from {checkpoints / 'step-00000004'}: ")
+    assert message.endswith("then continues from step-00000002")
+
+
 def test_a_changed_weight_byte_is_caught_by_the_sums_before_training_goes_on_from_it(
     tiny_recipe_path, tiny_overrides, tmp_path
 ):

@@ -95,4 +95,4 @@ def test_a_warmup_longer_than_a_stage_counted_in_epochs_is_said_when_its_steps_a
                  "stages.0.epochs=1", "stages.0.warmup_steps=5", "output.eval_every_steps=1000"]  # fmt: skip
     Trainer(load_recipe(tiny_recipe_path, overrides).recipe, progress=False).run()
     err = capsys.readouterr().err
-    assert "warning: stages[0].warmup_steps 5 is not below the stage's 2 steps (1 epochs)" in err
+    assert "warning: stages[0].warmup_steps 5 is not below the stage's 2 steps (1 epoch)" in err
