@@ -139,11 +139,9 @@ def open_cache(recipe: Recipe, split: str, prompts: list[str], commands: NextCom
     split_dir = Path(spec.dir) / split
     try:
         cache = CachedTeacher(split_dir)
-    except CacheIncompleteError as exc:
-        if spec.require:
-            raise RunSetupError(f"{exc}; with this run's settings: `{commands.command('cache')}`") from None
-        return None
-    except CacheDamagedError as exc:  # a shard cut short or unreadable: the check every `recipe cache` makes
+    except (CacheIncompleteError, CacheDamagedError) as exc:  # damage: a shard cut short, which any rerun finds
+        if isinstance(exc, CacheIncompleteError) and not spec.require:
+            return None
         raise RunSetupError(f"{exc}; with this run's settings: `{commands.command('cache')}`") from None
     # Teacher outputs of other prompts would be paired with these prompts silently: same count is not enough.
     made_from = (read_manifest(split_dir) or {}).get("prompts_sha256")
