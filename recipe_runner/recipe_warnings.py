@@ -16,18 +16,14 @@ def recipe_warnings(loaded: LoadedRecipe) -> list[Problem]:
     warnings = []
     for index, stage in enumerate(loaded.recipe.stages):
         here = ("stages", index)
-        trains = ", ".join(stage.trainable)
-        for setting in ("lr", "min_lr"):
-            for part in PARTS:
-                if part not in stage.trainable and getattr(stage, setting).get(part) is not None:
-                    if part == "bolt_on" and not loaded.recipe.bolt_on.present:
-                        why = "unused: this recipe has no bolt-on layers; remove this value"
-                    else:
-                        why = (
-                            f"unused: this stage trains only {trains} (stages[{index}].trainable), so {part} keeps "
-                            f"its weights; add {part} to trainable, or remove this value"
-                        )
-                    warnings.append(loaded.problem(here + (setting, part), why))
+        unused = [
+            (setting, part)
+            for setting in ("lr", "min_lr")
+            for part in PARTS
+            if part not in stage.trainable and getattr(stage, setting).get(part) is not None
+        ]
+        for setting, part in unused:
+            warnings.append(loaded.problem(here + (setting, part), _unused_rate(loaded, index, part)))
         if stage.steps is not None and stage.warmup_steps >= stage.steps:
             warnings.append(
                 loaded.problem(
@@ -37,6 +33,16 @@ def recipe_warnings(loaded: LoadedRecipe) -> list[Problem]:
                 )
             )
     return warnings
+
+
+def _unused_rate(loaded: LoadedRecipe, index: int, part: str) -> str:
+    if part == "bolt_on" and not loaded.recipe.bolt_on.present:  # adding it to trainable would be refused
+        return "unused: this recipe has no bolt-on layers; remove this value"
+    trains = ", ".join(loaded.recipe.stages[index].trainable)
+    return (
+        f"unused: this stage trains only {trains} (stages[{index}].trainable), so {part} keeps its weights; add "
+        f"{part} to trainable, or remove this value"
+    )
 
 
 def as_warning(problem: Problem) -> str:

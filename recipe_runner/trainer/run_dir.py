@@ -129,7 +129,7 @@ def choose_start(out_dir: Path, resume: bool, main: bool, recipe_name: str, resu
     if best.exists() or best.is_symlink():  # the first better evaluation replaces it: refused now, not hours in
         check_replaceable(best, COMPLETE, "checkpoint", "move them away and rerun", added_to_checkpoint)
     if start is None:
-        # before saying that it starts: it may not
+        # Refused before the run says that it starts from step 0.
         refuse_fresh_start(out_dir, recipe_name, resume_line, resuming=resume)
         if resume:
             print(f"--resume: no checkpoint in {checkpoints}; starting from step 0", file=sys.stderr)
