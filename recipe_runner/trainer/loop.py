@@ -408,7 +408,7 @@ class Trainer:
         self._keep_finished_steps(position)
         device = self.accelerator.device.type
         raise out_of_memory(
-            self.recipe, self.checkpoints, device, shape, position.global_step + 1, "training", self.commands.resume
+            self.recipe, self.checkpoints, device, shape, position.global_step + 1, "training", self.commands
         )
 
     def _evaluate_or_stop(self, objective: Objective, position: Position, stop: StopFlag) -> dict[str, float] | None:
@@ -419,7 +419,7 @@ class Trainer:
         self._keep_finished_steps(position)
         device = self.accelerator.device.type
         raise out_of_memory(
-            self.recipe, self.checkpoints, device, None, position.global_step, "evaluation", self.commands.resume
+            self.recipe, self.checkpoints, device, None, position.global_step, "evaluation", self.commands
         )
 
     def _keep_finished_steps(self, trained: Position) -> None:

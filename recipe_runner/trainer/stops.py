@@ -128,10 +128,10 @@ def out_of_memory(
     shape: tuple[int, ...] | None,
     step: int,
     during: str,
-    resume: str,
+    commands: NextCommands,
 ) -> TrainingOutOfMemory:
     """What did not fit (in a training step or in an evaluation), what was kept, the settings that lower the
-    peak, most effective first, and the command line (`resume`) that continues."""
+    peak, most effective first, and this run's own command lines that estimate, measure and continue."""
     hw = recipe.hardware
     padded = shape[0] * shape[1] if shape else None
     if hw.batch_tokens is None or (padded is not None and padded > hw.batch_tokens):
@@ -157,8 +157,8 @@ def out_of_memory(
     return TrainingOutOfMemory(
         f"out of {device} memory {where}{batch}; {last_checkpoint(checkpoints, 'the last checkpoint')}. To fit: "
         + "; ".join(remedies)
-        + f". `recipe plan` estimates the peak, `recipe bench` measures it on the largest batch; then continue with "
-        f"`{resume}`."
+        + f". `{commands.command('plan')}` estimates the peak, `{commands.command('bench')}` measures it on the "
+        f"largest batch; then continue with `{commands.resume}`."
     )
 
 

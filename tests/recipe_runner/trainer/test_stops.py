@@ -8,24 +8,30 @@ import io
 import pytest
 
 from recipe_runner.loader import load_recipe
+from recipe_runner.next_commands import NextCommands
 from recipe_runner.trainer.stops import HangupTolerantStream, out_of_memory, what_failed, write_failed
 
+COMMANDS = NextCommands("r.yaml", ("output.dir=runs/b",))
 RESUME = "recipe run r.yaml --set output.dir=runs/b --resume"
 
 
 def test_out_of_memory_under_a_token_budget_asks_for_a_smaller_budget(tiny_recipe_path, tiny_overrides, tmp_path):
     budgeted = load_recipe(tiny_recipe_path, [*tiny_overrides, "hardware.batch_size=64", "hardware.batch_tokens=512"])
-    message = str(out_of_memory(budgeted.recipe, tmp_path, "cuda", (8, 60), step=3, during="training", resume=RESUME))
+    message = str(
+        out_of_memory(budgeted.recipe, tmp_path, "cuda", (8, 60), step=3, during="training", commands=COMMANDS)
+    )
     assert "lower hardware.batch_tokens (now 512; this batch: 480 padded tokens)" in message
     assert "hardware.batch_size" not in message
     # A single prompt longer than the budget is not the budget's doing.
-    long_one = str(out_of_memory(budgeted.recipe, tmp_path, "cuda", (1, 600), step=3, during="training", resume=RESUME))
+    long_one = str(
+        out_of_memory(budgeted.recipe, tmp_path, "cuda", (1, 600), step=3, during="training", commands=COMMANDS)
+    )
     assert "lower hardware.batch_size (now 64)" in long_one
 
 
 def test_out_of_memory_by_prompt_count_asks_for_a_smaller_batch_size(tiny_recipe_path, tiny_overrides, tmp_path):
     recipe = load_recipe(tiny_recipe_path, tiny_overrides).recipe
-    message = str(out_of_memory(recipe, tmp_path, "cuda", (16, 40), step=1, during="training", resume=RESUME))
+    message = str(out_of_memory(recipe, tmp_path, "cuda", (16, 40), step=1, during="training", commands=COMMANDS))
     assert "lower hardware.batch_size (now 16) and raise grad_accum" in message
     assert "batch_tokens" not in message
 
@@ -34,10 +40,12 @@ def test_out_of_memory_in_evaluation_names_it_and_leaves_out_training_only_remed
     tiny_recipe_path, tiny_overrides, tmp_path
 ):
     recipe = load_recipe(tiny_recipe_path, [*tiny_overrides, "hardware.gradient_checkpointing=false"]).recipe
-    message = str(out_of_memory(recipe, tmp_path, "cuda", None, step=40, during="evaluation", resume=RESUME))
+    message = str(out_of_memory(recipe, tmp_path, "cuda", None, step=40, during="evaluation", commands=COMMANDS))
     assert message.startswith("out of cuda memory in the evaluation at step 40; no checkpoint had been written yet")
     assert "lower hardware.batch_size (now 16);" in message
     assert "grad_accum" not in message and "gradient_checkpointing" not in message
+    assert "`recipe plan r.yaml --set output.dir=runs/b` estimates the peak" in message
+    assert "`recipe bench r.yaml --set output.dir=runs/b` measures it" in message
     assert message.endswith(f"then continue with `{RESUME}`.")
 
 
