@@ -18,6 +18,7 @@ from components.models import build_model, freeze, hidden_width, load_tokenizer,
 from components.models.compilation import compile_for_varied_lengths, compile_wanted
 from components.models.downloads import needed_from, require_downloaded
 from recipe_runner.cache_processes import CacheProcesses
+from recipe_runner.next_commands import FROM_PYTHON, NextCommands
 from recipe_runner.trainer.parts import RunSetupError, split_prompts
 from recipe_runner.trainer.run_dir import DirectoryLock
 from schemas import Recipe
@@ -29,7 +30,7 @@ class CacheSetupError(UserFacingError, RuntimeError):
 
 
 @contextmanager
-def _write_errors(split_dir: Path) -> Iterator[None]:
+def _write_errors(split_dir: Path, rerun: str) -> Iterator[None]:
     """A shard that cannot be written (disk full, say) is one clear line: finished shards are complete files."""
     try:
         yield
@@ -37,7 +38,7 @@ def _write_errors(split_dir: Path) -> Iterator[None]:
         done = len(list(split_dir.glob("shard-*.safetensors")))
         raise CacheSetupError(
             f"could not write a shard into {split_dir}: {exc.strerror or exc}; the {done} finished shard(s) are "
-            "complete and nothing partial was left: free space and rerun `recipe cache`, it goes on from there"
+            f"complete and nothing partial was left: free space and rerun `{rerun}`, it goes on from there"
         ) from None
 
 
@@ -77,6 +78,7 @@ def build_teacher_cache(
     progress: bool = True,
     processes: CacheProcesses | None = None,
     verify: bool = False,
+    commands: NextCommands = FROM_PYTHON,
 ) -> dict[str, dict]:
     """Returns per split: prompt count, shards written and tokens encoded (by every process), this process's
     seconds and rewritten shards, bytes on disk. Under a launcher each process encodes its share of the shards.
@@ -91,7 +93,7 @@ def build_teacher_cache(
     try:
         if processes.world == 1 and unwritable is None:  # under several processes another may be writing now
             _remove_partial_shards(Path(spec.dir))
-        return _build(recipe, spec, batch_tokens, progress, processes, unwritable, verify)
+        return _build(recipe, spec, batch_tokens, progress, processes, unwritable, verify, commands.command("cache"))
     finally:
         if lock is not None:
             lock.release()
@@ -149,7 +151,8 @@ def _build(
     progress: bool,
     processes: CacheProcesses,
     unwritable: OSError | None,
-    verify: bool = False,
+    verify: bool,
+    rerun: str,
 ) -> dict[str, dict]:
     train, held_out = split_prompts(recipe)
     require_downloaded(needed_from("teacher", recipe.teacher), "recipe cache")
@@ -186,7 +189,7 @@ def _build(
         shards = filter(processes.owns, range(shard_count(len(prompts), spec.shard_size)))
         mine = sum(hi - lo for lo, hi in (shard_rows(shard, len(prompts), spec.shard_size) for shard in shards))
         shown = progress and processes.is_main
-        with tqdm(total=mine, desc=f"cache {split}", disable=not shown) as bar, _write_errors(split_dir):
+        with tqdm(total=mine, desc=f"cache {split}", disable=not shown) as bar, _write_errors(split_dir, rerun):
             report = write_split(
                 split_dir,
                 ids,

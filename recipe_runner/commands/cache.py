@@ -2,6 +2,11 @@
 
 from __future__ import annotations
 
+import os
+import sys
+from collections.abc import Iterator
+from contextlib import contextmanager
+
 import click
 
 from recipe_runner.cli_support import overrides_option, reports_recipe_errors, trust_remote_code_option
@@ -42,8 +47,10 @@ def cache(
 
     loaded = load_recipe(file, overrides, allow_remote_code=allow_remote_code)
     recipe = loaded.recipe
+    commands = NextCommands.of_this_process(file, overrides, allow_remote_code)
     if recipe.family == "logits" and recipe.teacher.answers is not None:
-        _write_answers(recipe, not no_progress, NextCommands.of_this_process(file, overrides, allow_remote_code))
+        with _interrupt_keeps("the answers written so far are kept", commands.command("cache")):
+            _write_answers(recipe, not no_progress, commands)
         return
     why = (
         "its teacher runs beside the student in `recipe run`, on each batch; there is nothing to cache (with "
@@ -51,9 +58,10 @@ def cache(
     )
     require_embedding_family(recipe, "cache", why)
     processes = CacheProcesses(loaded.recipe.hardware)  # several under torchrun: each writes its share
-    reports = build_teacher_cache(
-        loaded.recipe, batch_tokens, progress=not no_progress, processes=processes, verify=verify
-    )
+    with _interrupt_keeps("the finished shards are kept", commands.command("cache", *(["--verify"] if verify else []))):
+        reports = build_teacher_cache(
+            loaded.recipe, batch_tokens, progress=not no_progress, processes=processes, verify=verify, commands=commands
+        )
     for split, report in reports.items():
         for rewritten in report["rewritten"]:  # each process names the damaged shards it rewrote
             click.echo(f"{split}: rewrote damaged shard {rewritten}")
@@ -64,6 +72,18 @@ def cache(
             f"{report['tokens']} tokens, {report['bytes']} bytes on disk ({report['bytes_per_prompt']:.0f} per prompt)"
         )
     processes.close()
+
+
+@contextmanager
+def _interrupt_keeps(kept: str, rerun: str) -> Iterator[None]:
+    """Ctrl-C (or a scheduler's stop) after hours of teacher forwards: what is kept, and the exact command line,
+    with this one's `--set` values, that goes on from there (once, from the first process of a launch)."""
+    try:
+        yield
+    except KeyboardInterrupt:
+        if os.environ.get("RANK", "0") == "0":
+            click.echo(f"\ninterrupted: {kept}; `{rerun}` goes on from there", err=True)
+        sys.exit(130)
 
 
 def _write_answers(recipe, progress: bool, commands) -> None:

@@ -382,7 +382,7 @@ def test_a_full_disk_is_one_clear_error_and_a_rerun_goes_on(tmp_path, monkeypatc
     monkeypatch.setattr(writer, "save_safetensors_atomic", disk_full_on_second)
     with pytest.raises(CacheSetupError, match="No space left on device; the 1 finished shard") as caught:
         build_teacher_cache(recipe, batch_tokens=96, progress=False)
-    assert "rerun `recipe cache`" in str(caught.value)
+    assert "rerun `recipe cache RECIPE`" in str(caught.value)
     monkeypatch.setattr(writer, "save_safetensors_atomic", real_save)
     reports = build_teacher_cache(recipe, batch_tokens=96, progress=False)
     assert reports["train"]["shards_written"] == 2  # shard 0 was kept, shards 1 and 2 written now

@@ -94,3 +94,36 @@ def test_two_processes_share_the_shards_and_write_what_one_would(tmp_path):
     assert "is in use by another `recipe cache`" in refused.stderr  # the first process's own message
     assert "the first process of this launch could not lock it" in refused.stderr  # the other stops as well
     assert "Connection closed" not in refused.stderr  # not a collective that the first process never joined
+
+
+def test_an_interrupted_cache_names_the_command_that_goes_on_and_keeps_its_shards(tmp_path, monkeypatch):
+    import shlex
+
+    from components.cache import writer
+
+    sets = [
+        f"teacher.cache.dir={tmp_path / 'cache dir'}",
+        "teacher.cache.shard_size=4",
+        f"data.train={{path: {PROMPTS / 'train.txt'}, limit: 10}}",
+        "data.eval=null",
+    ]
+    args = ["cache", str(TINY), *[arg for value in sets for arg in ("--set", value)], "--verify"]
+    real_save = writer.save_safetensors_atomic
+
+    def interrupted_on_second(final, tensors, metadata=None):
+        if final.name == writer.shard_name(1):
+            raise KeyboardInterrupt
+        real_save(final, tensors, metadata=metadata)
+
+    monkeypatch.setattr(writer, "save_safetensors_atomic", interrupted_on_second)
+    stopped = CliRunner().invoke(main, [*args, "--no-progress"])
+
+    assert stopped.exit_code == 130, stopped.output
+    said = stopped.stderr.strip().splitlines()[-1]
+    assert said.startswith("interrupted: the finished shards are kept; `"), said
+    line = said.split("`")[1]
+    assert shlex.split(line) == ["recipe", *args]  # the --set values, quoted, and the --verify of this one
+    monkeypatch.setattr(writer, "save_safetensors_atomic", real_save)
+    again = CliRunner().invoke(main, [*shlex.split(line)[1:], "--no-progress"])
+    assert again.exit_code == 0, again.output
+    assert "train: 10 prompts, 2 shard(s) written" in again.stdout  # shard 0 was kept
