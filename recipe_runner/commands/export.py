@@ -30,11 +30,12 @@ def _is_complete(directory: Path) -> bool:
     return (directory / COMPLETE).is_file() and (directory / "model.safetensors").is_file()
 
 
-def find_checkpoint(out_dir: Path, train: str = FROM_PYTHON.command("run")) -> Path:
+def find_checkpoint(out_dir: Path, commands: NextCommands = FROM_PYTHON) -> Path:
     """The newest complete step checkpoint: the state `recipe run` exports at its end, so both give one encoder.
     `best` (kept per stage by eval loss) is exported when asked for with --checkpoint, and when it is newer than
     every step checkpoint: a run killed between writing `best` and its step checkpoint has its end there alone,
-    and `recipe run --resume` exports it too. `train` is the command line a message offers when none exists."""
+    and `recipe run --resume` exports it too. When there is none, the message offers this export's own command
+    lines (`commands`) for the run that writes one."""
     from recipe_runner.trainer.checkpoint import step_checkpoints
     from recipe_runner.trainer.run_dir import saved_step
 
@@ -43,13 +44,18 @@ def find_checkpoint(out_dir: Path, train: str = FROM_PYTHON.command("run")) -> P
     best = _hidden_by_a_swap(root / "best")
     if found and _is_complete(best) and (saved_step(best) or 0) > (saved_step(found[-1]) or 0):
         return best
-    if not found:
-        offer = f"; {best} is whole: pass --checkpoint {best}" if _is_complete(best) else ""
-        raise ExportSetupError(
-            f"no step checkpoint in {root}: train one first with `{train}` (checkpoints are written every "
-            f"output.save_every_steps and at the end of each stage), or pass --checkpoint DIR{offer}"
-        )
-    return found[-1]
+    if found:
+        return found[-1]
+    if _is_complete(best):
+        raise ExportSetupError(f"no step checkpoint in {root}; {best} is whole: pass --checkpoint {best}")
+    if (out_dir / "metrics.jsonl").is_file():  # a plain `recipe run` would refuse to replace that log
+        train = f"the run there stopped before its first one; `{commands.resume}` trains it again from step 0"
+    else:
+        train = f"train one first with `{commands.command('run')}`"
+    raise ExportSetupError(
+        f"no step checkpoint in {root}: {train} (checkpoints are written every output.save_every_steps and at the "
+        "end of each stage), or pass --checkpoint DIR"
+    )
 
 
 def _hidden_by_a_swap(checkpoint: Path) -> Path:
@@ -174,8 +180,8 @@ def export(
     check_target(target, recipe.family)  # before loading anything: only an earlier export may be replaced
     lock = _lock_the_run(run_dir) if target.absolute().parent == run_dir.absolute() else None
     try:
-        train = NextCommands.of_this_process(file, overrides, allow_remote_code).command("run")
-        _export(recipe, run_dir, target, checkpoint_dir, train)
+        commands = NextCommands.of_this_process(file, overrides, allow_remote_code)
+        _export(recipe, run_dir, target, checkpoint_dir, commands)
     finally:
         if lock is not None:
             lock.release()
@@ -203,7 +209,7 @@ def _refuse_another_recipes(checkpoint: Path, recipe: Recipe) -> None:
         )
 
 
-def _export(recipe: Recipe, run_dir: Path, target: Path, checkpoint_dir: str | None, train: str) -> None:
+def _export(recipe: Recipe, run_dir: Path, target: Path, checkpoint_dir: str | None, commands: NextCommands) -> None:
     from components.disk_space import require_free
     from components.export import export_trained
     from components.models import load_tokenizer
@@ -221,7 +227,7 @@ def _export(recipe: Recipe, run_dir: Path, target: Path, checkpoint_dir: str | N
                 f"{checkpoint} is not a complete checkpoint (needs model.safetensors and trainer_state.json){hint}"
             )
     else:
-        checkpoint = find_checkpoint(run_dir, train)
+        checkpoint = find_checkpoint(run_dir, commands)
     _refuse_another_recipes(checkpoint, recipe)
     model, stage_index = load_checkpointed_model(recipe, checkpoint)
     # An earlier export at the target stays until the new one is complete, so the whole export must fit.

@@ -219,6 +219,18 @@ def test_no_checkpoint_is_a_clear_error(tmp_path):
     assert not (tmp_path / "never_trained" / "export").exists()
 
 
+def test_a_run_stopped_before_its_first_checkpoint_is_offered_its_resume(tmp_path):
+    """A plain `recipe run` would refuse to replace the stopped run's metrics.jsonl: the offer is --resume."""
+    overrides = _overrides(tmp_path / "stopped")
+    (tmp_path / "stopped").mkdir()
+    (tmp_path / "stopped" / "metrics.jsonl").write_text('{"step": 1, "loss": 1.0}\n')
+    result = _export(overrides)
+    assert result.exit_code == 1
+    offered = result.stderr.split("stopped before its first one; `")[1].split("`")[0]
+    sets = (arg for o in overrides for arg in ("--set", o))
+    assert shlex.split(offered) == ["recipe", "run", str(TINY), *sets, "--resume"]
+
+
 def test_a_best_hidden_by_a_run_killed_mid_swap_is_read_where_it_is(trained, tmp_path):
     out, overrides, _ = trained
     copy = tmp_path / "run"
