@@ -80,13 +80,19 @@ class HangupTolerantStream:
 
 
 class StopFlag:
-    """Set by SIGINT, SIGTERM or SIGHUP; the loop checks it between optimizer steps, never mid-step."""
+    """Set by SIGINT, SIGTERM or SIGHUP; the loop checks it between optimizer steps, never mid-step.
+
+    The data loader's workers are forked with this handler and get a terminal's Ctrl-C too (it goes to the whole
+    process group): they ignore it and go on making batches for the step in progress, and the one process that
+    saves is the one that speaks."""
 
     def __init__(self) -> None:
         self.raised = False
         self._previous: dict[int, object] = {}
+        self._owner = os.getpid()
 
     def __enter__(self) -> StopFlag:
+        self._owner = os.getpid()
         for sig in stop_signals():
             with contextlib.suppress(ValueError):  # not the main thread (e.g. inside some test runners)
                 self._previous[sig] = signal.signal(sig, self._handle)
@@ -95,6 +101,8 @@ class StopFlag:
     def _handle(self, signum, frame) -> None:
         if signum == getattr(signal, "SIGHUP", None):
             _leave_the_terminal()
+        if os.getpid() != self._owner:  # a loader worker: the main process stops it once it has saved
+            return
         if self.raised:  # a second Ctrl-C means "now"
             raise KeyboardInterrupt
         self.raised = True

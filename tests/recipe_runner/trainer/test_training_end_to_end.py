@@ -64,13 +64,14 @@ def _set_args(overrides: list[str]) -> list[str]:
 
 
 def _start_run(recipe: Path, sets: list[str]) -> subprocess.Popen:
-    """`recipe run` in its own process, so that a test can kill or interrupt it."""
+    """`recipe run` in its own process group, so that a test can kill or interrupt it as a terminal does."""
     return subprocess.Popen(
         _recipe_cmd("run", str(recipe), "--no-progress", *sets),
         env=_env(),
         stdout=subprocess.PIPE,
         stderr=subprocess.PIPE,
         text=True,
+        start_new_session=True,
     )
 
 
@@ -129,14 +130,17 @@ def test_sigkill_then_resume_reaches_same_final_step(tiny_recipe_path, tiny_over
 
 
 def test_ctrl_c_saves_a_checkpoint_and_exits_cleanly(tiny_recipe_path, tiny_overrides, tmp_path):
-    overrides = short_run(tiny_overrides, steps=400, save_every=20)
+    """Ctrl-C in a terminal reaches the whole process group, the data loader's worker included: one process
+    saves and says so."""
+    overrides = [*short_run(tiny_overrides, steps=400, save_every=20), "hardware.num_workers=1"]
     sets = _set_args(overrides)
     proc = _start_run(tiny_recipe_path, sets)
     _wait_for_checkpoint(proc, tmp_path / "run" / "checkpoints", at_least=20)
-    proc.send_signal(signal.SIGINT)
+    os.killpg(proc.pid, signal.SIGINT)
     out, err = proc.communicate(timeout=60)
     assert proc.returncode == 130, err
     assert "interrupted at step" in err and "Traceback" not in err
+    assert err.count("stopping:") == 1, err
     interrupted = int(err.split("interrupted at step ")[1].split(";")[0])
     assert any(p.name == f"step-{interrupted:08d}" for p in step_checkpoints(tmp_path / "run" / "checkpoints"))
     # The command offered is this run's, --set values and all: the recipe file alone names another run.
