@@ -49,7 +49,7 @@ class CheckpointWriter:
                 tqdm.write(f"warning: {exc}; it keeps its earlier weights, training goes on", file=sys.stderr)
                 target = None
             except OSError as exc:
-                raise write_failed(self.root, target, exc, self.then) from None
+                raise write_failed(self.root, target, exc, self.then, self.keep_last) from None
             if name is None:
                 self._say_kept(prune(self.root, self.keep_last))
             if target is not None:

@@ -31,12 +31,30 @@ _CONFIG_ALLOWANCE = 64 << 10  # the export's config and manifest JSON
 
 @dataclass(frozen=True)
 class DiskNeed:
-    """The largest checkpoint of any stage, how many can be on disk at once, and the export."""
+    """The largest checkpoint of any stage, the settings that say how many can be on disk at once, and the
+    export."""
 
     checkpoint_bytes: int
-    copies: int
+    keep_last: int
+    keeps_best: bool  # keep_best, in a run that evaluates
     export_bytes: int
-    kept: str  # why `copies` checkpoints, in words
+
+    @property
+    def copies(self) -> int:
+        """The kept step checkpoints, `best`, and the one being written."""
+        return self.keep_last + int(self.keeps_best) + 1
+
+    @property
+    def kept(self) -> str:
+        return f"output.keep_last {self.keep_last}{', the best' if self.keeps_best else ''}, one being written"
+
+    def fewer_checkpoints(self) -> str:
+        """The settings that keep fewer checkpoints, among those not at their least already."""
+        fewer = [
+            *(["--set output.keep_last=1"] if self.keep_last > 1 else []),
+            *(["--set output.keep_best=false"] if self.keeps_best else []),
+        ]
+        return f", or keep fewer checkpoints ({', '.join(fewer)})" if fewer else ""
 
     @property
     def total_bytes(self) -> int:
@@ -89,13 +107,11 @@ def disk_need(model: nn.Module, recipe: Recipe) -> DiskNeed:
     """What the run keeps at most, from a DistillModel (real or meta) in the dtypes training gives it."""
     output = recipe.output
     evaluates = recipe.data.eval is not None or recipe.data.eval_fraction > 0
-    best = output.keep_best and evaluates
-    kept = f"output.keep_last {output.keep_last}{', the best' if best else ''}, one being written"
     return DiskNeed(
         checkpoint_bytes=max(stage_checkpoint_bytes(model, stage) for stage in recipe.stages),
-        copies=output.keep_last + 1 + int(best),
+        keep_last=output.keep_last,
+        keeps_best=output.keep_best and evaluates,
         export_bytes=export_bytes(model) if output.export else 0,
-        kept=kept,
     )
 
 
@@ -106,13 +122,11 @@ def check_disk_space(out_dir: Path, need: DiskNeed) -> None:
     elsewhere = "write elsewhere (--set output.dir=...)"
     require_writable(checkpoints, "the run's checkpoints", f"make it writable, or {elsewhere}")
     already = bytes_under(checkpoints)
-    remedies = (
-        f"free space, {elsewhere}, or keep fewer checkpoints (--set output.keep_last=1, --set output.keep_best=false)"
-    )
+    remedies = f"free space, or {elsewhere}{need.fewer_checkpoints()}"
     if not need.export_bytes or same_disk(checkpoints, export):
         require_free(checkpoints, need.total_bytes - already, f"this run keeps {need.describe()}", remedies)
         return
-    only_checkpoints = DiskNeed(need.checkpoint_bytes, need.copies, 0, need.kept)
+    only_checkpoints = DiskNeed(need.checkpoint_bytes, need.keep_last, need.keeps_best, 0)
     require_free(checkpoints, only_checkpoints.total_bytes - already, f"this run keeps {only_checkpoints.describe()}",
                  remedies)  # fmt: skip
     require_free(export, need.export_bytes, f"the export at the end takes {size_in_words(need.export_bytes)}",

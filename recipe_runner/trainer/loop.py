@@ -267,7 +267,7 @@ class Trainer:
         except OSError as exc:  # the metrics log on a full or vanished disk: checkpoints have their own message
             target = Path(exc.filename) if exc.filename else self.out
             then = f"then continue with `{self.commands.resume}`"
-            raise write_failed(self.checkpoints, target, exc, then) from None
+            raise write_failed(self.checkpoints, target, exc, then, self.recipe.output.keep_last) from None
         else:
             leave_stage(self.parts.model, stage)
             return last
@@ -457,7 +457,7 @@ class Trainer:
             return export_trained(self.out / "export", self.recipe, model, self.parts.student_tokenizer)
         except OSError as exc:
             then = f"then `{self.commands.command('export')}` writes it"
-            raise write_failed(self.checkpoints, self.out / "export", exc, then) from None
+            raise write_failed(self.checkpoints, self.out / "export", exc, then, self.recipe.output.keep_last) from None
         except KeyboardInterrupt:  # Ctrl-C, SIGTERM or a hangup: training is done and saved, the export is not
             raise TrainingInterrupted(
                 f"interrupted while writing the export, after training finished "

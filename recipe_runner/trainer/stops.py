@@ -190,7 +190,7 @@ def data_failed(checkpoints: Path, step: int, reason: str, commands: NextCommand
     )
 
 
-def write_failed(checkpoints: Path, target: Path, exc: OSError, then: str) -> CheckpointWriteError:
+def write_failed(checkpoints: Path, target: Path, exc: OSError, then: str, keep_last: int) -> CheckpointWriteError:
     """Names what failed, what is intact (the write went to a temporary name) and how much room it needs."""
     kept = step_checkpoints(checkpoints)
     if kept:
@@ -198,7 +198,8 @@ def write_failed(checkpoints: Path, target: Path, exc: OSError, then: str) -> Ch
     else:
         intact = "no earlier checkpoint exists"
     refused = exc.errno in (errno.EROFS, errno.EACCES, errno.EPERM)
-    remedy = "Make it writable again" if refused else "Free space there (or lower output.keep_last)"
+    fewer = f" (or lower output.keep_last, now {keep_last})" if keep_last > 1 else ""
+    remedy = "Make it writable again" if refused else f"Free space there{fewer}"
     return CheckpointWriteError(
         f"could not write {target}: {exc.strerror or exc}; {intact} (a checkpoint is never left half-written). "
         f"{remedy}, {then}."

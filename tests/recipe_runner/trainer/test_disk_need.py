@@ -116,7 +116,7 @@ def test_the_plan_sizes_the_disk_as_the_run_does(tiny_recipe_path, tmp_path):
 
 
 def test_checkpoints_already_on_disk_count_towards_what_is_kept(tmp_path, monkeypatch):
-    need = DiskNeed(checkpoint_bytes=1000, copies=3, export_bytes=0, kept="test")
+    need = DiskNeed(checkpoint_bytes=1000, keep_last=1, keeps_best=True, export_bytes=0)
     old = tmp_path / "checkpoints" / "step-00000010"
     old.mkdir(parents=True)
     (old / "model.safetensors").write_bytes(b"x" * 1000)
@@ -128,7 +128,7 @@ def test_checkpoints_already_on_disk_count_towards_what_is_kept(tmp_path, monkey
 
 
 def test_checkpoints_linked_to_another_disk_are_sized_there(tmp_path, monkeypatch):
-    need = DiskNeed(checkpoint_bytes=1000, copies=3, export_bytes=500, kept="test")
+    need = DiskNeed(checkpoint_bytes=1000, keep_last=1, keeps_best=True, export_bytes=500)
     small = tmp_path / "small"
     small.mkdir()
     (tmp_path / "run").mkdir()
@@ -141,7 +141,7 @@ def test_checkpoints_linked_to_another_disk_are_sized_there(tmp_path, monkeypatc
 def test_on_two_disks_checkpoints_and_export_are_each_sized_on_their_own(tmp_path, monkeypatch):
     from recipe_runner.trainer import disk_need as module
 
-    need = DiskNeed(checkpoint_bytes=1000, copies=3, export_bytes=500, kept="test")
+    need = DiskNeed(checkpoint_bytes=1000, keep_last=1, keeps_best=True, export_bytes=500)
     monkeypatch.setattr(module, "same_disk", lambda first, second: False)
     monkeypatch.setattr(shutil, "disk_usage", lambda path: Usage(10**9, 0, 3000))
     check_disk_space(tmp_path, need)  # 3000 for the checkpoints; the export's 500 is on the other disk
@@ -166,7 +166,7 @@ def test_a_read_only_checkpoints_folder_is_refused_before_anything_loads(tmp_pat
         raise OSError(errno.EROFS, "Read-only file system")
 
     monkeypatch.setattr(tempfile, "TemporaryFile", read_only)
-    need = DiskNeed(checkpoint_bytes=1, copies=1, export_bytes=0, kept="test")
+    need = DiskNeed(checkpoint_bytes=1, keep_last=1, keeps_best=False, export_bytes=0)
     with pytest.raises(NotWritable) as caught:
         check_disk_space(tmp_path, need)
     assert str(caught.value) == (
@@ -195,6 +195,18 @@ def test_a_run_that_would_fill_the_disk_is_refused_before_it_writes_anything(
     assert sorted(p.name for p in run_dir.iterdir()) == [".recipe-run.lock"]
     monkeypatch.setattr(shutil, "disk_usage", lambda path: Usage(10**9, 0, 1 << 40))
     Trainer(recipe, progress=False).lock.release()  # the refused run let go of the directory
+
+
+def test_fewer_checkpoints_are_asked_for_only_where_the_recipe_keeps_more_than_the_least():
+    least = DiskNeed(checkpoint_bytes=1000, keep_last=1, keeps_best=False, export_bytes=0)
+    assert least.copies == 2 and least.fewer_checkpoints() == ""
+    best_only = DiskNeed(checkpoint_bytes=1000, keep_last=1, keeps_best=True, export_bytes=0)
+    assert best_only.fewer_checkpoints() == ", or keep fewer checkpoints (--set output.keep_best=false)"
+    both = DiskNeed(checkpoint_bytes=1000, keep_last=3, keeps_best=True, export_bytes=0)
+    assert both.copies == 5
+    assert both.fewer_checkpoints() == (
+        ", or keep fewer checkpoints (--set output.keep_last=1, --set output.keep_best=false)"
+    )
 
 
 def test_the_export_allowance_covers_a_written_export(tiny_recipe_path, tmp_path):

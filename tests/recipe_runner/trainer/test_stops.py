@@ -84,14 +84,15 @@ def test_the_progress_bar_drops_writes_to_a_hung_up_terminal_and_nothing_else():
 
 
 @pytest.mark.parametrize(
-    ("code", "advice"),
+    ("code", "keep_last", "advice"),
     [
-        (errno.ENOSPC, "Free space there (or lower output.keep_last), then"),
-        (errno.EROFS, "Make it writable again, then"),
+        (errno.ENOSPC, 3, "Free space there (or lower output.keep_last, now 3), then"),
+        (errno.ENOSPC, 1, "Free space there, then"),
+        (errno.EROFS, 3, "Make it writable again, then"),
     ],
 )
-def test_a_failed_write_asks_for_space_or_for_write_access_as_the_cause_was(tmp_path, code, advice):
-    error = write_failed(tmp_path, tmp_path / "best", OSError(code, "reason"), "then go on")
+def test_a_failed_write_asks_for_space_or_for_write_access_as_the_cause_was(tmp_path, code, keep_last, advice):
+    error = write_failed(tmp_path, tmp_path / "best", OSError(code, "reason"), "then go on", keep_last)
     assert str(error) == (
         f"could not write {tmp_path / 'best'}: reason; no earlier checkpoint exists (a checkpoint is never left "
         f"half-written). {advice} go on."
