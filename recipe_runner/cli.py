@@ -71,16 +71,22 @@ def validate(files: tuple[str, ...], overrides: tuple[str, ...], allow_remote_co
     problems = []
     for file in files:
         try:
-            loaded = load_recipe(file, overrides, allow_remote_code=allow_remote_code)
-            recipe = loaded.recipe
-            click.echo(f"{file}: ok")
-            for warning in recipe_warnings(loaded):
-                click.echo(as_warning(warning), err=True)
-            note = download_note(recipe.teacher, recipe.student)
-            if note:
-                click.echo(f"{file}: {note}" if len(files) > 1 else note, err=True)  # whose note, among several
+            loaded, checked = load_recipe(file, overrides, allow_remote_code=allow_remote_code), True
         except RecipeError as exc:
             problems += exc.problems
+            # A recipe whose schema holds but whose checks fail (a missing file, say) has its warnings said too:
+            # fixing the errors should not reveal a second list.
+            try:
+                loaded, checked = load_recipe(file, overrides, check=False), False
+            except RecipeError:
+                continue
+        if checked:
+            click.echo(f"{file}: ok")
+        for warning in recipe_warnings(loaded):
+            click.echo(as_warning(warning), err=True)
+        note = download_note(loaded.recipe.teacher, loaded.recipe.student) if checked else None
+        if note:
+            click.echo(f"{file}: {note}" if len(files) > 1 else note, err=True)  # whose note, among several
     if problems:
         exit_with_problems(RecipeError(problems))
 

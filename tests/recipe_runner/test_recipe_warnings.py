@@ -50,6 +50,17 @@ def test_validate_and_plan_say_them_and_still_pass() -> None:
     assert "stages[0].min_lr.student: unused" in planned.stdout and "t5_to_qwen_tiny.yaml:40:" in planned.stdout
 
 
+def test_validate_says_them_beside_the_errors_of_a_recipe_whose_schema_holds(tmp_path) -> None:
+    args = [str(TINY), "--set", "stages.0.trainable=[bolt_on]", "--set", f"data.train={tmp_path / 'missing.txt'}"]
+    validated = CliRunner().invoke(main, ["validate", *args])
+    assert validated.exit_code == 2 and ": ok" not in validated.stdout, validated.output
+    assert validated.stderr.count("warning: ") == 2 and "stages[0].lr.student: unused" in validated.stderr
+    assert "missing.txt" in validated.stderr and "1 problem found." in validated.stderr
+    # A recipe the schema refuses has no values to weigh: its errors alone.
+    broken = CliRunner().invoke(main, ["validate", *args, "--set", "stages.0.steps=-1"])
+    assert broken.exit_code == 2 and "warning: " not in broken.stderr, broken.output
+
+
 def test_a_bolt_on_rate_in_a_recipe_without_bolt_on_asks_only_for_its_removal() -> None:
     logits = TINY.with_name("qwen_logits_tiny.yaml")
     [said] = [str(w) for w in recipe_warnings(load_recipe(logits, ["stages.0.lr.bolt_on=1e-3"]))]
