@@ -95,12 +95,13 @@ class Trainer:
     def _prepare(self, resume: bool, progress: bool) -> None:
         recipe = self.recipe
         self.resume_from = choose_start(self.out, resume, first_process(), recipe.recipe, self.commands.resume)
-        self.train_prompts_sha = prompts_digest(split_prompts(recipe)[0])
+        train, held_out = split_prompts(recipe)
+        self.prompts_sha = (prompts_digest(train), prompts_digest(held_out) if held_out else None)
         self.resume_report = self._check_resume() if self.resume_from else None
         self.progress = progress
         self.accelerator = build_accelerator(recipe)
         check_launch(recipe, self.accelerator)
-        record = run_record(recipe, self.train_prompts_sha)  # (`resume` is a flag in here)
+        record = run_record(recipe, *self.prompts_sha)  # (`resume` is a flag in here)
         self.writer = CheckpointWriter(
             self.accelerator, self.checkpoints, recipe.output.keep_last, record, self.commands.resume
         )
@@ -134,7 +135,8 @@ class Trainer:
             raise damaged_checkpoint(self.resume_from, exc, self.commands.resume) from None
         if record is None:
             return None
-        report = resume.compare(record, self.recipe, self.train_prompts_sha, position.stage)
+        train_sha, eval_sha = self.prompts_sha
+        report = resume.compare(record, self.recipe, train_sha, position.stage, eval_sha)
         resume.check_resumable(self.resume_from, report)
         return report
 

@@ -34,9 +34,14 @@ class ResumeReport:
     changes: list[str] = field(default_factory=list)
 
 
-def run_record(recipe: Recipe, train_prompts_sha256: str) -> dict[str, Any]:
-    """What a checkpoint stores about the run that wrote it."""
-    return {"recipe": recipe.model_dump(mode="json"), "train_prompts_sha256": train_prompts_sha256}
+def run_record(recipe: Recipe, train_prompts_sha256: str, eval_prompts_sha256: str | None = None) -> dict[str, Any]:
+    """What a checkpoint stores about the run that wrote it: the recipe, and digests of the prompts it trained and
+    evaluated on (a file edited in place changes no recipe value)."""
+    return {
+        "recipe": recipe.model_dump(mode="json"),
+        "train_prompts_sha256": train_prompts_sha256,
+        "eval_prompts_sha256": eval_prompts_sha256,
+    }
 
 
 def _flatten(value: Any, prefix: str = "") -> dict[str, Any]:
@@ -86,8 +91,15 @@ def _differences(saved: dict[str, Any], now: dict[str, Any]) -> list[str]:
     return lines
 
 
-def compare(record: dict[str, Any], recipe: Recipe, train_prompts_sha256: str, stage_index: int) -> ResumeReport:
-    """Blocking differences first (see the module docstring), then every other changed recipe value."""
+def compare(
+    record: dict[str, Any],
+    recipe: Recipe,
+    train_prompts_sha256: str,
+    stage_index: int,
+    eval_prompts_sha256: str | None = None,
+) -> ResumeReport:
+    """Blocking differences first (see the module docstring), then every other changed recipe value, and eval
+    prompts that changed under the same recipe values."""
     saved = record["recipe"]
     now = recipe.model_dump(mode="json")
     report = ResumeReport()
@@ -125,7 +137,15 @@ def compare(record: dict[str, Any], recipe: Recipe, train_prompts_sha256: str, s
         )
     report.blocking += _order_and_vocabulary_changes(saved, now)
     report.changes = _differences(saved, now) + _floors_that_follow(saved, now)
+    saved_eval = record.get("eval_prompts_sha256")
+    said = any(change.startswith((EVAL_CHANGE, "data.eval.")) for change in report.changes)
+    if None not in (saved_eval, eval_prompts_sha256) and saved_eval != eval_prompts_sha256 and not said:
+        source = (recipe.data.eval or recipe.data.train).path
+        report.changes.append(f"{EVAL_CHANGE} the prompts in {source} are not the ones it was evaluated on")
     return report
+
+
+EVAL_CHANGE = "data.eval:"  # how a change list names the eval prompts as a whole
 
 
 def _floors_that_follow(saved: dict[str, Any], now: dict[str, Any]) -> list[str]:
@@ -147,7 +167,7 @@ def eval_loss_reweighed(report: ResumeReport | None, stage_index: int) -> list[s
     kept by: its loss terms (which, their weights, their settings) and the eval prompts."""
     if report is None:
         return []
-    prefixes = (f"stages.{stage_index}.losses.", f"stages.{stage_index}.losses (count)", "data.eval.", "data.eval:")
+    prefixes = (f"stages.{stage_index}.losses.", f"stages.{stage_index}.losses (count)", "data.eval.", EVAL_CHANGE)
     return [change for change in report.changes if change.startswith(prefixes)]
 
 

@@ -435,3 +435,23 @@ def test_a_reweighed_loss_restarts_the_best_comparison_and_a_moved_floor_is_list
     err = capsys.readouterr().err
     assert "note: the eval loss is measured otherwise from here on (stages.0.losses.0.weight: 1.0 -> 100.0)" in err
     assert "stages.0.min_lr.student (unset, so lr/10): 0.0001 -> 5e-05" in err
+
+
+def test_eval_prompts_edited_in_place_restart_the_best_comparison(tiny_recipe_path, tiny_overrides, tmp_path, capsys):
+    """No recipe value changes when the eval file is rewritten under its own name: its digest in the checkpoint
+    says that `best` was measured on other prompts."""
+    eval_file = tmp_path / "eval.txt"
+    eval_file.write_text("a red bicycle\na cat on a sofa\na mountain lake at dawn\n")
+    overrides = [*tiny_overrides, f"data.eval={eval_file}"]
+    _train(tiny_recipe_path, _short(overrides, 4))
+    best = tmp_path / "run" / "checkpoints" / "best" / "trainer_state.json"
+    assert json.loads(best.read_text())["global_step"] == 4
+    capsys.readouterr()
+    _train(tiny_recipe_path, _short(overrides, 5), resume=True)  # the same prompts: `best` is compared as before
+    assert "measured otherwise" not in capsys.readouterr().err
+    eval_file.write_text("an old map of a harbour city with ships\nthree lemons in a bowl\n")
+    _train(tiny_recipe_path, _short(overrides, 6), resume=True)
+    assert json.loads(best.read_text())["global_step"] == 6
+    err = capsys.readouterr().err
+    said = f"(data.eval: the prompts in {eval_file} are not the ones it was evaluated on)"
+    assert f"note: the eval loss is measured otherwise from here on {said}" in err, err
