@@ -43,7 +43,7 @@ from recipe_runner.trainer.parts import RunParts, build_parts, live_teacher_note
 from recipe_runner.trainer.preflight import check_before_loading
 from recipe_runner.trainer.resume import run_record
 from recipe_runner.trainer.run_dir import DirectoryLock, choose_start, first_process
-from recipe_runner.trainer.run_log import LossWindow, MetricsLog, write_run_info
+from recipe_runner.trainer.run_log import LossWindow, MetricsLog, metrics_line, write_run_info
 from recipe_runner.trainer.save_clock import SaveClock
 from recipe_runner.trainer.stage_setup import enter_stage, leave_stage, parameters_by_part
 from recipe_runner.trainer.stops import (
@@ -241,7 +241,7 @@ class Trainer:
                 file=sys.stderr,
             )
         enter_stage(self.parts.model, stage, recipe.hardware.trained_weights)
-        optimizer, self.scheduler, _ = build_optimizer(
+        optimizer, self.scheduler, self.group_parts = build_optimizer(
             stage,
             parameters_by_part(self.parts.model),
             total,
@@ -289,7 +289,7 @@ class Trainer:
                     f"({last_checkpoint(self.checkpoints, 'the last checkpoint')}); continue with "
                     f"`{self.commands.resume}`"
                 )
-            self.metrics.write(position.global_step, {"stage": stage.name, **first})
+            self._log(position.global_step, {"stage": stage.name, **first})
         last: dict[str, float] = {}
         if position.eval_pending:
             last = self._pending_evaluation(objective, position, stop)
@@ -323,12 +323,17 @@ class Trainer:
                     if agreed["nonfinite"]:
                         raise diverged(self.checkpoints, step)
                 if logging:
-                    lrs = {f"lr/{i}": lr for i, lr in enumerate(self.scheduler.get_last_lr())}
+                    # One rate per part (its decayed and undecayed weights share it), named as the recipe names it.
+                    lrs = {
+                        f"lr/{part}": lr
+                        for part, lr in zip(self.group_parts, self.scheduler.get_last_lr(), strict=True)
+                    }
                     values = {"stage": stage.name, **window.take(), **lrs}
-                    self.metrics.write(step, values)
+                    # Without a bar (--no-progress, a log file) each row is a line too; with one, its figures.
+                    self._log(step, values, f"{position.stage_step}/{total}", said=not bar.disable)
                     bar.set_postfix(
                         loss=f"{values['loss']:.4f}",
-                        lr=f"{values['lr/0']:.2e}",
+                        lr=f"{next(iter(lrs.values())):.2e}",
                         tok_s=f"{values['tokens_per_s']:.0f}",
                     )
                 if evaluating:  # the weights may be kept as `best`
@@ -352,9 +357,15 @@ class Trainer:
                 position.loss_window = None
         return last
 
+    def _log(self, step: int, values: dict, of: str = "", said: bool = False) -> None:
+        """A metrics row, also as a line on stderr (above the progress bar) unless the bar `said` it already."""
+        self.metrics.write(step, values)
+        if not said and self.accelerator.is_main_process and len(values) > 1:  # more than the stage's name
+            tqdm.write(metrics_line(step, values, of), file=HangupTolerantStream(sys.stderr))
+
     def _record_evaluation(self, position: Position, stage: str, metrics: dict[str, float]) -> None:
         """Log an evaluation of the current weights, and keep them as the best checkpoint when they are."""
-        self.metrics.write(position.global_step, {"stage": stage, **metrics})
+        self._log(position.global_step, {"stage": stage, **metrics})
         better = position.best_eval is None or metrics["eval/loss"] < position.best_eval
         if self.recipe.output.keep_best and better:
             position.best_eval = metrics["eval/loss"]

@@ -109,6 +109,16 @@ class MetricsLog:
             self.tensorboard.close()
 
 
+def metrics_line(step: int, values: dict[str, float | int | str], of: str = "") -> str:
+    """A metrics row as one line of a log file (a run under nohup or a scheduler has no progress bar):
+    `step 120 (distill 120/3000): loss 0.1234, tokens_per_s 5120, lr/student 0.0001`. `of` follows the stage.
+    The headline figures only (names with at most one `/`); each loss term's stays in metrics.jsonl."""
+    numbers = ", ".join(
+        f"{key} {value:.4g}" for key, value in values.items() if isinstance(value, (int, float)) and key.count("/") < 2
+    )
+    return f"step {step} ({values.get('stage', '')}{f' {of}' if of else ''}): {numbers}"
+
+
 class LossWindow:
     """Mean loss and real tokens/s since the last metrics line, over every process. The loss adds up on the
     device, so a step never waits for it; `take` (every process, at logging steps only) reads it in one sync and

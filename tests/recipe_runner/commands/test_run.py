@@ -31,3 +31,34 @@ def test_the_recipes_warnings_come_first_with_their_place(tmp_path):
     assert result.exit_code == 1, result.output
     first = result.stderr.splitlines()[0]
     assert first.startswith("warning: ") and "t5_to_qwen_tiny.yaml:39:" in first and "lr.student: unused" in first
+
+
+def test_without_a_progress_bar_each_metrics_row_is_a_line_of_the_log(tmp_path):
+    """A run under nohup or a scheduler logs with --no-progress: its loss, learning rate per part and evaluations
+    reach the log file as lines, the headline figures of metrics.jsonl."""
+    import json
+
+    sets = [
+        f"output.dir={tmp_path / 'run'}",
+        f"teacher.cache.dir={tmp_path / 'cache'}",
+        "stages.0.epochs=null",
+        "stages.0.steps=4",
+        "stages.0.warmup_steps=0",
+        "output.log_every_steps=2",
+        "output.eval_every_steps=4",
+        "output.export=false",
+    ]
+    result = CliRunner().invoke(main, ["run", str(TINY), "--no-progress", *(a for s in sets for a in ("--set", s))])
+    assert result.exit_code == 0, result.output
+    lines = [line for line in result.stderr.splitlines() if line.startswith("step ")]
+    assert [line.split(":")[0] for line in lines] == [
+        "step 0 (distill)",
+        "step 2 (distill 2/4)",
+        "step 4 (distill 4/4)",
+        "step 4 (distill)",
+    ], lines
+    rows = [json.loads(row) for row in (tmp_path / "run" / "metrics.jsonl").read_text().splitlines()]
+    trained = next(row for row in rows if row["step"] == 2)
+    assert set(trained) >= {"loss", "lr/student", "lr/bolt_on"}  # named by part, as the recipe names them
+    assert lines[1].endswith(f"lr/student {trained['lr/student']:.4g}, lr/bolt_on {trained['lr/bolt_on']:.4g}")
+    assert lines[3].startswith("step 4 (distill): eval/loss ") and "eval/terms/" not in lines[3]

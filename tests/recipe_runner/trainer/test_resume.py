@@ -43,7 +43,7 @@ def test_a_new_learning_rate_applies_after_resume_and_the_old_recipe_is_kept(
     lowered = _short(tiny_overrides, 6, "stages.0.lr.student=1.0e-4")
     _train(tiny_recipe_path, lowered, resume=True)
 
-    lrs = {row["step"]: row["lr/0"] for row in _rows(run_dir) if "lr/0" in row}
+    lrs = {row["step"]: row["lr/student"] for row in _rows(run_dir) if "lr/student" in row}
     assert lrs[4] == pytest.approx(1.0e-3) and lrs[5] == pytest.approx(1.0e-4) and lrs[6] == pytest.approx(1.0e-4)
     err = capsys.readouterr().err
     assert (
