@@ -17,6 +17,7 @@ from recipe_runner.family_checks import (
 )
 from recipe_runner.file_checks import file_problems, weights_problems
 from recipe_runner.loader import LoadedRecipe
+from recipe_runner.schema_errors import with_overrides
 from recipe_runner.trainer.loader_workers import shared_memory_shortfall
 from schemas import Recipe
 from schemas.bolt_on import RMSNormLayer, TransformerLayer
@@ -327,8 +328,13 @@ def stage_problems(loaded: LoadedRecipe, stages: list[tuple[int, Stage]]) -> lis
             if lr is None:
                 problems.append(loaded.problem(here + ("lr",), f"no learning rate for trainable part {part!r}"))
             elif stage.min_lr.get(part) is not None and stage.min_lr.get(part) > lr:
+                lr_from = loaded.tree.position_of(here + ("lr", part))
+                given = with_overrides([lr_from]) if lr_from.is_override else ""
                 problems.append(
-                    loaded.problem(here + ("min_lr", part), f"min_lr {stage.min_lr.get(part)} is above lr {lr}")
+                    loaded.problem(
+                        here + ("min_lr", part),
+                        f"min_lr {stage.min_lr.get(part)} is above lr {lr}{given}: lower it, or set it to null (lr/10)",
+                    )
                 )
         if stage.student_lora is not None and "student" not in stage.trainable:
             problems.append(loaded.problem(here + ("student_lora",), "LoRA needs `student` in `trainable`"))

@@ -24,7 +24,7 @@ overrides_option = click.option(
     "overrides",
     multiple=True,
     metavar="KEY.PATH=VALUE",
-    help="Override a recipe value, e.g. --set stages.0.lr.student=1e-5 (repeatable).",
+    help="Override a recipe value, e.g. --set stages.0.lr.student=5e-4 (repeatable).",
 )
 
 trust_remote_code_option = click.option(

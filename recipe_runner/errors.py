@@ -20,6 +20,14 @@ class Position:
         shown = _relative(self.file)
         return f"{shown}:{self.line}:{self.col}" if self.line else shown
 
+    @property
+    def is_override(self) -> bool:
+        """A `--set` on the command line, not a place in a file."""
+        return self.file.startswith(OVERRIDE_PREFIX)
+
+
+OVERRIDE_PREFIX = "--set #"  # how a Position names a command-line override: `--set #2 (KEY=VALUE)`
+
 
 def _relative(file: str) -> str:
     if not os.path.isabs(file):

@@ -11,7 +11,7 @@ from typing import Any
 from pydantic import BaseModel, ValidationError
 
 from components.registry import broken_type_hint
-from recipe_runner.errors import Path_, Problem, dotted
+from recipe_runner.errors import Path_, Position, Problem, dotted
 from recipe_runner.yaml_source import SourcedTree, value_at
 
 
@@ -186,6 +186,11 @@ def _family_hint(data: Any, loc: Path_, err: dict[str, Any]) -> str:
     )
 
 
+def with_overrides(overrides: list[Position]) -> str:
+    """` (with --set #1 (KEY=VALUE))`: the command-line values a problem placed in a file also comes from."""
+    return f" (with {', '.join(str(where) for where in overrides)})" if overrides else ""
+
+
 def problems_from_validation(exc: ValidationError, tree: SourcedTree, root: type[BaseModel]) -> list[Problem]:
     problems = []
     for err in exc.errors(include_url=False):
@@ -195,5 +200,7 @@ def problems_from_validation(exc: ValidationError, tree: SourcedTree, root: type
             loc = loc + ("type",)
         position = tree.position_of(loc)
         message = _message(err, root, loc, tree.data) + _family_hint(tree.data, loc, err)
+        if err["type"] == "value_error" and not position.is_override:  # a rule across values, placed in the file
+            message += with_overrides(tree.overrides_within(loc))
         problems.append(Problem(position, dotted(loc), message))
     return problems

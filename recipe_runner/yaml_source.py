@@ -13,7 +13,7 @@ from ruamel.yaml.comments import CommentedMap, CommentedSeq, TaggedScalar
 from ruamel.yaml.constructor import DuplicateKeyError
 from ruamel.yaml.error import MarkedYAMLError
 
-from recipe_runner.errors import Path_, Position, Problem, RecipeError, dotted
+from recipe_runner.errors import OVERRIDE_PREFIX, Path_, Position, Problem, RecipeError, dotted
 from recipe_runner.path_problems import resolve_or_reason
 
 
@@ -31,6 +31,12 @@ class SourcedTree:
             if found is not None:
                 return found
         return Position("<recipe>")
+
+    def overrides_within(self, path: Path_) -> list[Position]:
+        """The `--set`s that wrote values under `path`: a problem of several values placed in the file may be
+        one that a command-line value made."""
+        found = [where for known, where in self.positions.items() if known[: len(path)] == path and where.is_override]
+        return list(dict.fromkeys(found))
 
 
 def _yaml() -> YAML:
@@ -364,7 +370,7 @@ def load_tree(file: Path, _chain: tuple[Path, ...] = ()) -> SourcedTree:
 
 def _parse_override(text: str) -> tuple[Path_, Any]:
     if "=" not in text:
-        raise ValueError("expected KEY.PATH=VALUE, e.g. stages.0.lr.student=1e-5")
+        raise ValueError("expected KEY.PATH=VALUE, e.g. stages.0.lr.student=5e-4")
     key, raw = text.split("=", 1)
     parts: list[str | int] = [int(p) if p.isdigit() else p for p in key.strip().split(".")]
     if not key.strip() or any(p == "" for p in parts):
@@ -385,7 +391,7 @@ def apply_overrides(tree: SourcedTree, overrides: list[str] | tuple[str, ...]) -
     """`--set a.b.0.c=VALUE`: VALUE is read as YAML, then checked by the schema like any other value."""
     problems: list[Problem] = []
     for number, text in enumerate(overrides, 1):
-        where = Position(f"--set #{number} ({text})")
+        where = Position(f"{OVERRIDE_PREFIX}{number} ({text})")
         try:
             path, value = _parse_override(text)
         except Exception as exc:
@@ -395,9 +401,7 @@ def apply_overrides(tree: SourcedTree, overrides: list[str] | tuple[str, ...]) -
         for depth, part in enumerate(path[:-1]):
             nxt = _child(node, part)
             if isinstance(node, list) and not (isinstance(part, int) and part < len(node)):
-                problems.append(
-                    Problem(where, dotted(path[: depth + 1]), f"no list item {part!r} (list has {len(node)} items)")
-                )
+                problems.append(Problem(where, dotted(path[: depth + 1]), _no_item(part, path[:depth], node)))
                 break
             if nxt is None and isinstance(node, dict) and isinstance(part, str):
                 nxt = node[part] = {}
@@ -412,7 +416,7 @@ def apply_overrides(tree: SourcedTree, overrides: list[str] | tuple[str, ...]) -
         else:
             last = path[-1]
             if isinstance(node, list) and not (isinstance(last, int) and last < len(node)):
-                problems.append(Problem(where, dotted(path), f"no list item {last!r} (list has {len(node)} items)"))
+                problems.append(Problem(where, dotted(path), _no_item(last, path[:-1], node)))
                 continue
             node[last] = value
             for known in [p for p in tree.positions if p[: len(path)] == path]:
@@ -420,6 +424,15 @@ def apply_overrides(tree: SourcedTree, overrides: list[str] | tuple[str, ...]) -
             tree.positions[path] = where
     if problems:
         raise RecipeError(problems)
+
+
+def _no_item(part: str | int, list_path: Path_, items: list) -> str:
+    """A `--set` past the end of a list: a list is replaced whole, never grown one item at a time."""
+    whole = ".".join(str(key) for key in list_path)
+    return (
+        f"no list item {part!r} (the list has {len(items)}): to add one, set the list whole, "
+        f"--set '{whole}=[...]' (`recipe show` prints its items)"
+    )
 
 
 def _child(node: Any, part: str | int) -> Any:

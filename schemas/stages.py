@@ -336,7 +336,7 @@ class Stage(StrictModel):
     @model_validator(mode="after")
     def _length(self) -> Stage:
         if (self.epochs is None) == (self.steps is None):
-            raise ValueError("give exactly one of `epochs` and `steps`")
+            raise ValueError("give exactly one of `epochs` and `steps`: set the other to null")
         return self
 
     def min_lr_for(self, part: Part) -> float:

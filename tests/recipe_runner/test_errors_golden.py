@@ -18,6 +18,7 @@ from recipe_runner.cli import main
 from recipe_runner.errors import Problem, RecipeError
 from recipe_runner.loader import load_recipe
 
+ROOT = Path(__file__).resolve().parents[2]
 BROKEN = Path(__file__).resolve().parents[1] / "assets" / "broken"
 BASE = BROKEN / "base.yaml"
 DATA = BROKEN.parents[2] / "data"
@@ -106,7 +107,10 @@ GOLDEN: dict[str, tuple[tuple[str, ...], list[str]]] = {
     ),
     "min_lr_above_lr.yaml": (
         (),
-        ["min_lr_above_lr.yaml:8:31: stages[0].min_lr.bolt_on: min_lr 0.002 is above lr 0.001"],
+        [
+            "min_lr_above_lr.yaml:8:31: stages[0].min_lr.bolt_on: min_lr 0.002 is above lr 0.001: lower it, or set it "
+            "to null (lr/10)"
+        ],
     ),
     "checkpoint_threshold_without_checkpointing.yaml": (
         (),
@@ -299,8 +303,9 @@ GOLDEN: dict[str, tuple[tuple[str, ...], list[str]]] = {
     "base.yaml": (
         ("stages.2.name=late", "hardware=", "recipe"),
         [
-            "--set #1 (stages.2.name=late): stages[2]: no list item 2 (list has 1 items)",
-            "--set #3 (recipe): --set: expected KEY.PATH=VALUE, e.g. stages.0.lr.student=1e-5",
+            "--set #1 (stages.2.name=late): stages[2]: no list item 2 (the list has 1):"
+            + " to add one, set the list whole, --set 'stages=[...]' (`recipe show` prints its items)",
+            "--set #3 (recipe): --set: expected KEY.PATH=VALUE, e.g. stages.0.lr.student=5e-4",
         ],
     ),
     "yaml_syntax.yaml": (
@@ -326,7 +331,7 @@ GOLDEN: dict[str, tuple[tuple[str, ...], list[str]]] = {
     ),
     "epochs_and_steps.yaml": (
         (),
-        ["epochs_and_steps.yaml:4:5: stages[0]: give exactly one of `epochs` and `steps`"],
+        ["epochs_and_steps.yaml:4:5: stages[0]: give exactly one of `epochs` and `steps`: set the other to null"],
     ),
     "many_problems.yaml": (
         (),
@@ -343,7 +348,8 @@ GOLDEN: dict[str, tuple[tuple[str, ...], list[str]]] = {
         [
             "many_semantic_problems.yaml:4:3: data.eval: data file not found: {broken}/missing_eval.txt",
             "many_semantic_problems.yaml:9:5: stages[0].lr: no learning rate for trainable part 'bolt_on'",
-            "many_semantic_problems.yaml:10:14: stages[0].min_lr.student: min_lr 0.001 is above lr 0.0001",
+            "many_semantic_problems.yaml:10:14: stages[0].min_lr.student: min_lr 0.001 is above lr 0.0001: lower it, "
+            "or set it to null (lr/10)",
             "many_semantic_problems.yaml:11:5: stages[0].losses: all loss weights are zero: nothing would train",
             "many_semantic_problems.yaml:12:23: stages[0].losses[0].on: tier 'window' is not computed; "
             "alignment.tiers is ['matched', 'sequence', 'split']: add 'window' there, or remove this loss",
@@ -456,6 +462,23 @@ def test_cli_validate_with_bad_override() -> None:
     result = invoke("validate", str(BASE), "--set", "stages.0.lr.student=-1")
     assert result.exit_code == 2
     assert "--set #1 (stages.0.lr.student=-1): stages[0].lr.student: must be >= 0.0, got -1" in result.stderr
+
+
+def test_a_rule_across_values_names_the_set_that_broke_it_beside_the_place_in_the_file() -> None:
+    """The demo recipe counts in epochs and floors lr at 1e-4: a `--set` of steps or of a lower lr breaks a rule
+    whose place is in the file, but whose cause is on the command line."""
+    tiny = ROOT / "recipes" / "examples" / "t5_to_qwen_tiny.yaml"
+    steps = invoke("validate", str(tiny), "--set", "output.dir=runs/x", "--set", "stages.0.steps=4")
+    assert steps.exit_code == 2
+    assert steps.stderr.splitlines()[0].endswith(
+        "stages[0]: give exactly one of `epochs` and `steps`: set the other to null (with --set #2 (stages.0.steps=4))"
+    )
+    lower = invoke("validate", str(tiny), "--set", "stages.0.lr.student=1e-5")
+    assert lower.exit_code == 2
+    assert lower.stderr.splitlines()[0].endswith(
+        "stages[0].min_lr.student: min_lr 0.0001 is above lr 1e-05 (with --set #1 (stages.0.lr.student=1e-5)): "
+        "lower it, or set it to null (lr/10)"
+    )
 
 
 def test_cli_validate_missing_file_exits_2() -> None:

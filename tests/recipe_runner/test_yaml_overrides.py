@@ -14,6 +14,9 @@ from recipe_runner.yaml_source import SourcedTree, apply_overrides, load_tree
 # --- --set overrides -------------------------------------------------------------------------------------------
 
 
+TO_ADD = " to add one, set the list whole, --set 'stages=[...]' (`recipe show` prints its items)"
+
+
 def tree_for_overrides(tmp_path: Path) -> SourcedTree:
     return load_tree(
         write(
@@ -46,8 +49,8 @@ def test_override_creates_missing_mappings(tmp_path: Path) -> None:
 
 def test_override_list_index(tmp_path: Path) -> None:
     tree = tree_for_overrides(tmp_path)
-    apply_overrides(tree, ["stages.0.lr.student=1e-5", "stages.0.losses.0.on=split"])
-    assert tree.data["stages"][0]["lr"]["student"] == pytest.approx(1e-5)
+    apply_overrides(tree, ["stages.0.lr.student=5e-4", "stages.0.losses.0.on=split"])
+    assert tree.data["stages"][0]["lr"]["student"] == pytest.approx(5e-4)
     assert tree.data["stages"][0]["losses"][0] == {"type": "huber", "on": "split"}
 
 
@@ -91,7 +94,7 @@ def override_problem(tmp_path: Path, text: str) -> Problem:
 def test_override_without_equals_sign(tmp_path: Path) -> None:
     problem = override_problem(tmp_path, "hardware.batch_size")
     assert problem.field == "--set"
-    assert problem.message == "expected KEY.PATH=VALUE, e.g. stages.0.lr.student=1e-5"
+    assert problem.message == "expected KEY.PATH=VALUE, e.g. stages.0.lr.student=5e-4"
 
 
 @pytest.mark.parametrize("text", ["=3", "a..b=3", ".a=3", "a.=3"])
@@ -111,9 +114,13 @@ def test_override_with_invalid_yaml_value(tmp_path: Path) -> None:
 @pytest.mark.parametrize(
     ("override", "field", "message"),
     [
-        ("stages.3=x", "stages[3]", "no list item 3 (list has 1 items)"),
-        ("stages.3.name=x", "stages[3]", "no list item 3 (list has 1 items)"),  # in the middle of the path
-        ("stages.first.name=x", "stages.first", "no list item 'first' (list has 1 items)"),  # a name, not an index
+        ("stages.3=x", "stages[3]", "no list item 3 (the list has 1):" + TO_ADD),
+        ("stages.3.name=x", "stages[3]", "no list item 3 (the list has 1):" + TO_ADD),  # in the middle of the path
+        (
+            "stages.first.name=x",
+            "stages.first",
+            "no list item 'first' (the list has 1):" + TO_ADD,
+        ),  # a name, not an index
     ],
 )
 def test_override_of_a_list_item_that_is_not_there(tmp_path: Path, override: str, field: str, message: str) -> None:
