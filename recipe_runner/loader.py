@@ -13,7 +13,14 @@ from components.registry import recipe_class
 from recipe_runner.errors import Path_, Problem, RecipeError, dotted
 from recipe_runner.path_problems import resolve_or_reason
 from recipe_runner.schema_errors import problems_from_validation
-from recipe_runner.yaml_source import ENVIRONMENT_VARIABLE, UNEXPANDED, SourcedTree, apply_overrides, load_tree
+from recipe_runner.yaml_source import (
+    ENVIRONMENT_VARIABLE,
+    UNEXPANDED,
+    UNEXPANDED_SET,
+    SourcedTree,
+    apply_overrides,
+    load_tree,
+)
 from schemas import Recipe
 from schemas.base import PathMarker
 
@@ -61,7 +68,10 @@ def resolve_paths(node: Any, path: Path_, tree: SourcedTree, problems: list[Prob
             problems.append(Problem(tree.position_of(where), dotted(where), "empty path: give a file or directory"))
         elif marker is not None and isinstance(value, str) and ENVIRONMENT_VARIABLE.search(value):
             where = path + (name,)
-            problems.append(Problem(tree.position_of(where), dotted(where), f"{value!r}: {UNEXPANDED}"))
+            position = tree.position_of(where)
+            # On the command line the shell expands it, unless single quotes kept it from doing so.
+            said = UNEXPANDED_SET if position.is_override else UNEXPANDED
+            problems.append(Problem(position, dotted(where), f"{value!r}: {said}"))
         elif marker is not None and isinstance(value, str):
             origin = tree.position_of(path + (name,)).file
             base = Path(origin).parent if Path(origin).is_file() else Path.cwd()

@@ -181,6 +181,10 @@ UNEXPANDED = (
     "environment variables are not expanded in a recipe (it would mean another place on every machine): write the "
     "path relative to the recipe file, or absolute"
 )
+UNEXPANDED_SET = (
+    "environment variables are not expanded in a --set value: let the shell expand it (double quotes or none, "
+    "not single quotes), or write the path relative to the current folder, or absolute"
+)
 _DUPLICATE_KEY = re.compile(r'found duplicate key "([^"]*)"')
 
 

@@ -264,12 +264,23 @@ def test_relative_paths_are_relative_to_the_file_that_wrote_them(tmp_path: Path)
 
 
 @pytest.mark.parametrize("override", ["output.dir=$HOME/runs/x", "data.train=${DATA}/train.txt"])
-def test_an_environment_variable_in_a_path_is_refused_not_taken_literally(override: str) -> None:
+def test_an_environment_variable_in_a_path_is_refused_not_taken_literally(override: str, tmp_path: Path) -> None:
+    """In a file: relative to that file. On the command line the shell would have expanded it (single quotes
+    kept it), and a relative path there is relative to the current folder."""
+    key, value = override.split("=")
+    section, name = key.split(".")
+    child = write(tmp_path, "child.yaml", f"extends: {BASE_RECIPE}\n{section}: {{{name}: '{value}'}}\n")
     with pytest.raises(RecipeError) as exc:
-        load_recipe(BASE_RECIPE, [override], check=False)
+        load_recipe(child, check=False)
     assert only_problem(exc).message.endswith(
         ": environment variables are not expanded in a recipe (it would mean another place on every machine): write "
         "the path relative to the recipe file, or absolute"
+    )
+    with pytest.raises(RecipeError) as exc:
+        load_recipe(BASE_RECIPE, [override], check=False)
+    assert only_problem(exc).message.endswith(
+        ": environment variables are not expanded in a --set value: let the shell expand it (double quotes or none, "
+        "not single quotes), or write the path relative to the current folder, or absolute"
     )
 
 
