@@ -6,7 +6,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from recipe_runner.architecture_checks import built_on_meta, inline_config_problems
-from recipe_runner.errors import Problem
+from recipe_runner.errors import Path_, Problem
 from recipe_runner.family_checks import (
     attention_problems,
     family_problems,
@@ -262,9 +262,11 @@ def _bolt_on_problems(loaded: LoadedRecipe, widths: dict[str, int]) -> list[Prob
     recipe = loaded.recipe
     student, teacher = widths["student"], widths["teacher"]
     problems = []
-    current = student
+    current, sized_by = student, None
     for index, layer_in, layer_out in width_chain(recipe.bolt_on, student):
         layer = recipe.bolt_on.layers[index]
+        if getattr(layer, "out_dim", None) is not None:
+            sized_by = index  # the last layer that sets the width the stack ends with
         here = ("bolt_on", "layers", index)
         if isinstance(layer, TransformerLayer):
             if layer.dim != layer_in:
@@ -296,12 +298,17 @@ def _bolt_on_problems(loaded: LoadedRecipe, widths: dict[str, int]) -> list[Prob
             )
         current = layer_out
     if current != teacher:
-        where = ("bolt_on", "layers", len(recipe.bolt_on.layers) - 1) if recipe.bolt_on.layers else ("bolt_on",)
+        if sized_by is not None:  # the out_dim that made the width, not the width-keeping layers after it
+            where: Path_ = ("bolt_on", "layers", sized_by, "out_dim")
+            fix = f"set out_dim: {teacher} here, or end the stack with a layer of out_dim: {teacher}"
+        else:
+            where = ("bolt_on", "layers", len(recipe.bolt_on.layers) - 1) if recipe.bolt_on.layers else ("bolt_on",)
+            fix = f"the layers keep the student's width; end the stack with a layer of out_dim: {teacher}"
         problems.append(
             loaded.problem(
                 where,
-                f"bolt-on output width {current} must equal the teacher width {teacher} "
-                f"(student width {student}); end the stack with a layer of out_dim: {teacher}",
+                f"bolt-on output width {current} must equal the teacher width {teacher} (student width {student}); "
+                + fix,
             )
         )
     return problems

@@ -76,8 +76,8 @@ GOLDEN: dict[str, tuple[tuple[str, ...], list[str]]] = {
     "width_mismatch.yaml": (
         (),
         [
-            "width_mismatch.yaml:6:7: bolt_on.layers[1]: bolt-on output width 32 must equal the teacher width 64 "
-            "(student width 48); end the stack with a layer of out_dim: 64"
+            "width_mismatch.yaml:6:38: bolt_on.layers[1].out_dim: bolt-on output width 32 must equal the teacher "
+            "width 64 (student width 48); set out_dim: 64 here, or end the stack with a layer of out_dim: 64"
         ],
     ),
     "init_from_mismatch.yaml": (
@@ -479,6 +479,15 @@ def test_a_rule_across_values_names_the_set_that_broke_it_beside_the_place_in_th
         "stages[0].min_lr.student: min_lr 0.0001 is above lr 1e-05 (with --set #1 (stages.0.lr.student=1e-5)): "
         "lower it, or set it to null (lr/10)"
     )
+
+
+def test_a_stack_that_keeps_the_students_width_is_told_to_end_with_a_resizing_layer() -> None:
+    result = invoke("validate", str(BASE), "--set", "bolt_on.layers=[{type: rms_norm}]")
+    assert result.exit_code == 2
+    assert result.stderr.splitlines()[0].endswith(
+        "bolt_on.layers[0]: bolt-on output width 48 must equal the teacher width 64 (student width 48); the layers "
+        "keep the student's width; end the stack with a layer of out_dim: 64"
+    ), result.stderr
 
 
 def test_cli_validate_missing_file_exits_2() -> None:
