@@ -37,6 +37,7 @@ from recipe_runner.trainer.data_failures import DataFailure, next_batch, worker_
 from recipe_runner.trainer.deferred_signals import child_signals_deferred
 from recipe_runner.trainer.launch import build_accelerator, check_launch, launch_in_words
 from recipe_runner.trainer.objectives import Objective, objective_for
+from recipe_runner.trainer.on_policy import SamplingDiverged
 from recipe_runner.trainer.optim import build_optimizer
 from recipe_runner.trainer.packing import choose_packing
 from recipe_runner.trainer.parts import RunParts, build_parts, live_teacher_note, split_prompts
@@ -321,7 +322,7 @@ class Trainer:
                 if logging or evaluating or by_count or (consensus.alone and (stop.raised or clock_due)):
                     agreed = consensus.agree(nonfinite=nonfinite, stop=stop.raised, clock=clock_due)
                     if agreed["nonfinite"]:
-                        raise diverged(self.checkpoints, step)
+                        raise diverged(self.checkpoints, step, self.commands.resume)
                 if logging:
                     # One rate per part (its decayed and undecayed weights share it), named as the recipe names it.
                     lrs = {
@@ -408,6 +409,9 @@ class Trainer:
                 window.add(loss, batch.student_tokens)
         except torch.OutOfMemoryError:
             pass  # handled below: the exception's traceback holds the frames that hold the activations
+        except SamplingDiverged:  # an on-policy stage samples from the weights the step before left
+            what = "the student's sampling probabilities"
+            raise diverged(self.checkpoints, position.global_step + 1, self.commands.resume, what) from None
         else:
             with child_signals_deferred():
                 self.optimizer.step()

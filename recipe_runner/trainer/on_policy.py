@@ -34,6 +34,20 @@ def _sampled_lengths(new: torch.Tensor, eos: int | None) -> torch.Tensor:
     return (~after_first).sum(1)
 
 
+class SamplingDiverged(RuntimeError):
+    """The student's next-token probabilities hold NaN or inf: its weights diverged in an earlier step."""
+
+
+def _generate_or_stop(student: nn.Module, **settings) -> torch.Tensor:
+    """torch.multinomial's refusal of a NaN probability, said as what it means for the run."""
+    try:
+        return student.generate(**settings)
+    except RuntimeError as exc:
+        if "probability tensor contains" in str(exc):
+            raise SamplingDiverged(str(exc)) from None
+        raise
+
+
 @torch.no_grad()
 def sampled_tokens(
     student: nn.Module, ids: torch.Tensor, prompt: torch.Tensor, spec: OnPolicy, pad: int, eos: int | None
@@ -44,7 +58,8 @@ def sampled_tokens(
     was_training = student.training
     student.eval()  # no dropout while sampling; gradient checkpointing is for training mode only
     try:
-        out = student.generate(
+        out = _generate_or_stop(
+            student,
             input_ids=left,
             attention_mask=real.long(),
             do_sample=True,

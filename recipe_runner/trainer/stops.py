@@ -121,11 +121,14 @@ def last_checkpoint(checkpoints: Path, label: str) -> str:
     return f"{label} is {kept[-1]}" if kept else "no checkpoint had been written yet"
 
 
-def diverged(checkpoints: Path, step: int) -> TrainingDiverged:
+def diverged(checkpoints: Path, step: int, resume: str, what: str = "loss") -> TrainingDiverged:
+    """`what` went NaN or infinite (the loss, or an on-policy stage's sampling probabilities); the command line
+    `resume` continues from the last checkpoint once a setting is changed."""
     return TrainingDiverged(
-        f"loss became NaN or inf before step {step}; stopped without saving: "
+        f"{what} became NaN or inf before step {step}; stopped without saving: "
         f"{last_checkpoint(checkpoints, 'the last good checkpoint')}. "
-        "Lower the learning rate, use bf16 instead of fp16, or enable grad_clip."
+        "Lower the learning rate, use bf16 instead of fp16, or enable grad_clip, then continue from there with "
+        f"`{resume}` and that change as one more --set (e.g. --set stages.0.grad_clip=1.0)."
     )
 
 

@@ -92,6 +92,32 @@ def test_on_policy_training_learns_and_resumes_exactly(tmp_path: Path) -> None:
         torch.testing.assert_close(whole[name], again[name])
 
 
+def test_a_student_that_diverged_stops_at_its_sample_as_a_nan_loss_does(tmp_path: Path, monkeypatch) -> None:
+    """Weights gone NaN make the next sample fail in torch.multinomial: the run stops as for a NaN loss, naming the
+    last good checkpoint and the command that continues, not with the sampler's traceback."""
+    from transformers.generation.utils import GenerationMixin
+
+    from recipe_runner.trainer.stops import TrainingDiverged
+
+    original, calls = GenerationMixin.generate, {"n": 0}
+
+    def diverged_after_three(self, *args, **kwargs):
+        calls["n"] += 1
+        if calls["n"] > 3:
+            with torch.no_grad():
+                self.get_output_embeddings().weight.fill_(float("nan"))
+        return original(self, *args, **kwargs)
+
+    monkeypatch.setattr(GenerationMixin, "generate", diverged_after_three)
+    on_policy = ["stages.0.on_policy={fraction: 1.0, max_new_tokens: 4}", "stages.0.losses=[{type: jsd}]"]
+    with pytest.raises(TrainingDiverged) as caught:
+        train(short(tmp_path / "run", 8, *on_policy))
+    message = str(caught.value)
+    assert message.startswith("the student's sampling probabilities became NaN or inf before step 4"), message
+    assert f"the last good checkpoint is {tmp_path / 'run' / 'checkpoints' / 'step-00000002'}" in message
+    assert "--resume`" in message
+
+
 def test_on_policy_mixes_with_the_teachers_written_answers(tmp_path: Path, capsys) -> None:
     """GKD's mixed data: half the micro-batches are the teacher's answers (written once), half the student's."""
     recipe = REPO / "recipes" / "examples" / "qwen_sequence_kd_tiny.yaml"
