@@ -275,7 +275,7 @@ class Trainer:
             leave_stage(self.parts.model, stage)
             return last
         self._keep_finished_steps(position)
-        raise data_failed(self.checkpoints, position.global_step + 1, reason, self.commands)
+        raise data_failed(self.checkpoints, position.global_step + 1, reason, self.commands, self.parts.reads_cache)
 
     def _train_stage(
         self, stage_index: int, total: int, position: Position, objective: Objective, stop: StopFlag

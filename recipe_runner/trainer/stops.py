@@ -182,14 +182,21 @@ def what_failed(exc: Exception) -> str:
     return f"{type(exc).__name__}: {lines[0][:300]}" if lines else type(exc).__name__
 
 
-def data_failed(checkpoints: Path, step: int, reason: str, commands: NextCommands) -> TrainingDataFailed:
+def data_failed(
+    checkpoints: Path, step: int, reason: str, commands: NextCommands, reads_cache: bool
+) -> TrainingDataFailed:
+    """`reads_cache`: the batches are read from a teacher cache, whose damage `recipe cache --verify` finds."""
+    cache = (
+        "; a teacher cache shard that is missing or damaged is found and rewritten by "
+        f"`{commands.command('cache', '--verify')}`"
+        if reads_cache
+        else ""
+    )
     return TrainingDataFailed(
         f"the training data failed at step {step}: {reason}; {last_checkpoint(checkpoints, 'the last checkpoint')}. "
         "A loader worker that was killed points at host memory (lower hardware.num_workers); one that timed out "
         "lost or never made its batch (its traceback is printed above; hardware.num_workers: 0 reads in the main "
-        "process); a teacher cache shard that is missing or damaged is found and rewritten by "
-        f"`{commands.command('cache', '--verify')}`. "
-        f"Then continue with `{commands.resume}`."
+        f"process){cache}. Then continue with `{commands.resume}`."
     )
 
 

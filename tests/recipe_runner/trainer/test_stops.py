@@ -49,6 +49,16 @@ def test_out_of_memory_in_evaluation_names_it_and_leaves_out_training_only_remed
     assert message.endswith(f"then continue with `{RESUME}`.")
 
 
+def test_a_data_failure_offers_the_cache_check_only_to_a_run_that_reads_a_cache(tmp_path):
+    from recipe_runner.trainer.stops import data_failed
+
+    reading = str(data_failed(tmp_path, 3, "RuntimeError: worker died", COMMANDS, reads_cache=True))
+    assert "rewritten by `recipe cache r.yaml --set output.dir=runs/b --verify`" in reading
+    assert reading.endswith(f"Then continue with `{RESUME}`.")
+    live = str(data_failed(tmp_path, 3, "RuntimeError: worker died", COMMANDS, reads_cache=False))
+    assert "recipe cache" not in live and live.endswith(f"main process). Then continue with `{RESUME}`.")
+
+
 def test_what_failed_in_a_loader_worker_is_the_original_error_not_the_wrapper():
     from torch._utils import ExceptionWrapper
 
