@@ -188,7 +188,7 @@ def refuse_fresh_start(out_dir: Path, recipe_name: str, resume_line: str, resumi
         if step is not None:
             go_on = f"; or continue it from there (step {step}) with `{resume_line}`"
         elif found == ["metrics.jsonl"]:  # a run that stopped before its first checkpoint
-            go_on = f"; or `{resume_line}`, which starts it again from step 0 and keeps that log"
+            go_on = f"; or `{resume_line}`, which trains it again from step 0 and writes its log afresh"
         else:
             go_on = ""
         raise RunSetupError(

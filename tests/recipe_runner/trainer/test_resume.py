@@ -311,7 +311,9 @@ def test_a_run_that_stopped_before_its_first_checkpoint_can_be_resumed_from_step
     _train(tiny_recipe_path, overrides)
     shutil.rmtree(run_dir / "checkpoints")  # as if killed before its first save: only its log is left
     with pytest.raises(
-        RunSetupError, match="metrics.jsonl.*or `recipe run RECIPE --resume`, which starts it again from step 0"
+        RunSetupError,
+        match="metrics.jsonl.*or `recipe run RECIPE --resume`, which trains it again from step 0 and writes its log "
+        "afresh",
     ):
         _train(tiny_recipe_path, overrides)
     assert _train(tiny_recipe_path, overrides, resume=True).global_step == 2
