@@ -50,10 +50,11 @@ def write_run_info(out_dir: Path, recipe: Recipe, resumed_at: int | None = None)
     write_json_atomic(out_dir / "versions.json", library_versions())
 
 
-def _drop_rows_after(file: Path, step: int) -> None:
+def _drop_rows_after(file: Path, step: int) -> float:
     """Rows logged after the checkpoint a run resumes from describe steps that are trained again: drop them, so
-    each step appears once (a torn last line from a killed process goes too)."""
-    kept = []
+    each step appears once (a torn last line from a killed process goes too). Returns the `time` of the last row
+    kept, from which the resumed run's times go on."""
+    kept, last_time = [], 0.0
     for line in file.read_text(encoding="utf-8").splitlines():
         try:
             record = json.loads(line)
@@ -61,12 +62,16 @@ def _drop_rows_after(file: Path, step: int) -> None:
             continue
         if isinstance(record, dict) and isinstance(record.get("step"), int) and record["step"] <= step:
             kept.append(line)
+            if isinstance(record.get("time"), (int, float)):
+                last_time = float(record["time"])
     with atomic_path(file) as tmp:
         tmp.write_text("".join(f"{line}\n" for line in kept), encoding="utf-8")
+    return last_time
 
 
 class MetricsLog:
-    """Appends one JSON object per line; only the main process writes. `resume_step`: the step of the checkpoint
+    """Appends one JSON object per line (`time`: seconds since the run began, resumes included); only the main
+    process writes. `resume_step`: the step of the checkpoint
     a run continues from; what was logged after it is dropped (here and in TensorBoard), but only at the first
     write, once the resume has been accepted: a resume refused on loading the checkpoint drops nothing."""
 
@@ -82,7 +87,7 @@ class MetricsLog:
     def _open(self) -> None:
         self.opened = True
         if self.resume_step is not None and self.file.is_file():
-            _drop_rows_after(self.file, self.resume_step)
+            self.started -= _drop_rows_after(self.file, self.resume_step)  # `time` runs on across resumes
         try:
             from torch.utils.tensorboard import SummaryWriter
 

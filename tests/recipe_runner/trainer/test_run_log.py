@@ -21,3 +21,18 @@ def test_a_second_resume_from_the_same_step_keeps_the_recipe_that_trained_up_to_
         "resolved_recipe.until-step-00000004.yaml",
         "resolved_recipe.yaml",
     ]
+
+
+def test_a_resumed_log_drops_the_steps_trained_again_and_its_time_runs_on(tmp_path):
+    import json
+
+    from recipe_runner.trainer.run_log import MetricsLog
+
+    rows = [{"step": 1, "time": 5.0, "loss": 3.0}, {"step": 2, "time": 10.0, "loss": 2.0}, {"step": 3, "time": 15.0}]
+    (tmp_path / "metrics.jsonl").write_text("".join(json.dumps(row) + "\n" for row in rows) + '{"step": 4, "ti')
+    log = MetricsLog(tmp_path, enabled=True, resume_step=2)
+    log.write(3, {"loss": 1.5})
+    log.close()
+    written = [json.loads(line) for line in (tmp_path / "metrics.jsonl").read_text().splitlines()]
+    assert [row["step"] for row in written] == [1, 2, 3]  # the old step 3 and the torn line are gone
+    assert 10.0 <= written[-1]["time"] < 20.0, written[-1]  # after the kept step 2's, not from 0 again
