@@ -62,3 +62,42 @@ def test_without_a_progress_bar_each_metrics_row_is_a_line_of_the_log(tmp_path):
     assert set(trained) >= {"loss", "lr/student", "lr/bolt_on"}  # named by part, as the recipe names them
     assert lines[1].endswith(f"lr/student {trained['lr/student']:.4g}, lr/bolt_on {trained['lr/bolt_on']:.4g}")
     assert lines[3].startswith("step 4 (distill): eval/loss ") and "eval/terms/" not in lines[3]
+
+
+def test_an_interrupt_while_the_teacher_answers_keeps_them_and_names_the_command_that_goes_on(tmp_path, monkeypatch):
+    import shlex
+
+    from recipe_runner import teacher_answers
+
+    real_write = teacher_answers.write_answers
+
+    def stopped_after_the_first_batch(directory, split, prompts, identity, answer_batch, batch_size, progress):
+        def answer(start, batch):
+            if start > 0:
+                raise KeyboardInterrupt  # Ctrl-C (or a scheduler's SIGTERM) during the second batch
+            return answer_batch(start, batch)
+
+        return real_write(directory, split, prompts, identity, answer, batch_size, progress)
+
+    recipe = TINY.with_name("qwen_sequence_kd_tiny.yaml")
+    sets = [
+        f"output.dir={tmp_path / 'run'}",
+        f"teacher.answers.dir={tmp_path / 'answers'}",
+        "teacher.answers.batch_size=8",
+        "teacher.answers.max_new_tokens=4",
+        f"data.train={{path: {TINY.parents[2] / 'data' / 'prompts' / 'train.txt'}, limit: 24}}",
+        "stages.0.epochs=null",
+        "stages.0.steps=2",
+    ]
+    args = ["run", str(recipe), *(a for s in sets for a in ("--set", s))]
+    monkeypatch.setattr(teacher_answers, "write_answers", stopped_after_the_first_batch)
+    stopped = CliRunner().invoke(main, [*args, "--no-progress"])
+    assert stopped.exit_code == 130, stopped.output
+    said = stopped.stderr.strip().splitlines()[-1]
+    assert said.startswith("interrupted before the first training step; the teacher answers written so far are kept")
+    assert shlex.split(said.split("`")[1]) == ["recipe", *args]
+    assert len((tmp_path / "answers" / "train.jsonl.partial").read_text().splitlines()) == 8
+    monkeypatch.setattr(teacher_answers, "write_answers", real_write)
+    again = CliRunner().invoke(main, [*shlex.split(said.split("`")[1])[1:], "--no-progress"])
+    assert again.exit_code == 0, again.output
+    assert len((tmp_path / "answers" / "train.jsonl").read_text().splitlines()) == 24
