@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Annotated, Literal, Union
 
-from pydantic import Field, model_validator
+from pydantic import Field, field_validator, model_validator
 
 from schemas.alignment import Tier
 from schemas.base import StrictModel
@@ -332,6 +332,14 @@ class Stage(StrictModel):
     denoising: Denoising | None = Field(
         default=None, description="Train on span-corrupted texts (logits family, a bidirectional student)."
     )
+
+    @field_validator("trainable")
+    @classmethod
+    def _each_part_once(cls, parts: list[Part]) -> list[Part]:
+        twice = sorted({part for part in parts if parts.count(part) > 1})
+        if twice:
+            raise ValueError(f"{', '.join(twice)} is named more than once: name each part once")
+        return parts
 
     @model_validator(mode="after")
     def _length(self) -> Stage:
