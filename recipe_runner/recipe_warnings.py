@@ -10,9 +10,9 @@ from schemas.stages import PARTS
 
 
 def recipe_warnings(loaded: LoadedRecipe) -> list[Problem]:
-    """In recipe order: per stage, a learning rate (or floor) for a part the stage does not train, and a warmup
-    at least as long as a stage counted in steps (one counted in epochs is sized from the data when it starts:
-    `recipe run` says so then)."""
+    """In recipe order: per stage, a learning rate (or floor) for a part the stage does not train, a trained part
+    whose rate is 0, and a warmup at least as long as a stage counted in steps (one counted in epochs is sized
+    from the data when it starts: `recipe run` says so then); then bolt-on layers that no stage trains."""
     warnings = []
     for index, stage in enumerate(loaded.recipe.stages):
         here = ("stages", index)
@@ -24,6 +24,15 @@ def recipe_warnings(loaded: LoadedRecipe) -> list[Problem]:
         ]
         for setting, part in unused:
             warnings.append(loaded.problem(here + (setting, part), _unused_rate(loaded, index, part)))
+        for part in stage.trainable:
+            if stage.lr.get(part) == 0:
+                warnings.append(
+                    loaded.problem(
+                        here + ("lr", part),
+                        f"0: {part} is trained but never moves; to freeze it, take it out of trainable (its optimizer "
+                        "state then takes no memory)",
+                    )
+                )
         if stage.steps is not None and stage.warmup_steps >= stage.steps:
             warnings.append(
                 loaded.problem(
@@ -32,6 +41,14 @@ def recipe_warnings(loaded: LoadedRecipe) -> list[Problem]:
                     "reaches lr",
                 )
             )
+    if loaded.recipe.bolt_on.present and not any("bolt_on" in stage.trainable for stage in loaded.recipe.stages):
+        warnings.append(
+            loaded.problem(
+                ("bolt_on",),
+                "no stage trains these layers: they keep their initial (random) weights, which the export carries; "
+                "add bolt_on to a stage's trainable",
+            )
+        )
     return warnings
 
 

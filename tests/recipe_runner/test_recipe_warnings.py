@@ -30,8 +30,9 @@ def test_freezing_the_student_on_the_command_line_names_its_unused_learning_rate
 
 
 def test_a_value_given_on_the_command_line_is_placed_at_that_set() -> None:
-    [said] = _said("stages.0.trainable=[student]", "stages.0.lr.bolt_on=null", "stages.0.min_lr.bolt_on=5e-5")
+    said, untrained = _said("stages.0.trainable=[student]", "stages.0.lr.bolt_on=null", "stages.0.min_lr.bolt_on=5e-5")
     assert said.startswith("--set #3 (stages.0.min_lr.bolt_on=5e-5): stages[0].min_lr.bolt_on: unused"), said
+    assert "bolt_on: no stage trains these layers" in untrained
 
 
 def test_a_warmup_as_long_as_a_stage_of_steps_is_said_and_one_shorter_is_not() -> None:
@@ -65,3 +66,11 @@ def test_a_bolt_on_rate_in_a_recipe_without_bolt_on_asks_only_for_its_removal() 
     logits = TINY.with_name("qwen_logits_tiny.yaml")
     [said] = [str(w) for w in recipe_warnings(load_recipe(logits, ["stages.0.lr.bolt_on=1e-3"]))]
     assert said.endswith("stages[0].lr.bolt_on: unused: this recipe has no bolt-on layers; remove this value"), said
+
+
+def test_a_part_trained_at_rate_0_and_a_bolt_on_no_stage_trains_are_said() -> None:
+    said = _said("stages.0.trainable=[student]", "stages.0.lr={student: 0}", "stages.0.min_lr={student: 0}")
+    assert said[0].endswith("stages[0].lr.student: 0: student is trained but never moves; to freeze it, take it out "
+                            "of trainable (its optimizer state then takes no memory)")  # fmt: skip
+    assert said[1].startswith(f"{SHOWN}:25:1: bolt_on: no stage trains these layers: they keep their initial")
+    assert len(said) == 2
