@@ -15,6 +15,8 @@ from recipe_runner.cli_support import (
     reports_recipe_errors,
     trust_remote_code_option,
 )
+from recipe_runner.commands.missing_export import no_export_yet
+from recipe_runner.next_commands import NextCommands
 from schemas.inference import GUIDANCE_MAX, SIDE_MAX, STEPS_MAX, Inference
 from schemas.models import T5EncoderTeacher
 
@@ -166,7 +168,8 @@ def _resolve(recipe_file, overrides, options: dict) -> InferJob:
         _teacher_files_here(teacher, export_dir)
     _check_remote_code(teacher if "t5" in encoders else None, options["allow_remote_code"], export_dir)
     if recipe_file is not None and checkpoint is None and "qwen" in encoders:
-        _refuse_another_recipes_export(export_dir, recipe.recipe)
+        commands = NextCommands.of_this_process(recipe_file, overrides, options["allow_remote_code"])
+        _refuse_another_recipes_export(export_dir, recipe.recipe, commands)
     device = _checked_device(options["device"])
     prompts = _read_prompts(options["prompts"], options["prompts_file"])
     name = "compare" if options["compare"] else spec.encoder
@@ -186,16 +189,19 @@ def _teacher_files_here(teacher: T5EncoderTeacher, export_dir: Path) -> None:
             )
 
 
-def _refuse_another_recipes_export(export_dir: Path, name: str) -> None:
+def _refuse_another_recipes_export(export_dir: Path, name: str, commands: NextCommands) -> None:
     """The export at a recipe's output.dir was made by another recipe when this one extends it and inherited its
-    output.dir: rendering would show the other recipe's encoder under this one's name."""
+    output.dir: rendering would show the other recipe's encoder under this one's name. None there yet: the
+    command lines that write it."""
     from components.export import ExportError, read_manifest
     from components.inference import InferenceError
 
     try:
-        made_by = read_manifest(export_dir).recipe
+        made_by = read_manifest(export_dir).recipe  # (puts back an export a killed replacement hid)
     except ExportError:
-        return  # missing or damaged: said where the encoder loads
+        if not export_dir.exists():
+            raise InferenceError(no_export_yet(export_dir.parent, commands)) from None
+        return  # damaged: said where the encoder loads
     if made_by != name:
         raise InferenceError(
             f"{export_dir} holds the export of recipe {made_by!r}, not of {name!r} (a recipe that extends another "
@@ -368,7 +374,8 @@ def infer(recipe: str | None, overrides: tuple[str, ...], **options) -> None:
             from recipe_runner.commands.infer_text import infer_text
 
             options["device"] = _checked_device(options["device"])
-            infer_text(loaded.recipe, _read_prompts(options["prompts"], options["prompts_file"]), options)
+            prompts = _read_prompts(options["prompts"], options["prompts_file"])
+            infer_text(loaded.recipe, prompts, options, NextCommands.of_this_process(recipe, overrides, allowed))
             return
     if options["max_new_tokens"] is not None and recipe is not None:  # without one, _resolve says what is missing
         raise click.UsageError(

@@ -8,6 +8,8 @@ from pathlib import Path
 import click
 
 from components.errors import UserFacingError
+from recipe_runner.commands.missing_export import no_export_yet, training_checkpoint
+from recipe_runner.next_commands import NextCommands
 from schemas import Recipe
 
 # Options of `recipe infer` that only mean something for images.
@@ -18,15 +20,20 @@ class TextInferenceError(UserFacingError):
     """No export to read, or one of another recipe."""
 
 
-def _export_dir(recipe: Recipe, checkpoint: str | None) -> Path:
+def _export_dir(recipe: Recipe, checkpoint: str | None, commands: NextCommands) -> Path:
     from components.export.causal_lm import MANIFEST, read_causal_lm_manifest
+    from components.export.written_files import CHECKPOINT_MARKER
 
     directory = Path(checkpoint) if checkpoint else Path(recipe.output.dir) / "export"
     manifest = read_causal_lm_manifest(directory)
+    if manifest is None and checkpoint is None and not directory.exists():
+        raise TextInferenceError(no_export_yet(Path(recipe.output.dir), commands))
+    if manifest is None and (directory / CHECKPOINT_MARKER).is_file():
+        raise TextInferenceError(training_checkpoint(directory, commands))
     if manifest is None:
         raise TextInferenceError(
-            f"no exported causal LM in {directory} (no readable {MANIFEST}): train with `recipe run RECIPE`, or "
-            "write one from a checkpoint with `recipe export RECIPE`"
+            f"no exported causal LM in {directory} (no readable {MANIFEST}): give the folder that `recipe run` or "
+            f"`recipe export` wrote, or write one with `{commands.command('export')}`"
         )
     if manifest.bidirectional:
         raise TextInferenceError(
@@ -88,8 +95,9 @@ def _prompt_tokens(model, max_length: int, new_tokens: int) -> int:
     return min(max_length, positions - new_tokens)
 
 
-def infer_text(recipe: Recipe, prompts: tuple[str, ...], options: dict) -> None:
-    """Print, for each prompt, the student's greedy continuation (and the teacher's with --compare)."""
+def infer_text(recipe: Recipe, prompts: tuple[str, ...], options: dict, commands: NextCommands) -> None:
+    """Print, for each prompt, the student's greedy continuation (and the teacher's with --compare); `commands`
+    are this command's own lines, for the message when there is no export to read."""
     from components.inference.text_generation import continue_prompts
     from components.models import build_model, freeze, load_tokenizer
     from recipe_runner.trainer.logit_parts import teacher_seed
@@ -105,7 +113,7 @@ def infer_text(recipe: Recipe, prompts: tuple[str, ...], options: dict) -> None:
             f"{', '.join(given)} set how images are rendered; recipe {recipe.recipe!r} distils logits, and "
             "`recipe infer` prints the student's continuation of each prompt (--max-new-tokens sets its length)"
         )
-    directory = _export_dir(recipe, options["checkpoint"])
+    directory = _export_dir(recipe, options["checkpoint"], commands)
     device, length = options["device"], options["max_new_tokens"] or 64
     student, student_tokenizer = _load_export(directory, device)
     kept = _prompt_tokens(student, recipe.student.max_length, length)

@@ -211,9 +211,26 @@ def test_a_training_checkpoint_points_to_recipe_export(tmp_path):
     _usage_error(result, "Error: --checkpoint", "is a training checkpoint, not an exported encoder", "recipe export")
 
 
-def test_no_export_says_how_to_make_one(tmp_path):
-    result = _infer(tmp_path / "empty_run", "--prompt", "cat")
-    _fails(result, "no exported encoder at", "run `recipe run RECIPE` (or `recipe export RECIPE`) first")
+def test_no_export_says_how_to_make_one_with_this_commands_own_lines(tmp_path):
+    """A recipe never run is trained; a run with checkpoints is exported; each with this command's --set values."""
+    import shlex
+
+    run_dir = tmp_path / "empty run"
+    result = _infer(run_dir, "--prompt", "cat")
+    _fails(result, f"no export in {run_dir / 'export'}: train the recipe first with `")
+    offered = result.stderr.split("`")[1]
+    assert shlex.split(offered) == ["recipe", "run", str(RECIPE), "--set", f"output.dir={run_dir}"]
+    (run_dir / "checkpoints" / "step-00000004").mkdir(parents=True)
+    (run_dir / "checkpoints" / "step-00000004" / "trainer_state.json").write_text("{}")
+    result = _infer(run_dir, "--prompt", "cat")
+    _fails(result, f"no export in {run_dir / 'export'} yet: write it from the run's last checkpoint with `")
+    assert shlex.split(result.stderr.split("`")[1]) == [
+        "recipe",
+        "export",
+        str(RECIPE),
+        "--set",
+        f"output.dir={run_dir}",
+    ]
 
 
 def test_width_mismatch_names_both_numbers(run_dir):

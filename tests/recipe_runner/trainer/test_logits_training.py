@@ -66,6 +66,15 @@ def test_the_export_is_a_transformers_folder_with_the_trained_weights(tmp_path: 
     result = CliRunner().invoke(main, ["infer", "--checkpoint", str(export), "--prompt", "a fox"])
     assert result.exit_code == 2
     assert "holds a causal LM distilled by a logits recipe: give that RECIPE too" in result.output
+    best = run_dir / "checkpoints" / "best"
+    result = CliRunner().invoke(main, ["infer", str(RECIPE), "--checkpoint", str(best), "--prompt", "a fox"])
+    assert result.exit_code == 1
+    assert f"{best} is a training checkpoint, not an export: write one with `recipe export {RECIPE} --checkpoint " in (
+        result.output
+    )
+    unexported = ["infer", str(RECIPE), "--set", f"output.dir={tmp_path / 'never'}", "--prompt", "a fox"]
+    result = CliRunner().invoke(main, unexported)
+    assert result.exit_code == 1 and "train the recipe first with `recipe run " in result.output, result.output
 
     too_long = ["infer", str(RECIPE), "--set", f"output.dir={run_dir}", "--prompt", "a", "--max-new-tokens", "9999"]
     result = CliRunner().invoke(main, too_long)
