@@ -67,11 +67,25 @@ def cache(
             click.echo(f"{split}: rewrote damaged shard {rewritten}")
         if not processes.is_main:
             continue
-        click.echo(
-            f"{split}: {report['count']} prompts, {report['shards_written']} shard(s) written, "
-            f"{report['tokens']} tokens, {report['bytes']} bytes on disk ({report['bytes_per_prompt']:.0f} per prompt)"
-        )
+        click.echo(_report_line(split, report, recipe.teacher_cache.shard_size, verify))
     processes.close()
+
+
+def _report_line(split: str, report: dict, shard_size: int, verified: bool) -> str:
+    """What this call wrote, or, for a cache found complete, that it was checked (and how): "0 shards written"
+    read as if nothing had been cached."""
+    from components.cache.shards import shard_count
+    from components.disk_space import size_in_words
+
+    on_disk = f"{size_in_words(report['bytes'])} on disk ({report['bytes_per_prompt']:.0f} bytes per prompt)"
+    if report["shards_written"] == 0:
+        shards = shard_count(report["count"], shard_size)
+        how = "every value checked against its SHA-256" if verified else "headers and sizes checked"
+        return f"{split}: {report['count']} prompts, complete: {shards} shard(s) already there ({how}), {on_disk}"
+    return (
+        f"{split}: {report['count']} prompts, {report['shards_written']} shard(s) written, {report['tokens']} tokens, "
+        + on_disk
+    )
 
 
 @contextmanager

@@ -34,6 +34,10 @@ def test_a_truncated_shard_is_rewritten_and_named(tmp_path):
     lines = again.stdout.splitlines()
     assert lines[0].startswith(f"train: rewrote damaged shard {victim} (it is cut short"), lines
     assert "train: 10 prompts, 1 shard(s) written" in lines[1]
+    checked = CliRunner().invoke(main, args)
+    assert checked.stdout.startswith("train: 10 prompts, complete: 3 shard(s) already there (headers and sizes")
+    verified = CliRunner().invoke(main, [*args, "--verify"])
+    assert "complete: 3 shard(s) already there (every value checked against its SHA-256)" in verified.stdout
 
 
 def test_two_processes_share_the_shards_and_write_what_one_would(tmp_path):
