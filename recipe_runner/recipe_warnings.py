@@ -41,6 +41,16 @@ def recipe_warnings(loaded: LoadedRecipe) -> list[Problem]:
                     "reaches lr",
                 )
             )
+    named = loaded.tree.position_of(("recipe",))
+    if not named.is_override and named.file not in ("<recipe>", str(loaded.file)):
+        warnings.append(
+            loaded.problem(
+                ("recipe",),
+                f"this name, {loaded.recipe.recipe!r}, is inherited from the recipe this one extends: runs, exports "
+                "and images of both are filed under it (and in one output.dir unless this one sets its own): give "
+                f"{loaded.file.name} its own `recipe:` name",
+            )
+        )
     if loaded.recipe.bolt_on.present and not any("bolt_on" in stage.trainable for stage in loaded.recipe.stages):
         warnings.append(
             loaded.problem(

@@ -74,3 +74,14 @@ def test_a_part_trained_at_rate_0_and_a_bolt_on_no_stage_trains_are_said() -> No
                             "of trainable (its optimizer state then takes no memory)")  # fmt: skip
     assert said[1].startswith(f"{SHOWN}:25:1: bolt_on: no stage trains these layers: they keep their initial")
     assert len(said) == 2
+
+
+def test_a_recipe_that_extends_another_and_keeps_its_name_is_asked_for_one(tmp_path) -> None:
+    child = tmp_path / "child.yaml"
+    child.write_text(f"extends: {TINY}\nhardware: {{seed: 5}}\n")
+    [said] = [str(w) for w in recipe_warnings(load_recipe(child))]
+    assert said.startswith(f"{SHOWN}:4:1: recipe: this name, 't5_to_qwen_tiny', is inherited from the recipe this one")
+    assert said.endswith("give child.yaml its own `recipe:` name")
+    child.write_text(f"extends: {TINY}\nrecipe: child\n")
+    assert recipe_warnings(load_recipe(child)) == []
+    assert recipe_warnings(load_recipe(TINY, ["recipe=renamed"])) == []  # a --set name is this run's own
