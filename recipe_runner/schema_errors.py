@@ -169,7 +169,9 @@ def _mapping_example(root: type[BaseModel], loc: Path_, path: Path_, value: Any,
         return ""
     siblings = value_at(data, path[:-1])
     trained = siblings.get("trainable") if isinstance(siblings, dict) else None
-    example = next((key for key in keys if isinstance(trained, list) and key in trained), keys[0])
+    required = [key for tp in types_here for key, field in tp.model_fields.items() if field.is_required()]
+    # A part the stage trains, else the field the mapping cannot do without (`data: x.txt` means its train file).
+    example = next((key for key in keys if isinstance(trained, list) and key in trained), (required or keys)[0])
     return f": a mapping of {', '.join(keys)}, e.g. {name}: {{{example}: {shown}}}"
 
 

@@ -25,6 +25,11 @@ BASE = Path(__file__).resolve().parents[1] / "assets" / "broken" / "base.yaml"
         ),
         ("stages.0.schedule=cosine", "expected a mapping, got 'cosine': write schedule: {type: cosine}"),
         ("hardware=4", "expected a mapping, got 4"),  # a section of many settings gets no example of one
+        (  # the example is the field the mapping cannot do without
+            "data=foo.txt",
+            "expected a mapping, got 'foo.txt': a mapping of eval, eval_fraction, shuffle, train, e.g. data: "
+            "{train: 'foo.txt'}",
+        ),
     ],
 )
 def test_a_scalar_where_a_mapping_belongs_shows_the_mapping_it_was_meant_as(override: str, said: str) -> None:
