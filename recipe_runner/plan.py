@@ -17,6 +17,7 @@ from components.models import build_model, hidden_width, lora_parameter_count, l
 from components.models.compilation import compile_wanted
 from recipe_runner.memory import GIB, MemoryEstimate, Sizes, StackShape, estimate_memory
 from recipe_runner.next_commands import FROM_PYTHON, NextCommands
+from recipe_runner.teacher_answers import unwritten_answers_note
 from recipe_runner.trainer.disk_need import DiskNeed, disk_need
 from recipe_runner.trainer.loader_workers import batches_in_flight, shared_memory_shortfall
 from recipe_runner.trainer.parts import DistillModel, cache_complete, set_trained_dtype
@@ -251,9 +252,12 @@ def build_plan(recipe: Recipe, commands: NextCommands = FROM_PYTHON) -> Plan:
     over = any(stage.memory.over_budget for stage in stages)
     hint = None if over else _checkpoint_hint(recipe, sizes, trained)
     hints = [] if hint is None else [hint]
-    live_teacher = _live_teacher_warning(recipe, stages, sizes, commands)
-    if live_teacher is not None:
-        (warnings if live_teacher[1] else hints).append(live_teacher[0])
+    for said in (
+        _live_teacher_warning(recipe, stages, sizes, commands),
+        unwritten_answers_note(recipe, sizes.teacher_params, commands),
+    ):
+        if said is not None:
+            (warnings if said[1] else hints).append(said[0])
     shared = shared_memory_shortfall(recipe, teacher_width, batches=batches_in_flight(recipe.hardware.num_workers))
     warnings += [] if shared is None else [shared]
     return Plan(

@@ -92,3 +92,36 @@ def teacher_answers(
     finally:
         lock.release()
     return found  # type: ignore[return-value]
+
+
+def unwritten_answers_note(recipe: Recipe, teacher_params: int, commands: NextCommands) -> tuple[str, bool] | None:
+    """For `recipe plan`: answers not yet written, which `recipe run` writes first with the teacher on the device
+    (its weights alone, against hardware.vram_gb: whether that is over budget), or answers a run would refuse.
+    None when every split's answers are written, or the recipe asks for none."""
+    from components.data.teacher_answers import AnswersError
+    from recipe_runner.memory import DTYPE_BYTES, GIB
+    from recipe_runner.trainer.parts import split_prompts
+
+    spec = getattr(recipe.teacher, "answers", None)
+    if spec is None:
+        return None
+    train, held_out = split_prompts(recipe)
+    directory, identity, missing = Path(spec.dir), answers_identity(recipe), []
+    for split, prompts in (("train", train), ("eval", held_out)):
+        try:
+            if prompts and read_answers(directory, split, prompts, identity) is None:
+                missing.append(split)
+        except AnswersError as exc:
+            return f"{exc} (`recipe run` would stop on it)", True
+    if not missing:
+        return None
+    weights = teacher_params * DTYPE_BYTES[recipe.teacher.dtype] / GIB
+    budget = recipe.hardware.vram_gb
+    over = budget is not None and weights > budget
+    return (
+        f"teacher.answers.dir {directory} holds no answers for {' and '.join(missing)} yet: `recipe run` first "
+        f"loads the teacher to write them ({weights:.1f} GiB of weights, and its generation cache"
+        f"{f', against hardware.vram_gb {budget:g}' if budget is not None else ''}), or "
+        f"`{commands.command('cache')}` writes them beforehand; the figures above are for training, which does not "
+        "hold the teacher"
+    ), over

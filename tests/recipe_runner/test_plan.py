@@ -272,3 +272,20 @@ def test_a_cache_not_written_yet_is_planned_with_the_teacher_held(reference: Rec
     build_teacher_cache(tiny, progress=False)
     written = build_plan(tiny)
     assert not any("complete cache" in line for line in (*written.hints, *written.warnings))
+
+
+def test_answers_not_yet_written_are_planned_with_the_teacher_that_writes_them(tmp_path: Path) -> None:
+    """Training a sequence-KD recipe never holds the teacher, but its run first loads it to write the answers."""
+    recipe = Path(__file__).parents[2] / "recipes" / "examples" / "qwen_sequence_kd_tiny.yaml"
+    answers = f"teacher.answers.dir={tmp_path / 'answers'}"
+    plan = build_plan(load_recipe(recipe, [answers]).recipe)
+    [hint] = [hint for hint in plan.hints if "teacher.answers.dir" in hint]
+    assert hint.startswith(f"teacher.answers.dir {tmp_path / 'answers'} holds no answers for train and eval yet")
+    assert "`recipe cache RECIPE` writes them beforehand" in hint
+    big_teacher = (
+        "teacher.config={model_type: qwen2, hidden_size: 4096, num_hidden_layers: 32, num_attention_heads: 32, "
+        "num_key_value_heads: 8, intermediate_size: 14336, vocab_size: 2000, max_position_embeddings: 512}"
+    )
+    over = build_plan(load_recipe(recipe, [answers, big_teacher, "hardware.vram_gb=4"]).recipe)
+    [warning] = [warning for warning in over.warnings if "teacher.answers.dir" in warning]
+    assert "GiB of weights, and its generation cache, against hardware.vram_gb 4)" in warning
