@@ -59,7 +59,7 @@ _LIBRARY_DEVELOPER_LOGGERS = ("torchao", "torch.utils._pytree", "diffusers.quant
 
 
 @main.command()
-@click.argument("files", nargs=-1, required=True, type=click.Path(dir_okay=False))
+@click.argument("files", nargs=-1, required=True, type=click.Path())  # a directory among them: said with the rest
 @overrides_option
 @trust_remote_code_option
 def validate(files: tuple[str, ...], overrides: tuple[str, ...], allow_remote_code: bool) -> None:

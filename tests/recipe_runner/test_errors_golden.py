@@ -490,6 +490,13 @@ def test_a_stack_that_keeps_the_students_width_is_told_to_end_with_a_resizing_la
     ), result.stderr
 
 
+def test_cli_validate_names_a_directory_among_its_files_and_checks_the_others(tmp_path) -> None:
+    result = invoke("validate", str(BROKEN / "typo_key.yaml"), str(tmp_path))
+    assert result.exit_code == 2
+    assert f"{tmp_path}: <recipe>: is a directory, not a recipe file" in result.stderr
+    assert "typo_key.yaml:" in result.stderr and "2 problems found." in result.stderr, result.stderr
+
+
 def test_cli_validate_missing_file_exits_2() -> None:
     result = invoke("validate", str(BROKEN / "no_such_recipe.yaml"))
     assert result.exit_code == 2
