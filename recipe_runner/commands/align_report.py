@@ -49,6 +49,7 @@ def align_report(file: str, overrides: tuple[str, ...], allow_remote_code: bool,
         *needed_from("teacher", recipe.teacher, weights=False),
     ]
     require_downloaded(needs, "align-report")
+    prompts, measured = _with_answers(recipe, split, prompts, file, overrides, allow_remote_code)
     student_tokenizer = load_tokenizer(recipe.student)
     teacher_tokenizer = load_tokenizer(recipe.teacher)
     report = coverage_report(
@@ -59,10 +60,37 @@ def align_report(file: str, overrides: tuple[str, ...], allow_remote_code: bool,
         recipe.student.max_length,
         recipe.teacher.max_length,
     )
-    click.echo(f"{split} split of {recipe.recipe}")
+    click.echo(f"{split} split of {recipe.recipe}{measured}")
     click.echo(format_report(report))
     if recipe.family == "logits":  # across two vocabularies: what the divergences over shared tokens can compare
         from components.losses.vocab_map import build_vocab_map
 
         shared = build_vocab_map(student_tokenizer, teacher_tokenizer)
         click.echo(f"vocabularies: {shared.summary()} (forward_kl, reverse_kl and jsd compare these, uld all)")
+
+
+def _with_answers(recipe, split: str, prompts: list[str], file: str, overrides, allow_remote_code: bool):
+    """A recipe trained on the teacher's answers aligns prompt and answer, and its uld loss compares the answer's
+    tokens alone: measure those texts once written (each answer continues its prompt, so the two join as text).
+    Returns the texts and how the report's title names them."""
+    from pathlib import Path
+
+    from components.data.teacher_answers import read_answers
+    from recipe_runner.next_commands import NextCommands
+    from recipe_runner.teacher_answers import answers_identity
+
+    spec = getattr(recipe.teacher, "answers", None)
+    if spec is None:
+        return prompts, ""
+    written = read_answers(Path(spec.dir), split, prompts, answers_identity(recipe))
+    if written is None:
+        write = NextCommands.of_this_process(file, overrides, allow_remote_code).command("cache")
+        click.echo(
+            f"note: the teacher's answers for {split} are not written yet (`{write}` writes them): this measures the "
+            "prompts alone, while training aligns each prompt with its answer",
+            err=True,
+        )
+        return prompts, " (prompts alone)"
+    return [
+        prompt + answer for prompt, answer in zip(prompts, written, strict=True)
+    ], " (prompts with the teacher's answers)"

@@ -99,6 +99,27 @@ def test_align_report_shows_the_matched_tokens_and_shared_ids_compared_across_tw
     assert "vocabularies: 678 tokens shared: 93.8% of the teacher's 723, 35.0% of the student's 1936" in result.output
 
 
+def test_align_report_of_a_recipe_trained_on_answers_measures_prompts_with_their_answers(tmp_path) -> None:
+    """Its uld loss compares the answers' tokens: until they are written the report says it measures less."""
+    recipe = str(RECIPES / "qwen_cross_vocab_answers_tiny.yaml")
+    train = RECIPES.parents[1] / "data" / "prompts" / "train.txt"
+    values = [f"teacher.answers.dir={tmp_path / 'answers'}", "teacher.answers.max_new_tokens=8",
+              f"data.train={{path: {train}, limit: 16}}", "data.eval=null"]  # fmt: skip
+    sets = [arg for value in values for arg in ("--set", value)]
+    alone = CliRunner().invoke(main, ["align-report", recipe, *sets])
+    assert alone.exit_code == 0, alone.output
+    assert "note: the teacher's answers for train are not written yet (`recipe cache " in alone.stderr
+    assert "train split of qwen_cross_vocab_answers_tiny (prompts alone)" in alone.stdout
+    assert CliRunner().invoke(main, ["cache", recipe, *sets, "--no-progress"]).exit_code == 0
+    joined = CliRunner().invoke(main, ["align-report", recipe, *sets])
+    assert "(prompts with the teacher's answers)" in joined.stdout and "note:" not in joined.stderr
+
+    def tokens(report: str) -> int:
+        return int(report.split("student real tokens: ")[1].split()[0])
+
+    assert tokens(joined.stdout) > tokens(alone.stdout)
+
+
 def test_tokenizers_sharing_no_token_leave_the_mapped_divergences_nothing(monkeypatch) -> None:
     from components.losses import vocab_map
 
