@@ -25,13 +25,13 @@ class AnswersSetupError(UserFacingError, RuntimeError):
 
 
 def answers_identity(recipe: Recipe) -> dict:
-    """What the answers depend on besides the prompts: the teacher and how it was asked."""
+    """What the answers depend on besides the prompts: the teacher and how it was asked (not how many prompts
+    at once: a batch size lowered after running out of memory keeps what was written)."""
     spec = recipe.teacher.answers
     assert spec is not None
     settings = {
         "max_new_tokens": spec.max_new_tokens,
         "temperature": spec.temperature,
-        "batch_size": spec.batch_size,
         "prompt_tokens": recipe.teacher.max_length,  # each prompt is cut there before the teacher answers it
     }
     return {**teacher_source_identity(recipe), **settings, "answer_seed": recipe.hardware.seed}

@@ -32,6 +32,17 @@ def _made_from(prompts: list[str], identity: dict) -> dict:
     return {"prompts_sha256": prompts_digest(prompts), "count": len(prompts), **identity}
 
 
+# Recorded by answers written before it was known not to matter: how many prompts the teacher answered at once
+# changes no answer's meaning, and lowering it is what a teacher out of memory needs.
+_NOT_WHAT_MADE_THEM = ("batch_size",)
+
+
+def _same_making(saved: dict | None, made: dict) -> bool:
+    if not isinstance(saved, dict):
+        return False
+    return {key: value for key, value in saved.items() if key not in _NOT_WHAT_MADE_THEM} == made
+
+
 def _salvage(final: Path, partial: Path, manifest: Path, whole: int) -> str:
     started = partial.with_suffix(".started.json")
     pairs = ((final, partial), (manifest, started))
@@ -51,7 +62,7 @@ def read_answers(directory: Path, split: str, prompts: list[str], identity: dict
             f"{manifest}: unreadable ({exc}), so nothing says which prompts and teacher made {final}: move both "
             "away to write the answers again"
         ) from None
-    if made != _made_from(prompts, identity):
+    if not _same_making(made, _made_from(prompts, identity)):
         raise AnswersError(
             f"{final} holds answers made from other prompts or teacher settings than data.{split} and "
             "teacher.answers now: delete it (and its .json) to write them again, or point teacher.answers.dir "
@@ -118,7 +129,7 @@ def write_answers(
     made = _made_from(prompts, identity)
     started = partial.with_suffix(".started.json")
     done: list[str] = []
-    if _started_from(started) == made:
+    if _same_making(_started_from(started), made):
         for line in partial.read_text(encoding="utf-8").splitlines()[: len(prompts)] if partial.is_file() else []:
             try:
                 answer = json.loads(line)["answer"]

@@ -58,6 +58,32 @@ def test_a_run_killed_midway_continues_after_its_last_whole_answer(tmp_path: Pat
     assert [json.loads(line)["answer"] for line in lines] == _answer(0, PROMPTS)
 
 
+def test_answers_recorded_with_a_batch_size_go_on_under_another(tmp_path: Path) -> None:
+    """Answers written before the batch size left their record (it changes no answer's meaning) still continue
+    and still read back: lowering it is what a teacher out of memory needs."""
+
+    def killed_after_one_batch(start: int, prompts: list[str]) -> list[str]:
+        if start >= 2:
+            raise KeyboardInterrupt
+        return _answer(start, prompts)
+
+    with pytest.raises(KeyboardInterrupt):
+        write_answers(tmp_path, "train", PROMPTS, IDENTITY, killed_after_one_batch, batch_size=2)
+    started = tmp_path / "train.jsonl.started.json"
+    started.write_text(json.dumps({**json.loads(started.read_text()), "batch_size": 2}))  # as recorded before
+    resumed: list[int] = []
+
+    def rest(start: int, prompts: list[str]) -> list[str]:
+        resumed.append(start)
+        return _answer(start, prompts)
+
+    assert write_answers(tmp_path, "train", PROMPTS, IDENTITY, rest, batch_size=1)[:2] == _answer(0, PROMPTS)[:2]
+    assert resumed[0] == 2  # the two written answers were kept
+    manifest = tmp_path / "train.json"
+    manifest.write_text(json.dumps({**json.loads(manifest.read_text()), "batch_size": 16}))
+    assert read_answers(tmp_path, "train", PROMPTS, IDENTITY) is not None
+
+
 def test_half_written_answers_of_other_settings_are_refused_never_emptied(tmp_path: Path) -> None:
     def killed_after_one_batch(start: int, prompts: list[str]) -> list[str]:
         if start >= 2:
