@@ -71,10 +71,11 @@ def align_report(file: str, overrides: tuple[str, ...], allow_remote_code: bool,
 
 def _with_answers(recipe, split: str, prompts: list[str], file: str, overrides, allow_remote_code: bool):
     """A recipe trained on the teacher's answers aligns prompt and answer, and its uld loss compares the answer's
-    tokens alone: measure those texts once written (each answer continues its prompt, so the two join as text).
+    tokens alone: measure those texts once written, joined as training joins them.
     Returns the texts and how the report's title names them."""
     from pathlib import Path
 
+    from components.data.answer_texts import joined
     from components.data.teacher_answers import read_answers
     from recipe_runner.next_commands import NextCommands
     from recipe_runner.teacher_answers import answers_identity
@@ -91,6 +92,5 @@ def _with_answers(recipe, split: str, prompts: list[str], file: str, overrides, 
             err=True,
         )
         return prompts, " (prompts alone)"
-    return [
-        prompt + answer for prompt, answer in zip(prompts, written, strict=True)
-    ], " (prompts with the teacher's answers)"
+    texts = [joined(prompt, answer)[0] for prompt, answer in zip(prompts, written, strict=True)]  # as training joins
+    return texts, " (prompts with the teacher's answers)"
