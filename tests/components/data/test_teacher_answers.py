@@ -58,9 +58,8 @@ def test_a_run_killed_midway_continues_after_its_last_whole_answer(tmp_path: Pat
     assert [json.loads(line)["answer"] for line in lines] == _answer(0, PROMPTS)
 
 
-def test_answers_recorded_with_a_batch_size_go_on_under_another(tmp_path: Path) -> None:
-    """Answers written before the batch size left their record (it changes no answer's meaning) still continue
-    and still read back: lowering it is what a teacher out of memory needs."""
+def _two_answers_then_killed(directory: Path) -> None:
+    """A writer killed during its second batch of two: a partial file of two answers."""
 
     def killed_after_one_batch(start: int, prompts: list[str]) -> list[str]:
         if start >= 2:
@@ -68,7 +67,13 @@ def test_answers_recorded_with_a_batch_size_go_on_under_another(tmp_path: Path) 
         return _answer(start, prompts)
 
     with pytest.raises(KeyboardInterrupt):
-        write_answers(tmp_path, "train", PROMPTS, IDENTITY, killed_after_one_batch, batch_size=2)
+        write_answers(directory, "train", PROMPTS, IDENTITY, killed_after_one_batch, batch_size=2)
+
+
+def test_answers_recorded_with_a_batch_size_go_on_under_another(tmp_path: Path) -> None:
+    """Answers written before the batch size left their record (it changes no answer's meaning) still continue
+    and still read back: lowering it is what a teacher out of memory needs."""
+    _two_answers_then_killed(tmp_path)
     started = tmp_path / "train.jsonl.started.json"
     started.write_text(json.dumps({**json.loads(started.read_text()), "batch_size": 2}))  # as recorded before
     resumed: list[int] = []
@@ -85,13 +90,7 @@ def test_answers_recorded_with_a_batch_size_go_on_under_another(tmp_path: Path) 
 
 
 def test_half_written_answers_of_other_settings_are_refused_never_emptied(tmp_path: Path) -> None:
-    def killed_after_one_batch(start: int, prompts: list[str]) -> list[str]:
-        if start >= 2:
-            raise KeyboardInterrupt
-        return _answer(start, prompts)
-
-    with pytest.raises(KeyboardInterrupt):
-        write_answers(tmp_path, "train", PROMPTS, IDENTITY, killed_after_one_batch, batch_size=2)
+    _two_answers_then_killed(tmp_path)
     partial = tmp_path / "train.jsonl.partial"
     kept = partial.read_bytes()
     for identity in ({**IDENTITY, "max_new_tokens": 8}, IDENTITY):
