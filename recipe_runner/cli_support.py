@@ -3,9 +3,11 @@ problems: exit code 2; a missing model, file, cache or package: `error: ...`, ex
 
 from __future__ import annotations
 
+import contextlib
 import functools
+import os
 import sys
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from typing import Any
 
 import click
@@ -71,3 +73,17 @@ def reports_recipe_errors(func: Callable[..., Any]) -> Callable[..., Any]:
             sys.exit(EXIT_SETUP_ERROR)
 
     return wrapper
+
+
+@contextlib.contextmanager
+def interrupt_goes_on(said: str, rerun: str) -> Iterator[None]:
+    """Ctrl-C (or a scheduler's stop) in work that keeps what it finished: `interrupted{said}`, then this command's
+    own line (`rerun`, with its --set values) that goes on from there; once, from the first process of a launch,
+    and exit code 130 as shells expect."""
+    try:
+        yield
+    except KeyboardInterrupt:
+        if os.environ.get("RANK", "0") == "0":
+            with contextlib.suppress(OSError):  # a terminal that hung up takes no more output
+                click.echo(f"\ninterrupted{said}; `{rerun}` goes on from there", err=True)
+        sys.exit(130)

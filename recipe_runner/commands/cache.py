@@ -2,14 +2,14 @@
 
 from __future__ import annotations
 
-import os
-import sys
-from collections.abc import Iterator
-from contextlib import contextmanager
-
 import click
 
-from recipe_runner.cli_support import overrides_option, reports_recipe_errors, trust_remote_code_option
+from recipe_runner.cli_support import (
+    interrupt_goes_on,
+    overrides_option,
+    reports_recipe_errors,
+    trust_remote_code_option,
+)
 
 
 @click.command("cache")
@@ -49,7 +49,7 @@ def cache(
     recipe = loaded.recipe
     commands = NextCommands.of_this_process(file, overrides, allow_remote_code)
     if recipe.family == "logits" and recipe.teacher.answers is not None:
-        with _interrupt_keeps("the answers written so far are kept", commands.command("cache")):
+        with interrupt_goes_on(": the answers written so far are kept", commands.command("cache")):
             _write_answers(recipe, not no_progress, commands)
         return
     why = (
@@ -58,7 +58,8 @@ def cache(
     )
     require_embedding_family(recipe, "cache", why)
     processes = CacheProcesses(loaded.recipe.hardware)  # several under torchrun: each writes its share
-    with _interrupt_keeps("the finished shards are kept", commands.command("cache", *(["--verify"] if verify else []))):
+    rerun = commands.command("cache", *(["--verify"] if verify else []))
+    with interrupt_goes_on(": the finished shards are kept", rerun):
         reports = build_teacher_cache(
             loaded.recipe, batch_tokens, progress=not no_progress, processes=processes, verify=verify, commands=commands
         )
@@ -86,18 +87,6 @@ def _report_line(split: str, report: dict, shard_size: int, verified: bool) -> s
         f"{split}: {report['count']} prompts, {report['shards_written']} shard(s) written, {report['tokens']} tokens, "
         + on_disk
     )
-
-
-@contextmanager
-def _interrupt_keeps(kept: str, rerun: str) -> Iterator[None]:
-    """Ctrl-C (or a scheduler's stop) after hours of teacher forwards: what is kept, and the exact command line,
-    with this one's `--set` values, that goes on from there (once, from the first process of a launch)."""
-    try:
-        yield
-    except KeyboardInterrupt:
-        if os.environ.get("RANK", "0") == "0":
-            click.echo(f"\ninterrupted: {kept}; `{rerun}` goes on from there", err=True)
-        sys.exit(130)
 
 
 def _write_answers(recipe, progress: bool, commands) -> None:

@@ -7,7 +7,12 @@ from pathlib import Path
 
 import click
 
-from recipe_runner.cli_support import overrides_option, reports_recipe_errors, trust_remote_code_option
+from recipe_runner.cli_support import (
+    interrupt_goes_on,
+    overrides_option,
+    reports_recipe_errors,
+    trust_remote_code_option,
+)
 
 
 @click.command("run")
@@ -34,15 +39,13 @@ def run(file: str, overrides: tuple[str, ...], allow_remote_code: bool, resume: 
     if loaded.recipe.output.export:  # refused now, not after training: only an earlier export may be replaced
         check_target(Path(loaded.recipe.output.dir) / "export", loaded.recipe.family)
     commands = NextCommands.of_this_process(file, overrides, allow_remote_code)  # what its messages offer to run
-    try:
+    answers = getattr(loaded.recipe.teacher, "answers", None)
+    kept = "; the teacher answers written so far are kept" if answers is not None else ""
+    # While models load, or the teacher writes its answers (which may take hours).
+    with interrupt_goes_on(
+        f" before the first training step{kept}", commands.command("run", *(["--resume"] if resume else []))
+    ):
         trainer = Trainer(loaded.recipe, resume=resume, progress=not no_progress, commands=commands)
-    except KeyboardInterrupt:  # while models load, or the teacher writes its answers (which may take hours)
-        if first_process():
-            again = commands.command("run", *(["--resume"] if resume else []))
-            answers = getattr(loaded.recipe.teacher, "answers", None)
-            kept = "; the teacher answers written so far are kept" if answers is not None else ""
-            click.echo(f"\ninterrupted before the first training step{kept}; `{again}` goes on from there", err=True)
-        sys.exit(130)
     speaks = trainer.accelerator.is_main_process  # every process of a multi-process run gets here: one says it
     try:
         summary = trainer.run()
