@@ -493,7 +493,7 @@ def test_a_stack_that_keeps_the_students_width_is_told_to_end_with_a_resizing_la
 def test_cli_validate_names_a_directory_among_its_files_and_checks_the_others(tmp_path) -> None:
     result = invoke("validate", str(BROKEN / "typo_key.yaml"), str(tmp_path))
     assert result.exit_code == 2
-    assert f"{tmp_path}: <recipe>: is a directory, not a recipe file" in result.stderr
+    assert f"{tmp_path.name}: <recipe>: is a directory, not a recipe file" in result.stderr  # (shown relative)
     assert "typo_key.yaml:" in result.stderr and "2 problems found." in result.stderr, result.stderr
 
 
