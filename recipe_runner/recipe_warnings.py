@@ -6,7 +6,7 @@ from __future__ import annotations
 
 from recipe_runner.errors import Problem
 from recipe_runner.loader import LoadedRecipe
-from schemas.stages import PARTS
+from schemas.stages import PARTS, ConstantSchedule
 
 
 def recipe_warnings(loaded: LoadedRecipe) -> list[Problem]:
@@ -33,6 +33,12 @@ def recipe_warnings(loaded: LoadedRecipe) -> list[Problem]:
                         "state then takes no memory)",
                     )
                 )
+        if isinstance(stage.schedule, ConstantSchedule):
+            for part in stage.trainable:
+                if stage.min_lr.get(part) is not None:
+                    warnings.append(
+                        loaded.problem(here + ("min_lr", part), "unused: a constant schedule stays at lr after warmup")
+                    )
         if stage.steps is not None and stage.warmup_steps >= stage.steps:
             warnings.append(
                 loaded.problem(
@@ -41,6 +47,7 @@ def recipe_warnings(loaded: LoadedRecipe) -> list[Problem]:
                     "reaches lr",
                 )
             )
+    warnings += _without_evaluation(loaded)
     named = loaded.tree.position_of(("recipe",))
     if not named.is_override and named.file not in ("<recipe>", str(loaded.file)):
         warnings.append(
@@ -60,6 +67,21 @@ def recipe_warnings(loaded: LoadedRecipe) -> list[Problem]:
             )
         )
     return warnings
+
+
+def _without_evaluation(loaded: LoadedRecipe) -> list[Problem]:
+    """Evaluation settings written in a recipe that has no eval prompts: nothing evaluates, and no `best` is kept."""
+    data = loaded.recipe.data
+    if data.eval is not None or data.eval_fraction > 0:
+        return []
+    inert = {
+        "eval_every_steps": "unused: no eval prompts (data.eval, data.eval_fraction), so nothing is evaluated",
+        "keep_best": "unused: no eval prompts (data.eval, data.eval_fraction), so no `best` checkpoint is kept",
+    }
+    written = [name for name in inert if ("output", name) in loaded.tree.positions]
+    if not loaded.recipe.output.keep_best and "keep_best" in written:
+        written.remove("keep_best")  # `keep_best: false` asks for what happens anyway
+    return [loaded.problem(("output", name), inert[name]) for name in written]
 
 
 def _unused_rate(loaded: LoadedRecipe, index: int, part: str) -> str:

@@ -85,3 +85,18 @@ def test_a_recipe_that_extends_another_and_keeps_its_name_is_asked_for_one(tmp_p
     child.write_text(f"extends: {TINY}\nrecipe: child\n")
     assert recipe_warnings(load_recipe(child)) == []
     assert recipe_warnings(load_recipe(TINY, ["recipe=renamed"])) == []  # a --set name is this run's own
+
+
+def test_settings_a_constant_schedule_or_a_recipe_without_eval_prompts_leaves_unused_are_said() -> None:
+    said = _said("stages.0.schedule={type: constant}", "data.eval=null")
+    assert [line.split(": ", 2)[1] for line in said] == [
+        "stages[0].min_lr.student",
+        "stages[0].min_lr.bolt_on",
+        "output.eval_every_steps",
+    ]
+    assert said[0].endswith("unused: a constant schedule stays at lr after warmup")
+    assert said[2].endswith("unused: no eval prompts (data.eval, data.eval_fraction), so nothing is evaluated")
+    kept = _said("data.eval=null", "output.keep_best=true")[-1]
+    assert kept.endswith("output.keep_best: unused: no eval prompts (data.eval, data.eval_fraction), so no `best` "
+                         "checkpoint is kept")  # fmt: skip
+    assert _said("data.eval=null", "data.eval_fraction=0.1") == []
