@@ -322,7 +322,7 @@ class Trainer:
                 if logging or evaluating or by_count or (consensus.alone and (stop.raised or clock_due)):
                     agreed = consensus.agree(nonfinite=nonfinite, stop=stop.raised, clock=clock_due)
                     if agreed["nonfinite"]:
-                        raise diverged(self.checkpoints, step, self.commands.resume)
+                        raise diverged(self.checkpoints, step, stage_index, self.commands.resume)
                 if logging:
                     # One rate per part (its decayed and undecayed weights share it), named as the recipe names it.
                     lrs = {
@@ -411,7 +411,8 @@ class Trainer:
             pass  # handled below: the exception's traceback holds the frames that hold the activations
         except SamplingDiverged:  # an on-policy stage samples from the weights the step before left
             what = "the student's sampling probabilities"
-            raise diverged(self.checkpoints, position.global_step + 1, self.commands.resume, what) from None
+            step = position.global_step + 1
+            raise diverged(self.checkpoints, step, position.stage, self.commands.resume, what) from None
         else:
             with child_signals_deferred():
                 self.optimizer.step()

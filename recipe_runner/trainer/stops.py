@@ -89,7 +89,7 @@ class StopFlag:
     def __init__(self) -> None:
         self.raised = False
         self._previous: dict[int, object] = {}
-        self._owner = os.getpid()
+        self._owner: int | None = None  # the process that installed the handlers
 
     def __enter__(self) -> StopFlag:
         self._owner = os.getpid()
@@ -121,14 +121,14 @@ def last_checkpoint(checkpoints: Path, label: str) -> str:
     return f"{label} is {kept[-1]}" if kept else "no checkpoint had been written yet"
 
 
-def diverged(checkpoints: Path, step: int, resume: str, what: str = "loss") -> TrainingDiverged:
-    """`what` went NaN or infinite (the loss, or an on-policy stage's sampling probabilities); the command line
-    `resume` continues from the last checkpoint once a setting is changed."""
+def diverged(checkpoints: Path, step: int, stage: int, resume: str, what: str = "loss") -> TrainingDiverged:
+    """`what` went NaN or infinite in stage index `stage` (the loss, or an on-policy stage's sampling
+    probabilities); the command line `resume` continues from the last checkpoint once a setting is changed."""
     return TrainingDiverged(
         f"{what} became NaN or inf before step {step}; stopped without saving: "
         f"{last_checkpoint(checkpoints, 'the last good checkpoint')}. "
         "Lower the learning rate, use bf16 instead of fp16, or enable grad_clip, then continue from there with "
-        f"`{resume}` and that change as one more --set (e.g. --set stages.0.grad_clip=1.0)."
+        f"`{resume}` and that change as one more --set (e.g. --set stages.{stage}.grad_clip=1.0)."
     )
 
 
