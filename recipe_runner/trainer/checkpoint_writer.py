@@ -8,11 +8,19 @@ from pathlib import Path
 
 import torch
 from accelerate import Accelerator
+from accelerate.utils import broadcast_object_list
 from tqdm.auto import tqdm
 
 from components.atomic_files import ForeignDirectoryError
 from components.errors import some_of
-from recipe_runner.trainer.checkpoint import Position, added_to_checkpoint, checkpoint_name, prune, save_checkpoint
+from recipe_runner.trainer.checkpoint import (
+    COMPLETE,
+    Position,
+    added_to_checkpoint,
+    checkpoint_name,
+    prune,
+    save_checkpoint,
+)
 from recipe_runner.trainer.checksums import BackgroundChecksums
 from recipe_runner.trainer.deferred_signals import child_signals_deferred
 from recipe_runner.trainer.stops import write_failed
@@ -35,19 +43,22 @@ class CheckpointWriter:
         scheduler,
         position: Position,
         name: str | None = None,
-    ) -> None:
+    ) -> bool:
+        """Whether the checkpoint was written (on every process alike): a `best` holding a person's files is not
+        replaced, and training goes on."""
         self.accelerator.wait_for_everyone()
+        written = True
         if self.accelerator.is_main_process:
             self.wait()  # `best` is replaced and old checkpoints pruned: never while they are being hashed
             target = self.root / (name or checkpoint_name(position.global_step))
             try:
                 with child_signals_deferred():
                     save_checkpoint(target, model, optimizer, scheduler, position, self.record, self.then)
-            except ForeignDirectoryError as exc:
+            except ForeignDirectoryError:
                 if name is None:  # a step folder (checked before training; made since): nothing to go on from
                     raise
-                tqdm.write(f"warning: {exc}; it keeps its earlier weights, training goes on", file=sys.stderr)
-                target = None
+                tqdm.write(f"warning: {_not_replaced(target, position)}", file=sys.stderr)
+                target, written = None, False
             except OSError as exc:
                 raise write_failed(self.root, target, exc, self.then, self.keep_last) from None
             if name is None:
@@ -55,6 +66,7 @@ class CheckpointWriter:
             if target is not None:
                 self.sums.start(target)
         self.accelerator.wait_for_everyone()
+        return broadcast_object_list([written], from_process=0)[0]
 
     def _say_kept(self, kept: list[Path]) -> None:
         for path in kept:
@@ -67,3 +79,20 @@ class CheckpointWriter:
         """Until the newest checkpoint's sums are written (or found unwritable, which is said)."""
         for failed in self.sums.wait():
             tqdm.write(f"warning: could not write the checksums of {failed}; it loads unchecked", file=sys.stderr)
+
+
+def _not_replaced(target: Path, position: Position) -> str:
+    """Why the weights of a better evaluation were not kept in `target`, mid-run: what to move, and that the run
+    goes on (a resume command would only meet this run's own lock)."""
+    theirs = added_to_checkpoint(target) if (target / COMPLETE).is_file() else []
+    held = (
+        f"holds {some_of(theirs, 4)}, which no run wrote"
+        if theirs
+        else "is not a checkpoint (a folder or file of yours?)"
+    )
+    score = f" (eval/loss {position.best_eval:.4g})" if position.best_eval is not None else ""
+    return (
+        f"{target} {held}, so the weights of step {position.global_step}{score} were not kept there: move "
+        f"{'those files out of it' if theirs else 'it away'}; training goes on, and keeps the next better "
+        "evaluation there"
+    )

@@ -160,9 +160,9 @@ class Trainer:
         model.train()
         return None if evaluation.stopped else metrics
 
-    def _save(self, position: Position, name: str | None = None) -> None:
+    def _save(self, position: Position, name: str | None = None) -> bool:
         model = self.accelerator.unwrap_model(self.prepared)
-        self.writer.save(model, self.optimizer, self.scheduler, position, name)
+        return self.writer.save(model, self.optimizer, self.scheduler, position, name)
 
     def run(self) -> RunSummary:
         if self.accelerator.is_main_process:
@@ -369,8 +369,9 @@ class Trainer:
         self._log(position.global_step, {"stage": stage, **metrics})
         better = position.best_eval is None or metrics["eval/loss"] < position.best_eval
         if self.recipe.output.keep_best and better:
-            position.best_eval = metrics["eval/loss"]
-            self._save(position, name="best")
+            kept, position.best_eval = position.best_eval, metrics["eval/loss"]
+            if not self._save(position, name="best"):
+                position.best_eval = kept  # what `best` holds: a later evaluation is compared with that
 
     def _pending_evaluation(self, objective: Objective, position: Position, stop: StopFlag) -> dict[str, float]:
         """The evaluation that a stop cut short before the checkpoint this run resumed from, made before any

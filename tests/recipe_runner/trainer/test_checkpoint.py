@@ -214,14 +214,25 @@ def test_files_no_run_wrote_are_never_deleted_with_a_checkpoint(tmp_path, capsys
         save_checkpoint(root / "best", model, optimizer, scheduler, Position(global_step=40))
     resume = "recipe run r.yaml --set output.dir=elsewhere --resume"
     writer = CheckpointWriter(Accelerator(cpu=True), root, keep_last=1, record={}, resume=resume)
-    writer.save(model, optimizer, scheduler, Position(global_step=40), name="best")
-    writer.save(model, optimizer, scheduler, Position(global_step=40))
+    assert not writer.save(model, optimizer, scheduler, Position(global_step=40, best_eval=0.25), name="best")
+    assert writer.save(model, optimizer, scheduler, Position(global_step=40))
     writer.wait()
     assert read_position(root / "best").global_step == 30 and (root / "best" / "my_export" / "encoder.json").is_file()
     assert (root / checkpoint_name(10) / "notes.txt").read_text() == "mine"
     err = capsys.readouterr().err
-    assert "it keeps its earlier weights, training goes on" in err
-    assert f"then continue with `{resume}`" in err  # the command line of the run, not a placeholder
+    assert (
+        f"{root / 'best'} holds my_export/encoder.json, which no run wrote, so the weights of step 40 (eval/loss 0.25) "
+        "were not kept there: move those files out of it; training goes on, and keeps the next better evaluation"
+    ) in err
+    assert "--resume" not in err  # this run's own lock would refuse a second run on the folder
+    shutil.rmtree(root / "best")
+    (root / "best").write_text("a file of mine")
+    assert not writer.save(model, optimizer, scheduler, Position(global_step=50), name="best")
+    assert (
+        "best is not a checkpoint (a folder or file of yours?), so the weights of step 50 were"
+        in capsys.readouterr().err
+    )
+    assert (root / "best").read_text() == "a file of mine"
     assert f"{root / checkpoint_name(10)} holds notes.txt, which no run wrote: kept, not pruned" in err
 
 

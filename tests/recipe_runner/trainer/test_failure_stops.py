@@ -353,3 +353,19 @@ def test_a_stop_during_the_final_export_says_how_to_get_the_export(tiny_recipe_p
         Trainer(recipe, progress=False).run()
     assert str(caught.value).startswith("interrupted while writing the export, after training finished (the last ")
     assert "step-00000002); nothing was left half-written: `recipe run RECIPE --resume`" in str(caught.value)
+
+
+def test_a_better_evaluation_that_best_could_not_keep_is_not_the_one_compared_with(tiny_recipe_path, tiny_overrides):
+    """`best` holding a person's files keeps its old weights; the next evaluation is compared with those weights'
+    loss, not with the loss of weights that were never written."""
+    from recipe_runner.trainer.checkpoint import Position
+
+    trainer = Trainer(load_recipe(tiny_recipe_path, short_run(tiny_overrides, steps=4, save_every=4)).recipe)
+    saves = []
+    trainer._save = lambda position, name=None: saves.append((position.global_step, name)) or len(saves) > 1
+    position = Position(global_step=4)
+    trainer._record_evaluation(position, "distill", {"eval/loss": 0.5})  # not written: `best` is the user's
+    assert position.best_eval is None
+    position.global_step = 8
+    trainer._record_evaluation(position, "distill", {"eval/loss": 0.6})
+    assert saves == [(4, "best"), (8, "best")] and position.best_eval == 0.6
