@@ -101,7 +101,9 @@ def _message(err: dict[str, Any], root: type[BaseModel], path: Path_, data: Any)
         known = _known_keys(root, tuple(err["loc"][:-1]))
         template = len(path) == 1 and str(path[0]).startswith(("x_", "_", "."))  # a home for YAML anchors
         hint = "; a top-level key for YAML anchors only must start with x- (it is left out)" if template else ""
-        return f"unknown key {path[-1]!r}{_suggest(str(path[-1]), known)} (allowed: {', '.join(known)}){hint}"
+        hint += _other_types_key(root, tuple(err["loc"][:-1]), str(path[-1]))
+        suggestion = "" if hint else _suggest(str(path[-1]), known)
+        return f"unknown key {path[-1]!r}{suggestion} (allowed: {', '.join(known)}){hint}"
     if kind == "missing":
         return "required field is missing"
     if kind == "union_tag_invalid":
@@ -148,8 +150,32 @@ def _message(err: dict[str, Any], root: type[BaseModel], path: Path_, data: Any)
         read_as = _SCALARS.get(type(value)) if wanted == "a string" else None
         quote = f" (YAML reads that as {read_as}: quote it, '{_describe(value)}')" if read_as else ""
         shape = _mapping_example(root, tuple(err["loc"]), path, value, data) if wanted == "a mapping" else ""
-        return f"expected {wanted}, got {_describe(value)}{quote}{shape}"
+        return f"expected {wanted}, got {_describe(value)}{quote}{shape}{_scalar_hint(wanted, value, path)}"
     return err["msg"][0].lower() + err["msg"][1:]
+
+
+def _other_types_key(root: type[BaseModel], loc: Path_, key: str) -> str:
+    """A key of another `type:` of the same entry (left behind when the type was changed): which type has it."""
+    if not loc or not isinstance(loc[-1], str):
+        return ""
+    members = [tp for tp in _walk(root, loc[:-1]) if isinstance(tp, type) and issubclass(tp, BaseModel)]
+    if loc[-1] not in {_tag_of(tp) for tp in members}:  # not inside a union on `type`
+        return ""
+    owners = [tag for tp in members if key in tp.model_fields and (tag := _tag_of(tp)) and tag != loc[-1]]
+    if not owners:
+        return ""
+    kinds = f"type {owners[0]}" if len(owners) == 1 else f"types {', '.join(owners)}"
+    return f"; {key} belongs to {kinds}, not {loc[-1]}: remove it, or set the type it belongs to"
+
+
+def _scalar_hint(wanted: str, value: Any, path: Path_) -> str:
+    """A null where text belongs (`dir: ~` meaning the home folder), or keys under a single value (a `--set`
+    that went one level too deep)."""
+    if value is None and wanted == "a string":
+        return " (`~` alone, and a key with nothing after it, are YAML's null: write the text out, e.g. a full path)"
+    if isinstance(value, dict) and wanted not in ("a mapping", "a list") and path:
+        return f": {path[-1]} is one value, not a section holding {', '.join(map(str, value))}"
+    return ""
 
 
 def _mapping_example(root: type[BaseModel], loc: Path_, path: Path_, value: Any, data: Any) -> str:

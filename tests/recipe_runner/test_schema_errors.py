@@ -37,3 +37,35 @@ def test_a_scalar_where_a_mapping_belongs_shows_the_mapping_it_was_meant_as(over
         load_recipe(BASE, [override], check=False)
     [problem] = caught.value.problems
     assert problem.message == said
+
+
+@pytest.mark.parametrize(
+    ("override", "said"),
+    [
+        (  # `~` meant as the home folder
+            "output.dir=~",
+            "expected a string, got null (`~` alone, and a key with nothing after it, are YAML's null: write the "
+            "text out, e.g. a full path)",
+        ),
+        (  # a --set one level too deep
+            "hardware.seed.x=1",
+            "expected an integer, got {'x': 1}: seed is one value, not a section holding x",
+        ),
+    ],
+)
+def test_a_null_or_a_section_where_one_value_belongs_says_how_it_was_read(override: str, said: str) -> None:
+    with pytest.raises(RecipeError) as caught:
+        load_recipe(BASE, [override], check=False)
+    [problem] = caught.value.problems
+    assert problem.message == said
+
+
+def test_a_key_of_another_type_of_the_entry_names_the_type_it_belongs_to() -> None:
+    """`type:` changed and the old type's keys left behind: they are not typos to correct."""
+    with pytest.raises(RecipeError) as caught:
+        load_recipe(BASE, ["stages.0.losses.0.type=cosine", "stages.0.losses.0.delta=1"], check=False)
+    [problem] = caught.value.problems
+    assert problem.message == (
+        "unknown key 'delta' (allowed: on, type, weight); delta belongs to type huber, not cosine: remove it, or "
+        "set the type it belongs to"
+    )
