@@ -12,6 +12,7 @@ from ruamel.yaml import YAML
 from ruamel.yaml.comments import CommentedMap, CommentedSeq, TaggedScalar
 from ruamel.yaml.constructor import DuplicateKeyError
 from ruamel.yaml.error import MarkedYAMLError
+from ruamel.yaml.nodes import MappingNode, ScalarNode, SequenceNode
 
 from recipe_runner.errors import OVERRIDE_PREFIX, Path_, Position, Problem, RecipeError, dotted
 from recipe_runner.path_problems import resolve_or_reason
@@ -72,6 +73,7 @@ class _Expansion:
     """Counts values while converting one file, so an alias bomb stops at MAX_VALUES instead of filling memory."""
 
     file: str
+    refused: list[Problem] = field(default_factory=list)  # tags that are not plain data, all reported together
     left: int = MAX_VALUES
     text_left: int = MAX_TEXT
     seen: set[int] = field(default_factory=set)
@@ -102,18 +104,23 @@ _CORE = "tag:yaml.org,2002:"
 _PLAIN_TAGS = {f"{_CORE}{kind}" for kind in ("str", "int", "float", "bool", "null", "map", "seq")}
 
 
-def _refuse_tags(node: Any, file: str, path: Path_, positions: dict[Path_, Position]) -> Any:
+def _refuse_tags(node: Any, expansion: _Expansion, path: Path_, positions: dict[Path_, Position]) -> Any:
     """A recipe is plain data: YAML's core tags (`!!str 5`) are read as written, any other tag is an error at its
     place rather than silently dropped, so `!!python/object/...` in a shared recipe is seen, never run."""
     tag = getattr(getattr(node, "tag", None), "value", None)
     if tag is None or tag in _PLAIN_TAGS:
         return str(node.value) if isinstance(node, TaggedScalar) else node
     shown = "!!" + tag[len(_CORE) :] if tag.startswith(_CORE) else tag
-    raise RecipeError.single(
-        positions.get(path) or Position(file),
+    _refuse(expansion, path, positions, shown)
+    return None
+
+
+def _refuse(expansion: _Expansion, path: Path_, positions: dict[Path_, Position], tag: str) -> None:
+    expansion.refused.append(Problem(
+        positions.get(path) or Position(expansion.file),
         dotted(path) if path else "<recipe>",
-        f"YAML tag {shown} is not allowed: a recipe holds only mappings, lists, text, numbers, true/false and null",
-    )
+        f"YAML tag {tag} is not allowed: a recipe holds only mappings, lists, text, numbers, true/false and null",
+    ))  # fmt: skip
 
 
 def _to_plain(
@@ -121,7 +128,7 @@ def _to_plain(
 ) -> Any:
     alias = expansion.count(node, path, positions, alias)
     file = expansion.file
-    node = _refuse_tags(node, file, path, positions)
+    node = _refuse_tags(node, expansion, path, positions)
     if isinstance(node, CommentedMap):
         out: dict[Any, Any] = {}
         for key, value in node.items():
@@ -144,12 +151,8 @@ def _to_plain(
         return int(node)
     if node is None or isinstance(node, (datetime.date, float)):  # a date is told to be quoted by the schema
         return node
-    raise RecipeError.single(  # a set or binary that a core tag (!!set, !!binary) built
-        positions.get(path) or Position(file),
-        dotted(path) if path else "<recipe>",
-        f"YAML tag !!{'binary' if isinstance(node, bytes) else 'set'} is not allowed: a recipe holds only mappings, "
-        "lists, text, numbers, true/false and null",
-    )
+    _refuse(expansion, path, positions, f"!!{'binary' if isinstance(node, bytes) else 'set'}")  # a core tag built it
+    return None
 
 
 _NESTING_SHOWN = 100
@@ -185,26 +188,38 @@ UNEXPANDED_SET = (
     "environment variables are not expanded in a --set value: let the shell expand it (double quotes or none, "
     "not single quotes), or write the path relative to the current folder, or absolute"
 )
-_DUPLICATE_KEY = re.compile(r'found duplicate key "([^"]*)"')
 
 
-def _duplicate_key(name: str, text: str, exc: DuplicateKeyError) -> tuple[Position, str, str]:
-    """Where the key is given again and the line it was first given on; never the values (ruamel prints both in
-    full, hundreds of characters of Python reprs for a section)."""
-    found = _DUPLICATE_KEY.search(str(exc.problem))
-    key = found.group(1) if found else "?"
-    again = exc.problem_mark
-    where = Position(name, again.line + 1, again.column + 1) if again else Position(name)
-    first = None
-    start = exc.context_mark.line if exc.context_mark else 0
-    pattern = re.compile(rf"^\s{{{again.column}}}[\"']?{re.escape(key)}[\"']?\s*:" if again else "$^")
-    for number, line in enumerate(text.splitlines()[start : again.line if again else None], start + 1):
-        if pattern.match(line):
-            first = number
-            break
-    earlier = f" (first given on line {first})" if first else ""
-    message = f"key {key!r} appears twice in the same mapping{earlier}: merge the two into one {key!r}"
-    return where, "<yaml>", message
+def _duplicate_keys(name: str, text: str) -> list[Problem]:
+    """Every key given twice in one mapping, at the second place, with the line of the first; never the values
+    (ruamel prints both in full, hundreds of characters of Python reprs for a section)."""
+    problems: list[Problem] = []
+    seen: set[int] = set()
+    pending = [_yaml().compose(text)]
+    while pending:
+        node = pending.pop()
+        if node is None or id(node) in seen:  # an alias is the anchored node again
+            continue
+        seen.add(id(node))
+        if isinstance(node, MappingNode):
+            first: dict[str, int] = {}
+            for key, value in node.value:
+                pending.append(value)
+                if not isinstance(key, ScalarNode) or getattr(key.tag, "value", key.tag) == "tag:yaml.org,2002:merge":
+                    continue
+                mark = key.start_mark
+                if key.value in first:
+                    problems.append(Problem(
+                        Position(name, mark.line + 1, mark.column + 1),
+                        "<yaml>",
+                        f"key {key.value!r} appears twice in the same mapping (first given on line "
+                        f"{first[key.value]}): merge the two into one {key.value!r}",
+                    ))  # fmt: skip
+                else:
+                    first[key.value] = mark.line + 1
+        elif isinstance(node, SequenceNode):
+            pending.extend(node.value)
+    return problems
 
 
 def _parse_file(file: Path) -> SourcedTree:
@@ -232,7 +247,10 @@ def _parse_file(file: Path) -> SourcedTree:
     try:
         node = _yaml().load(text)
     except DuplicateKeyError as exc:
-        raise RecipeError.single(*_duplicate_key(name, text, exc)) from None
+        mark = exc.problem_mark
+        where = Position(name, mark.line + 1, mark.column + 1) if mark else Position(name)
+        found = _duplicate_keys(name, text) or [Problem(where, "<yaml>", "a key appears twice in the same mapping")]
+        raise RecipeError(found) from None
     except MarkedYAMLError as exc:
         raise RecipeError.single(*_syntax_error(name, exc)) from None
     except RecursionError:
@@ -246,7 +264,11 @@ def _parse_file(file: Path) -> SourcedTree:
     if not isinstance(node, CommentedMap):
         raise RecipeError.single(Position(name, 1, 1), "<recipe>", "a recipe must be a mapping of sections")
     positions: dict[Path_, Position] = {(): Position(name, 1, 1)}
-    return SourcedTree(_to_plain(node, _Expansion(name), (), positions), positions)
+    expansion = _Expansion(name)
+    data = _to_plain(node, expansion, (), positions)
+    if expansion.refused:
+        raise RecipeError(expansion.refused)
+    return SourcedTree(data, positions)
 
 
 # What a YAML parser says -> what to do about it, for the slips people make by hand.

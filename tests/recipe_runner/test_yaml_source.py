@@ -219,6 +219,28 @@ def test_a_key_given_twice_names_both_lines_and_never_dumps_the_values(tmp_path,
     )
 
 
+def test_every_key_given_twice_and_every_refused_tag_is_reported_at_once(tmp_path: Path) -> None:
+    """One edit-and-rerun per mistake is what a person fixing a pasted recipe should not go through."""
+    text = "recipe: x\nhardware:\n  seed: 1\n  seed: 2\nrecipe: y\nx-base: &b {a: 1, a: 2}\nx-again: *b\n"
+    with pytest.raises(RecipeError) as exc:
+        load_tree(write(tmp_path, "dup.yaml", text))
+    found = [(where(p.position)[1:], p.message.split(" (")[0]) for p in exc.value.problems]
+    assert found == [
+        ((4, 3), "key 'seed' appears twice in the same mapping"),
+        ((5, 1), "key 'recipe' appears twice in the same mapping"),
+        ((6, 19), "key 'a' appears twice in the same mapping"),  # once, though aliased again below
+    ]
+    text = "recipe: !!python/name:os.system x\nhardware: {seed: !!binary aGk=}\ndata: !custom {train: a}\n"
+    with pytest.raises(RecipeError) as exc:
+        load_tree(write(tmp_path, "tags.yaml", text))
+    found = [(p.field, p.message.split(" is not")[0]) for p in exc.value.problems]
+    assert found == [
+        ("recipe", "YAML tag !!python/name:os.system"),
+        ("hardware.seed", "YAML tag !!binary"),
+        ("data", "YAML tag !custom"),
+    ]
+
+
 @pytest.mark.parametrize("text", ["", "# only a comment\n", "---\n"])
 def test_empty_file_is_an_empty_recipe(tmp_path: Path, text: str) -> None:
     file = write(tmp_path, "empty.yaml", text)
