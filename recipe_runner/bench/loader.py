@@ -109,7 +109,7 @@ def run_loader(
         dataset = prompt_pairs(original, prompts, student_tok, teacher_tok, cache)
         collate = Collator(pad_id(student_tok), pad, chroma)
         started = now(device)
-        batches = iter(batch_loader(dataset, order, collate, hw, device))
+        batches = batch_loader(dataset, order, collate, hw, device)
         next(batches).to(device)
         first = now(device) - started
         tokens = target_bytes = prompts_seen = 0

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import math
 import sys
+import warnings
 from collections.abc import Iterator
 
 import torch
@@ -16,7 +17,13 @@ from components.data.batches import bucketed_batches, shard_batches
 from components.data.pipeline import Collator, DistillBatch, PromptPairs
 from components.data.texts import TextBatch, TextCollator, TextSamples
 from recipe_runner.trainer.checkpoint import Position
-from recipe_runner.trainer.loader_workers import LOADER_TIMEOUT_S, PREFETCH_FACTOR, require_worker_sockets
+from recipe_runner.trainer.loader_workers import (
+    LOADER_TIMEOUT_S,
+    PREFETCH_FACTOR,
+    more_workers_than_cores,
+    require_worker_sockets,
+    usable_cores,
+)
 from recipe_runner.trainer.parts import RunParts
 from schemas import Recipe
 from schemas.hardware import Hardware
@@ -29,22 +36,27 @@ def batch_loader(
     collate: Collator | TextCollator,
     hardware: Hardware,
     device: torch.device,
-) -> DataLoader:
-    """The loader of `order`'s batches: items made and collated in `hardware.num_workers` processes, pinned for an
-    asynchronous copy when the batches go to a GPU."""
+) -> Iterator:
+    """`order`'s batches: items made and collated in `hardware.num_workers` processes, pinned for an asynchronous
+    copy when the batches go to a GPU."""
     require_worker_sockets(hardware.num_workers)
-    return DataLoader(
-        dataset,
-        batch_sampler=order,
-        collate_fn=collate,
-        num_workers=hardware.num_workers,
-        pin_memory=device.type == "cuda",
-        timeout=LOADER_TIMEOUT_S if hardware.num_workers else 0,
-        prefetch_factor=PREFETCH_FACTOR if hardware.num_workers else None,
-        # Its own generator for the workers' base seed: drawn from torch's global one, it shifted the numbers
-        # that stochastic rounding and dropout draw after a resume, which builds its loader at another point.
-        generator=torch.Generator().manual_seed(hardware.seed),
-    )
+    with warnings.catch_warnings():
+        # torch warns of more workers than cores as the loader is made and again as each iterator is: BatchPlan
+        # says it once, in our words
+        warnings.filterwarnings("ignore", message="This DataLoader will create")
+        loader = DataLoader(
+            dataset,
+            batch_sampler=order,
+            collate_fn=collate,
+            num_workers=hardware.num_workers,
+            pin_memory=device.type == "cuda",
+            timeout=LOADER_TIMEOUT_S if hardware.num_workers else 0,
+            prefetch_factor=PREFETCH_FACTOR if hardware.num_workers else None,
+            # Its own generator for the workers' base seed: drawn from torch's global one, it shifted the numbers
+            # that stochastic rounding and dropout draw after a resume, which builds its loader at another point.
+            generator=torch.Generator().manual_seed(hardware.seed),
+        )
+        return iter(loader)
 
 
 class BatchPlan:
@@ -55,6 +67,10 @@ class BatchPlan:
         self.lengths = parts.train.token_lengths()
         self.eval_order = self._eval_order()
         self.collate = parts.collate
+        workers = recipe.hardware.num_workers
+        crowded = more_workers_than_cores(workers, accelerator.num_processes, usable_cores())
+        if crowded and accelerator.is_main_process:
+            tqdm.write(crowded, file=sys.stderr)
 
     def _eval_order(self) -> list[list[int]]:
         """Eval batches in file order; under a token budget, length-sorted so that they keep to it too."""
@@ -66,8 +82,7 @@ class BatchPlan:
         return bucketed_batches(lengths, hw.batch_size, shuffle=False, seed=0, epoch=0, batch_tokens=hw.batch_tokens)
 
     def _load(self, dataset: PromptPairs | TextSamples, order: list[list[int]]) -> Iterator[DistillBatch | TextBatch]:
-        loader = batch_loader(dataset, order, self.collate, self.recipe.hardware, self.accelerator.device)
-        for batch in loader:
+        for batch in batch_loader(dataset, order, self.collate, self.recipe.hardware, self.accelerator.device):
             yield batch.to(self.accelerator.device)
 
     def eval_batches(self) -> Iterator[DistillBatch | TextBatch]:

@@ -108,3 +108,25 @@ def shared_memory_shortfall(
         f"container more shared memory (`docker run --shm-size={math.ceil(in_flight * one / 2**30)}g` "
         "or `--ipc=host`), lower hardware.batch_size or batch_tokens, or set hardware.num_workers: 0"
     )
+
+
+def usable_cores() -> int:
+    """CPU cores this process may run on (a scheduler's or container's limit, not the machine's count)."""
+    try:
+        return len(os.sched_getaffinity(0))
+    except AttributeError:  # not Linux
+        return os.cpu_count() or 1
+
+
+def more_workers_than_cores(num_workers: int, processes: int, cores: int) -> str | None:
+    """Said once per run in place of torch's warning (printed again by each loader a run makes): loader workers
+    beyond the cores compete with training for them; None when they fit."""
+    total = num_workers * processes
+    if total <= cores:
+        return None
+    each = f" in each of {processes} processes" if processes > 1 else ""
+    fits = max(0, cores // processes - 1)
+    return (
+        f"note: hardware.num_workers is {num_workers}{each}, but this run may use {cores} CPU core(s): the loader "
+        f"workers and training compete for them, which slows both; {fits} leaves a core to training"
+    )

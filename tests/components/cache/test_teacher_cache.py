@@ -413,7 +413,7 @@ def test_a_run_reading_the_cache_and_a_cache_writing_it_exclude_each_other(copy)
         with pytest.raises(RunSetupError, match=r"is being read by a `recipe run`: wait for it to end"):
             build_teacher_cache(recipe, progress=False)
         second = Trainer(
-            recipe.model_copy(update={"output": recipe.output.model_copy(update={"dir": cache_dir / "r2"})})
+            recipe.model_copy(update={"output": recipe.output.model_copy(update={"dir": str(cache_dir / "r2")})})
         )
         second._release_locks()  # readers share the cache
     finally:

@@ -146,3 +146,33 @@ def test_a_run_is_refused_before_loading_when_one_batch_cannot_fit(container_shm
     recipe = load_recipe(HEADLINE, [f"output.dir={tmp_path / 'run'}"], check=False).recipe
     with pytest.raises(LoaderWorkersError, match="one batch of this recipe takes up to 64.5 MiB"):
         Trainer(recipe, progress=False)
+
+
+@pytest.mark.parametrize(
+    ("workers", "processes", "cores", "said"),
+    [
+        (2, 1, 2, None),
+        (3, 1, 2, "hardware.num_workers is 3, but this run may use 2 CPU core(s)"),
+        (4, 2, 16, None),
+        (4, 4, 8, "hardware.num_workers is 4 in each of 4 processes, but this run may use 8 CPU core(s)"),
+    ],
+)
+def test_more_workers_than_cores_is_said_in_the_recipes_words(workers, processes, cores, said) -> None:
+    note = loader_workers.more_workers_than_cores(workers, processes, cores)
+    assert note is None if said is None else said in note
+    if note:
+        assert note.endswith(f"{max(0, cores // processes - 1)} leaves a core to training")
+
+
+def test_torchs_own_worker_count_warning_is_not_printed_by_each_loader() -> None:
+    """It came twice a loader (as it is made and as it is read), in torch's words; the run says it once."""
+    import warnings
+
+    from schemas.hardware import Hardware
+
+    many = os.cpu_count() * 2
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        batches = batch_loader(list(range(4)), [[0, 1], [2, 3]], list, Hardware(num_workers=many), torch.device("cpu"))
+        assert [len(batch) for batch in batches] == [2, 2]
+    assert not [w for w in caught if "DataLoader will create" in str(w.message)]
