@@ -1,4 +1,4 @@
-"""Schema messages that show what was likely meant: a scalar written where a mapping belongs."""
+"""Schema messages that show how a value was read and what was likely meant."""
 
 from __future__ import annotations
 
@@ -30,18 +30,6 @@ BASE = Path(__file__).resolve().parents[1] / "assets" / "broken" / "base.yaml"
             "expected a mapping, got 'foo.txt': a mapping of eval, eval_fraction, shuffle, train, e.g. data: "
             "{train: 'foo.txt'}",
         ),
-    ],
-)
-def test_a_scalar_where_a_mapping_belongs_shows_the_mapping_it_was_meant_as(override: str, said: str) -> None:
-    with pytest.raises(RecipeError) as caught:
-        load_recipe(BASE, [override], check=False)
-    [problem] = caught.value.problems
-    assert problem.message == said
-
-
-@pytest.mark.parametrize(
-    ("override", "said"),
-    [
         (  # `~` meant as the home folder
             "output.dir=~",
             "expected a string, got null (`~` alone, and a key with nothing after it, are YAML's null: write the "
@@ -53,7 +41,7 @@ def test_a_scalar_where_a_mapping_belongs_shows_the_mapping_it_was_meant_as(over
         ),
     ],
 )
-def test_a_null_or_a_section_where_one_value_belongs_says_how_it_was_read(override: str, said: str) -> None:
+def test_a_value_of_the_wrong_shape_says_how_it_was_read_and_what_was_meant(override: str, said: str) -> None:
     with pytest.raises(RecipeError) as caught:
         load_recipe(BASE, [override], check=False)
     [problem] = caught.value.problems
