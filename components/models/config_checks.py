@@ -60,7 +60,34 @@ def inline_config_problems(values: dict[str, Any], config: PretrainedConfig) -> 
         problems.append(
             ("num_key_value_heads", f"{kv_heads} does not divide num_attention_heads {heads} (grouped-query attention)")
         )
+    problems += _head_width_problems(values, config)
     return problems
+
+
+def _head_width_problems(values: dict[str, Any], config: PretrainedConfig) -> list[tuple[str, str]]:
+    """A head width the model derives as hidden_size // num_attention_heads: a remainder is dropped without a word
+    (the projections then do not match), and rotary embeddings fail on the first forward at an odd width."""
+    hidden, heads = getattr(config, "hidden_size", None), getattr(config, "num_attention_heads", None)
+    if "head_dim" in values or not isinstance(hidden, int) or not isinstance(heads, int) or hidden <= 0 or heads <= 0:
+        return []
+    if getattr(config, "head_dim", None) not in (None, hidden // heads) or hasattr(config, "d_kv"):
+        return []  # a head width of its own (qwen3's default, T5's d_kv)
+    width, count = _written(values, config, "hidden_size"), _written(values, config, "num_attention_heads")
+    if hidden % heads:
+        even = heads * max(2, round(hidden / heads / 2) * 2)
+        return [(width, f"{hidden} is not a multiple of {count} {heads}: each head would be {hidden / heads:g} "
+                 f"wide; give a multiple, e.g. {even}")]  # fmt: skip
+    rotary = getattr(config, "rope_parameters", None) is not None or hasattr(config, "rope_theta")
+    if rotary and (hidden // heads) % 2:
+        return [(width, f"{hidden} / {count} {heads} makes heads {hidden // heads} wide, and rotary position "
+                 "embeddings need an even width: change either")]  # fmt: skip
+    return []
+
+
+def _written(values: dict[str, Any], config: PretrainedConfig, name: str) -> str:
+    """The key a recipe used for a standard config attribute (`n_embd` for gpt2's hidden_size)."""
+    own = type(config).attribute_map.get(name)
+    return own if own in values or name not in values and own else name
 
 
 def unknown_model_type_message(model_type: str, known: list[str]) -> str:

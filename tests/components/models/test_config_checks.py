@@ -37,3 +37,23 @@ def test_sizes_must_be_positive_and_flags_are_not_sizes() -> None:
         ("head_dim", "must be > 0, got -12"),
     ]
     assert problems({**QWEN, "use_sliding_window": False, "max_window_layers": 2}) == []
+
+
+def test_a_head_width_the_model_derives_must_divide_and_be_even_under_rotary_embeddings() -> None:
+    """qwen2 and gpt2 build with a remainder dropped (the first forward then fails deep in torch); qwen3 and T5
+    carry a head width of their own, so their hidden size may be anything."""
+    qwen2 = {"model_type": "qwen2", "num_hidden_layers": 2, "num_key_value_heads": 2, "vocab_size": 2000}
+    assert problems({**qwen2, "hidden_size": 30, "num_attention_heads": 4}) == [
+        ("hidden_size", "30 is not a multiple of num_attention_heads 4: each head would be 7.5 wide; give a "
+         "multiple, e.g. 32")
+    ]  # fmt: skip
+    assert problems({**qwen2, "hidden_size": 28, "num_attention_heads": 4}) == [
+        ("hidden_size", "28 / num_attention_heads 4 makes heads 7 wide, and rotary position embeddings need an "
+         "even width: change either")
+    ]  # fmt: skip
+    assert problems({**qwen2, "hidden_size": 32, "num_attention_heads": 4}) == []
+    gpt2 = {"model_type": "gpt2", "n_layer": 2, "vocab_size": 2000}
+    assert [key for key, _ in problems({**gpt2, "n_embd": 30, "n_head": 4})] == ["n_embd"]  # the key as written
+    assert problems({**gpt2, "n_embd": 28, "n_head": 4}) == []  # learned positions: any whole width
+    assert problems({**QWEN, "hidden_size": 30}) == []
+    assert problems({**T5, "d_model": 30}) == []
