@@ -209,6 +209,33 @@ def _refuse_another_recipes(checkpoint: Path, recipe: Recipe) -> None:
         )
 
 
+def _refuse_another_meaning(checkpoint: Path, recipe: Recipe) -> None:
+    """Weights that load but would be read another way than they were trained are refused; a student.max_length
+    other than the trained one is said (reading longer or shorter prompts may be meant)."""
+    from recipe_runner.trainer import resume
+    from recipe_runner.trainer.checkpoint import read_record
+
+    try:
+        record = read_record(checkpoint)
+    except (OSError, ValueError):
+        record = None
+    if record is None:
+        return
+    changed = resume.meaning_changes(record, recipe)
+    if changed:
+        raise ExportSetupError(
+            f"{checkpoint} was trained otherwise than this recipe would export it: {resume.listed(changed)}. Export "
+            f"it with the recipe it was trained with ({checkpoint.parent.parent / 'resolved_recipe.yaml'})"
+        )
+    trained = record["recipe"]["student"].get("max_length")
+    if trained not in (None, recipe.student.max_length):
+        click.echo(
+            f"note: student.max_length is {recipe.student.max_length}, and {checkpoint} was trained at {trained}: "
+            f"the export reads prompts up to {recipe.student.max_length} tokens",
+            err=True,
+        )
+
+
 def _export(recipe: Recipe, run_dir: Path, target: Path, checkpoint_dir: str | None, commands: NextCommands) -> None:
     from components.disk_space import require_free
     from components.export import export_trained
@@ -229,6 +256,7 @@ def _export(recipe: Recipe, run_dir: Path, target: Path, checkpoint_dir: str | N
     else:
         checkpoint = find_checkpoint(run_dir, commands)
     _refuse_another_recipes(checkpoint, recipe)
+    _refuse_another_meaning(checkpoint, recipe)
     model, stage_index = load_checkpointed_model(recipe, checkpoint)
     # An earlier export at the target stays until the new one is complete, so the whole export must fit.
     require_free(

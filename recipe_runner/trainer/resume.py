@@ -175,16 +175,39 @@ def _order_and_vocabulary_changes(saved: dict[str, Any], now: dict[str, Any]) ->
     """Another student tokenizer reads every saved embedding row as another token; another seed reshuffles the
     epoch the saved data position points into (some prompts seen twice, others never). The same tokenizer
     folder found under a moved project (same name, another parent) is no change."""
-    blocking = []
-    before, after = saved["student"].get("tokenizer"), now["student"].get("tokenizer")
-    if before != after and not (_moved_root(before, after) and PurePosixPath(before).name == PurePosixPath(after).name):
-        blocking.append(f"student.tokenizer: {before!r} -> {after!r} (the saved embeddings belong to the old one)")
+    blocking = [change] if (change := _tokenizer_change(saved, now)) else []
     if now["data"].get("shuffle", True) and saved["hardware"].get("seed") != now["hardware"].get("seed"):
         blocking.append(
             f"hardware.seed: {saved['hardware'].get('seed')!r} -> {now['hardware'].get('seed')!r} (the saved data "
             "position is in an epoch shuffled by the old seed)"
         )
     return blocking
+
+
+def _tokenizer_change(saved: dict[str, Any], now: dict[str, Any]) -> str | None:
+    before, after = saved["student"].get("tokenizer"), now["student"].get("tokenizer")
+    if before == after or (_moved_root(before, after) and PurePosixPath(before).name == PurePosixPath(after).name):
+        return None
+    return f"student.tokenizer: {before!r} -> {after!r} (the saved embeddings belong to the old one)"
+
+
+# Student values that decide what its trained weights mean without changing their shapes.
+_MEANING = {
+    "layer": "the bolt-on learned from that layer's hidden states",
+    "bidirectional": "the student learned with that attention",
+}
+
+
+def meaning_changes(record: dict[str, Any], recipe: Recipe) -> list[str]:
+    """What an export under this recipe would read otherwise than the checkpoint was trained: another tokenizer,
+    another student layer, another attention; each fits the weights' shapes, so only the record shows it."""
+    saved, now = record["recipe"], recipe.model_dump(mode="json")
+    found = [change] if (change := _tokenizer_change(saved, now)) else []
+    for name, why in _MEANING.items():
+        before, after = saved["student"].get(name), now["student"].get(name)
+        if before != after:
+            found.append(f"student.{name}: {before!r} -> {after!r} ({why})")
+    return found
 
 
 def listed(items: list[str]) -> str:

@@ -289,6 +289,22 @@ def test_a_checkpoint_of_another_architecture_is_refused(trained, tmp_path):
     assert "Traceback" not in result.output
 
 
+def test_weights_that_would_be_read_another_way_are_refused_and_another_length_is_said(trained, tmp_path):
+    """Another tokenizer or student layer fits the weights' shapes: only the checkpoint's record shows that the
+    export would read them otherwise than they were trained."""
+    out, overrides, _ = trained
+    best = ["--checkpoint", str(out / "checkpoints" / "best")]
+    other = [*overrides, f"student.tokenizer={ROOT / 'data' / 'tokenizers' / 'tiny_t5'}", "student.layer=-2"]
+    result = _export(other, *best, "--out", str(tmp_path / "enc"))
+    assert result.exit_code == 1, result.output
+    assert "was trained otherwise than this recipe would export it: student.tokenizer: " in result.stderr
+    assert "student.layer: -1 -> -2 (the bolt-on learned from that layer's hidden states)" in result.stderr
+    assert "resolved_recipe.yaml" in result.stderr and not (tmp_path / "enc").exists()
+    result = _export([*overrides, "student.max_length=32"], *best, "--out", str(tmp_path / "short"))
+    assert result.exit_code == 0, result.output
+    assert "student.max_length is 32, and " in result.stderr and "was trained at 128" in result.stderr
+
+
 def test_a_lora_stage_checkpoint_is_merged(tmp_path):
     out = tmp_path / "run"
     overrides, (expected, _) = _train(out, "stages.0.student_lora={r: 4, alpha: 8}", "stages.0.lr.student=0.05")
