@@ -106,6 +106,10 @@ def _message(err: dict[str, Any], root: type[BaseModel], path: Path_, data: Any)
         return f"unknown key {path[-1]!r}{suggestion} (allowed: {', '.join(known)}){hint}"
     if kind == "missing":
         return "required field is missing"
+    if kind == "invalid_key":  # a number where a name belongs (`--set hardware.0=...`): not a list
+        known = _known_keys(root, tuple(err["loc"][:-1]))
+        names = f" (allowed: {', '.join(known)})" if known else ""
+        return f"{value!r} is not a key: {dotted(path[:-1]) or 'a recipe'} is a mapping of names, not a list{names}"
     if kind == "union_tag_invalid":
         tags = [t.strip(" '") for t in str(ctx.get("expected_tags", "")).split(",")]
         tag = str(ctx.get("tag"))

@@ -429,14 +429,13 @@ def apply_overrides(tree: SourcedTree, overrides: list[str] | tuple[str, ...]) -
             if isinstance(node, list) and not (isinstance(part, int) and part < len(node)):
                 problems.append(Problem(where, dotted(path[: depth + 1]), _no_item(part, path[:depth], node)))
                 break
-            if nxt is None and isinstance(node, dict) and isinstance(part, str):
-                nxt = node[part] = {}
+            if nxt is None and isinstance(node, dict):  # (a number under a misspelt list's name, too: the
+                nxt = node[part] = {}  # schema then names the unknown key and the one it was likely meant as)
                 tree.positions[path[: depth + 1]] = where  # a key only this --set wrote: problems point here
             if not isinstance(nxt, (dict, list)):
-                here = dotted(path[: depth + 1])
-                problems.append(
-                    Problem(where, here, f"is {nxt!r} here, not a mapping: set it whole instead (--set '{here}=...')")
-                )
+                here = path[: depth + 1]
+                message = f"is {nxt!r} here, not a mapping: set it whole instead (--set '{_set_path(here)}=...')"
+                problems.append(Problem(where, dotted(here), message))
                 break
             node = nxt
         else:
@@ -454,11 +453,15 @@ def apply_overrides(tree: SourcedTree, overrides: list[str] | tuple[str, ...]) -
 
 def _no_item(part: str | int, list_path: Path_, items: list) -> str:
     """A `--set` past the end of a list: a list is replaced whole, never grown one item at a time."""
-    whole = ".".join(str(key) for key in list_path)
     return (
         f"no list item {part!r} (the list has {len(items)}): to add one, set the list whole, "
-        f"--set '{whole}=[...]' (`recipe show` prints its items)"
+        f"--set '{_set_path(list_path)}=[...]' (`recipe show` prints its items)"
     )
+
+
+def _set_path(path: Path_) -> str:
+    """A path as a `--set` names it: list items with dots too (`stages.0.lr`)."""
+    return ".".join(str(key) for key in path)
 
 
 def _child(node: Any, part: str | int) -> Any:

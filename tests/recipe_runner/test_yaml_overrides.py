@@ -133,6 +133,22 @@ def test_override_below_a_scalar(tmp_path: Path) -> None:
     problem = override_problem(tmp_path, "hardware.batch_size.value=3")
     assert problem.field == "hardware.batch_size"
     assert problem.message == "is 2 here, not a mapping: set it whole instead (--set 'hardware.batch_size=...')"
+    problem = override_problem(tmp_path, "stages.0.name.x=3")
+    assert problem.field == "stages[0].name"  # the suggested --set numbers the item with a dot, as --set must
+    assert problem.message.endswith("set it whole instead (--set 'stages.0.name=...')")
+
+
+@pytest.mark.parametrize(
+    ("override", "said"),
+    [
+        ("stage.0.steps=5", "unknown key 'stage'; did you mean 'stages'?"),  # a misspelt list, then an index
+        ("hardware.0=1", "0 is not a key: hardware is a mapping of names, not a list (allowed: attention,"),
+    ],
+)
+def test_an_index_under_a_mapping_is_named_by_the_schema(tmp_path: Path, override: str, said: str) -> None:
+    with pytest.raises(RecipeError) as exc:
+        load_recipe(BASE_RECIPE, [override], check=False)
+    assert only_problem(exc).message.startswith(said)
 
 
 def test_the_shipped_recipes_data_files_take_a_limit_by_override_and_by_extends(tmp_path: Path) -> None:
