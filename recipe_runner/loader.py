@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import typing
 from dataclasses import dataclass
 from pathlib import Path
@@ -52,11 +53,14 @@ def _looks_local(value: str) -> bool:
     return value.startswith((".", "/", "~")) or value.endswith((".json", ".txt", ".jsonl")) or value.count("/") != 1
 
 
-def resolve_paths(node: Any, path: Path_, tree: SourcedTree, problems: list[Problem]) -> None:
-    """Relative paths are relative to the file that wrote them, also through `extends`."""
+def resolve_paths(
+    node: Any, path: Path_, tree: SourcedTree, problems: list[Problem], elsewhere: dict[str, str] | None = None
+) -> None:
+    """Relative paths are relative to the file that wrote them, also through `extends`. `elsewhere` collects, by
+    field, what to say of a path found only relative to the current folder (written as if run from there)."""
     if isinstance(node, list):
         for index, item in enumerate(node):
-            resolve_paths(item, path + (index,), tree, problems)
+            resolve_paths(item, path + (index,), tree, problems, elsewhere)
         return
     if not isinstance(node, BaseModel):
         return
@@ -83,8 +87,14 @@ def resolve_paths(node: Any, path: Path_, tree: SourcedTree, problems: list[Prob
                 continue
             if marker.must_be_local or candidate.exists() or _looks_local(value):
                 object.__setattr__(node, name, str(candidate))
+            if elsewhere is not None and not candidate.exists() and Path(origin).is_file():
+                here = Path.cwd() / Path(value)
+                if not Path(value).is_absolute() and here.exists():
+                    meant = os.path.relpath(here, base)
+                    said = f" (a path in a recipe is relative to the recipe's folder, {base}: from there, {value} in "
+                    elsewhere[dotted(path + (name,))] = said + f"the current folder is {meant})"
         else:
-            resolve_paths(value, path + (name,), tree, problems)
+            resolve_paths(value, path + (name,), tree, problems, elsewhere)
 
 
 def load_recipe(
@@ -113,7 +123,8 @@ def load_recipe(
             problems += checks_beside_schema_problems(tree, Path(file).resolve(), exc)
         raise RecipeError(problems) from None
     path_problems: list[Problem] = []
-    resolve_paths(recipe, (), tree, path_problems)
+    elsewhere: dict[str, str] = {}
+    resolve_paths(recipe, (), tree, path_problems, elsewhere)
     if path_problems:
         raise RecipeError(path_problems)
     loaded = LoadedRecipe(recipe, Path(file).resolve(), tree)
@@ -122,5 +133,11 @@ def load_recipe(
 
         problems = semantic_problems(loaded, allow_remote_code, unread)
         if problems:
-            raise RecipeError(problems)
+            raise RecipeError([_said_where_it_is(problem, elsewhere) for problem in problems])
     return loaded
+
+
+def _said_where_it_is(problem: Problem, elsewhere: dict[str, str]) -> Problem:
+    """A problem of a path that the current folder has: the path the recipe needs to name it."""
+    hint = elsewhere.get(problem.field) or elsewhere.get(f"{problem.field}.path")  # `train: x.txt` is its path
+    return Problem(problem.position, problem.field, problem.message + hint) if hint else problem

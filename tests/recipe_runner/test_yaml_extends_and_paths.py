@@ -309,3 +309,29 @@ def test_a_template_key_without_the_x_prefix_is_told_about_it() -> None:
     assert only_problem(exc).message.endswith(
         "; a top-level key for YAML anchors only must start with x- (it is left out)"
     )
+
+
+def test_a_path_written_from_the_current_folder_says_how_the_recipe_names_it(tmp_path: Path, monkeypatch) -> None:
+    """People write paths as they would type them in the shell; a recipe reads them from its own folder."""
+    repo = Path(__file__).resolve().parents[2]
+    (tmp_path / "data").symlink_to(repo / "data")
+    (tmp_path / "mine").mkdir()
+    recipe = write(tmp_path / "mine", "r.yaml", (
+        f"extends: {repo / 'recipes' / 'examples' / 't5_to_qwen_tiny.yaml'}\nrecipe: mine\n"
+        "data: {train: data/prompts/train.txt}\nstudent: {tokenizer: data/tokenizers/tiny_qwen}\n"
+    ))  # fmt: skip
+    monkeypatch.chdir(tmp_path)
+    with pytest.raises(RecipeError) as exc:
+        load_recipe(recipe)
+    said = {problem.field: problem.message for problem in exc.value.problems}
+    folder = tmp_path / "mine"
+    assert said["data.train"].endswith(
+        f"(a path in a recipe is relative to the recipe's folder, {folder}: from there, data/prompts/train.txt in "
+        "the current folder is ../data/prompts/train.txt)"
+    )
+    assert said["student.tokenizer"].endswith("from there, data/tokenizers/tiny_qwen in the current folder is "
+                                              "../data/tokenizers/tiny_qwen)")  # fmt: skip
+    monkeypatch.chdir(folder)  # found from neither place: no hint
+    with pytest.raises(RecipeError) as exc:
+        load_recipe(recipe)
+    assert all("current folder" not in problem.message for problem in exc.value.problems)
