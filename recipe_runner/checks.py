@@ -265,8 +265,8 @@ def _bolt_on_problems(loaded: LoadedRecipe, widths: dict[str, int]) -> list[Prob
     current, sized_by = student, None
     for index, layer_in, layer_out in width_chain(recipe.bolt_on, student):
         layer = recipe.bolt_on.layers[index]
-        if getattr(layer, "out_dim", None) is not None:
-            sized_by = index  # the last layer that sets the width the stack ends with
+        if getattr(layer, "out_dim", None) is not None or isinstance(layer, TransformerLayer):
+            sized_by = index  # the last layer that sets the width the stack ends with (a transformer's is its dim)
         here = ("bolt_on", "layers", index)
         if isinstance(layer, TransformerLayer):
             if layer.dim != layer_in:
@@ -298,12 +298,16 @@ def _bolt_on_problems(loaded: LoadedRecipe, widths: dict[str, int]) -> list[Prob
             )
         current = layer_out
     if current != teacher:
-        if sized_by is not None:  # the out_dim that made the width, not the width-keeping layers after it
-            where: Path_ = ("bolt_on", "layers", sized_by, "out_dim")
-            fix = f"set out_dim: {teacher} here, or end the stack with a layer of out_dim: {teacher}"
+        ending = f"end the stack with {{type: linear, out_dim: {teacher}}}"
+        if sized_by is not None and isinstance(recipe.bolt_on.layers[sized_by], TransformerLayer):
+            where: Path_ = ("bolt_on", "layers", sized_by, "dim")  # its dim must stay its input's width
+            fix = f"a transformer keeps the width it reads; {ending} after it"
+        elif sized_by is not None:  # the out_dim that made the width, not the width-keeping layers after it
+            where = ("bolt_on", "layers", sized_by, "out_dim")
+            fix = f"set out_dim: {teacher} here, or {ending}"
         else:
             where = ("bolt_on", "layers", len(recipe.bolt_on.layers) - 1) if recipe.bolt_on.layers else ("bolt_on",)
-            fix = f"the layers keep the student's width; end the stack with a layer of out_dim: {teacher}"
+            fix = f"the layers keep the student's width; {ending}"
         problems.append(
             loaded.problem(
                 where,

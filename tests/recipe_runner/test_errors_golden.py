@@ -76,7 +76,7 @@ GOLDEN: dict[str, tuple[tuple[str, ...], list[str]]] = {
         (),
         [
             "width_mismatch.yaml:6:38: bolt_on.layers[1].out_dim: bolt-on output width 32 must equal the teacher "
-            "width 64 (student width 48); set out_dim: 64 here, or end the stack with a layer of out_dim: 64"
+            "width 64 (student width 48); set out_dim: 64 here, or end the stack with {type: linear, out_dim: 64}"
         ],
     ),
     "init_from_mismatch.yaml": (

@@ -40,7 +40,18 @@ def test_a_stack_that_keeps_the_students_width_is_told_to_end_with_a_resizing_la
     assert result.exit_code == 2
     assert result.stderr.splitlines()[0].endswith(
         "bolt_on.layers[0]: bolt-on output width 48 must equal the teacher width 64 (student width 48); the layers "
-        "keep the student's width; end the stack with a layer of out_dim: 64"
+        "keep the student's width; end the stack with {type: linear, out_dim: 64}"
+    ), result.stderr
+    # A transformer after the last out_dim sets the width: its dim must stay its input's, so a layer must follow.
+    layers = (
+        "bolt_on.layers=[{type: linear, out_dim: 96}, {type: transformer, layers: 1, dim: 96, heads: 4, ffn_dim: 192}, "
+    )
+    layers += "{type: rms_norm}]"
+    result = invoke("validate", str(BASE), "--set", layers)
+    assert result.exit_code == 2
+    assert result.stderr.splitlines()[0].endswith(
+        "bolt_on.layers[1].dim: bolt-on output width 96 must equal the teacher width 64 (student width 48); a "
+        "transformer keeps the width it reads; end the stack with {type: linear, out_dim: 64} after it"
     ), result.stderr
 
 
