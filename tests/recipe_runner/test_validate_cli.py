@@ -43,10 +43,8 @@ def test_a_stack_that_keeps_the_students_width_is_told_to_end_with_a_resizing_la
         "keep the student's width; end the stack with {type: linear, out_dim: 64}"
     ), result.stderr
     # A transformer after the last out_dim sets the width: its dim must stay its input's, so a layer must follow.
-    layers = (
-        "bolt_on.layers=[{type: linear, out_dim: 96}, {type: transformer, layers: 1, dim: 96, heads: 4, ffn_dim: 192}, "
-    )
-    layers += "{type: rms_norm}]"
+    transformer = "{type: transformer, layers: 1, dim: 96, heads: 4, ffn_dim: 192}"
+    layers = f"bolt_on.layers=[{{type: linear, out_dim: 96}}, {transformer}, {{type: rms_norm}}]"
     result = invoke("validate", str(BASE), "--set", layers)
     assert result.exit_code == 2
     assert result.stderr.splitlines()[0].endswith(
