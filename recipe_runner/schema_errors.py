@@ -101,7 +101,7 @@ def _message(err: dict[str, Any], root: type[BaseModel], path: Path_, data: Any)
         known = _known_keys(root, tuple(err["loc"][:-1]))
         template = len(path) == 1 and str(path[0]).startswith(("x_", "_", "."))  # a home for YAML anchors
         hint = "; a top-level key for YAML anchors only must start with x- (it is left out)" if template else ""
-        hint += _other_types_key(root, tuple(err["loc"][:-1]), str(path[-1]))
+        hint += _other_types_key(root, tuple(err["loc"][:-1]), str(path[-1])) or _an_outer_key(root, path)
         suggestion = "" if hint else _suggest(str(path[-1]), known)
         return f"unknown key {path[-1]!r}{suggestion} (allowed: {', '.join(known)}){hint}"
     if kind == "missing":
@@ -170,6 +170,17 @@ def _other_types_key(root: type[BaseModel], loc: Path_, key: str) -> str:
         return ""
     kinds = f"type {owners[0]}" if len(owners) == 1 else f"types {', '.join(owners)}"
     return f"; {key} belongs to {kinds}, not {loc[-1]}: remove it, or set the type it belongs to"
+
+
+def _an_outer_key(root: type[BaseModel], path: Path_) -> str:
+    """A key written one level too deep (`schedule: {type: cosine, warmup_steps: 5}`): where it belongs."""
+    key = path[-1]
+    for depth in range(len(path) - 2, -1, -1):
+        owners = [tp for tp in _walk(root, path[:depth]) if isinstance(tp, type) and issubclass(tp, BaseModel)]
+        if any(key in tp.model_fields for tp in owners):
+            outer = dotted(path[:depth]) if depth else "the top level of the recipe"
+            return f"; {key} is a key of {outer}: move it out of {dotted(path[:-1])}"
+    return ""
 
 
 def _scalar_hint(wanted: str, value: Any, path: Path_) -> str:

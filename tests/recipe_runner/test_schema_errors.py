@@ -57,3 +57,13 @@ def test_a_key_of_another_type_of_the_entry_names_the_type_it_belongs_to() -> No
         "unknown key 'delta' (allowed: on, type, weight); delta belongs to type huber, not cosine: remove it, or "
         "set the type it belongs to"
     )
+
+
+def test_a_key_written_one_level_too_deep_is_told_where_it_belongs() -> None:
+    with pytest.raises(RecipeError) as caught:
+        load_recipe(BASE, ["stages.0.schedule={type: cosine, warmup_steps: 5}"], check=False)
+    [problem] = caught.value.problems
+    assert problem.message == (
+        "unknown key 'warmup_steps' (allowed: type); warmup_steps is a key of stages[0]: move it out of "
+        "stages[0].schedule"
+    )
