@@ -231,8 +231,8 @@ def _denoising_problems(loaded: LoadedRecipe) -> list[Problem]:
             problems.append(loaded.problem(here + ("denoising",), message))
         if stage.on_policy is not None:
             message = (
-                "a bidirectional student sees the whole text at once, so it cannot write its own continuation: "
-                "remove on_policy (denoising is how an encoder trains)"
+                "denoising trains a bidirectional student, which sees the whole text at once and so cannot write "
+                "its own continuation: remove on_policy, or denoising (on_policy trains a causal student)"
             )
             problems.append(loaded.problem(here + ("on_policy",), message))
         clashes = {

@@ -344,7 +344,9 @@ class Stage(StrictModel):
     @model_validator(mode="after")
     def _length(self) -> Stage:
         if (self.epochs is None) == (self.steps is None):
-            raise ValueError("give exactly one of `epochs` and `steps`: set the other to null")
+            raise ValueError(
+                "give exactly one of `epochs` and `steps`: remove the other (set it to null where it is inherited)"
+            )
         return self
 
     def min_lr_for(self, part: Part) -> float:

@@ -253,7 +253,7 @@ def test_a_schema_problem_does_not_hide_what_other_sections_and_stages_get_wrong
     ]
     # stages[0]: the schema's problem; its own lr is not looked at
     assert problems[1:] == [
-        "stages[0]: give exactly one of `epochs` and `steps`: set the other to null",
+        "stages[0]: give exactly one of `epochs` and `steps`: remove the other (set it to null where it is inherited)",
         "stages[1].lr: no learning rate for trainable part 'student'",
         f"data.train: {empty}: no prompts in file (one per line, blank lines are skipped)",
     ]

@@ -330,7 +330,10 @@ GOLDEN: dict[str, tuple[tuple[str, ...], list[str]]] = {
     ),
     "epochs_and_steps.yaml": (
         (),
-        ["epochs_and_steps.yaml:4:5: stages[0]: give exactly one of `epochs` and `steps`: set the other to null"],
+        [
+            "epochs_and_steps.yaml:4:5: stages[0]: give exactly one of `epochs` and `steps`: remove the other (set "
+            "it to null where it is inherited)"
+        ],
     ),
     "many_problems.yaml": (
         (),

@@ -180,7 +180,7 @@ def test_a_bidirectional_student_trains_by_denoising_only_and_its_mask_is_one_to
     out = _validate(denoising, "stages.0.denoising.mask_token=a red fox")
     assert "stages[0].denoising.mask_token: mask_token 'a red fox' is 3 tokens of the student's tokenizer" in out
     out = _validate(denoising, "stages.0.on_policy={fraction: 1.0}")
-    assert "stages[0].on_policy: a bidirectional student sees the whole text at once, so it cannot write" in out
+    assert "stages[0].on_policy: denoising trains a bidirectional student, which sees the whole text at once" in out
     assert "stages[0].denoising: logits family only" in _validate(EMBEDDING, "stages.0.denoising={}")
 
 

@@ -25,7 +25,8 @@ def test_a_rule_across_values_names_the_set_that_broke_it_beside_the_place_in_th
     steps = invoke("validate", str(tiny), "--set", "output.dir=runs/x", "--set", "stages.0.steps=4")
     assert steps.exit_code == 2
     assert steps.stderr.splitlines()[0].endswith(
-        "stages[0]: give exactly one of `epochs` and `steps`: set the other to null (with --set #2 (stages.0.steps=4))"
+        "stages[0]: give exactly one of `epochs` and `steps`: remove the other (set it to null where it is "
+        "inherited) (with --set #2 (stages.0.steps=4))"
     )
     lower = invoke("validate", str(tiny), "--set", "stages.0.lr.student=1e-5")
     assert lower.exit_code == 2
