@@ -56,6 +56,7 @@ from recipe_runner.trainer.stops import (
     data_failed,
     diverged,
     last_checkpoint,
+    lost_output_stops,
     out_of_memory,
     write_failed,
 )
@@ -172,7 +173,7 @@ class Trainer:
         position = read_position(self.resume_from) if self.resume_from else Position()
         last_metrics: dict[str, float] = {}
         try:
-            with StopFlag() as stop, shape_stable_attention():
+            with StopFlag() as stop, lost_output_stops(stop), shape_stable_attention():
                 for stage_index in range(position.stage, len(self.recipe.stages)):
                     if stage_index != position.stage:
                         # Each stage weighs its losses its own way: its best is compared within the stage only.

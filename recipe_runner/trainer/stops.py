@@ -7,6 +7,8 @@ import errno
 import os
 import signal
 import stat
+import sys
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 from components.disk_space import bytes_under, size_in_words
@@ -57,23 +59,38 @@ def _leave_the_terminal() -> None:
 
 
 class HangupTolerantStream:
-    """The progress bar's stream. A write that lands between a terminal's hangup and the SIGHUP handler (which
-    moves the output away) fails with EIO; the bar drops it rather than end the run before it saves."""
+    """An output stream of a run. A write that lands between a terminal's hangup and the SIGHUP handler (which
+    moves the output away) fails with EIO, and is dropped rather than end the run before it saves. A reader that
+    went away (`| head`, a `tee` killed) fails each write with EPIPE: the output goes nowhere from then on, and
+    `lost` (a stop of the run, with its checkpoint) is called, as a hangup would."""
 
-    def __init__(self, stream) -> None:
-        self.stream = stream
+    def __init__(self, stream, lost: Callable[[], None] | None = None) -> None:
+        self.stream, self.lost = stream, lost
 
     def write(self, text: str) -> int:
         try:
             return self.stream.write(text)
         except OSError as exc:
-            if exc.errno != errno.EIO:
-                raise
+            self._failed(exc)
             return 0
 
     def flush(self) -> None:
-        with contextlib.suppress(OSError):
+        try:
             self.stream.flush()
+        except OSError as exc:
+            with contextlib.suppress(OSError):
+                self._failed(exc)
+
+    def _failed(self, exc: OSError) -> None:
+        if exc.errno == errno.EPIPE:
+            devnull = os.open(os.devnull, os.O_WRONLY)
+            with contextlib.suppress(OSError, ValueError, AttributeError):  # a stream without a descriptor
+                os.dup2(devnull, self.stream.fileno())
+            os.close(devnull)
+            if self.lost is not None:
+                self.lost()
+        elif exc.errno != errno.EIO:
+            raise exc
 
     def __getattr__(self, name: str):
         return getattr(self.stream, name)
@@ -114,6 +131,24 @@ class StopFlag:
     def __exit__(self, *exc) -> None:
         for sig, handler in self._previous.items():
             signal.signal(sig, handler)
+
+    def output_lost(self) -> None:
+        """The reader of the run's output went away: stop after the step in progress, as on a hangup (there is no
+        one left to tell)."""
+        if os.getpid() == self._owner:
+            self.raised = True
+
+
+@contextlib.contextmanager
+def lost_output_stops(stop: StopFlag) -> Iterator[None]:
+    """While training, stdout and stderr that lose their reader stop the run with a checkpoint: before, the first
+    write after `| head` or a killed `tee` ended it at once, losing every step since the last checkpoint."""
+    streams = sys.stdout, sys.stderr
+    sys.stdout, sys.stderr = (HangupTolerantStream(stream, stop.output_lost) for stream in streams)
+    try:
+        yield
+    finally:
+        sys.stdout, sys.stderr = streams
 
 
 def last_checkpoint(checkpoints: Path, label: str) -> str:

@@ -93,6 +93,19 @@ def test_the_progress_bar_drops_writes_to_a_hung_up_terminal_and_nothing_else():
     assert kept.getvalue() == "42%"
 
 
+def test_an_output_whose_reader_went_away_goes_nowhere_and_says_so_once_per_write():
+    import os
+
+    read, write = os.pipe()
+    os.close(read)
+    lost = []
+    stream = HangupTolerantStream(os.fdopen(write, "w", buffering=1), lambda: lost.append(1))
+    assert stream.write("step 5\n") == 0 and lost == [1]
+    assert stream.write("step 6\n") == 7 and lost == [1]  # the descriptor now leads to /dev/null
+    stream.flush()
+    stream.stream.close()
+
+
 @pytest.mark.parametrize(
     ("code", "keep_last", "advice"),
     [

@@ -191,6 +191,33 @@ def test_a_dropped_terminal_saves_a_checkpoint_and_exits(tiny_recipe_path, tiny_
     assert saved[-1].name > "step-00000020"  # saved where the hangup stopped it, not only the scheduled one
 
 
+def test_a_reader_of_the_output_that_goes_away_stops_the_run_with_a_checkpoint(
+    tiny_recipe_path, tiny_overrides, tmp_path
+):
+    """`recipe run ... | head`, or a `tee` killed: each later write fails with EPIPE. It ended the run at once,
+    with every step since the last checkpoint lost; now it stops as a hangup does."""
+    sets = [*_set_args(short_run(tiny_overrides, steps=2000, save_every=1000)), "--set", "output.log_every_steps=2"]
+    proc = subprocess.Popen(
+        _recipe_cmd("run", str(tiny_recipe_path), "--no-progress", *sets),
+        env=_env(),
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+    )
+    try:
+        seen = b""
+        while b"step 4 (" not in seen:  # training is under way
+            chunk = proc.stdout.read1(4096)
+            assert chunk, seen[-2000:]
+            seen += chunk
+        proc.stdout.close()  # the reader goes away
+        assert proc.wait(timeout=60) == 130
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+    [saved] = step_checkpoints(tmp_path / "run" / "checkpoints")
+    assert saved.name > "step-00000004"  # where the lost output stopped it; none was scheduled before step 1000
+
+
 def test_grad_accum_updates_once_per_step_with_the_gradients_of_every_micro_batch(
     tiny_recipe_path, tiny_overrides, monkeypatch
 ):
