@@ -154,6 +154,10 @@ def _message(err: dict[str, Any], root: type[BaseModel], path: Path_, data: Any)
         read_as = _SCALARS.get(type(value)) if wanted == "a string" else None
         quote = f" (YAML reads that as {read_as}: quote it, '{_describe(value)}')" if read_as else ""
         shape = _mapping_example(root, tuple(err["loc"]), path, value, data) if wanted == "a mapping" else ""
+        if wanted == "a list" and not isinstance(value, (dict, list)) and path:
+            shape = f": write {path[-1]}: [{_describe(value).strip(chr(39))}]"
+        elif wanted == "a mapping" and not shape:  # what the mapping maps, in the field's own words
+            shape = _field_description(root, path)
         return f"expected {wanted}, got {_describe(value)}{quote}{shape}{_scalar_hint(wanted, value, path)}"
     return err["msg"][0].lower() + err["msg"][1:]
 
@@ -170,6 +174,16 @@ def _other_types_key(root: type[BaseModel], loc: Path_, key: str) -> str:
         return ""
     kinds = f"type {owners[0]}" if len(owners) == 1 else f"types {', '.join(owners)}"
     return f"; {key} belongs to {kinds}, not {loc[-1]}: remove it, or set the type it belongs to"
+
+
+def _field_description(root: type[BaseModel], path: Path_) -> str:
+    if not path or not isinstance(path[-1], str):
+        return ""
+    for tp in _walk(root, path[:-1]):
+        if isinstance(tp, type) and issubclass(tp, BaseModel) and path[-1] in tp.model_fields:
+            description = tp.model_fields[path[-1]].description
+            return f" ({path[-1]}: {description})" if description else ""
+    return ""
 
 
 def _an_outer_key(root: type[BaseModel], path: Path_) -> str:

@@ -247,7 +247,8 @@ GOLDEN: dict[str, tuple[tuple[str, ...], list[str]]] = {
         (),
         [
             "optimizer_settings.yaml:8:38: stages[0].optimizer.betas[0]: must be < 1.0, got 1.5",
-            "optimizer_settings.yaml:11:1: hardware: expected a mapping, got ['cpu']",
+            "optimizer_settings.yaml:11:1: hardware: expected a mapping, got ['cpu'] (hardware: Precision, batch "
+            "shape and backend.)",
         ],
     ),
     "student_layer_out_of_range.yaml": (

@@ -24,11 +24,16 @@ BASE = Path(__file__).resolve().parents[1] / "assets" / "broken" / "base.yaml"
             "expected a mapping, got 0.001: a mapping of bolt_on, student, e.g. lr: {student: 0.001}",
         ),
         ("stages.0.schedule=cosine", "expected a mapping, got 'cosine': write schedule: {type: cosine}"),
-        ("hardware=4", "expected a mapping, got 4"),  # a section of many settings gets no example of one
+        ("hardware=4", "expected a mapping, got 4 (hardware: Precision, batch shape and backend.)"),  # no example
         (  # the example is the field the mapping cannot do without
             "data=foo.txt",
             "expected a mapping, got 'foo.txt': a mapping of eval, eval_fraction, shuffle, train, e.g. data: "
             "{train: 'foo.txt'}",
+        ),
+        ("stages.0.trainable=student", "expected a list, got 'student': write trainable: [student]"),
+        (  # a list where a mapping belongs: what the mapping maps, in the field's description
+            "hardware=[1]",
+            "expected a mapping, got [1] (hardware: Precision, batch shape and backend.)",
         ),
         (  # `~` meant as the home folder
             "output.dir=~",
