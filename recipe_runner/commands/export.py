@@ -140,7 +140,7 @@ def _why_not(checkpoint: Path, recipe: Recipe, stage_index: int, exc: RuntimeErr
         if changed:
             return (
                 f"changed since it was saved: {resume.listed(changed)}. Export it with the recipe it was trained "
-                f"with ({checkpoint.parent.parent / 'resolved_recipe.yaml'})"
+                f"with: `{resume.with_its_recipe(checkpoint, 'export', '--checkpoint', str(checkpoint))}`"
             )
     lines = [line.strip() for line in str(exc).splitlines() if line.strip()]
     return " ".join(lines[:2])[:300]
@@ -198,14 +198,15 @@ def _lock_the_run(run_dir: Path):
 
 def _refuse_another_recipes(checkpoint: Path, recipe: Recipe) -> None:
     """A recipe that extends another inherits its output.dir: its name and settings must not label those weights."""
+    from recipe_runner.trainer.resume import with_its_recipe
     from recipe_runner.trainer.run_dir import trained_by
 
     owner = trained_by(checkpoint)
     if owner not in (None, recipe.recipe):
         raise ExportSetupError(
-            f"{checkpoint} was trained by recipe {owner!r}, not {recipe.recipe!r}: export it with that recipe "
-            f"({checkpoint.parent.parent / 'resolved_recipe.yaml'}); a recipe that extends another inherits its "
-            "output.dir, so give this one its own (e.g. --set output.dir=runs/NAME)"
+            f"{checkpoint} was trained by recipe {owner!r}, not {recipe.recipe!r}: export it with that recipe, "
+            f"`{with_its_recipe(checkpoint, 'export', '--checkpoint', str(checkpoint))}`; a recipe that extends "
+            "another inherits its output.dir, so give this one its own (e.g. --set output.dir=runs/NAME)"
         )
 
 
@@ -225,7 +226,8 @@ def _refuse_another_meaning(checkpoint: Path, recipe: Recipe) -> None:
     if changed:
         raise ExportSetupError(
             f"{checkpoint} was trained otherwise than this recipe would export it: {resume.listed(changed)}. Export "
-            f"it with the recipe it was trained with ({checkpoint.parent.parent / 'resolved_recipe.yaml'})"
+            f"it with the recipe it was trained with: "
+            f"`{resume.with_its_recipe(checkpoint, 'export', '--checkpoint', str(checkpoint))}`"
         )
     trained = record["recipe"]["student"].get("max_length")
     if trained not in (None, recipe.student.max_length):

@@ -9,6 +9,7 @@ run before anything is loaded or overwritten; every other difference is listed s
 
 from __future__ import annotations
 
+import shlex
 from dataclasses import dataclass, field
 from pathlib import Path, PurePosixPath
 from typing import Any
@@ -217,10 +218,18 @@ def listed(items: list[str]) -> str:
     return "; ".join(shown) + (f"; and {more} more" if more > 0 else "")
 
 
+def with_its_recipe(checkpoint: Path, verb: str, *extra: str) -> str:
+    """The command line that runs `verb` under the recipe a checkpoint was trained with, on the run folder that
+    holds it: its resolved recipe names the folder it was written in, which a copied or moved run is not in."""
+    run_dir = checkpoint.resolve().parent.parent
+    recipe = str(run_dir / "resolved_recipe.yaml")
+    return shlex.join(["recipe", verb, recipe, "--set", f"output.dir={run_dir}", *extra])
+
+
 def _remedy(checkpoint: Path) -> str:
     return (
-        f"Resume with the recipe it was trained with ({checkpoint.parent.parent / 'resolved_recipe.yaml'}), "
-        "or start a new run in another output.dir (--set output.dir=...)"
+        f"Resume with the recipe it was trained with, `{with_its_recipe(checkpoint, 'run', '--resume')}`, or start "
+        "a new run in another output.dir (--set output.dir=...)"
     )
 
 

@@ -55,6 +55,32 @@ def test_a_new_learning_rate_applies_after_resume_and_the_old_recipe_is_kept(
     assert "0.001" in earlier.read_text() and "0.0001" in (run_dir / "resolved_recipe.yaml").read_text()
 
 
+def test_the_command_a_refusal_offers_resumes_the_copied_run_not_the_one_it_was_copied_from(
+    tiny_recipe_path, tiny_overrides, tmp_path
+):
+    """A resolved recipe names the folder its run was written in: run as offered on a copy, it trained the original."""
+    import shlex
+
+    from recipe_runner.trainer.resume import with_its_recipe
+
+    original = tmp_path / "run"
+    _train(tiny_recipe_path, _short(tiny_overrides, 2))
+    copy = tmp_path / "copy"
+    shutil.copytree(original, copy)
+    before = sorted(p.name for p in (original / "checkpoints").iterdir())
+    moved = [*_short(tiny_overrides, 4), f"output.dir={copy}", "stages.0.trainable=[bolt_on]"]
+    with pytest.raises(ResumeMismatchError) as caught:
+        _train(tiny_recipe_path, moved, resume=True)
+    offered = str(caught.value).split("Resume with the recipe it was trained with, `")[1].split("`")[0]
+    assert offered == with_its_recipe(copy / "checkpoints" / "step-00000002", "run", "--resume")
+    verb, recipe, *rest = shlex.split(offered)[1:]
+    sets = [rest[i + 1] for i, arg in enumerate(rest) if arg == "--set"]
+    assert verb == "run" and sets == [f"output.dir={copy}"] and rest[-1] == "--resume"
+    summary = _train(Path(recipe), [*sets, "stages.0.steps=4"], resume=True)
+    assert summary.export_dir == copy / "export"
+    assert sorted(p.name for p in (original / "checkpoints").iterdir()) == before  # the original is untouched
+
+
 def test_other_train_prompts_or_trained_parts_are_refused_before_anything_is_written(
     tiny_recipe_path, tiny_overrides, tmp_path
 ):
