@@ -124,6 +124,33 @@ def _answers_dir(recipe) -> str | None:
     return answers.dir if answers is not None else None
 
 
+def _reads_as_a_runs(entry: Path) -> bool:
+    """Whether a file of a run's own name holds what a run writes there: a person's `metrics.jsonl` or
+    `versions.json` of another tool would be replaced by the first run (a resume that finds no checkpoint too)."""
+    import json
+
+    from ruamel.yaml import YAML
+
+    if not entry.is_file():
+        return True
+    try:
+        with entry.open(encoding="utf-8") as file:
+            head = file.read(1 << 16)
+        if entry.name == "metrics.jsonl":
+            lines = [line for line in head.splitlines()[:5] if line.strip()]
+            rows = [json.loads(line) for line in lines[:-1] or lines]  # the last line may be cut off here
+            return all(isinstance(row, dict) and "step" in row for row in rows)
+        if entry.name == "versions.json":
+            found = json.loads(head)
+            return isinstance(found, dict) and "torch" in found
+        if entry.name.startswith("resolved_recipe"):
+            found = YAML(typ="safe", pure=True).load(head)
+            return isinstance(found, dict) and "recipe" in found
+    except Exception:  # unreadable, not UTF-8, not JSON or YAML (ruamel's errors are no ValueErrors): not ours
+        return False
+    return True
+
+
 def _not_written_by_us(directory: Path, marker: str, names: tuple[str, ...]) -> list[str]:
     """What an existing directory holds that the verb writing it would not have written (splits of a cache looked
     into as well); nothing when it holds the verb's lock file: it is then one of its directories, and what else
@@ -135,6 +162,8 @@ def _not_written_by_us(directory: Path, marker: str, names: tuple[str, ...]) -> 
         for entry in sorted(directory.iterdir()):
             if not any(fnmatch(entry.name, pattern) for pattern in names):
                 foreign.append(entry.name)
+            elif names is _RUN_WRITES and not _reads_as_a_runs(entry):
+                foreign.append(f"{entry.name} (not a run's, by what it holds)")
             elif names is _CACHE_WRITES and entry.is_dir() and not entry.name.startswith("."):
                 inside = sorted(entry.iterdir())
                 foreign += [

@@ -169,14 +169,21 @@ def test_an_output_or_cache_folder_that_holds_someone_elses_files_fails_validate
     home, project = tmp_path / "home", tmp_path / "project"
     (home / "Documents").mkdir(parents=True)
     (home / "versions.json").write_text('{"my": "settings"}')  # a name a run writes: replacing it would lose it
+    (home / "metrics.jsonl").write_text("epoch,loss\n1,0.5\n")
     (project / "train").mkdir(parents=True)
     (project / "train" / "notes.txt").write_text("mine")
     output, cache = _problems(f"output.dir={home}", f"teacher.cache.dir={project}")
     assert output == (
-        f"output.dir: {home} already holds files that recipe did not write (Documents); a run's checkpoints, logs "
-        "and export would go beside them and replace any of the same names: choose a new or empty folder "
-        "(e.g. runs/NAME)"
+        f"output.dir: {home} already holds files that recipe did not write (Documents, metrics.jsonl (not a run's, "
+        "by what it holds), versions.json (not a run's, by what it holds)); a run's checkpoints, logs and export "
+        "would go beside them and replace any of the same names: choose a new or empty folder (e.g. runs/NAME)"
     )
+    run = tmp_path / "run"  # what a run killed before it took its lock leaves: its own, taken again
+    run.mkdir()
+    (run / "metrics.jsonl").write_text('{"step": 0, "eval/loss": 1.2}\n{"step": 5, "lo')
+    (run / "versions.json").write_text('{"torch": "2.13.0"}')
+    (run / "resolved_recipe.yaml").write_text("recipe: t5_to_qwen_tiny\n")
+    assert _problems(f"output.dir={run}") == []
     assert cache.startswith(f"teacher.cache.dir: {project} already holds files that recipe did not write "
                             "(train/notes.txt); the teacher cache's shards would go")  # fmt: skip
 
