@@ -1,10 +1,12 @@
 """Exports: the distilled encoder (embedding family: a directory that loads with one call and encodes prompts for
 Chroma) and the distilled causal LM (logits family: a plain transformers model folder)."""
 
+import json
 from pathlib import Path
 
 from torch import nn
 
+from components.atomic_files import ForeignDirectoryError
 from components.export.causal_lm import check_causal_lm_target, export_causal_lm
 from components.export.distilled_encoder import (
     FORMAT_VERSION,
@@ -18,9 +20,27 @@ from components.export.distilled_encoder import (
 )
 
 
-def check_target(out_dir: str | Path, family: str) -> None:
-    """Refuse an export target holding anything but an earlier export of the recipe's family, before any work."""
+def check_target(out_dir: str | Path, family: str, recipe_name: str | None = None) -> None:
+    """Refuse an export target holding anything but an earlier export of the recipe's family, before any work;
+    with `recipe_name`, an export of another recipe too (a recipe that extends another inherits its output.dir)."""
     (check_causal_lm_target if family == "logits" else check_export_target)(out_dir)
+    made_by = exported_by(Path(out_dir))
+    if recipe_name is not None and made_by not in (None, recipe_name):
+        raise ForeignDirectoryError(
+            f"{out_dir} holds the export of recipe {made_by!r}, not of {recipe_name!r}, which replacing it would "
+            "lose: choose another --out (or give this recipe an output.dir of its own)"
+        )
+
+
+def exported_by(out_dir: Path) -> str | None:
+    """The recipe named in an export's manifest; None where there is no readable one."""
+    for manifest in ("encoder.json", "distilled.json"):
+        try:
+            name = json.loads((out_dir / manifest).read_text(encoding="utf-8")).get("recipe")
+        except (OSError, ValueError, AttributeError):
+            continue
+        return name if isinstance(name, str) else None
+    return None
 
 
 def export_trained(out_dir: str | Path, recipe, model: nn.Module, tokenizer) -> Path:

@@ -177,7 +177,8 @@ def export(
     recipe = load_recipe(file, overrides, allow_remote_code=allow_remote_code, unread=NEITHER_DATA_NOR_CACHE).recipe
     run_dir = Path(recipe.output.dir)
     target = Path(out_dir) if out_dir is not None else run_dir / "export"
-    check_target(target, recipe.family)  # before loading anything: only an earlier export may be replaced
+    # before loading anything: only an earlier export of this recipe may be replaced
+    check_target(target, recipe.family, recipe.recipe)
     lock = _lock_the_run(run_dir) if target.absolute().parent == run_dir.absolute() else None
     try:
         commands = NextCommands.of_this_process(file, overrides, allow_remote_code)

@@ -37,7 +37,7 @@ def run(file: str, overrides: tuple[str, ...], allow_remote_code: bool, resume: 
         for warning in recipe_warnings(loaded):
             click.echo(as_warning(warning), err=True)
     if loaded.recipe.output.export:  # refused now, not after training: only an earlier export may be replaced
-        check_target(Path(loaded.recipe.output.dir) / "export", loaded.recipe.family)
+        check_target(Path(loaded.recipe.output.dir) / "export", loaded.recipe.family, loaded.recipe.recipe)
     commands = NextCommands.of_this_process(file, overrides, allow_remote_code)  # what its messages offer to run
     answers = getattr(loaded.recipe.teacher, "answers", None)
     kept = "; the teacher answers written so far are kept" if answers is not None else ""

@@ -153,6 +153,19 @@ def test_checkpoints_of_the_recipe_this_one_extends_are_not_exported_under_its_n
     assert "was trained by recipe 't5_to_qwen_tiny', not 'my_variant': export it with that recipe" in result.output
 
 
+def test_an_export_of_another_recipe_is_not_replaced(trained, tmp_path):
+    """A recipe that extends another inherits its output.dir, and with it the other recipe's export as target."""
+    out, overrides, _ = trained
+    assert _export(overrides, "--out", str(tmp_path / "enc")).exit_code == 0
+    before = (tmp_path / "enc" / "encoder.json").read_bytes()
+    result = _export([*overrides, "recipe=my_variant"], "--out", str(tmp_path / "enc"))
+    assert result.exit_code == 1, result.output
+    assert "holds the export of recipe 't5_to_qwen_tiny', not of 'my_variant', which replacing it would lose" in (
+        result.stderr
+    )
+    assert (tmp_path / "enc" / "encoder.json").read_bytes() == before
+
+
 def test_the_export_of_a_live_run_waits_for_it_and_another_folder_does_not(trained, tmp_path):
     from recipe_runner.trainer.run_dir import DirectoryLock
 
