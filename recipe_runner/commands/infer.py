@@ -377,6 +377,12 @@ def infer(recipe: str | None, overrides: tuple[str, ...], **options) -> None:
             prompts = _read_prompts(options["prompts"], options["prompts_file"])
             infer_text(loaded.recipe, prompts, options, NextCommands.of_this_process(recipe, overrides, allowed))
             return
+    if recipe is None and overrides:  # the export's own settings are read; a --set would go nowhere
+        raise click.UsageError(
+            "--set changes a recipe, and none is given: the export's settings (encoder.json) are used as they are; "
+            "name the recipe before the options (`recipe infer RECIPE --checkpoint DIR --set ...`), or give "
+            "--steps, --guidance, --width/--height, --seed"
+        )
     if options["max_new_tokens"] is not None and recipe is not None:  # without one, _resolve says what is missing
         raise click.UsageError(
             "--max-new-tokens sets how much text a logits recipe's student writes; it renders no image"

@@ -106,6 +106,8 @@ def test_an_export_alone_is_enough(run_dir, tmp_path):
         infer, ["--checkpoint", str(run_dir / "export"), "--prompt", "cat", "--compare", "--out", str(out)]
     )
     assert _ok(result) == [out] and Image.open(out).width > 64
+    with_set = ["--checkpoint", str(run_dir / "export"), "--prompt", "cat", "--set", "inference.size=[32,32]"]
+    _fails(CliRunner().invoke(infer, with_set), "--set changes a recipe, and none is given", code=2)
 
 
 def _fails(result, *fragments: str, code: int = 1) -> None:
