@@ -177,6 +177,12 @@ def _order_and_vocabulary_changes(saved: dict[str, Any], now: dict[str, Any]) ->
     epoch the saved data position points into (some prompts seen twice, others never). The same tokenizer
     folder found under a moved project (same name, another parent) is no change."""
     blocking = [change] if (change := _tokenizer_change(saved, now)) else []
+    shuffled = saved["data"].get("shuffle", True), now["data"].get("shuffle", True)
+    if shuffled[0] != shuffled[1]:
+        blocking.append(
+            f"data.shuffle: {shuffled[0]!r} -> {shuffled[1]!r} (the saved data position is in an epoch ordered the "
+            "other way)"
+        )
     if now["data"].get("shuffle", True) and saved["hardware"].get("seed") != now["hardware"].get("seed"):
         blocking.append(
             f"hardware.seed: {saved['hardware'].get('seed')!r} -> {now['hardware'].get('seed')!r} (the saved data "
