@@ -13,8 +13,9 @@ import shutil
 import sys
 from pathlib import Path
 
-from components.atomic_files import check_replaceable, recover_directory
+from components.atomic_files import ForeignDirectoryError, check_replaceable, recover_directory
 from components.disk_space import bytes_under, size_in_words
+from components.errors import some_of
 from recipe_runner.trainer.checkpoint import (
     COMPLETE,
     STEP_DIR,
@@ -107,6 +108,19 @@ def saved_step(checkpoint: Path) -> int | None:
         return None
 
 
+def _check_best_replaceable(best: Path, resume_line: str) -> None:
+    try:
+        check_replaceable(best, COMPLETE, "checkpoint", "", added_to_checkpoint)
+    except ForeignDirectoryError:
+        theirs = added_to_checkpoint(best) if (best / COMPLETE).is_file() else []
+        held = f"holds {some_of(theirs, 4)}, which no run wrote" if theirs else "is not a checkpoint (no run wrote it)"
+        move = "move those files out of it" if theirs else "move it away"
+        raise ForeignDirectoryError(
+            f"{best} {held}; the first better evaluation replaces it, which would lose them: {move}, then rerun "
+            f"`{resume_line}`"
+        ) from None
+
+
 def choose_start(out_dir: Path, resume: bool, main: bool, recipe_name: str, resume_line: str) -> Path | None:
     """The checkpoint a run continues from (None: step 0), after the main process tidied what a killed run left;
     `resume_line` is the command a refusal offers.
@@ -127,7 +141,7 @@ def choose_start(out_dir: Path, resume: bool, main: bool, recipe_name: str, resu
         if best_step is not None and (start is None or (newest is not None and best_step > newest)):
             start = best
     if best.exists() or best.is_symlink():  # the first better evaluation replaces it: refused now, not hours in
-        check_replaceable(best, COMPLETE, "checkpoint", "move them away and rerun", added_to_checkpoint)
+        _check_best_replaceable(best, resume_line)
     if start is None:
         # Refused before the run says that it starts from step 0.
         refuse_fresh_start(out_dir, recipe_name, resume_line, resuming=resume)

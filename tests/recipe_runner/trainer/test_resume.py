@@ -252,12 +252,13 @@ def test_a_best_folder_the_run_may_not_replace_is_refused_before_training(tiny_r
     _train(tiny_recipe_path, _short(tiny_overrides, 2, "output.eval_every_steps=2"))
     (best / "notes.txt").write_text("mine")
     rows = len(_rows(run_dir))
-    with pytest.raises(ForeignDirectoryError, match=r"best is a previous checkpoint, but also holds notes.txt"):
+    held = r"best holds notes.txt, which no run wrote; the first better evaluation replaces it, which would lose"
+    with pytest.raises(ForeignDirectoryError, match=held + r" them: move those files out of it, then rerun `recipe"):
         _train(tiny_recipe_path, _short(tiny_overrides, 4, "output.eval_every_steps=2"), resume=True)
     shutil.rmtree(best)
     best.mkdir()
     (best / "notes.txt").write_text("mine")
-    with pytest.raises(ForeignDirectoryError, match=r"best is a directory but not a previous checkpoint"):
+    with pytest.raises(ForeignDirectoryError, match=r"best is not a checkpoint \(no run wrote it\); .*: move it away"):
         _train(tiny_recipe_path, _short(tiny_overrides, 4, "output.eval_every_steps=2"), resume=True)
     assert len(_rows(run_dir)) == rows and (best / "notes.txt").read_text() == "mine"
 
