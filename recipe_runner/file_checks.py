@@ -75,6 +75,10 @@ def file_problems(loaded: LoadedRecipe, unread: frozenset[str] = frozenset()) ->
         nearest = next(p for p in (Path(directory).absolute(), *Path(directory).absolute().parents) if p.exists())
         if nearest.is_file():
             problems.append(loaded.problem(where, f"{nearest} is a file, not a directory: choose another path"))
+        elif not nearest.is_dir():  # /dev/null, a pipe, a socket
+            problems.append(
+                loaded.problem(where, f"{nearest} is a device or pipe, not a directory: choose another path")
+            )
         elif where == ("output", "dir") and not os.access(nearest, os.W_OK | os.X_OK):  # a cache may be read-only
             problems.append(
                 loaded.problem(where, f"{nearest} is not writable by you: choose another output.dir for the run")
@@ -206,7 +210,14 @@ def _foreign_directory_problems(loaded: LoadedRecipe) -> list[Problem]:
             problems.append(loaded.problem(where, message))
             continue
         foreign = _not_written_by_us(Path(directory), marker, names)
-        if foreign:
+        export = next((m for m in ("encoder.json", "distilled.json") if (Path(directory) / m).is_file()), None)
+        if foreign and names is _RUN_WRITES and export is not None:
+            message = (
+                f"{directory} is an export (it holds {export}), not a run folder: give the run a folder of its own; "
+                "its export is written inside it, at export/"
+            )
+            problems.append(loaded.problem(where, message))
+        elif foreign:
             shown = some_of(foreign, 5)
             problems.append(
                 loaded.problem(

@@ -188,6 +188,19 @@ def test_an_output_or_cache_folder_that_holds_someone_elses_files_fails_validate
                             "(train/notes.txt); the teacher cache's shards would go")  # fmt: skip
 
 
+def test_an_export_or_a_device_as_output_dir_is_named_as_what_it_is(tmp_path) -> None:
+    export = tmp_path / "export"
+    (export / "student").mkdir(parents=True)
+    (export / "encoder.json").write_text("{}")
+    assert _problems(f"output.dir={export}") == [
+        f"output.dir: {export} is an export (it holds encoder.json), not a run folder: give the run a folder of its "
+        "own; its export is written inside it, at export/"
+    ]
+    assert _problems("output.dir=/dev/null") == [
+        "output.dir: /dev/null is a device or pipe, not a directory: choose another path"
+    ]
+
+
 def test_the_home_folder_is_never_a_run_or_cache_folder_even_with_only_dotfiles_in_it(tmp_path, monkeypatch) -> None:
     home = tmp_path / "home"
     (home / ".bashrc").parent.mkdir()
