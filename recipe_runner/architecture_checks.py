@@ -47,3 +47,21 @@ def built_on_meta(
             problems.append(loaded.problem(field, f"cannot build this architecture: {what_failed(exc)}"))
             del configs[role]
     return models, problems
+
+
+def position_problems(loaded: LoadedRecipe, configs: dict[str, PretrainedConfig]) -> list[Problem]:
+    """A max_length past the positions an architecture has: learned position tables fail on the first long
+    batch, rotary ones run on positions they were never trained at, and neither says so."""
+    problems = []
+    for role, config in configs.items():
+        limit = getattr(config, "max_position_embeddings", None) or getattr(config, "n_positions", None)
+        length = getattr(loaded.recipe, role).max_length
+        if isinstance(limit, int) and length > limit:
+            problems.append(
+                loaded.problem(
+                    (role, "max_length"),
+                    f"{length} is beyond the {limit} positions of the {role}'s architecture (max_position_embeddings): "
+                    "lower max_length, or give an architecture with more positions",
+                )
+            )
+    return problems

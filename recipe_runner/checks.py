@@ -5,7 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from recipe_runner.architecture_checks import built_on_meta, inline_config_problems
+from recipe_runner.architecture_checks import built_on_meta, inline_config_problems, position_problems
 from recipe_runner.errors import Path_, Problem
 from recipe_runner.family_checks import (
     attention_problems,
@@ -229,6 +229,7 @@ def _model_problems(loaded: LoadedRecipe) -> tuple[list[Problem], set[str]]:
         shortfall = shared_memory_shortfall(loaded.recipe, widths["teacher"], batches=1)
         problems += [] if shortfall is None else [loaded.problem(("hardware", "num_workers"), shortfall)]
     problems += _student_layer_problems(loaded, configs)
+    problems += position_problems(loaded, configs)
     problems += feature_layer_problems(loaded, configs)
     tokenizers, tokenizer_problems = _tokenizers(loaded)
     problems += tokenizer_problems

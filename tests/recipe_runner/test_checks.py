@@ -290,3 +290,12 @@ def test_validate_finds_what_infer_would_refuse_in_an_inline_pipeline_long_befor
         "(pipeline_config takes transformer, vae, scheduler, seed)",
         "inference.pipeline_config: needs a `transformer` mapping (the ChromaTransformer2DModel arguments)",
     ]  # not a joint_attention_dim of a default transformer nobody wrote
+
+
+def test_a_max_length_past_the_architectures_positions_fails_validate() -> None:
+    problems = _problems("student.max_length=1024", "teacher.max_length=1024")
+    assert (
+        "student.max_length: 1024 is beyond the 512 positions of the student's architecture (max_position_embeddings)"
+        ": lower max_length, or give an architecture with more positions"
+    ) in problems
+    assert not any(problem.startswith("teacher.max_length") for problem in problems)  # T5: relative positions
