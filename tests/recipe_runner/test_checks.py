@@ -293,7 +293,9 @@ def test_validate_finds_what_infer_would_refuse_in_an_inline_pipeline_long_befor
 
 
 def test_a_max_length_past_the_architectures_positions_fails_validate() -> None:
-    problems = _problems("student.max_length=1024", "teacher.max_length=1024")
+    problems = _problems(
+        "student.config.max_position_embeddings=512", "student.max_length=1024", "teacher.max_length=1024"
+    )
     assert (
         "student.max_length: 1024 is beyond the 512 positions of the student's architecture (max_position_embeddings)"
         ": lower max_length, or give an architecture with more positions"
