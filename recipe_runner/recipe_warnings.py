@@ -48,6 +48,7 @@ def recipe_warnings(loaded: LoadedRecipe) -> list[Problem]:
                 )
             )
     warnings += _without_evaluation(loaded)
+    warnings += _alignment_of_one_tokenizer(loaded)
     named = loaded.tree.position_of(("recipe",))
     if not named.is_override and named.file not in ("<recipe>", str(loaded.file)):
         warnings.append(
@@ -67,6 +68,24 @@ def recipe_warnings(loaded: LoadedRecipe) -> list[Problem]:
             )
         )
     return warnings
+
+
+def _alignment_of_one_tokenizer(loaded: LoadedRecipe) -> list[Problem]:
+    """Cross-tokenizer alignment in a logits recipe whose two models read one tokenizer: the losses then compare
+    the vocabularies' shared part at aligned positions only, when without it they compare whole distributions."""
+    recipe = loaded.recipe
+    if recipe.family != "logits" or recipe.alignment is None:
+        return []
+    teacher, student = (source.tokenizer or source.model for source in (recipe.teacher, recipe.student))
+    if teacher is None or teacher != student:
+        return []
+    return [
+        loaded.problem(
+            ("alignment",),
+            f"both models read one tokenizer ({student}): alignment is for two, and with it the losses compare only "
+            "aligned positions and shared tokens; remove it to compare every position's whole distribution",
+        )
+    ]
 
 
 def _without_evaluation(loaded: LoadedRecipe) -> list[Problem]:

@@ -100,3 +100,11 @@ def test_settings_a_constant_schedule_or_a_recipe_without_eval_prompts_leaves_un
     assert kept.endswith("output.keep_best: unused: no eval prompts (data.eval, data.eval_fraction), so no `best` "
                          "checkpoint is kept")  # fmt: skip
     assert _said("data.eval=null", "data.eval_fraction=0.1") == []
+
+
+def test_alignment_in_a_logits_recipe_of_one_tokenizer_is_said_and_of_two_is_not() -> None:
+    logits = TINY.with_name("qwen_logits_tiny.yaml")
+    [said] = [str(w) for w in recipe_warnings(load_recipe(logits, ["alignment={type: cross_tokenizer}"]))]
+    assert "alignment: both models read one tokenizer (" in said
+    assert said.endswith("remove it to compare every position's whole distribution")
+    assert recipe_warnings(load_recipe(TINY.with_name("qwen_cross_vocab_tiny.yaml"))) == []
