@@ -61,6 +61,21 @@ def inline_config_problems(values: dict[str, Any], config: PretrainedConfig) -> 
             ("num_key_value_heads", f"{kv_heads} does not divide num_attention_heads {heads} (grouped-query attention)")
         )
     problems += _head_width_problems(values, config)
+    problems += _special_token_problems(config)
+    return problems
+
+
+def _special_token_problems(config: PretrainedConfig) -> list[tuple[str, str]]:
+    """Special-token ids a model type defaults to (gpt2's 50256) that a smaller inline vocabulary lacks: generation
+    never meets its end token, and the export carries the ids."""
+    vocab = getattr(config, "vocab_size", None)
+    if not isinstance(vocab, int):
+        return []
+    problems = []
+    for key in ("bos_token_id", "eos_token_id", "pad_token_id"):
+        value = getattr(config, key, None)
+        if isinstance(value, int) and not 0 <= value < vocab:
+            problems.append((key, f"{value} is outside vocab_size {vocab}: set it to the tokenizer's id of that token"))
     return problems
 
 

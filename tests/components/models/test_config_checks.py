@@ -52,8 +52,17 @@ def test_a_head_width_the_model_derives_must_divide_and_be_even_under_rotary_emb
          "even width: change either")
     ]  # fmt: skip
     assert problems({**qwen2, "hidden_size": 32, "num_attention_heads": 4}) == []
-    gpt2 = {"model_type": "gpt2", "n_layer": 2, "vocab_size": 2000}
+    gpt2 = {"model_type": "gpt2", "n_layer": 2, "vocab_size": 2000, "bos_token_id": 1, "eos_token_id": 1}
     assert [key for key, _ in problems({**gpt2, "n_embd": 30, "n_head": 4})] == ["n_embd"]  # the key as written
     assert problems({**gpt2, "n_embd": 28, "n_head": 4}) == []  # learned positions: any whole width
     assert problems({**QWEN, "hidden_size": 30}) == []
     assert problems({**T5, "d_model": 30}) == []
+
+
+def test_special_token_ids_outside_the_vocabulary_are_named() -> None:
+    gpt2 = {"model_type": "gpt2", "n_layer": 2, "n_embd": 32, "n_head": 4, "vocab_size": 2000}
+    assert problems(gpt2) == [
+        ("bos_token_id", "50256 is outside vocab_size 2000: set it to the tokenizer's id of that token"),
+        ("eos_token_id", "50256 is outside vocab_size 2000: set it to the tokenizer's id of that token"),
+    ]
+    assert problems({**gpt2, "bos_token_id": 1935, "eos_token_id": 1935}) == []

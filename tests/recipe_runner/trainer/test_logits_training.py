@@ -360,6 +360,11 @@ def test_a_finished_run_resumes_to_its_own_export_and_gpt2_models_plan_and_train
         "student.config={model_type: gpt2, n_embd: 32, n_layer: 2, n_head: 4, vocab_size: 2000}",
     ]
     plan = CliRunner().invoke(main, ["plan", str(RECIPE), *(x for o in gpt2 for x in ("--set", o))])
+    assert plan.exit_code == 2  # gpt2's own end-of-text id, 50256, is no token of a 2000-token vocabulary
+    assert "teacher.config.eos_token_id: 50256 is outside vocab_size 2000" in plan.stderr
+    ids = ", bos_token_id: 1935, eos_token_id: 1935}"  # the shipped tokenizer's <|endoftext|>
+    gpt2 = [setting.replace("}", ids) for setting in gpt2]
+    plan = CliRunner().invoke(main, ["plan", str(RECIPE), *(x for o in gpt2 for x in ("--set", o))])
     assert plan.exit_code == 0, plan.output
     assert train(short(tmp_path / "gpt2", 2, *gpt2)).global_step == 2
 
