@@ -120,7 +120,7 @@ def _resolve(recipe_file, overrides, options: dict) -> InferJob:
             f"drop --encoder {options['encoder']} or --compare"
         )
     checkpoint = options["checkpoint"]
-    manifest = None if checkpoint is None else _given_export(Path(checkpoint))
+    manifest = None if checkpoint is None else _given_export(Path(checkpoint), recipe_file is not None)
     if recipe_file is not None:
         from recipe_runner.errors import RecipeError
         from recipe_runner.loader import load_recipe
@@ -210,7 +210,7 @@ def _refuse_another_recipes_export(export_dir: Path, name: str, commands: NextCo
         )
 
 
-def _given_export(directory: Path) -> EncoderManifest:
+def _given_export(directory: Path, with_recipe: bool = False) -> EncoderManifest:
     """An explicit --checkpoint must name an export (a usage error otherwise, exit 2); a damaged or outdated
     export stays a problem with its files (exit 1), as at the default <output.dir>/export."""
     from components.export import ExportError, read_manifest
@@ -224,6 +224,12 @@ def _given_export(directory: Path) -> EncoderManifest:
             raise
         if (directory / CHECKPOINT_MARKER).is_file():
             raise click.UsageError(f"--checkpoint {exc}") from None  # "DIR is a training checkpoint, ..."
+        if (directory / CAUSAL_LM_MANIFEST).is_file() and with_recipe:
+            raise click.UsageError(
+                f"--checkpoint {directory} holds a causal LM distilled by a logits recipe, and this recipe distils "
+                "an image encoder: give the logits recipe that made it, and `recipe infer` prints the model's "
+                "continuation of each prompt"
+            ) from None
         if (directory / CAUSAL_LM_MANIFEST).is_file():
             raise click.UsageError(
                 f"--checkpoint {directory} holds a causal LM distilled by a logits recipe: give that RECIPE too, "

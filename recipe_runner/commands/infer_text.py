@@ -30,6 +30,12 @@ def _export_dir(recipe: Recipe, checkpoint: str | None, commands: NextCommands) 
         raise TextInferenceError(no_export_yet(Path(recipe.output.dir), commands))
     if manifest is None and (directory / CHECKPOINT_MARKER).is_file():
         raise TextInferenceError(training_checkpoint(directory, commands))
+    if manifest is None and (directory / "encoder.json").is_file():
+        raise TextInferenceError(
+            f"{directory} holds a distilled image encoder (an embedding recipe's export), and this is a logits "
+            "recipe: render with it through the embedding recipe that made it, or give this recipe's causal-LM "
+            f"export (`{commands.command('export')}` writes it)"
+        )
     if manifest is None:
         raise TextInferenceError(
             f"no exported causal LM in {directory} (no readable {MANIFEST}): give the folder that `recipe run` or "

@@ -66,6 +66,14 @@ def test_the_export_is_a_transformers_folder_with_the_trained_weights(tmp_path: 
     result = CliRunner().invoke(main, ["infer", "--checkpoint", str(export), "--prompt", "a fox"])
     assert result.exit_code == 2
     assert "holds a causal LM distilled by a logits recipe: give that RECIPE too" in result.output
+    embedding = RECIPE.with_name("t5_to_qwen_tiny.yaml")  # a recipe given, of the other family
+    result = CliRunner().invoke(main, ["infer", str(embedding), "--checkpoint", str(export), "--prompt", "a fox"])
+    assert result.exit_code == 2 and "and this recipe distils an image encoder: give the logits recipe" in result.output
+    encoder = tmp_path / "encoder_export"  # the other way round: an image encoder given to a logits recipe
+    encoder.mkdir()
+    (encoder / "encoder.json").write_text("{}")
+    result = CliRunner().invoke(main, ["infer", str(RECIPE), "--checkpoint", str(encoder), "--prompt", "a fox"])
+    assert result.exit_code == 1 and "holds a distilled image encoder (an embedding recipe's export)" in result.output
     best = run_dir / "checkpoints" / "best"
     result = CliRunner().invoke(main, ["infer", str(RECIPE), "--checkpoint", str(best), "--prompt", "a fox"])
     assert result.exit_code == 1
