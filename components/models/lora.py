@@ -16,20 +16,41 @@ def lora_targets(model: nn.Module, lora: LoRA) -> list[str]:
     ]
 
 
-def lora_parameter_count(model: nn.Module, lora: LoRA) -> int:
-    """r * (in + out) per adapted Linear (A: r x in, B: out x r) and r * (rows + dim) per adapted Embedding."""
+def is_conv1d(module: nn.Module) -> bool:
+    """transformers' Conv1D (GPT-2's projections): a Linear whose weight is stored transposed, (in, out)."""
+    from transformers.pytorch_utils import Conv1D
+
+    return isinstance(module, Conv1D)
+
+
+def fans_in_first(model: nn.Module, lora: LoRA) -> bool:
+    """Whether the adapted modules store their weight as (in, out), as GPT-2's Conv1D does: peft's fan_in_fan_out."""
     modules = dict(model.named_modules())
-    total = 0
+    return any(is_conv1d(modules[name]) for name in lora_targets(model, lora))
+
+
+def lora_parameter_count(model: nn.Module, lora: LoRA) -> int:
+    """r * (in + out) per adapted Linear or Conv1D (A: r x in, B: out x r) and r * (rows + dim) per adapted
+    Embedding."""
+    modules = dict(model.named_modules())
+    total, kinds = 0, set()
     for name in lora_targets(model, lora):
         module = modules[name]
         if isinstance(module, nn.Linear):
             total += lora.r * (module.in_features + module.out_features)
+        elif is_conv1d(module):
+            total += lora.r * sum(module.weight.shape)
         elif isinstance(module, nn.Embedding):
             total += lora.r * (module.num_embeddings + module.embedding_dim)
         else:
             raise ValueError(
-                f"LoRA target {name!r} is a {type(module).__name__}; only Linear and Embedding are adapted"
+                f"LoRA target {name!r} is a {type(module).__name__}; only Linear, Conv1D and Embedding are adapted"
             )
+        kinds.add(type(module).__name__)
+    if {"Linear", "Conv1D"} <= kinds:  # peft's fan_in_fan_out is one setting for every target
+        raise ValueError(
+            "LoRA targets mix Linear and Conv1D layers (weights stored the other way round): adapt one kind"
+        )
     return total
 
 
@@ -38,10 +59,12 @@ def lora_target_problem(model: nn.Module, lora: LoRA) -> str | None:
     names = [name for name, _ in model.named_modules()]
     unmatched = [t for t in lora.target_modules if not any(n == t or n.endswith(f".{t}") for n in names)]
     if unmatched:  # peft would quietly skip a misspelt target as long as another one matches
-        linear = sorted({name.rsplit(".", 1)[-1] for name, m in model.named_modules() if isinstance(m, nn.Linear)})
+        linear = sorted(
+            {name.rsplit(".", 1)[-1] for name, m in model.named_modules() if isinstance(m, nn.Linear) or is_conv1d(m)}
+        )
         return (
             f"{', '.join(map(repr, unmatched))} match{'es' if len(unmatched) == 1 else ''} no module of "
-            f"{type(model).__name__}; its Linear layers are named {', '.join(linear) or '(none)'}"
+            f"{type(model).__name__}; its adaptable layers are named {', '.join(linear) or '(none)'}"
         )
     try:
         lora_parameter_count(model, lora)

@@ -26,9 +26,15 @@ def enter_stage(model: DistillModel, stage: Stage, trained_weights: TrainedWeigh
     if stage.student_lora is not None:
         from peft import LoraConfig, get_peft_model
 
+        from components.models.lora import fans_in_first
+
         lora = stage.student_lora
         config = LoraConfig(
-            r=lora.r, lora_alpha=lora.alpha, lora_dropout=lora.dropout, target_modules=lora.target_modules
+            r=lora.r,
+            lora_alpha=lora.alpha,
+            lora_dropout=lora.dropout,
+            target_modules=lora.target_modules,
+            fan_in_fan_out=fans_in_first(model.student, lora),  # GPT-2's Conv1D stores weights as (in, out)
         )
         with warnings.catch_warnings():
             # peft asks transformers for a property transformers has deprecated; the notice is about library

@@ -40,3 +40,37 @@ def test_analytic_count_matches_peft(targets: list[str]) -> None:
 def test_targets_match_by_suffix_only() -> None:
     assert len(lora_targets(tiny_student(), LoRA(target_modules=["q_proj"]))) == 2
     assert lora_targets(tiny_student(), LoRA(target_modules=["proj"])) == []
+
+
+def test_gpt2s_conv1d_layers_are_adapted_counted_and_merged_like_linear_ones() -> None:
+    """GPT-2 keeps its projections in transformers' Conv1D, weights stored (in, out): peft adapts them with
+    fan_in_fan_out, which a stage sets from the targets; a merge then gives the same outputs."""
+    import warnings
+
+    import torch
+    from transformers import GPT2Config, GPT2Model
+
+    from components.models.lora import fans_in_first, lora_target_problem
+
+    def gpt2():
+        torch.manual_seed(0)
+        return GPT2Model(
+            GPT2Config(n_embd=32, n_layer=2, n_head=4, vocab_size=99, bos_token_id=0, eos_token_id=0)
+        ).eval()
+
+    lora = LoRA(r=4, target_modules=["c_attn", "c_proj"])
+    assert lora_target_problem(gpt2(), lora) is None and fans_in_first(gpt2(), lora)
+    config = LoraConfig(r=4, lora_alpha=8, target_modules=lora.target_modules, fan_in_fan_out=True)
+    with warnings.catch_warnings():
+        warnings.filterwarnings("error", message=".*fan_in_fan_out.*")  # peft's warning when it does not fit
+        adapted = get_peft_model(gpt2(), config)
+    added = sum(p.numel() for name, p in adapted.named_parameters() if "lora_" in name)
+    assert lora_parameter_count(gpt2(), lora) == added > 0
+    for name, parameter in adapted.named_parameters():
+        if "lora_B" in name:
+            torch.nn.init.normal_(parameter)  # B starts at zero: give the adapters something to merge
+    ids = torch.tensor([[1, 2, 3, 4]])
+    before = adapted(ids).last_hidden_state
+    torch.testing.assert_close(adapted.merge_and_unload()(ids).last_hidden_state, before)
+    mixed = lora_target_problem(GPT2Model(GPT2Config(n_layer=1, vocab_size=99)), LoRA(target_modules=["c_attn", "wte"]))
+    assert mixed is None  # Conv1D and Embedding together are fine; Linear and Conv1D are not
