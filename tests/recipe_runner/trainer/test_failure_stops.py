@@ -7,6 +7,7 @@ import json
 import os
 import re
 import signal
+from pathlib import Path
 
 import pytest
 import torch
@@ -93,19 +94,21 @@ def test_a_stage_of_epochs_resumed_with_other_batching_still_trains_its_epochs(
 ):
     from recipe_runner.trainer.parts import DistillModel
 
+    prompts = Path(__file__).parents[3] / "data" / "prompts" / "train.txt"
     overrides = [*tiny_overrides, "stages.0.epochs=2", "output.eval_every_steps=1000", "output.save_every_steps=1000"]
+    overrides.append(f"data.train={{path: {prompts}, limit: 240}}")  # 15 batches of 16 an epoch
     calls = {"n": 0}
     original = DistillModel.forward
 
     def runs_out_once(self, *args, **kwargs):
         calls["n"] += self.training
-        if self.training and calls["n"] == 30:
+        if self.training and calls["n"] == 20:  # in the second epoch
             raise torch.OutOfMemoryError("CUDA out of memory.")
         return original(self, *args, **kwargs)
 
     monkeypatch.setattr(DistillModel, "forward", runs_out_once)
     with pytest.raises(TrainingOutOfMemory):
-        Trainer(load_recipe(tiny_recipe_path, overrides).recipe, progress=False).run()  # checkpoint at step 29
+        Trainer(load_recipe(tiny_recipe_path, overrides).recipe, progress=False).run()  # checkpoint at step 19
     calls["n"] = -(10**9)  # counts the resumed run's training forwards, never fails again
     capsys.readouterr()
 
@@ -113,8 +116,8 @@ def test_a_stage_of_epochs_resumed_with_other_batching_still_trains_its_epochs(
     per_epoch, total = len(resumed.batches.epoch_order(0, 1)), resumed.batches.total_steps(0, resumed.recipe.stages[0])
     resumed.run()
     said = capsys.readouterr().err
-    assert "step-00000029 (stage 'distill', step 29;" in said
-    start = int(re.search(r"its step 29 is now step (\d+) of", said)[1])
+    assert "step-00000019 (stage 'distill', step 19;" in said
+    start = int(re.search(r"its step 19 is now step (\d+) of", said)[1])
     # Only the steps after the checkpoint were trained: a run that started over would train them all.
     assert calls["n"] + 10**9 == (total - start) * resumed.recipe.hardware.grad_accum
     final = json.loads((step_checkpoints(tmp_path / "run" / "checkpoints")[-1] / "trainer_state.json").read_text())
