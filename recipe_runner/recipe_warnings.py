@@ -49,6 +49,7 @@ def recipe_warnings(loaded: LoadedRecipe) -> list[Problem]:
             )
     warnings += _without_evaluation(loaded)
     warnings += _alignment_of_one_tokenizer(loaded)
+    warnings += _no_checkpoint_before_the_end(loaded)
     named = loaded.tree.position_of(("recipe",))
     if not named.is_override and named.file not in ("<recipe>", str(loaded.file)):
         warnings.append(
@@ -68,6 +69,25 @@ def recipe_warnings(loaded: LoadedRecipe) -> list[Problem]:
             )
         )
     return warnings
+
+
+def _no_checkpoint_before_the_end(loaded: LoadedRecipe) -> list[Problem]:
+    """A run counted in steps that no step count or clock checkpoints before its end: a crash, a kill or a lost
+    node in its last hours loses all of it. (A stage in epochs is sized from the data when it starts.)"""
+    output, stages = loaded.recipe.output, loaded.recipe.stages
+    if output.save_every_minutes is not None or any(stage.steps is None for stage in stages):
+        return []
+    total = sum(stage.steps for stage in stages)
+    if output.save_every_steps < total:
+        return []
+    return [
+        loaded.problem(
+            ("output", "save_every_steps"),
+            f"{output.save_every_steps} is not below the run's {total} steps, and save_every_minutes is null: "
+            "nothing is checkpointed before the end, so a crash or kill loses the whole run; lower it, or set "
+            "save_every_minutes",
+        )
+    ]
 
 
 def _alignment_of_one_tokenizer(loaded: LoadedRecipe) -> list[Problem]:

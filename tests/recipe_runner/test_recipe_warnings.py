@@ -108,3 +108,11 @@ def test_alignment_in_a_logits_recipe_of_one_tokenizer_is_said_and_of_two_is_not
     assert "alignment: both models read one tokenizer (" in said
     assert said.endswith("remove it to compare every position's whole distribution")
     assert recipe_warnings(load_recipe(TINY.with_name("qwen_cross_vocab_tiny.yaml"))) == []
+
+
+def test_a_run_of_steps_that_checkpoints_only_at_its_end_is_said() -> None:
+    steps = ["stages.0.epochs=null", "stages.0.steps=50", "stages.0.warmup_steps=5", "output.save_every_minutes=null"]
+    [said] = _said(*steps, "output.save_every_steps=50")
+    assert "output.save_every_steps: 50 is not below the run's 50 steps, and save_every_minutes is null" in said
+    assert _said(*steps, "output.save_every_steps=20") == []
+    assert _said(*steps[:-1], "output.save_every_steps=50") == []  # the clock still saves

@@ -22,7 +22,7 @@ TWO_STAGES = Path(__file__).parents[2] / "assets" / "recipes" / "two_stage_tiny.
     ("targets", "problem"),
     [
         ("[query]", "student_lora.target_modules: 'query' matches no module of Qwen3Model"),
-        ("[input_layernorm]", "is a Qwen3RMSNorm; only Linear and Embedding are adapted"),
+        ("[input_layernorm]", "is a Qwen3RMSNorm; only Linear, Conv1D and Embedding are adapted"),
     ],
 )
 def test_a_lora_stage_that_cannot_start_is_refused_before_loading(tmp_path, monkeypatch, targets, problem):
