@@ -50,6 +50,7 @@ def recipe_warnings(loaded: LoadedRecipe) -> list[Problem]:
     warnings += _without_evaluation(loaded)
     warnings += _alignment_of_one_tokenizer(loaded)
     warnings += _no_checkpoint_before_the_end(loaded)
+    warnings += _half_weights_in_a_float32_run(loaded)
     named = loaded.tree.position_of(("recipe",))
     if not named.is_override and named.file not in ("<recipe>", str(loaded.file)):
         warnings.append(
@@ -88,6 +89,32 @@ def _no_checkpoint_before_the_end(loaded: LoadedRecipe) -> list[Problem]:
             "save_every_minutes",
         )
     ]
+
+
+def _half_weights_in_a_float32_run(loaded: LoadedRecipe) -> list[Problem]:
+    """`precision: fp32` beside a model dtype left at its bfloat16 default: the trained parts become float32, but
+    the teacher, and a student frozen or trained only through LoRA, keep computing in bfloat16, which is rarely
+    what a person asking for fp32 means."""
+    recipe = loaded.recipe
+    if recipe.hardware.precision != "fp32":
+        return []
+    warnings = []
+    for role in ("teacher", "student"):
+        model = getattr(recipe, role)
+        if "dtype" in model.model_fields_set or model.dtype == "float32":
+            continue
+        if role == "student" and recipe.trains_student_weights:
+            continue  # its weights become float32 masters whatever they were loaded in
+        kept = "" if role == "teacher" else " (frozen or LoRA-adapted weights)"
+        warnings.append(
+            loaded.problem(
+                ("hardware", "precision"),
+                f"fp32, but {role}.dtype is left at its default {model.dtype}: the {role}{kept} still computes in "
+                f"{model.dtype}; write {role}.dtype: float32 for a float32 run, or {role}.dtype: {model.dtype} to "
+                "keep it and not be told again",
+            )
+        )
+    return warnings
 
 
 def _alignment_of_one_tokenizer(loaded: LoadedRecipe) -> list[Problem]:

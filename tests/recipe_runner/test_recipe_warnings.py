@@ -116,3 +116,17 @@ def test_a_run_of_steps_that_checkpoints_only_at_its_end_is_said() -> None:
     assert "output.save_every_steps: 50 is not below the run's 50 steps, and save_every_minutes is null" in said
     assert _said(*steps, "output.save_every_steps=20") == []
     assert _said(*steps[:-1], "output.save_every_steps=50") == []  # the clock still saves
+
+
+def test_fp32_precision_beside_a_model_dtype_left_at_its_bfloat16_default_is_said(tmp_path) -> None:
+    base = TINY.parents[2] / "tests" / "assets" / "broken" / "base.yaml"
+    unset = tmp_path / "fp32.yaml"  # the fixture without its dtypes, its paths made absolute
+    unset.write_text(base.read_text().replace("  dtype: float32\n", "").replace("../../../", f"{TINY.parents[2]}/"))
+    [teacher] = [str(w) for w in recipe_warnings(load_recipe(unset))]
+    assert "hardware.precision: fp32, but teacher.dtype is left at its default bfloat16: the teacher still " in teacher
+    assert teacher.endswith("or teacher.dtype: bfloat16 to keep it and not be told again")
+    frozen = ["stages.0.trainable=[bolt_on]", "stages.0.lr={bolt_on: 1.0e-3}"]
+    student = [str(w) for w in recipe_warnings(load_recipe(unset, frozen))][1]
+    assert "student.dtype is left at its default bfloat16: the student (frozen or LoRA-adapted weights)" in student
+    assert recipe_warnings(load_recipe(unset, ["teacher.dtype=bfloat16"])) == []  # written: meant
+    assert recipe_warnings(load_recipe(unset, ["hardware.precision=bf16"])) == []
