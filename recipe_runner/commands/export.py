@@ -163,7 +163,8 @@ def _why_not(checkpoint: Path, recipe: Recipe, stage_index: int, exc: RuntimeErr
     "out_dir",
     type=click.Path(file_okay=False),
     default=None,
-    help="Export directory (default: <output.dir>/export); an earlier export there is replaced, anything else refused.",
+    help="Export directory (default: <output.dir>/export), outside any run's checkpoints folder; an earlier export "
+    "there is replaced, anything else refused.",
 )
 @reports_recipe_errors
 def export(
@@ -177,7 +178,8 @@ def export(
     recipe = load_recipe(file, overrides, allow_remote_code=allow_remote_code, unread=NEITHER_DATA_NOR_CACHE).recipe
     run_dir = Path(recipe.output.dir)
     target = Path(out_dir) if out_dir is not None else run_dir / "export"
-    # before loading anything: only an earlier export of this recipe may be replaced
+    # before loading anything: only an earlier export of this recipe may be replaced, never in a checkpoints folder
+    _refuse_among_checkpoints(target, run_dir)
     check_target(target, recipe.family, recipe.recipe)
     lock = _lock_the_run(run_dir) if target.absolute().parent == run_dir.absolute() else None
     try:
@@ -186,6 +188,25 @@ def export(
     finally:
         if lock is not None:
             lock.release()
+
+
+def _refuse_among_checkpoints(target: Path, run_dir: Path) -> None:
+    """A run's checkpoints folder holds only what `recipe run` writes there: an export in it reads as a checkpoint
+    cut short, which stops the resume that would reach its step, and pruning or a swap of `best` may remove it."""
+    folders = [target.absolute(), *target.absolute().parents]
+    ours = (run_dir / "checkpoints").absolute()
+    inside = next((f for f in folders[1:] if f == ours or (f.name == "checkpoints" and _holds_a_run(f))), None)
+    if inside is not None or folders[0] == ours:
+        where = f"is in {inside}" if inside is not None else "is the checkpoints folder"
+        raise ExportSetupError(
+            f"--out {target} {where}, where `recipe run` writes, resumes from and prunes checkpoints: "
+            f"choose another --out (the default is {run_dir / 'export'})"
+        )
+
+
+def _holds_a_run(checkpoints: Path) -> bool:
+    """Whether a folder named `checkpoints` is a run's: its parent holds the recipe the run resolved."""
+    return (checkpoints.parent / "resolved_recipe.yaml").is_file()
 
 
 def _lock_the_run(run_dir: Path):

@@ -187,7 +187,10 @@ def _listing(root: Path) -> list[tuple[str, int]]:
     return sorted((str(p.relative_to(root)), p.stat().st_size) for p in root.rglob("*"))
 
 
-@pytest.mark.parametrize("target", [".", "run", "run/checkpoints", "run/checkpoints/best"])
+@pytest.mark.parametrize(
+    "target",
+    [".", "run", "run/checkpoints", "run/checkpoints/best", "run/checkpoints/step-00000100", "run/checkpoints/mine"],
+)
 def test_an_out_that_is_not_an_export_is_refused_before_any_work(trained, monkeypatch, target):
     out, overrides, _ = trained
     before = _listing(out.parent)
@@ -199,9 +202,16 @@ def test_an_out_that_is_not_an_export_is_refused_before_any_work(trained, monkey
     monkeypatch.setattr("recipe_runner.commands.export.load_checkpointed_model", no_loading)
     result = _export(overrides, "--out", target)
     assert result.exit_code == 1 and isinstance(result.exception, SystemExit), result.output
-    refused = (out.parent / target).resolve()
-    assert result.stderr.startswith(f"error: {refused} is a directory but not a previous export"), result.stderr
-    assert "choose another --out" in result.stderr
+    if "/checkpoints" in target:  # a run's own folder: an export there would stop a resume at its step
+        checkpoints = out.parent / "run" / "checkpoints"
+        where = "is the checkpoints folder" if target.endswith("checkpoints") else f"is in {checkpoints}"
+        assert result.stderr.startswith(f"error: --out {target} {where}, where `recipe run` writes, "
+                                        "resumes from and prunes checkpoints: choose another --out (the default is "
+                                        f"{out / 'export'})"), result.stderr  # fmt: skip
+    else:
+        refused = (out.parent / target).resolve()
+        assert result.stderr.startswith(f"error: {refused} is a directory but not a previous export"), result.stderr
+        assert "choose another --out" in result.stderr
     assert _listing(out.parent) == before, "nothing was removed or added"
 
 
