@@ -5,7 +5,8 @@ Under DDP each process runs the loop on its own data, so what it sees differs: a
 loss may turn NaN a step before the others' (the NaN reaches their weights through the next gradient
 all-reduce), and their clocks differ. A process that saves, stops or raises alone leaves the others waiting in
 a collective that never completes. So these flags are combined (true when any process says so) in one
-collective, at steps every process knows to be decision steps, where the loop syncs anyway.
+collective, at steps every process knows to be decision steps, where the loop syncs anyway; a stop signal is
+also relayed at every step (StopRelay), so that one between decision steps is acted on within a step.
 """
 
 from __future__ import annotations
@@ -66,3 +67,43 @@ class StoppableEvaluation:
             if batch is not None:
                 yield batch
         self._agreed()
+
+
+class StopRelay:
+    """Tells every process of a launch, one step later, that a stop reached any of them.
+
+    Between decision steps the processes would otherwise learn of a scheduler's SIGTERM only at the next logging
+    step, which can be minutes away: past the grace period, so the run was killed unsaved. Each step starts a
+    non-blocking reduction of the flag on a CPU (gloo) group and reads the previous step's, which has long
+    finished: no device sync and no wait, and every process reads the same answer at the same step."""
+
+    def __init__(self, accelerator) -> None:
+        self.group = None
+        self.pending: tuple[object, torch.Tensor] | None = None
+        if accelerator.num_processes > 1:
+            import torch.distributed as dist
+
+            self.group = dist.new_group(backend="gloo")
+
+    def heard(self, raised: bool) -> bool:
+        """Whether any process had its stop raised a step ago; call from every process at every step."""
+        if self.group is None:
+            return raised
+        import torch.distributed as dist
+
+        heard = self._read()
+        flag = torch.tensor([int(raised)], dtype=torch.int32)
+        self.pending = (dist.all_reduce(flag, op=dist.ReduceOp.MAX, group=self.group, async_op=True), flag)
+        return heard
+
+    def settle(self) -> None:
+        """Complete the reduction in flight, before the process groups are taken down."""
+        self._read()
+
+    def _read(self) -> bool:
+        if self.pending is None:
+            return False
+        work, flag = self.pending
+        self.pending = None
+        work.wait()
+        return bool(flag.item())

@@ -32,7 +32,7 @@ from recipe_runner.trainer.checkpoint import (
 )
 from recipe_runner.trainer.checkpoint_writer import CheckpointWriter
 from recipe_runner.trainer.checksums import unchecked_note, verify_checksums
-from recipe_runner.trainer.consensus import Consensus, StoppableEvaluation
+from recipe_runner.trainer.consensus import Consensus, StoppableEvaluation, StopRelay
 from recipe_runner.trainer.data_failures import DataFailure, next_batch, worker_death
 from recipe_runner.trainer.deferred_signals import child_signals_deferred
 from recipe_runner.trainer.launch import build_accelerator, check_launch, launch_in_words
@@ -103,6 +103,7 @@ class Trainer:
         self.progress = progress
         self.accelerator = build_accelerator(recipe)
         check_launch(recipe, self.accelerator)
+        self.relay = StopRelay(self.accelerator)
         record = run_record(recipe, *self.prompts_sha)  # (`resume` is a flag in here)
         self.writer = CheckpointWriter(
             self.accelerator, self.checkpoints, recipe.output.keep_last, record, self.commands.resume
@@ -190,6 +191,7 @@ class Trainer:
         """After a run that every process ended together: a process group left to interpreter shutdown can abort
         a process at exit, which the launcher reports as a failed run."""
         if self.accelerator.num_processes > 1:
+            self.relay.settle()  # the last step's reduction, still in flight on its group
             self.accelerator.wait_for_everyone()
             self.accelerator.end_training()
 
@@ -320,7 +322,8 @@ class Trainer:
                 # Steps every process knows to be decision steps; a single process also acts on a signal, and on
                 # its clock, at once (several processes ask their clocks at logging steps, where they agree anyway).
                 clock_due = (logging or consensus.alone) and clock.due()
-                if logging or evaluating or by_count or (consensus.alone and (stop.raised or clock_due)):
+                relayed = self.relay.heard(stop.raised)  # several processes: a signal of a step ago, known to all
+                if logging or evaluating or by_count or relayed or (consensus.alone and clock_due):
                     agreed = consensus.agree(nonfinite=nonfinite, stop=stop.raised, clock=clock_due)
                     if agreed["nonfinite"]:
                         raise diverged(self.checkpoints, step, stage_index, self.commands.resume)
