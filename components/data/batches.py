@@ -60,6 +60,9 @@ def token_budget_batches(
 
 
 def shard_batches(batches: list[list[int]], rank: int, world: int) -> list[list[int]]:
-    """Every process gets the same number of batches, so no process waits on a collective forever."""
-    usable = len(batches) - len(batches) % world if world > 1 else len(batches)
-    return batches[rank:usable:world]
+    """Every process gets the same number of batches, so no process waits on a collective forever. An epoch whose
+    batches do not share out evenly is topped up with its first batches again, as torch's DistributedSampler
+    tops up its samples: dropping the rest instead left prompts out of every epoch (the same ones, unshuffled),
+    and an epoch of fewer batches than processes with none at all for some, which then waited forever."""
+    padded = -(-len(batches) // world) * world
+    return [batches[index % len(batches)] for index in range(rank, padded, world)]

@@ -3,10 +3,11 @@
 from __future__ import annotations
 
 import numpy as np
+import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from components.data.batches import bucketed_batches, token_budget_batches
+from components.data.batches import bucketed_batches, shard_batches, token_budget_batches
 
 
 def test_short_prompts_share_a_batch_long_ones_do_not():
@@ -62,3 +63,13 @@ def test_a_token_budget_puts_more_short_prompts_in_a_batch_than_long_ones():
     assert len(by_longest[0]) > 4 * len(by_longest[-1])
     padded = sorted(len(batch) * max(lengths[i] for i in batch) for batch in batches)
     assert padded[1] > 4096 // 2  # one window here: every batch but its remainder is well filled
+
+
+@pytest.mark.parametrize("world", [1, 2, 3, 4])
+@pytest.mark.parametrize("count", [1, 2, 3, 5, 8])
+def test_every_process_gets_as_many_batches_and_together_they_cover_every_one(count, world):
+    batches = [[index] for index in range(count)]
+    shares = [shard_batches(batches, rank, world) for rank in range(world)]
+    assert {len(share) for share in shares} == {-(-count // world)}  # none waits on the others, none is empty
+    assert sorted({tuple(batch) for share in shares for batch in share}) == [tuple(b) for b in batches]
+    assert sum(len(share) for share in shares) - count < world  # topped up by fewer than one batch per process
