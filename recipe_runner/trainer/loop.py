@@ -56,6 +56,7 @@ from recipe_runner.trainer.stops import (
     data_failed,
     diverged,
     last_checkpoint,
+    lost_a_process,
     lost_output_stops,
     out_of_memory,
     write_failed,
@@ -181,6 +182,11 @@ class Trainer:
                         position = Position(stage=stage_index, global_step=position.global_step)
                     last_metrics = self._run_stage(stage_index, position, stop)
             export_dir = self._export()
+        except RuntimeError as exc:
+            lost = self.accelerator.num_processes > 1 and lost_a_process(exc, self.checkpoints, self.commands.resume)
+            if lost:
+                raise lost from None
+            raise
         finally:
             self.metrics.close()
             self.writer.wait()

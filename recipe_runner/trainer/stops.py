@@ -40,6 +40,10 @@ class TrainingDataFailed(UserFacingError, RuntimeError):
     """Reading or preparing a batch failed; the steps before it are checkpointed."""
 
 
+class ProcessLost(UserFacingError, RuntimeError):
+    """Another process of the launch died (killed, or failed on its own); the last checkpoint is whole."""
+
+
 class TrainingInterrupted(RuntimeError):
     """Ctrl-C, SIGTERM or a hangup: a checkpoint was saved and the run can be resumed."""
 
@@ -205,6 +209,30 @@ def out_of_memory(
         + "; ".join(remedies)
         + f". `{commands.command('plan')}` estimates the peak, `{commands.command('bench')}` measures it on the "
         f"largest batch; then continue with `{commands.resume}`."
+    )
+
+
+# What gloo and NCCL say when the process at the other end of a collective is gone; torch raises some of them as
+# plain RuntimeErrors rather than as torch.distributed.DistError.
+_PEER_GONE = ("Connection closed by peer", "Connection reset by peer", "/gloo/")
+
+
+def lost_a_process(exc: BaseException, checkpoints: Path, resume: str) -> ProcessLost | None:
+    """A collective that failed because another process of the launch is gone, in one line, with the checkpoint
+    that is whole and the command that continues; None for any other error."""
+    import torch.distributed as dist
+
+    if isinstance(exc, UserFacingError):  # said already, in its own words
+        return None
+    if not isinstance(exc, getattr(dist, "DistError", ())) and not any(mark in str(exc) for mark in _PEER_GONE):
+        return None
+    rank = os.environ.get("RANK", "?")
+    lines = str(exc).strip().splitlines() or [type(exc).__name__]
+    said = next((mark for mark in _PEER_GONE[:2] if mark in lines[0]), lines[0][:160])
+    return ProcessLost(
+        f"process {rank} lost touch with the other processes of this launch ({said}): one of them was killed or "
+        f"failed, and its own output says why; {last_checkpoint(checkpoints, 'the last checkpoint')}; continue "
+        f"with `{resume}`"
     )
 
 

@@ -10,7 +10,7 @@ import pytest
 import torch
 import torch.distributed as dist
 
-from recipe_runner.trainer.consensus import Consensus, StoppableEvaluation
+from recipe_runner.trainer.consensus import Consensus, StoppableEvaluation, StopRelay
 
 
 def _with_other_process(other: list[float]) -> SimpleNamespace:
@@ -107,3 +107,29 @@ def test_two_processes_with_uneven_shares_leave_together(tmp_path, stop_at, expe
         assert got == {0: ([0, 1, 2, 3, 4], False), 1: ([0, 1, 2, 3], False)}
     else:  # the stop on process 1 during batch 2 is agreed at position 4, by both
         assert got == {0: (expected[0], expected[2]), 1: (expected[1], expected[2])}
+
+
+def _relay_steps(rank: int, address: str, results) -> None:
+    dist.init_process_group("gloo", init_method=address, rank=rank, world_size=2)
+    try:
+        relay = StopRelay(SimpleNamespace(num_processes=2))
+        heard = [relay.heard(rank == 1 and step >= 3) for step in range(6)]  # a signal reaches process 1 at step 3
+        relay.settle()
+        results.put((rank, heard))
+    finally:
+        dist.destroy_process_group()
+
+
+def test_a_stop_on_one_process_is_heard_by_both_at_the_same_next_step(tmp_path):
+    context = multiprocessing.get_context("fork")
+    results = context.Queue()
+    address = f"file://{tmp_path / 'rendezvous'}"
+    workers = [context.Process(target=_relay_steps, args=(r, address, results)) for r in (0, 1)]
+    for worker in workers:
+        worker.start()
+    for worker in workers:
+        worker.join(timeout=60)
+        assert worker.exitcode == 0
+    got = dict(results.get(timeout=5) for _ in workers)
+    assert got[0] == got[1] == [False, False, False, False, True, True]
+    assert StopRelay(SimpleNamespace(num_processes=1)).heard(True)  # one process: at once, no group

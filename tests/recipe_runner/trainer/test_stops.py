@@ -9,7 +9,14 @@ import pytest
 
 from recipe_runner.loader import load_recipe
 from recipe_runner.next_commands import NextCommands
-from recipe_runner.trainer.stops import HangupTolerantStream, out_of_memory, what_failed, write_failed
+from recipe_runner.trainer.stops import (
+    HangupTolerantStream,
+    TrainingDiverged,
+    lost_a_process,
+    out_of_memory,
+    what_failed,
+    write_failed,
+)
 
 COMMANDS = NextCommands("r.yaml", ("output.dir=runs/b",))
 RESUME = "recipe run r.yaml --set output.dir=runs/b --resume"
@@ -120,3 +127,17 @@ def test_a_failed_write_asks_for_space_or_for_write_access_as_the_cause_was(tmp_
         f"could not write {tmp_path / 'best'}: reason; no earlier checkpoint exists (a checkpoint is never left "
         f"half-written). {advice} go on."
     )
+
+
+def test_a_collective_that_lost_its_other_process_is_one_line_with_the_checkpoint_and_the_resume(tmp_path, monkeypatch):
+    monkeypatch.setenv("RANK", "0")
+    gloo = RuntimeError(
+        "[/pytorch/third_party/gloo/gloo/transport/tcp/pair.cc:537] Read error [127.0.0.1]:44440: Connection reset "
+        "by peer. This is typically caused by a remote worker hanging"
+    )
+    lost = lost_a_process(gloo, tmp_path / "checkpoints", RESUME)
+    assert str(lost).startswith("process 0 lost touch with the other processes of this launch (Connection reset ")
+    assert str(lost).endswith(f"no checkpoint had been written yet; continue with `{RESUME}`")
+    assert lost_a_process(RuntimeError("shape mismatch"), tmp_path, RESUME) is None  # a bug of its own: as it is
+    said = TrainingDiverged("loss became NaN or inf; Connection reset by peer")
+    assert lost_a_process(said, tmp_path, RESUME) is None
