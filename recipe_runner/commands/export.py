@@ -236,15 +236,15 @@ def _refuse_another_meaning(checkpoint: Path, recipe: Recipe) -> None:
     """Weights that load but would be read another way than they were trained are refused; a student.max_length
     other than the trained one is said (reading longer or shorter prompts may be meant)."""
     from recipe_runner.trainer import resume
-    from recipe_runner.trainer.checkpoint import read_record
+    from recipe_runner.trainer.checkpoint import read_position, read_record
 
     try:
-        record = read_record(checkpoint)
+        record, stage_index = read_record(checkpoint), read_position(checkpoint).stage
     except (OSError, ValueError):
         record = None
     if record is None:
         return
-    changed = resume.meaning_changes(record, recipe)
+    changed = resume.meaning_changes(record, recipe, stage_index)
     if changed:
         raise ExportSetupError(
             f"{checkpoint} was trained otherwise than this recipe would export it: {resume.listed(changed)}. Export "

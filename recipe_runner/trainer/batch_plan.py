@@ -142,6 +142,11 @@ class BatchPlan:
                     f"step {step} of {total}"
                 )
                 position.stage_step = step
+        elif position.stage_step > stage.steps:
+            notices.append(
+                f"stage {stage.name} had trained {position.stage_step} steps, more than its steps now "
+                f"({stage.steps}): it ends here, without training more"
+            )
         if notices and self.accelerator.is_main_process:
             for notice in notices:
                 tqdm.write(notice, file=sys.stderr)

@@ -137,7 +137,8 @@ def compare(
             f"{now['hardware']['trained_weights']!r} (the optimizer state is stored in the old format)"
         )
     report.blocking += _order_and_vocabulary_changes(saved, now)
-    report.changes = _differences(saved, now) + _floors_that_follow(saved, now)
+    report.changes = [_finished(change, stage_index) for change in _differences(saved, now)]
+    report.changes += _floors_that_follow(saved, now)
     saved_eval = record.get("eval_prompts_sha256")
     said = any(change.startswith((EVAL_CHANGE, "data.eval.")) for change in report.changes)
     if None not in (saved_eval, eval_prompts_sha256) and saved_eval != eval_prompts_sha256 and not said:
@@ -147,6 +148,16 @@ def compare(
 
 
 EVAL_CHANGE = "data.eval:"  # how a change list names the eval prompts as a whole
+
+
+def _finished(change: str, stage_index: int) -> str:
+    """A change to a stage the run has finished is said to be history: it does not train again, yet the run's
+    resolved recipe now shows the new value (the old one stays in resolved_recipe.until-step-N.yaml)."""
+    key = change.split(":", 1)[0]
+    index = key.split(".")[1] if key.startswith("stages.") else ""
+    if index.isdigit() and int(index) < stage_index:
+        return f"{change} (stage {index} is finished: no effect on this run)"
+    return change
 
 
 def _floors_that_follow(saved: dict[str, Any], now: dict[str, Any]) -> list[str]:
@@ -205,15 +216,25 @@ _MEANING = {
 }
 
 
-def meaning_changes(record: dict[str, Any], recipe: Recipe) -> list[str]:
-    """What an export under this recipe would read otherwise than the checkpoint was trained: another tokenizer,
-    another student layer, another attention; each fits the weights' shapes, so only the record shows it."""
+def meaning_changes(record: dict[str, Any], recipe: Recipe, stage_index: int) -> list[str]:
+    """What an export under this recipe would read otherwise than the checkpoint (saved in stage `stage_index`)
+    was trained: another tokenizer, another student layer, another attention, or another scale of the LoRA
+    adapters it holds unmerged; each fits the weights' shapes, so only the record shows it."""
     saved, now = record["recipe"], recipe.model_dump(mode="json")
     found = [change] if (change := _tokenizer_change(saved, now)) else []
     for name, why in _MEANING.items():
         before, after = saved["student"].get(name), now["student"].get(name)
         if before != after:
             found.append(f"student.{name}: {before!r} -> {after!r} ({why})")
+    stages = saved["stages"], now["stages"]
+    if stage_index < min(map(len, stages)):
+        lora = [(stage[stage_index].get("student_lora") or {}) for stage in stages]
+        for name in ("alpha", "r"):
+            if lora[0].get(name) != lora[1].get(name):
+                found.append(
+                    f"stages.{stage_index}.student_lora.{name}: {lora[0].get(name)!r} -> {lora[1].get(name)!r} (the "
+                    "adapters are merged at alpha / r)"
+                )
     return found
 
 
@@ -282,7 +303,7 @@ def describe_changes(report: ResumeReport) -> str | None:
     """One line for the log: the recipe values that differ from the checkpoint's and now apply."""
     if not report.changes:
         return None
-    return "resuming with recipe changes (they apply from here on): " + listed(report.changes)
+    return "resuming with recipe changes (they apply from here on): " + "; ".join(report.changes)
 
 
 def hyperparameters(optimizer: torch.optim.Optimizer) -> list[dict[str, Any]]:

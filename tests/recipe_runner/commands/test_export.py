@@ -331,7 +331,11 @@ def test_weights_that_would_be_read_another_way_are_refused_and_another_length_i
 def test_a_lora_stage_checkpoint_is_merged(tmp_path):
     out = tmp_path / "run"
     overrides, (expected, _) = _train(out, "stages.0.student_lora={r: 4, alpha: 8}", "stages.0.lr.student=0.05")
-    result = _export(overrides, "--checkpoint", str(out / "checkpoints" / "step-00000003"))
+    final = ["--checkpoint", str(out / "checkpoints" / "step-00000003")]
+    rescaled = _export([*overrides, "stages.0.student_lora={r: 4, alpha: 64}"], *final)  # fits, merges 8x as much
+    assert rescaled.exit_code == 1 and not (out / "export").exists(), rescaled.output
+    assert "stages.0.student_lora.alpha: 8.0 -> 64.0 (the adapters are merged at alpha / r)" in rescaled.stderr
+    result = _export(overrides, *final)
     assert result.exit_code == 0, result.output + repr(result.exception)
     encoder = DistilledEncoder.load(out / "export")
     assert not any("lora" in name for name, _ in encoder.student.named_parameters())
