@@ -59,15 +59,37 @@ def lora_target_problem(model: nn.Module, lora: LoRA) -> str | None:
     names = [name for name, _ in model.named_modules()]
     unmatched = [t for t in lora.target_modules if not any(n == t or n.endswith(f".{t}") for n in names)]
     if unmatched:  # peft would quietly skip a misspelt target as long as another one matches
-        linear = sorted(
-            {name.rsplit(".", 1)[-1] for name, m in model.named_modules() if isinstance(m, nn.Linear) or is_conv1d(m)}
+        adaptable = sorted(
+            {
+                name.rsplit(".", 1)[-1]
+                for name, m in model.named_modules()
+                if isinstance(m, (nn.Linear, nn.Embedding)) or is_conv1d(m)
+            }
         )
+        shorthand = " (peft's all-linear shorthand is not taken: name the layers)" if "all-linear" in unmatched else ""
         return (
             f"{', '.join(map(repr, unmatched))} match{'es' if len(unmatched) == 1 else ''} no module of "
-            f"{type(model).__name__}; its adaptable layers are named {', '.join(linear) or '(none)'}"
+            f"{type(model).__name__}; its adaptable layers are named {', '.join(adaptable) or '(none)'}{shorthand}"
         )
     try:
         lora_parameter_count(model, lora)
     except ValueError as exc:
         return str(exc)
-    return None
+    return _tied_target(model, lora)
+
+
+def _tied_target(model: nn.Module, lora: LoRA) -> str | None:
+    """A target whose weight is tied to another module's (input embeddings and LM head with tie_word_embeddings):
+    merging its adapter writes the change into the one matrix both read, so the other layer changes too."""
+    inputs = model.get_input_embeddings() if hasattr(model, "get_input_embeddings") else None
+    outputs = model.get_output_embeddings() if hasattr(model, "get_output_embeddings") else None
+    if inputs is None or outputs is None or outputs.weight is not inputs.weight:
+        return None
+    modules = dict(model.named_modules())
+    tied = [name for name in lora_targets(model, lora) if modules[name] in (inputs, outputs)]
+    if not tied:
+        return None
+    return (
+        f"{tied[0]} shares its weight with the {'LM head' if modules[tied[0]] is inputs else 'input embeddings'} "
+        "(tie_word_embeddings): merging its adapter would change both layers; leave it out of target_modules"
+    )

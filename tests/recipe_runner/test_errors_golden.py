@@ -159,7 +159,8 @@ GOLDEN: dict[str, tuple[tuple[str, ...], list[str]]] = {
         (),
         [
             "lora_targets.yaml:9:7: stages[0].student_lora.target_modules: 'query' matches no module of "
-            "Qwen3Model; its adaptable layers are named down_proj, gate_proj, k_proj, o_proj, q_proj, up_proj, v_proj"
+            "Qwen3Model; its adaptable layers are named down_proj, embed_tokens, gate_proj, k_proj, o_proj, "
+            "q_proj, up_proj, v_proj"
         ],
     ),
     "config_problems.yaml": (

@@ -74,3 +74,20 @@ def test_gpt2s_conv1d_layers_are_adapted_counted_and_merged_like_linear_ones() -
     torch.testing.assert_close(adapted.merge_and_unload()(ids).last_hidden_state, before)
     mixed = lora_target_problem(GPT2Model(GPT2Config(n_layer=1, vocab_size=99)), LoRA(target_modules=["c_attn", "wte"]))
     assert mixed is None  # Conv1D and Embedding together are fine; Linear and Conv1D are not
+
+
+@pytest.mark.parametrize(("target", "other"), [("lm_head", "input embeddings"), ("embed_tokens", "LM head")])
+def test_a_target_tied_to_another_layer_is_refused_and_untied_it_is_not(target: str, other: str) -> None:
+    from transformers import Qwen3Config, Qwen3ForCausalLM
+
+    from components.models.lora import lora_target_problem
+
+    def lm(tied: bool):
+        return Qwen3ForCausalLM(Qwen3Config(**{k: v for k, v in TINY_QWEN3.items() if k != "model_type"},
+                                            tie_word_embeddings=tied))  # fmt: skip
+
+    lora = LoRA(target_modules=["q_proj", target])
+    said = lora_target_problem(lm(tied=True), lora)
+    assert said is not None and said.startswith(f"{'model.' * (target != 'lm_head')}{target} shares its weight with ")
+    assert f"the {other} (tie_word_embeddings): merging its adapter would change both layers" in said
+    assert lora_target_problem(lm(tied=False), lora) is None
