@@ -1,6 +1,8 @@
 """Sequence-level distillation's data: the teacher's answer to every prompt, written once and reused.
 
-Answers of a split go to `<dir>/<split>.jsonl`, one `{"answer": ...}` record per prompt, in prompt order. They
+Answers of a split go to `<dir>/<split>.jsonl`, one `{"answer": ..., "prompt": <digest>}` record per prompt, in
+prompt order; the digest of its prompt lets a line that was removed or moved be caught, rather than every answer
+after it being paired with its neighbour's prompt. They
 are appended to `<split>.jsonl.partial` batch by batch (each batch flushed and fsynced), so a run stopped
 midway continues where it stopped; the file is renamed into place once every prompt has its answer, beside a
 manifest saying which prompts, teacher and settings made it. Answers made from other prompts or settings are
@@ -9,6 +11,7 @@ never read as these: the caller is told to move them away.
 
 from __future__ import annotations
 
+import hashlib
 import json
 import os
 import shlex
@@ -26,6 +29,27 @@ class AnswersError(UserFacingError):
 
 def _files(directory: Path, split: str) -> tuple[Path, Path, Path]:
     return directory / f"{split}.jsonl", directory / f"{split}.jsonl.partial", directory / f"{split}.json"
+
+
+def _record(answer: str, prompt: str) -> str:
+    return json.dumps({"answer": answer, "prompt": _prompt_digest(prompt)}) + "\n"
+
+
+def _prompt_digest(prompt: str) -> str:
+    return hashlib.sha256(prompt.encode("utf-8")).hexdigest()[:16]
+
+
+def _answer_of(line: str, prompt: str) -> str | None:
+    """The answer a record gives `prompt`; None for a record that is cut short, edited into another shape, or of
+    another prompt (answers written before records named their prompt are taken as they stand)."""
+    try:
+        record = json.loads(line)
+        answer = record["answer"]
+    except (ValueError, KeyError, TypeError):
+        return None
+    if not isinstance(answer, str) or record.get("prompt", _prompt_digest(prompt)) != _prompt_digest(prompt):
+        return None
+    return answer
 
 
 def _made_from(prompts: list[str], identity: dict) -> dict:
@@ -73,21 +97,18 @@ def read_answers(directory: Path, split: str, prompts: list[str], identity: dict
     except (OSError, ValueError) as exc:
         raise AnswersError(f"{final}: unreadable ({exc}); delete it and its .json to write the answers again") from None
     answers: list[str] = []
-    for number, line in enumerate(lines, 1):
-        try:
-            answer = json.loads(line)["answer"]
-        except (ValueError, KeyError, TypeError):
-            answer = None
-        if not isinstance(answer, str):
+    for number, (line, prompt) in enumerate(zip(lines, prompts, strict=False), 1):
+        answer = _answer_of(line, prompt)
+        if answer is None:
             raise AnswersError(
-                f"{final}:{number}: not an answer record (cut short, or edited by hand): fix that line, or "
-                + _salvage(final, partial, manifest, number - 1)
+                f"{final}:{number}: not the answer record of prompt {number} (cut short, edited by hand, or a line "
+                "before it removed or moved): " + _salvage(final, partial, manifest, number - 1)
             )
         answers.append(answer)
-    if len(answers) != len(prompts):
+    if len(lines) != len(prompts):
         raise AnswersError(
-            f"{final} holds {len(answers)} answers for {len(prompts)} prompts (cut short, or edited by hand): "
-            + _salvage(final, partial, manifest, min(len(answers), len(prompts)))
+            f"{final} holds {len(lines)} answers for {len(prompts)} prompts (cut short, or edited by hand): "
+            + _salvage(final, partial, manifest, min(len(lines), len(prompts)))
         )
     return answers
 
@@ -130,16 +151,14 @@ def write_answers(
     started = partial.with_suffix(".started.json")
     done: list[str] = []
     if _same_making(_started_from(started), made):
-        for line in partial.read_text(encoding="utf-8").splitlines()[: len(prompts)] if partial.is_file() else []:
-            try:
-                answer = json.loads(line)["answer"]
-            except (ValueError, KeyError, TypeError):  # a line cut short by a kill: keep the whole ones before it
-                break
-            if not isinstance(answer, str):  # edited by hand: answered again from here
+        lines = partial.read_text(encoding="utf-8").splitlines() if partial.is_file() else []
+        for line, prompt in zip(lines, prompts, strict=False):
+            answer = _answer_of(line, prompt)
+            if answer is None:  # cut short by a kill, edited by hand, or a line removed: answered again from here
                 break
             done.append(answer)
         with atomic_path(partial) as tmp:  # a kill now leaves the old partial whole, never an emptied one
-            tmp.write_text("".join(json.dumps({"answer": a}) + "\n" for a in done), encoding="utf-8")
+            tmp.write_text("".join(_record(a, p) for a, p in zip(done, prompts, strict=False)), encoding="utf-8")
     else:
         _refuse_other_partial(partial, started, split)
         with atomic_path(partial) as tmp:
@@ -149,7 +168,7 @@ def write_answers(
     with partial.open("a", encoding="utf-8") as handle:
         for start in range(len(done), len(prompts), batch_size):
             answers = answer_batch(start, prompts[start : start + batch_size])
-            handle.write("".join(json.dumps({"answer": a}) + "\n" for a in answers))
+            handle.write("".join(_record(a, p) for a, p in zip(answers, prompts[start:], strict=False)))
             handle.flush()
             os.fsync(handle.fileno())
             done += answers

@@ -131,11 +131,15 @@ def test_an_answer_edited_into_something_else_than_text_names_its_line(tmp_path:
     lines = (tmp_path / "train.jsonl").read_text().splitlines()
     lines[2] = '{"answer": null}'
     (tmp_path / "train.jsonl").write_text("\n".join(lines) + "\n")
-    with pytest.raises(AnswersError, match=r"train\.jsonl:3: not an answer record \(cut short, or edited by hand\)"):
+    with pytest.raises(
+        AnswersError, match=r"train\.jsonl:3: not the answer record of prompt 3 \(cut short, edited by "
+    ):
         read_answers(tmp_path, "train", PROMPTS, IDENTITY)
 
 
-@pytest.mark.parametrize("damage", ["cut_mid_record", "emptied", "garbage_line", "null_answer", "one_too_many"])
+@pytest.mark.parametrize(
+    "damage", ["cut_mid_record", "emptied", "garbage_line", "null_answer", "one_too_many", "line_removed", "swapped"]
+)
 def test_damaged_answers_name_the_place_and_following_the_advice_keeps_the_whole_ones(
     tmp_path: Path, damage: str
 ) -> None:
@@ -146,7 +150,7 @@ def test_damaged_answers_name_the_place_and_following_the_advice_keeps_the_whole
     write_answers(tmp_path, "train", PROMPTS, IDENTITY, _answer, batch_size=3)
     final = tmp_path / "train.jsonl"
     text = final.read_text()
-    kept = {"cut_mid_record": 4, "emptied": 0, "garbage_line": 5, "null_answer": 2, "one_too_many": 7}[damage]
+    kept = {"cut_mid_record": 4, "emptied": 0, "garbage_line": 5, "null_answer": 2, "one_too_many": 7}.get(damage, 3)
     lines = text.splitlines(keepends=True)
     final.write_text(
         {
@@ -155,6 +159,9 @@ def test_damaged_answers_name_the_place_and_following_the_advice_keeps_the_whole
             "garbage_line": "".join(lines[:5]) + "{garbage\n" + "".join(lines[6:]),
             "null_answer": "".join(lines[:2]) + '{"answer": null}\n' + "".join(lines[3:]),
             "one_too_many": text + lines[0],
+            # every answer after it would be paired with its neighbour's prompt
+            "line_removed": "".join(lines[:3] + lines[4:]),
+            "swapped": "".join(lines[:3] + [lines[4], lines[3]] + lines[5:]),
         }[damage]
     )
     with pytest.raises(AnswersError) as caught:
