@@ -9,7 +9,14 @@ from pathlib import Path
 from tqdm.auto import tqdm
 
 from components.cache.manifest import teacher_identity
-from components.cache.shards import content_damage, missing_shard_bytes, shard_count, shard_name, shard_rows
+from components.cache.shards import (
+    content_damage,
+    missing_shard_bytes,
+    shard_count,
+    shard_name,
+    shard_rows,
+    split_digest,
+)
 from components.cache.writer import DTYPES, CacheMismatchError, prepare_split, write_split
 from components.data.prompts import prompts_digest
 from components.disk_space import require_free
@@ -42,7 +49,10 @@ def _write_errors(split_dir: Path, rerun: str) -> Iterator[None]:
         ) from None
 
 
-def _check_space(recipe: Recipe, splits: list[tuple[str, Path, list[str], list[list[int]]]]) -> int:
+Splits = list[tuple[str, Path, list[str], list[list[int]], str]]  # name, folder, prompts, token ids, digest
+
+
+def _check_space(recipe: Recipe, splits: Splits) -> int:
     """Before the teacher loads (minutes for T5-XXL) and encodes for hours: the shards to write must fit.
     Returns how many shards are still to write (missing or damaged)."""
     spec = recipe.teacher_cache
@@ -50,8 +60,10 @@ def _check_space(recipe: Recipe, splits: list[tuple[str, Path, list[str], list[l
     width = hidden_width(resolve_config(recipe.teacher))
     itemsize = DTYPES[spec.dtype].itemsize
     shards, needed = 0, 0
-    for _, split_dir, _, ids in splits:
-        count, size = missing_shard_bytes(split_dir, ids, spec.shard_size, recipe.teacher.chroma_mask, width, itemsize)
+    for _, split_dir, _, ids, made_from in splits:
+        count, size = missing_shard_bytes(
+            split_dir, ids, spec.shard_size, recipe.teacher.chroma_mask, width, itemsize, made_from
+        )
         shards, needed = shards + count, needed + size
     require_free(
         spec.dir,
@@ -164,13 +176,13 @@ def _build(
             continue
         split_dir = Path(spec.dir) / split
         try:
-            prepare_split(split_dir, identity, prompts_digest(prompts), len(prompts), spec.shard_size)
+            manifest = prepare_split(split_dir, identity, prompts_digest(prompts), len(prompts), spec.shard_size)
         except CacheMismatchError as exc:
             raise CacheSetupError(f"{exc}; delete it or point teacher.cache.dir elsewhere") from None
         except OSError as exc:  # no manifest yet, and none can be written
             raise _cannot_write(spec, unwritable or exc) from None
         ids = tokenizer(prompts, truncation=True, max_length=recipe.teacher.max_length)["input_ids"]
-        splits.append((split, split_dir, prompts, ids))
+        splits.append((split, split_dir, prompts, ids, split_digest(manifest)))
     damaged = _damaged_values(splits, spec.shard_size, processes, unwritable) if verify else {}
     to_write = _check_space(recipe, splits)  # every process: the same answer, so all stop or none
     if to_write and unwritable is not None:
@@ -178,7 +190,7 @@ def _build(
     device = processes.device
     teacher = None
     reports = {}
-    for split, split_dir, prompts, ids in splits:
+    for split, split_dir, prompts, ids, made_from in splits:
         if teacher is None and to_write:  # a complete cache is only checked: no teacher load (minutes for T5-XXL)
             hw = recipe.hardware
             teacher = freeze(
@@ -202,6 +214,7 @@ def _build(
                 device=device,
                 progress=bar.update,
                 owns=processes.owns,
+                split=made_from,
             )
         processes.wait_for_everyone()  # every shard is on disk before anyone sizes the split
         report["shards_written"], report["tokens"] = (
@@ -214,7 +227,7 @@ def _build(
 
 
 def _damaged_values(
-    splits: list[tuple[str, Path, list[str], list[list[int]]]],
+    splits: Splits,
     shard_size: int,
     processes: CacheProcesses,
     unwritable: OSError | None,
@@ -222,7 +235,7 @@ def _damaged_values(
     """Shards of this process's share whose values differ from their sum, removed so that they are encoded again
     (a damaged shard holds nothing worth keeping); in a cache nobody here can write, a refusal naming them."""
     found: list[tuple[str, Path, str]] = []
-    for split, split_dir, prompts, _ in splits:
+    for split, split_dir, prompts, _, _ in splits:
         for shard in filter(processes.owns, range(shard_count(len(prompts), shard_size))):
             path = split_dir / shard_name(shard)
             why = content_damage(path) if path.is_file() else None

@@ -9,7 +9,7 @@ import torch
 from safetensors import SafetensorError, safe_open
 
 from components.cache.manifest import MANIFEST, read_manifest
-from components.cache.shards import shard_count, shard_damage, shard_name, shard_rows
+from components.cache.shards import shard_count, shard_damage, shard_name, shard_rows, split_digest
 from components.errors import UserFacingError
 
 REWRITE_HINT = "`recipe cache` rewrites it"
@@ -27,8 +27,8 @@ def damaged_shard_message(path: Path, reason: str) -> str:
     return f"cache shard {path} is damaged ({reason}); {REWRITE_HINT}"
 
 
-def _layout(split_dir: Path) -> tuple[int, int]:
-    """Prompt count and shard size from the split's manifest."""
+def _layout(split_dir: Path) -> tuple[int, int, str]:
+    """Prompt count, shard size and the digest its shards carry, from the split's manifest."""
     file = split_dir / MANIFEST
     try:
         manifest = read_manifest(split_dir)
@@ -43,7 +43,7 @@ def _layout(split_dir: Path) -> tuple[int, int]:
         raise CacheDamagedError(
             f"cache manifest {file} lacks its prompt count or shard size; delete {split_dir} and rerun `recipe cache`"
         )
-    return count, shard_size
+    return count, shard_size, split_digest(manifest)
 
 
 def _all_finite(rows: torch.Tensor) -> bool:
@@ -61,7 +61,7 @@ class CachedTeacher:
 
     def __init__(self, split_dir: Path) -> None:
         self.split_dir = Path(split_dir)
-        self.count, self.shard_size = _layout(self.split_dir)
+        self.count, self.shard_size, split = _layout(self.split_dir)
         shards = shard_count(self.count, self.shard_size)
         missing = [shard_name(s) for s in range(shards) if not (self.split_dir / shard_name(s)).exists()]
         if missing:
@@ -71,7 +71,7 @@ class CachedTeacher:
             )
         for shard in range(shards):
             path = self.split_dir / shard_name(shard)
-            reason = shard_damage(path, *shard_rows(shard, self.count, self.shard_size))
+            reason = shard_damage(path, *shard_rows(shard, self.count, self.shard_size), split)
             if reason is not None:
                 raise CacheDamagedError(damaged_shard_message(path, reason))
         self._open: dict[int, tuple[object, torch.Tensor]] = {}

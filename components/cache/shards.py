@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import hashlib
+import json
 from pathlib import Path
+from typing import Any
 
 import torch
 from safetensors import SafetensorError, safe_open
@@ -24,13 +26,24 @@ def shard_rows(index: int, count: int, shard_size: int) -> tuple[int, int]:
     return index * shard_size, min(count, (index + 1) * shard_size)
 
 
+SPLIT_KEY = "split"  # in a shard's metadata: the digest of the manifest it was written under
+
+
+def split_digest(manifest: dict[str, Any]) -> str:
+    """What ties a shard to its split's manifest (teacher, prompts, count, layout): a shard copied in from another
+    cache has a whole header and its own matching sums, so only this tells it apart."""
+    made = {key: manifest.get(key) for key in ("identity", "prompts_sha256", "count", "shard_size")}
+    return hashlib.sha256(json.dumps(made, sort_keys=True).encode("utf-8")).hexdigest()[:16]
+
+
 def _offsets(path: Path) -> torch.Tensor:
     with safe_open(str(path), framework="pt") as handle:
         return handle.get_tensor("offsets")
 
 
-def shard_damage(path: Path, lo: int, hi: int) -> str | None:
-    """Why `path` cannot be the shard of prompts lo..hi-1, in words; None when it looks whole.
+def shard_damage(path: Path, lo: int, hi: int, split: str | None = None) -> str | None:
+    """Why `path` cannot be the shard of prompts lo..hi-1 of the split whose manifest has digest `split`, in words;
+    None when it looks whole (a shard written before shards named their split is taken as it stands).
 
     Reads the header and the small offsets tensor only: a truncated or overwritten file, or one of another
     shard layout, is caught in milliseconds, while values garbled inside the data section are not.
@@ -45,9 +58,12 @@ def shard_damage(path: Path, lo: int, hi: int) -> str | None:
     if offsets["shape"] != [hi - lo + 1] or len(hidden["shape"]) != 2:
         held = offsets["shape"][0] - 1 if len(offsets["shape"]) == 1 else "?"
         return f"it holds {held} prompts where the manifest expects {hi - lo}"
-    first = (header.get("__metadata__") or {}).get("first")
+    metadata = header.get("__metadata__") or {}
+    first, made = metadata.get("first"), metadata.get(SPLIT_KEY)
     if first is not None and first != str(lo):
         return f"it starts at prompt {first}, not {lo}"
+    if None not in (split, made) and made != split:
+        return "it was written for another cache (other prompts or another teacher than this split's manifest)"
     try:
         values = _offsets(path)
     except (SafetensorError, OSError) as exc:
@@ -88,7 +104,13 @@ _HEADER_ALLOWANCE = 4096  # a shard's safetensors header and metadata
 
 
 def missing_shard_bytes(
-    split_dir: Path, token_ids: list[list[int]], shard_size: int, chroma_mask: bool, width: int, itemsize: int
+    split_dir: Path,
+    token_ids: list[list[int]],
+    shard_size: int,
+    chroma_mask: bool,
+    width: int,
+    itemsize: int,
+    split: str | None = None,
 ) -> tuple[int, int]:
     """The shards a `recipe cache` run still has to write (missing or damaged) and the bytes they will take:
     each prompt's kept rows (its tokens, plus Chroma's one visible pad) x width x itemsize, and the offsets."""
@@ -96,7 +118,7 @@ def missing_shard_bytes(
     for index in range(shard_count(count, shard_size)):
         lo, hi = shard_rows(index, count, shard_size)
         final = split_dir / shard_name(index)
-        if final.exists() and shard_damage(final, lo, hi) is None:
+        if final.exists() and shard_damage(final, lo, hi, split) is None:
             continue
         rows = sum(len(ids) for ids in token_ids[lo:hi]) + int(chroma_mask) * (hi - lo)
         shards += 1

@@ -13,7 +13,15 @@ import torch
 
 from components.atomic_files import save_safetensors_atomic, write_json_atomic
 from components.cache.manifest import mismatches, read_manifest
-from components.cache.shards import SUM_KEY, shard_count, shard_damage, shard_name, shard_rows, tensors_sha256
+from components.cache.shards import (
+    SPLIT_KEY,
+    SUM_KEY,
+    shard_count,
+    shard_damage,
+    shard_name,
+    shard_rows,
+    tensors_sha256,
+)
 from components.data.batches import token_budget_batches
 from components.errors import UserFacingError
 from components.teacher_outputs import encode_teacher
@@ -127,12 +135,19 @@ def _check_finite(tensors: dict, largest: torch.Tensor, final: Path, first: int,
 
 
 def _write_when_copied(
-    copied: Callable[[], None], final: Path, tensors: dict, first: int, largest: torch.Tensor, hint: str
+    copied: Callable[[], None],
+    final: Path,
+    tensors: dict,
+    first: int,
+    largest: torch.Tensor,
+    hint: str,
+    split: str | None,
 ) -> None:
     copied()
     _check_finite(tensors, largest, final, first, hint)
     checksum = tensors_sha256(tensors["hidden"], tensors["offsets"])  # in this writer thread, beside encoding
-    save_safetensors_atomic(final, tensors, metadata={"first": str(first), SUM_KEY: checksum})
+    metadata = {"first": str(first), SUM_KEY: checksum, **({SPLIT_KEY: split} if split else {})}
+    save_safetensors_atomic(final, tensors, metadata=metadata)
 
 
 def _copy_done(device: torch.device) -> Callable[[], None]:
@@ -157,6 +172,7 @@ def write_split(
     device: torch.device,
     progress: Callable[[int], None] | None = None,
     owns: Callable[[int], bool] = lambda shard: True,
+    split: str | None = None,
 ) -> dict[str, Any]:
     """Encode every missing or damaged shard; returns timing and size figures, and each damaged shard rewritten
     with the reason (`rewritten`), for reporting.
@@ -164,8 +180,9 @@ def write_split(
     An existing shard counts as done only when its header, size and row count check out (`shard_damage`); a
     damaged one is encoded again and replaced in one rename, and no other file is touched.
 
-    `owns` says which shards this process writes (every one, unless several processes share the cache); the
-    others are neither checked nor counted here.
+    `split` (the digest of the split's manifest) goes into each shard, and a shard of another split found here
+    is encoded again. `owns` says which shards this process writes (every one, unless several processes share
+    the cache); the others are neither checked nor counted here.
 
     A finished shard is copied to the host and written by a background thread while the next one is encoded
     (at most one write in flight, so at most two shards are held in host memory); an error in a write surfaces
@@ -183,7 +200,7 @@ def write_split(
             final = split_dir / shard_name(shard)
             lo, hi = shard_rows(shard, count, shard_size)
             if final.exists():
-                damage = shard_damage(final, lo, hi)
+                damage = shard_damage(final, lo, hi, split)
                 if damage is None:
                     if progress:
                         progress(hi - lo)
@@ -212,7 +229,7 @@ def write_split(
             if writing is not None:
                 writing.result()
             tensors = {"hidden": host, "offsets": offsets}
-            writing = disk.submit(_write_when_copied, copied, final, tensors, lo, largest, hint)
+            writing = disk.submit(_write_when_copied, copied, final, tensors, lo, largest, hint, split)
             written += 1
         if writing is not None:
             writing.result()

@@ -480,3 +480,21 @@ def test_a_teacher_writing_nan_is_stopped_at_that_shard_naming_its_prompts(tmp_p
         writer.write_split(tmp_path / "half", token_ids, half, dtype="bfloat16", **common)
     with pytest.raises(writer.CacheValuesError, match="cache.dtype float16 holds at most 65504"):
         writer.write_split(tmp_path / "cast", token_ids, _NaNForToken(), dtype="float16", **common)
+
+
+def test_a_shard_copied_in_from_another_cache_is_refused_by_a_run_and_encoded_again(copy, tmp_path):
+    """Its header, size and own sums all check out: only the manifest digest it carries tells it apart."""
+    recipe, cache_dir = copy
+    other_dir = tmp_path / "other" / "cache"
+    build_teacher_cache(_load(other_dir, "hardware.seed=5"), batch_tokens=96, progress=False)  # another teacher
+    victim = cache_dir / "train" / shard_name(1)
+    before = [CachedTeacher(cache_dir / "train")[i].clone() for i in range(SHARD, 2 * SHARD)]
+    shutil.copyfile(other_dir / "train" / shard_name(1), victim)
+    with pytest.raises(CacheDamagedError, match="it was written for another cache .other prompts or another teacher"):
+        CachedTeacher(cache_dir / "train")
+
+    reports = build_teacher_cache(recipe, progress=False)
+    assert reports["train"]["shards_written"] == 1 and reports["train"]["rewritten"][0].startswith(f"{victim} (")
+    after = CachedTeacher(cache_dir / "train")
+    for offset, tensor in enumerate(before):
+        torch.testing.assert_close(after[SHARD + offset], tensor, atol=1e-5, rtol=1e-5)
