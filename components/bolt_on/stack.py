@@ -129,14 +129,23 @@ class BoltOnStack(nn.Module):
         """What torch.compile takes as one graph each (see components.models.compilation): every layer whole."""
         return list(self.layers)
 
+    @property
+    def takes_teacher_norm(self) -> bool:
+        """Whether a layer starts from the teacher's final-norm weight (`init_from: teacher.final_norm`)."""
+        return any(isinstance(layer, RMSNorm) and layer.init_from == "teacher.final_norm" for layer in self.layers)
+
     def init_from_teacher(self, teacher: nn.Module) -> int:
         """Copy the teacher's final-norm weight into every RMSNorm with `init_from`; returns how many."""
         from components.models.loading import final_norm  # transformers import only when actually needed
 
+        return self.copy_teacher_norm(final_norm(teacher).weight) if self.takes_teacher_norm else 0
+
+    def copy_teacher_norm(self, weight: torch.Tensor) -> int:
+        """Copy `weight` (the teacher's final-norm weight) into every RMSNorm with `init_from`; returns how many."""
         copied = 0
         for layer in self.layers:
             if isinstance(layer, RMSNorm) and layer.init_from == "teacher.final_norm":
-                layer.copy_weight(final_norm(teacher).weight)
+                layer.copy_weight(weight)
                 copied += 1
         return copied
 

@@ -14,7 +14,7 @@ WEIGHT_SUFFIXES = (".safetensors", ".bin")
 CONFIG = "config.json"
 
 
-def _model_dir(source: ModelSource) -> Path | None:
+def model_dir(source: ModelSource) -> Path | None:
     """The directory the weights load from: the local path, or a hub id's snapshot in the local HF cache."""
     from components.models.source import ModelSourceError, locate
 
@@ -35,7 +35,7 @@ def _model_dir(source: ModelSource) -> Path | None:
 def weights_fingerprint(source: ModelSource) -> str | None:
     """Digest of (name, size, mtime) of the weight files and config.json; None for an inline config (its
     identity is the config and seed) or when the files cannot be found or read (unknown, not different)."""
-    directory = _model_dir(source)
+    directory = model_dir(source)
     if directory is None or not directory.is_dir():
         return None
     try:

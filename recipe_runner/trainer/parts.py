@@ -17,8 +17,9 @@ from components.data.prompts import DataFileError, prompts_digest, read_prompts
 from components.data.texts import TextCollator, TextSamples
 from components.errors import UserFacingError
 from components.losses.vocab_map import VocabMap
-from components.models import build_model, freeze, hidden_width, load_tokenizer, pad_id
+from components.models import build_model, freeze, hidden_width, load_tokenizer, pad_id, resolve_config
 from components.models.checkpointing import StudentCheckpointing
+from components.models.final_norm_weight import final_norm_weight
 from components.models.packed_attention import use_packed_attention
 from components.packed_sequences import PackedSequences
 from recipe_runner.next_commands import FROM_PYTHON, NextCommands
@@ -229,8 +230,6 @@ def build_trained_model(recipe: Recipe, device: torch.device | str) -> nn.Module
         from recipe_runner.trainer.logit_parts import build_logits_model
 
         return build_logits_model(recipe, device)
-    from components.models import resolve_config
-
     return build_distill_model(recipe, device, hidden_width(resolve_config(recipe.teacher)))
 
 
@@ -244,22 +243,23 @@ def _build_embedding_parts(recipe: Recipe, device: torch.device, commands: NextC
     caches = {"train": open_cache(recipe, "train", train_prompts, commands)}
     caches["eval"] = open_cache(recipe, "eval", eval_prompts, commands) if eval_prompts else None
     fully_cached = caches["train"] is not None and (not eval_prompts or caches["eval"] is not None)
-    # A fully cached teacher is only read for its final norm: keep it off the accelerator meanwhile.
-    teacher_device = torch.device("cpu") if fully_cached else device
-    teacher = build_model(
-        recipe.teacher,
-        "teacher",
-        device=teacher_device,
-        attention=attention,
-        seed=seed,
-        fused_kernels=recipe.hardware.fused_kernels,
-    )
-    freeze(teacher)
-    model = build_distill_model(recipe, device, hidden_width(teacher.config))
-    model.bolt_on.init_from_teacher(teacher)
-    if fully_cached:
-        del teacher
+    if fully_cached:  # of the teacher only its width, and the final-norm weight a bolt-on layer may start from
         teacher = None
+        model = build_distill_model(recipe, device, hidden_width(resolve_config(recipe.teacher)))
+        if model.bolt_on.takes_teacher_norm:
+            model.bolt_on.copy_teacher_norm(final_norm_weight(recipe.teacher, "teacher", seed))
+    else:
+        teacher = build_model(
+            recipe.teacher,
+            "teacher",
+            device=device,
+            attention=attention,
+            seed=seed,
+            fused_kernels=recipe.hardware.fused_kernels,
+        )
+        freeze(teacher)
+        model = build_distill_model(recipe, device, hidden_width(teacher.config))
+        model.bolt_on.init_from_teacher(teacher)
     aligner = CrossTokenizerAligner(recipe.alignment)
 
     def pairs(prompts: list[str], cache: CachedTeacher | None) -> PromptPairs:

@@ -498,3 +498,27 @@ def test_a_shard_copied_in_from_another_cache_is_refused_by_a_run_and_encoded_ag
     after = CachedTeacher(cache_dir / "train")
     for offset, tensor in enumerate(before):
         torch.testing.assert_close(after[SHARD + offset], tensor, atol=1e-5, rtol=1e-5)
+
+
+def test_a_complete_cache_of_a_saved_teacher_reads_only_its_final_norm(tmp_path, monkeypatch):
+    """Its weights are never built: the bolt-on's RMSNorm gets the one tensor, read from the teacher's files."""
+    from components.models import final_norm
+
+    teacher_dir = tmp_path / "teacher"
+    saved = build_model(_load(tmp_path / "inline").teacher, "teacher", seed=0)
+    final_norm(saved).weight.data = torch.linspace(0.5, 1.5, final_norm(saved).weight.numel())
+    saved.save_pretrained(teacher_dir)
+    at_path = ("teacher.config=null", f"teacher.model={teacher_dir}")
+    recipe = _load(tmp_path / "cache", *at_path)
+    build_teacher_cache(recipe, batch_tokens=96, progress=False)
+
+    def no_teacher(source, role, **kwargs):
+        if role == "teacher" and not kwargs.get("meta"):
+            raise AssertionError("a fully cached teacher is not built")
+        return build_model(source, role, **kwargs)
+
+    monkeypatch.setattr("components.models.final_norm_weight.build_model", no_teacher)
+    monkeypatch.setattr("recipe_runner.trainer.parts.build_model", no_teacher)
+    parts = build_parts(recipe, torch.device("cpu"))
+    assert parts.teacher is None
+    torch.testing.assert_close(parts.model.bolt_on.layers[-1].weight.detach(), final_norm(saved).weight.detach())
