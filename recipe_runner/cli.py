@@ -45,8 +45,16 @@ class _RecipeGroup(click.Group):
 
 @click.group(cls=_RecipeGroup, context_settings={"help_option_names": ["-h", "--help"]})
 @click.version_option(package_name="recipe")
-def main() -> None:
+@click.pass_context
+def main(ctx: click.Context) -> None:
     """Declarative model distillation: validate, plan, run and render from one YAML recipe."""
+    verb = ctx.invoked_subcommand
+    if verb not in (None, *_SHARED_BY_PROCESSES) and int(os.environ.get("WORLD_SIZE", "1")) > 1:
+        # A launcher of several processes would make each one print the same report, and each one write the same
+        # export or image: the first does the work alone, and says so.
+        if os.environ.get("RANK", "0") != "0":
+            sys.exit(0)
+        click.echo(f"note: `recipe {verb}` runs in one process; the others of this launch left", err=True)
     # transformers and diffusers import torchao whenever it is installed; the notices that follow (prebuilt
     # kernels for other torch builds, a deprecation between torch and torchao, torchao tensor types for
     # quantized checkpoints) are for their developers, not for a recipe's user.
@@ -54,6 +62,7 @@ def main() -> None:
         logging.getLogger(name).setLevel(logging.ERROR)
 
 
+_SHARED_BY_PROCESSES = ("run", "cache")  # the verbs that divide their work among a launcher's processes
 EXIT_BROKEN_PIPE = 141  # 128 + SIGPIPE, what a shell reports for a program a closed pipe ended
 _LIBRARY_DEVELOPER_LOGGERS = ("torchao", "torch.utils._pytree", "diffusers.quantizers.torchao.torchao_quantizer")
 

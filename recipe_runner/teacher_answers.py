@@ -59,8 +59,9 @@ def teacher_answers(
         return found  # type: ignore[return-value]
     if int(os.environ.get("WORLD_SIZE", "1")) > 1:
         raise AnswersSetupError(
-            f"the teacher's answers for {', '.join(missing)} are not written yet in {directory}: write them first "
-            f"with `{commands.command('cache')}` (one process), then launch the run"
+            f"the teacher's answers for {', '.join(missing)} are not written yet in {directory}, and a teacher "
+            f"writes them in one process: run `{commands.command('cache')}` without a launcher first, then launch "
+            "the run"
         )
     lock = DirectoryLock(directory, ANSWERS_LOCK, "writing teacher answers", "point teacher.answers.dir elsewhere")
     lock.acquire()
