@@ -26,7 +26,8 @@ class AnswersSetupError(UserFacingError, RuntimeError):
 
 def answers_identity(recipe: Recipe) -> dict:
     """What the answers depend on besides the prompts: the teacher and how it was asked (not how many prompts
-    at once: a batch size lowered after running out of memory keeps what was written)."""
+    at once: a batch size lowered after running out of memory keeps what was written; nor, for greedy answers,
+    the seed, so a sweep over the student's seed reuses them)."""
     spec = recipe.teacher.answers
     assert spec is not None
     settings = {
@@ -34,7 +35,8 @@ def answers_identity(recipe: Recipe) -> dict:
         "temperature": spec.temperature,
         "prompt_tokens": recipe.teacher.max_length,  # each prompt is cut there before the teacher answers it
     }
-    return {**teacher_source_identity(recipe), **settings, "answer_seed": recipe.hardware.seed}
+    sampled = {"answer_seed": recipe.hardware.seed} if spec.temperature > 0 else {}
+    return {**teacher_source_identity(recipe), **settings, **sampled}
 
 
 def teacher_answers(

@@ -184,7 +184,7 @@ def cache_problems(loaded: LoadedRecipe) -> list[Problem]:
     for differences, splits in splits_by_differences.items():
         message = (
             f"cache {cache.dir} ({' and '.join(splits)}) does not match the recipe: {'; '.join(differences)}. "
-            "Delete it and rerun `recipe cache`, or point cache.dir elsewhere"
+            "Delete it and rerun `recipe cache`, or point teacher.cache.dir elsewhere"
         )
         problems.append(loaded.problem(where, message))
     return problems

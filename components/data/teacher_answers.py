@@ -56,15 +56,16 @@ def _made_from(prompts: list[str], identity: dict) -> dict:
     return {"prompts_sha256": prompts_digest(prompts), "count": len(prompts), **identity}
 
 
-# Recorded by answers written before it was known not to matter: how many prompts the teacher answered at once
-# changes no answer's meaning, and lowering it is what a teacher out of memory needs.
-_NOT_WHAT_MADE_THEM = ("batch_size",)
+# Recorded by answers written before it was known not to matter, and passed over when the settings now do not
+# name them: how many prompts the teacher answered at once changes no answer's meaning (and lowering it is what a
+# teacher out of memory needs), and greedy answers (temperature 0) do not depend on the seed.
+_NOT_WHAT_MADE_THEM = ("batch_size", "answer_seed")
 
 
 def _same_making(saved: dict | None, made: dict) -> bool:
     if not isinstance(saved, dict):
         return False
-    return {key: value for key, value in saved.items() if key not in _NOT_WHAT_MADE_THEM} == made
+    return {key: value for key, value in saved.items() if key not in _NOT_WHAT_MADE_THEM or key in made} == made
 
 
 def _salvage(final: Path, partial: Path, manifest: Path, whole: int) -> str:

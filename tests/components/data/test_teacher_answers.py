@@ -89,6 +89,16 @@ def test_answers_recorded_with_a_batch_size_go_on_under_another(tmp_path: Path) 
     assert read_answers(tmp_path, "train", PROMPTS, IDENTITY) is not None
 
 
+def test_greedy_answers_recorded_with_a_seed_are_read_without_one_and_sampled_ones_compare_it(tmp_path: Path) -> None:
+    write_answers(tmp_path, "train", PROMPTS, IDENTITY, _answer, batch_size=3)
+    manifest = tmp_path / "train.json"
+    manifest.write_text(json.dumps({**json.loads(manifest.read_text()), "answer_seed": 7}))  # as recorded before
+    assert read_answers(tmp_path, "train", PROMPTS, IDENTITY) is not None  # the settings now name no seed
+    assert read_answers(tmp_path, "train", PROMPTS, {**IDENTITY, "answer_seed": 7}) is not None
+    with pytest.raises(AnswersError, match="made from other prompts or teacher settings"):
+        read_answers(tmp_path, "train", PROMPTS, {**IDENTITY, "answer_seed": 8})
+
+
 def test_half_written_answers_of_other_settings_are_refused_never_emptied(tmp_path: Path) -> None:
     _two_answers_then_killed(tmp_path)
     partial = tmp_path / "train.jsonl.partial"

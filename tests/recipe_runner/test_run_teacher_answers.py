@@ -9,7 +9,7 @@ import torch
 
 from recipe_runner.loader import load_recipe
 from recipe_runner.next_commands import NextCommands
-from recipe_runner.teacher_answers import AnswersSetupError, teacher_answers
+from recipe_runner.teacher_answers import AnswersSetupError, answers_identity, teacher_answers
 
 SEQUENCE_KD = Path(__file__).parents[2] / "recipes" / "examples" / "qwen_sequence_kd_tiny.yaml"
 
@@ -26,3 +26,9 @@ def test_missing_answers_under_a_launcher_ask_for_one_process_to_write_them(tmp_
     assert "a teacher writes them in one process: run `recipe cache " in said  # not the launcher it was given
     assert said.endswith("` without a launcher first, then launch the run")
     assert not (tmp_path / "answers").exists()
+
+
+def test_the_seed_is_part_of_sampled_answers_not_of_greedy_ones():
+    greedy = load_recipe(SEQUENCE_KD).recipe
+    sampled = load_recipe(SEQUENCE_KD, ["teacher.answers.temperature=0.7"]).recipe
+    assert "answer_seed" not in answers_identity(greedy) and answers_identity(sampled)["answer_seed"] == 0
