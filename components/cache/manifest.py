@@ -129,7 +129,8 @@ def _difference(key: str, found: dict[str, Any], expected: dict[str, Any]) -> st
     if key == "weights":
         return (
             f"the teacher's weights in {expected['teacher_path']} changed since the cache was written "
-            "(a weight file or config.json differs in name, size or modification time)"
+            "(a weight file or config.json differs in name, size or modification time: new weights, or a copy that "
+            "did not keep the files' times, which cp -p and rsync -t keep)"
         )
     if key == "tokenizer":
         return "the teacher tokenizer differs from the one the cache was made with"
@@ -140,8 +141,11 @@ def _difference(key: str, found: dict[str, Any], expected: dict[str, Any]) -> st
 
 
 def _unknown(key: str, found: dict[str, Any], value: Any) -> bool:
-    """A weights fingerprint that an older manifest lacks, or that cannot be taken now, proves nothing."""
-    return key == "weights" and (found.get(key) is None or value is None)
+    """A weights fingerprint that an older manifest lacks, that cannot be taken now, or that one side took by
+    the hub commit and the other by file times (an older manifest of a hub teacher), proves nothing."""
+    if key != "weights" or found.get(key) is None or value is None:
+        return key == "weights"
+    return str(found[key]).startswith("commit:") != str(value).startswith("commit:")
 
 
 def mismatches(manifest: dict[str, Any], expected: dict[str, Any]) -> list[str]:

@@ -38,7 +38,8 @@ def test_a_manifest_without_a_weights_fingerprint_is_still_accepted():
 def test_new_weights_at_the_same_path_are_named():
     assert mismatches(_cached(weights="bbbb"), IDENTITY) == [
         "the teacher's weights in /models/t5 changed since the cache was written "
-        "(a weight file or config.json differs in name, size or modification time)"
+        "(a weight file or config.json differs in name, size or modification time: new weights, or a copy that "
+        "did not keep the files' times, which cp -p and rsync -t keep)"
     ]
 
 

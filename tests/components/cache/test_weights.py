@@ -57,3 +57,25 @@ def test_a_hub_id_uses_its_snapshot_in_the_local_cache(tmp_path, monkeypatch):
     assert weights_fingerprint(ModelSource(model="org/teacher", revision="abc123")) == local
     (snapshot / "model.safetensors").write_bytes(b"\1" * 80)
     assert weights_fingerprint(_source("org/teacher")) != local
+
+
+def test_a_hub_commit_downloaded_twice_is_one_teacher_and_an_older_manifests_times_prove_nothing(tmp_path, monkeypatch):
+    from huggingface_hub import constants
+
+    from components.cache.manifest import mismatches
+
+    commit = "0123456789abcdef0123456789abcdef01234567"
+    taken = []
+    for machine, offset in (("a", 0), ("b", 3600)):  # the same commit, downloaded an hour apart
+        monkeypatch.setattr(constants, "HF_HUB_CACHE", str(tmp_path / machine))
+        repo = tmp_path / machine / "models--org--teacher"
+        snapshot = _model_dir(repo / "snapshots" / commit)
+        os.utime(snapshot / "model.safetensors", (1e9 + offset, 1e9 + offset))
+        (repo / "refs").mkdir()
+        (repo / "refs" / "main").write_text(commit)
+        taken.append(weights_fingerprint(_source("org/teacher")))
+    assert taken[0] == taken[1] == f"commit:{commit}"
+    identity = {"teacher": "org/teacher", "teacher_path": "org/teacher", "weights": taken[0]}
+    assert mismatches({"identity": {**identity, "weights": "3f2a9c0d1e4b5a6c"}}, identity) == []  # by file times
+    other = mismatches({"identity": {**identity, "weights": "commit:" + "f" * 40}}, identity)
+    assert other and "the teacher's weights in org/teacher changed" in other[0]
