@@ -258,6 +258,8 @@ def build_plan(recipe: Recipe, commands: NextCommands = FROM_PYTHON) -> Plan:
     ):
         if said is not None:
             (warnings if said[1] else hints).append(said[0])
+    if recipe.hardware.distributed == "ddp":
+        hints.append(_per_process(recipe))
     shared = shared_memory_shortfall(recipe, teacher_width, batches=batches_in_flight(recipe.hardware.num_workers))
     warnings += [] if shared is None else [shared]
     return Plan(
@@ -281,6 +283,17 @@ def build_plan(recipe: Recipe, commands: NextCommands = FROM_PYTHON) -> Plan:
         stage_failures=tuple(failures),
         hints=tuple(hints),
         on_cuda=None if recipe.hardware.device == "cpu" else _on_cuda(recipe, student, teacher),
+    )
+
+
+def _per_process(recipe: Recipe) -> str:
+    """What a DDP launch multiplies: the plan sizes one process, and the batch the processes together make."""
+    hw = recipe.hardware
+    per_step = f"{hw.batch_size} prompts" + (f" x {hw.grad_accum} micro-batches" if hw.grad_accum > 1 else "")
+    return (
+        "hardware.distributed is ddp: the memory above is that of each process (each holds the models, the teacher "
+        f"too unless it is cached) on its own device; an optimizer step takes {per_step} from each process, N times "
+        "that over a launch of N processes"
     )
 
 

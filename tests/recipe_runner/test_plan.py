@@ -289,3 +289,11 @@ def test_answers_not_yet_written_are_planned_with_the_teacher_that_writes_them(t
     over = build_plan(load_recipe(recipe, [answers, big_teacher, "hardware.vram_gb=4"]).recipe)
     [warning] = [warning for warning in over.warnings if "teacher.answers.dir" in warning]
     assert "GiB of weights, and its generation cache, against hardware.vram_gb 4)" in warning
+
+
+def test_a_ddp_plan_says_its_memory_is_per_process_and_what_a_step_takes_from_each(reference: Recipe) -> None:
+    hardware = reference.hardware.model_copy(update={"distributed": "ddp", "batch_size": 8, "grad_accum": 2})
+    text = format_plan(build_plan(reference.model_copy(update={"hardware": hardware})))
+    assert "hint: hardware.distributed is ddp: the memory above is that of each process" in text
+    assert "an optimizer step takes 8 prompts x 2 micro-batches from each process, N times that" in text
+    assert "distributed is ddp" not in format_plan(build_plan(reference))
