@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import contextlib
 import gc
+import os
 import sys
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -105,7 +106,8 @@ class Trainer:
         self.accelerator = build_accelerator(recipe)
         check_launch(recipe, self.accelerator)
         self.relay = StopRelay(self.accelerator)
-        record = run_record(recipe, *self.prompts_sha)  # (`resume` is a flag in here)
+        # (`resume` is a flag in here, not the module)
+        record = run_record(recipe, *self.prompts_sha, processes=self.accelerator.num_processes)
         self.writer = CheckpointWriter(
             self.accelerator, self.checkpoints, recipe.output.keep_last, record, self.commands.resume
         )
@@ -140,7 +142,8 @@ class Trainer:
         if record is None:
             return None
         train_sha, eval_sha = self.prompts_sha
-        report = resume.compare(record, self.recipe, train_sha, position.stage, eval_sha)
+        launched = int(os.environ.get("WORLD_SIZE", "1"))  # known before the Accelerator is
+        report = resume.compare(record, self.recipe, train_sha, position.stage, eval_sha, launched)
         resume.check_resumable(self.resume_from, report)
         return report
 

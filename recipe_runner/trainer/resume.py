@@ -35,13 +35,17 @@ class ResumeReport:
     changes: list[str] = field(default_factory=list)
 
 
-def run_record(recipe: Recipe, train_prompts_sha256: str, eval_prompts_sha256: str | None = None) -> dict[str, Any]:
-    """What a checkpoint stores about the run that wrote it: the recipe, and digests of the prompts it trained and
-    evaluated on (a file edited in place changes no recipe value)."""
+def run_record(
+    recipe: Recipe, train_prompts_sha256: str, eval_prompts_sha256: str | None = None, processes: int = 1
+) -> dict[str, Any]:
+    """What a checkpoint stores about the run that wrote it: the recipe, digests of the prompts it trained and
+    evaluated on (a file edited in place changes no recipe value), and how many processes trained it (which
+    multiplies what a step takes, though no recipe value says so)."""
     return {
         "recipe": recipe.model_dump(mode="json"),
         "train_prompts_sha256": train_prompts_sha256,
         "eval_prompts_sha256": eval_prompts_sha256,
+        "processes": processes,
     }
 
 
@@ -98,6 +102,7 @@ def compare(
     train_prompts_sha256: str,
     stage_index: int,
     eval_prompts_sha256: str | None = None,
+    processes: int | None = None,
 ) -> ResumeReport:
     """Blocking differences first (see the module docstring), then every other changed recipe value, and eval
     prompts that changed under the same recipe values."""
@@ -139,6 +144,15 @@ def compare(
     report.blocking += _order_and_vocabulary_changes(saved, now)
     report.changes = [_finished(change, stage_index) for change in _differences(saved, now)]
     report.changes += _floors_that_follow(saved, now)
+    before = record.get("processes")
+    if None not in (before, processes) and before != processes:
+        step = [
+            spec["hardware"]["batch_size"] * spec["hardware"]["grad_accum"] * count
+            for spec, count in ((saved, before), (now, processes))
+        ]
+        report.changes.append(
+            f"processes: {before} -> {processes} (an optimizer step takes up to {step[0]} -> {step[1]} prompts)"
+        )
     saved_eval = record.get("eval_prompts_sha256")
     said = any(change.startswith((EVAL_CHANGE, "data.eval.")) for change in report.changes)
     if None not in (saved_eval, eval_prompts_sha256) and saved_eval != eval_prompts_sha256 and not said:

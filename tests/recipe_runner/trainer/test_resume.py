@@ -502,3 +502,6 @@ def test_every_change_is_listed_and_those_to_finished_stages_are_said_to_have_no
     assert len(report.changes) > 8 and all(change in line for change in report.changes)  # none cut off
     assert "stages.0.lr.student: 0.003 -> 1e-05 (stage 0 is finished: no effect on this run)" in line
     assert "stages.1.lr.student: 0.001 -> 1e-05;" in line  # the stage resumed: it applies
+    launched = compare({**saved, "processes": 2}, load_recipe(gkd).recipe, "sha", stage_index=1, processes=1)
+    batch = load_recipe(gkd).recipe.hardware.batch_size
+    assert launched.changes == [f"processes: 2 -> 1 (an optimizer step takes up to {2 * batch} -> {batch} prompts)"]

@@ -327,6 +327,7 @@ def test_two_process_ddp_run(tiny_recipe_path, tiny_overrides, tmp_path):
     assert resumed.returncode == 0, resumed.stderr[-3000:]
     assert "training on 1 process (cpu)" in resumed.stderr
     assert "continues at batch 12 instead of 6" in resumed.stderr and "finished at step 8" in resumed.stdout
+    assert "processes: 2 -> 1 (an optimizer step takes up to " in resumed.stderr  # half the prompts a step
 
 
 def _killed_and_resumed(tmp_path: Path, recipe: Path, overrides: list[str], steps: int, save_every: int, sets):
