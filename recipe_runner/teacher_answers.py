@@ -89,12 +89,31 @@ def teacher_answers(
             with tqdm(
                 total=len(prompts), desc=f"teacher answers ({split})", disable=not progress, file=sys.stderr
             ) as bar:
-                found[split] = write_answers(
-                    directory, split, prompts, identity, answer, spec.batch_size, lambda done: bar.update(done - bar.n)
-                )
+                written = _Written(bar)
+                try:
+                    found[split] = write_answers(directory, split, prompts, identity, answer, spec.batch_size, written)
+                except OSError as exc:  # a full disk, say: the batches before it were flushed and are kept
+                    raise AnswersSetupError(
+                        f"could not write the teacher's answers for {split} into {directory}: "
+                        f"{exc.strerror or exc}; the {written.count} answers written before it are kept: free space "
+                        f"(or point teacher.answers.dir elsewhere) and rerun `{commands.command('cache')}`, which "
+                        "goes on from there"
+                    ) from None
     finally:
         lock.release()
     return found  # type: ignore[return-value]
+
+
+class _Written:
+    """The answers written so far, shown on a bar and counted even where the bar is off (a disabled bar counts
+    nothing)."""
+
+    def __init__(self, bar: tqdm) -> None:
+        self.bar, self.count = bar, 0
+
+    def __call__(self, count: int) -> None:
+        self.bar.update(count - self.count)
+        self.count = count
 
 
 def unwritten_answers_note(recipe: Recipe, teacher_params: int, commands: NextCommands) -> tuple[str, bool] | None:

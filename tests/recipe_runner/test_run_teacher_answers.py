@@ -32,3 +32,24 @@ def test_the_seed_is_part_of_sampled_answers_not_of_greedy_ones():
     greedy = load_recipe(SEQUENCE_KD).recipe
     sampled = load_recipe(SEQUENCE_KD, ["teacher.answers.temperature=0.7"]).recipe
     assert "answer_seed" not in answers_identity(greedy) and answers_identity(sampled)["answer_seed"] == 0
+
+
+def test_a_disk_that_fills_while_answers_are_written_is_one_line_with_what_is_kept(tmp_path, monkeypatch):
+    import errno
+
+    sets = (f"teacher.answers.dir={tmp_path / 'answers'}",)
+    recipe = load_recipe(SEQUENCE_KD, sets).recipe
+
+    def full_after_three(directory, split, prompts, identity, answer, batch_size, progress):
+        progress(3)
+        raise OSError(errno.ENOSPC, "No space left on device")
+
+    monkeypatch.setattr("recipe_runner.teacher_answers.write_answers", full_after_three)
+    commands = NextCommands(str(SEQUENCE_KD), sets)
+    with pytest.raises(AnswersSetupError) as refused:
+        teacher_answers(recipe, {"train": ["a", "b", "c", "d"]}, torch.device("cpu"), progress=False, commands=commands)
+    assert str(refused.value) == (
+        f"could not write the teacher's answers for train into {tmp_path / 'answers'}: No space left on device; the "
+        "3 answers written before it are kept: free space (or point teacher.answers.dir elsewhere) and rerun "
+        f"`{commands.command('cache')}`, which goes on from there"
+    )
