@@ -194,14 +194,26 @@ def _checkpoint_hint(recipe: Recipe, sizes: Sizes, trained: list[tuple[Stage, in
     )
 
 
+def _projections_of(recipe: Recipe, stage: Stage, sizes: Sizes) -> int:
+    """The parameters of the hidden_states projections this stage's own losses use (all are the same size): the
+    others get no gradient here, so the optimizer neither moves them nor holds state for them."""
+
+    def hidden(stages: list[Stage]) -> set:
+        return {key for key in feature_keys([loss for s in stages for loss in s.losses]) if key[0] == "hidden"}
+
+    every = hidden(recipe.stages)
+    return sizes.projection_params * len(hidden([stage])) // len(every) if every else 0
+
+
 def _stage_plan(recipe: Recipe, stage: Stage, student: nn.Module, sizes: Sizes, failures: list[str]) -> StagePlan:
     """Trainable counts and memory of one stage; LoRA targets peft cannot adapt are appended to `failures`."""
     lora = stage.student_lora if "student" in stage.trainable else None
-    student_trainable = sizes.student_params + sizes.projection_params
+    projections = _projections_of(recipe, stage, sizes)
+    student_trainable = sizes.student_params + projections
     if lora is not None:
         problem = lora_target_problem(student, lora)
         if problem is None:
-            student_trainable = lora_parameter_count(student, lora) + sizes.projection_params
+            student_trainable = lora_parameter_count(student, lora) + projections
         else:
             failures.append(f"stage {stage.name!r}: student_lora.target_modules: {problem}")
     trainable: dict[Part, int] = {}

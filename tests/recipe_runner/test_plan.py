@@ -297,3 +297,15 @@ def test_a_ddp_plan_says_its_memory_is_per_process_and_what_a_step_takes_from_ea
     assert "hint: hardware.distributed is ddp: the memory above is that of each process" in text
     assert "an optimizer step takes 8 prompts x 2 micro-batches from each process, N times that" in text
     assert "distributed is ddp" not in format_plan(build_plan(reference))
+
+
+def test_a_stage_counts_only_the_projections_its_own_losses_use() -> None:
+    features = load_recipe(Path(__file__).parents[2] / "recipes" / "examples" / "qwen_features_tiny.yaml").recipe
+    first = features.stages[0]
+    logits_only = first.model_copy(update={"name": "logits_only", "losses": [first.losses[0]]})
+    one_pair = first.model_copy(update={"name": "one_pair", "losses": [first.losses[1].model_copy(
+        update={"layers": {1: 2}})]})  # fmt: skip
+    plan = build_plan(features.model_copy(update={"stages": [first, logits_only, one_pair]}))
+    student = plan.student.params
+    both, none, one = (stage.trainable["student"] for stage in plan.stages)
+    assert none == student and both - student == 2 * (one - student) > 0  # two projections, none, one
