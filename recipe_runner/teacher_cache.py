@@ -2,13 +2,14 @@
 
 from __future__ import annotations
 
+import contextlib
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
 
 from tqdm.auto import tqdm
 
-from components.cache.manifest import teacher_identity
+from components.cache.manifest import MANIFEST, teacher_identity
 from components.cache.shards import (
     content_damage,
     missing_shard_bytes,
@@ -19,7 +20,7 @@ from components.cache.shards import (
 )
 from components.cache.writer import DTYPES, CacheMismatchError, prepare_split, write_split
 from components.data.prompts import prompts_digest
-from components.disk_space import require_free
+from components.disk_space import NotEnoughDiskSpace, require_free
 from components.errors import UserFacingError
 from components.models import build_model, freeze, hidden_width, load_tokenizer, pad_id, resolve_config
 from components.models.compilation import compile_for_varied_lengths, compile_wanted
@@ -170,11 +171,13 @@ def _build(
     require_downloaded(needed_from("teacher", recipe.teacher), "recipe cache")
     tokenizer = load_tokenizer(recipe.teacher)
     identity = teacher_identity(recipe)
-    splits = []
+    splits, started = [], []
     for split, prompts in (("train", train), ("eval", held_out)):
         if not prompts:
             continue
         split_dir = Path(spec.dir) / split
+        if not (split_dir / MANIFEST).exists():
+            started.append(split_dir)
         try:
             manifest = prepare_split(split_dir, identity, prompts_digest(prompts), len(prompts), spec.shard_size)
         except CacheMismatchError as exc:
@@ -184,7 +187,16 @@ def _build(
         ids = tokenizer(prompts, truncation=True, max_length=recipe.teacher.max_length)["input_ids"]
         splits.append((split, split_dir, prompts, ids, split_digest(manifest)))
     damaged = _damaged_values(splits, spec.shard_size, processes, unwritable) if verify else {}
-    to_write = _check_space(recipe, splits)  # every process: the same answer, so all stop or none
+    try:
+        to_write = _check_space(recipe, splits)  # every process: the same answer, so all stop or none
+    except NotEnoughDiskSpace:
+        # Nothing was encoded: the manifests written just now would hold a rerun with other settings (a smaller
+        # cache dtype, say) to these ones.
+        for split_dir in started if processes.is_main else []:
+            (split_dir / MANIFEST).unlink(missing_ok=True)
+            with contextlib.suppress(OSError):
+                split_dir.rmdir()  # only when empty
+        raise
     if to_write and unwritable is not None:
         raise _cannot_write(spec, unwritable)
     device = processes.device
