@@ -436,5 +436,7 @@ def semantic_problems(
     from components.cache.manifest import cache_problems
 
     if "teacher" in readable and "cache" not in unread:  # a broken teacher: comparing a cache with it is noise
-        problems += cache_problems(loaded)
+        from recipe_runner.teacher_answers import answers_problems
+
+        problems += cache_problems(loaded) + answers_problems(loaded)
     return problems

@@ -104,6 +104,31 @@ def teacher_answers(
     return found  # type: ignore[return-value]
 
 
+def answers_problems(loaded) -> list:
+    """Answers already written under other prompts or settings, or damaged, as `validate` says them: the run
+    would refuse them only after loading its models."""
+    from components.data.prompts import DataFileError
+    from components.data.teacher_answers import AnswersError
+    from recipe_runner.trainer.parts import split_prompts
+
+    spec = getattr(loaded.recipe.teacher, "answers", None)
+    if spec is None or not Path(spec.dir).is_dir():
+        return []
+    try:
+        train, held_out = split_prompts(loaded.recipe)
+    except DataFileError:  # said by the data checks
+        return []
+    identity = answers_identity(loaded.recipe)
+    problems = []
+    for split, prompts in (("train", train), ("eval", held_out)):
+        try:
+            if prompts:
+                read_answers(Path(spec.dir), split, prompts, identity)
+        except AnswersError as exc:
+            problems.append(loaded.problem(("teacher", "answers", "dir"), str(exc)))
+    return problems
+
+
 class _Written:
     """The answers written so far, shown on a bar and counted even where the bar is off (a disabled bar counts
     nothing)."""

@@ -68,6 +68,19 @@ def _same_making(saved: dict | None, made: dict) -> bool:
     return {key: value for key, value in saved.items() if key not in _NOT_WHAT_MADE_THEM or key in made} == made
 
 
+def _differences(saved: dict, made: dict) -> str:
+    """What differs, in words: the prompts as a whole, and each setting with its two values (digests unshown)."""
+    said = ["the prompts"] if any(saved.get(key) != made[key] for key in ("prompts_sha256", "count")) else []
+    for key in sorted(set(made) - {"prompts_sha256", "count"}):
+        before, now = saved.get(key, "not set"), made[key]
+        if before != now:
+            said.append(f"the {key}" if key in _DIGESTS else f"{key} {before!r} -> {now!r}")
+    return ", ".join(said) or "its record"
+
+
+_DIGESTS = ("teacher", "weights", "tokenizer")  # identity keys whose values are digests, named but never shown
+
+
 def _salvage(final: Path, partial: Path, manifest: Path, whole: int) -> str:
     started = partial.with_suffix(".started.json")
     pairs = ((final, partial), (manifest, started))
@@ -90,8 +103,8 @@ def read_answers(directory: Path, split: str, prompts: list[str], identity: dict
     if not _same_making(made, _made_from(prompts, identity)):
         raise AnswersError(
             f"{final} holds answers made from other prompts or teacher settings than data.{split} and "
-            "teacher.answers now: delete it (and its .json) to write them again, or point teacher.answers.dir "
-            "elsewhere"
+            f"teacher.answers now ({_differences(made, _made_from(prompts, identity))}): delete it (and its .json) to "
+            "write them again, or point teacher.answers.dir elsewhere"
         )
     try:
         lines = final.read_text(encoding="utf-8").splitlines()

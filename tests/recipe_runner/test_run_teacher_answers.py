@@ -53,3 +53,19 @@ def test_a_disk_that_fills_while_answers_are_written_is_one_line_with_what_is_ke
         "3 answers written before it are kept: free space (or point teacher.answers.dir elsewhere) and rerun "
         f"`{commands.command('cache')}`, which goes on from there"
     )
+
+
+def test_validate_names_answers_written_under_other_settings_at_teacher_answers_dir(tmp_path):
+    from components.data.teacher_answers import write_answers
+    from recipe_runner.checks import semantic_problems
+    from recipe_runner.trainer.parts import split_prompts
+
+    sets = [f"teacher.answers.dir={tmp_path / 'answers'}"]
+    recipe = load_recipe(SEQUENCE_KD, sets).recipe
+    for split, prompts in zip(("train", "eval"), split_prompts(recipe), strict=True):
+        write_answers(tmp_path / "answers", split, prompts, answers_identity(recipe), lambda s, p: ["x"] * len(p), 64)
+    assert semantic_problems(load_recipe(SEQUENCE_KD, sets, check=False)) == []
+    longer = load_recipe(SEQUENCE_KD, [*sets, "teacher.answers.max_new_tokens=32"], check=False)
+    said = [str(problem) for problem in semantic_problems(longer)]
+    assert len(said) == 2 and all("teacher.answers.dir: " in line for line in said)  # train and eval
+    assert "(max_new_tokens 24 -> 32): delete it" in said[0]
