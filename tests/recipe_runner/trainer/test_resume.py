@@ -272,7 +272,7 @@ def test_an_export_into_a_checkpoint_folder_is_refused(tiny_recipe_path, tiny_ov
     inside = tmp_path / "run" / "checkpoints" / "step-00000002" / "my_export"
     args = ["export", str(tiny_recipe_path), "--checkpoint", str(inside.parent), "--out", str(inside)]
     result = CliRunner().invoke(main, args + [item for o in tiny_overrides for item in ("--set", o)])
-    assert result.exit_code != 0 and "is inside the training checkpoint" in result.output
+    assert result.exit_code != 0 and f"is in {tmp_path / 'run' / 'checkpoints'}, where `recipe run`" in result.output
     assert not inside.exists()
 
 
