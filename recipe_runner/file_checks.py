@@ -217,6 +217,12 @@ def _foreign_directory_problems(loaded: LoadedRecipe) -> list[Problem]:
                 "its export is written inside it, at export/"
             )
             problems.append(loaded.problem(where, message))
+        elif foreign and names is _CACHE_WRITES and (Path(directory) / "manifest.json").is_file():
+            message = (
+                f"{directory} is the {Path(directory).name} split of a cache (it holds a manifest.json and shards), "
+                f"not a cache folder: point teacher.cache.dir at its parent, {Path(directory).parent}"
+            )
+            problems.append(loaded.problem(where, message))
         elif foreign:
             shown = some_of(foreign, 5)
             problems.append(

@@ -301,3 +301,12 @@ def test_a_max_length_past_the_architectures_positions_fails_validate() -> None:
         ": lower max_length, or give an architecture with more positions"
     ) in problems
     assert not any(problem.startswith("teacher.max_length") for problem in problems)  # T5: relative positions
+
+
+def test_a_split_folder_given_as_the_cache_is_pointed_at_its_parent(tmp_path, cache_of_the_tiny_teacher):
+    split = tmp_path / "cache" / "train"
+    [problem] = _tiny_problems(tmp_path, f"teacher.cache.dir={split}")
+    assert problem.endswith(
+        f"teacher.cache.dir: {split} is the train split of a cache (it holds a manifest.json and shards), not a cache "
+        f"folder: point teacher.cache.dir at its parent, {tmp_path / 'cache'}"
+    )
