@@ -173,10 +173,25 @@ def live_teacher_note(recipe: Recipe, commands: NextCommands) -> str:
     """What a run says when its cache is configured but incomplete: `recipe plan` sized it with the cache."""
     assert recipe.teacher_cache is not None
     return (
-        f"teacher.cache.dir {recipe.teacher_cache.dir} holds no complete cache: the teacher runs beside training, "
+        f"teacher.cache.dir {recipe.teacher_cache.dir} holds no complete cache ({_what_is_missing(recipe)}): the "
+        "teacher runs beside training, "
         f"its weights on the device, at every step; `{commands.command('cache')}` writes the cache once "
         "(`teacher.cache.require: true` stops a run that has none)"
     )
+
+
+def _what_is_missing(recipe: Recipe) -> str:
+    """Per split, why its cache cannot be read: not written, or the shards missing."""
+    assert recipe.teacher_cache is not None
+    said = []
+    for split in ("train", "eval"):
+        split_dir = Path(recipe.teacher_cache.dir) / split
+        try:
+            CachedTeacher(split_dir)
+        except (CacheIncompleteError, CacheDamagedError) as exc:
+            if split == "train" or split_dir.exists():
+                said.append(f"{split}: not written" if not split_dir.exists() else f"{split}: {exc}")
+    return "; ".join(said) or "its prompts changed"
 
 
 def build_distill_model(recipe: Recipe, device: torch.device | str, teacher_width: int) -> DistillModel:

@@ -522,3 +522,15 @@ def test_a_complete_cache_of_a_saved_teacher_reads_only_its_final_norm(tmp_path,
     parts = build_parts(recipe, torch.device("cpu"))
     assert parts.teacher is None
     torch.testing.assert_close(parts.model.bolt_on.layers[-1].weight.detach(), final_norm(saved).weight.detach())
+
+
+def test_the_live_teacher_note_names_what_the_cache_lacks(copy):
+    from recipe_runner.next_commands import FROM_PYTHON
+    from recipe_runner.trainer.parts import live_teacher_note
+
+    recipe, cache_dir = copy
+    (cache_dir / "eval" / shard_name(0)).unlink()
+    note = live_teacher_note(recipe, FROM_PYTHON)
+    assert f"holds no complete cache (eval: cache {cache_dir / 'eval'} is incomplete (1 of 1 shards missing)" in note
+    shutil.rmtree(cache_dir / "train")
+    assert "(train: not written; eval: cache " in live_teacher_note(recipe, FROM_PYTHON)
