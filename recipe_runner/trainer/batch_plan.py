@@ -125,7 +125,8 @@ class BatchPlan:
         now = len(self.epoch_order(stage_index, position.epoch))
         notices = []
         if position.epoch_batches and now != position.epoch_batches:
-            batch = min(now, round(position.batch * now / position.epoch_batches))
+            # Rounded down: at most a batch's worth of prompts is trained twice, and none is skipped.
+            batch = min(now, position.batch * now // position.epoch_batches)
             notices.append(
                 f"resuming with {now} batches per epoch and process instead of {position.epoch_batches} "
                 f"(batching or process count changed): epoch {position.epoch} continues at batch {batch} "
