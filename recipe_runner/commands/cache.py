@@ -26,7 +26,7 @@ from recipe_runner.cli_support import (
     "--verify",
     is_flag=True,
     help="Also read every finished shard and check its values against the SHA-256 taken when it was written; "
-    "a damaged one is encoded again.",
+    "a damaged one is encoded again. (Teacher answers are read whole and checked line by line on every call.)",
 )
 @click.option("--no-progress", is_flag=True, help="No progress bar.")
 @reports_recipe_errors
@@ -38,7 +38,8 @@ def cache(
     verify: bool,
     no_progress: bool,
 ) -> None:
-    """Encode train and eval prompts with the teacher into teacher.cache.dir (resumes if interrupted)."""
+    """Encode train and eval prompts with the teacher into teacher.cache.dir (resumes if interrupted); for a
+    logits recipe with teacher.answers, write the teacher's answers into teacher.answers.dir instead."""
     from recipe_runner.cache_processes import CacheProcesses
     from recipe_runner.family_checks import require_embedding_family
     from recipe_runner.loader import load_recipe
