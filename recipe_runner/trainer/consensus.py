@@ -74,8 +74,9 @@ class StopRelay:
 
     Between decision steps the processes would otherwise learn of a scheduler's SIGTERM only at the next logging
     step, which can be minutes away: past the grace period, so the run was killed unsaved. Each step starts a
-    non-blocking reduction of the flag on a CPU (gloo) group and reads the previous step's, which has long
-    finished: no device sync and no wait, and every process reads the same answer at the same step."""
+    non-blocking reduction of the flag on a CPU (gloo) group and reads the previous step's: no device sync, and a
+    wait only while another process's host has not yet reached that step; every process reads the same answer at
+    the same step."""
 
     def __init__(self, accelerator) -> None:
         self.group = None

@@ -85,7 +85,7 @@ def test_out_of_memory_keeps_the_steps_before_it_and_a_smaller_batch_resumes_mid
     pattern = r"with (\d+) batches per epoch and process instead of (\d+) .* at batch (\d+) instead of 7"
     notice = re.search(pattern, capsys.readouterr().err)
     now, before, batch = (int(value) for value in notice.groups())
-    assert now > before and batch == round(7 * now / before)  # the same fraction of the epoch
+    assert now > before and batch == 7 * now // before  # the same fraction of the epoch, rounded down
 
 
 @pytest.mark.parametrize("change", ["hardware.batch_size=8", "hardware.grad_accum=2"])
