@@ -29,7 +29,8 @@ def final_norm_weight(source: ModelSource, role: Role, seed: int = 0) -> torch.T
     directory = model_dir(source) if source.model is not None else None
     if directory is not None:
         meta = build_model(source, role, meta=True)
-        name = next(key for key, module in meta.named_modules() if module is final_norm(meta)) + ".weight"
+        norm = final_norm(meta)
+        name = next(key for key, module in meta.named_modules() if module is norm) + ".weight"
         names = [name, f"{meta.base_model_prefix}.{name}"] if meta.base_model_prefix else [name]
         weight = _read_tensor(directory, names)
         if weight is not None:
