@@ -213,7 +213,8 @@ def _build(
         shards = filter(processes.owns, range(shard_count(len(prompts), spec.shard_size)))
         mine = sum(hi - lo for lo, hi in (shard_rows(shard, len(prompts), spec.shard_size) for shard in shards))
         shown = progress and processes.is_main
-        with tqdm(total=mine, desc=f"cache {split}", disable=not shown) as bar, _write_errors(split_dir, rerun):
+        desc = f"cache {split}" + (" (this process's share)" if processes.world > 1 else "")
+        with tqdm(total=mine, desc=desc, disable=not shown) as bar, _write_errors(split_dir, rerun):
             report = write_split(
                 split_dir,
                 ids,
@@ -232,7 +233,9 @@ def _build(
         report["shards_written"], report["tokens"] = (
             int(n) for n in processes.total(report["shards_written"], report["tokens"])
         )
-        size = sum(f.stat().st_size for f in split_dir.glob("shard-*.safetensors"))
+        # The split's own shards only: a stray file of another layout is no part of it.
+        names = (shard_name(shard) for shard in range(shard_count(len(prompts), spec.shard_size)))
+        size = sum(path.stat().st_size for path in (split_dir / name for name in names) if path.is_file())
         report["rewritten"] = damaged.get(split, []) + report["rewritten"]
         reports[split] = {**report, "count": len(prompts), "bytes": size, "bytes_per_prompt": size / len(prompts)}
     return reports

@@ -69,3 +69,10 @@ def test_the_live_teacher_note_names_what_the_cache_lacks(copy):
     assert f"holds no complete cache (eval: cache {cache_dir / 'eval'} is incomplete (1 of 1 shards missing)" in note
     shutil.rmtree(cache_dir / "train")
     assert "(train: not written; eval: cache " in live_teacher_note(recipe, FROM_PYTHON)
+
+
+def test_the_size_reported_is_of_the_splits_own_shards_not_a_stray_file(copy):
+    recipe, cache_dir = copy
+    own = sum(path.stat().st_size for path in (cache_dir / "train").glob("shard-*.safetensors"))
+    (cache_dir / "train" / "shard-00099.safetensors").write_bytes(b"\0" * 4096)  # left from another layout
+    assert build_teacher_cache(recipe, progress=False)["train"]["bytes"] == own
