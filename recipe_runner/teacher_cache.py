@@ -25,6 +25,7 @@ from components.errors import UserFacingError
 from components.models import build_model, freeze, hidden_width, load_tokenizer, pad_id, resolve_config
 from components.models.compilation import compile_for_varied_lengths, compile_wanted
 from components.models.downloads import needed_from, require_downloaded
+from components.models.loading import quiet_transformers_bars
 from recipe_runner.cache_processes import CacheProcesses
 from recipe_runner.next_commands import FROM_PYTHON, NextCommands
 from recipe_runner.trainer.parts import RunSetupError, split_prompts
@@ -205,9 +206,10 @@ def _build(
     for split, split_dir, prompts, ids, made_from in splits:
         if teacher is None and to_write:  # a complete cache is only checked: no teacher load (minutes for T5-XXL)
             hw = recipe.hardware
-            teacher = freeze(
-                build_model(recipe.teacher, "teacher", device=device, seed=hw.seed, fused_kernels=hw.fused_kernels)
-            )
+            with contextlib.nullcontext() if progress else quiet_transformers_bars():  # --no-progress: no bar at all
+                teacher = freeze(
+                    build_model(recipe.teacher, "teacher", device=device, seed=hw.seed, fused_kernels=hw.fused_kernels)
+                )
             if compile_wanted(hw.compile, device.type):
                 compile_for_varied_lengths(teacher)
         shards = filter(processes.owns, range(shard_count(len(prompts), spec.shard_size)))
