@@ -7,17 +7,14 @@ host memory on every run and resume.
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 
 import torch
 from safetensors import SafetensorError, safe_open
 
 from components.models.loading import Role, build_model, final_norm
+from components.models.weight_files import safetensors_files
 from schemas.models import ModelSource
-
-_INDEX = "model.safetensors.index.json"
-_SINGLE = "model.safetensors"
 
 
 def final_norm_weight(source: ModelSource, role: Role, seed: int = 0) -> torch.Tensor:
@@ -43,17 +40,12 @@ def _read_tensor(directory: Path, names: list[str]) -> torch.Tensor | None:
     """The first of `names` found in the folder's safetensors files; None when there are none or none holds it
     (the caller then builds the model, whose loading names what is wrong)."""
     try:
-        if (directory / _INDEX).is_file():
-            where = json.loads((directory / _INDEX).read_text(encoding="utf-8")).get("weight_map", {})
-            files = {key: directory / where[key] for key in names if key in where}
-        elif (directory / _SINGLE).is_file():
-            files = dict.fromkeys(names, directory / _SINGLE)
-        else:
-            return None
-        for key, file in files.items():
+        for file in safetensors_files(directory):
             with safe_open(str(file), framework="pt") as handle:
-                if key in set(handle.keys()):
-                    return handle.get_tensor(key)
-    except (OSError, ValueError, SafetensorError):
+                held = set(handle.keys())
+                found = next((key for key in names if key in held), None)
+                if found is not None:
+                    return handle.get_tensor(found)
+    except (OSError, ValueError, KeyError, SafetensorError):  # no such files, or an unreadable index
         return None
     return None

@@ -15,7 +15,7 @@ SAFETENSORS, SAFETENSORS_INDEX = "model.safetensors", "model.safetensors.index.j
 PICKLED = ("pytorch_model.bin", "pytorch_model.bin.index.json")  # loaded by transformers; not looked into here
 
 
-def _safetensors_files(folder: Path) -> list[Path]:
+def safetensors_files(folder: Path) -> list[Path]:
     """The weight files the folder's index names (sharded checkpoints), or its single file."""
     index = folder / SAFETENSORS_INDEX
     if not index.is_file():
@@ -36,7 +36,7 @@ def weights_problem(folder: Path) -> str | None:
             "the model was saved to with save_pretrained, or an inline `config` for random weights"
         )
     try:
-        files = _safetensors_files(folder)
+        files = safetensors_files(folder)
     except (OSError, ValueError, KeyError, TypeError, AttributeError) as exc:
         return f"{folder / SAFETENSORS_INDEX}: unreadable shard index ({exc}); {again}"
     for file in files:
