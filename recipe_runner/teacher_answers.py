@@ -5,7 +5,9 @@ from __future__ import annotations
 
 import os
 import sys
+from collections.abc import Iterator
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import torch
 from tqdm.auto import tqdm
@@ -16,6 +18,10 @@ from components.errors import UserFacingError
 from recipe_runner.next_commands import FROM_PYTHON, NextCommands
 from recipe_runner.trainer.run_dir import DirectoryLock
 from schemas import Recipe
+
+if TYPE_CHECKING:
+    from recipe_runner.errors import Problem
+    from recipe_runner.loader import LoadedRecipe
 
 ANSWERS_LOCK = ".recipe-answers.lock"
 
@@ -104,29 +110,36 @@ def teacher_answers(
     return found  # type: ignore[return-value]
 
 
-def answers_problems(loaded) -> list:
+def _each_split(recipe: Recipe) -> Iterator[tuple[str, list[str] | None, Exception | None]]:
+    """Per split that has prompts: its written answers (None: not written yet), or the error that refuses them."""
+    from components.data.teacher_answers import AnswersError
+    from recipe_runner.trainer.parts import split_prompts
+
+    spec = recipe.teacher.answers
+    assert spec is not None
+    train, held_out = split_prompts(recipe)
+    identity = answers_identity(recipe)
+    for split, prompts in (("train", train), ("eval", held_out)):
+        if prompts:
+            try:
+                yield split, read_answers(Path(spec.dir), split, prompts, identity), None
+            except AnswersError as exc:
+                yield split, None, exc
+
+
+def answers_problems(loaded: LoadedRecipe) -> list[Problem]:
     """Answers already written under other prompts or settings, or damaged, as `validate` says them: the run
     would refuse them only after loading its models."""
     from components.data.prompts import DataFileError
-    from components.data.teacher_answers import AnswersError
-    from recipe_runner.trainer.parts import split_prompts
 
     spec = getattr(loaded.recipe.teacher, "answers", None)
     if spec is None or not Path(spec.dir).is_dir():
         return []
     try:
-        train, held_out = split_prompts(loaded.recipe)
+        refused = [exc for _, _, exc in _each_split(loaded.recipe) if exc is not None]
     except DataFileError:  # said by the data checks
         return []
-    identity = answers_identity(loaded.recipe)
-    problems = []
-    for split, prompts in (("train", train), ("eval", held_out)):
-        try:
-            if prompts:
-                read_answers(Path(spec.dir), split, prompts, identity)
-        except AnswersError as exc:
-            problems.append(loaded.problem(("teacher", "answers", "dir"), str(exc)))
-    return problems
+    return [loaded.problem(("teacher", "answers", "dir"), str(exc)) for exc in refused]
 
 
 class _Written:
@@ -145,21 +158,17 @@ def unwritten_answers_note(recipe: Recipe, teacher_params: int, commands: NextCo
     """For `recipe plan`: answers not yet written, which `recipe run` writes first with the teacher on the device
     (its weights alone, against hardware.vram_gb: whether that is over budget), or answers a run would refuse.
     None when every split's answers are written, or the recipe asks for none."""
-    from components.data.teacher_answers import AnswersError
     from recipe_runner.memory import DTYPE_BYTES, GIB
-    from recipe_runner.trainer.parts import split_prompts
 
     spec = getattr(recipe.teacher, "answers", None)
     if spec is None:
         return None
-    train, held_out = split_prompts(recipe)
-    directory, identity, missing = Path(spec.dir), answers_identity(recipe), []
-    for split, prompts in (("train", train), ("eval", held_out)):
-        try:
-            if prompts and read_answers(directory, split, prompts, identity) is None:
-                missing.append(split)
-        except AnswersError as exc:
-            return f"{exc} (`recipe run` would stop on it)", True
+    directory, missing = Path(spec.dir), []
+    for split, answers, refused in _each_split(recipe):
+        if refused is not None:
+            return f"{refused} (`recipe run` would stop on it)", True
+        if answers is None:
+            missing.append(split)
     if not missing:
         return None
     weights = teacher_params * DTYPE_BYTES[recipe.teacher.dtype] / GIB
