@@ -183,15 +183,15 @@ def live_teacher_note(recipe: Recipe, commands: NextCommands) -> str:
 def _what_is_missing(recipe: Recipe) -> str:
     """Per split, why its cache cannot be read: not written, or the shards missing."""
     assert recipe.teacher_cache is not None
+    held_out = recipe.data.eval is not None or recipe.data.eval_fraction > 0
     said = []
-    for split in ("train", "eval"):
+    for split in ("train", "eval") if held_out else ("train",):
         split_dir = Path(recipe.teacher_cache.dir) / split
         try:
             CachedTeacher(split_dir)
         except (CacheIncompleteError, CacheDamagedError) as exc:
-            if split == "train" or split_dir.exists():
-                said.append(f"{split}: not written" if not split_dir.exists() else f"{split}: {exc}")
-    return "; ".join(said) or "its prompts changed"
+            said.append(f"{split}: {exc}" if split_dir.exists() else f"{split}: not written")
+    return "; ".join(said)
 
 
 def build_distill_model(recipe: Recipe, device: torch.device | str, teacher_width: int) -> DistillModel:
