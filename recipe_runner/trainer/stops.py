@@ -212,8 +212,8 @@ def out_of_memory(
     )
 
 
-# What gloo and NCCL say when the process at the other end of a collective is gone; torch raises some of them as
-# plain RuntimeErrors rather than as torch.distributed.DistError.
+# What gloo says when the process at the other end of a collective is gone: torch raises these as plain
+# RuntimeErrors, where NCCL's failures come as torch.distributed.DistError.
 _PEER_GONE = ("Connection closed by peer", "Connection reset by peer", "/gloo/")
 
 
