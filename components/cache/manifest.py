@@ -7,7 +7,7 @@ import json
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from components.cache.weights import weights_fingerprint
+from components.cache.weights import comparable, weights_fingerprint
 from schemas import Recipe
 
 if TYPE_CHECKING:
@@ -110,7 +110,9 @@ def _same_local_teacher(found: dict[str, Any], expected: dict[str, Any]) -> bool
     cached = str(found.get("teacher"))
     if not (str(expected["teacher"]).startswith("local:") and cached.startswith("/")):
         return False
-    return found.get("weights") is not None and found.get("weights") == expected.get("weights")
+    if comparable(found.get("weights"), expected.get("weights")):
+        return found.get("weights") == expected.get("weights")
+    return cached == expected.get("teacher_path")  # fingerprints of two kinds: only the same folder says so
 
 
 def _value_words(value: Any) -> str:
@@ -129,8 +131,7 @@ def _difference(key: str, found: dict[str, Any], expected: dict[str, Any]) -> st
     if key == "weights":
         return (
             f"the teacher's weights in {expected['teacher_path']} changed since the cache was written "
-            "(a weight file or config.json differs in name, size or modification time: new weights, or a copy that "
-            "did not keep the files' times, which cp -p and rsync -t keep)"
+            "(a weight file or config.json differs in name, size or contents)"
         )
     if key == "tokenizer":
         return "the teacher tokenizer differs from the one the cache was made with"
@@ -141,11 +142,9 @@ def _difference(key: str, found: dict[str, Any], expected: dict[str, Any]) -> st
 
 
 def _unknown(key: str, found: dict[str, Any], value: Any) -> bool:
-    """A weights fingerprint that an older manifest lacks, that cannot be taken now, or that one side took by
-    the hub commit and the other by file times (an older manifest of a hub teacher), proves nothing."""
-    if key != "weights" or found.get(key) is None or value is None:
-        return key == "weights"
-    return str(found[key]).startswith("commit:") != str(value).startswith("commit:")
+    """A weights fingerprint that an older manifest lacks, that cannot be taken now, or that was taken another
+    way (an older manifest's file times) proves nothing."""
+    return key == "weights" and not comparable(found.get(key), value)
 
 
 def mismatches(manifest: dict[str, Any], expected: dict[str, Any]) -> list[str]:

@@ -19,6 +19,7 @@ from collections.abc import Callable
 from pathlib import Path
 
 from components.atomic_files import atomic_path, write_json_atomic
+from components.cache.weights import comparable
 from components.data.prompts import prompts_digest
 from components.errors import UserFacingError
 
@@ -62,14 +63,23 @@ def _made_from(prompts: list[str], identity: dict) -> dict:
 _NOT_WHAT_MADE_THEM = ("batch_size", "answer_seed")
 
 
+def _as_made_now(saved: dict, made: dict) -> dict:
+    """The saved record without what says nothing against `made`: the keys above, and a weights fingerprint
+    unknown on either side or taken another way (an older record's file times)."""
+    kept = {key: value for key, value in saved.items() if key not in _NOT_WHAT_MADE_THEM or key in made}
+    if not comparable(kept.get("weights"), made.get("weights")):
+        kept.pop("weights", None)
+        kept.update({"weights": made["weights"]} if "weights" in made else {})
+    return kept
+
+
 def _same_making(saved: dict | None, made: dict) -> bool:
-    if not isinstance(saved, dict):
-        return False
-    return {key: value for key, value in saved.items() if key not in _NOT_WHAT_MADE_THEM or key in made} == made
+    return isinstance(saved, dict) and _as_made_now(saved, made) == made
 
 
 def _differences(saved: dict, made: dict) -> str:
     """What differs, in words: the prompts as a whole, and each setting with its two values (digests unshown)."""
+    saved = _as_made_now(saved, made)
     said = ["the prompts"] if any(saved.get(key) != made[key] for key in ("prompts_sha256", "count")) else []
     for key in sorted(set(made) - {"prompts_sha256", "count"}):
         before, now = saved.get(key, "not set"), made[key]

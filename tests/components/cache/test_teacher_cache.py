@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 import torch
-from safetensors.torch import load_file
+from safetensors.torch import load_file, save_file
 from tiny_cache import EVAL, PROMPTS, SHARD, TINY, TRAIN
 from tiny_cache import load_cache_recipe as _load
 
@@ -249,6 +249,9 @@ def test_new_weights_at_the_same_path_are_refused_but_an_older_manifest_is_accep
 
     weights = teacher / "model.safetensors"
     os.utime(weights, (weights.stat().st_atime, weights.stat().st_mtime + 60))
+    _load(tmp_path / "cache", *at_path)  # touched (or copied without its times): the same weights
+    tensors = load_file(weights)
+    save_file({name: tensor + 1 for name, tensor in tensors.items()}, weights, metadata={"format": "pt"})
     with pytest.raises(RecipeError) as caught:
         _load(tmp_path / "cache", *at_path)
     [problem] = caught.value.problems

@@ -99,6 +99,18 @@ def test_greedy_answers_recorded_with_a_seed_are_read_without_one_and_sampled_on
         read_answers(tmp_path, "train", PROMPTS, {**IDENTITY, "answer_seed": 8})
 
 
+def test_answers_recorded_with_a_file_times_fingerprint_are_read_and_other_weights_are_not(tmp_path: Path) -> None:
+    """A record written when the weights were fingerprinted by file times: that digest proves nothing now."""
+    now = {**IDENTITY, "weights": "content:aaaa"}
+    write_answers(tmp_path, "train", PROMPTS, {**IDENTITY, "weights": "3f2a9c0d1e4b5a6c"}, _answer, batch_size=3)
+    assert read_answers(tmp_path, "train", PROMPTS, now) is not None
+    with pytest.raises(AnswersError, match=r"\(max_new_tokens 4 -> 8\)"):  # the weights are not named
+        read_answers(tmp_path, "train", PROMPTS, {**now, "max_new_tokens": 8})
+    write_answers(tmp_path, "eval", PROMPTS, now, _answer, batch_size=3)
+    with pytest.raises(AnswersError, match=r"\(the weights\)"):
+        read_answers(tmp_path, "eval", PROMPTS, {**now, "weights": "content:bbbb"})
+
+
 def test_half_written_answers_of_other_settings_are_refused_never_emptied(tmp_path: Path) -> None:
     _two_answers_then_killed(tmp_path)
     partial = tmp_path / "train.jsonl.partial"
