@@ -20,6 +20,7 @@ from schemas.stages import (
     LOGIT_LOSSES,
     AttentionLoss,
     CrossEntropyLoss,
+    HiddenStatesLoss,
     TierLoss,
     ULDLoss,
 )
@@ -235,6 +236,14 @@ def _denoising_problems(loaded: LoadedRecipe) -> list[Problem]:
                 "its own continuation: remove on_policy, or denoising (on_policy trains a causal student)"
             )
             problems.append(loaded.problem(here + ("on_policy",), message))
+        for loss_index, loss in enumerate(stage.losses):
+            if isinstance(loss, AttentionLoss):
+                message = (
+                    "an attention loss compares the bidirectional student's maps with the causal teacher's, which "
+                    "put no weight on later tokens: it trains the student back to attending one way; remove it "
+                    "(hidden_states and the divergences train an encoder)"
+                )
+                problems.append(loaded.problem(here + ("losses", loss_index), message))
         clashes = {
             "alignment": recipe.alignment is not None,
             "teacher.answers": recipe.teacher.answers is not None,
@@ -320,6 +329,29 @@ def _layer_problem(role: str, layer: int, layers: int, attention: bool) -> str |
     )
 
 
+def _repeated_pairs(loss: HiddenStatesLoss | AttentionLoss, depth: dict) -> list[str]:
+    """Two keys naming one layer pair (-1 and the last index, say) weigh it twice and train two projections."""
+    count = {role: depth.get(role) for role in ("student", "teacher")}
+    if not all(isinstance(layers, int) for layers in count.values()):
+        return []
+    attention = isinstance(loss, AttentionLoss)
+    extra = 0 if attention else 1  # hidden states count the embeddings too
+    seen: dict[tuple[int, int], tuple[int, int]] = {}
+    problems = []
+    for pair in loss.layers.items():
+        if any(_layer_problem(role, layer, count[role], attention) for role, layer in zip(count, pair, strict=True)):
+            continue  # said on its own
+        same = (pair[0] % (count["student"] + extra), pair[1] % (count["teacher"] + extra))
+        if same in seen:
+            first = seen[same]
+            problems.append(
+                f"{pair[0]}: {pair[1]} is the same pair of layers as {first[0]}: {first[1]} (a negative index counts "
+                "from the end): it would be weighed twice; keep one"
+            )
+        seen.setdefault(same, pair)
+    return problems
+
+
 def feature_layer_problems(loaded: LoadedRecipe, configs: dict) -> list[Problem]:
     """A hidden_states or attention loss's layer map must name layers both models have."""
     depth = {role: getattr(config, "num_hidden_layers", None) for role, config in configs.items()}
@@ -329,6 +361,7 @@ def feature_layer_problems(loaded: LoadedRecipe, configs: dict) -> list[Problem]
             if not isinstance(loss, FEATURE_LOSSES):
                 continue
             here = ("stages", index, "losses", loss_index, "layers")
+            problems += [loaded.problem(here, problem) for problem in _repeated_pairs(loss, depth)]
             for student_layer, teacher_layer in loss.layers.items():
                 for role, layer in (("student", student_layer), ("teacher", teacher_layer)):
                     layers = depth.get(role)

@@ -179,7 +179,8 @@ class HiddenStatesLoss(_LogitLoss):
     layers: dict[int, int] = Field(
         min_length=1,
         description="Student hidden-state index -> teacher hidden-state index (0 the embeddings, i the output of "
-        "layer i, -1 the last, after the final norm), e.g. {7: 14, 14: 28} for a student of half the depth.",
+        "layer i; the last, i = the number of layers or -1, is after the final norm), e.g. {7: 14, 14: 28} for a "
+        "student of half the depth.",
     )
     distance: Literal["mse", "cosine"] = Field(
         default="mse", description="mse of the vectors, or 1 - their cosine similarity; averaged over the layers."
@@ -247,18 +248,26 @@ class OnPolicy(StrictModel):
 
 
 class SpanDenoiser(StrictModel):
-    """Spans of about `span` tokens masked over `density` of the text: UL2's R-denoiser (short spans, low
-    density) or X-denoiser (long spans or a high density)."""
+    """`density` of each text masked in spans of `span` tokens on average, laid out at random with kept tokens
+    between them (as T5 draws them): UL2's R-denoiser (short spans, low density) or X-denoiser (long spans or a
+    high density)."""
 
     type: Literal["spans"] = Field(description="Denoiser kind.")
-    density: float = Field(default=0.15, gt=0, lt=1, description="Share of the real tokens masked, on average.")
-    span: int = Field(default=3, gt=0, description="Tokens per masked span.")
+    density: float = Field(
+        default=0.15,
+        gt=0,
+        lt=1,
+        description="Share of each text's tokens masked (rounded; at least one, the first token never).",
+    )
+    span: int = Field(
+        default=3, gt=0, description="Mean tokens per masked span (a text shorter than it gets one span)."
+    )
     share: float = Field(default=1.0, gt=0, description="Relative frequency of this denoiser among the texts.")
 
 
 class SuffixDenoiser(StrictModel):
-    """The end of each text masked as one span: UL2's S-denoiser (prefix language modelling), where the
-    student continues a text it has read both ways."""
+    """The end of each text masked as one span, every masked token predicted at once from the text before it
+    (read both ways) and the mask tokens: UL2's S-denoiser in masked form, not its autoregressive prefix LM."""
 
     type: Literal["suffix"] = Field(description="Denoiser kind.")
     fraction: float = Field(
@@ -277,9 +286,12 @@ class Denoising(StrictModel):
     LM head keeps its meaning). The teacher reads the clean text, causally, and predicts the same tokens."""
 
     density: float = Field(
-        default=0.15, gt=0, lt=1, description="Share of the real tokens masked, on average (without `mixture`)."
+        default=0.15,
+        gt=0,
+        lt=1,
+        description="Share of each text's tokens masked (rounded; at least one; without `mixture`).",
     )
-    span: int = Field(default=3, gt=0, description="Tokens per masked span (without `mixture`).")
+    span: int = Field(default=3, gt=0, description="Mean tokens per masked span (without `mixture`).")
     mixture: list[Denoiser] | None = Field(
         default=None,
         min_length=1,

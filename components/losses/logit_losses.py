@@ -144,12 +144,13 @@ def chunked_sums(function, rows: int, *tensors: torch.Tensor) -> torch.Tensor:
     """`function`'s sums over row chunks of `tensors` (each row-aligned), added up; a chunk's float32 work is
     recomputed in the backward pass rather than kept, when gradients flow."""
     grad = any(tensor.requires_grad for tensor in tensors)
+    if tensors[0].shape[0] == 0:  # nothing scored (a denoised batch of one-token texts): zero sums, still a graph
+        return function(*tensors)
     total = None
     for start in range(0, tensors[0].shape[0], rows):
         part = [tensor[start : start + rows] for tensor in tensors]
         chunk = checkpoint(function, *part, use_reentrant=False) if grad else function(*part)
         total = chunk if total is None else total + chunk
-    assert total is not None, "at least one row"
     return total
 
 

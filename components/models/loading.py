@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import importlib.util
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
@@ -13,7 +14,7 @@ from torch import nn
 from transformers import AutoModel, AutoModelForCausalLM, PretrainedConfig, PreTrainedModel, T5EncoderModel
 from transformers.utils import logging as transformers_logging
 
-from components.errors import some_of
+from components.errors import UserFacingError, some_of
 from components.models.fused_kernels import use_fused_kernels
 from components.models.source import ModelSourceError, download_command, locate, resolve_config
 from components.models.weight_files import weights_problem
@@ -136,6 +137,28 @@ def _from_pretrained(cls: type, ref: str, source: ModelSource, attention: str) -
     return model
 
 
+class AttentionUnavailable(UserFacingError):
+    """The recipe's attention kernel cannot run here; the message says what to set instead."""
+
+
+def require_attention(attention: Attention, device: str | torch.device) -> None:
+    """flash_attention_2 needs its package and a CUDA device: said before any weights load, where transformers
+    would raise a traceback (or, for random weights, quietly use another kernel)."""
+    if attention != "flash_attention_2":
+        return
+    if importlib.util.find_spec("flash_attn") is None:
+        raise AttentionUnavailable(
+            "hardware.attention: flash_attention_2 needs the flash-attn package, which is not installed here: "
+            "install it on a CUDA machine (pip install flash-attn --no-build-isolation), or set "
+            "hardware.attention: sdpa"
+        )
+    if torch.device(device).type != "cuda":
+        raise AttentionUnavailable(
+            f"hardware.attention: flash_attention_2 runs on CUDA GPUs only, and this runs on {device}: set "
+            "hardware.attention: sdpa"
+        )
+
+
 def build_model(
     source: ModelSource,
     role: Role,
@@ -159,6 +182,7 @@ def build_model(
         config = resolve_config(source)
         with torch.device("meta"):
             return _from_config(cls, config, source, "sdpa" if attention == "flash_attention_2" else attention)
+    require_attention(attention, device)
     if source.config is not None:
         config = resolve_config(source)
         with torch.random.fork_rng(devices=[]):

@@ -215,7 +215,9 @@ def _given_export(directory: Path, with_recipe: bool = False) -> EncoderManifest
     export stays a problem with its files (exit 1), as at the default <output.dir>/export."""
     from components.export import ExportError, read_manifest
     from components.export.causal_lm import MANIFEST as CAUSAL_LM_MANIFEST
+    from components.export.causal_lm import read_causal_lm_manifest
     from components.export.distilled_encoder import CHECKPOINT_MARKER, MANIFEST
+    from recipe_runner.commands.infer_text import READ_AN_ENCODER
 
     try:
         return read_manifest(directory)
@@ -224,6 +226,12 @@ def _given_export(directory: Path, with_recipe: bool = False) -> EncoderManifest
             raise
         if (directory / CHECKPOINT_MARKER).is_file():
             raise click.UsageError(f"--checkpoint {exc}") from None  # "DIR is a training checkpoint, ..."
+        causal_lm = read_causal_lm_manifest(directory)
+        if causal_lm is not None and causal_lm.bidirectional:
+            raise click.UsageError(
+                f"--checkpoint {directory} holds a bidirectional encoder (recipe {causal_lm.recipe!r}, trained by "
+                f"denoising), which {READ_AN_ENCODER}"
+            ) from None
         if (directory / CAUSAL_LM_MANIFEST).is_file() and with_recipe:
             raise click.UsageError(
                 f"--checkpoint {directory} holds a causal LM distilled by a logits recipe, and this recipe distils "

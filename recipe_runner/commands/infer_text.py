@@ -20,6 +20,13 @@ class TextInferenceError(UserFacingError):
     """No export to read, or one of another recipe."""
 
 
+# How to use what a denoising recipe exports, since `recipe infer` cannot.
+READ_AN_ENCODER = (
+    "continues no text: load it with transformers' AutoModel and a padding-only 4D attention mask "
+    "(create_bidirectional_mask with allow_is_bidirectional_skip=False; see README, denoising)"
+)
+
+
 def _export_dir(recipe: Recipe, checkpoint: str | None, commands: NextCommands) -> Path:
     from components.export.causal_lm import MANIFEST, read_causal_lm_manifest
     from components.export.written_files import CHECKPOINT_MARKER
@@ -44,7 +51,7 @@ def _export_dir(recipe: Recipe, checkpoint: str | None, commands: NextCommands) 
     if manifest.bidirectional:
         raise TextInferenceError(
             f"{directory} holds a bidirectional encoder (recipe {manifest.recipe!r}, trained by denoising), which "
-            "continues no text: load it with transformers' AutoModel and padding-only attention masks"
+            + READ_AN_ENCODER
         )
     if checkpoint is None and manifest.recipe != recipe.recipe:
         raise TextInferenceError(
@@ -110,8 +117,7 @@ def infer_text(recipe: Recipe, prompts: tuple[str, ...], options: dict, commands
 
     if getattr(recipe.student, "bidirectional", False):
         raise TextInferenceError(
-            f"recipe {recipe.recipe!r} trains a bidirectional encoder, which continues no text: load its export "
-            "with transformers' AutoModel and attend both ways (see README, denoising)"
+            f"recipe {recipe.recipe!r} trains a bidirectional encoder, whose export " + READ_AN_ENCODER
         )
     given = [f"--{name.replace('_', '-')}" for name in IMAGE_OPTIONS if options.get(name) is not None]
     if given:

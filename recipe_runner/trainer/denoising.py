@@ -1,51 +1,74 @@
-"""Span corruption of text batches for `denoising` stages, on the device with no per-text Python: spans of
-`span` tokens start at random real positions (about `density` of the tokens end up masked), or a text's end is
-masked (UL2's S-denoiser), each text drawing its denoiser from the mixture; the student reads the masked tokens
-written over with the mask token, and each position whose next token was masked is scored with that token
-as its label (masked next-token prediction). The teacher reads the clean text."""
+"""Span corruption of text batches for `denoising` stages, as T5 and UL2 draw it: `density` of each text's tokens
+masked, in spans whose lengths average `span`, laid out at random without touching (or the end of the text masked,
+the S-denoiser), each text drawing its denoiser from the mixture. The student reads the masked tokens written over
+with the mask token, and each position whose next token was masked is scored with that token as its label (masked
+next-token prediction). The teacher reads the clean text.
+
+Drawn per text on the CPU, from the generator a checkpoint keeps: a per-token coin (spans starting where it falls)
+would overlap them, mask fewer tokens than `density` and none at all in a fifth of short texts."""
 
 from __future__ import annotations
 
+import math
+
 import torch
-import torch.nn.functional as F
 
 from components.data.texts import TextBatch
 from components.losses.logit_losses import IGNORED
 from schemas.stages import Denoising, SpanDenoiser, SuffixDenoiser
 
 
-def span_mask(mask: torch.Tensor, spec: SpanDenoiser, generator: torch.Generator | None = None) -> torch.Tensor:
-    """Which real tokens of a right-padded [B, L] batch are masked: every token of a span that starts at a
-    random real position; the first token of each text is never masked (no position predicts it)."""
-    starts = torch.rand(mask.shape, generator=generator, device=mask.device) < spec.density / spec.span
-    begun = starts.long().cumsum(1)  # spans begun so far; a token is covered by one begun in the last `span`
-    covered = begun - F.pad(begun, (spec.span, 0))[:, : mask.shape[1]] > 0
-    masked = covered & mask
-    masked[:, 0] = False
-    return masked
+def _composition(total: int, parts: int, generator: torch.Generator | None) -> list[int]:
+    """`total` split into `parts` lengths of at least one, every such split as likely."""
+    cuts = sorted((torch.randperm(total - 1, generator=generator)[: parts - 1] + 1).tolist())
+    bounds = [0, *cuts, total]
+    return [after - before for before, after in zip(bounds, bounds[1:], strict=False)]
 
 
-def suffix_mask(mask: torch.Tensor, spec: SuffixDenoiser) -> torch.Tensor:
-    """The last `fraction` of each text's real tokens (at least one, never the first token)."""
-    lengths = mask.sum(1, keepdim=True)
-    kept = (lengths - (lengths * spec.fraction).ceil().long()).clamp(min=1)
-    positions = torch.arange(mask.shape[1], device=mask.device)[None]
-    return (positions >= kept) & mask
+def span_positions(length: int, spec: SpanDenoiser, generator: torch.Generator | None = None) -> list[int]:
+    """The masked positions of one text of `length` real tokens: round(density x maskable) of them (at least
+    one), in round(masked / span) spans with a kept token between any two; never position 0, which no position
+    predicts."""
+    maskable = length - 1
+    if maskable < 1:
+        return []
+    masked = min(max(int(maskable * spec.density + 0.5), 1), maskable)
+    spans = min(max(int(masked / spec.span + 0.5), 1), masked, maskable - masked + 1)
+    lengths = _composition(masked, spans, generator)
+    # spans + 1 gaps: the inner ones of at least one kept token, the first and last possibly empty
+    gaps = _composition(maskable - masked + 2, spans + 1, generator)
+    gaps[0], gaps[-1] = gaps[0] - 1, gaps[-1] - 1
+    positions, at = [], 1
+    for gap, span in zip(gaps[:-1], lengths, strict=True):
+        at += gap
+        positions.extend(range(at, at + span))
+        at += span
+    return positions
+
+
+def suffix_positions(length: int, spec: SuffixDenoiser) -> list[int]:
+    """The last `fraction` of the text's real tokens (at least one, never the first token)."""
+    kept = max(length - math.ceil(length * spec.fraction), 1)
+    return list(range(kept, length))
 
 
 def denoising_mask(mask: torch.Tensor, spec: Denoising, generator: torch.Generator | None = None) -> torch.Tensor:
-    """The masked tokens of a batch: each text corrupted by one of the spec's denoisers, drawn by their shares
-    (all draws from `generator`, on the device)."""
+    """The masked tokens of a right-padded [B, L] batch: each text corrupted by one of the spec's denoisers, drawn
+    by their shares (every draw from `generator`, a CPU one; None: the global one)."""
     denoisers = spec.denoisers
-    if len(denoisers) == 1 and isinstance(denoisers[0], SpanDenoiser):
-        return span_mask(mask, denoisers[0], generator)
     total = sum(d.share for d in denoisers)  # normalised in float64: shares like 1e-50 would be 0 in float32
-    shares = torch.tensor([d.share / total for d in denoisers], dtype=torch.float, device=mask.device)
-    chosen = torch.multinomial(shares, mask.shape[0], replacement=True, generator=generator)
-    each = torch.stack(
-        [span_mask(mask, d, generator) if isinstance(d, SpanDenoiser) else suffix_mask(mask, d) for d in denoisers]
-    )
-    return each[chosen, torch.arange(mask.shape[0], device=mask.device)]
+    shares = torch.tensor([d.share / total for d in denoisers], dtype=torch.float)
+    lengths = mask.sum(1).tolist()
+    chosen = torch.multinomial(shares, len(lengths), replacement=True, generator=generator).tolist()
+    masked = torch.zeros(mask.shape, dtype=torch.bool)
+    for row, (length, which) in enumerate(zip(lengths, chosen, strict=True)):
+        denoiser = denoisers[which]
+        if isinstance(denoiser, SpanDenoiser):
+            positions = span_positions(length, denoiser, generator)
+        else:
+            positions = suffix_positions(length, denoiser)
+        masked[row, positions] = True
+    return masked.to(mask.device, non_blocking=True)
 
 
 def corrupt(batch: TextBatch, spec: Denoising, mask_id: int, generator: torch.Generator | None = None) -> TextBatch:

@@ -115,13 +115,9 @@ class LogitObjective:
     def evaluate(self, model: nn.Module, batches: Iterable[TextBatch], total: Total) -> dict[str, float]:
         if self.denoising is None:
             return evaluate_logits(lambda batch: self.rows(model, batch), batches, self.loss, total=total)
-        generators: dict[torch.device, torch.Generator] = {}  # the same spans at every evaluation
+        generator = torch.Generator().manual_seed(self.seed)  # the same spans at every evaluation
 
         def corrupted_rows(batch: TextBatch) -> TokenRows:
-            device = batch.student_ids.device
-            if device not in generators:
-                generators[device] = torch.Generator(device).manual_seed(self.seed)
-            generator = generators[device]
             return self.rows(model, corrupt(batch, self.denoising, self.mask_id, generator))
 
         return evaluate_logits(corrupted_rows, batches, self.loss, total=total)

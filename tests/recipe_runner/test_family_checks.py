@@ -144,6 +144,11 @@ def test_a_hidden_states_layer_map_names_layers_both_models_have() -> None:
     out = _validate(LOGITS, "stages.0.losses=[{type: hidden_states, layers: {1: 2, 3: -5}}]")
     assert "stages[0].losses[0].layers: student hidden state 3 does not exist: the student has 2 layers" in out
     assert "teacher hidden state -5 does not exist: the teacher has 3 layers, so its hidden states are -4..3" in out
+    out = _validate(LOGITS, "stages.0.losses=[{type: hidden_states, layers: {2: 3, -1: -1, 0: 1, -3: -3}}]")
+    assert "stages[0].losses[0].layers: -1: -1 is the same pair of layers as 2: 3" in out
+    assert "-3: -3 is the same pair of layers as 0: 1" in out
+    out = _validate(LOGITS, "stages.0.losses=[{type: hidden_states, layers: {2: 3, -1: 2, 5: 3, 7: 3}}]")
+    assert "same pair" not in out and "student hidden state 7 does not exist" in out  # another teacher layer
 
 
 def test_a_teacher_that_only_writes_answers_may_have_another_tokenizer_but_not_when_kl_reads_it() -> None:
@@ -179,6 +184,8 @@ def test_a_bidirectional_student_trains_by_denoising_only_and_its_mask_is_one_to
     )
     out = _validate(denoising, "stages.0.denoising.mask_token=a red fox")
     assert "stages[0].denoising.mask_token: mask_token 'a red fox' is 3 tokens of the student's tokenizer" in out
+    out = _validate(denoising, "stages.0.losses=[{type: cross_entropy}, {type: attention, layers: {-1: -1}}]")
+    assert "stages[0].losses[1]: an attention loss compares the bidirectional student's maps with the causal" in out
     out = _validate(denoising, "stages.0.on_policy={fraction: 1.0}")
     assert "stages[0].on_policy: denoising trains a bidirectional student, which sees the whole text at once" in out
     assert "stages[0].denoising: logits family only" in _validate(EMBEDDING, "stages.0.denoising={}")

@@ -58,6 +58,18 @@ def test_cross_entropy_averages_over_the_tokens_that_have_a_next_one() -> None:
     assert total.item() == pytest.approx(0.5 * F.cross_entropy(student, labels, ignore_index=IGNORED).item(), rel=1e-5)
 
 
+def test_no_rows_give_a_zero_loss_with_a_gradient_of_zeros() -> None:
+    """A denoised batch of one-token texts scores nothing: a zero step, not a crash."""
+    student = _logits(6, rows=0).requires_grad_()
+    loss = LogitDistillLoss(
+        [CrossEntropyLoss(type="cross_entropy"), ForwardKLLoss(type="forward_kl", temperature=2.0)], VOCAB
+    )
+    total, terms = loss(student, _logits(7, rows=0), torch.zeros(0, dtype=torch.long))
+    total.backward()
+    assert total.item() == 0.0 and all(term.item() == 0.0 for term in terms.values())
+    assert student.grad is not None and student.grad.shape == (0, VOCAB)
+
+
 def test_rows_past_the_tokenizer_are_no_token_and_are_left_out() -> None:
     """Qwen2.5-7B has 152064 embedding rows for 151665 tokens: padding rows must not enter either softmax."""
     student, teacher = _logits(6), _logits(7)

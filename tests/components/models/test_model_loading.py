@@ -158,3 +158,20 @@ def test_a_folder_whose_weights_are_another_architecture_is_refused_not_started_
     bert = BertConfig(hidden_size=32, num_hidden_layers=1, num_attention_heads=4, intermediate_size=64, vocab_size=99)
     BertForMaskedLM(bert).save_pretrained(tmp_path / "bert")
     assert build_model(student(model=str(tmp_path / "bert")), "student").config.model_type == "bert"
+
+
+def test_flash_attention_without_its_package_or_off_cuda_is_said_before_any_weights_load(monkeypatch) -> None:
+    """transformers raised an ImportError traceback for real weights and quietly used sdpa for random ones."""
+    import importlib.util
+
+    from components.models.loading import AttentionUnavailable
+
+    tiny = student(config=TINY_QWEN3, tokenizer="unused")
+    monkeypatch.setattr(importlib.util, "find_spec", lambda name: None)
+    with pytest.raises(AttentionUnavailable, match="needs the flash-attn package.*hardware.attention: sdpa"):
+        build_model(tiny, "student", attention="flash_attention_2")
+    monkeypatch.setattr(importlib.util, "find_spec", lambda name: object())
+    with pytest.raises(AttentionUnavailable, match="runs on CUDA GPUs only, and this runs on cpu"):
+        build_model(tiny, "student", attention="flash_attention_2")
+    monkeypatch.undo()
+    assert build_model(tiny, "student", attention="flash_attention_2", meta=True) is not None  # plans

@@ -1,4 +1,5 @@
-"""Denoising: spans masked on the device, the student attending both ways, the teacher reading clean text."""
+"""Denoising: spans masked as T5 and UL2 draw them, the student attending both ways, the teacher reading clean
+text."""
 
 from __future__ import annotations
 
@@ -15,7 +16,7 @@ from components.data.texts import TextCollator
 from components.losses.logit_losses import IGNORED
 from recipe_runner.cli import main
 from recipe_runner.loader import load_recipe
-from recipe_runner.trainer.denoising import corrupt, span_mask
+from recipe_runner.trainer.denoising import corrupt, denoising_mask, span_positions
 from recipe_runner.trainer.logit_parts import build_logits_model
 from recipe_runner.trainer.packing import choose_packing
 from schemas.stages import Denoising
@@ -24,16 +25,40 @@ RECIPE = REPO / "recipes" / "examples" / "qwen3_denoising_tiny.yaml"
 MASK = 7
 
 
-def test_spans_cover_about_the_density_never_the_first_token_nor_padding() -> None:
-    mask = torch.ones(64, 200, dtype=torch.bool)
-    mask[1::2, 150:] = False
-    spec = Denoising(density=0.15, span=3)
-    masked = span_mask(mask, spec.denoisers[0], torch.Generator().manual_seed(0))
+def _runs(row: list[bool]) -> list[int]:
+    return [len(run) for run in "".join("x" if m else "." for m in row).split(".") if run]
+
+
+@pytest.mark.parametrize(("density", "span"), [(0.15, 3), (0.5, 12), (0.5, 32), (0.9, 10)])
+def test_spans_mask_the_density_in_spans_of_the_mean_length_never_the_first_token_nor_padding(density, span) -> None:
+    """T5's corruption: round(density x maskable) tokens in round(that / span) spans that never touch; a
+    per-token coin instead masked 0.40 for (0.5, 12) and 0.61 for (0.9, 10), in merged spans."""
+    mask = torch.zeros(64, 520, dtype=torch.bool)
+    mask[0::2, :512] = True
+    mask[1::2, :300] = True
+    masked = denoising_mask(mask, Denoising(density=density, span=span), torch.Generator().manual_seed(0))
     assert not masked[:, 0].any() and not (masked & ~mask).any()
-    assert 0.10 < masked.sum().item() / mask.sum().item() < 0.20
-    row = masked[0].tolist()
-    runs = [len(run) for run in "".join("x" if m else "." for m in row[:-3]).split(".") if run]
-    assert min(runs) >= 3  # whole spans, merged where they overlap
+    for row in range(64):
+        maskable = int(mask[row].sum()) - 1
+        assert int(masked[row].sum()) == int(maskable * density + 0.5)
+        runs = _runs(masked[row].tolist())
+        assert len(runs) == max(1, int(int(maskable * density + 0.5) / span + 0.5))
+    lengths = [run for row in masked.tolist() for run in _runs(row)]
+    assert abs(sum(lengths) / len(lengths) - span) < 0.1 * span
+
+
+def test_every_text_of_two_tokens_or_more_gets_a_masked_token_and_a_span_longer_than_it_one_span() -> None:
+    """Short texts masked nothing in a fifth of the cases before, and a batch with nothing scored crashed."""
+    spec = Denoising(density=0.15, span=3).denoisers[0]
+    generator = torch.Generator().manual_seed(0)
+    for length in range(2, 40):
+        for _ in range(20):
+            positions = span_positions(length, spec, generator)
+            assert positions and 0 not in positions and max(positions) < length
+    assert span_positions(1, spec, generator) == []
+    long = Denoising(density=0.5, span=200).denoisers[0]
+    positions = span_positions(30, long, generator)
+    assert len(positions) == 15 and positions == list(range(positions[0], positions[0] + 15))
 
 
 def test_the_student_reads_masks_the_teacher_the_text_and_labels_are_the_masked_tokens() -> None:
@@ -100,7 +125,10 @@ def test_denoising_learns_the_masked_tokens_and_resumes_with_the_same_spans(tmp_
     assert ce[-1] < 0.9 * ce[0]
     assert json.loads((learning / "export" / "distilled.json").read_text())["bidirectional"] is True
     result = CliRunner().invoke(main, ["infer", str(RECIPE), "--set", f"output.dir={learning}", "--prompt", "a"])
-    assert result.exit_code == 1 and "trains a bidirectional encoder, which continues no text" in result.output
+    assert result.exit_code == 1 and "trains a bidirectional encoder, whose export continues no text" in result.output
+    result = CliRunner().invoke(main, ["infer", "--checkpoint", str(learning / "export"), "--prompt", "a"])
+    assert result.exit_code == 2 and "holds a bidirectional encoder (recipe 'qwen3_denoising_tiny'" in result.output
+    _the_readme_way_reads_a_text_alike_alone_and_beside_a_longer_one(learning / "export")
 
     train(short(tmp_path / "whole", 6), recipe=RECIPE)
     resumed = tmp_path / "resumed"
@@ -136,21 +164,17 @@ def test_infer_refuses_a_bidirectional_export_given_by_folder(tmp_path: Path) ->
 
 
 def test_the_suffix_denoiser_masks_the_end_of_each_text_and_never_its_first_token_or_padding() -> None:
-    from recipe_runner.trainer.denoising import suffix_mask
-    from schemas.stages import SuffixDenoiser
-
     mask = torch.zeros(3, 10, dtype=torch.bool)
     for row, length in enumerate([10, 4, 1]):
         mask[row, :length] = True
-    masked = suffix_mask(mask, SuffixDenoiser(type="suffix", fraction=0.25))
+    spec = Denoising(mixture=[{"type": "suffix", "fraction": 0.25}])
+    masked = denoising_mask(mask, spec, torch.Generator().manual_seed(0))
     assert masked.tolist()[0] == [False] * 7 + [True] * 3  # ceil(2.5) tokens of 10
     assert masked.tolist()[1] == [False] * 3 + [True] + [False] * 6  # at least one
     assert not masked[2].any()  # a one-token text has nothing a position could predict
 
 
 def test_each_text_is_corrupted_by_one_denoiser_of_the_mixture_drawn_by_its_share() -> None:
-    from recipe_runner.trainer.denoising import denoising_mask
-
     mask = torch.ones(600, 40, dtype=torch.bool)
     spec = Denoising(
         mixture=[
@@ -171,7 +195,28 @@ def test_one_denoiser_or_a_mixture_not_both() -> None:
     with pytest.raises(ValueError, match="either density and span"):
         Denoising(span=4, mixture=[{"type": "suffix"}])
     assert Denoising().denoisers[0].model_dump() == {"type": "spans", "density": 0.15, "span": 3, "share": 1.0}
-    from recipe_runner.trainer.denoising import denoising_mask
 
     tiny = Denoising(mixture=[{"type": "suffix", "share": 1e-50}, {"type": "suffix", "fraction": 0.5, "share": 1e-50}])
     assert denoising_mask(torch.ones(4, 8, dtype=torch.bool), tiny).any()  # shares are relative, however small
+
+
+def _the_readme_way_reads_a_text_alike_alone_and_beside_a_longer_one(export: Path) -> None:
+    """As README says to load the export: a batch without padding is read both ways too (the default
+    allow_is_bidirectional_skip returns no mask for it, and the model then reads it causally)."""
+    from transformers import AutoModel
+    from transformers.masking_utils import create_bidirectional_mask
+
+    model = AutoModel.from_pretrained(export).eval()
+
+    def states(ids: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+        embeds = model.get_input_embeddings()(ids)
+        four = create_bidirectional_mask(
+            config=model.config, inputs_embeds=embeds, attention_mask=mask, allow_is_bidirectional_skip=False
+        )
+        with torch.no_grad():
+            return model(input_ids=ids, attention_mask=four).last_hidden_state
+
+    text = torch.tensor([[5, 6, 7, 8]])
+    alone = states(text, torch.ones_like(text))
+    beside = states(torch.tensor([[5, 6, 7, 8, 0, 0], [5, 6, 7, 8, 9, 10]]), torch.tensor([[1] * 4 + [0] * 2, [1] * 6]))
+    torch.testing.assert_close(alone[0], beside[0, :4], atol=1e-4, rtol=1e-4)
