@@ -42,7 +42,20 @@ def answers_identity(recipe: Recipe) -> dict:
         "prompt_tokens": recipe.teacher.max_length,  # each prompt is cut there before the teacher answers it
     }
     sampled = {"answer_seed": recipe.hardware.seed} if spec.temperature > 0 else {}
-    return {**teacher_source_identity(recipe), **settings, **sampled}
+    # Answers written before prompts were continued without the end-of-text their tokenizer appends followed it.
+    ended = {"prompts_continued_without_end_of_text": True} if _appends_end(recipe) else {}
+    return {**teacher_source_identity(recipe), **settings, **sampled, **ended}
+
+
+def _appends_end(recipe: Recipe) -> bool:
+    from components.data.prompt_ids import writes_end
+    from components.models import load_tokenizer
+    from components.models.source import ModelSourceError
+
+    try:
+        return writes_end(load_tokenizer(recipe.teacher))
+    except ModelSourceError:  # not here: said where the tokenizer is checked
+        return False
 
 
 def teacher_answers(
@@ -171,13 +184,15 @@ def unwritten_answers_note(recipe: Recipe, teacher_params: int, commands: NextCo
             missing.append(split)
     if not missing:
         return None
+    from recipe_runner.family_checks import teacher_in_training
+
     weights = teacher_params * DTYPE_BYTES[recipe.teacher.dtype] / GIB
     budget = recipe.hardware.vram_gb
     over = budget is not None and weights > budget
+    held = "holds the teacher too" if teacher_in_training(recipe) else "does not hold the teacher"
     return (
         f"teacher.answers.dir {directory} holds no answers for {' and '.join(missing)} yet: `recipe run` first "
         f"loads the teacher to write them ({weights:.1f} GiB of weights, and its generation cache"
         f"{f', against hardware.vram_gb {budget:g}' if budget is not None else ''}), or "
-        f"`{commands.command('cache')}` writes them beforehand; the figures above are for training, which does not "
-        "hold the teacher"
+        f"`{commands.command('cache')}` writes them beforehand; the figures above are for training, which {held}"
     ), over

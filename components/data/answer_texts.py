@@ -12,6 +12,7 @@ from typing import Any, NamedTuple
 import numpy as np
 
 from components.alignment.views import TokenView, token_view
+from components.data.prompt_ids import writes_end
 
 # Far beyond any model's context: a first tokenization that counts every token before deciding what to cut.
 _UNCUT = 1 << 30
@@ -26,10 +27,11 @@ class AnswerText(NamedTuple):
     answer_token: int
 
 
-def joined(prompt: str, answer: str) -> tuple[str, int]:
+def joined(prompt: str, answer: str, spaced: bool = True) -> tuple[str, int]:
     """`prompt + answer` with one space between them unless the answer starts with whitespace (a decoded answer
-    may or may not carry the space that sets it apart), and the character where the answer part begins."""
-    if not prompt or not answer or answer[0].isspace():
+    may or may not carry the space that sets it apart; `spaced=False`: an answer decoded after its prompt, which
+    carries exactly what follows it), and the character where the answer part begins."""
+    if not spaced or not prompt or not answer or answer[0].isspace():
         return prompt + answer, len(prompt)
     return f"{prompt} {answer}", len(prompt)
 
@@ -54,10 +56,10 @@ def _first_answer_token(view: TokenView, start: int) -> int:
     return int(text_tokens[0]) if len(text_tokens) else len(view)
 
 
-def fitted_prompt(prompt: str, answer: str, tokenizer: Any, limit: int) -> str:
-    """`prompt` cut from its end, a whole token of `tokenizer` at a time, so that it and `answer` fit in `limit`
-    tokens (special ones included); "" when the answer alone fills them."""
-    text, start = joined(prompt, answer)
+def fitted_prompt(prompt: str, answer: str, tokenizer: Any, limit: int, spaced: bool = True) -> str:
+    """`prompt` cut from its end, a whole token of `tokenizer` at a time, so that it and `answer` (joined as
+    `joined` does) fit in `limit` tokens (special ones included); "" when the answer alone fills them."""
+    text, start = joined(prompt, answer, spaced)
     view = token_view(tokenizer, text, _UNCUT)
     over = len(view) - limit
     if over <= 0:
@@ -74,19 +76,20 @@ def answer_text(
     max_length: int,
     teacher: tuple[Any, int] | None = None,
     ended: bool = True,
+    spaced: bool = True,
 ) -> AnswerText:
     """`prompt` and `answer` joined and tokenized by the student's `tokenizer` within `max_length` tokens, its
     end-of-text included; the prompt gives way first, from its end, so that the answer also stays whole for the
     `teacher` (its tokenizer and max_length), which reads the same text. An answer longer than the student reads
     is cut at its end, with no end-of-text after it (it did not end there), as is one that has not `ended` (a
-    sample stopped at its token budget)."""
+    sample stopped at its token budget). `spaced`: as `joined` takes it."""
     eos = tokenizer.eos_token_id
-    ends = eos is not None and tokenizer("a")["input_ids"][-1:] == [eos]  # it writes end-of-text itself
+    ends = writes_end(tokenizer)
     limit = max_length - (eos is not None and not ends)
     if teacher is not None:
-        prompt = fitted_prompt(prompt, answer, *teacher)
-    prompt = fitted_prompt(prompt, answer, tokenizer, limit)
-    text, start = joined(prompt, answer if prompt else answer.lstrip())
+        prompt = fitted_prompt(prompt, answer, *teacher, spaced)
+    prompt = fitted_prompt(prompt, answer, tokenizer, limit, spaced)
+    text, start = joined(prompt, answer if prompt else answer.lstrip(), spaced)
     view = token_view(tokenizer, text, limit)  # the seam may tokenize differently: cut at the limit anyway
     real = view.offsets[~view.special]
     cut = len(real) and real[:, 1].max() < len(text.rstrip())

@@ -109,12 +109,13 @@ class PromptPairs(Dataset):
         text = self.prompts[index]
         return self._item(index, text, token_view(self.student_tokenizer, text, self.student_max_length))
 
-    def answered(self, index: int, answer: str, ended: bool = True) -> dict:
+    def answered(self, index: int, answer: str, ended: bool = True, spaced: bool = True) -> dict:
         """Prompt `index` followed by `answer` (the teacher's, or the student's sample when on-policy), read by
-        both sides; `ended`: whether the answer ends there (an end-of-text follows it)."""
+        both sides; `ended`: whether the answer ends there (an end-of-text follows it); `spaced`: as
+        `answer_texts.joined` takes it."""
         teacher_side = (self.teacher_tokenizer, self.teacher_max_length)  # reads the same text, answer whole
         written = answer_text(
-            self.prompts[index], answer, self.student_tokenizer, self.student_max_length, teacher_side, ended
+            self.prompts[index], answer, self.student_tokenizer, self.student_max_length, teacher_side, ended, spaced
         )
         return self._item(index, written.text, written.student) | {"answer_start": written.answer_token}
 

@@ -8,6 +8,7 @@ import torch
 from torch.utils.data import Dataset
 
 from components.data.pipeline import MovableBatch, answer_positions, pad_rows
+from components.data.prompt_ids import prompt_ids
 from components.losses.logit_losses import IGNORED
 from components.packed_sequences import PackedSequences
 
@@ -54,14 +55,15 @@ class TextSamples(Dataset):
             return {"index": index, "student_ids": ids}
         answer = self._answer_ids(self.answers[index])
         room = self.max_length - len(answer)
-        prompt = self.tokenizer(self.prompts[index], truncation=True, max_length=room)["input_ids"]
+        [prompt] = prompt_ids(self.tokenizer, [self.prompts[index]], room)  # the answer continues the prompt
         return {"index": index, "student_ids": prompt + answer, "answer_start": len(prompt)}
 
     def token_lengths(self) -> list[int]:
         """Tokens of each item, for batching by length (one tokenizer call per text, not per item)."""
-        prompts = self.tokenizer(self.prompts, truncation=True, max_length=self.max_length)["input_ids"]
         if self.answers is None:
+            prompts = self.tokenizer(self.prompts, truncation=True, max_length=self.max_length)["input_ids"]
             return [len(ids) for ids in prompts]
+        prompts = prompt_ids(self.tokenizer, self.prompts, self.max_length)
         answers = [self._answer_ids(answer) for answer in self.answers]
         return [min(self.max_length, len(p) + len(a)) for p, a in zip(prompts, answers, strict=True)]
 

@@ -6,13 +6,15 @@ from __future__ import annotations
 import torch
 from torch import nn
 
+from components.data.prompt_ids import prompt_ids
+
 
 def _left_padded(
     tokenizer, prompts: list[str], pad: int, max_length: int | None = None
 ) -> tuple[torch.Tensor, torch.Tensor]:
     """Rows aligned on their last token, so that generation appends after the last column of every row; each
-    prompt cut at `max_length` tokens when given."""
-    rows = tokenizer(prompts, truncation=max_length is not None, max_length=max_length)["input_ids"]
+    prompt cut at `max_length` tokens when given, and continued itself (not after an end-of-text)."""
+    rows = prompt_ids(tokenizer, prompts, max_length)
     width = max(len(row) for row in rows)
     ids = torch.full((len(rows), width), pad, dtype=torch.long)
     mask = torch.zeros((len(rows), width), dtype=torch.long)

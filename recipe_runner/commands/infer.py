@@ -78,7 +78,7 @@ def _read_prompts(prompts: tuple[str, ...], prompts_file: str | None) -> tuple[s
     collected = list(prompts)
     for index, prompt in enumerate(prompts):
         if not prompt.strip():
-            raise click.UsageError(f"--prompt #{index + 1} ({prompt!r}): empty; give some text to render")
+            raise click.UsageError(f"--prompt #{index + 1} ({prompt!r}): empty; give it some text")
     if prompts_file is not None:
         try:
             lines = Path(prompts_file).read_text(encoding="utf-8").splitlines()

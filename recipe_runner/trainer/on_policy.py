@@ -84,7 +84,12 @@ def continue_with_student(
     sampled continuation, right-padded again; `scored` marks the real tokens whose next token was sampled. A text
     made of a prompt and the teacher's answer is continued from its prompt: the student answers instead."""
     ids = batch.student_ids
-    given = batch.prompt_lengths if batch.prompt_lengths is not None else batch.student_mask.sum(1)
+    given = batch.prompt_lengths
+    if given is None:  # a whole text: continued itself, not after the end-of-text a tokenizer may have appended
+        given = batch.student_mask.sum(1)
+        if eos is not None:
+            ends = ids.gather(1, (given - 1).clamp(min=0)[:, None]).squeeze(1).eq(eos) & (given > 1)
+            given = given - ends.long()
     prompt = given.clamp(max=max_length - spec.max_new_tokens)
     new, sampled = sampled_tokens(student, ids, prompt, spec, pad, eos)
     total = prompt + sampled
@@ -117,6 +122,16 @@ class CrossVocabContinuations:
         self.pairs, self.collate, self.spec, self.tokenizer = pairs, collate, spec, tokenizer
         self.pad, self.eos = collate.student_pad_id, tokenizer.eos_token_id
 
+    def _sample_text(self, prompt: list[int], sample: list[int]) -> tuple[str, bool]:
+        """The text a sample adds to its prompt, and whether exactly: decoded after the prompt, it keeps the space
+        a word-starting token carries (which a tokenizer drops from the start of a text) and lacks it when the
+        sample goes on with the prompt's last word or with punctuation."""
+        before = self.tokenizer.decode(prompt, skip_special_tokens=True)
+        whole = self.tokenizer.decode(prompt + sample, skip_special_tokens=True)
+        if whole.startswith(before):
+            return whole[len(before) :], True
+        return self.tokenizer.decode(sample, skip_special_tokens=True), False  # a character split at the seam
+
     def __call__(self, student: nn.Module, batch: DistillBatch) -> DistillBatch:
         """`batch`'s prompts, each followed by the student's sample; only the aligned positions that predict a
         sampled token are compared, and there is no cross-entropy on the student's own output."""
@@ -126,9 +141,11 @@ class CrossVocabContinuations:
         ids, mask = pad_rows(prompts, max(map(len, prompts)), self.pad)
         new, lengths = sampled_tokens(student, ids.to(device), mask.sum(1).to(device), self.spec, self.pad, self.eos)
         rows = [tokens[:length] for tokens, length in zip(new.tolist(), lengths.tolist(), strict=True)]
-        texts = self.tokenizer.batch_decode(rows, skip_special_tokens=True)
-        ended = [bool(row) and row[-1] == self.eos for row in rows]
-        items = [self.pairs.answered(*item) for item in zip(indices, texts, ended, strict=True)]
+        items = []
+        for index, prompt, row in zip(indices, prompts, rows, strict=True):
+            text, exact = self._sample_text(prompt, row)
+            ended = bool(row) and row[-1] == self.eos
+            items.append(self.pairs.answered(index, text, ended, spaced=not exact))
         continued = self.collate(items).to(device)
         assert continued.scored is not None
         return replace(continued, scored=torch.zeros_like(continued.scored))

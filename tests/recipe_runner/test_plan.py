@@ -282,6 +282,11 @@ def test_answers_not_yet_written_are_planned_with_the_teacher_that_writes_them(t
     [hint] = [hint for hint in plan.hints if "teacher.answers.dir" in hint]
     assert hint.startswith(f"teacher.answers.dir {tmp_path / 'answers'} holds no answers for train and eval yet")
     assert "`recipe cache RECIPE` writes them beforehand" in hint
+    assert hint.endswith("the figures above are for training, which does not hold the teacher")
+    kl = "stages.0.losses=[{type: cross_entropy}, {type: forward_kl}]"  # (across two tokenizers: not checked here)
+    with_kl = build_plan(load_recipe(recipe, [answers, kl], check=False).recipe)
+    [hint] = [hint for hint in with_kl.hints if "teacher.answers.dir" in hint]
+    assert hint.endswith("the figures above are for training, which holds the teacher too")
     big_teacher = (
         "teacher.config={model_type: qwen2, hidden_size: 4096, num_hidden_layers: 32, num_attention_heads: 32, "
         "num_key_value_heads: 8, intermediate_size: 14336, vocab_size: 2000, max_position_embeddings: 512}"

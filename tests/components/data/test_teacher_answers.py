@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 import torch
 
-from components.data.teacher_answers import AnswersError, read_answers, write_answers
+from components.data.teacher_answers import AnswersError, _same_making, read_answers, write_answers
 from components.data.texts import TextCollator, TextSamples
 from components.losses.logit_losses import IGNORED
 
@@ -216,3 +216,16 @@ def test_the_prompt_length_the_teacher_reads_is_part_of_what_the_answers_were_ma
     recipe = Path(__file__).resolve().parents[3] / "recipes" / "examples" / "qwen_sequence_kd_tiny.yaml"
     short_prompts = load_recipe(recipe, ["teacher.max_length=4"], check=False).recipe
     assert answers_identity(short_prompts) != answers_identity(load_recipe(recipe, check=False).recipe)
+
+
+def test_answers_written_after_the_end_of_text_of_the_prompt_are_not_read_as_answers_to_the_prompt() -> None:
+    """Before, a tokenizer that appends end-of-text had the teacher answer after it; such records lack the key."""
+    from recipe_runner.loader import load_recipe
+    from recipe_runner.teacher_answers import answers_identity
+
+    recipe = Path(__file__).resolve().parents[3] / "recipes" / "examples" / "qwen_sequence_kd_tiny.yaml"
+    identity = answers_identity(load_recipe(recipe, check=False).recipe)
+    assert identity["prompts_continued_without_end_of_text"] is True  # the shipped tokenizer appends it
+    before = {key: value for key, value in identity.items() if key != "prompts_continued_without_end_of_text"}
+    prompts = {"prompts_sha256": "x", "count": 1}
+    assert not _same_making({**prompts, **before}, {**prompts, **identity})

@@ -244,7 +244,7 @@ def test_width_mismatch_names_both_numbers(run_dir):
     ("args", "message"),
     [
         ([], "Error: no prompt: give --prompt TEXT or --prompts FILE"),
-        (["--prompt", "cat", "--prompt", "  "], "Error: --prompt #2 ('  '): empty; give some text to render"),
+        (["--prompt", "cat", "--prompt", "  "], "Error: --prompt #2 ('  '): empty; give it some text"),
         (["--prompt", "cat", "--width", "65"], "Invalid value for '--width': 65: must be a multiple of 16 from 16 to"),
         (["--prompt", "cat", "--width", "0"], "Invalid value for '--width': 0: must be a multiple of 16 from 16 to"),
         (["--prompt", "cat", "--height", "100000"], "'--height': 100000: must be a multiple of 16 from 16 to 4096"),

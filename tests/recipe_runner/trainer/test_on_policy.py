@@ -52,6 +52,19 @@ def test_the_text_is_kept_and_only_positions_predicting_sampled_tokens_are_score
     assert out.student_tokens == sum(lengths)
 
 
+def test_a_text_is_continued_itself_not_after_the_end_of_text_its_tokenizer_appended() -> None:
+    """The shipped tokenizers end every text with end-of-text: a sample after it started a new document."""
+    texts = [[5, 6, 7, EOS], [11, 12, EOS], [EOS]]
+    batch = TextCollator(pad_id=0)([{"index": i, "student_ids": ids} for i, ids in enumerate(texts)])
+    torch.manual_seed(1)
+    out = continue_with_student(_student(), batch, OnPolicy(fraction=1.0, max_new_tokens=3), 16, pad=0, eos=EOS)
+    lengths = out.student_mask.sum(1).tolist()
+    scored_per_row = out.scored.split(lengths)
+    for row, kept in enumerate([3, 2, 1]):  # a text that is only its end-of-text keeps it
+        assert out.student_ids[row, :kept].tolist() == texts[row][:kept]
+        assert scored_per_row[row].nonzero().flatten().tolist() == list(range(kept - 1, lengths[row] - 1))
+
+
 def test_a_text_with_the_teachers_answer_is_continued_from_its_prompt() -> None:
     """GKD on written answers: the student answers the prompt itself, in place of the teacher's answer."""
     items = [
@@ -158,7 +171,8 @@ def test_across_two_vocabularies_both_models_read_the_students_sample_as_text(tm
     eos, pad = tokenizer.eos_token_id, pad_id(tokenizer)
     words = tokenizer(" golden light", add_special_tokens=False)["input_ids"]
     budget = stage.on_policy.max_new_tokens
-    going_on = (words * budget)[:budget]
+    # a sample going on without a space (as after a word, or punctuation) is read back without one inserted
+    going_on = (tokenizer("ing", add_special_tokens=False)["input_ids"] + words * budget)[:budget]
     seen = {}
 
     def sampled(student, ids, prompt, spec, pad_, eos_):
@@ -183,6 +197,8 @@ def test_across_two_vocabularies_both_models_read_the_students_sample_as_text(tm
     assert kept.any() and (out.alignment.matched_s[kept] >= out.answer_starts[out.alignment.matched_b[kept]]).all()
     teacher_text = parts.teacher_tokenizer.decode(out.teacher_ids[0], skip_special_tokens=True)
     assert teacher_text.endswith("golden light")
+    prompt_text = tokenizer.decode(seen["prompts"][1], skip_special_tokens=True)
+    assert parts.teacher_tokenizer.decode(out.teacher_ids[1], skip_special_tokens=True).startswith(prompt_text + "ing")
     sums, counts = objective.terms(parts.model, out)
     assert counts.tolist() == [float(kept.sum()), float(kept.sum())]  # uld and jsd, over the sample's pairs
 
