@@ -62,6 +62,11 @@ class EncoderManifest(StrictModel):
     bolt_on: BoltOn = Field(description="Bolt-on layer stack.")
     inference: Inference | None = Field(default=None, description="Rendering defaults of the recipe.")
     teacher: Teacher | None = Field(default=None, description="Teacher source, for rendering with the T5 path.")
+    teacher_seed: int | None = Field(
+        default=None,
+        description="Seed the teacher's random weights were drawn from, for an inline-config teacher (None: "
+        "written before it was recorded, or a teacher with weights of its own).",
+    )
     files: list[str] | None = Field(
         default=None,
         description="Every file the export wrote, relative to it: a later export replaces only these, so files "
@@ -113,6 +118,7 @@ def build_manifest(recipe: Recipe, student_width: int, output_width: int) -> Enc
         bolt_on=recipe.bolt_on,
         inference=recipe.inference,
         teacher=recipe.teacher,
+        teacher_seed=recipe.hardware.seed if recipe.teacher.config is not None else None,
     )
 
 

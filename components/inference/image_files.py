@@ -6,7 +6,9 @@ An explicit path is the user's choice and may be overwritten; a default path nev
 
 from __future__ import annotations
 
+import errno
 import itertools
+import os
 import tempfile
 from collections.abc import Iterator
 from pathlib import Path
@@ -70,7 +72,8 @@ def free_name(out: Path, count: int) -> Path:
 
 
 def save_image(image, path: Path, overwrite: bool) -> Path:
-    """Write `image` at `path` and return where it went.
+    """Write `image` at `path` and return where it went; whatever stops the write, no cut-off image is left under
+    a final name (it is written beside it under a temporary one first).
 
     With `overwrite`, the file is replaced in one rename; without, a file that appeared there since the name
     was chosen (another render) is kept and the next free name is taken.
@@ -80,15 +83,35 @@ def save_image(image, path: Path, overwrite: bool) -> Path:
         with atomic_path(path) as tmp:
             image.save(tmp, format=image_format)
         return path
-    for candidate in _variants(path):
-        try:
-            # "x" claims the name, so that a render beside this one takes another
-            with open(candidate, "xb") as handle:
-                try:
-                    image.save(handle, format=image_format)
-                except BaseException:
-                    candidate.unlink(missing_ok=True)  # never an empty or cut-off image under the final name
-                    raise
-        except FileExistsError:
-            continue
-        return candidate
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, name = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    tmp = Path(name)
+    try:
+        with os.fdopen(fd, "wb") as handle:
+            image.save(handle, format=image_format)
+            handle.flush()
+            os.fsync(handle.fileno())
+        for candidate in _variants(path):
+            try:
+                _claim(tmp, candidate)
+            except FileExistsError:  # a render beside this one took it
+                continue
+            return candidate
+    finally:
+        tmp.unlink(missing_ok=True)
+    raise AssertionError("unreachable: the names never run out")
+
+
+def _claim(written: Path, name: Path) -> None:
+    """`written` under `name` if nothing is there yet (FileExistsError otherwise), in one step where the file
+    system links files."""
+    try:
+        os.link(written, name)
+    except FileExistsError:
+        raise
+    except OSError as exc:
+        if exc.errno not in (errno.EPERM, errno.EOPNOTSUPP, errno.ENOTSUP, errno.EMLINK, errno.EXDEV):
+            raise
+        with open(name, "xb"):  # no hard links here: claim the name, then move the whole image onto it
+            pass
+        os.replace(written, name)

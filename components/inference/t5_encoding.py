@@ -52,16 +52,17 @@ def encode_t5(
 
 
 def encode_with_teacher(
-    source: T5EncoderTeacher, prompts: list[str], negative_prompt: str, device: str | torch.device
+    source: T5EncoderTeacher, prompts: list[str], negative_prompt: str, device: str | torch.device, seed: int = 0
 ) -> tuple[list[Conditioning], Conditioning]:
-    """Build the teacher, encode prompts and the negative prompt, and free the teacher before rendering."""
+    """Build the teacher (an inline config's random weights from `seed`, as training drew them), encode prompts
+    and the negative prompt, and free the teacher before rendering."""
     from components.models.loading import build_model, freeze, quiet_transformers_bars
     from components.models.tokenizer import load_tokenizer
 
     check_prompts(prompts)
     tokenizer = load_tokenizer(source)
     with quiet_transformers_bars():  # the same quiet load as the distilled encoder's
-        teacher = freeze(build_model(source, "teacher", device=device))
+        teacher = freeze(build_model(source, "teacher", device=device, seed=seed))
     try:
         embeds, mask = encode_t5(teacher, tokenizer, prompts, source.max_length)
         negative = encode_t5(teacher, tokenizer, [negative_prompt], source.max_length, allow_empty=True)

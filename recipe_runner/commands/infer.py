@@ -68,6 +68,7 @@ class InferJob:
     prompts: tuple[str, ...]
     export_dir: Path | None
     teacher: T5EncoderTeacher | None
+    teacher_seed: int  # what an inline-config teacher's random weights are drawn from, as training drew them
     device: str
     out: Path  # numbered per prompt when there are several
     overwrite: bool  # --out was given: the user chose that path; a default path never replaces an earlier image
@@ -81,7 +82,7 @@ def _read_prompts(prompts: tuple[str, ...], prompts_file: str | None) -> tuple[s
             raise click.UsageError(f"--prompt #{index + 1} ({prompt!r}): empty; give it some text")
     if prompts_file is not None:
         try:
-            lines = Path(prompts_file).read_text(encoding="utf-8").splitlines()
+            lines = Path(prompts_file).read_text(encoding="utf-8-sig").splitlines()  # as training reads prompts
         except OSError as exc:
             raise click.UsageError(f"--prompts {prompts_file}: cannot read: {exc.strerror}") from None
         except UnicodeDecodeError:
@@ -131,7 +132,7 @@ def _resolve(recipe_file, overrides, options: dict) -> InferJob:
         if recipe.inference is None:
             needed = "`recipe infer` needs this section: pipeline (or pipeline_config), steps, guidance, size"
             raise RecipeError([loaded.problem(("inference",), needed)])
-        spec, teacher = recipe.inference, recipe.teacher
+        spec, teacher, teacher_seed = recipe.inference, recipe.teacher, recipe.hardware.seed
         export_dir = Path(checkpoint) if checkpoint else Path(recipe.output.dir) / "export"
         default_dir = Path(recipe.output.dir) / "images"
     else:
@@ -142,6 +143,7 @@ def _resolve(recipe_file, overrides, options: dict) -> InferJob:
                 f"--checkpoint {checkpoint}: the export records no inference settings: give the RECIPE too"
             )
         spec, teacher, export_dir, default_dir = manifest.inference, manifest.teacher, Path(checkpoint), Path(".")
+        teacher_seed = manifest.teacher_seed or 0  # older exports: the default seed
     width, height = options["width"], options["height"]
     if width is None and height is None:
         size = None
@@ -174,7 +176,7 @@ def _resolve(recipe_file, overrides, options: dict) -> InferJob:
     prompts = _read_prompts(options["prompts"], options["prompts_file"])
     name = "compare" if options["compare"] else spec.encoder
     out, overwrite = _image_path(options["out"], default_dir / f"{name}.png", len(prompts))
-    return InferJob(spec, encoders, prompts, export_dir, teacher, device, out, overwrite)
+    return InferJob(spec, encoders, prompts, export_dir, teacher, teacher_seed, device, out, overwrite)
 
 
 def _teacher_files_here(teacher: T5EncoderTeacher, export_dir: Path) -> None:
@@ -313,7 +315,7 @@ def _encode(job: InferJob, encoder: str):
 
     if encoder == "qwen":
         return encode_with_export(job.export_dir, list(job.prompts), job.spec.negative_prompt, job.device)
-    return encode_with_teacher(job.teacher, list(job.prompts), job.spec.negative_prompt, job.device)
+    return encode_with_teacher(job.teacher, list(job.prompts), job.spec.negative_prompt, job.device, job.teacher_seed)
 
 
 def run_job(job: InferJob) -> list[Path]:

@@ -108,6 +108,22 @@ def _prompt_tokens(model, max_length: int, new_tokens: int) -> int:
     return min(max_length, positions - new_tokens)
 
 
+def _say_cut_prompts(who: str, tokenizer, prompts: tuple[str, ...], kept: int, max_length: int, new: int) -> None:
+    """A prompt cut to fit is continued from its start only: said, with what sets the room, rather than shown
+    as the whole prompt's continuation."""
+    from components.data.prompt_ids import prompt_ids
+
+    field = f"{who}.max_length"
+    why = f"{field} {max_length}" if kept == max_length else f"the model's positions less --max-new-tokens {new}"
+    for index, ids in enumerate(prompt_ids(tokenizer, list(prompts))):
+        if len(ids) > kept:
+            click.echo(
+                f"warning: prompt {index + 1} is {len(ids)} tokens; the {who} continues its first {kept} ({why}): "
+                f"{'lower --max-new-tokens, or ' if kept < max_length else ''}shorten the prompt",
+                err=True,
+            )
+
+
 def infer_text(recipe: Recipe, prompts: tuple[str, ...], options: dict, commands: NextCommands) -> None:
     """Print, for each prompt, the student's greedy continuation (and the teacher's with --compare); `commands`
     are this command's own lines, for the message when there is no export to read."""
@@ -129,12 +145,14 @@ def infer_text(recipe: Recipe, prompts: tuple[str, ...], options: dict, commands
     device, length = options["device"], options["max_new_tokens"] or 64
     student, student_tokenizer = _load_export(directory, device)
     kept = _prompt_tokens(student, recipe.student.max_length, length)
+    _say_cut_prompts("student", student_tokenizer, prompts, kept, recipe.student.max_length, length)
     outputs = {"student": continue_prompts(student, student_tokenizer, list(prompts), length, max_length=kept)}
     if options["compare"]:
         del student
         teacher = freeze(build_model(recipe.teacher, "teacher", device=device, seed=teacher_seed(recipe)))
         tokenizer = load_tokenizer(recipe.teacher)
         kept = _prompt_tokens(teacher, recipe.teacher.max_length, length)
+        _say_cut_prompts("teacher", tokenizer, prompts, kept, recipe.teacher.max_length, length)
         outputs["teacher"] = continue_prompts(teacher, tokenizer, list(prompts), length, max_length=kept)
     for index, prompt in enumerate(prompts):
         click.echo(f"prompt: {prompt}")

@@ -52,6 +52,30 @@ def test_an_image_that_could_not_be_written_leaves_no_file_under_its_name(tmp_pa
     assert list(tmp_path.iterdir()) == []
 
 
+def test_while_an_image_is_written_nothing_is_under_its_name_so_a_kill_leaves_no_cut_off_image(tmp_path, monkeypatch):
+    """A SIGKILL (or the OOM killer) mid-save left a truncated PNG under the final name, taken for a render."""
+    import errno
+    import os
+
+    image, real_save, seen = Image.new("RGB", (16, 16), "red"), Image.Image.save, []
+
+    def save(self, target, *args, **kwargs):
+        seen.append(sorted(p.name for p in tmp_path.iterdir() if not p.name.startswith(".")))
+        return real_save(self, target, *args, **kwargs)
+
+    monkeypatch.setattr(Image.Image, "save", save)
+    assert save_image(image, tmp_path / "qwen.png", overwrite=False) == tmp_path / "qwen.png"
+    assert seen == [[]] and Image.open(tmp_path / "qwen.png").size == (16, 16)
+
+    def no_links(*args):
+        raise OSError(errno.EPERM, "Operation not permitted")
+
+    monkeypatch.setattr(os, "link", no_links)  # a file system without hard links: claimed, then moved onto
+    assert save_image(image, tmp_path / "qwen.png", overwrite=False) == tmp_path / "qwen-1.png"
+    assert Image.open(tmp_path / "qwen-1.png").size == (16, 16)
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["qwen-1.png", "qwen.png"], "no temporary left"
+
+
 def test_check_image_path(tmp_path, monkeypatch):
     check_image_path(tmp_path / "new" / "a.WEBP")
     assert not (tmp_path / "new").exists(), "nothing is made before the render"

@@ -269,6 +269,15 @@ def test_a_prompts_file_that_is_not_utf8_names_the_line(run_dir, tmp_path):
     _usage_error(_infer(run_dir, "--prompts", str(bad)), f"Error: --prompts {bad}:2: not UTF-8 (byte 0xff at byte")
 
 
+def test_a_prompts_file_saved_with_a_byte_order_mark_reads_as_its_text(tmp_path):
+    """An editor's BOM stayed at the start of the first prompt, which rendered another image."""
+    from recipe_runner.commands.infer import _read_prompts
+
+    marked = tmp_path / "bom.txt"
+    marked.write_bytes(b"\xef\xbb\xbfa red fox\r\na cat\r\n")
+    assert _read_prompts((), str(marked)) == ("a red fox", "a cat")
+
+
 def test_a_prompts_file_without_prompts_is_named(run_dir, tmp_path):
     blank = tmp_path / "blank.txt"
     blank.write_text("\n  \n")
@@ -386,3 +395,29 @@ def test_an_export_copied_from_another_machine_asks_for_the_recipe_to_find_its_t
         "export was made elsewhere, or its project moved): give the RECIPE too"
     )
     _usage_error(result, expected)
+
+
+def test_the_teacher_is_drawn_from_the_seed_training_drew_it_from(run_dir, tmp_path, monkeypatch):
+    """An inline teacher's random weights come from hardware.seed: the t5 half was another teacher before."""
+    import components.inference as inference
+
+    seeds, real = [], inference.encode_with_teacher
+
+    def spy(*args, **kwargs):
+        seeds.append(args[4])
+        return real(*args, **kwargs)
+
+    monkeypatch.setattr(inference, "encode_with_teacher", spy)
+    _ok(
+        _infer(
+            run_dir, "--prompt", "fox", "--encoder", "t5", "--set", "hardware.seed=3", "--out", str(tmp_path / "a.png")
+        )
+    )
+    recipe = load_recipe(RECIPE, [f"output.dir={tmp_path / 'seed5'}", "hardware.seed=5"]).recipe
+    export = tmp_path / "export"
+    student = build_model(recipe.student, "student")
+    export_encoder(export, recipe, student, build_bolt_on(recipe.bolt_on, 32, 64), load_tokenizer(recipe.student))
+    assert json.loads((export / "encoder.json").read_text())["teacher_seed"] == 5
+    args = ["--checkpoint", str(export), "--prompt", "fox", "--encoder", "t5", "--out", str(tmp_path / "b.png")]
+    _ok(CliRunner().invoke(infer, args))
+    assert seeds == [3, 5]

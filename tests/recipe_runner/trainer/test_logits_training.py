@@ -87,6 +87,12 @@ def test_the_export_is_a_transformers_folder_with_the_trained_weights(tmp_path: 
     too_long = ["infer", str(RECIPE), "--set", f"output.dir={run_dir}", "--prompt", "a", "--max-new-tokens", "9999"]
     result = CliRunner().invoke(main, too_long)
     assert result.exit_code == 2 and "9999: the model reads at most 512 positions, prompt included" in result.output
+    long_prompt = " ".join(["a red fox"] * 60)  # past student.max_length 128, and past the room 508 new tokens leave
+    for new, said in (("4", "continues its first 128 (student.max_length 128): shorten"), ("508", "its first 4")):
+        cut = ["infer", str(RECIPE), "--set", f"output.dir={run_dir}", "--prompt", long_prompt, "--max-new-tokens", new]
+        result = CliRunner().invoke(main, cut)
+        assert result.exit_code == 0 and "warning: prompt 1 is 180 tokens; the student " in result.stderr, result.output
+        assert said in result.stderr
     # A damaged or hand-edited export is one line naming it, never a traceback or random weights.
     infer = ["infer", str(RECIPE), "--checkpoint", str(again), "--prompt", "a fox", "--max-new-tokens", "2"]
     config = json.loads((again / "config.json").read_text())
