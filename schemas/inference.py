@@ -29,12 +29,18 @@ class Inference(StrictModel):
     encoder: Literal["qwen", "t5"] = Field(default="qwen", description="Text encoder used by default.")
     steps: int = Field(default=30, gt=0, le=STEPS_MAX, description=f"Denoising steps, at most {STEPS_MAX}.")
     guidance: float = Field(
-        default=4.0, ge=0, le=GUIDANCE_MAX, description=f"Classifier-free guidance scale, 0 to {GUIDANCE_MAX:g}."
+        default=4.0,
+        ge=0,
+        le=GUIDANCE_MAX,
+        description=f"Classifier-free guidance scale, 0 to {GUIDANCE_MAX:g}; at 1 or less none is applied (every "
+        "such value renders alike) and the negative prompt is unused.",
     )
     size: tuple[int, int] = Field(
         default=(1024, 1024), description=f"Image width and height in pixels, multiples of 16 up to {SIDE_MAX}."
     )
-    negative_prompt: str = Field(default="", description="Negative prompt.")
+    negative_prompt: str = Field(
+        default="", description="Negative prompt (used where guidance is above 1: classifier-free guidance)."
+    )
     seed: int = Field(default=0, ge=0, lt=2**63, description="Noise seed (torch takes up to 2**63 - 1).")
     dtype: Literal["float32", "bfloat16", "float16"] = Field(default="bfloat16", description="Pipeline dtype.")
     cpu_offload: bool = Field(default=False, description="Offload pipeline modules to the CPU between uses.")

@@ -160,6 +160,13 @@ def _resolve(recipe_file, overrides, options: dict) -> InferJob:
             "seed": options["seed"],
         },
     )
+    if spec.guidance <= 1 and spec.negative_prompt.strip():
+        click.echo(
+            f"warning: guidance {spec.guidance:g} renders without classifier-free guidance (diffusers applies it "
+            "above 1 only), so the negative prompt is not used; raise --guidance (or inference.guidance) above 1 "
+            "to use it",
+            err=True,
+        )
     encoders = ("t5", "qwen") if options["compare"] else (spec.encoder,)
     if "t5" in encoders and teacher is None:
         asked = "--compare" if options["compare"] else "--encoder t5" if options["encoder"] else "inference.encoder t5"
@@ -245,6 +252,15 @@ def _given_export(directory: Path, with_recipe: bool = False) -> EncoderManifest
                 f"--checkpoint {directory} holds a causal LM distilled by a logits recipe: give that RECIPE too, "
                 "and `recipe infer` prints the model's continuation of each prompt"
             ) from None
+        if not directory.exists():
+            raise click.UsageError(
+                f"--checkpoint {directory}: does not exist; give the folder an export is in"
+            ) from None
+        inside = directory / "export"
+        if (inside / MANIFEST).is_file() or (inside / CAUSAL_LM_MANIFEST).is_file():  # a run's folder given
+            raise click.UsageError(
+                f"--checkpoint {directory}: holds a run; its export is {inside}: give that"
+            ) from None
         raise click.UsageError(
             f"--checkpoint {directory}: no exported encoder there (no {MANIFEST}); give the directory that "
             "`recipe export` (or `recipe run`) wrote"
@@ -291,6 +307,8 @@ def _checked_device(requested: str | None) -> str:
         device = torch.device(requested)
     except RuntimeError:
         raise click.UsageError(f"--device {requested}: not a device name; use cpu, cuda or cuda:N") from None
+    if device.type not in ("cpu", "cuda"):  # mps, xpu, meta, ...: the pipelines here run on these two
+        raise click.UsageError(f"--device {requested}: `recipe infer` runs on cpu or cuda (cuda:N); use one of them")
     if device.type == "cuda" and (not torch.cuda.is_available() or (device.index or 0) >= torch.cuda.device_count()):
         visible = torch.cuda.device_count() if torch.cuda.is_available() else 0
         raise click.UsageError(f"--device {requested}: this machine has {visible} visible CUDA device(s); use cpu")
@@ -351,7 +369,11 @@ def run_job(job: InferJob) -> list[Path]:
 @click.option("--negative-prompt", help="Negative prompt (default: recipe inference.negative_prompt).")
 @click.option("--seed", type=click.IntRange(min=0, max=2**63 - 1), help="Noise seed (default: inference.seed).")
 @click.option("--steps", type=click.IntRange(min=1, max=STEPS_MAX), help="Denoising steps.")
-@click.option("--guidance", type=GuidanceScale(), help=f"Classifier-free guidance scale, 0 to {GUIDANCE_MAX:g}.")
+@click.option(
+    "--guidance",
+    type=GuidanceScale(),
+    help=f"Classifier-free guidance scale, 0 to {GUIDANCE_MAX:g} (1 or less: none, and the negative prompt is unused).",
+)
 @click.option("--width", type=ImageSide(), help="Image width in pixels (multiple of 16).")
 @click.option("--height", type=ImageSide(), help="Image height in pixels (multiple of 16).")
 @click.option(
@@ -399,13 +421,14 @@ def infer(recipe: str | None, overrides: tuple[str, ...], **options) -> None:
             "name the recipe before the options (`recipe infer RECIPE --checkpoint DIR --set ...`), or give "
             "--steps, --guidance, --width/--height, --seed"
         )
-    if options["max_new_tokens"] is not None and recipe is not None:  # without one, _resolve says what is missing
-        raise click.UsageError(
-            "--max-new-tokens sets how much text a logits recipe's student writes; it renders no image"
-        )
     with warnings.catch_warnings():
         # Deprecation notices from inside diffusers are not actionable by someone rendering an image.
         warnings.filterwarnings("ignore", category=FutureWarning, module="diffusers")
-        written = run_job(_resolve(recipe, overrides, options))
+        job = _resolve(recipe, overrides, options)  # a causal LM's export given alone: asks for its recipe
+        if options["max_new_tokens"] is not None:
+            raise click.UsageError(
+                "--max-new-tokens sets how much text a logits recipe's student writes; this renders an image"
+            )
+        written = run_job(job)
     for path in written:
         click.echo(str(path))

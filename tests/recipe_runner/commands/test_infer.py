@@ -106,6 +106,14 @@ def test_an_export_alone_is_enough(run_dir, tmp_path):
         infer, ["--checkpoint", str(run_dir / "export"), "--prompt", "cat", "--compare", "--out", str(out)]
     )
     assert _ok(result) == [out] and Image.open(out).width > 64
+    alone = ["--checkpoint", str(run_dir / "export"), "--prompt", "cat", "--max-new-tokens", "5", "--out", str(out)]
+    _fails(CliRunner().invoke(infer, alone), "--max-new-tokens sets how much text", code=2)
+    run = ["--checkpoint", str(run_dir), "--prompt", "cat"]
+    _fails(
+        CliRunner().invoke(infer, run),
+        f"--checkpoint {run_dir}: holds a run; its export is {run_dir / 'export'}",
+        code=2,
+    )
     with_set = ["--checkpoint", str(run_dir / "export"), "--prompt", "cat", "--set", "inference.size=[32,32]"]
     _fails(CliRunner().invoke(infer, with_set), "--set changes a recipe, and none is given", code=2)
 
@@ -256,7 +264,8 @@ def test_width_mismatch_names_both_numbers(run_dir):
         (["--prompt", "cat", "--guidance", "nan"], "Invalid value for '--guidance': nan: must be from 0 to 30"),
         (["--prompt", "cat", "--seed", "-1"], "Invalid value for '--seed'"),
         (["--prompts", "/no/such/file.txt"], "Error: --prompts /no/such/file.txt: cannot read"),
-        (["--prompt", "cat", "--checkpoint", "/no/such/dir"], "Error: --checkpoint /no/such/dir: no exported encoder"),
+        (["--prompt", "cat", "--checkpoint", "/no/such/dir"], "Error: --checkpoint /no/such/dir: does not exist"),
+        (["--prompt", "cat", "--max-new-tokens", "5"], "Error: --max-new-tokens sets how much text a logits recipe"),
     ],
 )
 def test_bad_options_are_clear_errors(run_dir, args, message):
@@ -319,7 +328,13 @@ def test_recipe_without_inference_section(run_dir):
 
 @pytest.mark.skipif(torch.cuda.is_available(), reason="needs a machine without CUDA")
 @pytest.mark.parametrize(
-    ("device", "fragment"), [("cuda", "this machine has 0 visible CUDA device(s)"), ("banana", "not a device name")]
+    ("device", "fragment"),
+    [
+        ("cuda", "this machine has 0 visible CUDA device(s)"),
+        ("banana", "not a device name"),
+        ("mps", "`recipe infer` runs on cpu or cuda"),
+        ("meta", "`recipe infer` runs on cpu or cuda"),
+    ],
 )
 def test_a_device_this_machine_cannot_use_is_one_line(run_dir, device, fragment):
     _usage_error(_infer(run_dir, "--prompt", "cat", "--device", device), f"Error: --device {device}: {fragment}")
@@ -421,3 +436,11 @@ def test_the_teacher_is_drawn_from_the_seed_training_drew_it_from(run_dir, tmp_p
     args = ["--checkpoint", str(export), "--prompt", "fox", "--encoder", "t5", "--out", str(tmp_path / "b.png")]
     _ok(CliRunner().invoke(infer, args))
     assert seeds == [3, 5]
+
+
+def test_a_negative_prompt_that_guidance_1_or_less_leaves_unused_is_said(run_dir, tmp_path):
+    args = ["--prompt", "fox", "--negative-prompt", "blurry", "--out", str(tmp_path / "a.png")]
+    result = _infer(run_dir, *args, "--guidance", "1")
+    _ok(result)
+    assert "warning: guidance 1 renders without classifier-free guidance" in result.stderr
+    assert "warning" not in _infer(run_dir, *args, "--guidance", "1.5").stderr
