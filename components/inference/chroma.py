@@ -236,20 +236,34 @@ def render(
         raise InferenceError(f"image size {width}x{height}: width and height must be positive multiples of {multiple}")
     if steps <= 0:
         raise InferenceError(f"steps {steps}: must be > 0")
+    for what, tensor in (("prompt", embeds), ("negative prompt", negative_embeds)):
+        if not bool(torch.isfinite(tensor).all()):
+            raise InferenceError(
+                f"{label}: the {what}'s embeddings hold NaN or infinite values before any rendering: the encoder's "
+                "weights are damaged or diverged; export again from a good checkpoint (`recipe export --checkpoint`)"
+            )
     device = pipeline._execution_device
     dtype = pipeline.transformer.dtype
-    result = pipeline(
-        prompt_embeds=embeds.to(device=device, dtype=dtype),
-        prompt_attention_mask=mask.to(device=device, dtype=torch.bool),
-        negative_prompt_embeds=negative_embeds.to(device=device, dtype=dtype),
-        negative_prompt_attention_mask=negative_mask.to(device=device, dtype=torch.bool),
-        num_inference_steps=steps,
-        guidance_scale=guidance,
-        width=width,
-        height=height,
-        generator=torch.Generator(device="cpu").manual_seed(seed),
-        output_type="np",
-    )
+    try:
+        result = pipeline(
+            prompt_embeds=embeds.to(device=device, dtype=dtype),
+            prompt_attention_mask=mask.to(device=device, dtype=torch.bool),
+            negative_prompt_embeds=negative_embeds.to(device=device, dtype=dtype),
+            negative_prompt_attention_mask=negative_mask.to(device=device, dtype=torch.bool),
+            num_inference_steps=steps,
+            guidance_scale=guidance,
+            width=width,
+            height=height,
+            generator=torch.Generator(device="cpu").manual_seed(seed),
+            output_type="np",
+        )
+    except (torch.OutOfMemoryError, MemoryError, RuntimeError) as exc:
+        if not isinstance(exc, (torch.OutOfMemoryError, MemoryError)) and "can't allocate memory" not in str(exc):
+            raise
+        raise InferenceError(
+            f"{label}: out of memory rendering {width}x{height} on {device}: lower --width/--height (or "
+            "inference.size), or set inference.cpu_offload: true"
+        ) from None
     pixels = result.images
     if not np.isfinite(pixels).all():
         raise InferenceError(_not_finite(label, guidance, dtype))

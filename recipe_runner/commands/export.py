@@ -180,6 +180,7 @@ def export(
     target = Path(out_dir) if out_dir is not None else run_dir / "export"
     # before loading anything: only an earlier export of this recipe may be replaced, never in a checkpoints folder
     _refuse_among_checkpoints(target, run_dir)
+    _refuse_another_runs_export(target, run_dir)
     check_target(target, recipe.family, recipe.recipe)
     lock = _lock_the_run(run_dir) if target.absolute().parent == run_dir.absolute() else None
     try:
@@ -201,6 +202,17 @@ def _refuse_among_checkpoints(target: Path, run_dir: Path) -> None:
         raise ExportSetupError(
             f"--out {target} {where}, where `recipe run` writes, resumes from and prunes checkpoints: "
             f"choose another --out (the default is {run_dir / 'export'})"
+        )
+
+
+def _refuse_another_runs_export(target: Path, run_dir: Path) -> None:
+    """`<another run>/export` is where that run keeps its own result (infer and its resume read it there): an
+    export of this run's checkpoint, of the same recipe, would replace it without a trace."""
+    folder = target.absolute().parent
+    if target.name == "export" and folder != run_dir.absolute() and (folder / "resolved_recipe.yaml").is_file():
+        raise ExportSetupError(
+            f"--out {target} is the export of the run in {folder}, not of this one ({run_dir}): writing there would "
+            "replace that run's result; choose another --out"
         )
 
 

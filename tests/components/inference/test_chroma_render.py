@@ -97,6 +97,21 @@ def test_empty_prompt_and_bad_size_are_clear_errors(pipeline):
         _render(pipeline, embeds.repeat(2, 1, 1), mask.repeat(2, 1))
 
 
+def test_nan_embeddings_name_the_encoder_and_running_out_of_memory_the_size(pipeline, monkeypatch):
+    """A damaged export was blamed on the guidance scale, even at guidance 0; an OOM was a traceback."""
+    embeds, mask = _conditioning()
+    embeds[0, 1, 3] = float("nan")
+    with pytest.raises(InferenceError, match="the prompt's embeddings hold NaN or infinite values before any render"):
+        _render(pipeline, embeds, mask)
+
+    def out_of_memory(*args, **kwargs):
+        raise RuntimeError("[enforce fail at alloc_cpu.cpp:117] . DefaultCPUAllocator: can't allocate memory: you")
+
+    monkeypatch.setattr(type(pipeline), "__call__", out_of_memory)
+    with pytest.raises(InferenceError, match=r"out of memory rendering 64x64 on cpu: lower --width/--height"):
+        _render(pipeline, *_conditioning(), width=64)
+
+
 def test_inline_weights_are_seeded(spec):
     first = build_chroma_pipeline(spec, "cpu").transformer.x_embedder.weight
     second = build_chroma_pipeline(spec, "cpu").transformer.x_embedder.weight

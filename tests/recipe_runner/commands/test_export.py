@@ -166,6 +166,20 @@ def test_an_export_of_another_recipe_is_not_replaced(trained, tmp_path):
     assert (tmp_path / "enc" / "encoder.json").read_bytes() == before
 
 
+def test_the_export_of_another_run_of_the_recipe_is_not_replaced(trained, tmp_path):
+    """Same recipe name, another run (another seed, say): its own result at <run>/export was replaced silently."""
+    _, overrides, _ = trained
+    other = tmp_path / "seed3"
+    other.mkdir()
+    (other / "resolved_recipe.yaml").write_text("recipe: t5_to_qwen_tiny\n")
+    assert _export(overrides, "--out", str(other / "enc")).exit_code == 0  # not its export folder: allowed
+    before = (other / "enc" / "encoder.json").read_bytes()
+    shutil.move(other / "enc", other / "export")
+    result = _export(overrides, "--out", str(other / "export"))
+    assert result.exit_code == 1 and f"--out {other / 'export'} is the export of the run in {other}" in result.stderr
+    assert (other / "export" / "encoder.json").read_bytes() == before
+
+
 def test_the_export_of_a_live_run_waits_for_it_and_another_folder_does_not(trained, tmp_path):
     from recipe_runner.trainer.run_dir import DirectoryLock
 
