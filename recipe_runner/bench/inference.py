@@ -38,7 +38,10 @@ class PathLatency(StrictModel):
     p90_latency_ms: float
     median_prompt_tokens: float
     weight_bytes: int = Field(description="Parameters of the models benchmarked here.")
-    full_size_weight_bytes: int = Field(description="Parameters of the recipe's real architectures, same dtype.")
+    full_size_weight_bytes: int = Field(
+        description="Parameters of the recipe's real architectures, in full_size_dtype (the recipe's)."
+    )
+    full_size_dtype: str = Field(description="The dtype full_size_weight_bytes counts, as the recipe writes it.")
 
 
 class InferenceResult(StrictModel):
@@ -59,7 +62,9 @@ def _latencies(encode, lengths: list[int], vocab: int, device: torch.device, see
     return times
 
 
-def _path(name: str, dtype: str, times: list[float], lengths: list[int], weights: int, full: int) -> PathLatency:
+def _path(
+    name: str, dtype: str, times: list[float], lengths: list[int], weights: int, full: tuple[int, str]
+) -> PathLatency:
     return PathLatency(
         path=name,
         dtype=dtype,
@@ -68,7 +73,8 @@ def _path(name: str, dtype: str, times: list[float], lengths: list[int], weights
         p90_latency_ms=percentile(times, 0.9),
         median_prompt_tokens=statistics.median(lengths),
         weight_bytes=weights,
-        full_size_weight_bytes=full,
+        full_size_weight_bytes=full[0],
+        full_size_dtype=full[1],
     )
 
 
@@ -123,7 +129,14 @@ def run_inference(
             qwen_times,
             qwen_lengths,
             weight_bytes(student) + weight_bytes(bolt_on),
-            full_qwen,
+            (full_qwen, original.student.dtype),
         ),
-        t5=_path("t5 teacher", recipe.teacher.dtype, t5_times, t5_lengths, weight_bytes(teacher), full_t5),
+        t5=_path(
+            "t5 teacher",
+            recipe.teacher.dtype,
+            t5_times,
+            t5_lengths,
+            weight_bytes(teacher),
+            (full_t5, original.teacher.dtype),
+        ),
     )

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 from pathlib import Path
 
+from pydantic import Field
+
 from components.atomic_files import write_json_atomic
 from recipe_runner.bench.aligner import AlignerResult
 from recipe_runner.bench.inference import InferenceResult
@@ -34,8 +36,12 @@ class LengthSummary(StrictModel):
 
 class BenchReport(StrictModel):
     recipe: str
+    recipe_file: str | None = Field(default=None, description="The recipe file benched (None: from Python).")
+    overrides: list[str] = Field(default_factory=list, description="Its --set values, in order.")
     small: bool
+    full_depth: bool = Field(description="With small: every layer kept.")
     shrink_factor: int
+    hardware: dict = Field(description="The recipe's hardware section as resolved (attention, kernels, ...).")
     environment: Environment
     precision: str
     teacher_dtype: str
@@ -115,6 +121,19 @@ def _packed(t: TrainingResult) -> str:
     return f"no{': ' + t.packing_note if t.packing_note else ''}"
 
 
+def _peak(t: TrainingResult) -> str:
+    on_cpu = t.peak_memory_method.startswith("CPU")
+    if t.peak_memory_bytes is None:
+        return "not measured (a CPU's high-water mark was set before the steps; see peak_memory_method)"
+    if on_cpu:
+        return f">= {_bytes(t.peak_memory_bytes)} (CPU: growth of the max RSS, a lower bound)"
+    return _bytes(t.peak_memory_bytes)
+
+
+def _runtime(t: TrainingResult) -> str:
+    return ", 1 GiB CUDA runtime" if t.plan_counts_runtime else ""
+
+
 def _training_rows(t: TrainingResult) -> list[tuple[str, str]]:
     mfu = _mfu(t.mfu, t.achieved_tflops, t.peak_tflops, t.peak_source)
     untimed = f" (the first; not timed: {', '.join(map(repr, t.later_stages))})" if t.later_stages else ""
@@ -133,8 +152,8 @@ def _training_rows(t: TrainingResult) -> list[tuple[str, str]]:
         ("model FLOP/s", f"{t.achieved_tflops:.4g} TFLOP/s"),
         ("MFU", mfu),
         ("ops/step", _ops(t)),
-        ("peak memory", _bytes(t.peak_memory_bytes)),
-        ("plan estimate", f"{_bytes(t.plan_estimate_bytes)} (`recipe plan`: max_length padding, 1 GiB CUDA runtime)"),
+        ("peak memory", _peak(t)),
+        ("plan estimate", f"{_bytes(t.plan_estimate_bytes)} (`recipe plan`: max_length padding{_runtime(t)})"),
         ("teacher targets", t.teacher_targets),
         ("last loss", f"{t.last_loss:.4f}"),
     ]
@@ -199,9 +218,8 @@ def _inference_rows(i: InferenceResult) -> list[tuple[str, str]]:
                 f"({path.prompts} prompts, median {path.median_prompt_tokens:.0f} tokens, {path.dtype})",
             )
         )
-        rows.append(
-            (f"{name} weights", f"{_bytes(path.weight_bytes)} (full size {_bytes(path.full_size_weight_bytes)})")
-        )
+        full = f"full size {_bytes(path.full_size_weight_bytes)} in {path.full_size_dtype}"
+        rows.append((f"{name} weights", f"{_bytes(path.weight_bytes)} ({full})"))
     return rows
 
 

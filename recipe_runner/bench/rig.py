@@ -68,9 +68,14 @@ class TrainingResult(StrictModel):
     real_tokens_per_s: float = Field(description="Non-padding student tokens per second.")
     real_tokens_per_step: float
     padding_fraction: float = Field(description="Share of the padded student positions that are padding.")
-    peak_memory_bytes: int
+    peak_memory_bytes: int | None = Field(
+        description="Over the warm-up and timed steps; null where it could not be measured (see the method)."
+    )
     peak_memory_method: str
     plan_estimate_bytes: int = Field(description="`recipe plan` formula (padding to max_length; worst case).")
+    plan_counts_runtime: bool = Field(
+        description="Whether the plan estimate holds 1 GiB of CUDA runtime (a recipe whose device is not cpu)."
+    )
     model_flops_per_step: float
     achieved_tflops: float
     peak_tflops: float | None
@@ -158,6 +163,7 @@ def time_rig(rig: Rig, recipe: Recipe, spec: BenchSpec, device: torch.device) ->
             update(observer)
         return loss
 
+    memory.start()  # from the warm-up on: it holds the largest batch (see batch_indices)
     started = now(device)
     for index in range(spec.warmup_steps):
         step(index)
@@ -166,7 +172,6 @@ def time_rig(rig: Rig, recipe: Recipe, spec: BenchSpec, device: torch.device) ->
         for index in range(spec.warmup_steps, total):
             step(index)
         compile_warmup = now(device) - started
-    memory.start()
     recomputed.clear()
     graphs_before = compiled_graphs()
     with profiled(spec.profile, device):
@@ -220,6 +225,7 @@ def time_rig(rig: Rig, recipe: Recipe, spec: BenchSpec, device: torch.device) ->
         peak_memory_bytes=memory.peak_bytes(),
         peak_memory_method=memory.method,
         plan_estimate_bytes=build_plan(recipe).stages[0].memory.total_bytes,
+        plan_counts_runtime=hw.device != "cpu",
         model_flops_per_step=flops,
         achieved_tflops=flops / step_time / 1e12,
         peak_tflops=None if peak is None else peak / 1e12,

@@ -44,6 +44,8 @@ def _float32_on_cpu(recipe: Recipe, spec: BenchSpec, device: torch.device) -> tu
     if not spec.small or device.type != "cpu" or not half:
         return recipe, None
     written = f"precision {hardware.precision}, teacher {teacher.dtype}, student {student.dtype}"
+    if hardware.trained_weights != "fp32":  # its optimizer (and its update time and memory) is swapped too
+        written += f", trained_weights {hardware.trained_weights} (benched as fp32)"
     update = {
         "hardware": hardware.model_copy(update={"precision": "fp32", "trained_weights": "fp32"}),
         "teacher": teacher.model_copy(update={"dtype": "float32"}),
@@ -115,7 +117,9 @@ def run_bench(original: Recipe, spec: BenchSpec, progress: Callable[[str], None]
     return BenchReport(
         recipe=original.recipe,
         small=spec.small,
+        full_depth=spec.full_depth,
         shrink_factor=factor,
+        hardware=original.hardware.model_dump(mode="json"),
         environment=Environment(
             device=device.type,
             device_name=device_name(device),

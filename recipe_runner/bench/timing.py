@@ -87,8 +87,8 @@ class PeakMemory:
         if self.device.type == "cuda":
             return "torch.cuda.max_memory_allocated (tensors incl. weights and optimizer state; no allocator cache)"
         return (
-            "CPU: growth of the process max RSS (getrusage) during the timed steps; a lower bound, since memory "
-            "freed by earlier phases is reused without raising the high-water mark"
+            "CPU: growth of the process max RSS (getrusage) over the warm-up and timed steps; a lower bound, since "
+            "memory freed by earlier phases is reused without raising the high-water mark (null: no growth seen)"
         )
 
     def start(self) -> None:
@@ -97,11 +97,12 @@ class PeakMemory:
             torch.cuda.reset_peak_memory_stats(self.device)
         self._rss_start = _max_rss_bytes()
 
-    def peak_bytes(self) -> int:
+    def peak_bytes(self) -> int | None:
+        """None where nothing could be seen: a CPU's high-water mark that an earlier phase had set higher."""
         if self.device.type == "cuda":
             synchronize(self.device)
             return int(torch.cuda.max_memory_allocated(self.device))
-        return _max_rss_bytes() - self._rss_start
+        return (_max_rss_bytes() - self._rss_start) or None
 
     @staticmethod
     def process_max_rss_bytes() -> int:

@@ -87,12 +87,14 @@ def _sample(n: int, rng: np.random.Generator, vocab: int, chroma: bool, width: i
 
 def batch_indices(capped: list[int], hw: Hardware, count: int, first_timed: int) -> list[list[int]]:
     """`count` batches in the trainer's bucketed order, with the distribution's largest batch (padded tokens)
-    among the timed ones, so that peak memory is that of the worst batch and not of a lucky draw."""
+    among them, so that peak memory (counted from the warm-up on) is that of the worst batch and not of a lucky
+    draw: in the warm-up where there is one, so that the timed batches stay a plain draw of the distribution
+    (throughput weighted towards the largest batch would read high)."""
     batches = batches_over_epochs(capped, hw, count)
     chosen = batches[:count]
     largest = max(batches, key=lambda batch: len(batch) * max(capped[i] for i in batch))
-    if all(batch is not largest for batch in chosen[first_timed:]):
-        chosen[first_timed] = largest
+    if all(batch is not largest for batch in chosen):
+        chosen[0 if first_timed > 0 else first_timed] = largest
     return chosen
 
 

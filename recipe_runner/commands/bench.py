@@ -100,6 +100,8 @@ def bench(
         raise click.UsageError("--full-depth keeps the layers of --small models; without --small every layer is kept")
     _writable_target(json_path, "--json")
     _writable_target(profile, "--profile")
+    if json_path is not None and profile is not None and Path(json_path).absolute() == Path(profile).absolute():
+        raise click.UsageError(f"--json and --profile both name {json_path}: the one would replace the other")
     loaded = load_recipe(file, overrides, allow_remote_code=allow_remote_code, unread=frozenset({"cache"}))
     sections = list(only or _SECTIONS)
     if loaded.recipe.family == "logits":
@@ -119,6 +121,7 @@ def bench(
         only=sections,
     )
     report = run_bench(loaded.recipe, spec, progress=lambda name: click.echo(f"bench: {name} ...", err=True))
+    report = report.model_copy(update={"recipe_file": str(Path(file).absolute()), "overrides": list(overrides)})
     click.echo(format_report(report), nl=False)
     if json_path is not None:
         write_json(report, Path(json_path))
