@@ -349,29 +349,39 @@ def _drop_templates(tree: SourcedTree) -> None:
         tree.positions = {p: pos for p, pos in tree.positions.items() if p[:1] != (key,)}
 
 
-def load_tree(file: Path, _chain: tuple[Path, ...] = ()) -> SourcedTree:
-    """Read a recipe file and everything it `extends`, innermost first."""
+def load_tree(file: Path) -> SourcedTree:
+    """Read a recipe file and everything it `extends`: each file's own settings merged once, the most general
+    first. A base that two bases share (a diamond) comes before both, so that the second one does not restore,
+    through it, a value the first one changed."""
+    trees = _own_trees(file, (), set())
+    merged = trees[0]
+    for tree in trees[1:]:
+        merged = _merge(merged, tree)
+    return merged
+
+
+def _own_trees(file: Path, chain: tuple[Path, ...], seen: set[Path]) -> list[SourcedTree]:
+    """`file`'s own tree after those of its bases, depth first, each file once (`seen`: those already listed)."""
     resolved, reason = resolve_or_reason(file, Path.cwd())
     if resolved is None:
         raise RecipeError.single(Position(str(file)), "<recipe>", reason or "")
     file = resolved
-    if file in _chain:
-        cycle = " -> ".join(p.name for p in (*_chain, file))
-        raise RecipeError.single(Position(str(_chain[-1])), "extends", f"extends cycle: {cycle}")
+    if file in chain:
+        cycle = " -> ".join(p.name for p in (*chain, file))
+        raise RecipeError.single(Position(str(chain[-1])), "extends", f"extends cycle: {cycle}")
     tree = _parse_file(file)
     _drop_templates(tree)
+    seen.add(file)
     extends = tree.data.pop("extends", None)
     if extends is None:
-        return tree
+        return [tree]
     bases = [extends] if isinstance(extends, str) else extends
     where = tree.positions[("extends",)]
     if not isinstance(bases, list) or not all(isinstance(b, str) for b in bases):
         raise RecipeError.single(where, "extends", "must be a file name or a list of file names")
     tree.positions = {p: pos for p, pos in tree.positions.items() if p[:1] != ("extends",)}
-    if not bases:  # `extends: []`: nothing inherited
-        return tree
-    merged: SourcedTree | None = None
-    for base_name in bases:
+    trees: list[SourcedTree] = []
+    for base_name in bases:  # `extends: []`: nothing inherited
         if not base_name.strip():
             raise RecipeError.single(where, "extends", "an empty file name: name the base recipe, or remove extends")
         if ENVIRONMENT_VARIABLE.search(base_name):
@@ -379,8 +389,8 @@ def load_tree(file: Path, _chain: tuple[Path, ...] = ()) -> SourcedTree:
         base_file, reason = resolve_or_reason(Path(base_name), file.parent)
         if base_file is None:
             raise RecipeError.single(where, "extends", f"bad path {base_name!r}: {reason}")
-        if base_file in (*_chain, file):
-            cycle = " -> ".join(p.name for p in (*_chain, file, base_file))
+        if base_file in (*chain, file):
+            cycle = " -> ".join(p.name for p in (*chain, file, base_file))
             raise RecipeError.single(where, "extends", f"extends cycle: {cycle}")
         if base_file.is_dir():
             raise RecipeError.single(where, "extends", f"{base_name!r} is a directory, not a recipe file")
@@ -388,10 +398,9 @@ def load_tree(file: Path, _chain: tuple[Path, ...] = ()) -> SourcedTree:
             raise RecipeError.single(where, "extends", f"base recipe {base_name!r} not found (looked at {base_file})")
         if not base_file.is_file():
             raise RecipeError.single(where, "extends", f"{base_name!r} is not a regular file (a device or pipe)")
-        base = load_tree(base_file, (*_chain, file))
-        merged = base if merged is None else _merge(merged, base)
-    assert merged is not None
-    return _merge(merged, tree)
+        if base_file not in seen:
+            trees += _own_trees(base_file, (*chain, file), seen)
+    return [*trees, tree]
 
 
 def _parse_override(text: str) -> tuple[Path_, Any]:

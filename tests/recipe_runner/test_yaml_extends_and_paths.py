@@ -141,6 +141,20 @@ def test_diamond_extends_is_not_a_cycle(tmp_path: Path) -> None:
     assert load_tree(child).data == {"a": 1, "b": 2, "c": 3}
 
 
+def test_in_a_diamond_the_second_base_does_not_restore_through_the_shared_one_what_the_first_changed(tmp_path):
+    """root, then left, then right, then the file: each file's own settings once, the most general first."""
+    write(tmp_path, "root.yaml", "hardware: {batch_size: 4, seed: 1}\nx: {drop: 1}\n")
+    write(tmp_path, "left.yaml", "extends: root.yaml\nhardware: {batch_size: 8}\nx: {drop: null}\n")
+    write(tmp_path, "right.yaml", "extends: root.yaml\nhardware: {seed: 7}\n")
+    child = write(tmp_path, "child.yaml", "extends: [left.yaml, right.yaml]\n")
+    tree = load_tree(child)
+    assert tree.data["hardware"] == {"batch_size": 8, "seed": 7}
+    assert tree.positions[("hardware", "batch_size")].file.endswith("left.yaml")
+    assert tree.data["x"] == {"drop": None}, "a removal (null: the default) in the first base stays"
+    both_ways = write(tmp_path, "other.yaml", "extends: [right.yaml, left.yaml]\n")
+    assert load_tree(both_ways).data["hardware"] == {"batch_size": 8, "seed": 7}
+
+
 def test_missing_base_file(tmp_path: Path) -> None:
     child = write(tmp_path, "child.yaml", "recipe: x\nextends: nowhere.yaml\n")
     with pytest.raises(RecipeError) as exc:
