@@ -252,15 +252,16 @@ def _parse_file(file: Path) -> SourcedTree:
         found = _duplicate_keys(name, text) or [Problem(where, "<yaml>", "a key appears twice in the same mapping")]
         raise RecipeError(found) from None
     except MarkedYAMLError as exc:
-        raise RecipeError.single(*_syntax_error(name, exc)) from None
+        raise RecipeError.single(*_syntax_error(name, exc, text)) from None
     except RecursionError:
         line, col = _too_deep(text)
         message = f"nested more than {_NESTING_SHOWN} levels deep here (brackets left open?): a recipe needs a few"
         raise RecipeError.single(Position(name, line, col), "<yaml>", message) from None
     except Exception as exc:  # ruamel raises several unrelated classes for duplicate keys etc.
         raise RecipeError.single(_bad_tagged_value(name, text), "<yaml>", f"YAML error: {exc}{_TAG_HINT}") from None
-    if node is None:
-        node = CommentedMap()
+    if node is None:  # a copy cut short, or a new file not yet written: said once, not as five missing sections
+        message = "the file is empty (or holds only comments): a recipe is a mapping of sections (recipe:, teacher:, "
+        raise RecipeError.single(Position(name), "<recipe>", message + "student:, data:, stages:, ...)")
     if not isinstance(node, CommentedMap):
         raise RecipeError.single(Position(name, 1, 1), "<recipe>", "a recipe must be a mapping of sections")
     positions: dict[Path_, Position] = {(): Position(name, 1, 1)}
@@ -290,12 +291,15 @@ _OPENED = (
 )
 
 
-def _syntax_error(name: str, exc: MarkedYAMLError) -> tuple[Position, str, str]:
+def _syntax_error(name: str, exc: MarkedYAMLError, text: str) -> tuple[Position, str, str]:
     what = " ".join(part for part in (exc.context, exc.problem) if part)
     opened = any(what.startswith(kind) for kind in _OPENED)
     mark = (exc.context_mark if opened else None) or exc.problem_mark or exc.context_mark
     where = Position(name, mark.line + 1, mark.column + 1) if mark else Position(name)
     hint = next((f": {text}" for key, text in _SYNTAX_HINTS.items() if key in what), "")
+    lines = text.splitlines()
+    if "cannot start any token" in what and mark and mark.line < len(lines) and lines[mark.line][: mark.column].strip():
+        hint = ": a tab inside a value: quote the value, or write spaces"  # not where the line is indented
     return where, "<yaml>", f"YAML syntax error{hint} ({what})"
 
 

@@ -242,14 +242,20 @@ def test_every_key_given_twice_and_every_refused_tag_is_reported_at_once(tmp_pat
 
 
 @pytest.mark.parametrize("text", ["", "# only a comment\n", "---\n"])
-def test_empty_file_is_an_empty_recipe(tmp_path: Path, text: str) -> None:
+def test_an_empty_file_is_said_to_be_empty_not_six_missing_sections(tmp_path: Path, text: str) -> None:
+    """A copy cut short: five `required field is missing` lines never said what happened."""
     file = write(tmp_path, "empty.yaml", text)
-    assert load_tree(file).data == {}
     with pytest.raises(RecipeError) as exc:
         load_recipe(file, check=False)
-    missing = {p.field for p in exc.value.problems if p.message == "required field is missing"}
-    assert {"recipe", "teacher", "student", "data", "stages", "output"} <= missing
-    assert all(where(p.position) == ("empty.yaml", 1, 1) for p in exc.value.problems)
+    problem = only_problem(exc)
+    assert problem.message.startswith("the file is empty (or holds only comments): a recipe is a mapping")
+
+
+def test_a_tab_inside_a_value_is_not_called_indentation(tmp_path: Path) -> None:
+    with pytest.raises(RecipeError) as exc:
+        load_tree(write(tmp_path, "r.yaml", "recipe: t\ndescription: a\tb\n"))
+    problem = only_problem(exc)
+    assert where(problem.position) == ("r.yaml", 2, 15) and "a tab inside a value: quote the value" in problem.message
 
 
 @pytest.mark.parametrize("text", ["- a\n- b\n", "just text\n", "42\n"])

@@ -318,8 +318,8 @@ def test_the_bench_names_the_stage_it_times_and_the_sampling_it_leaves_out(tmp_p
 
 def test_the_largest_batch_is_warmed_up_with_so_the_timed_ones_are_a_plain_draw() -> None:
     """Timed with the largest batch forced in, tokens/s read about 1.6x the distribution's mean step (audit)."""
-    from recipe_runner.bench.training import batch_indices
     from recipe_runner.bench.lengths import batches_over_epochs
+    from recipe_runner.bench.training import batch_indices
 
     hw = load_recipe(REAL).recipe.hardware
     capped = [min(n, 512) for n in load_lengths()]
