@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import copy
 import logging
-import warnings
 from functools import cache
 from pathlib import Path
 
@@ -25,6 +24,7 @@ from components.attention_backends import shape_stable_attention
 from components.data.prompts import check_prompts
 from components.errors import UserFacingError
 from components.export.written_files import CHECKPOINT_MARKER, check_target, files_in, replace_rules
+from components.inference.t5_encoding import warn_cut
 from components.registry import recipe_class
 from schemas import Recipe
 from schemas.base import StrictModel
@@ -265,28 +265,21 @@ class DistilledEncoder:
     def device(self) -> torch.device:
         return next(self.student.parameters()).device
 
-    def _warn_truncated(self, prompts: list[str], max_length: int) -> None:
-        lengths = [len(ids) for ids in self.tokenizer(prompts)["input_ids"]]
-        long = [(i, n) for i, n in enumerate(lengths, 1) if n > max_length]
-        if long:
-            shown = ", ".join(f"prompt {i} ({n} tokens)" for i, n in long[:5])
-            message = f"{shown} truncated to max_length {max_length} tokens"
-            warnings.warn(message, stacklevel=3)
-            log.warning(message)
-
     @torch.inference_mode()
     @shape_stable_attention()
     def encode(
-        self, prompts: list[str], max_length: int | None = None, *, allow_empty: bool = False
+        self, prompts: list[str], max_length: int | None = None, *, allow_empty: bool = False, what: str = "prompt"
     ) -> tuple[torch.Tensor, torch.Tensor]:
         """Embeddings [B, L, D] (float32) and mask [B, L] (bool, True = real token).
 
         `allow_empty` is for negative prompts: an empty one that tokenizes to nothing becomes a single
-        masked-out position (no conditioning) instead of an error.
+        masked-out position (no conditioning) instead of an error. A prompt longer than `max_length` is read
+        up to it, with a PromptCut warning naming it as `what`.
         """
         check_prompts(prompts, allow_empty=allow_empty)
+        field = "the max_length asked" if max_length else "the student.max_length the encoder was exported with"
         max_length = max_length or self.manifest.max_length
-        self._warn_truncated(prompts, max_length)
+        warn_cut(self.tokenizer, prompts, max_length, what, field)
         # Right padding keeps real tokens at positions 0..n-1 whatever the batch, as in an unpadded forward.
         batch = self.tokenizer(
             prompts, padding=True, padding_side="right", truncation=True, max_length=max_length, return_tensors="pt"

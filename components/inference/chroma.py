@@ -295,7 +295,7 @@ def encode_with_export(
     encoder = DistilledEncoder.load(directory, device=device, dtype=dtype)
     try:
         embeds, mask = encoder.encode(prompts)
-        negative = encoder.encode([negative_prompt], allow_empty=True)
+        negative = encoder.encode([negative_prompt], allow_empty=True, what="negative prompt")
     finally:
         del encoder
         release_memory(device)

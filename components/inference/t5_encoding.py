@@ -31,17 +31,38 @@ def check_prompts(prompts: list[str], *, allow_empty: bool = False) -> None:
     check_text(prompts, allow_empty=allow_empty, error=InferenceError)
 
 
+class PromptCut(UserWarning):
+    """A prompt longer than an encoder reads, which it reads the start of: `recipe infer` says each once."""
+
+
+def warn_cut(tokenizer, prompts: list[str], max_length: int, what: str, field: str) -> list[int]:
+    """Each prompt's token count; a PromptCut naming those over `max_length` (`what`: "prompt" or "negative
+    prompt"; `field`: the setting that sets the length)."""
+    lengths = [len(ids) for ids in tokenizer(prompts, verbose=False)["input_ids"]]
+    long = [(i, n) for i, n in enumerate(lengths, 1) if n > max_length]
+    if long:
+        named = (f"{what} {i}" if len(prompts) > 1 else f"the {what}" for i, _ in long[:5])
+        shown = ", ".join(f"{name} ({n} tokens)" for name, (_, n) in zip(named, long, strict=False))
+        more = f" and {len(long) - 5} more" if len(long) > 5 else ""
+        warnings.warn(f"{shown}{more}: only the first {max_length} tokens are read ({field})", PromptCut, stacklevel=3)
+    return lengths
+
+
 @torch.inference_mode()
 @shape_stable_attention()
 def encode_t5(
-    teacher: nn.Module, tokenizer, prompts: list[str], max_length: int, *, allow_empty: bool = False
+    teacher: nn.Module,
+    tokenizer,
+    prompts: list[str],
+    max_length: int,
+    *,
+    allow_empty: bool = False,
+    what: str = "prompt",
 ) -> tuple[torch.Tensor, torch.Tensor]:
     """Embeddings [B, L, D] (float32) and the Chroma mask [B, L] (bool), L = min(longest + 1, max_length)."""
     check_prompts(prompts, allow_empty=allow_empty)
     device = next(teacher.parameters()).device
-    lengths = [len(ids) for ids in tokenizer(prompts)["input_ids"]]
-    if max(lengths) > max_length:
-        warnings.warn(f"prompts longer than {max_length} T5 tokens are truncated", stacklevel=2)
+    lengths = warn_cut(tokenizer, prompts, max_length, what, "the T5 teacher's teacher.max_length")
     seq_len = min(max(lengths) + 1, max_length)
     batch = tokenizer(prompts, padding="max_length", max_length=seq_len, truncation=True, return_tensors="pt").to(
         device
@@ -65,7 +86,9 @@ def encode_with_teacher(
         teacher = freeze(build_model(source, "teacher", device=device, seed=seed))
     try:
         embeds, mask = encode_t5(teacher, tokenizer, prompts, source.max_length)
-        negative = encode_t5(teacher, tokenizer, [negative_prompt], source.max_length, allow_empty=True)
+        negative = encode_t5(
+            teacher, tokenizer, [negative_prompt], source.max_length, allow_empty=True, what="negative prompt"
+        )
     finally:
         del teacher
         release_memory(device)

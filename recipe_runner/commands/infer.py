@@ -339,9 +339,17 @@ def _encode(job: InferJob, encoder: str):
 def run_job(job: InferJob) -> list[Path]:
     """Encode with each encoder (freeing it before the next), then load the pipeline and render."""
     from components.inference import build_chroma_pipeline, compare_grid, numbered, render, save_image
+    from components.inference.t5_encoding import PromptCut
 
     _check_widths(job)
-    encoded = {encoder: _encode(job, encoder) for encoder in job.encoders}
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always", PromptCut)
+        encoded = {encoder: _encode(job, encoder) for encoder in job.encoders}
+    for warning in caught:  # a cut prompt once per encoder, as a line of ours; anything else as Python says it
+        if issubclass(warning.category, PromptCut):
+            click.echo(f"warning: {warning.message}", err=True)
+        else:
+            warnings.warn_explicit(warning.message, warning.category, warning.filename, warning.lineno)
     pipeline = build_chroma_pipeline(job.spec, job.device)
     spec, written = job.spec, []
     width, height = spec.size

@@ -205,10 +205,12 @@ def test_empty_prompt_is_a_clear_error(recipe):
 def test_long_prompts_are_truncated_with_a_warning(recipe):
     encoder = DistilledEncoder(*_modules(recipe), build_manifest(recipe, 32, 64))
     long_prompt = " ".join(["a red fox jumps over the lazy dog"] * 20)
-    with pytest.warns(UserWarning, match="truncated to max_length 8"):
+    with pytest.warns(UserWarning, match=r"^prompt 1 \(\d+ tokens\): only the first 8 tokens are read"):
         embeds, mask = encoder.encode([long_prompt, "cat"], max_length=8)
     assert embeds.shape == (2, 8, 64)
     assert mask[0].all()
+    with pytest.warns(UserWarning, match=r"^the negative prompt \(\d+ tokens\): only the first 8 tokens"):
+        encoder.encode([long_prompt], max_length=8, allow_empty=True, what="negative prompt")
 
 
 @pytest.fixture

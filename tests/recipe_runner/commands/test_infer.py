@@ -444,3 +444,26 @@ def test_a_negative_prompt_that_guidance_1_or_less_leaves_unused_is_said(run_dir
     _ok(result)
     assert "warning: guidance 1 renders without classifier-free guidance" in result.stderr
     assert "warning" not in _infer(run_dir, *args, "--guidance", "1.5").stderr
+
+
+def test_a_cut_prompt_is_one_line_naming_it_and_the_setting_and_a_cut_negative_prompt_is_named_so(run_dir, tmp_path):
+    """Before: "prompt 1" for the negative prompt, twice, at contextlib's line; the T5 one named no prompt."""
+    long = " ".join(["blurry ugly"] * 100)
+    args = [
+        "--prompt",
+        "fox",
+        "--prompt",
+        long,
+        "--negative-prompt",
+        long,
+        "--compare",
+        "--out",
+        str(tmp_path / "a.png"),
+    ]
+    result = _infer(run_dir, *args)
+    _ok(result)
+    lines = [line for line in result.stderr.splitlines() if "only the first" in line]
+    assert len(lines) == len(set(lines)) == 4, result.stderr  # prompt 2 and the negative prompt, each encoder
+    assert any(line.startswith("warning: prompt 2 (") and "T5 teacher's teacher.max_length" in line for line in lines)
+    assert any(line.startswith("warning: the negative prompt (") and "student.max_length" in line for line in lines)
+    assert "Token indices sequence length" not in result.stderr and "contextlib" not in result.stderr
