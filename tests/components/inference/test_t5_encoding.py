@@ -59,7 +59,7 @@ def test_matches_the_diffusers_chroma_t5_encoding(teacher, tokenizer):
 
 def test_long_prompts_are_truncated_and_fully_visible(teacher, tokenizer):
     long_prompt = " ".join(["a red fox jumps over the lazy dog"] * 10)
-    with pytest.warns(UserWarning, match="truncated"):
+    with pytest.warns(UserWarning, match="only the first 16 tokens are read"):
         embeds, mask = encode_t5(teacher, tokenizer, [long_prompt, "cat"], max_length=16)
     assert embeds.shape == (2, 16, 64)
     assert mask[0].all() and mask[1].sum() == len(tokenizer("cat")["input_ids"]) + 1
