@@ -23,6 +23,13 @@ from components.export.distilled_encoder import (
 def check_target(out_dir: str | Path, family: str, recipe_name: str | None = None) -> None:
     """Refuse an export target holding anything but an earlier export of the recipe's family, before any work;
     with `recipe_name`, an export of another recipe too (a recipe that extends another inherits its output.dir)."""
+    other, what = ("encoder.json", "an image encoder") if family == "logits" else ("distilled.json", "a causal LM")
+    if (Path(out_dir) / other).is_file():
+        ours = "a causal LM" if family == "logits" else "an image encoder"
+        raise ForeignDirectoryError(
+            f"{out_dir} holds the export of {what} ({other}), and this recipe exports {ours}: one kind is never "
+            "written over the other; choose another --out"
+        )
     (check_causal_lm_target if family == "logits" else check_export_target)(out_dir)
     made_by = exported_by(Path(out_dir))
     if recipe_name is not None and made_by not in (None, recipe_name):
