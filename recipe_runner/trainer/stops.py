@@ -100,6 +100,14 @@ class HangupTolerantStream:
         return getattr(self.stream, name)
 
 
+# Said as the signal lands, not knowing whether a step or an evaluation is in progress, nor whether anything was
+# trained since the last checkpoint: the run's last line says what it saved.
+_STOPPING = (
+    b"\nstopping after the step or evaluation in progress, saving what was trained since the last checkpoint "
+    b"(again: quit unsaved)\n"
+)
+
+
 class StopFlag:
     """Set by SIGINT, SIGTERM or SIGHUP; the loop checks it between optimizer steps, never mid-step.
 
@@ -130,7 +138,7 @@ class StopFlag:
         if signum != getattr(signal, "SIGHUP", None) and os.environ.get("RANK", "0") == "0":
             # os.write: a print here could land inside the progress bar's own write to stderr (a reentrant call).
             with contextlib.suppress(OSError):
-                os.write(2, b"\nstopping: a checkpoint is saved after the step in progress (again: quit unsaved)\n")
+                os.write(2, _STOPPING)
 
     def __exit__(self, *exc) -> None:
         for sig, handler in self._previous.items():

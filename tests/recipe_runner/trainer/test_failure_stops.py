@@ -293,7 +293,7 @@ def test_ctrl_c_in_the_first_evaluation_stops_at_once_with_nothing_to_save(
         Trainer(recipe, progress=False).run()
     assert calls["eval"] == 2 and calls["train"] == 0, "left the evaluation at once and trained nothing"
     assert step_checkpoints(tmp_path / "run" / "checkpoints") == []
-    assert "stopping: a checkpoint is saved after the step in progress" in capfd.readouterr().err
+    assert "stopping after the step or evaluation in progress, saving what was trained" in capfd.readouterr().err
 
 
 def test_ctrl_c_in_a_later_evaluation_saves_that_step_and_resume_makes_that_evaluation_first(
