@@ -145,7 +145,13 @@ def choose_start(out_dir: Path, resume: bool, main: bool, recipe_name: str, resu
     if start is None:
         # Refused before the run says that it starts from step 0.
         refuse_fresh_start(out_dir, recipe_name, resume_line, resuming=resume)
-        if resume:
+        if resume and not any((out_dir / name).exists() for name in ("checkpoints", "resolved_recipe.yaml")):
+            print(
+                f"--resume: nothing to resume in {out_dir}, so a new run starts from step 0 (if output.dir is "
+                "mistyped, stop it now with Ctrl-C)",
+                file=sys.stderr,
+            )
+        elif resume:
             print(f"--resume: no checkpoint in {checkpoints}; starting from step 0", file=sys.stderr)
     _refuse_incomplete_steps(checkpoints, (saved_step(start) or 0) if start is not None else 0, main)
     return start

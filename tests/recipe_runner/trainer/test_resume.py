@@ -352,7 +352,8 @@ def test_a_run_that_stopped_before_its_first_checkpoint_can_be_resumed_from_step
 def test_resume_without_a_checkpoint_says_it_starts_from_step_0(tiny_recipe_path, tiny_overrides, capsys):
     summary = _train(tiny_recipe_path, _short(tiny_overrides, 2), resume=True)
     assert summary.global_step == 2
-    assert "--resume: no checkpoint in" in capsys.readouterr().err
+    said = capsys.readouterr().err
+    assert "--resume: nothing to resume in " in said and "(if output.dir is mistyped, stop it now with Ctrl-C)" in said
 
 
 def test_a_second_run_into_a_directory_in_use_is_refused(tiny_recipe_path, tiny_overrides, tmp_path):
