@@ -37,6 +37,10 @@ class BatchAlignment:
     window_b: torch.Tensor
     window_s: torch.Tensor
     window_t: torch.Tensor
+    sequence_s_b: torch.Tensor
+    sequence_s: torch.Tensor
+    sequence_t_b: torch.Tensor
+    sequence_t: torch.Tensor
 
     def _map_tensors(self, move) -> BatchAlignment:
         values = {}
@@ -84,6 +88,10 @@ def collate_alignments(alignments: list[SampleAlignment]) -> BatchAlignment:
         window_b=_batch_index([a.window_s for a in alignments]),
         window_s=_concat([a.window_s for a in alignments]),
         window_t=_concat([a.window_t for a in alignments]),
+        sequence_s_b=_batch_index([a.sequence_s for a in alignments]),
+        sequence_s=_concat([a.sequence_s for a in alignments]),
+        sequence_t_b=_batch_index([a.sequence_t for a in alignments]),
+        sequence_t=_concat([a.sequence_t for a in alignments]),
     )
 
 
@@ -113,7 +121,7 @@ def tier_vectors(
     """Row-aligned (student, teacher) vectors of one tier from (batch, length, dim) outputs, in float32 at least.
 
     matched and window: one row per pair; split: one row per group, each side the mean of its tokens. The
-    sequence tier needs real-token masks instead: see :func:`sequence_vectors`.
+    sequence tier is a mean per sample instead: see :func:`sequence_vectors`.
     """
     alignment = batch_alignment
     if tier == "matched":
@@ -145,14 +153,21 @@ def masked_mean(outputs: torch.Tensor, real_mask: torch.Tensor) -> torch.Tensor:
     return (outputs * weights).sum(dim=1, dtype=accumulate) / counts.clamp_min(1)
 
 
+def _positions_mask(outputs: torch.Tensor, samples: torch.Tensor, positions: torch.Tensor) -> torch.Tensor:
+    mask = torch.zeros(outputs.shape[:2], dtype=torch.bool, device=outputs.device)
+    return mask.index_put((samples, positions), torch.ones_like(positions, dtype=torch.bool))
+
+
 def sequence_vectors(
-    student_out: torch.Tensor,
-    student_real_mask: torch.Tensor,
-    teacher_out: torch.Tensor,
-    teacher_real_mask: torch.Tensor,
-) -> tuple[torch.Tensor, torch.Tensor]:
-    """Tier 4: each side's mean over its real tokens (no padding, no special tokens)."""
-    return masked_mean(student_out, student_real_mask), masked_mean(teacher_out, teacher_real_mask)
+    student_out: torch.Tensor, teacher_out: torch.Tensor, batch_alignment: BatchAlignment
+) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """Tier 4: each side's mean over its tokens of the text both read whole (no padding, no special tokens,
+    nothing past where either side was cut), one row per sample, and which rows have tokens on both sides."""
+    alignment = batch_alignment
+    student_mask = _positions_mask(student_out, alignment.sequence_s_b, alignment.sequence_s)
+    teacher_mask = _positions_mask(teacher_out, alignment.sequence_t_b, alignment.sequence_t)
+    both = student_mask.any(dim=1) & teacher_mask.any(dim=1)
+    return masked_mean(student_out, student_mask), masked_mean(teacher_out, teacher_mask), both
 
 
 def window_accept(s_vecs: torch.Tensor, t_vecs: torch.Tensor, min_cosine: float) -> torch.Tensor:

@@ -43,6 +43,10 @@ class SampleAlignment:
     split_t_group: np.ndarray = field(default_factory=_empty_index)
     window_s: np.ndarray = field(default_factory=_empty_index)
     window_t: np.ndarray = field(default_factory=_empty_index)
+    # Tier 4 averages these: each side's tokens of the text both sides read whole (no special tokens, nothing
+    # past where either side was cut), so that the two means are of the same words.
+    sequence_s: np.ndarray = field(default_factory=_empty_index)
+    sequence_t: np.ndarray = field(default_factory=_empty_index)
     tiers: tuple[Tier, ...] = ALL_TIERS
 
     @property
@@ -69,7 +73,7 @@ class SampleAlignment:
                 for tier, positions in self.covered_student_tokens().items()
             }
         if "sequence" in self.tiers:
-            fractions["sequence"] = 1.0 if n_student_real_tokens > 0 else 0.0
+            fractions["sequence"] = len(self.sequence_s) / n_student_real_tokens if n_student_real_tokens > 0 else 0.0
         return fractions
 
 
@@ -320,6 +324,11 @@ class CrossTokenizerAligner:
         def positions(side: _Side, indices: list[int]) -> np.ndarray:
             return np.array([side.position[i] for i in indices], dtype=INDEX_DTYPE)
 
+        def whole(side: _Side) -> np.ndarray:
+            if "sequence" not in self.tiers:
+                return _empty_index()
+            return positions(side, [i for i, unit in enumerate(side.unit) if unit < complete_units])
+
         return SampleAlignment(
             matched_s=positions(s_side, matched_s),
             matched_t=positions(t_side, matched_t),
@@ -329,6 +338,8 @@ class CrossTokenizerAligner:
             split_t_group=np.array([g for _, g in groups_t], dtype=INDEX_DTYPE),
             window_s=positions(s_side, window_s),
             window_t=positions(t_side, window_t),
+            sequence_s=whole(s_side),
+            sequence_t=whole(t_side),
             tiers=self.tiers,
         )
 

@@ -134,10 +134,14 @@ def _chunk_sums(
     return torch.stack(sums)
 
 
+def numbered(names: list[str]) -> list[str]:
+    """Each name, numbered where it repeats (`huber_0`, `huber_1`), so that no term's log overwrites another's."""
+    return [f"{name}_{names[:i].count(name)}" if names.count(name) > 1 else name for i, name in enumerate(names)]
+
+
 def term_names(losses: list[LogitLoss] | tuple[LogitLoss, ...]) -> list[str]:
     """A name per loss for logs: its type, numbered where a stage has several of one type."""
-    types = [loss.type for loss in losses]
-    return [f"{kind}_{types[:i].count(kind)}" if types.count(kind) > 1 else kind for i, kind in enumerate(types)]
+    return numbered([loss.type for loss in losses])
 
 
 def chunked_sums(function, rows: int, *tensors: torch.Tensor) -> torch.Tensor:

@@ -70,6 +70,8 @@ def synthetic_alignment(n: int) -> SampleAlignment:
         split_s_group=np.arange(len(split), dtype=np.int64),
         split_t=split,
         split_t_group=np.arange(len(split), dtype=np.int64),
+        sequence_s=positions,
+        sequence_t=positions,
     )
 
 
@@ -185,7 +187,7 @@ def _hidden_state_rig(recipe: Recipe, spec: BenchSpec, lengths: list[int], devic
             enter("teacher")
             target = encode_teacher(teacher, batch.teacher_ids, batch.teacher_mask)
         enter("loss")
-        loss, _ = loss_fn.training_loss(out, batch.student_mask, target, batch.teacher_mask, batch.alignment)
+        loss, _ = loss_fn.training_loss(out, target, batch.alignment)
         if observer is not None:
             out.register_hook(lambda grad: observer.enter("bolt_on_backward"))
         return loss

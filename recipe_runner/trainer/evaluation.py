@@ -36,7 +36,7 @@ def evaluate(
     measure.tiers = list(all_tiers)
     for batch in batches:
         out, teacher = student_forward(batch), teacher_forward(batch)  # the tiers widen their rows to float32
-        pairs = measure.pairs(out, batch.student_mask, teacher, batch.teacher_mask, batch.alignment)
+        pairs = measure.pairs(out, teacher, batch.alignment)
         batch_loss, terms = loss({tier: pairs[tier] for tier in loss.tiers})
         _accumulate(sums, "loss", batch_loss)
         for name, term in terms.items():
@@ -45,7 +45,7 @@ def evaluate(
         for tier, tier_pairs in pairs.items():
             _add_tier(sums, tier, tier_pairs)
     # The same keys in the same order in every process, whatever its batches held (or none at all).
-    term_keys = list(dict.fromkeys(f"terms/{spec.on}/{spec.type}" for spec in loss.losses))
+    term_keys = [f"terms/{name}" for name in loss.term_names()]
     keys = ["loss", "batches", *term_keys]
     keys += [f"{tier}/{kind}" for tier in all_tiers for kind in ("huber", "cos", "count")]
     device = next(iter(sums.values())).device if sums else None

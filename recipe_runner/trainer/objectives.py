@@ -55,7 +55,7 @@ class HiddenStateObjective:
     def training_loss(self, model: nn.Module, batch: DistillBatch) -> torch.Tensor:
         out = model(batch.student_ids, batch.student_mask, batch.student_packing)
         teacher = self._teacher_hidden(batch)
-        loss, _ = self.loss.training_loss(out, batch.student_mask, teacher, batch.teacher_mask, batch.alignment)
+        loss, _ = self.loss.training_loss(out, teacher, batch.alignment)
         return loss
 
     def evaluate(self, model: nn.Module, batches: Iterable[DistillBatch], total: Total) -> dict[str, float]:

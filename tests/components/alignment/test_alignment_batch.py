@@ -31,6 +31,8 @@ def two_samples() -> list[SampleAlignment]:
         split_t_group=ints(0, 0, 1),
         window_s=ints(4),
         window_t=ints(5),
+        sequence_s=ints(0, 1, 2, 3),
+        sequence_t=ints(0, 1, 2, 3, 4, 5),
     )
     second = SampleAlignment(
         matched_s=ints(1),
@@ -39,6 +41,8 @@ def two_samples() -> list[SampleAlignment]:
         split_s_group=ints(0, 0, 1),
         split_t=ints(0, 1),
         split_t_group=ints(0, 1),
+        sequence_s=ints(0, 1, 2, 3, 4),
+        sequence_t=ints(0, 1, 2),
     )
     return [first, second]
 
@@ -123,13 +127,14 @@ def test_window_accept_uses_cosine_threshold():
     assert accepted.dtype == torch.bool and not accepted.requires_grad
 
 
-def test_sequence_vectors_average_real_tokens_only():
-    student_out = torch.tensor([[[1.0], [3.0], [100.0]]])
-    teacher_out = torch.tensor([[[2.0], [4.0], [6.0], [-50.0]]])
-    s_vec, t_vec = sequence_vectors(
-        student_out, torch.tensor([[True, True, False]]), teacher_out, torch.tensor([[True, True, True, False]])
-    )
-    assert s_vec.tolist() == [[2.0]] and t_vec.tolist() == [[4.0]]
+def test_sequence_vectors_average_the_tokens_of_the_text_both_sides_read_whole():
+    """Not a side's every token: one cut at max_length, or an end-of-text, would make the means of other text."""
+    student_out = torch.tensor([[[1.0], [3.0], [100.0]], [[5.0], [0.0], [0.0]]])
+    teacher_out = torch.tensor([[[2.0], [4.0], [6.0], [-50.0]], [[7.0], [0.0], [0.0], [0.0]]])
+    whole = [SampleAlignment(sequence_s=ints(0, 1), sequence_t=ints(0, 1, 2)), SampleAlignment(sequence_s=ints(0))]
+    s_vec, t_vec, both = sequence_vectors(student_out, teacher_out, collate_alignments(whole))
+    assert s_vec.tolist() == [[2.0], [5.0]] and t_vec.tolist() == [[4.0], [0.0]]
+    assert both.tolist() == [True, False]  # a text with no teacher tokens left is no pair
 
 
 @pytest.mark.parametrize("tier", ["matched", "split", "window", "sequence"])
@@ -139,11 +144,10 @@ def test_bf16_outputs_give_the_float32_vectors_of_their_widened_copies(two_sampl
     torch.manual_seed(0)
     student_out = torch.randn(2, 5, 8).to(torch.bfloat16).requires_grad_()
     teacher_out = torch.randn(2, 6, 8).to(torch.bfloat16)
-    masks = torch.tensor([[True] * 4 + [False], [True] * 5]), torch.tensor([[True] * 6, [True] * 3 + [False] * 3])
 
     def vectors(student, teacher):
         if tier == "sequence":
-            return sequence_vectors(student, masks[0], teacher, masks[1])
+            return sequence_vectors(student, teacher, batch)[:2]
         return tier_vectors(student, teacher, batch, tier)
 
     s_vecs, t_vecs = vectors(student_out, teacher_out)

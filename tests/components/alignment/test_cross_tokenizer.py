@@ -191,6 +191,22 @@ def test_truncation_by_max_length_never_pairs_missing_tokens(tiny_tokenizers):
             assert student.offsets[s, 1] <= teacher_end
 
 
+def test_the_sequence_tier_averages_the_same_words_on_both_sides_when_one_is_cut(tiny_tokenizers):
+    """It averaged each side's every token: a student cut at 8 tokens against the whole sentence, ends included."""
+    text = "a red fox jumping over a wooden fence in the snow, golden hour, highly detailed"
+    aligner = CrossTokenizerAligner(spec())
+    for student_length in (6, 8, 12, 64):
+        student = token_view(tiny_tokenizers["qwen"], text, student_length)
+        teacher = token_view(tiny_tokenizers["t5"], text, 64)
+        alignment = aligner.align(text, student, teacher)
+        s_end = max(int(student.offsets[s, 1]) for s in alignment.sequence_s.tolist())
+        t_end = max(int(teacher.offsets[t, 1]) for t in alignment.sequence_t.tolist())
+        assert text[:s_end].strip() == text[:t_end].strip(), student_length  # the same words
+        assert not student.special[alignment.sequence_s].any() and not teacher.special[alignment.sequence_t].any()
+        assert 0 < alignment.coverage(student.n_real)["sequence"] <= 1.0
+        assert t_end < len(text) - 10 or student_length == 64, "the teacher's tail past the student's cut is left out"
+
+
 def test_alignment_is_deterministic(tiny_tokenizers):
     text = "A poster of a red fox, 85mm f/1.4, naïve art, 4k"
     student = token_view(tiny_tokenizers["qwen"], text, 64)

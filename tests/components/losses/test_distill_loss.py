@@ -43,6 +43,8 @@ def _batch(lengths: list[int], seed: int, windows: bool = True):
                 split_t_group=np.arange(len(split)) // 2,
                 window_s=window,
                 window_t=np.minimum(window + 1, n - 1),
+                sequence_s=positions,
+                sequence_t=positions,
             )
         )
     longest = max(lengths)
@@ -53,16 +55,16 @@ def _batch(lengths: list[int], seed: int, windows: bool = True):
 
 
 def _loss_and_grad(loss_fn: DistillLoss, batch) -> tuple[torch.Tensor, dict, torch.Tensor]:
-    student, *rest = batch
+    student, _, teacher, _, alignment = batch
     student = student.clone().requires_grad_()
-    total, terms = loss_fn.training_loss(student, *rest)
+    total, terms = loss_fn.training_loss(student, teacher, alignment)
     total.backward()
     return total.detach(), terms, student.grad
 
 
 def test_the_total_is_the_weighted_sum_of_mean_pair_losses() -> None:
     student, mask, teacher, _, alignment = _batch([5, 8], seed=0)
-    total, terms = DistillLoss(LOSSES[:2], ALIGNMENT).training_loss(student, mask, teacher, mask, alignment)
+    total, terms = DistillLoss(LOSSES[:2], ALIGNMENT).training_loss(student, teacher, alignment)
     matched = [position % 4 != 3 for n in (5, 8) for position in range(n)]
     s, t = student[mask][matched], teacher.float()[mask][matched]
     huber = F.huber_loss(s, t, delta=1.0)
@@ -73,7 +75,7 @@ def test_the_total_is_the_weighted_sum_of_mean_pair_losses() -> None:
 
 def test_an_empty_tier_adds_zero_instead_of_nan() -> None:
     student, mask, teacher, _, alignment = _batch([5, 8], seed=1, windows=False)
-    total, terms = DistillLoss(LOSSES, ALIGNMENT).training_loss(student, mask, teacher, mask, alignment)
+    total, terms = DistillLoss(LOSSES, ALIGNMENT).training_loss(student, teacher, alignment)
     assert terms["window/cosine"] == 0 and torch.isfinite(total)
 
 
@@ -101,3 +103,12 @@ def test_the_compiled_loss_matches_eager_over_changing_shapes_without_a_graph_pe
         torch.testing.assert_close(grad, want_grad, rtol=1e-5, atol=1e-7)
     # Compiled with dynamic sizes from the first batch: every later batch reuses its graph.
     assert compiled_graphs() - before == 1
+
+
+def test_two_losses_of_one_type_on_one_tier_are_logged_apart() -> None:
+    """The second overwrote the first in eval/terms: the logs showed half the loss."""
+    losses = [HuberLoss(type="huber", on="matched", weight=1.0), HuberLoss(type="huber", on="matched", delta=0.1)]
+    student, _, teacher, _, alignment = _batch([5, 8], seed=2)
+    total, terms = DistillLoss(losses, ALIGNMENT).training_loss(student, teacher, alignment)
+    assert sorted(terms) == ["matched/huber_0", "matched/huber_1"]
+    torch.testing.assert_close(total, terms["matched/huber_0"] + terms["matched/huber_1"])
