@@ -57,6 +57,7 @@ def evaluate(
     metrics |= {f"eval/{key}": values[key] / values["batches"] for key in term_keys}  # like eval/loss
     for tier in all_tiers:
         count = values[f"{tier}/count"]
+        metrics[f"eval/{tier}/pairs"] = count  # 0: a loss on this tier compares nothing (its term reads 0)
         if count:
             metrics[f"eval/{tier}/huber"] = values[f"{tier}/huber"] / count
             metrics[f"eval/{tier}/cosine_sim"] = values[f"{tier}/cos"] / count
@@ -74,3 +75,18 @@ def _add_tier(sums: dict[str, torch.Tensor], tier: str, pairs: TierPairs) -> Non
     _accumulate(sums, f"{tier}/huber", (huber * weight).sum())
     _accumulate(sums, f"{tier}/cos", (cos * weight).sum())
     _accumulate(sums, f"{tier}/count", weight.sum())
+
+
+def empty_tier_warnings(stage_index: int, stage, metrics: dict[str, float]) -> list[str]:
+    """A weighted loss whose tier found no pairs in the whole eval set trains nothing, and its term reads 0 as if
+    it fitted perfectly: said once, at the stage's first evaluation (an embedding stage's metrics carry the
+    pair counts; others have none)."""
+    lines = []
+    for index, loss in enumerate(stage.losses):
+        if loss.weight and metrics.get(f"eval/{getattr(loss, 'on', None)}/pairs") == 0:
+            lines.append(
+                f"warning: stages[{stage_index}].losses[{index}] ({loss.type} on {loss.on}): the {loss.on} tier found "
+                "no pairs in the eval prompts, so this loss compares nothing (its term logs 0); `recipe align-report` "
+                "shows each tier's coverage"
+            )
+    return lines

@@ -36,6 +36,7 @@ from recipe_runner.trainer.checksums import unchecked_note, verify_checksums
 from recipe_runner.trainer.consensus import Consensus, StoppableEvaluation, StopRelay
 from recipe_runner.trainer.data_failures import DataFailure, next_batch, worker_death
 from recipe_runner.trainer.deferred_signals import child_signals_deferred
+from recipe_runner.trainer.evaluation import empty_tier_warnings
 from recipe_runner.trainer.launch import build_accelerator, check_launch, launch_in_words
 from recipe_runner.trainer.objectives import Objective, objective_for
 from recipe_runner.trainer.on_policy import SamplingDiverged
@@ -303,6 +304,9 @@ class Trainer:
                     f"`{self.commands.resume}`"
                 )
             self._log(position.global_step, {"stage": stage.name, **first})
+            if accelerator.is_main_process:
+                for line in empty_tier_warnings(stage_index, stage, first):
+                    tqdm.write(line, file=sys.stderr)
         last: dict[str, float] = {}
         if position.eval_pending:
             last = self._pending_evaluation(objective, position, stop)
