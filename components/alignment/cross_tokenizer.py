@@ -207,7 +207,8 @@ def _tokens_by_unit(side: _Side, complete_units: int) -> dict[int, list[int]]:
 
 
 def _match_in_units(student: _Side, teacher: _Side, units: _Units, complete_units: int) -> tuple[list[int], list[int]]:
-    """Tier 1: identical text in the same unit, nearest normalised in-unit position (character centres)."""
+    """Tier 1: identical text over the same characters of the same unit (identical text elsewhere in it, the
+    first "a" of "aba" against the last, is other characters: never a pair)."""
     pairs_s: list[int] = []
     pairs_t: list[int] = []
     teacher_by_unit = _tokens_by_unit(teacher, complete_units)
@@ -228,7 +229,8 @@ def _match_in_units(student: _Side, teacher: _Side, units: _Units, complete_unit
                 continue
             s_position = (student.start[s] + student.end[s]) / 2 - origin
             for t in teacher_tokens:
-                if teacher.matchable[t] and student.text[s] == teacher.text[t]:
+                same_place = (student.start[s], student.end[s]) == (teacher.start[t], teacher.end[t])
+                if teacher.matchable[t] and student.text[s] == teacher.text[t] and same_place:
                     t_position = (teacher.start[t] + teacher.end[t]) / 2 - origin
                     candidates.append((abs(s_position - t_position) / width, s, t))
         _greedy_pairs(candidates, pairs_s, pairs_t)

@@ -99,6 +99,12 @@ def test_repeated_token_inside_one_word_pairs_by_position():
     assert result["split_s"] == [0] and result["split_t"] == [0, 1]
 
 
+def test_identical_text_over_other_characters_of_a_word_is_no_pair():
+    """'a' + 'ba' against 'ab' + 'a': the student's first a was matched with the teacher's last."""
+    result = listed(CrossTokenizerAligner(spec()).align("aba", view([(0, 1), (1, 3)]), view([(0, 2), (2, 3)])))
+    assert result["matched_s"] == [] and result["matched_t"] == []
+
+
 def test_word_cut_by_truncation_yields_no_pairs():
     text = "a painting of a dog"
     student = view([(0, 1), (1, 7), (7, 10), (10, 13), (13, 15), (15, 19), (0, 0)])
