@@ -64,14 +64,26 @@ def _writable_target(path: str | None, option: str) -> None:
     "--full-depth", is_flag=True, help="With --small: keep every layer (real launch and compile counts, slower)."
 )
 @click.option("--steps", type=click.IntRange(min=1), default=None, help="Timed training steps (default 20; 4 small).")
-@click.option("--json", "json_path", type=click.Path(dir_okay=False), default=None, help="Write every figure here.")
+@click.option(
+    "--json",
+    "json_path",
+    type=click.Path(dir_okay=False),
+    default=None,
+    help="Write every figure to this .json file (it replaces only an earlier bench's result, never another file).",
+)
 @click.option(
     "--peak-tflops",
     type=click.FloatRange(min=0, max=1e6, min_open=True),  # NaN passes a range: refused where it is used
     default=None,
     help="Peak TFLOP/s of this device for MFU (default: datasheet table for H100/H200/A100).",
 )
-@click.option("--profile", type=click.Path(dir_okay=False), default=None, help="Profile the timed training steps.")
+@click.option(
+    "--profile",
+    type=click.Path(dir_okay=False),
+    default=None,
+    help="Write the costliest kernels of the timed training steps here (replaces only an earlier --profile's "
+    "file; not the --json file).",
+)
 @click.option("--only", multiple=True, type=click.Choice(_SECTIONS), help="Run only these sections (repeatable).")
 @reports_recipe_errors
 def bench(

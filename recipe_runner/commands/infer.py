@@ -370,7 +370,7 @@ def run_job(job: InferJob) -> list[Path]:
 
 
 @click.command("infer")
-@click.argument("recipe", required=False, type=click.Path(dir_okay=False))
+@click.argument("recipe", required=False, type=click.Path(dir_okay=False), metavar="[FILE]")
 @click.option("--prompt", "prompts", multiple=True, metavar="TEXT", help="Prompt to render (repeatable).")
 @click.option("--prompts", "prompts_file", type=click.Path(dir_okay=False), help="File with one prompt per line.")
 @click.option("--encoder", type=click.Choice(["qwen", "t5"]), help="Text encoder (default: recipe inference.encoder).")
@@ -390,8 +390,8 @@ def run_job(job: InferJob) -> list[Path]:
     help="Image path (.png, .jpg, .jpeg, .webp); an image there is replaced (any other file is refused); several "
     "prompts give numbered files (NAME_01.png, ...; NAME-1_01.png, ... when any is taken, never over an earlier "
     "image). "
-    "Default: <output.dir>/images/ENCODER.png (./ENCODER.png with --checkpoint and no RECIPE), numbered -1, "
-    "-2, ... so no earlier image is replaced.",
+    "Default: <output.dir>/images/ENCODER.png, compare.png with --compare (./ENCODER.png with --checkpoint and "
+    "no FILE), numbered -1, -2, ... so no earlier image is replaced.",
 )
 @click.option(
     "--checkpoint", type=click.Path(file_okay=False), help="Exported encoder dir (default: <output.dir>/export)."
