@@ -142,7 +142,7 @@ def test_ctrl_c_saves_a_checkpoint_and_exits_cleanly(tiny_recipe_path, tiny_over
     out, err = proc.communicate(timeout=60)
     assert proc.returncode == 130, err
     assert "interrupted at step" in err and "Traceback" not in err
-    assert err.count("stopping:") == 1, err
+    assert err.count("stopping after the step or evaluation in progress") == 1, err
     interrupted = int(err.split("interrupted at step ")[1].split(";")[0])
     assert any(p.name == f"step-{interrupted:08d}" for p in step_checkpoints(tmp_path / "run" / "checkpoints"))
     # The command offered is this run's, --set values and all: the recipe file alone names another run.
