@@ -304,9 +304,8 @@ class Trainer:
                     f"`{self.commands.resume}`"
                 )
             self._log(position.global_step, {"stage": stage.name, **first})
-            if accelerator.is_main_process:
-                for line in empty_tier_warnings(stage_index, stage, first):
-                    tqdm.write(line, file=sys.stderr)
+            for line in empty_tier_warnings(stage_index, stage, first) if accelerator.is_main_process else ():
+                tqdm.write(line, file=sys.stderr)
         last: dict[str, float] = {}
         if position.eval_pending:
             last = self._pending_evaluation(objective, position, stop)
