@@ -7,11 +7,10 @@ one process and no collective is ever made.
 
 from __future__ import annotations
 
-import os
-
 import torch
 
 from components.devices import resolve_device
+from recipe_runner.processes import launched_processes
 from schemas.hardware import Hardware
 
 
@@ -21,7 +20,7 @@ class CacheProcesses:
     def __init__(self, hardware: Hardware) -> None:
         device = resolve_device(hardware)
         self.state = None
-        if int(os.environ.get("WORLD_SIZE", "1")) > 1:
+        if launched_processes() > 1:
             from accelerate import PartialState
 
             self.state = PartialState(cpu=device.type == "cpu")

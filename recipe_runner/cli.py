@@ -17,6 +17,7 @@ from recipe_runner.cli_support import (
     trust_remote_code_option,
 )
 from recipe_runner.errors import RecipeError
+from recipe_runner.processes import launched_processes
 from recipe_runner.stop_signals import stops_as_interrupts
 
 
@@ -49,7 +50,7 @@ class _RecipeGroup(click.Group):
 def main(ctx: click.Context) -> None:
     """Declarative model distillation: validate, plan, run and render from one YAML recipe."""
     verb = ctx.invoked_subcommand
-    if verb not in (None, *_SHARED_BY_PROCESSES) and int(os.environ.get("WORLD_SIZE", "1")) > 1:
+    if verb not in (None, *_SHARED_BY_PROCESSES) and launched_processes() > 1:
         # A launcher of several processes would make each one print the same report, and each one write the same
         # export or image: the first does the work alone, and says so.
         if os.environ.get("RANK", "0") != "0":

@@ -9,6 +9,8 @@ import os
 import shlex
 from dataclasses import dataclass
 
+from recipe_runner.processes import launched_processes
+
 PLACEHOLDER = "RECIPE"  # for a Trainer built in Python, where no command line exists to repeat
 
 
@@ -26,7 +28,7 @@ class NextCommands:
     @classmethod
     def of_this_process(cls, file: str, overrides: tuple[str, ...], allow_remote_code: bool) -> NextCommands:
         """Reads the launch from the variables torchrun (and `accelerate launch`) set for each process."""
-        world = int(os.environ.get("WORLD_SIZE", "1"))
+        world = launched_processes()
         per_node = int(os.environ.get("LOCAL_WORLD_SIZE", str(world)))
         return cls(file, tuple(overrides), allow_remote_code, per_node, max(1, world // max(1, per_node)))
 

@@ -3,7 +3,6 @@ training or with `recipe cache`; a later run reads the answers back, a stopped o
 
 from __future__ import annotations
 
-import os
 import sys
 from collections.abc import Iterator
 from pathlib import Path
@@ -16,6 +15,7 @@ from components.cache.manifest import teacher_source_identity
 from components.data.teacher_answers import read_answers, write_answers
 from components.errors import UserFacingError
 from recipe_runner.next_commands import FROM_PYTHON, NextCommands
+from recipe_runner.processes import launched_processes
 from recipe_runner.trainer.run_dir import DirectoryLock
 from schemas import Recipe
 
@@ -78,7 +78,7 @@ def teacher_answers(
     missing = [split for split, answers in found.items() if answers is None]
     if not missing:
         return found  # type: ignore[return-value]
-    if int(os.environ.get("WORLD_SIZE", "1")) > 1:
+    if launched_processes() > 1:
         raise AnswersSetupError(
             f"the teacher's answers for {', '.join(missing)} are not written yet in {directory}, and a teacher "
             f"writes them in one process: run `{commands.command('cache')}` without a launcher first, then launch "

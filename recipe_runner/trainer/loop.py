@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import contextlib
 import gc
-import os
 import sys
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -19,6 +18,7 @@ from components.data.prompts import prompts_digest
 from components.data.texts import TextBatch
 from components.models.compilation import compile_for_varied_lengths, compile_wanted
 from recipe_runner.next_commands import FROM_PYTHON, NextCommands
+from recipe_runner.processes import launched_processes
 from recipe_runner.teacher_cache import hold_cache_for_reading
 from recipe_runner.trainer import resume
 from recipe_runner.trainer.batch_plan import BatchPlan
@@ -143,8 +143,7 @@ class Trainer:
         if record is None:
             return None
         train_sha, eval_sha = self.prompts_sha
-        launched = int(os.environ.get("WORLD_SIZE", "1"))  # known before the Accelerator is
-        report = resume.compare(record, self.recipe, train_sha, position.stage, eval_sha, launched)
+        report = resume.compare(record, self.recipe, train_sha, position.stage, eval_sha, launched_processes())
         resume.check_resumable(self.resume_from, report)
         return report
 
