@@ -240,6 +240,7 @@ def _cached_prompts_problems(loaded: LoadedRecipe) -> list[Problem]:
     import json
 
     from components.cache.manifest import read_manifest
+    from components.cache.reuse import reuse_hint
     from components.data.prompts import DataFileError, prompts_digest
     from recipe_runner.trainer.parts import split_prompts
 
@@ -260,7 +261,7 @@ def _cached_prompts_problems(loaded: LoadedRecipe) -> list[Problem]:
             message = (
                 f"the cache {Path(cache.dir) / split} was made from other prompts than data.{split} now "
                 f"({manifest.get('count')} cached, {len(texts)} now): delete that folder and rerun `recipe cache`, "
-                "or point teacher.cache.dir elsewhere"
+                + reuse_hint(cache.dir)
             )
             problems.append(loaded.problem(("teacher", "cache", "dir"), message))
     return problems

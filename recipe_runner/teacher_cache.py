@@ -3,23 +3,25 @@
 from __future__ import annotations
 
 import contextlib
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
 
 from tqdm.auto import tqdm
 
-from components.cache.manifest import MANIFEST, teacher_identity
+from components.cache.manifest import MANIFEST, mismatches, read_manifest, teacher_identity
+from components.cache.reuse import ReusableRows, reuse_hint
 from components.cache.shards import (
     content_damage,
     missing_shard_bytes,
     shard_count,
+    shard_damage,
     shard_name,
     shard_rows,
     split_digest,
 )
-from components.cache.writer import DTYPES, CacheMismatchError, prepare_split, write_split
-from components.data.prompts import prompts_digest
+from components.cache.writer import DTYPES, CacheMismatchError, Reuse, prepare_split, write_split
+from components.data.prompts import prompt_key, prompts_digest
 from components.disk_space import NotEnoughDiskSpace, require_free
 from components.errors import UserFacingError
 from components.models import build_model, freeze, hidden_width, load_tokenizer, pad_id, resolve_config
@@ -93,21 +95,29 @@ def build_teacher_cache(
     processes: CacheProcesses | None = None,
     verify: bool = False,
     commands: NextCommands = FROM_PYTHON,
+    reuse_from: Path | None = None,
 ) -> dict[str, dict]:
-    """Returns per split: prompt count, shards written and tokens encoded (by every process), this process's
-    seconds and rewritten shards, bytes on disk. Under a launcher each process encodes its share of the shards.
-    `verify` also reads every finished shard of this process's share and checks its values against their sum."""
+    """Returns per split: prompt count, shards written, tokens encoded and prompts copied (by every process), this
+    process's seconds and rewritten shards, bytes on disk. Under a launcher each process encodes its share of the
+    shards. `verify` also reads every finished shard of this process's share and checks its values against their
+    sum. `reuse_from`: an earlier cache whose rows for the same prompts are copied instead of encoded."""
     processes = processes or CacheProcesses(recipe.hardware)
     spec = recipe.teacher_cache
     if spec is None:
         raise CacheSetupError("the recipe has no teacher.cache section; add `cache: {dir: ...}` to the teacher")
+    if reuse_from is not None and _inside(Path(reuse_from), Path(spec.dir)):
+        raise CacheSetupError(
+            f"--reuse-from {reuse_from} is teacher.cache.dir itself (or in it): rows are copied into a new cache, "
+            "never rewritten in place; point teacher.cache.dir at a new directory (--set teacher.cache.dir=...)"
+        )
     # Two caches writing one directory would both encode everything; the second is refused instead, and so is a
     # cache while a run reads the directory (shards replaced under it would pair its prompts with other targets).
     lock, unwritable = _lock_for_every_process(spec, processes)
     try:
         if processes.world == 1 and unwritable is None:  # under several processes another may be writing now
             _remove_partial_shards(Path(spec.dir))
-        return _build(recipe, spec, batch_tokens, progress, processes, unwritable, verify, commands.command("cache"))
+        rerun = commands.command("cache")
+        return _build(recipe, spec, batch_tokens, progress, processes, unwritable, verify, rerun, reuse_from)
     finally:
         if lock is not None:
             lock.release()
@@ -167,11 +177,13 @@ def _build(
     unwritable: OSError | None,
     verify: bool,
     rerun: str,
+    reuse_from: Path | None,
 ) -> dict[str, dict]:
     train, held_out = split_prompts(recipe)
     require_downloaded(needed_from("teacher", recipe.teacher), "recipe cache")
     tokenizer = load_tokenizer(recipe.teacher)
     identity = teacher_identity(recipe)
+    reusable = ReusableRows(reuse_from, identity) if reuse_from is not None else None  # before anything is written
     splits, started = [], []
     for split, prompts in (("train", train), ("eval", held_out)):
         if not prompts:
@@ -182,7 +194,9 @@ def _build(
         try:
             manifest = prepare_split(split_dir, identity, prompts_digest(prompts), len(prompts), spec.shard_size)
         except CacheMismatchError as exc:
-            raise CacheSetupError(f"{exc}; delete it or point teacher.cache.dir elsewhere") from None
+            same_teacher = not mismatches(read_manifest(split_dir) or {}, identity)
+            hint = reuse_hint(spec.dir) if same_teacher else "or point teacher.cache.dir elsewhere"
+            raise CacheSetupError(f"{exc}; delete it {hint}") from None
         except OSError as exc:  # no manifest yet, and none can be written
             raise _cannot_write(spec, unwritable or exc) from None
         ids = tokenizer(prompts, truncation=True, max_length=recipe.teacher.max_length)["input_ids"]
@@ -200,11 +214,20 @@ def _build(
         raise
     if to_write and unwritable is not None:
         raise _cannot_write(spec, unwritable)
+    copies = (
+        {
+            split: _copies(reusable, split_dir, prompts, spec.shard_size, made_from, processes.owns)
+            for split, split_dir, prompts, _, made_from in splits
+        }
+        if reusable is not None
+        else {}
+    )
     device = processes.device
     teacher = None
     reports = {}
     for split, split_dir, prompts, ids, made_from in splits:
-        if teacher is None and to_write:  # a complete cache is only checked: no teacher load (minutes for T5-XXL)
+        reuse, encodes = copies.get(split, (None, bool(to_write)))
+        if teacher is None and encodes:  # a complete cache is only checked: no teacher load (minutes for T5-XXL)
             hw = recipe.hardware
             with contextlib.nullcontext() if progress else quiet_transformers_bars():  # --no-progress: no bar at all
                 teacher = freeze(
@@ -230,17 +253,46 @@ def _build(
                 progress=bar.update,
                 owns=processes.owns,
                 split=made_from,
+                prompt_keys=[prompt_key(prompt) for prompt in prompts],
+                reuse=reuse,
             )
         processes.wait_for_everyone()  # every shard is on disk before anyone sizes the split
-        report["shards_written"], report["tokens"] = (
-            int(n) for n in processes.total(report["shards_written"], report["tokens"])
+        report["shards_written"], report["tokens"], report["reused"] = (
+            int(n) for n in processes.total(report["shards_written"], report["tokens"], report["reused"])
         )
         # The split's own shards only: a stray file of another layout is no part of it.
         names = (shard_name(shard) for shard in range(shard_count(len(prompts), spec.shard_size)))
         size = sum(path.stat().st_size for path in (split_dir / name for name in names) if path.is_file())
         report["rewritten"] = damaged.get(split, []) + report["rewritten"]
         reports[split] = {**report, "count": len(prompts), "bytes": size, "bytes_per_prompt": size / len(prompts)}
+        reports[split]["not_reused"] = reusable.skipped if reusable is not None else []
     return reports
+
+
+def _inside(path: Path, directory: Path) -> bool:
+    path, directory = path.resolve(), directory.resolve()
+    return path == directory or directory in path.parents
+
+
+def _copies(
+    reusable: ReusableRows,
+    split_dir: Path,
+    prompts: list[str],
+    shard_size: int,
+    made_from: str,
+    owns: Callable[[int], bool],
+) -> tuple[Reuse, bool]:
+    """What `write_split` copies from the earlier cache (rows of whole, verified shards only), and whether some
+    prompt of this process's shards still to write is left for the teacher."""
+    keys = [prompt_key(prompt) for prompt in prompts]
+    wanted = set()
+    for shard in filter(owns, range(shard_count(len(prompts), shard_size))):
+        lo, hi = shard_rows(shard, len(prompts), shard_size)
+        final = split_dir / shard_name(shard)
+        if not (final.exists() and shard_damage(final, lo, hi, made_from) is None):
+            wanted.update(keys[lo:hi])
+    usable = reusable.usable(wanted)
+    return (lambda i: reusable.rows(keys[i]) if keys[i] in usable else None), bool(wanted - usable)
 
 
 def _damaged_values(

@@ -10,6 +10,7 @@ from typing import Any
 import torch
 from safetensors import SafetensorError, safe_open
 
+from components.data.prompts import KEY_LENGTH
 from components.safetensors_header import DamagedFileError, read_header
 
 
@@ -74,6 +75,8 @@ def shard_damage(path: Path, lo: int, hi: int, split: str | None = None) -> str 
     return None
 
 
+PROMPTS_KEY = "prompts"  # in a shard's metadata: the `prompt_key` of each of its prompts, in order, joined
+
 SUM_KEY = "sha256"  # in a shard's metadata: the SHA-256 of its tensors' bytes, `hidden` then `offsets`
 
 
@@ -100,7 +103,7 @@ def content_damage(path: Path) -> str | None:
     return None if found == wanted else "its values are not those it was written with (its SHA-256 differs)"
 
 
-_HEADER_ALLOWANCE = 4096  # a shard's safetensors header and metadata
+_HEADER_ALLOWANCE = 4096  # a shard's safetensors header and metadata, beside its prompt keys
 
 
 def missing_shard_bytes(
@@ -122,5 +125,5 @@ def missing_shard_bytes(
             continue
         rows = sum(len(ids) for ids in token_ids[lo:hi]) + int(chroma_mask) * (hi - lo)
         shards += 1
-        total += rows * width * itemsize + 8 * (hi - lo + 1) + _HEADER_ALLOWANCE
+        total += rows * width * itemsize + (8 + KEY_LENGTH) * (hi - lo + 1) + _HEADER_ALLOWANCE
     return shards, total

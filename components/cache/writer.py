@@ -14,6 +14,7 @@ import torch
 from components.atomic_files import save_safetensors_atomic, write_json_atomic
 from components.cache.manifest import mismatches, read_manifest
 from components.cache.shards import (
+    PROMPTS_KEY,
     SPLIT_KEY,
     SUM_KEY,
     shard_count,
@@ -64,7 +65,7 @@ def padded_batch(
 
 
 def _shard_rows(
-    teacher: torch.nn.Module,
+    teacher: torch.nn.Module | None,
     token_ids: list[list[int]],
     lo: int,
     hi: int,
@@ -75,9 +76,11 @@ def _shard_rows(
     pad_id: int,
     device: torch.device,
     progress: Callable[[int], None] | None,
-) -> tuple[torch.Tensor, torch.Tensor, int]:
-    """Prompts lo..hi-1 through the teacher in length-sorted token-budget batches; returns their kept rows in
-    prompt order in one tensor on `device`, the per-prompt offsets and the real-token count.
+    reuse: Reuse | None,
+) -> tuple[torch.Tensor, torch.Tensor, int, int]:
+    """Prompts lo..hi-1 through the teacher in length-sorted token-budget batches (those `reuse` has rows for are
+    copied instead); returns their kept rows in prompt order in one tensor on `device`, the per-prompt offsets,
+    the real-token count encoded and the prompts copied.
 
     Each batch's kept rows are copied straight to their place in a shard buffer allocated once (two indexed
     copies per batch, index arrays built on the host, no device sync), so a GPU does the gathering, the host
@@ -86,9 +89,19 @@ def _shard_rows(
     kept = np.array([len(ids) + int(chroma_mask) for ids in token_ids[lo:hi]], dtype=np.int64)
     offsets = np.zeros(hi - lo + 1, dtype=np.int64)
     np.cumsum(kept, out=offsets[1:])
+    taken = _taken_rows(reuse, lo, hi, kept) if reuse is not None else {}
+    encoded = [j for j in range(hi - lo) if j not in taken]
     shard: torch.Tensor | None = None
-    for local in token_budget_batches(sorted(range(hi - lo), key=kept.__getitem__), kept.tolist(), batch_tokens):
+    if taken:
+        copied = torch.cat(list(taken.values()))
+        shard = torch.empty(int(offsets[-1]), copied.shape[-1], dtype=dtype, device=device)
+        target = np.concatenate([offsets[j] + np.arange(kept[j]) for j in taken])
+        shard.index_copy_(0, torch.from_numpy(target).to(device), copied.to(device, dtype))
+        if progress:
+            progress(len(taken))
+    for local in token_budget_batches(sorted(encoded, key=kept.__getitem__), kept.tolist(), batch_tokens):
         ids, real = padded_batch(token_ids, [lo + j for j in local], chroma_mask, pad_id)
+        assert teacher is not None, "a prompt to encode with no teacher built"
         hidden = encode_teacher(teacher, ids.to(device), real.to(device)).to(dtype)
         width = hidden.shape[1]
         # Row r keeps its first kept[r] positions (Chroma's one visible pad is the column after its last token).
@@ -101,8 +114,29 @@ def _shard_rows(
         if progress:
             progress(len(local))
     assert shard is not None
-    tokens = int(kept.sum()) - int(chroma_mask) * (hi - lo)
-    return shard, torch.from_numpy(offsets), tokens
+    tokens = int(kept[encoded].sum()) - int(chroma_mask) * len(encoded)
+    return shard, torch.from_numpy(offsets), tokens, len(taken)
+
+
+Reuse = Callable[[int], "torch.Tensor | None"]  # rows already made for prompt i elsewhere, or None to encode it
+
+
+def _taken_rows(reuse: Reuse, lo: int, hi: int, kept: np.ndarray) -> dict[int, torch.Tensor]:
+    """The rows `reuse` has for prompts lo..hi-1, by local index; rows of another length than these prompts keep
+    mean another tokenizer than the earlier cache's manifest names, so none of its rows can be trusted."""
+    taken = {}
+    for j in range(hi - lo):
+        rows = reuse(lo + j)
+        if rows is None:
+            continue
+        if rows.shape[0] != kept[j]:
+            raise CacheMismatchError(
+                f"the earlier cache holds {rows.shape[0]} positions for prompt {lo + j} (counted from 0) where its "
+                f"tokens now take {kept[j]}: it was made with another tokenizer than its manifest says, so none of "
+                "its rows can be taken; rerun without --reuse-from"
+            )
+        taken[j] = rows
+    return taken
 
 
 class CacheValuesError(UserFacingError, RuntimeError):
@@ -142,11 +176,13 @@ def _write_when_copied(
     largest: torch.Tensor,
     hint: str,
     split: str | None,
+    keys: str | None,
 ) -> None:
     copied()
     _check_finite(tensors, largest, final, first, hint)
     checksum = tensors_sha256(tensors["hidden"], tensors["offsets"])  # in this writer thread, beside encoding
     metadata = {"first": str(first), SUM_KEY: checksum, **({SPLIT_KEY: split} if split else {})}
+    metadata.update({PROMPTS_KEY: keys} if keys is not None else {})
     save_safetensors_atomic(final, tensors, metadata=metadata)
 
 
@@ -162,7 +198,7 @@ def _copy_done(device: torch.device) -> Callable[[], None]:
 def write_split(
     split_dir: Path,
     token_ids: list[list[int]],
-    teacher: torch.nn.Module,
+    teacher: torch.nn.Module | None,
     *,
     shard_size: int,
     batch_tokens: int,
@@ -173,6 +209,8 @@ def write_split(
     progress: Callable[[int], None] | None = None,
     owns: Callable[[int], bool] = lambda shard: True,
     split: str | None = None,
+    prompt_keys: list[str] | None = None,
+    reuse: Reuse | None = None,
 ) -> dict[str, Any]:
     """Encode every missing or damaged shard; returns timing and size figures, and each damaged shard rewritten
     with the reason (`rewritten`), for reporting.
@@ -187,12 +225,15 @@ def write_split(
     A finished shard is copied to the host and written by a background thread while the next one is encoded
     (at most one write in flight, so at most two shards are held in host memory); an error in a write surfaces
     here, and an interrupted write leaves only a temporary file, so a rerun encodes that shard again.
+
+    `prompt_keys` (each prompt's `prompt_key`) go into each shard, so that a later cache of edited data can take
+    its rows (`reuse`); `teacher` may be None when `reuse` has every prompt still to write.
     """
     count = len(token_ids)
     hint = _overflow_hint(teacher, dtype)
     tokens = 0
     started = time.perf_counter()
-    written = 0
+    written = reused = 0
     rewritten: list[str] = []
     with ThreadPoolExecutor(max_workers=1, thread_name_prefix="cache-shard-writer") as disk:
         writing: Future | None = None
@@ -206,7 +247,7 @@ def write_split(
                         progress(hi - lo)
                     continue
                 rewritten.append(f"{final} ({damage})")
-            hidden, offsets, shard_tokens = _shard_rows(
+            hidden, offsets, shard_tokens, shard_reused = _shard_rows(
                 teacher,
                 token_ids,
                 lo,
@@ -217,8 +258,9 @@ def write_split(
                 pad_id=pad_id,
                 device=device,
                 progress=progress,
+                reuse=reuse,
             )
-            tokens += shard_tokens
+            tokens, reused = tokens + shard_tokens, reused + shard_reused
             # Into pinned host memory without waiting: the next shard's forward is queued behind the copy, and
             # the writer thread waits for it before writing.
             non_blocking = device.type == "cuda"
@@ -229,9 +271,10 @@ def write_split(
             if writing is not None:
                 writing.result()
             tensors = {"hidden": host, "offsets": offsets}
-            writing = disk.submit(_write_when_copied, copied, final, tensors, lo, largest, hint, split)
+            keys = "".join(prompt_keys[lo:hi]) if prompt_keys is not None else None
+            writing = disk.submit(_write_when_copied, copied, final, tensors, lo, largest, hint, split, keys)
             written += 1
         if writing is not None:
             writing.result()
     elapsed = time.perf_counter() - started
-    return {"shards_written": written, "tokens": tokens, "seconds": elapsed, "rewritten": rewritten}
+    return {"shards_written": written, "tokens": tokens, "seconds": elapsed, "rewritten": rewritten, "reused": reused}

@@ -105,6 +105,15 @@ def prompts_digest(prompts: list[str]) -> str:
     return digest.hexdigest()
 
 
+KEY_LENGTH = 16  # hex digits of `prompt_key`
+
+
+def prompt_key(prompt: str) -> str:
+    """One prompt's identity: what lets outputs written for it (a cache row, an answer) be found again after the
+    data around it changed."""
+    return hashlib.sha256(prompt.encode("utf-8")).hexdigest()[:KEY_LENGTH]
+
+
 def check_prompts(prompts: list[str], *, allow_empty: bool = False, error: type[Exception] = ValueError) -> None:
     """A clear error before any model runs (`error` lets each caller keep its own exception type)."""
     if isinstance(prompts, str) or not prompts:

@@ -11,7 +11,6 @@ never read as these: the caller is told to move them away.
 
 from __future__ import annotations
 
-import hashlib
 import json
 import os
 import shlex
@@ -20,7 +19,7 @@ from pathlib import Path
 
 from components.atomic_files import atomic_path, write_json_atomic
 from components.cache.weights import comparable
-from components.data.prompts import prompts_digest
+from components.data.prompts import prompt_key, prompts_digest
 from components.errors import UserFacingError
 
 
@@ -33,11 +32,7 @@ def _files(directory: Path, split: str) -> tuple[Path, Path, Path]:
 
 
 def _record(answer: str, prompt: str) -> str:
-    return json.dumps({"answer": answer, "prompt": _prompt_digest(prompt)}) + "\n"
-
-
-def _prompt_digest(prompt: str) -> str:
-    return hashlib.sha256(prompt.encode("utf-8")).hexdigest()[:16]
+    return json.dumps({"answer": answer, "prompt": prompt_key(prompt)}) + "\n"
 
 
 def _answer_of(line: str, prompt: str) -> str | None:
@@ -48,7 +43,7 @@ def _answer_of(line: str, prompt: str) -> str | None:
         answer = record["answer"]
     except (ValueError, KeyError, TypeError):
         return None
-    if not isinstance(answer, str) or record.get("prompt", _prompt_digest(prompt)) != _prompt_digest(prompt):
+    if not isinstance(answer, str) or record.get("prompt", prompt_key(prompt)) != prompt_key(prompt):
         return None
     return answer
 

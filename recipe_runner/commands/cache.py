@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import click
 
 from recipe_runner.cli_support import (
@@ -28,6 +30,14 @@ from recipe_runner.cli_support import (
     help="Also read every finished shard and check its values against the SHA-256 taken when it was written; "
     "a damaged one is encoded again. (Teacher answers are read whole and checked line by line on every call.)",
 )
+@click.option(
+    "--reuse-from",
+    type=click.Path(file_okay=False),
+    default=None,
+    help="An earlier teacher.cache.dir (or one split of it), made with the same teacher settings: the outputs of "
+    "prompts it already holds are copied from it, and only new or changed prompts are encoded. It is only read; "
+    "teacher.cache.dir must be another directory.",
+)
 @click.option("--no-progress", is_flag=True, help="No progress bar.")
 @reports_recipe_errors
 def cache(
@@ -36,6 +46,7 @@ def cache(
     allow_remote_code: bool,
     batch_tokens: int | None,
     verify: bool,
+    reuse_from: str | None,
     no_progress: bool,
 ) -> None:
     """Encode train and eval prompts with the teacher into teacher.cache.dir (resumes if interrupted); for a
@@ -50,6 +61,11 @@ def cache(
     recipe = loaded.recipe
     commands = NextCommands.of_this_process(file, overrides, allow_remote_code)
     if recipe.family == "logits" and recipe.teacher.answers is not None:
+        if reuse_from is not None:
+            raise click.UsageError(
+                "--reuse-from is not supported yet for teacher answers (only for a teacher cache): point "
+                "teacher.answers.dir at a new directory to write every answer anew"
+            )
         with interrupt_goes_on(": the answers written so far are kept", commands.command("cache")):
             _write_answers(recipe, not no_progress, commands)
         return
@@ -59,11 +75,21 @@ def cache(
     )
     require_embedding_family(recipe, "cache", why)
     processes = CacheProcesses(loaded.recipe.hardware)  # several under torchrun: each writes its share
-    rerun = commands.command("cache", *(["--verify"] if verify else []))
+    flags = [*(["--verify"] if verify else []), *(["--reuse-from", reuse_from] if reuse_from else [])]
+    rerun = commands.command("cache", *flags)
     with interrupt_goes_on(": the finished shards are kept", rerun):
         reports = build_teacher_cache(
-            loaded.recipe, batch_tokens, progress=not no_progress, processes=processes, verify=verify, commands=commands
+            loaded.recipe,
+            batch_tokens,
+            progress=not no_progress,
+            processes=processes,
+            verify=verify,
+            commands=commands,
+            reuse_from=Path(reuse_from) if reuse_from else None,
         )
+    if processes.is_main:
+        for passed_over in next(iter(reports.values()), {}).get("not_reused", []):
+            click.echo(f"not reused: {passed_over}")
     for split, report in reports.items():
         for rewritten in report["rewritten"]:  # each process names the damaged shards it rewrote
             click.echo(f"{split}: rewrote damaged shard {rewritten}")
@@ -84,9 +110,10 @@ def _report_line(split: str, report: dict, shard_size: int, verified: bool) -> s
         shards = shard_count(report["count"], shard_size)
         how = "every value checked against its SHA-256" if verified else "headers and sizes checked"
         return f"{split}: {report['count']} prompts, complete: {shards} shard(s) already there ({how}), {on_disk}"
+    copied = f"{report['reused']} prompts copied from the earlier cache, " if report.get("reused") else ""
     return (
-        f"{split}: {report['count']} prompts, {report['shards_written']} shard(s) written, {report['tokens']} tokens, "
-        + on_disk
+        f"{split}: {report['count']} prompts, {report['shards_written']} shard(s) written, {copied}"
+        f"{report['tokens']} tokens encoded, {on_disk}"
     )
 
 

@@ -12,6 +12,7 @@ from components.alignment import CrossTokenizerAligner
 from components.bolt_on import build_bolt_on
 from components.cache.manifest import read_manifest
 from components.cache.reader import CacheDamagedError, CachedTeacher, CacheIncompleteError
+from components.cache.reuse import reuse_hint
 from components.data.pipeline import Collator, PromptPairs
 from components.data.prompts import DataFileError, prompts_digest, read_prompts
 from components.data.texts import TextCollator, TextSamples
@@ -149,8 +150,7 @@ def open_cache(recipe: Recipe, split: str, prompts: list[str], commands: NextCom
     if len(cache) != len(prompts) or made_from != prompts_digest(prompts):
         raise RunSetupError(
             f"cache {split_dir} was made from other prompts than data.{split} ({len(cache)} cached, "
-            f"{len(prompts)} now): delete it and rerun `{commands.command('cache')}`, or point teacher.cache.dir "
-            "elsewhere"
+            f"{len(prompts)} now): delete it and rerun `{commands.command('cache')}`, {reuse_hint(spec.dir)}"
         )
     return cache
 
