@@ -12,7 +12,7 @@ import torch
 from tqdm.auto import tqdm
 
 from components.cache.manifest import teacher_source_identity
-from components.data.teacher_answers import read_answers, write_answers
+from components.data.teacher_answers import read_answers, reusable_answers, write_answers
 from components.errors import UserFacingError
 from recipe_runner.next_commands import FROM_PYTHON, NextCommands
 from recipe_runner.processes import launched_processes
@@ -64,9 +64,12 @@ def teacher_answers(
     device: torch.device,
     progress: bool = True,
     commands: NextCommands = FROM_PYTHON,
+    reuse_from: Path | None = None,
 ) -> dict[str, list[str]]:
-    """Each split's answers: read when written already, else written now with the teacher (loaded once, then
-    freed on return). Under a launcher of several processes missing answers are refused: `recipe cache` writes them."""
+    """Each split's answers: read when written already, else written now with the teacher (loaded once, when a
+    prompt needs it, then freed on return). Under a launcher of several processes missing answers are refused:
+    `recipe cache` writes them. `reuse_from`: an earlier answers directory whose answers to the same prompts are
+    taken instead of asked again."""
     from components.inference.text_generation import continue_prompts
     from components.models import build_model, freeze, load_tokenizer
     from recipe_runner.trainer.logit_parts import teacher_seed
@@ -74,6 +77,15 @@ def teacher_answers(
     spec = recipe.teacher.answers
     assert spec is not None
     directory, identity = Path(spec.dir), answers_identity(recipe)
+    if reuse_from is not None and reuse_from.resolve().is_relative_to(directory.resolve()):
+        raise AnswersSetupError(
+            f"--reuse-from {reuse_from} is teacher.answers.dir itself (or in it): answers are taken into a new "
+            "directory, never rewritten in place; point teacher.answers.dir at a new directory (--set "
+            "teacher.answers.dir=...)"
+        )
+    known, passed_over = reusable_answers(reuse_from, identity) if reuse_from is not None else ({}, [])
+    for words in passed_over:
+        print(f"not reused: {words}", file=sys.stderr)
     found = {split: read_answers(directory, split, prompts, identity) for split, prompts in splits.items()}
     missing = [split for split, answers in found.items() if answers is None]
     if not missing:
@@ -84,16 +96,18 @@ def teacher_answers(
             f"writes them in one process: run `{commands.command('cache')}` without a launcher first, then launch "
             "the run"
         )
+    tokenizer = load_tokenizer(recipe.teacher)
     lock = DirectoryLock(directory, ANSWERS_LOCK, "writing teacher answers", "point teacher.answers.dir elsewhere")
     lock.acquire()
     try:
-        teacher = freeze(build_model(recipe.teacher, "teacher", device=device, seed=teacher_seed(recipe)))
-        tokenizer = load_tokenizer(recipe.teacher)
+        built: list[torch.nn.Module] = []  # the teacher once a prompt needs it: none when every answer is known
 
         def answer(start: int, prompts: list[str]) -> list[str]:
             seed = recipe.hardware.seed + start
+            if not built:
+                built.append(freeze(build_model(recipe.teacher, "teacher", device=device, seed=teacher_seed(recipe))))
             return continue_prompts(
-                teacher,
+                built[0],
                 tokenizer,
                 prompts,
                 spec.max_new_tokens,
@@ -110,7 +124,9 @@ def teacher_answers(
             ) as bar:
                 written = _Written(bar)
                 try:
-                    found[split] = write_answers(directory, split, prompts, identity, answer, spec.batch_size, written)
+                    found[split] = write_answers(
+                        directory, split, prompts, identity, answer, spec.batch_size, written, known
+                    )
                 except OSError as exc:  # a full disk, say: the batches before it were flushed and are kept
                     raise AnswersSetupError(
                         f"could not write the teacher's answers for {split} into {directory}: "

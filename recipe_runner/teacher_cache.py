@@ -105,7 +105,7 @@ def build_teacher_cache(
     spec = recipe.teacher_cache
     if spec is None:
         raise CacheSetupError("the recipe has no teacher.cache section; add `cache: {dir: ...}` to the teacher")
-    if reuse_from is not None and _inside(Path(reuse_from), Path(spec.dir)):
+    if reuse_from is not None and Path(reuse_from).resolve().is_relative_to(Path(spec.dir).resolve()):
         raise CacheSetupError(
             f"--reuse-from {reuse_from} is teacher.cache.dir itself (or in it): rows are copied into a new cache, "
             "never rewritten in place; point teacher.cache.dir at a new directory (--set teacher.cache.dir=...)"
@@ -267,11 +267,6 @@ def _build(
         reports[split] = {**report, "count": len(prompts), "bytes": size, "bytes_per_prompt": size / len(prompts)}
         reports[split]["not_reused"] = reusable.skipped if reusable is not None else []
     return reports
-
-
-def _inside(path: Path, directory: Path) -> bool:
-    path, directory = path.resolve(), directory.resolve()
-    return path == directory or directory in path.parents
 
 
 def _copies(

@@ -106,10 +106,16 @@ def read_answers(directory: Path, split: str, prompts: list[str], identity: dict
             "away to write the answers again"
         ) from None
     if not _same_making(made, _made_from(prompts, identity)):
+        differences = _differences(made, _made_from(prompts, identity))
+        elsewhere = (
+            f"or point teacher.answers.dir at a new directory and add `--reuse-from {directory}` to `recipe cache`, "
+            "which takes the answers of the prompts already there and has the teacher answer only the others"
+            if differences == "the prompts"
+            else "or point teacher.answers.dir elsewhere"
+        )
         raise AnswersError(
             f"{final} holds answers made from other prompts or teacher settings than data.{split} and "
-            f"teacher.answers now ({_differences(made, _made_from(prompts, identity))}): delete it (and its .json) to "
-            "write them again, or point teacher.answers.dir elsewhere"
+            f"teacher.answers now ({differences}): delete it (and its .json) to write them again, {elsewhere}"
         )
     try:
         lines = final.read_text(encoding="utf-8").splitlines()
@@ -161,9 +167,11 @@ def write_answers(
     answer_batch: Callable[[int, list[str]], list[str]],
     batch_size: int,
     progress: Callable[[int], None] = lambda done: None,
+    known: dict[str, str] | None = None,
 ) -> list[str]:
     """Answers of every prompt, continuing a partial file of the same prompts; `answer_batch(start, prompts)`
-    answers the prompts from index `start` on."""
+    answers prompts of which the first is at index `start`. `known`: answers by `prompt_key` written before (for
+    other data), taken as they are (see `reusable_answers`)."""
     final, partial, manifest = _files(directory, split)
     directory.mkdir(parents=True, exist_ok=True)
     made = _made_from(prompts, identity)
@@ -184,15 +192,86 @@ def write_answers(
             tmp.write_text("", encoding="utf-8")
         write_json_atomic(started, made)
     progress(len(done))
+    known = known or {}
     with partial.open("a", encoding="utf-8") as handle:
-        for start in range(len(done), len(prompts), batch_size):
-            answers = answer_batch(start, prompts[start : start + batch_size])
-            handle.write("".join(_record(a, p) for a, p in zip(answers, prompts[start:], strict=False)))
+        start = len(done)
+        while start < len(prompts):
+            # The next batch_size prompts `known` lacks, and every known one before the last of them.
+            asked, end = [], start
+            while end < len(prompts) and len(asked) < batch_size:
+                asked += [end] if prompt_key(prompts[end]) not in known else []
+                end += 1
+            given = dict(zip(asked, answer_batch(asked[0], [prompts[i] for i in asked]), strict=True)) if asked else {}
+            answers = [given[i] if i in given else known[prompt_key(prompts[i])] for i in range(start, end)]
+            handle.write("".join(_record(a, p) for a, p in zip(answers, prompts[start:end], strict=True)))
             handle.flush()
             os.fsync(handle.fileno())
             done += answers
             progress(len(done))
+            start = end
     write_json_atomic(manifest, made)
     os.replace(partial, final)
     started.unlink()
     return done
+
+
+def _written_answers(data: Path) -> tuple[dict[str, str], int]:
+    """The answers of a finished or half-written file by prompt key, and how many records name no prompt (written
+    before records did); a record cut short by a kill is passed over."""
+    found, unnamed = {}, 0
+    for line in data.read_text(encoding="utf-8").splitlines():
+        try:
+            record = json.loads(line)
+        except ValueError:
+            continue
+        if not isinstance(record, dict) or not isinstance(record.get("answer"), str):
+            continue
+        if not isinstance(record.get("prompt"), str):
+            unnamed += 1
+            continue
+        found[record["prompt"]] = record["answer"]
+    return found, unnamed
+
+
+def reusable_answers(source: Path, identity: dict) -> tuple[dict[str, str], list[str]]:
+    """Answers an earlier teacher.answers.dir holds, finished or half-written, by prompt key: those of files made
+    with these teacher settings (whatever prompts), so edited data has the teacher answer only what is new. Also
+    returns what could not be used, in words. The directory is only read."""
+    if not source.is_dir():
+        raise AnswersError(f"--reuse-from {source}: no such directory (give an earlier teacher.answers.dir)")
+    known: dict[str, str] = {}
+    skipped: list[str] = []
+    for made_file in sorted(source.glob("*.json")):
+        started = made_file.name.endswith(".started.json")
+        data = (
+            made_file.with_name(made_file.name.removesuffix(".started.json") + ".partial")
+            if started
+            else (made_file.with_suffix(".jsonl"))
+        )
+        if not data.is_file():
+            continue
+        try:
+            saved = json.loads(made_file.read_text(encoding="utf-8"))
+            if not isinstance(saved, dict):
+                raise ValueError("not a JSON object")
+            answers, unnamed = _written_answers(data)
+        except (OSError, ValueError) as exc:
+            skipped.append(f"{data}: unreadable ({exc})")
+            continue
+        saved = {
+            key: value for key, value in _as_made_now(saved, identity).items() if key not in ("prompts_sha256", "count")
+        }
+        if saved != identity:
+            said = _differences(
+                {**saved, "prompts_sha256": None, "count": None}, {**identity, "prompts_sha256": None, "count": None}
+            )
+            skipped.append(f"{data}: made with other teacher settings ({said})")
+            continue
+        if unnamed:
+            skipped.append(f"{data}: {unnamed} answer(s) written before answers named their prompt")
+        for key, answer in answers.items():
+            known.setdefault(key, answer)
+    if not known:
+        why = "; ".join(skipped) or "it holds no answers"
+        raise AnswersError(f"--reuse-from {source}: no teacher answers can be taken from it: {why}")
+    return known, skipped

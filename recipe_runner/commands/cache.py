@@ -34,9 +34,9 @@ from recipe_runner.cli_support import (
     "--reuse-from",
     type=click.Path(file_okay=False),
     default=None,
-    help="An earlier teacher.cache.dir (or one split of it), made with the same teacher settings: the outputs of "
-    "prompts it already holds are copied from it, and only new or changed prompts are encoded. It is only read; "
-    "teacher.cache.dir must be another directory.",
+    help="An earlier teacher.cache.dir (or one split of it), or teacher.answers.dir, made with the same teacher "
+    "settings: the outputs (answers) of prompts it already holds are copied from it, and only new or changed prompts "
+    "go through the teacher. It is only read; the recipe's directory must be another one.",
 )
 @click.option("--no-progress", is_flag=True, help="No progress bar.")
 @reports_recipe_errors
@@ -61,13 +61,9 @@ def cache(
     recipe = loaded.recipe
     commands = NextCommands.of_this_process(file, overrides, allow_remote_code)
     if recipe.family == "logits" and recipe.teacher.answers is not None:
-        if reuse_from is not None:
-            raise click.UsageError(
-                "--reuse-from is not supported yet for teacher answers (only for a teacher cache): point "
-                "teacher.answers.dir at a new directory to write every answer anew"
-            )
-        with interrupt_goes_on(": the answers written so far are kept", commands.command("cache")):
-            _write_answers(recipe, not no_progress, commands)
+        rerun = commands.command("cache", *(["--reuse-from", reuse_from] if reuse_from else []))
+        with interrupt_goes_on(": the answers written so far are kept", rerun):
+            _write_answers(recipe, not no_progress, commands, Path(reuse_from) if reuse_from else None)
         return
     why = (
         "its teacher runs beside the student in `recipe run`, on each batch; there is nothing to cache (with "
@@ -117,16 +113,14 @@ def _report_line(split: str, report: dict, shard_size: int, verified: bool) -> s
     )
 
 
-def _write_answers(recipe, progress: bool, commands) -> None:
+def _write_answers(recipe, progress: bool, commands, reuse_from: Path | None) -> None:
     """Sequence-level distillation: the teacher answers every prompt of each split (continuing a stopped run)."""
-    from pathlib import Path
-
     from components.devices import resolve_device
     from recipe_runner.teacher_answers import teacher_answers
     from recipe_runner.trainer.parts import split_prompts
 
     train, held_out = split_prompts(recipe)
     splits = {"train": train, **({"eval": held_out} if held_out else {})}
-    answers = teacher_answers(recipe, splits, resolve_device(recipe.hardware), progress, commands)
+    answers = teacher_answers(recipe, splits, resolve_device(recipe.hardware), progress, commands, reuse_from)
     for split, written in answers.items():
         click.echo(f"{split}: {len(written)} teacher answers in {Path(recipe.teacher.answers.dir) / f'{split}.jsonl'}")

@@ -40,7 +40,7 @@ def test_a_disk_that_fills_while_answers_are_written_is_one_line_with_what_is_ke
     sets = (f"teacher.answers.dir={tmp_path / 'answers'}",)
     recipe = load_recipe(SEQUENCE_KD, sets).recipe
 
-    def full_after_three(directory, split, prompts, identity, answer, batch_size, progress):
+    def full_after_three(directory, split, prompts, identity, answer, batch_size, progress, known):
         progress(3)
         raise OSError(errno.ENOSPC, "No space left on device")
 

@@ -58,7 +58,7 @@ def test_edited_prompts_copy_the_unchanged_rows_and_encode_only_the_others(built
     for index in range(len(edited)):
         torch.testing.assert_close(got[index], fresh[index], atol=1e-5, rtol=1e-5)
     encoded = fresh_reports["train"]["tokens"] - reports["train"]["tokens"]
-    assert 0 < reports["train"]["tokens"] and encoded > 0, "only the new prompts' tokens were encoded"
+    assert reports["train"]["tokens"] > 0 and encoded > 0, "only the new prompts' tokens were encoded"
 
 
 def test_a_cache_of_prompts_all_held_elsewhere_never_builds_the_teacher(built, tmp_path, monkeypatch):
@@ -120,7 +120,9 @@ def test_shards_that_name_no_prompts_cannot_be_reused(copy, tmp_path):
         with safe_open(str(shard), framework="pt") as handle:
             metadata = {k: v for k, v in handle.metadata().items() if k != PROMPTS_KEY}
         save_file(load_file(shard), shard, metadata=metadata)
-    with pytest.raises(CacheReuseError, match="written before shards named their prompts.*rerun `recipe cache` in full"):
+    with pytest.raises(
+        CacheReuseError, match="written before shards named their prompts.*rerun `recipe cache` in full"
+    ):
         build_teacher_cache(_load(tmp_path / "new"), progress=False, reuse_from=old_dir)
     with pytest.raises(CacheReuseError, match="no such directory"):
         build_teacher_cache(_load(tmp_path / "new"), progress=False, reuse_from=tmp_path / "nothing")
@@ -154,9 +156,23 @@ def test_the_cache_command_reports_what_it_copied(built, tmp_path):
     assert manifest["count"] == TRAIN + 2
 
 
-def test_reuse_for_teacher_answers_is_not_supported_yet(tmp_path):
+def test_the_cache_command_takes_teacher_answers_of_unchanged_prompts(tmp_path):
     recipe = TINY.parent / "qwen_sequence_kd_tiny.yaml"
-    args = ["cache", str(recipe), "--set", f"teacher.answers.dir={tmp_path / 'a'}", "--reuse-from", str(tmp_path)]
-    result = CliRunner().invoke(main, args)
-    assert result.exit_code == 2 and "--reuse-from is not supported yet for teacher answers" in result.output
-    assert not (tmp_path / "a").exists()
+    train = [line for line in (PROMPTS / "train.txt").read_text().splitlines() if line.strip()][:6]
+    edited = tmp_path / "edited.txt"
+    edited.write_text("\n".join([*train[:5], "a heron in the mist"]) + "\n", encoding="utf-8")
+
+    def cache(answers, data, *flags):
+        sets = [f"teacher.answers.dir={tmp_path / answers}", f"data.train={{path: {data}, limit: 6}}", "data.eval=null"]
+        args = ["cache", str(recipe), *(w for s in sets for w in ("--set", s)), "--no-progress", *flags]
+        return CliRunner().invoke(main, args)
+
+    def answers(folder):
+        return [json.loads(line) for line in (tmp_path / folder / "train.jsonl").read_text().splitlines()]
+
+    assert cache("old", PROMPTS / "train.txt").exit_code == 0
+    reused = cache("new", edited, "--reuse-from", str(tmp_path / "old"))
+    assert reused.exit_code == 0, reused.output
+    assert answers("new")[:5] == answers("old")[:5] and answers("new")[5]["prompt"] == prompt_key("a heron in the mist")
+    refused = cache("old", PROMPTS / "train.txt", "--reuse-from", str(tmp_path / "old"))
+    assert refused.exit_code != 0 and "is teacher.answers.dir itself" in refused.output
