@@ -46,6 +46,11 @@ class NextCommands:
     def resume(self) -> str:
         return self.command("run", "--resume")
 
+    @property
+    def launcher(self) -> str:
+        """What starts a run as this one was started: `recipe`, or torchrun with its process count."""
+        return self._launcher()
+
     def _launcher(self) -> str:
         if self.processes_per_node * self.nodes == 1:
             return "recipe"

@@ -144,7 +144,7 @@ class Trainer:
             return None
         train_sha, eval_sha = self.prompts_sha
         report = resume.compare(record, self.recipe, train_sha, position.stage, eval_sha, launched_processes())
-        resume.check_resumable(self.resume_from, report)
+        resume.check_resumable(self.resume_from, report, self.commands.launcher)
         return report
 
     def _evaluate(self, objective: Objective, stop: StopFlag) -> dict[str, float] | None:
@@ -212,7 +212,7 @@ class Trainer:
         try:
             load_checkpoint(self.resume_from, model, self.optimizer, self.scheduler)
         except Exception as exc:  # a truncated or foreign file: name it rather than show a loader traceback
-            mismatch = resume.weights_do_not_fit(self.resume_from, self.resume_report)
+            mismatch = resume.weights_do_not_fit(self.resume_from, self.resume_report, self.commands.launcher)
             raise (mismatch or damaged_checkpoint(self.resume_from, exc, self.commands.resume)) from None
         if self.accelerator.is_main_process:
             tqdm.write(
@@ -339,11 +339,8 @@ class Trainer:
                     if agreed["nonfinite"]:
                         raise diverged(self.checkpoints, step, stage_index, self.commands.resume)
                 if logging:
-                    # One rate per part (its decayed and undecayed weights share it), named as the recipe names it.
-                    lrs = {
-                        f"lr/{part}": lr
-                        for part, lr in zip(self.group_parts, self.scheduler.get_last_lr(), strict=True)
-                    }
+                    # The rate each part (its decayed and undecayed weights alike) trained with at this step.
+                    lrs = {f"lr/{part}": lr for part, lr in zip(self.group_parts, self.step_lrs, strict=True)}
                     values = {"stage": stage.name, **window.take(), **lrs}
                     # Without a bar (--no-progress, a log file) each row is a line too; with one, its figures.
                     self._log(step, values, f"{position.stage_step}/{total}", said=not bar.disable)
@@ -433,6 +430,7 @@ class Trainer:
             with child_signals_deferred():
                 self.optimizer.step()
                 self.optimizer.zero_grad(set_to_none=True)
+                self.step_lrs = self.scheduler.get_last_lr()  # after `step()` it holds the next step's rates
                 self.scheduler.step()
                 position.epoch, position.batch, position.epoch_batches = data_position
                 position.stage_step += 1

@@ -259,26 +259,28 @@ def listed(items: list[str]) -> str:
     return "; ".join(shown) + (f"; and {more} more" if more > 0 else "")
 
 
-def with_its_recipe(checkpoint: Path, verb: str, *extra: str) -> str:
+def with_its_recipe(checkpoint: Path, verb: str, *extra: str, program: str = "recipe") -> str:
     """The command line that runs `verb` under the recipe a checkpoint was trained with, on the run folder that
-    holds it: its resolved recipe names the folder it was written in, which a copied or moved run is not in."""
+    holds it: its resolved recipe names the folder it was written in, which a copied or moved run is not in.
+    `program`: what starts it (a run under a launcher resumes under the same launcher)."""
     run_dir = checkpoint.resolve().parent.parent
     recipe = str(run_dir / "resolved_recipe.yaml")
-    return shlex.join(["recipe", verb, recipe, "--set", f"output.dir={run_dir}", *extra])
+    return f"{program} {shlex.join([verb, recipe, '--set', f'output.dir={run_dir}', *extra])}"
 
 
-def _remedy(checkpoint: Path) -> str:
+def _remedy(checkpoint: Path, program: str) -> str:
+    again = with_its_recipe(checkpoint, "run", "--resume", program=program)
     return (
-        f"Resume with the recipe it was trained with, `{with_its_recipe(checkpoint, 'run', '--resume')}`, or start "
-        "a new run in another output.dir (--set output.dir=...)"
+        f"Resume with the recipe it was trained with, `{again}`, or start a new run in another output.dir "
+        "(--set output.dir=...)"
     )
 
 
-def check_resumable(checkpoint: Path, report: ResumeReport) -> None:
+def check_resumable(checkpoint: Path, report: ResumeReport, program: str = "recipe") -> None:
     """Stop with every blocking difference, before any file of the run is touched."""
     if report.blocking:
         raise ResumeMismatchError(
-            f"{checkpoint} cannot continue under this recipe: {listed(report.blocking)}. {_remedy(checkpoint)}"
+            f"{checkpoint} cannot continue under this recipe: {listed(report.blocking)}. {_remedy(checkpoint, program)}"
         )
 
 
@@ -301,7 +303,9 @@ def architecture_changes(report: ResumeReport | None) -> list[str]:
     return [change for change in report.changes if _reshapes(change)]
 
 
-def weights_do_not_fit(checkpoint: Path, report: ResumeReport | None) -> ResumeMismatchError | None:
+def weights_do_not_fit(
+    checkpoint: Path, report: ResumeReport | None, program: str = "recipe"
+) -> ResumeMismatchError | None:
     """When the checkpoint's weights do not load into the model this recipe builds and the recipe's architecture
     changed since the save, that change is the cause, not damage to the checkpoint; None when it did not change."""
     changed = architecture_changes(report)
@@ -309,7 +313,7 @@ def weights_do_not_fit(checkpoint: Path, report: ResumeReport | None) -> ResumeM
         return None
     return ResumeMismatchError(
         f"{checkpoint} holds weights of another architecture than this recipe builds; changed since it was saved: "
-        f"{listed(changed)}. {_remedy(checkpoint)}"
+        f"{listed(changed)}. {_remedy(checkpoint, program)}"
     )
 
 

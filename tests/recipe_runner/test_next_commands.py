@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import shlex
 
+import pytest
+
 from recipe_runner.next_commands import FROM_PYTHON, NextCommands
 
 
@@ -49,3 +51,18 @@ def test_one_process_and_no_launcher_variables_is_plain_recipe(monkeypatch):
 
 def test_a_run_started_from_python_names_the_recipe_as_a_placeholder():
     assert FROM_PYTHON.resume == "recipe run RECIPE --resume"
+
+
+def test_a_refused_resume_under_a_launcher_offers_the_same_launcher(monkeypatch, tmp_path):
+    """Offered without it, a two-process run went on in one process, with half the prompts per step."""
+    from recipe_runner.trainer.resume import ResumeMismatchError, ResumeReport, check_resumable
+
+    monkeypatch.setenv("WORLD_SIZE", "2")
+    monkeypatch.setenv("LOCAL_WORLD_SIZE", "2")
+    launcher = NextCommands.of_this_process("r.yaml", (), False).launcher
+    report = ResumeReport(blocking=["hardware.seed 0 -> 1"])
+    with pytest.raises(ResumeMismatchError) as refused:
+        check_resumable(tmp_path / "run" / "checkpoints" / "step-00000004", report, launcher)
+    offered = str(refused.value).split("Resume with the recipe it was trained with, `")[1].split("`")[0]
+    assert offered.startswith("torchrun --standalone --nproc_per_node 2 -m recipe_runner.cli run ")
+    assert offered.endswith(f"resolved_recipe.yaml --set output.dir={tmp_path / 'run'} --resume")
