@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import json
 import os
-import random
 import re
 import shutil
 from dataclasses import asdict, dataclass
@@ -17,6 +16,7 @@ from safetensors.torch import load_file, load_model, save_file, save_model
 from components.atomic_files import atomic_directory
 from recipe_runner.next_commands import FROM_PYTHON
 from recipe_runner.trainer.checksums import SUMS
+from recipe_runner.trainer.random_streams import State, for_checkpoint, process_state, restore
 
 STEP_DIR = re.compile(r"^step-(\d{8})$")
 COMPLETE = "trainer_state.json"
@@ -61,26 +61,6 @@ def _optimizer_state(tensors: dict[str, torch.Tensor], meta: dict) -> dict:
     return {"state": state, "param_groups": meta["param_groups"]}
 
 
-def _rng_state() -> tuple[dict[str, torch.Tensor], dict]:
-    tensors = {"torch_cpu": torch.get_rng_state()}
-    if torch.cuda.is_available():
-        for index, state in enumerate(torch.cuda.get_rng_state_all()):
-            tensors[f"torch_cuda_{index}"] = state
-    py = random.getstate()
-    return tensors, {"python": [py[0], list(py[1]), py[2]], "numpy": np.random.get_state(legacy=False)}
-
-
-def _set_rng_state(tensors: dict[str, torch.Tensor], meta: dict) -> None:
-    torch.set_rng_state(tensors["torch_cpu"])
-    if torch.cuda.is_available():
-        states = [tensors[k] for k in sorted(tensors) if k.startswith("torch_cuda_")]
-        if len(states) == torch.cuda.device_count():
-            torch.cuda.set_rng_state_all(states)
-    version, internal, gauss = meta["python"]
-    random.setstate((version, tuple(internal), gauss))
-    np.random.set_state(meta["numpy"])
-
-
 def _json_default(value):
     if isinstance(value, np.ndarray):
         return value.tolist()
@@ -109,30 +89,39 @@ def save_checkpoint(
     position: Position,
     record: dict | None = None,
     then: str = f"then continue with `{FROM_PYTHON.resume}`",
+    random_states: list[State] | None = None,
 ) -> None:
     """All files go to a temporary directory that is renamed to `final` only once every file is written; `then`
-    ends the message that refuses to replace a folder holding files no run wrote."""
+    ends the message that refuses to replace a folder holding files no run wrote. `random_states`: every
+    process's random streams, in process order (default: this process's alone)."""
     with atomic_directory(final, COMPLETE, "checkpoint", f"{then} ({KEEP_YOURS})", added_to_checkpoint) as tmp:
         if record is not None:
             (tmp / RECORD).write_text(json.dumps(record, indent=1))
         save_model(model, str(tmp / "model.safetensors"))
         opt_tensors, opt_meta = _optimizer_tensors(optimizer.state_dict())
         save_file({k: v.contiguous() for k, v in opt_tensors.items()}, str(tmp / "optimizer.safetensors"))
-        rng_tensors, rng_meta = _rng_state()
+        rng_tensors, rng_meta = for_checkpoint(random_states or [process_state()])
         save_file(rng_tensors, str(tmp / "rng.safetensors"))
         meta = {"optimizer": opt_meta, "scheduler": scheduler.state_dict(), "rng": rng_meta}
         (tmp / "state.json").write_text(json.dumps(meta, default=_json_default))
         (tmp / COMPLETE).write_text(json.dumps(asdict(position), indent=2))
 
 
-def load_checkpoint(directory: Path, model: torch.nn.Module, optimizer: torch.optim.Optimizer, scheduler) -> Position:
-    """Restore model, optimizer, schedule and RNG; returns where to continue."""
+def load_checkpoint(
+    directory: Path,
+    model: torch.nn.Module,
+    optimizer: torch.optim.Optimizer,
+    scheduler,
+    rank: int = 0,
+    processes: int = 1,
+) -> Position:
+    """Restore model, optimizer, schedule and process `rank`'s random streams; returns where to continue."""
     load_model(model, str(directory / "model.safetensors"), device=str(next(model.parameters()).device))
     meta = read_state(directory)
     opt_tensors = load_file(str(directory / "optimizer.safetensors"), device="cpu")
     optimizer.load_state_dict(_optimizer_state(opt_tensors, meta["optimizer"]))
     scheduler.load_state_dict(meta["scheduler"])
-    _set_rng_state(load_file(str(directory / "rng.safetensors")), meta["rng"])
+    restore(load_file(str(directory / "rng.safetensors")), meta["rng"], rank, processes)
     return read_position(directory)
 
 

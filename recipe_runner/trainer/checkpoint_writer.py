@@ -8,7 +8,7 @@ from pathlib import Path
 
 import torch
 from accelerate import Accelerator
-from accelerate.utils import broadcast_object_list
+from accelerate.utils import broadcast_object_list, gather_object
 from tqdm.auto import tqdm
 
 from components.atomic_files import ForeignDirectoryError
@@ -23,6 +23,7 @@ from recipe_runner.trainer.checkpoint import (
 )
 from recipe_runner.trainer.checksums import BackgroundChecksums
 from recipe_runner.trainer.deferred_signals import child_signals_deferred
+from recipe_runner.trainer.random_streams import process_state
 from recipe_runner.trainer.stops import write_failed
 
 
@@ -46,14 +47,16 @@ class CheckpointWriter:
     ) -> bool:
         """Whether the checkpoint was written (on every process alike): a `best` holding a person's files is not
         replaced, and training goes on."""
-        self.accelerator.wait_for_everyone()
+        random_states = gather_object([process_state()])  # every process's, in process order (waits for all)
         written = True
         if self.accelerator.is_main_process:
             self.wait()  # `best` is replaced and old checkpoints pruned: never while they are being hashed
             target = self.root / (name or checkpoint_name(position.global_step))
             try:
                 with child_signals_deferred():
-                    save_checkpoint(target, model, optimizer, scheduler, position, self.record, self.then)
+                    save_checkpoint(
+                        target, model, optimizer, scheduler, position, self.record, self.then, random_states
+                    )
             except ForeignDirectoryError:
                 if name is None:  # a step folder (checked before training; made since): nothing to go on from
                     raise

@@ -53,7 +53,10 @@ def build_accelerator(recipe: Recipe):
     precision = {"fp32": "no", "bf16": "bf16", "fp16": "fp16"}[hw.precision]
     # Under DDP the gradients live inside its all-reduce buckets instead of beside a copy of them: one gradient's
     # worth of memory less (4 bytes per trained fp32 parameter), which the memory plan does not count.
-    ddp = DistributedDataParallelKwargs(gradient_as_bucket_view=True)
+    # Hidden states taken before the student's last layer leave the layers after it (and the final norm) without
+    # a gradient, which DDP must be told of, or it stops at the second step waiting for their reduction.
+    unused = getattr(recipe.student, "layer", -1) != -1
+    ddp = DistributedDataParallelKwargs(gradient_as_bucket_view=True, find_unused_parameters=unused)
     accelerator = Accelerator(
         mixed_precision=precision, cpu=use_cpu, gradient_accumulation_steps=hw.grad_accum, kwargs_handlers=[ddp]
     )

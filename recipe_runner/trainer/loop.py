@@ -44,6 +44,7 @@ from recipe_runner.trainer.optim import build_optimizer
 from recipe_runner.trainer.packing import choose_packing
 from recipe_runner.trainer.parts import RunParts, build_parts, live_teacher_note, split_prompts
 from recipe_runner.trainer.preflight import check_before_loading
+from recipe_runner.trainer.random_streams import own_stream
 from recipe_runner.trainer.resume import run_record
 from recipe_runner.trainer.run_dir import DirectoryLock, choose_start, first_process
 from recipe_runner.trainer.run_log import LossWindow, MetricsLog, metrics_line, write_run_info
@@ -116,6 +117,7 @@ class Trainer:
         # `recipe cache` must not replace shards under a run reading them; with the teacher live it may write.
         self.cache_lock = hold_cache_for_reading(recipe)
         self.parts: RunParts = build_parts(recipe, self.accelerator.device, progress, self.commands)
+        own_stream(self.accelerator.process_index)  # the weights were drawn alike: from here each its own
         packing_note = choose_packing(self.parts.model, recipe, self.accelerator.device, self.parts.teacher)
         if packing_note and self.accelerator.is_main_process:
             tqdm.write(packing_note, file=sys.stderr)
@@ -210,7 +212,8 @@ class Trainer:
         settings, base_lrs = resume.hyperparameters(self.optimizer), list(self.scheduler.base_lrs)
         model = self.accelerator.unwrap_model(self.prepared)
         try:
-            load_checkpoint(self.resume_from, model, self.optimizer, self.scheduler)
+            processes = (self.accelerator.process_index, self.accelerator.num_processes)
+            load_checkpoint(self.resume_from, model, self.optimizer, self.scheduler, *processes)
         except Exception as exc:  # a truncated or foreign file: name it rather than show a loader traceback
             mismatch = resume.weights_do_not_fit(self.resume_from, self.resume_report, self.commands.launcher)
             raise (mismatch or damaged_checkpoint(self.resume_from, exc, self.commands.resume)) from None
@@ -224,17 +227,9 @@ class Trainer:
             if changes:
                 tqdm.write(changes, file=sys.stderr)
             write_run_info(self.out, self.recipe, resumed_at=position.global_step)
-        reweighed = resume.eval_loss_reweighed(self.resume_report, stage_index)
-        if reweighed and position.best_eval is not None and self.recipe.output.keep_best:
-            # Compared across two measures, `best` would stay on the old weights forever (or be replaced by any).
-            if self.accelerator.is_main_process:
-                tqdm.write(
-                    f"note: the eval loss is measured otherwise from here on ({resume.listed(reweighed)}): `best`, "
-                    f"kept at eval/loss {position.best_eval:.4g}, is replaced by the next evaluation and compared "
-                    "with that one after (copy it elsewhere now to keep it)",
-                    file=sys.stderr,
-                )
-            position.best_eval = None
+        note = resume.forget_incomparable_best(self.resume_report, stage_index, position, self.recipe.output.keep_best)
+        if note and self.accelerator.is_main_process:
+            tqdm.write(note, file=sys.stderr)
         self.resume_from = None
         self.batches.rescale(stage_index, self.recipe.stages[stage_index], position)
         self.scheduler.last_epoch = position.stage_step  # the schedule follows the stage's steps, recounted or not
@@ -260,6 +255,7 @@ class Trainer:
             total,
             accelerator.device.type,
             recipe.hardware.trained_weights,
+            recipe.hardware.seed,
         )
         accelerator.free_memory()
         self.prepared, self.optimizer = accelerator.prepare(self.parts.model, optimizer)

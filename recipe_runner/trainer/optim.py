@@ -61,6 +61,7 @@ def build_optimizer(
     total_steps: int,
     device_type: str,
     trained_weights: TrainedWeights = "fp32",
+    seed: int = 0,
 ) -> tuple[torch.optim.Optimizer, LambdaLR, list[Part]]:
     """One parameter group per trainable part (in `stage.trainable` order); biases and norms get no decay.
 
@@ -80,7 +81,7 @@ def build_optimizer(
                 groups.append({"params": chunk, "lr": stage.lr.get(part), "weight_decay": weight_decay})
                 parts.append(part)
     if trained_weights == "bf16_stochastic":
-        optimizer = StochasticRoundingAdamW(groups, betas=spec.betas, eps=spec.eps)
+        optimizer = StochasticRoundingAdamW(groups, betas=spec.betas, eps=spec.eps, seed=seed)
     else:
         fused = spec.fused if spec.fused is not None else device_type in FUSED_ADAMW_DEVICES
         optimizer = torch.optim.AdamW(groups, betas=spec.betas, eps=spec.eps, fused=fused or None)

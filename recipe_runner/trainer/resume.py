@@ -12,13 +12,16 @@ from __future__ import annotations
 import shlex
 from dataclasses import dataclass, field
 from pathlib import Path, PurePosixPath
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import torch
 
 from components.errors import UserFacingError
 from schemas import Recipe
 from schemas.stages import PARTS, default_min_lr
+
+if TYPE_CHECKING:
+    from recipe_runner.trainer.checkpoint import Position
 
 _SHOWN = 8
 
@@ -195,6 +198,23 @@ def eval_loss_reweighed(report: ResumeReport | None, stage_index: int) -> list[s
         return []
     prefixes = (f"stages.{stage_index}.losses.", f"stages.{stage_index}.losses (count)", "data.eval.", EVAL_CHANGE)
     return [change for change in report.changes if change.startswith(prefixes)]
+
+
+def forget_incomparable_best(
+    report: ResumeReport | None, stage_index: int, position: Position, keep_best: bool
+) -> str | None:
+    """Compared across two measures, `best` would stay on the old weights forever (or be replaced by any): when
+    the eval loss is measured otherwise from here on, the next evaluation replaces it. Returns the note saying so."""
+    reweighed = eval_loss_reweighed(report, stage_index)
+    if not (reweighed and position.best_eval is not None and keep_best):
+        return None
+    note = (
+        f"note: the eval loss is measured otherwise from here on ({listed(reweighed)}): `best`, kept at eval/loss "
+        f"{position.best_eval:.4g}, is replaced by the next evaluation and compared with that one after (copy it "
+        "elsewhere now to keep it)"
+    )
+    position.best_eval = None
+    return note
 
 
 def _order_and_vocabulary_changes(saved: dict[str, Any], now: dict[str, Any]) -> list[str]:

@@ -108,9 +108,10 @@ class StochasticRoundingAdamW(torch.optim.Optimizer):
         eps: float = 1e-8,
         weight_decay: float = 0.0,
         chunk_elements: int = CHUNK_ELEMENTS,
+        seed: int = 0,
     ) -> None:
         super().__init__(params, {"lr": lr, "betas": betas, "eps": eps, "weight_decay": weight_decay})
-        self.chunk_elements = chunk_elements
+        self.chunk_elements, self.seed = chunk_elements, seed
         # On CUDA the chunk update is compiled into one kernel: eager it is ~20 passes over the chunk (H100:
         # 77 ms of a 188 ms lowmem step). On a CPU it stays eager, where compiling would cost more than it saves.
         self._compiled_chunk = torch.compile(_adamw_chunk, fullgraph=True)
@@ -139,10 +140,16 @@ class StochasticRoundingAdamW(torch.optim.Optimizer):
                 state["step"] += 1
                 by_step[state["step"]].append(param)
             for step, params in by_step.items():
-                self._update(params, group, step)
+                self._update(params, group, step, self._rounding_seed(group, step))
         return loss
 
-    def _update(self, params: list[Tensor], group: dict, step: int) -> None:
+    def _rounding_seed(self, group: dict, step: int) -> int:
+        """The rounding noise of a group's update comes from its own seed, not from the global generator: under
+        DDP every process must round its copy of the weights alike (they draw their own dropout and samples), and
+        a resumed run rounds as the whole run did (the step is in the optimizer's state)."""
+        return (self.seed * 1_000_003 + self.param_groups.index(group)) * 1_000_000_007 + step
+
+    def _update(self, params: list[Tensor], group: dict, step: int, seed: int) -> None:
         beta1, beta2 = group["betas"]
         lr, eps, decay = float(group["lr"]), group["eps"], group["weight_decay"]
         step_size = lr / (1 - beta1**step)
@@ -153,17 +160,19 @@ class StochasticRoundingAdamW(torch.optim.Optimizer):
         device = params[0].device
         update = self._compiled_chunk if device.type == "cuda" else _adamw_chunk
         factors = torch.tensor([step_size, root_correction, 1 - lr * decay], dtype=torch.float32, device=device)
-        for chunk in _pieces(params, self.chunk_elements):
-            average, square, weights = update(
-                _gather(grads, chunk),
-                _gather(averages, chunk),
-                _gather(squares, chunk),
-                _gather(params, chunk),
-                factors,
-                beta1,
-                beta2,
-                eps,
-            )
-            _scatter(averages, average, chunk)
-            _scatter(squares, square, chunk)
-            _scatter(params, weights, chunk)
+        with torch.random.fork_rng(devices=[device] if device.type == "cuda" else []):
+            torch.manual_seed(seed % 2**63)
+            for chunk in _pieces(params, self.chunk_elements):
+                average, square, weights = update(
+                    _gather(grads, chunk),
+                    _gather(averages, chunk),
+                    _gather(squares, chunk),
+                    _gather(params, chunk),
+                    factors,
+                    beta1,
+                    beta2,
+                    eps,
+                )
+                _scatter(averages, average, chunk)
+                _scatter(squares, square, chunk)
+                _scatter(params, weights, chunk)

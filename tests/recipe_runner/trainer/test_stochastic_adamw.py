@@ -114,3 +114,19 @@ def test_parameters_without_gradients_are_skipped_and_other_dtypes_refused():
     wrong.grad = torch.ones(2)
     with pytest.raises(TypeError, match="bfloat16"):
         StochasticRoundingAdamW([wrong]).step()
+
+
+def test_rounding_noise_is_its_own_so_copies_of_the_weights_round_alike():
+    """Under DDP each process draws its own dropout and samples from the global generator; its copy of the
+    weights must still be rounded as the others are, and the global stream must not depend on the update."""
+    start, grads = _problem(2)
+    runs = []
+    for global_seed in (0, 1234):
+        torch.manual_seed(global_seed)
+        params, _ = _train(lambda ps: StochasticRoundingAdamW(ps, lr=1e-3, seed=7), start, grads[:4], torch.bfloat16)
+        runs.append((params, torch.rand(3)))
+    assert all(torch.equal(a, b) for a, b in zip(runs[0][0], runs[1][0], strict=True))
+    torch.manual_seed(0)
+    assert torch.equal(runs[0][1], torch.rand(3)), "the global stream is as if no update had drawn from it"
+    other, _ = _train(lambda ps: StochasticRoundingAdamW(ps, lr=1e-3, seed=8), start, grads[:4], torch.bfloat16)
+    assert not all(torch.equal(a, b) for a, b in zip(runs[0][0], other, strict=True)), "the seed sets the noise"

@@ -20,6 +20,7 @@ from pathlib import Path
 import pytest
 import torch
 from click.testing import CliRunner
+from safetensors.torch import load_file
 from short_runs import short_run
 
 from recipe_runner.cli import main
@@ -288,7 +289,10 @@ def _two_processes(recipe: Path, sets: list[str]) -> list[str]:
 
 
 def test_two_process_ddp_run(tiny_recipe_path, tiny_overrides, tmp_path):
-    """Also saves by the clock at every logging step: the processes must agree on each save, or they hang."""
+    """Also saves by the clock at every logging step: the processes must agree on each save, or they hang. The
+    student's states are taken before its last layer, which (and the final norm) then gets no gradient: DDP
+    stopped at the second step waiting for it."""
+    tiny_overrides = [*tiny_overrides, "student.layer=-2"]
     timed = ["output.save_every_minutes=1e-9", "output.log_every_steps=2"]
     sets = _set_args([*short_run(tiny_overrides, steps=6, save_every=1000), *timed])
     done = subprocess.run(
@@ -299,6 +303,8 @@ def test_two_process_ddp_run(tiny_recipe_path, tiny_overrides, tmp_path):
     assert done.stdout.count("finished at step 6") == 1  # said once, by the main process
     saved = [path.name for path in step_checkpoints(tmp_path / "run" / "checkpoints")]
     assert saved == ["step-00000002", "step-00000004", "step-00000006"]
+    streams = load_file(tmp_path / "run" / "checkpoints" / saved[0] / "rng.safetensors")
+    assert not torch.equal(streams["torch_cpu"], streams["rank1/torch_cpu"]), "each process draws its own numbers"
     logged = [m for m in _metrics(tmp_path / "run") if "loss" in m]
     assert [m["step"] for m in logged] == [2, 4, 6] and all(math.isfinite(m["loss"]) for m in logged)
 
