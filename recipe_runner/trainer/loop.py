@@ -126,8 +126,10 @@ class Trainer:
         if self.cache_lock is not None and not self.parts.reads_cache:
             self.cache_lock.release()
         # A resume that found no checkpoint starts at step 0: every row logged before is of steps trained again.
-        resume_step = read_position(self.resume_from).global_step if self.resume_from else (-1 if resume else None)
-        self.metrics = MetricsLog(self.out, self.accelerator.is_main_process, resume_step)
+        at = read_position(self.resume_from) if self.resume_from else None
+        resume_step = at.global_step if at else (-1 if resume else None)
+        resume_stage = recipe.stages[min(at.stage, len(recipe.stages) - 1)].name if at else None
+        self.metrics = MetricsLog(self.out, self.accelerator.is_main_process, resume_step, resume_stage)
         self.batches = BatchPlan(recipe, self.parts, self.accelerator)
 
     def _check_resume(self) -> resume.ResumeReport | None:

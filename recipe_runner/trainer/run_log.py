@@ -50,7 +50,15 @@ def write_run_info(out_dir: Path, recipe: Recipe, resumed_at: int | None = None)
     write_json_atomic(out_dir / "versions.json", library_versions())
 
 
-def _drop_rows_after(file: Path, step: int) -> float:
+def _logged_before(record: object, step: int, stage: str | None) -> bool:
+    """Whether a row was logged before the checkpoint of `step` in `stage`: at that step, only the rows of that
+    stage were (the next stage's opening evaluation comes after the checkpoint that ends a stage)."""
+    if not isinstance(record, dict) or not isinstance(record.get("step"), int):
+        return False
+    return record["step"] < step or (record["step"] == step and record.get("stage", stage) == stage)
+
+
+def _drop_rows_after(file: Path, step: int, stage: str | None) -> float:
     """Rows logged after the checkpoint a run resumes from describe steps that are trained again: drop them, so
     each step appears once (a torn last line from a killed process goes too). Returns the `time` of the last row
     kept, from which the resumed run's times go on."""
@@ -60,7 +68,7 @@ def _drop_rows_after(file: Path, step: int) -> float:
             record = json.loads(line)
         except json.JSONDecodeError:
             continue
-        if isinstance(record, dict) and isinstance(record.get("step"), int) and record["step"] <= step:
+        if _logged_before(record, step, stage):
             kept.append(line)
             if isinstance(record.get("time"), (int, float)):
                 last_time = float(record["time"])
@@ -71,23 +79,27 @@ def _drop_rows_after(file: Path, step: int) -> float:
 
 class MetricsLog:
     """Appends one JSON object per line (`time`: seconds since the run began, resumes included); only the main
-    process writes. `resume_step`: the step of the checkpoint
+    process writes. `resume_step`, `resume_stage`: the step and the stage's name of the checkpoint
     a run continues from; what was logged after it is dropped (here and in TensorBoard), but only at the first
     write, once the resume has been accepted: a resume refused on loading the checkpoint drops nothing."""
 
-    def __init__(self, out_dir: Path, enabled: bool, resume_step: int | None = None) -> None:
+    def __init__(
+        self, out_dir: Path, enabled: bool, resume_step: int | None = None, resume_stage: str | None = None
+    ) -> None:
         self.enabled = enabled
         self.out_dir = out_dir
         self.file = out_dir / "metrics.jsonl"
         self.started = time.time()
-        self.resume_step = resume_step
+        self.resume_step, self.resume_stage = resume_step, resume_stage
         self.tensorboard = None
         self.opened = False
 
     def _open(self) -> None:
         self.opened = True
         if self.resume_step is not None and self.file.is_file():
-            self.started -= _drop_rows_after(self.file, self.resume_step)  # `time` runs on across resumes
+            self.started -= _drop_rows_after(
+                self.file, self.resume_step, self.resume_stage
+            )  # `time` runs on across resumes
         try:
             from torch.utils.tensorboard import SummaryWriter
 

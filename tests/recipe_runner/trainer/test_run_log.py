@@ -36,3 +36,23 @@ def test_a_resumed_log_drops_the_steps_trained_again_and_its_time_runs_on(tmp_pa
     written = [json.loads(line) for line in (tmp_path / "metrics.jsonl").read_text().splitlines()]
     assert [row["step"] for row in written] == [1, 2, 3]  # the old step 3 and the torn line are gone
     assert 10.0 <= written[-1]["time"] < 20.0, written[-1]  # after the kept step 2's, not from 0 again
+
+
+def test_a_resume_from_the_checkpoint_ending_a_stage_drops_the_next_stages_opening_evaluation(tmp_path):
+    """Logged at the same step as that checkpoint but after it, the resumed run logs it again: it was there twice."""
+    import json
+
+    from recipe_runner.trainer.run_log import MetricsLog
+
+    rows = [
+        {"step": 4, "stage": "bolt_on", "loss": 2.0},
+        {"step": 4, "stage": "bolt_on", "eval/loss": 1.9},
+        {"step": 4, "stage": "joint", "eval/loss": 1.9},  # the next stage opens with an evaluation of its own
+        {"step": 5, "stage": "joint", "loss": 1.5},
+    ]
+    (tmp_path / "metrics.jsonl").write_text("".join(json.dumps(row) + "\n" for row in rows))
+    log = MetricsLog(tmp_path, enabled=True, resume_step=4, resume_stage="bolt_on")
+    log.write(4, {"stage": "joint", "eval/loss": 1.9})
+    log.close()
+    written = [json.loads(line) for line in (tmp_path / "metrics.jsonl").read_text().splitlines()]
+    assert [(row["step"], row["stage"]) for row in written] == [(4, "bolt_on"), (4, "bolt_on"), (4, "joint")]
