@@ -210,7 +210,7 @@ def _release(tmp: Path, handle: int | None) -> None:
         os.close(handle)
 
 
-def _dead_writers_copy(candidate: Path, prefix: str) -> bool:
+def _dead_writers_copy(candidate: Path, prefix: str, min_age: float = STALE_SECONDS) -> bool:
     """A temporary directory of ours (mkdtemp's name, our lock file beside it) whose writer is gone: the lock
     file is old and nobody holds it. Anything else, a user's own `.export.backup.tmp` included, is not."""
     name = candidate.name
@@ -219,7 +219,7 @@ def _dead_writers_copy(candidate: Path, prefix: str) -> bool:
     lock = _lock_file(candidate)
     if candidate.is_symlink() or not candidate.is_dir() or lock.is_symlink() or not lock.is_file():
         return False
-    if time.time() - lock.stat().st_mtime < STALE_SECONDS:  # just made: its writer may not hold it yet
+    if time.time() - lock.stat().st_mtime < min_age:  # just made: its writer may not hold it yet
         return False
     import fcntl
 
@@ -236,15 +236,17 @@ def _dead_writers_copy(candidate: Path, prefix: str) -> bool:
     return True
 
 
-def remove_stale_copies(final: Path) -> list[Path]:
+def remove_stale_copies(final: Path, min_age: float = STALE_SECONDS) -> list[Path]:
     """Delete the temporary copies of `final` that a killed writer left (SIGKILL, power loss): as large as the
-    output each, and never read. Says what it deleted on stderr."""
+    output each, and never read. Says what it deleted on stderr. `min_age` 0: no writer of `final` can be
+    starting now (the caller holds the lock every writer of it takes), so a young copy is a dead one too."""
     try:
         import fcntl  # noqa: F401
     except ImportError:
         return []
     prefix = f".{final.name}."
-    stale = [p for p in final.parent.iterdir() if _dead_writers_copy(p, prefix)] if final.parent.is_dir() else []
+    found = final.parent.iterdir() if final.parent.is_dir() else ()
+    stale = [p for p in found if _dead_writers_copy(p, prefix, min_age)]
     for candidate in stale:
         shutil.rmtree(candidate, ignore_errors=True)
         _lock_file(candidate).unlink(missing_ok=True)

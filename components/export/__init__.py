@@ -39,22 +39,33 @@ def check_target(out_dir: str | Path, family: str, recipe_name: str | None = Non
         )
 
 
-def exported_by(out_dir: Path) -> str | None:
-    """The recipe named in an export's manifest; None where there is no readable one."""
+def _manifest_value(out_dir: Path, key: str) -> str | None:
+    """A text value of an export's manifest (either kind); None where there is no readable one or no such value."""
     for manifest in ("encoder.json", "distilled.json"):
         try:
-            name = json.loads((out_dir / manifest).read_text(encoding="utf-8")).get("recipe")
+            value = json.loads((out_dir / manifest).read_text(encoding="utf-8")).get(key)
         except (OSError, ValueError, AttributeError):
             continue
-        return name if isinstance(name, str) else None
+        return value if isinstance(value, str) else None
     return None
 
 
-def export_trained(out_dir: str | Path, recipe, model: nn.Module, tokenizer) -> Path:
-    """The export of the recipe's family from the trained model (a DistillModel or LogitsModel)."""
+def exported_by(out_dir: Path) -> str | None:
+    """The recipe named in an export's manifest; None where there is no readable one."""
+    return _manifest_value(out_dir, "recipe")
+
+
+def exported_from(out_dir: Path) -> str | None:
+    """The checkpoint `recipe export` wrote an export from; None for a run's own export (or none at all)."""
+    return _manifest_value(out_dir, "checkpoint")
+
+
+def export_trained(out_dir: str | Path, recipe, model: nn.Module, tokenizer, checkpoint: str | None = None) -> Path:
+    """The export of the recipe's family from the trained model (a DistillModel or LogitsModel); `checkpoint`:
+    the one `recipe export` loaded it from (None: a run's final weights)."""
     if recipe.family == "logits":
-        return export_causal_lm(out_dir, recipe, model.student, tokenizer)
-    return export_encoder(out_dir, recipe, model.student, model.bolt_on, tokenizer)
+        return export_causal_lm(out_dir, recipe, model.student, tokenizer, checkpoint)
+    return export_encoder(out_dir, recipe, model.student, model.bolt_on, tokenizer, checkpoint)
 
 
 __all__ = [
@@ -67,5 +78,7 @@ __all__ = [
     "check_target",
     "export_encoder",
     "export_trained",
+    "exported_by",
+    "exported_from",
     "read_manifest",
 ]

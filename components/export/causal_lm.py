@@ -9,7 +9,7 @@ from pathlib import Path
 from pydantic import Field
 from torch import nn
 
-from components.atomic_files import atomic_directory
+from components.atomic_files import atomic_directory, recover_directory
 from components.export.written_files import check_target, files_in, replace_rules
 from schemas import Recipe
 from schemas.base import StrictModel
@@ -33,6 +33,11 @@ class CausalLMManifest(StrictModel):
         default=False,
         description="Trained to attend both ways (denoising): use it as an encoder with padding-only masks.",
     )
+    checkpoint: str | None = Field(
+        default=None,
+        description="The checkpoint `recipe export` wrote it from; None: the weights a `recipe run` ended with "
+        "(a run replaces only such an export, never one a person chose).",
+    )
     files: list[str] = Field(
         description="Every file the export wrote, relative to it: a later export replaces only these."
     )
@@ -43,7 +48,9 @@ def check_causal_lm_target(out_dir: str | Path) -> None:
     check_target(out_dir, _REPLACES)
 
 
-def export_causal_lm(out_dir: str | Path, recipe: Recipe, student: nn.Module, tokenizer) -> Path:
+def export_causal_lm(
+    out_dir: str | Path, recipe: Recipe, student: nn.Module, tokenizer, checkpoint: str | None = None
+) -> Path:
     """Written under a temporary name and renamed into place: `out_dir` is never half-written, and an earlier
     export stays until the new one is complete."""
     from components.export.distilled_encoder import unmerged
@@ -61,6 +68,7 @@ def export_causal_lm(out_dir: str | Path, recipe: Recipe, student: nn.Module, to
             family=recipe.family,
             teacher=recipe.teacher,
             bidirectional=getattr(recipe.student, "bidirectional", False),
+            checkpoint=checkpoint,
             files=files_in(tmp),
         )
         (tmp / MANIFEST).write_text(manifest.model_dump_json(indent=2) + "\n")
@@ -69,7 +77,9 @@ def export_causal_lm(out_dir: str | Path, recipe: Recipe, student: nn.Module, to
 
 
 def read_causal_lm_manifest(directory: str | Path) -> CausalLMManifest | None:
-    """The export's distilled.json, or None where there is none (or it is unreadable)."""
+    """The export's distilled.json, or None where there is none (or it is unreadable). An export hidden by a
+    crash between the two renames that replace it is put back first."""
+    recover_directory(Path(directory), MANIFEST)
     try:
         return CausalLMManifest.model_validate_json((Path(directory) / MANIFEST).read_text(encoding="utf-8"))
     except (OSError, ValueError):

@@ -67,6 +67,11 @@ class EncoderManifest(StrictModel):
         description="Seed the teacher's random weights were drawn from, for an inline-config teacher (None: "
         "written before it was recorded, or a teacher with weights of its own).",
     )
+    checkpoint: str | None = Field(
+        default=None,
+        description="The checkpoint `recipe export` wrote it from; None: the weights a `recipe run` ended with "
+        "(a run replaces only such an export, never one a person chose).",
+    )
     files: list[str] | None = Field(
         default=None,
         description="Every file the export wrote, relative to it: a later export replaces only these, so files "
@@ -127,7 +132,14 @@ def check_export_target(out_dir: str | Path) -> None:
     check_target(out_dir, _REPLACES)
 
 
-def export_encoder(out_dir: str | Path, recipe: Recipe, student: nn.Module, bolt_on: nn.Module, tokenizer) -> Path:
+def export_encoder(
+    out_dir: str | Path,
+    recipe: Recipe,
+    student: nn.Module,
+    bolt_on: nn.Module,
+    tokenizer,
+    checkpoint: str | None = None,
+) -> Path:
     """Write the export to a temporary sibling and rename it into place, so `out_dir` is never half-written;
     an existing export stays in place until the new one is complete. Anything else at `out_dir` is refused."""
     from components.models.loading import hidden_width, quiet_transformers_bars
@@ -140,7 +152,7 @@ def export_encoder(out_dir: str | Path, recipe: Recipe, student: nn.Module, bolt
         unmerged(student).save_pretrained(tmp / STUDENT_DIR)
         tokenizer.save_pretrained(tmp / STUDENT_DIR)
         save_model(bolt_on, str(tmp / BOLT_ON_FILE))
-        manifest = manifest.model_copy(update={"files": files_in(tmp)})
+        manifest = manifest.model_copy(update={"files": files_in(tmp), "checkpoint": checkpoint})
         (tmp / MANIFEST).write_text(manifest.model_dump_json(indent=2) + "\n")
     log.info("exported distilled encoder to %s", out_dir)
     return out_dir

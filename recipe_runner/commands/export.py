@@ -303,7 +303,7 @@ def _export(recipe: Recipe, run_dir: Path, target: Path, checkpoint_dir: str | N
     )
     tokenizer = load_tokenizer(recipe.student)
     try:
-        written = export_trained(target, recipe, model, tokenizer)
+        written = export_trained(target, recipe, model, tokenizer, str(checkpoint.resolve()))
     except OSError as exc:
         raise ExportSetupError(
             f"could not write the export to {target}: {exc.strerror or exc}; nothing was left half-written (an "

@@ -29,3 +29,13 @@ def training_checkpoint(directory: Path, commands: NextCommands) -> str:
     """--checkpoint named a training checkpoint where an export was wanted."""
     export = commands.command("export", "--checkpoint", str(directory), "--out", "DIR")
     return f"{directory} is a training checkpoint, not an export: write one with `{export}`, then pass --checkpoint DIR"
+
+
+def kept_export_note(export_dir: Path, checkpoint: str, commands: NextCommands) -> str:
+    """A run that ends beside an export a person wrote from a checkpoint they chose (`best`, an earlier step)
+    keeps it: replaced by the run's final weights, it would be gone with nothing said."""
+    return (
+        f"note: kept {export_dir}, the export of {checkpoint} written by `recipe export`, rather than replace it "
+        f"with the run's final weights: `{commands.command('export')}` writes those there (replacing it), or "
+        "add `--out DIR` to write them elsewhere"
+    )

@@ -37,6 +37,7 @@ from recipe_runner.trainer.consensus import Consensus, StoppableEvaluation, Stop
 from recipe_runner.trainer.data_failures import DataFailure, next_batch, worker_death
 from recipe_runner.trainer.deferred_signals import child_signals_deferred
 from recipe_runner.trainer.evaluation import empty_tier_warnings
+from recipe_runner.trainer.final_export import export_at_end
 from recipe_runner.trainer.launch import build_accelerator, check_launch, launch_in_words
 from recipe_runner.trainer.objectives import Objective, objective_for
 from recipe_runner.trainer.on_policy import SamplingDiverged
@@ -480,17 +481,5 @@ class Trainer:
     def _export(self) -> Path | None:
         if not self.recipe.output.export or not self.accelerator.is_main_process:
             return None
-        from components.export import export_trained
-
         model = self.accelerator.unwrap_model(self.prepared)
-        try:
-            return export_trained(self.out / "export", self.recipe, model, self.parts.student_tokenizer)
-        except OSError as exc:
-            then = f"then `{self.commands.command('export')}` writes it"
-            raise write_failed(self.checkpoints, self.out / "export", exc, then, self.recipe.output.keep_last) from None
-        except KeyboardInterrupt:  # Ctrl-C, SIGTERM or a hangup: training is done and saved, the export is not
-            raise TrainingInterrupted(
-                f"interrupted while writing the export, after training finished "
-                f"({last_checkpoint(self.checkpoints, 'the last checkpoint')}); nothing was left half-written: "
-                f"`{self.commands.resume}` (or `{self.commands.command('export')}`) writes the export"
-            ) from None
+        return export_at_end(self.recipe, model, self.parts.student_tokenizer, self.commands)

@@ -13,7 +13,7 @@ import shutil
 import sys
 from pathlib import Path
 
-from components.atomic_files import ForeignDirectoryError, check_replaceable, recover_directory
+from components.atomic_files import ForeignDirectoryError, check_replaceable, recover_directory, remove_stale_copies
 from components.disk_space import bytes_under, size_in_words
 from components.errors import some_of
 from recipe_runner.trainer.checkpoint import (
@@ -131,6 +131,9 @@ def choose_start(out_dir: Path, resume: bool, main: bool, recipe_name: str, resu
     checkpoints = out_dir / "checkpoints"
     if main:
         tidy_checkpoints(checkpoints)
+        # A run killed while exporting, resumed within a minute, would otherwise leave its copy for good (the
+        # finished run exports no more); every writer of this export holds the run lock, held here.
+        remove_stale_copies(out_dir / "export", min_age=0)
     existing = step_checkpoints(checkpoints) if resume else []
     start = existing[-1] if existing else None
     best = checkpoints / "best"
