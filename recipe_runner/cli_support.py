@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import contextlib
 import functools
-import os
 import sys
 from collections.abc import Callable, Iterator
 from typing import Any
@@ -14,6 +13,7 @@ import click
 
 from components.errors import UserFacingError
 from recipe_runner.errors import RecipeError
+from recipe_runner.processes import first_process
 
 # What `recipe infer` and `recipe export` never read: a prompt file or a teacher cache in any state is no reason
 # to refuse them (see checks.semantic_problems).
@@ -62,8 +62,12 @@ def reports_recipe_errors(func: Callable[..., Any]) -> Callable[..., Any]:
         try:
             return func(*args, **kwargs)
         except RecipeError as exc:
+            if not first_process():  # the same problems in every process: the first says them
+                sys.exit(EXIT_RECIPE_ERROR)
             exit_with_problems(exc)
         except UserFacingError as exc:
+            if exc.alike_in_every_process and not first_process():
+                sys.exit(EXIT_SETUP_ERROR)
             click.echo(f"error: {exc}", err=True)
             sys.exit(EXIT_SETUP_ERROR)
         except BrokenPipeError:  # not a place: the reader of the output went away (see the command group)
@@ -83,7 +87,7 @@ def interrupt_goes_on(said: str, rerun: str) -> Iterator[None]:
     try:
         yield
     except KeyboardInterrupt:
-        if os.environ.get("RANK", "0") == "0":
+        if first_process():
             with contextlib.suppress(OSError):  # a terminal that hung up takes no more output
                 click.echo(f"\ninterrupted{said}; `{rerun}` goes on from there", err=True)
         sys.exit(130)

@@ -27,9 +27,9 @@ def run(file: str, overrides: tuple[str, ...], allow_remote_code: bool, resume: 
     from components.export import check_target
     from recipe_runner.loader import load_recipe
     from recipe_runner.next_commands import NextCommands
+    from recipe_runner.processes import first_process
     from recipe_runner.recipe_warnings import as_warning, recipe_warnings
     from recipe_runner.trainer.loop import Trainer
-    from recipe_runner.trainer.run_dir import first_process
     from recipe_runner.trainer.stops import TrainingInterrupted
 
     loaded = load_recipe(file, overrides, allow_remote_code=allow_remote_code)

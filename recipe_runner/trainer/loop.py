@@ -18,7 +18,7 @@ from components.data.prompts import prompts_digest
 from components.data.texts import TextBatch
 from components.models.compilation import compile_for_varied_lengths, compile_wanted
 from recipe_runner.next_commands import FROM_PYTHON, NextCommands
-from recipe_runner.processes import launched_processes
+from recipe_runner.processes import first_process, launched_processes
 from recipe_runner.teacher_cache import hold_cache_for_reading
 from recipe_runner.trainer import resume
 from recipe_runner.trainer.batch_plan import BatchPlan
@@ -47,7 +47,7 @@ from recipe_runner.trainer.parts import RunParts, build_parts, live_teacher_note
 from recipe_runner.trainer.preflight import check_before_loading
 from recipe_runner.trainer.random_streams import own_stream
 from recipe_runner.trainer.resume import run_record
-from recipe_runner.trainer.run_dir import DirectoryLock, choose_start, first_process
+from recipe_runner.trainer.run_dir import DirectoryLock, choose_start
 from recipe_runner.trainer.run_log import LossWindow, MetricsLog, metrics_line, write_run_info
 from recipe_runner.trainer.save_clock import SaveClock
 from recipe_runner.trainer.stage_setup import enter_stage, leave_stage, parameters_by_part

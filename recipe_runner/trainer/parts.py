@@ -31,6 +31,8 @@ from schemas.stages import Stage
 class RunSetupError(UserFacingError, RuntimeError):
     """Something a run needs is missing; the message says what to do."""
 
+    alike_in_every_process = True  # every process sets up from the same recipe and files
+
 
 def as_input_of(module: nn.Module, hidden: torch.Tensor) -> torch.Tensor:
     """`hidden` in `module`'s dtype: a student held in bf16 (frozen, or trained only through LoRA) feeds float32

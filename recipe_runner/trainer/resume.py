@@ -29,6 +29,8 @@ _SHOWN = 8
 class ResumeMismatchError(UserFacingError, RuntimeError):
     """The checkpoint's state cannot continue under this recipe; the message lists why and what to do."""
 
+    alike_in_every_process = True  # every process compares the same checkpoint with the same recipe
+
 
 @dataclass
 class ResumeReport:

@@ -16,6 +16,7 @@ from pathlib import Path
 from components.atomic_files import ForeignDirectoryError, check_replaceable, recover_directory, remove_stale_copies
 from components.disk_space import bytes_under, size_in_words
 from components.errors import some_of
+from recipe_runner.processes import first_process
 from recipe_runner.trainer.checkpoint import (
     COMPLETE,
     STEP_DIR,
@@ -158,12 +159,6 @@ def choose_start(out_dir: Path, resume: bool, main: bool, recipe_name: str, resu
             print(f"--resume: no checkpoint in {checkpoints}; starting from step 0", file=sys.stderr)
     _refuse_incomplete_steps(checkpoints, (saved_step(start) or 0) if start is not None else 0, main)
     return start
-
-
-def first_process() -> bool:
-    """Whether this is the process of its launch (RANK 0, or the only one) that holds the run's locks and tidies;
-    known before the Accelerator exists."""
-    return os.environ.get("RANK", "0") == "0"
 
 
 def _refuse_incomplete_steps(checkpoints: Path, start_step: int, main: bool) -> None:

@@ -23,6 +23,8 @@ from schemas import Recipe
 class TrainingDiverged(UserFacingError, RuntimeError):
     """The loss became NaN or infinite; the last good checkpoint is kept."""
 
+    alike_in_every_process = True  # every process stops on the one decision they agreed
+
 
 class TrainingOutOfMemory(UserFacingError, RuntimeError):
     """A batch did not fit on the device; the message names the batch and the settings that would make it fit."""
@@ -34,6 +36,8 @@ class CheckpointWriteError(UserFacingError, RuntimeError):
 
 class DamagedCheckpoint(UserFacingError, RuntimeError):
     """The checkpoint to resume from cannot be read; earlier ones may still be whole."""
+
+    alike_in_every_process = True  # every process reads the same checkpoint
 
 
 class TrainingDataFailed(UserFacingError, RuntimeError):
