@@ -362,12 +362,20 @@ class Trainer:
                     self._save(position)
                     clock.restart()
                 if agreed["stop"]:
+                    self._settle_before_stopping()
                     raise TrainingInterrupted(
                         f"interrupted at step {step}; checkpoint saved in {self.checkpoints / checkpoint_name(step)}; "
                         f"continue with `{self.commands.resume}`"
                     )
                 position.loss_window = None
         return last
+
+    def _settle_before_stopping(self) -> None:
+        """torchrun ends every process once one exits: none leaves before the first has written the sums of the
+        checkpoint just saved (a checkpoint whose sums were cut short loads unchecked)."""
+        if self.accelerator.num_processes > 1:
+            self.writer.wait()
+            self.accelerator.wait_for_everyone()
 
     def _log(self, step: int, values: dict, of: str = "", said: bool = False) -> None:
         """A metrics row, also as a line on stderr (above the progress bar) unless the bar `said` it already."""

@@ -26,6 +26,7 @@ from short_runs import short_run
 from recipe_runner.cli import main
 from recipe_runner.loader import load_recipe
 from recipe_runner.trainer.checkpoint import STEP_DIR, step_checkpoints
+from recipe_runner.trainer.checksums import SUMS
 from recipe_runner.trainer.loop import Trainer
 from recipe_runner.trainer.parts import RunSetupError
 
@@ -455,3 +456,7 @@ def test_ddp_stops_together_when_one_process_gets_sigterm(tiny_recipe_path, tiny
     interrupted = int(err.split("interrupted at step ")[1].split(";")[0])
     saved = [p.name for p in step_checkpoints(tmp_path / "run" / "checkpoints")]
     assert f"step-{interrupted:08d}" in saved and 50 < interrupted < 100  # within steps, not at the next save
+    # The signalled process left only once the first had written the checkpoint's sums: torchrun ends the others
+    # as soon as one exits, and had cut the first short (exit -15) with the sums unwritten.
+    assert (tmp_path / "run" / "checkpoints" / f"step-{interrupted:08d}" / SUMS).is_file()
+    assert "exitcode: -15" not in err
