@@ -13,6 +13,7 @@ from pydantic import BaseModel, ValidationError
 from components.registry import broken_type_hint
 from recipe_runner.errors import Path_, Position, Problem, dotted
 from recipe_runner.yaml_source import SourcedTree, value_at
+from schemas.base import QuotedText
 
 
 def _suggest(word: str, choices: list[str]) -> str:
@@ -202,6 +203,8 @@ def _scalar_hint(wanted: str, value: Any, path: Path_) -> str:
     that went one level too deep)."""
     if value is None and wanted == "a string":
         return " (`~` alone, and a key with nothing after it, are YAML's null: write the text out, e.g. a full path)"
+    if isinstance(value, QuotedText):
+        return " (quoted, so YAML reads it as text: write it without quotes)"
     if isinstance(value, dict) and wanted not in ("a mapping", "a list") and path:
         return f": {path[-1]} is one value, not a section holding {', '.join(map(str, value))}"
     return ""

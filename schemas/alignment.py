@@ -21,7 +21,9 @@ class CrossTokenizerAlignment(StrictModel):
         min_length=1,
         description="Tiers computed, in priority order: matched (one token each side, same text at the same place), "
         "split (a word's tokens as group means), window (nearby equal text, cosine-gated), sequence (each side's "
-        "mean over the words both read whole: no special tokens, nothing past where either side was cut).",
+        "mean over the words both read whole: no special tokens, nothing past where either side was cut). "
+        "Default: all four.",
+        json_schema_extra={"default": list(ALL_TIERS)},
     )
     word_window: int = Field(default=2, ge=0, description="Words either side searched when words do not line up.")
     token_window: int = Field(

@@ -34,6 +34,24 @@ class _YesNo:
         return "true" if self.value else "false"
 
 
+def _a_number(text: str) -> bool:
+    try:
+        return math.isfinite(float(text))
+    except ValueError:
+        return False
+
+
+class QuotedText:
+    """A quoted number (`batch_size: '8'`) where a number belongs: pydantic would read it as 8, an editor using the
+    JSON schema flags it; it fails as what it is, so both say the same."""
+
+    def __init__(self, value: str) -> None:
+        self.value = value
+
+    def __repr__(self) -> str:
+        return repr(self.value)
+
+
 class StrictModel(BaseModel):
     """A recipe section; a typo in a key must fail loudly instead of silently using a default."""
 
@@ -44,7 +62,8 @@ class StrictModel(BaseModel):
     @classmethod
     def _as_written(cls, value: Any) -> Any:
         """`key: null` removes an inherited value: where null is not a value of the field, the default applies.
-        And pydantic would read `grad_accum: true` as 1: a yes/no where a number belongs fails as what it is."""
+        And pydantic would read `grad_accum: true` as 1 and `batch_size: '8'` as 8: a yes/no or a quoted text
+        where a number belongs fails as what it is."""
         if not isinstance(value, dict):
             return value
         out = {}
@@ -54,7 +73,11 @@ class StrictModel(BaseModel):
             if item is None and field is not None and not field.is_required() and not _admits(kind, type(None)):
                 continue
             number = _admits(kind, int) or _admits(kind, float)
-            out[name] = _YesNo(item) if isinstance(item, bool) and number and not _admits(kind, bool) else item
+            if isinstance(item, bool) and number and not _admits(kind, bool):
+                item = _YesNo(item)
+            elif isinstance(item, str) and number and not _admits(kind, str) and _a_number(item):
+                item = QuotedText(item)
+            out[name] = item
         return out
 
 

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Annotated, Literal, Union
 
-from pydantic import Field, field_validator, model_validator
+from pydantic import ConfigDict, Field, field_validator, model_validator
 
 from schemas.alignment import Tier
 from schemas.base import StrictModel
@@ -25,6 +25,9 @@ class PerPart(StrictModel):
         return getattr(self, part)
 
 
+_ATTENTION_PROJECTIONS = ("q_proj", "k_proj", "v_proj", "o_proj")  # their names in Llama, Qwen and Mistral
+
+
 class LoRA(StrictModel):
     """Train low-rank adapters of the student instead of its full weights (peft)."""
 
@@ -32,9 +35,11 @@ class LoRA(StrictModel):
     alpha: float = Field(default=32.0, gt=0, description="Adapter scaling numerator (scale = alpha / r).")
     dropout: float = Field(default=0.0, ge=0, lt=1, description="Dropout on the adapter input.")
     target_modules: list[str] = Field(
-        default_factory=lambda: ["q_proj", "k_proj", "v_proj", "o_proj"],
+        default_factory=lambda: list(_ATTENTION_PROJECTIONS),
         min_length=1,
-        description="Module names (suffixes) that receive adapters.",
+        description="Module names (suffixes) that receive adapters (default: the attention projections q_proj, "
+        "k_proj, v_proj, o_proj).",
+        json_schema_extra={"default": list(_ATTENTION_PROJECTIONS)},
     )
 
 
@@ -321,19 +326,42 @@ class Denoising(StrictModel):
         return [SpanDenoiser(type="spans", density=self.density, span=self.span)]
 
 
+# What the model validator `_length` says, in JSON Schema for editors: one of `epochs` and `steps`, not both.
+_EPOCHS_OR_STEPS = {
+    "anyOf": [
+        {"properties": {"epochs": {"type": "number"}}, "required": ["epochs"]},
+        {"properties": {"steps": {"type": "integer"}}, "required": ["steps"]},
+    ],
+    "not": {
+        "properties": {"epochs": {"type": "number"}, "steps": {"type": "integer"}},
+        "required": ["epochs", "steps"],
+    },
+}
+
+
 class Stage(StrictModel):
     """One training phase; stages run in order, each with its own trainable parts and losses."""
+
+    model_config = ConfigDict(json_schema_extra=_EPOCHS_OR_STEPS)
 
     name: str = Field(min_length=1, description="Stage name, used in logs and checkpoint names.")
     epochs: float | None = Field(default=None, gt=0, description="Passes over the training data.")
     steps: int | None = Field(default=None, gt=0, description="Optimizer steps (instead of epochs).")
-    trainable: list[Part] = Field(min_length=1, description="Parts whose weights this stage updates.")
+    trainable: list[Part] = Field(
+        min_length=1, description="Parts whose weights this stage updates.", json_schema_extra={"uniqueItems": True}
+    )
     student_lora: LoRA | None = Field(default=None, description="Train the student through LoRA adapters.")
     lr: PerPart = Field(description="Peak learning rate per trainable part.")
     min_lr: PerPart = Field(default_factory=PerPart, description="Floor of the schedule per part (default lr/10).")
-    optimizer: Optimizer = Field(default_factory=lambda: AdamW(type="adamw"), description="Optimizer.")
+    optimizer: Optimizer = Field(
+        default_factory=lambda: AdamW(type="adamw"),
+        description="Optimizer (default: adamw with its defaults).",
+        json_schema_extra={"default": {"type": "adamw"}},
+    )
     schedule: Schedule = Field(
-        default_factory=lambda: ConstantSchedule(type="constant"), description="Learning-rate schedule."
+        default_factory=lambda: ConstantSchedule(type="constant"),
+        description="Learning-rate schedule (default: constant).",
+        json_schema_extra={"default": {"type": "constant"}},
     )
     warmup_steps: int = Field(default=0, ge=0, description="Linear warmup from 0 to lr.")
     grad_clip: float | None = Field(default=1.0, gt=0, description="Clip the global gradient norm; null disables.")

@@ -40,6 +40,14 @@ BASE = Path(__file__).resolve().parents[1] / "assets" / "broken" / "base.yaml"
             "expected a string, got null (`~` alone, and a key with nothing after it, are YAML's null: write the "
             "text out, e.g. a full path)",
         ),
+        (  # read as 8 before, where an editor's JSON schema flags it
+            "hardware.batch_size='8'",
+            "expected an integer, got '8' (quoted, so YAML reads it as text: write it without quotes)",
+        ),
+        (
+            "stages.0.lr.student='2e-4'",
+            "expected a number, got '2e-4' (quoted, so YAML reads it as text: write it without quotes)",
+        ),
         (  # a --set one level too deep
             "hardware.seed.x=1",
             "expected an integer, got {'x': 1}: seed is one value, not a section holding x",

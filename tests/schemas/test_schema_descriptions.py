@@ -127,3 +127,35 @@ def test_json_schema_references_resolve() -> None:
     text = json.dumps(schema)
     refs = {part.split('"')[0] for part in text.split('"$ref": "#/$defs/')[1:]}
     assert refs and refs <= set(schema["$defs"])
+
+
+def test_defaults_made_by_factories_reach_the_schema_as_the_models_make_them() -> None:
+    """An editor shows `default` only where the schema has one: a factory's default is written there by hand, and
+    must be what the model fills in (`student_lora: {r: 4}` trains q/k/v/o adapters)."""
+    from schemas.alignment import CrossTokenizerAlignment
+    from schemas.stages import LoRA, Stage
+
+    schema = json.loads(CliRunner().invoke(main, ["schema"]).stdout)["$defs"]
+    stage = Stage.model_validate(
+        {
+            "name": "s",
+            "steps": 1,
+            "trainable": ["bolt_on"],
+            "lr": {"bolt_on": 1e-3},
+            "losses": [{"type": "huber", "on": "matched"}],
+        }
+    )
+    shown = schema["Stage"]["properties"]
+    assert shown["optimizer"]["default"] == {"type": stage.optimizer.type}
+    assert shown["schedule"]["default"] == {"type": stage.schedule.type}
+    assert schema["LoRA"]["properties"]["target_modules"]["default"] == LoRA().target_modules
+    tiers = CrossTokenizerAlignment(type="cross_tokenizer").tiers
+    assert schema["CrossTokenizerAlignment"]["properties"]["tiers"]["default"] == tiers
+
+
+def test_the_schema_says_what_validate_says_of_a_stages_length_and_parts() -> None:
+    """One of `epochs` and `steps`, each part once: flagged by an editor as `recipe validate` flags them."""
+    stage = json.loads(CliRunner().invoke(main, ["schema"]).stdout)["$defs"]["Stage"]
+    assert [branch["required"] for branch in stage["anyOf"]] == [["epochs"], ["steps"]]
+    assert stage["not"]["required"] == ["epochs", "steps"]
+    assert stage["properties"]["trainable"]["uniqueItems"] is True
