@@ -15,6 +15,7 @@ from components.bolt_on import build_bolt_on, width_chain
 from components.losses.logit_losses import feature_keys
 from components.models import build_model, hidden_width, lora_parameter_count, lora_target_problem
 from components.models.compilation import compile_wanted
+from components.models.unused_layers import parameters_past
 from recipe_runner.memory import GIB, MemoryEstimate, Sizes, StackShape, estimate_memory
 from recipe_runner.next_commands import FROM_PYTHON, NextCommands
 from recipe_runner.teacher_answers import unwritten_answers_note
@@ -209,11 +210,13 @@ def _stage_plan(recipe: Recipe, stage: Stage, student: nn.Module, sizes: Sizes, 
     """Trainable counts and memory of one stage; LoRA targets peft cannot adapt are appended to `failures`."""
     lora = stage.student_lora if "student" in stage.trainable else None
     projections = _projections_of(recipe, stage, sizes)
-    student_trainable = sizes.student_params + projections
+    unused = frozenset(parameters_past(student, getattr(recipe.student, "layer", -1)))
+    untrained = sum(parameter.numel() for name, parameter in student.named_parameters() if name in unused)
+    student_trainable = sizes.student_params - untrained + projections
     if lora is not None:
         problem = lora_target_problem(student, lora)
         if problem is None:
-            student_trainable = lora_parameter_count(student, lora) + projections
+            student_trainable = lora_parameter_count(student, lora, unused) + projections
         else:
             failures.append(f"stage {stage.name!r}: student_lora.target_modules: {problem}")
     trainable: dict[Part, int] = {}

@@ -29,13 +29,15 @@ def fans_in_first(model: nn.Module, lora: LoRA) -> bool:
     return any(is_conv1d(modules[name]) for name in lora_targets(model, lora))
 
 
-def lora_parameter_count(model: nn.Module, lora: LoRA) -> int:
+def lora_parameter_count(model: nn.Module, lora: LoRA, unused: frozenset[str] = frozenset()) -> int:
     """r * (in + out) per adapted Linear or Conv1D (A: r x in, B: out x r) and r * (rows + dim) per adapted
-    Embedding."""
+    Embedding; targets whose weight is among the parameter names `unused` get no gradient and are not counted."""
     modules = dict(model.named_modules())
     total, kinds = 0, set()
     for name in lora_targets(model, lora):
         module = modules[name]
+        if f"{name}.weight" in unused:
+            continue
         if isinstance(module, nn.Linear):
             total += lora.r * (module.in_features + module.out_features)
         elif is_conv1d(module):

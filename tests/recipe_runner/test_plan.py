@@ -69,6 +69,17 @@ def test_lora_stage_trains_adapters_and_keeps_frozen_student_weights(reference: 
     assert "(LoRA)" in format_plan(plan)
 
 
+def test_layers_past_the_student_layer_are_not_counted_as_trained(reference: Recipe) -> None:
+    """They get no gradient (the 28th layer and the final norm of a student read at -2)."""
+    read_early = reference.model_copy(update={"student": reference.student.model_copy(update={"layer": -2})})
+    full = build_plan(reference).stages[0].trainable["student"]
+    plan = build_plan(read_early)
+    last_layer = (full - 1024 - 151_669 * 1024) // 28  # every layer alike: all but the embedding and final norm
+    assert plan.stages[0].trainable["student"] == full - last_layer - 1024
+    lora = build_plan(with_stage(read_early, student_lora=LoRA(r=8))).stages[0].trainable["student"]
+    assert lora == 27 * 8 * ((1024 + 2048) + (1024 + 1024) * 2 + (2048 + 1024))
+
+
 def test_a_frozen_student_counts_in_the_dtype_training_holds_it_in(reference: Recipe) -> None:
     bolt_on_first = reference.stages[0].model_copy(update={"name": "bolt_on_only", "trainable": ["bolt_on"]})
     two_stages = reference.model_copy(update={"stages": [bolt_on_first, reference.stages[0]]})
