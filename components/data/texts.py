@@ -26,6 +26,7 @@ class TextBatch(MovableBatch):
     scored: torch.Tensor | None = None  # over the real tokens: where the loss applies (None: everywhere)
     teacher_ids: torch.Tensor | None = None  # what the teacher reads, when not student_ids (denoising: clean text)
     prompt_lengths: torch.Tensor | None = None  # per row, tokens before the teacher's answer (None: no answers)
+    student_lengths: tuple[int, ...] | None = None  # per row, real tokens, on the host (no device read to learn them)
 
 
 class TextSamples(Dataset):
@@ -98,4 +99,5 @@ class TextCollator:
             student_tokens=int(mask.sum()),
             scored=scored,
             prompt_lengths=start,
+            student_lengths=tuple(mask.sum(1).tolist()),
         )

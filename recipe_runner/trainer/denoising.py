@@ -52,13 +52,20 @@ def suffix_positions(length: int, spec: SuffixDenoiser) -> list[int]:
     return list(range(kept, length))
 
 
-def denoising_mask(mask: torch.Tensor, spec: Denoising, generator: torch.Generator | None = None) -> torch.Tensor:
+def denoising_mask(
+    mask: torch.Tensor,
+    spec: Denoising,
+    generator: torch.Generator | None = None,
+    lengths: tuple[int, ...] | None = None,
+) -> torch.Tensor:
     """The masked tokens of a right-padded [B, L] batch: each text corrupted by one of the spec's denoisers, drawn
-    by their shares (every draw from `generator`, a CPU one; None: the global one)."""
+    by their shares (every draw from `generator`, a CPU one; None: the global one). `lengths`: each row's real
+    tokens as the collator counted them on the host; read from `mask` otherwise, which on a GPU waits for it.
+    The mask is drawn on the host and copied from pinned memory, so a GPU step is queued without waiting."""
     denoisers = spec.denoisers
     total = sum(d.share for d in denoisers)  # normalised in float64: shares like 1e-50 would be 0 in float32
     shares = torch.tensor([d.share / total for d in denoisers], dtype=torch.float)
-    lengths = mask.sum(1).tolist()
+    lengths = lengths if lengths is not None else tuple(mask.sum(1).tolist())
     chosen = torch.multinomial(shares, len(lengths), replacement=True, generator=generator).tolist()
     masked = torch.zeros(mask.shape, dtype=torch.bool)
     for row, (length, which) in enumerate(zip(lengths, chosen, strict=True)):
@@ -68,14 +75,15 @@ def denoising_mask(mask: torch.Tensor, spec: Denoising, generator: torch.Generat
         else:
             positions = suffix_positions(length, denoiser)
         masked[row, positions] = True
-    return masked.to(mask.device, non_blocking=True)
+    # From pageable memory a copy to the GPU waits for the work queued before it; from pinned memory it does not.
+    return (masked.pin_memory() if mask.device.type == "cuda" else masked).to(mask.device, non_blocking=True)
 
 
 def corrupt(batch: TextBatch, spec: Denoising, mask_id: int, generator: torch.Generator | None = None) -> TextBatch:
     """The batch as a denoising step reads it: corrupted ids for the student, the clean ones for the teacher,
     labels and scores at the positions just before masked tokens."""
     ids, mask = batch.student_ids, batch.student_mask
-    masked = denoising_mask(mask, spec, generator)
+    masked = denoising_mask(mask, spec, generator, batch.student_lengths)
     predicts = torch.zeros_like(masked)
     predicts[:, :-1] = masked[:, 1:]  # position i predicts token i + 1
     following = torch.full_like(ids, IGNORED)
@@ -90,6 +98,7 @@ def corrupt(batch: TextBatch, spec: Denoising, mask_id: int, generator: torch.Ge
         student_tokens=batch.student_tokens,
         scored=predicts[mask],
         teacher_ids=ids,
+        student_lengths=batch.student_lengths,
     )
 
 

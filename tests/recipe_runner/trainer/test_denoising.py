@@ -61,6 +61,21 @@ def test_every_text_of_two_tokens_or_more_gets_a_masked_token_and_a_span_longer_
     assert len(positions) == 15 and positions == list(range(positions[0], positions[0] + 15))
 
 
+def test_the_spans_are_drawn_from_the_lengths_the_collator_counted_without_reading_the_device_mask() -> None:
+    """On a GPU, reading the lengths from the device mask made every micro-step wait for the one before."""
+    batch = TextCollator(pad_id=0)([{"index": i, "student_ids": list(range(1, n + 1))} for i, n in enumerate([9, 5])])
+    assert batch.student_lengths == (9, 5)
+    spec = Denoising(density=0.5, span=2)
+    expected = denoising_mask(batch.student_mask, spec, torch.Generator().manual_seed(3))
+    unreadable = torch.empty(batch.student_mask.shape, dtype=torch.bool, device="meta")  # any read of it fails
+    with pytest.raises(NotImplementedError):
+        unreadable.sum(1).tolist()
+    drawn = denoising_mask(unreadable, spec, torch.Generator().manual_seed(3), batch.student_lengths)
+    assert drawn.device.type == "meta"
+    assert torch.equal(denoising_mask(batch.student_mask, spec, torch.Generator().manual_seed(3), (9, 5)), expected)
+    assert corrupt(batch, spec, MASK, torch.Generator()).student_lengths == (9, 5)
+
+
 def test_the_student_reads_masks_the_teacher_the_text_and_labels_are_the_masked_tokens() -> None:
     ids = [list(range(10, 30)), list(range(40, 52))]
     batch = TextCollator(pad_id=0)([{"index": i, "student_ids": row} for i, row in enumerate(ids)])
