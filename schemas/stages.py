@@ -2,9 +2,9 @@
 
 from __future__ import annotations
 
-from typing import Annotated, Literal, Union
+from typing import Annotated, Any, Literal, Union
 
-from pydantic import ConfigDict, Field, field_validator, model_validator
+from pydantic import BeforeValidator, ConfigDict, Field, field_validator, model_validator
 
 from schemas.alignment import Tier
 from schemas.base import StrictModel
@@ -175,13 +175,33 @@ class ULDLoss(_LogitLoss):
     )
 
 
+def _whole_layer_numbers(mapping: Any) -> Any:
+    """`{true: 3}` or `{1.0: 3}` would be read as layer 1: a yes/no or a decimal is a typo for a layer index."""
+
+    def written(item: Any) -> str:
+        return str(item).lower() if isinstance(item, bool) else str(item)
+
+    if isinstance(mapping, dict):
+        for key, value in mapping.items():
+            for item in (key, value):
+                if isinstance(item, (bool, float)):
+                    raise ValueError(
+                        f"layer indices are whole numbers, got {written(item)} in "
+                        f"{{{written(key)}: {written(value)}}}: write e.g. {{1: 3}}"
+                    )
+    return mapping
+
+
+LayerMap = Annotated[dict[int, int], BeforeValidator(_whole_layer_numbers)]
+
+
 class HiddenStatesLoss(_LogitLoss):
     """Feature distillation: the distance between student and teacher hidden states at mapped layers, per real
     token. Where the widths differ, a linear projection of the student's states (trained with the student, left
     out of the export) maps them to the teacher's width."""
 
     type: Literal["hidden_states"] = Field(description="Loss kind.")
-    layers: dict[int, int] = Field(
+    layers: LayerMap = Field(
         min_length=1,
         description="Student hidden-state index -> teacher hidden-state index (0 the embeddings, i the output of "
         "layer i; the last, i = the number of layers or -1, is after the final norm), e.g. {7: 14, 14: 28} for a "
@@ -198,7 +218,7 @@ class AttentionLoss(_LogitLoss):
     hardware.attention: eager, the one implementation that returns attention maps."""
 
     type: Literal["attention"] = Field(description="Loss kind.")
-    layers: dict[int, int] = Field(
+    layers: LayerMap = Field(
         min_length=1,
         description="Student layer -> teacher layer (0 the first, -1 the last), e.g. {-1: -1} for the last ones.",
     )

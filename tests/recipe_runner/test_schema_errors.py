@@ -80,3 +80,12 @@ def test_a_key_written_one_level_too_deep_is_told_where_it_belongs() -> None:
         "unknown key 'warmup_steps' (allowed: type); warmup_steps is a key of stages[0]: move it out of "
         "stages[0].schedule"
     )
+
+
+@pytest.mark.parametrize("key", ["true", "1.0"])
+def test_a_layer_index_that_is_a_yes_no_or_a_decimal_is_refused_not_read_as_1(key: str) -> None:
+    features = Path(__file__).resolve().parents[2] / "recipes" / "examples" / "qwen_features_tiny.yaml"
+    with pytest.raises(RecipeError) as caught:
+        load_recipe(features, [f"stages.0.losses.1.layers={{{key}: 2}}"], check=False)
+    [problem] = caught.value.problems
+    assert problem.message == f"layer indices are whole numbers, got {key} in {{{key}: 2}}: write e.g. {{1: 3}}"
