@@ -23,7 +23,7 @@ from schemas import Recipe
 class TrainingDiverged(UserFacingError, RuntimeError):
     """The loss became NaN or infinite; the last good checkpoint is kept."""
 
-    alike_in_every_process = True  # every process stops on the one decision they agreed
+    alike_in_every_process = True  # a NaN loss: every process stops on the one decision they agreed
 
 
 class TrainingOutOfMemory(UserFacingError, RuntimeError):
@@ -173,14 +173,17 @@ def last_checkpoint(checkpoints: Path, label: str) -> str:
 
 
 def diverged(checkpoints: Path, step: int, stage: int, resume: str, what: str = "loss") -> TrainingDiverged:
-    """`what` went NaN or infinite in stage index `stage` (the loss, or an on-policy stage's sampling
-    probabilities); the command line `resume` continues from the last checkpoint once a setting is changed."""
-    return TrainingDiverged(
+    """`what` went NaN or infinite in stage index `stage` (the loss, which every process agrees on, or an on-policy
+    stage's sampling probabilities, which only the processes that sampled at that step meet); the command line
+    `resume` continues from the last checkpoint once a setting is changed."""
+    stopped = TrainingDiverged(
         f"{what} became NaN or inf before step {step}; stopped without saving: "
         f"{last_checkpoint(checkpoints, 'the last good checkpoint')}. "
         "Lower the learning rate, use bf16 instead of fp16, or enable grad_clip, then continue from there with "
         f"`{resume}` and that change as one more --set (e.g. --set stages.{stage}.grad_clip=1.0)."
     )
+    stopped.alike_in_every_process = what == "loss"
+    return stopped
 
 
 def out_of_memory(

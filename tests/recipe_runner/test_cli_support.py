@@ -32,3 +32,16 @@ def test_an_error_of_one_process_is_said_by_it(monkeypatch):
     monkeypatch.setenv("RANK", "1")
     result = CliRunner().invoke(_command(TrainingOutOfMemory("batch 3 did not fit")), [])
     assert result.exit_code == 1 and "error: batch 3 did not fit" in result.output
+
+
+def test_sampling_that_diverged_in_one_process_is_said_by_it(monkeypatch, tmp_path):
+    """Each process draws its own on-policy coin: a NaN in sampling is met by the processes that sampled alone,
+    while a NaN loss is agreed by all."""
+    from recipe_runner.trainer.stops import diverged
+
+    monkeypatch.setenv("RANK", "1")
+    sampling = diverged(tmp_path, 3, 1, "recipe run r.yaml --resume", "the student's sampling probabilities")
+    result = CliRunner().invoke(_command(sampling), [])
+    assert result.exit_code == 1 and "error: the student's sampling probabilities became NaN" in result.output
+    agreed = CliRunner().invoke(_command(diverged(tmp_path, 3, 1, "recipe run r.yaml --resume")), [])
+    assert agreed.exit_code == 1 and agreed.output == ""
