@@ -71,13 +71,13 @@ def test_an_interrupt_while_the_teacher_answers_keeps_them_and_names_the_command
 
     real_write = teacher_answers.write_answers
 
-    def stopped_after_the_first_batch(directory, split, prompts, identity, answer_batch, batch_size, progress):
+    def stopped_after_the_first_batch(directory, split, prompts, identity, answer_batch, batch_size, progress, known):
         def answer(start, batch):
             if start > 0:
                 raise KeyboardInterrupt  # Ctrl-C (or a scheduler's SIGTERM) during the second batch
             return answer_batch(start, batch)
 
-        return real_write(directory, split, prompts, identity, answer, batch_size, progress)
+        return real_write(directory, split, prompts, identity, answer, batch_size, progress, known)
 
     recipe = TINY.with_name("qwen_sequence_kd_tiny.yaml")
     sets = [
