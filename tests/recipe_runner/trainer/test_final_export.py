@@ -6,6 +6,7 @@ import json
 import shutil
 from pathlib import Path
 
+import pytest
 from click.testing import CliRunner
 
 from components.export.causal_lm import read_causal_lm_manifest
@@ -32,10 +33,23 @@ def _overrides(out: Path) -> list[str]:
     ]
 
 
-def test_a_finished_run_resumed_keeps_the_export_a_person_wrote_from_another_checkpoint(tmp_path, capsys):
+@pytest.fixture(scope="module")
+def finished(tmp_path_factory):
+    """A finished 3-step run, trained once; each test works on a copy."""
+    out = tmp_path_factory.mktemp("finished") / "run"
+    Trainer(load_recipe(TINY, _overrides(out)).recipe, progress=False).run()
+    return out
+
+
+def _copy(finished: Path, tmp_path: Path) -> Path:
     out = tmp_path / "run"
+    shutil.copytree(finished, out)
+    return out
+
+
+def test_a_finished_run_resumed_keeps_the_export_a_person_wrote_from_another_checkpoint(finished, tmp_path, capsys):
+    out = _copy(finished, tmp_path)
     overrides = _overrides(out)
-    Trainer(load_recipe(TINY, overrides).recipe, progress=False).run()
     assert json.loads((out / "export" / "encoder.json").read_text())["checkpoint"] is None, "a run's own export"
 
     chosen = out / "checkpoints" / "step-00000002"
@@ -53,11 +67,10 @@ def test_a_finished_run_resumed_keeps_the_export_a_person_wrote_from_another_che
     assert f"note: kept {out / 'export'}, the export of {chosen.resolve()} written by `recipe export`" in said
 
 
-def test_a_copy_a_killed_export_left_is_removed_when_the_run_is_resumed_at_once(tmp_path):
+def test_a_copy_a_killed_export_left_is_removed_when_the_run_is_resumed_at_once(finished, tmp_path):
     """Only copies over a minute old were taken for dead ones; a run resumed at once, which exports no more once
     finished, left its copy (as large as the export) for good."""
-    out = tmp_path / "run"
-    Trainer(load_recipe(TINY, _overrides(out)).recipe, progress=False).run()
+    out = _copy(finished, tmp_path)
     partial = out / ".export.k2j3h4g5.tmp"
     shutil.copytree(out / "export", partial)
     (out / ".export.k2j3h4g5.tmp.lock").touch()  # just made, and no process holds it: its writer was killed
