@@ -12,10 +12,11 @@ import torch
 from tqdm.auto import tqdm
 
 from components.cache.manifest import teacher_source_identity
+from components.data.prompts import prompt_key
 from components.data.teacher_answers import read_answers, reusable_answers, write_answers
 from components.errors import UserFacingError
 from recipe_runner.next_commands import FROM_PYTHON, NextCommands
-from recipe_runner.processes import launched_processes
+from recipe_runner.processes import first_process, launched_processes
 from recipe_runner.trainer.run_dir import DirectoryLock
 from schemas import Recipe
 
@@ -28,6 +29,8 @@ ANSWERS_LOCK = ".recipe-answers.lock"
 
 class AnswersSetupError(UserFacingError, RuntimeError):
     """Answers that are missing where they cannot be written now; the message says how to write them."""
+
+    alike_in_every_process = True  # every process of a launch reads the same answers directory
 
 
 def answers_identity(recipe: Recipe) -> dict:
@@ -84,7 +87,8 @@ def teacher_answers(
             "teacher.answers.dir=...)"
         )
     known, passed_over = reusable_answers(reuse_from, identity) if reuse_from is not None else ({}, [])
-    for words in passed_over:
+    reusing = ["--reuse-from", str(reuse_from)] if reuse_from is not None else []
+    for words in passed_over if first_process() else ():
         print(f"not reused: {words}", file=sys.stderr)
     found = {split: read_answers(directory, split, prompts, identity) for split, prompts in splits.items()}
     missing = [split for split, answers in found.items() if answers is None]
@@ -93,8 +97,8 @@ def teacher_answers(
     if launched_processes() > 1:
         raise AnswersSetupError(
             f"the teacher's answers for {', '.join(missing)} are not written yet in {directory}, and a teacher "
-            f"writes them in one process: run `{commands.command('cache')}` without a launcher first, then launch "
-            "the run"
+            f"writes them in one process: run `{commands.command('cache', *reusing)}` without a launcher first, "
+            "then launch the run"
         )
     tokenizer = load_tokenizer(recipe.teacher)
     lock = DirectoryLock(directory, ANSWERS_LOCK, "writing teacher answers", "point teacher.answers.dir elsewhere")
@@ -119,6 +123,9 @@ def teacher_answers(
 
         for split in missing:
             prompts = splits[split]
+            taken = sum(prompt_key(prompt) in known for prompt in prompts)
+            if taken:
+                print(f"{split}: {taken} of {len(prompts)} answers taken from {reuse_from}", file=sys.stderr)
             with tqdm(
                 total=len(prompts), desc=f"teacher answers ({split})", disable=not progress, file=sys.stderr
             ) as bar:

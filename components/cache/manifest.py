@@ -33,6 +33,20 @@ def _tokenizer_fingerprint(recipe: Recipe) -> str:
     return source
 
 
+# Beside tokenizer.json, the files that set a tokenizer's special tokens: the pad token among them, whose id is in
+# every cached row of a Chroma-masked teacher (its one visible pad).
+_SPECIAL_TOKEN_FILES = ("tokenizer_config.json", "special_tokens_map.json")
+
+
+def _special_tokens_fingerprint(recipe: Recipe) -> str | None:
+    """Hash of a local tokenizer folder's special-token files; None for a hub tokenizer or a folder without them."""
+    folder = Path(recipe.teacher.tokenizer or recipe.teacher.model or "")
+    found = [folder / name for name in _SPECIAL_TOKEN_FILES if (folder / name).is_file()]
+    if not found:
+        return None
+    return _sha("\0".join(path.read_text(encoding="utf-8") for path in found))
+
+
 def _teacher_name(recipe: Recipe) -> str:
     """The hub id; for a local folder its config.json, not its path: a project folder that moves, or a models
     folder mounted elsewhere on another machine, keeps its cache (the weights fingerprint tells copies apart)."""
@@ -58,6 +72,7 @@ def teacher_source_identity(recipe: Recipe) -> dict[str, Any]:
         "revision": teacher.revision,
         "teacher_dtype": teacher.dtype,
         "tokenizer": _tokenizer_fingerprint(recipe),
+        "special_tokens": _special_tokens_fingerprint(recipe),
         "seed": recipe.hardware.seed if teacher.config is not None else None,
     }
 
@@ -94,7 +109,9 @@ _FIELDS = {
     "seed": "hardware.seed",
 }
 # Keys that only exist because of the teacher: when the teacher itself differs they add nothing.
-_FOLLOW_TEACHER = ("weights", "seed", "tokenizer")
+_FOLLOW_TEACHER = ("weights", "seed", "tokenizer", "special_tokens")
+# Keys added to identities after outputs were first written: an older manifest without one says nothing against it.
+ADDED_SINCE = ("special_tokens",)
 
 
 def _teacher_words(identity: dict[str, Any]) -> str:
@@ -135,6 +152,11 @@ def _difference(key: str, found: dict[str, Any], expected: dict[str, Any]) -> st
         )
     if key == "tokenizer":
         return "the teacher tokenizer differs from the one the cache was made with"
+    if key == "special_tokens":
+        return (
+            "the teacher tokenizer's special tokens (tokenizer_config.json, special_tokens_map.json: the pad token, "
+            "say) differ from those the cache was made with"
+        )
     if key == "format":
         return f"the cache was written in format {cached!r}, this version reads format {now!r}"
     field = _FIELDS.get(key, key)
@@ -143,7 +165,9 @@ def _difference(key: str, found: dict[str, Any], expected: dict[str, Any]) -> st
 
 def _unknown(key: str, found: dict[str, Any], value: Any) -> bool:
     """A weights fingerprint that an older manifest lacks, that cannot be taken now, or that was taken another
-    way (an older manifest's file times) proves nothing."""
+    way (an older manifest's file times) proves nothing; nor does a key an older manifest was written without."""
+    if key in ADDED_SINCE and key not in found:
+        return True
     return key == "weights" and not comparable(found.get(key), value)
 
 

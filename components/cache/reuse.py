@@ -63,7 +63,10 @@ class ReusableRows:
         self._open: tuple[Path, object] | None = None  # the shard last read: rows are mostly taken in its order
         self.skipped: list[str] = []  # what could not be used, in words, for the report
         if not self.source.is_dir():
-            raise CacheReuseError(f"--reuse-from {self.source}: no such directory (give an earlier teacher.cache.dir)")
+            raise CacheReuseError(
+                f"--reuse-from {self.source}: no such directory (give an earlier teacher.cache.dir, or drop "
+                "--reuse-from)"
+            )
         # A cache directory, or one split of it.
         splits = (
             [self.source]
@@ -71,7 +74,7 @@ class ReusableRows:
             else sorted(p for p in self.source.iterdir() if p.is_dir())
         )
         other_settings: list[str] = []
-        without_keys = 0
+        without_keys = manifests = 0
         for split_dir in splits:
             try:
                 manifest = read_manifest(split_dir)
@@ -80,13 +83,14 @@ class ReusableRows:
                 continue
             if manifest is None:
                 continue
+            manifests += 1
             differences = mismatches(manifest, identity)
             if differences:
                 other_settings.append(f"{split_dir.name}: {'; '.join(differences)}")
                 continue
             without_keys += self._index(split_dir, manifest)
         if not self._where:
-            raise CacheReuseError(self._nothing_usable(splits, other_settings, without_keys))
+            raise CacheReuseError(self._nothing_usable(manifests, other_settings, without_keys))
         self.skipped += [f"{self.source}/{words}" for words in other_settings]
         if without_keys:
             self.skipped.append(f"{without_keys} shard(s) in {self.source} written before shards named their prompts")
@@ -101,8 +105,12 @@ class ReusableRows:
         for shard in range(shard_count(count, size)):
             path = split_dir / shard_name(shard)
             lo, hi = shard_rows(shard, count, size)
-            if not path.is_file() or shard_damage(path, lo, hi, digest) is not None:
-                continue  # not finished, or cut short: its prompts are encoded
+            if not path.is_file():
+                continue  # not finished: its prompts are encoded
+            damage = shard_damage(path, lo, hi, digest)
+            if damage is not None:
+                self.skipped.append(f"{path}: {damage}; its prompts are encoded")
+                continue
             keys = _keys(path)
             if keys is None or len(keys) != hi - lo:
                 without_keys += 1
@@ -111,17 +119,23 @@ class ReusableRows:
                 self._where.setdefault(key, (path, row))
         return without_keys
 
-    def _nothing_usable(self, splits: list[Path], other_settings: list[str], without_keys: int) -> str:
+    def _nothing_usable(self, manifests: int, other_settings: list[str], without_keys: int) -> str:
         start = f"--reuse-from {self.source}: no teacher outputs can be taken from it"
         if other_settings:
-            return f"{start}: it was made with other settings ({' / '.join(other_settings)})"
+            return (
+                f"{start}: it was made with other settings ({' / '.join(other_settings)}): put them back in the "
+                "recipe to reuse it, or drop --reuse-from"
+            )
         if without_keys:
             return (
                 f"{start}: its {without_keys} shard(s) were written before shards named their prompts, so nothing "
                 "says which prompt a row belongs to; rerun `recipe cache` in full"
             )
-        if not splits:
-            return f"{start}: it holds no cache splits (give a directory that was a teacher.cache.dir)"
+        if not manifests:
+            return (
+                f"{start}: it is no teacher.cache.dir (one holds train/ and eval/, each with a manifest.json): give "
+                "one, or one of its splits"
+            )
         return f"{start}: it holds no finished shard"
 
     def has(self, key: str) -> bool:

@@ -18,6 +18,7 @@ from collections.abc import Callable
 from pathlib import Path
 
 from components.atomic_files import atomic_path, write_json_atomic
+from components.cache.manifest import ADDED_SINCE
 from components.cache.weights import comparable
 from components.data.prompts import prompt_key, prompts_digest
 from components.errors import UserFacingError
@@ -62,6 +63,7 @@ def _as_made_now(saved: dict, made: dict) -> dict:
     """The saved record without what says nothing against `made`: the keys above, and a weights fingerprint
     unknown on either side or taken another way (an older record's file times)."""
     kept = {key: value for key, value in saved.items() if key not in _NOT_WHAT_MADE_THEM or key in made}
+    kept.update({key: made[key] for key in ADDED_SINCE if key in made and key not in saved})  # written before it
     if not comparable(kept.get("weights"), made.get("weights")):
         kept.pop("weights", None)
         kept.update({"weights": made["weights"]} if "weights" in made else {})
@@ -79,11 +81,20 @@ def _differences(saved: dict, made: dict) -> str:
     for key in sorted(set(made) - {"prompts_sha256", "count"}):
         before, now = saved.get(key, "not set"), made[key]
         if before != now:
-            said.append(f"the {key}" if key in _DIGESTS else f"{key} {before!r} -> {now!r}")
+            said.append(f"the {key}" if key in _DIGESTS else f"{_FIELDS.get(key, key)} {before!r} -> {now!r}")
     return ", ".join(said) or "its record"
 
 
-_DIGESTS = ("teacher", "weights", "tokenizer")  # identity keys whose values are digests, named but never shown
+_DIGESTS = ("teacher", "weights", "tokenizer", "special_tokens")
+# The recipe fields behind identity keys that are named otherwise, for messages.
+_FIELDS = {
+    "prompt_tokens": "teacher.max_length",
+    "answer_seed": "hardware.seed",
+    "max_new_tokens": "teacher.answers.max_new_tokens",
+    "temperature": "teacher.answers.temperature",
+    "teacher_dtype": "teacher.dtype",
+    "seed": "hardware.seed",
+}  # identity keys whose values are digests, named but never shown
 
 
 def _salvage(final: Path, partial: Path, manifest: Path, whole: int) -> str:
@@ -238,7 +249,9 @@ def reusable_answers(source: Path, identity: dict) -> tuple[dict[str, str], list
     with these teacher settings (whatever prompts), so edited data has the teacher answer only what is new. Also
     returns what could not be used, in words. The directory is only read."""
     if not source.is_dir():
-        raise AnswersError(f"--reuse-from {source}: no such directory (give an earlier teacher.answers.dir)")
+        raise AnswersError(
+            f"--reuse-from {source}: no such directory (give an earlier teacher.answers.dir, or drop --reuse-from)"
+        )
     known: dict[str, str] = {}
     skipped: list[str] = []
     for made_file in sorted(source.glob("*.json")):
@@ -272,6 +285,13 @@ def reusable_answers(source: Path, identity: dict) -> tuple[dict[str, str], list
         for key, answer in answers.items():
             known.setdefault(key, answer)
     if not known:
-        why = "; ".join(skipped) or "it holds no answers"
-        raise AnswersError(f"--reuse-from {source}: no teacher answers can be taken from it: {why}")
+        cache = any((split / "manifest.json").is_file() for split in source.iterdir() if split.is_dir())
+        why = "; ".join(skipped) or (
+            "it is a teacher.cache.dir, not a teacher.answers.dir" if cache else "it holds no answers"
+        )
+        raise AnswersError(
+            f"--reuse-from {source}: no teacher answers can be taken from it: {why}; give an earlier "
+            "teacher.answers.dir made with the recipe's teacher settings (put back a setting named above), or drop "
+            "--reuse-from"
+        )
     return known, skipped

@@ -71,7 +71,11 @@ def cache(
     )
     require_embedding_family(recipe, "cache", why)
     processes = CacheProcesses(loaded.recipe.hardware)  # several under torchrun: each writes its share
-    flags = [*(["--verify"] if verify else []), *(["--reuse-from", reuse_from] if reuse_from else [])]
+    flags = [
+        *(["--batch-tokens", str(batch_tokens)] if batch_tokens else []),
+        *(["--verify"] if verify else []),
+        *(["--reuse-from", reuse_from] if reuse_from else []),
+    ]
     rerun = commands.command("cache", *flags)
     with interrupt_goes_on(": the finished shards are kept", rerun):
         reports = build_teacher_cache(

@@ -68,4 +68,4 @@ def test_validate_names_answers_written_under_other_settings_at_teacher_answers_
     longer = load_recipe(SEQUENCE_KD, [*sets, "teacher.answers.max_new_tokens=32"], check=False)
     said = [str(problem) for problem in semantic_problems(longer)]
     assert len(said) == 2 and all("teacher.answers.dir: " in line for line in said)  # train and eval
-    assert "(max_new_tokens 24 -> 32): delete it" in said[0]
+    assert "(teacher.answers.max_new_tokens 24 -> 32): delete it" in said[0]

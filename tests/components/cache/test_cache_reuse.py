@@ -176,3 +176,14 @@ def test_the_cache_command_takes_teacher_answers_of_unchanged_prompts(tmp_path):
     assert answers("new")[:5] == answers("old")[:5] and answers("new")[5]["prompt"] == prompt_key("a heron in the mist")
     refused = cache("old", PROMPTS / "train.txt", "--reuse-from", str(tmp_path / "old"))
     assert refused.exit_code != 0 and "is teacher.answers.dir itself" in refused.output
+
+
+def test_a_folder_of_caches_and_a_shard_cut_short_are_named(copy, tmp_path):
+    recipe, old_dir = copy
+    with pytest.raises(CacheReuseError, match="it is no teacher.cache.dir .*give one, or one of its splits"):
+        build_teacher_cache(_load(tmp_path / "new"), progress=False, reuse_from=old_dir.parent)
+    victim = old_dir / "train" / shard_name(1)
+    victim.write_bytes(victim.read_bytes()[: victim.stat().st_size // 2])
+    reports = build_teacher_cache(_load(tmp_path / "new"), progress=False, reuse_from=old_dir)
+    assert any(note.startswith(f"{victim}: ") for note in reports["train"]["not_reused"])
+    assert reports["train"]["reused"] == TRAIN - SHARD

@@ -86,3 +86,37 @@ def test_no_digest_is_shown():
         "the cache was written in format 0, this version reads format 1",
         "the teacher tokenizer differs from the one the cache was made with",
     ]
+
+
+def test_other_special_tokens_are_named_and_a_manifest_written_before_they_were_recorded_is_accepted():
+    """The pad token is in tokenizer_config.json, not tokenizer.json, and its id is in every Chroma-masked row."""
+    now = {**IDENTITY, "special_tokens": "5678"}
+    assert mismatches(_cached(special_tokens="9999"), now) == [
+        "the teacher tokenizer's special tokens (tokenizer_config.json, special_tokens_map.json: the pad token, "
+        "say) differ from those the cache was made with"
+    ]
+    assert mismatches(_cached(), now) == [], "written before special tokens were recorded"
+
+
+def test_a_pad_token_changed_in_a_local_tokenizer_changes_the_identity(tmp_path):
+    import json
+    import shutil
+    from pathlib import Path
+
+    from components.cache.manifest import teacher_identity
+    from recipe_runner.loader import load_recipe
+
+    root = Path(__file__).parents[3]
+    tokenizer = tmp_path / "tok"
+    shutil.copytree(root / "data" / "tokenizers" / "tiny_t5", tokenizer)
+    recipe = root / "recipes" / "examples" / "t5_to_qwen_tiny.yaml"
+
+    def identity():
+        return teacher_identity(load_recipe(recipe, [f"teacher.tokenizer={tokenizer}"], check=False).recipe)
+
+    before = identity()
+    config = tokenizer / "tokenizer_config.json"
+    settings = json.loads(config.read_text())
+    config.write_text(json.dumps({**settings, "pad_token": "<unk>"}))
+    assert identity()["special_tokens"] != before["special_tokens"]
+    assert identity()["tokenizer"] == before["tokenizer"]

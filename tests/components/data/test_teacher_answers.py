@@ -104,7 +104,7 @@ def test_answers_recorded_with_a_file_times_fingerprint_are_read_and_other_weigh
     now = {**IDENTITY, "weights": "content:aaaa"}
     write_answers(tmp_path, "train", PROMPTS, {**IDENTITY, "weights": "3f2a9c0d1e4b5a6c"}, _answer, batch_size=3)
     assert read_answers(tmp_path, "train", PROMPTS, now) is not None
-    with pytest.raises(AnswersError, match=r"\(max_new_tokens 4 -> 8\)"):  # the weights are not named
+    with pytest.raises(AnswersError, match=r"\(teacher.answers.max_new_tokens 4 -> 8\)"):  # the weights are not named
         read_answers(tmp_path, "train", PROMPTS, {**now, "max_new_tokens": 8})
     write_answers(tmp_path, "eval", PROMPTS, now, _answer, batch_size=3)
     with pytest.raises(AnswersError, match=r"\(the weights\)"):

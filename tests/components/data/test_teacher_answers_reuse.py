@@ -60,7 +60,7 @@ def test_answers_made_with_other_settings_or_naming_no_prompt_are_not_taken(tmp_
     with pytest.raises(
         AnswersError,
         match=r"no teacher answers can be taken from it: .*train.jsonl: made with other "
-        r"teacher settings \(max_new_tokens 8 -> 4\)",
+        r"teacher settings \(teacher.answers.max_new_tokens 8 -> 4\)",
     ):
         reusable_answers(tmp_path / "old", IDENTITY)
     write_answers(tmp_path / "older", "train", PROMPTS, IDENTITY, _asked([]), batch_size=3)
