@@ -2,7 +2,13 @@
 
 from __future__ import annotations
 
+import json
+
+import pytest
+from short_runs import constant_run
+
 from recipe_runner.loader import load_recipe
+from recipe_runner.trainer.loop import Trainer
 from recipe_runner.trainer.run_log import write_run_info
 
 
@@ -56,3 +62,14 @@ def test_a_resume_from_the_checkpoint_ending_a_stage_drops_the_next_stages_openi
     log.close()
     written = [json.loads(line) for line in (tmp_path / "metrics.jsonl").read_text().splitlines()]
     assert [(row["step"], row["stage"]) for row in written] == [(4, "bolt_on"), (4, "bolt_on"), (4, "joint")]
+
+
+def test_each_logged_rate_is_the_one_its_step_trained_with(tiny_recipe_path, tiny_overrides, tmp_path):
+    """The scheduler steps inside a step, so its last rate afterwards is the next step's: a decay logged from
+    there never showed its peak, and a warmup showed the peak one step early."""
+    sets = constant_run(tiny_overrides, 4, "stages.0.schedule={type: linear}", "stages.0.warmup_steps=2")
+    Trainer(load_recipe(tiny_recipe_path, sets).recipe, progress=False).run()
+    rows = [json.loads(line) for line in (tmp_path / "run" / "metrics.jsonl").read_text().splitlines()]
+    lrs = [row["lr/student"] for row in rows if "lr/student" in row]
+    # Two warmup steps at 1/3 and 2/3 of the peak, the peak, then halfway down to min_lr (1e-4).
+    assert lrs == pytest.approx([1e-3 / 3, 2e-3 / 3, 1e-3, 0.55e-3], rel=1e-6)
