@@ -30,7 +30,7 @@ from components.models.downloads import needed_from, require_downloaded
 from components.models.loading import quiet_transformers_bars
 from recipe_runner.cache_processes import CacheProcesses
 from recipe_runner.next_commands import FROM_PYTHON, NextCommands
-from recipe_runner.trainer.parts import RunSetupError, split_prompts
+from recipe_runner.trainer.parts import RunSetupError, cache_complete, split_prompts
 from recipe_runner.trainer.run_dir import DirectoryLock
 from schemas import Recipe
 from schemas.models import TeacherCache
@@ -105,6 +105,8 @@ def build_teacher_cache(
     spec = recipe.teacher_cache
     if spec is None:
         raise CacheSetupError("the recipe has no teacher.cache section; add `cache: {dir: ...}` to the teacher")
+    if reuse_from is not None and not Path(reuse_from).exists() and cache_complete(recipe):
+        reuse_from = None  # a rerun of a finished cache whose source was deleted since: nothing is left to copy
     if reuse_from is not None and Path(reuse_from).resolve().is_relative_to(Path(spec.dir).resolve()):
         raise CacheSetupError(
             f"--reuse-from {reuse_from} is teacher.cache.dir itself (or in it): rows are copied into a new cache, "

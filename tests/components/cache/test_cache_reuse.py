@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import shutil
 
 import pytest
 import torch
@@ -187,3 +188,15 @@ def test_a_folder_of_caches_and_a_shard_cut_short_are_named(copy, tmp_path):
     reports = build_teacher_cache(_load(tmp_path / "new"), progress=False, reuse_from=old_dir)
     assert any(note.startswith(f"{victim}: ") for note in reports["train"]["not_reused"])
     assert reports["train"]["reused"] == TRAIN - SHARD
+
+
+def test_a_finished_cache_rerun_after_its_source_was_deleted_only_checks_out(built, tmp_path):
+    recipe, old_dir, _ = built
+    _, data = _edited(recipe, tmp_path)
+    copied = tmp_path / "old"
+    shutil.copytree(old_dir, copied)
+    new = _load(tmp_path / "new", data)
+    build_teacher_cache(new, progress=False, reuse_from=copied)
+    shutil.rmtree(copied)
+    again = build_teacher_cache(new, progress=False, reuse_from=copied)
+    assert again["train"]["shards_written"] == 0 and again["train"]["reused"] == 0
